@@ -1,0 +1,8 @@
+"""qanet_d2: Quality-Aware Network face parsing (FCOS face detector + QANet parser) on detectron2."""
+from . import compat
+
+compat.apply()  # before any detectron2 module that needs a shim is imported
+
+from .config import add_qanet_config, get_qanet_cfg  # noqa: E402
+
+__version__ = "0.1.0"

@@ -1,0 +1,234 @@
+"""Shims that let detectron2 v0.6's Python code run on this stack (torch 2.x, numpy 2, Pillow >= 10)
+and without its C++ extension.
+
+Everything that deviates from detectron2's behaviour lives here and nowhere else. Each shim
+is applied once (``apply()`` is idempotent), before any detectron2 module that needs it is
+imported, and each one checks first whether it is needed: with a complete upstream detectron2
+(C++ extension built, FCOS fixes merged) every item is a no-op.
+
+Items:
+  * ``detectron2._C`` placeholder: registered only if no compiled extension can be found.
+    Importing it works; calling any op raises NotImplementedError naming the op.
+  * ``PIL.Image.LINEAR``: removed in Pillow 10, used as a default argument in detectron2.
+  * FCOS head GroupNorm probe: v0.6's RetinaNetHead calls ``get_norm(norm, 1)`` to read the
+    norm type, which fails for GroupNorm(32, 1).
+  * FCOS on an image without faces: v0.6's anchor matching cannot handle zero ground-truth
+    boxes; :class:`FCOSWithEmptyImages` labels all anchors of such an image as background.
+  * Checkpoints: :func:`to_weights_only_safe` turns a checkpoint dict into tensors and plain
+    Python values so that ``torch.load(weights_only=True)`` can read it back.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import inspect
+import logging
+import sys
+import types
+
+logger = logging.getLogger(__name__)
+
+_APPLIED = False
+# Names of the items that were actually needed (and patched) in this process.
+APPLIED_ITEMS: list = []
+
+_PLACEHOLDER_ANSWERS = {
+    "get_compiler_version": lambda: "not built (Python-only detectron2)",
+    "get_cuda_version": lambda: "not built (Python-only detectron2)",
+    "has_cuda": lambda: False,
+}
+
+
+class _MissingExtension(types.ModuleType):
+    """Stands in for ``detectron2._C``: import succeeds, using an op fails clearly."""
+
+    __qanet_placeholder__ = True
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in _PLACEHOLDER_ANSWERS:
+            return _PLACEHOLDER_ANSWERS[name]
+
+        def _unavailable(*args, **kwargs):
+            raise NotImplementedError(
+                f"detectron2._C.{name} is a C++/CUDA op, and this detectron2 was installed without "
+                "its compiled extension. Use a model/option that does not need it (qanet_d2's own "
+                "models do not), or install a detectron2 built from source."
+            )
+
+        _unavailable.__name__ = name
+        return _unavailable
+
+
+def _compiled_extension_available() -> bool:
+    if "detectron2._C" in sys.modules:
+        return not getattr(sys.modules["detectron2._C"], "__qanet_placeholder__", False)
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for location in spec.submodule_search_locations:
+        finder = importlib.machinery.FileFinder(
+            location, (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
+        )
+        if finder.find_spec("detectron2._C") is not None:
+            return True
+    return False
+
+
+def _install_c_placeholder() -> bool:
+    if _compiled_extension_available():
+        return False
+    import detectron2
+
+    module = _MissingExtension("detectron2._C")
+    module.__file__ = "<detectron2._C placeholder registered by qanet_d2.compat>"
+    sys.modules["detectron2._C"] = module
+    detectron2._C = module
+    return True
+
+
+def _restore_pil_linear() -> bool:
+    import PIL.Image
+
+    if hasattr(PIL.Image, "LINEAR"):
+        return False
+    PIL.Image.LINEAR = PIL.Image.BILINEAR
+    return True
+
+
+def _fix_fcos_head_norm_probe() -> bool:
+    from detectron2.modeling.meta_arch import retinanet
+
+    source = inspect.getsource(retinanet.RetinaNetHead.__init__)
+    if "get_norm(norm, 1)" not in source:
+        return False
+    original_get_norm = retinanet.get_norm
+    if getattr(original_get_norm, "__qanet_shim__", False):
+        return False
+
+    def get_norm(norm, out_channels):
+        # v0.6 probes the norm type with one channel; GroupNorm(32, 1) cannot be built.
+        if norm == "GN" and out_channels == 1:
+            import torch.nn as nn
+
+            return nn.GroupNorm(1, 1)
+        return original_get_norm(norm, out_channels)
+
+    get_norm.__qanet_shim__ = True
+    retinanet.get_norm = get_norm
+    return True
+
+
+def _fcos_handles_empty_images() -> bool:
+    """Run v0.6's FCOS anchor matching on one image with zero boxes; True if it copes."""
+    import torch
+    from detectron2.modeling.meta_arch.fcos import FCOS
+    from detectron2.structures import Boxes, Instances
+
+    probe = FCOS.__new__(FCOS)
+    probe.center_sampling_radius = 1.5
+    probe.num_classes = 1
+    anchors = [Boxes(torch.tensor([[0.0, 0.0, 8.0, 8.0]])), Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))]
+    empty = Instances((32, 32), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))
+    try:
+        FCOS.label_anchors(probe, anchors, [empty])
+    except (IndexError, RuntimeError):
+        return False
+    return True
+
+
+def build_fcos_class():
+    """detectron2's FCOS, or a subclass that also trains on images without faces where needed."""
+    from detectron2.modeling.meta_arch.fcos import FCOS
+
+    if _fcos_handles_empty_images():
+        return FCOS
+    return FCOSWithEmptyImages
+
+
+def _define_fcos_with_empty_images():
+    import torch
+    from detectron2.modeling.meta_arch.fcos import FCOS
+    from detectron2.structures import Boxes
+
+    class FCOSWithEmptyImages(FCOS):
+        """FCOS whose anchor labelling accepts images with no ground-truth box.
+
+        Such an image gets every anchor labelled background (``num_classes``) and zero
+        regression targets, which is what detectron2 does after its later fix.
+        """
+
+        @torch.no_grad()
+        def label_anchors(self, anchors, gt_instances):
+            num_anchors = sum(len(a) for a in anchors)
+            nonempty = [i for i, g in enumerate(gt_instances) if len(g) > 0]
+            labels, boxes = [None] * len(gt_instances), [None] * len(gt_instances)
+            if nonempty:
+                sub_labels, sub_boxes = super().label_anchors(anchors, [gt_instances[i] for i in nonempty])
+                for i, lab, box in zip(nonempty, sub_labels, sub_boxes):
+                    labels[i], boxes[i] = lab, box
+            device = anchors[0].tensor.device
+            for i, g in enumerate(gt_instances):
+                if labels[i] is None:
+                    labels[i] = torch.full((num_anchors,), self.num_classes, dtype=torch.long, device=device)
+                    boxes[i] = Boxes(torch.zeros(num_anchors, 4, device=device))
+            return labels, boxes
+
+    return FCOSWithEmptyImages
+
+
+def to_weights_only_safe(obj):
+    """Recursively turn numpy scalars/arrays and other simple values into types that
+    ``torch.load(weights_only=True)`` accepts (tensors, numbers, str, containers).
+
+    Objects that cannot be represented that way raise TypeError naming their path, so that
+    an unsafe checkpoint is never written silently.
+    """
+    import collections
+    import numbers
+
+    import numpy as np
+    import torch
+
+    def convert(value, path):
+        if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
+            return value
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, numbers.Number):
+            return float(value) if not isinstance(value, numbers.Integral) else int(value)
+        if isinstance(value, collections.OrderedDict):
+            return collections.OrderedDict((k, convert(v, f"{path}.{k}")) for k, v in value.items())
+        if isinstance(value, dict):
+            return {k: convert(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            converted = [convert(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return converted if isinstance(value, list) else tuple(converted)
+        raise TypeError(f"checkpoint entry {path} has type {type(value).__name__}, which torch.load(weights_only=True) cannot read")
+
+    return convert(obj, "checkpoint")
+
+
+FCOSWithEmptyImages = None  # defined by apply() once detectron2 is importable
+
+
+def apply() -> None:
+    """Apply every needed shim once. Called by ``import qanet_d2``."""
+    global _APPLIED, FCOSWithEmptyImages
+    if _APPLIED:
+        return
+    _APPLIED = True
+    if _restore_pil_linear():
+        APPLIED_ITEMS.append("PIL.Image.LINEAR")
+    if _install_c_placeholder():
+        APPLIED_ITEMS.append("detectron2._C placeholder")
+    if _fix_fcos_head_norm_probe():
+        APPLIED_ITEMS.append("FCOS head GroupNorm probe")
+    FCOSWithEmptyImages = _define_fcos_with_empty_images()
+    if not _fcos_handles_empty_images():
+        APPLIED_ITEMS.append("FCOS on images without faces")
+    if APPLIED_ITEMS:
+        logger.debug("qanet_d2.compat applied: %s", ", ".join(APPLIED_ITEMS))

@@ -1,0 +1,162 @@
+"""Config keys of qanet_d2, added to detectron2's defaults by :func:`add_qanet_config`.
+
+The config is the project's only switchboard: every weight, threshold and mode that the
+model, data pipeline, evaluator and tools read is a key here, with the report's setting as
+the default unless noted. Sizes are (height, width) in pixels.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_qanet_config(cfg: CN) -> CN:
+    """Add qanet_d2's keys to a detectron2 config (in place) and return it."""
+    _C = cfg
+
+    # ------------------------------------------------------------------ model
+    _C.MODEL.META_ARCHITECTURE = "QANetFaceParser"
+
+    # Face detector: detectron2's FCOS with one class ("face") on MODEL.BACKBONE
+    # (the report: ResNet-50-FPN with P6/P7 computed from P5).
+    _C.MODEL.FCOS = CN()
+    _C.MODEL.FCOS.NUM_CLASSES = 1
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.NUM_CONVS = 4
+    _C.MODEL.FCOS.HEAD_NORM = "GN"
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01
+    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
+    _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
+    _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    # Weight of the detector's losses in joint training.
+    _C.MODEL.FCOS.LOSS_WEIGHT = 1.0
+
+    _C.MODEL.QANET = CN()
+    # Number of parsing classes, background included. Must match the dataset's label set.
+    _C.MODEL.QANET.NUM_CLASSES = 19
+    # "joint": detector losses on full images + parser losses on ground-truth face crops;
+    # "detector": detector only; "parser": parser only (ground-truth boxes, detector frozen/absent).
+    _C.MODEL.QANET.TRAIN_MODE = "joint"
+    # Boxes the parser uses at test time: "detector" (its own detections) or "gt" (the
+    # dataset's face boxes, to measure parsing alone).
+    _C.MODEL.QANET.TEST_BOXES = "detector"
+
+    # Parser input crop. The box keeps its centre, its shorter side grows until
+    # width / height == ASPECT_RATIO, then both sides are multiplied by BOX_EXPAND.
+    _C.MODEL.QANET.INPUT_SIZE = (512, 384)  # (height, width)
+    _C.MODEL.QANET.ASPECT_RATIO = 0.75  # width / height
+    _C.MODEL.QANET.BOX_EXPAND = 1.25
+    # Parser pixel normalisation (RGB order after conversion from INPUT.FORMAT); ImageNet stats.
+    _C.MODEL.QANET.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    _C.MODEL.QANET.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    # Parser backbone: a name in detectron2's BACKBONE_REGISTRY, built on a config whose
+    # MODEL.RESNETS / MODEL.QANET.HRNET describe it.
+    _C.MODEL.QANET.BACKBONE = CN()
+    _C.MODEL.QANET.BACKBONE.NAME = "build_timm_hrnet_backbone"
+    # Backbone features fed to the neck, from stride 4 to stride 32.
+    _C.MODEL.QANET.BACKBONE.OUT_FEATURES = ["hr4", "hr8", "hr16", "hr32"]
+    _C.MODEL.QANET.BACKBONE.FREEZE_AT = 0
+    # For a ResNet parser backbone: depth and the keys of MODEL.RESNETS used for it.
+    _C.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
+
+    # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
+    _C.MODEL.QANET.HRNET = CN()
+    _C.MODEL.QANET.HRNET.NAME = "hrnet_w48"  # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w48, ...
+    # Load timm's ImageNet weights. They come from a model hub; without network access
+    # this fails with a clear message. Random initialisation is the default.
+    _C.MODEL.QANET.HRNET.PRETRAINED = False
+    _C.MODEL.QANET.HRNET.NORM = "BN"
+
+    # Semantic-FPN neck ("PFPN"): per level, conv-BN-ReLU(+upsample x2) repeated so that all
+    # levels reach stride 4, then summed.
+    _C.MODEL.QANET.NECK = CN()
+    _C.MODEL.QANET.NECK.CONV_DIM = 256
+    _C.MODEL.QANET.NECK.NORM = "BN"
+
+    # Parsing branch: 1x1 conv to NUM_CLASSES, bilinear upsampling to the crop size.
+    _C.MODEL.QANET.PARSING = CN()
+    _C.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
+    _C.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
+    _C.MODEL.QANET.PARSING.IGNORE_VALUE = 255
+
+    # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.
+    _C.MODEL.QANET.IOU = CN()
+    _C.MODEL.QANET.IOU.CONV_DIM = 256
+    _C.MODEL.QANET.IOU.FC_DIM = 512
+    _C.MODEL.QANET.IOU.LOSS_WEIGHT = 1.0
+
+    # Crop augmentation in training (on ground-truth boxes).
+    _C.MODEL.QANET.AUG = CN()
+    _C.MODEL.QANET.AUG.ENABLED = True
+    _C.MODEL.QANET.AUG.SCALE_STD = 0.3  # box scale factor N(0,1)*std + 1 ...
+    _C.MODEL.QANET.AUG.SCALE_RANGE = (0.7, 1.3)  # ... clipped to this range
+    _C.MODEL.QANET.AUG.ROTATION_STD = 40.0  # degrees, N(0,1)*std ...
+    _C.MODEL.QANET.AUG.ROTATION_MAX = 80.0  # ... clipped to +-max
+    _C.MODEL.QANET.AUG.ROTATION_PROB = 0.6
+    _C.MODEL.QANET.AUG.FLIP_PROB = 0.5  # left/right labels swapped from the dataset's flip pairs
+    # Faces parsed per image in training (largest first); bounds memory on crowded images.
+    _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
+
+    # Inference scoring and paste-back.
+    _C.MODEL.QANET.INFERENCE = CN()
+    # Face score = (box^a * iou^b * pixel^c)^(1/(a+b+c)).
+    _C.MODEL.QANET.INFERENCE.SCORE_WEIGHTS = (1.0, 0.5, 3.0)
+    # Pixel score: mean max-probability over pixels whose max-probability >= this.
+    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_THRESH = 0.2
+    # Faces with a score below this are not painted into the image-level label map.
+    _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
+    _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
+    # Faces pasted back per grid_sample call (bounds memory on large images).
+    _C.MODEL.QANET.INFERENCE.PASTE_CHUNK = 8
+    # Faces parsed per forward of the parser (bounds memory).
+    _C.MODEL.QANET.INFERENCE.PARSER_BATCH = 32
+
+    # ------------------------------------------------------------------ data
+    # Input resizing of full images for the detector (detectron2's keys), kept small by default
+    # because faces are parsed from crops of the original image.
+    _C.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
+    _C.INPUT.MAX_SIZE_TRAIN = 1333
+    _C.INPUT.MIN_SIZE_TEST = 800
+    _C.INPUT.MAX_SIZE_TEST = 1333
+    # Image-level horizontal flip is done on the face crops (with label swapping) instead.
+    _C.INPUT.RANDOM_FLIP = "none"
+    _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+
+    # Synthetic face-video dataset, generated on first use when missing.
+    _C.DATASETS.SYNTHETIC = CN()
+    _C.DATASETS.SYNTHETIC.AUTO_GENERATE = True
+
+    # ------------------------------------------------------------------ solver
+    _C.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
+    _C.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW
+
+    # ------------------------------------------------------------------ test
+    # Test-time augmentation of the parser (detectron2's TEST.AUG.ENABLED / FLIP are reused):
+    # flip averages with the mirrored crop (left/right channels swapped back); BOX_SCALES
+    # enlarge or shrink the box context. All views are averaged after pasting back.
+    _C.TEST.AUG.BOX_SCALES = (1.0,)
+    # Ensemble: checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's.
+    _C.TEST.ENSEMBLE = CN()
+    _C.TEST.ENSEMBLE.WEIGHTS = []
+
+    # Face parsing evaluation (J/F of DAVIS, mIoU, F1).
+    _C.TEST.FACE_PARSING = CN()
+    # A class absent from both prediction and ground truth in a frame: "skip" it (stricter)
+    # or score it 1 as DAVIS does ("one").
+    _C.TEST.FACE_PARSING.ABSENT_CLASS = "skip"
+    # Contour tolerance: fraction of the image diagonal (< 1) or pixels (>= 1).
+    _C.TEST.FACE_PARSING.BOUND_TH = 0.008
+    # Also write per-frame label PNGs of the predictions under OUTPUT_DIR/inference/labels.
+    _C.TEST.FACE_PARSING.SAVE_LABELS = False
+    # Also report face-detection AP (COCO) of the predicted boxes.
+    _C.TEST.DETECTION_AP = False
+
+    return cfg
+
+
+def get_qanet_cfg() -> CN:
+    """detectron2's default config with qanet_d2's keys added."""
+    from detectron2.config import get_cfg
+
+    return add_qanet_config(get_cfg())
