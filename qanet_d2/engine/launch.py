@@ -1,0 +1,64 @@
+"""Multi-process launch that also works without CUDA.
+
+detectron2 v0.6's ``launch`` asserts CUDA and uses NCCL. With CUDA available this module
+calls it unchanged; without CUDA it spawns the same number of CPU processes over gloo and
+sets up detectron2's local process group the same way, so ``--num-gpus N`` on a CPU machine
+trains with N processes (how multi-GPU and multi-machine runs are exercised without GPUs).
+"""
+import logging
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):
+    """Same signature as :func:`detectron2.engine.launch`; ``num_gpus_per_machine`` counts
+    processes, which run on CPU (gloo) when CUDA is not available."""
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1 or torch.cuda.is_available():
+        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout)
+
+    if dist_url in (None, "auto"):
+        if num_machines != 1:
+            raise ValueError("--dist-url must be given for multi-machine jobs")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    logger.info("CUDA is not available: launching %d CPU processes over gloo (%s)", num_gpus_per_machine, dist_url)
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+    global_rank = machine_rank * num_per_machine + local_rank
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout)
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):
+        ranks = list(range(i * num_per_machine, (i + 1) * num_per_machine))
+        group = dist.new_group(ranks)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    # Each process gets its share of the cores.
+    torch.set_num_threads(max(1, torch.get_num_threads() // num_per_machine))
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,248 @@
+"""The trainer used by ``train_net.py``: detectron2's DefaultTrainer with the loaders, evaluator
+and optimizer of this project, plus what an interrupted or multi-process CPU run needs.
+
+Differences from ``DefaultTrainer`` (all here, nowhere else):
+
+* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`; the training sampler
+  can start at an offset, so a resumed run sees the data in the order it would have seen it.
+* ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
+* Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
+  writes, weights-only loading).
+* Every iteration reseeds the RNGs from (seed, iteration, rank), so the random crop
+  augmentation of iteration k is the same whether or not the run was interrupted before k.
+* A non-finite loss stops training with the iteration and the loss term in the message.
+* On CPU, DistributedDataParallel gets ``device_ids=None`` (v0.6 passes a GPU index).
+"""
+import itertools
+import logging
+import random
+import time
+import weakref
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import QANetCheckpointer
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """detectron2's TrainingSampler whose stream can start ``start_index`` samples in.
+
+    The infinite stream of indices is the same as TrainingSampler's for the same seed;
+    ``start_index`` counts samples of the global stream (all processes together).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0):
+        super().__init__(size, shuffle=shuffle, seed=seed)
+        self._start_index = int(start_index)
+
+    def __iter__(self):
+        start = self._start_index + self._rank
+        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+
+
+def iteration_seed(base_seed: int, iteration: int, rank: int) -> int:
+    """A seed that depends only on (base seed, iteration, rank)."""
+    return (base_seed * 1_000_003 + iteration * 9_176 + rank * 7_919) % (2**31 - 1)
+
+
+class QANetSimpleTrainer(SimpleTrainer):
+    """SimpleTrainer with per-iteration reseeding and a per-term finiteness check."""
+
+    def __init__(self, model, data_loader, optimizer, base_seed: int):
+        super().__init__(model, data_loader, optimizer)
+        self.base_seed = int(base_seed)
+
+    def run_step(self):
+        assert self.model.training, "[QANetSimpleTrainer] model was changed to eval mode!"
+        seed = iteration_seed(self.base_seed, self.iter, comm.get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        for name, value in loss_dict.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"Loss term '{name}' is {value.detach().cpu().tolist()} at iteration {self.iter}: "
+                    "training stopped. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, or check "
+                    "the inputs of this iteration."
+                )
+        losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def create_ddp_model(model):
+    """DistributedDataParallel when there are several processes; CPU-safe device_ids."""
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True)
+
+
+class QANetTrainer(DefaultTrainer):
+    """DefaultTrainer for qanet_d2 (see module doc)."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        from .validation import validate_config
+
+        validate_config(cfg, for_training=True)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
+        self.base_seed = self._choose_base_seed(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg, seed=self.base_seed, start_iter=0)
+        model = create_ddp_model(model)
+        self._trainer = QANetSimpleTrainer(model, data_loader, optimizer, base_seed=self.base_seed)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = QANetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def _choose_base_seed(cfg) -> int:
+        if cfg.SEED >= 0:
+            return int(cfg.SEED)
+        return int(comm.shared_random_seed())
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["base_seed"] = self.base_seed
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "base_seed" in state_dict:
+            self.base_seed = int(state_dict["base_seed"])
+            self._trainer.base_seed = self.base_seed
+
+    def resume_or_load(self, resume=True):
+        """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR; a resumed
+        run continues with the iteration, LR schedule, seed and data order of the original."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1
+            # Rebuild the loader so its stream continues where the checkpoint stopped.
+            loader = self.build_train_loader(self.cfg, seed=self.base_seed, start_iter=self.start_iter)
+            self._trainer.data_loader = loader
+            self._trainer._data_loader_iter = iter(loader)
+
+    # ---------------------------------------------------------------- builders
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        name = cfg.SOLVER.OPTIMIZER.upper()
+        if name == "SGD":
+            optim_cls = torch.optim.SGD
+            kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+        elif name in ("ADAM", "ADAMW"):
+            optim_cls = torch.optim.Adam if name == "ADAM" else torch.optim.AdamW
+            kwargs = dict(lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+        else:
+            raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}: expected one of SGD, ADAM, ADAMW")
+        return maybe_add_gradient_clipping(cfg, optim_cls)(params, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
+
+    @classmethod
+    def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0):
+        from detectron2.data import get_detection_dataset_dicts
+
+        from ..data.mapper import FaceParsingDatasetMapper
+
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
+        sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+        return build_detection_train_loader(
+            cfg, mapper=FaceParsingDatasetMapper(cfg, is_train=True), dataset=dataset, sampler=sampler
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        from ..data.mapper import FaceParsingDatasetMapper
+
+        return build_detection_test_loader(cfg, dataset_name, mapper=FaceParsingDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        import os
+
+        from ..evaluation import build_face_parsing_evaluators
+
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_face_parsing_evaluators(cfg, dataset_name, output_folder)
+
+    # ---------------------------------------------------------------- evaluation
+    last_test_seconds = 0.0
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test, timed (``last_test_seconds``) for the summary line."""
+        start = time.perf_counter()
+        results = super().test(cfg, model, evaluators)
+        QANetTrainer.last_test_seconds = time.perf_counter() - start
+        return results
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None) -> str:
+    """One line with the headline numbers of a face-parsing evaluation, e.g.
+    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  mIoU 81.2  mean-F1 88.0  (train 14m02s, eval 0m41s)``.
+
+    ``results`` is what ``DefaultTrainer.test`` returns: ``{"face_parsing": {...}}`` for one test
+    dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several.
+    """
+    if dataset_name in results and isinstance(results[dataset_name], dict):
+        results = results[dataset_name]
+    fp = results.get("face_parsing", {})
+    parts = [dataset_name]
+    for key, label in (("J&F", "J&F"), ("J", "J"), ("F", "F"), ("mIoU", "mIoU"), ("mean_F1", "mean-F1")):
+        if key in fp:
+            parts.append(f"{label} {fp[key]:.1f}")
+    if "bbox" in results and "AP" in results["bbox"]:
+        parts.append(f"face-AP {results['bbox']['AP']:.1f}")
+    times = []
+    if train_seconds is not None:
+        times.append(f"train {_format_duration(train_seconds)}")
+    if eval_seconds is not None:
+        times.append(f"eval {_format_duration(eval_seconds)}")
+    line = "  ".join(parts)
+    return f"{line}  ({', '.join(times)})" if times else line

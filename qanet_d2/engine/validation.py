@@ -1,0 +1,110 @@
+"""Config validation, run before any data is read or any model is built.
+
+Every problem found is collected and reported together in one :class:`ConfigError`, with the
+key, its value and what is expected, instead of a stack trace deep inside the model.
+"""
+import os
+from typing import List
+
+
+class ConfigError(ValueError):
+    """One or more config values cannot work together."""
+
+
+_CHOICES = {
+    "MODEL.QANET.TRAIN_MODE": ("joint", "detector", "parser"),
+    "MODEL.QANET.TEST_BOXES": ("detector", "gt"),
+    "SOLVER.OPTIMIZER": ("SGD", "ADAM", "ADAMW"),
+    "TEST.FACE_PARSING.ABSENT_CLASS": ("skip", "one"),
+}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _dataset_problems(cfg, names, role: str) -> List[str]:
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    problems = []
+    registered = set(DatasetCatalog.list())
+    for name in names:
+        if name not in registered:
+            close = sorted(n for n in registered if n.split("_")[0] == name.split("_")[0])
+            hint = f" (registered with that prefix: {', '.join(close)})" if close else ""
+            problems.append(f"DATASETS.{role}: '{name}' is not a registered dataset{hint}")
+            continue
+        meta = MetadataCatalog.get(name)
+        try:
+            classes = meta.stuff_classes
+        except (AttributeError, KeyError, FileNotFoundError, RuntimeError):
+            classes = None
+        if classes is not None and len(classes) != cfg.MODEL.QANET.NUM_CLASSES:
+            problems.append(
+                f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but dataset '{name}' "
+                f"(label set '{meta.get('label_set', '?')}') has {len(classes)} classes: {list(classes)}"
+            )
+    return problems
+
+
+def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = True) -> None:
+    """Raise :class:`ConfigError` listing every inconsistency in ``cfg``."""
+    problems: List[str] = []
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if (value.upper() if key == "SOLVER.OPTIMIZER" else value) not in choices:
+            problems.append(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+
+    q = cfg.MODEL.QANET
+    if cfg.MODEL.META_ARCHITECTURE == "QANetFaceParser":
+        height, width = (int(v) for v in q.INPUT_SIZE)
+        if height <= 0 or width <= 0 or height % 32 or width % 32:
+            problems.append(
+                f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
+                "multiples of 32 (the parser backbone's stride)"
+            )
+        elif abs(width / height - q.ASPECT_RATIO) > 1.0 / min(height, width) + 1e-6:
+            problems.append(
+                f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} has width/height {width / height:.4f}, "
+                f"but MODEL.QANET.ASPECT_RATIO = {q.ASPECT_RATIO}: crops would be distorted"
+            )
+        if q.NUM_CLASSES < 2:
+            problems.append(f"MODEL.QANET.NUM_CLASSES = {q.NUM_CLASSES}: need background and at least one part")
+        if len(q.INFERENCE.SCORE_WEIGHTS) != 3 or any(w < 0 for w in q.INFERENCE.SCORE_WEIGHTS) or sum(q.INFERENCE.SCORE_WEIGHTS) <= 0:
+            problems.append(
+                f"MODEL.QANET.INFERENCE.SCORE_WEIGHTS = {tuple(q.INFERENCE.SCORE_WEIGHTS)}: expected three "
+                "non-negative weights (box, iou, pixel) with a positive sum"
+            )
+        if q.BOX_EXPAND <= 0:
+            problems.append(f"MODEL.QANET.BOX_EXPAND = {q.BOX_EXPAND}: must be positive")
+        lo, hi = q.AUG.SCALE_RANGE
+        if not 0 < lo <= 1 <= hi:
+            problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
+        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not cfg.MODEL.WEIGHTS:
+            problems.append(
+                "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
+                "'detector' and MODEL.WEIGHTS is empty: evaluation would use an untrained detector; "
+                "set MODEL.QANET.TEST_BOXES gt or give detector weights"
+            )
+    if any(s <= 0 for s in cfg.TEST.AUG.BOX_SCALES):
+        problems.append(f"TEST.AUG.BOX_SCALES = {tuple(cfg.TEST.AUG.BOX_SCALES)}: scales must be positive")
+    for path in cfg.TEST.ENSEMBLE.WEIGHTS:
+        if not os.path.isfile(path):
+            problems.append(f"TEST.ENSEMBLE.WEIGHTS: checkpoint {path} does not exist")
+    if cfg.SOLVER.IMS_PER_BATCH <= 0:
+        problems.append(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be positive")
+    if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
+        problems.append(f"SOLVER.STEPS = {tuple(cfg.SOLVER.STEPS)}: must be increasing")
+
+    if check_datasets:
+        if for_training:
+            if not cfg.DATASETS.TRAIN:
+                problems.append("DATASETS.TRAIN is empty")
+            problems += _dataset_problems(cfg, cfg.DATASETS.TRAIN, "TRAIN")
+        problems += _dataset_problems(cfg, cfg.DATASETS.TEST, "TEST")
+
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

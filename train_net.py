@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Train and evaluate QANet face parsing (FCOS face detector + QANet parser) with detectron2.
+
+    python train_net.py --num-gpus 8 --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --resume
+
+Without CUDA, ``--num-gpus N`` runs N CPU processes over gloo.
+"""
+import logging
+import os
+import time
+
+import qanet_d2  # noqa: F401  (applies compat shims, registers datasets and models)
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from qanet_d2 import add_qanet_config
+from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
+
+logger = logging.getLogger("qanet_d2")
+
+
+class Trainer(QANetTrainer):
+    """Override the builders here to customise training; see qanet_d2.engine.trainer."""
+
+
+def setup(args):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_qanet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if args.ensemble:
+        cfg.TEST.ENSEMBLE.WEIGHTS = list(args.ensemble)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        validate_config(cfg, for_training=False)
+        model = Trainer.build_model(cfg)
+        QANetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        start = time.perf_counter()
+        results = Trainer.test(cfg, model)
+        eval_seconds = time.perf_counter() - start
+        if comm.is_main_process():
+            for dataset_name in cfg.DATASETS.TEST:
+                print(format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=eval_seconds), flush=True)
+        return results
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    results = getattr(trainer, "_last_eval_results", None)
+    if comm.is_main_process() and results:
+        eval_seconds = Trainer.last_test_seconds
+        for dataset_name in cfg.DATASETS.TEST:
+            print(format_summary_line(dataset_name, results, train_seconds=total - eval_seconds, eval_seconds=eval_seconds), flush=True)
+    return results
+
+
+def build_argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        metavar="CHECKPOINT",
+        help="extra checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's (sets TEST.ENSEMBLE.WEIGHTS)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
