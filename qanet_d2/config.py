@@ -130,6 +130,9 @@ def add_qanet_config(cfg: CN) -> CN:
     # ------------------------------------------------------------------ solver
     _C.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
     _C.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW
+    # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
+    # the median over this many iterations, so 1 records every iteration's raw losses.
+    _C.SOLVER.LOG_PERIOD = 20
 
     # ------------------------------------------------------------------ test
     # Test-time augmentation of the parser (detectron2's TEST.AUG.ENABLED / FLIP are reused):

@@ -15,6 +15,7 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
 """
 import itertools
 import logging
+import os
 import random
 import time
 import weakref
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
@@ -155,6 +157,21 @@ class QANetTrainer(DefaultTrainer):
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
 
+    # ---------------------------------------------------------------- hooks
+    def build_hooks(self):
+        ret = super().build_hooks()
+        for hook in ret:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.SOLVER.LOG_PERIOD
+        return ret
+
+    def build_writers(self):
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=self.cfg.SOLVER.LOG_PERIOD),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
+
     # ---------------------------------------------------------------- builders
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -198,8 +215,6 @@ class QANetTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        import os
-
         from ..evaluation import build_face_parsing_evaluators
 
         if output_folder is None:
