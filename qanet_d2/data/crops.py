@@ -1,0 +1,324 @@
+"""Face crops as affine warps: box -> 3:4 crop region -> affine -> ``grid_sample``.
+
+Coordinate conventions (used by every function here and by the model's outputs):
+
+* Image and crop coordinates are *continuous pixel coordinates*: the pixel in row ``i``,
+  column ``j`` covers ``[j, j+1) x [i, i+1)`` and its centre is at ``(j + 0.5, i + 0.5)``.
+  An image of width ``W`` spans ``x in [0, W]``. This is detectron2's XYXY_ABS box
+  convention (a box ``[0, 0, W, H]`` is the whole image) and ``grid_sample``'s
+  ``align_corners=False`` convention, which all sampling here uses.
+* Affines are ``N x 2 x 3`` float tensors mapping homogeneous crop coordinates ``(u, v, 1)``
+  to image coordinates ``(x, y)`` ("crop -> image"); :func:`invert_affines` gives the other way.
+* Crop sizes are ``(height, width)``.
+
+Cropping is written with torch's ``affine_grid``/``grid_sample`` (rather than detectron2's
+``ROIAlign``) because the crops may be rotated and flipped, and the same warp must be applied
+to images (bilinear) and labels (nearest) and inverted to paste probabilities back.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "expand_box_to_aspect",
+    "scale_boxes",
+    "boxes_to_affines",
+    "invert_affines",
+    "scale_affines",
+    "crop_images",
+    "crop_labels",
+    "crop_windows",
+    "paste_probs",
+    "paste_probs_to_image",
+]
+
+
+def expand_box_to_aspect(boxes: torch.Tensor, aspect: float, expand: float = 1.0) -> torch.Tensor:
+    """Grow boxes to a given aspect ratio around their centres, then scale them.
+
+    Args:
+        boxes: ``N x 4`` XYXY_ABS boxes.
+        aspect: target width / height (0.75 for the report's 384 x 512 crops).
+        expand: factor applied to both sides after the aspect change (1.25 in the report).
+
+    Returns:
+        ``N x 4`` XYXY_ABS boxes with the same centres; only the shorter side (relative
+        to ``aspect``) grows before the common ``expand`` factor.
+    """
+    boxes = boxes.float()
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3)
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+    w, h = torch.maximum(w, h * aspect), torch.maximum(h, w / aspect)
+    w, h = w * expand, h * expand
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=1)
+
+
+def scale_boxes(boxes: torch.Tensor, scales) -> torch.Tensor:
+    """Scale ``N x 4`` XYXY boxes about their centres by ``scales`` (a number or ``N`` tensor)."""
+    scales = torch.as_tensor(scales, dtype=boxes.dtype, device=boxes.device)
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    hw = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scales
+    hh = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scales
+    return torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1)
+
+
+def _to_3x3(affines: torch.Tensor) -> torch.Tensor:
+    bottom = affines.new_tensor([0.0, 0.0, 1.0]).expand(affines.shape[0], 1, 3)
+    return torch.cat([affines, bottom], dim=1)
+
+
+def invert_affines(affines: torch.Tensor) -> torch.Tensor:
+    """Invert ``N x 2 x 3`` affines."""
+    return torch.linalg.inv(_to_3x3(affines.double()))[:, :2].to(affines.dtype)
+
+
+def scale_affines(affines: torch.Tensor, scale_x, scale_y) -> torch.Tensor:
+    """Compose crop->image affines with an image resize (``x' = x * scale_x``, ``y' = y * scale_y``).
+
+    Used to move affines from the resized model input frame to the original image frame;
+    the scales may be numbers or ``N`` tensors.
+    """
+    out = affines.clone()
+    out[:, 0] = out[:, 0] * torch.as_tensor(scale_x, dtype=out.dtype, device=out.device).reshape(-1, 1)
+    out[:, 1] = out[:, 1] * torch.as_tensor(scale_y, dtype=out.dtype, device=out.device).reshape(-1, 1)
+    return out
+
+
+def boxes_to_affines(
+    boxes: torch.Tensor,
+    out_size: Sequence[int],
+    rotation: Optional[torch.Tensor] = None,
+    flip: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Affines that warp each box region onto an ``out_size`` crop.
+
+    The crop's axes are those of the box, rotated by ``rotation`` about the box centre; with
+    ``flip`` the crop is mirrored left/right (crop column ``j`` shows what column ``w-1-j``
+    shows without flip). The box should already have the crop's aspect ratio
+    (see :func:`expand_box_to_aspect`); otherwise the crop is stretched.
+
+    Args:
+        boxes: ``N x 4`` XYXY_ABS crop regions in image coordinates.
+        out_size: crop ``(height, width)``.
+        rotation: ``N`` angles in degrees, or None. A positive angle rotates the sampled
+            region clockwise in the image (y down), so the content appears rotated
+            counter-clockwise in the crop.
+        flip: ``N`` bools, or None.
+
+    Returns:
+        ``(crop_to_image, image_to_crop)``, each ``N x 2 x 3``: ``crop_to_image @ (u, v, 1)``
+        is the image point shown at crop point ``(u, v)`` (pixel-centre convention of the module).
+    """
+    boxes = boxes.float()
+    n = boxes.shape[0]
+    out_h, out_w = float(out_size[0]), float(out_size[1])
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    sx = (boxes[:, 2] - boxes[:, 0]) / out_w
+    sy = (boxes[:, 3] - boxes[:, 1]) / out_h
+    if rotation is None:
+        cos, sin = torch.ones_like(cx), torch.zeros_like(cx)
+    else:
+        theta = rotation.to(cx).reshape(n) * (math.pi / 180.0)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+    fx = torch.ones_like(cx)
+    if flip is not None:
+        fx = torch.where(flip.to(torch.bool).reshape(n), -fx, fx)
+    # x = c + R @ diag(sx * fx, sy) @ ((u, v) - crop_centre)
+    a00, a01 = cos * sx * fx, -sin * sy
+    a10, a11 = sin * sx * fx, cos * sy
+    u0, v0 = out_w * 0.5, out_h * 0.5
+    t0 = cx - a00 * u0 - a01 * v0
+    t1 = cy - a10 * u0 - a11 * v0
+    crop_to_image = torch.stack(
+        [torch.stack([a00, a01, t0], dim=1), torch.stack([a10, a11, t1], dim=1)], dim=1
+    )
+    return crop_to_image, invert_affines(crop_to_image)
+
+
+def _normalised_theta(src_to_dst: torch.Tensor, dst_size: Sequence[int], src_size: Sequence[int]) -> torch.Tensor:
+    """``affine_grid`` theta for sampling a source of ``src_size`` onto a destination grid of
+    ``dst_size``, given the pixel-coordinate affine mapping destination points to source points.
+
+    With ``align_corners=False``, normalised ``g`` and pixel ``x`` relate by ``x = (g + 1) * W / 2``.
+    """
+    dh, dw = float(dst_size[0]), float(dst_size[1])
+    sh, sw = float(src_size[0]), float(src_size[1])
+    a = src_to_dst.double()
+    # x_src = a @ (u, v, 1); u = (gu + 1) * dw / 2; g_src = 2 * x_src / sw - 1
+    to_pix = a.new_tensor([[dw / 2, 0, dw / 2], [0, dh / 2, dh / 2], [0, 0, 1]])
+    to_norm = a.new_tensor([[2 / sw, 0, -1], [0, 2 / sh, -1], [0, 0, 1]])
+    theta = to_norm @ _to_3x3(a) @ to_pix
+    return theta[:, :2].float()
+
+
+def _sample_per_image(
+    source: torch.Tensor, batch_idx: torch.Tensor, grids: torch.Tensor, mode: str, padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """``grid_sample`` of ``N`` grids (``N x h x w x 2``) from the images ``source[batch_idx]``
+    without copying each image ``N`` times: all grids of one image are stacked vertically into
+    one tall grid and sampled in a single call."""
+    n, h, w, _ = grids.shape
+    out = source.new_zeros((n, source.shape[1], h, w))
+    for b in torch.unique(batch_idx).tolist():
+        sel = (batch_idx == b).nonzero(as_tuple=True)[0]
+        tall = grids[sel].reshape(1, len(sel) * h, w, 2)
+        sampled = F.grid_sample(source[b : b + 1], tall, mode=mode, padding_mode=padding_mode, align_corners=False)
+        out[sel] = sampled.reshape(source.shape[1], len(sel), h, w).transpose(0, 1)
+    return out
+
+
+def crop_images(
+    images: torch.Tensor,
+    batch_idx: torch.Tensor,
+    affines: torch.Tensor,
+    out_size: Sequence[int],
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Crop ``N`` faces from a batch of images.
+
+    Args:
+        images: ``B x C x H x W`` float images (a padded batch; pixel coordinates are those of
+            the padded tensor, whose top-left corner is every image's top-left corner).
+        batch_idx: ``N`` long, the image of each crop.
+        affines: ``N x 2 x 3`` crop -> image affines (:func:`boxes_to_affines`).
+        out_size: crop ``(height, width)``.
+        mode: "bilinear" for images, "nearest" for label-like data.
+
+    Returns:
+        ``N x C x h x w`` crops; points outside the tensor read 0.
+    """
+    n = affines.shape[0]
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if n == 0:
+        return images.new_zeros((0, images.shape[1], out_h, out_w))
+    theta = _normalised_theta(affines, (out_h, out_w), images.shape[-2:])
+    grids = F.affine_grid(theta, [n, 1, out_h, out_w], align_corners=False).to(images.dtype)
+    return _sample_per_image(images, batch_idx.to(images.device), grids, mode)
+
+
+def crop_labels(
+    labels: torch.Tensor,
+    batch_idx: torch.Tensor,
+    affines: torch.Tensor,
+    out_size: Sequence[int],
+    ignore_value: int = 255,
+) -> torch.Tensor:
+    """Crop label maps (nearest neighbour). Points outside ``labels`` get ``ignore_value``.
+
+    Args:
+        labels: ``B x H x W`` integer label maps (a padded batch, padding = ``ignore_value``).
+        batch_idx, affines, out_size: as in :func:`crop_images`.
+
+    Returns:
+        ``N x h x w`` long labels.
+    """
+    # Shift by one so that grid_sample's zero padding marks "outside".
+    shifted = (labels.long() + 1).clamp(max=ignore_value + 1).to(torch.float32)[:, None]
+    out = crop_images(shifted, batch_idx, affines, out_size, mode="nearest")[:, 0].round().long() - 1
+    out[out < 0] = ignore_value
+    return out
+
+
+def crop_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> torch.Tensor:
+    """Integer pixel windows ``[x0, y0, x1, y1)`` of the image covered by each crop.
+
+    Args:
+        affines: ``N x 2 x 3`` crop -> image affines.
+        crop_size: crop ``(height, width)``.
+        image_size: image ``(height, width)``; windows are clipped to it.
+
+    Returns:
+        ``N x 4`` long tensor (possibly empty windows, with ``x1 <= x0``, for crops outside the image).
+    """
+    h, w = float(crop_size[0]), float(crop_size[1])
+    corners = affines.new_tensor([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]]).T  # 3 x 4
+    pts = affines @ corners  # N x 2 x 4
+    lo = pts.min(dim=2).values.floor()
+    hi = pts.max(dim=2).values.ceil()
+    x0 = lo[:, 0].clamp(0, image_size[1])
+    y0 = lo[:, 1].clamp(0, image_size[0])
+    x1 = hi[:, 0].clamp(0, image_size[1])
+    y1 = hi[:, 1].clamp(0, image_size[0])
+    return torch.stack([x0, y0, x1, y1], dim=1).long()
+
+
+def paste_probs(
+    probs: torch.Tensor,
+    affines: torch.Tensor,
+    windows: torch.Tensor,
+    chunk: int = 8,
+    mode: str = "bilinear",
+) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Sample per-face crop probabilities back into image coordinates, face by face window.
+
+    Only each face's window (:func:`crop_windows`) is computed, so the memory is bounded by
+    ``chunk`` windows rather than ``N`` full images; faces of a chunk are sampled in one call.
+
+    Args:
+        probs: ``N x C x h x w`` crop probabilities.
+        affines: ``N x 2 x 3`` crop -> image affines (in the frame the windows refer to).
+        windows: ``N x 4`` integer windows ``[x0, y0, x1, y1)``.
+        chunk: faces per ``grid_sample`` call.
+        mode: interpolation ("bilinear" for probabilities, "nearest" for labels).
+
+    Returns:
+        a list of ``N`` pairs ``(pasted, inside)``: ``pasted`` is ``C x (y1-y0) x (x1-x0)``
+        (0 outside the crop), ``inside`` the bool mask of window pixels whose centres lie
+        inside the crop.
+    """
+    n, c, h, w = probs.shape
+    results: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    inv = invert_affines(affines)
+    wins = windows.tolist()
+    for start in range(0, n, max(1, int(chunk))):
+        idx = list(range(start, min(n, start + max(1, int(chunk)))))
+        sizes = [(max(0, wins[i][3] - wins[i][1]), max(0, wins[i][2] - wins[i][0])) for i in idx]
+        gh = max(1, max(s[0] for s in sizes))
+        gw = max(1, max(s[1] for s in sizes))
+        # window pixel centres in image coordinates -> crop coordinates -> normalised
+        ys = torch.arange(gh, dtype=torch.float64, device=probs.device) + 0.5
+        xs = torch.arange(gw, dtype=torch.float64, device=probs.device) + 0.5
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grids = []
+        for i in idx:
+            x = gx + wins[i][0]
+            y = gy + wins[i][1]
+            a = inv[i].double()
+            u = a[0, 0] * x + a[0, 1] * y + a[0, 2]
+            v = a[1, 0] * x + a[1, 1] * y + a[1, 2]
+            grids.append(torch.stack([u * (2.0 / w) - 1.0, v * (2.0 / h) - 1.0], dim=-1))
+        grid = torch.stack(grids).to(probs.dtype)
+        # "border" keeps crop-edge values from fading into the padding; outside is masked below.
+        sampled = F.grid_sample(probs[idx], grid, mode=mode, padding_mode="border", align_corners=False)
+        inside = (grid.abs() <= 1.0).all(dim=-1)
+        sampled = sampled * inside[:, None].to(sampled.dtype)
+        for k, (sh, sw) in enumerate(sizes):
+            results.append((sampled[k, :, :sh, :sw], inside[k, :sh, :sw]))
+    return results
+
+
+def paste_probs_to_image(
+    probs: torch.Tensor, affines: torch.Tensor, image_size: Sequence[int], chunk: int = 8, mode: str = "bilinear"
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Paste ``N`` crops into full ``N x C x H x W`` images (0 outside each crop) and return
+    them with their ``N x H x W`` inside-masks. Convenient for few faces on small images; the
+    model uses the windowed :func:`paste_probs`."""
+    n, c = probs.shape[:2]
+    height, width = int(image_size[0]), int(image_size[1])
+    out = probs.new_zeros((n, c, height, width))
+    mask = torch.zeros((n, height, width), dtype=torch.bool, device=probs.device)
+    windows = crop_windows(affines, probs.shape[-2:], (height, width))
+    for i, (pasted, inside) in enumerate(paste_probs(probs, affines, windows, chunk=chunk, mode=mode)):
+        x0, y0, x1, y1 = windows[i].tolist()
+        if x1 > x0 and y1 > y0:
+            out[i, :, y0:y1, x0:x1] = pasted
+            mask[i, y0:y1, x0:x1] = inside
+    return out, mask

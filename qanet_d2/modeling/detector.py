@@ -1,0 +1,90 @@
+"""The face detector: detectron2's FCOS built from the yacs config.
+
+detectron2 v0.6 ships FCOS as a LazyConfig-only model (no ``from_config``, not in
+``META_ARCH_REGISTRY``); :func:`build_fcos_detector` is the small yacs builder that mirrors
+``detectron2/model_zoo/configs/common/models/fcos.py``. The backbone is any registered one
+(``MODEL.BACKBONE.NAME``); :func:`build_fcos_resnet_fpn_backbone` is the report's setting:
+ResNet-FPN with P6/P7 computed from P5 (FCOS v2, Sec. 2.2 of arXiv:2006.09214).
+"""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
+from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.modeling.meta_arch.fcos import FCOSHead
+
+from .. import compat
+
+__all__ = ["build_fcos_resnet_fpn_backbone", "build_fcos_detector", "group_norm"]
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with at most 32 groups that divide ``channels`` (32 for 256 channels).
+
+    Passed to the FCOS head as a callable, which also avoids v0.6's ``get_norm("GN", 1)`` probe.
+    """
+    groups = math.gcd(32, int(channels))
+    return nn.GroupNorm(groups, channels)
+
+
+@BACKBONE_REGISTRY.register()
+def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet-FPN (``MODEL.RESNETS``/``MODEL.FPN``) with P6 and P7 computed from P5."""
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+def build_fcos_detector(cfg):
+    """detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``.
+
+    Reads ``MODEL.FCOS.*``, ``MODEL.PIXEL_MEAN/STD`` (in ``INPUT.FORMAT`` order) and
+    ``TEST.DETECTIONS_PER_IMAGE``. Returns the FCOS module of :func:`compat.build_fcos_class`
+    (which also trains on images without faces on detectron2 v0.6).
+    """
+    fcos_cfg = cfg.MODEL.FCOS
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    in_features = list(fcos_cfg.IN_FEATURES)
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        raise ValueError(f"MODEL.FCOS.IN_FEATURES {missing} are not outputs of the backbone {sorted(shapes)}")
+    channels = shapes[in_features[0]].channels
+    norm = fcos_cfg.HEAD_NORM
+    if norm == "GN":
+        norm = group_norm
+    head = FCOSHead(
+        input_shape=[shapes[f] for f in in_features],
+        conv_dims=[channels] * fcos_cfg.NUM_CONVS,
+        num_classes=fcos_cfg.NUM_CLASSES,
+        norm=norm,
+        prior_prob=fcos_cfg.PRIOR_PROB,
+    )
+    fcos_class = compat.build_fcos_class()
+    return fcos_class(
+        backbone=backbone,
+        head=head,
+        head_in_features=in_features,
+        num_classes=fcos_cfg.NUM_CLASSES,
+        center_sampling_radius=fcos_cfg.CENTER_SAMPLING_RADIUS,
+        focal_loss_alpha=fcos_cfg.FOCAL_LOSS_ALPHA,
+        focal_loss_gamma=fcos_cfg.FOCAL_LOSS_GAMMA,
+        test_score_thresh=fcos_cfg.SCORE_THRESH_TEST,
+        test_topk_candidates=fcos_cfg.TOPK_CANDIDATES_TEST,
+        test_nms_thresh=fcos_cfg.NMS_THRESH_TEST,
+        max_detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+    )

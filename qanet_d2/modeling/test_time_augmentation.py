@@ -1,0 +1,83 @@
+"""Test-time augmentation and checkpoint ensembles for :class:`QANetFaceParser`.
+
+Views of the parser (not of the detector): horizontal flip (probabilities mirrored back with
+left/right channels swapped) and enlarged/shrunk box context (``TEST.AUG.BOX_SCALES``), all
+averaged after pasting back into the image; optionally the parser probabilities of several
+checkpoints (``TEST.ENSEMBLE.WEIGHTS``) are averaged as well (the report's 5-model ensemble).
+Detection runs once, with the wrapped model's detector.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["QANetFaceParserWithTTA", "tta_views_from_config", "load_parser_weights", "build_test_time_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def tta_views_from_config(cfg) -> List[Tuple[float, bool]]:
+    """``(box_scale, flip)`` views from ``TEST.AUG.BOX_SCALES`` and ``TEST.AUG.FLIP``
+    (the plain view ``(1.0, False)`` when ``TEST.AUG.ENABLED`` is off)."""
+    if not cfg.TEST.AUG.ENABLED:
+        return [(1.0, False)]
+    scales = [float(s) for s in cfg.TEST.AUG.BOX_SCALES] or [1.0]
+    flips = [False, True] if cfg.TEST.AUG.FLIP else [False]
+    return [(s, f) for s in scales for f in flips]
+
+
+def load_parser_weights(parser: nn.Module, path: str, prefix: str = "parser.") -> nn.Module:
+    """Load the parser part of a checkpoint (a QANetFaceParser checkpoint with ``parser.*``
+    keys, or a bare parser state dict) into ``parser``, strictly. Returns ``parser``."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    state = data.get("model", data) if isinstance(data, dict) else data
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    incompatible = parser.load_state_dict(state, strict=False)
+    if incompatible.missing_keys or incompatible.unexpected_keys:
+        raise RuntimeError(
+            f"{path}: parser weights do not match the configured parser "
+            f"(missing {incompatible.missing_keys[:5]}..., unexpected {incompatible.unexpected_keys[:5]}...)"
+        )
+    return parser
+
+
+class QANetFaceParserWithTTA(nn.Module):
+    """Wraps a :class:`QANetFaceParser` for inference with parser views and an ensemble.
+
+    ``forward(batched_inputs)`` returns the wrapped model's output format. With one view
+    ``(1.0, False)`` and no extra parsers it equals the plain model's inference.
+    """
+
+    def __init__(self, model, views: Sequence[Tuple[float, bool]] = ((1.0, False),), extra_parsers: Sequence[nn.Module] = ()):
+        super().__init__()
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        self.model = model
+        self.views = [(float(s), bool(f)) for s, f in views]
+        self.extra_parsers = nn.ModuleList(extra_parsers)
+
+    @classmethod
+    def from_config(cls, cfg, model):
+        extra = []
+        for path in cfg.TEST.ENSEMBLE.WEIGHTS:
+            parser = copy.deepcopy(model.parser if not isinstance(model, nn.parallel.DistributedDataParallel) else model.module.parser)
+            extra.append(load_parser_weights(parser, path).eval())
+            logger.info(f"Ensemble: parser weights from {path}")
+        return cls(model, tta_views_from_config(cfg), extra)
+
+    def forward(self, batched_inputs: List[Dict]):
+        parsers = [self.model.parser] + list(self.extra_parsers)
+        return self.model.inference(batched_inputs, views=self.views, parsers=parsers)
+
+
+def build_test_time_model(cfg, model):
+    """The model to evaluate: ``model`` itself, or a :class:`QANetFaceParserWithTTA` when
+    ``TEST.AUG.ENABLED`` or ``TEST.ENSEMBLE.WEIGHTS`` asks for views or extra checkpoints."""
+    if not cfg.TEST.AUG.ENABLED and not len(cfg.TEST.ENSEMBLE.WEIGHTS):
+        return model
+    return QANetFaceParserWithTTA.from_config(cfg, model)
