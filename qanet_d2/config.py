@@ -30,6 +30,9 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
     # Weight of the detector's losses in joint training.
     _C.MODEL.FCOS.LOSS_WEIGHT = 1.0
+    # Build the detector at all. False only for a parser-only model (TRAIN_MODE "parser"
+    # with TEST_BOXES "gt"), which then never needs detections.
+    _C.MODEL.FCOS.ENABLED = True
 
     _C.MODEL.QANET = CN()
     # Number of parsing classes, background included. Must match the dataset's label set.
@@ -59,6 +62,8 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.BACKBONE.FREEZE_AT = 0
     # For a ResNet parser backbone: depth and the keys of MODEL.RESNETS used for it.
     _C.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
+    # Norm of a ResNet parser backbone ("BN" for random initialisation; "FrozenBN" with ImageNet weights).
+    _C.MODEL.QANET.BACKBONE.NORM = "BN"
 
     # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
     _C.MODEL.QANET.HRNET = CN()
@@ -66,6 +71,9 @@ def add_qanet_config(cfg: CN) -> CN:
     # Load timm's ImageNet weights. They come from a model hub; without network access
     # this fails with a clear message. Random initialisation is the default.
     _C.MODEL.QANET.HRNET.PRETRAINED = False
+    # Local file with timm's ImageNet checkpoint of HRNET.NAME (.pth / .safetensors); when set,
+    # it is loaded instead of fetching from the hub.
+    _C.MODEL.QANET.HRNET.PRETRAINED_PATH = ""
     _C.MODEL.QANET.HRNET.NORM = "BN"
 
     # Semantic-FPN neck ("PFPN"): per level, conv-BN-ReLU(+upsample x2) repeated so that all
