@@ -1,0 +1,134 @@
+"""Temporal smoothing (qanet_d2.video): association, averaging, flicker measure, video parsing."""
+import numpy as np
+import pytest
+import torch
+
+import qanet_d2  # noqa: F401
+from qanet_d2.data.crops import boxes_to_affines, crop_images
+from qanet_d2.modeling.qanet.inference import crop_labels_from_probs
+from qanet_d2.video import TemporalSmoother, associate_boxes, compose_affines, label_change_rate
+
+C, H, W = 4, 16, 12
+
+
+def _probs(seed, n=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, C, H, W, generator=g) * 3, dim=1)
+
+
+def _affines(boxes):
+    return boxes_to_affines(torch.as_tensor(boxes, dtype=torch.float32), (H, W))[0]
+
+
+def test_label_change_rate():
+    a = np.zeros((4, 5), np.uint8)
+    b = a.copy()
+    b[0, :2] = 1  # 2 of 20 pixels change
+    assert label_change_rate([a, a, a]) == 0.0
+    assert label_change_rate([a, b]) == pytest.approx(0.1)
+    assert label_change_rate([a, b, a]) == pytest.approx(0.1)
+    assert label_change_rate([a]) == 0.0
+    c = b.copy()
+    c[0, :2] = 255  # ignored pixels do not count
+    assert label_change_rate([a, c]) == 0.0
+    assert label_change_rate([a, c], ignore_label=None) == pytest.approx(0.1)
+
+
+def test_associate_boxes_follows_overlap_not_order():
+    prev = torch.tensor([[0, 0, 10, 10], [50, 50, 70, 70]], dtype=torch.float32)
+    cur = torch.tensor([[52, 51, 72, 71], [200, 200, 210, 210], [1, 0, 11, 10]], dtype=torch.float32)
+    assert sorted(associate_boxes(prev, cur, 0.3)) == [(0, 2), (1, 0)]
+    assert associate_boxes(prev, cur[:0], 0.3) == []
+
+
+@pytest.mark.parametrize("align", ["box", "image"])
+def test_static_sequence_is_unchanged(align):
+    boxes = torch.tensor([[10.0, 10.0, 34.0, 42.0], [60.0, 5.0, 84.0, 37.0]])
+    probs, affines = _probs(0, 2), _affines(boxes)
+    smoother = TemporalSmoother(window=3, align=align)
+    for _ in range(5):
+        out = smoother(boxes, probs, affines, torch.tensor([0.9, 0.8]), torch.tensor([0.7, 0.6]))
+        assert torch.allclose(out["probs"], probs, atol=1e-5)
+        assert out["track_ids"].tolist() == [0, 1]
+        assert torch.allclose(out["box_scores"], torch.tensor([0.9, 0.8]))
+    assert out["track_lengths"].tolist() == [3, 3]  # the window bounds the history
+
+
+def test_window_one_is_identity():
+    boxes = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    smoother = TemporalSmoother(window=1)
+    for seed in range(3):
+        probs = _probs(seed)
+        assert torch.equal(smoother(boxes, probs, _affines(boxes))["probs"], probs)
+
+
+def test_occasional_flip_becomes_stable():
+    """A pixel that is confidently class 1 but every other frame slightly prefers class 2
+    flips without smoothing and keeps class 1 with a window of 3."""
+    boxes = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    affines = _affines(boxes)
+    good = torch.zeros(1, C, H, W)
+    good[:, 1], good[:, 2] = 0.7, 0.3
+    bad = torch.zeros(1, C, H, W)
+    bad[:, 1], bad[:, 2] = 0.45, 0.55
+    frames = [good if t % 2 == 0 else bad for t in range(8)]
+    raw = [crop_labels_from_probs(p)[0].numpy() for p in frames]
+    smoother = TemporalSmoother(window=3)
+    smoothed = [crop_labels_from_probs(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
+    assert label_change_rate(raw) == 1.0
+    assert label_change_rate(smoothed) == 0.0
+    assert (smoothed[-1] == 1).all()
+
+
+def test_tracks_follow_faces_and_expire():
+    a = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    b = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
+    pa, pb = _probs(1), _probs(2)
+    smoother = TemporalSmoother(window=2)
+    out = smoother(torch.cat([a, b]), torch.cat([pa, pb]), _affines(torch.cat([a, b])))
+    assert out["track_ids"].tolist() == [0, 1]
+    # next frame: order swapped, face a moved slightly -> same tracks, averaged with its own past
+    a2 = a + 2.0
+    pa2 = _probs(3)
+    out = smoother(torch.cat([b, a2]), torch.cat([pb, pa2]), _affines(torch.cat([b, a2])))
+    assert out["track_ids"].tolist() == [1, 0]
+    assert torch.allclose(out["probs"][1], (pa[0] + pa2[0]) / 2, atol=1e-6)
+    assert torch.allclose(out["probs"][0], pb[0], atol=1e-6)
+    # face b disappears for 2 frames (window 2): its track expires, it returns as a new track
+    smoother(a2, pa2, _affines(a2))
+    smoother(a2, pa2, _affines(a2))
+    out = smoother(torch.cat([a2, b]), torch.cat([pa2, pb]), _affines(torch.cat([a2, b])))
+    assert out["track_ids"].tolist() == [0, 2]
+    assert out["track_lengths"].tolist() == [2, 1]
+
+
+def test_image_alignment_undoes_box_jitter():
+    """A still face seen through jittering boxes: averaging after warping into the current crop
+    (align="image") reproduces the current crop; averaging in crop coordinates blurs it."""
+    img_h, img_w = 80, 80
+    yy, xx = torch.meshgrid(torch.arange(img_h), torch.arange(img_w), indexing="ij")
+    label_map = ((xx // 6 + yy // 6) % C).long()  # a checkerboard of classes, fixed in the image
+    image_probs = torch.nn.functional.one_hot(label_map, C).permute(2, 0, 1).float()[None]
+    box = torch.tensor([[20.0, 16.0, 50.0, 56.0]])
+    results = {}
+    for align in ("box", "image"):
+        smoother = TemporalSmoother(window=3, align=align)
+        for shift in (0.0, 5.0, -4.0):
+            aff = _affines(box + torch.tensor([shift, shift / 2, shift, shift / 2]))
+            crop = crop_images(image_probs, torch.zeros(1, dtype=torch.long), aff, (H, W), mode="nearest")
+            out = smoother(box, crop, aff)["probs"]
+        results[align] = (out, crop)
+    out, crop = results["image"]
+    agree_image = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    out, crop = results["box"]
+    agree_box = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    assert agree_image > 0.9
+    assert agree_image > agree_box + 0.2
+
+
+def test_compose_affines():
+    a = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 3.0, -1.0]]])
+    b = torch.tensor([[[0.0, 1.0, 5.0], [1.0, 0.0, 0.0]]])
+    p = torch.tensor([1.5, -2.0, 1.0])
+    expected = a[0] @ torch.cat([b[0] @ p, torch.ones(1)])
+    assert torch.allclose(compose_affines(a, b)[0] @ p, expected)
