@@ -1,0 +1,428 @@
+"""Label sets of the face parsing datasets: class names, palettes, left/right flip pairs and
+conversions between sets.
+
+A label map is an ``H x W`` integer array whose value at a pixel is the class id (index into
+:attr:`LabelSet.classes`), background is id 0 and 255 means "ignore" in every set.
+
+Left/right convention: a name such as ``l_eye`` / ``left_eye`` keeps the meaning its dataset
+gives it. For CelebAMask-HQ and the synthetic set, ``l_`` is the *person's* left, i.e. the
+IMAGE RIGHT side of a frontal, unflipped face. A horizontal flip of an image must swap every
+flip pair (``LabelSet.flip_permutation()``), whatever the convention.
+"""
+from __future__ import annotations
+
+import colorsys
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "IGNORE_LABEL",
+    "LabelSet",
+    "LABEL_SETS",
+    "get_label_set",
+    "register_label_set",
+    "label_set_from_classes",
+    "sfp_label_set",
+    "derive_flip_pairs",
+    "conversion_lut",
+    "convert_labels",
+    "colorize_labels",
+    "make_palette",
+    "CONVERSIONS",
+]
+
+IGNORE_LABEL = 255
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Classes of one dataset.
+
+    Attributes:
+        name: key in :data:`LABEL_SETS` and the ``"label_set"`` of the dataset JSON.
+        classes: class names; the index is the class id, ``classes[0]`` is the background.
+        palette: one ``(R, G, B)`` colour (0..255) per class, for visualisation.
+        flip_pairs: ``(id_a, id_b)`` pairs that exchange their ids under a horizontal flip.
+    """
+
+    name: str
+    classes: Tuple[str, ...]
+    palette: Tuple[Tuple[int, int, int], ...]
+    flip_pairs: Tuple[Tuple[int, int], ...] = ()
+
+    def __post_init__(self):
+        # Normalise lists to tuples so that instances are hashable and comparable.
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "palette", tuple(tuple(int(v) for v in c) for c in self.palette))
+        object.__setattr__(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
+        n = len(self.classes)
+        if n < 2:
+            raise ValueError(f"label set '{self.name}': needs background and at least one class")
+        if n > IGNORE_LABEL:
+            raise ValueError(f"label set '{self.name}': {n} classes do not fit below {IGNORE_LABEL}")
+        if len(set(self.classes)) != n:
+            raise ValueError(f"label set '{self.name}': duplicate class names in {self.classes}")
+        if len(self.palette) != n or any(len(c) != 3 for c in self.palette):
+            raise ValueError(f"label set '{self.name}': palette needs one (R, G, B) per class")
+        seen = set()
+        for a, b in self.flip_pairs:
+            if not (0 < a < n and 0 < b < n) or a == b:
+                raise ValueError(f"label set '{self.name}': invalid flip pair {(a, b)}")
+            if a in seen or b in seen:
+                raise ValueError(f"label set '{self.name}': class in two flip pairs {(a, b)}")
+            seen.update((a, b))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.classes)
+
+    def class_id(self, name: str) -> int:
+        """Id of the class called ``name`` (ValueError if absent)."""
+        try:
+            return self.classes.index(name)
+        except ValueError:
+            raise ValueError(f"label set '{self.name}' has no class '{name}'") from None
+
+    def flip_permutation(self) -> np.ndarray:
+        """``perm`` (int64, shape ``(num_classes,)``) with ``perm[a] = b`` and ``perm[b] = a`` for
+        every flip pair, identity elsewhere. ``perm[label_map]`` swaps label ids of a mirrored map;
+        ``probs[perm]`` swaps the class channels of a ``C x H x W`` probability map."""
+        perm = np.arange(self.num_classes, dtype=np.int64)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def flip_lut(self) -> np.ndarray:
+        """256-entry uint8 lookup table: the flip permutation on ids, 255 (and any id outside the
+        set) unchanged. ``flip_lut()[label_map]`` on a uint8 map."""
+        lut = np.arange(256, dtype=np.uint8)
+        lut[: self.num_classes] = self.flip_permutation().astype(np.uint8)
+        return lut
+
+    def palette_array(self) -> np.ndarray:
+        """Palette as a ``(num_classes, 3)`` uint8 RGB array."""
+        return np.asarray(self.palette, dtype=np.uint8)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette],
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+        }
+
+
+# ---------------------------------------------------------------------------- palettes
+# Colours by canonical part name (CelebAMask-HQ-like), so that a part has the same colour in
+# every label set; names of other sets are mapped onto these canonical names by _canonical().
+_BASE_COLORS: Dict[str, Tuple[int, int, int]] = {
+    "background": (0, 0, 0),
+    "skin": (204, 0, 0),
+    "nose": (76, 153, 0),
+    "eye_g": (204, 204, 0),
+    "l_eye": (51, 51, 255),
+    "r_eye": (204, 0, 204),
+    "l_brow": (0, 255, 255),
+    "r_brow": (255, 204, 204),
+    "l_ear": (102, 51, 0),
+    "r_ear": (255, 0, 0),
+    "mouth": (102, 204, 0),
+    "u_lip": (255, 255, 0),
+    "l_lip": (0, 0, 153),
+    "hair": (0, 0, 204),
+    "hat": (255, 51, 153),
+    "ear_r": (0, 204, 204),
+    "neck_l": (0, 51, 0),
+    "neck": (255, 153, 51),
+    "cloth": (0, 204, 0),
+}
+
+_SYNONYMS = {
+    "face": "skin",
+    "face_skin": "skin",
+    "left_eyebrow": "l_brow",
+    "right_eyebrow": "r_brow",
+    "left_brow": "l_brow",
+    "right_brow": "r_brow",
+    "left_eye": "l_eye",
+    "right_eye": "r_eye",
+    "left_ear": "l_ear",
+    "right_ear": "r_ear",
+    "upper_lip": "u_lip",
+    "lower_lip": "l_lip",
+    "inner_mouth": "mouth",
+    "eyeglasses": "eye_g",
+    "glasses": "eye_g",
+    "earring": "ear_r",
+    "necklace": "neck_l",
+    "clothes": "cloth",
+}
+
+
+def _canonical(name: str) -> str:
+    key = re.sub(r"[\s\-]+", "_", name.strip().lower())
+    return _SYNONYMS.get(key, key)
+
+
+def _extra_color(i: int) -> Tuple[int, int, int]:
+    # Golden-ratio hue walk: well separated colours for names without a base colour.
+    h = (0.13 + i * 0.618033988749895) % 1.0
+    s = 0.55 + 0.45 * ((i * 7) % 3) / 2.0
+    v = 0.6 + 0.4 * ((i * 5) % 2)
+    r, g, b = colorsys.hsv_to_rgb(h, s, v)
+    return (int(round(r * 255)), int(round(g * 255)), int(round(b * 255)))
+
+
+def make_palette(classes: Sequence[str]) -> Tuple[Tuple[int, int, int], ...]:
+    """Distinct RGB colours for ``classes``: the CelebAMask-HQ-like colour of the part when the
+    name is known (``left_eye`` -> colour of ``l_eye``), otherwise a generated colour."""
+    out: List[Tuple[int, int, int]] = []
+    used = set()
+    extra = 0
+    for name in classes:
+        color = _BASE_COLORS.get(_canonical(name))
+        if color is None or color in used:
+            color = _extra_color(extra)
+            extra += 1
+            while color in used:
+                color = _extra_color(extra)
+                extra += 1
+        used.add(color)
+        out.append(color)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- flip pairs
+_LR_PATTERNS = (
+    # (left regex, right template): the person's-side prefixes/suffixes seen in face datasets.
+    (re.compile(r"^l_(.+)$"), "r_{}"),
+    (re.compile(r"^left_(.+)$"), "right_{}"),
+    (re.compile(r"^left(.+)$"), "right{}"),
+    (re.compile(r"^(.+)_l$"), "{}_r"),
+    (re.compile(r"^(.+)_left$"), "{}_right"),
+)
+
+
+def derive_flip_pairs(classes: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
+    """Flip pairs from left/right class names (case-insensitive, spaces/dashes read as ``_``):
+    ``l_x``/``r_x``, ``left_x``/``right_x``, ``leftx``/``rightx``, ``x_l``/``x_r``,
+    ``x_left``/``x_right``. A name without its counterpart is not paired. Note that ``l_lip``
+    ("lower lip" in CelebAMask-HQ) has no ``r_lip`` and therefore stays unpaired.
+
+    Returns pairs ``(left_id, right_id)`` sorted by ``left_id``.
+    """
+    norm = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in classes]
+    index = {n: i for i, n in enumerate(norm)}
+    pairs = []
+    used = set()
+    for i, n in enumerate(norm):
+        if i == 0 or i in used:
+            continue
+        for pattern, right in _LR_PATTERNS:
+            m = pattern.match(n)
+            if not m:
+                continue
+            j = index.get(right.format(m.group(1)))
+            if j is not None and j != i and j != 0 and j not in used:
+                pairs.append((i, j))
+                used.update((i, j))
+                break
+    return tuple(sorted(pairs))
+
+
+# ---------------------------------------------------------------------------- the sets
+LABEL_SETS: Dict[str, LabelSet] = {}
+
+
+def register_label_set(label_set: LabelSet, overwrite: bool = False) -> LabelSet:
+    """Add ``label_set`` to :data:`LABEL_SETS` (an identical re-registration is a no-op)."""
+    old = LABEL_SETS.get(label_set.name)
+    if old is not None and old != label_set and not overwrite:
+        raise ValueError(
+            f"label set '{label_set.name}' is already registered with different content:\n"
+            f"  registered: {old.classes}\n  new:        {label_set.classes}"
+        )
+    LABEL_SETS[label_set.name] = label_set
+    return label_set
+
+
+def label_set_from_classes(name: str, classes: Sequence[str]) -> LabelSet:
+    """A :class:`LabelSet` whose palette comes from :func:`make_palette` and whose flip pairs
+    come from :func:`derive_flip_pairs` (left/right names). ``classes[0]`` must be background."""
+    classes = tuple(str(c) for c in classes)
+    return LabelSet(name, classes, make_palette(classes), derive_flip_pairs(classes))
+
+
+def sfp_label_set(classes: Sequence[str]) -> LabelSet:
+    """Label set of the short-video face parsing (SFP) data, built from the class names read
+    from the dataset's own files (no class list is hard-coded for SFP). Flip pairs come from
+    the names (``l_eye``/``r_eye``, ``left_x``/``right_x``, ...)."""
+    return label_set_from_classes("sfp", classes)
+
+
+def _by_name(name: str, classes: Sequence[str], pairs: Iterable[Tuple[str, str]]) -> LabelSet:
+    classes = tuple(classes)
+    ids = [(classes.index(a), classes.index(b)) for a, b in pairs]
+    return register_label_set(LabelSet(name, classes, make_palette(classes), tuple(ids)))
+
+
+SYNTHETIC = _by_name(
+    "synthetic",
+    ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
+     "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"),
+    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
+)
+
+CELEBAMASK_HQ = _by_name(
+    "celebamask_hq",
+    ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
+     "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
+    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
+)
+
+_LAPA_CLASSES = ("background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
+                 "nose", "upper_lip", "inner_mouth", "lower_lip", "hair")
+LAPA = _by_name("lapa", _LAPA_CLASSES,
+                [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
+HELEN = _by_name("helen", _LAPA_CLASSES,
+                 [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
+
+
+def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSet:
+    """The label set called ``name``.
+
+    ``classes`` (e.g. the ``"classes"`` list of a dataset JSON) is checked against a known set;
+    for a name that is not registered (``"sfp"``: its classes come from the dataset's files) a
+    set is built from ``classes`` with :func:`label_set_from_classes`.
+    """
+    ls = LABEL_SETS.get(name)
+    if ls is None:
+        if classes is None:
+            raise KeyError(
+                f"unknown label set '{name}' and no class list to build it from; known sets: "
+                f"{sorted(LABEL_SETS)}"
+            )
+        return label_set_from_classes(name, classes)
+    if classes is not None and tuple(classes) != ls.classes:
+        raise ValueError(
+            f"classes {list(classes)} do not match label set '{name}' {list(ls.classes)}"
+        )
+    return ls
+
+
+# ---------------------------------------------------------------------------- conversions
+# (src, dst) -> {src class name: dst class name, or None for "ignore" (255)}. Classes not listed
+# map to the dst class of the same name when there is one, else to background.
+#
+# CelebAMask-HQ -> LaPa/Helen. Choices:
+#   * left/right: CelebAMask-HQ's l_ is the person's left. LaPa's "left" is read as IMAGE left
+#     (the person's right), following FaRL/facer, which names LaPa ids 2..5 'rb', 'lb', 're',
+#     'le' (right brow, left brow, ...). So l_brow -> right_eyebrow, r_brow -> left_eyebrow,
+#     l_eye -> right_eye, r_eye -> left_eye. This reading is not verified against the LaPa
+#     data here; change the four lines below if your copy says otherwise.
+#   * eye_g (glasses) -> ignore: LaPa/Helen have no glasses class and what lies under a frame
+#     (skin? eye? brow?) is unknown.
+#   * l_ear, r_ear, ear_r (earring) -> ignore: whether LaPa/Helen annotators counted ears as
+#     skin or background is not documented.
+#   * hat, neck_l (necklace), neck, cloth -> background: outside the face in LaPa/Helen.
+#   * mouth -> inner_mouth, u_lip -> upper_lip, l_lip -> lower_lip, skin/nose/hair by name.
+_CELEB_TO_LAPA = {
+    "skin": "skin",
+    "nose": "nose",
+    "eye_g": None,
+    "l_eye": "right_eye",
+    "r_eye": "left_eye",
+    "l_brow": "right_eyebrow",
+    "r_brow": "left_eyebrow",
+    "l_ear": None,
+    "r_ear": None,
+    "mouth": "inner_mouth",
+    "u_lip": "upper_lip",
+    "l_lip": "lower_lip",
+    "hair": "hair",
+    "hat": "background",
+    "ear_r": None,
+    "neck_l": "background",
+    "neck": "background",
+    "cloth": "background",
+}
+
+CONVERSIONS: Dict[Tuple[str, str], Dict[str, Optional[str]]] = {
+    # Synthetic classes are a subset of CelebAMask-HQ's: ids by name.
+    ("synthetic", "celebamask_hq"): {c: c for c in SYNTHETIC.classes},
+    ("synthetic", "lapa"): {c: _CELEB_TO_LAPA.get(c, c) for c in SYNTHETIC.classes},
+    ("synthetic", "helen"): {c: _CELEB_TO_LAPA.get(c, c) for c in SYNTHETIC.classes},
+    ("celebamask_hq", "lapa"): dict(_CELEB_TO_LAPA),
+    ("celebamask_hq", "helen"): dict(_CELEB_TO_LAPA),
+    # CelebAMask-HQ -> synthetic: the two classes the synthetic set lacks.
+    ("celebamask_hq", "synthetic"): {"ear_r": None, "neck_l": "background"},
+    # Same classes in the same order.
+    ("lapa", "helen"): {c: c for c in LAPA.classes},
+    ("helen", "lapa"): {c: c for c in HELEN.classes},
+}
+
+
+def _resolve(label_set) -> LabelSet:
+    return label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)
+
+
+def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
+    """256-entry uint8 lookup table from ids of ``src`` to ids of ``dst`` (names or LabelSets).
+
+    ``mapping`` (src name -> dst name or None = ignore) defaults to :data:`CONVERSIONS`; a pair
+    of sets without an entry is converted by class name only if every src class exists in dst.
+    255 and ids outside ``src`` map to 255.
+    """
+    src, dst = _resolve(src), _resolve(dst)
+    if mapping is None:
+        if src.name == dst.name and src.classes == dst.classes:
+            mapping = {c: c for c in src.classes}
+        elif (src.name, dst.name) in CONVERSIONS:
+            mapping = CONVERSIONS[(src.name, dst.name)]
+        else:
+            missing = [c for c in src.classes if c not in dst.classes]
+            if missing:
+                raise KeyError(
+                    f"no conversion from label set '{src.name}' to '{dst.name}': classes "
+                    f"{missing} have no counterpart; pass an explicit mapping"
+                )
+            mapping = {}
+    unknown = [k for k in mapping if k not in src.classes]
+    if unknown:
+        raise KeyError(f"conversion {src.name}->{dst.name}: {unknown} not in '{src.name}'")
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    for i, name in enumerate(src.classes):
+        target = mapping[name] if name in mapping else (name if name in dst.classes else "background")
+        lut[i] = IGNORE_LABEL if target is None else dst.class_id(target)
+    return lut
+
+
+def convert_labels(label_map: np.ndarray, src, dst,
+                   mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
+    """Convert a label map (any shape, integer dtype) from label set ``src`` to ``dst``.
+
+    Returns a uint8 array of the same shape; 255 stays 255, and ids outside ``src`` become 255.
+    See :data:`CONVERSIONS` for the class correspondences and their rationale.
+    """
+    label_map = np.asarray(label_map)
+    if not np.issubdtype(label_map.dtype, np.integer):
+        raise TypeError(f"label map must be an integer array, got {label_map.dtype}")
+    lut = conversion_lut(src, dst, mapping)
+    out = np.full(label_map.shape, IGNORE_LABEL, dtype=np.uint8)
+    inside = (label_map >= 0) & (label_map < 256)
+    out[inside] = lut[label_map[inside].astype(np.int64)]
+    return out
+
+
+def colorize_labels(label_map: np.ndarray, label_set, ignore_color=(255, 255, 255)) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB image of a label map with the set's palette (255 -> ignore_color,
+    other unknown ids -> black)."""
+    ls = _resolve(label_set)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: ls.num_classes] = ls.palette_array()
+    lut[IGNORE_LABEL] = ignore_color
+    return lut[np.asarray(label_map).astype(np.int64).clip(0, 255)]
