@@ -1,0 +1,386 @@
+"""A Python predictor for face parsing (detectron2's ``DefaultPredictor``, for faces).
+
+    from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file("configs/quickstart/qanet_fcos_synth.yaml")
+    cfg.MODEL.WEIGHTS = "output/quickstart/model_final.pth"
+    predictor = FaceParsingPredictor(cfg)
+    result = predictor(cv2.imread("photo.jpg"))      # BGR uint8, any size
+    result["labels"]          # H x W uint8 label map (class ids of predictor.class_names)
+    result["boxes"], result["scores"]                # per face, XYXY_ABS and quality score
+    predictor(image, return_scores=True)["sem_seg"]  # C x H x W class scores (memory: C*H*W*4 bytes)
+    predictor.predict_batch([img1, img2, ...])       # several images per model call
+
+The image goes through the model as in evaluation: resized by ``INPUT.MIN_SIZE_TEST`` /
+``MAX_SIZE_TEST`` for the detector and the crops, with all outputs in the original image's frame.
+
+Large images: the model's ``sem_seg`` holds ``C x H x W`` floats in the output frame
+(3.6 GB for 19 classes at 8000 x 6000). When that would exceed ``score_map_limit_mb`` and the
+class scores are not asked for, the predictor lets the model work in the resized frame and paints
+the label map at full size face window by face window (:func:`paint_label_map`), which needs
+memory for one label map plus one face window of probabilities. The result is the same label
+map as the argmax of the model's full-size ``sem_seg`` (tested); with multi-view test-time
+augmentation (``TEST.AUG``) the large-image path paints the base view only.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import detectron2.data.transforms as T
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from .data.crops import crop_windows, paste_probs, scale_affines
+from .modeling.qanet.inference import crop_labels_from_probs, face_scores, pixel_scores
+
+__all__ = [
+    "FaceParsingPredictor",
+    "paint_label_map",
+    "read_image_bgr",
+    "to_bgr_uint8",
+    "ImageReadError",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ImageReadError(OSError):
+    """An image file could not be read or decoded; the message names the file."""
+
+
+# ---------------------------------------------------------------------------- image input
+def to_bgr_uint8(image: np.ndarray, channel_order: str = "BGR") -> np.ndarray:
+    """Any common image array -> ``H x W x 3`` uint8 BGR.
+
+    Accepts ``H x W`` or ``H x W x 1`` grayscale, ``H x W x 3`` colour, ``H x W x 4`` with alpha
+    (alpha dropped), of dtype uint8, uint16 (scaled by 1/257), other integers (clipped to 0..255
+    unless their maximum exceeds 255, then scaled by the dtype range), bool, or float (``[0, 1]``
+    when the maximum is <= 1, else ``[0, 255]``). ``channel_order`` is that of the colour input
+    ("BGR" as cv2 reads it, or "RGB" as PIL does).
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an H x W, H x W x 1, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
+        top = float(arr.max())
+        if top > 255:
+            info = np.iinfo(arr.dtype)
+            arr = (arr.astype(np.float64) * (255.0 / max(float(info.max), 1.0))).clip(0, 255).round()
+        arr = arr.clip(0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float32))
+        if float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        arr = arr.clip(0, 255).round().astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    arr = arr[:, :, :3]
+    if channel_order.upper() == "RGB":
+        arr = arr[:, :, ::-1]
+    elif channel_order.upper() != "BGR":
+        raise ValueError(f"channel_order must be BGR or RGB, got {channel_order!r}")
+    return np.ascontiguousarray(arr)
+
+
+def read_image_bgr(path: str) -> np.ndarray:
+    """Read an image file as ``H x W x 3`` uint8 BGR, EXIF orientation applied.
+
+    Grayscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit and float images are converted
+    (:func:`to_bgr_uint8`). Raises :class:`ImageReadError` naming the file when it is missing,
+    not an image, or truncated.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)  # also forces the full decode (catches truncation)
+            im.load()
+            mode = im.mode
+            if mode in ("RGB", "L", "I;16", "I;16B", "I;16L", "I", "F", "1"):
+                arr = np.asarray(im)
+            elif mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
+                arr = np.asarray(im.convert("RGB"))
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    return to_bgr_uint8(arr, channel_order="RGB")
+
+
+# ---------------------------------------------------------------------------- painting
+def paint_label_map(
+    probs: torch.Tensor,
+    affines: torch.Tensor,
+    scores: torch.Tensor,
+    image_size: Sequence[int],
+    score_thresh: float = 0.3,
+    chunk: int = 8,
+) -> np.ndarray:
+    """The image-level label map of pasted faces, without an image-size score map.
+
+    Same result as ``argmax`` of the model's ``paste_and_paint`` for one view: faces with
+    ``score >= score_thresh`` are pasted (:func:`qanet_d2.data.crops.paste_probs`, window by
+    window) in ascending score order, and each writes its foreground labels
+    (:func:`~qanet_d2.modeling.qanet.inference.crop_labels_from_probs` != 0, inside its crop)
+    over what was there; unpainted pixels are background (0).
+
+    Args:
+        probs: ``N x C x h x w`` crop probabilities.
+        affines: ``N x 2 x 3`` crop -> image affines in the frame of ``image_size``.
+        scores: ``N`` face scores.
+        image_size: ``(height, width)`` of the label map.
+
+    Returns:
+        ``H x W`` uint8 label map.
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    labels = np.zeros((height, width), dtype=np.uint8)
+    if len(scores) == 0:
+        return labels
+    probs, affines, scores = probs.detach().float().cpu(), affines.detach().float().cpu(), scores.detach().float().cpu()
+    windows = crop_windows(affines, probs.shape[-2:], (height, width))
+    order = [i for i in torch.argsort(scores, stable=True).tolist() if float(scores[i]) >= score_thresh]
+    for start in range(0, len(order), max(1, chunk)):
+        idx = order[start : start + max(1, chunk)]
+        pasted = paste_probs(probs[idx], affines[idx], windows[idx], chunk=chunk)
+        for i, (window_probs, inside) in zip(idx, pasted):
+            x0, y0, x1, y1 = windows[i].tolist()
+            if x1 <= x0 or y1 <= y0:
+                continue
+            face_labels = crop_labels_from_probs(window_probs)
+            fg = ((face_labels != 0) & inside).numpy()
+            region = labels[y0:y1, x0:x1]
+            region[fg] = face_labels.numpy()[fg].astype(np.uint8)
+    return labels
+
+
+# ---------------------------------------------------------------------------- predictor
+class FaceParsingPredictor:
+    """Builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` and parses BGR images.
+
+    Attributes:
+        model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
+        metadata: ``MetadataCatalog`` entry of ``cfg.DATASETS.TEST[0]`` (or TRAIN[0]).
+        class_names: class names (index = label id), from the metadata, or ``class_<i>``.
+    """
+
+    def __init__(self, cfg, score_map_limit_mb: float = 512.0):
+        """
+        Args:
+            cfg: a config with qanet_d2's keys (:func:`qanet_d2.get_qanet_cfg`).
+            score_map_limit_mb: above this size of the ``C x H x W`` score map, the label
+                map is painted window by window (see the module docstring).
+        """
+        from .engine.checkpoint import QANetCheckpointer
+
+        self.cfg = cfg.clone()
+        if self.cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+            logger.warning(f"MODEL.DEVICE is {self.cfg.MODEL.DEVICE!r} but CUDA is not available: running on CPU.")
+            self.cfg.defrost()
+            self.cfg.MODEL.DEVICE = "cpu"
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if self.cfg.MODEL.WEIGHTS:
+            QANetCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model.")
+        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("BGR", "RGB"):
+            raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {self.input_format!r}")
+        self.score_map_limit_mb = float(score_map_limit_mb)
+        names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+        self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
+        classes = self.metadata.get("stuff_classes", None)
+        n = int(cfg.MODEL.QANET.NUM_CLASSES)
+        self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
+        self.num_classes = n
+
+    # ------------------------------------------------------------------ public
+    def __call__(self, image: np.ndarray, return_scores: bool = False, return_face_labels: bool = False) -> Dict:
+        """Parse one image.
+
+        Args:
+            image: ``H x W x 3`` uint8 BGR (as ``cv2.imread`` gives); grayscale, BGRA, 16-bit
+                and float arrays are converted (:func:`to_bgr_uint8`).
+            return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores.
+            return_face_labels: also return ``face_labels``, each face's own parsing.
+
+        Returns:
+            dict with
+            ``labels``: ``H x W`` uint8 label map (ids of :attr:`class_names`; 0 = background),
+            ``boxes``: ``N x 4`` float32 XYXY_ABS face boxes, ``scores``: ``N`` quality scores
+            (sorted, best first; faces below ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH`` are
+            returned but not painted), ``instances``: the model's Instances on CPU in the original
+            frame (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``,
+            ``parsing_probs`` ``N x C x h x w``, ``crop_affines`` ``N x 2 x 3`` crop -> image),
+            ``sem_seg`` if asked, and ``face_labels`` if asked: per face a dict with ``window``
+            ``[x0, y0, x1, y1)`` and ``labels`` (uint8 label map of that window, 0 outside the crop).
+        """
+        return self.predict_batch([image], return_scores=return_scores, return_face_labels=return_face_labels)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        return_scores: bool = False,
+        return_face_labels: bool = False,
+        batch_size: int = 4,
+    ) -> List[Dict]:
+        """Parse several images; ``batch_size`` images go through the model per call (the
+        detector runs on the batch and all their faces are parsed in ``PARSER_BATCH``-sized
+        parser batches). Returns one result dict per image (see :meth:`__call__`)."""
+        results = []
+        for start in range(0, len(images), max(1, int(batch_size))):
+            chunk = images[start : start + max(1, int(batch_size))]
+            for raw in self.run_model_batch(chunk, full_size_scores=None):
+                results.append(self._finish(raw, return_scores, return_face_labels))
+        return results
+
+    def run_model(self, image: np.ndarray) -> Dict:
+        """The model's raw output for one image (see :meth:`run_model_batch`)."""
+        return self.run_model_batch([image])[0]
+
+    @torch.no_grad()
+    def run_model_batch(self, images: Sequence[np.ndarray], full_size_scores: Optional[bool] = False) -> List[Dict]:
+        """Run the model on BGR images.
+
+        Args:
+            full_size_scores: True: the model pastes its ``sem_seg`` at the original size;
+                False: in the resized frame (cheap; ``sem_seg`` is then dropped); None: at the
+                original size unless that map exceeds ``score_map_limit_mb``.
+
+        Returns:
+            per image a dict with ``instances`` (CPU, original frame), ``image_size``
+            ``(H, W)`` and, when pasted at the original size, ``sem_seg`` (``C x H x W``).
+        """
+        inputs, sizes, full = [], [], []
+        for image in images:
+            bgr = to_bgr_uint8(image)
+            height, width = bgr.shape[:2]
+            model_image = bgr if self.input_format == "BGR" else bgr[:, :, ::-1]
+            resized = self.aug.get_transform(model_image).apply_image(model_image)
+            tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+            at_full = full_size_scores
+            if at_full is None:
+                at_full = self.score_map_bytes((height, width)) <= self.score_map_limit_mb * 2**20
+            out_h, out_w = (height, width) if at_full else resized.shape[:2]
+            inputs.append({"image": tensor, "height": out_h, "width": out_w})
+            sizes.append((height, width))
+            full.append(at_full)
+        outputs = self.model(inputs)
+        raws = []
+        for out, (height, width), at_full, inp in zip(outputs, sizes, full, inputs):
+            inst = out["instances"].to("cpu")
+            raw = {"image_size": (height, width)}
+            if at_full:
+                raw["sem_seg"] = out["sem_seg"].to("cpu")
+            else:
+                inst = rescale_instances(inst, (height, width))
+            raw["instances"] = inst
+            raws.append(raw)
+        return raws
+
+    def score_map_bytes(self, image_size: Sequence[int]) -> int:
+        """Bytes of a ``C x H x W`` float32 score map of this size."""
+        return int(image_size[0]) * int(image_size[1]) * self.num_classes * 4
+
+    def rescore(
+        self,
+        instances: Instances,
+        probs: torch.Tensor,
+        box_scores: Optional[torch.Tensor] = None,
+        iou_scores: Optional[torch.Tensor] = None,
+    ) -> Instances:
+        """A copy of ``instances`` with new crop probabilities (and optionally box / IoU scores),
+        whose pixel scores and face scores are recomputed as the model does."""
+        model = self.model
+        out = Instances(instances.image_size, **instances.get_fields())
+        out.parsing_probs = probs.to(instances.parsing_probs)
+        if box_scores is not None:
+            out.box_scores = box_scores.to(instances.box_scores)
+        if iou_scores is not None:
+            out.iou_scores = iou_scores.to(instances.iou_scores)
+        out.pixel_scores = pixel_scores(out.parsing_probs, model.pixel_score_thresh)
+        out.scores = face_scores(out.box_scores, out.iou_scores.clamp(0.0, 1.0), out.pixel_scores, model.score_weights)
+        return out
+
+    def postprocess(
+        self, instances: Instances, image_size: Sequence[int], return_scores: bool = False, return_face_labels: bool = False
+    ) -> Dict:
+        """Paint ``instances`` (original frame) into the result dict of :meth:`__call__`."""
+        return self._finish({"instances": instances, "image_size": tuple(image_size)}, return_scores, return_face_labels)
+
+    def paint_scores(self, instances: Instances, image_size: Sequence[int]) -> torch.Tensor:
+        """``C x H x W`` class scores of ``instances`` painted by the model's ``paste_and_paint``."""
+        model = self.model
+        device = model.device
+        return model.paste_and_paint(
+            [instances.parsing_probs.to(device)], [instances.crop_affines.to(device)], instances.scores.to(device), tuple(image_size)
+        ).cpu()
+
+    def face_labels(self, instances: Instances, image_size: Sequence[int]) -> List[Dict]:
+        """Each face's own parsing in image coordinates: ``window`` ``[x0, y0, x1, y1)`` and
+        ``labels`` (uint8, window-sized, 0 outside the face's crop)."""
+        if len(instances) == 0:
+            return []
+        probs, affines = instances.parsing_probs.float(), instances.crop_affines.float()
+        windows = crop_windows(affines, probs.shape[-2:], image_size)
+        faces = []
+        for (window_probs, inside), window in zip(paste_probs(probs, affines, windows, chunk=self.model.paste_chunk), windows):
+            labels = torch.where(inside, crop_labels_from_probs(window_probs), torch.zeros_like(inside, dtype=torch.long))
+            faces.append({"window": window.tolist(), "labels": labels.numpy().astype(np.uint8)})
+        return faces
+
+    # ------------------------------------------------------------------ internals
+    def _finish(self, raw: Dict, return_scores: bool, return_face_labels: bool) -> Dict:
+        inst, size = raw["instances"], raw["image_size"]
+        sem_seg = raw.get("sem_seg")
+        if sem_seg is None and return_scores:
+            sem_seg = self.paint_scores(inst, size)
+        if sem_seg is not None:
+            labels = sem_seg.argmax(dim=0).numpy().astype(np.uint8)
+        else:
+            labels = paint_label_map(
+                inst.parsing_probs, inst.crop_affines, inst.scores, size, self.model.face_score_thresh, self.model.paste_chunk
+            )
+        result = {
+            "labels": labels,
+            "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
+            "scores": inst.scores.numpy().astype(np.float32),
+            "instances": inst,
+        }
+        if return_scores:
+            result["sem_seg"] = sem_seg
+        if return_face_labels:
+            result["face_labels"] = self.face_labels(inst, size)
+        return result
+
+
+def rescale_instances(instances: Instances, image_size: Sequence[int]) -> Instances:
+    """Move model outputs from the frame they were computed in (``instances.image_size``) to
+    ``image_size``: boxes and crop affines are scaled (crop probabilities stay as they are)."""
+    src_h, src_w = instances.image_size
+    height, width = int(image_size[0]), int(image_size[1])
+    sx, sy = width / src_w, height / src_h
+    out = Instances((height, width), **instances.get_fields())
+    boxes = instances.pred_boxes.tensor.clone()
+    boxes[:, 0::2] *= sx
+    boxes[:, 1::2] *= sy
+    out.pred_boxes = Boxes(boxes)
+    out.pred_boxes.clip((height, width))
+    out.crop_affines = scale_affines(instances.crop_affines, sx, sy)
+    return out

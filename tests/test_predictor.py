@@ -1,0 +1,149 @@
+"""FaceParsingPredictor on the instant-test config (random weights: pipeline behaviour, not accuracy)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import qanet_d2
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.data.synthetic import SyntheticVideo
+from qanet_d2.predictor import FaceParsingPredictor, paint_label_map, to_bgr_uint8
+from qanet_d2.video import VideoFaceParser
+
+REPO = Path(__file__).resolve().parents[1]
+INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
+
+# A random detector scores everything near its prior: threshold 0 keeps its top boxes as faces,
+# and every face is painted whatever its (random) quality score.
+RANDOM_MODEL_OPTS = [
+    "MODEL.FCOS.SCORE_THRESH_TEST", 0.0,
+    "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0,
+    "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", 4,
+    "MODEL.DEVICE", "cpu",
+]
+
+
+def instant_cfg(*opts):
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(INSTANT))
+    cfg.merge_from_list(RANDOM_MODEL_OPTS + list(opts))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return FaceParsingPredictor(instant_cfg())
+
+
+@pytest.fixture(scope="module")
+def frames():
+    video = SyntheticVideo((7, 1), 200, 150, 4)
+    return [video.render(t).image for t in range(4)]
+
+
+def test_exported_from_package():
+    assert qanet_d2.FaceParsingPredictor is FaceParsingPredictor
+
+
+def test_outputs(predictor, frames):
+    image = frames[0]
+    out = predictor(image, return_scores=True, return_face_labels=True)
+    h, w = image.shape[:2]
+    labels, sem_seg, inst = out["labels"], out["sem_seg"], out["instances"]
+    assert labels.shape == (h, w) and labels.dtype == np.uint8
+    assert sem_seg.shape == (predictor.num_classes, h, w)
+    assert np.array_equal(labels, sem_seg.argmax(0).numpy())
+    assert labels.max() < predictor.num_classes
+    n = len(inst)
+    assert 1 <= n <= 4
+    assert out["boxes"].shape == (n, 4) and out["scores"].shape == (n,)
+    assert np.all(np.diff(out["scores"]) <= 0)  # best first
+    assert np.all(out["boxes"][:, 0::2] <= w) and np.all(out["boxes"][:, 1::2] <= h) and np.all(out["boxes"] >= 0)
+    assert inst.image_size == (h, w)
+    assert inst.parsing_probs.shape[:2] == (n, predictor.num_classes)
+    assert inst.crop_affines.shape == (n, 2, 3)
+    assert (labels != 0).any()  # all faces are painted (threshold 0)
+    # each face's own parsing: the best face wins overlaps, so its foreground is in the label map
+    faces = out["face_labels"]
+    assert len(faces) == n
+    x0, y0, x1, y1 = faces[0]["window"]
+    best = faces[0]["labels"]
+    assert best.shape == (y1 - y0, x1 - x0)
+    fg = best != 0
+    assert np.array_equal(labels[y0:y1, x0:x1][fg], best[fg])
+
+
+def test_large_image_path_gives_the_same_labels(predictor, frames):
+    image = frames[1]
+    full = predictor(image)
+    assert "sem_seg" not in full
+    small_limit = FaceParsingPredictor.__new__(FaceParsingPredictor)
+    small_limit.__dict__.update(predictor.__dict__)
+    small_limit.score_map_limit_mb = 0.001  # force window-by-window painting
+    raw = small_limit.run_model_batch([image], full_size_scores=None)[0]
+    assert "sem_seg" not in raw  # the model worked in the resized frame
+    windowed = small_limit(image)
+    assert np.array_equal(windowed["labels"], full["labels"])
+    np.testing.assert_allclose(windowed["boxes"], full["boxes"], atol=1e-3)
+
+
+def test_paint_label_map_matches_model_painting(predictor, frames):
+    out = predictor(frames[2], return_scores=True)
+    inst = out["instances"]
+    # with a threshold that drops some faces, both paintings drop the same ones
+    thresh = float(inst.scores.median())
+    labels = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, out["labels"].shape, thresh)
+    model = predictor.model
+    saved = model.face_score_thresh
+    try:
+        model.face_score_thresh = thresh
+        sem_seg = predictor.paint_scores(inst, out["labels"].shape)
+    finally:
+        model.face_score_thresh = saved
+    assert np.array_equal(labels, sem_seg.argmax(0).numpy().astype(np.uint8))
+
+
+def test_batch_equals_single_calls(predictor, frames):
+    batch = predictor.predict_batch(frames[:3], batch_size=2)
+    assert len(batch) == 3
+    for image, result in zip(frames[:3], batch):
+        single = predictor(image)
+        assert np.array_equal(result["labels"], single["labels"])
+        np.testing.assert_allclose(result["scores"], single["scores"], rtol=1e-4, atol=1e-6)
+
+
+def test_input_conversions(predictor, frames):
+    bgr = frames[0]
+    ref = predictor(bgr)["labels"]
+    # 16-bit and BGRA versions of the same picture parse identically
+    assert np.array_equal(predictor(bgr.astype(np.uint16) * 257)["labels"], ref)
+    bgra = np.concatenate([bgr, np.full(bgr.shape[:2] + (1,), 128, np.uint8)], axis=2)
+    assert np.array_equal(predictor(bgra)["labels"], ref)
+    gray = bgr.mean(axis=2).astype(np.uint8)
+    out = predictor(gray)
+    assert out["labels"].shape == gray.shape
+    assert np.array_equal(to_bgr_uint8(gray), np.repeat(gray[:, :, None], 3, axis=2))
+    assert np.array_equal(to_bgr_uint8(bgr[:, :, ::-1], channel_order="RGB"), bgr)
+    assert to_bgr_uint8(np.ones((4, 5), np.float32)).max() == 255
+    with pytest.raises(ValueError):
+        to_bgr_uint8(np.zeros((4, 5, 2), np.uint8))
+
+
+def test_video_parser_window_one_equals_predictor(predictor, frames):
+    parser = VideoFaceParser(predictor, window=1)
+    for image in frames[:2]:
+        out = parser(image)
+        assert np.array_equal(out["labels"], predictor(image)["labels"])
+        assert len(out["instances"].track_ids) == len(out["instances"])
+
+
+def test_video_parser_smooths_a_sequence(predictor, frames):
+    parser = VideoFaceParser(predictor, window=3)
+    outs = [parser(image) for image in frames]
+    for image, out in zip(frames, outs):
+        assert out["labels"].shape == image.shape[:2]
+    # tracks continue: a face of the last frame has an id seen before
+    first_ids = set(outs[0]["instances"].track_ids.tolist())
+    assert first_ids & set(outs[-1]["instances"].track_ids.tolist())
