@@ -1,0 +1,30 @@
+"""Data layer: label sets, the on-disk face-video format, dataset registration, the
+synthetic generator, the dataset mapper and dataset checks."""
+from .label_sets import (  # noqa: F401
+    IGNORE_LABEL,
+    LABEL_SETS,
+    LabelSet,
+    colorize_labels,
+    convert_labels,
+    derive_flip_pairs,
+    get_label_set,
+    label_set_from_classes,
+    make_palette,
+    register_label_set,
+    sfp_label_set,
+)
+from .video_format import (  # noqa: F401
+    DatasetFormatError,
+    boxes_from_label_map,
+    load_face_video_json,
+    union_box_from_label_map,
+    write_face_video_json,
+)
+from .io import DataReadError, read_image, read_label_map  # noqa: F401
+from .datasets.face_video import (  # noqa: F401
+    DatasetNotFoundError,
+    get_dataset_label_set,
+    register_face_video_dataset,
+    set_synthetic_auto_generate,
+)
+from .synthetic import generate_preset, generate_synthetic_dataset  # noqa: F401

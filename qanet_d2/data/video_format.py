@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .label_sets import IGNORE_LABEL, LabelSet, get_label_set
+from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set
 
 __all__ = [
     "DatasetFormatError",
@@ -300,13 +300,15 @@ def write_face_video_json(json_file: str, label_set, videos: Sequence[dict],
     """Write a split JSON atomically (temporary file + rename).
 
     Args:
-        label_set: a :class:`LabelSet` or a set name. With a LabelSet, ``classes`` defaults to
-            its class names (always written, so the file is self-describing).
+        label_set: a :class:`LabelSet` or a set name. ``classes`` defaults to the set's class
+            names (for a registered name or a LabelSet), so the file is self-describing.
         videos: ``[{"video_id": str, "frames": [make_frame_record(...), ...]}, ...]``.
         extra: additional top-level keys (e.g. provenance).
     Returns:
         ``json_file``.
     """
+    if isinstance(label_set, str) and label_set in LABEL_SETS:
+        label_set = LABEL_SETS[label_set]
     if isinstance(label_set, LabelSet):
         name = label_set.name
         classes = list(label_set.classes) if classes is None else list(classes)

@@ -14,8 +14,8 @@ from .face_detection_evaluator import FaceDetectionEvaluator
 from .face_parsing_evaluator import (
     FaceParsingEvaluator,
     FrameScores,
+    frame_key,
     label_png_path,
-    read_label_map,
     score_frame,
     summarize,
 )
@@ -32,8 +32,8 @@ __all__ = [
     "score_frame",
     "summarize",
     "FrameScores",
-    "read_label_map",
     "label_png_path",
+    "frame_key",
     "FaceParsingEvaluator",
     "FaceDetectionEvaluator",
     "build_face_parsing_evaluators",

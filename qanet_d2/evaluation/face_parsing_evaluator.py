@@ -44,13 +44,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
+from ..data.io import read_label_map
 from .davis import boundary_f_measure, boundary_radius, label_boundaries
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "FrameScores",
     "score_frame",
     "summarize",
-    "read_label_map",
     "label_png_path",
     "frame_key",
     "RESULTS_FILE",
@@ -380,22 +379,6 @@ def format_results_tables(results: dict, details: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- files
-def read_label_map(path: str) -> np.ndarray:
-    """(H, W) integer label map from a single-channel PNG (8/16-bit grey or palette indices).
-
-    Raises:
-        OSError: the file is missing or cannot be decoded.
-        ValueError: the image is not a single-channel label map (e.g. RGB).
-    """
-    with Image.open(path) as im:
-        if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise ValueError(f"{path}: image mode {im.mode!r} is not a single-channel label map")
-        labels = np.asarray(im)
-    if labels.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D label map, got shape {labels.shape}")
-    return labels
-
-
 def frame_key(input_dict: dict) -> Tuple[str, int]:
     """(video_id, frame_index) of a dataset dict / model input; a dict without ``video_id`` is a
     one-frame video named by its ``image_id`` (else its ``file_name``)."""

@@ -1,0 +1,75 @@
+"""Registers the project's datasets on ``import qanet_d2`` (as detectron2's builtin datasets).
+
+All live under ``$DETECTRON2_DATASETS`` (default ``./datasets``), read when a dataset is
+loaded or its path metadata is accessed:
+
+=============================  ========================  =====================================
+names                          files                     label set
+=============================  ========================  =====================================
+face_synth_{train,val}         face_synth/<split>.json   synthetic (generated if missing)
+face_synth_tiny_{train,val}    face_synth_tiny/...       synthetic, preset "tiny" (generated)
+sfp_{train,val,test}           sfp/<split>.json          sfp (classes read from the JSON)
+lapa_{train,val,test}          lapa/<split>.json         lapa
+celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
+helen_{train,val,test}         helen/<split>.json        helen
+=============================  ========================  =====================================
+
+See ``datasets/README.md`` for how to prepare each one.
+"""
+from __future__ import annotations
+
+import os
+
+from .face_video import datasets_root, register_face_video_dataset
+
+__all__ = ["register_all_face_datasets", "BUILTIN_DATASETS"]
+
+# name prefix -> (directory under DETECTRON2_DATASETS, splits, label set, how to prepare)
+BUILTIN_DATASETS = {
+    "face_synth": ("face_synth", ("train", "val"), "synthetic",
+                   "Generate it with: python datasets/prepare_synthetic.py --preset quickstart"),
+    "face_synth_tiny": ("face_synth_tiny", ("train", "val"), "synthetic",
+                        "Generate it with: python datasets/prepare_synthetic.py --preset tiny"),
+    "sfp": ("sfp", ("train", "val", "test"), "sfp",
+            "Convert the challenge data with: python datasets/prepare_sfp.py --src <SFP dir>"),
+    "lapa": ("lapa", ("train", "val", "test"), "lapa",
+             "Convert the release with: python datasets/prepare_lapa.py --src <dir with LaPa/>"),
+    "celebamask_hq": ("celebamask_hq", ("train", "val", "test"), "celebamask_hq",
+                      "Convert the release with: python datasets/prepare_celebamask_hq.py "
+                      "--src <dir with CelebAMask-HQ/>"),
+    "helen": ("helen", ("train", "val", "test"), "helen",
+              "Convert the release with: python datasets/prepare_helen.py "
+              "--src <dir with helenstar_release/>"),
+}
+
+_GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny"}
+
+
+def _root_fn(subdir):
+    return lambda: os.path.join(datasets_root(), subdir)
+
+
+def _json_fn(subdir, split):
+    return lambda: os.path.join(datasets_root(), subdir, f"{split}.json")
+
+
+def _generator(preset):
+    def generate(root):
+        from ..synthetic import generate_preset
+
+        return generate_preset(preset, root=root)
+
+    return generate
+
+
+def register_all_face_datasets() -> None:
+    for prefix, (subdir, splits, label_set, hint) in BUILTIN_DATASETS.items():
+        preset = _GENERATED_PRESETS.get(prefix)
+        for split in splits:
+            register_face_video_dataset(
+                f"{prefix}_{split}", _json_fn(subdir, split), _root_fn(subdir), label_set,
+                generate=_generator(preset) if preset else None, prepare_hint=hint)
+
+
+if __name__.endswith(".builtin"):
+    register_all_face_datasets()

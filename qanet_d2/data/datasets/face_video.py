@@ -1,0 +1,266 @@
+"""Registration of face-video datasets (the on-disk format of :mod:`qanet_d2.data.video_format`)
+in detectron2's ``DatasetCatalog`` and ``MetadataCatalog``.
+
+Paths are resolved when they are used, not when they are registered: a dataset registered
+under ``$DETECTRON2_DATASETS`` follows the variable's value (default ``./datasets``, relative
+to the current directory) at load time, and so do its ``json_file`` / ``dataset_root``
+metadata. A dataset whose label set is read from its own files (SFP) exposes
+``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON, and raises
+:class:`DatasetNotFoundError` with instructions when the files are missing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+
+from ..label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set, register_label_set
+from ..video_format import DatasetFormatError, load_face_video_json
+
+__all__ = [
+    "DatasetNotFoundError",
+    "FaceVideoMetadata",
+    "register_face_video_dataset",
+    "get_dataset_label_set",
+    "datasets_root",
+    "registered_face_video_datasets",
+    "set_synthetic_auto_generate",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Callable[[], str]]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A registered dataset's files are missing; the message says where they were expected and
+    how to prepare them."""
+
+
+def datasets_root() -> str:
+    """``$DETECTRON2_DATASETS`` (default ``datasets``), read now, user-expanded, absolute
+    (relative to the current directory)."""
+    return os.path.abspath(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
+
+
+@dataclass
+class _Spec:
+    name: str
+    json_file: Callable[[], str]
+    dataset_root: Callable[[], str]
+    label_set: str  # the name the JSON must declare
+    classes_from_json: bool  # label set built from the JSON's "classes" (SFP)
+    prepare_hint: str
+    generate: Optional[Callable[[str], object]] = None  # makes the dataset at a root
+
+    def paths(self) -> Tuple[str, str]:
+        return os.path.abspath(self.json_file()), os.path.abspath(self.dataset_root())
+
+
+_SPECS: Dict[str, _Spec] = {}
+_AUTO_GENERATE = [True]
+# (path, mtime) -> classes read from a dataset JSON
+_CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
+
+
+def set_synthetic_auto_generate(enabled: bool) -> None:
+    """Whether loading a generated dataset (``face_synth_*``) whose JSON is missing generates it
+    (the default) or raises. Wire to ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
+    _AUTO_GENERATE[0] = bool(enabled)
+
+
+def registered_face_video_datasets() -> List[str]:
+    """Names registered through this module."""
+    return sorted(_SPECS)
+
+
+def _as_path_fn(p: PathLike) -> Callable[[], str]:
+    if callable(p):
+        return p
+    p = os.fspath(p)
+    return lambda: os.path.expanduser(p)
+
+
+def _read_classes(json_file: str) -> Optional[List[str]]:
+    """The ``"classes"`` list of a split JSON (cached by modification time); None if absent."""
+    key = (json_file, os.path.getmtime(json_file))
+    if key not in _CLASSES_CACHE:
+        try:
+            with open(json_file, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise DatasetFormatError(f"{json_file}: cannot read the class list: {e}") from e
+        classes = data.get("classes") if isinstance(data, dict) else None
+        _CLASSES_CACHE[key] = list(classes) if classes is not None else None
+    return _CLASSES_CACHE[key]
+
+
+def _spec_label_set(spec: _Spec) -> LabelSet:
+    if not spec.classes_from_json:
+        return get_label_set(spec.label_set)
+    json_file, root = spec.paths()
+    candidates = [json_file] + [os.path.join(root, f"{s}.json") for s in ("train", "val", "test")]
+    for path in candidates:
+        if os.path.isfile(path):
+            classes = _read_classes(path)
+            if classes is None:
+                raise DatasetFormatError(
+                    f"{path}: no 'classes' list; dataset '{spec.name}' takes its class names "
+                    f"from it (label set '{spec.label_set}')")
+            return get_label_set(spec.label_set, classes)
+    raise DatasetNotFoundError(
+        f"dataset '{spec.name}' not found: {json_file} does not exist (dataset root {root}; "
+        f"DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', '<unset, ./datasets>')}). Its "
+        f"classes are read from the dataset's own files, so its metadata (stuff_classes, "
+        f"flip_pairs, ...) exists only once the dataset is prepared: {spec.prepare_hint}")
+
+
+class FaceVideoMetadata(Metadata):
+    """detectron2 ``Metadata`` whose path fields (``json_file``, ``dataset_root``,
+    ``image_root``) are computed on access and, for datasets whose classes come from their own
+    files, also ``stuff_classes``, ``stuff_colors`` and ``flip_pairs``. Values stored on the
+    object (set explicitly) take precedence."""
+
+    _LAZY_PATHS = ("json_file", "dataset_root", "image_root")
+    _LAZY_CLASSES = ("stuff_classes", "stuff_colors", "flip_pairs")
+
+    def _lazy(self, key):
+        spec = _SPECS.get(self.__dict__.get("name"))
+        if spec is None:
+            raise AttributeError(key)
+        if key in self._LAZY_PATHS:
+            json_file, root = spec.paths()
+            return json_file if key == "json_file" else root
+        ls = _spec_label_set(spec)
+        if key == "stuff_classes":
+            return list(ls.classes)
+        if key == "stuff_colors":
+            return [list(c) for c in ls.palette]
+        return [tuple(p) for p in ls.flip_pairs]
+
+    def __getattr__(self, key):
+        if not key.startswith("__") and key in self._LAZY_PATHS + self._LAZY_CLASSES:
+            try:
+                return self._lazy(key)
+            except AttributeError:
+                pass
+        return super().__getattr__(key)
+
+    def __setattr__(self, key, val):
+        if key in self._LAZY_PATHS + self._LAZY_CLASSES and key not in self.__dict__:
+            try:
+                old = self._lazy(key)
+            except (AttributeError, DatasetNotFoundError):
+                object.__setattr__(self, key, val)
+                return
+            assert old == val, (
+                f"Attribute '{key}' in the metadata of '{self.name}' cannot be set to a "
+                f"different value!\n{old} != {val}")
+            return
+        super().__setattr__(key, val)
+
+    def as_dict(self):
+        d = super().as_dict()
+        for key in self._LAZY_PATHS + self._LAZY_CLASSES:
+            if key not in d:
+                try:
+                    d[key] = self._lazy(key)
+                except (AttributeError, DatasetNotFoundError):
+                    pass
+        return d
+
+
+def _load(name: str):
+    spec = _SPECS[name]
+    json_file, root = spec.paths()
+    if not os.path.isfile(json_file):
+        if spec.generate is not None and _AUTO_GENERATE[0]:
+            logger.warning("Dataset '%s': %s not found; generating it in %s", name, json_file, root)
+            spec.generate(root)
+        if not os.path.isfile(json_file):
+            raise DatasetNotFoundError(
+                f"dataset '{name}': {json_file} not found (dataset root {root}; "
+                f"DETECTRON2_DATASETS="
+                f"{os.getenv('DETECTRON2_DATASETS', '<unset, ./datasets>')}). {spec.prepare_hint}")
+    return load_face_video_json(json_file, root, dataset_name=name, label_set=spec.label_set)
+
+
+def _register(spec: _Spec) -> None:
+    if spec.name in _SPECS or spec.name in DatasetCatalog.list():
+        raise AssertionError(f"dataset '{spec.name}' is already registered")
+    _SPECS[spec.name] = spec
+    DatasetCatalog.register(spec.name, lambda name=spec.name: _load(name))
+    meta = FaceVideoMetadata(name=spec.name)
+    # replace a plain Metadata that someone may have created with MetadataCatalog.get(name)
+    old = MetadataCatalog.get(spec.name)
+    MetadataCatalog[spec.name] = meta
+    for k, v in old.as_dict().items():
+        if k != "name":
+            setattr(meta, k, v)
+    meta.set(label_set=spec.label_set, ignore_label=IGNORE_LABEL, thing_classes=["face"],
+             evaluator_type="face_parsing")
+    if not spec.classes_from_json:
+        ls = get_label_set(spec.label_set)
+        meta.set(stuff_classes=list(ls.classes), stuff_colors=[list(c) for c in ls.palette],
+                 flip_pairs=[tuple(p) for p in ls.flip_pairs])
+
+
+def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: PathLike,
+                                label_set: Union[str, LabelSet],
+                                generate: Optional[Callable[[str], object]] = None,
+                                prepare_hint: str = "") -> None:
+    """Register a dataset in the format of :mod:`qanet_d2.data.video_format`.
+
+    Args:
+        name: dataset name (``DatasetCatalog`` / ``MetadataCatalog``).
+        json_file: the split JSON; a path (relative paths resolve against the current
+            directory when the dataset is loaded) or a zero-argument callable returning one.
+        dataset_root: the directory the JSON's paths are relative to (path or callable).
+        label_set: name of a registered label set, or a :class:`LabelSet` (registered if new),
+            or the name of a set that is NOT registered (e.g. ``"sfp"``): its classes are then
+            read from the ``"classes"`` list of the dataset's JSON, whose ``"label_set"`` must
+            carry that name.
+        generate: optional ``generate(root)`` that creates the dataset when the JSON is missing
+            (used by the synthetic datasets; see :func:`set_synthetic_auto_generate`).
+        prepare_hint: appended to "not found" errors (e.g. the conversion command).
+
+    Metadata set: ``label_set``, ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
+    ``ignore_label`` (255), ``thing_classes`` (``["face"]``), ``evaluator_type``
+    (``"face_parsing"``), ``json_file``, ``image_root`` and ``dataset_root`` (absolute paths,
+    computed on access).
+    """
+    if isinstance(label_set, LabelSet):
+        register_label_set(label_set)
+        ls_name = label_set.name
+    elif isinstance(label_set, str) and label_set:
+        ls_name = label_set
+    else:
+        raise TypeError(f"register_face_video_dataset('{name}'): label_set must be a LabelSet or "
+                        f"a label set name, got {label_set!r}")
+    classes_from_json = ls_name not in LABEL_SETS
+    _register(_Spec(name=name, json_file=_as_path_fn(json_file),
+                    dataset_root=_as_path_fn(dataset_root), label_set=ls_name,
+                    classes_from_json=classes_from_json,
+                    prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate))
+
+
+def get_dataset_label_set(dataset_name: str) -> LabelSet:
+    """The :class:`LabelSet` of a registered dataset (from its metadata; for SFP this reads the
+    class list from the dataset's files)."""
+    spec = _SPECS.get(dataset_name)
+    if spec is not None:
+        return _spec_label_set(spec)
+    meta = MetadataCatalog.get(dataset_name)
+    classes = meta.get("stuff_classes")
+    name = meta.get("label_set")
+    if classes is None or name is None:
+        raise KeyError(f"dataset '{dataset_name}' has no face-parsing label set in its metadata")
+    if name in LABEL_SETS:
+        return get_label_set(name, classes)
+    return LabelSet(name, classes, [tuple(c) for c in meta.get("stuff_colors")],
+                    [tuple(p) for p in meta.get("flip_pairs", [])])
