@@ -1,0 +1,287 @@
+"""QANetFaceParser end to end on hand-built tensors: training losses and modes, crop
+augmentation, the inference output contract, test-time augmentation and ensembles."""
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import qanet_d2  # noqa: F401
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.data.crops import paste_probs_to_image
+from qanet_d2.modeling import QANetFaceParserWithTTA, build_test_time_model
+
+REPO = Path(__file__).resolve().parents[1]
+INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
+
+# The synthetic label set of the contract; registered here under a test-only name so the
+# model's flip permutation comes from dataset metadata, as in training.
+CLASSES = ["background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+           "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"]
+FLIP_PAIRS = [(4, 5), (6, 7), (8, 9)]
+DATASET = "qanet_model_test_faces"
+MetadataCatalog.get(DATASET).set(stuff_classes=CLASSES, flip_pairs=FLIP_PAIRS)
+C = len(CLASSES)
+
+
+def tiny_cfg(*opts):
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(INSTANT))
+    cfg.DATASETS.TRAIN = (DATASET,)
+    cfg.DATASETS.TEST = (DATASET,)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def tiny_model(*opts):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg(*opts))
+
+
+def face_input(boxes, height=96, width=128, scale=1.0, seed=0):
+    """A BGR uint8 image with one drawn face per box, its label map and gt boxes (input frame);
+    ``height``/``width`` of the original image are ``scale`` times the input size."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 60, (3, height, width), generator=g, dtype=torch.uint8)
+    labels = torch.zeros(height, width, dtype=torch.long)
+    for x0, y0, x1, y1 in boxes:
+        x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
+        image[:, y0:y1, x0:x1] = torch.tensor([90, 140, 200], dtype=torch.uint8)[:, None, None]
+        labels[y0:y1, x0:x1] = 1
+        cy, cx, w = (y0 + y1) // 2, (x0 + x1) // 2, max(1, (x1 - x0) // 6)
+        labels[cy - w : cy, cx - 2 * w : cx - w] = 5  # r_eye on the image left
+        labels[cy - w : cy, cx + w : cx + 2 * w] = 4  # l_eye on the image right
+        image[:, cy - w : cy, cx - 2 * w : cx - w] = 20
+        image[:, cy - w : cy, cx + w : cx + 2 * w] = 20
+    inst = Instances((height, width))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
+    return {"image": image, "sem_seg": labels, "instances": inst,
+            "height": int(round(height * scale)), "width": int(round(width * scale))}
+
+
+class ConstantParser(nn.Module):
+    """Stands in for the parser: class ``label`` everywhere with high confidence, IoU 1."""
+
+    def __init__(self, label=1):
+        super().__init__()
+        self.label = label
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, crops):
+        logits = torch.zeros(crops.shape[0], C, *crops.shape[-2:])
+        logits[:, self.label] = 10.0
+        return logits, torch.ones(crops.shape[0])
+
+
+def test_training_losses_and_they_decrease():
+    model = tiny_model("MODEL.QANET.AUG.ENABLED", "False")
+    model.train()
+    batch = [face_input([[20, 10, 60, 60], [80, 30, 110, 70]]), face_input([[30, 20, 90, 90]], seed=1)]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    totals = []
+    with EventStorage():
+        for _ in range(12):
+            losses = model(batch)
+            assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr",
+                                   "loss_parsing_ce", "loss_parsing_lovasz", "loss_iou"}
+            total = sum(losses.values())
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            totals.append({k: float(v.detach()) for k, v in losses.items()})
+    first, last = totals[0], totals[-1]
+    assert last["loss_parsing_ce"] < 0.7 * first["loss_parsing_ce"]
+    assert last["loss_parsing_lovasz"] < first["loss_parsing_lovasz"]
+    assert last["loss_fcos_cls"] < first["loss_fcos_cls"]
+    assert sum(last.values()) < 0.8 * sum(first.values())
+
+
+def test_training_modes():
+    batch = [face_input([[20, 10, 60, 60]]), face_input([])]  # second image has no face
+    model = tiny_model("MODEL.QANET.TRAIN_MODE", "parser")
+    model.train()
+    assert not model.detector.training and not any(p.requires_grad for p in model.detector.parameters())
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_parsing_ce", "loss_parsing_lovasz", "loss_iou"}
+    sum(losses.values()).backward()
+
+    model = tiny_model("MODEL.QANET.TRAIN_MODE", "detector")
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
+    assert not any(p.requires_grad for p in model.parser.parameters())
+
+    # parser-only model without detector; a batch without any face still gives (zero) losses
+    model = tiny_model("MODEL.FCOS.ENABLED", "False", "MODEL.QANET.TRAIN_MODE", "parser", "MODEL.QANET.TEST_BOXES", "gt")
+    assert model.detector is None
+    model.train()
+    with EventStorage():
+        losses = model([face_input([]), face_input([])])
+    assert all(float(v.detach()) == 0.0 for v in losses.values())
+    sum(losses.values()).backward()
+    with pytest.raises(ValueError, match="without detector"):
+        tiny_model("MODEL.FCOS.ENABLED", "False")
+
+
+def test_flip_augmentation_swaps_left_right_labels():
+    model = tiny_model("MODEL.QANET.AUG.FLIP_PROB", "0.0", "MODEL.QANET.AUG.ROTATION_PROB", "0.0",
+                       "MODEL.QANET.AUG.SCALE_STD", "0.0")
+    assert model.flip_permutation.tolist()[:10] == [0, 1, 2, 3, 5, 4, 7, 6, 9, 8]
+    batch = [face_input([[20, 10, 70, 80]])]
+    crops, labels, _ = model.training_crops(batch)
+    model.aug_flip_prob = 1.0
+    crops_f, labels_f, _ = model.training_crops(batch)
+    torch.testing.assert_close(crops_f, crops.flip(-1), atol=1e-4, rtol=0)
+    # the mirrored crop's labels are the mirrored labels with left/right ids exchanged
+    assert torch.equal(labels_f, model.flip_permutation[labels.clamp(max=C - 1)].flip(-1).where(labels.flip(-1) != 255, labels.flip(-1)))
+    # concretely: the person's left eye (id 4) is on the image right before, on the left after
+    w = labels.shape[-1]
+    assert (labels[0, :, w // 2 :] == 4).any() and not (labels[0, :, : w // 2] == 4).any()
+    assert (labels_f[0, :, w // 2 :] == 4).any() and not (labels_f[0, :, : w // 2] == 4).any()
+    assert (labels_f[0] == 4).sum() == (labels[0] == 5).sum()
+
+
+def test_inference_output_contract_and_coordinate_frame():
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model.eval()
+    boxes = [[20, 10, 60, 60], [80, 30, 110, 70]]
+    inputs = [face_input(boxes, scale=2.0), face_input([], scale=1.5)]
+    out = model(inputs)
+    assert len(out) == 2 and set(out[0]) == {"sem_seg", "instances"}
+    r0, r1 = out
+    assert r0["sem_seg"].shape == (C, 192, 256) and r1["sem_seg"].shape == (C, 144, 192)
+    inst = r0["instances"]
+    assert inst.image_size == (192, 256) and len(inst) == 2
+    for field in ("pred_boxes", "scores", "pred_classes", "box_scores", "iou_scores", "pixel_scores",
+                  "parsing_probs", "crop_affines"):
+        assert inst.has(field), field
+    assert inst.parsing_probs.shape == (2, C, 128, 96) and inst.crop_affines.shape == (2, 2, 3)
+    torch.testing.assert_close(inst.parsing_probs.sum(1), torch.ones(2, 128, 96))
+    assert (inst.scores[:-1] >= inst.scores[1:]).all()  # sorted by quality score
+    assert (inst.pred_classes == 0).all() and torch.equal(inst.box_scores, torch.ones(2))
+    # boxes in the original frame (x2), in score order
+    got = sorted(inst.pred_boxes.tensor.tolist())
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(sorted(boxes)) * 2.0)
+    # crop affines map the crop onto the 3:4, x1.25 region around each box, original frame
+    for b, a in zip(inst.pred_boxes.tensor, inst.crop_affines):
+        centre = a @ torch.tensor([48.0, 64.0, 1.0])
+        torch.testing.assert_close(centre, (b[:2] + b[2:]) / 2, atol=1e-3, rtol=0)
+        height = (a @ torch.tensor([0.0, 128.0, 1.0]) - a @ torch.tensor([0.0, 0.0, 1.0]))[1]
+        bw, bh = b[2] - b[0], b[3] - b[1]
+        assert abs(float(height) - 1.25 * max(float(bh), float(bw) / 0.75)) < 1e-3
+    # no face: all background, empty instances
+    assert len(r1["instances"]) == 0 and (r1["sem_seg"].argmax(0) == 0).all()
+    assert r1["instances"].parsing_probs.shape == (0, C, 128, 96)
+
+    # painted where the crops are: with a parser that says "skin" everywhere, the label map is
+    # skin exactly on the union of the crop regions pasted into the original frame
+    model.parser = ConstantParser(label=1)
+    out = model([face_input(boxes, scale=2.0)])[0]
+    inst = out["instances"]
+    _, inside = paste_probs_to_image(inst.parsing_probs, inst.crop_affines, (192, 256))
+    painted = out["sem_seg"].argmax(0) == 1
+    assert torch.equal(painted, inside.any(0))
+    assert painted[70, 80] and not painted[5, 250]
+    assert torch.allclose(inst.iou_scores, torch.ones(2)) and torch.allclose(inst.pixel_scores, torch.ones(2), atol=1e-3)
+
+
+def test_inference_with_detector_boxes_no_face_and_many_faces():
+    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "1.01")  # the detector finds nothing
+    model.eval()
+    out = model([face_input([[20, 10, 60, 60]], scale=1.0)])
+    assert len(out[0]["instances"]) == 0 and out[0]["sem_seg"].shape == (C, 96, 128)
+    assert (out[0]["sem_seg"].argmax(0) == 0).all()
+
+    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0")  # untrained: many low-score boxes
+    model.eval()
+    out = model([face_input([[20, 10, 60, 60]])])[0]
+    assert len(out["instances"]) == model.max_faces_per_image
+    assert out["instances"].parsing_probs.shape[0] == model.max_faces_per_image
+
+    # many faces, chunked parsing and pasting give the same result as one big chunk
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "100",
+                       "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model.eval()
+    boxes = [[x, y, x + 14, y + 18] for x in range(0, 120, 12) for y in range(0, 80, 20)]
+    inp = [face_input(boxes, scale=1.25)]
+    model.parser_batch, model.paste_chunk = 7, 3
+    small = model(inp)[0]
+    model.parser_batch, model.paste_chunk = 64, 64
+    big = model(inp)[0]
+    assert len(small["instances"]) == len(boxes) == 40
+    torch.testing.assert_close(small["sem_seg"], big["sem_seg"])
+    torch.testing.assert_close(small["instances"].scores, big["instances"].scores)
+
+
+def test_tta_and_ensemble(tmp_path):
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model.eval()
+    inputs = [face_input([[20, 10, 60, 60], [80, 30, 110, 70]], scale=2.0), face_input([])]
+    plain = model(inputs)
+
+    # one model, no augmentation: exactly plain inference
+    cfg = tiny_cfg()
+    assert build_test_time_model(cfg, model) is model
+    same = QANetFaceParserWithTTA(model, views=[(1.0, False)])(inputs)
+    for a, b in zip(plain, same):
+        torch.testing.assert_close(a["sem_seg"], b["sem_seg"])
+        torch.testing.assert_close(a["instances"].scores, b["instances"].scores)
+        torch.testing.assert_close(a["instances"].parsing_probs, b["instances"].parsing_probs)
+
+    # flip + box scales: same shapes
+    cfg = tiny_cfg("TEST.AUG.ENABLED", "True", "TEST.AUG.FLIP", "True", "TEST.AUG.BOX_SCALES", "(0.9, 1.0, 1.2)")
+    tta = build_test_time_model(cfg, model)
+    assert isinstance(tta, QANetFaceParserWithTTA) and len(tta.views) == 6
+    aug = tta(inputs)
+    for a, b in zip(plain, aug):
+        assert a["sem_seg"].shape == b["sem_seg"].shape
+        assert len(a["instances"]) == len(b["instances"])
+        assert a["instances"].parsing_probs.shape == b["instances"].parsing_probs.shape
+    assert not torch.allclose(plain[0]["sem_seg"], aug[0]["sem_seg"])
+
+    # flip alone is exact for a parser that mirrors correctly: the constant one
+    model.parser = ConstantParser(label=4)
+    flip_only = QANetFaceParserWithTTA(model, views=[(1.0, False), (1.0, True)])(inputs)[0]
+    probs = flip_only["instances"].parsing_probs
+    assert torch.allclose(probs[:, 4], torch.full_like(probs[:, 4], 0.5), atol=1e-3)  # l_eye, mirrored to r_eye
+    assert torch.allclose(probs[:, 5], torch.full_like(probs[:, 5], 0.5), atol=1e-3)
+
+
+def test_ensemble_from_checkpoints(tmp_path):
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt")
+    model.eval()
+    inputs = [face_input([[20, 10, 60, 60]], scale=2.0)]
+    plain = model(inputs)[0]
+    # the same weights twice: the average equals the single model
+    torch.save({"model": model.state_dict()}, tmp_path / "same.pth")
+    cfg = tiny_cfg("TEST.ENSEMBLE.WEIGHTS", [str(tmp_path / "same.pth")])
+    ens = build_test_time_model(cfg, model)
+    assert isinstance(ens, QANetFaceParserWithTTA) and len(ens.extra_parsers) == 1
+    out = ens(inputs)[0]
+    torch.testing.assert_close(out["instances"].parsing_probs, plain["instances"].parsing_probs)
+    torch.testing.assert_close(out["sem_seg"], plain["sem_seg"])
+    # other weights: same shapes, averaged probabilities
+    other = tiny_model("MODEL.QANET.TEST_BOXES", "gt")
+    with torch.no_grad():
+        for p in other.parser.parsing_branch.parameters():
+            p.add_(torch.randn_like(p))
+    torch.save({"model": other.state_dict()}, tmp_path / "other.pth")
+    ens = build_test_time_model(tiny_cfg("TEST.ENSEMBLE.WEIGHTS", [str(tmp_path / "other.pth")]), model)
+    out = ens(inputs)[0]
+    other.eval()
+    alone = other(inputs)[0]
+    torch.testing.assert_close(
+        out["instances"].parsing_probs,
+        (plain["instances"].parsing_probs + alone["instances"].parsing_probs) / 2, atol=1e-5, rtol=0)
+    # a checkpoint of another architecture is refused clearly
+    torch.save({"model": {"parser.foo": torch.zeros(1)}}, tmp_path / "bad.pth")
+    with pytest.raises(RuntimeError, match="do not match"):
+        build_test_time_model(tiny_cfg("TEST.ENSEMBLE.WEIGHTS", [str(tmp_path / "bad.pth")]), model)

@@ -1,0 +1,201 @@
+"""QANet parts in isolation: losses, IoU target, scoring, painting, neck, parser backbones."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import qanet_d2  # noqa: F401
+from detectron2.layers import ShapeSpec
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.modeling.backbone import TimmHRNetBackbone, build_parser_backbone
+from qanet_d2.modeling.detector import build_fcos_detector, group_norm
+from qanet_d2.modeling.qanet import (
+    SemanticFPNNeck,
+    crop_labels_from_probs,
+    face_scores,
+    iou_loss,
+    lovasz_softmax_loss,
+    paint_faces,
+    parsing_ce_loss,
+    parsing_iou_targets,
+    pixel_scores,
+)
+
+
+def _logits_from_labels(labels, num_classes, confidence=10.0):
+    return F.one_hot(labels.clamp(max=num_classes - 1), num_classes).permute(0, 3, 1, 2).float() * confidence
+
+
+def test_iou_target_on_hand_made_masks():
+    gt = torch.zeros(1, 4, 4, dtype=torch.long)
+    gt[0, :2, :2] = 1  # 4 pixels of class 1
+    pred = gt.clone()
+    pred[0, 0, 2] = 1  # one extra pixel of class 1
+    # class 0: inter 11, union 12; class 1: inter 4, union 5; class 2 absent from both -> skipped
+    expected = (11 / 12 + 4 / 5) / 2
+    t = parsing_iou_targets(_logits_from_labels(pred, 3), gt)
+    assert t.shape == (1,)
+    assert abs(float(t[0]) - expected) < 1e-6
+    # ignored pixels count for nothing: ignoring the wrong pixel gives a perfect crop
+    gt_ignore = gt.clone()
+    gt_ignore[0, 0, 2] = 255
+    assert abs(float(parsing_iou_targets(_logits_from_labels(pred, 3), gt_ignore)[0]) - 1.0) < 1e-6
+    # a class only in the prediction counts with IoU 0; per-crop values in a batch
+    pred2 = gt.clone()
+    pred2[0, 3, 3] = 2
+    batch = parsing_iou_targets(_logits_from_labels(torch.cat([pred, pred2]), 3), torch.cat([gt, gt]))
+    assert abs(float(batch[0]) - expected) < 1e-6
+    assert abs(float(batch[1]) - (11 / 12 + 1.0 + 0.0) / 3) < 1e-6
+
+
+def test_iou_loss_uses_positive_targets_only():
+    p = torch.tensor([0.5, 0.9, 0.1])
+    t = torch.tensor([0.7, 0.0, 0.1])
+    assert abs(float(iou_loss(p, t)) - 0.5 * (0.2**2 + 0.0) / 2) < 1e-7
+    assert float(iou_loss(p, torch.zeros(3))) == 0.0
+
+
+def _lovasz_reference(probs, labels):
+    """Straightforward per-class loop of Berman et al.'s reference (classes="present")."""
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).float()
+        if fg.sum() == 0:
+            continue
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, perm = torch.sort(errors, descending=True)
+        gt_sorted = fg[perm]
+        gts = gt_sorted.sum()
+        inter = gts - gt_sorted.cumsum(0)
+        union = gts + (1 - gt_sorted).cumsum(0)
+        jac = 1.0 - inter / union
+        jac[1:] = jac[1:] - jac[:-1].clone()
+        losses.append(torch.dot(errors_sorted, jac))
+    return torch.stack(losses).mean()
+
+
+def test_lovasz_softmax_matches_reference_and_ignores():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5)
+    labels = torch.randint(0, 3, (2, 6, 5))  # class 3 absent
+    labels[0, 0, :] = 255
+    loss = lovasz_softmax_loss(logits, labels)
+    probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, 4)
+    flat = labels.reshape(-1)
+    ref = _lovasz_reference(probs[flat != 255], flat[flat != 255])
+    assert abs(float(loss) - float(ref)) < 1e-5
+    # a confident correct prediction has (almost) no loss; gradients flow
+    assert float(lovasz_softmax_loss(_logits_from_labels(labels, 4, 30.0), labels)) < 1e-6
+    logits.requires_grad_(True)
+    lovasz_softmax_loss(logits, labels).backward()
+    assert logits.grad.abs().sum() > 0
+    # all pixels ignored: zero, still differentiable
+    assert float(lovasz_softmax_loss(logits, torch.full_like(labels, 255)).detach()) == 0.0
+
+
+def test_cross_entropy_ignores_255():
+    logits = torch.zeros(1, 3, 2, 2)
+    labels = torch.tensor([[[0, 1], [255, 255]]])
+    assert abs(float(parsing_ce_loss(logits, labels)) - torch.log(torch.tensor(3.0)).item()) < 1e-6
+
+
+def test_pixel_and_face_scores():
+    probs = torch.zeros(2, 4, 2, 2)
+    probs[0, 1] = torch.tensor([[0.9, 0.7], [0.15, 0.5]])
+    probs[0, 0] = 1 - probs[0, 1]  # max probs: 0.9, 0.7, 0.85, 0.5
+    probs[1, :] = 0.1  # max 0.1 everywhere: below 0.2 -> score 0
+    s = pixel_scores(probs, thresh=0.2)
+    assert abs(float(s[0]) - (0.9 + 0.7 + 0.85 + 0.5) / 4) < 1e-6 and float(s[1]) == 0.0
+    q = face_scores(torch.tensor([0.8]), torch.tensor([0.6]), torch.tensor([0.9]), (1.0, 0.5, 3.0))
+    expected = (0.8 * 0.6**0.5 * 0.9**3) ** (1 / 4.5)
+    assert abs(float(q) - expected) < 1e-6
+    # the (unbounded) IoU prediction is clamped to [0, 1]
+    assert float(face_scores(torch.tensor([1.0]), torch.tensor([1.7]), torch.tensor([1.0]))) == pytest.approx(1.0)
+
+
+def test_labels_below_one_over_c_are_background_and_painting_order():
+    probs = torch.full((3, 2, 2), 0.2)
+    probs[2, 0, 0] = 0.6  # >= 1/3 -> class 2
+    labels = crop_labels_from_probs(probs)
+    assert labels[0, 0] == 2 and (labels.flatten()[1:] == 0).all()
+
+    sem = torch.zeros(3, 4, 4)
+    sem[0] = 1.0
+    a = torch.zeros(3, 4, 4)
+    a[1] = 1.0  # face A: all class 1
+    b = torch.zeros(3, 2, 2)
+    b[2] = 1.0  # face B: class 2 on its 2x2 window
+    b[0, 1, 1], b[2, 1, 1] = 1.0, 0.0  # ... except one background pixel
+    faces = [(a, torch.ones(4, 4, dtype=torch.bool)), (b, torch.ones(2, 2, dtype=torch.bool))]
+    windows = torch.tensor([[0, 0, 4, 4], [1, 1, 3, 3]])
+    # B scores higher: painted last, wins its foreground; its background pixel keeps A's label
+    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.5, 0.9]), thresh=0.3).argmax(0)
+    assert out[1, 1] == 2 and out[2, 2] == 1 and out[0, 0] == 1
+    # A scores higher: A overwrites B everywhere
+    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.9, 0.5]), thresh=0.3).argmax(0)
+    assert (out == 1).all()
+    # below the threshold: not painted
+    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.1, 0.2]), thresh=0.3).argmax(0)
+    assert (out == 0).all()
+
+
+def test_neck_brings_all_levels_to_stride_4():
+    shapes = {f"hr{s}": ShapeSpec(channels=c, stride=s) for s, c in zip((4, 8, 16, 32), (8, 16, 32, 64))}
+    neck = SemanticFPNNeck(shapes, list(shapes), conv_dim=24, norm="BN")
+    # blocks per level: 1 (no upsampling), 1, 2, 3
+    assert [len(h) for h in neck.scale_heads] == [1, 1, 2, 3]
+    assert [h[0].upsample for h in neck.scale_heads] == [False, True, True, True]
+    feats = {f"hr{s}": torch.randn(2, sh.channels, 64 // s, 48 // s) for s, sh in zip((4, 8, 16, 32), shapes.values())}
+    assert neck(feats).shape == (2, 24, 16, 12)
+
+
+def test_hrnet_backbone_raw_branches():
+    backbone = TimmHRNetBackbone("hrnet_w18_small")
+    shapes = backbone.output_shape()
+    assert [(shapes[f].channels, shapes[f].stride) for f in ("hr4", "hr8", "hr16", "hr32")] == [
+        (16, 4), (32, 8), (64, 16), (128, 32)
+    ]
+    out = backbone(torch.randn(1, 3, 64, 32))
+    assert [tuple(out[f].shape) for f in ("hr4", "hr8", "hr16", "hr32")] == [
+        (1, 16, 16, 8), (1, 32, 8, 4), (1, 64, 4, 2), (1, 128, 2, 1)
+    ]
+
+
+def test_hrnet_pretrained_offline_fails_clearly(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="PRETRAINED_PATH"):
+        TimmHRNetBackbone("hrnet_w18_small", pretrained=True)
+    with pytest.raises(RuntimeError, match="is not a file"):
+        TimmHRNetBackbone("hrnet_w18_small", pretrained_path=str(tmp_path / "missing.pth"))
+    # a local checkpoint file is loaded
+    import timm
+
+    ref = timm.create_model("hrnet_w18_small")
+    torch.save(ref.state_dict(), tmp_path / "hrnet_w18_small.pth")
+    loaded = TimmHRNetBackbone("hrnet_w18_small", pretrained_path=str(tmp_path / "hrnet_w18_small.pth"))
+    torch.testing.assert_close(loaded.body.conv1.weight, ref.conv1.weight)
+
+
+def test_resnet_parser_backbone_and_fcos_detector_from_config():
+    cfg = get_qanet_cfg()
+    cfg.MODEL.QANET.BACKBONE.NAME = "build_qanet_resnet_backbone"
+    cfg.MODEL.QANET.BACKBONE.RESNET_DEPTH = 18
+    cfg.MODEL.QANET.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    backbone = build_parser_backbone(cfg)
+    assert {f: s.stride for f, s in backbone.output_shape().items()} == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+    assert cfg.MODEL.RESNETS.DEPTH == 50  # the detector's keys are untouched
+
+    cfg.MODEL.BACKBONE.NAME = "build_fcos_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 48
+    det = build_fcos_detector(cfg)
+    shapes = det.backbone.output_shape()
+    assert {f: s.stride for f, s in shapes.items()} == {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    assert det.backbone.top_block.in_feature == "p5"  # P6/P7 from P5
+    assert det.head.cls_score.out_channels == 1
+    assert isinstance(det.head.cls_subnet[1], torch.nn.GroupNorm) and det.head.cls_subnet[1].num_groups == 4
+    assert group_norm(256).num_groups == 32 and group_norm(64).num_groups == 16
