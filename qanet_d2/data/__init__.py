@@ -28,3 +28,5 @@ from .datasets.face_video import (  # noqa: F401
     set_synthetic_auto_generate,
 )
 from .synthetic import generate_preset, generate_synthetic_dataset  # noqa: F401
+from .mapper import FaceParsingDatasetMapper  # noqa: F401
+from .checks import check_dataset, check_json  # noqa: F401

@@ -1,0 +1,161 @@
+"""Dataset dict -> model input for face parsing on full frames."""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import List, Optional
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode, Boxes, Instances
+
+from .io import DataReadError, check_label_values, read_image, read_label_map
+from .label_sets import IGNORE_LABEL
+
+__all__ = ["FaceParsingDatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+
+class FaceParsingDatasetMapper:
+    """Reads a frame, its label map and face boxes and resizes them together.
+
+    Input: a dataset dict of :func:`qanet_d2.data.video_format.load_face_video_json`.
+
+    Output dict (all keys of the input except ``annotations``, plus):
+
+    * ``image``: uint8 tensor ``3 x H' x W'`` in ``image_format`` channel order (BGR by
+      default), resized with ResizeShortestEdge (bilinear). Grayscale/RGBA/16-bit inputs become
+      3-channel uint8 (see :mod:`qanet_d2.data.io`).
+    * ``sem_seg``: int64 tensor ``H' x W'`` (nearest resize; 255 = ignore); only when the dict
+      has ``sem_seg_file_name``.
+    * ``instances``: ``Instances(image_size=(H', W'))`` with ``gt_boxes`` (Boxes, XYXY_ABS in
+      the resized image) and ``gt_classes`` (int64 zeros). Boxes are clipped to the image and
+      boxes narrower or shorter than ``min_box_size`` resized pixels are dropped.
+    * ``height``, ``width``: the ORIGINAL image size (detectron2 convention: the model returns
+      predictions at this size).
+
+    There is no image-level flip: flipping happens on face crops in the model, where the left
+    and right part labels are swapped.
+
+    Errors name the file: missing/corrupt image or label; image size different from the dict's
+    ``height``/``width``; label size different from the image (both files named); label values
+    that are neither class ids (< ``num_classes``) nor 255.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
+                 num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
+                 min_box_size: float = 1.0):
+        """
+        Args:
+            is_train: training or inference (only changes the resize sizes built from a config).
+            augmentations: detectron2 augmentations; geometric ones must keep left/right
+                (no flips).
+            image_format: "BGR" or "RGB".
+            num_classes: classes of the label set, background included; label values >= this
+                (except ``ignore_label``) raise. None disables the check.
+            ignore_label: the "ignore" value of label maps.
+            min_box_size: boxes with a side below this (resized pixels) are dropped.
+        """
+        for aug in augmentations:
+            if isinstance(aug, T.RandomFlip):
+                raise ValueError(
+                    "FaceParsingDatasetMapper: image-level flips would mirror left/right parts "
+                    "without swapping their labels; flipping is done on face crops instead")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.min_box_size = float(min_box_size)
+        mode = "training" if is_train else "inference"
+        logger.info(f"[FaceParsingDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        if cfg.INPUT.RANDOM_FLIP != "none":
+            raise ValueError(
+                f"INPUT.RANDOM_FLIP must be 'none' (got {cfg.INPUT.RANDOM_FLIP!r}): left/right "
+                f"part labels are swapped only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB)")
+        if is_train:
+            augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                         cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        elif cfg.INPUT.MIN_SIZE_TEST > 0:
+            augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+        else:
+            augs = []
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "image_format": cfg.INPUT.FORMAT,
+            "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
+            "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        annotations = dataset_dict.pop("annotations", [])
+        file_name = dataset_dict["file_name"]
+        image = read_image(file_name, format=self.image_format)
+        h, w = image.shape[:2]
+        exp_h, exp_w = dataset_dict.get("height"), dataset_dict.get("width")
+        if (exp_h is not None and exp_h != h) or (exp_w is not None and exp_w != w):
+            raise DataReadError(
+                f"{file_name}: image is {w}x{h} (WxH) but the dataset says {exp_w}x{exp_h}")
+        dataset_dict["height"], dataset_dict["width"] = h, w
+
+        label = None
+        label_file = dataset_dict.get("sem_seg_file_name")
+        if label_file:
+            label = read_label_map(label_file)
+            if label.shape != (h, w):
+                raise DataReadError(
+                    f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (WxH) but its "
+                    f"image {file_name} is {w}x{h}")
+            if self.num_classes is not None:
+                check_label_values(label, self.num_classes, label_file, self.ignore_label)
+
+        boxes = self._boxes(annotations, h, w, file_name)
+        aug_input = T.AugInput(image, sem_seg=label)
+        transforms = self.augmentations(aug_input)
+        image, label = aug_input.image, aug_input.sem_seg
+        nh, nw = image.shape[:2]
+        if len(boxes):
+            boxes = transforms.apply_box(boxes)
+        boxes = self._clip_and_filter(boxes, nh, nw)
+
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if label is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(label.astype(np.int64))
+        instances = Instances((nh, nw))
+        instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
+        dataset_dict["instances"] = instances
+        return dataset_dict
+
+    @staticmethod
+    def _boxes(annotations, h, w, file_name) -> np.ndarray:
+        out = []
+        for ann in annotations:
+            if ann.get("iscrowd", 0):
+                continue
+            box = BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYXY_ABS),
+                                  BoxMode.XYXY_ABS)
+            out.append(box)
+        boxes = np.asarray(out, dtype=np.float64).reshape(-1, 4)
+        if not np.isfinite(boxes).all():
+            raise DataReadError(f"{file_name}: non-finite face box in its annotations: {out}")
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        return boxes
+
+    def _clip_and_filter(self, boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box_size) & (
+            (boxes[:, 3] - boxes[:, 1]) >= self.min_box_size)
+        return boxes[keep]

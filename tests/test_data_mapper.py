@@ -1,0 +1,125 @@
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import qanet_d2
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+from qanet_d2.data import DataReadError, FaceParsingDatasetMapper
+
+
+def _record(tmp_path, h=30, w=40, label=True, boxes=((10, 3, 20, 15),), image=None, lab=None, ext="png"):
+    img = image if image is not None else np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    f = tmp_path / f"img.{ext}"
+    cv2.imwrite(str(f), img)
+    d = {"file_name": str(f), "height": h, "width": w, "image_id": "v/0", "video_id": "v", "frame_index": 0,
+         "annotations": [{"bbox": list(b), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0} for b in boxes]}
+    if label:
+        if lab is None:
+            lab = np.zeros((h, w), np.uint8)
+            lab[5:15, 10:20] = 4
+            lab[0, 0] = 255
+        cv2.imwrite(str(tmp_path / "lab.png"), lab)
+        d["sem_seg_file_name"] = str(tmp_path / "lab.png")
+    return d
+
+
+def _mapper(**kw):
+    args = dict(is_train=True, augmentations=[T.ResizeShortestEdge(60, 1000)], image_format="BGR", num_classes=17)
+    args.update(kw)
+    return FaceParsingDatasetMapper(**args)
+
+
+def test_shapes_and_resize_consistency(tmp_path):
+    d = _record(tmp_path)
+    out = _mapper()(d)
+    assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 60, 80)
+    assert out["sem_seg"].dtype == torch.int64 and out["sem_seg"].shape == (60, 80)
+    # nearest resize of the label: the part doubles, values stay ids
+    assert set(out["sem_seg"].unique().tolist()) == {0, 4, 255}
+    assert (out["sem_seg"][10:30, 20:40] == 4).all() and int((out["sem_seg"] == 4).sum()) == 4 * 100
+    inst = out["instances"]
+    assert inst.image_size == (60, 80)
+    assert inst.gt_boxes.tensor.tolist() == [[20.0, 6.0, 40.0, 30.0]]
+    assert inst.gt_classes.tolist() == [0]
+    assert (out["height"], out["width"]) == (30, 40)  # original size
+    assert out["file_name"] == d["file_name"] and out["sem_seg_file_name"] == d["sem_seg_file_name"]
+    assert (out["image_id"], out["video_id"], out["frame_index"]) == ("v/0", "v", 0)
+    assert "annotations" not in out and "annotations" in d  # input untouched
+    # BGR vs RGB channel order
+    rgb = _mapper(image_format="RGB")(d)["image"]
+    assert torch.equal(rgb, out["image"].flip(0))
+
+
+def test_from_config(tmp_path):
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN = (90,)
+    cfg.INPUT.MIN_SIZE_TEST = 0  # no resize at test time
+    cfg.MODEL.QANET.NUM_CLASSES = 17
+    d = _record(tmp_path)
+    assert FaceParsingDatasetMapper(cfg, is_train=True)(d)["image"].shape == (3, 90, 120)
+    assert FaceParsingDatasetMapper(cfg, is_train=False)(d)["image"].shape == (3, 30, 40)
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    with pytest.raises(ValueError, match="RANDOM_FLIP must be 'none'"):
+        FaceParsingDatasetMapper(cfg, is_train=True)
+
+
+def test_boxes_clipped_and_thin_dropped_no_label(tmp_path):
+    d = _record(tmp_path, label=False, boxes=((-5, -5, 10, 10), (30, 3, 30.4, 20), (35, 20, 60, 50)))
+    out = _mapper(augmentations=[])(d)
+    assert "sem_seg" not in out
+    assert out["instances"].gt_boxes.tensor.tolist() == [[0, 0, 10, 10], [35, 20, 40, 30]]
+    empty = _mapper(augmentations=[])(_record(tmp_path, label=False, boxes=()))
+    assert len(empty["instances"]) == 0 and empty["instances"].gt_boxes.tensor.shape == (0, 4)
+
+
+def test_image_conversions(tmp_path):
+    gray = (np.arange(30 * 40) % 256).astype(np.uint8).reshape(30, 40)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 7)]), "RGBA").save(tmp_path / "rgba.png")
+    cv2.imwrite(str(tmp_path / "g16.png"), gray.astype(np.uint16) * 257)
+    m = _mapper(augmentations=[])
+    for name in ("g.png", "rgba.png", "g16.png"):
+        d = _record(tmp_path, label=False)
+        d["file_name"] = str(tmp_path / name)
+        img = m(d)["image"]
+        assert img.dtype == torch.uint8 and img.shape == (3, 30, 40), name
+        assert torch.equal(img[0], torch.from_numpy(gray)) and torch.equal(img[2], img[0]), name
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    m = _mapper()
+    d = _record(tmp_path)
+    os.remove(d["sem_seg_file_name"])
+    with pytest.raises(FileNotFoundError, match="lab.png"):
+        m(d)
+    d = _record(tmp_path, ext="jpg")
+    data = open(d["file_name"], "rb").read()
+    open(d["file_name"], "wb").write(data[: len(data) // 2])
+    with pytest.raises(DataReadError, match="img.jpg: cannot decode image"):
+        m(d)
+    d = _record(tmp_path)
+    open(d["file_name"], "wb").write(b"not an image")
+    with pytest.raises(DataReadError, match="img.png: cannot decode image"):
+        m(d)
+    d = _record(tmp_path, lab=np.zeros((20, 40), np.uint8))
+    with pytest.raises(DataReadError, match=r"label map .*lab.png is 40x20 .*image .*img.png is 40x30"):
+        m(d)
+    bad = np.zeros((30, 40), np.uint8)
+    bad[0, :3] = [17, 40, 255]
+    with pytest.raises(DataReadError, match=r"lab.png: label values \[17, 40\] are outside"):
+        m(_record(tmp_path, lab=bad))
+    d = _record(tmp_path)
+    d["height"] = 31
+    with pytest.raises(DataReadError, match=r"img.png: image is 40x30 .* dataset says 40x31"):
+        m(d)
+    d = _record(tmp_path)
+    cv2.imwrite(d["sem_seg_file_name"], np.random.default_rng(1).integers(0, 9, (30, 40, 3), dtype=np.uint8))
+    with pytest.raises(DataReadError, match="lab.png: label map must be a single-channel"):
+        m(d)
+    with pytest.raises(ValueError, match="flips"):
+        _mapper(augmentations=[T.RandomFlip()])
