@@ -336,3 +336,13 @@ def test_two_processes_give_the_single_process_numbers(tmp_path):
     two = json.loads(out.read_text())["face_parsing"]
     assert single["num_frames"] == 15 and single["num_failed_frames"] == 0
     assert two == single  # exactly (no NaN in this data)
+
+
+def test_scores_to_label_map_is_argmax_with_first_maximum_on_ties():
+    from qanet_d2.evaluation.face_parsing_evaluator import scores_to_label_map
+
+    torch.manual_seed(0)
+    for scores in (torch.rand(18, 37, 53), torch.randint(0, 3, (5, 20, 20)).float(), torch.rand(1, 4, 4)):
+        got = scores_to_label_map(scores)
+        assert got.dtype == np.uint8
+        assert (torch.from_numpy(got).long() == scores.argmax(dim=0)).all()

@@ -60,6 +60,7 @@ __all__ = [
     "summarize",
     "label_png_path",
     "frame_key",
+    "scores_to_label_map",
     "RESULTS_FILE",
     "ABSENT_CLASS_MODES",
 ]
@@ -379,6 +380,27 @@ def format_results_tables(results: dict, details: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- files
+def scores_to_label_map(scores: torch.Tensor) -> np.ndarray:
+    """(C, H, W) class scores -> (H, W) uint8 argmax (first maximum wins, as ``torch.argmax``).
+
+    On a GPU: ``argmax`` there, only the uint8 map is copied. On the CPU, ``argmax(dim=0)`` over
+    a 1080p map is a slow strided reduction (~0.3-0.7 s for 18 classes on one core); a running
+    maximum over the channels gives the same labels several times faster.
+    """
+    if scores.shape[0] > 256:
+        raise ValueError(f"{scores.shape[0]} classes do not fit a uint8 label map")
+    if scores.device.type != "cpu":
+        return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    scores = scores.detach()
+    best = scores[0].clone()
+    labels = torch.zeros(scores.shape[1:], dtype=torch.uint8)
+    for c in range(1, scores.shape[0]):
+        better = torch.gt(scores[c], best)
+        torch.maximum(best, scores[c], out=best)
+        labels.masked_fill_(better, c)
+    return labels.numpy()
+
+
 def frame_key(input_dict: dict) -> Tuple[str, int]:
     """(video_id, frame_index) of a dataset dict / model input; a dict without ``video_id`` is a
     one-frame video named by its ``image_id`` (else its ``file_name``)."""
@@ -460,10 +482,7 @@ class FaceParsingEvaluator(DatasetEvaluator):
                     "count as wrong.", self._dataset_name, sem_seg.shape[0], self._num_classes, self._num_classes,
                 )
                 self._warned_channels = True
-            # argmax where the scores are (GPU), only the uint8 map travels to the CPU.
-            labels = sem_seg.argmax(dim=0)
-            labels = labels.clamp_(max=255).to(torch.uint8).cpu().numpy()
-            self.process_label_map(inp, labels)
+            self.process_label_map(inp, scores_to_label_map(sem_seg))
 
     def process_label_map(self, input_dict: dict, pred_labels: np.ndarray) -> Optional[FrameScores]:
         """Score one frame given its predicted (H, W) label map (the shared path of :meth:`process`

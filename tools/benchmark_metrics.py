@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Speed of the face parsing evaluation on 1080p label maps, on one CPU core.
+
+    python tools/benchmark_metrics.py                 # 1920x1080, 18 classes (17 foreground)
+    python tools/benchmark_metrics.py --frames 50 --literal
+
+Ground truth: synthetic 1080p label maps with one or two faces made of smooth blobs for all 17
+foreground classes (skin, hair, eyes, brows, ears, nose, lips, mouth, glasses, hat, neck, cloth,
+an earring-like class) and ignore pixels. Predictions: the ground truth warped by a smooth random
+displacement field (a few pixels, like a good parser's boundary errors) plus sparse wrong-class
+specks. Printed:
+
+* J/F: ``score_frame`` alone (per-class J and F of all 17 classes + the confusion matrix);
+* evaluator, label map in: ``FaceParsingEvaluator.process_label_map`` = ground-truth PNG decode +
+  scoring (what a GPU run costs on the CPU side, the argmax being on the GPU);
+* evaluator, scores in: ``FaceParsingEvaluator.process`` with an 18x1080x1920 float score tensor
+  (adds the argmax on the CPU);
+* PNGs in: ``tools/evaluate_pngs.py``'s per-frame work (decode prediction and ground truth + scoring);
+* the final aggregation (``summarize``) of 2,653 frames;
+
+each as frames/s and extrapolated to a 2,653-frame split (SFP validation). ``--literal`` also
+times the textbook DAVIS computation (full-image boundary maps and cv2.dilate per class) on one
+frame, for comparison.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import qanet_d2  # noqa: E402,F401
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from detectron2.data import MetadataCatalog  # noqa: E402
+
+from qanet_d2.data.io import read_label_map  # noqa: E402
+from qanet_d2.evaluation import FaceParsingEvaluator, boundary_radius, davis_disk, score_frame, seg_to_boundary, summarize  # noqa: E402
+
+SPLIT_FRAMES = 2653
+
+
+def _ellipse(label, cx, cy, s, c, dx, dy, ax, ay, angle=0.0):
+    cv2.ellipse(label, (int(cx + dx * s), int(cy + dy * s)), (max(1, int(ax * s)), max(1, int(ay * s))),
+                angle, 0, 360, int(c), -1)
+
+
+def draw_face(label, cx, cy, s, rng):
+    """Paint one blob face of scale ``s`` pixels (about half the face height) into ``label``."""
+    e = lambda c, *a: _ellipse(label, cx, cy, s, c, *a)  # noqa: E731
+    e(16, 0, 1.25, 1.2, 0.55)  # cloth
+    e(15, 0, 0.8, 0.32, 0.45)  # neck
+    e(13, 0, -0.15, 0.88, 0.98)  # hair
+    e(1, 0, 0.05, 0.62, 0.8)  # skin
+    e(8, -0.63, 0.05, 0.08, 0.17)  # ears
+    e(9, 0.63, 0.05, 0.08, 0.17)
+    e(17, 0.66, 0.25, 0.03, 0.05)  # earring
+    if rng.random() < 0.6:
+        e(14, 0, -0.88, 0.72, 0.25)  # hat
+    e(6, -0.25, -0.26, 0.15, 0.04, 5)  # brows
+    e(7, 0.25, -0.26, 0.15, 0.04, -5)
+    e(3, -0.25, -0.12, 0.17, 0.09)  # glasses
+    e(3, 0.25, -0.12, 0.17, 0.09)
+    e(4, -0.25, -0.12, 0.1, 0.045)  # eyes
+    e(5, 0.25, -0.12, 0.1, 0.045)
+    e(2, 0, 0.1, 0.08, 0.17)  # nose
+    e(11, 0, 0.38, 0.2, 0.04)  # upper lip
+    e(12, 0, 0.47, 0.2, 0.05)  # lower lip
+    e(10, 0, 0.42, 0.16, 0.025)  # mouth
+
+
+def _warp(label, rng, amplitude, grid=24):
+    h, w = label.shape
+    dx = cv2.resize(rng.standard_normal((h // grid, w // grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    dy = cv2.resize(rng.standard_normal((h // grid, w // grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(label, xs + dx * amplitude, ys + dy * amplitude, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+
+def make_frame(rng, height, width, num_classes):
+    """(ground truth, prediction) uint8 label maps; ground truth has 255 = ignore pixels."""
+    gt = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        s = height * rng.uniform(0.18, 0.32)
+        draw_face(gt, rng.uniform(0.2, 0.8) * width, rng.uniform(0.35, 0.6) * height, s, rng)
+    gt = _warp(gt, rng, 6.0, grid=16)  # irregular, not elliptic, boundaries
+    np.minimum(gt, num_classes - 1, out=gt)
+    pred = _warp(gt, rng, 3.0)
+    specks = rng.random(gt.shape) < 2e-4
+    pred[specks] = rng.integers(0, num_classes, int(specks.sum()))
+    gt[: height // 100] = 255  # a band of ignore pixels
+    return gt, pred
+
+
+def literal_f(pred, gt, c, radius):
+    """Textbook DAVIS F for one class: full-image boundary maps, disk dilation."""
+    pb, gb = seg_to_boundary(pred == c), seg_to_boundary(gt == c)
+    disk = davis_disk(radius)
+    pd, gd = cv2.dilate(pb.view(np.uint8), disk), cv2.dilate(gb.view(np.uint8), disk)
+    n_p, n_g = pb.sum(), gb.sum()
+    if n_p == 0 or n_g == 0:
+        return float(n_p == n_g)
+    p, r = (pb & (gd > 0)).sum() / n_p, (gb & (pd > 0)).sum() / n_g
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def timed(fn, items):
+    start = time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - start) / len(items)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--height", type=int, default=1080)
+    ap.add_argument("--width", type=int, default=1920)
+    ap.add_argument("--classes", type=int, default=18, help="number of classes, background included")
+    ap.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (1 = one core)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--literal", action="store_true", help="also time the textbook DAVIS computation on one frame")
+    args = ap.parse_args(argv)
+
+    cv2.setNumThreads(args.threads)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    C, H, W = args.classes, args.height, args.width
+    print(f"{args.frames} frames {W}x{H}, {C} classes ({C - 1} foreground), {args.threads} thread(s); "
+          f"contour tolerance {boundary_radius(0.008, (H, W)):.0f} px")
+
+    frames = [make_frame(rng, H, W, C) for _ in range(args.frames)]
+    tmp = tempfile.mkdtemp(prefix="qanet_bench_")
+    name = f"_benchmark_metrics_{os.getpid()}"
+    MetadataCatalog.get(name).set(stuff_classes=[f"class{i}" for i in range(C)], ignore_label=255)
+    inputs = []
+    for i, (gt, pred) in enumerate(frames):
+        gt_file, pred_file = os.path.join(tmp, f"gt_{i}.png"), os.path.join(tmp, f"pred_{i}.png")
+        cv2.imwrite(gt_file, gt)
+        cv2.imwrite(pred_file, pred)
+        inputs.append({"file_name": f"frame_{i}.jpg", "sem_seg_file_name": gt_file, "pred_file": pred_file,
+                       "video_id": f"v{i // 20}", "frame_index": i % 20, "height": H, "width": W})
+
+    rows = []
+    t = timed(lambda f: score_frame(f[1], f[0], C), frames)
+    rows.append(("J/F (score_frame)", t))
+
+    ev = FaceParsingEvaluator(name, distributed=False)
+    t = timed(lambda k: ev.process_label_map(inputs[k], frames[k][1]), range(len(frames)))
+    rows.append(("evaluator, label map in (GT PNG decode + J/F)", t))
+
+    t = timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))
+    rows.append(("evaluate_pngs.py (2 PNG decodes + J/F)", t))
+
+    n_scores = min(len(frames), 5)
+    scores = []
+    for k in range(n_scores):  # score tensors are big: build a few, outside the timing
+        s = torch.rand(C, H, W) * 0.5
+        s.scatter_(0, torch.from_numpy(frames[k][1].astype(np.int64))[None], 1.0)
+        scores.append(s)
+    t = timed(lambda k: ev.process([inputs[k]], [{"sem_seg": scores[k]}]), range(n_scores))
+    rows.append((f"evaluator, {C}x{H}x{W} scores in (+ CPU argmax)", t))
+    del scores
+
+    records = [dict(r, video_id=f"v{i // 20}", frame_index=i % 20)
+               for i, r in enumerate(ev._records[j % len(ev._records)] for j in range(SPLIT_FRAMES))]
+    start = time.perf_counter()
+    summarize(records, ev._confusion, ev.class_names)
+    summarize_s = time.perf_counter() - start
+
+    literal = None
+    if args.literal:
+        gt, pred = frames[0]
+        radius = boundary_radius(0.008, gt.shape)
+        start = time.perf_counter()
+        for c in range(1, C):
+            literal_f(pred, gt, c, radius)
+        literal = time.perf_counter() - start
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'':{width}}  {'ms/frame':>9}  {'frames/s':>9}  {SPLIT_FRAMES} frames")
+    for label, sec in rows:
+        total = sec * SPLIT_FRAMES + summarize_s
+        print(f"{label:{width}}  {sec * 1000:9.1f}  {1 / sec:9.1f}  {total / 60:6.1f} min")
+    print(f"{'final aggregation (summarize), once':{width}}  {'':9}  {'':9}  {summarize_s:6.1f} s")
+    if literal is not None:
+        print(f"{'textbook DAVIS F (cv2.dilate per class)':{width}}  {literal * 1000:9.1f}  {1 / literal:9.1f}  "
+              f"{literal * SPLIT_FRAMES / 60:6.1f} min")
+    for f in os.listdir(tmp):
+        os.remove(os.path.join(tmp, f))
+    os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
