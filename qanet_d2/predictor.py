@@ -42,6 +42,7 @@ from .modeling.qanet.inference import crop_labels_from_probs, face_scores, pixel
 __all__ = [
     "FaceParsingPredictor",
     "paint_label_map",
+    "face_window_labels",
     "read_image_bgr",
     "to_bgr_uint8",
     "ImageReadError",
@@ -128,15 +129,17 @@ def paint_label_map(
     scores: torch.Tensor,
     image_size: Sequence[int],
     score_thresh: float = 0.3,
-    chunk: int = 8,
+    tile: int = 1024,
 ) -> np.ndarray:
     """The image-level label map of pasted faces, without an image-size score map.
 
     Same result as ``argmax`` of the model's ``paste_and_paint`` for one view: faces with
-    ``score >= score_thresh`` are pasted (:func:`qanet_d2.data.crops.paste_probs`, window by
-    window) in ascending score order, and each writes its foreground labels
+    ``score >= score_thresh`` are pasted (:func:`qanet_d2.data.crops.paste_probs`) in ascending
+    score order, and each writes its foreground labels
     (:func:`~qanet_d2.modeling.qanet.inference.crop_labels_from_probs` != 0, inside its crop)
-    over what was there; unpainted pixels are background (0).
+    over what was there; unpainted pixels are background (0). A face's window is pasted in
+    tiles of at most ``tile x tile`` pixels, so the memory is one uint8 label map plus
+    ``C x tile x tile`` floats, whatever the image and face sizes.
 
     Args:
         probs: ``N x C x h x w`` crop probabilities.
@@ -152,20 +155,37 @@ def paint_label_map(
     if len(scores) == 0:
         return labels
     probs, affines, scores = probs.detach().float().cpu(), affines.detach().float().cpu(), scores.detach().float().cpu()
-    windows = crop_windows(affines, probs.shape[-2:], (height, width))
-    order = [i for i in torch.argsort(scores, stable=True).tolist() if float(scores[i]) >= score_thresh]
-    for start in range(0, len(order), max(1, chunk)):
-        idx = order[start : start + max(1, chunk)]
-        pasted = paste_probs(probs[idx], affines[idx], windows[idx], chunk=chunk)
-        for i, (window_probs, inside) in zip(idx, pasted):
-            x0, y0, x1, y1 = windows[i].tolist()
-            if x1 <= x0 or y1 <= y0:
-                continue
-            face_labels = crop_labels_from_probs(window_probs)
-            fg = ((face_labels != 0) & inside).numpy()
-            region = labels[y0:y1, x0:x1]
-            region[fg] = face_labels.numpy()[fg].astype(np.uint8)
+    windows = crop_windows(affines, probs.shape[-2:], (height, width)).tolist()
+    for i in torch.argsort(scores, stable=True).tolist():
+        if float(scores[i]) < score_thresh:
+            continue
+        x0, y0, x1, y1 = windows[i]
+        face = face_window_labels(probs[i], affines[i], windows[i], tile)
+        fg = face != 0
+        labels[y0:y1, x0:x1][fg] = face[fg]
     return labels
+
+
+def face_window_labels(probs: torch.Tensor, affine: torch.Tensor, window: Sequence[int], tile: int = 1024) -> np.ndarray:
+    """One face's labels on its image window ``[x0, y0, x1, y1)``: its crop probabilities
+    (``C x h x w``, crop -> image ``affine`` ``2 x 3``) pasted tile by tile
+    (:func:`qanet_d2.data.crops.paste_probs`) and labelled by
+    :func:`~qanet_d2.modeling.qanet.inference.crop_labels_from_probs`; 0 outside the crop.
+
+    Returns:
+        ``(y1 - y0) x (x1 - x0)`` uint8.
+    """
+    x0, y0, x1, y1 = (int(v) for v in window)
+    out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), dtype=np.uint8)
+    tile = max(16, int(tile))
+    for ty in range(y0, y1, tile):
+        for tx in range(x0, x1, tile):
+            win = torch.tensor([[tx, ty, min(tx + tile, x1), min(ty + tile, y1)]])
+            ((tile_probs, inside),) = paste_probs(probs[None].float(), affine[None].float(), win, chunk=1)
+            tile_labels = crop_labels_from_probs(tile_probs).numpy().astype(np.uint8)
+            tile_labels[~inside.numpy()] = 0
+            out[ty - y0 : int(win[0, 3]) - y0, tx - x0 : int(win[0, 2]) - x0] = tile_labels
+    return out
 
 
 # ---------------------------------------------------------------------------- predictor
@@ -338,12 +358,10 @@ class FaceParsingPredictor:
         if len(instances) == 0:
             return []
         probs, affines = instances.parsing_probs.float(), instances.crop_affines.float()
-        windows = crop_windows(affines, probs.shape[-2:], image_size)
-        faces = []
-        for (window_probs, inside), window in zip(paste_probs(probs, affines, windows, chunk=self.model.paste_chunk), windows):
-            labels = torch.where(inside, crop_labels_from_probs(window_probs), torch.zeros_like(inside, dtype=torch.long))
-            faces.append({"window": window.tolist(), "labels": labels.numpy().astype(np.uint8)})
-        return faces
+        windows = crop_windows(affines, probs.shape[-2:], image_size).tolist()
+        return [
+            {"window": w, "labels": face_window_labels(p, a, w)} for p, a, w in zip(probs, affines, windows)
+        ]
 
     # ------------------------------------------------------------------ internals
     def _finish(self, raw: Dict, return_scores: bool, return_face_labels: bool) -> Dict:
@@ -354,9 +372,7 @@ class FaceParsingPredictor:
         if sem_seg is not None:
             labels = sem_seg.argmax(dim=0).numpy().astype(np.uint8)
         else:
-            labels = paint_label_map(
-                inst.parsing_probs, inst.crop_affines, inst.scores, size, self.model.face_score_thresh, self.model.paste_chunk
-            )
+            labels = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, size, self.model.face_score_thresh)
         result = {
             "labels": labels,
             "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),

@@ -103,6 +103,9 @@ def test_paint_label_map_matches_model_painting(predictor, frames):
     finally:
         model.face_score_thresh = saved
     assert np.array_equal(labels, sem_seg.argmax(0).numpy().astype(np.uint8))
+    # pasting in small tiles changes nothing
+    tiled = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, out["labels"].shape, thresh, tile=16)
+    assert np.array_equal(tiled, labels)
 
 
 def test_batch_equals_single_calls(predictor, frames):

@@ -1,0 +1,121 @@
+"""Overlays of face parsing results with detectron2's ``Visualizer`` (as detectron2's demo does)."""
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional, Tuple
+
+import cv2
+import numpy as np
+
+import qanet_d2  # noqa: F401  (compat shims before detectron2)
+from detectron2.data.catalog import Metadata
+from detectron2.utils.visualizer import VisImage, Visualizer
+from qanet_d2.data.label_sets import make_palette
+from qanet_d2.predictor import FaceParsingPredictor
+from qanet_d2.video import VideoFaceParser
+
+__all__ = ["VisualizationDemo", "overlay_metadata"]
+
+# Faces are outlined in one colour (the parts carry the palette colours).
+_BOX_COLOR = (0.1, 0.9, 0.1)
+
+
+def overlay_metadata(predictor: FaceParsingPredictor) -> Metadata:
+    """Metadata with ``stuff_classes`` / ``stuff_colors`` for ``draw_sem_seg``: the dataset's
+    when it has them for this number of classes, else generated names and colours."""
+    meta = predictor.metadata
+    classes = list(predictor.class_names)
+    colors = meta.get("stuff_colors", None)
+    if colors is None or len(colors) != len(classes):
+        colors = [list(c) for c in make_palette(classes)]
+    return Metadata(name=f"{meta.name}_overlay", stuff_classes=classes, stuff_colors=[list(map(int, c)) for c in colors])
+
+
+class VisualizationDemo:
+    """Runs a :class:`~qanet_d2.FaceParsingPredictor` and draws its results.
+
+    The overlay shows the parts of every painted face with the dataset's palette and class names
+    (``Visualizer.draw_sem_seg``; background is left undrawn) and each face box with its quality
+    score ("face 0.87") for faces scoring at least ``confidence_threshold``.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        predictor: Optional[FaceParsingPredictor] = None,
+        confidence_threshold: Optional[float] = None,
+        alpha: float = 0.6,
+        temporal_window: int = 1,
+        draw_boxes: bool = True,
+        max_overlay_size: int = 4096,
+    ):
+        self.predictor = predictor if predictor is not None else FaceParsingPredictor(cfg)
+        self.metadata = overlay_metadata(self.predictor)
+        if confidence_threshold is None:
+            confidence_threshold = float(self.predictor.model.face_score_thresh)
+        self.confidence_threshold = float(confidence_threshold)
+        self.alpha = float(alpha)
+        self.draw_boxes = draw_boxes
+        self.max_overlay_size = int(max_overlay_size)
+        self.video_parser = VideoFaceParser(self.predictor, window=max(1, int(temporal_window)))
+
+    def overlay_scale(self, size_hw) -> float:
+        """Factor (<= 1) applied to an image before drawing: the overlay's longer side is at
+        most ``max_overlay_size`` (matplotlib's canvas and detectron2's mask drawing need
+        several bytes per pixel and class, too much for a 50-megapixel photo)."""
+        longest = max(size_hw)
+        return 1.0 if self.max_overlay_size <= 0 or longest <= self.max_overlay_size else self.max_overlay_size / longest
+
+    def draw(self, image_bgr: np.ndarray, result: Dict) -> VisImage:
+        """Overlay of ``result`` (a predictor result) on the BGR image, at the image's size
+        unless that exceeds ``max_overlay_size`` (then scaled down, see :meth:`overlay_scale`)."""
+        labels = result["labels"]
+        boxes = result["boxes"]
+        scale = self.overlay_scale(image_bgr.shape[:2])
+        if scale < 1.0:
+            size = (max(1, round(image_bgr.shape[1] * scale)), max(1, round(image_bgr.shape[0] * scale)))
+            image_bgr = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
+            labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+            boxes = boxes * scale
+        visualizer = Visualizer(image_bgr[:, :, ::-1], self.metadata)
+        labels = labels.copy()
+        labels[labels == 0] = 255  # draw_sem_seg skips ids outside stuff_classes: leave background as is
+        vis = visualizer.draw_sem_seg(labels, alpha=self.alpha)
+        if self.draw_boxes:
+            keep = result["scores"] >= self.confidence_threshold
+            boxes = boxes[keep]
+            if len(boxes):
+                texts = [f"face {s:.2f}" for s in result["scores"][keep]]
+                vis = visualizer.overlay_instances(boxes=boxes, labels=texts, assigned_colors=[_BOX_COLOR] * len(boxes))
+        return vis
+
+    def run_on_image(self, image_bgr: np.ndarray, sequence: bool = False) -> Tuple[Dict, VisImage]:
+        """Parse and draw one BGR image.
+
+        Args:
+            sequence: the image is the next frame of the current sequence (temporal smoothing,
+                see :meth:`reset`); otherwise it is parsed on its own.
+
+        Returns:
+            ``(result, vis_output)``: the predictor's result dict and the drawn ``VisImage``
+            (``vis_output.get_image()`` is RGB).
+        """
+        result = self.video_parser(image_bgr) if sequence else self.predictor(image_bgr)
+        return result, self.draw(image_bgr, result)
+
+    def reset(self) -> None:
+        """Start a new sequence (forget the faces tracked for temporal smoothing)."""
+        self.video_parser.reset()
+
+    def run_on_video(self, video: cv2.VideoCapture) -> Iterator[Tuple[np.ndarray, Dict, np.ndarray]]:
+        """Parse the frames of an opened video in order (with the demo's temporal window).
+
+        Yields:
+            ``(frame_bgr, result, overlay_bgr)`` per frame; the overlay has the frame's size.
+        """
+        self.reset()
+        while video.isOpened():
+            ok, frame = video.read()
+            if not ok:
+                break
+            result, vis = self.run_on_image(frame, sequence=True)
+            yield frame, result, cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)

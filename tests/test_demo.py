@@ -1,0 +1,218 @@
+"""demo/demo.py and image reading: real photos, bad files, EXIF, odd formats, huge images, video.
+
+The model is the instant-test config with random weights (thresholds at 0 so that it paints
+faces): these tests check the pipeline (files, sizes, layouts, exit codes), not parsing quality.
+"""
+import importlib.util
+import resource
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import qanet_d2  # noqa: F401
+from qanet_d2.data.synthetic import SyntheticVideo
+from qanet_d2.predictor import ImageReadError, read_image_bgr
+
+REPO = Path(__file__).resolve().parents[1]
+INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
+OPTS = [
+    "--opts",
+    "MODEL.FCOS.SCORE_THRESH_TEST", "0.0",
+    "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0",
+    "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "3",
+    "MODEL.DEVICE", "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_module():
+    spec = importlib.util.spec_from_file_location("qanet_demo_main", REPO / "demo" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_demo(demo_module, *args):
+    torch.manual_seed(0)
+    return demo_module.main(["--config-file", str(INSTANT), *map(str, args), *OPTS])
+
+
+def astronaut_bgr():
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+# ---------------------------------------------------------------------------- image reading
+def test_read_image_formats(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    assert np.array_equal(read_image_bgr(str(tmp_path / "rgb.png")), rgb[:, :, ::-1])
+
+    gray = rgb[:, :, 0]
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    out = read_image_bgr(str(tmp_path / "gray.png"))
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8 and np.array_equal(out[:, :, 1], gray)
+
+    rgba = np.concatenate([rgb, np.full((30, 40, 1), 7, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(read_image_bgr(str(tmp_path / "rgba.png")), rgb[:, :, ::-1])
+
+    deep = gray.astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "gray16.png"), deep)
+    out = read_image_bgr(str(tmp_path / "gray16.png"))
+    assert out.dtype == np.uint8 and np.array_equal(out[:, :, 0], gray)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    out = read_image_bgr(str(tmp_path / "rgb16.png"))
+    assert out.dtype == np.uint8 and out.shape == (30, 40, 3)
+    assert np.abs(out.astype(int) - rgb[:, :, ::-1]).max() <= 1
+
+
+def test_read_image_applies_exif_orientation(tmp_path):
+    rgb = np.zeros((20, 50, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band on the stored image's left side
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    im.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    out = read_image_bgr(str(tmp_path / "rotated.jpg"))
+    assert out.shape == (50, 20, 3)  # displayed upright: portrait
+    assert out[:10].mean() > 200 and out[-10:].mean() < 50  # the band is now at the top
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    ok = tmp_path / "ok.jpg"
+    cv2.imwrite(str(ok), astronaut_bgr())
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(ok.read_bytes()[:3000])
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    for path in (truncated, text, tmp_path / "missing.png"):
+        with pytest.raises(ImageReadError, match=path.name):
+            read_image_bgr(str(path))
+
+
+# ---------------------------------------------------------------------------- demo on photos
+def test_demo_on_real_photo_and_bad_files(demo_module, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    astronaut = astronaut_bgr()
+    cv2.imwrite(str(photos / "astronaut.png"), astronaut)
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)[::2, ::2]
+    cv2.imwrite(str(photos / "sub" / "gray.jpg"), gray)
+    rgba = Image.fromarray(np.concatenate([astronaut[::4, ::3, ::-1], np.full((128, 171, 1), 200, np.uint8)], 2), "RGBA")
+    rgba.save(photos / "sub" / "rgba.png")
+    good = (photos / "astronaut.png").read_bytes()
+    (photos / "broken.png").write_bytes(good[: len(good) // 3])
+    (photos / "readme.txt").write_text("a text file in the folder")
+    out, labels = tmp_path / "out", tmp_path / "labels"
+
+    status = run_demo(demo_module, "--input", photos, "--output", out, "--save-labels", labels)
+    assert status == 1  # two bad files
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert any("broken.png" in line and "truncated" in line for line in errors)
+    assert any("readme.txt" in line for line in errors)
+    assert not any("astronaut.png" in line or "gray.jpg" in line for line in errors)
+
+    # overlays keep the folder layout and the input sizes
+    overlay = cv2.imread(str(out / "astronaut.png"))
+    assert overlay.shape == astronaut.shape
+    assert cv2.imread(str(out / "sub" / "gray.jpg")).shape[:2] == gray.shape
+    assert cv2.imread(str(out / "sub" / "rgba.png")).shape[:2] == (128, 171)
+    assert not (out / "broken.png").exists() and not (out / "readme.png").exists()
+
+    # label PNGs: <labels>/<relative path>.png, uint8 class ids, full size
+    label_map = np.asarray(Image.open(labels / "astronaut.png"))
+    assert label_map.shape == astronaut.shape[:2] and label_map.dtype == np.uint8
+    assert (labels / "sub" / "gray.png").exists() and (labels / "sub" / "rgba.png").exists()
+    painted = label_map != 0
+    assert painted.any()
+    # the overlay differs from the photo where parts are painted, much less elsewhere
+    diff = np.abs(overlay.astype(int) - astronaut.astype(int)).sum(axis=2)
+    assert diff[painted].mean() > 20
+
+
+def test_demo_single_file_to_file_and_missing_input(demo_module, tmp_path):
+    src = tmp_path / "face.jpg"
+    cv2.imwrite(str(src), astronaut_bgr()[100:400, 50:300])
+    dst = tmp_path / "result.jpg"
+    assert run_demo(demo_module, "--input", src, "--output", dst) == 0
+    assert cv2.imread(str(dst)).shape == (300, 250, 3)
+    assert run_demo(demo_module, "--input", tmp_path / "nothing_here.jpg", "--output", tmp_path / "o") == 1
+
+
+def test_demo_respects_exif(demo_module, tmp_path):
+    im = Image.fromarray(astronaut_bgr()[:300, :200, ::-1].copy())
+    exif = im.getexif()
+    exif[0x0112] = 8  # rotate 90 CCW to display
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    assert run_demo(demo_module, "--input", tmp_path / "phone.jpg", "--output", tmp_path / "out.png") == 0
+    assert cv2.imread(str(tmp_path / "out.png")).shape[:2] == (200, 300)
+
+
+def test_huge_image_without_full_score_map(demo_module, tmp_path):
+    """8000 x 6000: the label map is painted window by window and the overlay scaled down;
+    the C x H x W score map (3.3 GB here) is never allocated."""
+    big = np.full((6000, 8000, 3), 90, np.uint8)
+    big[2000:4000, 3000:5000] = cv2.resize(astronaut_bgr(), (2000, 2000))
+    cv2.imwrite(str(tmp_path / "big.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    del big
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    status = run_demo(
+        demo_module, "--input", tmp_path / "big.jpg", "--output", tmp_path / "out", "--save-labels", tmp_path / "labels",
+        "--max-overlay-size", "1600",
+    )
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert status == 0
+    assert np.asarray(Image.open(tmp_path / "labels" / "big.png")).shape == (6000, 8000)
+    assert cv2.imread(str(tmp_path / "out" / "big.jpg")).shape[:2] == (1200, 1600)
+    assert grown_mb < 1500, f"peak memory grew by {grown_mb:.0f} MB"
+
+
+# ---------------------------------------------------------------------------- demo on video
+def test_demo_on_synthetic_video(demo_module, tmp_path):
+    video = SyntheticVideo((3, 5), 160, 120, 6)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 7.0, (160, 120))
+    for t in range(6):
+        writer.write(video.render(t).image)
+    writer.release()
+    out = tmp_path / "parsed.mp4"
+    labels = tmp_path / "labels"
+    status = run_demo(demo_module, "--video-input", path, "--output", out, "--save-labels", labels, "--temporal-window", 3)
+    assert status == 0
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(7.0, abs=0.01)
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (160, 120)
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == 6
+    frames = sorted(p.name for p in (labels / "clip").iterdir())
+    assert frames == [f"{t:05d}.png" for t in range(6)]
+    assert np.asarray(Image.open(labels / "clip" / "00000.png")).shape == (120, 160)
+
+
+def test_demo_sequence_layout_matches_evaluate_pngs(demo_module, tmp_path):
+    """--input <root>/images --sequence --save-labels DIR writes DIR/<video_id>/<frame>.png,
+    the layout tools/evaluate_pngs.py reads (qanet_d2.evaluation.label_png_path)."""
+    from qanet_d2.evaluation import label_png_path
+
+    images = tmp_path / "root" / "images"
+    for vid in ("v0000", "v0001"):
+        (images / vid).mkdir(parents=True)
+        video = SyntheticVideo((int(vid[-1]), 9), 96, 80, 2)
+        for t in range(2):
+            cv2.imwrite(str(images / vid / f"{t:05d}.jpg"), video.render(t).image)
+    labels = tmp_path / "pred"
+    assert run_demo(demo_module, "--input", images, "--sequence", "--save-labels", labels, "--output", tmp_path / "vis") == 0
+    for vid in ("v0000", "v0001"):
+        for t in range(2):
+            file_name = str(images / vid / f"{t:05d}.jpg")
+            assert Path(label_png_path(str(labels), vid, file_name)).is_file()
