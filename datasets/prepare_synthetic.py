@@ -43,13 +43,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from qanet_d2.data.synthetic import default_synthetic_root, generate_preset, preset_params
+    from qanet_d2.data.synthetic import (default_synthetic_root, generate_preset, preset_params,
+                                         synthetic_dataset_present)
 
     root = os.path.abspath(args.root or default_synthetic_root(args.preset))
     overrides = dict(num_train_videos=args.num_train_videos, num_val_videos=args.num_val_videos,
                      frames=args.frames, size=args.size, seed=args.seed)
     params = preset_params(args.preset)
     params.update({k: v for k, v in overrides.items() if v is not None})
+    present = synthetic_dataset_present(root, **params) and not args.force
     t = time.perf_counter()
     try:
         paths = generate_preset(args.preset, root=root, force=args.force, workers=args.workers, **overrides)
@@ -60,7 +62,7 @@ def main(argv=None):
     w, h = params["size"]
     print(f"{root}: {params['num_train_videos']} train + {params['num_val_videos']} val videos x "
           f"{params['frames']} frames of {w}x{h}, seed {params['seed']} "
-          f"({'generated in %.1f s' % took if took > 0.5 else 'already present with these parameters'})")
+          f"({'already present with these parameters' if present else 'generated in %.1f s' % took})")
     for k in ("train", "val", "params"):
         print(f"  {k}: {paths[k]}")
     return 0

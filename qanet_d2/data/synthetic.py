@@ -53,6 +53,7 @@ __all__ = [
     "generate_synthetic_dataset",
     "generate_preset",
     "preset_params",
+    "synthetic_dataset_present",
     "default_synthetic_root",
 ]
 
@@ -818,6 +819,15 @@ def _is_complete(root: str, params: dict) -> bool:
     rec = _read_params(root)
     return (rec is not None and rec.get("params") == params
             and all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")))
+
+
+def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
+                              frames: int = 10, size: Tuple[int, int] = (320, 240),
+                              seed: int = 0) -> bool:
+    """Whether ``root`` holds a complete dataset generated with exactly these parameters
+    (what :func:`generate_synthetic_dataset` would leave untouched)."""
+    params = _params_record(num_train_videos, num_val_videos, frames, size, seed)
+    return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
 
 
 def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
