@@ -47,20 +47,25 @@ TEST_BOXES = ("detector", "gt")
 def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int) -> np.ndarray:
     """Class permutation that swaps the dataset's left/right pairs (``flip_pairs`` metadata).
 
-    Identity, with a warning, when the dataset is unknown or has no ``flip_pairs``.
+    Identity, with a warning, when the dataset is unknown, has no ``flip_pairs``, or its metadata
+    cannot be read (e.g. a dataset whose classes come from files that are not there).
     """
     perm = np.arange(num_classes)
     if not dataset_name:
         logger.warning("No dataset in DATASETS.TRAIN/TEST: flipped crops keep their labels (no left/right pairs).")
         return perm
     meta = MetadataCatalog.get(dataset_name)
-    classes = meta.get("stuff_classes", None)
+    try:
+        classes = meta.get("stuff_classes", None)
+        pairs = meta.get("flip_pairs", None)
+    except FileNotFoundError as err:  # datasets whose classes are read from their own files
+        logger.warning(f"Metadata of {dataset_name!r} unavailable, flipped crops keep their labels: {err}")
+        return perm
     if classes is not None and len(classes) != num_classes:
         raise ValueError(
             f"MODEL.QANET.NUM_CLASSES={num_classes} but dataset {dataset_name!r} has {len(classes)} classes "
             f"({classes}); set MODEL.QANET.NUM_CLASSES {len(classes)}."
         )
-    pairs = meta.get("flip_pairs", None)
     if pairs is None:
         logger.warning(f"Dataset {dataset_name!r} has no flip_pairs metadata: flipped crops keep their labels.")
         return perm

@@ -1,0 +1,116 @@
+"""Every shipped config loads, passes validation, has a consistent schedule, and its model
+builds and runs one forward at a tiny size.
+
+Configs that describe the same network (they differ only in data, schedule, test
+augmentation or training mode) share one model build, so the ~65 M-parameter HRNet-W48 parser
+is built once per label set rather than once per file.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+
+import qanet_d2  # noqa: F401
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.engine.validation import validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+# Keys that do not change the network's modules.
+_NOT_ARCHITECTURE = ("WEIGHTS", "TRAIN_MODE", "TEST_BOXES")
+
+
+def load(path):
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(REPO / path))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def architecture_key(cfg) -> str:
+    model = cfg.MODEL.clone()
+    model.WEIGHTS = ""
+    model.QANET.TRAIN_MODE = "joint"
+    model.QANET.TEST_BOXES = "detector"
+    return model.dump() + f"\nFORMAT: {cfg.INPUT.FORMAT}"
+
+
+def _groups():
+    groups = {}
+    for path in CONFIGS:
+        groups.setdefault(architecture_key(load(path)), []).append(path)
+    return {paths[0]: paths for paths in groups.values()}
+
+
+GROUPS = _groups()
+
+
+def test_configs_are_found():
+    expected = {
+        "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml",
+        "configs/quick_schedules/qanet_fcos_synth_instant_test.yaml",
+        "configs/quick_schedules/qanet_parser_synth_instant_test.yaml",
+        "configs/quickstart/qanet_fcos_synth.yaml",
+    }
+    assert expected <= set(CONFIGS)
+    for family in ("sfp", "lapa", "celebamask_hq"):
+        names = {Path(p).name for p in CONFIGS if p.startswith(f"configs/{family}/")}
+        for variant in ("hrnet_w18", "hrnet_w32", "resnet50", "resnet101", "_trainval", "_tta"):
+            assert any(variant in n for n in names), (family, variant)
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_is_valid_and_schedule_consistent(path):
+    cfg = load(path)
+    validate_config(cfg, for_training=True, check_datasets=False)
+    solver = cfg.SOLVER
+    assert list(solver.STEPS) == sorted(solver.STEPS) and all(0 < s < solver.MAX_ITER for s in solver.STEPS)
+    if path.startswith(("configs/sfp/", "configs/lapa/", "configs/celebamask_hq/")) and "detector_only" not in path:
+        # the report's recipe: Adam 2e-3, batch 256, 140 epochs, x0.1 at epochs 90 and 120, no warm-up
+        assert solver.OPTIMIZER == "ADAM" and solver.BASE_LR == 0.002 and solver.IMS_PER_BATCH == 256
+        assert solver.WARMUP_ITERS == 0 and solver.GAMMA == 0.1
+        per_epoch = solver.MAX_ITER / 140
+        assert [round(s / per_epoch) for s in solver.STEPS] == [90, 120]
+        assert tuple(cfg.MODEL.QANET.INPUT_SIZE) == (512, 384)
+        assert cfg.MODEL.QANET.AUG.ENABLED and cfg.MODEL.QANET.AUG.FLIP_PROB == 0.5
+        assert cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP
+    if "_tta" in path:
+        assert tuple(cfg.TEST.AUG.BOX_SCALES) == (0.9, 1.0, 1.1, 1.2, 1.3)
+
+
+def _tiny_inputs(height=128, width=160):
+    torch.manual_seed(0)
+    inst = Instances((height, width))
+    inst.gt_boxes = Boxes(torch.tensor([[40.0, 30.0, 100.0, 110.0]]))
+    inst.gt_classes = torch.zeros(1, dtype=torch.long)
+    image = torch.randint(0, 255, (3, height, width), dtype=torch.uint8)
+    return [{"image": image, "instances": inst, "height": height * 2, "width": width * 2}]
+
+
+@pytest.mark.parametrize("path", sorted(GROUPS), ids=lambda p: p[len("configs/"):-len(".yaml")])
+def test_model_builds_and_runs(path):
+    """Builds the model of ``path`` (and so of every config in its group) and runs inference on
+    one tiny image, once with the detector's boxes (if any) and once with given boxes."""
+    cfg = load(path)
+    cfg.MODEL.QANET.INPUT_SIZE = (128, 96)  # tiny crops; the network is unchanged
+    model = build_model(cfg)
+    model.eval()
+    q = cfg.MODEL.QANET
+    num_params = sum(p.numel() for p in model.parser.backbone.parameters())
+    if q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.NAME == "hrnet_w48":
+        assert 64e6 < num_params < 67e6  # about 65 M
+    assert (model.detector is None) == (not cfg.MODEL.FCOS.ENABLED)
+    inputs = _tiny_inputs()
+    with torch.no_grad():
+        if model.detector is not None:
+            model.test_boxes = "detector"
+            out = model(inputs)[0]
+            assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320)
+        model.test_boxes = "gt"
+        out = model(inputs)[0]
+    assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320)
+    assert len(out["instances"]) == 1 and out["instances"].parsing_probs.shape == (1, q.NUM_CLASSES, 128, 96)
+    for other in GROUPS[path]:
+        assert architecture_key(load(other)) == architecture_key(load(path))
