@@ -7,3 +7,7 @@ from .face_video import (  # noqa: F401
     registered_face_video_datasets,
     set_synthetic_auto_generate,
 )
+from .celebamask_hq import convert_celebamask_hq  # noqa: F401
+from .helen import convert_helen  # noqa: F401
+from .lapa import convert_lapa  # noqa: F401
+from .sfp import convert_sfp  # noqa: F401

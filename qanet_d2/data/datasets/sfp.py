@@ -1,0 +1,246 @@
+"""Short-video face parsing (SFP, the CVPR 2021 PIC challenge data): 1,500 videos x 20 frames,
+PNG label images and JSON files, 18 categories including background.
+
+The release itself could not be inspected while writing this converter, so it reads a
+documented, tolerant layout (``src`` = the directory holding the split folders)::
+
+    <src>/<split>/<images>/<video_id>/<frame>.jpg|.png    split in train, val, test
+    <src>/<split>/<labels>/<video_id>/<frame>.png         absent for test
+    <src>/<class list>.json
+
+* ``<images>`` is the first existing of: images, image, imgs, frames, JPEGImages;
+  ``<labels>`` of: labels, label, masks, annotations, Annotations, parsing, SegmentationClass.
+  A label matches the frame with the same file stem.
+* Label PNGs hold class ids (8-bit gray or palette indices). RGB label PNGs are accepted
+  only if the class list gives a colour per class (then colours are mapped to ids).
+* The class list (never hard-coded here) is read from ``classes_file`` or the first of
+  ``<src>/{classes,categories,label_info,class_info,labels,meta}.json`` (then any top-level
+  ``*.json``) that holds one of: a list of names; a list of ``{"id", "name"[, "color"]}``;
+  an object with such a list under "categories", "classes", "labels", "label_names" or
+  "class_names"; ``{"0": "background", ...}``; ``{"background": 0, ...}``. Ids must be
+  contiguous; a list starting at id 1 (COCO style) gets "background" prepended as id 0.
+* Frames of a video are ordered by file name (numbers compared numerically); ``frame_index``
+  is the position in that order and the original file names are kept.
+* Face boxes come from the label maps (8-connected components of the face classes, neck and
+  cloth excluded); faces that touch merge into one box.
+
+The output JSONs carry ``"label_set": "sfp"`` and the ``"classes"`` list, from which the
+registered ``sfp_*`` datasets build their label set and flip pairs (:func:`sfp_label_set`).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..io import DataReadError, check_label_values, image_size
+from ..label_sets import LabelSet, sfp_label_set
+from ..video_format import (boxes_from_label_map, face_box_excluded_ids, make_frame_record)
+from .common import parallel_map, place_file, write_split
+
+__all__ = ["convert_sfp", "read_class_list", "find_class_list"]
+
+IMAGE_DIRS = ("images", "image", "imgs", "frames", "JPEGImages")
+LABEL_DIRS = ("labels", "label", "masks", "annotations", "Annotations", "parsing",
+              "SegmentationClass")
+CLASS_FILES = ("classes", "categories", "label_info", "class_info", "labels", "meta")
+_LIST_KEYS = ("categories", "classes", "labels", "label_names", "class_names")
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _parse_classes(obj) -> Optional[Tuple[List[str], Optional[List[Tuple[int, int, int]]]]]:
+    """(names, colours or None) from one of the accepted structures, or None."""
+    if isinstance(obj, dict):
+        for key in _LIST_KEYS:
+            if key in obj:
+                return _parse_classes(obj[key])
+        if obj and all(isinstance(k, str) and k.isdigit() and isinstance(v, str)
+                       for k, v in obj.items()):
+            return _from_ids({int(k): v for k, v in obj.items()}, None)
+        if obj and all(isinstance(v, int) and not isinstance(v, bool) for v in obj.values()):
+            return _from_ids({v: k for k, v in obj.items()}, None)
+        return None
+    if isinstance(obj, list) and obj:
+        if all(isinstance(c, str) for c in obj):
+            return list(obj), None
+        if all(isinstance(c, dict) and "name" in c for c in obj):
+            ids = [c.get("id", i) for i, c in enumerate(obj)]
+            names = {int(i): str(c["name"]) for i, c in zip(ids, obj)}
+            colors = None
+            if all(("color" in c or "colour" in c) for c in obj):
+                colors = {int(i): tuple(int(v) for v in c.get("color", c.get("colour")))[:3]
+                          for i, c in zip(ids, obj)}
+            return _from_ids(names, colors)
+    return None
+
+
+def _from_ids(names: Dict[int, str], colors: Optional[Dict[int, tuple]]):
+    ids = sorted(names)
+    start = ids[0]
+    if ids != list(range(start, start + len(ids))) or start not in (0, 1):
+        raise ValueError(f"class ids must be contiguous from 0 (or 1), got {ids}")
+    out = [names[i] for i in ids]
+    cols = [colors[i] for i in ids] if colors else None
+    if start == 1:
+        out = ["background"] + out
+        cols = [(0, 0, 0)] + cols if cols else None
+    return out, cols
+
+
+def read_class_list(path: str) -> Tuple[List[str], Optional[List[Tuple[int, int, int]]]]:
+    """Class names (index = id) and, if given, their label colours, from a JSON file in one of
+    the structures listed in the module docstring. Raises ValueError naming the file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the class list: {e}") from e
+    try:
+        parsed = _parse_classes(obj)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    if parsed is None:
+        raise ValueError(f"{path}: no class list found (accepted: a list of names, a list of "
+                         f"{{'id','name'}} objects, or one under {list(_LIST_KEYS)})")
+    return parsed
+
+
+def find_class_list(src: str) -> str:
+    """Path of the JSON holding the class list under ``src`` (see the module docstring)."""
+    tried = []
+    for stem in CLASS_FILES:
+        p = os.path.join(src, stem + ".json")
+        if os.path.isfile(p):
+            tried.append(p)
+            try:
+                read_class_list(p)
+                return p
+            except ValueError:
+                pass
+    for p in sorted(glob.glob(os.path.join(src, "*.json"))):
+        if p in tried:
+            continue
+        tried.append(p)
+        try:
+            read_class_list(p)
+            return p
+        except ValueError:
+            pass
+    raise FileNotFoundError(
+        f"no class list found in {src} (tried {tried or 'no JSON files'}); pass the file "
+        f"that defines the SFP categories with --classes-file")
+
+
+def _first_dir(base: str, names: Sequence[str]) -> Optional[str]:
+    for n in names:
+        p = os.path.join(base, n)
+        if os.path.isdir(p):
+            return p
+    return None
+
+
+def _read_sfp_label(path: str, colors) -> np.ndarray:
+    from PIL import Image
+
+    from ..io import read_label_map
+
+    try:
+        return read_label_map(path)
+    except DataReadError:
+        if colors is None:
+            raise
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    lut = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colors)}
+    out = np.full(code.shape, 255, np.uint8)
+    values, inverse = np.unique(code, return_inverse=True)
+    unknown = [f"#{v:06x}" for v in values if int(v) not in lut]
+    if unknown:
+        raise DataReadError(f"{path}: colours {unknown[:10]} are not in the class list")
+    mapped = np.array([lut[int(v)] for v in values], np.uint8)
+    out[:] = mapped[inverse.reshape(code.shape)]
+    return out
+
+
+def _convert_video(item, dst, label_set, colors, mode, min_box_area):
+    import cv2
+
+    video_id, frames = item  # frames: [(image_file, label_file or None)]
+    excluded = face_box_excluded_ids(label_set)
+    records = []
+    for t, (img_file, lab_file) in enumerate(frames):
+        h, w = image_size(img_file)
+        img_rel = f"images/{video_id}/{os.path.basename(img_file)}"
+        place_file(img_file, os.path.join(dst, img_rel), mode)
+        lab_rel, boxes = None, None
+        if lab_file is not None:
+            label = _read_sfp_label(lab_file, colors)
+            if label.shape != (h, w):
+                raise DataReadError(f"label map {lab_file} is {label.shape[1]}x{label.shape[0]} "
+                                    f"(WxH) but its image {img_file} is {w}x{h}")
+            check_label_values(label, label_set.num_classes, lab_file)
+            stem = os.path.splitext(os.path.basename(img_file))[0]
+            lab_rel = f"labels/{video_id}/{stem}.png"
+            out = os.path.join(dst, lab_rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            if not cv2.imwrite(out, label):
+                raise OSError(f"cannot write {out}")
+            boxes = boxes_from_label_map(label, min_box_area, excluded)
+        records.append(make_frame_record(t, img_rel, h, w, lab_rel, boxes))
+    return {"video_id": video_id, "frames": records}
+
+
+def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "test"),
+                classes_file: Optional[str] = None, mode: str = "hardlink",
+                min_box_area: int = 16, workers: int = 1) -> Dict[str, str]:
+    """Convert SFP data in the layout of the module docstring into ``dst``.
+
+    Splits whose directory does not exist are skipped (at least one must exist); a split
+    without a labels directory (test) is written without labels. Returns ``{split: json}``.
+    """
+    classes_file = classes_file or find_class_list(src)
+    classes, colors = read_class_list(classes_file)
+    label_set: LabelSet = sfp_label_set(classes)
+    out = {}
+    for split in splits:
+        split_dir = os.path.join(src, split)
+        if not os.path.isdir(split_dir):
+            continue
+        img_root = _first_dir(split_dir, IMAGE_DIRS)
+        if img_root is None:
+            raise FileNotFoundError(f"{split_dir}: no frame directory (looked for {IMAGE_DIRS})")
+        lab_root = _first_dir(split_dir, LABEL_DIRS)
+        items = []
+        for vdir in sorted(d for d in os.listdir(img_root) if os.path.isdir(os.path.join(img_root, d))):
+            files = sorted((f for f in os.listdir(os.path.join(img_root, vdir))
+                            if f.lower().endswith(_IMAGE_EXTS)), key=_natural_key)
+            frames = []
+            for f in files:
+                img = os.path.join(img_root, vdir, f)
+                lab = None
+                if lab_root is not None:
+                    lab = os.path.join(lab_root, vdir, os.path.splitext(f)[0] + ".png")
+                    if not os.path.isfile(lab):
+                        raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
+                frames.append((img, lab))
+            if frames:
+                items.append((vdir, frames))
+        if not items:
+            raise FileNotFoundError(f"{img_root}: no <video_id>/<frame> images")
+        videos = parallel_map(partial(_convert_video, dst=dst, label_set=label_set,
+                                      colors=colors, mode=mode, min_box_area=min_box_area),
+                              items, workers)
+        out[split] = write_split(dst, split, label_set, videos, src)
+    if not out:
+        raise FileNotFoundError(f"no split directory ({', '.join(splits)}) found in {src}")
+    return out
