@@ -10,7 +10,7 @@ import qanet_d2  # noqa: F401  (compat shims before detectron2)
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import VisImage, Visualizer
 from qanet_d2.data.label_sets import make_palette
-from qanet_d2.predictor import FaceParsingPredictor
+from qanet_d2.predictor import FaceParsingPredictor, metadata_field
 from qanet_d2.video import VideoFaceParser
 
 __all__ = ["VisualizationDemo", "overlay_metadata"]
@@ -24,7 +24,7 @@ def overlay_metadata(predictor: FaceParsingPredictor) -> Metadata:
     when it has them for this number of classes, else generated names and colours."""
     meta = predictor.metadata
     classes = list(predictor.class_names)
-    colors = meta.get("stuff_colors", None)
+    colors = metadata_field(meta, "stuff_colors")
     if colors is None or len(colors) != len(classes):
         colors = [list(c) for c in make_palette(classes)]
     return Metadata(name=f"{meta.name}_overlay", stuff_classes=classes, stuff_colors=[list(map(int, c)) for c in colors])

@@ -225,7 +225,7 @@ class FaceParsingPredictor:
         self.score_map_limit_mb = float(score_map_limit_mb)
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
-        classes = self.metadata.get("stuff_classes", None)
+        classes = metadata_field(self.metadata, "stuff_classes")
         n = int(cfg.MODEL.QANET.NUM_CLASSES)
         self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
         self.num_classes = n
@@ -384,6 +384,16 @@ class FaceParsingPredictor:
         if return_face_labels:
             result["face_labels"] = self.face_labels(inst, size)
         return result
+
+
+def metadata_field(metadata, key: str, default=None):
+    """``metadata.get(key, default)``, also when computing the field fails (a dataset whose
+    class names are read from its files, absent on this machine): then ``default``, with a warning."""
+    try:
+        return metadata.get(key, default)
+    except Exception as e:  # noqa: BLE001 - any failure to read a dataset's files
+        logger.warning(f"metadata {metadata.name!r} has no usable {key} ({type(e).__name__}: {e}); using defaults")
+        return default
 
 
 def rescale_instances(instances: Instances, image_size: Sequence[int]) -> Instances:
