@@ -346,3 +346,50 @@ def test_scores_to_label_map_is_argmax_with_first_maximum_on_ties():
         got = scores_to_label_map(scores)
         assert got.dtype == np.uint8
         assert (torch.from_numpy(got).long() == scores.argmax(dim=0)).all()
+
+
+# ----------------------------------------------------------------------------- synthetic set
+def test_synthetic_set_ground_truth_and_swapped_eyes(synth_datasets_root, monkeypatch, tmp_path):
+    from qanet_d2.data.io import read_label_map
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
+    name = "face_synth_val"
+    dicts = DatasetCatalog.get(name)
+    classes = MetadataCatalog.get(name).stuff_classes
+    C, l_eye, r_eye = len(classes), classes.index("l_eye"), classes.index("r_eye")
+    gts = [read_label_map(d["sem_seg_file_name"]) for d in dicts]
+    perfect = [np.where(g == 255, 0, g) for g in gts]
+
+    def evaluate(preds):
+        ev = FaceParsingEvaluator(name, distributed=False, output_dir=str(tmp_path))
+        ev.reset()
+        for d, p in zip(dicts, preds):
+            ev.process([d], [one_hot_output(p, C)])
+        return ev.evaluate()["face_parsing"]
+
+    res = evaluate(perfect)
+    assert res["num_frames"] == len(dicts) and res["num_failed_frames"] == 0
+    for k in ("J&F", "J", "F", "mIoU", "mean_F1", "pACC"):
+        assert res[k] == pytest.approx(100.0), k
+
+    # Left and right eyes swapped: those objects score J = 0 in every frame they appear in,
+    # everything else stays perfect; IoU of both eye classes drops to 0.
+    swap = np.arange(256, dtype=np.uint8)
+    swap[l_eye], swap[r_eye] = r_eye, l_eye
+    swapped = [swap[p] for p in perfect]
+    res = evaluate(swapped)
+    objects, eye_objects = set(), set()  # (video, class) present in ground truth or prediction
+    for d, g, p in zip(dicts, gts, swapped):
+        valid = g != 255
+        for c in np.union1d(g[valid], p[valid]):
+            if c > 0:
+                objects.add((d["video_id"], c))
+                if c in (l_eye, r_eye):
+                    eye_objects.add((d["video_id"], c))
+    assert eye_objects, "the synthetic faces should show eyes"
+    assert res["num_objects"] == len(objects)
+    assert res["J"] == pytest.approx(100.0 * (len(objects) - len(eye_objects)) / len(objects))
+    assert res["J-l_eye"] == res["J-r_eye"] == 0.0
+    supported = sum(1 for c in range(C) if any((g == c).any() for g in gts))
+    assert res["mIoU"] == pytest.approx(100.0 * (supported - 2) / supported)
+    assert res["F"] < 100.0
