@@ -63,6 +63,15 @@ def test_score_frame_hand_computed_confusion_and_absent_classes():
     assert one.j[2] == one.f[2] == one.j[3] == 1.0 and math.isnan(one.j[0])
 
 
+def test_score_frame_ignore_label_inside_the_class_range_and_other_dtypes():
+    gt = np.array([[0, 1, 2], [3, 1, 2]])
+    pred = np.array([[0, 1, 1], [3, 3, 2]], np.int32)
+    for g, p in ((gt.astype(np.uint8), pred.astype(np.uint8)), (gt, pred)):
+        s = score_frame(p, g, num_classes=4, ignore_label=3, bound_th=1)
+        assert s.confusion.tolist() == [[1, 0, 0, 0, 0], [0, 1, 0, 1, 0], [0, 1, 1, 0, 0], [0] * 5]
+        assert s.invalid_gt_pixels == 0
+
+
 def test_score_frame_rejects_size_mismatch():
     with pytest.raises(ValueError, match="size"):
         score_frame(np.zeros((4, 5), np.uint8), np.zeros((5, 4), np.uint8), 3)

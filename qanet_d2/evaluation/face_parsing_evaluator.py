@@ -88,14 +88,19 @@ class FrameScores:
     invalid_gt_pixels: int = 0
 
 
-def _to_index_map(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """uint8 map with class ids kept and every other value set to ``num_classes``."""
+def _to_index_map(labels: np.ndarray, num_classes: int, void_value: Optional[int] = None) -> np.ndarray:
+    """uint8 map with class ids kept and every other value (and ``void_value``) set to ``num_classes``."""
     if labels.dtype == np.uint8:
         lut = np.full(256, num_classes, np.uint8)
         lut[:num_classes] = np.arange(num_classes, dtype=np.uint8)
+        if void_value is not None and 0 <= void_value < 256:
+            lut[void_value] = num_classes
         return cv2.LUT(np.ascontiguousarray(labels), lut)  # ~8x faster than lut[labels]
     labels = labels.astype(np.int64, copy=False)
-    return np.where((labels >= 0) & (labels < num_classes), labels, num_classes).astype(np.uint8)
+    keep = (labels >= 0) & (labels < num_classes)
+    if void_value is not None:
+        keep &= labels != void_value
+    return np.where(keep, labels, num_classes).astype(np.uint8)
 
 
 def _histogram(values: np.ndarray, num_bins: int) -> np.ndarray:
@@ -138,7 +143,7 @@ def score_frame(
     C = num_classes
     void_id = C  # in both index maps: C = "no class" (void in the ground truth, invalid in the prediction)
 
-    gt_idx = _to_index_map(gt_labels, C)
+    gt_idx = _to_index_map(gt_labels, C, ignore_label)
     pred_idx = _to_index_map(pred_labels, C)
 
     # One bincount gives the frame's full (C+1)x(C+1) table; row C is the void ground truth.
@@ -370,7 +375,7 @@ def format_results_tables(results: dict, details: dict) -> str:
                              "fg_mIoU", "mean_F1", "pACC") if k in results]
     head = create_small_table({k: results[k] for k in head_keys})
     rows = [
-        [e["id"], e["name"], e.get("J", math.nan), e.get("F", math.nan), e["IoU"], e["F1"], e.get("num_objects", "")]
+        [e["id"], e["name"], e.get("J", ""), e.get("F", ""), e["IoU"], e["F1"], e.get("num_objects", "")]
         for e in details["per_class"]
     ]
     per_class = tabulate(rows, headers=["id", "class", "J", "F", "IoU", "F1", "objects"],
