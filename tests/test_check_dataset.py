@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 import qanet_d2  # noqa: F401

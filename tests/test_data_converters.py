@@ -209,7 +209,7 @@ def test_sfp(tmp_path, monkeypatch):
 
 
 def test_sfp_rgb_labels_and_class_list_formats(tmp_path):
-    palette = _sfp_release(tmp_path / "src", rgb_labels=True)
+    _sfp_release(tmp_path / "src", rgb_labels=True)
     out = convert_sfp(str(tmp_path / "src"), str(tmp_path / "sfp"), splits=("val",))
     lab = cv2.imread(str(tmp_path / "sfp" / "labels" / "video0" / "1.png"), cv2.IMREAD_UNCHANGED)
     assert lab.ndim == 2 and lab[8, 9] == 4 and lab[25, 30] == 17 and lab[0, 0] == 0

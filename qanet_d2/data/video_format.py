@@ -41,6 +41,7 @@ __all__ = [
     "boxes_from_label_map",
     "union_box_from_label_map",
     "read_face_video_json",
+    "resolve_json_label_set",
     "load_face_video_json",
     "write_face_video_json",
     "make_frame_record",
