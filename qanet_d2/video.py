@@ -244,7 +244,12 @@ class VideoFaceParser:
         self.smoother.reset()
 
     def __call__(self, image: np.ndarray, return_scores: bool = False) -> dict:
-        raw = self.predictor.run_model(image)
+        return self.process(self.predictor.run_model(image), return_scores=return_scores)
+
+    def process(self, raw: dict, return_scores: bool = False) -> dict:
+        """Smooth and paint the model's raw output of the next frame
+        (:meth:`qanet_d2.FaceParsingPredictor.run_model`); lets one model run serve several
+        smoothing settings."""
         instances = raw["instances"]
         smoothed = self.smoother(
             instances.pred_boxes.tensor,

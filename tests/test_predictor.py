@@ -150,3 +150,25 @@ def test_video_parser_smooths_a_sequence(predictor, frames):
     # tracks continue: a face of the last frame has an id seen before
     first_ids = set(outs[0]["instances"].track_ids.tolist())
     assert first_ids & set(outs[-1]["instances"].track_ids.tolist())
+
+
+def test_benchmark_tool_reports_every_stage(capsys):
+    """tools/benchmark.py on the instant model: every stage timed, N faces parsed per row."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qanet_benchmark_tool", REPO / "tools" / "benchmark.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    image, boxes = tool.grid_image(4, 320, 240)
+    assert image.shape == (240, 320, 3) and boxes.shape == (4, 4)
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    results = tool.main(["--config-file", str(INSTANT), "--faces", "1", "4", "--repeats", "1", "--size", "320", "240"])
+    rows = results["batched"]
+    assert [r["faces"] for r in rows] == [1, 4]
+    for r in rows:
+        assert all(r[f"{s}_ms"] > 0 for s in tool.STAGES)
+        assert r["total_ms"] == pytest.approx(sum(r[f"{s}_ms"] for s in tool.STAGES))
+        assert r["faces_per_s"] == pytest.approx(1000 * r["faces"] / r["total_ms"])
+        assert r["peak_rss_mb"] > 100
+    table = capsys.readouterr().out
+    assert "| faces/image | detector ms | crop ms | parser ms | scoring ms | paste ms |" in table

@@ -132,3 +132,46 @@ def test_compose_affines():
     p = torch.tensor([1.5, -2.0, 1.0])
     expected = a[0] @ torch.cat([b[0] @ p, torch.ones(1)])
     assert torch.allclose(compose_affines(a, b)[0] @ p, expected)
+
+
+def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypatch):
+    """tools/measure_flicker.py's measurement: one model run per frame serves every setting; the
+    no-smoothing row scores exactly the predictor's own label maps."""
+    import importlib.util
+    from pathlib import Path
+
+    from detectron2.data import DatasetCatalog
+    from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
+    from qanet_d2.data.io import read_image, read_label_map
+    from qanet_d2.evaluation import FaceParsingEvaluator
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("qanet_measure_flicker", repo / "tools" / "measure_flicker.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(repo / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"))
+    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    predictor = FaceParsingPredictor(cfg)
+    settings = [{"window": 1, "align": "box"}, {"window": 3, "align": "box"}, {"window": 3, "align": "image"}]
+    rows = tool.measure(predictor, "face_synth_val", settings)
+    assert [r["setting"] for r in rows] == ["no smoothing", "window 3, box-aligned", "window 3, image-aligned", "ground truth"]
+    for r in rows:
+        assert 0.0 <= r["flicker_pct"] <= 100.0
+    assert rows[-1]["flicker_pct"] > 0.0  # the synthetic faces move
+
+    # the no-smoothing row equals scoring the predictor's labels directly, with label_change_rate
+    evaluator = FaceParsingEvaluator("face_synth_val", distributed=False)
+    flicker = []
+    for frames in tool.group_videos(DatasetCatalog.get("face_synth_val")).values():
+        labels = [predictor(read_image(d["file_name"], "BGR"))["labels"] for d in frames]
+        for d, lab in zip(frames, labels):
+            evaluator.process_label_map(d, lab)
+        flicker.append(label_change_rate(labels, ignore_label=None))
+        assert read_label_map(frames[0]["sem_seg_file_name"]).shape == labels[0].shape
+    res = evaluator.evaluate()["face_parsing"]
+    assert rows[0]["J&F"] == pytest.approx(float(res["J&F"]))
+    assert rows[0]["flicker_pct"] == pytest.approx(100 * float(np.mean(flicker)))

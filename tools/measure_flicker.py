@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Label flicker and J&F of video face parsing with and without temporal smoothing.
+
+    python tools/measure_flicker.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
+        --dataset face_synth_val --windows 1 3 5 --align box image \\
+        --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+
+Every frame of every video of ``--dataset`` is parsed once by the model; each smoothing setting
+(:class:`qanet_d2.video.TemporalSmoother` with a window of W frames, box- or image-aligned) then
+re-paints the frames from those outputs, in order, video by video. Reported per setting:
+
+* flicker: the fraction of pixels whose label changes between consecutive frames
+  (:func:`qanet_d2.video.label_change_rate`, mean over videos), next to the ground truth's own
+  rate (labels of moving faces do change; smoothing should bring the prediction's rate towards
+  the ground truth's, not to 0);
+* J&F, J, F (DAVIS, with the evaluator's settings) and mIoU of the same label maps, computed by
+  :class:`qanet_d2.evaluation.FaceParsingEvaluator`.
+
+Window 1 is the model without smoothing. Prints a markdown table (``--json`` also saves it).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from typing import Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
+from qanet_d2 import add_qanet_config  # noqa: E402
+
+logger = logging.getLogger("qanet_d2.measure_flicker")
+
+
+def group_videos(dicts: List[Dict], max_videos: Optional[int] = None) -> "OrderedDict[str, List[Dict]]":
+    """Dataset dicts grouped by ``video_id`` (in dataset order), frames sorted by ``frame_index``."""
+    videos: "OrderedDict[str, List[Dict]]" = OrderedDict()
+    for d in dicts:
+        videos.setdefault(str(d.get("video_id", d.get("image_id", d["file_name"]))), []).append(d)
+    for frames in videos.values():
+        frames.sort(key=lambda d: int(d.get("frame_index", 0)))
+    if max_videos:
+        videos = OrderedDict(list(videos.items())[:max_videos])
+    return videos
+
+
+def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Optional[int] = None, absent_class: str = "skip", bound_th: float = 0.008) -> List[Dict]:
+    """Flicker and J&F for each smoothing ``setting`` ({"window": W, "align": "box"|"image"}) and
+    for the ground truth. Returns one row per setting, plus a "ground truth" row (flicker only)."""
+    from detectron2.data import DatasetCatalog
+    from qanet_d2.data.io import read_image, read_label_map
+    from qanet_d2.evaluation import FaceParsingEvaluator
+    from qanet_d2.video import VideoFaceParser, label_change_rate
+
+    videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
+    parsers = [VideoFaceParser(predictor, window=s["window"], align=s["align"]) for s in settings]
+    evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
+    for e in evaluators:
+        e.reset()
+    flicker = defaultdict(list)
+    start = time.perf_counter()
+    num_frames = 0
+    for video_id, frames in videos.items():
+        raws = [predictor.run_model(read_image(d["file_name"], "BGR")) for d in frames]
+        num_frames += len(frames)
+        gt = [read_label_map(d["sem_seg_file_name"]) for d in frames if d.get("sem_seg_file_name")]
+        if len(gt) == len(frames):
+            flicker["gt"].append(label_change_rate(gt))
+        for k, (parser, evaluator) in enumerate(zip(parsers, evaluators)):
+            parser.reset()
+            labels = []
+            for d, raw in zip(frames, raws):
+                result = parser.process(raw)
+                labels.append(result["labels"])
+                evaluator.process_label_map(d, result["labels"])
+            flicker[k].append(label_change_rate(labels, ignore_label=None))
+        logger.info(f"{video_id}: {len(frames)} frames ({time.perf_counter() - start:.0f}s)")
+    rows = []
+    for k, (setting, evaluator) in enumerate(zip(settings, evaluators)):
+        res = evaluator.evaluate()["face_parsing"]
+        rows.append({
+            "setting": "no smoothing" if setting["window"] == 1 else f"window {setting['window']}, {setting['align']}-aligned",
+            **setting,
+            "flicker_pct": 100 * float(np.mean(flicker[k])),
+            "J&F": float(res["J&F"]), "J": float(res["J"]), "F": float(res["F"]), "mIoU": float(res["mIoU"]),
+        })
+    if flicker["gt"]:
+        rows.append({"setting": "ground truth", "window": None, "align": None, "flicker_pct": 100 * float(np.mean(flicker["gt"]))})
+    logger.info(f"{len(videos)} videos, {num_frames} frames in {time.perf_counter() - start:.0f}s")
+    return rows
+
+
+def markdown_table(rows: List[Dict]) -> str:
+    lines = ["| setting | flicker % (pixels changing label per frame) | J&F | J | F | mIoU |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "J&F" in r:
+            lines.append(f"| {r['setting']} | {r['flicker_pct']:.3f} | {r['J&F']:.2f} | {r['J']:.2f} | {r['F']:.2f} | {r['mIoU']:.2f} |")
+        else:
+            lines.append(f"| {r['setting']} | {r['flicker_pct']:.3f} | | | | |")
+    return "\n".join(lines)
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description="Flicker and J&F with and without temporal smoothing")
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--dataset", default=None, help="registered video dataset (default: DATASETS.TEST[0])")
+    p.add_argument("--windows", type=int, nargs="+", default=[1, 3, 5], help="smoothing windows in frames (1 = none)")
+    p.add_argument("--align", nargs="+", default=["box", "image"], choices=["box", "image"])
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict]:
+    from detectron2.config import get_cfg
+    from detectron2.utils.logger import setup_logger
+    from qanet_d2.predictor import FaceParsingPredictor
+
+    args = get_parser().parse_args(argv)
+    setup_logger(name="qanet_d2.measure_flicker")
+    cfg = get_cfg()
+    add_qanet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    settings = []
+    for w in args.windows:
+        for a in (["box"] if w == 1 else args.align):
+            settings.append({"window": int(w), "align": a})
+    predictor = FaceParsingPredictor(cfg)
+    rows = measure(predictor, dataset, settings, args.max_videos, cfg.TEST.FACE_PARSING.ABSENT_CLASS, cfg.TEST.FACE_PARSING.BOUND_TH)
+    print(f"\n{dataset}, {args.config_file} {' '.join(map(str, args.opts))}\n")
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
