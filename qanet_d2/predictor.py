@@ -326,7 +326,8 @@ class FaceParsingPredictor:
         iou_scores: Optional[torch.Tensor] = None,
     ) -> Instances:
         """A copy of ``instances`` with new crop probabilities (and optionally box / IoU scores),
-        whose pixel scores and face scores are recomputed as the model does."""
+        whose pixel scores and face scores are recomputed as the model does, sorted by
+        decreasing face score like the model's output."""
         model = self.model
         out = Instances(instances.image_size, **instances.get_fields())
         out.parsing_probs = probs.to(instances.parsing_probs)
@@ -336,7 +337,7 @@ class FaceParsingPredictor:
             out.iou_scores = iou_scores.to(instances.iou_scores)
         out.pixel_scores = pixel_scores(out.parsing_probs, model.pixel_score_thresh)
         out.scores = face_scores(out.box_scores, out.iou_scores.clamp(0.0, 1.0), out.pixel_scores, model.score_weights)
-        return out
+        return out[torch.argsort(out.scores, descending=True, stable=True)]
 
     def postprocess(
         self, instances: Instances, image_size: Sequence[int], return_scores: bool = False, return_face_labels: bool = False

@@ -258,11 +258,12 @@ class VideoFaceParser:
             instances.box_scores if instances.has("box_scores") else None,
             instances.iou_scores if instances.has("iou_scores") else None,
         )
+        instances = Instances(instances.image_size, **instances.get_fields())
+        instances.track_ids = smoothed["track_ids"]
         instances = self.predictor.rescore(
             instances,
             probs=smoothed["probs"],
             box_scores=smoothed.get("box_scores"),
             iou_scores=smoothed.get("iou_scores"),
         )
-        instances.track_ids = smoothed["track_ids"]
         return self.predictor.postprocess(instances, raw["image_size"], return_scores=return_scores)
