@@ -220,17 +220,22 @@ def run_images(demo: VisualizationDemo, args, logger) -> int:
             current_folder = os.path.dirname(rel)
             demo.reset()
         start = time.perf_counter()
-        result, vis = demo.run_on_image(image, sequence=args.sequence)
+        try:
+            result, vis = demo.run_on_image(image, sequence=args.sequence)
+            if args.save_labels:
+                write_image(label_path(args.save_labels, rel), result["labels"])
+            overlay = overlay_bgr(vis, (vis.height, vis.width))  # the image's size unless --max-overlay-size
+            if args.output:
+                write_image(overlay_path(args.output, rel, several), overlay)
+        except (OSError, RuntimeError, ValueError, cv2.error) as e:
+            report_error(f"{path}: failed ({type(e).__name__}: {e})")
+            failures += 1
+            continue
         logger.info(
             f"{path}: {int((result['scores'] >= demo.confidence_threshold).sum())} faces in "
             f"{time.perf_counter() - start:.2f}s"
         )
-        if args.save_labels:
-            write_image(label_path(args.save_labels, rel), result["labels"])
-        overlay = overlay_bgr(vis, (vis.height, vis.width))  # the image's size unless --max-overlay-size
-        if args.output:
-            write_image(overlay_path(args.output, rel, several), overlay)
-        else:
+        if not args.output:
             cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
             cv2.imshow(WINDOW_NAME, overlay)
             if cv2.waitKey(0) == 27:
@@ -343,7 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             failures = run_webcam(demo, args, logger)
     except cv2.error as e:
-        if not args.output and "imshow" in str(e) or "highgui" in str(e).lower():
+        message = str(e).lower()
+        if not args.output and ("imshow" in message or "highgui" in message or "gui" in message):
             logger.error("cannot open a window (OpenCV without GUI support): pass --output")
             return 2
         raise
