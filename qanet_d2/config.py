@@ -33,6 +33,9 @@ def add_qanet_config(cfg: CN) -> CN:
     # Build the detector at all. False only for a parser-only model (TRAIN_MODE "parser"
     # with TEST_BOXES "gt"), which then never needs detections.
     _C.MODEL.FCOS.ENABLED = True
+    # The detector sees the model input ("image") resized by this factor, while the parser
+    # crops from the unscaled input: a cheap detector on small images, detailed face crops.
+    _C.MODEL.FCOS.INPUT_SCALE = 1.0
 
     _C.MODEL.QANET = CN()
     # Number of parsing classes, background included. Must match the dataset's label set.

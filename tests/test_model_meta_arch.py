@@ -285,3 +285,21 @@ def test_ensemble_from_checkpoints(tmp_path):
     torch.save({"model": {"parser.foo": torch.zeros(1)}}, tmp_path / "bad.pth")
     with pytest.raises(RuntimeError, match="do not match"):
         build_test_time_model(tiny_cfg("TEST.ENSEMBLE.WEIGHTS", [str(tmp_path / "bad.pth")]), model)
+
+
+def test_detector_input_scale():
+    model = tiny_model("MODEL.FCOS.INPUT_SCALE", "0.5", "MODEL.FCOS.SCORE_THRESH_TEST", "0.0")
+    batch = [face_input([[20, 10, 60, 60]], height=96, width=130)]
+    small = model.detector_inputs(batch)[0]
+    assert small["image"].shape == (3, 48, 65) and small["instances"].image_size == (48, 65)
+    torch.testing.assert_close(small["instances"].gt_boxes.tensor, torch.tensor([[10.0, 5.0, 30.0, 30.0]]))
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert "loss_fcos_cls" in losses and "loss_parsing_ce" in losses
+    model.eval()
+    out = model([face_input([[20, 10, 60, 60]], height=96, width=130, scale=2.0)])[0]
+    boxes = out["instances"].pred_boxes.tensor
+    assert len(boxes) > 0 and out["sem_seg"].shape == (C, 192, 260)
+    # detections come back in the full-size frames: they span the whole original image
+    assert float(boxes[:, 2].max()) > 200 and float(boxes[:, 3].max()) > 150

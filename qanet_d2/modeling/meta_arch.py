@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
@@ -118,6 +119,7 @@ class QANetFaceParser(nn.Module):
         aug_flip_prob: float = 0.5,
         max_faces_per_image_train: int = 16,
         detector_loss_weight: float = 1.0,
+        detector_input_scale: float = 1.0,
         ce_weight: float = 1.0,
         lovasz_weight: float = 1.0,
         iou_weight: float = 1.0,
@@ -166,6 +168,9 @@ class QANetFaceParser(nn.Module):
         self.aug_flip_prob = aug_flip_prob
         self.max_faces_per_image_train = int(max_faces_per_image_train)
         self.detector_loss_weight = detector_loss_weight
+        if detector_input_scale <= 0:
+            raise ValueError(f"MODEL.FCOS.INPUT_SCALE must be positive; got {detector_input_scale}")
+        self.detector_input_scale = float(detector_input_scale)
         self.ce_weight = ce_weight
         self.lovasz_weight = lovasz_weight
         self.iou_weight = iou_weight
@@ -210,6 +215,7 @@ class QANetFaceParser(nn.Module):
             "aug_flip_prob": q.AUG.FLIP_PROB,
             "max_faces_per_image_train": q.MAX_FACES_PER_IMAGE_TRAIN,
             "detector_loss_weight": cfg.MODEL.FCOS.LOSS_WEIGHT,
+            "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE,
             "ce_weight": q.PARSING.CE_WEIGHT,
             "lovasz_weight": q.PARSING.LOVASZ_WEIGHT,
             "iou_weight": q.IOU.LOSS_WEIGHT,
@@ -250,6 +256,29 @@ class QANetFaceParser(nn.Module):
         regions = expand_box_to_aspect(boxes, self.aspect_ratio, self.box_expand)
         return regions if isinstance(scale, (int, float)) and scale == 1.0 else scale_boxes(regions, scale)
 
+    def detector_inputs(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """The inputs as the detector sees them: resized by ``MODEL.FCOS.INPUT_SCALE`` (bilinear,
+        antialiased), with ``instances.gt_boxes`` scaled along, if present."""
+        if self.detector_input_scale == 1.0:
+            return batched_inputs
+        out = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device, torch.float32)
+            h, w = image.shape[-2:]
+            nh, nw = max(1, int(round(h * self.detector_input_scale))), max(1, int(round(w * self.detector_input_scale)))
+            image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+            y = {"image": image, "height": nh, "width": nw}
+            if "instances" in x:
+                inst = Instances((nh, nw))
+                boxes = x["instances"].gt_boxes.tensor.to(self.device).clone()
+                boxes[:, 0::2] *= nw / w
+                boxes[:, 1::2] *= nh / h
+                inst.gt_boxes = Boxes(boxes)
+                inst.gt_classes = x["instances"].gt_classes.to(self.device)
+                y["instances"] = inst
+            out.append(y)
+        return out
+
     def swap_left_right(self, probs: torch.Tensor) -> torch.Tensor:
         """Mirror ``N x C x h x w`` crop probabilities back: flip the width and swap the
         left/right class channels."""
@@ -261,7 +290,7 @@ class QANetFaceParser(nn.Module):
             return self.inference(batched_inputs)
         losses = {}
         if self.train_mode in ("joint", "detector"):
-            det_losses = self.detector(batched_inputs)
+            det_losses = self.detector(self.detector_inputs(batched_inputs))
             losses.update({k: v * self.detector_loss_weight for k, v in det_losses.items()})
         if self.train_mode in ("joint", "parser"):
             losses.update(self.parser_losses(batched_inputs))
@@ -341,14 +370,17 @@ class QANetFaceParser(nn.Module):
                 out.append((b, torch.ones(len(b), device=self.device)))
         else:
             det = self.detector
-            images = det.preprocess_image(batched_inputs)
+            images = det.preprocess_image(self.detector_inputs(batched_inputs))
             features = det.backbone(images.tensor)
             features = [features[f] for f in det.head_in_features]
             results = det.forward_inference(images, features, det.head(features))
-            for r in results:
-                b = r.pred_boxes.clone()
-                b.clip(r.image_size)
-                out.append((b.tensor.to(self.device), r.scores.to(self.device)))
+            for r, size in zip(results, image_sizes):
+                b = r.pred_boxes.tensor.to(self.device).clone()
+                b[:, 0::2] *= size[1] / r.image_size[1]  # back to the input frame
+                b[:, 1::2] *= size[0] / r.image_size[0]
+                b = Boxes(b)
+                b.clip(size)
+                out.append((b.tensor, r.scores.to(self.device)))
         capped = []
         for (b, s), size in zip(out, image_sizes):
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
