@@ -231,12 +231,21 @@ class FaceParsingPredictor:
         self.num_classes = n
 
     # ------------------------------------------------------------------ public
-    def __call__(self, image: np.ndarray, return_scores: bool = False, return_face_labels: bool = False) -> Dict:
+    def __call__(
+        self,
+        image: np.ndarray,
+        return_scores: bool = False,
+        return_face_labels: bool = False,
+        boxes: Optional[np.ndarray] = None,
+    ) -> Dict:
         """Parse one image.
 
         Args:
             image: ``H x W x 3`` uint8 BGR (as ``cv2.imread`` gives); grayscale, BGRA, 16-bit
                 and float arrays are converted (:func:`to_bgr_uint8`).
+            boxes: optional ``N x 4`` XYXY_ABS face boxes (original image coordinates) to parse
+                instead of the detector's (box score 1). Needed by parser-only models
+                (``MODEL.FCOS.ENABLED False``).
             return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores.
             return_face_labels: also return ``face_labels``, each face's own parsing.
 
@@ -251,7 +260,9 @@ class FaceParsingPredictor:
             ``sem_seg`` if asked, and ``face_labels`` if asked: per face a dict with ``window``
             ``[x0, y0, x1, y1)`` and ``labels`` (uint8 label map of that window, 0 outside the crop).
         """
-        return self.predict_batch([image], return_scores=return_scores, return_face_labels=return_face_labels)[0]
+        return self.predict_batch(
+            [image], return_scores=return_scores, return_face_labels=return_face_labels, boxes=None if boxes is None else [boxes]
+        )[0]
 
     def predict_batch(
         self,
@@ -259,36 +270,51 @@ class FaceParsingPredictor:
         return_scores: bool = False,
         return_face_labels: bool = False,
         batch_size: int = 4,
+        boxes: Optional[Sequence[np.ndarray]] = None,
     ) -> List[Dict]:
         """Parse several images; ``batch_size`` images go through the model per call (the
         detector runs on the batch and all their faces are parsed in ``PARSER_BATCH``-sized
-        parser batches). Returns one result dict per image (see :meth:`__call__`)."""
+        parser batches). ``boxes``: optional face boxes per image (see :meth:`__call__`).
+        Returns one result dict per image (see :meth:`__call__`)."""
         results = []
-        for start in range(0, len(images), max(1, int(batch_size))):
-            chunk = images[start : start + max(1, int(batch_size))]
-            for raw in self.run_model_batch(chunk, full_size_scores=None):
+        step = max(1, int(batch_size))
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            chunk_boxes = None if boxes is None else boxes[start : start + step]
+            for raw in self.run_model_batch(chunk, full_size_scores=None, boxes=chunk_boxes):
                 results.append(self._finish(raw, return_scores, return_face_labels))
         return results
 
-    def run_model(self, image: np.ndarray) -> Dict:
+    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict:
         """The model's raw output for one image (see :meth:`run_model_batch`)."""
-        return self.run_model_batch([image])[0]
+        return self.run_model_batch([image], boxes=None if boxes is None else [boxes])[0]
 
     @torch.no_grad()
-    def run_model_batch(self, images: Sequence[np.ndarray], full_size_scores: Optional[bool] = False) -> List[Dict]:
+    def run_model_batch(
+        self,
+        images: Sequence[np.ndarray],
+        full_size_scores: Optional[bool] = False,
+        boxes: Optional[Sequence[np.ndarray]] = None,
+    ) -> List[Dict]:
         """Run the model on BGR images.
 
         Args:
             full_size_scores: True: the model pastes its ``sem_seg`` at the original size;
                 False: in the resized frame (cheap; ``sem_seg`` is then dropped); None: at the
                 original size unless that map exceeds ``score_map_limit_mb``.
+            boxes: optional ``N_i x 4`` XYXY_ABS face boxes per image (original coordinates),
+                parsed instead of the detector's.
 
         Returns:
             per image a dict with ``instances`` (CPU, original frame), ``image_size``
             ``(H, W)`` and, when pasted at the original size, ``sem_seg`` (``C x H x W``).
         """
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"boxes: got {len(boxes)} box arrays for {len(images)} images")
+        if boxes is None and self.model.detector is None:
+            raise ValueError("this model has no face detector (MODEL.FCOS.ENABLED False): pass the face boxes")
         inputs, sizes, full = [], [], []
-        for image in images:
+        for i, image in enumerate(images):
             bgr = to_bgr_uint8(image)
             height, width = bgr.shape[:2]
             model_image = bgr if self.input_format == "BGR" else bgr[:, :, ::-1]
@@ -299,9 +325,20 @@ class FaceParsingPredictor:
                 at_full = self.score_map_bytes((height, width)) <= self.score_map_limit_mb * 2**20
             out_h, out_w = (height, width) if at_full else resized.shape[:2]
             inputs.append({"image": tensor, "height": out_h, "width": out_w})
+            if boxes is not None:
+                b = torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone()
+                b[:, 0::2] *= resized.shape[1] / width
+                b[:, 1::2] *= resized.shape[0] / height
+                inputs[-1]["instances"] = Instances(resized.shape[:2], gt_boxes=Boxes(b))
             sizes.append((height, width))
             full.append(at_full)
-        outputs = self.model(inputs)
+        saved_mode = self.model.test_boxes
+        try:
+            if boxes is not None:
+                self.model.test_boxes = "gt"  # the model parses the inputs' gt_boxes
+            outputs = self.model(inputs)
+        finally:
+            self.model.test_boxes = saved_mode
         raws = []
         for out, (height, width), at_full, inp in zip(outputs, sizes, full, inputs):
             inst = out["instances"].to("cpu")

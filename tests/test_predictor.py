@@ -178,3 +178,28 @@ def test_benchmark_tool_reports_every_stage(capsys):
         assert r["peak_rss_mb"] > 100
     table = capsys.readouterr().out
     assert "| faces/image | detector ms | crop ms | parser ms | scoring ms | paste ms |" in table
+
+
+def test_given_boxes_and_parser_only_model(predictor, frames):
+    image = frames[0]
+    boxes = np.array([[20.0, 30.0, 80.0, 110.0], [120.0, 20.0, 170.0, 90.0]], np.float32)
+    out = predictor(image, boxes=boxes)
+    assert len(out["scores"]) == 2
+    assert torch.allclose(out["instances"].box_scores, torch.ones(2))
+    order = np.argsort(out["boxes"][:, 0])
+    np.testing.assert_allclose(out["boxes"][order], boxes, atol=1e-3)
+    assert predictor.model.test_boxes == "detector"  # restored
+
+    torch.manual_seed(0)
+    parser_only = FaceParsingPredictor(_parser_only_cfg())
+    with pytest.raises(ValueError, match="pass the face boxes"):
+        parser_only(image)
+    out = parser_only(image, boxes=boxes[:1])
+    assert len(out["scores"]) == 1 and out["labels"].shape == image.shape[:2]
+
+
+def _parser_only_cfg():
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "quick_schedules" / "qanet_parser_synth_instant_test.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    return cfg
