@@ -176,10 +176,10 @@ def test_huge_image_without_full_score_map(demo_module, tmp_path):
 
 # ---------------------------------------------------------------------------- demo on video
 def test_demo_on_synthetic_video(demo_module, tmp_path):
-    video = SyntheticVideo((3, 5), 160, 120, 6)
+    video = SyntheticVideo((3, 5), 160, 120, 4)
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 7.0, (160, 120))
-    for t in range(6):
+    for t in range(4):
         writer.write(video.render(t).image)
     writer.release()
     out = tmp_path / "parsed.mp4"
@@ -193,9 +193,9 @@ def test_demo_on_synthetic_video(demo_module, tmp_path):
     while cap.read()[0]:
         count += 1
     cap.release()
-    assert count == 6
+    assert count == 4
     frames = sorted(p.name for p in (labels / "clip").iterdir())
-    assert frames == [f"{t:05d}.png" for t in range(6)]
+    assert frames == [f"{t:05d}.png" for t in range(4)]
     assert np.asarray(Image.open(labels / "clip" / "00000.png")).shape == (120, 160)
 
 

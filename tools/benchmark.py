@@ -175,7 +175,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict[str
     return timer.times
 
 
-def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height: int = 960) -> List[Dict]:
+def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height: int = 960, warmup: int = 1) -> List[Dict]:
     import detectron2.data.transforms as T
     from detectron2.modeling import build_model
     from qanet_d2.engine.checkpoint import QANetCheckpointer
@@ -187,7 +187,8 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
     rows = []
     for n in faces:
         image, boxes = grid_image(n, width, height)
-        run_stages(model, aug, image, boxes)  # warm-up
+        for _ in range(max(0, warmup)):
+            run_stages(model, aug, image, boxes)
         reset_peak_memory()
         runs = [run_stages(model, aug, image, boxes) for _ in range(max(1, repeats))]
         stage_ms = {s: 1000 * statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES}
@@ -235,7 +236,8 @@ def get_parser():
     p = argparse.ArgumentParser(description="Per-stage inference time and memory for 1, 4 and 16 faces")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--faces", type=int, nargs="+", default=[1, 4, 16], help="faces per image (square numbers)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median), after one warm-up")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median), after the warm-up")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per row first")
     p.add_argument("--size", type=int, nargs=2, default=[1280, 960], metavar=("W", "H"), help="image size")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--compare-unbatched", action="store_true", help="also run with MODEL.QANET.INFERENCE.PARSER_BATCH 1")
@@ -270,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
     print(f"machine: {machine_description()}")
     for name, extra in variants:
         cfg = setup_cfg(args, extra)
-        rows = benchmark(cfg, args.faces, args.repeats, args.size[0], args.size[1])
+        rows = benchmark(cfg, args.faces, args.repeats, args.size[0], args.size[1], args.warmup)
         results[name] = rows
         q = cfg.MODEL.QANET
         title = (
