@@ -15,7 +15,8 @@ that every row parses exactly N faces whatever the weights.
 Stages, timed with ``time.perf_counter`` around the model's own methods, in the order of
 ``QANetFaceParser.inference`` (one view, no test-time augmentation):
 
-* detector: resize to ``INPUT.MIN_SIZE_TEST``, FCOS backbone + head + box decoding and NMS;
+* detector: resize to ``INPUT.MIN_SIZE_TEST`` (and ``MODEL.FCOS.INPUT_SCALE``), FCOS backbone +
+  head + box decoding and NMS (``QANetFaceParser.face_boxes``);
 * crop: parser input normalisation, box -> 3:4 crop affines, ``grid_sample`` crops;
 * parser: backbone + neck + parsing and IoU branches + softmax, ``PARSER_BATCH`` crops per call;
 * scoring: pixel scores and face quality scores;
@@ -140,11 +141,11 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict[str
         resized = aug.get_transform(image).apply_image(image)
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": height, "width": width}]
         if model.detector is not None:
-            det = model.detector
-            images = det.preprocess_image(inputs)
-            features = det.backbone(images.tensor)
-            features = [features[f] for f in det.head_in_features]
-            det.forward_inference(images, features, det.head(features))
+            saved, model.test_boxes = model.test_boxes, "detector"
+            try:
+                model.face_boxes(inputs, [resized.shape[:2]])
+            finally:
+                model.test_boxes = saved
     in_h, in_w = resized.shape[:2]
     sx, sy = width / in_w, height / in_h
     n = len(boxes)
