@@ -14,7 +14,9 @@ import time
 import qanet_d2  # noqa: F401  (applies compat shims, registers datasets and models)
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from qanet_d2 import add_qanet_config
+from qanet_d2.data import set_synthetic_auto_generate
 from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
 
 logger = logging.getLogger("qanet_d2")
@@ -35,6 +37,8 @@ def setup(args):
         cfg.TEST.ENSEMBLE.WEIGHTS = list(args.ensemble)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="qanet_d2")
+    set_synthetic_auto_generate(cfg.DATASETS.SYNTHETIC.AUTO_GENERATE)
     return cfg
 
 

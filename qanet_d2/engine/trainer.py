@@ -12,6 +12,7 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
   augmentation of iteration k is the same whether or not the run was interrupted before k.
 * A non-finite loss stops training with the iteration and the loss term in the message.
 * On CPU, DistributedDataParallel gets ``device_ids=None`` (v0.6 passes a GPU index).
+* The optimizer state is checkpointed (v0.6 saves only the iteration and hook states).
 """
 import itertools
 import logging
@@ -58,6 +59,12 @@ def iteration_seed(base_seed: int, iteration: int, rank: int) -> int:
     return (base_seed * 1_000_003 + iteration * 9_176 + rank * 7_919) % (2**31 - 1)
 
 
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class QANetSimpleTrainer(SimpleTrainer):
     """SimpleTrainer with per-iteration reseeding and a per-term finiteness check."""
 
@@ -68,21 +75,22 @@ class QANetSimpleTrainer(SimpleTrainer):
     def run_step(self):
         assert self.model.training, "[QANetSimpleTrainer] model was changed to eval mode!"
         seed = iteration_seed(self.base_seed, self.iter, comm.get_rank())
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
+        _seed_all(seed)  # randomness of the mapper when it runs in this process
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        # Reseed after loading: a loader that starts its workers on this call draws from the
+        # global generator, which would otherwise shift the model's random draws after a resume.
+        _seed_all(seed + 1)
 
         loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         for name, value in loss_dict.items():
             if not torch.isfinite(value).all():
+                shown = value.item() if value.numel() == 1 else value.detach().cpu().tolist()
                 raise FloatingPointError(
-                    f"Loss term '{name}' is {value.detach().cpu().tolist()} at iteration {self.iter}: "
+                    f"Loss term '{name}' is {shown} at iteration {self.iter}: "
                     "training stopped. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, or check "
                     "the inputs of this iteration."
                 )
@@ -137,11 +145,16 @@ class QANetTrainer(DefaultTrainer):
     # ---------------------------------------------------------------- state
     def state_dict(self):
         ret = super().state_dict()
+        # v0.6's DefaultTrainer does not save the optimizer (Adam's moments); later detectron2
+        # versions store it under "_trainer", as done here.
+        ret["_trainer"] = self._trainer.state_dict()
         ret["base_seed"] = self.base_seed
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
         if "base_seed" in state_dict:
             self.base_seed = int(state_dict["base_seed"])
             self._trainer.base_seed = self.base_seed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from detectron2.layers import ShapeSpec
@@ -20,7 +21,7 @@ from detectron2.modeling.meta_arch.fcos import FCOSHead
 
 from .. import compat
 
-__all__ = ["build_fcos_resnet_fpn_backbone", "build_fcos_detector", "group_norm"]
+__all__ = ["build_fcos_resnet_fpn_backbone", "build_fcos_detector", "checkpointable_fcos", "group_norm"]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -48,6 +49,32 @@ def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     )
 
 
+def checkpointable_fcos(fcos_class):
+    """``fcos_class`` with its loss-normaliser EMA kept in a buffer.
+
+    detectron2's dense detectors keep the EMA of the number of positive anchors (the loss
+    normaliser) as a plain attribute, which checkpoints do not save: a resumed run would
+    restart it from its initial value and train differently from an uninterrupted one.
+    """
+
+    class FaceFCOS(fcos_class):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            # Negative = not started; float64 so that the value equals detectron2's Python float.
+            self.register_buffer("loss_normalizer_ema", torch.tensor(-1.0, dtype=torch.float64))
+
+        def _ema_update(self, name, value, initial_value, momentum=0.9):
+            if name != "loss_normalizer":
+                return super()._ema_update(name, value, initial_value, momentum)
+            old = float(self.loss_normalizer_ema) if self.loss_normalizer_ema >= 0 else initial_value
+            new = old * momentum + value * (1 - momentum)
+            self.loss_normalizer_ema.fill_(new)
+            return new
+
+    FaceFCOS.__name__ = FaceFCOS.__qualname__ = f"Checkpointable{fcos_class.__name__}"
+    return FaceFCOS
+
+
 def build_fcos_detector(cfg):
     """detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``.
 
@@ -73,7 +100,7 @@ def build_fcos_detector(cfg):
         norm=norm,
         prior_prob=fcos_cfg.PRIOR_PROB,
     )
-    fcos_class = compat.build_fcos_class()
+    fcos_class = checkpointable_fcos(compat.build_fcos_class())
     return fcos_class(
         backbone=backbone,
         head=head,

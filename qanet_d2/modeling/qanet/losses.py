@@ -54,8 +54,9 @@ def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value
         errors = (fg.to(probs.dtype) - probs[c]).abs()
         keep = fg | (errors >= errors.detach()[fg].min())
         errors, fg = errors[keep], fg[keep].to(probs.dtype)
-        errors_sorted, order = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
+        # Stable sort and a torch reduction (not BLAS dot): bit-identical results run to run.
+        errors_sorted, order = torch.sort(errors, descending=True, stable=True)
+        losses.append((errors_sorted * _lovasz_grad(fg[order])).sum())
     return torch.stack(losses).mean()
 
 
