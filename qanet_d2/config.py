@@ -106,6 +106,9 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.AUG.ROTATION_MAX = 80.0  # ... clipped to +-max
     _C.MODEL.QANET.AUG.ROTATION_PROB = 0.6
     _C.MODEL.QANET.AUG.FLIP_PROB = 0.5  # left/right labels swapped from the dataset's flip pairs
+    # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
+    # report (0 = off); it makes the parser robust to a weak detector's box errors.
+    _C.MODEL.QANET.AUG.SHIFT_STD = 0.0
     # Faces parsed per image in training (largest first); bounds memory on crowded images.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
 

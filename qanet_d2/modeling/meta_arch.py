@@ -117,6 +117,7 @@ class QANetFaceParser(nn.Module):
         aug_rotation_max: float = 80.0,
         aug_rotation_prob: float = 0.6,
         aug_flip_prob: float = 0.5,
+        aug_shift_std: float = 0.0,
         max_faces_per_image_train: int = 16,
         detector_loss_weight: float = 1.0,
         detector_input_scale: float = 1.0,
@@ -166,6 +167,7 @@ class QANetFaceParser(nn.Module):
         self.aug_rotation_max = aug_rotation_max
         self.aug_rotation_prob = aug_rotation_prob
         self.aug_flip_prob = aug_flip_prob
+        self.aug_shift_std = aug_shift_std
         self.max_faces_per_image_train = int(max_faces_per_image_train)
         self.detector_loss_weight = detector_loss_weight
         if detector_input_scale <= 0:
@@ -213,6 +215,7 @@ class QANetFaceParser(nn.Module):
             "aug_rotation_max": q.AUG.ROTATION_MAX,
             "aug_rotation_prob": q.AUG.ROTATION_PROB,
             "aug_flip_prob": q.AUG.FLIP_PROB,
+            "aug_shift_std": q.AUG.SHIFT_STD,
             "max_faces_per_image_train": q.MAX_FACES_PER_IMAGE_TRAIN,
             "detector_loss_weight": cfg.MODEL.FCOS.LOSS_WEIGHT,
             "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE,
@@ -297,16 +300,21 @@ class QANetFaceParser(nn.Module):
         return losses
 
     def sample_crop_augmentation(self, n: int):
-        """Per-crop (scale, rotation in degrees, flip) drawn as in the report."""
+        """Per-crop (scale, rotation in degrees, flip, centre shift as a fraction of the box
+        size), drawn as in the report (the shift is an optional addition)."""
         device = self.device
         if not self.aug_enabled:
-            return (torch.ones(n, device=device), torch.zeros(n, device=device), torch.zeros(n, dtype=torch.bool, device=device))
+            return (torch.ones(n, device=device), torch.zeros(n, device=device),
+                    torch.zeros(n, dtype=torch.bool, device=device), torch.zeros(n, 2, device=device))
         lo, hi = self.aug_scale_range
         scale = (torch.randn(n, device=device) * self.aug_scale_std + 1.0).clamp(lo, hi)
         rotation = (torch.randn(n, device=device) * self.aug_rotation_std).clamp(-self.aug_rotation_max, self.aug_rotation_max)
         rotation = torch.where(torch.rand(n, device=device) < self.aug_rotation_prob, rotation, torch.zeros_like(rotation))
         flip = torch.rand(n, device=device) < self.aug_flip_prob
-        return scale, rotation, flip
+        shift = torch.zeros(n, 2, device=device)
+        if self.aug_shift_std > 0:
+            shift = (torch.randn(n, 2, device=device) * self.aug_shift_std).clamp(-2 * self.aug_shift_std, 2 * self.aug_shift_std)
+        return scale, rotation, flip, shift
 
     def training_crops(self, batched_inputs: List[Dict]):
         """Augmented ground-truth face crops of a batch: ``(crops, labels, batch_idx)``,
@@ -332,7 +340,9 @@ class QANetFaceParser(nn.Module):
         if not boxes:
             return images.new_zeros((0, 3, h, w)), labels.new_zeros((0, h, w)), labels.new_zeros((0,))
         boxes, batch_idx = torch.cat(boxes), torch.cat(batch_idx)
-        scale, rotation, flip = self.sample_crop_augmentation(len(boxes))
+        scale, rotation, flip, shift = self.sample_crop_augmentation(len(boxes))
+        size = boxes[:, 2:] - boxes[:, :2]
+        boxes = boxes + (shift * size).repeat(1, 2)
         affines, _ = boxes_to_affines(self.crop_regions(boxes, scale), self.crop_size, rotation=rotation, flip=flip)
         crops = crop_images(images, batch_idx, affines, self.crop_size)
         crop_lab = crop_labels(labels, batch_idx, affines, self.crop_size, self.ignore_value)
