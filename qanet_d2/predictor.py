@@ -355,27 +355,6 @@ class FaceParsingPredictor:
         """Bytes of a ``C x H x W`` float32 score map of this size."""
         return int(image_size[0]) * int(image_size[1]) * self.num_classes * 4
 
-    def rescore(
-        self,
-        instances: Instances,
-        probs: torch.Tensor,
-        box_scores: Optional[torch.Tensor] = None,
-        iou_scores: Optional[torch.Tensor] = None,
-    ) -> Instances:
-        """A copy of ``instances`` with new crop probabilities (and optionally box / IoU scores),
-        whose pixel scores and face scores are recomputed as the model does, sorted by
-        decreasing face score like the model's output."""
-        model = self.model
-        out = Instances(instances.image_size, **instances.get_fields())
-        out.parsing_probs = probs.to(instances.parsing_probs)
-        if box_scores is not None:
-            out.box_scores = box_scores.to(instances.box_scores)
-        if iou_scores is not None:
-            out.iou_scores = iou_scores.to(instances.iou_scores)
-        out.pixel_scores = pixel_scores(out.parsing_probs, model.pixel_score_thresh)
-        out.scores = face_scores(out.box_scores, out.iou_scores.clamp(0.0, 1.0), out.pixel_scores, model.score_weights)
-        return out[torch.argsort(out.scores, descending=True, stable=True)]
-
     def postprocess(
         self, instances: Instances, image_size: Sequence[int], return_scores: bool = False, return_face_labels: bool = False
     ) -> Dict:

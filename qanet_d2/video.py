@@ -1,25 +1,33 @@
 """Video face parsing with temporal smoothing, and the flicker measure.
 
 A face parser run frame by frame flickers: a pixel near a part boundary, or a face whose score is
-near the painting threshold, changes label from one frame to the next although nothing moved.
+near the painting threshold, changes label from one frame to the next although little moved.
 :class:`TemporalSmoother` removes much of that without changing the model:
 
 1. each frame's faces are associated with the tracks of the previous frames by box IoU
    (Hungarian assignment, :func:`scipy.optimize.linear_sum_assignment`; a pair needs
    IoU >= ``iou_threshold``; unmatched faces start new tracks);
-2. every track keeps the crop probabilities (``C x h x w``), crop affines and box/IoU scores of
-   its last ``window`` frames;
-3. a face's probabilities become the mean over its track's window, either in crop coordinates
-   (``align="box"``: the crop follows the box, so this assumes the face moves with its box) or
-   after warping the older crops into the current crop's frame through the image
-   (``align="image"``: right for a still face under a jittering box). Box and IoU scores are
-   averaged the same way, and the pixel and face scores are recomputed from the averaged
-   probabilities with the model's own scoring functions;
-4. the frame's label map is painted from the smoothed faces with the current frame's affines,
-   exactly as the model paints a single image (:meth:`qanet_d2.FaceParsingPredictor.paint`).
+2. every track keeps the crop probabilities (``C x h x w``), crop affine and face score of each
+   of its frames within the last ``window`` frames;
+3. a face's probabilities become a weighted mean over its track's window: the current frame
+   weighs ``current_weight`` (0.7), the older frames share the rest equally (None: all equal).
+   The mean is taken in crop coordinates (``align="box"``: the crop follows the box, so this
+   assumes the face moves with its box) or after warping the older crops into the current crop's
+   frame through the image (``align="image"``: right for a still face under a jittering box);
+4. a face's score becomes the sum of its track's scores over the window divided by the number
+   of frames of the window (counted from the start of the video): a frame where the track was
+   not detected counts as 0, so a face seen in one frame out of three is painted only if it
+   scores three times the threshold, while a face present throughout keeps its mean score;
+5. the frame's label map is painted from the smoothed faces with the current frame's affines,
+   exactly as the model paints a single image (:meth:`qanet_d2.FaceParsingPredictor.postprocess`).
 
-A face seen once is unchanged (window of one), and a still sequence is unchanged because the
-mean of equal maps is that map. :class:`VideoFaceParser` runs predictor + smoother frame by frame.
+Why weighted and not a plain mean: faces move, turn and change scale within their boxes, so
+older crops are only roughly aligned with the current one; on the synthetic videos a plain mean
+over 3 frames lowered J&F while the current-weighted mean and the score rule lower flicker and
+raise J&F (``tools/measure_flicker.py``, numbers in ``docs/tools.md``).
+
+A face seen once is unchanged, and a still sequence is unchanged because the mean of equal maps
+is that map (both tested). :class:`VideoFaceParser` runs predictor + smoother frame by frame.
 
 :func:`label_change_rate` is the flicker measure: the fraction of pixels whose label differs
 between consecutive frames (``tools/measure_flicker.py`` compares it with the ground truth's own
@@ -74,8 +82,7 @@ class _Observation:
     frame: int
     probs: torch.Tensor  # C x h x w
     affine: torch.Tensor  # 2 x 3 crop -> image
-    box_score: float
-    iou_score: float
+    score: float
 
 
 @dataclass
@@ -87,27 +94,38 @@ class _Track:
 
 
 class TemporalSmoother:
-    """Averages each face's crop probabilities over its track's last ``window`` frames.
+    """Smooths each face's crop probabilities and score over its track's last ``window`` frames.
 
     Call it once per frame, in order, with that frame's faces; :meth:`reset` between videos.
     """
 
-    def __init__(self, window: int = 3, iou_threshold: float = 0.3, align: str = "box"):
+    def __init__(
+        self,
+        window: int = 3,
+        iou_threshold: float = 0.3,
+        align: str = "box",
+        current_weight: Optional[float] = 0.7,
+    ):
         """
         Args:
-            window: frames averaged (the current one included); 1 disables smoothing.
+            window: frames considered (the current one included); 1 disables smoothing.
             iou_threshold: minimum box IoU to continue a track. A track not seen for
-                ``window - 1`` frames has no observation left in the window and is dropped.
+                ``window`` frames has no observation left in the window and is dropped.
             align: "box" (average in crop coordinates) or "image" (warp older crops into the
                 current crop through image coordinates before averaging).
+            current_weight: weight of the current frame's probabilities in the mean (the older
+                frames of the track share ``1 - current_weight``); None: a plain mean.
         """
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         if align not in ("box", "image"):
             raise ValueError(f"align must be 'box' or 'image', got {align!r}")
+        if current_weight is not None and not 0.0 < current_weight <= 1.0:
+            raise ValueError(f"current_weight must be in (0, 1] or None, got {current_weight}")
         self.window = int(window)
         self.iou_threshold = float(iou_threshold)
         self.align = align
+        self.current_weight = None if current_weight is None else float(current_weight)
         self.reset()
 
     def reset(self) -> None:
@@ -121,8 +139,7 @@ class TemporalSmoother:
         boxes: torch.Tensor,
         probs: torch.Tensor,
         affines: torch.Tensor,
-        box_scores: Optional[torch.Tensor] = None,
-        iou_scores: Optional[torch.Tensor] = None,
+        scores: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """Add one frame's faces and return their smoothed values.
 
@@ -130,12 +147,12 @@ class TemporalSmoother:
             boxes: ``N x 4`` XYXY_ABS face boxes (original image coordinates).
             probs: ``N x C x h x w`` crop probabilities.
             affines: ``N x 2 x 3`` crop -> image affines.
-            box_scores, iou_scores: ``N`` detector and predicted-IoU scores (optional).
+            scores: ``N`` face scores (default 1).
 
         Returns:
-            dict with ``probs`` (``N x C x h x w``, smoothed), ``box_scores`` and ``iou_scores``
-            (``N``, averaged; absent if not given), ``track_ids`` (``N`` long) and
-            ``track_lengths`` (``N`` long, observations averaged per face).
+            dict with ``probs`` (``N x C x h x w``, smoothed), ``scores`` (``N``, smoothed; see
+            the module docstring), ``track_ids`` (``N`` long) and ``track_lengths`` (``N`` long,
+            frames of the window in which the track was seen).
         """
         self._frame += 1
         frame = self._frame
@@ -143,8 +160,8 @@ class TemporalSmoother:
         boxes = boxes.detach().float().cpu()
         probs = probs.detach().float().cpu()
         affines = affines.detach().float().cpu()
-        bs = box_scores.detach().float().cpu() if box_scores is not None else torch.ones(n)
-        ious = iou_scores.detach().float().cpu() if iou_scores is not None else torch.ones(n)
+        scores = scores.detach().float().cpu() if scores is not None else torch.ones(n)
+        frames_in_window = min(self.window, frame + 1)
 
         # Tracks with an observation still inside the window can be continued.
         for tid in [t for t, tr in self._tracks.items() if frame - tr.last_frame >= self.window]:
@@ -154,7 +171,7 @@ class TemporalSmoother:
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
 
         out_probs = torch.empty_like(probs)
-        out_bs, out_ious = torch.empty(n), torch.empty(n)
+        out_scores = torch.empty(n)
         track_ids, lengths = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
         for i in range(n):
             track = matches.get(i)
@@ -162,41 +179,42 @@ class TemporalSmoother:
                 track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame)
                 self._tracks[track.track_id] = track
             track.box, track.last_frame = boxes[i], frame
-            track.history.append(_Observation(frame, probs[i], affines[i], float(bs[i]), float(ious[i])))
+            track.history.append(_Observation(frame, probs[i], affines[i], float(scores[i])))
             while track.history and frame - track.history[0].frame >= self.window:
                 track.history.popleft()
             out_probs[i] = self._average(track.history, affines[i])
-            out_bs[i] = float(np.mean([o.box_score for o in track.history]))
-            out_ious[i] = float(np.mean([o.iou_score for o in track.history]))
+            out_scores[i] = sum(o.score for o in track.history) / frames_in_window
             track_ids[i], lengths[i] = track.track_id, len(track.history)
+        return {"probs": out_probs, "scores": out_scores, "track_ids": track_ids, "track_lengths": lengths}
 
-        result = {"probs": out_probs, "track_ids": track_ids, "track_lengths": lengths}
-        if box_scores is not None:
-            result["box_scores"] = out_bs
-        if iou_scores is not None:
-            result["iou_scores"] = out_ious
-        return result
+    def _weights(self, count: int) -> List[float]:
+        if count == 1:
+            return [1.0]
+        if self.current_weight is None:
+            return [1.0 / count] * count
+        older = (1.0 - self.current_weight) / (count - 1)
+        return [older] * (count - 1) + [self.current_weight]
 
     def _average(self, history: Sequence[_Observation], affine: torch.Tensor) -> torch.Tensor:
         current = history[-1].probs
         if len(history) == 1:
             return current
+        weights = self._weights(len(history))
         if self.align == "box":
-            return torch.stack([o.probs for o in history]).mean(dim=0)
+            return sum(w * o.probs for w, o in zip(weights, history))
         # "image": sample every older crop at the points of the current crop. The affine
         # current crop -> older crop is inverse(older crop -> image) o (current crop -> image).
+        # Points outside an older crop take the current frame's value.
         c, h, w = current.shape
-        total = current.clone()
-        weight = torch.ones((1, h, w))
-        for obs in list(history)[:-1]:
+        total = current * weights[-1]
+        for weight, obs in zip(weights[:-1], list(history)[:-1]):
             cur_to_old = compose_affines(invert_affines(obs.affine[None]), affine[None])
             # A ones channel tells which points fall inside the older crop.
             source = torch.cat([obs.probs, torch.ones((1,) + obs.probs.shape[1:])], dim=0)[None]
             warped = crop_images(source, torch.zeros(1, dtype=torch.long), cur_to_old, (h, w))[0]
             inside = (warped[-1:] > 0.999).to(warped.dtype)
-            total += warped[:-1] * inside
-            weight += inside
-        return total / weight
+            total += weight * (warped[:-1] * inside + current * (1.0 - inside))
+        return total
 
 
 def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[int] = 255) -> float:
@@ -228,17 +246,26 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
 
 
 class VideoFaceParser:
-    """Parses the frames of one video in order, with optional temporal smoothing.
+    """Parses the frames of one video in order, with temporal smoothing.
 
     ``parser = VideoFaceParser(predictor, window=3)``; ``result = parser(frame_bgr)`` for each
-    frame returns the predictor's result dict (``labels``, ``instances`` ... see
-    :meth:`qanet_d2.FaceParsingPredictor.__call__`) computed from the smoothed faces; the
-    instances gain a ``track_ids`` field. Call :meth:`reset` before another video.
+    frame returns the predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances``
+    ... see :meth:`qanet_d2.FaceParsingPredictor.__call__`) computed from the smoothed faces:
+    ``instances.parsing_probs`` and ``instances.scores`` are the smoothed values (the box, IoU
+    and pixel scores stay the frame's own) and ``instances.track_ids`` is added. Call
+    :meth:`reset` before another video.
     """
 
-    def __init__(self, predictor, window: int = 3, iou_threshold: float = 0.3, align: str = "box"):
+    def __init__(
+        self,
+        predictor,
+        window: int = 3,
+        iou_threshold: float = 0.3,
+        align: str = "box",
+        current_weight: Optional[float] = 0.7,
+    ):
         self.predictor = predictor
-        self.smoother = TemporalSmoother(window=window, iou_threshold=iou_threshold, align=align)
+        self.smoother = TemporalSmoother(window=window, iou_threshold=iou_threshold, align=align, current_weight=current_weight)
 
     def reset(self) -> None:
         self.smoother.reset()
@@ -251,19 +278,10 @@ class VideoFaceParser:
         (:meth:`qanet_d2.FaceParsingPredictor.run_model`); lets one model run serve several
         smoothing settings."""
         instances = raw["instances"]
-        smoothed = self.smoother(
-            instances.pred_boxes.tensor,
-            instances.parsing_probs,
-            instances.crop_affines,
-            instances.box_scores if instances.has("box_scores") else None,
-            instances.iou_scores if instances.has("iou_scores") else None,
-        )
+        smoothed = self.smoother(instances.pred_boxes.tensor, instances.parsing_probs, instances.crop_affines, instances.scores)
         instances = Instances(instances.image_size, **instances.get_fields())
+        instances.parsing_probs = smoothed["probs"].to(instances.parsing_probs)
+        instances.scores = smoothed["scores"].to(instances.scores)
         instances.track_ids = smoothed["track_ids"]
-        instances = self.predictor.rescore(
-            instances,
-            probs=smoothed["probs"],
-            box_scores=smoothed.get("box_scores"),
-            iou_scores=smoothed.get("iou_scores"),
-        )
+        instances = instances[torch.argsort(instances.scores, descending=True, stable=True)]
         return self.predictor.postprocess(instances, raw["image_size"], return_scores=return_scores)

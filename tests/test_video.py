@@ -47,10 +47,10 @@ def test_static_sequence_is_unchanged(align):
     probs, affines = _probs(0, 2), _affines(boxes)
     smoother = TemporalSmoother(window=3, align=align)
     for _ in range(5):
-        out = smoother(boxes, probs, affines, torch.tensor([0.9, 0.8]), torch.tensor([0.7, 0.6]))
+        out = smoother(boxes, probs, affines, torch.tensor([0.9, 0.8]))
         assert torch.allclose(out["probs"], probs, atol=1e-5)
         assert out["track_ids"].tolist() == [0, 1]
-        assert torch.allclose(out["box_scores"], torch.tensor([0.9, 0.8]))
+        assert torch.allclose(out["scores"], torch.tensor([0.9, 0.8]))
     assert out["track_lengths"].tolist() == [3, 3]  # the window bounds the history
 
 
@@ -62,29 +62,45 @@ def test_window_one_is_identity():
         assert torch.equal(smoother(boxes, probs, _affines(boxes))["probs"], probs)
 
 
-def test_occasional_flip_becomes_stable():
+@pytest.mark.parametrize("current_weight, bad", [(0.7, 0.48), (None, 0.45)])
+def test_occasional_flip_becomes_stable(current_weight, bad):
     """A pixel that is confidently class 1 but every other frame slightly prefers class 2
     flips without smoothing and keeps class 1 with a window of 3."""
     boxes = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
     affines = _affines(boxes)
-    good = torch.zeros(1, C, H, W)
-    good[:, 1], good[:, 2] = 0.7, 0.3
-    bad = torch.zeros(1, C, H, W)
-    bad[:, 1], bad[:, 2] = 0.45, 0.55
-    frames = [good if t % 2 == 0 else bad for t in range(8)]
+    good_p = torch.zeros(1, C, H, W)
+    good_p[:, 1], good_p[:, 2] = 0.7, 0.3
+    bad_p = torch.zeros(1, C, H, W)
+    bad_p[:, 1], bad_p[:, 2] = bad, 1.0 - bad
+    frames = [good_p if t % 2 == 0 else bad_p for t in range(8)]
     raw = [crop_labels_from_probs(p)[0].numpy() for p in frames]
-    smoother = TemporalSmoother(window=3)
+    smoother = TemporalSmoother(window=3, current_weight=current_weight)
     smoothed = [crop_labels_from_probs(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
     assert label_change_rate(raw) == 1.0
     assert label_change_rate(smoothed) == 0.0
     assert (smoothed[-1] == 1).all()
 
 
+def test_scores_count_missed_frames_as_zero():
+    """A face found in one frame of three keeps a third of its score; at the start of a video
+    there is no penalty; a face present throughout keeps its mean score."""
+    steady = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    blip = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
+    smoother = TemporalSmoother(window=3)
+    out = smoother(steady, _probs(0), _affines(steady), torch.tensor([0.6]))
+    assert out["scores"].tolist() == pytest.approx([0.6])  # first frame: no history, no penalty
+    smoother(steady, _probs(0), _affines(steady), torch.tensor([0.8]))
+    both = torch.cat([steady, blip])
+    out = smoother(both, _probs(0, 2), _affines(both), torch.tensor([0.7, 0.9]))
+    assert out["scores"].tolist() == pytest.approx([0.7, 0.3])  # (0.6+0.8+0.7)/3, 0.9/3
+    assert out["track_lengths"].tolist() == [3, 1]
+
+
 def test_tracks_follow_faces_and_expire():
     a = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
     b = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
     pa, pb = _probs(1), _probs(2)
-    smoother = TemporalSmoother(window=2)
+    smoother = TemporalSmoother(window=2, current_weight=0.7)
     out = smoother(torch.cat([a, b]), torch.cat([pa, pb]), _affines(torch.cat([a, b])))
     assert out["track_ids"].tolist() == [0, 1]
     # next frame: order swapped, face a moved slightly -> same tracks, averaged with its own past
@@ -92,7 +108,7 @@ def test_tracks_follow_faces_and_expire():
     pa2 = _probs(3)
     out = smoother(torch.cat([b, a2]), torch.cat([pb, pa2]), _affines(torch.cat([b, a2])))
     assert out["track_ids"].tolist() == [1, 0]
-    assert torch.allclose(out["probs"][1], (pa[0] + pa2[0]) / 2, atol=1e-6)
+    assert torch.allclose(out["probs"][1], 0.3 * pa[0] + 0.7 * pa2[0], atol=1e-6)
     assert torch.allclose(out["probs"][0], pb[0], atol=1e-6)
     # face b disappears for 2 frames (window 2): its track expires, it returns as a new track
     smoother(a2, pa2, _affines(a2))
@@ -112,7 +128,7 @@ def test_image_alignment_undoes_box_jitter():
     box = torch.tensor([[20.0, 16.0, 50.0, 56.0]])
     results = {}
     for align in ("box", "image"):
-        smoother = TemporalSmoother(window=3, align=align)
+        smoother = TemporalSmoother(window=3, align=align, current_weight=None)  # a plain mean shows it
         for shift in (0.0, 5.0, -4.0):
             aff = _affines(box + torch.tensor([shift, shift / 2, shift, shift / 2]))
             crop = crop_images(image_probs, torch.zeros(1, dtype=torch.long), aff, (H, W), mode="nearest")
@@ -156,9 +172,18 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
     cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     predictor = FaceParsingPredictor(cfg)
-    settings = [{"window": 1, "align": "box"}, {"window": 3, "align": "box"}, {"window": 3, "align": "image"}]
+    settings = [
+        {"window": 1, "align": "box"},
+        {"window": 3, "align": "box", "current_weight": 0.7},
+        {"window": 3, "align": "image", "current_weight": None},
+    ]
     rows = tool.measure(predictor, "face_synth_val", settings, max_videos=1)
-    assert [r["setting"] for r in rows] == ["no smoothing", "window 3, box-aligned", "window 3, image-aligned", "ground truth"]
+    assert [r["setting"] for r in rows] == [
+        "no smoothing",
+        "window 3, box-aligned, current frame 0.7",
+        "window 3, image-aligned, plain mean",
+        "ground truth",
+    ]
     for r in rows:
         assert 0.0 <= r["flicker_pct"] <= 100.0
     assert rows[-1]["flicker_pct"] > 0.0  # the synthetic faces move

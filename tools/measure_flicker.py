@@ -6,8 +6,9 @@
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
 Every frame of every video of ``--dataset`` is parsed once by the model; each smoothing setting
-(:class:`qanet_d2.video.TemporalSmoother` with a window of W frames, box- or image-aligned) then
-re-paints the frames from those outputs, in order, video by video. Reported per setting:
+(:class:`qanet_d2.video.TemporalSmoother` with a window of W frames, box- or image-aligned,
+the current frame weighted ``--current-weights``) then re-paints the frames from those outputs,
+in order, video by video. Reported per setting:
 
 * flicker: the fraction of pixels whose label changes between consecutive frames
   (:func:`qanet_d2.video.label_change_rate`, mean over videos), next to the ground truth's own
@@ -50,15 +51,19 @@ def group_videos(dicts: List[Dict], max_videos: Optional[int] = None) -> "Ordere
 
 
 def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Optional[int] = None, absent_class: str = "skip", bound_th: float = 0.008) -> List[Dict]:
-    """Flicker and J&F for each smoothing ``setting`` ({"window": W, "align": "box"|"image"}) and
-    for the ground truth. Returns one row per setting, plus a "ground truth" row (flicker only)."""
+    """Flicker and J&F for each smoothing ``setting`` ({"window": W, "align": "box"|"image",
+    "current_weight": w or None}) and for the ground truth. Returns one row per setting, plus a
+    "ground truth" row (flicker only)."""
     from detectron2.data import DatasetCatalog
     from qanet_d2.data.io import read_image, read_label_map
     from qanet_d2.evaluation import FaceParsingEvaluator
     from qanet_d2.video import VideoFaceParser, label_change_rate
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
-    parsers = [VideoFaceParser(predictor, window=s["window"], align=s["align"]) for s in settings]
+    parsers = [
+        VideoFaceParser(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7))
+        for s in settings
+    ]
     evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
     for e in evaluators:
         e.reset()
@@ -83,14 +88,18 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     rows = []
     for k, (setting, evaluator) in enumerate(zip(settings, evaluators)):
         res = evaluator.evaluate()["face_parsing"]
+        cw = setting.get("current_weight", 0.7)
         rows.append({
-            "setting": "no smoothing" if setting["window"] == 1 else f"window {setting['window']}, {setting['align']}-aligned",
+            "setting": "no smoothing" if setting["window"] == 1 else (
+                f"window {setting['window']}, {setting['align']}-aligned, "
+                + ("plain mean" if cw is None else f"current frame {cw:g}")
+            ),
             **setting,
             "flicker_pct": 100 * float(np.mean(flicker[k])),
             "J&F": float(res["J&F"]), "J": float(res["J"]), "F": float(res["F"]), "mIoU": float(res["mIoU"]),
         })
     if flicker["gt"]:
-        rows.append({"setting": "ground truth", "window": None, "align": None, "flicker_pct": 100 * float(np.mean(flicker["gt"]))})
+        rows.append({"setting": "ground truth", "window": None, "align": None, "current_weight": None, "flicker_pct": 100 * float(np.mean(flicker["gt"]))})
     logger.info(f"{len(videos)} videos, {num_frames} frames in {time.perf_counter() - start:.0f}s")
     return rows
 
@@ -111,6 +120,10 @@ def get_parser():
     p.add_argument("--dataset", default=None, help="registered video dataset (default: DATASETS.TEST[0])")
     p.add_argument("--windows", type=int, nargs="+", default=[1, 3, 5], help="smoothing windows in frames (1 = none)")
     p.add_argument("--align", nargs="+", default=["box", "image"], choices=["box", "image"])
+    p.add_argument(
+        "--current-weights", nargs="+", default=["0.7", "none"],
+        help="weights of the current frame's probabilities ('none': plain mean over the window)",
+    )
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
@@ -130,10 +143,15 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
+    weights = [None if str(v).lower() == "none" else float(v) for v in args.current_weights]
     settings = []
     for w in args.windows:
-        for a in (["box"] if w == 1 else args.align):
-            settings.append({"window": int(w), "align": a})
+        if w == 1:
+            settings.append({"window": 1, "align": "box", "current_weight": None})
+            continue
+        for a in args.align:
+            for cw in weights:
+                settings.append({"window": int(w), "align": a, "current_weight": cw})
     predictor = FaceParsingPredictor(cfg)
     rows = measure(predictor, dataset, settings, args.max_videos, cfg.TEST.FACE_PARSING.ABSENT_CLASS, cfg.TEST.FACE_PARSING.BOUND_TH)
     print(f"\n{dataset}, {args.config_file} {' '.join(map(str, args.opts))}\n")
