@@ -88,8 +88,8 @@ def get_parser():
     parser.add_argument(
         "--temporal-window",
         type=int,
-        default=3,
-        help="frames over which each tracked face's probabilities are averaged for --video-input, "
+        default=5,
+        help="frames over which each tracked face's probabilities and score are smoothed for --video-input, "
         "--webcam and --sequence (1 = no smoothing)",
     )
     parser.add_argument(

@@ -101,7 +101,7 @@ class TemporalSmoother:
 
     def __init__(
         self,
-        window: int = 3,
+        window: int = 5,
         iou_threshold: float = 0.3,
         align: str = "box",
         current_weight: Optional[float] = 0.7,
@@ -248,7 +248,7 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
 class VideoFaceParser:
     """Parses the frames of one video in order, with temporal smoothing.
 
-    ``parser = VideoFaceParser(predictor, window=3)``; ``result = parser(frame_bgr)`` for each
+    ``parser = VideoFaceParser(predictor, window=5)``; ``result = parser(frame_bgr)`` for each
     frame returns the predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances``
     ... see :meth:`qanet_d2.FaceParsingPredictor.__call__`) computed from the smoothed faces:
     ``instances.parsing_probs`` and ``instances.scores`` are the smoothed values (the box, IoU
@@ -259,7 +259,7 @@ class VideoFaceParser:
     def __init__(
         self,
         predictor,
-        window: int = 3,
+        window: int = 5,
         iou_threshold: float = 0.3,
         align: str = "box",
         current_weight: Optional[float] = 0.7,
