@@ -13,7 +13,8 @@ timed, but the faces parsed are the image's known N face boxes rather than the d
 that every row parses exactly N faces whatever the weights.
 
 Stages, timed with ``time.perf_counter`` around the model's own methods, in the order of
-``QANetFaceParser.inference`` (one view, no test-time augmentation):
+``QANetFaceParser.inference`` (with the config's flip test if ``TEST.AUG.ENABLED`` and
+``TEST.AUG.FLIP``, which doubles the parser's work; other box scales are not benchmarked):
 
 * detector: resize to ``INPUT.MIN_SIZE_TEST`` (and ``MODEL.FCOS.INPUT_SCALE``), FCOS backbone +
   head + box decoding and NMS (``QANetFaceParser.face_boxes``);
@@ -125,11 +126,12 @@ class StageTimer:
 
 
 @torch.no_grad()
-def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict[str, float]:
+def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, flips=(False,)) -> Dict[str, float]:
     """One image through the model's inference steps, timing each stage (seconds).
 
-    Mirrors ``QANetFaceParser.inference`` for one view; the parsed faces are ``boxes``
-    (original image coordinates) instead of the detections.
+    Mirrors ``QANetFaceParser.inference`` for one box scale (``flips``: the crop views, e.g.
+    ``(False, True)`` for the flip test); the parsed faces are ``boxes`` (original image
+    coordinates) instead of the detections.
     """
     from qanet_d2.data.crops import boxes_to_affines, crop_images, scale_affines
     from qanet_d2.modeling.qanet.inference import face_scores, pixel_scores
@@ -160,7 +162,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict[str
     probs, ious = [], []
     with timer("parser"):
         for start in range(0, n, model.parser_batch):
-            p, iou = model.parse_crops(crops[start : start + model.parser_batch], [False], [model.parser])
+            p, iou = model.parse_crops(crops[start : start + model.parser_batch], list(flips), [model.parser])
             probs.append(p)
             ious.append(iou)
         probs = torch.cat(probs) if probs else crops.new_zeros((0, model.num_classes) + model.crop_size)
@@ -185,13 +187,14 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
     if cfg.MODEL.WEIGHTS:
         QANetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    flips = (False, True) if cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP else (False,)
     rows = []
     for n in faces:
         image, boxes = grid_image(n, width, height)
         for _ in range(max(0, warmup)):
-            run_stages(model, aug, image, boxes)
+            run_stages(model, aug, image, boxes, flips)
         reset_peak_memory()
-        runs = [run_stages(model, aug, image, boxes) for _ in range(max(1, repeats))]
+        runs = [run_stages(model, aug, image, boxes, flips) for _ in range(max(1, repeats))]
         stage_ms = {s: 1000 * statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES}
         total = sum(stage_ms.values())
         rows.append({
@@ -278,7 +281,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
         q = cfg.MODEL.QANET
         title = (
             f"{name}: image {args.size[0]}x{args.size[1]}, detector input {cfg.INPUT.MIN_SIZE_TEST} (max {cfg.INPUT.MAX_SIZE_TEST}), "
-            f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, parser batch {q.INFERENCE.PARSER_BATCH}"
+            f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, parser batch {q.INFERENCE.PARSER_BATCH}, "
+            f"{'flip test (2 views)' if cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP else 'single view'}"
         )
         print()
         print(markdown_table(rows, title))
