@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import cv2
@@ -77,15 +76,18 @@ def test_score_frame_rejects_size_mismatch():
         score_frame(np.zeros((4, 5), np.uint8), np.zeros((5, 4), np.uint8), 3)
 
 
-def test_score_frame_1080p_is_fast():
+def test_score_frame_1080p_all_classes():
+    # Speed is measured by tools/benchmark_metrics.py; here: a full-size frame scores every class.
     rng = np.random.default_rng(0)
     h, w = 1080, 1920
     gt = cv2.resize(rng.integers(0, 18, (12, 20)).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     pred = np.roll(gt, 3, axis=1)
-    start = time.perf_counter()
     s = score_frame(pred, gt, 18)
-    assert time.perf_counter() - start < 2.0  # ~0.03 s here; a per-pixel Python loop would take minutes
-    assert np.isfinite(s.f[1:][s.present[1:]]).all()
+    assert s.present[1:].all()
+    assert np.isfinite(s.f[1:]).all() and np.isfinite(s.j[1:]).all()
+    # A 3-pixel shift is within the 18-pixel contour tolerance: F stays near 1 (only the columns
+    # that np.roll wraps around miss), while J drops below 1 for every class.
+    assert (s.f[1:] > 0.95).all() and (s.j[1:] < 1.0).all()
 
 
 # ----------------------------------------------------------------------------- summarize
