@@ -22,11 +22,10 @@ skipped; the demo then exits with status 1 after processing everything else.
 """
 import argparse
 import glob
-import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np

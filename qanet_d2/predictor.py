@@ -25,7 +25,7 @@ augmentation (``TEST.AUG``) the large-image path paints the base view only.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .data.crops import crop_windows, paste_probs, scale_affines
-from .modeling.qanet.inference import crop_labels_from_probs, face_scores, pixel_scores
+from .modeling.qanet.inference import crop_labels_from_probs
 
 __all__ = [
     "FaceParsingPredictor",
@@ -340,7 +340,7 @@ class FaceParsingPredictor:
         finally:
             self.model.test_boxes = saved_mode
         raws = []
-        for out, (height, width), at_full, inp in zip(outputs, sizes, full, inputs):
+        for out, (height, width), at_full in zip(outputs, sizes, full):
             inst = out["instances"].to("cpu")
             raw = {"image_size": (height, width)}
             if at_full:

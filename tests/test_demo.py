@@ -5,7 +5,6 @@ faces): these tests check the pipeline (files, sizes, layouts, exit codes), not 
 """
 import importlib.util
 import resource
-import sys
 from pathlib import Path
 
 import cv2
