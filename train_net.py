@@ -9,6 +9,8 @@ Without CUDA, ``--num-gpus N`` runs N CPU processes over gloo.
 """
 import logging
 import os
+import re
+import sys
 import time
 
 import qanet_d2  # noqa: F401  (applies compat shims, registers datasets and models)
@@ -81,8 +83,32 @@ def build_argument_parser():
     return parser
 
 
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")  # MODEL.WEIGHTS, OUTPUT_DIR, ...
+
+
+def parse_args(argv=None):
+    """Parse the command line. ``--ensemble A.pth B.pth`` may stand anywhere, also among the
+    trailing ``KEY VALUE`` config options (which otherwise take every remaining word): its list
+    ends at the next ``--option`` or upper-case config key (``MODEL.WEIGHTS``, ``OUTPUT_DIR``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ensemble = None
+    if "--ensemble" in argv:
+        start = argv.index("--ensemble")
+        end = start + 1
+        while end < len(argv) and not argv[end].startswith("--") and not _CONFIG_KEY.match(argv[end]):
+            end += 1
+        ensemble = argv[start + 1 : end]
+        del argv[start:end]
+        if not ensemble:
+            build_argument_parser().error("--ensemble needs at least one checkpoint")
+    args = build_argument_parser().parse_args(argv)
+    if ensemble:
+        args.ensemble = ensemble
+    return args
+
+
 if __name__ == "__main__":
-    args = build_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
     launch(
         main,

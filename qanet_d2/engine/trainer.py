@@ -239,9 +239,13 @@ class QANetTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test, timed (``last_test_seconds``) for the summary line."""
+        """DefaultTrainer.test on the test-time model (``TEST.AUG`` views and
+        ``TEST.ENSEMBLE.WEIGHTS`` checkpoints, see :func:`build_test_time_model`), timed
+        (``last_test_seconds``) for the summary line."""
+        from ..modeling import build_test_time_model
+
         start = time.perf_counter()
-        results = super().test(cfg, model, evaluators)
+        results = super().test(cfg, build_test_time_model(cfg, model), evaluators)
         QANetTrainer.last_test_seconds = time.perf_counter() - start
         return results
 

@@ -80,4 +80,8 @@ def build_test_time_model(cfg, model):
     ``TEST.AUG.ENABLED`` or ``TEST.ENSEMBLE.WEIGHTS`` asks for views or extra checkpoints."""
     if not cfg.TEST.AUG.ENABLED and not len(cfg.TEST.ENSEMBLE.WEIGHTS):
         return model
-    return QANetFaceParserWithTTA.from_config(cfg, model)
+    tta = QANetFaceParserWithTTA.from_config(cfg, model)
+    logger.info(
+        f"Test-time model: {1 + len(tta.extra_parsers)} parser(s), views (box scale, flip) {tta.views}"
+    )
+    return tta
