@@ -199,3 +199,32 @@ def test_resnet_parser_backbone_and_fcos_detector_from_config():
     assert det.head.cls_score.out_channels == 1
     assert isinstance(det.head.cls_subnet[1], torch.nn.GroupNorm) and det.head.cls_subnet[1].num_groups == 4
     assert group_norm(256).num_groups == 32 and group_norm(64).num_groups == 16
+
+
+def test_narrow_resnet18_detector_backbone():
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+    from qanet_d2.modeling.detector import build_basic_resnet, build_fcos_resnet_fpn_backbone
+
+    cfg = get_qanet_cfg()
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    # at width 64 it is detectron2's ResNet-18, parameter for parameter
+    ours = {k: v.shape for k, v in build_basic_resnet(cfg, ShapeSpec(channels=3)).state_dict().items()}
+    upstream = {k: v.shape for k, v in build_resnet_backbone(cfg, ShapeSpec(channels=3)).state_dict().items()}
+    assert ours == upstream
+
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 32
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 64
+    fpn = build_fcos_resnet_fpn_backbone(cfg, ShapeSpec(channels=3))
+    assert {f: s.channels for f, s in fpn.bottom_up.output_shape().items()} == {"res3": 64, "res4": 128, "res5": 256}
+    n_params = sum(p.numel() for p in fpn.bottom_up.parameters())
+    assert 2.7e6 < n_params < 2.9e6  # a quarter of ResNet-18's 11.2 M
+    out = fpn(torch.zeros(1, 3, 128, 160))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "p3": (1, 64, 16, 20), "p4": (1, 64, 8, 10), "p5": (1, 64, 4, 5), "p6": (1, 64, 2, 3), "p7": (1, 64, 1, 2)}
+    cfg.MODEL.RESNETS.DEPTH = 50
+    with pytest.raises(ValueError, match="18/34"):
+        build_basic_resnet(cfg, ShapeSpec(channels=3))

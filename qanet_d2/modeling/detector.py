@@ -16,12 +16,12 @@ from torch import nn
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone
 from detectron2.modeling.meta_arch.fcos import FCOSHead
 
 from .. import compat
 
-__all__ = ["build_fcos_resnet_fpn_backbone", "build_fcos_detector", "checkpointable_fcos", "group_norm"]
+__all__ = ["build_fcos_resnet_fpn_backbone", "build_basic_resnet", "build_fcos_detector", "checkpointable_fcos", "group_norm"]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -34,10 +34,34 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+def build_basic_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    """ResNet-18/34 (BasicBlock) of any width: ``MODEL.RESNETS.STEM_OUT_CHANNELS`` for the stem,
+    ``RES2_OUT_CHANNELS`` for res2, doubled per stage. detectron2's ``build_resnet_backbone``
+    builds the same network but only at width 64; narrower ones make cheap face detectors."""
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in (18, 34):
+        raise ValueError(f"build_basic_resnet builds ResNet-18/34; MODEL.RESNETS.DEPTH is {r.DEPTH}")
+    blocks_per_stage = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[r.DEPTH]
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages, in_channels, out_channels = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    for idx, num_blocks in enumerate(blocks_per_stage):
+        stages.append(ResNet.make_stage(
+            block_class=BasicBlock, num_blocks=num_blocks, stride_per_block=[1 if idx == 0 else 2] + [1] * (num_blocks - 1),
+            in_channels=in_channels, out_channels=out_channels, norm=r.NORM,
+        ))
+        in_channels, out_channels = out_channels, out_channels * 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
 @BACKBONE_REGISTRY.register()
 def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """ResNet-FPN (``MODEL.RESNETS``/``MODEL.FPN``) with P6 and P7 computed from P5."""
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    """ResNet-FPN (``MODEL.RESNETS``/``MODEL.FPN``) with P6 and P7 computed from P5.
+    ResNet-18/34 may be narrower than 64 channels (:func:`build_basic_resnet`)."""
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH in (18, 34) and r.RES2_OUT_CHANNELS != 64:
+        bottom_up = build_basic_resnet(cfg, input_shape)
+    else:
+        bottom_up = build_resnet_backbone(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return FPN(
         bottom_up=bottom_up,
