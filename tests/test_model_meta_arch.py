@@ -303,3 +303,38 @@ def test_detector_input_scale():
     assert len(boxes) > 0 and out["sem_seg"].shape == (C, 192, 260)
     # detections come back in the full-size frames: they span the whole original image
     assert float(boxes[:, 2].max()) > 200 and float(boxes[:, 3].max()) > 150
+
+
+def test_channels_last_gives_the_same_losses_gradients_and_outputs():
+    # in float64, so that equal maths shows as equal numbers (float32 summation-order noise
+    # compounds through BN on tiny batches)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        plain = tiny_model("MODEL.QANET.AUG.ENABLED", "False").double()
+        fast = tiny_model("MODEL.QANET.AUG.ENABLED", "False", "MODEL.CHANNELS_LAST", "True").double()
+        fast.load_state_dict(plain.state_dict())
+        convs = [p for p in fast.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+        batch = [face_input([[20, 10, 60, 60], [80, 30, 110, 70]]), face_input([[30, 20, 90, 90]], seed=1)]
+        results = []
+        for model in (plain, fast):
+            model.train()
+            torch.manual_seed(3)
+            with EventStorage():
+                losses = model(batch)
+            sum(losses.values()).backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            model.eval()
+            with torch.no_grad():
+                out = model([face_input([[20, 10, 60, 60]], scale=2.0)])[0]
+            results.append((losses, grads, out))
+    finally:
+        torch.set_default_dtype(default_dtype)
+    (l0, g0, o0), (l1, g1, o1) = results
+    assert l0.keys() == l1.keys() and g0.keys() == g1.keys() and len(g0) > 100
+    for k in l0:
+        torch.testing.assert_close(l1[k], l0[k], atol=1e-10, rtol=1e-9)
+    for k in g0:
+        assert float((g1[k] - g0[k]).norm()) <= 1e-6 * float(g0[k].norm()) + 1e-12, k
+    torch.testing.assert_close(o1["sem_seg"], o0["sem_seg"], atol=1e-9, rtol=1e-8)

@@ -131,6 +131,7 @@ class QANetFaceParser(nn.Module):
         max_faces_per_image: int = 100,
         paste_chunk: int = 8,
         parser_batch: int = 32,
+        channels_last: bool = False,
     ):
         super().__init__()
         if train_mode not in TRAIN_MODES:
@@ -189,6 +190,9 @@ class QANetFaceParser(nn.Module):
             detector.requires_grad_(False)
         if train_mode == "detector":
             parser.requires_grad_(False)
+        if channels_last:
+            # 4-d weights in NHWC order: convolutions then run (and return) channels-last tensors.
+            self.to(memory_format=torch.channels_last)
         self.train(self.training)
 
     @classmethod
@@ -229,6 +233,7 @@ class QANetFaceParser(nn.Module):
             "max_faces_per_image": q.INFERENCE.MAX_FACES_PER_IMAGE,
             "paste_chunk": q.INFERENCE.PASTE_CHUNK,
             "parser_batch": q.INFERENCE.PARSER_BATCH,
+            "channels_last": cfg.MODEL.CHANNELS_LAST,
         }
 
     @property
