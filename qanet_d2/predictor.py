@@ -37,6 +37,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .data.crops import crop_windows, paste_probs, scale_affines
+from .modeling.test_time_augmentation import build_test_time_model
 from .modeling.qanet.inference import crop_labels_from_probs
 
 __all__ = [
@@ -194,6 +195,8 @@ class FaceParsingPredictor:
 
     Attributes:
         model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
+        test_model: what parses the inputs: ``model``, or its test-time wrapper when the config
+            asks for ``TEST.AUG`` views or ``TEST.ENSEMBLE.WEIGHTS`` (as in evaluation).
         metadata: ``MetadataCatalog`` entry of ``cfg.DATASETS.TEST[0]`` (or TRAIN[0]).
         class_names: class names (index = label id), from the metadata, or ``class_<i>``.
     """
@@ -218,6 +221,9 @@ class FaceParsingPredictor:
             QANetCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model.")
+        # What runs on the inputs: the model, or with TEST.AUG / TEST.ENSEMBLE.WEIGHTS its
+        # test-time wrapper, exactly as in evaluation.
+        self.test_model = build_test_time_model(self.cfg, self.model)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("BGR", "RGB"):
@@ -336,7 +342,7 @@ class FaceParsingPredictor:
         try:
             if boxes is not None:
                 self.model.test_boxes = "gt"  # the model parses the inputs' gt_boxes
-            outputs = self.model(inputs)
+            outputs = self.test_model(inputs)
         finally:
             self.model.test_boxes = saved_mode
         raws = []

@@ -103,7 +103,7 @@ class TemporalSmoother:
         self,
         window: int = 5,
         iou_threshold: float = 0.3,
-        align: str = "box",
+        align: str = "image",
         current_weight: Optional[float] = 0.7,
     ):
         """
@@ -261,7 +261,7 @@ class VideoFaceParser:
         predictor,
         window: int = 5,
         iou_threshold: float = 0.3,
-        align: str = "box",
+        align: str = "image",
         current_weight: Optional[float] = 0.7,
     ):
         self.predictor = predictor

@@ -203,3 +203,25 @@ def _parser_only_cfg():
     cfg.merge_from_file(str(REPO / "configs" / "quick_schedules" / "qanet_parser_synth_instant_test.yaml"))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
     return cfg
+
+
+def test_predictor_uses_the_flip_test_like_evaluation(frames):
+    from qanet_d2.modeling import QANetFaceParserWithTTA
+
+    torch.manual_seed(0)
+    plain = FaceParsingPredictor(instant_cfg())
+    torch.manual_seed(0)
+    flip = FaceParsingPredictor(instant_cfg("TEST.AUG.ENABLED", True, "TEST.AUG.FLIP", True))
+    assert plain.test_model is plain.model
+    assert isinstance(flip.test_model, QANetFaceParserWithTTA) and flip.test_model.views == [(1.0, False), (1.0, True)]
+    a = plain(frames[0], return_scores=True)
+    b = flip(frames[0], return_scores=True)
+    # same faces, scores averaged with the mirrored view: exactly what the wrapper returns
+    np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    assert not torch.allclose(a["sem_seg"], b["sem_seg"])
+    h, w = frames[0].shape[:2]
+    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(
+        flip.aug.get_transform(frames[0]).apply_image(frames[0]).transpose(2, 0, 1))), "height": h, "width": w}]
+    with torch.no_grad():
+        expected = flip.test_model(inputs)[0]["sem_seg"]
+    torch.testing.assert_close(b["sem_seg"], expected)

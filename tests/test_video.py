@@ -100,7 +100,7 @@ def test_tracks_follow_faces_and_expire():
     a = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
     b = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
     pa, pb = _probs(1), _probs(2)
-    smoother = TemporalSmoother(window=2, current_weight=0.7)
+    smoother = TemporalSmoother(window=2, current_weight=0.7, align="box")  # mean in crop coordinates
     out = smoother(torch.cat([a, b]), torch.cat([pa, pb]), _affines(torch.cat([a, b])))
     assert out["track_ids"].tolist() == [0, 1]
     # next frame: order swapped, face a moved slightly -> same tracks, averaged with its own past
