@@ -332,10 +332,9 @@ class FaceParsingPredictor:
             out_h, out_w = (height, width) if at_full else resized.shape[:2]
             inputs.append({"image": tensor, "height": out_h, "width": out_w})
             if boxes is not None:
-                b = torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone()
-                b[:, 0::2] *= resized.shape[1] / width
-                b[:, 1::2] *= resized.shape[0] / height
-                inputs[-1]["instances"] = Instances(resized.shape[:2], gt_boxes=Boxes(b))
+                b = Boxes(torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone())
+                b.scale(resized.shape[1] / width, resized.shape[0] / height)
+                inputs[-1]["instances"] = Instances(resized.shape[:2], gt_boxes=b)
             sizes.append((height, width))
             full.append(at_full)
         saved_mode = self.model.test_boxes

@@ -33,6 +33,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -242,8 +243,6 @@ class QANetTrainer(DefaultTrainer):
         """DefaultTrainer.test on the test-time model (``TEST.AUG`` views and
         ``TEST.ENSEMBLE.WEIGHTS`` checkpoints, see :func:`build_test_time_model`), timed
         (``last_test_seconds``) for the summary line."""
-        from ..modeling import build_test_time_model
-
         start = time.perf_counter()
         results = super().test(cfg, build_test_time_model(cfg, model), evaluators)
         QANetTrainer.last_test_seconds = time.perf_counter() - start

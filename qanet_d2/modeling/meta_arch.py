@@ -278,10 +278,9 @@ class QANetFaceParser(nn.Module):
             y = {"image": image, "height": nh, "width": nw}
             if "instances" in x:
                 inst = Instances((nh, nw))
-                boxes = x["instances"].gt_boxes.tensor.to(self.device).clone()
-                boxes[:, 0::2] *= nw / w
-                boxes[:, 1::2] *= nh / h
-                inst.gt_boxes = Boxes(boxes)
+                boxes = x["instances"].gt_boxes.to(self.device).clone()
+                boxes.scale(nw / w, nh / h)
+                inst.gt_boxes = boxes
                 inst.gt_classes = x["instances"].gt_classes.to(self.device)
                 y["instances"] = inst
             out.append(y)
@@ -390,10 +389,8 @@ class QANetFaceParser(nn.Module):
             features = [features[f] for f in det.head_in_features]
             results = det.forward_inference(images, features, det.head(features))
             for r, size in zip(results, image_sizes):
-                b = r.pred_boxes.tensor.to(self.device).clone()
-                b[:, 0::2] *= size[1] / r.image_size[1]  # back to the input frame
-                b[:, 1::2] *= size[0] / r.image_size[0]
-                b = Boxes(b)
+                b = r.pred_boxes.to(self.device).clone()
+                b.scale(size[1] / r.image_size[1], size[0] / r.image_size[0])  # back to the input frame
                 b.clip(size)
                 out.append((b.tensor, r.scores.to(self.device)))
         capped = []
