@@ -65,7 +65,7 @@ def test_each_corruption_is_reported_with_its_file(tiny, tmp_path, capsys):
     small = root / frames[3]["label_file"]
     cv2.imwrite(str(small), cv2.imread(str(small), cv2.IMREAD_UNCHANGED)[:100])
     # 5. box outside the image, 6. image size in the JSON wrong
-    frames[4]["faces"] = [{"bbox": [150.0, 10.0, 170.0, 30.0]}]
+    frames[4]["faces"][0] = {"bbox": [150.0, 10.0, 170.0, 30.0]}
     frames[5]["width"] = 161
     # 7. face index without a face box, 8. missing face-instance map
     inst_file = root / frames[6]["instance_file"]
