@@ -80,6 +80,7 @@ def test_single_face_metadata_of_the_builtin_datasets():
     assert MetadataCatalog.get("lapa_val").single_face is True
     assert MetadataCatalog.get("celebamask_hq_test").single_face is True
     assert MetadataCatalog.get("helen_train").single_face is True
+    assert MetadataCatalog.get("fasseg_multipose_test").single_face is True
     assert MetadataCatalog.get("face_synth_val").single_face is False
     assert MetadataCatalog.get("sfp_val").single_face is False
 

@@ -5,6 +5,7 @@ from .label_sets import (  # noqa: F401
     LABEL_SETS,
     LabelSet,
     colorize_labels,
+    conversion_ids,
     convert_labels,
     derive_flip_pairs,
     get_label_set,
