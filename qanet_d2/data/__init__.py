@@ -1,5 +1,5 @@
 """Data layer: label sets, the on-disk face-video format, dataset registration, the
-synthetic generator, the dataset mapper and dataset checks."""
+synthetic generator (imported on first use), the dataset mapper and dataset checks."""
 from .label_sets import (  # noqa: F401
     IGNORE_LABEL,
     LABEL_SETS,
@@ -27,6 +27,17 @@ from .datasets.face_video import (  # noqa: F401
     register_face_video_dataset,
     set_synthetic_auto_generate,
 )
-from .synthetic import generate_preset, generate_synthetic_dataset  # noqa: F401
 from .mapper import FaceParsingDatasetMapper  # noqa: F401
 from .checks import check_dataset, check_json  # noqa: F401
+
+
+# The synthetic generator (qanet_d2.data.synthetic) is imported on first use only.
+_SYNTHETIC_NAMES = ("generate_preset", "generate_synthetic_dataset")
+
+
+def __getattr__(name):
+    if name in _SYNTHETIC_NAMES:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
