@@ -6,16 +6,22 @@ key, its value and what is expected, instead of a stack trace deep inside the mo
 import os
 from typing import List
 
+from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
+from ..modeling.qanet import parser as qanet_parser
+from .trainer import OPTIMIZERS
+
 
 class ConfigError(ValueError):
     """One or more config values cannot work together."""
 
 
+# The allowed values are those of the modules that act on them.
 _CHOICES = {
-    "MODEL.QANET.TRAIN_MODE": ("joint", "detector", "parser"),
-    "MODEL.QANET.TEST_BOXES": ("detector", "gt"),
-    "SOLVER.OPTIMIZER": ("SGD", "ADAM", "ADAMW"),
-    "TEST.FACE_PARSING.ABSENT_CLASS": ("skip", "one"),
+    "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
+    "MODEL.QANET.TEST_BOXES": TEST_BOXES,
+    "SOLVER.OPTIMIZER": OPTIMIZERS,
+    "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
 }
 
 
@@ -61,10 +67,11 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
     q = cfg.MODEL.QANET
     if cfg.MODEL.META_ARCHITECTURE == "QANetFaceParser":
         height, width = (int(v) for v in q.INPUT_SIZE)
-        if height <= 0 or width <= 0 or height % 32 or width % 32:
+        div = qanet_parser.INPUT_SIZE_DIVISIBILITY
+        if height <= 0 or width <= 0 or height % div or width % div:
             problems.append(
                 f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
-                "multiples of 32 (the parser backbone's stride)"
+                f"multiples of {div} (the parser backbone's stride)"
             )
         elif abs(width / height - q.ASPECT_RATIO) > 1.0 / min(height, width) + 1e-6:
             problems.append(
