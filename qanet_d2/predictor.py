@@ -37,6 +37,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .data.crops import crop_windows, paste_probs, scale_affines
+from .data.datasets.face_video import DatasetNotFoundError, dataset_label_set, label_set_metadata
 from .modeling.test_time_augmentation import build_test_time_model
 from .modeling.qanet.inference import crop_labels_from_probs
 
@@ -409,13 +410,16 @@ class FaceParsingPredictor:
 
 
 def metadata_field(metadata, key: str, default=None):
-    """``metadata.get(key, default)``, also when computing the field fails (a dataset whose
-    class names are read from its files, absent on this machine): then ``default``, with a warning."""
+    """``key`` ("stuff_classes", "stuff_colors" or "flip_pairs") of the label set of the dataset
+    named ``metadata.name`` (:func:`~qanet_d2.data.datasets.face_video.dataset_label_set`);
+    ``default`` when it has none, and, with a warning, when its files are absent (a dataset whose
+    class names are read from its files)."""
     try:
-        return metadata.get(key, default)
-    except Exception as e:  # noqa: BLE001 - any failure to read a dataset's files
-        logger.warning(f"metadata {metadata.name!r} has no usable {key} ({type(e).__name__}: {e}); using defaults")
+        label_set = dataset_label_set(metadata.name)
+    except DatasetNotFoundError as e:
+        logger.warning(f"metadata {metadata.name!r} has no usable {key} ({e}); using defaults")
         return default
+    return default if label_set is None else label_set_metadata(label_set)[key]
 
 
 def rescale_instances(instances: Instances, image_size: Sequence[int]) -> Instances:

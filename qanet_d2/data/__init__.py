@@ -23,6 +23,7 @@ from .video_format import (  # noqa: F401
 from .io import DataReadError, read_image, read_label_map  # noqa: F401
 from .datasets.face_video import (  # noqa: F401
     DatasetNotFoundError,
+    dataset_label_set,
     get_dataset_label_set,
     register_face_video_dataset,
     set_synthetic_auto_generate,

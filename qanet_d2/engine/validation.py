@@ -6,6 +6,7 @@ key, its value and what is expected, instead of a stack trace deep inside the mo
 import os
 from typing import List
 
+from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.qanet import parser as qanet_parser
@@ -33,7 +34,7 @@ def _get(cfg, key):
 
 
 def _dataset_problems(cfg, names, role: str) -> List[str]:
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     problems = []
     registered = set(DatasetCatalog.list())
@@ -43,15 +44,14 @@ def _dataset_problems(cfg, names, role: str) -> List[str]:
             hint = f" (registered with that prefix: {', '.join(close)})" if close else ""
             problems.append(f"DATASETS.{role}: '{name}' is not a registered dataset{hint}")
             continue
-        meta = MetadataCatalog.get(name)
         try:
-            classes = meta.stuff_classes
-        except (AttributeError, KeyError, FileNotFoundError, RuntimeError):
-            classes = None
-        if classes is not None and len(classes) != cfg.MODEL.QANET.NUM_CLASSES:
+            label_set = dataset_label_set(name)
+        except DatasetNotFoundError:
+            label_set = None  # loading the dataset reports it, with how to prepare it
+        if label_set is not None and label_set.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
             problems.append(
                 f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but dataset '{name}' "
-                f"(label set '{meta.get('label_set', '?')}') has {len(classes)} classes: {list(classes)}"
+                f"(label set '{label_set.name}') has {label_set.num_classes} classes: {list(label_set.classes)}"
             )
     return problems
 
