@@ -20,7 +20,7 @@ from .video_format import (  # noqa: F401
     union_box_from_label_map,
     write_face_video_json,
 )
-from .io import DataReadError, read_image, read_label_map  # noqa: F401
+from .io import DataReadError, ImageReadError, read_image, read_label_map  # noqa: F401
 from .datasets.face_video import (  # noqa: F401
     DatasetNotFoundError,
     dataset_label_set,
