@@ -1,6 +1,7 @@
 """Dataset registration (``builtin``) and converters from the original releases."""
 from .face_video import (  # noqa: F401
     DatasetNotFoundError,
+    dataset_label_set,
     datasets_root,
     get_dataset_label_set,
     register_face_video_dataset,
