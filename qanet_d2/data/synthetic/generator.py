@@ -567,17 +567,46 @@ class FrameResult:
         return inst
 
 
-class SyntheticVideo:
-    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
-    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+def _sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> _Occluder:
+    """A blob of radius 0.12-0.3 ``hb`` (a face-box height) moving across the face whose
+    tracked position is ``(cx, cy)`` (arrays over the T frames); 40% are skin-coloured (a hand)."""
+    d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
+    col = rng.uniform(0, 255, 3)
+    if rng.uniform() < 0.4:  # skin-like (a hand)
+        col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
+    return _Occluder(
+        shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
+        color=tuple(float(v) for v in col),
+        cx=cx + _smooth_track(rng, d0[0], d1[0], T, 0.0),
+        cy=cy + _smooth_track(rng, d0[1], d1[1], T, 0.0),
+        radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
+        angle=_smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
+    )
 
-    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
-                 force_glasses: bool = False, force_hat: bool = False,
-                 force_open_mouth: bool = False):
+
+def _visible_box(vis: np.ndarray) -> List[float]:
+    """XYXY_ABS pixel-edge box of the True pixels of a non-empty H x W mask."""
+    rows = np.flatnonzero(vis.any(axis=1))
+    cols = np.flatnonzero(vis.any(axis=0))
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def _passes_visibility(n_visible: int, amodal: int) -> bool:
+    """The visibility rule of face boxes (module docstring)."""
+    return n_visible >= MIN_VISIBLE_PIXELS and n_visible >= MIN_VISIBLE_FRACTION * max(amodal, 1)
+
+
+class _Scene:
+    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
+    background panned by the camera, drifting lighting (gain, directional gradient, colour
+    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``."""
+
+    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int):
         self.seed_key = tuple(int(k) for k in seed_key)
         self.w, self.h, self.frames = int(width), int(height), int(frames)
-        rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
+        rng = self._rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
         w, h, T = self.w, self.h, self.frames
+        self.occluders: List[_Occluder] = []
 
         # camera: a larger background panned smoothly
         self.margin = int(round(0.08 * max(w, h)))
@@ -595,6 +624,57 @@ class SyntheticVideo:
         self.blur = float(rng.uniform(0.3, 0.9))
         self.noise = float(rng.uniform(2.0, 7.0))
         self.jpeg_quality = int(rng.integers(75, 96))
+
+    def frame_rng(self, t: int) -> np.random.Generator:
+        """The random stream of frame ``t`` (noise), independent of the other frames."""
+        return np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
+
+    def background_view(self, t: int) -> np.ndarray:
+        """A writable copy of the camera's view of the background at frame ``t``
+        (H x W x 3 BGR uint8)."""
+        ox, oy = (int(round(v)) for v in self.pan[t])
+        return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
+
+    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray,
+                        t: int, label_id: int = 0) -> None:
+        """Paint the occluders at frame ``t`` into the image (antialiased) and as ``label_id``
+        / owner -1 into the maps (nearest)."""
+        for occ in self.occluders:
+            a = math.radians(float(occ.angle[t]))
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            pts = occ.shape @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
+            ipts = np.round(pts * 16).astype(np.int32)
+            cv2.fillPoly(image, [ipts], occ.color, cv2.LINE_AA, 4)
+            inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
+            cv2.fillPoly(image, [np.round(inner * 16).astype(np.int32)],
+                         _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
+            cv2.fillPoly(label, [ipts], int(label_id), cv2.LINE_8, 4)
+            cv2.fillPoly(owner, [ipts], -1, cv2.LINE_8, 4)
+
+    def light_blur_noise(self, img: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        """The camera's photometric steps on a float32 H x W x 3 image: lighting (gain x
+        directional gradient x colour cast), Gaussian blur, Gaussian noise; returns uint8."""
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        a = float(self.light_dir[t])
+        grad = ((xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)) / (0.5 * max(h, w))
+        light = float(self.gain[t]) * (1 + float(self.light_amp[t]) * grad)
+        img *= light[..., None] * self.cast[t].astype(np.float32)[None, None]
+        img = cv2.GaussianBlur(img, (0, 0), self.blur)
+        img += rng.normal(0, self.noise, img.shape).astype(np.float32)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class SyntheticVideo(_Scene):
+    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
+    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+
+    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
+                 force_glasses: bool = False, force_hat: bool = False,
+                 force_open_mouth: bool = False):
+        super().__init__(seed_key, width, height, frames)
+        rng = self._rng
+        w, h, T = self.w, self.h, self.frames
         self.hair_kernel = self._line_kernel(rng)
         self.cloth_freq = float(rng.uniform(0.08, 0.35))
         self.cloth_dir = float(rng.uniform(0, np.pi))
@@ -655,23 +735,11 @@ class SyntheticVideo:
             ))
 
         # occluders moving across a person's face
-        self.occluders: List[_Occluder] = []
         for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
             j = int(rng.integers(n))
             p = self.people[j]
-            hb = float(p.scale[0] * FACE_BOX_UNITS)
-            d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
-            col = rng.uniform(0, 255, 3)
-            if rng.uniform() < 0.4:  # skin-like (a hand)
-                col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
-            self.occluders.append(_Occluder(
-                shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
-                color=tuple(float(v) for v in col),
-                cx=p.cx + _smooth_track(rng, d0[0], d1[0], T, 0.0),
-                cy=p.cy + _smooth_track(rng, d0[1], d1[1], T, 0.0),
-                radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
-                angle=_smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
-            ))
+            self.occluders.append(
+                _sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
 
     @staticmethod
     def _line_kernel(rng, length=9) -> np.ndarray:
@@ -685,11 +753,8 @@ class SyntheticVideo:
 
     def render(self, t: int) -> FrameResult:
         """Frame ``t`` (0-based): image before JPEG, label map, owner map and face boxes."""
-        w, h = self.w, self.h
-        rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
-        ox, oy = (int(round(v)) for v in self.pan[t])
-        image = np.ascontiguousarray(self.background[oy:oy + h, ox:ox + w])
-        cv = _Canvas(image)
+        rng = self.frame_rng(t)
+        cv = _Canvas(self.background_view(t))
         amodal = []
         poses = []
         for k, person in enumerate(self.people):
@@ -698,29 +763,16 @@ class SyntheticVideo:
             cv.scratch[:] = 0
             _FaceDrawer(cv, k, person.style, pose).draw()
             amodal.append(int(np.count_nonzero(cv.scratch)))
-        for occ in self.occluders:
-            a = math.radians(float(occ.angle[t]))
-            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-            pts = occ.shape @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
-            ipts = np.round(pts * 16).astype(np.int32)
-            cv2.fillPoly(cv.image, [ipts], occ.color, cv2.LINE_AA, 4)
-            inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
-            cv2.fillPoly(cv.image, [np.round(inner * 16).astype(np.int32)],
-                         _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
-            cv2.fillPoly(cv.label, [ipts], 0, cv2.LINE_8, 4)
-            cv2.fillPoly(cv.owner, [ipts], -1, cv2.LINE_8, 4)
+        self.paint_occluders(cv.image, cv.label, cv.owner, t)
 
         # face boxes: visible pixels of each person, neck and cloth excluded
         face_region = ~np.isin(cv.label, _BODY)
         boxes, box_owner = [], []
         for k in range(len(self.people)):
             vis = (cv.owner == k) & face_region
-            n_vis = int(np.count_nonzero(vis))
-            if n_vis < MIN_VISIBLE_PIXELS or n_vis < MIN_VISIBLE_FRACTION * max(amodal[k], 1):
+            if not _passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
                 continue
-            rows = np.flatnonzero(vis.any(axis=1))
-            cols = np.flatnonzero(vis.any(axis=0))
-            boxes.append([float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)])
+            boxes.append(_visible_box(vis))
             box_owner.append(k)
 
         image = self._photometric(cv.image, cv.label, t, rng)
@@ -744,15 +796,7 @@ class SyntheticVideo:
         # skin pores / fine texture
         skin = label == C["skin"]
         img[skin] *= (1 + rng.normal(0, 0.03, int(skin.sum())).astype(np.float32))[:, None]
-        # lighting: gain x directional gradient x colour cast
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        a = float(self.light_dir[t])
-        grad = ((xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)) / (0.5 * max(h, w))
-        light = float(self.gain[t]) * (1 + float(self.light_amp[t]) * grad)
-        img *= light[..., None] * self.cast[t].astype(np.float32)[None, None]
-        img = cv2.GaussianBlur(img, (0, 0), self.blur)
-        img += rng.normal(0, self.noise, img.shape).astype(np.float32)
-        return np.clip(img, 0, 255).astype(np.uint8)
+        return self.light_blur_noise(img, t, rng)
 
 
 # ---------------------------------------------------------------------------- datasets
