@@ -30,6 +30,7 @@ not depend on the order or the number of worker processes used.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
@@ -39,7 +40,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -79,12 +80,23 @@ PRESETS: Dict[str, dict] = {
     "default": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
     # For tests: 15 frames of 160x120.
     "tiny": dict(num_train_videos=3, num_val_videos=2, frames=3, size=(160, 120), seed=0),
+    # Real FASSEG faces in the generator's scenes (face_composite_fasseg_{train,test}): the
+    # train split cuts faces from FASSEG's train photos, the test split from its frontal test
+    # photos only (to evaluate on real faces at every size; never train on it). Frames of the
+    # cartoon sets' size, so that one INPUT configuration serves both in a mixed training;
+    # short videos, so that every source face appears (~215 faces for FASSEG's 202 train
+    # photos, ~55 for its 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
+    "composite_fasseg": dict(
+        num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
+        seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_train"),
+                             "test": ("fasseg_frontal_test",)}),
 }
 
 C = {name: i for i, name in enumerate(SYNTHETIC.classes)}
 _BODY = (C["neck"], C["cloth"])
 
-_SPLIT_IDS = {"train": 0, "val": 1}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+_SPLITS = tuple(_SPLIT_IDS)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -801,11 +813,17 @@ class SyntheticVideo(_Scene):
 
 # ---------------------------------------------------------------------------- datasets
 def default_synthetic_root(preset: str = "default") -> str:
-    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default) or
+    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default),
+    ``$DETECTRON2_DATASETS/face_<preset>`` for the composite presets (``composite_*``) or
     ``$DETECTRON2_DATASETS/face_synth_<preset>`` for other presets; DETECTRON2_DATASETS
     defaults to ``./datasets`` (read now, relative to the current directory)."""
     base = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    name = "face_synth" if preset in ("default", "quickstart") else f"face_synth_{preset}"
+    if preset in ("default", "quickstart"):
+        name = "face_synth"
+    elif preset.startswith("composite_"):
+        name = f"face_{preset}"
+    else:
+        name = f"face_synth_{preset}"
     return os.path.join(base, name)
 
 
@@ -813,26 +831,84 @@ def preset_params(preset: str) -> dict:
     """Keyword arguments of :func:`generate_synthetic_dataset` for a preset (without root)."""
     if preset not in PRESETS:
         raise KeyError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
-    return dict(PRESETS[preset])
+    return copy.deepcopy(PRESETS[preset])
 
 
-def _params_record(num_train_videos, num_val_videos, frames, size, seed) -> dict:
+def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, Optional[List[str]]]:
+    """``{split: source dataset names or None (cartoon people)}`` of the splits to write, in
+    the order train, val, test."""
+    if face_source is None:
+        return {s: None for s in _SPLITS if s != "test" or counts["test"] > 0}
+    if isinstance(face_source, str):
+        face_source = [face_source]
+    if isinstance(face_source, Mapping):
+        unknown = sorted(set(face_source) - set(_SPLITS))
+        if unknown:
+            raise ValueError(f"face_source: unknown split(s) {unknown}; splits are {_SPLITS}")
+        out = {}
+        for split in _SPLITS:
+            if split in face_source:
+                if counts[split] < 1:
+                    raise ValueError(f"face_source names faces for split '{split}' but its "
+                                     f"number of videos is {counts[split]}")
+                out[split] = [str(n) for n in face_source[split]]
+            elif counts[split] > 0:
+                raise ValueError(f"split '{split}' has {counts[split]} videos but face_source "
+                                 f"names no faces for it")
+    else:
+        out = {s: [str(n) for n in face_source] for s in _SPLITS if counts[s] > 0}
+    if not out or any(not names for names in out.values()):
+        raise ValueError(f"face_source needs at least one dataset name for a split with videos, "
+                         f"got {face_source!r} for videos {counts}")
+    return out
+
+
+def _params_record(num_train_videos, num_val_videos, frames, size, seed, num_test_videos=0,
+                   face_source=None) -> dict:
     w, h = (int(v) for v in size)
-    return {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
-            "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
-            "num_val_videos": int(num_val_videos), "frames": int(frames), "width": w,
-            "height": h, "seed": int(seed)}
+    rec = {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
+           "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
+           "num_val_videos": int(num_val_videos), "frames": int(frames), "width": w,
+           "height": h, "seed": int(seed)}
+    # keys only where they differ from a cartoon set of train and val, so that the records
+    # of datasets generated before these options existed stay valid
+    if num_test_videos:
+        rec["num_test_videos"] = int(num_test_videos)
+    if face_source is not None:
+        from .composite import COMPOSITE_VERSION
+
+        counts = {"train": rec["num_train_videos"], "val": rec["num_val_videos"],
+                  "test": int(num_test_videos)}
+        del rec["label_set"]  # the face sources' set, recorded in params.json
+        rec["composite_version"] = COMPOSITE_VERSION
+        rec["face_source"] = _split_sources(counts, face_source)
+    return rec
+
+
+def _record_splits(params: dict) -> List[str]:
+    """The splits a dataset with these parameters holds."""
+    if "face_source" in params:
+        return list(params["face_source"])
+    return ["train", "val"] + (["test"] if params.get("num_test_videos") else [])
 
 
 def _render_video(args) -> dict:
-    """Render and write one video (runs in worker processes); returns its JSON entry."""
-    out_root, split, index, seed, frames, w, h, n_videos = args
+    """Render and write one video (runs in worker processes); returns its JSON entry.
+    ``composite`` is None (cartoon people) or ``(source faces, label set)``."""
+    out_root, split, index, seed, frames, w, h, n_videos, composite = args
     video_id = f"{split}_{index:04d}"
-    # Coverage of the rare classes in every split: the first video's front person wears
-    # glasses and talks from frame 0, the second's (or the first's) wears a hat.
-    vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
-                         force_glasses=index == 0, force_open_mouth=index == 0,
-                         force_hat=index == min(1, n_videos - 1))
+    if composite is None:
+        # Coverage of the rare classes in every split: the first video's front person wears
+        # glasses and talks from frame 0, the second's (or the first's) wears a hat.
+        vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
+                             force_glasses=index == 0, force_open_mouth=index == 0,
+                             force_hat=index == min(1, n_videos - 1))
+    else:
+        from .composite import _COMPOSITE_TAG, CompositeVideo
+
+        faces, label_set = composite
+        vid = CompositeVideo([seed, _SPLIT_IDS[split], index, _COMPOSITE_TAG], w, h, frames,
+                             faces, label_set)
     img_dir = os.path.join(out_root, "images", video_id)
     lab_dir = os.path.join(out_root, "labels", video_id)
     inst_dir = os.path.join(out_root, "instances", video_id)
@@ -879,25 +955,31 @@ def _read_params(root: str) -> Optional[dict]:
 def _is_complete(root: str, params: dict) -> bool:
     rec = _read_params(root)
     return (rec is not None and rec.get("params") == params
-            and all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")))
+            and all(os.path.isfile(os.path.join(root, f"{s}.json"))
+                    for s in _record_splits(params)))
 
 
 def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
                               frames: int = 10, size: Tuple[int, int] = (320, 240),
-                              seed: int = 0) -> bool:
+                              seed: int = 0, num_test_videos: int = 0,
+                              face_source=None) -> bool:
     """Whether ``root`` holds a complete dataset generated with exactly these parameters
     (what :func:`generate_synthetic_dataset` would leave untouched)."""
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed)
+    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
+                            num_test_videos, face_source)
     return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
 
 
 def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
                                frames: int = 10, size: Tuple[int, int] = (320, 240),
-                               seed: int = 0, force: bool = False, workers: int = 1
+                               seed: int = 0, force: bool = False, workers: int = 1,
+                               num_test_videos: int = 0,
+                               face_source: Union[None, Sequence[str],
+                                                  Mapping[str, Sequence[str]]] = None,
                                ) -> Dict[str, str]:
     """Generate the synthetic dataset under ``root`` (idempotent).
 
-    If ``root/params.json`` records the same parameters and both split JSONs exist, nothing is
+    If ``root/params.json`` records the same parameters and every split JSON exists, nothing is
     done. If ``root`` holds a dataset with other parameters, ``force=True`` replaces it,
     otherwise a ValueError says so. A directory that is not a dataset of this generator is
     never deleted. Generation happens in ``<root>.tmp-<pid>`` and is renamed into place, under
@@ -907,18 +989,32 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
     Args:
         size: ``(width, height)`` in pixels.
         workers: processes rendering videos in parallel (results do not depend on it).
+        num_test_videos: videos of a ``test`` split (none by default).
+        face_source: None for cartoon people (label set ``synthetic``; splits train and val,
+            plus test when ``num_test_videos`` > 0). Otherwise real faces cut from registered
+            datasets (:mod:`.composite`; the frames' labels are in the sources' label set): a
+            list of dataset names used by every split that has videos, or a mapping
+            ``{split: [dataset names]}`` naming the sources of each split (exactly the splits
+            that have videos are written). All sources must share one label set.
     Returns:
-        ``{"root", "train", "val", "params"}``: absolute paths of the root, the split JSONs
-        and params.json.
+        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) for every split
+        written (``train`` and ``val`` for cartoon sets).
+    Raises:
+        ValueError: invalid parameters, a foreign directory at ``root``, another dataset there
+            (without ``force``), sources of different label sets.
+        KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
     """
     root = os.path.abspath(os.path.expanduser(root))
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed)
-    if params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0:
+    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
+                            num_test_videos, face_source)
+    if (params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0
+            or int(num_test_videos) < 0):
         raise ValueError(f"invalid synthetic dataset parameters: {params}")
     if params["width"] < 32 or params["height"] < 32:
         raise ValueError(f"synthetic frames must be at least 32x32, got {size}")
-    paths = {"root": root, "train": os.path.join(root, "train.json"),
-             "val": os.path.join(root, "val.json"), "params": os.path.join(root, "params.json")}
+    splits = _record_splits(params)
+    paths = {"root": root, **{s: os.path.join(root, f"{s}.json") for s in splits},
+             "params": os.path.join(root, "params.json")}
     if not force and _is_complete(root, params):
         return paths
     lock = os.path.join(os.path.dirname(root), ".locks", os.path.basename(root) + ".lock")
@@ -937,38 +1033,68 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                     f"{root} holds a synthetic dataset with other parameters "
                     f"({rec.get('params')}); pass force=True (--force) to replace it, or "
                     f"choose another root")
+        counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
+                  "test": int(num_test_videos)}
+        label_set, composite = SYNTHETIC, {s: None for s in splits}
+        record = {"params": params}
+        if "face_source" in params:
+            label_set, composite, record = _resolve_face_sources(params, counts)
         start = time.perf_counter()
         tmp = f"{root}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
             w, h = params["width"], params["height"]
-            jobs = {split: [(tmp, split, i, params["seed"], params["frames"], w, h, n)
-                            for i in range(n)]
-                    for split, n in (("train", params["num_train_videos"]),
-                                     ("val", params["num_val_videos"]))}
-            all_jobs = jobs["train"] + jobs["val"]
+            all_jobs = [(tmp, split, i, params["seed"], params["frames"], w, h, counts[split],
+                         None if composite[split] is None else (composite[split][i], label_set))
+                        for split in splits for i in range(counts[split])]
             if workers > 1 and len(all_jobs) > 1:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
                     videos = list(pool.map(_render_video, all_jobs, chunksize=2))
             else:
                 videos = [_render_video(j) for j in all_jobs]
-            n_train = len(jobs["train"])
-            for split, vids in (("train", videos[:n_train]), ("val", videos[n_train:])):
-                write_face_video_json(os.path.join(tmp, f"{split}.json"), SYNTHETIC, vids)
+            pos = 0
+            for split in splits:
+                extra = (None if composite[split] is None
+                         else {"face_source": params["face_source"][split]})
+                write_face_video_json(os.path.join(tmp, f"{split}.json"), label_set,
+                                      videos[pos:pos + counts[split]], extra=extra)
+                pos += counts[split]
             seconds = time.perf_counter() - start
             with open(os.path.join(tmp, "params.json"), "w", encoding="utf-8") as f:
-                json.dump({"params": params, "seconds": round(seconds, 2)}, f, indent=1)
+                json.dump({**record, "seconds": round(seconds, 2)}, f, indent=1)
             if os.path.exists(root):
                 shutil.rmtree(root)
             os.replace(tmp, root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Generated synthetic face-video dataset at %s: %d+%d videos x %d frames of "
-                "%dx%d in %.1f s", root, params["num_train_videos"], params["num_val_videos"],
-                params["frames"], params["width"], params["height"], seconds)
+    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in "
+                "%.1f s", "composite" if "face_source" in params else "synthetic", root,
+                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"],
+                params["width"], params["height"], seconds)
     return paths
+
+
+def _resolve_face_sources(params: dict, counts: Dict[str, int]):
+    """``(label set, {split: [source faces of each video]}, params.json record)`` of a
+    composite dataset: the sources are read and each video's faces drawn here, in the parent
+    process, so that the output does not depend on the number of workers."""
+    from .composite import _COMPOSITE_TAG, assign_source_faces, collect_source_faces
+
+    label_set, composite, n_faces = None, {}, {}
+    for split, names in params["face_source"].items():
+        ls, faces = collect_source_faces(names)
+        if label_set is not None and ls != label_set:
+            raise ValueError(f"face sources must share one label set: split '{split}' "
+                             f"({names}) has '{ls.name}', the other splits '{label_set.name}'")
+        label_set = ls
+        key = [params["seed"], _SPLIT_IDS[split], _COMPOSITE_TAG, 0xFACE]
+        composite[split] = [[faces[j] for j in ids]
+                            for ids in assign_source_faces(len(faces), counts[split], key)]
+        n_faces[split] = len(faces)
+    record = {"params": params, "label_set": label_set.name, "source_faces": n_faces}
+    return label_set, composite, record
 
 
 def generate_preset(preset: str, root: Optional[str] = None, force: bool = False,
