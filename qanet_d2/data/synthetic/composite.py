@@ -296,11 +296,11 @@ class _CutFace:
 def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: float,
                   dip: float, neck_halfwidth: float, shoulder: float, shoulder_drop: float
                   ) -> _CutFace:
-    """Cut ``face`` out (module docstring): flip; a neckline ``neck_drop`` box heights below the
-    box with a V ``dip`` box heights deep and ``neck_halfwidth`` box widths wide, shoulders
-    ``shoulder`` box widths from the neck's centre and ``shoulder_drop`` box heights below the
-    neckline; the face is kept above the torso's outline (extended sideways); rounded edge
-    cuts."""
+    """Cut ``face`` out (module docstring): flip; below the chin only the neck is kept; a
+    neckline ``neck_drop`` box heights below the box with a V ``dip`` box heights deep and
+    ``neck_halfwidth`` box widths wide, shoulders ``shoulder`` box widths from the neck's centre
+    and ``shoulder_drop`` box heights below the neckline; the face is kept above the torso's
+    outline; rounded edge cuts."""
     image, label, mask, (cx0, cy0, cx1, cy1), at_edge = _load_source(face)
     bx0, by0, bx1, by1 = face.box
     if flip:
@@ -317,6 +317,10 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     rows = np.flatnonzero(mask.any(axis=1))
     # neckline (pixel-centre row): below the chin, above the lowest face pixel
     y_t = max(float(min(box[3] + neck_drop * bh, rows[-1] - 0.02 * bh)), float(box[3]) - 0.5)
+    # below y_c (a little below the chin: the chin estimate of a source may be short) only
+    # the neck is kept: shoulders, clothes and hair below the chin would end in the photo's
+    # bottom edge
+    y_c = min(float(box[3]) + 0.06 * bh, y_t)
     # the neck's centre: the longest run of face pixels just below the chin
     r_n = int(np.clip(round(min(box[3] + 0.05 * bh, y_t)), 0, h - 1))
     runs = _runs(mask[r_n])
@@ -325,43 +329,31 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
         x_n = (a + b - 1) / 2.0
     else:
         x_n = (box[0] + box[2]) / 2.0 - 0.5
-    wn, sw_l, sw_r = neck_halfwidth * bw, shoulder * bw, shoulder * bw
-    cut = np.flatnonzero(mask[-1]) if at_edge[1] else np.zeros(0, int)
-    if cut.size:
-        # the photo cuts the person at its bottom edge: the shoulders reach past the cut
-        sw_l = max(sw_l, x_n - cut[0] + 0.2 * bw)
-        sw_r = max(sw_r, cut[-1] - x_n + 0.2 * bw)
+    wn, sw = neck_halfwidth * bw, shoulder * bw
     y_s = y_t + shoulder_drop * bh
     r_x, r_y = 0.16 * bw, 0.16 * bh  # shoulder roundness
     # the torso's top outline between the shoulders, left to right: shoulder, neckline with a
-    # V, shoulder
+    # V, shoulder; then rounded shoulders down to the arms
     inner = np.array([
-        [x_n - sw_l + r_x, y_s], [x_n - wn - 0.3 * bw, y_t + 0.04 * bh], [x_n - wn, y_t],
+        [x_n - sw + r_x, y_s], [x_n - wn - 0.3 * bw, y_t + 0.04 * bh], [x_n - wn, y_t],
         [x_n, y_t + dip * bh], [x_n + wn, y_t], [x_n + wn + 0.3 * bw, y_t + 0.04 * bh],
-        [x_n + sw_r - r_x, y_s]])
-    if cut.size:
-        # ... and the outline stays above the cut (flatter shoulders), hiding it under the
-        # clothes
-        xs = np.linspace(cut[0] - 0.03 * bw, cut[-1] + 0.03 * bw, 256)
-        below = float(np.interp(xs, inner[:, 0], inner[:, 1]).max()) - y_t
-        room = (h - 2.0) - y_t
-        if below > room:
-            inner[:, 1] = y_t + (inner[:, 1] - y_t) * max(room, 0.0) / below
-    # rounded shoulders down to the arms
+        [x_n + sw - r_x, y_s]])
     t = np.linspace(0, np.pi / 2, 7)[1:]
     right = np.stack([inner[-1, 0] + r_x * np.sin(t), inner[-1, 1] + r_y * (1 - np.cos(t))], 1)
     left = np.stack([inner[0, 0] - r_x * np.sin(t), inner[0, 1] + r_y * (1 - np.cos(t))], 1)
     outline = np.concatenate([left[::-1], inner, right])
-    bottom = max(y_t + 2.2 * bh, h + bh)
-    torso = np.concatenate([outline, [[x_n + sw_r - 0.04 * bw, bottom],
-                                      [x_n - sw_l + 0.04 * bw, bottom]]])
-    # keep the face above the outline, extended sideways (1 px under the torso's edge)
-    far = 4.0 * (w + h)
-    above = np.concatenate([[[-far, outline[0, 1]]], outline, [[far, outline[-1, 1]],
-                                                                [far, -far], [-far, -far]]])
-    above[:, 1] += 1.0
+    bottom = y_t + 2.2 * bh
+    torso = np.concatenate([outline, [[x_n + sw - 0.04 * bw, bottom],
+                                      [x_n - sw + 0.04 * bw, bottom]]])
+    # keep the face above y_c, and below it the neck down to the outline (1 px under the
+    # torso's edge)
+    half = wn + 0.1 * bw
+    xs = np.union1d(np.linspace(x_n - half, x_n + half, 33), [x_n])
+    band = np.concatenate([np.stack([xs, np.interp(xs, outline[:, 0], outline[:, 1]) + 1.0], 1),
+                           [[x_n + half, -1.0], [x_n - half, -1.0]]])
     keep = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(keep, [np.round(above * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+    keep[:max(0, int(math.floor(y_c)) + 1)] = 1
+    cv2.fillPoly(keep, [np.round(band * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
     keep = keep.astype(bool)
     mask = mask & keep
     _round_edge_cuts(mask, keep, at_edge, EDGE_ROUNDING * bw)
