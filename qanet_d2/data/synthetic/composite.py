@@ -1,25 +1,25 @@
 """Real labelled faces composited into the synthetic generator's scenes.
 
-A *face source* is a registered face-parsing dataset with label maps (e.g. ``fasseg_frontal_train``).
-Every face of it is cut out of its photo along its labels, and :class:`CompositeVideo` places
-1-4 of them in a video of the generator's scenes (:class:`~.generator._Scene`): textured panning
-backgrounds, drifting lighting, blur, noise and JPEG. The frames' label maps are in the source's
-label set.
+A *face source* is a registered face-parsing dataset with label maps (e.g.
+``fasseg_frontal_train``). Every face of it is cut out of its photo along its labels, and
+:class:`CompositeVideo` places 1-4 of them in a video of the generator's scenes
+(:class:`~.generator._Scene`): textured panning backgrounds, drifting lighting, blur, noise and
+JPEG. The frames' label maps are in the source's label set.
 
 Cutting a face (source image coordinates; :func:`_load_source`, :func:`_prepare_face`):
 
 * The face's pixels are those its labels give to the person: label neither background (0) nor
   ignore (255), and for a frame with a face-instance map, of that face's instance. Specks below
   1% of the face's area are dropped.
-* Below the chin, the photo is cut at a neckline ``y_t`` 0.08-0.3 box heights below the box
-  bottom (or just above the lowest face pixel), and a torso (clothes) is painted over the cut,
-  so that no face ends in the photo's straight bottom edge (FASSEG's skin runs down the neck to
-  the image bottom). The torso covers the whole width of the cut and is labelled as the set's
-  ``cloth`` class if it has one, else background (FASSEG labels clothes background). A V-shaped
-  neckline shows a little more neck.
-* Where the face touches the photo's top, left or right edge (hair cut off by the frame), the cut
-  is rounded: a parabola removes up to ~a third of the run's length at its ends, so that a head
-  does not end in a straight line.
+* Below the chin (the box bottom plus 6% of the box height, as chin estimates may be short)
+  only the neck is kept: hair, shoulders and clothes below the chin would end in the photo's
+  straight bottom edge (FASSEG's skin runs down the neck to the image bottom). A torso
+  (clothes: sloping, rounded shoulders, a V neckline 0.08-0.3 box heights below the box,
+  plain or striped) is painted over the neck's end. It is labelled as the set's ``cloth``
+  class if it has one, else background (FASSEG labels clothes background).
+* Where the face touches the photo's top, left or right edge (hair cut off by the frame), the
+  cut is rounded into a dome (:func:`_round_edge_cuts`), so that a head does not end in a
+  straight line.
 * A horizontal flip mirrors image, labels and box and swaps the label set's flip pairs
   (``LabelSet.flip_lut``).
 
@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 COMPOSITE_VERSION = 1
 FEATHER_SIGMA = 0.6  # frame pixels: softness of a pasted face's alpha edge
-EDGE_ROUNDING = 0.3  # depth of the rounding of cuts at the photo's edges, in run lengths
+EDGE_ROUNDING = 0.3  # depth of the rounding of cuts at the photo's edges, in span lengths
 MIN_SPECK_FRACTION = 0.01  # face components below this share of the face's pixels are dropped
 # Appended to the seed keys of composite videos so that they never share the random stream of
 # a cartoon video of the same seed, split and index.

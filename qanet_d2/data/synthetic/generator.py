@@ -1,4 +1,6 @@
-"""Deterministic generator of a synthetic face-parsing VIDEO dataset (label set ``"synthetic"``).
+"""Deterministic generator of synthetic face-parsing VIDEO datasets: cartoon people (label set
+``"synthetic"``), or real labelled faces cut from registered datasets and composited into the
+same scenes (``face_source``; label set of the faces' dataset; see :mod:`.composite`).
 
 Every video has ``frames`` frames of ``width x height`` pixels showing 1-4 cartoon people whose
 faces move smoothly (translation, scale, in-plane rotation within +-40 degrees, a little yaw),
@@ -24,8 +26,24 @@ face of every pixel: k + 1 for the person of box k, all of their visible labelle
 (neck and cloth included, as a person instance owns all its parts in the human-parsing
 benchmarks), 0 for background, occluders and persons without a box.
 
+Real faces (``generate_synthetic_dataset(..., face_source=[dataset names])``, preset
+``composite_fasseg``): each video places 1-4 faces cut out of the source dataset's photos along
+their labels (a torso painted under the neck, rounded cuts where a photo's edge crops the head)
+at the cartoon faces' sizes, rotations and motion, flipped half of the time with the set's flip
+pairs swapped, their colours varied, over the same backgrounds with the same occluders and
+photometric steps. Labels are the source's (one label set per dataset); occluders and torsos
+are background (torsos are ``cloth`` in a set with that class). Boxes are the source's own face
+box transformed with the face, clipped to its visible pixels, with the same visibility rule;
+instance maps as above.
+
+Splits: ``train`` and ``val`` (cartoon sets always write both), plus ``test`` with
+``num_test_videos``; with ``face_source`` as a mapping ``{split: [names]}`` each split takes its
+faces from its own sources (e.g. real test faces only in the test split).
+
 Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``: the output does
-not depend on the order or the number of worker processes used.
+not depend on the order or the number of worker processes used. Composite videos append a tag
+to the key (they never share a cartoon video's random stream), and the faces of each video are
+drawn in the parent process from the split's key.
 """
 from __future__ import annotations
 
