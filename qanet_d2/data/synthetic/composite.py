@@ -357,6 +357,10 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     keep = keep.astype(bool)
     mask = mask & keep
     _round_edge_cuts(mask, keep, at_edge, EDGE_ROUNDING * bw)
+    if not mask.any():
+        raise DataReadError(f"{face.label_file}: face {face.instance_id or 1} of "
+                            f"{face.image_id} ({face.dataset}) has no labelled pixel above its "
+                            f"chin (box {list(face.box)})")
     m = mask.astype(np.float32)
     premult = np.concatenate([image.astype(np.float32) * m[..., None], m[..., None]], axis=2)
     lab = np.where(mask, label, 0)

@@ -578,7 +578,8 @@ class FrameResult:
     """One rendered frame: ``image`` (H x W x 3 BGR uint8, before JPEG), ``label`` (H x W
     uint8), ``owner`` (H x W int16, person index or -1), ``boxes`` (XYXY_ABS of the persons
     that pass the visibility rule, in painting order), ``box_owner`` (their person indices),
-    ``poses`` (the FacePose of every person, painting order)."""
+    ``poses`` (in painting order, the FacePose of every cartoon person, or the
+    :class:`~.composite.FacePlacement` of every real face)."""
 
     image: np.ndarray
     label: np.ndarray
