@@ -254,6 +254,68 @@ def test_faces_occlude_each_other_in_painting_order(toy_source):
     assert b_both[0] == b_alone[0] and b_both[1] == b_alone[1]
 
 
+def test_frames_keep_each_faces_labels_and_boxes_consistent(toy_source):
+    """In drawn scenes (1-4 faces at random sizes, angles and flips, moving occluders), for
+    every frame and face: the pixels the face owns carry its own source's labels at the place
+    its transform maps them from (flip pairs swapped), its box (if it has one) is the tight box
+    of its visible pixels inside its transformed source box, and the instance map is k + 1
+    exactly on the face of box k."""
+    _, faces = collect_source_faces([SRC_NAME])
+    src = {f.image_id: cv2.imread(f.label_file, cv2.IMREAD_UNCHANGED) for f in faces}
+    k5 = np.ones((5, 5), np.uint8)
+    checked_px = checked_boxes = multi = 0
+    for i, ids in enumerate(assign_source_faces(len(faces), 10, [0, 0, 11])):
+        vid = CompositeVideo([i, 0, 11, _COMPOSITE_TAG], 320, 240, 3, [faces[j] for j in ids], TOY)
+        multi += len(vid.faces) > 1
+        for t in (0, 2):
+            fr = vid.render(t)
+            inst = fr.instance_map()
+            assert fr.box_owner == sorted(set(fr.box_owner)) and len(fr.boxes) == len(fr.box_owner)
+            for k, p in enumerate(vid.faces):
+                pl = vid.placement(k, t)
+                inv = np.linalg.inv(np.vstack([pl.matrix, [0, 0, 1]]))
+                yy, xx = np.mgrid[0:vid.h, 0:vid.w]
+                u = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]  # source pixel centres
+                v = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
+                # labels: the source's, warped; checked where the source is uniform around
+                # the mapped point and above the chin (below it the neckline cuts)
+                lab = src[p.face.image_id]
+                exp = cv2.warpAffine(lab, pl.matrix, (vid.w, vid.h), flags=cv2.INTER_NEAREST,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                exp = TOY.flip_lut()[exp] if pl.flip else exp
+                uniform = cv2.erode(exp, k5) == cv2.dilate(exp, k5)
+                own = fr.owner == k
+                sel = own & uniform & (exp > 0) & (v < p.face.box[3] - 3)
+                assert (fr.label[sel] == exp[sel]).all(), (i, t, k)
+                assert set(np.unique(fr.label[own])) <= set(np.unique(lab)) - {BG}
+                checked_px += int(sel.sum())
+                # box: tight on the face's visible pixels inside its source box (pixel-edge
+                # XYXY -> pixel-centre bounds), up to 1.5 frame pixels at the box's border
+                x0, y0, x1, y1 = p.face.box
+                tol = 1.5 / pl.scale
+
+                def in_box(d):
+                    return ((u >= x0 - 0.5 + d) & (u <= x1 - 0.5 - d)
+                            & (v >= y0 - 0.5 + d) & (v <= y1 - 0.5 - d))
+
+                if k not in fr.box_owner:
+                    assert np.count_nonzero(own & in_box(tol)) < max(
+                        12, 0.15 * fr.amodal_area[k]) + 3 * (x1 - x0 + y1 - y0) * pl.scale
+                    assert not np.isin(inst[own], range(1, len(fr.boxes) + 1)).any()
+                    continue
+                j = fr.box_owner.index(k)
+                assert ((inst == j + 1) == own).all()
+                bx0, by0, bx1, by1 = fr.boxes[j]
+                inner, outer = own & in_box(tol), own & in_box(-tol)
+                ys, xs = np.nonzero(outer)  # the box lies within these pixels' extent
+                assert xs.min() <= bx0 and ys.min() <= by0 and bx1 <= xs.max() + 1 and by1 <= ys.max() + 1
+                ys, xs = np.nonzero(inner)  # and holds all of these
+                if xs.size:
+                    assert bx0 <= xs.min() and by0 <= ys.min() and xs.max() < bx1 and ys.max() < by1
+                checked_boxes += 1
+    assert checked_px > 40000 and checked_boxes >= 30 and multi >= 4
+
+
 # --------------------------------------------------------------------------- scenes
 def test_sizes_angles_and_face_counts(toy_source):
     _, faces = collect_source_faces([SRC_NAME])
