@@ -204,3 +204,16 @@ def test_call_rescales_scores_sorts_and_paints():
     torch.testing.assert_close(inst.crop_affines[:, :, :, 2], f.crop_affines[order][:, :, :, 2] * 2)
     assert torch.equal(out["labels"], reference_labels(inst, p.order(inst)))
     assert torch.equal(out["sem_seg"].argmax(0).to(torch.uint8), out["labels"])
+
+
+@pytest.mark.parametrize("shape, dim", [((17, 128, 96), 0), ((2, 1, 5, 70, 90), 2), ((300, 17), 1)])
+def test_channel_max_is_torch_max_with_first_maximum_on_ties(shape, dim):
+    from qanet_d2.modeling.postprocessing import channel_max
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.randint(0, 4, shape, generator=g).float() / 4  # many exact ties
+    top, labels = channel_max(probs, dim)
+    ref_top, ref_labels = probs.max(dim=dim)
+    assert torch.equal(top, ref_top) and torch.equal(labels, ref_labels)
+    assert torch.equal(labels, probs.argmax(dim=dim))
+    assert torch.equal(channel_max(probs, dim, label_dtype=torch.uint8)[1], ref_labels.to(torch.uint8))

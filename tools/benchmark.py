@@ -261,7 +261,7 @@ def cpu_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def get_parser():
+def build_argument_parser():
     p = argparse.ArgumentParser(description="Per-stage inference time and memory for 1, 4 and 16 faces")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--faces", type=int, nargs="+", default=[1, 4, 16], help="faces per image (square numbers)")
@@ -295,7 +295,7 @@ def setup_cfg(args, extra=()):
 def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
     from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
 
-    args = get_parser().parse_args(argv)
+    args = build_argument_parser().parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -114,7 +114,7 @@ def markdown_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def get_parser():
+def build_argument_parser():
     p = argparse.ArgumentParser(description="Flicker and J&F with and without temporal smoothing")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--dataset", default=None, help="registered video dataset (default: DATASETS.TEST[0])")
@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from detectron2.utils.logger import setup_logger
     from qanet_d2.predictor import FaceParsingPredictor
 
-    args = get_parser().parse_args(argv)
+    args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2.measure_flicker")
     cfg = get_cfg()
     add_qanet_config(cfg)

@@ -29,13 +29,16 @@ reference can mirror line by line:
    background one-hot and take the face's view-averaged probabilities where it paints a label,
    so that their argmax is the label map.
 
-Speed and memory: the label map needs no ``C x H x W`` tensor. A face's window is processed in
-tiles of at most ``PASTE_TILE`` pixels a side, and inside a tile the ``C``-channel interpolation
-runs only where it can change the result: where the four crop pixels around a sample point have
-the same label in every view, the (convex) bilinear mix of their probabilities has that label
-too, so those pixels take it directly (an exact shortcut, not an approximation). For the
-axis-aligned affines that inference produces, finding the crop cell of a pixel is separable in x
-and y. Rotated affines (e.g. smoothing over a rotating track) take the full interpolation.
+Speed and memory: the label map needs no ``C x H x W`` tensor. Faces' windows are cut into tiles
+of at most ``PASTE_TILE`` pixels a side, and tiles are pasted in runs of at most
+``PASTE_TILE ** 2`` (padded) pixels, several faces per tensor operation, so memory is bounded by
+the tile size whatever the image and face sizes. The ``C``-channel interpolation runs only where
+it can change the result: where the four crop pixels around a sample point have the same label
+in every view, the bilinear mix of their probabilities (a convex combination of vectors sharing
+an argmax) has that label too, so those pixels take it directly: an exact shortcut, not an
+approximation. For the axis-aligned affines that inference produces, finding the crop cell of a
+pixel is separable in x and y. Rotated affines (e.g. from a smoothing over a rotating track) and
+class scores take the full interpolation.
 """
 from __future__ import annotations
 
@@ -56,10 +59,13 @@ __all__ = [
     "PastedFace",
     "paste_face",
     "face_window",
+    "face_windows",
+    "crop_cells",
     "paint_order",
     "pixel_scores",
     "face_scores",
     "crop_labels_from_probs",
+    "channel_max",
     "PAINT_ORDERS",
     "PIXEL_SCORE_REGIONS",
 ]
@@ -80,7 +86,7 @@ def pixel_scores(probs: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
     """
     if probs.shape[0] == 0:
         return probs.new_zeros(0)
-    top = probs.max(dim=1).values.flatten(1)
+    top = channel_max(probs, dim=1)[0].flatten(1)
     keep = (top >= thresh).to(top.dtype)
     return (top * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
@@ -100,13 +106,38 @@ def face_scores(box_scores, iou_scores, pix_scores, weights: Sequence[float] = (
     return torch.exp(terms / max(a + b + c, eps))
 
 
+def channel_max(probs: torch.Tensor, dim: int = 0, label_dtype: torch.dtype = torch.long) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(max, argmax)`` over dimension ``dim`` (the first maximum wins ties, as ``torch.argmax``),
+    the argmax as ``label_dtype``.
+
+    Same result as ``probs.max(dim)``. On the CPU, torch's reduction over an outer dimension of
+    a large contiguous tensor is slow (about 1 ms for one 17 x 128 x 96 crop); a running maximum
+    over the channel planes is elementwise and faster. Small tensors and channels-last ones
+    (channel innermost) reduce fast natively.
+    """
+    small = probs.numel() <= 4096 * probs.shape[dim]
+    if probs.device.type != "cpu" or probs.shape[dim] < 2 or probs.stride(dim) == 1 or small:
+        top, labels = probs.max(dim=dim)
+        return top, labels.to(label_dtype)
+    planes = probs.unbind(dim)
+    best = planes[0].clone()
+    labels = torch.zeros(best.shape, dtype=label_dtype)
+    for c in range(1, len(planes)):
+        better = torch.gt(planes[c], best)
+        torch.maximum(best, planes[c], out=best)
+        # labels = c where better: arithmetic is several times faster than masked_fill_ here
+        # (exact for uint8 too: the difference wraps around and back)
+        labels.add_(better.to(label_dtype) * (c - labels))
+    return best, labels
+
+
 def crop_labels_from_probs(probs: torch.Tensor) -> torch.Tensor:
     """Argmax labels (first maximum), background (0) where the max probability is below 1 / C.
 
     ``probs``: ``... x C x h x w`` -> ``... x h x w`` long.
     """
     num_classes = probs.shape[-3]
-    top, labels = probs.max(dim=-3)
+    top, labels = channel_max(probs, dim=probs.dim() - 3)
     return torch.where(top < 1.0 / num_classes, torch.zeros_like(labels), labels)
 
 
@@ -120,13 +151,21 @@ def paint_order(paint_scores: torch.Tensor, other_scores: torch.Tensor, thresh: 
 
 
 # ---------------------------------------------------------------------------- pasting
+def face_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> List[Tuple[int, int, int, int]]:
+    """Integer windows ``(x0, y0, x1, y1)`` covering the crops of each face's views
+    (``N x V x 2 x 3`` affines), clipped to the image (empty, ``x1 <= x0`` or ``y1 <= y0``, when
+    outside it)."""
+    n, v = affines.shape[:2]
+    if n == 0:
+        return []
+    wins = crop_windows(affines.reshape(n * v, 2, 3).float(), crop_size, image_size).reshape(n, v, 4)
+    lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
+    return [tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()]
+
+
 def face_window(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
-    """Integer window ``(x0, y0, x1, y1)`` covering the crops of one face's ``V x 2 x 3``
-    views, clipped to the image (empty, ``x1 <= x0`` or ``y1 <= y0``, when outside it)."""
-    wins = crop_windows(affines, crop_size, image_size)
-    x0, y0 = wins[:, :2].min(dim=0).values.tolist()
-    x1, y1 = wins[:, 2:].max(dim=0).values.tolist()
-    return int(x0), int(y0), int(x1), int(y1)
+    """:func:`face_windows` of one face's ``V x 2 x 3`` views."""
+    return face_windows(affines[None], crop_size, image_size)[0]
 
 
 @dataclass
@@ -144,124 +183,190 @@ class PastedFace:
     top: Optional[torch.Tensor] = None
 
 
-class _View:
-    """One view of a face: probabilities, image -> crop affine and its crop-cell labels."""
-
-    def __init__(self, probs: torch.Tensor, affine: torch.Tensor):
-        self.probs = probs[None].float()  # 1 x C x h x w
-        self.h, self.w = probs.shape[-2:]
-        self.inv = invert_affines(affine[None].float())[0].double().cpu()
-        self.axis_aligned = bool(self.inv[0, 1] == 0 and self.inv[1, 0] == 0)
-        self._cells = None
-        self._top = None
-
-    def normalised(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``grid_sample`` coordinates (float32) of image points (pixel centres, float64)."""
-        a = self.inv.to(x.device)
-        u = a[0, 0] * x + a[0, 1] * y + a[0, 2]
-        v = a[1, 0] * x + a[1, 1] * y + a[1, 2]
-        return (u * (2.0 / self.w) - 1.0).float(), (v * (2.0 / self.h) - 1.0).float()
-
-    def cells(self) -> torch.Tensor:
-        """``(h+1) x (w+1)`` uint8: per interpolation cell (the square between four crop pixel
-        centres, crop edges replicated), the label its four corners share, or ``_MIXED``."""
-        if self._cells is None:
-            labels = self.probs[0].argmax(dim=0).to(torch.uint8)
-            pad = F.pad(labels[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0].to(torch.uint8)
-            a, b, c, d = pad[:-1, :-1], pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
-            uniform = (a == b) & (a == c) & (a == d)
-            self._cells = torch.where(uniform, a, torch.full_like(a, _MIXED))
-        return self._cells
-
-    def top_map(self) -> torch.Tensor:
-        """``1 x 1 x h x w`` per-pixel max probability."""
-        if self._top is None:
-            self._top = self.probs.max(dim=1, keepdim=True).values
-        return self._top
+def crop_cells(probs: torch.Tensor) -> torch.Tensor:
+    """Labels of the interpolation cells of crops: ``... x C x h x w`` probabilities ->
+    ``... x (h+1) x (w+1)`` uint8. Cell ``(i, j)`` is the square between the centres of crop
+    pixels ``(i-1, j-1)`` and ``(i, j)`` (crop edges replicated); its value is the label (argmax)
+    that its four corners share, or ``_MIXED`` (255) when they differ."""
+    h, w = probs.shape[-2:]
+    labels = channel_max(probs, dim=probs.dim() - 3, label_dtype=torch.uint8)[1]
+    rows = torch.arange(-1, h + 1, device=labels.device).clamp(0, h - 1)
+    cols = torch.arange(-1, w + 1, device=labels.device).clamp(0, w - 1)
+    pad = labels.index_select(-2, rows).index_select(-1, cols)  # ... x (h+2) x (w+2)
+    a, b, c, d = pad[..., :-1, :-1], pad[..., :-1, 1:], pad[..., 1:, :-1], pad[..., 1:, 1:]
+    uniform = (a == b) & (a == c) & (a == d)
+    return torch.where(uniform, a, torch.full_like(a, _MIXED))
 
 
-def _sample(view: _View, source: torch.Tensor, gu: torch.Tensor, gv: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``source`` (``1 x C x h x w``) at normalised points, crop edges
-    clamped: ``C x <points shape>``."""
-    grid = torch.stack([gu, gv], dim=-1).reshape(1, 1, -1, 2).to(source.device)
-    out = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0, :, 0].reshape((source.shape[1],) + tuple(gu.shape))
+@dataclass
+class _Item:
+    """A piece of a face's window, pasted as one unit: face index and window ``(x0, y0, x1, y1)``."""
+
+    face: int
+    window: Tuple[int, int, int, int]
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        x0, y0, x1, y1 = self.window
+        return y1 - y0, x1 - x0
 
 
-def _paste_tile(views: List[_View], tile: Tuple[int, int, int, int], num_classes: int, with_top: bool, with_probs: bool):
-    """Labels (uint8, ``_OUTSIDE`` where no view covers the pixel), optionally the max and
-    the probabilities of the view-averaged interpolation, on one tile ``(x0, y0, x1, y1)``."""
-    x0, y0, x1, y1 = tile
-    device = views[0].probs.device
-    xs = torch.arange(x0, x1, dtype=torch.float64) + 0.5
-    ys = torch.arange(y0, y1, dtype=torch.float64) + 0.5
-    th, tw = len(ys), len(xs)
-    shortcut = not with_probs and all(v.axis_aligned for v in views)
-    if shortcut:
-        codes = torch.full((th, tw), _OUTSIDE, dtype=torch.uint8, device=device)
-        for view in views:
-            gu, gv = view.normalised(xs, torch.zeros_like(xs))[0], view.normalised(torch.zeros_like(ys), ys)[1]
-            inside = (gv.abs() <= 1)[:, None] & (gu.abs() <= 1)[None, :]
+def _items(windows: Dict[int, Tuple[int, int, int, int]], order: Sequence[int], tile: int) -> List[_Item]:
+    """The faces' windows, in ``order``, cut into tiles of at most ``tile x tile`` pixels."""
+    items = []
+    for i in order:
+        x0, y0, x1, y1 = windows[i]
+        for ty in range(y0, y1, tile):
+            for tx in range(x0, x1, tile):
+                items.append(_Item(i, (tx, ty, min(tx + tile, x1), min(ty + tile, y1))))
+    return items
+
+
+def _chunks(items: List[_Item], max_pixels: int, max_items: int):
+    """Consecutive runs of at most ``max_items`` items whose windows, padded to the largest
+    height and width of the run, hold at most ``max_pixels`` pixels (a larger item alone)."""
+    chunk, hmax, wmax = [], 0, 0
+    for item in items:
+        h, w = item.size
+        nh, nw = max(hmax, h), max(wmax, w)
+        if chunk and ((len(chunk) + 1) * nh * nw > max_pixels or len(chunk) >= max_items):
+            yield chunk
+            chunk, nh, nw = [], h, w
+        chunk.append(item)
+        hmax, wmax = nh, nw
+    if chunk:
+        yield chunk
+
+
+def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool):
+    """Paste a run of items at once (steps 2 and 3 of the module docstring).
+
+    Args:
+        probs: ``F x V x C x h x w`` probabilities of the items' faces (one row per item).
+        inverse: ``F x V x 2 x 3`` float64 image -> crop affines.
+
+    Returns:
+        ``(codes, top, point_probs)``: ``F x Hmax x Wmax`` uint8 labels (``_OUTSIDE`` where no
+        view covers a pixel, and beyond each item's own size), ``F x Hmax x Wmax`` max of the
+        view-averaged probabilities (``with_top``) and, ``with_probs``, the ``K x C`` averaged
+        probabilities (0 where no view covers the pixel) of every pixel of every item, item after
+        item in row-major order (else None).
+    """
+    num_items, num_views, num_classes, h, w = probs.shape
+    device = probs.device
+    sizes = np.array([it.size for it in items])  # F x 2 (height, width)
+    origin = np.array([it.window[:2] for it in items], dtype=np.float64)  # F x 2 (x0, y0)
+    hmax, wmax = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+    # pixel centres of every item's window (padded to the largest), image coordinates
+    xs = origin[:, 0:1] + np.arange(wmax) + 0.5  # F x Wmax
+    ys = origin[:, 1:2] + np.arange(hmax) + 0.5  # F x Hmax
+    valid_x = np.arange(wmax)[None, :] < sizes[:, 1:2]
+    valid_y = np.arange(hmax)[None, :] < sizes[:, 0:1]
+    axis_aligned = (inverse[:, :, 0, 1] == 0) & (inverse[:, :, 1, 0] == 0)  # F x V
+
+    # items whose pixels are all computed the exact way: rotated views, or probabilities asked for
+    exact_items = ~axis_aligned.all(axis=1) | with_probs
+    if not with_probs:
+        cells = crop_cells(probs)  # F x V x (h+1) x (w+1)
+    top = None
+    if with_top:
+        top_maps = channel_max(probs, dim=2)[0]  # F x V x h x w
+        top = torch.zeros((num_items, hmax, wmax), device=device)
+        top_count = torch.zeros((num_items, hmax, wmax), device=device)
+    codes = None
+    for v in range(num_views):
+        a = inverse[:, v]
+        # separable crop coordinates of the pixel centres (exact for axis-aligned views)
+        gu = ((a[:, 0, 0:1] * xs + a[:, 0, 2:3]) * (2.0 / w) - 1.0).astype(np.float32)  # F x Wmax
+        gv = ((a[:, 1, 1:2] * ys + a[:, 1, 2:3]) * (2.0 / h) - 1.0).astype(np.float32)  # F x Hmax
+        inside = torch.from_numpy(((np.abs(gv) <= 1) & valid_y)[:, :, None] & ((np.abs(gu) <= 1) & valid_x)[:, None, :]).to(device)
+        view_codes = torch.full((num_items, hmax, wmax), _OUTSIDE, dtype=torch.uint8, device=device)
+        if not with_probs:
             # crop cell of a pixel: floor(u + 0.5) with u the crop coordinate, i.e. (g + 1) * w / 2
-            jx = torch.floor((gu.double() + 1.0) * (view.w / 2.0) + 0.5).clamp(0, view.w).long()
-            iy = torch.floor((gv.double() + 1.0) * (view.h / 2.0) + 0.5).clamp(0, view.h).long()
-            view_codes = view.cells().index_select(0, iy.to(device)).index_select(1, jx.to(device))
-            view_codes = view_codes.masked_fill(~inside.to(device), _OUTSIDE)
+            jx = np.clip(np.floor((gu.astype(np.float64) + 1.0) * (w / 2.0) + 0.5), 0, w).astype(np.int64)
+            iy = np.clip(np.floor((gv.astype(np.float64) + 1.0) * (h / 2.0) + 0.5), 0, h).astype(np.int64)
+            jx, iy = torch.from_numpy(jx).to(device), torch.from_numpy(iy).to(device)
+            for k in range(num_items):  # a row and a column selection per item: cheaper than one gather
+                view_codes[k] = cells[k, v].index_select(0, iy[k]).index_select(1, jx[k])
+            view_codes.masked_fill_(~inside, _OUTSIDE)
+            if with_top:
+                grid = torch.stack(torch.broadcast_tensors(torch.from_numpy(gu)[:, None, :], torch.from_numpy(gv)[:, :, None]), dim=-1)
+                sampled = F.grid_sample(top_maps[:, v : v + 1], grid.to(device), mode="bilinear", padding_mode="border", align_corners=False)
+                top += sampled[:, 0] * inside
+                top_count += inside
+        if v == 0:
+            codes = view_codes
+        else:  # a pixel covered by views that disagree is computed the exact way
             agree = (view_codes == codes) | (view_codes == _OUTSIDE)
             codes = torch.where(codes == _OUTSIDE, view_codes, torch.where(agree, codes, torch.full_like(codes, _MIXED)))
-        exact = (codes == _MIXED).nonzero(as_tuple=True)
-    else:
-        codes = torch.empty((th, tw), dtype=torch.uint8, device=device)
-        grid_y, grid_x = torch.meshgrid(torch.arange(th, device=device), torch.arange(tw, device=device), indexing="ij")
-        exact = (grid_y.reshape(-1), grid_x.reshape(-1))
+    if exact_items.any():
+        everywhere = (valid_y[:, :, None] & valid_x[:, None, :]) & exact_items[:, None, None]
+        codes = codes.masked_fill(torch.from_numpy(everywhere).to(device), _MIXED)
+    if with_top:
+        top = top / top_count.clamp(min=1.0)
 
-    probs, exact_top = None, None
-    py, px = exact
-    if len(py):
-        x = xs[px.cpu()]
-        y = ys[py.cpu()]
+    point_probs = None
+    f, py, px = (codes == _MIXED).nonzero(as_tuple=True)
+    if len(f):
+        fi = f.cpu().numpy()
+        x = origin[fi, 0] + px.cpu().numpy() + 0.5
+        y = origin[fi, 1] + py.cpu().numpy() + 0.5
+        counts = np.bincount(fi, minlength=num_items)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = torch.from_numpy(np.arange(len(fi)) - starts[fi]).to(device)
         total, count = None, None
-        for view in views:
-            gu, gv = view.normalised(x, y)
-            inside = ((gu.abs() <= 1) & (gv.abs() <= 1)).to(device)
-            sampled = _sample(view, view.probs, gu, gv) * inside.to(torch.float32)
+        for v in range(num_views):
+            a = inverse[fi, v]  # K x 2 x 3
+            gu = ((a[:, 0, 0] * x + a[:, 0, 1] * y + a[:, 0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
+            gv = ((a[:, 1, 0] * x + a[:, 1, 1] * y + a[:, 1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
+            inside = torch.from_numpy((np.abs(gu) <= 1) & (np.abs(gv) <= 1)).to(device, torch.float32)
+            # one grid_sample for all items: each item's points, padded to the longest list
+            grid = torch.zeros((num_items, 1, int(counts.max()), 2), device=device)
+            grid[f, 0, pos] = torch.from_numpy(np.stack([gu, gv], axis=1)).to(device)
+            sampled = F.grid_sample(probs[:, v], grid, mode="bilinear", padding_mode="border", align_corners=False)
+            sampled = sampled[f, :, 0, pos] * inside[:, None]  # K x C
             total = sampled if total is None else total + sampled
-            count = inside.to(torch.float32) if count is None else count + inside.to(torch.float32)
-        avg = total / count.clamp(min=1.0)
-        exact_top, lab = avg.max(dim=0)
+            count = inside if count is None else count + inside
+        avg = total / count.clamp(min=1.0)[:, None]
+        exact_top, lab = avg.max(dim=1)
         lab = torch.where(exact_top < 1.0 / num_classes, torch.zeros_like(lab), lab)
         lab = torch.where(count > 0, lab, torch.full_like(lab, _OUTSIDE))
-        codes[py, px] = lab.to(torch.uint8)
+        codes[f, py, px] = lab.to(torch.uint8)
+        if with_top:
+            top[f, py, px] = exact_top
         if with_probs:
-            probs = avg.reshape(num_classes, th, tw)
-    elif with_probs:
-        probs = torch.zeros((num_classes, th, tw), device=device)
-
-    top_map = None
-    if with_top:
-        if shortcut:
-            # Where the shortcut applies, the maximum is the interpolated per-pixel maximum.
-            total = torch.zeros((th, tw), device=device)
-            count = torch.zeros((th, tw), device=device)
-            for view in views:
-                gu, gv = view.normalised(xs, torch.zeros_like(xs))[0], view.normalised(torch.zeros_like(ys), ys)[1]
-                inside = ((gv.abs() <= 1)[:, None] & (gu.abs() <= 1)[None, :]).to(device, torch.float32)
-                sampled = _sample(view, view.top_map(), gu[None, :].expand(th, tw), gv[:, None].expand(th, tw))[0]
-                total += sampled * inside
-                count += inside
-            top_map = total / count.clamp(min=1.0)
-        else:
-            top_map = torch.zeros((th, tw), device=device)
-        if len(py):
-            top_map[py, px] = exact_top
-    return codes, top_map, probs
+            point_probs = avg
+    return codes, top, point_probs
 
 
-def _tiles(window: Tuple[int, int, int, int], tile: int):
-    x0, y0, x1, y1 = window
-    for ty in range(y0, y1, tile):
-        for tx in range(x0, x1, tile):
-            yield tx, ty, min(tx + tile, x1), min(ty + tile, y1)
+def _paste(probs: torch.Tensor, affines: torch.Tensor, items: List[_Item], tile: int, with_top: bool = False, with_probs: bool = False):
+    """Paste ``items`` (pieces of the windows of faces with ``N x V x C x h x w`` probabilities
+    and ``N x V x 2 x 3`` crop -> image affines), a chunk of at most ``tile * tile`` pixels at a
+    time, and yield them in order: ``(item, labels, inside, top, item_probs)`` with ``labels``
+    (uint8, 0 outside the face's crops), ``inside`` (bool), ``top`` (float, ``with_top``) and
+    ``item_probs`` (``C x h x w`` view-averaged probabilities, 0 outside, ``with_probs``) of the
+    item's window."""
+    if not items:
+        return
+    num_classes = probs.shape[2]
+    faces = sorted({it.face for it in items})
+    inverse = {i: inv for i, inv in zip(faces, invert_affines(affines[faces].reshape(-1, 2, 3).float()).double().reshape(len(faces), -1, 2, 3).cpu().numpy())}
+    for chunk in _chunks(items, tile * tile, 32):
+        rows = [it.face for it in chunk]
+        consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
+        chunk_probs = probs[rows[0] : rows[0] + len(rows)] if consecutive else probs[rows]  # a view when possible
+        codes, top, point_probs = _paste_chunk(chunk_probs.float(), np.stack([inverse[i] for i in rows]), chunk, with_top, with_probs)
+        start = 0
+        for k, item in enumerate(chunk):
+            h, w = item.size
+            item_codes = codes[k, :h, :w]
+            inside = item_codes != _OUTSIDE
+            item_probs = None
+            if with_probs:
+                # every pixel of every item was computed, item after item, in row-major order
+                item_probs = point_probs[start : start + h * w].T.reshape(num_classes, h, w)
+                start += h * w
+            yield item, item_codes.masked_fill(~inside, 0), inside, None if top is None else top[k, :h, :w], item_probs
 
 
 def paste_face(
@@ -270,7 +375,6 @@ def paste_face(
     image_size: Sequence[int],
     tile: int = 512,
     with_top: bool = False,
-    window: Optional[Tuple[int, int, int, int]] = None,
 ) -> PastedFace:
     """Paste one face's views into its image window (step 2 of the module docstring).
 
@@ -280,26 +384,31 @@ def paste_face(
         image_size: ``(height, width)`` of the image.
         tile: the window is processed in tiles of at most ``tile x tile`` pixels.
         with_top: also return the max of the view-averaged probabilities.
-        window: the window to paste (default: :func:`face_window`).
     """
-    views = [_View(p, a) for p, a in zip(probs, affines)]
-    if window is None:
-        window = face_window(affines, probs.shape[-2:], image_size)
-    x0, y0, x1, y1 = window
-    h, w = max(0, y1 - y0), max(0, x1 - x0)
+    window = face_window(affines, probs.shape[-2:], image_size)
+    return _assemble(probs[None], affines[None], {0: window}, [0], tile, with_top)[0]
+
+
+def _assemble(probs, affines, windows, faces, tile, with_top) -> Dict[int, PastedFace]:
+    """:class:`PastedFace` of each face in ``faces``, assembled from its tiles."""
+    out: Dict[int, PastedFace] = {}
     device = probs.device
-    labels = torch.zeros((h, w), dtype=torch.uint8, device=device)
-    inside = torch.zeros((h, w), dtype=torch.bool, device=device)
-    top = torch.zeros((h, w), device=device) if with_top else None
-    for tx0, ty0, tx1, ty1 in _tiles(window, max(16, int(tile))):
-        codes, top_map, _ = _paste_tile(views, (tx0, ty0, tx1, ty1), probs.shape[1], with_top, False)
+    for i in faces:
+        x0, y0, x1, y1 = windows[i]
+        h, w = max(0, y1 - y0), max(0, x1 - x0)
+        out[i] = PastedFace(
+            windows[i], torch.zeros((h, w), dtype=torch.uint8, device=device), torch.zeros((h, w), dtype=torch.bool, device=device),
+            torch.zeros((h, w), device=device) if with_top else None,
+        )
+    for item, labels, inside, top, _ in _paste(probs, affines, _items(windows, faces, tile), tile, with_top):
+        face = out[item.face]
+        x0, y0 = face.window[:2]
+        tx0, ty0, tx1, ty1 = item.window
         sl = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
-        covered = codes != _OUTSIDE
-        labels[sl] = codes.masked_fill(~covered, 0)
-        inside[sl] = covered
+        face.labels[sl], face.inside[sl] = labels, inside
         if with_top:
-            top[sl] = top_map * covered
-    return PastedFace((x0, y0, x1, y1), labels, inside, top)
+            face.top[sl] = top * inside
+    return out
 
 
 # ---------------------------------------------------------------------------- the post-processor
@@ -376,11 +485,14 @@ class FacePostProcessor:
         out.crop_affines = affines
         return out
 
-    def paste(self, faces: Instances, index: int, with_top: bool = False) -> PastedFace:
-        """Face ``index`` of ``faces`` pasted into its window of ``faces.image_size``."""
-        return paste_face(
-            faces.parsing_probs[index], faces.crop_affines[index], faces.image_size, self.paste_tile, with_top=with_top
-        )
+    def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
+        """Each face's window ``(x0, y0, x1, y1)`` in ``faces.image_size`` (:func:`face_windows`)."""
+        wins = face_windows(faces.crop_affines, faces.parsing_probs.shape[-2:], faces.image_size)
+        return dict(enumerate(wins))
+
+    def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False) -> Dict[int, PastedFace]:
+        """The faces ``indices`` of ``faces`` pasted into their windows of ``faces.image_size``."""
+        return _assemble(faces.parsing_probs, faces.crop_affines, self.windows(faces), list(indices), self.paste_tile, with_top)
 
     def score(self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None) -> Instances:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
@@ -394,12 +506,10 @@ class FacePostProcessor:
             views = probs.shape[1] if n else 1
             pix = sum(pixel_scores(probs[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
         else:
-            values = []
-            for i in range(n):
-                face = self.paste(faces, i, with_top=True)
-                if pasted is not None:
-                    pasted[i] = face
-                values.append(self._box_pixel_score(face, faces.pred_boxes.tensor[i]))
+            faces_pasted = self.paste(faces, range(n), with_top=True)
+            if pasted is not None:
+                pasted.update(faces_pasted)
+            values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
             pix = torch.stack(values) if values else probs.new_zeros(0)
         faces.pixel_scores = pix.to(faces.box_scores.device)
         faces.scores = face_scores(faces.box_scores, faces.iou_scores, faces.pixel_scores, self.score_weights)
@@ -428,7 +538,8 @@ class FacePostProcessor:
         self, faces: Instances, class_scores: bool = False, pasted: Optional[Dict[int, PastedFace]] = None
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The ``H x W`` uint8 label map of scored ``faces`` (in their frame ``faces.image_size``)
-        and, with ``class_scores``, the ``C x H x W`` float class scores (else None)."""
+        and, with ``class_scores``, the ``C x H x W`` float class scores (else None).
+        ``pasted``: faces already pasted (:meth:`score`)."""
         height, width = faces.image_size
         device = faces.parsing_probs.device
         labels = torch.zeros((height, width), dtype=torch.uint8, device=device)
@@ -436,36 +547,30 @@ class FacePostProcessor:
         if class_scores:
             sem_seg = torch.zeros((self.num_classes, height, width), device=device)
             sem_seg[0] = 1.0
-        for i in self.order(faces):
-            if class_scores:
-                self._paint_with_scores(faces, i, labels, sem_seg)
-                continue
-            face = pasted[i] if pasted is not None and i in pasted else self.paste(faces, i)
-            x0, y0, x1, y1 = face.window
+        order = self.order(faces)
+        if not class_scores:
+            # paste in instance order (consecutive faces share one computation), paint in paint order
+            missing = sorted(i for i in order if not pasted or i not in pasted)
+            pasted = {**(pasted or {}), **self.paste(faces, missing)}
+            pieces = ((pasted[i].window, pasted[i].labels, None) for i in order)
+        else:
+            items = _items(self.windows(faces), order, self.paste_tile)
+            pieces = ((item.window, item_labels, item_probs) for item, item_labels, _, _, item_probs in
+                      _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile, with_probs=class_scores))
+        for (x0, y0, x1, y1), face_labels, face_probs in pieces:
             if x1 <= x0 or y1 <= y0:
                 continue
-            region = labels[y0:y1, x0:x1]
-            labels[y0:y1, x0:x1] = torch.where(face.labels != 0, face.labels, region)
+            fg = face_labels != 0
+            labels[y0:y1, x0:x1] = torch.where(fg, face_labels, labels[y0:y1, x0:x1])
+            if class_scores:
+                sem_seg[:, y0:y1, x0:x1] = torch.where(fg[None], face_probs, sem_seg[:, y0:y1, x0:x1])
         return labels, sem_seg
-
-    def _paint_with_scores(self, faces: Instances, i: int, labels: torch.Tensor, sem_seg: torch.Tensor) -> None:
-        probs, affines = faces.parsing_probs[i], faces.crop_affines[i]
-        views = [_View(p, a) for p, a in zip(probs, affines)]
-        window = face_window(affines, probs.shape[-2:], faces.image_size)
-        for tx0, ty0, tx1, ty1 in _tiles(window, self.paste_tile):
-            codes, _, tile_probs = _paste_tile(views, (tx0, ty0, tx1, ty1), self.num_classes, False, True)
-            fg = (codes != _OUTSIDE) & (codes != 0)
-            labels[ty0:ty1, tx0:tx1] = torch.where(fg, codes, labels[ty0:ty1, tx0:tx1])
-            sem_seg[:, ty0:ty1, tx0:tx1] = torch.where(fg[None], tile_probs, sem_seg[:, ty0:ty1, tx0:tx1])
 
     def face_labels(self, faces: Instances) -> List[Dict]:
         """Each face's own parsing: ``window`` ``[x0, y0, x1, y1)`` and ``labels`` (uint8,
         window-sized, 0 outside its crops), in the frame of ``faces.image_size``."""
-        out = []
-        for i in range(len(faces)):
-            face = self.paste(faces, i)
-            out.append({"window": list(face.window), "labels": face.labels})
-        return out
+        pasted = self.paste(faces, range(len(faces)))
+        return [{"window": list(pasted[i].window), "labels": pasted[i].labels} for i in range(len(faces))]
 
     def __call__(self, faces: Instances, output_size: Optional[Sequence[int]] = None, class_scores: bool = False) -> Dict:
         """Rescale (to ``output_size``), score and paint per-face results of one image.
