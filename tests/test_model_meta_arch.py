@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import qanet_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
@@ -211,15 +212,20 @@ def test_given_boxes_and_per_face_results():
 
 
 def test_detector_boxes_come_from_fcos_own_inference():
-    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0", "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "500")
+    """detect() is FCOS's own eval-mode call on the (half-size) detector input, asked for boxes
+    in the frame of the model input."""
+    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0", "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "500",
+                       "MODEL.FCOS.INPUT_SCALE", "0.5")
     model.eval()
     inputs = [face_input([[20, 10, 60, 60]], scale=2.0)]
     faces = model.detect(inputs)[0]
+    half = F.interpolate(inputs[0]["image"].float()[None], size=(48, 64), mode="bilinear", align_corners=False, antialias=True)[0]
     with torch.no_grad():
-        direct = model.detector([{"image": inputs[0]["image"], "height": 96, "width": 128}])[0]["instances"]
+        direct = model.detector([{"image": half, "height": 96, "width": 128}])[0]["instances"]
     assert faces.image_size == (96, 128) and len(faces) == len(direct) > 0
     torch.testing.assert_close(faces.pred_boxes.tensor, direct.pred_boxes.tensor)
     torch.testing.assert_close(faces.scores, direct.scores)
+    assert float(faces.pred_boxes.tensor[:, 2].max()) > 70  # the input frame, not the half-size one
     out = model(inputs)[0]["instances"]
     assert len(out) == len(direct)
     torch.testing.assert_close(out.box_scores.sort().values, direct.scores.sort().values)

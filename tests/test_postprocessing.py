@@ -103,21 +103,26 @@ def test_paint_order_quality_vs_box_on_overlapping_faces():
 
 def test_pixel_score_image_vs_crop_on_a_crop_over_the_image_border():
     """One 8 x 6 crop mapped 1:1 onto x in [-3, 3), y in [2, 10): its three left columns are
-    outside the image. Max probability 0.9 in crop columns 0..2, 0.5 in columns 3..5.
-    "crop": mean over the whole crop = (0.9 + 0.5) / 2 = 0.7. "image": pixels of the image whose
-    centres lie inside the box [-2, 3, 2, 9]: x in {0, 1} (x = -2, -1 are outside the image),
-    y in {3..8}, i.e. crop columns 3, 4: 0.5."""
+    outside the image. Max probability 0.9 in crop columns 0..2, 0.5 in columns 3..4, 0.4 in
+    column 5, and 0.95 in row 0 of columns 3..5.
+    "crop": mean over the whole crop = (3 * 8 * 0.9 + 2 * 7 * 0.5 + 7 * 0.4 + 3 * 0.95) / 48.
+    "image": image pixels whose centres lie inside the box [-2, 3, 2, 9]: x in {0, 1} (x = -2, -1
+    are outside the image), y in {3..8}: crop columns 3, 4, rows 1..6: 0.5. (The crop's part of
+    the image, columns 3..5 and rows 0..7, would give another value.)"""
     probs = constant_probs([0.05, 0.9, 0.05])
-    probs[:, :, 3:] = torch.tensor([0.25, 0.25, 0.5])[:, None, None]
+    probs[:, :, 3:5] = torch.tensor([0.25, 0.25, 0.5])[:, None, None]
+    probs[:, :, 5] = torch.tensor([0.3, 0.3, 0.4])[:, None]
+    probs[:, 0, 3:] = torch.tensor([0.025, 0.025, 0.95])[:, None]
     f = faces((12, 10), [probs[None]], [translation(-3, 2)], [[-2, 3, 2, 9]], box_scores=[0.64], iou_scores=[0.81])
     crop = post().score(Instances(f.image_size, **f.get_fields()))
     image = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image").score(Instances(f.image_size, **f.get_fields()))
-    assert float(crop.pixel_scores[0]) == pytest.approx(0.7)
+    crop_value = (3 * 8 * 0.9 + 2 * 7 * 0.5 + 7 * 0.4 + 3 * 0.95) / 48
+    assert float(crop.pixel_scores[0]) == pytest.approx(crop_value)
     assert float(image.pixel_scores[0]) == pytest.approx(0.5)
     # quality = (box * iou^0.5 * pixel^3) ** (1 / 4.5)
     assert float(image.scores[0]) == pytest.approx((0.64 * 0.9 * 0.5**3) ** (1 / 4.5), rel=1e-5)
-    assert float(crop.scores[0]) == pytest.approx((0.64 * 0.9 * 0.7**3) ** (1 / 4.5), rel=1e-5)
-    # pixels under the threshold do not count: with 0.6, only... none of the box pixels -> 0
+    assert float(crop.scores[0]) == pytest.approx((0.64 * 0.9 * crop_value**3) ** (1 / 4.5), rel=1e-5)
+    # pixels under the threshold do not count: with 0.6, none of the box pixels -> 0
     zero = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image", "MODEL.QANET.INFERENCE.PIXEL_SCORE_THRESH", 0.6)
     assert float(zero.score(Instances(f.image_size, **f.get_fields())).pixel_scores[0]) == 0.0
 

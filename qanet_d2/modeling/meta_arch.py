@@ -182,6 +182,7 @@ class QANetFaceParser(nn.Module):
         return out
 
     # ------------------------------------------------------------------ inference stages
+    @torch.no_grad()
     def detect(self, batched_inputs: List[Dict]) -> List[Instances]:
         """Face boxes of each input, in the frame of its ``image``: detectron2's FCOS called as it
         is (eval-mode forward, boxes post-processed to the input size), or the inputs'
@@ -223,6 +224,7 @@ class QANetFaceParser(nn.Module):
                 count += 1
         return probs / count, ious / count
 
+    @torch.no_grad()
     def parse_faces(
         self,
         images: ImageList,
@@ -286,6 +288,7 @@ class QANetFaceParser(nn.Module):
             results.append(inst)
         return results
 
+    @torch.no_grad()
     def postprocess(self, faces: List[Instances], batched_inputs: List[Dict], class_scores: bool = False) -> List[Dict]:
         """Per-face results (model-input frame) -> per image the outputs in the original frame
         (``height`` x ``width`` of each input): :class:`FacePostProcessor`'s ``instances``,
