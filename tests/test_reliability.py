@@ -112,8 +112,8 @@ def test_checkpoint_needing_unpickling_is_refused(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="bad.pth: refused to load"):
         QANetCheckpointer(model).load(str(bad))
     pkl = tmp_path / "weights.pkl"
-    pkl.write_bytes(pickle.dumps({"model": {"weight": [[1.0, 2.0], [3.0, 4.0]]}}))
-    with pytest.raises(UnsafeCheckpointError, match=r"\.pkl weights need arbitrary unpickling"):
+    pkl.write_bytes(pickle.dumps({"model": {"weight": Opaque()}, "__author__": "x"}))
+    with pytest.raises(UnsafeCheckpointError, match=r"weights\.pkl: refused to unpickle: it refers to '.*Opaque'"):
         QANetCheckpointer(model).load(str(pkl))
 
     good = QANetCheckpointer(model, save_dir=str(tmp_path / "ok"))
@@ -132,9 +132,11 @@ def test_config_validation_lists_every_problem(synth_datasets_root, monkeypatch)
     cfg.MODEL.QANET.INPUT_SIZE = (64, 64)
     cfg.DATASETS.TEST = ("face_synth_vall",)
     cfg.SOLVER.OPTIMIZER = "LAMB"
+    cfg.MODEL.QANET.INFERENCE.PAINT_ORDER = "score"
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     message = str(err.value)
+    assert "MODEL.QANET.INFERENCE.PAINT_ORDER = 'score': expected one of quality, box" in message
     assert "MODEL.QANET.NUM_CLASSES = 5, but dataset 'face_synth_train'" in message
     assert "width/height 1.0000" in message
     assert "'face_synth_vall' is not a registered dataset" in message and "face_synth_val" in message

@@ -7,7 +7,8 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
   can start at an offset, so a resumed run sees the data in the order it would have seen it.
 * ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
 * Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
-  writes, weights-only loading).
+  writes, loading without unpickling code, trained-part records; a run that is not resumed
+  assembles the model from MODEL.WEIGHTS, the part checkpoints and ImageNet weights).
 * Every iteration reseeds the RNGs from (seed, iteration, rank), so the random crop
   augmentation of iteration k is the same whether or not the run was interrupted before k.
 * A non-finite loss stops training with the iteration and the loss term in the message.
@@ -37,6 +38,9 @@ from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 
 logger = logging.getLogger(__name__)
+
+# SOLVER.OPTIMIZER values (upper-cased) that build_optimizer knows.
+OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 
 
 class ResumableTrainingSampler(TrainingSampler):
@@ -132,7 +136,8 @@ class QANetTrainer(DefaultTrainer):
         self._trainer = QANetSimpleTrainer(model, data_loader, optimizer, base_seed=self.base_seed)
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = QANetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # cfg: the part checkpoints and ImageNet initialisation of a run that is not resumed.
+        self.checkpointer = QANetCheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg, imagenet_init=True, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
@@ -197,14 +202,14 @@ class QANetTrainer(DefaultTrainer):
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
         name = cfg.SOLVER.OPTIMIZER.upper()
+        if name not in OPTIMIZERS:
+            raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}: expected one of {', '.join(OPTIMIZERS)}")
         if name == "SGD":
             optim_cls = torch.optim.SGD
             kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
-        elif name in ("ADAM", "ADAMW"):
+        else:  # ADAM, ADAMW
             optim_cls = torch.optim.Adam if name == "ADAM" else torch.optim.AdamW
             kwargs = dict(lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
-        else:
-            raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}: expected one of SGD, ADAM, ADAMW")
         return maybe_add_gradient_clipping(cfg, optim_cls)(params, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
     @classmethod
@@ -256,7 +261,13 @@ def _format_duration(seconds: float) -> str:
 
 def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None) -> str:
     """One line with the headline numbers of a face-parsing evaluation, e.g.
-    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  mIoU 81.2  mean-F1 88.0  (train 14m02s, eval 0m41s)``.
+    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  J&F(one) 80.3  J(one) 79.1  F(one) 81.5  mIoU 81.2
+    mean-F1 88.0  APp50 90.1  APvol 75.3  PCP50 70.2  (train 14m02s, eval 0m41s)``.
+
+    ``J&F``, ``J``, ``F`` follow ``TEST.FACE_PARSING.ABSENT_CLASS``; the other convention follows
+    with its name in brackets (``(one)``: absent classes score 1 as in DAVIS; ``(skip)``: they are
+    not scored). The instance-level metrics (faces ranked by the quality score) appear when the
+    dataset has per-face ground truth.
 
     ``results`` is what ``DefaultTrainer.test`` returns: ``{"face_parsing": {...}}`` for one test
     dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several.
@@ -265,9 +276,22 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
         results = results[dataset_name]
     fp = results.get("face_parsing", {})
     parts = [dataset_name]
-    for key, label in (("J&F", "J&F"), ("J", "J"), ("F", "F"), ("mIoU", "mIoU"), ("mean_F1", "mean-F1")):
+    keys = [("J&F", "J&F"), ("J", "J"), ("F", "F")]
+    # The convention that J&F / J / F do not show: "one", unless they are not the "skip" numbers.
+    def same(a, b):
+        return a == b or (a != a and b != b)  # NaN (no objects) equals NaN
+
+    shown_is_skip = all(same(fp.get(f"{k}(skip)"), fp.get(k)) for k in ("J&F", "J", "F"))
+    other = "one" if shown_is_skip else "skip"
+    keys += [(f"{k}({other})", f"{k}({other})") for k in ("J&F", "J", "F")]
+    keys += [("mIoU", "mIoU"), ("mean_F1", "mean-F1")]
+    for key, label in keys:
         if key in fp:
             parts.append(f"{label} {fp[key]:.1f}")
+    inst = results.get("instance_parsing", {})
+    for key in ("APp50", "APvol", "PCP50"):
+        if key in inst:
+            parts.append(f"{key} {inst[key]:.1f}")
     if "bbox" in results and "AP" in results["bbox"]:
         parts.append(f"face-AP {results['bbox']['AP']:.1f}")
     times = []

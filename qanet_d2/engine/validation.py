@@ -6,16 +6,28 @@ key, its value and what is expected, instead of a stack trace deep inside the mo
 import os
 from typing import List
 
+from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
+from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
+from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
+from ..modeling.qanet import parser as qanet_parser
+from .trainer import OPTIMIZERS
+
 
 class ConfigError(ValueError):
     """One or more config values cannot work together."""
 
 
+# The allowed values are those of the modules that act on them.
 _CHOICES = {
-    "MODEL.QANET.TRAIN_MODE": ("joint", "detector", "parser"),
-    "MODEL.QANET.TEST_BOXES": ("detector", "gt"),
-    "SOLVER.OPTIMIZER": ("SGD", "ADAM", "ADAMW"),
-    "TEST.FACE_PARSING.ABSENT_CLASS": ("skip", "one"),
+    "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
+    "MODEL.QANET.TEST_BOXES": TEST_BOXES,
+    "MODEL.QANET.CROP_OUTSIDE_LABEL": CROP_OUTSIDE_LABELS,
+    "MODEL.QANET.INFERENCE.PAINT_ORDER": PAINT_ORDERS,
+    "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION": PIXEL_SCORE_REGIONS,
+    "SOLVER.OPTIMIZER": OPTIMIZERS,
+    "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
 }
 
 
@@ -27,7 +39,7 @@ def _get(cfg, key):
 
 
 def _dataset_problems(cfg, names, role: str) -> List[str]:
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     problems = []
     registered = set(DatasetCatalog.list())
@@ -37,15 +49,14 @@ def _dataset_problems(cfg, names, role: str) -> List[str]:
             hint = f" (registered with that prefix: {', '.join(close)})" if close else ""
             problems.append(f"DATASETS.{role}: '{name}' is not a registered dataset{hint}")
             continue
-        meta = MetadataCatalog.get(name)
         try:
-            classes = meta.stuff_classes
-        except (AttributeError, KeyError, FileNotFoundError, RuntimeError):
-            classes = None
-        if classes is not None and len(classes) != cfg.MODEL.QANET.NUM_CLASSES:
+            label_set = dataset_label_set(name)
+        except DatasetNotFoundError:
+            label_set = None  # loading the dataset reports it, with how to prepare it
+        if label_set is not None and label_set.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
             problems.append(
                 f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but dataset '{name}' "
-                f"(label set '{meta.get('label_set', '?')}') has {len(classes)} classes: {list(classes)}"
+                f"(label set '{label_set.name}') has {label_set.num_classes} classes: {list(label_set.classes)}"
             )
     return problems
 
@@ -61,10 +72,11 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
     q = cfg.MODEL.QANET
     if cfg.MODEL.META_ARCHITECTURE == "QANetFaceParser":
         height, width = (int(v) for v in q.INPUT_SIZE)
-        if height <= 0 or width <= 0 or height % 32 or width % 32:
+        div = qanet_parser.INPUT_SIZE_DIVISIBILITY
+        if height <= 0 or width <= 0 or height % div or width % div:
             problems.append(
                 f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
-                "multiples of 32 (the parser backbone's stride)"
+                f"multiples of {div} (the parser backbone's stride)"
             )
         elif abs(width / height - q.ASPECT_RATIO) > 1.0 / min(height, width) + 1e-6:
             problems.append(
@@ -83,11 +95,15 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         lo, hi = q.AUG.SCALE_RANGE
         if not 0 < lo <= 1 <= hi:
             problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
-        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not cfg.MODEL.WEIGHTS:
+        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS):
             problems.append(
                 "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
-                "'detector' and MODEL.WEIGHTS is empty: evaluation would use an untrained detector; "
-                "set MODEL.QANET.TEST_BOXES gt or give detector weights"
+                "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
+                "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights"
+            )
+        if q.DETECTOR_WEIGHTS and not cfg.MODEL.FCOS.ENABLED:
+            problems.append(
+                f"MODEL.QANET.DETECTOR_WEIGHTS = {q.DETECTOR_WEIGHTS!r}, but the model has no detector (MODEL.FCOS.ENABLED False)"
             )
     if any(s <= 0 for s in cfg.TEST.AUG.BOX_SCALES):
         problems.append(f"TEST.AUG.BOX_SCALES = {tuple(cfg.TEST.AUG.BOX_SCALES)}: scales must be positive")

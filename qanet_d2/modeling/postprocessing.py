@@ -58,6 +58,7 @@ __all__ = [
     "FacePostProcessor",
     "PastedFace",
     "paste_face",
+    "paste_faces",
     "face_window",
     "face_windows",
     "crop_cells",
@@ -385,8 +386,17 @@ def paste_face(
         tile: the window is processed in tiles of at most ``tile x tile`` pixels.
         with_top: also return the max of the view-averaged probabilities.
     """
-    window = face_window(affines, probs.shape[-2:], image_size)
-    return _assemble(probs[None], affines[None], {0: window}, [0], tile, with_top)[0]
+    return paste_faces(probs[None], affines[None], image_size, tile, with_top)[0]
+
+
+def paste_faces(
+    probs: torch.Tensor, affines: torch.Tensor, image_size: Sequence[int], tile: int = 512, with_top: bool = False
+) -> List[PastedFace]:
+    """:func:`paste_face` of every face of ``N x V x C x h x w`` probabilities and
+    ``N x V x 2 x 3`` affines, several faces per tensor operation: each face's own parsing."""
+    windows = dict(enumerate(face_windows(affines, probs.shape[-2:], image_size)))
+    pasted = _assemble(probs, affines, windows, range(len(probs)), tile, with_top)
+    return [pasted[i] for i in range(len(probs))]
 
 
 def _assemble(probs, affines, windows, faces, tile, with_top) -> Dict[int, PastedFace]:
