@@ -23,8 +23,8 @@ flip test doubles the parser's work, box scales multiply crops, parser and paste
   ``grid_sample`` crops (``QANetFaceParser.crop_faces``);
 * parser: backbone + neck + parsing and IoU branches + softmax, flips averaged,
   ``PARSER_BATCH`` crops per call (``QANetFaceParser.parse_crops``);
-* scoring: rescaling to the original frame, pixel and face quality scores
-  (``FacePostProcessor.rescale`` / ``score``);
+* scoring: rescaling to the original frame, the per-pixel class maximum of the crops, pixel and
+  face quality scores (``FacePostProcessor.rescale`` / ``score``);
 * paste: the label map painted at the original size (``FacePostProcessor.paint``; every face is
   painted: ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH 0``).
 
@@ -148,6 +148,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
     """
     from detectron2.structures import Boxes, Instances
     from qanet_d2.modeling.meta_arch import group_views
+    from qanet_d2.modeling.postprocessing import crop_maxima
 
     timer = StageTimer()
     height, width = image_bgr.shape[:2]
@@ -179,10 +180,12 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
     faces = Instances((in_h, in_w), pred_boxes=face_boxes, box_scores=torch.ones(n, device=model.device),
                       iou_scores=iou_sum / len(scales), parsing_probs=probs, crop_affines=affines)
     post = model.postprocessor
-    with timer("scoring"):
-        faces = post.score(post.rescale(faces, (height, width)))
+    with timer("scoring"):  # as FacePostProcessor.__call__: one class reduction serves both stages
+        faces = post.rescale(faces, (height, width))
+        maxima = crop_maxima(faces.parsing_probs)
+        faces = post.score(faces, maxima=maxima)
     with timer("paste"):
-        labels, _ = post.paint(faces)
+        labels, _ = post.paint(faces, maxima=maxima)
     return {"wall": timer.times, "cpu": timer.cpu_times, "result": {"instances": faces, "labels": labels}}
 
 

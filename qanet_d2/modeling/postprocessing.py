@@ -43,7 +43,7 @@ class scores take the full interpolation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ __all__ = [
     "face_scores",
     "crop_labels_from_probs",
     "channel_max",
+    "crop_maxima",
+    "CropMaxima",
+    "pixel_scores_from_top",
     "PAINT_ORDERS",
     "PIXEL_SCORE_REGIONS",
 ]
@@ -87,9 +90,28 @@ def pixel_scores(probs: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
     """
     if probs.shape[0] == 0:
         return probs.new_zeros(0)
-    top = channel_max(probs, dim=1)[0].flatten(1)
+    return pixel_scores_from_top(channel_max(probs, dim=1, label_dtype=torch.uint8)[0], thresh)
+
+
+def pixel_scores_from_top(top: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
+    """:func:`pixel_scores` from the per-pixel max probabilities ``N x h x w``."""
+    top = top.flatten(1)
     keep = (top >= thresh).to(top.dtype)
     return (top * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+
+
+class CropMaxima(NamedTuple):
+    """Per crop pixel of ``N x V`` views: the max probability ``top`` (float) and its class
+    ``labels`` (uint8, first maximum), each ``N x V x h x w`` (:func:`crop_maxima`)."""
+
+    top: torch.Tensor
+    labels: torch.Tensor
+
+
+def crop_maxima(probs: torch.Tensor) -> CropMaxima:
+    """:class:`CropMaxima` of ``N x V x C x h x w`` probabilities: one reduction over the classes
+    that both the pixel score and the painting use."""
+    return CropMaxima(*channel_max(probs, dim=2, label_dtype=torch.uint8))
 
 
 def face_scores(box_scores, iou_scores, pix_scores, weights: Sequence[float] = (1.0, 0.5, 3.0)) -> torch.Tensor:
@@ -189,8 +211,12 @@ def crop_cells(probs: torch.Tensor) -> torch.Tensor:
     ``... x (h+1) x (w+1)`` uint8. Cell ``(i, j)`` is the square between the centres of crop
     pixels ``(i-1, j-1)`` and ``(i, j)`` (crop edges replicated); its value is the label (argmax)
     that its four corners share, or ``_MIXED`` (255) when they differ."""
-    h, w = probs.shape[-2:]
-    labels = channel_max(probs, dim=probs.dim() - 3, label_dtype=torch.uint8)[1]
+    return cells_from_labels(channel_max(probs, dim=probs.dim() - 3, label_dtype=torch.uint8)[1])
+
+
+def cells_from_labels(labels: torch.Tensor) -> torch.Tensor:
+    """:func:`crop_cells` from the crops' ``... x h x w`` uint8 argmax labels."""
+    h, w = labels.shape[-2:]
     rows = torch.arange(-1, h + 1, device=labels.device).clamp(0, h - 1)
     cols = torch.arange(-1, w + 1, device=labels.device).clamp(0, w - 1)
     pad = labels.index_select(-2, rows).index_select(-1, cols)  # ... x (h+2) x (w+2)
@@ -239,12 +265,13 @@ def _chunks(items: List[_Item], max_pixels: int, max_items: int):
         yield chunk
 
 
-def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool):
+def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool, maxima: CropMaxima):
     """Paste a run of items at once (steps 2 and 3 of the module docstring).
 
     Args:
         probs: ``F x V x C x h x w`` probabilities of the items' faces (one row per item).
         inverse: ``F x V x 2 x 3`` float64 image -> crop affines.
+        maxima: the :class:`CropMaxima` of ``probs``.
 
     Returns:
         ``(codes, top, point_probs)``: ``F x Hmax x Wmax`` uint8 labels (``_OUTSIDE`` where no
@@ -268,10 +295,10 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
     # items whose pixels are all computed the exact way: rotated views, or probabilities asked for
     exact_items = ~axis_aligned.all(axis=1) | with_probs
     if not with_probs:
-        cells = crop_cells(probs)  # F x V x (h+1) x (w+1)
+        cells = cells_from_labels(maxima.labels)  # F x V x (h+1) x (w+1)
     top = None
     if with_top:
-        top_maps = channel_max(probs, dim=2)[0]  # F x V x h x w
+        top_maps = maxima.top  # F x V x h x w
         top = torch.zeros((num_items, hmax, wmax), device=device)
         top_count = torch.zeros((num_items, hmax, wmax), device=device)
     codes = None
@@ -340,13 +367,21 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
     return codes, top, point_probs
 
 
-def _paste(probs: torch.Tensor, affines: torch.Tensor, items: List[_Item], tile: int, with_top: bool = False, with_probs: bool = False):
+def _paste(
+    probs: torch.Tensor,
+    affines: torch.Tensor,
+    items: List[_Item],
+    tile: int,
+    with_top: bool = False,
+    with_probs: bool = False,
+    maxima: Optional[CropMaxima] = None,
+):
     """Paste ``items`` (pieces of the windows of faces with ``N x V x C x h x w`` probabilities
     and ``N x V x 2 x 3`` crop -> image affines), a chunk of at most ``tile * tile`` pixels at a
     time, and yield them in order: ``(item, labels, inside, top, item_probs)`` with ``labels``
     (uint8, 0 outside the face's crops), ``inside`` (bool), ``top`` (float, ``with_top``) and
     ``item_probs`` (``C x h x w`` view-averaged probabilities, 0 outside, ``with_probs``) of the
-    item's window."""
+    item's window. ``maxima``: the faces' :class:`CropMaxima`, if already computed."""
     if not items:
         return
     num_classes = probs.shape[2]
@@ -355,8 +390,10 @@ def _paste(probs: torch.Tensor, affines: torch.Tensor, items: List[_Item], tile:
     for chunk in _chunks(items, tile * tile, 32):
         rows = [it.face for it in chunk]
         consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
-        chunk_probs = probs[rows[0] : rows[0] + len(rows)] if consecutive else probs[rows]  # a view when possible
-        codes, top, point_probs = _paste_chunk(chunk_probs.float(), np.stack([inverse[i] for i in rows]), chunk, with_top, with_probs)
+        select = slice(rows[0], rows[0] + len(rows)) if consecutive else rows  # a view when possible
+        chunk_probs = probs[select].float()
+        chunk_maxima = crop_maxima(chunk_probs) if maxima is None else CropMaxima(maxima.top[select], maxima.labels[select])
+        codes, top, point_probs = _paste_chunk(chunk_probs, np.stack([inverse[i] for i in rows]), chunk, with_top, with_probs, chunk_maxima)
         start = 0
         for k, item in enumerate(chunk):
             h, w = item.size
@@ -399,7 +436,7 @@ def paste_faces(
     return [pasted[i] for i in range(len(probs))]
 
 
-def _assemble(probs, affines, windows, faces, tile, with_top) -> Dict[int, PastedFace]:
+def _assemble(probs, affines, windows, faces, tile, with_top, maxima=None) -> Dict[int, PastedFace]:
     """:class:`PastedFace` of each face in ``faces``, assembled from its tiles."""
     out: Dict[int, PastedFace] = {}
     device = probs.device
@@ -410,7 +447,7 @@ def _assemble(probs, affines, windows, faces, tile, with_top) -> Dict[int, Paste
             windows[i], torch.zeros((h, w), dtype=torch.uint8, device=device), torch.zeros((h, w), dtype=torch.bool, device=device),
             torch.zeros((h, w), device=device) if with_top else None,
         )
-    for item, labels, inside, top, _ in _paste(probs, affines, _items(windows, faces, tile), tile, with_top):
+    for item, labels, inside, top, _ in _paste(probs, affines, _items(windows, faces, tile), tile, with_top, maxima=maxima):
         face = out[item.face]
         x0, y0 = face.window[:2]
         tx0, ty0, tx1, ty1 = item.window
@@ -500,23 +537,33 @@ class FacePostProcessor:
         wins = face_windows(faces.crop_affines, faces.parsing_probs.shape[-2:], faces.image_size)
         return dict(enumerate(wins))
 
-    def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False) -> Dict[int, PastedFace]:
-        """The faces ``indices`` of ``faces`` pasted into their windows of ``faces.image_size``."""
-        return _assemble(faces.parsing_probs, faces.crop_affines, self.windows(faces), list(indices), self.paste_tile, with_top)
+    def paste(
+        self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima: Optional[CropMaxima] = None
+    ) -> Dict[int, PastedFace]:
+        """The faces ``indices`` of ``faces`` pasted into their windows of ``faces.image_size``
+        (``maxima``: the faces' :class:`CropMaxima`, if already computed)."""
+        return _assemble(
+            faces.parsing_probs, faces.crop_affines, self.windows(faces), list(indices), self.paste_tile, with_top, maxima
+        )
 
-    def score(self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None) -> Instances:
+    def score(
+        self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima: Optional[CropMaxima] = None
+    ) -> Instances:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
 
         With ``PIXEL_SCORE_REGION`` "image" the faces are pasted (``faces`` must then be in the
         output frame); pass a dict as ``pasted`` to keep those pastes for :meth:`paint`.
+        ``maxima``: the faces' :class:`CropMaxima`, if already computed.
         """
         n = len(faces)
         probs = faces.parsing_probs
+        if n and maxima is None:
+            maxima = crop_maxima(probs)
         if self.pixel_score_region == "crop":
             views = probs.shape[1] if n else 1
-            pix = sum(pixel_scores(probs[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
+            pix = sum(pixel_scores_from_top(maxima.top[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
         else:
-            faces_pasted = self.paste(faces, range(n), with_top=True)
+            faces_pasted = self.paste(faces, range(n), with_top=True, maxima=maxima)
             if pasted is not None:
                 pasted.update(faces_pasted)
             values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
@@ -545,11 +592,16 @@ class FacePostProcessor:
         return paint_order(faces.box_scores, faces.scores, self.face_score_thresh)
 
     def paint(
-        self, faces: Instances, class_scores: bool = False, pasted: Optional[Dict[int, PastedFace]] = None
+        self,
+        faces: Instances,
+        class_scores: bool = False,
+        pasted: Optional[Dict[int, PastedFace]] = None,
+        maxima: Optional[CropMaxima] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The ``H x W`` uint8 label map of scored ``faces`` (in their frame ``faces.image_size``)
         and, with ``class_scores``, the ``C x H x W`` float class scores (else None).
-        ``pasted``: faces already pasted (:meth:`score`)."""
+        ``pasted``: faces already pasted (:meth:`score`); ``maxima``: the faces'
+        :class:`CropMaxima`, if already computed."""
         height, width = faces.image_size
         device = faces.parsing_probs.device
         labels = torch.zeros((height, width), dtype=torch.uint8, device=device)
@@ -561,7 +613,7 @@ class FacePostProcessor:
         if not class_scores:
             # paste in instance order (consecutive faces share one computation), paint in paint order
             missing = sorted(i for i in order if not pasted or i not in pasted)
-            pasted = {**(pasted or {}), **self.paste(faces, missing)}
+            pasted = {**(pasted or {}), **self.paste(faces, missing, maxima=maxima)}
             pieces = ((pasted[i].window, pasted[i].labels, None) for i in order)
         else:
             items = _items(self.windows(faces), order, self.paste_tile)
@@ -593,8 +645,9 @@ class FacePostProcessor:
         if output_size is not None:
             faces = self.rescale(faces, output_size)
         pasted: Dict[int, PastedFace] = {}
-        faces = self.score(faces, pasted)
-        labels, sem_seg = self.paint(faces, class_scores, pasted)
+        maxima = crop_maxima(faces.parsing_probs) if len(faces) else None  # shared by scoring and painting
+        faces = self.score(faces, pasted, maxima)
+        labels, sem_seg = self.paint(faces, class_scores, pasted, maxima)
         result = {"instances": faces[torch.argsort(faces.scores, descending=True, stable=True)], "labels": labels}
         if class_scores:
             result["sem_seg"] = sem_seg
