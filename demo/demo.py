@@ -39,7 +39,8 @@ import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from predictor import VisualizationDemo  # noqa: E402
 from qanet_d2 import add_qanet_config  # noqa: E402
-from qanet_d2.predictor import FaceParsingPredictor, ImageReadError, read_image_bgr  # noqa: E402
+from qanet_d2.data.io import ImageReadError, read_image_bgr  # noqa: E402
+from qanet_d2.predictor import FaceParsingPredictor  # noqa: E402
 
 WINDOW_NAME = "qanet_d2 face parsing"
 _OVERLAY_EXTENSIONS = (".png", ".jpg", ".jpeg")

@@ -29,7 +29,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 import detectron2.data.transforms as T
 from detectron2.data import MetadataCatalog
@@ -37,6 +36,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .data.crops import crop_windows, paste_probs, scale_affines
+from .data.datasets.face_video import DatasetNotFoundError, dataset_label_set, label_set_metadata
+from .data.io import ImageReadError, read_image_bgr, to_bgr_uint8  # noqa: F401  (the one image conversion)
 from .modeling.test_time_augmentation import build_test_time_model
 from .modeling.qanet.inference import crop_labels_from_probs
 
@@ -50,77 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class ImageReadError(OSError):
-    """An image file could not be read or decoded; the message names the file."""
-
-
-# ---------------------------------------------------------------------------- image input
-def to_bgr_uint8(image: np.ndarray, channel_order: str = "BGR") -> np.ndarray:
-    """Any common image array -> ``H x W x 3`` uint8 BGR.
-
-    Accepts ``H x W`` or ``H x W x 1`` grayscale, ``H x W x 3`` colour, ``H x W x 4`` with alpha
-    (alpha dropped), of dtype uint8, uint16 (scaled by 1/257), other integers (clipped to 0..255
-    unless their maximum exceeds 255, then scaled by the dtype range), bool, or float (``[0, 1]``
-    when the maximum is <= 1, else ``[0, 255]``). ``channel_order`` is that of the colour input
-    ("BGR" as cv2 reads it, or "RGB" as PIL does).
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ValueError(f"expected an H x W, H x W x 1, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"empty image of shape {arr.shape}")
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype == np.uint16:
-        arr = (arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
-        top = float(arr.max())
-        if top > 255:
-            info = np.iinfo(arr.dtype)
-            arr = (arr.astype(np.float64) * (255.0 / max(float(info.max), 1.0))).clip(0, 255).round()
-        arr = arr.clip(0, 255).astype(np.uint8)
-    elif np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr.astype(np.float32))
-        if float(arr.max()) <= 1.0:
-            arr = arr * 255.0
-        arr = arr.clip(0, 255).round().astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    arr = arr[:, :, :3]
-    if channel_order.upper() == "RGB":
-        arr = arr[:, :, ::-1]
-    elif channel_order.upper() != "BGR":
-        raise ValueError(f"channel_order must be BGR or RGB, got {channel_order!r}")
-    return np.ascontiguousarray(arr)
-
-
-def read_image_bgr(path: str) -> np.ndarray:
-    """Read an image file as ``H x W x 3`` uint8 BGR, EXIF orientation applied.
-
-    Grayscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit and float images are converted
-    (:func:`to_bgr_uint8`). Raises :class:`ImageReadError` naming the file when it is missing,
-    not an image, or truncated.
-    """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)  # also forces the full decode (catches truncation)
-            im.load()
-            mode = im.mode
-            if mode in ("RGB", "L", "I;16", "I;16B", "I;16L", "I", "F", "1"):
-                arr = np.asarray(im)
-            elif mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
-                arr = np.asarray(im.convert("RGB"))
-            else:
-                arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-    return to_bgr_uint8(arr, channel_order="RGB")
 
 
 # ---------------------------------------------------------------------------- painting
@@ -409,13 +339,16 @@ class FaceParsingPredictor:
 
 
 def metadata_field(metadata, key: str, default=None):
-    """``metadata.get(key, default)``, also when computing the field fails (a dataset whose
-    class names are read from its files, absent on this machine): then ``default``, with a warning."""
+    """``key`` ("stuff_classes", "stuff_colors" or "flip_pairs") of the label set of the dataset
+    named ``metadata.name`` (:func:`~qanet_d2.data.datasets.face_video.dataset_label_set`);
+    ``default`` when it has none, and, with a warning, when its files are absent (a dataset whose
+    class names are read from its files)."""
     try:
-        return metadata.get(key, default)
-    except Exception as e:  # noqa: BLE001 - any failure to read a dataset's files
-        logger.warning(f"metadata {metadata.name!r} has no usable {key} ({type(e).__name__}: {e}); using defaults")
+        label_set = dataset_label_set(metadata.name)
+    except DatasetNotFoundError as e:
+        logger.warning(f"metadata {metadata.name!r} has no usable {key} ({e}); using defaults")
         return default
+    return default if label_set is None else label_set_metadata(label_set)[key]
 
 
 def rescale_instances(instances: Instances, image_size: Sequence[int]) -> Instances:

@@ -114,3 +114,52 @@ def test_model_builds_and_runs(path):
     assert len(out["instances"]) == 1 and out["instances"].parsing_probs.shape == (1, q.NUM_CLASSES, 128, 96)
     for other in GROUPS[path]:
         assert architecture_key(load(other)) == architecture_key(load(path))
+
+
+INSTANT = "configs/quick_schedules/qanet_fcos_synth_instant_test.yaml"
+
+
+@pytest.mark.parametrize(
+    "key, bad",
+    [
+        ("MODEL.QANET.TRAIN_MODE", "both"),
+        ("MODEL.QANET.TEST_BOXES", "oracle"),
+        ("SOLVER.OPTIMIZER", "lamb"),
+        ("TEST.FACE_PARSING.ABSENT_CLASS", "zero"),
+    ],
+)
+def test_validation_rejects_a_value_outside_the_choices(key, bad):
+    from qanet_d2.engine.validation import ConfigError
+
+    cfg = load(INSTANT)
+    validate_config(cfg, for_training=True, check_datasets=False)
+    cfg.merge_from_list([key, bad])
+    with pytest.raises(ConfigError, match=f"{key} = '{bad}': expected one of"):
+        validate_config(cfg, for_training=True, check_datasets=False)
+
+
+def test_validation_choices_are_the_owners_objects(monkeypatch):
+    """The validator checks against the very tuples the model, trainer and evaluator use, and
+    against the parser's input-size divisibility, so the two cannot drift apart."""
+    from qanet_d2.engine import trainer, validation
+    from qanet_d2.engine.validation import ConfigError
+    from qanet_d2.evaluation import face_parsing_evaluator
+    from qanet_d2.modeling import meta_arch
+    from qanet_d2.modeling.qanet import parser
+
+    choices = validation._CHOICES
+    assert choices["MODEL.QANET.TRAIN_MODE"] is meta_arch.TRAIN_MODES
+    assert choices["MODEL.QANET.TEST_BOXES"] is meta_arch.TEST_BOXES
+    assert choices["SOLVER.OPTIMIZER"] is trainer.OPTIMIZERS
+    assert choices["TEST.FACE_PARSING.ABSENT_CLASS"] is face_parsing_evaluator.ABSENT_CLASS_MODES
+
+    cfg = load(INSTANT)
+    cfg.MODEL.QANET.INPUT_SIZE = (384, 288)  # 3:4, multiples of 32 but not of 64
+    validate_config(cfg, for_training=True, check_datasets=False)
+    cfg.MODEL.QANET.INPUT_SIZE = (200, 150)
+    with pytest.raises(ConfigError, match=r"INPUT_SIZE = \(200, 150\).*multiples of 32"):
+        validate_config(cfg, for_training=True, check_datasets=False)
+    monkeypatch.setattr(parser, "INPUT_SIZE_DIVISIBILITY", 64)
+    cfg.MODEL.QANET.INPUT_SIZE = (384, 288)
+    with pytest.raises(ConfigError, match=r"INPUT_SIZE = \(384, 288\).*multiples of 64"):
+        validate_config(cfg, for_training=True, check_datasets=False)

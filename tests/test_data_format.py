@@ -157,6 +157,60 @@ def test_sfp_metadata_from_dataset_files(tmp_path, monkeypatch):
     assert len(dicts) == 4 and dicts[0]["annotations"][0]["bbox"] == [10.0, 3.0, 20.0, 15.0]
 
 
+def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog):
+    """Validation, the model's flip permutation and the predictor read a dataset's label set
+    through dataset_label_set; absent files (DatasetNotFoundError) are tolerated by all three,
+    any other problem with the files is not."""
+    from qanet_d2.data import dataset_label_set
+    from qanet_d2.data.label_sets import sfp_label_set
+    from qanet_d2.engine.validation import ConfigError, validate_config
+    from qanet_d2.modeling.meta_arch import flip_permutation_from_metadata
+    from qanet_d2.predictor import metadata_field
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "quick_schedules",
+                                     "qanet_fcos_synth_instant_test.yaml"))
+    cfg.DATASETS.TEST = ("sfp_train",)
+    cfg.MODEL.QANET.NUM_CLASSES = 4
+    meta = MetadataCatalog.get("sfp_train")
+
+    # files absent: the accessor raises its one exception, the three callers carry on
+    with pytest.raises(DatasetNotFoundError, match="sfp/train.json does not exist"):
+        dataset_label_set("sfp_train")
+    validate_config(cfg, for_training=False)
+    assert flip_permutation_from_metadata("sfp_train", 4).tolist() == [0, 1, 2, 3]
+    assert metadata_field(meta, "stuff_classes", "default") == "default"
+    assert "sfp_train" in caplog.text and "prepare_sfp.py" in caplog.text
+
+    # files present: the same label set everywhere, and in detectron2's metadata fields
+    classes = ["background", "skin", "l_eye", "r_eye", "neck"]
+    _make_dataset(tmp_path / "sfp", label_set=sfp_label_set(classes))
+    ls = dataset_label_set("sfp_train")
+    assert ls.name == "sfp" and ls.classes == tuple(classes) and ls.flip_pairs == ((2, 3),)
+    assert flip_permutation_from_metadata("sfp_train", 5).tolist() == [0, 1, 3, 2, 4]
+    assert metadata_field(meta, "stuff_colors") == [list(c) for c in ls.palette] == meta.stuff_colors
+    assert metadata_field(meta, "stuff_classes") == classes == meta.stuff_classes
+    with pytest.raises(ConfigError, match=r"NUM_CLASSES = 4, but dataset 'sfp_train' \(label set 'sfp'\) has 5"):
+        validate_config(cfg, for_training=False)
+
+    # a broken dataset file is an error for every caller, not "no metadata"
+    broken = tmp_path / "sfp" / "train.json"
+    broken.write_text("{")
+    os.utime(broken, (1, 1))
+    for read in (lambda: dataset_label_set("sfp_train"), lambda: validate_config(cfg, for_training=False),
+                 lambda: flip_permutation_from_metadata("sfp_train", 5), lambda: metadata_field(meta, "stuff_classes")):
+        with pytest.raises(DatasetFormatError, match="train.json: cannot read the class list"):
+            read()
+
+    # datasets known to detectron2 only: built from their metadata; unknown names: None
+    MetadataCatalog.get("test_data_format_meta_only").set(stuff_classes=["bg", "l_ear", "r_ear"], flip_pairs=[(1, 2)])
+    ls = dataset_label_set("test_data_format_meta_only")
+    assert ls.classes == ("bg", "l_ear", "r_ear") and ls.flip_pairs == ((1, 2),) and len(ls.palette) == 3
+    assert dataset_label_set("test_data_format_never_registered") is None and dataset_label_set(None) is None
+    assert "test_data_format_never_registered" not in MetadataCatalog.list()
+
+
 def test_face_synth_generated_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     from qanet_d2.data.datasets import face_video

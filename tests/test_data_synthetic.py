@@ -1,6 +1,8 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -195,3 +197,15 @@ def test_prepare_synthetic_cli(tmp_path, capsys, monkeypatch):
     assert "--force" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mod.main(["--size", "96by64"])
+
+
+def test_synthetic_generator_imported_only_when_used():
+    code = (
+        "import sys, qanet_d2, qanet_d2.data\n"
+        "assert not [m for m in sys.modules if m.startswith('qanet_d2.data.synthetic')], 'eager'\n"
+        "from qanet_d2.data import generate_preset, generate_synthetic_dataset\n"
+        "assert generate_preset.__module__ == 'qanet_d2.data.synthetic.generator'\n"
+        "assert 'qanet_d2.data.synthetic' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -129,9 +129,9 @@ def test_input_conversions(predictor, frames):
     assert out["labels"].shape == gray.shape
     assert np.array_equal(to_bgr_uint8(gray), np.repeat(gray[:, :, None], 3, axis=2))
     assert np.array_equal(to_bgr_uint8(bgr[:, :, ::-1], channel_order="RGB"), bgr)
-    assert to_bgr_uint8(np.ones((4, 5), np.float32)).max() == 255
+    assert to_bgr_uint8(np.ones((4, 5), np.float32)).max() == 1  # floats are 0..255 intensities
     with pytest.raises(ValueError):
-        to_bgr_uint8(np.zeros((4, 5, 2), np.uint8))
+        to_bgr_uint8(np.zeros((4, 5, 5), np.uint8))
 
 
 def test_video_parser_window_one_equals_predictor(predictor, frames):

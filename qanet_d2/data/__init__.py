@@ -1,10 +1,11 @@
 """Data layer: label sets, the on-disk face-video format, dataset registration, the
-synthetic generator, the dataset mapper and dataset checks."""
+synthetic generator (imported on first use), the dataset mapper and dataset checks."""
 from .label_sets import (  # noqa: F401
     IGNORE_LABEL,
     LABEL_SETS,
     LabelSet,
     colorize_labels,
+    conversion_ids,
     convert_labels,
     derive_flip_pairs,
     get_label_set,
@@ -20,13 +21,25 @@ from .video_format import (  # noqa: F401
     union_box_from_label_map,
     write_face_video_json,
 )
-from .io import DataReadError, read_image, read_label_map  # noqa: F401
+from .io import DataReadError, ImageReadError, read_image, read_label_map  # noqa: F401
 from .datasets.face_video import (  # noqa: F401
     DatasetNotFoundError,
+    dataset_label_set,
     get_dataset_label_set,
     register_face_video_dataset,
     set_synthetic_auto_generate,
 )
-from .synthetic import generate_preset, generate_synthetic_dataset  # noqa: F401
 from .mapper import FaceParsingDatasetMapper  # noqa: F401
 from .checks import check_dataset, check_json  # noqa: F401
+
+
+# The synthetic generator (qanet_d2.data.synthetic) is imported on first use only.
+_SYNTHETIC_NAMES = ("generate_preset", "generate_synthetic_dataset")
+
+
+def __getattr__(name):
+    if name in _SYNTHETIC_NAMES:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,33 @@
 """Reading frames and label maps with errors that name the file.
 
-Images: decoded with Pillow, EXIF orientation applied (as detectron2's ``read_image``), and
-always returned as 3-channel uint8 ``H x W x 3`` in the requested channel order:
+Images: one conversion for every path (the dataset mapper for training and evaluation, the
+predictor, the demo, the tools). :func:`read_image` decodes a file with Pillow, applies its EXIF
+orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`,
+which the predictor also applies to the arrays it is given. The result is always a 3-channel
+uint8 ``H x W x 3`` array in the requested channel order ("BGR" or "RGB"). Rules, decided by
+the dtype (or Pillow mode), never by the pixel values:
 
-* grayscale (L, LA, P, 1) and CMYK/YCbCr images are converted to RGB (gray replicated);
-* RGBA / LA: the alpha channel is dropped (no compositing);
-* 16-bit grayscale (Pillow modes ``I;16*``/``I``) is scaled by 255/65535 before conversion;
-  Pillow itself reduces 16-bit-per-channel colour PNGs to 8 bits;
-* 32-bit float (mode ``F``) is clipped to 0..255.
+* ``uint8``: as is.
+* ``bool`` (Pillow mode ``1``): False -> 0, True -> 255.
+* ``uint16`` (16-bit grayscale PNG/TIFF, modes ``I;16*``): ``round(x / 257)`` (65535 -> 255).
+* every other integer dtype of 2 bytes or more (``int16``, ``int32`` / 32-bit mode ``I``
+  TIFFs, ``uint32``, ``int64``, ...) holds 16-bit intensities like ``uint16``: clipped to
+  0..65535, then ``round(x / 257)``. ``int8``: clipped to 0..127 (8-bit intensities).
+* floating point (mode ``F``): 0..255 intensities, as detectron2's images are: rounded and
+  clipped to 0..255, NaN -> 0. An image scaled to [0, 1] therefore reads almost black (a
+  warning says so once); multiply it by 255 first. This rule cannot turn a dark 0..255 image
+  bright, which a "max <= 1 means [0, 1]" guess would.
+* channels: grayscale (``H x W``, ``H x W x 1``; modes ``L``, ``1``, ``I;16``, ``I``, ``F``)
+  is replicated to three channels; gray + alpha (``H x W x 2``, mode ``LA``) and colour + alpha
+  (``H x W x 4``, modes ``RGBA``, ``PA``, ``P`` with transparency) lose the alpha channel, without
+  compositing; palette images (``P``) give their palette colours; ``CMYK``, ``YCbCr``,
+  ``LAB``, ``HSV`` are converted to RGB by Pillow (no ICC profile). Colour files with 16 bits per
+  channel are reduced to 8 bits by Pillow (the high byte, ``x >> 8``: at most 1 below
+  ``round(x / 257)``).
+
+Errors: a missing image raises :class:`ImageNotFoundError`, an undecodable one
+:class:`ImageReadError`; both name the file. ``ImageReadError`` is a :class:`DataReadError`
+(ValueError) and an OSError; ``ImageNotFoundError`` is also a FileNotFoundError.
 
 Label maps: single-channel class ids, returned as ``H x W`` uint8. Palette PNGs give their
 palette *indices* (not colours); 16-bit PNGs are accepted if every value is < 256; a colour
@@ -15,6 +35,7 @@ image is accepted only if its three channels are identical.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable, Tuple
 
@@ -25,27 +46,42 @@ from .label_sets import IGNORE_LABEL
 
 __all__ = [
     "DataReadError",
+    "ImageReadError",
+    "ImageNotFoundError",
     "read_image",
+    "read_image_bgr",
+    "as_uint8_image",
+    "to_bgr_uint8",
     "read_label_map",
     "image_size",
     "illegal_label_values",
     "check_label_values",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 class DataReadError(ValueError):
     """A frame or label file cannot be decoded or has invalid content; the message names it."""
 
 
-def _open(path: str, what: str) -> Image.Image:
+class ImageReadError(DataReadError, OSError):
+    """An image file cannot be read or decoded; the message names the file."""
+
+
+class ImageNotFoundError(ImageReadError, FileNotFoundError):
+    """An image file does not exist; the message names it."""
+
+
+def _open(path: str, what: str, error=DataReadError, not_found=FileNotFoundError) -> Image.Image:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise not_found(f"{what} not found: {path}")
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()  # decode now: truncated/corrupt files fail here, not later
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataReadError(f"{path}: cannot decode {what}: {e}") from e
+        raise error(f"{path}: cannot decode {what}: {e}") from e
     return img
 
 
@@ -55,30 +91,121 @@ def _exif_transpose(img: Image.Image) -> Image.Image:
     return _apply_exif_orientation(img)
 
 
-def read_image(path: str, format: str = "BGR") -> np.ndarray:
-    """Read a frame as a uint8 ``H x W x 3`` array in ``format`` ("BGR" or "RGB"); see the
-    module docstring for the conversions. Raises FileNotFoundError / :class:`DataReadError`
-    naming ``path``."""
-    if format not in ("BGR", "RGB"):
-        raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
-    img = _exif_transpose(_open(path, "image"))
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        arr = np.asarray(img)
-        if img.mode == "F":
-            arr = np.clip(arr, 0, 255)
+# ---------------------------------------------------------------------------- images
+_WARNED = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """One channel plane or ``H x W x 3`` of any supported dtype -> uint8 (module docstring)."""
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind == "u" and size == 1:
+        return arr
+    if kind == "b":
+        return arr.astype(np.uint8) * np.uint8(255)
+    if kind in "ui":
+        if size == 1:  # int8
+            return np.clip(arr, 0, 127).astype(np.uint8)
+        if kind == "u" and size == 2:
+            wide = arr.astype(np.uint32)
         else:
-            arr = arr.astype(np.float64) * (255.0 / 65535.0)
-        img = Image.fromarray(np.round(arr).astype(np.uint8), "L")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    arr = np.asarray(img)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise DataReadError(f"{path}: expected a 3-channel image after conversion, got {arr.shape}")
-    if format == "BGR":
+            top = int(arr.max())
+            if 0 < top <= 255:
+                _warn_once("int", f"{arr.dtype} image with values up to {top} read as 16-bit intensities "
+                           "(x / 257, nearly black); pass 8-bit intensities as uint8")
+            wide = np.clip(arr, 0, 65535).astype(np.int64)
+        return ((wide + 128) // 257).astype(np.uint8)  # == round(x / 257) for integers
+    if kind == "f":
+        arr = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=255.0, neginf=0.0)
+        top = float(arr.max())
+        if 0 < top <= 1:
+            _warn_once("float", f"{arr.dtype} image with values in [0, 1] read as 0..255 intensities "
+                       "(nearly black); multiply a [0, 1] image by 255")
+        return np.rint(np.clip(arr, 0, 255)).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {arr.dtype}")
+
+
+def as_uint8_image(image: np.ndarray, channel_order: str = "BGR", format: str = "BGR") -> np.ndarray:
+    """Any common image array -> ``H x W x 3`` uint8 in ``format`` ("BGR" or "RGB").
+
+    Args:
+        image: ``H x W``, ``H x W x 1`` (gray), ``H x W x 2`` (gray + alpha), ``H x W x 3``
+            (colour) or ``H x W x 4`` (colour + alpha), of any dtype of the module docstring.
+        channel_order: order of the colour channels of ``image`` ("BGR" as cv2 reads it, "RGB"
+            as Pillow does).
+        format: order of the result.
+
+    Raises ValueError for other shapes, empty images and unsupported dtypes. A uint8
+    ``H x W x 3`` contiguous input in ``format`` order is returned as is (no copy).
+    """
+    for name, value in (("channel_order", channel_order), ("format", format)):
+        if str(value).upper() not in ("BGR", "RGB"):
+            raise ValueError(f"{name} must be 'BGR' or 'RGB', got {value!r}")
+    channel_order, format = channel_order.upper(), format.upper()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):
+        arr = arr[:, :, 0]  # gray (+ alpha)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an H x W image with 1 to 4 channels, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]  # alpha dropped
+    arr = _to_uint8(arr)
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if channel_order != format:
         arr = arr[:, :, ::-1]
     return np.ascontiguousarray(arr)
 
 
+def to_bgr_uint8(image: np.ndarray, channel_order: str = "BGR") -> np.ndarray:
+    """:func:`as_uint8_image` to BGR: what the predictor does to the arrays it is given."""
+    return as_uint8_image(image, channel_order, "BGR")
+
+
+# Pillow modes whose pixels go to as_uint8_image as they are (gray, gray + alpha, RGB, RGBA,
+# 1-bit, 32-bit int and float); other modes are converted by Pillow first.
+_ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "F")
+
+
+def read_image(path: str, format: str = "BGR") -> np.ndarray:
+    """Read an image file as a uint8 ``H x W x 3`` array in ``format`` ("BGR" or "RGB"), EXIF
+    orientation applied; conversions in the module docstring.
+
+    Raises:
+        ImageNotFoundError: no such file.
+        ImageReadError: the file is not an image, is truncated or cannot be converted.
+        Both name ``path``.
+    """
+    if format not in ("BGR", "RGB"):
+        raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
+    img = _exif_transpose(_open(path, "image", ImageReadError, ImageNotFoundError))
+    mode = img.mode
+    try:
+        if mode in _ARRAY_MODES or mode.startswith("I;16"):
+            arr = np.asarray(img)
+        elif mode in ("P", "PA", "La", "RGBa"):
+            # palette colours; transparency (if any) becomes alpha, which is then dropped
+            arr = np.asarray(img.convert("LA" if mode == "La" else "RGBA"))
+        else:  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+            arr = np.asarray(img.convert("RGB"))
+        return as_uint8_image(arr, "RGB", format)
+    except ValueError as e:
+        raise ImageReadError(f"{path}: cannot convert image of mode {mode}: {e}") from e
+
+
+def read_image_bgr(path: str) -> np.ndarray:
+    """``read_image(path, "BGR")``: the reader of the demo and the predictor's users."""
+    return read_image(path, "BGR")
+
+
+# ---------------------------------------------------------------------------- label maps
 def read_label_map(path: str) -> np.ndarray:
     """Read a label PNG as ``H x W`` uint8 class ids. Raises FileNotFoundError /
     :class:`DataReadError` naming ``path``."""
@@ -103,9 +230,9 @@ def read_label_map(path: str) -> np.ndarray:
 
 def image_size(path: str) -> Tuple[int, int]:
     """``(height, width)`` of an image after EXIF orientation, reading only the header.
-    Raises FileNotFoundError / :class:`DataReadError` naming ``path``."""
+    Raises :class:`ImageNotFoundError` / :class:`ImageReadError` naming ``path``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
+        raise ImageNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -114,7 +241,7 @@ def image_size(path: str) -> Tuple[int, int]:
             except Exception:  # malformed EXIF: detectron2 ignores it too
                 orientation = 1
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataReadError(f"{path}: cannot read image header: {e}") from e
+        raise ImageReadError(f"{path}: cannot read image header: {e}") from e
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
         w, h = h, w
     return int(h), int(w)

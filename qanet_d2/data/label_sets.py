@@ -28,6 +28,7 @@ __all__ = [
     "sfp_label_set",
     "derive_flip_pairs",
     "conversion_lut",
+    "conversion_ids",
     "convert_labels",
     "colorize_labels",
     "make_palette",
@@ -291,6 +292,16 @@ LAPA = _by_name("lapa", _LAPA_CLASSES,
 HELEN = _by_name("helen", _LAPA_CLASSES,
                  [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
 
+# FASSEG (Khan et al., ICIP 2015 / ICME 2017): six coarse classes; skin includes the neck and the
+# ears, hair includes the eyebrows, both eyes are one class, mouth is the lips and the inner
+# mouth. The palette is the dataset's own label colours, so overlays look like its label images
+# (qanet_d2.data.datasets.fasseg reads those colours back into ids). No flip pairs.
+FASSEG = register_label_set(LabelSet(
+    "fasseg",
+    ("background", "skin", "hair", "eyes", "nose", "mouth"),
+    ((255, 0, 0), (255, 255, 0), (127, 0, 0), (0, 0, 255), (0, 255, 255), (0, 255, 0)),
+))
+
 
 def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSet:
     """The label set called ``name``.
@@ -365,6 +376,74 @@ CONVERSIONS: Dict[Tuple[str, str], Dict[str, Optional[str]]] = {
     ("helen", "lapa"): {c: c for c in HELEN.classes},
 }
 
+# Any fine set -> FASSEG, by canonical part name (see _canonical: "left_eye" -> "l_eye", ...).
+# FASSEG's labels were inspected for these choices:
+#   * l_eye, r_eye -> eyes (one class, so the left/right convention of the source does not matter).
+#   * l_brow, r_brow -> hair: FASSEG paints eyebrows in the hair colour.
+#   * mouth (inner mouth), u_lip, l_lip -> mouth.
+#   * l_ear, r_ear, neck -> skin: FASSEG's skin covers the ears and the neck.
+#   * eye_g (glasses) -> skin: FASSEG labels glasses as if transparent: in the multipose photos
+#     of a person wearing glasses (V3, e.g. personne01152+0+90) the frame is labelled skin where
+#     it crosses the face, background where it sticks out, and the eye shows through the lens.
+#     In the fine sets the eyes and brows are painted over eye_g (CelebAMask-HQ's merge order; the
+#     synthetic generator draws the eyes through the lenses), so the eye_g pixels left lie on skin
+#     almost everywhere.
+#   * ear_r (earring) -> skin: FASSEG labels an ear stud as the ear's skin (V2 test image 7).
+#   * neck_l (necklace) -> ignore: it lies on the neck (skin in FASSEG) or on clothes
+#     (background); which one is unknown.
+#   * hat, cloth -> background: FASSEG has no class for worn objects and labels clothes as
+#     background; no FASSEG photo shows a hat.
+_TO_FASSEG: Dict[str, Optional[str]] = {
+    "background": "background",
+    "skin": "skin",
+    "nose": "nose",
+    "eye_g": "skin",
+    "l_eye": "eyes",
+    "r_eye": "eyes",
+    "l_brow": "hair",
+    "r_brow": "hair",
+    "l_ear": "skin",
+    "r_ear": "skin",
+    "mouth": "mouth",
+    "u_lip": "mouth",
+    "l_lip": "mouth",
+    "hair": "hair",
+    "hat": "background",
+    "ear_r": "skin",
+    "neck_l": None,
+    "neck": "skin",
+    "cloth": "background",
+    # single-class names of coarser sets
+    "eye": "eyes",
+    "eyes": "eyes",
+    "brow": "hair",
+    "brows": "hair",
+    "eyebrow": "hair",
+    "eyebrows": "hair",
+    "lip": "mouth",
+    "lips": "mouth",
+    "ear": "skin",
+    "ears": "skin",
+}
+
+# Destination sets reachable from any set whose class names are known part names (SFP's class
+# list is read from its files): {dst set: {canonical src name: dst name or None}}.
+_BY_PART_NAME: Dict[str, Dict[str, Optional[str]]] = {"fasseg": _TO_FASSEG}
+
+
+def _mapping_by_part_name(src: LabelSet, dst: LabelSet) -> Dict[str, Optional[str]]:
+    table = _BY_PART_NAME[dst.name]
+    unknown = [c for c in src.classes if _canonical(c) not in table]
+    if unknown:
+        raise KeyError(
+            f"no conversion from label set '{src.name}' to '{dst.name}': classes {unknown} are "
+            f"not known part names ({sorted(table)}); pass an explicit mapping")
+    return {c: table[_canonical(c)] for c in src.classes}
+
+
+for _src in (SYNTHETIC, CELEBAMASK_HQ, LAPA, HELEN):
+    CONVERSIONS[(_src.name, FASSEG.name)] = _mapping_by_part_name(_src, FASSEG)
+
 
 def _resolve(label_set) -> LabelSet:
     return label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)
@@ -374,8 +453,9 @@ def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = No
     """256-entry uint8 lookup table from ids of ``src`` to ids of ``dst`` (names or LabelSets).
 
     ``mapping`` (src name -> dst name or None = ignore) defaults to :data:`CONVERSIONS`; a pair
-    of sets without an entry is converted by class name only if every src class exists in dst.
-    255 and ids outside ``src`` map to 255.
+    of sets without an entry is converted by part name into ``fasseg`` (any set whose class
+    names are known part names, e.g. SFP's), otherwise by class name only if every src class
+    exists in dst. 255 and ids outside ``src`` map to 255.
     """
     src, dst = _resolve(src), _resolve(dst)
     if mapping is None:
@@ -383,6 +463,8 @@ def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = No
             mapping = {c: c for c in src.classes}
         elif (src.name, dst.name) in CONVERSIONS:
             mapping = CONVERSIONS[(src.name, dst.name)]
+        elif dst.name in _BY_PART_NAME and LABEL_SETS.get(dst.name) == dst:
+            mapping = _mapping_by_part_name(src, dst)
         else:
             missing = [c for c in src.classes if c not in dst.classes]
             if missing:
@@ -399,6 +481,20 @@ def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = No
         target = mapping[name] if name in mapping else (name if name in dst.classes else "background")
         lut[i] = IGNORE_LABEL if target is None else dst.class_id(target)
     return lut
+
+
+def conversion_ids(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
+    """Class correspondence from a fine set ``src`` to a coarser set ``dst`` as an id array:
+    ``ids[k]`` (int64, shape ``(src.num_classes,)``) is the ``dst`` id of ``src`` class ``k``,
+    or :data:`IGNORE_LABEL` (255) for a class without counterpart in ``dst``. Equal to
+    ``conversion_lut(src, dst, mapping)[:src.num_classes]``.
+
+    This is what training across label sets uses: the probabilities of a model that predicts
+    ``src`` are summed per ``dst`` class over ``{k : ids[k] == c}``, and classes with
+    ``ids[k] == 255`` take no part in a loss computed in ``dst``.
+    """
+    src = _resolve(src)
+    return conversion_lut(src, dst, mapping)[: src.num_classes].astype(np.int64)
 
 
 def convert_labels(label_map: np.ndarray, src, dst,

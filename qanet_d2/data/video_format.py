@@ -15,12 +15,14 @@ Layout of a dataset root ``<root>``::
                              "file_name": "images/v0000/00000.jpg",
                              "label_file": "labels/v0000/00000.png",   # optional
                              "height": 240, "width": 320,
-                             "faces": [{"bbox": [x0, y0, x1, y1]}]}]}]}  # optional
+                             "faces": [{"bbox": [x0, y0, x1, y1]}],     # optional
+                             "pose": -45}]}]}                           # optional
 
 Paths are relative to ``<root>``. Boxes are XYXY_ABS in float pixel coordinates where pixel
 ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``: the box of pixels with columns ``c0..c1`` and rows
 ``r0..r1`` (inclusive) is ``[c0, r0, c1 + 1, r1 + 1]``. Single images are stored as videos of one
-frame.
+frame. ``pose`` (optional, a number) is the head pan in degrees of the frame's face (FASSEG),
+kept so that results can be reported per pose.
 """
 from __future__ import annotations
 
@@ -184,6 +186,9 @@ def read_face_video_json(json_file: str) -> dict:
             for key in ("file_name", "label_file"):
                 if key in frame and (not isinstance(frame[key], str) or not frame[key]):
                     fail(f"{fwhere}.{key} must be a non-empty string")
+            if "pose" in frame and (not isinstance(frame["pose"], (int, float))
+                                    or isinstance(frame["pose"], bool)):
+                fail(f"{fwhere}.pose must be a number (degrees), got {frame['pose']!r}")
             faces = frame.get("faces")
             if faces is not None:
                 if not isinstance(faces, list):
@@ -229,8 +234,9 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
     Returns:
         list of dicts with ``file_name`` (absolute), ``sem_seg_file_name`` (absolute; absent if
         the frame has no label), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``),
-        ``video_id``, ``frame_index`` and ``annotations`` (``bbox`` XYXY_ABS, ``bbox_mode``,
-        ``category_id`` 0), ordered by video then frame index.
+        ``video_id``, ``frame_index``, ``annotations`` (``bbox`` XYXY_ABS, ``bbox_mode``,
+        ``category_id`` 0) and ``pose`` when the frame has one, ordered by video then frame
+        index.
     """
     from detectron2.structures import BoxMode
 
@@ -253,6 +259,8 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
             }
             if frame.get("label_file"):
                 record["sem_seg_file_name"] = os.path.join(root, frame["label_file"])
+            if "pose" in frame:
+                record["pose"] = frame["pose"]
             if "faces" in frame:
                 boxes = [[float(v) for v in face["bbox"]] for face in frame["faces"]]
             elif "sem_seg_file_name" in record:

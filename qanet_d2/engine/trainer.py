@@ -44,6 +44,9 @@ from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
 
+# SOLVER.OPTIMIZER values (upper-cased) that build_optimizer knows.
+OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
+
 
 class ResumableTrainingSampler(TrainingSampler):
     """detectron2's TrainingSampler whose stream can start ``start_index`` samples in.
@@ -259,14 +262,14 @@ class QANetTrainer(DefaultTrainer):
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
         name = cfg.SOLVER.OPTIMIZER.upper()
+        if name not in OPTIMIZERS:
+            raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}: expected one of {', '.join(OPTIMIZERS)}")
         if name == "SGD":
             optim_cls = torch.optim.SGD
             kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
-        elif name in ("ADAM", "ADAMW"):
+        else:  # ADAM, ADAMW
             optim_cls = torch.optim.Adam if name == "ADAM" else torch.optim.AdamW
             kwargs = dict(lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
-        else:
-            raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}: expected one of SGD, ADAM, ADAMW")
         return maybe_add_gradient_clipping(cfg, optim_cls)(params, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
     @classmethod

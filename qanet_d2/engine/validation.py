@@ -6,17 +6,25 @@ key, its value and what is expected, instead of a stack trace deep inside the mo
 import os
 from typing import List
 
+from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
+from ..modeling.qanet import parser as qanet_parser
+from .trainer import OPTIMIZERS
+from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
+
 
 class ConfigError(ValueError):
     """One or more config values cannot work together."""
 
 
+# The allowed values are those of the modules that act on them.
 _CHOICES = {
-    "MODEL.QANET.TRAIN_MODE": ("joint", "detector", "parser"),
-    "MODEL.QANET.TEST_BOXES": ("detector", "gt"),
-    "SOLVER.OPTIMIZER": ("SGD", "ADAM", "ADAMW"),
-    "TEST.FACE_PARSING.ABSENT_CLASS": ("skip", "one"),
-    "SOLVER.LR_SCALING": ("auto", "linear", "sqrt"),
+    "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
+    "MODEL.QANET.TEST_BOXES": TEST_BOXES,
+    "SOLVER.OPTIMIZER": OPTIMIZERS,
+    "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
+    "SOLVER.LR_SCALING": LR_SCALING_RULES,
 }
 
 
@@ -28,7 +36,7 @@ def _get(cfg, key):
 
 
 def _dataset_problems(cfg, names, role: str) -> List[str]:
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     problems = []
     registered = set(DatasetCatalog.list())
@@ -38,15 +46,14 @@ def _dataset_problems(cfg, names, role: str) -> List[str]:
             hint = f" (registered with that prefix: {', '.join(close)})" if close else ""
             problems.append(f"DATASETS.{role}: '{name}' is not a registered dataset{hint}")
             continue
-        meta = MetadataCatalog.get(name)
         try:
-            classes = meta.stuff_classes
-        except (AttributeError, KeyError, FileNotFoundError, RuntimeError):
-            classes = None
-        if classes is not None and len(classes) != cfg.MODEL.QANET.NUM_CLASSES:
+            label_set = dataset_label_set(name)
+        except DatasetNotFoundError:
+            label_set = None  # loading the dataset reports it, with how to prepare it
+        if label_set is not None and label_set.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
             problems.append(
                 f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but dataset '{name}' "
-                f"(label set '{meta.get('label_set', '?')}') has {len(classes)} classes: {list(classes)}"
+                f"(label set '{label_set.name}') has {label_set.num_classes} classes: {list(label_set.classes)}"
             )
     return problems
 
@@ -62,10 +69,11 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
     q = cfg.MODEL.QANET
     if cfg.MODEL.META_ARCHITECTURE == "QANetFaceParser":
         height, width = (int(v) for v in q.INPUT_SIZE)
-        if height <= 0 or width <= 0 or height % 32 or width % 32:
+        div = qanet_parser.INPUT_SIZE_DIVISIBILITY
+        if height <= 0 or width <= 0 or height % div or width % div:
             problems.append(
                 f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
-                "multiples of 32 (the parser backbone's stride)"
+                f"multiples of {div} (the parser backbone's stride)"
             )
         elif abs(width / height - q.ASPECT_RATIO) > 1.0 / min(height, width) + 1e-6:
             problems.append(
@@ -101,8 +109,6 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
     if reference < 0:
         problems.append(f"SOLVER.REFERENCE_WORLD_SIZE = {reference}: must be 0 (no rescaling) or the number of GPUs the config is written for")
     elif reference > 0:
-        from .world_size import WORLD_SIZE_SCALED_KEYS
-
         for key, kind in WORLD_SIZE_SCALED_KEYS.items():
             if kind == "batch" and _get(cfg, key) % reference:
                 problems.append(

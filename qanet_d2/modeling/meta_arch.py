@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils import events
@@ -25,6 +24,7 @@ from ..data.crops import (
     scale_affines,
     scale_boxes,
 )
+from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
 from .detector import build_fcos_detector
 from .qanet import (
     QANetParser,
@@ -55,13 +55,13 @@ def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int
     if not dataset_name:
         logger.warning("No dataset in DATASETS.TRAIN/TEST: flipped crops keep their labels (no left/right pairs).")
         return perm
-    meta = MetadataCatalog.get(dataset_name)
     try:
-        classes = meta.get("stuff_classes", None)
-        pairs = meta.get("flip_pairs", None)
-    except FileNotFoundError as err:  # datasets whose classes are read from their own files
+        label_set = dataset_label_set(dataset_name)
+    except DatasetNotFoundError as err:  # datasets whose classes are read from their own files
         logger.warning(f"Metadata of {dataset_name!r} unavailable, flipped crops keep their labels: {err}")
         return perm
+    classes = None if label_set is None else label_set.classes
+    pairs = label_set.flip_pairs if label_set is not None and label_set.flip_pairs else None
     if classes is not None and len(classes) != num_classes:
         raise ValueError(
             f"MODEL.QANET.NUM_CLASSES={num_classes} but dataset {dataset_name!r} has {len(classes)} classes "

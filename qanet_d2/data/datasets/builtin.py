@@ -12,6 +12,8 @@ sfp_{train,val,test}           sfp/<split>.json          sfp (classes read from 
 lapa_{train,val,test}          lapa/<split>.json         lapa
 celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
 helen_{train,val,test}         helen/<split>.json        helen
+fasseg_frontal_{train,test}    fasseg/frontal_<s>.json   fasseg
+fasseg_multipose_{train,test}  fasseg/multipose_<s>.json fasseg
 =============================  ========================  =====================================
 
 See ``datasets/README.md`` for how to prepare each one.
@@ -40,6 +42,11 @@ BUILTIN_DATASETS = {
     "helen": ("helen", ("train", "val", "test"), "helen",
               "Convert the release with: python datasets/prepare_helen.py "
               "--src <dir with helenstar_release/>"),
+    # one directory, four split JSONs: fasseg_<split> reads fasseg/<split>.json
+    "fasseg": ("fasseg", ("frontal_train", "frontal_test", "multipose_train", "multipose_test"),
+               "fasseg", "Convert the release with: python datasets/prepare_fasseg.py "
+               "--src <dir with V2/ and V3/> (the FASSEG copy without V3/Test_* has no "
+               "fasseg_multipose_test)"),
 }
 
 _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny"}

@@ -68,7 +68,9 @@ def find_dataset_dir(src: str, marker: str, names: Iterable[str]) -> str:
 
 def convert_single_image(image_file: str, label_file: Optional[str], dst_root: str,
                          video_id: str, label_set: LabelSet, mode: str = "hardlink",
-                         label: Optional[np.ndarray] = None, image_in_place: bool = False) -> dict:
+                         label: Optional[np.ndarray] = None, image_in_place: bool = False,
+                         face_box: Optional[Callable[[np.ndarray], Optional[List[float]]]] = None
+                         ) -> dict:
     """Store one annotated image as a one-frame video ``video_id`` under ``dst_root`` and
     return its JSON video entry.
 
@@ -76,8 +78,9 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
     validated (single channel, image size, legal values) and placed at
     ``labels/<video_id>/00000.png`` (re-encoded when ``label`` is given or the source is not a
     plain 8-bit PNG). ``image_in_place``: ``image_file`` was already written at its
-    destination ``images/<video_id>/00000<ext>`` (e.g. a resized copy). The face box is the box around all labelled pixels except
-    neck/cloth/necklace (one face per image).
+    destination ``images/<video_id>/00000<ext>`` (e.g. a resized copy). The face box (one face
+    per image) is ``face_box(label)`` when given (XYXY_ABS list or None), else the box around
+    all labelled pixels except neck/cloth/necklace.
     """
     h, w = image_size(image_file)
     ext = os.path.splitext(image_file)[1].lower() or ".jpg"
@@ -105,7 +108,10 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
             os.makedirs(os.path.dirname(dst_label), exist_ok=True)
             if not cv2.imwrite(dst_label, label):
                 raise OSError(f"cannot write {dst_label}")
-        box = union_box_from_label_map(label, face_box_excluded_ids(label_set))
+        if face_box is not None:
+            box = face_box(label)
+        else:
+            box = union_box_from_label_map(label, face_box_excluded_ids(label_set))
         boxes = [box] if box is not None else []
     return {"video_id": video_id,
             "frames": [make_frame_record(0, img_rel, h, w, lab_rel, boxes)]}

@@ -7,6 +7,12 @@ to the current directory) at load time, and so do its ``json_file`` / ``dataset_
 metadata. A dataset whose label set is read from its own files (SFP) exposes
 ``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON, and raises
 :class:`DatasetNotFoundError` with instructions when the files are missing.
+
+The project reads a dataset's classes, palette and left/right pairs through one accessor,
+:func:`dataset_label_set`, whose only exception for absent files is
+:class:`DatasetNotFoundError`; detectron2 code (``Visualizer``, evaluators) reads the same
+values as the ``MetadataCatalog`` fields ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
+``label_set`` and ``ignore_label``.
 """
 from __future__ import annotations
 
@@ -19,14 +25,16 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 
-from ..label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set, register_label_set
+from ..label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set, make_palette, register_label_set
 from ..video_format import DatasetFormatError, load_face_video_json
 
 __all__ = [
     "DatasetNotFoundError",
     "FaceVideoMetadata",
     "register_face_video_dataset",
+    "dataset_label_set",
     "get_dataset_label_set",
+    "label_set_metadata",
     "datasets_root",
     "registered_face_video_datasets",
     "set_synthetic_auto_generate",
@@ -120,6 +128,16 @@ def _spec_label_set(spec: _Spec) -> LabelSet:
         f"flip_pairs, ...) exists only once the dataset is prepared: {spec.prepare_hint}")
 
 
+def label_set_metadata(label_set: LabelSet) -> Dict[str, list]:
+    """detectron2's metadata fields of a label set: ``stuff_classes`` (names), ``stuff_colors``
+    (``[R, G, B]`` per class) and ``flip_pairs`` (``(id_a, id_b)`` tuples)."""
+    return {
+        "stuff_classes": list(label_set.classes),
+        "stuff_colors": [list(c) for c in label_set.palette],
+        "flip_pairs": [tuple(p) for p in label_set.flip_pairs],
+    }
+
+
 class FaceVideoMetadata(Metadata):
     """detectron2 ``Metadata`` whose path fields (``json_file``, ``dataset_root``,
     ``image_root``) are computed on access and, for datasets whose classes come from their own
@@ -136,12 +154,7 @@ class FaceVideoMetadata(Metadata):
         if key in self._LAZY_PATHS:
             json_file, root = spec.paths()
             return json_file if key == "json_file" else root
-        ls = _spec_label_set(spec)
-        if key == "stuff_classes":
-            return list(ls.classes)
-        if key == "stuff_colors":
-            return [list(c) for c in ls.palette]
-        return [tuple(p) for p in ls.flip_pairs]
+        return label_set_metadata(_spec_label_set(spec))[key]
 
     def __getattr__(self, key):
         if not key.startswith("__") and key in self._LAZY_PATHS + self._LAZY_CLASSES:
@@ -205,9 +218,7 @@ def _register(spec: _Spec) -> None:
     meta.set(label_set=spec.label_set, ignore_label=IGNORE_LABEL, thing_classes=["face"],
              evaluator_type="face_parsing")
     if not spec.classes_from_json:
-        ls = get_label_set(spec.label_set)
-        meta.set(stuff_classes=list(ls.classes), stuff_colors=[list(c) for c in ls.palette],
-                 flip_pairs=[tuple(p) for p in ls.flip_pairs])
+        meta.set(**label_set_metadata(get_label_set(spec.label_set)))
 
 
 def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: PathLike,
@@ -249,18 +260,43 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
                     prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate))
 
 
-def get_dataset_label_set(dataset_name: str) -> LabelSet:
-    """The :class:`LabelSet` of a registered dataset (from its metadata; for SFP this reads the
-    class list from the dataset's files)."""
-    spec = _SPECS.get(dataset_name)
-    if spec is not None:
-        return _spec_label_set(spec)
+def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:
+    """The label set of a registered dataset: its classes (``stuff_classes``), palette
+    (``stuff_colors``), left/right pairs (``flip_pairs``) and name (``label_set``).
+
+    Values set explicitly on the dataset's metadata take precedence; for a dataset registered
+    with detectron2 only, the set is built from its metadata (palette generated when it has no
+    ``stuff_colors``, no pairs when it has no ``flip_pairs``).
+
+    Returns:
+        the :class:`LabelSet`, or None when ``dataset_name`` is empty, not in the
+        ``MetadataCatalog``, or its metadata has no ``stuff_classes``.
+
+    Raises:
+        DatasetNotFoundError: the dataset's classes are read from its own files (SFP) and those
+            are absent. This is the only exception for missing files; callers that can do
+            without the classes catch exactly this one.
+    """
+    if not dataset_name or dataset_name not in MetadataCatalog.list():
+        return None
     meta = MetadataCatalog.get(dataset_name)
+    spec = _SPECS.get(dataset_name)
+    if spec is not None and "stuff_classes" not in meta.__dict__:
+        return _spec_label_set(spec)
     classes = meta.get("stuff_classes")
-    name = meta.get("label_set")
-    if classes is None or name is None:
-        raise KeyError(f"dataset '{dataset_name}' has no face-parsing label set in its metadata")
+    if classes is None:
+        return None
+    name = meta.get("label_set", dataset_name)
     if name in LABEL_SETS:
         return get_label_set(name, classes)
-    return LabelSet(name, classes, [tuple(c) for c in meta.get("stuff_colors")],
-                    [tuple(p) for p in meta.get("flip_pairs", [])])
+    colors = meta.get("stuff_colors") or make_palette(classes)
+    return LabelSet(name, classes, [tuple(c) for c in colors], [tuple(p) for p in meta.get("flip_pairs", None) or ()])
+
+
+def get_dataset_label_set(dataset_name: str) -> LabelSet:
+    """:func:`dataset_label_set`, raising KeyError for a dataset without a face-parsing label
+    set."""
+    ls = dataset_label_set(dataset_name)
+    if ls is None:
+        raise KeyError(f"dataset '{dataset_name}' has no face-parsing label set in its metadata")
+    return ls

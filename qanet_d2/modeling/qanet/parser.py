@@ -13,7 +13,11 @@ from .iou_branch import IoUBranch
 from .neck import SemanticFPNNeck
 from .parsing_branch import ParsingBranch
 
-__all__ = ["QANetParser"]
+__all__ = ["QANetParser", "INPUT_SIZE_DIVISIBILITY"]
+
+# MODEL.QANET.INPUT_SIZE must be a multiple of this in both dimensions: the coarsest stride of
+# the parser backbones ("hr32", "res5"), so that the neck's upsampled levels line up.
+INPUT_SIZE_DIVISIBILITY = 32
 
 
 class QANetParser(nn.Module):
@@ -40,7 +44,7 @@ class QANetParser(nn.Module):
         missing = [f for f in in_features if f not in shapes]
         if missing:
             raise ValueError(f"MODEL.QANET.BACKBONE.OUT_FEATURES {missing} are not outputs of {q.BACKBONE.NAME}: {sorted(shapes)}")
-        div = max(int(backbone.size_divisibility), max(shapes[f].stride for f in in_features))
+        div = max(INPUT_SIZE_DIVISIBILITY, int(backbone.size_divisibility), max(shapes[f].stride for f in in_features))
         if any(int(s) % div for s in q.INPUT_SIZE):
             raise ValueError(f"MODEL.QANET.INPUT_SIZE {tuple(q.INPUT_SIZE)} must be divisible by {div} for {q.BACKBONE.NAME}")
         neck = SemanticFPNNeck(shapes, in_features, conv_dim=q.NECK.CONV_DIM, norm=q.NECK.NORM)

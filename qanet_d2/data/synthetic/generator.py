@@ -39,8 +39,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .label_sets import SYNTHETIC
-from .video_format import make_frame_record, write_face_video_json
+from ..label_sets import SYNTHETIC
+from ..video_format import make_frame_record, write_face_video_json
 
 __all__ = [
     "PRESETS",
