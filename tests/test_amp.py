@@ -58,6 +58,8 @@ def _first_batch_losses(amp: bool, synth_datasets_root, monkeypatch):
     return losses, grads
 
 
+# detectron2 v0.6's anchor generator calls torch.meshgrid without ``indexing``
+@pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
 def test_bfloat16_autocast_losses_close_to_float32(synth_datasets_root, monkeypatch):
     """The instant model on one real batch: every loss term float32, finite and within bfloat16's
     rounding of the float32 value; every gradient finite."""
