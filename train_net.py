@@ -49,7 +49,7 @@ def main(args):
     if args.eval_only:
         validate_config(cfg, for_training=False)
         model = Trainer.build_model(cfg)
-        QANetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        QANetCheckpointer(model, save_dir=cfg.OUTPUT_DIR, cfg=cfg).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         start = time.perf_counter()
         results = Trainer.test(cfg, model)
         eval_seconds = time.perf_counter() - start

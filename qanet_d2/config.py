@@ -30,6 +30,14 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
     # Weight of the detector's losses in joint training.
     _C.MODEL.FCOS.LOSS_WEIGHT = 1.0
+    # ImageNet weights of the detector's ResNet (MODEL.BACKBONE's bottom-up network), loaded
+    # strictly when training starts, unless a checkpoint provides the detector: a detectron2
+    # model-zoo file ("detectron2://ImageNetPretrained/MSRA/R-50.pkl", R-101.pkl: Caffe2 format,
+    # BGR, mean [103.530, 116.280, 123.675], std [1, 1, 1], STRIDE_IN_1X1 True, NORM FrozenBN),
+    # a torchvision resnet*.pth (RGB, ImageNet mean/std, STRIDE_IN_1X1 False), a URL or a local
+    # path. MODEL.PIXEL_MEAN/STD and INPUT.FORMAT must match the file (checked when loading).
+    # "" = random initialisation. See docs/pretrained.md.
+    _C.MODEL.FCOS.BACKBONE_WEIGHTS = ""
     # Build the detector at all. False only for a parser-only model (TRAIN_MODE "parser"
     # with TEST_BOXES "gt"), which then never needs detections.
     _C.MODEL.FCOS.ENABLED = True
@@ -50,6 +58,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # Boxes the parser uses at test time: "detector" (its own detections) or "gt" (the
     # dataset's face boxes, to measure parsing alone).
     _C.MODEL.QANET.TEST_BOXES = "detector"
+    # Assemble the model from part checkpoints, applied after MODEL.WEIGHTS: the detector.* /
+    # parser.* weights of these files (qanet_d2 checkpoints or bare part state dicts), each loaded
+    # strictly into its part. A checkpoint that records its part as untrained is refused.
+    # Stage-wise training: stage 2 sets DETECTOR_WEIGHTS to stage 1's model_final.pth.
+    _C.MODEL.QANET.DETECTOR_WEIGHTS = ""
+    _C.MODEL.QANET.PARSER_WEIGHTS = ""
 
     # Parser input crop. The box keeps its centre, its shorter side grows until
     # width / height == ASPECT_RATIO, then both sides are multiplied by BOX_EXPAND.
@@ -69,17 +83,26 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.BACKBONE.FREEZE_AT = 0
     # For a ResNet parser backbone: depth and the keys of MODEL.RESNETS used for it.
     _C.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
-    # Norm of a ResNet parser backbone ("BN" for random initialisation; "FrozenBN" with ImageNet weights).
+    # Norm of a ResNet parser backbone. "BN": fine-tuned, like the HRNet's (32 crops per GPU).
     _C.MODEL.QANET.BACKBONE.NORM = "BN"
+    # Stride of a ResNet-50/101 parser backbone's blocks in the 1x1 conv (MSRA) or the 3x3 conv
+    # (False: torchvision's ResNets, whose ImageNet weights RESNET_WEIGHTS loads).
+    _C.MODEL.QANET.BACKBONE.STRIDE_IN_1X1 = False
+    # ImageNet weights of a ResNet parser backbone: torchvision's resnet*.pth (a URL or a local
+    # path), loaded strictly when training starts unless a checkpoint provides the parser.
+    # The parser takes RGB crops with MODEL.QANET.PIXEL_MEAN/STD (ImageNet's). "" = random init.
+    _C.MODEL.QANET.BACKBONE.RESNET_WEIGHTS = ""
 
     # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
     _C.MODEL.QANET.HRNET = CN()
     _C.MODEL.QANET.HRNET.NAME = "hrnet_w48"  # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w48, ...
-    # Load timm's ImageNet weights. They come from a model hub; without network access
-    # this fails with a clear message. Random initialisation is the default.
+    # Initialise the HRNet from timm's ImageNet weights when training starts (unless a
+    # checkpoint provides the parser), loaded strictly: from PRETRAINED_PATH when set, else from
+    # the Hugging Face hub (fails with a clear message without network access). False (the
+    # default; the CPU configs keep it) = random initialisation. See docs/pretrained.md.
     _C.MODEL.QANET.HRNET.PRETRAINED = False
-    # Local file with timm's ImageNet checkpoint of HRNET.NAME (.pth / .safetensors); when set,
-    # it is loaded instead of fetching from the hub.
+    # Local file with the ImageNet weights of HRNET.NAME in timm's key format (.pth /
+    # .safetensors; the HRNet authors' hrnetv2_w48_imagenet_pretrained.pth has the same keys).
     _C.MODEL.QANET.HRNET.PRETRAINED_PATH = ""
     _C.MODEL.QANET.HRNET.NORM = "BN"
 

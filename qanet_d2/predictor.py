@@ -138,7 +138,7 @@ class FaceParsingPredictor:
             score_map_limit_mb: above this size of the ``C x H x W`` score map, the label
                 map is painted window by window (see the module docstring).
         """
-        from .engine.checkpoint import QANetCheckpointer
+        from .engine.checkpoint import load_model_weights
 
         self.cfg = cfg.clone()
         if self.cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -147,10 +147,8 @@ class FaceParsingPredictor:
             self.cfg.MODEL.DEVICE = "cpu"
         self.model = build_model(self.cfg)
         self.model.eval()
-        if self.cfg.MODEL.WEIGHTS:
-            QANetCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: the predictor runs a randomly initialised model.")
+        # MODEL.WEIGHTS and MODEL.QANET.DETECTOR_WEIGHTS/PARSER_WEIGHTS; warns about random parts.
+        load_model_weights(self.cfg, self.model)
         # What runs on the inputs: the model, or with TEST.AUG / TEST.ENSEMBLE.WEIGHTS its
         # test-time wrapper, exactly as in evaluation.
         self.test_model = build_test_time_model(self.cfg, self.model)

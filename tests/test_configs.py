@@ -18,8 +18,9 @@ from qanet_d2.engine.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
-# Keys that do not change the network's modules.
-_NOT_ARCHITECTURE = ("WEIGHTS", "TRAIN_MODE", "TEST_BOXES")
+# Keys that do not change the network's modules (weights to load, training/test modes).
+_NOT_ARCHITECTURE = ("WEIGHTS", "TRAIN_MODE", "TEST_BOXES", "DETECTOR_WEIGHTS", "PARSER_WEIGHTS", "BACKBONE_WEIGHTS",
+                     "PRETRAINED", "PRETRAINED_PATH", "RESNET_WEIGHTS")
 
 
 def load(path):
@@ -34,6 +35,11 @@ def architecture_key(cfg) -> str:
     model.WEIGHTS = ""
     model.QANET.TRAIN_MODE = "joint"
     model.QANET.TEST_BOXES = "detector"
+    # Building a model loads no weights (ImageNet weights are loaded by the checkpointer when
+    # training starts, tests/test_pretrained.py), so the GPU configs build offline as shipped.
+    model.QANET.DETECTOR_WEIGHTS = model.QANET.PARSER_WEIGHTS = model.FCOS.BACKBONE_WEIGHTS = ""
+    model.QANET.HRNET.PRETRAINED, model.QANET.HRNET.PRETRAINED_PATH = False, ""
+    model.QANET.BACKBONE.RESNET_WEIGHTS = ""
     return model.dump() + f"\nFORMAT: {cfg.INPUT.FORMAT}"
 
 

@@ -181,11 +181,10 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, flips=(Fals
 def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height: int = 960, warmup: int = 1) -> List[Dict]:
     import detectron2.data.transforms as T
     from detectron2.modeling import build_model
-    from qanet_d2.engine.checkpoint import QANetCheckpointer
+    from qanet_d2.engine.checkpoint import load_model_weights
 
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        QANetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(cfg, model)
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     flips = (False, True) if cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP else (False,)
     rows = []

@@ -76,19 +76,16 @@ class ParserForExport(nn.Module):
 
 
 def build_parser_for_export(cfg, raw_input: bool = False) -> Tuple[ParserForExport, nn.Module]:
-    """Build the model of ``cfg`` (weights from ``MODEL.WEIGHTS``), return the export module on
+    """Build the model of ``cfg`` (weights from ``MODEL.WEIGHTS`` and the part checkpoints), return the export module on
     CPU in eval mode and the full model."""
     from detectron2.modeling import build_model
-    from qanet_d2.engine.checkpoint import QANetCheckpointer
+    from qanet_d2.engine.checkpoint import load_model_weights
 
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        QANetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised parser")
+    load_model_weights(cfg, model)  # warns when no checkpoint gives the parser
     q = cfg.MODEL.QANET
     module = ParserForExport(model.parser, q.PIXEL_MEAN, q.PIXEL_STD, raw_input=raw_input).eval()
     return module, model

@@ -7,7 +7,8 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
   can start at an offset, so a resumed run sees the data in the order it would have seen it.
 * ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
 * Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
-  writes, weights-only loading).
+  writes, loading without unpickling code, trained-part records; a run that is not resumed
+  assembles the model from MODEL.WEIGHTS, the part checkpoints and ImageNet weights).
 * Every iteration reseeds the RNGs from (seed, iteration, rank), so the random crop
   augmentation of iteration k is the same whether or not the run was interrupted before k.
 * A non-finite loss stops training with the iteration and the loss term in the message.
@@ -191,7 +192,8 @@ class QANetTrainer(DefaultTrainer):
         )
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = QANetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        # cfg: the part checkpoints and ImageNet initialisation of a run that is not resumed.
+        self.checkpointer = QANetCheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg, imagenet_init=True, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())

@@ -92,11 +92,15 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         lo, hi = q.AUG.SCALE_RANGE
         if not 0 < lo <= 1 <= hi:
             problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
-        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not cfg.MODEL.WEIGHTS:
+        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS):
             problems.append(
                 "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
-                "'detector' and MODEL.WEIGHTS is empty: evaluation would use an untrained detector; "
-                "set MODEL.QANET.TEST_BOXES gt or give detector weights"
+                "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
+                "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights"
+            )
+        if q.DETECTOR_WEIGHTS and not cfg.MODEL.FCOS.ENABLED:
+            problems.append(
+                f"MODEL.QANET.DETECTOR_WEIGHTS = {q.DETECTOR_WEIGHTS!r}, but the model has no detector (MODEL.FCOS.ENABLED False)"
             )
     if any(s <= 0 for s in cfg.TEST.AUG.BOX_SCALES):
         problems.append(f"TEST.AUG.BOX_SCALES = {tuple(cfg.TEST.AUG.BOX_SCALES)}: scales must be positive")

@@ -30,19 +30,14 @@ def tta_views_from_config(cfg) -> List[Tuple[float, bool]]:
     return [(s, f) for s in scales for f in flips]
 
 
-def load_parser_weights(parser: nn.Module, path: str, prefix: str = "parser.") -> nn.Module:
+def load_parser_weights(parser: nn.Module, path: str) -> nn.Module:
     """Load the parser part of a checkpoint (a QANetFaceParser checkpoint with ``parser.*``
-    keys, or a bare parser state dict) into ``parser``, strictly. Returns ``parser``."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    state = data.get("model", data) if isinstance(data, dict) else data
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    incompatible = parser.load_state_dict(state, strict=False)
-    if incompatible.missing_keys or incompatible.unexpected_keys:
-        raise RuntimeError(
-            f"{path}: parser weights do not match the configured parser "
-            f"(missing {incompatible.missing_keys[:5]}..., unexpected {incompatible.unexpected_keys[:5]}...)"
-        )
+    keys, or a bare parser state dict) into ``parser``, strictly, with the checkpointer's part
+    loading (:func:`qanet_d2.engine.checkpoint.load_part_weights`: a checkpoint whose parser
+    was not trained is refused). Returns ``parser``."""
+    from ..engine.checkpoint import load_part_weights
+
+    load_part_weights(parser, "parser", path)
     return parser
 
 

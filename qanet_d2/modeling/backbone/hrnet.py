@@ -3,7 +3,6 @@ the parser, registered in ``BACKBONE_REGISTRY`` as ``build_timm_hrnet_backbone``
 from __future__ import annotations
 
 import logging
-import os
 from typing import Dict
 
 import torch
@@ -32,14 +31,16 @@ def _convert_norm(module: nn.Module, norm: str) -> nn.Module:
 class TimmHRNetBackbone(Backbone):
     """timm HRNet (``features_only=True, feature_location=''``): the raw outputs of the four
     high-resolution branches at strides 4/8/16/32 (e.g. 48/96/192/384 channels for W48),
-    as in QANet, not timm's "incre" classification features."""
+    as in QANet, not timm's "incre" classification features.
+
+    ``body`` has timm's HRNet key names (``conv1.weight``, ``stage4.0.branches.3...``), without
+    the classification head (``incre_modules``, ``downsamp_modules``, ``final_layer``,
+    ``classifier``)."""
 
     def __init__(
         self,
         name: str = "hrnet_w48",
         out_features=("hr4", "hr8", "hr16", "hr32"),
-        pretrained: bool = False,
-        pretrained_path: str = "",
         norm: str = "BN",
         freeze_at: int = 0,
     ):
@@ -48,28 +49,9 @@ class TimmHRNetBackbone(Backbone):
 
         if len(out_features) != 4:
             raise ValueError(f"an HRNet parser backbone has 4 outputs (strides 4..32); got OUT_FEATURES {out_features}")
-        kwargs = dict(features_only=True, feature_location="")
-        if pretrained_path:
-            if not os.path.isfile(pretrained_path):
-                raise RuntimeError(
-                    f"MODEL.QANET.HRNET.PRETRAINED_PATH={pretrained_path!r} is not a file. Give the path of "
-                    f"timm's ImageNet checkpoint for {name} (.pth or .safetensors)."
-                )
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_path))
-        elif pretrained:
-            kwargs.update(pretrained=True)
-        try:
-            body = timm.create_model(name, **kwargs)
-        except (OSError, RuntimeError, ConnectionError) as err:
-            if not kwargs.get("pretrained"):
-                raise
-            raise RuntimeError(
-                f"Could not fetch timm's pretrained weights for {name!r} ({type(err).__name__}: {err}). "
-                "They are downloaded from the Hugging Face hub, which is not reachable here. Either set "
-                "MODEL.QANET.HRNET.PRETRAINED False (random initialisation), or download the checkpoint on a "
-                f"machine with access (timm.create_model({name!r}, pretrained=True) and save its state_dict) "
-                "and set MODEL.QANET.HRNET.PRETRAINED_PATH to the local file."
-            ) from err
+        # Random initialisation; ImageNet weights are loaded strictly by the checkpointer when
+        # training starts (qanet_d2.engine.imagenet.load_hrnet_imagenet_weights), not here.
+        body = timm.create_model(name, features_only=True, feature_location="")
         reductions = body.feature_info.reduction()
         channels = body.feature_info.channels()
         self._indices = [reductions.index(s) for s in _HRNET_STRIDES]
@@ -113,8 +95,6 @@ def build_timm_hrnet_backbone(cfg, input_shape: ShapeSpec):
     return TimmHRNetBackbone(
         name=hr.NAME,
         out_features=tuple(cfg.MODEL.QANET.BACKBONE.OUT_FEATURES),
-        pretrained=hr.PRETRAINED,
-        pretrained_path=hr.PRETRAINED_PATH,
         norm=hr.NORM,
         freeze_at=cfg.MODEL.QANET.BACKBONE.FREEZE_AT,
     )

@@ -1,0 +1,393 @@
+"""ImageNet initialisation of the detector's and the parser's backbones, loaded strictly.
+
+Applied by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` when training starts, to the
+parts that no checkpoint provides (as detectron2 loads ImageNet weights through its
+checkpointer, never when a model is built). Sources, by config key:
+
+* ``MODEL.FCOS.BACKBONE_WEIGHTS``: the detector's ResNet (``detector.backbone.bottom_up``).
+  detectron2 model-zoo files (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``: Caffe2 blob
+  names, renamed with detectron2's own Caffe2 name conversion; BatchNorm fused into a
+  per-channel scale and bias, so the ResNet needs ``MODEL.RESNETS.NORM FrozenBN``), torchvision
+  ``resnet*.pth`` files (renamed like detectron2's ``tools/convert-torchvision-to-d2.py``) and
+  that tool's ``.pkl`` output.
+* ``MODEL.QANET.HRNET.PRETRAINED`` / ``PRETRAINED_PATH``: the parser's timm HRNet, from the
+  Hugging Face hub (through ``timm.create_model(pretrained=True)``) or a local ``.pth`` /
+  ``.safetensors`` in timm's key format (= the HRNet authors' ``hrnetv2_w48_imagenet_pretrained.pth``).
+* ``MODEL.QANET.BACKBONE.RESNET_WEIGHTS``: a ResNet parser backbone, from torchvision weights.
+
+"Strictly": every weight of the backbone must come from the file, and every key of the file
+must be used, except the classification head that the backbone does not have, which is
+listed per format (:data:`HRNET_HEAD_PREFIXES`, :data:`RESNET_HEAD_KEYS`). Otherwise the error
+names the file and lists the keys. A file whose input convention (channel order, pixel
+normalisation, stride placement) does not match the config is refused with the keys to set.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint_file
+
+__all__ = [
+    "HRNET_HEAD_PREFIXES",
+    "ImageNetWeightsError",
+    "RESNET_HEAD_KEYS",
+    "ResNetWeights",
+    "imagenet_sources",
+    "load_hrnet_imagenet_weights",
+    "load_imagenet_weights",
+    "load_resnet_imagenet_weights",
+    "load_state_strictly",
+    "read_resnet_imagenet_weights",
+    "resnet_state_from_caffe2",
+    "resnet_state_from_torchvision",
+]
+
+logger = logging.getLogger(__name__)
+
+# Pixel conventions of the sources, in their channel order.
+IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
+MSRA_BGR_MEAN = (103.53, 116.28, 123.675)
+MSRA_BGR_STD = (1.0, 1.0, 1.0)
+
+# timm's HRNet classification head (absent from the features-only backbone): the "incre"
+# bottlenecks, the downsampling path to 2048 channels and the 1000-class classifier.
+HRNET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+# ResNet file keys a detectron2 ResNet backbone has no place for, per format (after renaming
+# to detectron2 names): the 1000-class classifier, and in the MSRA Caffe2 files a bias of the
+# stem convolution (near zero; detectron2's stem has none).
+RESNET_HEAD_KEYS = {
+    "caffe2": ("fc1000.weight", "fc1000.bias", "stem.conv1.bias"),
+    "torchvision": ("fc.weight", "fc.bias"),
+    "detectron2": ("stem.fc.weight", "stem.fc.bias", "linear.weight", "linear.bias"),
+}
+
+_HOW_TO_GET = "see docs/pretrained.md for where to get the files and where to put them without network access"
+
+
+class ImageNetWeightsError(RuntimeError):
+    """An ImageNet weights file that cannot initialise the configured backbone."""
+
+
+def _bookkeeping(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def _list_keys(keys: Iterable[str], limit: int = 40) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_strictly(
+    module: nn.Module,
+    state: Dict[str, torch.Tensor],
+    source: str,
+    *,
+    unused_prefixes: Sequence[str] = (),
+    what: str = "backbone",
+) -> List[str]:
+    """Load ``state`` into ``module``: every key of ``module`` (BatchNorm's
+    ``num_batches_tracked`` aside) must be in ``state`` with the same shape, and every key of
+    ``state`` must be in ``module`` unless it starts with one of ``unused_prefixes`` (a head the
+    module does not have). Raises :class:`ImageNetWeightsError` naming ``source`` and listing the
+    keys otherwise. Returns the keys of ``state`` that were left unused."""
+    own = {k: v for k, v in module.state_dict().items() if not _bookkeeping(k)}
+    state = {k: torch.as_tensor(v) for k, v in state.items() if not _bookkeeping(k)}
+    unused = [k for k in state if k not in own and k.startswith(tuple(unused_prefixes))]
+    unexpected = [k for k in state if k not in own and k not in unused]
+    missing = [k for k in own if k not in state]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        problems = []
+        if missing:
+            problems.append(f"missing keys ({len(missing)}): {_list_keys(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys ({len(unexpected)}): {_list_keys(unexpected)}")
+        if wrong_shape:
+            problems.append(f"shapes differ (file vs model): {_list_keys(wrong_shape)}")
+        raise ImageNetWeightsError(f"{source}: does not match the {what}: " + "; ".join(problems))
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return unused
+
+
+# ---------------------------------------------------------------------- ResNet
+def resnet_state_from_torchvision(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """torchvision ResNet names -> detectron2 ResNet names, as detectron2's
+    ``tools/convert-torchvision-to-d2.py`` does (``conv1`` -> ``stem.conv1``, ``bn1`` ->
+    ``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``, ``downsample.0/1``
+    -> ``shortcut`` / ``shortcut.norm``). The classifier ``fc.*`` keeps its name."""
+    out = {}
+    for k, v in state.items():
+        if not k.startswith("fc."):
+            if "layer" not in k:
+                k = "stem." + k
+            for t in (1, 2, 3, 4):
+                k = k.replace(f"layer{t}", f"res{t + 1}")
+            for t in (1, 2, 3):
+                k = k.replace(f"bn{t}", f"conv{t}.norm")
+            k = k.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        out[k] = v
+    return out
+
+
+def resnet_state_from_caffe2(blobs: Dict[str, object]) -> Dict[str, torch.Tensor]:
+    """Caffe2 blob names (``conv1_w``, ``res_conv1_bn_s``, ``res2_0_branch2a_w``, ...) ->
+    detectron2 names, with detectron2's own conversion (``convert_c2_detectron_names``)."""
+    from detectron2.checkpoint.c2_model_loading import convert_c2_detectron_names
+
+    tensors = {k: torch.as_tensor(v) for k, v in blobs.items() if not k.endswith("_momentum")}
+    renamed, _ = convert_c2_detectron_names(tensors)
+    return renamed
+
+
+@dataclass
+class ResNetWeights:
+    """A ResNet ImageNet file in detectron2 names. ``fmt``: "caffe2" (Caffe2/Detectron blobs,
+    BGR, BatchNorm fused), "torchvision" (RGB, ImageNet mean/std) or "detectron2" (detectron2
+    names, e.g. convert-torchvision-to-d2 output; ``author`` says where it came from)."""
+
+    state: Dict[str, torch.Tensor]
+    fmt: str
+    author: str = ""
+    unused: List[str] = field(default_factory=list)
+
+    @property
+    def input_convention(self) -> str:
+        """"bgr-caffe2" or "rgb-imagenet" (torchvision), "" when the file does not say."""
+        if self.fmt == "caffe2":
+            return "bgr-caffe2"
+        if self.fmt == "torchvision" or self.author == "torchvision":
+            return "rgb-imagenet"
+        return ""
+
+
+def read_resnet_imagenet_weights(path: str) -> ResNetWeights:
+    """Read a ResNet ImageNet file (any format of the module doc) into detectron2 names."""
+    data = load_checkpoint_file(path)
+    if not isinstance(data, dict):
+        raise ImageNetWeightsError(f"{path}: expected a dict of weights; found {type(data).__name__}")
+    if "model" in data and "__author__" in data:  # detectron2 model-zoo format
+        author = str(data["__author__"])
+        state = {k: torch.as_tensor(v) for k, v in data["model"].items()}
+        if author == "Caffe2":
+            return ResNetWeights(resnet_state_from_caffe2(data["model"]), "caffe2", author)
+        return ResNetWeights(state, "detectron2", author)
+    if "blobs" in data and isinstance(data["blobs"], dict):  # Detectron1 detection models
+        data = data["blobs"]
+    data = _unwrap_state_dict(data, path)
+    keys = set(data)
+    if "conv1_w" in keys or any(k.startswith("res2_0_branch") for k in keys):
+        return ResNetWeights(resnet_state_from_caffe2(data), "caffe2", "Caffe2")
+    if "layer1.0.conv1.weight" in keys:
+        return ResNetWeights(resnet_state_from_torchvision({k: torch.as_tensor(v) for k, v in data.items()}), "torchvision", "torchvision")
+    if "stem.conv1.weight" in keys:
+        return ResNetWeights({k: torch.as_tensor(v) for k, v in data.items()}, "detectron2")
+    raise ImageNetWeightsError(
+        f"{path}: not a ResNet ImageNet file in a known format (Caffe2 blobs such as 'conv1_w', "
+        f"torchvision keys such as 'layer1.0.conv1.weight', or detectron2 keys such as 'stem.conv1.weight'); "
+        f"its keys start with: {_list_keys(list(keys), 8)}"
+    )
+
+
+def _fill_fused_batchnorm(resnet: nn.Module, weights: ResNetWeights, path: str) -> None:
+    """Caffe2 files hold BatchNorm folded into scale and bias (no running statistics): for
+    FrozenBN that is mean 0, variance 1 (what detectron2's FrozenBatchNorm2d assumes for them);
+    trainable BN would change the network, so it is refused."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    state = weights.state
+    for name, module in resnet.named_modules():
+        if not isinstance(module, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+            continue
+        prefix = name + "."
+        if prefix + "weight" not in state or prefix + "running_mean" in state:
+            continue
+        if not isinstance(module, FrozenBatchNorm2d):
+            raise ImageNetWeightsError(
+                f"{path}: BatchNorm is fused into a per-channel scale and bias in this file (Caffe2 format), which "
+                f"only frozen BatchNorm reproduces, but {name} is a trainable {type(module).__name__}: set the "
+                "ResNet's NORM to FrozenBN (MODEL.RESNETS.NORM for the detector)."
+            )
+        state[prefix + "running_mean"] = torch.zeros_like(module.running_mean)
+        state[prefix + "running_var"] = torch.ones_like(module.running_var)
+
+
+def load_resnet_imagenet_weights(
+    resnet: nn.Module, path: str, what: str = "ResNet", problems_for: Optional[Callable[[ResNetWeights], List[str]]] = None
+) -> ResNetWeights:
+    """Load the ImageNet ResNet file ``path`` into the detectron2 ResNet ``resnet``, strictly
+    (:func:`load_state_strictly`, the classifier keys of the format aside). ``problems_for``
+    lists config problems with the file's input convention; any refuses the file before loading.
+    Returns what was read."""
+    weights = read_resnet_imagenet_weights(path)
+    if problems_for is not None:
+        problems = problems_for(weights)
+        if problems:
+            raise ImageNetWeightsError(
+                f"{path}: the config does not match the input convention of these ImageNet weights for the {what}:\n  - "
+                + "\n  - ".join(problems)
+            )
+    _fill_fused_batchnorm(resnet, weights, path)
+    weights.unused = load_state_strictly(
+        resnet, weights.state, path, unused_prefixes=RESNET_HEAD_KEYS.get(weights.fmt, ()), what=what
+    )
+    return weights
+
+
+# ---------------------------------------------------------------------- HRNet
+def _timm_hub_state_dict(name: str):
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=True)
+    except Exception as e:  # hub/network errors come in many types (OSError, HTTP errors, ...)
+        raise ImageNetWeightsError(
+            f"MODEL.QANET.HRNET.PRETRAINED: could not fetch timm's ImageNet weights of {name!r} from the Hugging "
+            f"Face hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Without network access: on a "
+            f"machine with it, run  python -c \"import timm, torch; torch.save(timm.create_model('{name}', "
+            f"pretrained=True).state_dict(), '{name}.pth')\"  and set MODEL.QANET.HRNET.PRETRAINED_PATH to the "
+            f"copied file; or set MODEL.QANET.HRNET.PRETRAINED False for random initialisation ({_HOW_TO_GET})."
+        ) from e
+    pretrained_cfg = getattr(model, "pretrained_cfg", {}) or {}
+    hub_id = pretrained_cfg.get("hf_hub_id") or name
+    return model.state_dict(), f"timm hub {hub_id}"
+
+
+def _unwrap_state_dict(data, path: str) -> Dict[str, torch.Tensor]:
+    if isinstance(data, dict):
+        for wrapper in ("state_dict", "model"):
+            if wrapper in data and isinstance(data[wrapper], dict):
+                data = data[wrapper]
+                break
+    if not isinstance(data, dict):
+        raise ImageNetWeightsError(f"{path}: expected a state dict; found {type(data).__name__}")
+    if data and all(k.startswith("module.") for k in data):  # saved from (Distributed)DataParallel
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return data
+
+
+def load_hrnet_imagenet_weights(backbone: nn.Module, path: str = "") -> str:
+    """Load timm's ImageNet weights of ``backbone`` (a :class:`TimmHRNetBackbone`) into its
+    ``body``, strictly; from ``path`` (``.pth``/``.safetensors``/``.pkl`` with timm's HRNet
+    keys, which are also those of the HRNet authors' ImageNet files) or, when empty, from the
+    hub. The classification head (:data:`HRNET_HEAD_PREFIXES`) is left unused. Returns a
+    description of the source."""
+    name = backbone.name
+    if path:
+        state = _unwrap_state_dict(load_checkpoint_file(path), path)
+        source = path
+    else:
+        state, source = _timm_hub_state_dict(name)
+    load_state_strictly(backbone.body, state, source, unused_prefixes=HRNET_HEAD_PREFIXES, what=f"timm {name} (features only)")
+    return f"ImageNet {name} ({source})"
+
+
+# ---------------------------------------------------------------------- config
+def _close(values, reference, tol: float = 1e-2) -> bool:
+    values = [float(v) for v in values]
+    return len(values) == len(reference) and all(abs(a - b) <= tol for a, b in zip(values, reference))
+
+
+def detector_input_problems(cfg, weights_path: str, convention: str) -> List[str]:
+    """Config keys that do not match the input convention of the detector's ImageNet file."""
+    problems = []
+    m = cfg.MODEL
+    bottleneck = int(m.RESNETS.DEPTH) >= 50
+    if convention == "rgb-imagenet":
+        if cfg.INPUT.FORMAT != "RGB":
+            problems.append(f"INPUT.FORMAT is {cfg.INPUT.FORMAT!r}; torchvision's ResNets take RGB: set RGB")
+        if not _close(m.PIXEL_MEAN, IMAGENET_RGB_MEAN) or not _close(m.PIXEL_STD, IMAGENET_RGB_STD):
+            problems.append(
+                f"MODEL.PIXEL_MEAN {list(m.PIXEL_MEAN)} / PIXEL_STD {list(m.PIXEL_STD)}: torchvision's ResNets were "
+                f"trained with mean {list(IMAGENET_RGB_MEAN)} and std {list(IMAGENET_RGB_STD)} (RGB, 0..255)"
+            )
+        if bottleneck and m.RESNETS.STRIDE_IN_1X1:
+            problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is True; torchvision's ResNets stride in the 3x3 conv: set False")
+    elif convention == "bgr-caffe2":
+        if cfg.INPUT.FORMAT != "BGR":
+            problems.append(f"INPUT.FORMAT is {cfg.INPUT.FORMAT!r}; Caffe2 model-zoo ResNets take BGR: set BGR")
+        if "/MSRA/" in weights_path:
+            if not _close(m.PIXEL_MEAN, MSRA_BGR_MEAN) or not _close(m.PIXEL_STD, MSRA_BGR_STD):
+                problems.append(
+                    f"MODEL.PIXEL_MEAN {list(m.PIXEL_MEAN)} / PIXEL_STD {list(m.PIXEL_STD)}: the MSRA ResNets were "
+                    f"trained with mean {list(MSRA_BGR_MEAN)} and std {list(MSRA_BGR_STD)} (BGR, 0..255)"
+                )
+            if bottleneck and not m.RESNETS.STRIDE_IN_1X1:
+                problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is False; the MSRA ResNets stride in the 1x1 conv: set True")
+    return problems
+
+
+def parser_input_problems(cfg, convention: str, what: str) -> List[str]:
+    """Config keys that do not match the input convention of the parser backbone's ImageNet file.
+    The parser always takes RGB crops normalised by ``MODEL.QANET.PIXEL_MEAN/STD``."""
+    q = cfg.MODEL.QANET
+    problems = []
+    if convention == "bgr-caffe2":
+        problems.append(
+            f"{what} is in Caffe2 format (BGR input with the MSRA normalisation, BatchNorm fused): the parser "
+            "normalises RGB crops with MODEL.QANET.PIXEL_MEAN/STD and fine-tunes its BatchNorm; use torchvision's "
+            "ResNet weights for the parser"
+        )
+    if convention == "rgb-imagenet":
+        if not _close(q.PIXEL_MEAN, IMAGENET_RGB_MEAN) or not _close(q.PIXEL_STD, IMAGENET_RGB_STD):
+            problems.append(
+                f"MODEL.QANET.PIXEL_MEAN {list(q.PIXEL_MEAN)} / PIXEL_STD {list(q.PIXEL_STD)}: ImageNet weights "
+                f"expect mean {list(IMAGENET_RGB_MEAN)} and std {list(IMAGENET_RGB_STD)} (RGB, 0..255)"
+            )
+        if q.BACKBONE.NAME == "build_qanet_resnet_backbone" and int(q.BACKBONE.RESNET_DEPTH) >= 50 and q.BACKBONE.STRIDE_IN_1X1:
+            problems.append("MODEL.QANET.BACKBONE.STRIDE_IN_1X1 is True; torchvision's ResNets stride in the 3x3 conv: set False")
+    return problems
+
+
+def imagenet_sources(cfg) -> Dict[str, Optional[str]]:
+    """``{part: ImageNet source of its backbone or None}`` as configured: a file/URL, or
+    ``"timm:<name>"`` for timm's hub weights of the HRNet parser."""
+    q = cfg.MODEL.QANET
+    sources: Dict[str, Optional[str]] = {"detector": None, "parser": None}
+    if cfg.MODEL.FCOS.ENABLED and cfg.MODEL.FCOS.BACKBONE_WEIGHTS:
+        sources["detector"] = cfg.MODEL.FCOS.BACKBONE_WEIGHTS
+    if q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.PRETRAINED:
+        sources["parser"] = q.HRNET.PRETRAINED_PATH or f"timm:{q.HRNET.NAME}"
+    elif q.BACKBONE.NAME == "build_qanet_resnet_backbone" and q.BACKBONE.RESNET_WEIGHTS:
+        sources["parser"] = q.BACKBONE.RESNET_WEIGHTS
+    return sources
+
+
+def load_imagenet_weights(cfg, model: nn.Module, part: str) -> Optional[str]:
+    """Initialise the backbone of ``model.<part>`` from its configured ImageNet weights
+    (:func:`imagenet_sources`). Returns a description of what was loaded, or None when no
+    ImageNet weights are configured for that part."""
+    source = imagenet_sources(cfg)[part]
+    q = cfg.MODEL.QANET
+    if part == "parser" and source is None and q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.PRETRAINED_PATH:
+        logger.info(f"MODEL.QANET.HRNET.PRETRAINED_PATH = {q.HRNET.PRETRAINED_PATH!r} is not used: MODEL.QANET.HRNET.PRETRAINED is False")
+    if source is None:
+        return None
+    module = getattr(model, part)
+    if part == "detector":
+        backbone = module.backbone
+        resnet = getattr(backbone, "bottom_up", backbone)
+        target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
+        weights = load_resnet_imagenet_weights(
+            resnet, source, what=f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})",
+            problems_for=lambda w: detector_input_problems(cfg, source, w.input_convention),
+        )
+        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}"
+    elif q.BACKBONE.NAME == "build_timm_hrnet_backbone":
+        problems = parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights")
+        if problems:
+            raise ImageNetWeightsError(f"{source}: the config does not match timm's ImageNet HRNet:\n  - " + "\n  - ".join(problems))
+        described = load_hrnet_imagenet_weights(module.backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone"
+    else:
+        weights = load_resnet_imagenet_weights(
+            module.backbone, source, what=f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)",
+            problems_for=lambda w: parser_input_problems(cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS"),
+        )
+        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in parser.backbone"
+    return described + "; the rest of the " + part + " is randomly initialised"
