@@ -485,6 +485,18 @@ def get_parser():
     return p
 
 
+# Keys naming initial weights, cleared by :func:`setup_cfg` (where the config has them).
+WEIGHT_KEYS = {
+    "MODEL.WEIGHTS": "",
+    "MODEL.FCOS.BACKBONE_WEIGHTS": "",
+    "MODEL.QANET.DETECTOR_WEIGHTS": "",
+    "MODEL.QANET.PARSER_WEIGHTS": "",
+    "MODEL.QANET.BACKBONE.RESNET_WEIGHTS": "",
+    "MODEL.QANET.HRNET.PRETRAINED": False,
+    "MODEL.QANET.HRNET.PRETRAINED_PATH": "",
+}
+
+
 def setup_cfg(config_file: str, opts=()):
     from detectron2.config import get_cfg
 
@@ -494,7 +506,15 @@ def setup_cfg(config_file: str, opts=()):
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""  # memory does not depend on the weights
+    # Memory does not depend on the weights: configs that differ only in the files they start
+    # from measure the same (and nothing is read).
+    for key, empty in WEIGHT_KEYS.items():
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.get(part) if node is not None else None
+        if node is not None and leaf in node:
+            node[leaf] = empty
     cfg.freeze()
     return cfg
 
