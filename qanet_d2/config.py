@@ -202,6 +202,10 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.TEST.FACE_PARSING.BOUND_TH = 0.008
     # Also write per-frame label PNGs of the predictions under OUTPUT_DIR/inference/labels.
     _C.TEST.FACE_PARSING.SAVE_LABELS = False
+    # Also report the instance-level parsing metrics of Parsing R-CNN / QANet (APp50, APvol,
+    # PCP50; faces ranked by the quality score, and by the box score as "...-box") on datasets
+    # with per-face ground truth (the synthetic sets' instance PNGs; single-face datasets).
+    _C.TEST.INSTANCE_PARSING = True
     # Also report face-detection AP (COCO) of the predicted boxes.
     _C.TEST.DETECTION_AP = False
 

@@ -65,8 +65,14 @@ def test_each_corruption_is_reported_with_its_file(tiny, tmp_path, capsys):
     small = root / frames[3]["label_file"]
     cv2.imwrite(str(small), cv2.imread(str(small), cv2.IMREAD_UNCHANGED)[:100])
     # 5. box outside the image, 6. image size in the JSON wrong
-    frames[4]["faces"] = [{"bbox": [150.0, 10.0, 170.0, 30.0]}]
+    frames[4]["faces"][0] = {"bbox": [150.0, 10.0, 170.0, 30.0]}
     frames[5]["width"] = 161
+    # 7. face index without a face box, 8. missing face-instance map
+    inst_file = root / frames[6]["instance_file"]
+    inst = cv2.imread(str(inst_file), cv2.IMREAD_UNCHANGED)
+    inst[0, 0] = len(frames[6]["faces"]) + 1
+    cv2.imwrite(str(inst_file), inst)
+    (root / frames[7]["instance_file"]).unlink()
     (root / "train.json").write_text(json.dumps(data))
 
     name = "test_check_corrupt_train"
@@ -80,6 +86,9 @@ def test_each_corruption_is_reported_with_its_file(tiny, tmp_path, capsys):
         (frames[3]["label_file"], "label map is 160x100 (WxH) but its image"),
         (frames[4]["file_name"], "face box 0 [150.0, 10.0, 170.0, 30.0] is outside the 160x120 image"),
         (frames[5]["file_name"], "image is 160x120 (WxH) but the JSON says 161x120"),
+        (frames[6]["instance_file"], f"face index {len(frames[6]['faces']) + 1} but the frame has "
+                                     f"{len(frames[6]['faces'])} face box(es)"),
+        (frames[7]["instance_file"], "face-instance file is missing"),
     ]
     for file, msg in expected:
         assert any(str(root / file) == p.file and msg in p.message for p in report.problems), (file, msg, text)

@@ -60,6 +60,31 @@ def test_load_face_video_json(tmp_path):
     assert data["label_set"] == "synthetic" and data["classes"] == list(SYN.classes)
 
 
+def test_instance_file_is_optional_and_read_into_the_dataset_dicts(tmp_path):
+    json_file = _make_dataset(tmp_path)
+    assert all("instance_file_name" not in d for d in load_face_video_json(json_file, str(tmp_path)))
+    data = json.load(open(json_file))
+    data["videos"][0]["frames"][0]["instance_file"] = "instances/vid0/00001.png"
+    p = tmp_path / "with_inst.json"
+    p.write_text(json.dumps(data))
+    dicts = load_face_video_json(str(p), str(tmp_path))
+    assert dicts[1]["instance_file_name"] == str(tmp_path / "instances/vid0/00001.png")
+    assert sum("instance_file_name" in d for d in dicts) == 1
+    data["videos"][0]["frames"][0]["instance_file"] = 3
+    p.write_text(json.dumps(data))
+    with pytest.raises(DatasetFormatError, match=r"with_inst.json: .*instance_file must be a non-empty string"):
+        load_face_video_json(str(p), str(tmp_path))
+
+
+def test_single_face_metadata_of_the_builtin_datasets():
+    assert MetadataCatalog.get("lapa_val").single_face is True
+    assert MetadataCatalog.get("celebamask_hq_test").single_face is True
+    assert MetadataCatalog.get("helen_train").single_face is True
+    assert MetadataCatalog.get("fasseg_multipose_test").single_face is True
+    assert MetadataCatalog.get("face_synth_val").single_face is False
+    assert MetadataCatalog.get("sfp_val").single_face is False
+
+
 def test_boxes_derived_from_labels_when_faces_missing(tmp_path):
     json_file = _make_dataset(tmp_path, faces=False)
     dicts = load_face_video_json(json_file, str(tmp_path))

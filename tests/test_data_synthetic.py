@@ -56,7 +56,9 @@ def test_layout_and_presets(tiny):
     assert len(frames) == (3 + 2) * 3
     for _, vid, f in frames:
         assert f["file_name"] == f"images/{vid}/{f['frame_index']:05d}.jpg"
+        assert f["instance_file"] == f"instances/{vid}/{f['frame_index']:05d}.png"
         assert (tiny / f["file_name"]).is_file() and (tiny / f["label_file"]).is_file()
+        assert (tiny / f["instance_file"]).is_file()
         assert (f["height"], f["width"]) == (120, 160)
 
 
@@ -64,6 +66,7 @@ def test_determinism_same_seed_same_bytes(tiny, tmp_path):
     again = generate_synthetic_dataset(str(tmp_path / "again"), 3, 2, 3, (160, 120), seed=0, workers=2)
     for _, _, f in _frames(tiny):
         assert (tiny / f["label_file"]).read_bytes() == (Path(again["root"]) / f["label_file"]).read_bytes()
+        assert (tiny / f["instance_file"]).read_bytes() == (Path(again["root"]) / f["instance_file"]).read_bytes()
         assert (tiny / f["file_name"]).read_bytes() == (Path(again["root"]) / f["file_name"]).read_bytes()
     assert (tiny / "train.json").read_bytes() == Path(again["train"]).read_bytes()
     other = generate_synthetic_dataset(str(tmp_path / "other"), 1, 0, 1, (160, 120), seed=1)
@@ -103,6 +106,32 @@ def test_face_counts_and_boxes_within_spec(tiny):
                 angles += p.angle.tolist()
     assert min(heights) >= MIN_FACE_HEIGHT - 1e-6 and max(heights) <= 0.95 * 120 + 1e-6
     assert max(abs(a) for a in angles) <= MAX_ANGLE
+
+
+def test_instance_maps_give_each_boxed_face_all_its_pixels(tiny):
+    """Instance k + 1 = the person of box k: every pixel of it is labelled, the box is the
+    bounding box of its pixels without neck and cloth, and no labelled face pixel of a boxed
+    person is left out."""
+    n_faces = 0
+    for split, vid, f in _frames(tiny):
+        lab = cv2.imread(str(tiny / f["label_file"]), cv2.IMREAD_UNCHANGED)
+        inst = cv2.imread(str(tiny / f["instance_file"]), cv2.IMREAD_UNCHANGED)
+        assert inst.dtype == np.uint8 and inst.shape == lab.shape
+        assert set(np.unique(inst).tolist()) <= set(range(len(f["faces"]) + 1))
+        assert (lab[inst > 0] > 0).all()
+        for k, face in enumerate(f["faces"]):
+            own = (inst == k + 1) & ~np.isin(lab, [C["neck"], C["cloth"]])
+            ys, xs = np.nonzero(own)
+            assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == face["bbox"]
+            n_faces += 1
+    assert n_faces > 15
+    # the same map as the renderer's owner map, neck and cloth included
+    video = SyntheticVideo([0, 0, 0], 160, 120, 3, force_glasses=True, force_open_mouth=True)
+    fr = video.render(1)
+    inst = fr.instance_map()
+    for k, person in enumerate(fr.box_owner):
+        assert ((inst == k + 1) == (fr.owner == person)).all()
+        assert np.isin(fr.label[inst == k + 1], [C["neck"], C["cloth"]]).any()
 
 
 def _centroid_x(mask):

@@ -138,6 +138,66 @@ def test_summarize_absent_class_one_scores_absent_frames_as_one():
     assert results["num_objects"] == 2
 
 
+def _absent_in_one_frame_dataset(root: Path):
+    """One video of two 8x8 frames. Frame 0: skin (gt rows 0-1, cols 0-3) predicted on rows
+    0-1, cols 0-7 (J = 8 / 16), nose exact (rows 4-5). Frame 1: nose exact, skin absent from both."""
+    dicts, preds = [], []
+    for t in range(2):
+        gt = np.zeros((8, 8), np.uint8)
+        gt[4:6] = 2
+        pred = gt.copy()
+        if t == 0:
+            gt[0:2, 0:4] = 1
+            pred[0:2] = 1
+        path = root / f"{t}.png"
+        root.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), gt)
+        dicts.append({"file_name": f"{t}.jpg", "sem_seg_file_name": str(path), "video_id": "v", "frame_index": t})
+        preds.append(pred)
+    return dicts, preds
+
+
+@pytest.mark.parametrize("configured", ["skip", "one"])
+def test_both_absent_class_conventions_from_one_pass_by_hand(tmp_path, configured):
+    from qanet_d2.engine import format_summary_line
+
+    dicts, preds = _absent_in_one_frame_dataset(tmp_path / "data")
+    _register("test_eval_absent", dicts)
+    # 50-pixel contour tolerance: F = 1 wherever both boundaries exist.
+    ev = FaceParsingEvaluator("test_eval_absent", distributed=False, bound_th=50, absent_class=configured,
+                              output_dir=str(tmp_path / "out"))
+    res = run_evaluator(ev, dicts, preds)["face_parsing"]
+    # skip: skin J 0.5 (frame 0 only), nose 1 -> J 0.75, F 1, J&F 0.875
+    # one:  skin J (0.5 + 1) / 2 = 0.75, nose 1 -> J 0.875, F 1, J&F 0.9375
+    assert res["J&F(skip)"] == pytest.approx(87.5) and res["J(skip)"] == pytest.approx(75.0)
+    assert res["F(skip)"] == pytest.approx(100.0)
+    assert res["J&F(one)"] == pytest.approx(93.75) and res["J(one)"] == pytest.approx(87.5)
+    assert res["F(one)"] == pytest.approx(100.0)
+    for k in ("J&F", "J", "F"):
+        assert res[k] == res[f"{k}({configured})"]
+    assert res["J-skin"] == pytest.approx(50.0 if configured == "skip" else 75.0)
+    saved = json.loads((tmp_path / "out" / RESULTS_FILE).read_text())["summary"]
+    assert saved["J&F(one)"] == pytest.approx(93.75) and saved["J&F(skip)"] == pytest.approx(87.5)
+
+    line = format_summary_line("d", {"face_parsing": res}, eval_seconds=5)
+    if configured == "skip":
+        assert line.startswith("d  J&F 87.5  J 75.0  F 100.0  J&F(one) 93.8  J(one) 87.5  F(one) 100.0  mIoU ")
+    else:
+        assert line.startswith("d  J&F 93.8  J 87.5  F 100.0  J&F(skip) 87.5  J(skip) 75.0  F(skip) 100.0  mIoU ")
+    assert line.endswith("(eval 0m05s)")
+
+
+def test_summary_line_carries_the_instance_metrics():
+    from qanet_d2.engine import format_summary_line
+
+    fp = {"J&F": 70.0, "J": 60.0, "F": 80.0, "J&F(skip)": 70.0, "J(skip)": 60.0, "F(skip)": 80.0,
+          "J&F(one)": 75.0, "J(one)": 70.0, "F(one)": 80.0, "mIoU": 50.0, "mean_F1": 55.0}
+    inst = {"APp50": 40.0, "APvol": 35.5, "PCP50": 30.25, "APp50-box": 20.0}
+    line = format_summary_line("d", {"d": {"face_parsing": fp, "instance_parsing": inst}})
+    assert line == ("d  J&F 70.0  J 60.0  F 80.0  J&F(one) 75.0  J(one) 70.0  F(one) 80.0  mIoU 50.0  "
+                    "mean-F1 55.0  APp50 40.0  APvol 35.5  PCP50 30.2")
+
+
 def test_summarize_single_frame_videos_have_no_decay():
     recs = [_record(f"img{i}", 0, [NAN, 0.5 + 0.1 * i, NAN, NAN], [NAN, 0.5, NAN, NAN]) for i in range(3)]
     results, _ = summarize(recs, np.zeros((4, 5), np.int64), CLASSES)

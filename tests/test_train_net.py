@@ -7,7 +7,10 @@ import torch
 
 from conftest import INSTANT_CONFIG, run_train_net
 
-SUMMARY = re.compile(r"^face_synth_val  J&F (\d+\.\d)  J (\d+\.\d)  F (\d+\.\d)  mIoU (\d+\.\d)  mean-F1 (\d+\.\d)  \(.*eval \d+m\d\ds\)$", re.M)
+SUMMARY = re.compile(
+    r"^face_synth_val  J&F (\d+\.\d)  J (\d+\.\d)  F (\d+\.\d)  J&F\(one\) (\d+\.\d)  J\(one\) (\d+\.\d)  "
+    r"F\(one\) (\d+\.\d)  mIoU (\d+\.\d)  mean-F1 (\d+\.\d)  APp50 (\d+\.\d)  APvol (\d+\.\d)  PCP50 (\d+\.\d)  "
+    r"\(.*eval \d+m\d\ds\)$", re.M)
 
 
 @pytest.fixture(scope="module")

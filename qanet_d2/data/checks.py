@@ -2,8 +2,9 @@
 
 For every frame: the image exists and decodes, its size equals the JSON's ``height``/``width``;
 the label map (if any) exists, decodes, is single-channel, has the image's size and only legal
-values (class ids of the label set or 255); face boxes are finite, non-degenerate and inside
-the image. For the dataset: the JSON loads, image ids are unique, and the flip pairs of the
+values (class ids of the label set or 255); the face-instance map (if any) exists, decodes,
+has the image's size and only face indices 0..number of face boxes; face boxes are finite,
+non-degenerate and inside the image. For the dataset: the JSON loads, image ids are unique, and the flip pairs of the
 metadata agree with the label set and with its left/right class names.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .io import image_size, illegal_label_values, read_image, read_label_map
+from .io import image_size, illegal_label_values, read_image, read_instance_map, read_label_map
 from .label_sets import IGNORE_LABEL, LabelSet, derive_flip_pairs
 
 __all__ = ["Problem", "CheckReport", "check_label_set", "check_records", "check_dataset",
@@ -126,6 +127,23 @@ def _check_record(d: dict, label_set: LabelSet, dataset: str) -> List[Problem]:
                 add(label_file, f"illegal label values {bad.tolist()} (label set "
                                 f"'{label_set.name}' has ids 0..{label_set.num_classes - 1}, "
                                 f"ignore = {IGNORE_LABEL})")
+
+    inst_file = d.get("instance_file_name")
+    if inst_file:
+        try:
+            inst = read_instance_map(inst_file)
+        except FileNotFoundError:
+            add(inst_file, "face-instance file is missing")
+        except Exception as e:  # noqa: BLE001
+            add(inst_file, f"face-instance map cannot be read: {e}")
+        else:
+            ref = tuple(size) if size is not None else exp
+            n_faces = len(d.get("annotations", []))
+            if inst.shape != ref:
+                add(inst_file, f"face-instance map is {inst.shape[1]}x{inst.shape[0]} (WxH) but its "
+                               f"image {img_file} is {ref[1]}x{ref[0]}")
+            elif inst.size and int(inst.max()) > n_faces:
+                add(inst_file, f"face index {int(inst.max())} but the frame has {n_faces} face box(es)")
 
     h, w = (size if size is not None else exp)
     for k, ann in enumerate(d.get("annotations", [])):

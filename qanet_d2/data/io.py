@@ -32,6 +32,9 @@ Errors: a missing image raises :class:`ImageNotFoundError`, an undecodable one
 Label maps: single-channel class ids, returned as ``H x W`` uint8. Palette PNGs give their
 palette *indices* (not colours); 16-bit PNGs are accepted if every value is < 256; a colour
 image is accepted only if its three channels are identical.
+
+Face-instance maps: single-channel face indices (0 = no face, k = the frame's k-th face box),
+8- or 16-bit, returned as ``H x W`` int32.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ __all__ = [
     "as_uint8_image",
     "to_bgr_uint8",
     "read_label_map",
+    "read_instance_map",
     "image_size",
     "illegal_label_values",
     "check_label_values",
@@ -226,6 +230,20 @@ def read_label_map(path: str) -> np.ndarray:
     raise DataReadError(
         f"{path}: label map must be a single-channel image of class ids, got mode {img.mode} "
         f"with shape {arr.shape} (colour-coded labels must be converted first)")
+
+
+def read_instance_map(path: str) -> np.ndarray:
+    """Read a face-instance PNG (face index per pixel, 0 = no face; 8- or 16-bit single
+    channel) as ``H x W`` int32. Raises FileNotFoundError / :class:`DataReadError` naming
+    ``path``."""
+    img = _open(path, "face-instance map")
+    if img.mode in ("L", "P") or img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img).astype(np.int32)
+        if arr.ndim == 2 and (arr.size == 0 or arr.min() >= 0):
+            return np.ascontiguousarray(arr)
+    raise DataReadError(
+        f"{path}: face-instance map must be a single-channel 8- or 16-bit image of face indices, got "
+        f"mode {img.mode} with shape {np.asarray(img).shape}")
 
 
 def image_size(path: str) -> Tuple[int, int]:

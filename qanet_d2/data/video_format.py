@@ -4,6 +4,7 @@ Layout of a dataset root ``<root>``::
 
     <root>/images/<video_id>/<frame>.jpg|png   frames
     <root>/labels/<video_id>/<frame>.png       uint8 label maps (class id per pixel, 255 = ignore)
+    <root>/instances/<video_id>/<frame>.png    optional face-instance maps (face index per pixel)
     <root>/<split>.json                        one file per split
 
 ``<split>.json``::
@@ -14,6 +15,7 @@ Layout of a dataset root ``<root>``::
                  "frames": [{"frame_index": 0,
                              "file_name": "images/v0000/00000.jpg",
                              "label_file": "labels/v0000/00000.png",   # optional
+                             "instance_file": "instances/v0000/00000.png",  # optional
                              "height": 240, "width": 320,
                              "faces": [{"bbox": [x0, y0, x1, y1]}],     # optional
                              "pose": -45}]}]}                           # optional
@@ -23,6 +25,12 @@ Paths are relative to ``<root>``. Boxes are XYXY_ABS in float pixel coordinates 
 ``r0..r1`` (inclusive) is ``[c0, r0, c1 + 1, r1 + 1]``. Single images are stored as videos of one
 frame. ``pose`` (optional, a number) is the head pan in degrees of the frame's face (FASSEG),
 kept so that results can be reported per pose.
+
+A face-instance map (``instance_file``, 8- or 16-bit single-channel PNG) gives each pixel the
+face it belongs to: 0 = no face, k + 1 = the face of ``faces[k]``. A face owns every pixel
+labelled for that person, neck and cloth included (a person instance of the human-parsing
+benchmarks owns all its parts), although its box leaves neck and cloth out. It is the per-face
+ground truth of the instance-level metrics (APp, PCP); single-face datasets need none.
 """
 from __future__ import annotations
 
@@ -183,7 +191,7 @@ def read_face_video_json(json_file: str) -> dict:
             if frame["frame_index"] in seen_frames:
                 fail(f"{fwhere}: duplicate frame_index {frame['frame_index']}")
             seen_frames.add(frame["frame_index"])
-            for key in ("file_name", "label_file"):
+            for key in ("file_name", "label_file", "instance_file"):
                 if key in frame and (not isinstance(frame[key], str) or not frame[key]):
                     fail(f"{fwhere}.{key} must be a non-empty string")
             if "pose" in frame and (not isinstance(frame["pose"], (int, float))
@@ -233,7 +241,8 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
 
     Returns:
         list of dicts with ``file_name`` (absolute), ``sem_seg_file_name`` (absolute; absent if
-        the frame has no label), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``),
+        the frame has no label), ``instance_file_name`` (absolute face-instance map; only for
+        frames that have one), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``),
         ``video_id``, ``frame_index``, ``annotations`` (``bbox`` XYXY_ABS, ``bbox_mode``,
         ``category_id`` 0) and ``pose`` when the frame has one, ordered by video then frame
         index.
@@ -259,6 +268,8 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
             }
             if frame.get("label_file"):
                 record["sem_seg_file_name"] = os.path.join(root, frame["label_file"])
+            if frame.get("instance_file"):
+                record["instance_file_name"] = os.path.join(root, frame["instance_file"])
             if "pose" in frame:
                 record["pose"] = frame["pose"]
             if "faces" in frame:
@@ -292,12 +303,15 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
 # ---------------------------------------------------------------------------- writing
 def make_frame_record(frame_index: int, file_name: str, height: int, width: int,
                       label_file: Optional[str] = None,
-                      boxes: Optional[Sequence[Sequence[float]]] = None) -> dict:
+                      boxes: Optional[Sequence[Sequence[float]]] = None,
+                      instance_file: Optional[str] = None) -> dict:
     """One ``frames[]`` entry of a split JSON (paths relative to the dataset root)."""
     rec = {"frame_index": int(frame_index), "file_name": file_name,
            "height": int(height), "width": int(width)}
     if label_file is not None:
         rec["label_file"] = label_file
+    if instance_file is not None:
+        rec["instance_file"] = instance_file
     if boxes is not None:
         rec["faces"] = [{"bbox": [round(float(v), 2) for v in b]} for b in boxes]
     return rec

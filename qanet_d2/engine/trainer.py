@@ -323,7 +323,13 @@ def _format_duration(seconds: float) -> str:
 
 def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None) -> str:
     """One line with the headline numbers of a face-parsing evaluation, e.g.
-    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  mIoU 81.2  mean-F1 88.0  (train 14m02s, eval 0m41s)``.
+    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  J&F(one) 80.3  J(one) 79.1  F(one) 81.5  mIoU 81.2
+    mean-F1 88.0  APp50 90.1  APvol 75.3  PCP50 70.2  (train 14m02s, eval 0m41s)``.
+
+    ``J&F``, ``J``, ``F`` follow ``TEST.FACE_PARSING.ABSENT_CLASS``; the other convention follows
+    with its name in brackets (``(one)``: absent classes score 1 as in DAVIS; ``(skip)``: they are
+    not scored). The instance-level metrics (faces ranked by the quality score) appear when the
+    dataset has per-face ground truth.
 
     ``results`` is what ``DefaultTrainer.test`` returns: ``{"face_parsing": {...}}`` for one test
     dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several.
@@ -332,9 +338,22 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
         results = results[dataset_name]
     fp = results.get("face_parsing", {})
     parts = [dataset_name]
-    for key, label in (("J&F", "J&F"), ("J", "J"), ("F", "F"), ("mIoU", "mIoU"), ("mean_F1", "mean-F1")):
+    keys = [("J&F", "J&F"), ("J", "J"), ("F", "F")]
+    # The convention that J&F / J / F do not show: "one", unless they are not the "skip" numbers.
+    def same(a, b):
+        return a == b or (a != a and b != b)  # NaN (no objects) equals NaN
+
+    shown_is_skip = all(same(fp.get(f"{k}(skip)"), fp.get(k)) for k in ("J&F", "J", "F"))
+    other = "one" if shown_is_skip else "skip"
+    keys += [(f"{k}({other})", f"{k}({other})") for k in ("J&F", "J", "F")]
+    keys += [("mIoU", "mIoU"), ("mean_F1", "mean-F1")]
+    for key, label in keys:
         if key in fp:
             parts.append(f"{label} {fp[key]:.1f}")
+    inst = results.get("instance_parsing", {})
+    for key in ("APp50", "APvol", "PCP50"):
+        if key in inst:
+            parts.append(f"{key} {inst[key]:.1f}")
     if "bbox" in results and "AP" in results["bbox"]:
         parts.append(f"face-AP {results['bbox']['AP']:.1f}")
     times = []

@@ -1,4 +1,5 @@
-"""Evaluation: DAVIS J/F, mIoU / F1 and face detection AP for the face parsing datasets."""
+"""Evaluation: DAVIS J/F, mIoU / F1, instance-level parsing (APp, APvol, PCP) and face detection AP
+for the face parsing datasets."""
 from .build import build_face_parsing_evaluators
 from .davis import (
     boundary_f_measure,
@@ -19,6 +20,14 @@ from .face_parsing_evaluator import (
     score_frame,
     summarize,
 )
+from .instance_parsing import (
+    PART_IOU_THRESHOLDS,
+    InstanceParsingAccumulator,
+    PredictedFace,
+    face_part_ious,
+    match_faces,
+)
+from .instance_parsing_evaluator import InstanceParsingEvaluator, faces_from_output
 
 __all__ = [
     "region_similarity",
@@ -36,5 +45,12 @@ __all__ = [
     "frame_key",
     "FaceParsingEvaluator",
     "FaceDetectionEvaluator",
+    "PART_IOU_THRESHOLDS",
+    "PredictedFace",
+    "face_part_ious",
+    "match_faces",
+    "InstanceParsingAccumulator",
+    "InstanceParsingEvaluator",
+    "faces_from_output",
     "build_face_parsing_evaluators",
 ]

@@ -18,7 +18,10 @@ results JSON too):
 * Per frame, J and F of the binary masks ``pred == c`` and ``gt == c``; ground-truth ignore pixels
   (and ground-truth values outside the label set) are void for both.
 * A frame where the class is absent from both prediction and ground truth is skipped
-  (``absent_class="skip"``, default) or scores J = F = 1 as DAVIS does (``"one"``).
+  (``absent_class="skip"``, default) or scores J = F = 1 as DAVIS does (``"one"``). ``J&F``,
+  ``J``, ``F`` and everything per class, per video, recall and decay follow ``absent_class``;
+  ``J&F(skip)``, ``J(skip)``, ``F(skip)`` and ``J&F(one)``, ``J(one)``, ``F(one)`` give the
+  dataset means under both conventions, from the same per-frame scores.
 * Per object: mean over frames, recall (share of scored frames with value > 0.5) and decay
   (mean of the first quarter of frames minus mean of the last quarter, DAVIS's binning; videos of
   more than one frame). Dataset J / F: mean over objects; J&F = (J + F) / 2. Per-class J / F: mean
@@ -252,11 +255,16 @@ def summarize(
         for c in range(1, C):
             if not present[:, c].any():
                 continue
-            jv, fv = J[:, c].copy(), F[:, c].copy()
             absent = ~present[:, c]
-            jv[absent] = fv[absent] = math.nan if absent_class == "skip" else 1.0
+            means = {}  # J and F means of this object under each absent-class convention
+            for mode in ABSENT_CLASS_MODES:
+                jm, fm = J[:, c].copy(), F[:, c].copy()
+                jm[absent] = fm[absent] = math.nan if mode == "skip" else 1.0
+                means[mode] = (_nanmean(jm), _nanmean(fm))
+                if mode == absent_class:
+                    jv, fv = jm, fm
             js, fs = _db_statistics(jv), _db_statistics(fv)
-            objects.append((video_id, c, js, fs, len(frames)))
+            objects.append((video_id, c, js, fs, len(frames), means))
             video_objects[class_names[c]] = {
                 "J": js[0], "F": fs[0], "J_recall": js[1], "F_recall": fs[1],
                 "J_decay": js[2] if len(frames) > 1 else None, "F_decay": fs[2] if len(frames) > 1 else None,
@@ -278,6 +286,12 @@ def summarize(
     results["J&F"] = _pct((J_mean + F_mean) / 2)
     results["J"] = _pct(J_mean)
     results["F"] = _pct(F_mean)
+    for mode in ABSENT_CLASS_MODES:  # both conventions from the same per-frame scores
+        jm = _nanmean([o[5][mode][0] for o in objects])
+        fm = _nanmean([o[5][mode][1] for o in objects])
+        results[f"J&F({mode})"] = _pct((jm + fm) / 2)
+        results[f"J({mode})"] = _pct(jm)
+        results[f"F({mode})"] = _pct(fm)
     results["J_recall"] = _pct(obj_stat(0, 1))
     results["F_recall"] = _pct(obj_stat(1, 1))
     has_sequences = any(o[4] > 1 for o in objects)
@@ -334,6 +348,10 @@ def summarize(
             "objects": "(video, foreground class) pairs whose class occurs in the ground truth or the "
                        "prediction of at least one frame",
             "absent_class": absent_class,
+            "absent_class_conventions": "J&F, J, F and all per-class / per-video numbers follow absent_class; "
+                                        "J&F(skip), J(skip), F(skip): a class absent from both maps in a frame "
+                                        "is not scored in that frame; J&F(one), J(one), F(one): it scores 1 "
+                                        "(DAVIS)",
             "J_F": "DAVIS 2017 definitions (davis2017-evaluation metrics.py)",
             "mIoU": "confusion matrix summed over the dataset, all classes with support",
             "mean_F1": "confusion matrix summed over the dataset, foreground classes",
@@ -374,6 +392,9 @@ def format_results_tables(results: dict, details: dict) -> str:
     head_keys = [k for k in ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay", "mIoU",
                              "fg_mIoU", "mean_F1", "pACC") if k in results]
     head = create_small_table({k: results[k] for k in head_keys})
+    both = [k for m in ABSENT_CLASS_MODES for k in (f"J&F({m})", f"J({m})", f"F({m})") if k in results]
+    if both:
+        head += "\n" + create_small_table({k: results[k] for k in both})
     rows = [
         [e["id"], e["name"], e.get("J", ""), e.get("F", ""), e["IoU"], e["F1"], e.get("num_objects", "")]
         for e in details["per_class"]

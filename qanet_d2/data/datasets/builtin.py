@@ -50,6 +50,9 @@ BUILTIN_DATASETS = {
 }
 
 _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny"}
+# One face per image: every foreground pixel belongs to it (per-face ground truth of the
+# instance-level metrics).
+_SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg"})
 
 
 def _root_fn(subdir):
@@ -75,7 +78,8 @@ def register_all_face_datasets() -> None:
         for split in splits:
             register_face_video_dataset(
                 f"{prefix}_{split}", _json_fn(subdir, split), _root_fn(subdir), label_set,
-                generate=_generator(preset) if preset else None, prepare_hint=hint)
+                generate=_generator(preset) if preset else None, prepare_hint=hint,
+                single_face=prefix in _SINGLE_FACE)
 
 
 if __name__.endswith(".builtin"):

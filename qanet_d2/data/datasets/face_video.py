@@ -65,6 +65,7 @@ class _Spec:
     classes_from_json: bool  # label set built from the JSON's "classes" (SFP)
     prepare_hint: str
     generate: Optional[Callable[[str], object]] = None  # makes the dataset at a root
+    single_face: bool = False  # one face per image (its per-face ground truth is implied)
 
     def paths(self) -> Tuple[str, str]:
         return os.path.abspath(self.json_file()), os.path.abspath(self.dataset_root())
@@ -216,7 +217,7 @@ def _register(spec: _Spec) -> None:
         if k != "name":
             setattr(meta, k, v)
     meta.set(label_set=spec.label_set, ignore_label=IGNORE_LABEL, thing_classes=["face"],
-             evaluator_type="face_parsing")
+             evaluator_type="face_parsing", single_face=spec.single_face)
     if not spec.classes_from_json:
         meta.set(**label_set_metadata(get_label_set(spec.label_set)))
 
@@ -224,7 +225,7 @@ def _register(spec: _Spec) -> None:
 def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: PathLike,
                                 label_set: Union[str, LabelSet],
                                 generate: Optional[Callable[[str], object]] = None,
-                                prepare_hint: str = "") -> None:
+                                prepare_hint: str = "", single_face: bool = False) -> None:
     """Register a dataset in the format of :mod:`qanet_d2.data.video_format`.
 
     Args:
@@ -239,10 +240,13 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
         generate: optional ``generate(root)`` that creates the dataset when the JSON is missing
             (used by the synthetic datasets; see :func:`set_synthetic_auto_generate`).
         prepare_hint: appended to "not found" errors (e.g. the conversion command).
+        single_face: every image shows one face (face crops such as LaPa): all its foreground
+            pixels belong to that face, which the instance-level metrics use as per-face ground
+            truth when a frame has no ``instance_file``.
 
     Metadata set: ``label_set``, ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
     ``ignore_label`` (255), ``thing_classes`` (``["face"]``), ``evaluator_type``
-    (``"face_parsing"``), ``json_file``, ``image_root`` and ``dataset_root`` (absolute paths,
+    (``"face_parsing"``), ``single_face``, ``json_file``, ``image_root`` and ``dataset_root`` (absolute paths,
     computed on access).
     """
     if isinstance(label_set, LabelSet):
@@ -257,7 +261,8 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     _register(_Spec(name=name, json_file=_as_path_fn(json_file),
                     dataset_root=_as_path_fn(dataset_root), label_set=ls_name,
                     classes_from_json=classes_from_json,
-                    prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate))
+                    prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate,
+                    single_face=bool(single_face)))
 
 
 def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:

@@ -19,6 +19,11 @@ occlusion by other faces and occluders, in XYXY_ABS pixel-edge coordinates. A pe
 fewer than ``MIN_VISIBLE_PIXELS`` visible pixels or less than ``MIN_VISIBLE_FRACTION`` of their
 unoccluded in-frame area gets no box (their pixels remain labelled).
 
+Face-instance maps (``instances/<video>/<frame>.png``, the JSON's ``instance_file``) give the
+face of every pixel: k + 1 for the person of box k, all of their visible labelled pixels
+(neck and cloth included, as a person instance owns all its parts in the human-parsing
+benchmarks), 0 for background, occluders and persons without a box.
+
 Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``: the output does
 not depend on the order or the number of worker processes used.
 """
@@ -553,6 +558,14 @@ class FrameResult:
     poses: List[FacePose]
     amodal_area: List[int] = field(default_factory=list)
 
+    def instance_map(self) -> np.ndarray:
+        """H x W uint8 face-instance map: k + 1 on every visible pixel of the person of box k
+        (neck and cloth included), 0 on background, occluders and persons without a box."""
+        inst = np.zeros(self.owner.shape, np.uint8)
+        for k, person in enumerate(self.box_owner):
+            inst[self.owner == person] = k + 1
+        return inst
+
 
 class SyntheticVideo:
     """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
@@ -778,19 +791,23 @@ def _render_video(args) -> dict:
                          force_hat=index == min(1, n_videos - 1))
     img_dir = os.path.join(out_root, "images", video_id)
     lab_dir = os.path.join(out_root, "labels", video_id)
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(lab_dir, exist_ok=True)
+    inst_dir = os.path.join(out_root, "instances", video_id)
+    for d in (img_dir, lab_dir, inst_dir):
+        os.makedirs(d, exist_ok=True)
     records = []
     for t in range(frames):
         fr = vid.render(t)
         img_rel = f"images/{video_id}/{t:05d}.jpg"
         lab_rel = f"labels/{video_id}/{t:05d}.png"
+        inst_rel = f"instances/{video_id}/{t:05d}.png"
         if not cv2.imwrite(os.path.join(out_root, img_rel), fr.image,
                            [cv2.IMWRITE_JPEG_QUALITY, vid.jpeg_quality]):
             raise OSError(f"cannot write {os.path.join(out_root, img_rel)}")
         if not cv2.imwrite(os.path.join(out_root, lab_rel), fr.label):
             raise OSError(f"cannot write {os.path.join(out_root, lab_rel)}")
-        records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes))
+        if not cv2.imwrite(os.path.join(out_root, inst_rel), fr.instance_map()):
+            raise OSError(f"cannot write {os.path.join(out_root, inst_rel)}")
+        records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes, inst_rel))
     return {"video_id": video_id, "frames": records}
 
 

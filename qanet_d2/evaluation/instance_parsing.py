@@ -1,0 +1,350 @@
+"""Instance-level face parsing metrics of Parsing R-CNN and QANet: APp, APvol, PCP.
+
+Definitions, as computed by the authors' evaluation code (Parsing R-CNN:
+``parsingrcnn/utils/parsing.py`` ``eval_seg_ap``; QANet: ``lib/data/evaluation/parsing_eval.py``
+``ParsingEvaluator.computeAPp``; both the same algorithm, from the MHP-v2 benchmark):
+
+* A predicted face is its part label map in image coordinates: its own labels on its window,
+  background (0) everywhere else, whatever other faces predict there. A ground-truth face is
+  the ground-truth label map on the pixels of that face (its face-instance id), background
+  elsewhere.
+* Part IoU of a (prediction, ground truth) pair: one confusion matrix over the whole image,
+  per-class IoU = TP / (TP + FP + FN) for every class INCLUDING background (0), NaN for a class
+  absent from both maps; the pair's score is the mean over the non-NaN classes. Ground-truth
+  void pixels (the ignore label, or any value that is not a class) are not counted; in the
+  authors' code a void pixel outside the instance counts as background, here it is void
+  everywhere.
+* Matching, per part-IoU threshold t in 0.1, 0.2, ..., 0.9: predictions of the whole dataset
+  are taken in descending score; each is compared with every ground-truth face of its image
+  and keeps the one with the highest mean part IoU (the first on ties). It is a true positive
+  if that mean IoU is > t (strictly) and that face was not matched before at this threshold;
+  otherwise a false positive (also when its best face is already taken: no fall back to the
+  second best). Ties in score: frame key, then face order within the frame (deterministic,
+  whatever the number of processes).
+* AP at t: area under the precision envelope over recall (VOC all-point interpolation),
+  recall = TP / number of ground-truth faces.
+* Names: ``APp50`` is AP at t = 0.5. ``APvol`` is the mean of the nine APs (t = 0.1 ... 0.9):
+  the papers' and Parsing R-CNN's README's AP^p_vol; both codes print this number as
+  "APp @[mIoU=0.10:0.90]" (Parsing R-CNN's variable ``ap_p_vol``, QANet's ``mAPp``).
+* PCP at t (``PCP50`` at 0.5): for each ground-truth face matched at t, the share of its part
+  classes (foreground classes it contains) whose part IoU with its match is > t; unmatched
+  faces count 0; mean over all ground-truth faces.
+
+All metrics depend on the ranking score; :class:`InstanceParsingAccumulator` ranks the same
+faces by several scores in one pass (the quality score and the detector's box score).
+
+Coordinates: windows are integer pixel boxes ``[x0, y0, x1, y1)`` (XYXY, exclusive end) in the
+image the ground truth belongs to; label arrays are (rows, columns) = (y, x).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "PART_IOU_THRESHOLDS",
+    "PredictedFace",
+    "face_part_ious",
+    "match_faces",
+    "voc_ap",
+    "InstanceParsingAccumulator",
+    "single_face_instances",
+]
+
+PART_IOU_THRESHOLDS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class PredictedFace(NamedTuple):
+    """One predicted face of an image.
+
+    Attributes:
+        score: the model's face score (QANet's quality score), ranks faces.
+        box_score: the detector's score of the face box.
+        window: ``(x0, y0, x1, y1)`` integer pixel window of the image, exclusive end.
+        labels: ``(y1 - y0, x1 - x0)`` integer class ids of the face on its window, 0 where the
+            face claims no part.
+    """
+
+    score: float
+    box_score: float
+    window: Tuple[int, int, int, int]
+    labels: np.ndarray
+
+
+def single_face_instances(gt_labels: np.ndarray, num_classes: int, ignore_label: Optional[int] = 255) -> np.ndarray:
+    """Face-instance map of a single-face image: 1 on every foreground class pixel (neither
+    background, nor void), 0 elsewhere. ``(H, W)`` int32."""
+    gt = np.asarray(gt_labels)
+    face = (gt > 0) & (gt < num_classes)
+    if ignore_label is not None:
+        face &= gt != ignore_label
+    return face.astype(np.int32)
+
+
+def _valid_mask(gt_labels: np.ndarray, num_classes: int, ignore_label: Optional[int]) -> np.ndarray:
+    valid = (gt_labels >= 0) & (gt_labels < num_classes)
+    if ignore_label is not None:
+        valid &= gt_labels != ignore_label
+    return valid
+
+
+def face_part_ious(
+    windows: Sequence[Sequence[int]],
+    labels: Sequence[np.ndarray],
+    gt_labels: np.ndarray,
+    gt_instances: np.ndarray,
+    num_classes: int,
+    ignore_label: Optional[int] = 255,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class part IoUs of every (predicted face, ground-truth face) pair of one image.
+
+    Args:
+        windows: P windows ``[x0, y0, x1, y1)``; clipped to the image.
+        labels: P label arrays, each the size of its (unclipped) window, values < num_classes.
+        gt_labels: (H, W) ground-truth class ids; ``ignore_label`` and values >= num_classes
+            are void.
+        gt_instances: (H, W) ground-truth face ids, 0 = no face; faces are the distinct
+            positive ids, in ascending order.
+        num_classes: C, background (0) included.
+    Returns:
+        ``ious`` (P, G, C) float64, NaN where a class is absent from both maps of a pair;
+        ``num_parts`` (G,) int, foreground classes present in each ground-truth face (PCP's
+        denominator); ``face_ids`` (G,) the ground-truth ids.
+    Raises:
+        ValueError: shapes differ, a label array does not match its window, or a label value
+            is not a class.
+    """
+    gt_labels = np.asarray(gt_labels)
+    gt_instances = np.asarray(gt_instances)
+    if gt_labels.ndim != 2 or gt_labels.shape != gt_instances.shape:
+        raise ValueError(f"ground-truth label map {gt_labels.shape} and face-instance map {gt_instances.shape} "
+                         "must be 2-D maps of the same size")
+    if len(windows) != len(labels):
+        raise ValueError(f"{len(windows)} windows but {len(labels)} label arrays")
+    C = int(num_classes)
+    H, W = gt_labels.shape
+    valid = _valid_mask(gt_labels, C, ignore_label)
+    total_valid = int(np.count_nonzero(valid))
+    gt_idx = np.where(valid, gt_labels, 0).astype(np.int64)
+
+    face_ids = np.unique(gt_instances[gt_instances > 0])
+    gt_faces = []  # (bbox (x0, y0, x1, y1), face mask on its bbox)
+    num_parts = np.zeros(len(face_ids), np.int64)
+    for g, fid in enumerate(face_ids):
+        mask = gt_instances == fid
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        gt_faces.append(box)
+        parts = np.unique(gt_idx[mask & valid])
+        num_parts[g] = int(np.count_nonzero(parts > 0))
+
+    ious = np.full((len(windows), len(face_ids), C), np.nan)
+    for p, (win, lab) in enumerate(zip(windows, labels)):
+        x0, y0, x1, y1 = (int(v) for v in win)
+        lab = np.asarray(lab)
+        if lab.shape != (max(0, y1 - y0), max(0, x1 - x0)):
+            raise ValueError(f"face {p}: labels of shape {lab.shape} do not match its window {list(win)}")
+        if lab.size and (lab.min() < 0 or lab.max() >= C):
+            raise ValueError(f"face {p}: label values must be 0..{C - 1}, found {lab.min()}..{lab.max()}")
+        # the window clipped to the image, and the matching part of the labels
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if cx1 > cx0 and cy1 > cy0:
+            lab = lab[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        else:
+            cx0 = cy0 = cx1 = cy1 = 0
+            lab = lab[:0, :0]
+        for g, fid in enumerate(face_ids):
+            bx0, by0, bx1, by1 = gt_faces[g]
+            # The region where either map can be foreground; outside it both are background.
+            if cx1 > cx0:
+                rx0, ry0, rx1, ry1 = min(cx0, bx0), min(cy0, by0), max(cx1, bx1), max(cy1, by1)
+            else:
+                rx0, ry0, rx1, ry1 = bx0, by0, bx1, by1
+            region_valid = valid[ry0:ry1, rx0:rx1]
+            gt_reg = np.where(gt_instances[ry0:ry1, rx0:rx1] == fid, gt_idx[ry0:ry1, rx0:rx1], 0)
+            pred_reg = np.zeros_like(gt_reg)
+            pred_reg[cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = lab
+            hist = np.bincount(gt_reg[region_valid] * C + pred_reg[region_valid], minlength=C * C).reshape(C, C)
+            hist[0, 0] += total_valid - int(np.count_nonzero(region_valid))
+            tp = np.diag(hist).astype(np.float64)
+            union = hist.sum(axis=0) + hist.sum(axis=1) - tp
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ious[p, g] = np.where(union > 0, tp / union, np.nan)
+    return ious, num_parts, face_ids
+
+
+def _mean_ious(ious: np.ndarray) -> np.ndarray:
+    """(P, G, C) -> (P, G) mean over non-NaN classes; -inf where all are NaN."""
+    finite = ~np.isnan(ious)
+    count = finite.sum(axis=-1)
+    total = np.where(finite, ious, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+
+
+def match_faces(
+    scores: Sequence[float],
+    ious: np.ndarray,
+    num_parts: np.ndarray,
+    thresholds: Sequence[float] = PART_IOU_THRESHOLDS,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Match the predicted faces of one image to its ground-truth faces (module docstring).
+
+    Args:
+        scores: (P,) ranking scores; faces are taken in descending score, ties in input order.
+        ious: (P, G, C) part IoUs from :func:`face_part_ious`.
+        num_parts: (G,) foreground classes of each ground-truth face.
+    Returns:
+        ``tp`` (P, T) bool: true positive at each threshold; ``pcp`` (P, T) float: for a true
+        positive, the share of its face's parts with IoU > t (0 elsewhere). Rows in input order.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    P, G = ious.shape[:2]
+    T = len(thresholds)
+    if scores.shape[0] != P:
+        raise ValueError(f"{scores.shape[0]} scores for {P} faces")
+    tp = np.zeros((P, T), bool)
+    pcp = np.zeros((P, T), np.float64)
+    if P == 0 or G == 0:
+        return tp, pcp
+    mean_iou = _mean_ious(ious)
+    taken = np.zeros((T, G), bool)
+    for p in np.argsort(-scores, kind="stable"):
+        best = int(np.argmax(mean_iou[p]))  # first maximum
+        overlap = mean_iou[p, best]
+        part_iou = ious[p, best, 1:]
+        for k, t in enumerate(thresholds):
+            if overlap > t and not taken[k, best]:
+                taken[k, best] = True
+                tp[p, k] = True
+                if num_parts[best] > 0:
+                    pcp[p, k] = np.count_nonzero(part_iou > t) / num_parts[best]
+    return tp, pcp
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the precision envelope (PASCAL VOC all-point interpolation), as both
+    reference codes compute AP: recall padded with 0 and 1, precision with 0 and 0."""
+    mrec = np.concatenate(([0.0], np.asarray(recall, np.float64), [1.0]))
+    mpre = np.concatenate(([0.0], np.asarray(precision, np.float64), [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _threshold_name(t: float) -> str:
+    return f"{int(round(t * 100)):02d}"
+
+
+class InstanceParsingAccumulator:
+    """Accumulates predicted faces and ground-truth faces image by image, then computes APp at
+    every threshold, APvol and PCP for each ranking score.
+
+    ``rankings`` maps a name to the :class:`PredictedFace` field that ranks faces; the default
+    ranks by the quality score (``"score"``) and by the detector's box score (``"box"``).
+    Part IoUs and ground-truth faces are computed once per image for all rankings.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_label: Optional[int] = 255,
+        thresholds: Sequence[float] = PART_IOU_THRESHOLDS,
+        rankings: Optional[Dict[str, str]] = None,
+    ):
+        self.num_classes = int(num_classes)
+        self.ignore_label = ignore_label
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.rankings = dict(rankings) if rankings is not None else {"score": "score", "box": "box_score"}
+        self.reset()
+
+    def reset(self):
+        # per ranking: rows (score, image key, face index in image, tp (T,), pcp (T,))
+        self.records: Dict[str, List[tuple]] = {r: [] for r in self.rankings}
+        self.num_gt = 0
+        self.num_pred = 0
+        self.num_images = 0
+
+    def add_image(self, image_key: str, faces: Sequence[PredictedFace], gt_labels: np.ndarray, gt_instances: np.ndarray):
+        """Add one image: its predicted faces and its ground truth ((H, W) class ids and
+        (H, W) face ids, 0 = no face). ``image_key`` orders score ties across images."""
+        ious, num_parts, _ = face_part_ious([f.window for f in faces], [f.labels for f in faces], gt_labels,
+                                            gt_instances, self.num_classes, self.ignore_label)
+        self.num_gt += len(num_parts)
+        self.num_pred += len(faces)
+        self.num_images += 1
+        for name, field in self.rankings.items():
+            scores = [float(getattr(f, field)) for f in faces]
+            tp, pcp = match_faces(scores, ious, num_parts, self.thresholds)
+            for i, s in enumerate(scores):
+                self.records[name].append((s, str(image_key), i, tp[i], pcp[i]))
+
+    def state(self) -> dict:
+        """What :meth:`merge` needs (for gathering across processes)."""
+        return {"records": self.records, "num_gt": self.num_gt, "num_pred": self.num_pred,
+                "num_images": self.num_images}
+
+    def merge(self, state: dict):
+        for name in self.rankings:
+            self.records[name].extend(state["records"][name])
+        self.num_gt += state["num_gt"]
+        self.num_pred += state["num_pred"]
+        self.num_images += state["num_images"]
+
+    def compute(self, ranking: str) -> Dict[str, object]:
+        """``{"AP": {threshold: AP}, "PCP": {threshold: PCP}, "APvol": ...}`` for one ranking, as
+        fractions (NaN without ground-truth faces)."""
+        T = len(self.thresholds)
+        rows = sorted(self.records[ranking], key=lambda r: (-r[0], r[1], r[2]))
+        tp = np.array([r[3] for r in rows], bool).reshape(-1, T)
+        pcp = np.array([r[4] for r in rows], np.float64).reshape(-1, T)
+        ap, pcp_t = {}, {}
+        for k, t in enumerate(self.thresholds):
+            if self.num_gt == 0:
+                ap[t] = pcp_t[t] = math.nan
+                continue
+            ctp = np.cumsum(tp[:, k])
+            cfp = np.cumsum(~tp[:, k])
+            recall = ctp / float(self.num_gt)
+            precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
+            ap[t] = voc_ap(recall, precision)
+            pcp_t[t] = float(pcp[:, k].sum() / self.num_gt)
+        values = [v for v in ap.values() if v == v]
+        return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(values)) if values else math.nan}
+
+    def summarize(self) -> Tuple["OrderedDict[str, float]", dict]:
+        """Results dict (percentages) and details.
+
+        Keys: ``APp50``, ``APvol``, ``PCP50`` ranked by the first ranking (the quality score),
+        the same with ``-<ranking>`` appended for the others (``APp50-box``, ...), then
+        ``APp<t>`` for every threshold of the first ranking, and the counts ``num_frames``,
+        ``num_gt_faces``, ``num_pred_faces``. Details: per ranking, AP and PCP at every
+        threshold (fractions).
+        """
+        results: "OrderedDict[str, float]" = OrderedDict()
+        details = {}
+        names = list(self.rankings)
+        computed = {name: self.compute(name) for name in names}
+        for i, name in enumerate(names):
+            suffix = "" if i == 0 else f"-{name}"
+            c = computed[name]
+            results[f"APp50{suffix}"] = 100.0 * c["AP"].get(0.5, math.nan)
+            results[f"APvol{suffix}"] = 100.0 * c["APvol"]
+            results[f"PCP50{suffix}"] = 100.0 * c["PCP"].get(0.5, math.nan)
+            details[name] = {
+                "ranked_by": self.rankings[name],
+                "APvol": c["APvol"],
+                "APp": {_threshold_name(t): v for t, v in c["AP"].items()},
+                "PCP": {_threshold_name(t): v for t, v in c["PCP"].items()},
+            }
+        first = computed[names[0]]
+        for t, v in first["AP"].items():
+            results[f"APp{_threshold_name(t)}"] = 100.0 * v
+        results["num_frames"] = self.num_images
+        results["num_gt_faces"] = self.num_gt
+        results["num_pred_faces"] = self.num_pred
+        return results, details

@@ -1,0 +1,219 @@
+"""Instance-level face parsing evaluation (APp, APvol, PCP of Parsing R-CNN / QANet) as a
+detectron2 ``DatasetEvaluator``; the metrics themselves are in :mod:`.instance_parsing`.
+
+Per-face ground truth of a frame, in this order:
+
+* ``instance_file_name`` of the dataset dict (from the split JSON's ``instance_file``): a PNG of
+  face indices, 0 = no face, face k+1 = the frame's k-th face box (the synthetic generator
+  writes them);
+* a dataset whose metadata says ``single_face=True`` (LaPa, CelebAMask-HQ, Helen): every
+  foreground pixel (neither background nor void) belongs to face 1;
+* otherwise the frame has none and is not evaluated here. A dataset without any is skipped
+  with one info line.
+
+Predicted faces come from the model outputs through :func:`faces_from_output`, the one place
+that knows the output fields.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+from ..data.io import read_instance_map, read_label_map
+from .face_parsing_evaluator import _json_safe, frame_key
+from .instance_parsing import InstanceParsingAccumulator, PredictedFace, single_face_instances
+
+__all__ = ["InstanceParsingEvaluator", "faces_from_output", "INSTANCE_RESULTS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+INSTANCE_RESULTS_FILE = "instance_parsing_results.json"
+
+
+def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
+    """The predicted faces of one model output (``outputs[i]`` of the model): per face its
+    quality score, box score, window ``[x0, y0, x1, y1)`` in the original image and its labels
+    on that window. None if the output has no ``instances``.
+
+    Reads ``instances.scores``, ``box_scores``, ``parsing_probs`` (``N x C x h x w`` crop
+    probabilities) and ``crop_affines`` (``N x 2 x 3`` crop -> image); each face's
+    probabilities are pasted on its window and labelled as the predictor's per-face output
+    (:func:`qanet_d2.predictor.face_window_labels`: argmax, background where the top
+    probability is below 1 / C, 0 outside the crop).
+    """
+    from ..data.crops import crop_windows
+    from ..predictor import face_window_labels
+
+    inst = output.get("instances")
+    if inst is None:
+        return None
+    if len(inst) == 0:
+        return []
+    probs = inst.parsing_probs.detach().float().cpu()
+    affines = inst.crop_affines.detach().float().cpu()
+    scores = inst.scores.detach().float().cpu().tolist()
+    box_scores = inst.box_scores.detach().float().cpu().tolist() if inst.has("box_scores") else scores
+    windows = crop_windows(affines, probs.shape[-2:], inst.image_size).tolist()
+    return [
+        PredictedFace(s, b, tuple(int(v) for v in w), face_window_labels(p, a, w))
+        for s, b, w, p, a in zip(scores, box_scores, windows, probs, affines)
+    ]
+
+
+class InstanceParsingEvaluator(DatasetEvaluator):
+    """APp at part-IoU thresholds 0.1 ... 0.9, APvol and PCP of the predicted faces, with faces
+    ranked by the quality score (``APp50``, ``APvol``, ``PCP50``) and by the detector's box
+    score alone (``APp50-box``, ``APvol-box``, ``PCP50-box``); percentages, under the task key
+    ``instance_parsing``.
+
+    Each process evaluates its shard; ``evaluate`` gathers the per-face records, so any number
+    of processes gives the numbers of a single-process run.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        *,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        faces_fn: Callable[[dict], Optional[Sequence[PredictedFace]]] = faces_from_output,
+    ):
+        """
+        Args:
+            dataset_name: registered dataset; its metadata gives ``stuff_classes``,
+                ``ignore_label`` and ``single_face``.
+            output_dir: where ``instance_parsing_results.json`` is written; None writes nothing.
+            faces_fn: model output -> predicted faces (default :func:`faces_from_output`).
+        """
+        meta = MetadataCatalog.get(dataset_name)
+        self._dataset_name = dataset_name
+        self._num_classes = len(meta.stuff_classes)
+        self._ignore_label = meta.get("ignore_label", 255)
+        self._single_face = bool(meta.get("single_face", False))
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._faces_fn = faces_fn
+        self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
+        self.reset()
+
+    def reset(self):
+        self._acc.reset()
+        self._without_gt = 0
+        self._failed: List[dict] = []
+        self._warned_no_instances = False
+
+    def has_face_ground_truth(self, input_dict: dict) -> bool:
+        return bool(input_dict.get("instance_file_name")) or self._single_face
+
+    def ground_truth(self, input_dict: dict):
+        """``(labels, face ids)`` (H, W) maps of a frame. Raises OSError / ValueError naming the
+        file that cannot be used."""
+        label_file = input_dict.get("sem_seg_file_name")
+        if not label_file:
+            raise ValueError("no ground-truth label file")
+        labels = read_label_map(label_file)
+        inst_file = input_dict.get("instance_file_name")
+        if inst_file:
+            faces = read_instance_map(inst_file)
+            if faces.shape != labels.shape:
+                raise ValueError(f"face-instance map {inst_file} is {faces.shape[1]}x{faces.shape[0]} (WxH) but "
+                                 f"the label map {label_file} is {labels.shape[1]}x{labels.shape[0]}")
+        else:
+            faces = single_face_instances(labels, self._num_classes, self._ignore_label)
+        return labels, faces
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            if not self.has_face_ground_truth(inp):
+                self._without_gt += 1
+                continue
+            faces = self._faces_fn(out)
+            if faces is None:
+                if not self._warned_no_instances:
+                    logger.warning("Instance parsing evaluation of %s: the model outputs have no 'instances'; "
+                                   "their frames are not evaluated.", self._dataset_name)
+                    self._warned_no_instances = True
+                self._without_gt += 1
+                continue
+            video_id, frame_index = frame_key(inp)
+            try:
+                labels, face_ids = self.ground_truth(inp)
+                self._acc.add_image(f"{video_id}/{frame_index:08d}", faces, labels, face_ids)
+            except (OSError, ValueError) as e:
+                problem = f"{type(e).__name__}: {e}"
+                logger.warning("Instance parsing evaluation: frame %s not scored: %s", inp.get("file_name", ""), problem)
+                self._failed.append({"file_name": str(inp.get("file_name", "")), "problem": problem})
+
+    def evaluate(self):
+        acc = self._acc
+        without_gt, failed = self._without_gt, self._failed
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather((acc.state(), without_gt, failed), dst=0)
+            if not comm.is_main_process():
+                return {}
+            acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
+            for state, _, _ in gathered:
+                acc.merge(state)
+            without_gt = sum(g[1] for g in gathered)
+            failed = list(itertools.chain(*[g[2] for g in gathered]))
+
+        if acc.num_images == 0 and not failed:
+            logger.info(
+                "Instance parsing metrics (APp, APvol, PCP) skipped for %s: none of its %d frames has per-face "
+                "ground truth (a per-frame 'instance_file' in the dataset JSON, or single_face=True in its "
+                "metadata; regenerate a synthetic set made before instance files existed with "
+                "datasets/prepare_synthetic.py --force).", self._dataset_name, without_gt)
+            return {}
+        if without_gt:
+            logger.warning("Instance parsing evaluation of %s: %d frame(s) without per-face ground truth are left "
+                           "out; the metrics cover the other %d.", self._dataset_name, without_gt, acc.num_images)
+        results, details = acc.summarize()
+        results["num_failed_frames"] = len(failed)
+        logger.info("Instance-level parsing of %s:\n%s", self._dataset_name, format_instance_table(details))
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, INSTANCE_RESULTS_FILE)
+            payload = {
+                "dataset": self._dataset_name,
+                "protocol": {
+                    "definition": "Parsing R-CNN eval_seg_ap / QANet ParsingEvaluator.computeAPp (see "
+                                  "qanet_d2/evaluation/instance_parsing.py)",
+                    "part_iou": "mean over classes present in either map, background included, one confusion "
+                                "matrix over the whole image per (prediction, ground-truth face)",
+                    "APvol": "mean of APp over part-IoU thresholds 0.1..0.9",
+                    "rankings": {name: d["ranked_by"] for name, d in details.items()},
+                    "units": "fractions (the results dict holds percentages)",
+                },
+                "summary": dict(results),
+                "rankings": details,
+                "frames_without_face_ground_truth": without_gt,
+                "failed_frames": failed,
+            }
+            with open(path, "w") as f:
+                json.dump(_json_safe(payload), f, indent=1)
+        return OrderedDict(instance_parsing=results)
+
+
+def format_instance_table(details: dict) -> str:
+    """One row per ranking: APvol, AP at every threshold, PCP50 (percent)."""
+    from tabulate import tabulate
+
+    first = next(iter(details.values()))
+    thresholds = list(first["APp"])
+    rows = []
+    for name, d in details.items():
+        rows.append([d["ranked_by"], 100 * d["APvol"]] + [100 * d["APp"][t] for t in thresholds]
+                    + [100 * d["PCP"].get("50", float("nan"))])
+    headers = ["ranked by", "APvol"] + [f"APp{t}" for t in thresholds] + ["PCP50"]
+    return tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".2f", numalign="right")
