@@ -1,5 +1,9 @@
 """QANet's losses: cross-entropy + Lovasz-softmax on the parsing, squared error on the IoU.
 
+All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
+under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
+cross-entropy's log-softmax, lose their precision in 8-bit (bfloat16) or 11-bit (float16) mantissas.
+
 Lovasz-softmax (Berman et al., CVPR 2018) is written here (~30 lines, vectorised over
 classes) rather than taken from a segmentation library, to avoid a heavy dependency for one
 loss; it follows the authors' reference ``lovasz_softmax(..., classes="present", per_image=False)``.
@@ -12,8 +16,14 @@ from torch.nn import functional as F
 __all__ = ["parsing_ce_loss", "lovasz_softmax_loss", "parsing_iou_targets", "iou_loss"]
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a narrower float (float16/bfloat16 under autocast), else ``x``."""
+    return x.float() if x.is_floating_point() and torch.finfo(x.dtype).bits < 32 else x
+
+
 def parsing_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
     """Pixel-mean cross-entropy. ``logits``: ``N x C x h x w``; ``labels``: ``N x h x w`` long."""
+    logits = _at_least_float32(logits)
     if not (labels != ignore_value).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits, labels, ignore_index=ignore_value, reduction="mean")
@@ -41,6 +51,7 @@ def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value
     index has reached 1); they are dropped before sorting, which gives the same loss and
     gradient for a fraction of the sorting cost once the parser is confident.
     """
+    logits = _at_least_float32(logits)
     num_classes = logits.shape[1]
     probs = logits.softmax(dim=1).permute(1, 0, 2, 3).reshape(num_classes, -1)  # C x P
     labels = labels.reshape(-1)
@@ -66,7 +77,7 @@ def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value
 
     For each crop, IoU is computed per class (background included) over non-ignored pixels and
     averaged over the classes present in the prediction or the labels. Returns ``N`` floats in
-    [0, 1]; a crop without valid pixels gets 0.
+    [0, 1] (float32, or the logits' dtype if wider); a crop without valid pixels gets 0.
     """
     n, num_classes = logits.shape[:2]
     pred = logits.argmax(dim=1).reshape(n, -1)
@@ -81,11 +92,12 @@ def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value
     counted = union > 0
     iou = torch.where(counted, inter / union.clamp(min=1), torch.zeros_like(union))
     mean = iou.sum(dim=1) / counted.sum(dim=1).clamp(min=1)
-    return mean.to(logits.dtype)
+    return mean.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
     """``0.5 * (p - t)**2`` averaged over crops with a positive target (QANet)."""
+    pred_iou, target_iou = _at_least_float32(pred_iou), _at_least_float32(target_iou)
     keep = target_iou > 0
     if not keep.any():
         return pred_iou.sum() * 0.0
