@@ -192,6 +192,15 @@ def add_qanet_config(cfg: CN) -> CN:
     # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
     # the median over this many iterations, so 1 records every iteration's raw losses.
     _C.SOLVER.LOG_PERIOD = 20
+    # Learning-rate rule when the number of processes differs from detectron2's
+    # SOLVER.REFERENCE_WORLD_SIZE (the GPU configs: 8), which rescales the total batch, the LR and
+    # every length in iterations (qanet_d2/engine/world_size.py lists the keys): "linear"
+    # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
+    # ADAM/ADAMW, linear for SGD.
+    _C.SOLVER.LR_SCALING = "auto"
+    # detectron2's SOLVER.AMP.ENABLED (default False) turns on mixed precision training: float16
+    # autocast with a GradScaler on CUDA, bfloat16 autocast (no scaler needed) on CPU. Losses are
+    # computed in float32 either way.
 
     # ------------------------------------------------------------------ test
     # Test-time augmentation of the parser (detectron2's TEST.AUG.ENABLED / FLIP are reused):

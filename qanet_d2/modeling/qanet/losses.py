@@ -6,6 +6,10 @@ label set; :class:`~qanet_d2.modeling.qanet.QANetParser.losses` combines them wi
 of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``. :func:`parsing_ce_loss` and
 :func:`lovasz_softmax_loss` are the same losses on logits.
 
+All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
+under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
+cross-entropy's log-softmax, lose their precision in 8-bit (bfloat16) or 11-bit (float16) mantissas.
+
 Lovasz-softmax (Berman et al., CVPR 2018) is written here (~30 lines, vectorised over
 classes) rather than taken from a segmentation library, to avoid a heavy dependency for one
 loss; it follows the authors' reference ``lovasz_softmax(..., classes="present")``, with
@@ -27,12 +31,18 @@ __all__ = [
 ]
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a narrower float (float16/bfloat16 under autocast), else ``x``."""
+    return x.float() if x.is_floating_point() and torch.finfo(x.dtype).bits < 32 else x
+
+
 def cross_entropy_loss(log_probs: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
     """Pixel-mean negative log-likelihood over the pixels that are not ``ignore_value``.
 
     ``log_probs``: ``N x C x h x w`` log-probabilities; ``labels``: ``N x h x w`` long.
     0 (still differentiable) when every pixel is ignored.
     """
+    log_probs = at_least_float32(log_probs)
     if not (labels != ignore_value).any():
         return log_probs.sum() * 0.0
     return F.nll_loss(log_probs, labels, ignore_index=ignore_value, reduction="mean")
@@ -78,6 +88,7 @@ def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_value: int 
             present in its labels. True: one such loss per crop, summed and divided by ``N``
             (a crop without valid pixels counts 0, as in the official QANet code).
     """
+    probs = at_least_float32(probs)
     num_classes = probs.shape[1]
     if not (labels != ignore_value).any():
         return probs.sum() * 0.0
@@ -127,6 +138,7 @@ def iou_targets(pred_labels: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
     """``0.5 * (p - t)**2`` averaged over crops with a positive target (QANet)."""
+    pred_iou, target_iou = at_least_float32(pred_iou), at_least_float32(target_iou)
     keep = target_iou > 0
     if not keep.any():
         return pred_iou.sum() * 0.0
@@ -136,14 +148,15 @@ def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- on logits
 def parsing_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
     """:func:`cross_entropy_loss` of ``N x C x h x w`` logits."""
-    return cross_entropy_loss(F.log_softmax(logits, dim=1), labels, ignore_value)
+    return cross_entropy_loss(F.log_softmax(at_least_float32(logits), dim=1), labels, ignore_value)
 
 
 def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255, per_crop: bool = False) -> torch.Tensor:
     """:func:`lovasz_softmax` of ``N x C x h x w`` logits (softmax applied here)."""
-    return lovasz_softmax(logits.softmax(dim=1), labels, ignore_value, per_crop)
+    return lovasz_softmax(at_least_float32(logits).softmax(dim=1), labels, ignore_value, per_crop)
 
 
 def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """:func:`iou_targets` of the argmax of ``N x C x h x w`` logits, in the logits' dtype."""
-    return iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value).to(logits.dtype)
+    """:func:`iou_targets` of the argmax of ``N x C x h x w`` logits, in float32 (or the logits' dtype if wider)."""
+    targets = iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value)
+    return targets.to(torch.promote_types(logits.dtype, torch.float32))

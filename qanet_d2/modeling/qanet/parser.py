@@ -12,7 +12,7 @@ from detectron2.utils import events
 
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
-from .losses import cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax
+from .losses import at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax
 from .neck import SemanticFPNNeck
 from .parsing_branch import ParsingBranch
 
@@ -104,9 +104,10 @@ class QANetParser(nn.Module):
         if len(logits) == 0:
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return {"loss_parsing_ce": zero, "loss_parsing_lovasz": zero, "loss_iou": zero}
+        logits, pred_iou = at_least_float32(logits), at_least_float32(pred_iou)  # losses in float32 under autocast
         log_probs = F.log_softmax(logits, dim=1)
         probs = logits.softmax(dim=1)
-        target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value).to(pred_iou.dtype)
+        target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value)
         if events._CURRENT_STORAGE_STACK:
             storage = events.get_event_storage()
             storage.put_scalar("qanet/crops_per_batch", float(len(logits)))
