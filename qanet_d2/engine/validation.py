@@ -8,7 +8,9 @@ from typing import List
 
 from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
+from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
@@ -22,6 +24,9 @@ class ConfigError(ValueError):
 _CHOICES = {
     "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
     "MODEL.QANET.TEST_BOXES": TEST_BOXES,
+    "MODEL.QANET.CROP_OUTSIDE_LABEL": CROP_OUTSIDE_LABELS,
+    "MODEL.QANET.INFERENCE.PAINT_ORDER": PAINT_ORDERS,
+    "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION": PIXEL_SCORE_REGIONS,
     "SOLVER.OPTIMIZER": OPTIMIZERS,
     "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
     "SOLVER.LR_SCALING": LR_SCALING_RULES,
