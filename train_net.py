@@ -72,15 +72,15 @@ def main(args):
 
 
 def build_argument_parser():
-    parser = default_argument_parser()
-    parser.add_argument(
+    arguments = default_argument_parser()
+    arguments.add_argument(
         "--ensemble",
         nargs="+",
         default=None,
         metavar="CHECKPOINT",
         help="extra checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's (sets TEST.ENSEMBLE.WEIGHTS)",
     )
-    return parser
+    return arguments
 
 
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")  # MODEL.WEIGHTS, OUTPUT_DIR, ...

@@ -62,52 +62,52 @@ def setup_cfg(args):
     return cfg
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description="qanet_d2 face parsing demo")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
-    parser.add_argument("--webcam", action="store_true", help="take inputs from webcam")
-    parser.add_argument("--video-input", help="path to video file")
-    parser.add_argument(
+def build_argument_parser():
+    p = argparse.ArgumentParser(description="qanet_d2 face parsing demo")
+    p.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    p.add_argument("--webcam", action="store_true", help="take inputs from webcam")
+    p.add_argument("--video-input", help="path to video file")
+    p.add_argument(
         "--input",
         nargs="+",
         help="image files, glob patterns (quote them) or folders (searched recursively)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--output",
         help="file or folder for the overlays (a folder when there are several inputs); "
         "a video file for --video-input. Without it, results are shown in a window.",
     )
-    parser.add_argument("--save-labels", metavar="DIR", help="also write the label map PNG of every image/frame here")
-    parser.add_argument(
+    p.add_argument("--save-labels", metavar="DIR", help="also write the label map PNG of every image/frame here")
+    p.add_argument(
         "--confidence-threshold",
         type=float,
         default=None,
-        help="minimum face quality score for a face to be painted and boxed "
-        "(MODEL.QANET.INFERENCE.FACE_SCORE_THRESH; default: the config's)",
+        help="minimum score for a face to be painted (MODEL.QANET.INFERENCE.FACE_SCORE_THRESH: the quality "
+        "score, or the box score with PAINT_ORDER box) and quality score to be boxed; default: the config's",
     )
-    parser.add_argument(
+    p.add_argument(
         "--temporal-window",
         type=int,
         default=5,
         help="frames over which each tracked face's probabilities and score are smoothed for --video-input, "
         "--webcam and --sequence (1 = no smoothing)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--sequence",
         action="store_true",
         help="treat the images of each folder (sorted by name) as consecutive frames of one video "
         "and smooth them over time",
     )
-    parser.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
-    parser.add_argument(
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
+    p.add_argument(
         "--max-overlay-size",
         type=int,
         default=4096,
         help="overlays of larger images are drawn scaled down to this longer side (label PNGs keep the full size; 0 = never)",
     )
-    parser.add_argument("--device", default="", help="override MODEL.DEVICE (cpu, cuda)")
-    parser.add_argument("--opts", help="config KEY VALUE pairs", default=[], nargs=argparse.REMAINDER)
-    return parser
+    p.add_argument("--device", default="", help="override MODEL.DEVICE (cpu, cuda)")
+    p.add_argument("--opts", help="config KEY VALUE pairs", default=[], nargs=argparse.REMAINDER)
+    return p
 
 
 def _glob_root(pattern: str) -> str:
@@ -328,7 +328,7 @@ def run_webcam(demo: VisualizationDemo, args, logger) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+    args = build_argument_parser().parse_args(argv)
     setup_logger(name="fvcore")
     logger = setup_logger(name="qanet_d2.demo")
     logger.info("Arguments: " + str(args))

@@ -11,7 +11,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import VisImage, Visualizer
 from qanet_d2.data.label_sets import make_palette
 from qanet_d2.predictor import FaceParsingPredictor, metadata_field
-from qanet_d2.video import VideoFaceParser
+from qanet_d2.video import VideoPredictor
 
 __all__ = ["VisualizationDemo", "overlay_metadata"]
 
@@ -51,12 +51,12 @@ class VisualizationDemo:
         self.predictor = predictor if predictor is not None else FaceParsingPredictor(cfg)
         self.metadata = overlay_metadata(self.predictor)
         if confidence_threshold is None:
-            confidence_threshold = float(self.predictor.model.face_score_thresh)
+            confidence_threshold = float(self.predictor.postprocessor.face_score_thresh)
         self.confidence_threshold = float(confidence_threshold)
         self.alpha = float(alpha)
         self.draw_boxes = draw_boxes
         self.max_overlay_size = int(max_overlay_size)
-        self.video_parser = VideoFaceParser(self.predictor, window=max(1, int(temporal_window)))
+        self.video = VideoPredictor(self.predictor, window=max(1, int(temporal_window)))
 
     def overlay_scale(self, size_hw) -> float:
         """Factor (<= 1) applied to an image before drawing: the overlay's longer side is at
@@ -99,12 +99,12 @@ class VisualizationDemo:
             ``(result, vis_output)``: the predictor's result dict and the drawn ``VisImage``
             (``vis_output.get_image()`` is RGB).
         """
-        result = self.video_parser(image_bgr) if sequence else self.predictor(image_bgr)
+        result = self.video(image_bgr) if sequence else self.predictor(image_bgr)
         return result, self.draw(image_bgr, result)
 
     def reset(self) -> None:
         """Start a new sequence (forget the faces tracked for temporal smoothing)."""
-        self.video_parser.reset()
+        self.video.reset()
 
     def run_on_video(self, video: cv2.VideoCapture) -> Iterator[Tuple[np.ndarray, Dict, np.ndarray]]:
         """Parse the frames of an opened video in order (with the demo's temporal window).

@@ -16,6 +16,13 @@ Items:
     boxes; :class:`FCOSWithEmptyImages` labels all anchors of such an image as background.
   * Checkpoints: :func:`to_weights_only_safe` turns a checkpoint dict into tensors and plain
     Python values so that ``torch.load(weights_only=True)`` can read it back.
+  * ``torch.jit.script`` deprecation: fvcore's focal losses and detectron2's box transforms are
+    scripted when their modules are imported, and this torch warns (FutureWarning) for each,
+    about code the user cannot change. Those two modules are imported first with that one
+    warning filtered; the filter does not outlive the imports.
+  * ``torch.meshgrid`` indexing: v0.6's anchor generator (used by FCOS) calls it without
+    ``indexing``, which warns on every training step; its grid function is replaced by the same
+    computation with ``indexing="ij"`` (the behaviour the warning says is the default).
 """
 from __future__ import annotations
 
@@ -178,6 +185,51 @@ def _define_fcos_with_empty_images():
     return FCOSWithEmptyImages
 
 
+_SCRIPTED_AT_IMPORT = ("fvcore.nn.focal_loss", "detectron2.modeling.box_regression")
+_JIT_SCRIPT_DEPRECATION = r"`torch\.jit\.script` is deprecated"
+
+
+def _import_scripted_modules_quietly() -> bool:
+    """Import the modules that call ``torch.jit.script`` at import time without its
+    FutureWarning. Returns True if any was imported here."""
+    import importlib
+    import warnings
+
+    pending = [m for m in _SCRIPTED_AT_IMPORT if m not in sys.modules]
+    if not pending:
+        return False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_SCRIPT_DEPRECATION, category=FutureWarning)
+        for name in pending:
+            importlib.import_module(name)
+    return True
+
+
+def _fix_anchor_grid_meshgrid() -> bool:
+    from detectron2.modeling import anchor_generator
+
+    original = anchor_generator._create_grid_offsets
+    if getattr(original, "__qanet_shim__", False):
+        return False
+    source = inspect.getsource(original)
+    if "torch.meshgrid(shifts_y, shifts_x)" not in source:
+        return False  # fixed upstream
+    import torch
+
+    def _create_grid_offsets(size, stride, offset, device):
+        if isinstance(device, torch.Tensor):  # later versions pass a tensor on the target device
+            device = device.device
+        grid_height, grid_width = size
+        shifts_x = torch.arange(offset * stride, grid_width * stride, step=stride, dtype=torch.float32, device=device)
+        shifts_y = torch.arange(offset * stride, grid_height * stride, step=stride, dtype=torch.float32, device=device)
+        shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+        return shift_x.reshape(-1), shift_y.reshape(-1)
+
+    _create_grid_offsets.__qanet_shim__ = True
+    anchor_generator._create_grid_offsets = _create_grid_offsets
+    return True
+
+
 def to_weights_only_safe(obj):
     """Recursively turn numpy scalars/arrays and other simple values into types that
     ``torch.load(weights_only=True)`` accepts (tensors, numbers, str, containers).
@@ -225,6 +277,10 @@ def apply() -> None:
         APPLIED_ITEMS.append("PIL.Image.LINEAR")
     if _install_c_placeholder():
         APPLIED_ITEMS.append("detectron2._C placeholder")
+    if _import_scripted_modules_quietly():
+        APPLIED_ITEMS.append("torch.jit.script deprecation at import")
+    if _fix_anchor_grid_meshgrid():
+        APPLIED_ITEMS.append("anchor grid meshgrid indexing")
     if _fix_fcos_head_norm_probe():
         APPLIED_ITEMS.append("FCOS head GroupNorm probe")
     FCOSWithEmptyImages = _define_fcos_with_empty_images()

@@ -117,6 +117,10 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
     _C.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
     _C.MODEL.QANET.PARSING.IGNORE_VALUE = 255
+    # Lovasz-softmax over all valid pixels of the batch (False) or per crop, then averaged over
+    # the crops of the batch (True, as the official QANet code; a crop without valid pixels
+    # counts 0 there).
+    _C.MODEL.QANET.PARSING.LOVASZ_PER_CROP = False
 
     # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.
     _C.MODEL.QANET.IOU = CN()
@@ -136,6 +140,10 @@ def add_qanet_config(cfg: CN) -> CN:
     # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
     # report (0 = off); it makes the parser robust to a weak detector's box errors.
     _C.MODEL.QANET.AUG.SHIFT_STD = 0.0
+    # Label of training-crop pixels outside the image (the batch padding included): "ignore"
+    # (PARSING.IGNORE_VALUE: no loss there) or "background" (as the official QANet code: they
+    # count in the losses and in the IoU target). The crop's image pixels there are the mean colour.
+    _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "ignore"
     # Faces parsed per image in training (largest first); bounds memory on crowded images.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
 
@@ -145,11 +153,21 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.INFERENCE.SCORE_WEIGHTS = (1.0, 0.5, 3.0)
     # Pixel score: mean max-probability over pixels whose max-probability >= this.
     _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_THRESH = 0.2
-    # Faces with a score below this are not painted into the image-level label map.
+    # Faces are painted into the image's label map in ascending order of a score, so that the
+    # best face wins where faces overlap, and faces whose score is below FACE_SCORE_THRESH are
+    # not painted. PAINT_ORDER "quality": that score is the face quality score; "box": the
+    # detector's box score (as the official QANet code; the quality score then only ranks the
+    # returned instances). Ties are broken by the other score.
+    _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "quality"
     _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
+    # Pixels of the pixel score: "crop" (every pixel of the face crops, padding included,
+    # averaged over box-scale views) or "image" (the pasted, view-averaged probabilities at the
+    # image pixels inside the face box, as the official QANet code).
+    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "crop"
     _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
-    # Faces pasted back per grid_sample call (bounds memory on large images).
-    _C.MODEL.QANET.INFERENCE.PASTE_CHUNK = 8
+    # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
+    # pixels: the memory for pasting is bounded by the tile, whatever the image size.
+    _C.MODEL.QANET.INFERENCE.PASTE_TILE = 512
     # Faces parsed per forward of the parser (bounds memory).
     _C.MODEL.QANET.INFERENCE.PARSER_BATCH = 32
 
@@ -175,6 +193,15 @@ def add_qanet_config(cfg: CN) -> CN:
     # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
     # the median over this many iterations, so 1 records every iteration's raw losses.
     _C.SOLVER.LOG_PERIOD = 20
+    # Learning-rate rule when the number of processes differs from detectron2's
+    # SOLVER.REFERENCE_WORLD_SIZE (the GPU configs: 8), which rescales the total batch, the LR and
+    # every length in iterations (qanet_d2/engine/world_size.py lists the keys): "linear"
+    # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
+    # ADAM/ADAMW, linear for SGD.
+    _C.SOLVER.LR_SCALING = "auto"
+    # detectron2's SOLVER.AMP.ENABLED (default False) turns on mixed precision training: float16
+    # autocast with a GradScaler on CUDA, bfloat16 autocast (no scaler needed) on CPU. Losses are
+    # computed in float32 either way.
 
     # ------------------------------------------------------------------ test
     # Test-time augmentation of the parser (detectron2's TEST.AUG.ENABLED / FLIP are reused):

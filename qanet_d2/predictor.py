@@ -13,14 +13,9 @@
 
 The image goes through the model as in evaluation: resized by ``INPUT.MIN_SIZE_TEST`` /
 ``MAX_SIZE_TEST`` for the detector and the crops, with all outputs in the original image's frame.
-
-Large images: the model's ``sem_seg`` holds ``C x H x W`` floats in the output frame
-(3.6 GB for 19 classes at 8000 x 6000). When that would exceed ``score_map_limit_mb`` and the
-class scores are not asked for, the predictor lets the model work in the resized frame and paints
-the label map at full size face window by face window (:func:`paint_label_map`), which needs
-memory for one label map plus one face window of probabilities. The result is the same label
-map as the argmax of the model's full-size ``sem_seg`` (tested); with multi-view test-time
-augmentation (``TEST.AUG``) the large-image path paints the base view only.
+Images of any size: the label map is painted face window by face window
+(:class:`~qanet_d2.modeling.postprocessing.FacePostProcessor`), so only the class scores, when
+asked for, take ``C x H x W`` floats.
 """
 from __future__ import annotations
 
@@ -35,88 +30,18 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from .data.crops import crop_windows, paste_probs, scale_affines
 from .data.datasets.face_video import DatasetNotFoundError, dataset_label_set, label_set_metadata
 from .data.io import ImageReadError, read_image_bgr, to_bgr_uint8  # noqa: F401  (the one image conversion)
 from .modeling.test_time_augmentation import build_test_time_model
-from .modeling.qanet.inference import crop_labels_from_probs
 
 __all__ = [
     "FaceParsingPredictor",
-    "paint_label_map",
-    "face_window_labels",
     "read_image_bgr",
     "to_bgr_uint8",
     "ImageReadError",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- painting
-def paint_label_map(
-    probs: torch.Tensor,
-    affines: torch.Tensor,
-    scores: torch.Tensor,
-    image_size: Sequence[int],
-    score_thresh: float = 0.3,
-    tile: int = 1024,
-) -> np.ndarray:
-    """The image-level label map of pasted faces, without an image-size score map.
-
-    Same result as ``argmax`` of the model's ``paste_and_paint`` for one view: faces with
-    ``score >= score_thresh`` are pasted (:func:`qanet_d2.data.crops.paste_probs`) in ascending
-    score order, and each writes its foreground labels
-    (:func:`~qanet_d2.modeling.qanet.inference.crop_labels_from_probs` != 0, inside its crop)
-    over what was there; unpainted pixels are background (0). A face's window is pasted in
-    tiles of at most ``tile x tile`` pixels, so the memory is one uint8 label map plus
-    ``C x tile x tile`` floats, whatever the image and face sizes.
-
-    Args:
-        probs: ``N x C x h x w`` crop probabilities.
-        affines: ``N x 2 x 3`` crop -> image affines in the frame of ``image_size``.
-        scores: ``N`` face scores.
-        image_size: ``(height, width)`` of the label map.
-
-    Returns:
-        ``H x W`` uint8 label map.
-    """
-    height, width = int(image_size[0]), int(image_size[1])
-    labels = np.zeros((height, width), dtype=np.uint8)
-    if len(scores) == 0:
-        return labels
-    probs, affines, scores = probs.detach().float().cpu(), affines.detach().float().cpu(), scores.detach().float().cpu()
-    windows = crop_windows(affines, probs.shape[-2:], (height, width)).tolist()
-    for i in torch.argsort(scores, stable=True).tolist():
-        if float(scores[i]) < score_thresh:
-            continue
-        x0, y0, x1, y1 = windows[i]
-        face = face_window_labels(probs[i], affines[i], windows[i], tile)
-        fg = face != 0
-        labels[y0:y1, x0:x1][fg] = face[fg]
-    return labels
-
-
-def face_window_labels(probs: torch.Tensor, affine: torch.Tensor, window: Sequence[int], tile: int = 1024) -> np.ndarray:
-    """One face's labels on its image window ``[x0, y0, x1, y1)``: its crop probabilities
-    (``C x h x w``, crop -> image ``affine`` ``2 x 3``) pasted tile by tile
-    (:func:`qanet_d2.data.crops.paste_probs`) and labelled by
-    :func:`~qanet_d2.modeling.qanet.inference.crop_labels_from_probs`; 0 outside the crop.
-
-    Returns:
-        ``(y1 - y0) x (x1 - x0)`` uint8.
-    """
-    x0, y0, x1, y1 = (int(v) for v in window)
-    out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), dtype=np.uint8)
-    tile = max(16, int(tile))
-    for ty in range(y0, y1, tile):
-        for tx in range(x0, x1, tile):
-            win = torch.tensor([[tx, ty, min(tx + tile, x1), min(ty + tile, y1)]])
-            ((tile_probs, inside),) = paste_probs(probs[None].float(), affine[None].float(), win, chunk=1)
-            tile_labels = crop_labels_from_probs(tile_probs).numpy().astype(np.uint8)
-            tile_labels[~inside.numpy()] = 0
-            out[ty - y0 : int(win[0, 3]) - y0, tx - x0 : int(win[0, 2]) - x0] = tile_labels
-    return out
 
 
 # ---------------------------------------------------------------------------- predictor
@@ -127,16 +52,15 @@ class FaceParsingPredictor:
         model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
         test_model: what parses the inputs: ``model``, or its test-time wrapper when the config
             asks for ``TEST.AUG`` views or ``TEST.ENSEMBLE.WEIGHTS`` (as in evaluation).
+        postprocessor: the model's :class:`~qanet_d2.modeling.postprocessing.FacePostProcessor`.
         metadata: ``MetadataCatalog`` entry of ``cfg.DATASETS.TEST[0]`` (or TRAIN[0]).
         class_names: class names (index = label id), from the metadata, or ``class_<i>``.
     """
 
-    def __init__(self, cfg, score_map_limit_mb: float = 512.0):
+    def __init__(self, cfg):
         """
         Args:
             cfg: a config with qanet_d2's keys (:func:`qanet_d2.get_qanet_cfg`).
-            score_map_limit_mb: above this size of the ``C x H x W`` score map, the label
-                map is painted window by window (see the module docstring).
         """
         from .engine.checkpoint import load_model_weights
 
@@ -152,11 +76,11 @@ class FaceParsingPredictor:
         # What runs on the inputs: the model, or with TEST.AUG / TEST.ENSEMBLE.WEIGHTS its
         # test-time wrapper, exactly as in evaluation.
         self.test_model = build_test_time_model(self.cfg, self.model)
+        self.postprocessor = self.model.postprocessor
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("BGR", "RGB"):
             raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {self.input_format!r}")
-        self.score_map_limit_mb = float(score_map_limit_mb)
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
         classes = metadata_field(self.metadata, "stuff_classes")
@@ -180,7 +104,8 @@ class FaceParsingPredictor:
             boxes: optional ``N x 4`` XYXY_ABS face boxes (original image coordinates) to parse
                 instead of the detector's (box score 1). Needed by parser-only models
                 (``MODEL.FCOS.ENABLED False``).
-            return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores.
+            return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores
+                (memory: ``C * H * W * 4`` bytes; the label map itself never needs them).
             return_face_labels: also return ``face_labels``, each face's own parsing.
 
         Returns:
@@ -190,9 +115,10 @@ class FaceParsingPredictor:
             (sorted, best first; faces below ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH`` are
             returned but not painted), ``instances``: the model's Instances on CPU in the original
             frame (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``,
-            ``parsing_probs`` ``N x C x h x w``, ``crop_affines`` ``N x 2 x 3`` crop -> image),
-            ``sem_seg`` if asked, and ``face_labels`` if asked: per face a dict with ``window``
-            ``[x0, y0, x1, y1)`` and ``labels`` (uint8 label map of that window, 0 outside the crop).
+            ``parsing_probs`` ``N x V x C x h x w``, ``crop_affines`` ``N x V x 2 x 3`` crop ->
+            image, V box-scale views), ``sem_seg`` if asked, and ``face_labels`` if asked: per
+            face a dict with ``window`` ``[x0, y0, x1, y1)`` and ``labels`` (uint8 numpy label
+            map of that window, 0 outside the face's crops).
         """
         return self.predict_batch(
             [image], return_scores=return_scores, return_face_labels=return_face_labels, boxes=None if boxes is None else [boxes]
@@ -210,129 +136,80 @@ class FaceParsingPredictor:
         detector runs on the batch and all their faces are parsed in ``PARSER_BATCH``-sized
         parser batches). ``boxes``: optional face boxes per image (see :meth:`__call__`).
         Returns one result dict per image (see :meth:`__call__`)."""
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"boxes: got {len(boxes)} box arrays for {len(images)} images")
         results = []
         step = max(1, int(batch_size))
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
             chunk_boxes = None if boxes is None else boxes[start : start + step]
-            for raw in self.run_model_batch(chunk, full_size_scores=None, boxes=chunk_boxes):
-                results.append(self._finish(raw, return_scores, return_face_labels))
+            inputs, face_boxes = self.model_inputs(chunk, chunk_boxes)
+            with torch.no_grad():
+                outputs = self.test_model.inference(inputs, face_boxes, class_scores=return_scores)
+            for out in outputs:
+                results.append(self._result(out, return_face_labels))
         return results
 
-    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict:
-        """The model's raw output for one image (see :meth:`run_model_batch`)."""
-        return self.run_model_batch([image], boxes=None if boxes is None else [boxes])[0]
+    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None) -> Instances:
+        """The scored, unpainted faces of one image, in its original frame (on CPU): the model's
+        per-face results (``do_postprocess=False``) rescaled and scored by the post-processor.
+        :meth:`postprocess` paints them; the video smoother changes them in between."""
+        inputs, face_boxes = self.model_inputs([image], None if boxes is None else [boxes])
+        with torch.no_grad():
+            faces = self.test_model.inference(inputs, face_boxes, do_postprocess=False)[0]["instances"]
+            faces = self.postprocessor.rescale(faces, (inputs[0]["height"], inputs[0]["width"]))
+            faces = self.postprocessor.score(faces)
+        return faces.to("cpu")
 
-    @torch.no_grad()
-    def run_model_batch(
-        self,
-        images: Sequence[np.ndarray],
-        full_size_scores: Optional[bool] = False,
-        boxes: Optional[Sequence[np.ndarray]] = None,
-    ) -> List[Dict]:
-        """Run the model on BGR images.
+    def postprocess(self, faces: Instances, return_scores: bool = False, return_face_labels: bool = False) -> Dict:
+        """Paint scored faces (:meth:`run_model`, possibly changed since) into the result dict of
+        :meth:`__call__`, with the model's post-processor."""
+        with torch.no_grad():
+            labels, sem_seg = self.postprocessor.paint(faces, class_scores=return_scores)
+        out = {"instances": faces[torch.argsort(faces.scores, descending=True, stable=True)], "labels": labels}
+        if return_scores:
+            out["sem_seg"] = sem_seg
+        return self._result(out, return_face_labels)
 
-        Args:
-            full_size_scores: True: the model pastes its ``sem_seg`` at the original size;
-                False: in the resized frame (cheap; ``sem_seg`` is then dropped); None: at the
-                original size unless that map exceeds ``score_map_limit_mb``.
-            boxes: optional ``N_i x 4`` XYXY_ABS face boxes per image (original coordinates),
-                parsed instead of the detector's.
-
-        Returns:
-            per image a dict with ``instances`` (CPU, original frame), ``image_size``
-            ``(H, W)`` and, when pasted at the original size, ``sem_seg`` (``C x H x W``).
-        """
-        if boxes is not None and len(boxes) != len(images):
-            raise ValueError(f"boxes: got {len(boxes)} box arrays for {len(images)} images")
+    def model_inputs(self, images: Sequence[np.ndarray], boxes: Optional[Sequence[np.ndarray]] = None):
+        """Model inputs of BGR images (resized by ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, in
+        ``INPUT.FORMAT``, ``height``/``width`` = the original size) and, when ``boxes`` are given,
+        the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame)."""
         if boxes is None and self.model.detector is None:
             raise ValueError("this model has no face detector (MODEL.FCOS.ENABLED False): pass the face boxes")
-        inputs, sizes, full = [], [], []
+        inputs, face_boxes = [], []
         for i, image in enumerate(images):
             bgr = to_bgr_uint8(image)
             height, width = bgr.shape[:2]
             model_image = bgr if self.input_format == "BGR" else bgr[:, :, ::-1]
             resized = self.aug.get_transform(model_image).apply_image(model_image)
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-            at_full = full_size_scores
-            if at_full is None:
-                at_full = self.score_map_bytes((height, width)) <= self.score_map_limit_mb * 2**20
-            out_h, out_w = (height, width) if at_full else resized.shape[:2]
-            inputs.append({"image": tensor, "height": out_h, "width": out_w})
+            inputs.append({"image": tensor, "height": height, "width": width})
             if boxes is not None:
                 b = Boxes(torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone())
                 b.scale(resized.shape[1] / width, resized.shape[0] / height)
-                inputs[-1]["instances"] = Instances(resized.shape[:2], gt_boxes=b)
-            sizes.append((height, width))
-            full.append(at_full)
-        saved_mode = self.model.test_boxes
-        try:
-            if boxes is not None:
-                self.model.test_boxes = "gt"  # the model parses the inputs' gt_boxes
-            outputs = self.test_model(inputs)
-        finally:
-            self.model.test_boxes = saved_mode
-        raws = []
-        for out, (height, width), at_full in zip(outputs, sizes, full):
-            inst = out["instances"].to("cpu")
-            raw = {"image_size": (height, width)}
-            if at_full:
-                raw["sem_seg"] = out["sem_seg"].to("cpu")
-            else:
-                inst = rescale_instances(inst, (height, width))
-            raw["instances"] = inst
-            raws.append(raw)
-        return raws
+                face_boxes.append(Instances(resized.shape[:2], pred_boxes=b))
+        return inputs, (face_boxes if boxes is not None else None)
 
-    def score_map_bytes(self, image_size: Sequence[int]) -> int:
-        """Bytes of a ``C x H x W`` float32 score map of this size."""
-        return int(image_size[0]) * int(image_size[1]) * self.num_classes * 4
-
-    def postprocess(
-        self, instances: Instances, image_size: Sequence[int], return_scores: bool = False, return_face_labels: bool = False
-    ) -> Dict:
-        """Paint ``instances`` (original frame) into the result dict of :meth:`__call__`."""
-        return self._finish({"instances": instances, "image_size": tuple(image_size)}, return_scores, return_face_labels)
-
-    def paint_scores(self, instances: Instances, image_size: Sequence[int]) -> torch.Tensor:
-        """``C x H x W`` class scores of ``instances`` painted by the model's ``paste_and_paint``."""
-        model = self.model
-        device = model.device
-        return model.paste_and_paint(
-            [instances.parsing_probs.to(device)], [instances.crop_affines.to(device)], instances.scores.to(device), tuple(image_size)
-        ).cpu()
-
-    def face_labels(self, instances: Instances, image_size: Sequence[int]) -> List[Dict]:
+    def face_labels(self, faces: Instances) -> List[Dict]:
         """Each face's own parsing in image coordinates: ``window`` ``[x0, y0, x1, y1)`` and
-        ``labels`` (uint8, window-sized, 0 outside the face's crop)."""
-        if len(instances) == 0:
-            return []
-        probs, affines = instances.parsing_probs.float(), instances.crop_affines.float()
-        windows = crop_windows(affines, probs.shape[-2:], image_size).tolist()
-        return [
-            {"window": w, "labels": face_window_labels(p, a, w)} for p, a, w in zip(probs, affines, windows)
-        ]
+        ``labels`` (uint8 numpy, window-sized, 0 outside the face's crops)."""
+        with torch.no_grad():
+            return [{"window": f["window"], "labels": f["labels"].cpu().numpy()} for f in self.postprocessor.face_labels(faces)]
 
     # ------------------------------------------------------------------ internals
-    def _finish(self, raw: Dict, return_scores: bool, return_face_labels: bool) -> Dict:
-        inst, size = raw["instances"], raw["image_size"]
-        sem_seg = raw.get("sem_seg")
-        if sem_seg is None and return_scores:
-            sem_seg = self.paint_scores(inst, size)
-        if sem_seg is not None:
-            labels = sem_seg.argmax(dim=0).numpy().astype(np.uint8)
-        else:
-            labels = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, size, self.model.face_score_thresh)
+    def _result(self, out: Dict, return_face_labels: bool) -> Dict:
+        inst = out["instances"].to("cpu")
         result = {
-            "labels": labels,
+            "labels": out["labels"].cpu().numpy(),
             "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
             "scores": inst.scores.numpy().astype(np.float32),
             "instances": inst,
         }
-        if return_scores:
-            result["sem_seg"] = sem_seg
+        if "sem_seg" in out:
+            result["sem_seg"] = out["sem_seg"].cpu()
         if return_face_labels:
-            result["face_labels"] = self.face_labels(inst, size)
+            result["face_labels"] = self.face_labels(inst)
         return result
 
 
@@ -347,19 +224,3 @@ def metadata_field(metadata, key: str, default=None):
         logger.warning(f"metadata {metadata.name!r} has no usable {key} ({e}); using defaults")
         return default
     return default if label_set is None else label_set_metadata(label_set)[key]
-
-
-def rescale_instances(instances: Instances, image_size: Sequence[int]) -> Instances:
-    """Move model outputs from the frame they were computed in (``instances.image_size``) to
-    ``image_size``: boxes and crop affines are scaled (crop probabilities stay as they are)."""
-    src_h, src_w = instances.image_size
-    height, width = int(image_size[0]), int(image_size[1])
-    sx, sy = width / src_w, height / src_h
-    out = Instances((height, width), **instances.get_fields())
-    boxes = instances.pred_boxes.tensor.clone()
-    boxes[:, 0::2] *= sx
-    boxes[:, 1::2] *= sy
-    out.pred_boxes = Boxes(boxes)
-    out.pred_boxes.clip((height, width))
-    out.crop_affines = scale_affines(instances.crop_affines, sx, sy)
-    return out

@@ -7,19 +7,21 @@ near the painting threshold, changes label from one frame to the next although l
 1. each frame's faces are associated with the tracks of the previous frames by box IoU
    (Hungarian assignment, :func:`scipy.optimize.linear_sum_assignment`; a pair needs
    IoU >= ``iou_threshold``; unmatched faces start new tracks);
-2. every track keeps the crop probabilities (``C x h x w``), crop affine and face score of each
-   of its frames within the last ``window`` frames;
+2. every track keeps the crop probabilities (``V x C x h x w``, one per box-scale view), crop
+   affines and face scores of each of its frames within the last ``window`` frames;
 3. a face's probabilities become a weighted mean over its track's window: the current frame
    weighs ``current_weight`` (0.7), the older frames share the rest equally (None: all equal).
    The mean is taken in crop coordinates (``align="box"``: the crop follows the box, so this
    assumes the face moves with its box) or after warping the older crops into the current crop's
    frame through the image (``align="image"``: right for a still face under a jittering box);
-4. a face's score becomes the sum of its track's scores over the window divided by the number
-   of frames of the window (counted from the start of the video): a frame where the track was
-   not detected counts as 0, so a face seen in one frame out of three is painted only if it
-   scores three times the threshold, while a face present throughout keeps its mean score;
-5. the frame's label map is painted from the smoothed faces with the current frame's affines,
-   exactly as the model paints a single image (:meth:`qanet_d2.FaceParsingPredictor.postprocess`).
+4. a face's scores (quality and box score) become the sum of its track's scores over the window
+   divided by the number of frames of the window (counted from the start of the video): a frame
+   where the track was not detected counts as 0, so a face seen in one frame out of three is
+   painted only if it scores three times the threshold, while a face present throughout keeps
+   its mean score;
+5. the frame's label map is painted from the smoothed faces with the current frame's affines by
+   the model's post-processor, as it paints a single image
+   (:meth:`qanet_d2.FaceParsingPredictor.postprocess`).
 
 Why weighted and not a plain mean: faces move, turn and change scale within their boxes, so
 older crops are only roughly aligned with the current one; on the synthetic videos a plain mean
@@ -27,7 +29,7 @@ over 3 frames lowered J&F while the current-weighted mean and the score rule low
 raise J&F (``tools/measure_flicker.py``, numbers in ``docs/tools.md``).
 
 A face seen once is unchanged, and a still sequence is unchanged because the mean of equal maps
-is that map (both tested). :class:`VideoFaceParser` runs predictor + smoother frame by frame.
+is that map (both tested). :class:`VideoPredictor` runs predictor + smoother + painting frame by frame.
 
 :func:`label_change_rate` is the flicker measure: the fraction of pixels whose label differs
 between consecutive frames (``tools/measure_flicker.py`` compares it with the ground truth's own
@@ -46,17 +48,9 @@ from scipy.optimize import linear_sum_assignment
 
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from .data.crops import crop_images, invert_affines
+from .layers.crops import compose_affines, crop_images, invert_affines
 
-__all__ = ["TemporalSmoother", "VideoFaceParser", "label_change_rate", "associate_boxes", "compose_affines"]
-
-
-def compose_affines(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """``outer o inner`` of ``N x 2 x 3`` affines: the point ``p`` goes to ``outer(inner(p))``."""
-    bottom = outer.new_tensor([0.0, 0.0, 1.0]).expand(outer.shape[0], 1, 3)
-    o = torch.cat([outer, bottom], dim=1).double()
-    i = torch.cat([inner.to(outer), bottom], dim=1).double()
-    return (o @ i)[:, :2].to(outer.dtype)
+__all__ = ["TemporalSmoother", "VideoPredictor", "label_change_rate", "associate_boxes"]
 
 
 def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold: float = 0.3) -> List[Tuple[int, int]]:
@@ -80,9 +74,9 @@ def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold
 @dataclass
 class _Observation:
     frame: int
-    probs: torch.Tensor  # C x h x w
-    affine: torch.Tensor  # 2 x 3 crop -> image
-    score: float
+    probs: torch.Tensor  # V x C x h x w
+    affine: torch.Tensor  # V x 2 x 3 crop -> image
+    score: torch.Tensor  # K scores
 
 
 @dataclass
@@ -145,22 +139,28 @@ class TemporalSmoother:
 
         Args:
             boxes: ``N x 4`` XYXY_ABS face boxes (original image coordinates).
-            probs: ``N x C x h x w`` crop probabilities.
-            affines: ``N x 2 x 3`` crop -> image affines.
-            scores: ``N`` face scores (default 1).
+            probs: ``N x C x h x w`` crop probabilities, or ``N x V x C x h x w`` with V views
+                (each smoothed with the same view of older frames).
+            affines: ``N x 2 x 3`` (or ``N x V x 2 x 3``) crop -> image affines.
+            scores: ``N`` face scores, or ``N x K`` (each column smoothed alike); default 1.
 
         Returns:
-            dict with ``probs`` (``N x C x h x w``, smoothed), ``scores`` (``N``, smoothed; see
-            the module docstring), ``track_ids`` (``N`` long) and ``track_lengths`` (``N`` long,
-            frames of the window in which the track was seen).
+            dict with ``probs`` (smoothed, shaped as the input), ``scores`` (smoothed, shaped as
+            the input; see the module docstring), ``track_ids`` (``N`` long) and
+            ``track_lengths`` (``N`` long, frames of the window in which the track was seen).
         """
         self._frame += 1
         frame = self._frame
         n = int(boxes.shape[0])
+        single_view = probs.dim() == 4
         boxes = boxes.detach().float().cpu()
         probs = probs.detach().float().cpu()
         affines = affines.detach().float().cpu()
+        if single_view:
+            probs, affines = probs[:, None], affines[:, None]
         scores = scores.detach().float().cpu() if scores is not None else torch.ones(n)
+        single_score = scores.dim() == 1
+        scores = scores.reshape(n, -1)
         frames_in_window = min(self.window, frame + 1)
 
         # Tracks with an observation still inside the window can be continued.
@@ -171,7 +171,7 @@ class TemporalSmoother:
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
 
         out_probs = torch.empty_like(probs)
-        out_scores = torch.empty(n)
+        out_scores = torch.empty_like(scores)
         track_ids, lengths = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
         for i in range(n):
             track = matches.get(i)
@@ -179,12 +179,16 @@ class TemporalSmoother:
                 track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame)
                 self._tracks[track.track_id] = track
             track.box, track.last_frame = boxes[i], frame
-            track.history.append(_Observation(frame, probs[i], affines[i], float(scores[i])))
+            track.history.append(_Observation(frame, probs[i], affines[i], scores[i]))
             while track.history and frame - track.history[0].frame >= self.window:
                 track.history.popleft()
             out_probs[i] = self._average(track.history, affines[i])
             out_scores[i] = sum(o.score for o in track.history) / frames_in_window
             track_ids[i], lengths[i] = track.track_id, len(track.history)
+        if single_view:
+            out_probs = out_probs[:, 0]
+        if single_score:
+            out_scores = out_scores[:, 0]
         return {"probs": out_probs, "scores": out_scores, "track_ids": track_ids, "track_lengths": lengths}
 
     def _weights(self, count: int) -> List[float]:
@@ -196,6 +200,8 @@ class TemporalSmoother:
         return [older] * (count - 1) + [self.current_weight]
 
     def _average(self, history: Sequence[_Observation], affine: torch.Tensor) -> torch.Tensor:
+        """Weighted mean of a track's ``V x C x h x w`` probabilities, in the frame of the
+        current crops (``V x 2 x 3`` ``affine``)."""
         current = history[-1].probs
         if len(history) == 1:
             return current
@@ -205,15 +211,15 @@ class TemporalSmoother:
         # "image": sample every older crop at the points of the current crop. The affine
         # current crop -> older crop is inverse(older crop -> image) o (current crop -> image).
         # Points outside an older crop take the current frame's value.
-        c, h, w = current.shape
+        views, c, h, w = current.shape
         total = current * weights[-1]
         for weight, obs in zip(weights[:-1], list(history)[:-1]):
-            cur_to_old = compose_affines(invert_affines(obs.affine[None]), affine[None])
+            cur_to_old = compose_affines(invert_affines(obs.affine), affine)
             # A ones channel tells which points fall inside the older crop.
-            source = torch.cat([obs.probs, torch.ones((1,) + obs.probs.shape[1:])], dim=0)[None]
-            warped = crop_images(source, torch.zeros(1, dtype=torch.long), cur_to_old, (h, w))[0]
-            inside = (warped[-1:] > 0.999).to(warped.dtype)
-            total += weight * (warped[:-1] * inside + current * (1.0 - inside))
+            source = torch.cat([obs.probs, torch.ones((views, 1, h, w))], dim=1)
+            warped = crop_images(source, torch.arange(views), cur_to_old, (h, w))
+            inside = (warped[:, -1:] > 0.999).to(warped.dtype)
+            total += weight * (warped[:, :-1] * inside + current * (1.0 - inside))
         return total
 
 
@@ -245,15 +251,15 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
     return float(np.mean(rates)) if rates else 0.0
 
 
-class VideoFaceParser:
+class VideoPredictor:
     """Parses the frames of one video in order, with temporal smoothing.
 
-    ``parser = VideoFaceParser(predictor, window=5)``; ``result = parser(frame_bgr)`` for each
+    ``video = VideoPredictor(predictor, window=5)``; ``result = video(frame_bgr)`` for each
     frame returns the predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances``
-    ... see :meth:`qanet_d2.FaceParsingPredictor.__call__`) computed from the smoothed faces:
-    ``instances.parsing_probs`` and ``instances.scores`` are the smoothed values (the box, IoU
-    and pixel scores stay the frame's own) and ``instances.track_ids`` is added. Call
-    :meth:`reset` before another video.
+    ... see :meth:`qanet_d2.FaceParsingPredictor.__call__`) painted from the smoothed faces:
+    ``instances.parsing_probs``, ``instances.scores`` and ``instances.box_scores`` are the
+    smoothed values (IoU and pixel scores stay the frame's own) and ``instances.track_ids`` is
+    added. Call :meth:`reset` before another video.
     """
 
     def __init__(
@@ -273,15 +279,19 @@ class VideoFaceParser:
     def __call__(self, image: np.ndarray, return_scores: bool = False) -> dict:
         return self.process(self.predictor.run_model(image), return_scores=return_scores)
 
-    def process(self, raw: dict, return_scores: bool = False) -> dict:
-        """Smooth and paint the model's raw output of the next frame
-        (:meth:`qanet_d2.FaceParsingPredictor.run_model`); lets one model run serve several
-        smoothing settings."""
-        instances = raw["instances"]
-        smoothed = self.smoother(instances.pred_boxes.tensor, instances.parsing_probs, instances.crop_affines, instances.scores)
-        instances = Instances(instances.image_size, **instances.get_fields())
-        instances.parsing_probs = smoothed["probs"].to(instances.parsing_probs)
-        instances.scores = smoothed["scores"].to(instances.scores)
-        instances.track_ids = smoothed["track_ids"]
-        instances = instances[torch.argsort(instances.scores, descending=True, stable=True)]
-        return self.predictor.postprocess(instances, raw["image_size"], return_scores=return_scores)
+    def smooth(self, faces: Instances) -> Instances:
+        """The next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`) with
+        their probabilities and scores replaced by the smoother's output."""
+        scores = torch.stack([faces.scores, faces.box_scores], dim=1)
+        smoothed = self.smoother(faces.pred_boxes.tensor, faces.parsing_probs, faces.crop_affines, scores)
+        out = Instances(faces.image_size, **faces.get_fields())
+        out.parsing_probs = smoothed["probs"].to(faces.parsing_probs)
+        out.scores = smoothed["scores"][:, 0].to(faces.scores)
+        out.box_scores = smoothed["scores"][:, 1].to(faces.box_scores)
+        out.track_ids = smoothed["track_ids"]
+        return out
+
+    def process(self, faces: Instances, return_scores: bool = False) -> dict:
+        """Smooth the next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`)
+        and paint what the smoother returns; lets one model run serve several smoothing settings."""
+        return self.predictor.postprocess(self.smooth(faces), return_scores=return_scores)

@@ -139,3 +139,52 @@ def test_checkpoint_values_are_weights_only_safe(tmp_path):
 
     with pytest.raises(TypeError, match=r"checkpoint\.hooks\.x"):
         compat.to_weights_only_safe({"hooks": {"x": Opaque()}})
+
+
+def run_python_with_warnings(code: str) -> subprocess.CompletedProcess:
+    """Like :func:`run_python`, with every warning turned into an error."""
+    code = "import warnings\nwarnings.simplefilter('error')\n" + LOAD_COMPAT_ALONE + textwrap.dedent(code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_imports_are_quiet():
+    """fvcore and detectron2 script functions with ``torch.jit.script`` when imported; this torch
+    warns about it. Without the shim the import warns (an error here), with it it is silent."""
+    without = run_python_with_warnings(
+        """
+        compat._restore_pil_linear(); compat._install_c_placeholder()
+        import detectron2.modeling
+        """
+    )
+    if "torch.jit.script deprecation at import" in compat.APPLIED_ITEMS:
+        assert without.returncode != 0 and "torch.jit.script" in without.stderr
+    with_shim = run_python_with_warnings(
+        """
+        import qanet_d2, qanet_d2.engine.trainer, detectron2.modeling, detectron2.evaluation
+        import train_net
+        warnings.warn("still an error", UserWarning)
+        """
+    )
+    assert with_shim.returncode != 0 and with_shim.stderr.strip().splitlines()[-1] == "UserWarning: still an error"
+
+
+def test_fcos_anchor_grid_is_quiet_and_unchanged():
+    """v0.6's anchor generator calls ``torch.meshgrid`` without ``indexing`` on every FCOS step."""
+    code = """
+        import torch
+        compat._restore_pil_linear(); compat._install_c_placeholder(); compat._import_scripted_modules_quietly()
+        from detectron2.modeling import anchor_generator
+        original = anchor_generator._create_grid_offsets
+        {fix}
+        x, y = anchor_generator._create_grid_offsets([3, 4], 8, 0.5, torch.device("cpu"))
+        print(x.tolist(), y.tolist())
+    """
+    needed = "anchor grid meshgrid indexing" in compat.APPLIED_ITEMS
+    without = run_python_with_warnings(code.format(fix=""))
+    if needed:
+        assert without.returncode != 0 and "meshgrid" in without.stderr
+    with_shim = run_python_with_warnings(code.format(fix="compat._fix_anchor_grid_meshgrid()"))
+    assert with_shim.returncode == 0, with_shim.stderr
+    xs = [4.0, 12.0, 20.0, 28.0]
+    assert with_shim.stdout.strip() == f"{xs * 3} {[4.0] * 4 + [12.0] * 4 + [20.0] * 4}"

@@ -101,6 +101,8 @@ def test_model_builds_and_runs(path):
     one tiny image, once with the detector's boxes (if any) and once with given boxes."""
     cfg = load(path)
     cfg.MODEL.QANET.INPUT_SIZE = (128, 96)  # tiny crops; the network is unchanged
+    if cfg.MODEL.FCOS.ENABLED:
+        cfg.MODEL.QANET.TEST_BOXES = "detector"  # run the detector too (given boxes below)
     model = build_model(cfg)
     model.eval()
     q = cfg.MODEL.QANET
@@ -109,15 +111,14 @@ def test_model_builds_and_runs(path):
         assert 64e6 < num_params < 67e6  # about 65 M
     assert (model.detector is None) == (not cfg.MODEL.FCOS.ENABLED)
     inputs = _tiny_inputs()
+    given = [Instances((128, 160), pred_boxes=inputs[0]["instances"].gt_boxes)]
     with torch.no_grad():
         if model.detector is not None:
-            model.test_boxes = "detector"
-            out = model(inputs)[0]
-            assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320)
-        model.test_boxes = "gt"
-        out = model(inputs)[0]
-    assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320)
-    assert len(out["instances"]) == 1 and out["instances"].parsing_probs.shape == (1, q.NUM_CLASSES, 128, 96)
+            out = model.inference(inputs)[0]
+            assert out["labels"].shape == (256, 320)
+        out = model.inference(inputs, face_boxes=given, class_scores=True)[0]
+    assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320) and out["labels"].shape == (256, 320)
+    assert len(out["instances"]) == 1 and out["instances"].parsing_probs.shape == (1, 1, q.NUM_CLASSES, 128, 96)
     for other in GROUPS[path]:
         assert architecture_key(load(other)) == architecture_key(load(path))
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import qanet_d2  # noqa: F401
-from qanet_d2.data.crops import (
+from qanet_d2.layers.crops import (
     boxes_to_affines,
     crop_images,
     crop_labels,

@@ -464,3 +464,38 @@ def test_synthetic_set_ground_truth_and_swapped_eyes(synth_datasets_root, monkey
     supported = sum(1 for c in range(C) if any((g == c).any() for g in gts))
     assert res["mIoU"] == pytest.approx(100.0 * (supported - 2) / supported)
     assert res["F"] < 100.0
+
+
+def test_label_map_path_and_class_score_path_agree(synth_datasets_root, monkeypatch):
+    """The evaluator scores the model's label map; outputs with only class scores are scored by
+    their argmax. On the instant model's real outputs both give the same numbers, and the label
+    map of a plain call (no class scores computed) is the one of a call with class scores."""
+    from detectron2.modeling import build_model
+    from qanet_d2 import get_qanet_cfg
+    from qanet_d2.data.mapper import FaceParsingDatasetMapper
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    mapper = FaceParsingDatasetMapper(cfg, is_train=False)
+    name = "face_synth_val"
+    dicts = DatasetCatalog.get(name)[:6]
+    by_labels, by_scores = (FaceParsingEvaluator(name, distributed=False) for _ in range(2))
+    for e in (by_labels, by_scores):
+        e.reset()
+    for d in dicts:
+        x = mapper(d)
+        plain = model([x])[0]
+        scored = model.inference([x], class_scores=True)[0]
+        assert torch.equal(plain["labels"], scored["labels"])
+        assert (plain["labels"] != 0).any()
+        assert np.array_equal(by_labels.output_label_map(plain), by_scores.output_label_map({"sem_seg": scored["sem_seg"]}))
+        by_labels.process([d], [plain])
+        by_scores.process([d], [{"sem_seg": scored["sem_seg"]}])
+    a, b = by_labels.evaluate()["face_parsing"], by_scores.evaluate()["face_parsing"]
+    assert a["num_frames"] == 6 and a["num_objects"] > 0
+    for k in a:
+        assert a[k] == pytest.approx(b[k], nan_ok=True), k

@@ -231,8 +231,8 @@ def _instances(faces, image_size, num_classes):
     inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.scores = torch.tensor([f.score for f in faces])
     inst.box_scores = torch.tensor([f.box_score for f in faces])
-    inst.parsing_probs = probs
-    inst.crop_affines = affines
+    inst.parsing_probs = probs[:, None]  # one box-scale view
+    inst.crop_affines = affines[:, None]
     return {"instances": inst}
 
 

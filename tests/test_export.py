@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import qanet_d2  # noqa: F401
+from detectron2.structures import Instances
 from qanet_d2 import get_qanet_cfg
-from qanet_d2.data.crops import boxes_to_affines, crop_images
 from qanet_d2.data.synthetic import SyntheticVideo
-from qanet_d2.predictor import paint_label_map
+from qanet_d2.layers.crops import boxes_to_affines, crop_images
+from qanet_d2.modeling.postprocessing import FacePostProcessor, face_scores, pixel_scores
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -107,7 +108,7 @@ def test_reference_preprocessing_matches_model_crops(export_tool, exported):
     boxes = np.array([[40.0, 30.0, 90.0, 100.0], [150.0, 90.0, 215.0, 160.0]])  # the second leaves the image
     crops, affines = export_tool.crop_faces_numpy(image_rgb, boxes, contract)
 
-    from qanet_d2.data.crops import expand_box_to_aspect
+    from qanet_d2.layers.crops import expand_box_to_aspect
 
     mean = torch.tensor(contract["input"]["pixel_mean"]).view(3, 1, 1)
     std = torch.tensor(contract["input"]["pixel_std"]).view(3, 1, 1)
@@ -125,19 +126,19 @@ def test_reference_postprocessing_matches_model_painting(export_tool, exported):
     contract = json.loads((out / "parser.json").read_text())
     contract["scoring"]["face_score_thresh"] = 0.0
     boxes = torch.tensor([[40.0, 30.0, 90.0, 100.0], [60.0, 50.0, 120.0, 120.0]])
-    from qanet_d2.data.crops import expand_box_to_aspect
+    from qanet_d2.layers.crops import expand_box_to_aspect
 
     affines, _ = boxes_to_affines(expand_box_to_aspect(boxes, 0.75, 1.25), (128, 96))
     model = torch.jit.load(str(out / "parser.ts"))
     with torch.no_grad():
         probs, iou = model(torch.randn(2, 3, 128, 96, generator=torch.Generator().manual_seed(1)))
     scores = np.array([0.4, 0.7], np.float32)
-    ref = paint_label_map(probs, affines, torch.from_numpy(scores), (150, 200), 0.0)
+    faces = Instances((150, 200), parsing_probs=probs[:, None], crop_affines=affines[:, None],
+                      scores=torch.from_numpy(scores), box_scores=torch.ones(2))
+    ref = FacePostProcessor(num_classes=17, face_score_thresh=0.0).paint(faces)[0].numpy()
     labels = export_tool.paint_faces_numpy(probs.numpy(), affines.numpy(), scores, (150, 200), contract)
     assert (ref != 0).mean() > 0.1
     assert (labels == ref).mean() > 0.98
     face = export_tool.face_scores_numpy(probs.numpy(), iou.numpy(), np.array([0.9, 0.8]), contract)
-    from qanet_d2.modeling.qanet.inference import face_scores, pixel_scores
-
     expected = face_scores(torch.tensor([0.9, 0.8]), iou, pixel_scores(probs, 0.2), (1.0, 0.5, 3.0))
     np.testing.assert_allclose(face, expected.numpy(), rtol=1e-4)

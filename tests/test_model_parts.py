@@ -1,4 +1,5 @@
-"""QANet parts in isolation: losses, IoU target, scoring, painting, neck, parser backbones."""
+"""QANet parts in isolation: losses (also the parser's own, from the config), IoU target, scoring,
+neck, parser backbones."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,16 +9,17 @@ from detectron2.layers import ShapeSpec
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.modeling.backbone import TimmHRNetBackbone, build_parser_backbone
 from qanet_d2.modeling.detector import build_fcos_detector, group_norm
+from qanet_d2.modeling.postprocessing import crop_labels_from_probs, face_scores, pixel_scores
 from qanet_d2.modeling.qanet import (
+    QANetParser,
     SemanticFPNNeck,
-    crop_labels_from_probs,
-    face_scores,
+    cross_entropy_loss,
     iou_loss,
+    iou_targets,
+    lovasz_softmax,
     lovasz_softmax_loss,
-    paint_faces,
     parsing_ce_loss,
     parsing_iou_targets,
-    pixel_scores,
 )
 
 
@@ -112,30 +114,74 @@ def test_pixel_and_face_scores():
     assert float(face_scores(torch.tensor([1.0]), torch.tensor([1.7]), torch.tensor([1.0]))) == pytest.approx(1.0)
 
 
-def test_labels_below_one_over_c_are_background_and_painting_order():
+def test_labels_below_one_over_c_are_background():
     probs = torch.full((3, 2, 2), 0.2)
     probs[2, 0, 0] = 0.6  # >= 1/3 -> class 2
     labels = crop_labels_from_probs(probs)
     assert labels[0, 0] == 2 and (labels.flatten()[1:] == 0).all()
 
-    sem = torch.zeros(3, 4, 4)
-    sem[0] = 1.0
-    a = torch.zeros(3, 4, 4)
-    a[1] = 1.0  # face A: all class 1
-    b = torch.zeros(3, 2, 2)
-    b[2] = 1.0  # face B: class 2 on its 2x2 window
-    b[0, 1, 1], b[2, 1, 1] = 1.0, 0.0  # ... except one background pixel
-    faces = [(a, torch.ones(4, 4, dtype=torch.bool)), (b, torch.ones(2, 2, dtype=torch.bool))]
-    windows = torch.tensor([[0, 0, 4, 4], [1, 1, 3, 3]])
-    # B scores higher: painted last, wins its foreground; its background pixel keeps A's label
-    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.5, 0.9]), thresh=0.3).argmax(0)
-    assert out[1, 1] == 2 and out[2, 2] == 1 and out[0, 0] == 1
-    # A scores higher: A overwrites B everywhere
-    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.9, 0.5]), thresh=0.3).argmax(0)
-    assert (out == 1).all()
-    # below the threshold: not painted
-    out = paint_faces(sem.clone(), faces, windows, torch.tensor([0.1, 0.2]), thresh=0.3).argmax(0)
-    assert (out == 0).all()
+
+def test_lovasz_per_crop_vs_batch_on_a_two_crop_case():
+    """Two 1x2 crops, two classes. Crop A: labels (0, 1), class-1 probabilities (0.2, 0.6);
+    crop B: labels (1, 1), class-1 probabilities (0.9, 0.5). Per crop (classes present in the
+    crop, errors sorted in decreasing order, gradient of the Lovasz extension of the Jaccard loss):
+
+    * A, class 0: errors 0.2 (fg), 0.4 (bg) -> sorted (bg, fg), Jaccard losses (1/2, 1),
+      gradient (1/2, 1/2) -> 0.3; class 1: errors 0.2 (bg), 0.4 (fg) -> sorted (fg, bg),
+      Jaccard losses (1, 1), gradient (1, 0) -> 0.4; mean 0.35.
+    * B, class 1: errors 0.1, 0.5 (both fg) -> sorted (0.5, 0.1), gradient (1/2, 1/2) -> 0.3.
+
+    Per crop: (0.35 + 0.3) / 2 = 0.325. Over the batch the four pixels are pooled (the
+    reference implementation on the pooled pixels), which gives another value."""
+    p1 = torch.tensor([[[0.2, 0.6]], [[0.9, 0.5]]])  # N x h x w, class-1 probability
+    probs = torch.stack([1 - p1, p1], dim=1)  # N x C x h x w
+    labels = torch.tensor([[[0, 1]], [[1, 1]]])
+    flat_p = probs.permute(0, 2, 3, 1).reshape(-1, 2)
+    flat_l = labels.reshape(-1)
+    batch_ref = _lovasz_reference(flat_p, flat_l)
+    crop_ref = (_lovasz_reference(flat_p[:2], flat_l[:2]) + _lovasz_reference(flat_p[2:], flat_l[2:])) / 2
+    assert float(crop_ref) == pytest.approx(0.325)
+    per_crop = lovasz_softmax(probs, labels, per_crop=True)
+    batch = lovasz_softmax(probs, labels, per_crop=False)
+    assert float(per_crop) == pytest.approx(0.325, abs=1e-6)
+    assert float(batch) == pytest.approx(float(batch_ref), abs=1e-6)
+    assert abs(float(batch) - float(per_crop)) > 0.01
+    # a crop without valid pixels counts 0 in the per-crop mean (official QANet code)
+    ignored = torch.cat([labels, torch.full_like(labels[:1], 255)])
+    three = torch.cat([probs, probs[:1]])
+    assert float(lovasz_softmax(three, ignored, per_crop=True)) == pytest.approx(0.65 / 3, abs=1e-6)
+
+
+def test_parser_losses_from_config():
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file("configs/quick_schedules/qanet_fcos_synth_instant_test.yaml")
+    cfg.merge_from_list(["MODEL.QANET.PARSING.CE_WEIGHT", 2.0, "MODEL.QANET.PARSING.LOVASZ_WEIGHT", 3.0,
+                         "MODEL.QANET.IOU.LOSS_WEIGHT", 0.5, "MODEL.QANET.PARSING.LOVASZ_PER_CROP", True])
+    parser = QANetParser(cfg)
+    assert parser.lovasz_per_crop and parser.ce_weight == 2.0
+    torch.manual_seed(0)
+    c = cfg.MODEL.QANET.NUM_CLASSES
+    logits = torch.randn(2, c, 8, 6, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 8, 6))
+    labels[0, 0] = 255
+    pred_iou = torch.tensor([0.3, 0.9], requires_grad=True)
+    losses = parser.losses(logits, pred_iou, labels)
+    assert set(losses) == {"loss_parsing_ce", "loss_parsing_lovasz", "loss_iou"}
+    value = {k: float(v.detach()) for k, v in losses.items()}
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+        lov = lovasz_softmax_loss(logits, labels, per_crop=True)
+        # the IoU target is the IoU of the detached argmax parsing, and it reaches the IoU loss
+        target = iou_targets(logits.argmax(1), labels, c)
+        iou = iou_loss(pred_iou, target)
+    assert value["loss_parsing_ce"] == pytest.approx(2.0 * float(ce), rel=1e-6)
+    assert value["loss_parsing_lovasz"] == pytest.approx(3.0 * float(lov), rel=1e-6)
+    assert value["loss_iou"] == pytest.approx(0.5 * float(iou), rel=1e-6)
+    sum(losses.values()).backward()
+    assert logits.grad.abs().sum() > 0 and pred_iou.grad.abs().sum() > 0
+    # the losses are functions of (log-)probabilities: the CE of log-probabilities is the CE of logits
+    with torch.no_grad():
+        assert float(cross_entropy_loss(logits.log_softmax(1), labels)) == pytest.approx(float(parsing_ce_loss(logits, labels)))
 
 
 def test_neck_brings_all_levels_to_stride_4():

@@ -8,8 +8,8 @@ import torch
 import qanet_d2
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.data.synthetic import SyntheticVideo
-from qanet_d2.predictor import FaceParsingPredictor, paint_label_map, to_bgr_uint8
-from qanet_d2.video import VideoFaceParser
+from qanet_d2.predictor import FaceParsingPredictor, to_bgr_uint8
+from qanet_d2.video import TemporalSmoother, VideoPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -62,8 +62,8 @@ def test_outputs(predictor, frames):
     assert np.all(np.diff(out["scores"]) <= 0)  # best first
     assert np.all(out["boxes"][:, 0::2] <= w) and np.all(out["boxes"][:, 1::2] <= h) and np.all(out["boxes"] >= 0)
     assert inst.image_size == (h, w)
-    assert inst.parsing_probs.shape[:2] == (n, predictor.num_classes)
-    assert inst.crop_affines.shape == (n, 2, 3)
+    assert inst.parsing_probs.shape[:3] == (n, 1, predictor.num_classes)
+    assert inst.crop_affines.shape == (n, 1, 2, 3)
     assert (labels != 0).any()  # all faces are painted (threshold 0)
     # each face's own parsing: the best face wins overlaps, so its foreground is in the label map
     faces = out["face_labels"]
@@ -75,37 +75,23 @@ def test_outputs(predictor, frames):
     assert np.array_equal(labels[y0:y1, x0:x1][fg], best[fg])
 
 
-def test_large_image_path_gives_the_same_labels(predictor, frames):
+def test_one_painting_path(predictor, frames):
+    """The label map is the same whether class scores are asked for or not, whether painted in
+    small tiles or not, and whether the model paints or the predictor paints its per-face results."""
     image = frames[1]
     full = predictor(image)
     assert "sem_seg" not in full
-    small_limit = FaceParsingPredictor.__new__(FaceParsingPredictor)
-    small_limit.__dict__.update(predictor.__dict__)
-    small_limit.score_map_limit_mb = 0.001  # force window-by-window painting
-    raw = small_limit.run_model_batch([image], full_size_scores=None)[0]
-    assert "sem_seg" not in raw  # the model worked in the resized frame
-    windowed = small_limit(image)
-    assert np.array_equal(windowed["labels"], full["labels"])
-    np.testing.assert_allclose(windowed["boxes"], full["boxes"], atol=1e-3)
-
-
-def test_paint_label_map_matches_model_painting(predictor, frames):
-    out = predictor(frames[2], return_scores=True)
-    inst = out["instances"]
-    # with a threshold that drops some faces, both paintings drop the same ones
-    thresh = float(inst.scores.median())
-    labels = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, out["labels"].shape, thresh)
-    model = predictor.model
-    saved = model.face_score_thresh
-    try:
-        model.face_score_thresh = thresh
-        sem_seg = predictor.paint_scores(inst, out["labels"].shape)
-    finally:
-        model.face_score_thresh = saved
-    assert np.array_equal(labels, sem_seg.argmax(0).numpy().astype(np.uint8))
-    # pasting in small tiles changes nothing
-    tiled = paint_label_map(inst.parsing_probs, inst.crop_affines, inst.scores, out["labels"].shape, thresh, tile=16)
-    assert np.array_equal(tiled, labels)
+    scored = predictor(image, return_scores=True)
+    assert np.array_equal(scored["labels"], full["labels"])
+    assert np.array_equal(scored["sem_seg"].argmax(0).numpy(), full["labels"])
+    torch.manual_seed(0)
+    tiled = FaceParsingPredictor(instant_cfg("MODEL.QANET.INFERENCE.PASTE_TILE", 16))
+    assert np.array_equal(tiled(image)["labels"], full["labels"])
+    faces = predictor.run_model(image)
+    assert faces.image_size == image.shape[:2] and faces.has("scores")
+    painted = predictor.postprocess(faces)
+    assert np.array_equal(painted["labels"], full["labels"])
+    np.testing.assert_allclose(painted["scores"], full["scores"], rtol=1e-5)
 
 
 def test_batch_equals_single_calls(predictor, frames):
@@ -134,28 +120,51 @@ def test_input_conversions(predictor, frames):
         to_bgr_uint8(np.zeros((4, 5, 5), np.uint8))
 
 
-def test_video_parser_window_one_equals_predictor(predictor, frames):
-    parser = VideoFaceParser(predictor, window=1)
+def test_video_predictor_window_one_equals_predictor(predictor, frames):
+    video = VideoPredictor(predictor, window=1)
     for image in frames[:2]:
-        out = parser(image)
+        out = video(image)
         assert np.array_equal(out["labels"], predictor(image)["labels"])
         assert len(out["instances"].track_ids) == len(out["instances"])
 
 
-def test_video_parser_smooths_a_sequence(predictor, frames):
-    parser = VideoFaceParser(predictor, window=3)
+def test_video_predictor_smooths_a_sequence(predictor, frames):
+    video = VideoPredictor(predictor, window=3)
     for image in frames:
-        out = parser(image)
+        out = video(image)
         assert out["labels"].shape == image.shape[:2]
         assert np.all(np.diff(out["scores"]) <= 0)
     # a still video: the same faces every frame, tracks continue, labels are the predictor's
-    parser.reset()
-    still = [parser(frames[0]) for _ in range(3)]
+    video.reset()
+    still = [video(frames[0]) for _ in range(3)]
     ids = [sorted(o["instances"].track_ids.tolist()) for o in still]
     assert ids[0] == ids[1] == ids[2]
     single = predictor(frames[0])["labels"]
     for out in still:
         assert np.array_equal(out["labels"], single)
+
+
+def test_what_gets_painted_is_the_smoothers_output(predictor, frames):
+    """Two frames, the same two boxes: the second frame's label map is painted from the smoother's
+    probabilities and scores (0.3 * first + 0.7 * second frame), not from the frame's own."""
+    boxes = np.array([[20.0, 30.0, 80.0, 110.0], [120.0, 20.0, 170.0, 90.0]], np.float32)
+    video = VideoPredictor(predictor, window=2, current_weight=0.7, align="box")
+    raw = [predictor.run_model(image, boxes) for image in frames[:2]]
+    video.process(raw[0])
+    out = video.process(raw[1])
+    # the smoother's output, computed independently, painted by the post-processor
+    smoother = TemporalSmoother(window=2, current_weight=0.7, align="box")
+    for faces in raw:
+        expected = smoother(faces.pred_boxes.tensor, faces.parsing_probs, faces.crop_affines,
+                            torch.stack([faces.scores, faces.box_scores], 1))
+    faces = raw[1]
+    faces.parsing_probs = expected["probs"]
+    faces.scores, faces.box_scores = expected["scores"][:, 0], expected["scores"][:, 1]
+    assert np.array_equal(out["labels"], predictor.postprocess(faces)["labels"])
+    order = torch.argsort(faces.scores, descending=True)
+    torch.testing.assert_close(out["instances"].parsing_probs, faces.parsing_probs[order])
+    # ... which differs from painting the second frame alone
+    assert not np.array_equal(out["labels"], predictor.postprocess(predictor.run_model(frames[1], boxes))["labels"])
 
 
 def test_benchmark_tool_reports_every_stage(capsys):
@@ -188,7 +197,6 @@ def test_given_boxes_and_parser_only_model(predictor, frames):
     assert torch.allclose(out["instances"].box_scores, torch.ones(2))
     order = np.argsort(out["boxes"][:, 0])
     np.testing.assert_allclose(out["boxes"][order], boxes, atol=1e-3)
-    assert predictor.model.test_boxes == "detector"  # restored
 
     torch.manual_seed(0)
     parser_only = FaceParsingPredictor(_parser_only_cfg())
@@ -223,5 +231,5 @@ def test_predictor_uses_the_flip_test_like_evaluation(frames):
     inputs = [{"image": torch.as_tensor(np.ascontiguousarray(
         flip.aug.get_transform(frames[0]).apply_image(frames[0]).transpose(2, 0, 1))), "height": h, "width": w}]
     with torch.no_grad():
-        expected = flip.test_model(inputs)[0]["sem_seg"]
+        expected = flip.test_model.inference(inputs, class_scores=True)[0]["sem_seg"]
     torch.testing.assert_close(b["sem_seg"], expected)

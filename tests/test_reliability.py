@@ -132,9 +132,11 @@ def test_config_validation_lists_every_problem(synth_datasets_root, monkeypatch)
     cfg.MODEL.QANET.INPUT_SIZE = (64, 64)
     cfg.DATASETS.TEST = ("face_synth_vall",)
     cfg.SOLVER.OPTIMIZER = "LAMB"
+    cfg.MODEL.QANET.INFERENCE.PAINT_ORDER = "score"
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     message = str(err.value)
+    assert "MODEL.QANET.INFERENCE.PAINT_ORDER = 'score': expected one of quality, box" in message
     assert "MODEL.QANET.NUM_CLASSES = 5, but dataset 'face_synth_train'" in message
     assert "width/height 1.0000" in message
     assert "'face_synth_vall' is not a registered dataset" in message and "face_synth_val" in message

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import qanet_d2  # noqa: F401
-from qanet_d2.data.crops import boxes_to_affines, crop_images
-from qanet_d2.modeling.qanet.inference import crop_labels_from_probs
-from qanet_d2.video import TemporalSmoother, associate_boxes, compose_affines, label_change_rate
+from qanet_d2.layers.crops import boxes_to_affines, compose_affines, crop_images
+from qanet_d2.modeling.postprocessing import crop_labels_from_probs
+from qanet_d2.video import TemporalSmoother, associate_boxes, label_change_rate
 
 C, H, W = 4, 16, 12
 
@@ -140,6 +140,27 @@ def test_image_alignment_undoes_box_jitter():
     agree_box = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
     assert agree_image > 0.9
     assert agree_image > agree_box + 0.2
+
+
+@pytest.mark.parametrize("align", ["box", "image"])
+def test_views_and_score_columns_are_smoothed_alike(align):
+    """``N x V x C x h x w`` probabilities (box-scale views) and ``N x K`` scores: each view and
+    each score column is smoothed as a single one would be."""
+    boxes = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    regions = [boxes, boxes * 1.1]
+    affines = torch.stack([_affines(r) for r in regions], dim=1)  # N x V x 2 x 3
+    multi = TemporalSmoother(window=3, align=align)
+    singles = [TemporalSmoother(window=3, align=align) for _ in regions]
+    for t in range(3):
+        probs = torch.stack([_probs(10 * t + v) for v in range(2)], dim=1)  # 1 x 2 x C x H x W
+        shifted = affines + t  # the crops move a little
+        out = multi(boxes, probs, shifted, torch.tensor([[0.5 + 0.1 * t, 0.9]]))
+        for v, single in enumerate(singles):
+            ref = single(boxes, probs[:, v], shifted[:, v], torch.tensor([0.5 + 0.1 * t]))
+            torch.testing.assert_close(out["probs"][:, v], ref["probs"])
+            torch.testing.assert_close(out["scores"][:, 0], ref["scores"])
+        assert out["probs"].shape == probs.shape and out["scores"].shape == (1, 2)
+    torch.testing.assert_close(out["scores"][:, 1], torch.tensor([0.9]))
 
 
 def test_compose_affines():

@@ -12,20 +12,26 @@ else random weights: speed does not depend on them). The detector runs on every 
 timed, but the faces parsed are the image's known N face boxes rather than the detections, so
 that every row parses exactly N faces whatever the weights.
 
-Stages, timed with ``time.perf_counter`` around the model's own methods, in the order of
-``QANetFaceParser.inference`` (with the config's flip test if ``TEST.AUG.ENABLED`` and
-``TEST.AUG.FLIP``, which doubles the parser's work; other box scales are not benchmarked):
+Stages, timed with ``time.perf_counter`` (wall) and ``time.process_time`` (CPU time of the
+process, all threads) around the model's own stage methods, in the order of
+``QANetFaceParser.inference`` (with the config's test-time views if ``TEST.AUG.ENABLED``: the
+flip test doubles the parser's work, box scales multiply crops, parser and paste-back):
 
-* detector: resize to ``INPUT.MIN_SIZE_TEST`` (and ``MODEL.FCOS.INPUT_SCALE``), FCOS backbone +
-  head + box decoding and NMS (``QANetFaceParser.face_boxes``);
-* crop: parser input normalisation, box -> 3:4 crop affines, ``grid_sample`` crops;
-* parser: backbone + neck + parsing and IoU branches + softmax, ``PARSER_BATCH`` crops per call;
-* scoring: pixel scores and face quality scores;
-* paste: crop probabilities pasted back at the original size, faces painted by score, argmax.
+* detector: resize to ``INPUT.MIN_SIZE_TEST`` (and ``MODEL.FCOS.INPUT_SCALE``), FCOS's own
+  inference call (``QANetFaceParser.detect``, with ``MODEL.QANET.TEST_BOXES detector``);
+* crop: parser input normalisation (``FaceCropper.preprocess``), box -> 3:4 crop affines and
+  ``grid_sample`` crops (``QANetFaceParser.crop_faces``);
+* parser: backbone + neck + parsing and IoU branches + softmax, flips averaged,
+  ``PARSER_BATCH`` crops per call (``QANetFaceParser.parse_crops``);
+* scoring: rescaling to the original frame, the per-pixel class maximum of the crops, pixel and
+  face quality scores (``FacePostProcessor.rescale`` / ``score``);
+* paste: the label map painted at the original size (``FacePostProcessor.paint``; every face is
+  painted: ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH 0``).
 
 Reports the median over ``--repeats`` runs after one warm-up, the total, faces per second,
 milliseconds per face and the peak resident memory of the process during the N-face runs
-(VmHWM, reset between rows where the kernel allows it). Prints a markdown table.
+(VmHWM, reset between rows where the kernel allows it). Prints a markdown table, and the CPU
+time per stage in a second one (on a shared machine, CPU time is steadier than wall time).
 """
 import argparse
 import json
@@ -109,92 +115,99 @@ def peak_memory_mb() -> float:
 
 # ---------------------------------------------------------------------------- timing
 class StageTimer:
+    """Accumulates wall and CPU seconds per stage name: ``with timer("crop"): ...``."""
+
     def __init__(self):
         self.times: Dict[str, float] = {}
+        self.cpu_times: Dict[str, float] = {}
 
     def __call__(self, name):
         timer = self
 
         class _Ctx:
             def __enter__(self):
-                self.start = time.perf_counter()
+                self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
             def __exit__(self, *exc):
                 timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.start
+                timer.cpu_times[name] = timer.cpu_times.get(name, 0.0) + time.process_time() - self.cpu_start
 
         return _Ctx()
 
 
 @torch.no_grad()
-def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, flips=(False,)) -> Dict[str, float]:
-    """One image through the model's inference steps, timing each stage (seconds).
+def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0, False),)) -> Dict[str, Dict[str, float]]:
+    """One image through the model's inference stages, timing each one.
 
-    Mirrors ``QANetFaceParser.inference`` for one box scale (``flips``: the crop views, e.g.
-    ``(False, True)`` for the flip test); the parsed faces are ``boxes`` (original image
-    coordinates) instead of the detections.
+    The stage methods are those ``QANetFaceParser.inference`` calls, in its order (crops and
+    parser calls interleaved per ``PARSER_BATCH`` chunk as in ``parse_faces``); the parsed faces
+    are ``boxes`` (original image coordinates) instead of the detections.
+
+    Returns:
+        ``{"wall": {stage: seconds}, "cpu": {stage: seconds}, "result": postprocessor output}``.
     """
-    from qanet_d2.data.crops import boxes_to_affines, crop_images, scale_affines
-    from qanet_d2.modeling.qanet.inference import face_scores, pixel_scores
+    from detectron2.structures import Boxes, Instances
+    from qanet_d2.modeling.meta_arch import group_views
+    from qanet_d2.modeling.postprocessing import crop_maxima
 
     timer = StageTimer()
     height, width = image_bgr.shape[:2]
     with timer("detector"):
-        image = image_bgr if model.input_format == "BGR" else image_bgr[:, :, ::-1]
+        image = image_bgr if model.cropper.input_format == "BGR" else image_bgr[:, :, ::-1]
         resized = aug.get_transform(image).apply_image(image)
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": height, "width": width}]
         if model.detector is not None:
-            saved, model.test_boxes = model.test_boxes, "detector"
-            try:
-                model.face_boxes(inputs, [resized.shape[:2]])
-            finally:
-                model.test_boxes = saved
+            model.detect(inputs)
     in_h, in_w = resized.shape[:2]
-    sx, sy = width / in_w, height / in_h
-    n = len(boxes)
+    face_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32, device=model.device).clone())
+    face_boxes.scale(in_w / width, in_h / height)
+    n = len(face_boxes)
+    scales = group_views(views)
+    probs = torch.zeros((n, len(scales), model.num_classes) + model.cropper.crop_size, device=model.device)
+    affines = torch.zeros((n, len(scales), 2, 3), device=model.device)
+    iou_sum = torch.zeros(n, device=model.device)
+    batch_idx = torch.zeros(n, dtype=torch.long, device=model.device)
     with timer("crop"):
-        parser_images, _ = model.parser_images(inputs)
-        b = torch.as_tensor(boxes, dtype=torch.float32, device=model.device).clone()
-        b[:, 0::2] /= sx
-        b[:, 1::2] /= sy
-        affines, _ = boxes_to_affines(model.crop_regions(b), model.crop_size)
-        batch_idx = torch.zeros(n, dtype=torch.long, device=model.device)
-        crops = crop_images(parser_images, batch_idx, affines, model.crop_size)
-    probs, ious = [], []
-    with timer("parser"):
+        images = model.cropper.preprocess(inputs)
+    for v, (scale, flips) in enumerate(scales):
         for start in range(0, n, model.parser_batch):
-            p, iou = model.parse_crops(crops[start : start + model.parser_batch], list(flips), [model.parser])
-            probs.append(p)
-            ious.append(iou)
-        probs = torch.cat(probs) if probs else crops.new_zeros((0, model.num_classes) + model.crop_size)
-        ious = torch.cat(ious) if ious else crops.new_zeros(0)
-    with timer("scoring"):
-        pix = pixel_scores(probs, model.pixel_score_thresh)
-        scores = face_scores(torch.ones(n, device=model.device), ious.clamp(0, 1), pix, model.score_weights)
+            sl = slice(start, start + model.parser_batch)
+            with timer("crop"):
+                crops, affines[sl, v] = model.crop_faces(images, face_boxes.tensor[sl], batch_idx[sl], scale)
+            with timer("parser"):
+                probs[sl, v], iou = model.parse_crops(crops, flips, [model.parser])
+                iou_sum[sl] += iou.clamp(0.0, 1.0)
+    faces = Instances((in_h, in_w), pred_boxes=face_boxes, box_scores=torch.ones(n, device=model.device),
+                      iou_scores=iou_sum / len(scales), parsing_probs=probs, crop_affines=affines)
+    post = model.postprocessor
+    with timer("scoring"):  # as FacePostProcessor.__call__: one class reduction serves both stages
+        faces = post.rescale(faces, (height, width))
+        maxima = crop_maxima(faces.parsing_probs)
+        faces = post.score(faces, maxima=maxima)
     with timer("paste"):
-        affines = scale_affines(affines, sx, sy)
-        # all faces painted, whatever their (random-weight) scores
-        sem_seg = model.paste_and_paint([probs], [affines], torch.ones_like(scores) + scores * 1e-3, (height, width))
-        sem_seg.argmax(dim=0)
-    return timer.times
+        labels, _ = post.paint(faces, maxima=maxima)
+    return {"wall": timer.times, "cpu": timer.cpu_times, "result": {"instances": faces, "labels": labels}}
 
 
 def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height: int = 960, warmup: int = 1) -> List[Dict]:
     import detectron2.data.transforms as T
     from detectron2.modeling import build_model
     from qanet_d2.engine.checkpoint import load_model_weights
+    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
 
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    flips = (False, True) if cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP else (False,)
+    views = tta_views_from_config(cfg)
     rows = []
     for n in faces:
         image, boxes = grid_image(n, width, height)
         for _ in range(max(0, warmup)):
-            run_stages(model, aug, image, boxes, flips)
+            run_stages(model, aug, image, boxes, views)
         reset_peak_memory()
-        runs = [run_stages(model, aug, image, boxes, flips) for _ in range(max(1, repeats))]
-        stage_ms = {s: 1000 * statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES}
+        runs = [run_stages(model, aug, image, boxes, views) for _ in range(max(1, repeats))]
+        stage_ms = {s: 1000 * statistics.median(r["wall"].get(s, 0.0) for r in runs) for s in STAGES}
+        cpu_ms = {s: 1000 * statistics.median(r["cpu"].get(s, 0.0) for r in runs) for s in STAGES}
         total = sum(stage_ms.values())
         rows.append({
             "faces": n,
@@ -203,6 +216,9 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
             "faces_per_s": 1000.0 * n / total,
             "ms_per_face": total / n,
             "parser_ms_per_face": stage_ms["parser"] / n,
+            "paste_share": stage_ms["paste"] / total,
+            **{f"{s}_cpu_ms": cpu_ms[s] for s in STAGES},
+            "total_cpu_ms": sum(cpu_ms.values()),
             "peak_rss_mb": peak_memory_mb(),
         })
     return rows
@@ -235,7 +251,19 @@ def markdown_table(rows: List[Dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def get_parser():
+def cpu_table(rows: List[Dict]) -> str:
+    """CPU time of the process (all threads) per stage, and the paste-back's share of the wall time."""
+    head = "| faces/image | " + " | ".join(f"{s} CPU ms" for s in STAGES) + " | total CPU ms | paste share of wall time |"
+    lines = [head, "|" + "---|" * (len(STAGES) + 3)]
+    for r in rows:
+        lines.append(
+            f"| {r['faces']} | " + " | ".join(f"{r[f'{s}_cpu_ms']:.1f}" for s in STAGES)
+            + f" | {r['total_cpu_ms']:.1f} | {100 * r['paste_share']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def build_argument_parser():
     p = argparse.ArgumentParser(description="Per-stage inference time and memory for 1, 4 and 16 faces")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--faces", type=int, nargs="+", default=[1, 4, 16], help="faces per image (square numbers)")
@@ -255,6 +283,10 @@ def setup_cfg(args, extra=()):
     cfg = get_cfg()
     add_qanet_config(cfg)
     cfg.merge_from_file(args.config_file)
+    # every face is painted whatever its (e.g. random-weight) score; the detector is timed
+    cfg.merge_from_list(["MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    if cfg.MODEL.FCOS.ENABLED:
+        cfg.merge_from_list(["MODEL.QANET.TEST_BOXES", "detector"])
     cfg.merge_from_list(list(args.opts) + list(extra))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -263,7 +295,9 @@ def setup_cfg(args, extra=()):
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
-    args = get_parser().parse_args(argv)
+    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
+
+    args = build_argument_parser().parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -278,13 +312,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
         rows = benchmark(cfg, args.faces, args.repeats, args.size[0], args.size[1], args.warmup)
         results[name] = rows
         q = cfg.MODEL.QANET
+        views = tta_views_from_config(cfg)
         title = (
             f"{name}: image {args.size[0]}x{args.size[1]}, detector input {cfg.INPUT.MIN_SIZE_TEST} (max {cfg.INPUT.MAX_SIZE_TEST}), "
             f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, parser batch {q.INFERENCE.PARSER_BATCH}, "
-            f"{'flip test (2 views)' if cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP else 'single view'}"
+            f"{len(views)} view(s) (box scale, flip): {views}"
         )
         print()
         print(markdown_table(rows, title))
+        print()
+        print(cpu_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "results": results}, f, indent=2)

@@ -33,7 +33,7 @@ from qanet_d2.evaluation import FaceParsingEvaluator, frame_key, label_png_path 
 logger = logging.getLogger("qanet_d2.evaluate_pngs")
 
 
-def get_parser() -> argparse.ArgumentParser:
+def build_argument_parser() -> argparse.ArgumentParser:
     defaults = get_qanet_cfg().TEST.FACE_PARSING
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gt-dataset", required=True, help="registered dataset name, e.g. sfp_val, lapa_test, face_synth_val")
@@ -47,7 +47,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2")
     setup_logger(name="detectron2")
     output_dir = args.output_dir or args.pred_dir

@@ -103,7 +103,7 @@ def export_contract(cfg, model, raw_input: bool = False) -> Dict:
     classes = metadata_field(meta, "stuff_classes") if meta is not None else None
     if classes is None or len(classes) != q.NUM_CLASSES:
         classes = [f"class_{i}" for i in range(q.NUM_CLASSES)]
-    perm = model.flip_permutation.tolist()
+    perm = model.cropper.flip_permutation.tolist()
     flip_pairs = sorted({tuple(sorted((a, b))) for a, b in enumerate(perm) if a != b})
     return {
         "format_version": 1,

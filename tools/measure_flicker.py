@@ -57,11 +57,11 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     from detectron2.data import DatasetCatalog
     from qanet_d2.data.io import read_image, read_label_map
     from qanet_d2.evaluation import FaceParsingEvaluator
-    from qanet_d2.video import VideoFaceParser, label_change_rate
+    from qanet_d2.video import VideoPredictor, label_change_rate
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
-    parsers = [
-        VideoFaceParser(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7))
+    videos_smoothed = [
+        VideoPredictor(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7))
         for s in settings
     ]
     evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
@@ -71,16 +71,16 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     start = time.perf_counter()
     num_frames = 0
     for video_id, frames in videos.items():
-        raws = [predictor.run_model(read_image(d["file_name"], "BGR")) for d in frames]
+        faces = [predictor.run_model(read_image(d["file_name"], "BGR")) for d in frames]
         num_frames += len(frames)
         gt = [read_label_map(d["sem_seg_file_name"]) for d in frames if d.get("sem_seg_file_name")]
         if len(gt) == len(frames):
             flicker["gt"].append(label_change_rate(gt))
-        for k, (parser, evaluator) in enumerate(zip(parsers, evaluators)):
-            parser.reset()
+        for k, (video, evaluator) in enumerate(zip(videos_smoothed, evaluators)):
+            video.reset()
             labels = []
-            for d, raw in zip(frames, raws):
-                result = parser.process(raw)
+            for d, frame_faces in zip(frames, faces):
+                result = video.process(frame_faces)
                 labels.append(result["labels"])
                 evaluator.process_label_map(d, result["labels"])
             flicker[k].append(label_change_rate(labels, ignore_label=None))
@@ -114,7 +114,7 @@ def markdown_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def get_parser():
+def build_argument_parser():
     p = argparse.ArgumentParser(description="Flicker and J&F with and without temporal smoothing")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--dataset", default=None, help="registered video dataset (default: DATASETS.TEST[0])")
@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from detectron2.utils.logger import setup_logger
     from qanet_d2.predictor import FaceParsingPredictor
 
-    args = get_parser().parse_args(argv)
+    args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2.measure_flicker")
     cfg = get_cfg()
     add_qanet_config(cfg)

@@ -14,6 +14,11 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
 * A non-finite loss stops training with the iteration and the loss term in the message.
 * On CPU, DistributedDataParallel gets ``device_ids=None`` (v0.6 passes a GPU index).
 * The optimizer state is checkpointed (v0.6 saves only the iteration and hook states).
+* ``SOLVER.AMP.ENABLED`` runs the forward pass under autocast: float16 with a GradScaler on
+  CUDA (as detectron2's AMPTrainer, whose scaler state is checkpointed too), bfloat16 on CPU
+  (same exponent range as float32, so no loss scaling).
+* ``SOLVER.REFERENCE_WORLD_SIZE`` rescales batch, LR and schedule to the number of processes
+  (:func:`~qanet_d2.engine.world_size.scale_config_to_world_size`, with ``SOLVER.LR_SCALING``).
 """
 import itertools
 import logging
@@ -36,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
+from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +76,34 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class QANetSimpleTrainer(SimpleTrainer):
-    """SimpleTrainer with per-iteration reseeding and a per-term finiteness check."""
+def autocast_settings(device: torch.device):
+    """``(device_type, dtype, needs_grad_scaler)`` of mixed precision training on ``device``:
+    float16 with loss scaling on CUDA, bfloat16 without on CPU."""
+    if device.type == "cuda":
+        return "cuda", torch.float16, True
+    if device.type == "cpu":
+        return "cpu", torch.bfloat16, False
+    raise ValueError(f"SOLVER.AMP.ENABLED: mixed precision is supported on CUDA and CPU, not on {device.type}")
 
-    def __init__(self, model, data_loader, optimizer, base_seed: int):
+
+class QANetSimpleTrainer(SimpleTrainer):
+    """SimpleTrainer with per-iteration reseeding, a per-term finiteness check and optional
+    mixed precision (``amp``: autocast of the forward pass, see :func:`autocast_settings`)."""
+
+    def __init__(self, model, data_loader, optimizer, base_seed: int, amp: bool = False):
         super().__init__(model, data_loader, optimizer)
         self.base_seed = int(base_seed)
+        self.amp = bool(amp)
+        self.grad_scaler = None
+        if self.amp:
+            device = next(model.parameters()).device
+            self.autocast_device, self.autocast_dtype, scaled = autocast_settings(device)
+            if scaled:
+                self.grad_scaler = torch.amp.GradScaler(device.type)
+            logger.info(
+                f"Mixed precision: {str(self.autocast_dtype).replace('torch.', '')} autocast on {device.type}"
+                + (", GradScaler" if scaled else ", no loss scaling")
+            )
 
     def run_step(self):
         assert self.model.training, "[QANetSimpleTrainer] model was changed to eval mode!"
@@ -88,7 +116,11 @@ class QANetSimpleTrainer(SimpleTrainer):
         # global generator, which would otherwise shift the model's random draws after a resume.
         _seed_all(seed + 1)
 
-        loss_dict = self.model(data)
+        if self.amp:
+            with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
+                loss_dict = self.model(data)
+        else:
+            loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         for name, value in loss_dict.items():
@@ -102,9 +134,31 @@ class QANetSimpleTrainer(SimpleTrainer):
         losses = sum(loss_dict.values())
 
         self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
+        if self.grad_scaler is not None:
+            # Gradients of the scaled loss; step() unscales them first (so gradient clipping
+            # sees true values) and skips the update when they overflowed.
+            self.grad_scaler.scale(losses).backward()
+            self._write_metrics(loss_dict, data_time)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            losses.backward()
+            self._write_metrics(loss_dict, data_time)
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None:
+            if "grad_scaler" in state_dict:
+                self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+            else:
+                logger.info("The checkpoint has no GradScaler state (trained without AMP): the loss scale starts afresh.")
 
 
 def create_ddp_model(model):
@@ -125,7 +179,7 @@ class QANetTrainer(DefaultTrainer):
         from .validation import validate_config
 
         validate_config(cfg, for_training=True)
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
         self.base_seed = self._choose_base_seed(cfg)
 
@@ -133,7 +187,9 @@ class QANetTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg, seed=self.base_seed, start_iter=0)
         model = create_ddp_model(model)
-        self._trainer = QANetSimpleTrainer(model, data_loader, optimizer, base_seed=self.base_seed)
+        self._trainer = QANetSimpleTrainer(
+            model, data_loader, optimizer, base_seed=self.base_seed, amp=cfg.SOLVER.AMP.ENABLED
+        )
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # cfg: the part checkpoints and ImageNet initialisation of a run that is not resumed.
@@ -141,6 +197,12 @@ class QANetTrainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def auto_scale_workers(cfg, num_workers: int):
+        """detectron2's rescaling to ``num_workers`` processes, over the keys of
+        :data:`~qanet_d2.engine.world_size.WORLD_SIZE_SCALED_KEYS` and with ``SOLVER.LR_SCALING``."""
+        return scale_config_to_world_size(cfg, num_workers)
 
     @staticmethod
     def _choose_base_seed(cfg) -> int:

@@ -8,9 +8,12 @@ from typing import List
 
 from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
+from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from .trainer import OPTIMIZERS
+from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
 
 class ConfigError(ValueError):
@@ -21,8 +24,12 @@ class ConfigError(ValueError):
 _CHOICES = {
     "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
     "MODEL.QANET.TEST_BOXES": TEST_BOXES,
+    "MODEL.QANET.CROP_OUTSIDE_LABEL": CROP_OUTSIDE_LABELS,
+    "MODEL.QANET.INFERENCE.PAINT_ORDER": PAINT_ORDERS,
+    "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION": PIXEL_SCORE_REGIONS,
     "SOLVER.OPTIMIZER": OPTIMIZERS,
     "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
+    "SOLVER.LR_SCALING": LR_SCALING_RULES,
 }
 
 
@@ -107,6 +114,16 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
             problems.append(f"TEST.ENSEMBLE.WEIGHTS: checkpoint {path} does not exist")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         problems.append(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be positive")
+    reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if reference < 0:
+        problems.append(f"SOLVER.REFERENCE_WORLD_SIZE = {reference}: must be 0 (no rescaling) or the number of GPUs the config is written for")
+    elif reference > 0:
+        for key, kind in WORLD_SIZE_SCALED_KEYS.items():
+            if kind == "batch" and _get(cfg, key) % reference:
+                problems.append(
+                    f"{key} = {_get(cfg, key)} is not a multiple of SOLVER.REFERENCE_WORLD_SIZE = {reference}: "
+                    "the batch per GPU would not be an integer"
+                )
     if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
         problems.append(f"SOLVER.STEPS = {tuple(cfg.SOLVER.STEPS)}: must be increasing")
 

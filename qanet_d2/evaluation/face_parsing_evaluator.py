@@ -444,7 +444,8 @@ def label_png_path(root: str, video_id: str, file_name: str) -> str:
 
 # ---------------------------------------------------------------------------- evaluator
 class FaceParsingEvaluator(DatasetEvaluator):
-    """J/F (DAVIS), mIoU and F1 of predicted label maps (``outputs[i]["sem_seg"]`` argmax).
+    """J/F (DAVIS), mIoU and F1 of predicted label maps: ``outputs[i]["labels"]`` (the model's
+    label map), or the argmax of ``outputs[i]["sem_seg"]`` for outputs without one.
 
     Inputs need ``sem_seg_file_name``, ``file_name``, ``video_id`` and ``frame_index`` (an input
     without ``video_id`` is its own one-frame video). Each process scores its shard; ``evaluate``
@@ -501,14 +502,22 @@ class FaceParsingEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            sem_seg = out["sem_seg"]
-            if sem_seg.shape[0] != self._num_classes and not self._warned_channels:
-                logger.warning(
-                    "Predictions of %s have %d channels but the dataset has %d classes; labels >= %d "
-                    "count as wrong.", self._dataset_name, sem_seg.shape[0], self._num_classes, self._num_classes,
-                )
-                self._warned_channels = True
-            self.process_label_map(inp, scores_to_label_map(sem_seg))
+            self.process_label_map(inp, self.output_label_map(out))
+
+    def output_label_map(self, output: dict) -> np.ndarray:
+        """The (H, W) label map of one model output: its ``labels`` (the model's painted label
+        map), or, for outputs without one, the argmax of its ``sem_seg`` class scores."""
+        if "labels" in output:
+            labels = output["labels"]
+            return labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        sem_seg = output["sem_seg"]
+        if sem_seg.shape[0] != self._num_classes and not self._warned_channels:
+            logger.warning(
+                "Predictions of %s have %d channels but the dataset has %d classes; labels >= %d "
+                "count as wrong.", self._dataset_name, sem_seg.shape[0], self._num_classes, self._num_classes,
+            )
+            self._warned_channels = True
+        return scores_to_label_map(sem_seg)
 
     def process_label_map(self, input_dict: dict, pred_labels: np.ndarray) -> Optional[FrameScores]:
         """Score one frame given its predicted (H, W) label map (the shared path of :meth:`process`

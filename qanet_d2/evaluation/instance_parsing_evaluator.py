@@ -45,28 +45,25 @@ def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
     quality score, box score, window ``[x0, y0, x1, y1)`` in the original image and its labels
     on that window. None if the output has no ``instances``.
 
-    Reads ``instances.scores``, ``box_scores``, ``parsing_probs`` (``N x C x h x w`` crop
-    probabilities) and ``crop_affines`` (``N x 2 x 3`` crop -> image); each face's
-    probabilities are pasted on its window and labelled as the predictor's per-face output
-    (:func:`qanet_d2.predictor.face_window_labels`: argmax, background where the top
-    probability is below 1 / C, 0 outside the crop).
+    Reads ``instances.scores``, ``box_scores``, ``parsing_probs`` (``N x V x C x h x w`` crop
+    probabilities of V box-scale views) and ``crop_affines`` (``N x V x 2 x 3`` crop -> image);
+    each face is pasted on its window by the post-processing's
+    :func:`~qanet_d2.modeling.postprocessing.paste_faces` (views averaged, argmax, background
+    where the top probability is below 1 / C, 0 outside the crops), as the label map is painted.
     """
-    from ..data.crops import crop_windows
-    from ..predictor import face_window_labels
+    from ..modeling.postprocessing import paste_faces
 
     inst = output.get("instances")
     if inst is None:
         return None
     if len(inst) == 0:
         return []
-    probs = inst.parsing_probs.detach().float().cpu()
-    affines = inst.crop_affines.detach().float().cpu()
     scores = inst.scores.detach().float().cpu().tolist()
     box_scores = inst.box_scores.detach().float().cpu().tolist() if inst.has("box_scores") else scores
-    windows = crop_windows(affines, probs.shape[-2:], inst.image_size).tolist()
+    pasted = paste_faces(inst.parsing_probs.detach().float(), inst.crop_affines.detach().float(), inst.image_size)
     return [
-        PredictedFace(s, b, tuple(int(v) for v in w), face_window_labels(p, a, w))
-        for s, b, w, p, a in zip(scores, box_scores, windows, probs, affines)
+        PredictedFace(s, b, tuple(int(v) for v in face.window), face.labels.cpu().numpy())
+        for s, b, face in zip(scores, box_scores, pasted)
     ]
 
 

@@ -1,4 +1,5 @@
-"""The model: FCOS face detector, parser backbones, QANet heads, the meta-architecture and TTA.
+"""The model: FCOS face detector, parser backbones, face cropper, QANet parser, post-processing,
+the meta-architecture and TTA.
 
 Importing this package registers ``QANetFaceParser`` in ``META_ARCH_REGISTRY`` and the
 backbones ``build_fcos_resnet_fpn_backbone``, ``build_timm_hrnet_backbone`` and
@@ -6,12 +7,17 @@ backbones ``build_fcos_resnet_fpn_backbone``, ``build_timm_hrnet_backbone`` and
 """
 from .backbone import TimmHRNetBackbone, build_parser_backbone
 from .detector import build_fcos_detector, build_fcos_resnet_fpn_backbone
-from .meta_arch import QANetFaceParser, flip_permutation_from_metadata
+from .face_cropper import CropAugmentation, FaceCropper, flip_permutation_from_metadata
+from .meta_arch import QANetFaceParser
+from .postprocessing import FacePostProcessor
 from .qanet import QANetParser
 from .test_time_augmentation import QANetFaceParserWithTTA, build_test_time_model, load_parser_weights, tta_views_from_config
 
 __all__ = [
     "QANetFaceParser",
+    "FaceCropper",
+    "CropAugmentation",
+    "FacePostProcessor",
     "QANetParser",
     "QANetFaceParserWithTTA",
     "TimmHRNetBackbone",

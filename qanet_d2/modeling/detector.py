@@ -74,7 +74,8 @@ def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
 
 
 def checkpointable_fcos(fcos_class):
-    """``fcos_class`` with its loss-normaliser EMA kept in a buffer.
+    """``fcos_class`` with its loss-normaliser EMA kept in a buffer and its losses computed in
+    float32 under autocast (mixed precision training).
 
     detectron2's dense detectors keep the EMA of the number of positive anchors (the loss
     normaliser) as a plain attribute, which checkpoints do not save: a resumed run would
@@ -94,6 +95,15 @@ def checkpointable_fcos(fcos_class):
             new = old * momentum + value * (1 - momentum)
             self.loss_normalizer_ema.fill_(new)
             return new
+
+        def forward_training(self, images, features, predictions, gt_instances):
+            # Losses in float32 under autocast: box coordinates of ~1000 px lose whole pixels in
+            # float16/bfloat16, and fvcore's giou_loss fails on mixed float16/float32 boxes.
+            predictions = [
+                [p.float() if p.dtype in (torch.float16, torch.bfloat16) else p for p in per_level]
+                for per_level in predictions
+            ]
+            return super().forward_training(images, features, predictions, gt_instances)
 
     FaceFCOS.__name__ = FaceFCOS.__qualname__ = f"Checkpointable{fcos_class.__name__}"
     return FaceFCOS

@@ -1,8 +1,8 @@
 """Test-time augmentation and checkpoint ensembles for :class:`QANetFaceParser`.
 
 Views of the parser (not of the detector): horizontal flip (probabilities mirrored back with
-left/right channels swapped) and enlarged/shrunk box context (``TEST.AUG.BOX_SCALES``), all
-averaged after pasting back into the image; optionally the parser probabilities of several
+left/right channels swapped, averaged in the crop frame) and enlarged/shrunk box context
+(``TEST.AUG.BOX_SCALES``, averaged after pasting back into the image); optionally the parser probabilities of several
 checkpoints (``TEST.ENSEMBLE.WEIGHTS``) are averaged as well (the report's 5-model ensemble).
 Detection runs once, with the wrapped model's detector.
 """
@@ -44,7 +44,8 @@ def load_parser_weights(parser: nn.Module, path: str) -> nn.Module:
 class QANetFaceParserWithTTA(nn.Module):
     """Wraps a :class:`QANetFaceParser` for inference with parser views and an ensemble.
 
-    ``forward(batched_inputs)`` returns the wrapped model's output format. With one view
+    ``forward(batched_inputs)`` and :meth:`inference` return the wrapped model's output format,
+    passing its views and parsers to :meth:`QANetFaceParser.inference`. With one view
     ``(1.0, False)`` and no extra parsers it equals the plain model's inference.
     """
 
@@ -65,9 +66,18 @@ class QANetFaceParserWithTTA(nn.Module):
             logger.info(f"Ensemble: parser weights from {path}")
         return cls(model, tta_views_from_config(cfg), extra)
 
+    @property
+    def parsers(self) -> List[nn.Module]:
+        return [self.model.parser] + list(self.extra_parsers)
+
+    def inference(self, batched_inputs: List[Dict], face_boxes=None, do_postprocess: bool = True, class_scores: bool = False):
+        """:meth:`QANetFaceParser.inference` with this wrapper's views and parsers."""
+        return self.model.inference(
+            batched_inputs, face_boxes, do_postprocess, views=self.views, parsers=self.parsers, class_scores=class_scores
+        )
+
     def forward(self, batched_inputs: List[Dict]):
-        parsers = [self.model.parser] + list(self.extra_parsers)
-        return self.model.inference(batched_inputs, views=self.views, parsers=parsers)
+        return self.inference(batched_inputs)
 
 
 def build_test_time_model(cfg, model):

@@ -1,7 +1,14 @@
-"""QANet's parser parts: neck, parsing and IoU branches, losses and inference scoring."""
-from .inference import crop_labels_from_probs, face_scores, paint_faces, pixel_scores
+"""QANet's parser parts: neck, parsing and IoU branches, and the parser's losses."""
 from .iou_branch import IoUBranch
-from .losses import iou_loss, lovasz_softmax_loss, parsing_ce_loss, parsing_iou_targets
+from .losses import (
+    cross_entropy_loss,
+    iou_loss,
+    iou_targets,
+    lovasz_softmax,
+    lovasz_softmax_loss,
+    parsing_ce_loss,
+    parsing_iou_targets,
+)
 from .neck import SemanticFPNNeck
 from .parser import QANetParser
 from .parsing_branch import ParsingBranch
@@ -11,12 +18,11 @@ __all__ = [
     "SemanticFPNNeck",
     "ParsingBranch",
     "IoUBranch",
+    "cross_entropy_loss",
+    "lovasz_softmax",
+    "iou_targets",
+    "iou_loss",
     "parsing_ce_loss",
     "lovasz_softmax_loss",
     "parsing_iou_targets",
-    "iou_loss",
-    "pixel_scores",
-    "face_scores",
-    "crop_labels_from_probs",
-    "paint_faces",
 ]

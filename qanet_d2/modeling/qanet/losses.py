@@ -1,22 +1,51 @@
 """QANet's losses: cross-entropy + Lovasz-softmax on the parsing, squared error on the IoU.
 
+The losses are functions of (log-)probabilities and labels, not of the parser's logits, so that
+they apply as they are to probabilities derived from the parser's, e.g. summed into a coarser
+label set; :class:`~qanet_d2.modeling.qanet.QANetParser.losses` combines them with the weights
+of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``. :func:`parsing_ce_loss` and
+:func:`lovasz_softmax_loss` are the same losses on logits.
+
+All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
+under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
+cross-entropy's log-softmax, lose their precision in 8-bit (bfloat16) or 11-bit (float16) mantissas.
+
 Lovasz-softmax (Berman et al., CVPR 2018) is written here (~30 lines, vectorised over
 classes) rather than taken from a segmentation library, to avoid a heavy dependency for one
-loss; it follows the authors' reference ``lovasz_softmax(..., classes="present", per_image=False)``.
+loss; it follows the authors' reference ``lovasz_softmax(..., classes="present")``, with
+``per_image`` False (all pixels of the batch) or True (per crop, averaged over the crops).
 """
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
-__all__ = ["parsing_ce_loss", "lovasz_softmax_loss", "parsing_iou_targets", "iou_loss"]
+__all__ = [
+    "cross_entropy_loss",
+    "lovasz_softmax",
+    "iou_targets",
+    "iou_loss",
+    "parsing_ce_loss",
+    "lovasz_softmax_loss",
+    "parsing_iou_targets",
+]
 
 
-def parsing_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """Pixel-mean cross-entropy. ``logits``: ``N x C x h x w``; ``labels``: ``N x h x w`` long."""
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a narrower float (float16/bfloat16 under autocast), else ``x``."""
+    return x.float() if x.is_floating_point() and torch.finfo(x.dtype).bits < 32 else x
+
+
+def cross_entropy_loss(log_probs: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
+    """Pixel-mean negative log-likelihood over the pixels that are not ``ignore_value``.
+
+    ``log_probs``: ``N x C x h x w`` log-probabilities; ``labels``: ``N x h x w`` long.
+    0 (still differentiable) when every pixel is ignored.
+    """
+    log_probs = at_least_float32(log_probs)
     if not (labels != ignore_value).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=ignore_value, reduction="mean")
+        return log_probs.sum() * 0.0
+    return F.nll_loss(log_probs, labels, ignore_index=ignore_value, reduction="mean")
 
 
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -28,26 +57,15 @@ def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """Lovasz-softmax over all valid pixels of the batch, averaged over the classes present
-    in the labels.
-
-    Args:
-        logits: ``N x C x h x w`` (softmax is applied here).
-        labels: ``N x h x w`` long, ``ignore_value`` pixels excluded.
+def _lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax of ``C x P`` probabilities and ``P`` labels (no ignored pixel), averaged
+    over the classes present in the labels.
 
     Background pixels whose error is below the smallest foreground error of a class sort
-    after every foreground pixel, where the Lovasz gradient is exactly 0 (the Jaccard
-    index has reached 1); they are dropped before sorting, which gives the same loss and
-    gradient for a fraction of the sorting cost once the parser is confident.
+    after every foreground pixel, where the Lovasz gradient is exactly 0 (the Jaccard index has
+    reached 1); they are dropped before sorting, which gives the same loss and gradient for a
+    fraction of the sorting cost once the parser is confident.
     """
-    num_classes = logits.shape[1]
-    probs = logits.softmax(dim=1).permute(1, 0, 2, 3).reshape(num_classes, -1)  # C x P
-    labels = labels.reshape(-1)
-    valid = labels != ignore_value
-    if not valid.any():
-        return logits.sum() * 0.0
-    probs, labels = probs[:, valid], labels[valid]
     losses = []
     for c in torch.unique(labels).tolist():
         fg = labels == c
@@ -60,19 +78,53 @@ def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value
     return torch.stack(losses).mean()
 
 
+def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255, per_crop: bool = False) -> torch.Tensor:
+    """Lovasz-softmax loss of class probabilities.
+
+    Args:
+        probs: ``N x C x h x w`` probabilities.
+        labels: ``N x h x w`` long, ``ignore_value`` pixels excluded.
+        per_crop: False: one loss over all valid pixels of the batch, averaged over the classes
+            present in its labels. True: one such loss per crop, summed and divided by ``N``
+            (a crop without valid pixels counts 0, as in the official QANet code).
+    """
+    probs = at_least_float32(probs)
+    num_classes = probs.shape[1]
+    if not (labels != ignore_value).any():
+        return probs.sum() * 0.0
+    if not per_crop:
+        flat = probs.permute(1, 0, 2, 3).reshape(num_classes, -1)  # C x P
+        flat_labels = labels.reshape(-1)
+        valid = flat_labels != ignore_value
+        return _lovasz_softmax_flat(flat[:, valid], flat_labels[valid])
+    total = probs.sum() * 0.0
+    for crop_probs, crop_labels in zip(probs, labels):
+        flat_labels = crop_labels.reshape(-1)
+        valid = flat_labels != ignore_value
+        if valid.any():
+            total = total + _lovasz_softmax_flat(crop_probs.reshape(num_classes, -1)[:, valid], flat_labels[valid])
+    return total / probs.shape[0]
+
+
 @torch.no_grad()
-def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """Per-crop mean IoU between the argmax parsing and the labels (QANet's IoU target).
+def iou_targets(pred_labels: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_value: int = 255) -> torch.Tensor:
+    """Per-crop mean IoU between predicted and ground-truth label maps (QANet's IoU target).
 
     For each crop, IoU is computed per class (background included) over non-ignored pixels and
-    averaged over the classes present in the prediction or the labels. Returns ``N`` floats in
-    [0, 1]; a crop without valid pixels gets 0.
+    averaged over the classes present in the prediction or the labels.
+
+    Args:
+        pred_labels: ``N x h x w`` long predicted classes (e.g. the argmax of the parsing).
+        labels: ``N x h x w`` long ground truth.
+
+    Returns:
+        ``N`` float32 in [0, 1]; a crop without valid pixels gets 0.
     """
-    n, num_classes = logits.shape[:2]
-    pred = logits.argmax(dim=1).reshape(n, -1)
+    n = pred_labels.shape[0]
+    pred = pred_labels.reshape(n, -1)
     gt = labels.reshape(n, -1)
     valid = gt != ignore_value
-    crop = torch.arange(n, device=logits.device)[:, None].expand_as(gt)
+    crop = torch.arange(n, device=pred.device)[:, None].expand_as(gt)
     index = (crop * num_classes + gt.clamp(max=num_classes - 1)) * num_classes + pred
     hist = torch.bincount(index[valid], minlength=n * num_classes * num_classes)
     hist = hist.reshape(n, num_classes, num_classes).to(torch.float64)  # [crop, gt, pred]
@@ -81,12 +133,30 @@ def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value
     counted = union > 0
     iou = torch.where(counted, inter / union.clamp(min=1), torch.zeros_like(union))
     mean = iou.sum(dim=1) / counted.sum(dim=1).clamp(min=1)
-    return mean.to(logits.dtype)
+    return mean.to(torch.float32)
 
 
 def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
     """``0.5 * (p - t)**2`` averaged over crops with a positive target (QANet)."""
+    pred_iou, target_iou = at_least_float32(pred_iou), at_least_float32(target_iou)
     keep = target_iou > 0
     if not keep.any():
         return pred_iou.sum() * 0.0
     return (0.5 * (pred_iou[keep] - target_iou[keep]) ** 2).mean()
+
+
+# ---------------------------------------------------------------------------- on logits
+def parsing_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
+    """:func:`cross_entropy_loss` of ``N x C x h x w`` logits."""
+    return cross_entropy_loss(F.log_softmax(at_least_float32(logits), dim=1), labels, ignore_value)
+
+
+def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255, per_crop: bool = False) -> torch.Tensor:
+    """:func:`lovasz_softmax` of ``N x C x h x w`` logits (softmax applied here)."""
+    return lovasz_softmax(at_least_float32(logits).softmax(dim=1), labels, ignore_value, per_crop)
+
+
+def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
+    """:func:`iou_targets` of the argmax of ``N x C x h x w`` logits, in float32 (or the logits' dtype if wider)."""
+    targets = iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value)
+    return targets.to(torch.promote_types(logits.dtype, torch.float32))

@@ -28,6 +28,7 @@ __all__ = [
     "scale_boxes",
     "boxes_to_affines",
     "invert_affines",
+    "compose_affines",
     "scale_affines",
     "crop_images",
     "crop_labels",
@@ -77,6 +78,14 @@ def _to_3x3(affines: torch.Tensor) -> torch.Tensor:
 def invert_affines(affines: torch.Tensor) -> torch.Tensor:
     """Invert ``N x 2 x 3`` affines."""
     return torch.linalg.inv(_to_3x3(affines.double()))[:, :2].to(affines.dtype)
+
+
+def compose_affines(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """``outer o inner`` of ``N x 2 x 3`` affines: the point ``p`` goes to ``outer(inner(p))``."""
+    bottom = outer.new_tensor([0.0, 0.0, 1.0]).expand(outer.shape[0], 1, 3)
+    o = torch.cat([outer, bottom], dim=1).double()
+    i = torch.cat([inner.to(outer), bottom], dim=1).double()
+    return (o @ i)[:, :2].to(outer.dtype)
 
 
 def scale_affines(affines: torch.Tensor, scale_x, scale_y) -> torch.Tensor:
@@ -210,20 +219,26 @@ def crop_labels(
     affines: torch.Tensor,
     out_size: Sequence[int],
     ignore_value: int = 255,
+    outside_value: Optional[int] = None,
 ) -> torch.Tensor:
-    """Crop label maps (nearest neighbour). Points outside ``labels`` get ``ignore_value``.
+    """Crop label maps (nearest neighbour).
 
     Args:
-        labels: ``B x H x W`` integer label maps (a padded batch, padding = ``ignore_value``).
+        labels: ``B x H x W`` integer label maps (a padded batch). A value of -1 marks pixels
+            that are not part of the image (the batch padding).
         batch_idx, affines, out_size: as in :func:`crop_images`.
+        ignore_value: the "ignore" label; larger values are clamped to it.
+        outside_value: label of crop points outside ``labels`` or on -1 pixels (default
+            ``ignore_value``; 0 makes them background).
 
     Returns:
         ``N x h x w`` long labels.
     """
-    # Shift by one so that grid_sample's zero padding marks "outside".
-    shifted = (labels.long() + 1).clamp(max=ignore_value + 1).to(torch.float32)[:, None]
+    outside_value = ignore_value if outside_value is None else int(outside_value)
+    # Shift by one so that grid_sample's zero padding and the -1 padding both read 0: "outside".
+    shifted = (labels.long() + 1).clamp(min=0, max=ignore_value + 1).to(torch.float32)[:, None]
     out = crop_images(shifted, batch_idx, affines, out_size, mode="nearest")[:, 0].round().long() - 1
-    out[out < 0] = ignore_value
+    out[out < 0] = outside_value
     return out
 
 

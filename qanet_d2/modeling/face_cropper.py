@@ -1,0 +1,333 @@
+"""FaceCropper: from face boxes to the parser's input crops, and back for flipped probabilities.
+
+Everything about the crops lives here, read from ``MODEL.QANET``: the geometry (box -> 3:4
+region x ``BOX_EXPAND`` -> affine, :mod:`qanet_d2.layers.crops`), the parser's input
+normalisation, the training augmentation (``AUG.*``: box scale, rotation, flip, shift), the
+labels of training crops (``CROP_OUTSIDE_LABEL``, left/right classes swapped on flipped crops)
+and the class permutation that mirrors probabilities back (the dataset's ``flip_pairs``).
+
+The augmentation is drawn by :meth:`FaceCropper.sample_augmentation` from torch's global
+generator (the model), a ``torch.Generator`` or a NumPy ``Generator`` (data-loader workers), always
+from the same distributions.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.structures import ImageList
+
+from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..layers.crops import boxes_to_affines, crop_images, crop_labels, expand_box_to_aspect, scale_boxes
+
+__all__ = ["FaceCropper", "CropAugmentation", "flip_permutation_from_metadata", "CROP_OUTSIDE_LABELS"]
+
+logger = logging.getLogger(__name__)
+
+CROP_OUTSIDE_LABELS = ("ignore", "background")
+
+
+def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int) -> np.ndarray:
+    """Class permutation that swaps the dataset's left/right pairs (``flip_pairs`` metadata).
+
+    Identity, with a warning, when the dataset is unknown, has no ``flip_pairs``, or its metadata
+    cannot be read (e.g. a dataset whose classes come from files that are not there).
+    """
+    perm = np.arange(num_classes)
+    if not dataset_name:
+        logger.warning("No dataset in DATASETS.TRAIN/TEST: flipped crops keep their labels (no left/right pairs).")
+        return perm
+    try:
+        label_set = dataset_label_set(dataset_name)
+    except DatasetNotFoundError as err:  # datasets whose classes are read from their own files
+        logger.warning(f"Metadata of {dataset_name!r} unavailable, flipped crops keep their labels: {err}")
+        return perm
+    classes = None if label_set is None else label_set.classes
+    pairs = label_set.flip_pairs if label_set is not None and label_set.flip_pairs else None
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(
+            f"MODEL.QANET.NUM_CLASSES={num_classes} but dataset {dataset_name!r} has {len(classes)} classes "
+            f"({classes}); set MODEL.QANET.NUM_CLASSES {len(classes)}."
+        )
+    if pairs is None:
+        logger.warning(f"Dataset {dataset_name!r} has no flip_pairs metadata: flipped crops keep their labels.")
+        return perm
+    for a, b in pairs:
+        if not (0 <= a < num_classes and 0 <= b < num_classes):
+            raise ValueError(f"flip pair {(a, b)} of {dataset_name!r} is outside 0..{num_classes - 1}")
+        perm[a], perm[b] = b, a
+    return perm
+
+
+@dataclass
+class CropAugmentation:
+    """Per-crop augmentation parameters (float32 / bool tensors of length ``N``).
+
+    ``scale``: box scale factor; ``rotation``: degrees (see :func:`boxes_to_affines`); ``flip``:
+    mirrored crop; ``shift``: ``N x 2`` centre shift as a fraction of the box width and height.
+    """
+
+    scale: torch.Tensor
+    rotation: torch.Tensor
+    flip: torch.Tensor
+    shift: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.scale)
+
+
+class _RandomSource:
+    """Standard normal and uniform [0, 1) draws from torch's global generator, a
+    ``torch.Generator`` or a NumPy ``Generator`` / ``RandomState``, as float32 torch tensors."""
+
+    def __init__(self, generator, device):
+        self.generator = generator
+        self.device = device
+        self.numpy = generator is not None and hasattr(generator, "standard_normal")
+
+    def normal(self, *size) -> torch.Tensor:
+        if self.numpy:
+            return torch.from_numpy(np.asarray(self.generator.standard_normal(size), np.float32)).to(self.device)
+        return torch.randn(*size, generator=self.generator, device=self.device)
+
+    def uniform(self, *size) -> torch.Tensor:
+        if self.numpy:
+            return torch.from_numpy(np.asarray(self.generator.random(size), np.float32)).to(self.device)
+        return torch.rand(*size, generator=self.generator, device=self.device)
+
+
+class FaceCropper(nn.Module):
+    """Crops faces for the parser and mirrors flipped probabilities back.
+
+    Coordinates are those of :mod:`qanet_d2.layers.crops` (continuous pixel coordinates, XYXY_ABS
+    boxes, ``N x 2 x 3`` crop -> image affines, sizes as ``(height, width)``), in the frame of the
+    model input ``image``. Holds no trainable weights; its buffers (normalisation, flip
+    permutation) are not saved in checkpoints.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        crop_size: Tuple[int, int],
+        num_classes: int,
+        aspect_ratio: float = 0.75,
+        box_expand: float = 1.25,
+        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+        input_format: str = "BGR",
+        flip_permutation: Optional[Sequence[int]] = None,
+        aug_enabled: bool = True,
+        aug_scale_std: float = 0.3,
+        aug_scale_range: Tuple[float, float] = (0.7, 1.3),
+        aug_rotation_std: float = 40.0,
+        aug_rotation_max: float = 80.0,
+        aug_rotation_prob: float = 0.6,
+        aug_flip_prob: float = 0.5,
+        aug_shift_std: float = 0.0,
+        outside_label: str = "ignore",
+        ignore_value: int = 255,
+        max_faces_per_image: int = 16,
+    ):
+        """
+        Args:
+            crop_size: parser input ``(height, width)`` (``MODEL.QANET.INPUT_SIZE``).
+            pixel_mean, pixel_std: parser normalisation, RGB.
+            input_format: channel order of the model input ``image`` ("BGR" or "RGB").
+            flip_permutation: class permutation of a mirrored crop (default: identity).
+            aug_*: ``MODEL.QANET.AUG.*``.
+            outside_label: ``MODEL.QANET.CROP_OUTSIDE_LABEL``.
+            max_faces_per_image: faces cropped per training image, largest first.
+        """
+        super().__init__()
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {input_format!r}")
+        if outside_label not in CROP_OUTSIDE_LABELS:
+            raise ValueError(f"MODEL.QANET.CROP_OUTSIDE_LABEL must be one of {CROP_OUTSIDE_LABELS}; got {outside_label!r}")
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.num_classes = int(num_classes)
+        self.aspect_ratio = float(aspect_ratio)
+        self.box_expand = float(box_expand)
+        self.input_format = input_format
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        perm = np.arange(num_classes) if flip_permutation is None else np.asarray(flip_permutation)
+        if sorted(perm.tolist()) != list(range(num_classes)):
+            raise ValueError(f"flip_permutation must be a permutation of 0..{num_classes - 1}; got {perm.tolist()}")
+        # Derived from dataset metadata, hence not saved in checkpoints.
+        self.register_buffer("flip_permutation", torch.as_tensor(perm, dtype=torch.long), False)
+        self.aug_enabled = bool(aug_enabled)
+        self.aug_scale_std = float(aug_scale_std)
+        self.aug_scale_range = (float(aug_scale_range[0]), float(aug_scale_range[1]))
+        self.aug_rotation_std = float(aug_rotation_std)
+        self.aug_rotation_max = float(aug_rotation_max)
+        self.aug_rotation_prob = float(aug_rotation_prob)
+        self.aug_flip_prob = float(aug_flip_prob)
+        self.aug_shift_std = float(aug_shift_std)
+        self.outside_label = outside_label
+        self.ignore_value = int(ignore_value)
+        self.max_faces_per_image = int(max_faces_per_image)
+
+    @classmethod
+    def from_config(cls, cfg):
+        q = cfg.MODEL.QANET
+        dataset = (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + [None])[0]
+        return {
+            "crop_size": q.INPUT_SIZE,
+            "num_classes": q.NUM_CLASSES,
+            "aspect_ratio": q.ASPECT_RATIO,
+            "box_expand": q.BOX_EXPAND,
+            "pixel_mean": q.PIXEL_MEAN,
+            "pixel_std": q.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "flip_permutation": flip_permutation_from_metadata(dataset, q.NUM_CLASSES),
+            "aug_enabled": q.AUG.ENABLED,
+            "aug_scale_std": q.AUG.SCALE_STD,
+            "aug_scale_range": q.AUG.SCALE_RANGE,
+            "aug_rotation_std": q.AUG.ROTATION_STD,
+            "aug_rotation_max": q.AUG.ROTATION_MAX,
+            "aug_rotation_prob": q.AUG.ROTATION_PROB,
+            "aug_flip_prob": q.AUG.FLIP_PROB,
+            "aug_shift_std": q.AUG.SHIFT_STD,
+            "outside_label": q.CROP_OUTSIDE_LABEL,
+            "ignore_value": q.PARSING.IGNORE_VALUE,
+            "max_faces_per_image": q.MAX_FACES_PER_IMAGE_TRAIN,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ geometry
+    def preprocess(self, batched_inputs: List[Dict]) -> ImageList:
+        """The inputs' ``image`` (``3 x H x W`` in ``input_format``) as normalised RGB, padded
+        with 0 (= the mean colour) into one ``B x 3 x H x W`` batch; ``image_sizes`` are the
+        unpadded ``(height, width)``."""
+        images = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device, torch.float32)
+            if self.input_format == "BGR":
+                image = image.flip(0)
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, 0, pad_value=0.0)
+
+    def regions(self, boxes: torch.Tensor, scale=1.0) -> torch.Tensor:
+        """``N x 4`` face boxes -> crop regions: grown to ``aspect_ratio`` (width / height)
+        around their centres, x ``box_expand``, x ``scale`` (a number or ``N`` tensor)."""
+        regions = expand_box_to_aspect(boxes, self.aspect_ratio, self.box_expand)
+        return regions if isinstance(scale, (int, float)) and scale == 1.0 else scale_boxes(regions, scale)
+
+    def affines(self, boxes: torch.Tensor, scale=1.0, augmentation: Optional[CropAugmentation] = None) -> torch.Tensor:
+        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes, at box scale
+        ``scale`` or with an ``augmentation`` (its shift, scale, rotation and flip)."""
+        boxes = boxes.to(torch.float32)
+        if augmentation is None:
+            return boxes_to_affines(self.regions(boxes, scale), self.crop_size)[0]
+        size = boxes[:, 2:] - boxes[:, :2]
+        shifted = boxes + (augmentation.shift.to(boxes) * size).repeat(1, 2)
+        regions = self.regions(shifted, augmentation.scale.to(boxes) * scale)
+        return boxes_to_affines(regions, self.crop_size, rotation=augmentation.rotation, flip=augmentation.flip)[0]
+
+    def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
+        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images)."""
+        return crop_images(images, batch_idx, affines, self.crop_size)
+
+    def crop_labels(self, label_maps: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps.
+
+        ``label_maps`` are padded with -1 (:meth:`label_batch`); crop pixels outside the images
+        get ``ignore_value`` or 0 by ``outside_label``. The left/right classes of ``flip``-ped
+        crops are swapped (``flip_permutation``).
+        """
+        outside = self.ignore_value if self.outside_label == "ignore" else 0
+        labels = crop_labels(label_maps, batch_idx, affines, self.crop_size, self.ignore_value, outside_value=outside)
+        if flip is not None:
+            swap = flip.to(labels.device)[:, None, None] & (labels != self.ignore_value)
+            labels = torch.where(swap, self.flip_permutation[labels.clamp(max=self.num_classes - 1)], labels)
+        return labels
+
+    def label_batch(self, label_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``H_i x W_i`` label maps -> one ``B x H x W`` long batch padded with -1 ("outside")."""
+        maps = [m.to(self.device, torch.long) for m in label_maps]
+        return ImageList.from_tensors(maps, 0, pad_value=-1).tensor
+
+    def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
+        """Mirror ``N x C x h x w`` probabilities of flipped crops back: flip the width and swap
+        the left/right class channels."""
+        return probs.flip(-1)[:, self.flip_permutation]
+
+    # ------------------------------------------------------------------ augmentation
+    def sample_augmentation(self, n: int, generator=None, device=None) -> CropAugmentation:
+        """Draw the augmentation of ``n`` training crops.
+
+        Box scale ``N(0,1) * AUG.SCALE_STD + 1`` clipped to ``AUG.SCALE_RANGE``; rotation
+        ``N(0,1) * AUG.ROTATION_STD`` clipped to ``+-AUG.ROTATION_MAX``, applied with probability
+        ``AUG.ROTATION_PROB``; flip with probability ``AUG.FLIP_PROB``; centre shift
+        ``N(0,1) * AUG.SHIFT_STD`` (of the box size) clipped to ``+-2 AUG.SHIFT_STD``. The identity
+        when ``AUG.ENABLED`` is off.
+
+        Args:
+            generator: None (torch's global generator), a ``torch.Generator`` or a NumPy
+                ``Generator`` / ``RandomState`` (e.g. in data-loader workers).
+            device: of the returned tensors (default: this module's).
+        """
+        device = self.device if device is None else torch.device(device)
+        if not self.aug_enabled:
+            return CropAugmentation(
+                torch.ones(n, device=device), torch.zeros(n, device=device),
+                torch.zeros(n, dtype=torch.bool, device=device), torch.zeros(n, 2, device=device),
+            )
+        rng = _RandomSource(generator, device)
+        lo, hi = self.aug_scale_range
+        scale = (rng.normal(n) * self.aug_scale_std + 1.0).clamp(lo, hi)
+        rotation = (rng.normal(n) * self.aug_rotation_std).clamp(-self.aug_rotation_max, self.aug_rotation_max)
+        rotation = torch.where(rng.uniform(n) < self.aug_rotation_prob, rotation, torch.zeros_like(rotation))
+        flip = rng.uniform(n) < self.aug_flip_prob
+        shift = torch.zeros(n, 2, device=device)
+        if self.aug_shift_std > 0:
+            shift = (rng.normal(n, 2) * self.aug_shift_std).clamp(-2 * self.aug_shift_std, 2 * self.aug_shift_std)
+        return CropAugmentation(scale, rotation, flip, shift)
+
+    # ------------------------------------------------------------------ training crops
+    def training_crops(self, batched_inputs: List[Dict], generator=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented crops of the ground-truth faces of a batch.
+
+        Each image's ``instances.gt_boxes`` (at most ``max_faces_per_image``, largest first) are
+        cropped with a fresh :meth:`sample_augmentation`. Images without ``sem_seg`` give no crops.
+
+        Returns:
+            ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
+            labels and the ``N`` image indices.
+        """
+        images = self.preprocess(batched_inputs)
+        label_maps, boxes, batch_idx = [], [], []
+        for i, x in enumerate(batched_inputs):
+            if "sem_seg" not in x:  # no labels: no crop from this image
+                h, w = images.image_sizes[i]
+                label_maps.append(torch.full((h, w), self.ignore_value, dtype=torch.long))
+                continue
+            label_maps.append(x["sem_seg"])
+            if "instances" not in x or len(x["instances"]) == 0:
+                continue
+            b = x["instances"].gt_boxes.tensor.to(self.device, torch.float32)
+            if len(b) > self.max_faces_per_image:  # largest faces first
+                area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+                b = b[area.argsort(descending=True)[: self.max_faces_per_image]]
+            boxes.append(b)
+            batch_idx.append(torch.full((len(b),), i, dtype=torch.long, device=self.device))
+        h, w = self.crop_size
+        if not boxes:
+            empty = torch.zeros((0,), dtype=torch.long, device=self.device)
+            return images.tensor.new_zeros((0, 3, h, w)), empty.new_zeros((0, h, w)), empty
+        boxes, batch_idx = torch.cat(boxes), torch.cat(batch_idx)
+        aug = self.sample_augmentation(len(boxes), generator)
+        affines = self.affines(boxes, augmentation=aug)
+        crops = self.crop_images(images.tensor, batch_idx, affines)
+        labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip)
+        return crops, labels, batch_idx

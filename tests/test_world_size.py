@@ -1,0 +1,142 @@
+"""SOLVER.REFERENCE_WORLD_SIZE: a config written for 8 GPUs run on 4 or 2 keeps its per-GPU batch
+and epochs; batch, LR and every length in iterations follow (qanet_d2.engine.world_size)."""
+import math
+from pathlib import Path
+
+import pytest
+
+import qanet_d2  # noqa: F401  (compat shims before detectron2's modules)
+from detectron2.engine import DefaultTrainer
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.engine import ConfigError, QANetTrainer, validate_config
+from qanet_d2.engine import world_size
+from qanet_d2.engine.world_size import scale_config_to_world_size
+
+REPO = Path(__file__).resolve().parents[1]
+SFP_W48 = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml"
+GPU_CONFIGS = sorted(
+    p.relative_to(REPO).as_posix()
+    for family in ("sfp", "lapa", "celebamask_hq")
+    for p in (REPO / "configs" / family).glob("*.yaml")
+)
+CPU_CONFIGS = sorted(p.relative_to(REPO).as_posix() for family in ("quickstart", "quick_schedules") for p in (REPO / "configs" / family).glob("*.yaml"))
+
+
+def load(path):
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(REPO / path))
+    return cfg
+
+
+def test_sfp_recipe_on_4_and_2_gpus():
+    cfg = load(SFP_W48)
+    assert (cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (8, 256, 0.002)
+    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (10683, (6868, 9157))
+    assert (cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD, cfg.SOLVER.WARMUP_ITERS) == (763, 1526, 0)
+
+    four = QANetTrainer.auto_scale_workers(cfg, 4)
+    assert four.SOLVER.IMS_PER_BATCH == 128  # 32 per GPU, as on 8
+    # Adam: square-root rule (SOLVER.LR_SCALING "auto")
+    assert four.SOLVER.BASE_LR == pytest.approx(0.002 * math.sqrt(0.5), rel=1e-12)
+    assert four.SOLVER.MAX_ITER == 21366
+    assert tuple(four.SOLVER.STEPS) == (13736, 18314)
+    assert (four.SOLVER.CHECKPOINT_PERIOD, four.TEST.EVAL_PERIOD, four.SOLVER.WARMUP_ITERS) == (1526, 3052, 0)
+    assert four.SOLVER.REFERENCE_WORLD_SIZE == 4
+
+    two = QANetTrainer.auto_scale_workers(cfg, 2)
+    assert two.SOLVER.IMS_PER_BATCH == 64
+    assert two.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
+    assert two.SOLVER.MAX_ITER == 42732
+    assert tuple(two.SOLVER.STEPS) == (27472, 36628)
+    assert (two.SOLVER.CHECKPOINT_PERIOD, two.TEST.EVAL_PERIOD) == (3052, 6104)
+    # the same number of epochs (samples seen), up to rounding of the iterations
+    for scaled in (four, two):
+        assert scaled.SOLVER.MAX_ITER * scaled.SOLVER.IMS_PER_BATCH == cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
+    # the input config is left as it was
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.REFERENCE_WORLD_SIZE) == (256, 10683, 8)
+
+
+def test_linear_rule_matches_detectron2():
+    cfg = load(SFP_W48)
+    cfg.SOLVER.WARMUP_ITERS = 1000
+    cfg.SOLVER.LR_SCALING = "linear"
+    for n in (2, 4, 16):
+        ours, theirs = scale_config_to_world_size(cfg, n), DefaultTrainer.auto_scale_workers(cfg, n)
+        for key in world_size.WORLD_SIZE_SCALED_KEYS:
+            section, leaf = key.split(".")
+            assert ours[section][leaf] == theirs[section][leaf], (n, key)
+    assert scale_config_to_world_size(cfg, 4).SOLVER.WARMUP_ITERS == 2000
+    assert scale_config_to_world_size(cfg, 4).SOLVER.BASE_LR == pytest.approx(0.001)
+
+
+def test_sgd_scales_linearly_by_default():
+    cfg = load("configs/sfp/fcos_r50_detector_only.yaml")
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BASE_LR = 0.01
+    assert cfg.SOLVER.IMS_PER_BATCH == 16
+    scaled = scale_config_to_world_size(cfg, 4)
+    assert scaled.SOLVER.IMS_PER_BATCH == 8 and scaled.SOLVER.BASE_LR == pytest.approx(0.005)
+    cfg.SOLVER.LR_SCALING = "sqrt"
+    assert scale_config_to_world_size(cfg, 4).SOLVER.BASE_LR == pytest.approx(0.01 / math.sqrt(2))
+
+
+def test_no_rescaling_at_the_reference_size_or_without_one():
+    cfg = load(SFP_W48)
+    assert scale_config_to_world_size(cfg, 8) is cfg
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 0
+    assert scale_config_to_world_size(cfg, 2) is cfg
+
+
+def test_frozen_config_stays_frozen():
+    cfg = load(SFP_W48)
+    cfg.freeze()
+    scaled = scale_config_to_world_size(cfg, 2)
+    assert scaled.is_frozen() and scaled.SOLVER.IMS_PER_BATCH == 64
+
+
+def test_batch_not_divisible_by_reference_is_an_error():
+    cfg = load(SFP_W48)
+    cfg.SOLVER.IMS_PER_BATCH = 100
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH = 100 is not a multiple of SOLVER.REFERENCE_WORLD_SIZE = 8"):
+        scale_config_to_world_size(cfg, 4)
+    with pytest.raises(ConfigError, match="SOLVER.IMS_PER_BATCH = 100 is not a multiple"):
+        validate_config(cfg, for_training=True, check_datasets=False)
+    cfg.SOLVER.IMS_PER_BATCH = 256
+    cfg.SOLVER.LR_SCALING = "cubic"
+    with pytest.raises(ConfigError, match="SOLVER.LR_SCALING = 'cubic'"):
+        validate_config(cfg, for_training=True, check_datasets=False)
+
+
+def test_a_key_added_to_the_list_is_rescaled(monkeypatch):
+    """A recipe whose batch is counted in crops adds its key to WORLD_SIZE_SCALED_KEYS."""
+    cfg = load(SFP_W48)
+    cfg.SOLVER.CROPS_PER_BATCH = 256
+    cfg.SOLVER.SOME_PERIOD = 400
+    monkeypatch.setitem(world_size.WORLD_SIZE_SCALED_KEYS, "SOLVER.CROPS_PER_BATCH", "batch")
+    monkeypatch.setitem(world_size.WORLD_SIZE_SCALED_KEYS, "SOLVER.SOME_PERIOD", "iterations")
+    scaled = scale_config_to_world_size(cfg, 2)
+    assert (scaled.SOLVER.CROPS_PER_BATCH, scaled.SOLVER.SOME_PERIOD) == (64, 1600)
+    cfg.SOLVER.CROPS_PER_BATCH = 12
+    with pytest.raises(ValueError, match="SOLVER.CROPS_PER_BATCH = 12"):
+        scale_config_to_world_size(cfg, 2)
+    cfg.SOLVER.CROPS_PER_BATCH = 256
+    monkeypatch.setitem(world_size.WORLD_SIZE_SCALED_KEYS, "SOLVER.NO_SUCH_KEY", "batch")
+    with pytest.raises(KeyError, match="SOLVER.NO_SUCH_KEY"):
+        scale_config_to_world_size(cfg, 2)
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS)
+def test_gpu_configs_are_written_for_8_gpus(path):
+    cfg = load(path)
+    assert cfg.SOLVER.REFERENCE_WORLD_SIZE == 8
+    assert cfg.SOLVER.IMS_PER_BATCH % 8 == 0
+    # 8 -> 2 GPUs keeps the per-GPU batch and the epochs
+    two = scale_config_to_world_size(cfg, 2)
+    assert two.SOLVER.IMS_PER_BATCH // 2 == cfg.SOLVER.IMS_PER_BATCH // 8
+    assert two.SOLVER.MAX_ITER == 4 * cfg.SOLVER.MAX_ITER
+
+
+@pytest.mark.parametrize("path", CPU_CONFIGS)
+def test_cpu_configs_are_not_rescaled(path):
+    """The CPU configs state their batch for however many processes run them."""
+    assert load(path).SOLVER.REFERENCE_WORLD_SIZE == 0

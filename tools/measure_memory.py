@@ -1,0 +1,569 @@
+#!/usr/bin/env python
+"""Peak training memory of a config's model per face crop and per frame, in float32 and with AMP,
+and the per-GPU peak it predicts at the config's per-GPU batch.
+
+    python tools/measure_memory.py --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
+    python tools/measure_memory.py --config-file configs/lapa/*.yaml --json lapa_memory.json
+    python tools/measure_memory.py --config-file ... --faces-per-frame 2 --opts SOLVER.IMS_PER_BATCH 64
+
+Training steps (forward, backward, optimizer step, as ``QANetSimpleTrainer`` runs them) are
+measured on synthetic inputs at a few small batch sizes, for each trained part of the model
+separately, and the memory of forward and backward, which is linear in the batch, is fitted:
+
+* the parser (``MODEL.QANET.TRAIN_MODE`` "parser" or "joint"): 1, 2, 3 frames with one face
+  each, i.e. 1-3 crops at ``MODEL.QANET.INPUT_SIZE``, giving the cost per crop (its frame's
+  normalised copy, a few MiB, included);
+* the detector ("detector" or "joint"): 1 and 2 frames at the training size
+  (``max(INPUT.MIN_SIZE_TRAIN)`` on the short side of a ``--frame-aspect`` frame, capped by
+  ``INPUT.MAX_SIZE_TRAIN``; 750 x 1333 for a 16:9 frame and the report's sizes), giving the cost
+  per frame.
+
+``--points F:K ...`` replaces these (F frames with K faces each). A config's fixed cost is its
+weights and optimizer state (counted exactly on its model) plus, per trained part, what the
+fitted line gives at batch 0 beyond the weights and optimizer state (gradients, temporaries); for
+joint training the two parts' terms add up, a slight overestimate. A measurement is shared by
+the configs whose part is the same network at the same sizes (all SFP configs share the
+detector's; ``_trainval``/``_tta`` share the parser's), so a family of configs measures quickly.
+The optimizer step's own peak (gradients plus the update's temporaries, independent of the
+batch) is kept apart; the per-GPU peak is the larger of the two.
+
+What is measured:
+
+* on CUDA: ``torch.cuda.max_memory_allocated`` over forward + backward, and over the optimizer step;
+* on CPU, what a GPU would hold, independently of the CPU's allocator: the bytes of every tensor
+  storage alive at any moment of the step, followed op by op (:class:`LiveTensorMeter`: a
+  ``TorchDispatchMode`` that adds each storage an op creates and subtracts it when it is freed),
+  plus the storages that exist before the step (parameters, buffers, optimizer state). The peak
+  thus contains the tensors saved for backward, the gradients of parameters and activations,
+  autocast's low-precision weight copies and the largest transient (e.g. the loss's sort
+  buffers). Not contained: workspaces that a kernel allocates and frees inside one op (cuDNN's
+  convolution workspace on a GPU, typically tens to a few hundred MiB) and the CUDA context.
+  The optimizer runs its multi-tensor ("foreach") implementation, which CUDA uses by default.
+* on both, separately, the bytes saved for backward (``saved_tensors_hooks``, one count per
+  storage, parameters excluded), the activation memory that grows with the batch.
+
+AMP is ``SOLVER.AMP.ENABLED``'s autocast: float16 on CUDA, bfloat16 on CPU (same 2 bytes per
+saved activation, so the CPU figures stand for a GPU's float16 ones).
+
+The prediction at the config's per-GPU batch ``SOLVER.IMS_PER_BATCH / SOLVER.REFERENCE_WORLD_SIZE``
+(frames; ``--faces-per-frame`` crops each) adds, when the config runs on several GPUs,
+DistributedDataParallel's gradient buckets (one float32 copy of the trainable parameters), and
+is compared with ``--gpu-memory-gib`` (24) times ``--usable-fraction`` (0.9: the CUDA context,
+cuDNN workspaces and the caching allocator's fragmentation take the rest).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+import weakref
+from contextlib import ExitStack, nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Library warnings a user cannot act on: fvcore's torch.jit.script at import, detectron2's
+# anchor generator calling torch.meshgrid without ``indexing``.
+warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
+warnings.filterwarnings("ignore", category=UserWarning, message=".*torch.meshgrid.*")
+
+import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
+from qanet_d2 import add_qanet_config  # noqa: E402
+
+GIB = 2**30
+
+
+# ---------------------------------------------------------------------------- meters
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors``."""
+    seen = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            seen[_storage_key(t)] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+class LiveTensorMeter(TorchDispatchMode):
+    """Bytes of tensor storages created inside the block and still alive: ``current`` now,
+    ``peak`` the maximum so far.
+
+    Every storage an op returns that none of its inputs already had is counted from that op on,
+    and uncounted when it is freed (a weak reference to the storage). Storages created before
+    the block (parameters, inputs) are not counted, including when ops return views of them or
+    write into them in place.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._live: Dict[int, Tuple[int, weakref.ref]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _freed(self, key: int, _ref) -> None:
+        entry = self._live.pop(key, None)
+        if entry is not None:
+            self.current -= entry[0]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = {_storage_key(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        out = func(*args, **kwargs)
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key, nbytes = storage._cdata, storage.nbytes()
+            if key in inputs or key in self._live or nbytes == 0:
+                continue
+            self._live[key] = (nbytes, weakref.ref(storage, lambda ref, key=key: self._freed(key, ref)))
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+        return out
+
+
+class SavedTensorMeter:
+    """Bytes of the distinct storages autograd saves for backward inside ``with meter:``,
+    storages in ``exclude`` (e.g. the parameters') not counted."""
+
+    def __init__(self, exclude: Sequence[torch.Tensor] = ()):
+        self._exclude = {_storage_key(t) for t in exclude}
+        self._seen: Dict[int, int] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in self._exclude:
+            self._seen[key] = max(self._seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._seen.values())
+
+    def __enter__(self):
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._hooks.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------------- inputs
+def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]]:
+    """``(height, width)`` of the largest training frame the detector sees: a landscape frame of
+    width/height ``aspect`` resized as detectron2's ResizeShortestEdge does for the largest
+    ``INPUT.MIN_SIZE_TRAIN``, capped by ``INPUT.MAX_SIZE_TRAIN``. None when the config does not
+    resize frames (``INPUT.MIN_SIZE_TRAIN`` 0: single-face crop datasets)."""
+    short = max(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN)
+    if short <= 0:
+        return None
+    long = short * aspect
+    scale = min(1.0, cfg.INPUT.MAX_SIZE_TRAIN / long)
+    return int(round(short * scale)), int(round(long * scale))
+
+
+def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[int, int], seed: int = 0) -> List[Dict]:
+    """``frames`` training inputs as the mapper makes them: random ``3 x H x W`` uint8 images,
+    ``faces_per_frame`` face boxes side by side (XYXY_ABS, each box about half the frame's
+    height), and a label map holding every class inside each face (the Lovasz loss's cost grows
+    with the classes present)."""
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    height, width = frame_size
+    num_classes = cfg.MODEL.QANET.NUM_CLASSES
+    out = []
+    for _ in range(frames):
+        image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
+        labels = torch.zeros((height, width), dtype=torch.int64)
+        cell = width / faces_per_frame
+        box_h = height / 2
+        box_w = min(box_h * 0.8, cell * 0.8)
+        boxes = []
+        for k in range(faces_per_frame):
+            cx, cy = (k + 0.5) * cell, height / 2
+            x0, y0, x1, y1 = cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2
+            boxes.append([x0, y0, x1, y1])
+            # horizontal bands of classes 1..C-1 over the face
+            rows = torch.linspace(y0, y1, num_classes).round().long()
+            for c in range(1, num_classes):
+                labels[rows[c - 1] : rows[c], int(x0) : int(x1)] = c
+        inst = Instances((height, width))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.zeros(faces_per_frame, dtype=torch.int64)
+        out.append({"image": image, "height": height, "width": width, "instances": inst, "sem_seg": labels})
+    return out
+
+
+# ---------------------------------------------------------------------------- one step
+def build_training(cfg):
+    """The model and optimizer as ``QANetTrainer`` builds them, in training mode, with the
+    optimizer's state allocated (one step on zero gradients) and its multi-tensor update
+    (CUDA's default) selected."""
+    from qanet_d2.engine import QANetTrainer
+
+    model = QANetTrainer.build_model(cfg)
+    model.train()
+    optimizer = QANetTrainer.build_optimizer(cfg, model)
+    for group in optimizer.param_groups:
+        group["foreach"] = True
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model, optimizer
+
+
+def fixed_tensors(model, optimizer) -> List[torch.Tensor]:
+    """Parameters, buffers and optimizer state: what exists before a step."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    for state in optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, int]:
+    """Bytes of one training step: ``peak`` (everything alive at the worst moment of forward and
+    backward), ``optimizer_peak`` (the same during the optimizer step, gradients included),
+    ``saved`` (saved for backward) and ``before`` (alive before the step: weights, optimizer
+    state). The two peaks are kept apart because only the first grows with the batch."""
+    from detectron2.utils.events import EventStorage
+
+    from qanet_d2.engine.trainer import autocast_settings
+
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    saved = SavedTensorMeter(exclude=list(model.parameters()) + list(model.buffers()))
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        live = nullcontext()
+    else:
+        before = storage_bytes(fixed_tensors(model, optimizer))
+        live = LiveTensorMeter()
+    autocast = nullcontext()
+    if amp:
+        device_type, dtype, _ = autocast_settings(device)
+        autocast = torch.autocast(device_type, dtype=dtype)
+
+    def peak_and_reset() -> int:
+        if cuda:
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            peak = before + meter.peak
+            meter.peak = meter.current
+        return int(peak)
+
+    with EventStorage(), ExitStack() as stack:
+        meter = stack.enter_context(live)
+        stack.enter_context(saved)
+        with autocast:
+            losses = model(inputs)
+        total = sum(losses.values())
+        total.backward()
+        del losses, total
+        peak = peak_and_reset()
+        optimizer.step()
+        optimizer_peak = peak_and_reset()
+    optimizer.zero_grad(set_to_none=True)
+    return {"peak": peak, "optimizer_peak": optimizer_peak, "saved": int(saved.bytes), "before": int(before)}
+
+
+# ---------------------------------------------------------------------------- fit
+def default_points(part: str) -> List[Tuple[int, int]]:
+    """(frames, faces per frame) measured for a part: 1-3 crops for the parser, 1-2 frames for the
+    detector."""
+    return {"parser": [(1, 1), (2, 1), (3, 1)], "detector": [(1, 1), (2, 1)]}[part]
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Dict[str, float]:
+    """Least-squares ``y = intercept + slope * x``, and the largest residual."""
+    x, y = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    if len(set(x.tolist())) < 2:
+        raise ValueError(f"need at least two different batch sizes, got {list(xs)}")
+    a = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return {"intercept": float(coef[0]), "slope": float(coef[1]), "max_residual": float(np.abs(a @ coef - y).max())}
+
+
+def trained_parts(cfg) -> Tuple[str, ...]:
+    return {"joint": ("detector", "parser"), "detector": ("detector",), "parser": ("parser",)}[cfg.MODEL.QANET.TRAIN_MODE]
+
+
+def part_config(cfg, part: str):
+    """``cfg`` training only ``part``: the other part frozen (the detector) or left out (the parser
+    is frozen; for a parser the detector is not built)."""
+    c = cfg.clone()
+    c.defrost()
+    c.MODEL.WEIGHTS = ""
+    c.MODEL.QANET.TRAIN_MODE = part
+    if part == "parser":
+        c.MODEL.FCOS.ENABLED = False
+        c.MODEL.QANET.TEST_BOXES = "gt"
+    c.freeze()
+    return c
+
+
+def part_key(cfg, part: str, frame_size, points, precisions) -> str:
+    """Configs whose ``part`` measures the same share one measurement: the same network (the
+    detector's measurement does not depend on the frozen parser), sizes, optimizer and points."""
+    c = part_config(cfg, part)
+    model = c.MODEL.clone()
+    model.defrost()
+    if part == "detector":
+        del model["QANET"]
+    return "\n".join([part, model.dump(), c.SOLVER.OPTIMIZER, str(frame_size), str(list(points)), str(list(precisions))])
+
+
+def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "amp"), seed: int = 0, log=print) -> Dict:
+    """Memory of training ``part`` of ``cfg`` (see :func:`part_config`) at ``points`` (frames,
+    faces per frame), for each precision. Returns, per precision, the raw steps and the fits of
+    the peak and of the saved bytes against the part's batch variable (crops for the parser,
+    frames for the detector); ``extra`` is the fitted forward/backward peak at batch 0 minus the
+    weights and optimizer state (gradients and temporaries that do not grow with the batch), and
+    ``optimizer_extra`` the same for the optimizer step (gradients and the update's temporaries)."""
+    points = list(points or default_points(part))
+    c = part_config(cfg, part)
+    torch.manual_seed(seed)
+    model, optimizer = build_training(c)
+    state_bytes = storage_bytes(fixed_tensors(model, optimizer))
+    out = {"part": part, "frame_size": list(frame_size), "points": [list(p) for p in points], "precisions": {}}
+    for precision in precisions:
+        steps = []
+        for frames, faces in points:
+            torch.manual_seed(seed)
+            inputs = synthetic_inputs(c, frames, faces, frame_size, seed=seed)
+            start = time.perf_counter()
+            step = measure_step(model, optimizer, inputs, amp=(precision == "amp"))
+            step.update(frames=frames, faces_per_frame=faces, seconds=round(time.perf_counter() - start, 1))
+            log(f"  {part} {precision}: {frames} frame(s) x {faces} face(s): peak {step['peak'] / GIB:.2f} GiB, "
+                f"saved {step['saved'] / GIB:.2f} GiB ({step['seconds']} s)")
+            steps.append(step)
+        units = [f * k if part == "parser" else f for f, k in points]
+        peak = fit_line(units, [s["peak"] for s in steps])
+        saved = fit_line(units, [s["saved"] for s in steps])
+        out["precisions"][precision] = {
+            "steps": steps, "peak": peak, "saved": saved, "extra": peak["intercept"] - state_bytes,
+            "optimizer_extra": max(s["optimizer_peak"] for s in steps) - state_bytes,
+        }
+    del model, optimizer
+    return out
+
+
+def config_state(cfg) -> Dict[str, float]:
+    """Bytes of ``cfg``'s weights (parameters and buffers) and optimizer state, and of its
+    trainable parameters (the size of their gradients)."""
+    torch.manual_seed(0)
+    model, optimizer = build_training(cfg)
+    return {"state": float(storage_bytes(fixed_tensors(model, optimizer))), "trainable": float(trainable_bytes(model))}
+
+
+def config_memory(state: Dict[str, float], parts: Dict[str, Dict], precision: str) -> Dict[str, float]:
+    """Bytes per crop, per frame and fixed for training a config in ``precision``, from its
+    :func:`config_state` and its parts' measurements: fixed = weights and optimizer state + each
+    trained part's ``extra`` (their sum: an upper bound when both parts train, since their
+    gradients and temporaries need not peak together); ``optimizer_step``, the peak of the
+    optimizer step, likewise."""
+    out = {"state": state["state"], "trainable": state["trainable"], "per_crop": 0.0, "per_frame": 0.0,
+           "saved_per_crop": 0.0, "saved_per_frame": 0.0, "fixed": state["state"],
+           "optimizer_step": state["state"], "fit_residual": 0.0}
+    for part, measured in parts.items():
+        m = measured["precisions"][precision]
+        unit = "crop" if part == "parser" else "frame"
+        out[f"per_{unit}"] = m["peak"]["slope"]
+        out[f"saved_per_{unit}"] = m["saved"]["slope"]
+        out["fixed"] += m["extra"]
+        out["optimizer_step"] += m["optimizer_extra"]
+        out["fit_residual"] = max(out["fit_residual"], m["peak"]["max_residual"])
+    return out
+
+
+def trainable_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def per_gpu_batch(cfg) -> int:
+    return cfg.SOLVER.IMS_PER_BATCH // max(1, cfg.SOLVER.REFERENCE_WORLD_SIZE)
+
+
+def predict(memory: Dict[str, float], frames: int, faces_per_frame: int, ddp_bytes: float = 0.0) -> float:
+    """Predicted peak bytes for ``frames`` frames with ``faces_per_frame`` faces each: the larger
+    of the forward/backward peak and the optimizer step's."""
+    forward_backward = memory["fixed"] + frames * (memory["per_frame"] + faces_per_frame * memory["per_crop"])
+    return max(forward_backward, memory["optimizer_step"]) + ddp_bytes
+
+
+def largest_batch(memory: Dict[str, float], faces_per_frame: int, budget: float, ddp_bytes: float = 0.0) -> int:
+    """Most frames per GPU whose predicted peak stays within ``budget`` bytes."""
+    per_frame = memory["per_frame"] + faces_per_frame * memory["per_crop"]
+    if per_frame <= 0 or memory["optimizer_step"] + ddp_bytes > budget:
+        return 0
+    return max(0, int((budget - memory["fixed"] - ddp_bytes) // per_frame))
+
+
+def summary_row(name: str, cfg, memory: Dict[str, float], precision: str, faces_per_frame: int,
+                gpu_memory_gib: float, usable_fraction: float) -> Dict:
+    """Per crop, per frame, fixed, the per-GPU peak at the config's per-GPU batch and whether it fits."""
+    batch = per_gpu_batch(cfg)
+    ddp_bytes = memory["trainable"] if cfg.SOLVER.REFERENCE_WORLD_SIZE > 1 else 0.0
+    budget = gpu_memory_gib * GIB * usable_fraction
+    faces = faces_per_frame if cfg.MODEL.QANET.TRAIN_MODE != "detector" else 0
+    peak = predict(memory, batch, faces, ddp_bytes)
+    return {
+        "config": name,
+        "train_mode": cfg.MODEL.QANET.TRAIN_MODE,
+        "precision": precision,
+        "per_crop_gib": memory["per_crop"] / GIB,
+        "per_frame_gib": memory["per_frame"] / GIB,
+        "saved_per_crop_gib": memory["saved_per_crop"] / GIB,
+        "saved_per_frame_gib": memory["saved_per_frame"] / GIB,
+        "fixed_gib": (memory["fixed"] + ddp_bytes) / GIB,
+        "optimizer_step_gib": (memory["optimizer_step"] + ddp_bytes) / GIB,
+        "weights_and_optimizer_gib": memory["state"] / GIB,
+        "ddp_buckets_gib": ddp_bytes / GIB,
+        "fit_residual_gib": memory["fit_residual"] / GIB,
+        "per_gpu_batch": batch,
+        "faces_per_frame": faces,
+        "per_gpu_peak_gib": peak / GIB,
+        "fits": bool(peak <= budget),
+        "largest_fitting_batch": largest_batch(memory, faces, budget, ddp_bytes),
+    }
+
+
+def markdown_table(rows: List[Dict]) -> str:
+    head = ("| config | training | precision | per crop GiB (saved) | per frame GiB (saved) | fixed GiB | "
+            "per-GPU batch | per-GPU peak GiB | fits | largest per-GPU batch that fits |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        crop = f"{r['per_crop_gib']:.3f} ({r['saved_per_crop_gib']:.3f})" if r["train_mode"] != "detector" else "-"
+        frame = f"{r['per_frame_gib']:.3f} ({r['saved_per_frame_gib']:.3f})" if r["train_mode"] != "parser" else "-"
+        unit = {"joint": f" frames x {r['faces_per_frame']} face", "detector": " frames", "parser": " crops"}[r["train_mode"]]
+        lines.append(
+            f"| {r['config']} | {r['train_mode']} | {r['precision']} | {crop} | {frame} | {r['fixed_gib']:.2f} | "
+            f"{r['per_gpu_batch']}{unit} | {r['per_gpu_peak_gib']:.1f} | {'yes' if r['fits'] else 'no'} | "
+            f"{r['largest_fitting_batch']} |"
+        )
+    return "\n".join(lines)
+
+
+def frame_size_for(cfg, aspect: float) -> Tuple[int, int]:
+    """The training frame of :func:`training_frame_size`, or for configs that do not resize frames
+    (single-face images cropped by the parser) an image twice the crop size."""
+    size = training_frame_size(cfg, aspect)
+    return size if size is not None else tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description="Peak training memory per crop and per frame (fp32 and AMP) and per GPU")
+    p.add_argument("--config-file", required=True, nargs="+", metavar="FILE")
+    p.add_argument("--points", nargs="+", default=None, metavar="F:K",
+                   help="measure F frames with K faces each (default: by training mode, see the module doc)")
+    p.add_argument("--precision", nargs="+", default=["fp32", "amp"], choices=["fp32", "amp"])
+    p.add_argument("--faces-per-frame", type=int, default=1, help="faces per frame in the per-GPU prediction")
+    p.add_argument("--frame-aspect", type=float, default=16 / 9, help="width/height of the training frames")
+    p.add_argument("--gpu-memory-gib", type=float, default=24.0)
+    p.add_argument("--usable-fraction", type=float, default=0.9, help="of the GPU memory, for PyTorch's tensors")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", help="also write the measurements and rows here")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    return p
+
+
+# Keys naming initial weights, cleared by :func:`setup_cfg` (where the config has them).
+WEIGHT_KEYS = {
+    "MODEL.WEIGHTS": "",
+    "MODEL.FCOS.BACKBONE_WEIGHTS": "",
+    "MODEL.QANET.DETECTOR_WEIGHTS": "",
+    "MODEL.QANET.PARSER_WEIGHTS": "",
+    "MODEL.QANET.BACKBONE.RESNET_WEIGHTS": "",
+    "MODEL.QANET.HRNET.PRETRAINED": False,
+    "MODEL.QANET.HRNET.PRETRAINED_PATH": "",
+}
+
+
+def setup_cfg(config_file: str, opts=()):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_qanet_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    # Memory does not depend on the weights: configs that differ only in the files they start
+    # from measure the same (and nothing is read).
+    for key, empty in WEIGHT_KEYS.items():
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.get(part) if node is not None else None
+        if node is not None and leaf in node:
+            node[leaf] = empty
+    cfg.freeze()
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict]:
+    args = get_parser().parse_args(argv)
+    quiet = logging.getLogger("qanet_d2")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # warnings about the metadata of datasets that are not on this machine
+    try:
+        return _run(args)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(args) -> List[Dict]:
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    points = [tuple(int(v) for v in p.split(":")) for p in args.points] if args.points else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+          f"fits = per-GPU peak <= {args.usable_fraction:g} x {args.gpu_memory_gib:g} GiB", flush=True)
+    cache, rows, measurements = {}, [], {}
+    for path in args.config_file:
+        cfg = setup_cfg(path, args.opts)
+        frame_size = frame_size_for(cfg, args.frame_aspect)
+        parts = {}
+        for part in trained_parts(cfg):
+            part_points = points or default_points(part)
+            key = part_key(cfg, part, frame_size, part_points, args.precision)
+            if key not in cache:
+                print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
+                      f"{cfg.MODEL.QANET.INPUT_SIZE[0]}x{cfg.MODEL.QANET.INPUT_SIZE[1]})", flush=True)
+                cache[key] = measure_part(cfg, part, frame_size, part_points, args.precision,
+                                          log=lambda line: print(line, flush=True))
+            parts[part] = cache[key]
+        measurements[path] = {"parts": parts, "memory": {}}
+        state = config_state(cfg)
+        for precision in args.precision:
+            memory = config_memory(state, parts, precision)
+            measurements[path]["memory"][precision] = memory
+            rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib, args.usable_fraction))
+    print()
+    print(markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
