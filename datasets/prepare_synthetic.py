@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Generate the synthetic face-parsing video dataset (label set "synthetic").
+"""Generate a synthetic face-parsing video dataset: cartoon people (label set "synthetic") or
+real labelled faces from registered datasets composited into the same scenes (the faces'
+label set).
 
     python datasets/prepare_synthetic.py --preset quickstart        # -> datasets/face_synth
     python datasets/prepare_synthetic.py --preset tiny              # -> datasets/face_synth_tiny
     python datasets/prepare_synthetic.py --preset quickstart --frames 20 --root /data/fs --force
+    python datasets/prepare_synthetic.py --preset composite_fasseg  # -> datasets/face_composite_fasseg
+    python datasets/prepare_synthetic.py --face-source lapa_train --root /data/lapa_scenes
 
 Idempotent: parameters are recorded in <root>/params.json and a dataset generated with the
-same parameters is left as it is. Output: <root>/{images,labels}/<video>/<frame>, train.json,
-val.json (format: datasets/README.md).
+same parameters is left as it is. Output: <root>/{images,labels,instances}/<video>/<frame>
+and one JSON per split (format: datasets/README.md).
 """
 import argparse
 import logging
@@ -29,11 +33,19 @@ def parse_size(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quickstart", choices=["quickstart", "default", "tiny"])
+    from qanet_d2.data.synthetic import PRESETS
+
+    p.add_argument("--preset", default="quickstart", choices=sorted(PRESETS))
     p.add_argument("--root", help="output directory (default: $DETECTRON2_DATASETS/face_synth, "
-                                  "or face_synth_tiny for --preset tiny)")
+                                  "face_synth_tiny for --preset tiny, face_<preset> for the "
+                                  "composite presets)")
+    p.add_argument("--face-source", type=lambda t: [n for n in t.split(",") if n],
+                   help="comma-separated registered datasets whose labelled faces are placed in "
+                        "the scenes instead of cartoon people, in every split (needs --root "
+                        "unless --preset is a composite preset)")
     p.add_argument("--num-train-videos", type=int)
     p.add_argument("--num-val-videos", type=int)
+    p.add_argument("--num-test-videos", type=int)
     p.add_argument("--frames", type=int, help="frames per video")
     p.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, e.g. 320x240")
     p.add_argument("--seed", type=int)
@@ -46,24 +58,33 @@ def main(argv=None):
     from qanet_d2.data.synthetic import (default_synthetic_root, generate_preset, preset_params,
                                          synthetic_dataset_present)
 
+    params = preset_params(args.preset)
+    if args.face_source is not None and not args.root and "face_source" not in params:
+        p.error(f"--face-source needs --root (preset '{args.preset}' writes cartoon people to "
+                f"{default_synthetic_root(args.preset)})")
     root = os.path.abspath(args.root or default_synthetic_root(args.preset))
     overrides = dict(num_train_videos=args.num_train_videos, num_val_videos=args.num_val_videos,
-                     frames=args.frames, size=args.size, seed=args.seed)
-    params = preset_params(args.preset)
+                     num_test_videos=args.num_test_videos, frames=args.frames, size=args.size,
+                     seed=args.seed, face_source=args.face_source)
     params.update({k: v for k, v in overrides.items() if v is not None})
-    present = synthetic_dataset_present(root, **params) and not args.force
     t = time.perf_counter()
     try:
+        present = synthetic_dataset_present(root, **params) and not args.force
         paths = generate_preset(args.preset, root=root, force=args.force, workers=args.workers, **overrides)
-    except ValueError as e:
-        print(f"prepare_synthetic.py: error: {e}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"prepare_synthetic.py: error: {msg}", file=sys.stderr)
         return 2
     took = time.perf_counter() - t
     w, h = params["size"]
-    print(f"{root}: {params['num_train_videos']} train + {params['num_val_videos']} val videos x "
-          f"{params['frames']} frames of {w}x{h}, seed {params['seed']} "
+    splits = [k for k in paths if k not in ("root", "params")]
+    counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
+              "test": params.get("num_test_videos", 0)}
+    faces = "real faces" if params.get("face_source") else "cartoon people"
+    print(f"{root}: {' + '.join(f'{counts[s]} {s}' for s in splits)} videos x "
+          f"{params['frames']} frames of {w}x{h} ({faces}), seed {params['seed']} "
           f"({'already present with these parameters' if present else 'generated in %.1f s' % took})")
-    for k in ("train", "val", "params"):
+    for k in splits + ["params"]:
         print(f"  {k}: {paths[k]}")
     return 0
 

@@ -182,7 +182,8 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.INPUT.RANDOM_FLIP = "none"
     _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
 
-    # Synthetic face-video dataset, generated on first use when missing.
+    # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
+    # when missing.
     _C.DATASETS.SYNTHETIC = CN()
     _C.DATASETS.SYNTHETIC.AUTO_GENERATE = True
 

@@ -8,6 +8,9 @@ names                          files                     label set
 =============================  ========================  =====================================
 face_synth_{train,val}         face_synth/<split>.json   synthetic (generated if missing)
 face_synth_tiny_{train,val}    face_synth_tiny/...       synthetic, preset "tiny" (generated)
+face_composite_fasseg_{train,  face_composite_fasseg/    fasseg: real FASSEG faces in synthetic
+test}                          <split>.json              scenes, preset "composite_fasseg"
+                                                         (generated from the fasseg datasets)
 sfp_{train,val,test}           sfp/<split>.json          sfp (classes read from the JSON)
 lapa_{train,val,test}          lapa/<split>.json         lapa
 celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
@@ -32,6 +35,11 @@ BUILTIN_DATASETS = {
                    "Generate it with: python datasets/prepare_synthetic.py --preset quickstart"),
     "face_synth_tiny": ("face_synth_tiny", ("train", "val"), "synthetic",
                         "Generate it with: python datasets/prepare_synthetic.py --preset tiny"),
+    "face_composite_fasseg": (
+        "face_composite_fasseg", ("train", "test"), "fasseg",
+        "Generate it with: python datasets/prepare_synthetic.py --preset composite_fasseg (it "
+        "needs the fasseg datasets: python datasets/prepare_fasseg.py --src <dir with V2/ and "
+        "V3/>)"),
     "sfp": ("sfp", ("train", "val", "test"), "sfp",
             "Convert the challenge data with: python datasets/prepare_sfp.py --src <SFP dir>"),
     "lapa": ("lapa", ("train", "val", "test"), "lapa",
@@ -49,7 +57,8 @@ BUILTIN_DATASETS = {
                "fasseg_multipose_test)"),
 }
 
-_GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny"}
+_GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
+                      "face_composite_fasseg": "composite_fasseg"}
 # One face per image: every foreground pixel belongs to it (per-face ground truth of the
 # instance-level metrics).
 _SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg"})

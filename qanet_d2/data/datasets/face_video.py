@@ -78,8 +78,9 @@ _CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
 
 
 def set_synthetic_auto_generate(enabled: bool) -> None:
-    """Whether loading a generated dataset (``face_synth_*``) whose JSON is missing generates it
-    (the default) or raises. Wire to ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
+    """Whether loading a generated dataset (``face_synth_*``, ``face_composite_*``) whose JSON is
+    missing generates it (the default) or raises. Wire to
+    ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
     _AUTO_GENERATE[0] = bool(enabled)
 
 

@@ -1,7 +1,9 @@
-"""The synthetic face-parsing video dataset (label set ``"synthetic"``).
+"""The synthetic face-parsing video datasets: cartoon people (label set ``"synthetic"``) and
+real labelled faces composited into the same scenes (the label set of the faces' dataset).
 
 :mod:`.generator` draws the cartoon people, renders the videos and writes datasets in the
-format of :mod:`qanet_d2.data.video_format`. This package is imported only when it is used
+format of :mod:`qanet_d2.data.video_format`; :mod:`.composite` cuts real faces out of a
+registered dataset and places them in the generator's scenes. This package is imported only when it is used
 (dataset generation, ``datasets/prepare_synthetic.py``, the ``face_synth_*`` datasets on first
 load), not by ``import qanet_d2``.
 """
@@ -25,4 +27,8 @@ from .generator import (  # noqa: F401
     sample_face_style,
     synthetic_dataset_present,
 )
-from .generator import __all__  # noqa: F401
+from .composite import CompositeVideo, FacePlacement, SourceFace, collect_source_faces  # noqa: F401
+from .generator import __all__ as _generator_all
+
+__all__ = list(_generator_all) + ["CompositeVideo", "FacePlacement", "SourceFace",
+                                  "collect_source_faces"]

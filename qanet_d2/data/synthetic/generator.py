@@ -1,4 +1,6 @@
-"""Deterministic generator of a synthetic face-parsing VIDEO dataset (label set ``"synthetic"``).
+"""Deterministic generator of synthetic face-parsing VIDEO datasets: cartoon people (label set
+``"synthetic"``), or real labelled faces cut from registered datasets and composited into the
+same scenes (``face_source``; label set of the faces' dataset; see :mod:`.composite`).
 
 Every video has ``frames`` frames of ``width x height`` pixels showing 1-4 cartoon people whose
 faces move smoothly (translation, scale, in-plane rotation within +-40 degrees, a little yaw),
@@ -24,12 +26,29 @@ face of every pixel: k + 1 for the person of box k, all of their visible labelle
 (neck and cloth included, as a person instance owns all its parts in the human-parsing
 benchmarks), 0 for background, occluders and persons without a box.
 
+Real faces (``generate_synthetic_dataset(..., face_source=[dataset names])``, preset
+``composite_fasseg``): each video places 1-4 faces cut out of the source dataset's photos along
+their labels (a torso painted under the neck, rounded cuts where a photo's edge crops the head)
+at the cartoon faces' sizes, rotations and motion, flipped half of the time with the set's flip
+pairs swapped, their colours varied, over the same backgrounds with the same occluders and
+photometric steps. Labels are the source's (one label set per dataset); occluders and torsos
+are background (torsos are ``cloth`` in a set with that class). Boxes are the source's own face
+box transformed with the face, clipped to its visible pixels, with the same visibility rule;
+instance maps as above.
+
+Splits: ``train`` and ``val`` (cartoon sets always write both), plus ``test`` with
+``num_test_videos``; with ``face_source`` as a mapping ``{split: [names]}`` each split takes its
+faces from its own sources (e.g. real test faces only in the test split).
+
 Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``: the output does
-not depend on the order or the number of worker processes used.
+not depend on the order or the number of worker processes used. Composite videos append a tag
+to the key (they never share a cartoon video's random stream), and the faces of each video are
+drawn in the parent process from the split's key.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
@@ -39,7 +58,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -79,12 +98,23 @@ PRESETS: Dict[str, dict] = {
     "default": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
     # For tests: 15 frames of 160x120.
     "tiny": dict(num_train_videos=3, num_val_videos=2, frames=3, size=(160, 120), seed=0),
+    # Real FASSEG faces in the generator's scenes (face_composite_fasseg_{train,test}): the
+    # train split cuts faces from FASSEG's train photos, the test split from its frontal test
+    # photos only (to evaluate on real faces at every size; never train on it). Frames of the
+    # cartoon sets' size, so that one INPUT configuration serves both in a mixed training;
+    # short videos, so that every source face appears (~215 faces for FASSEG's 202 train
+    # photos, ~55 for its 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
+    "composite_fasseg": dict(
+        num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
+        seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_train"),
+                             "test": ("fasseg_frontal_test",)}),
 }
 
 C = {name: i for i, name in enumerate(SYNTHETIC.classes)}
 _BODY = (C["neck"], C["cloth"])
 
-_SPLIT_IDS = {"train": 0, "val": 1}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+_SPLITS = tuple(_SPLIT_IDS)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -548,7 +578,8 @@ class FrameResult:
     """One rendered frame: ``image`` (H x W x 3 BGR uint8, before JPEG), ``label`` (H x W
     uint8), ``owner`` (H x W int16, person index or -1), ``boxes`` (XYXY_ABS of the persons
     that pass the visibility rule, in painting order), ``box_owner`` (their person indices),
-    ``poses`` (the FacePose of every person, painting order)."""
+    ``poses`` (in painting order, the FacePose of every cartoon person, or the
+    :class:`~.composite.FacePlacement` of every real face)."""
 
     image: np.ndarray
     label: np.ndarray
@@ -567,17 +598,46 @@ class FrameResult:
         return inst
 
 
-class SyntheticVideo:
-    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
-    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+def _sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> _Occluder:
+    """A blob of radius 0.12-0.3 ``hb`` (a face-box height) moving across the face whose
+    tracked position is ``(cx, cy)`` (arrays over the T frames); 40% are skin-coloured (a hand)."""
+    d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
+    col = rng.uniform(0, 255, 3)
+    if rng.uniform() < 0.4:  # skin-like (a hand)
+        col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
+    return _Occluder(
+        shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
+        color=tuple(float(v) for v in col),
+        cx=cx + _smooth_track(rng, d0[0], d1[0], T, 0.0),
+        cy=cy + _smooth_track(rng, d0[1], d1[1], T, 0.0),
+        radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
+        angle=_smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
+    )
 
-    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
-                 force_glasses: bool = False, force_hat: bool = False,
-                 force_open_mouth: bool = False):
+
+def _visible_box(vis: np.ndarray) -> List[float]:
+    """XYXY_ABS pixel-edge box of the True pixels of a non-empty H x W mask."""
+    rows = np.flatnonzero(vis.any(axis=1))
+    cols = np.flatnonzero(vis.any(axis=0))
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def _passes_visibility(n_visible: int, amodal: int) -> bool:
+    """The visibility rule of face boxes (module docstring)."""
+    return n_visible >= MIN_VISIBLE_PIXELS and n_visible >= MIN_VISIBLE_FRACTION * max(amodal, 1)
+
+
+class _Scene:
+    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
+    background panned by the camera, drifting lighting (gain, directional gradient, colour
+    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``."""
+
+    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int):
         self.seed_key = tuple(int(k) for k in seed_key)
         self.w, self.h, self.frames = int(width), int(height), int(frames)
-        rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
+        rng = self._rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
         w, h, T = self.w, self.h, self.frames
+        self.occluders: List[_Occluder] = []
 
         # camera: a larger background panned smoothly
         self.margin = int(round(0.08 * max(w, h)))
@@ -595,6 +655,57 @@ class SyntheticVideo:
         self.blur = float(rng.uniform(0.3, 0.9))
         self.noise = float(rng.uniform(2.0, 7.0))
         self.jpeg_quality = int(rng.integers(75, 96))
+
+    def frame_rng(self, t: int) -> np.random.Generator:
+        """The random stream of frame ``t`` (noise), independent of the other frames."""
+        return np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
+
+    def background_view(self, t: int) -> np.ndarray:
+        """A writable copy of the camera's view of the background at frame ``t``
+        (H x W x 3 BGR uint8)."""
+        ox, oy = (int(round(v)) for v in self.pan[t])
+        return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
+
+    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray,
+                        t: int, label_id: int = 0) -> None:
+        """Paint the occluders at frame ``t`` into the image (antialiased) and as ``label_id``
+        / owner -1 into the maps (nearest)."""
+        for occ in self.occluders:
+            a = math.radians(float(occ.angle[t]))
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            pts = occ.shape @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
+            ipts = np.round(pts * 16).astype(np.int32)
+            cv2.fillPoly(image, [ipts], occ.color, cv2.LINE_AA, 4)
+            inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
+            cv2.fillPoly(image, [np.round(inner * 16).astype(np.int32)],
+                         _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
+            cv2.fillPoly(label, [ipts], int(label_id), cv2.LINE_8, 4)
+            cv2.fillPoly(owner, [ipts], -1, cv2.LINE_8, 4)
+
+    def light_blur_noise(self, img: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        """The camera's photometric steps on a float32 H x W x 3 image: lighting (gain x
+        directional gradient x colour cast), Gaussian blur, Gaussian noise; returns uint8."""
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        a = float(self.light_dir[t])
+        grad = ((xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)) / (0.5 * max(h, w))
+        light = float(self.gain[t]) * (1 + float(self.light_amp[t]) * grad)
+        img *= light[..., None] * self.cast[t].astype(np.float32)[None, None]
+        img = cv2.GaussianBlur(img, (0, 0), self.blur)
+        img += rng.normal(0, self.noise, img.shape).astype(np.float32)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class SyntheticVideo(_Scene):
+    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
+    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+
+    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
+                 force_glasses: bool = False, force_hat: bool = False,
+                 force_open_mouth: bool = False):
+        super().__init__(seed_key, width, height, frames)
+        rng = self._rng
+        w, h, T = self.w, self.h, self.frames
         self.hair_kernel = self._line_kernel(rng)
         self.cloth_freq = float(rng.uniform(0.08, 0.35))
         self.cloth_dir = float(rng.uniform(0, np.pi))
@@ -655,23 +766,11 @@ class SyntheticVideo:
             ))
 
         # occluders moving across a person's face
-        self.occluders: List[_Occluder] = []
         for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
             j = int(rng.integers(n))
             p = self.people[j]
-            hb = float(p.scale[0] * FACE_BOX_UNITS)
-            d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
-            col = rng.uniform(0, 255, 3)
-            if rng.uniform() < 0.4:  # skin-like (a hand)
-                col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
-            self.occluders.append(_Occluder(
-                shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
-                color=tuple(float(v) for v in col),
-                cx=p.cx + _smooth_track(rng, d0[0], d1[0], T, 0.0),
-                cy=p.cy + _smooth_track(rng, d0[1], d1[1], T, 0.0),
-                radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
-                angle=_smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
-            ))
+            self.occluders.append(
+                _sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
 
     @staticmethod
     def _line_kernel(rng, length=9) -> np.ndarray:
@@ -685,11 +784,8 @@ class SyntheticVideo:
 
     def render(self, t: int) -> FrameResult:
         """Frame ``t`` (0-based): image before JPEG, label map, owner map and face boxes."""
-        w, h = self.w, self.h
-        rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
-        ox, oy = (int(round(v)) for v in self.pan[t])
-        image = np.ascontiguousarray(self.background[oy:oy + h, ox:ox + w])
-        cv = _Canvas(image)
+        rng = self.frame_rng(t)
+        cv = _Canvas(self.background_view(t))
         amodal = []
         poses = []
         for k, person in enumerate(self.people):
@@ -698,29 +794,16 @@ class SyntheticVideo:
             cv.scratch[:] = 0
             _FaceDrawer(cv, k, person.style, pose).draw()
             amodal.append(int(np.count_nonzero(cv.scratch)))
-        for occ in self.occluders:
-            a = math.radians(float(occ.angle[t]))
-            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-            pts = occ.shape @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
-            ipts = np.round(pts * 16).astype(np.int32)
-            cv2.fillPoly(cv.image, [ipts], occ.color, cv2.LINE_AA, 4)
-            inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
-            cv2.fillPoly(cv.image, [np.round(inner * 16).astype(np.int32)],
-                         _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
-            cv2.fillPoly(cv.label, [ipts], 0, cv2.LINE_8, 4)
-            cv2.fillPoly(cv.owner, [ipts], -1, cv2.LINE_8, 4)
+        self.paint_occluders(cv.image, cv.label, cv.owner, t)
 
         # face boxes: visible pixels of each person, neck and cloth excluded
         face_region = ~np.isin(cv.label, _BODY)
         boxes, box_owner = [], []
         for k in range(len(self.people)):
             vis = (cv.owner == k) & face_region
-            n_vis = int(np.count_nonzero(vis))
-            if n_vis < MIN_VISIBLE_PIXELS or n_vis < MIN_VISIBLE_FRACTION * max(amodal[k], 1):
+            if not _passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
                 continue
-            rows = np.flatnonzero(vis.any(axis=1))
-            cols = np.flatnonzero(vis.any(axis=0))
-            boxes.append([float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)])
+            boxes.append(_visible_box(vis))
             box_owner.append(k)
 
         image = self._photometric(cv.image, cv.label, t, rng)
@@ -744,24 +827,22 @@ class SyntheticVideo:
         # skin pores / fine texture
         skin = label == C["skin"]
         img[skin] *= (1 + rng.normal(0, 0.03, int(skin.sum())).astype(np.float32))[:, None]
-        # lighting: gain x directional gradient x colour cast
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        a = float(self.light_dir[t])
-        grad = ((xx - w / 2) * math.cos(a) + (yy - h / 2) * math.sin(a)) / (0.5 * max(h, w))
-        light = float(self.gain[t]) * (1 + float(self.light_amp[t]) * grad)
-        img *= light[..., None] * self.cast[t].astype(np.float32)[None, None]
-        img = cv2.GaussianBlur(img, (0, 0), self.blur)
-        img += rng.normal(0, self.noise, img.shape).astype(np.float32)
-        return np.clip(img, 0, 255).astype(np.uint8)
+        return self.light_blur_noise(img, t, rng)
 
 
 # ---------------------------------------------------------------------------- datasets
 def default_synthetic_root(preset: str = "default") -> str:
-    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default) or
+    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default),
+    ``$DETECTRON2_DATASETS/face_<preset>`` for the composite presets (``composite_*``) or
     ``$DETECTRON2_DATASETS/face_synth_<preset>`` for other presets; DETECTRON2_DATASETS
     defaults to ``./datasets`` (read now, relative to the current directory)."""
     base = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    name = "face_synth" if preset in ("default", "quickstart") else f"face_synth_{preset}"
+    if preset in ("default", "quickstart"):
+        name = "face_synth"
+    elif preset.startswith("composite_"):
+        name = f"face_{preset}"
+    else:
+        name = f"face_synth_{preset}"
     return os.path.join(base, name)
 
 
@@ -769,26 +850,84 @@ def preset_params(preset: str) -> dict:
     """Keyword arguments of :func:`generate_synthetic_dataset` for a preset (without root)."""
     if preset not in PRESETS:
         raise KeyError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
-    return dict(PRESETS[preset])
+    return copy.deepcopy(PRESETS[preset])
 
 
-def _params_record(num_train_videos, num_val_videos, frames, size, seed) -> dict:
+def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, Optional[List[str]]]:
+    """``{split: source dataset names or None (cartoon people)}`` of the splits to write, in
+    the order train, val, test."""
+    if face_source is None:
+        return {s: None for s in _SPLITS if s != "test" or counts["test"] > 0}
+    if isinstance(face_source, str):
+        face_source = [face_source]
+    if isinstance(face_source, Mapping):
+        unknown = sorted(set(face_source) - set(_SPLITS))
+        if unknown:
+            raise ValueError(f"face_source: unknown split(s) {unknown}; splits are {_SPLITS}")
+        out = {}
+        for split in _SPLITS:
+            if split in face_source:
+                if counts[split] < 1:
+                    raise ValueError(f"face_source names faces for split '{split}' but its "
+                                     f"number of videos is {counts[split]}")
+                out[split] = [str(n) for n in face_source[split]]
+            elif counts[split] > 0:
+                raise ValueError(f"split '{split}' has {counts[split]} videos but face_source "
+                                 f"names no faces for it")
+    else:
+        out = {s: [str(n) for n in face_source] for s in _SPLITS if counts[s] > 0}
+    if not out or any(not names for names in out.values()):
+        raise ValueError(f"face_source needs at least one dataset name for a split with videos, "
+                         f"got {face_source!r} for videos {counts}")
+    return out
+
+
+def _params_record(num_train_videos, num_val_videos, frames, size, seed, num_test_videos=0,
+                   face_source=None) -> dict:
     w, h = (int(v) for v in size)
-    return {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
-            "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
-            "num_val_videos": int(num_val_videos), "frames": int(frames), "width": w,
-            "height": h, "seed": int(seed)}
+    rec = {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
+           "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
+           "num_val_videos": int(num_val_videos), "frames": int(frames), "width": w,
+           "height": h, "seed": int(seed)}
+    # keys only where they differ from a cartoon set of train and val, so that the records
+    # of datasets generated before these options existed stay valid
+    if num_test_videos:
+        rec["num_test_videos"] = int(num_test_videos)
+    if face_source is not None:
+        from .composite import COMPOSITE_VERSION
+
+        counts = {"train": rec["num_train_videos"], "val": rec["num_val_videos"],
+                  "test": int(num_test_videos)}
+        del rec["label_set"]  # the face sources' set, recorded in params.json
+        rec["composite_version"] = COMPOSITE_VERSION
+        rec["face_source"] = _split_sources(counts, face_source)
+    return rec
+
+
+def _record_splits(params: dict) -> List[str]:
+    """The splits a dataset with these parameters holds."""
+    if "face_source" in params:
+        return list(params["face_source"])
+    return ["train", "val"] + (["test"] if params.get("num_test_videos") else [])
 
 
 def _render_video(args) -> dict:
-    """Render and write one video (runs in worker processes); returns its JSON entry."""
-    out_root, split, index, seed, frames, w, h, n_videos = args
+    """Render and write one video (runs in worker processes); returns its JSON entry.
+    ``composite`` is None (cartoon people) or ``(source faces, label set)``."""
+    out_root, split, index, seed, frames, w, h, n_videos, composite = args
     video_id = f"{split}_{index:04d}"
-    # Coverage of the rare classes in every split: the first video's front person wears
-    # glasses and talks from frame 0, the second's (or the first's) wears a hat.
-    vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
-                         force_glasses=index == 0, force_open_mouth=index == 0,
-                         force_hat=index == min(1, n_videos - 1))
+    if composite is None:
+        # Coverage of the rare classes in every split: the first video's front person wears
+        # glasses and talks from frame 0, the second's (or the first's) wears a hat.
+        vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
+                             force_glasses=index == 0, force_open_mouth=index == 0,
+                             force_hat=index == min(1, n_videos - 1))
+    else:
+        from .composite import _COMPOSITE_TAG, CompositeVideo
+
+        faces, label_set = composite
+        vid = CompositeVideo([seed, _SPLIT_IDS[split], index, _COMPOSITE_TAG], w, h, frames,
+                             faces, label_set)
     img_dir = os.path.join(out_root, "images", video_id)
     lab_dir = os.path.join(out_root, "labels", video_id)
     inst_dir = os.path.join(out_root, "instances", video_id)
@@ -835,25 +974,31 @@ def _read_params(root: str) -> Optional[dict]:
 def _is_complete(root: str, params: dict) -> bool:
     rec = _read_params(root)
     return (rec is not None and rec.get("params") == params
-            and all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")))
+            and all(os.path.isfile(os.path.join(root, f"{s}.json"))
+                    for s in _record_splits(params)))
 
 
 def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
                               frames: int = 10, size: Tuple[int, int] = (320, 240),
-                              seed: int = 0) -> bool:
+                              seed: int = 0, num_test_videos: int = 0,
+                              face_source=None) -> bool:
     """Whether ``root`` holds a complete dataset generated with exactly these parameters
     (what :func:`generate_synthetic_dataset` would leave untouched)."""
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed)
+    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
+                            num_test_videos, face_source)
     return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
 
 
 def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
                                frames: int = 10, size: Tuple[int, int] = (320, 240),
-                               seed: int = 0, force: bool = False, workers: int = 1
+                               seed: int = 0, force: bool = False, workers: int = 1,
+                               num_test_videos: int = 0,
+                               face_source: Union[None, Sequence[str],
+                                                  Mapping[str, Sequence[str]]] = None,
                                ) -> Dict[str, str]:
     """Generate the synthetic dataset under ``root`` (idempotent).
 
-    If ``root/params.json`` records the same parameters and both split JSONs exist, nothing is
+    If ``root/params.json`` records the same parameters and every split JSON exists, nothing is
     done. If ``root`` holds a dataset with other parameters, ``force=True`` replaces it,
     otherwise a ValueError says so. A directory that is not a dataset of this generator is
     never deleted. Generation happens in ``<root>.tmp-<pid>`` and is renamed into place, under
@@ -863,18 +1008,32 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
     Args:
         size: ``(width, height)`` in pixels.
         workers: processes rendering videos in parallel (results do not depend on it).
+        num_test_videos: videos of a ``test`` split (none by default).
+        face_source: None for cartoon people (label set ``synthetic``; splits train and val,
+            plus test when ``num_test_videos`` > 0). Otherwise real faces cut from registered
+            datasets (:mod:`.composite`; the frames' labels are in the sources' label set): a
+            list of dataset names used by every split that has videos, or a mapping
+            ``{split: [dataset names]}`` naming the sources of each split (exactly the splits
+            that have videos are written). All sources must share one label set.
     Returns:
-        ``{"root", "train", "val", "params"}``: absolute paths of the root, the split JSONs
-        and params.json.
+        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) for every split
+        written (``train`` and ``val`` for cartoon sets).
+    Raises:
+        ValueError: invalid parameters, a foreign directory at ``root``, another dataset there
+            (without ``force``), sources of different label sets.
+        KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
     """
     root = os.path.abspath(os.path.expanduser(root))
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed)
-    if params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0:
+    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
+                            num_test_videos, face_source)
+    if (params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0
+            or int(num_test_videos) < 0):
         raise ValueError(f"invalid synthetic dataset parameters: {params}")
     if params["width"] < 32 or params["height"] < 32:
         raise ValueError(f"synthetic frames must be at least 32x32, got {size}")
-    paths = {"root": root, "train": os.path.join(root, "train.json"),
-             "val": os.path.join(root, "val.json"), "params": os.path.join(root, "params.json")}
+    splits = _record_splits(params)
+    paths = {"root": root, **{s: os.path.join(root, f"{s}.json") for s in splits},
+             "params": os.path.join(root, "params.json")}
     if not force and _is_complete(root, params):
         return paths
     lock = os.path.join(os.path.dirname(root), ".locks", os.path.basename(root) + ".lock")
@@ -893,38 +1052,68 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                     f"{root} holds a synthetic dataset with other parameters "
                     f"({rec.get('params')}); pass force=True (--force) to replace it, or "
                     f"choose another root")
+        counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
+                  "test": int(num_test_videos)}
+        label_set, composite = SYNTHETIC, {s: None for s in splits}
+        record = {"params": params}
+        if "face_source" in params:
+            label_set, composite, record = _resolve_face_sources(params, counts)
         start = time.perf_counter()
         tmp = f"{root}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
             w, h = params["width"], params["height"]
-            jobs = {split: [(tmp, split, i, params["seed"], params["frames"], w, h, n)
-                            for i in range(n)]
-                    for split, n in (("train", params["num_train_videos"]),
-                                     ("val", params["num_val_videos"]))}
-            all_jobs = jobs["train"] + jobs["val"]
+            all_jobs = [(tmp, split, i, params["seed"], params["frames"], w, h, counts[split],
+                         None if composite[split] is None else (composite[split][i], label_set))
+                        for split in splits for i in range(counts[split])]
             if workers > 1 and len(all_jobs) > 1:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
                     videos = list(pool.map(_render_video, all_jobs, chunksize=2))
             else:
                 videos = [_render_video(j) for j in all_jobs]
-            n_train = len(jobs["train"])
-            for split, vids in (("train", videos[:n_train]), ("val", videos[n_train:])):
-                write_face_video_json(os.path.join(tmp, f"{split}.json"), SYNTHETIC, vids)
+            pos = 0
+            for split in splits:
+                extra = (None if composite[split] is None
+                         else {"face_source": params["face_source"][split]})
+                write_face_video_json(os.path.join(tmp, f"{split}.json"), label_set,
+                                      videos[pos:pos + counts[split]], extra=extra)
+                pos += counts[split]
             seconds = time.perf_counter() - start
             with open(os.path.join(tmp, "params.json"), "w", encoding="utf-8") as f:
-                json.dump({"params": params, "seconds": round(seconds, 2)}, f, indent=1)
+                json.dump({**record, "seconds": round(seconds, 2)}, f, indent=1)
             if os.path.exists(root):
                 shutil.rmtree(root)
             os.replace(tmp, root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Generated synthetic face-video dataset at %s: %d+%d videos x %d frames of "
-                "%dx%d in %.1f s", root, params["num_train_videos"], params["num_val_videos"],
-                params["frames"], params["width"], params["height"], seconds)
+    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in "
+                "%.1f s", "composite" if "face_source" in params else "synthetic", root,
+                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"],
+                params["width"], params["height"], seconds)
     return paths
+
+
+def _resolve_face_sources(params: dict, counts: Dict[str, int]):
+    """``(label set, {split: [source faces of each video]}, params.json record)`` of a
+    composite dataset: the sources are read and each video's faces drawn here, in the parent
+    process, so that the output does not depend on the number of workers."""
+    from .composite import _COMPOSITE_TAG, assign_source_faces, collect_source_faces
+
+    label_set, composite, n_faces = None, {}, {}
+    for split, names in params["face_source"].items():
+        ls, faces = collect_source_faces(names)
+        if label_set is not None and ls != label_set:
+            raise ValueError(f"face sources must share one label set: split '{split}' "
+                             f"({names}) has '{ls.name}', the other splits '{label_set.name}'")
+        label_set = ls
+        key = [params["seed"], _SPLIT_IDS[split], _COMPOSITE_TAG, 0xFACE]
+        composite[split] = [[faces[j] for j in ids]
+                            for ids in assign_source_faces(len(faces), counts[split], key)]
+        n_faces[split] = len(faces)
+    record = {"params": params, "label_set": label_set.name, "source_faces": n_faces}
+    return label_set, composite, record
 
 
 def generate_preset(preset: str, root: Optional[str] = None, force: bool = False,
