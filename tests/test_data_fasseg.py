@@ -4,6 +4,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,8 @@ from PIL import Image
 import qanet_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from qanet_d2.data.datasets import convert_fasseg
-from qanet_d2.data.datasets.fasseg import fasseg_face_box, snap_label_colors
+from qanet_d2.data.datasets.fasseg import (MULTIPOSE_DEV_SPLITS, fasseg_face_box, multipose_person,
+                                           snap_label_colors)
 from qanet_d2.data.io import DataReadError
 from qanet_d2.data.label_sets import (IGNORE_LABEL, conversion_ids, conversion_lut, convert_labels,
                                       get_label_set, sfp_label_set)
@@ -259,6 +261,33 @@ def test_convert_release(tmp_path, ext, caplog, monkeypatch):
     assert len(DatasetCatalog.get("fasseg_frontal_test")) == 1
 
 
+def test_multipose_dev_splits(tmp_path, monkeypatch, caplog):
+    """multipose_train split by person: 06-07 held out, the rest for training, same files."""
+    src = tmp_path / "FASSEG-repository"
+    _release(src, ".png")
+    for folder in (src / "V3" / "Train_RGB", src / "V3" / "Train_labels"):  # person 06 next to 01
+        for f in list(folder.rglob("personne01*")):
+            shutil.copy(f, f.with_name(f.name.replace("personne01", "personne06")))
+    out = convert_fasseg(str(tmp_path), str(tmp_path / "d2" / "fasseg"), mode="copy")
+    ids = {s: [v["video_id"] for v in json.load(open(out[s]))["videos"]] for s in MULTIPOSE_DEV_SPLITS}
+    assert len(ids["multipose_dev_train"]) == 6 and len(ids["multipose_dev_val"]) == 6
+    assert {multipose_person(i) for i in ids["multipose_dev_train"]} == {"01"}
+    assert {multipose_person(i) for i in ids["multipose_dev_val"]} == {"06"}
+    all_ids = [v["video_id"] for v in json.load(open(out["multipose_train"]))["videos"]]
+    assert sorted(ids["multipose_dev_train"] + ids["multipose_dev_val"]) == sorted(all_ids)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
+    val = DatasetCatalog.get("fasseg_multipose_dev_val")
+    assert sorted(d["pose"] for d in val) == [-90, -90, 0, 0, 45, 45]
+    assert all(os.path.isfile(d["file_name"]) and "multipose_train_personne06" in d["file_name"] for d in val)
+    assert MetadataCatalog.get("fasseg_multipose_dev_train").label_set == "fasseg"
+    # only one person: no dev splits, and a warning saying why
+    assert multipose_person("personne01140+0-90") == "01" and multipose_person("x") is None
+    with caplog.at_level(logging.WARNING, logger="qanet_d2.data.datasets.fasseg"):
+        _release(tmp_path / "one", ".png")
+        out = convert_fasseg(str(tmp_path / "one"), str(tmp_path / "one_out"), mode="copy")
+    assert not set(MULTIPOSE_DEV_SPLITS) & set(out) and "dev splits not written" in caplog.text
+
+
 def test_convert_v1_and_multipose_test(tmp_path, caplog):
     _release(tmp_path, ".png", v3_test=True)
     # the release labels only some test poses: an image without a label is left out
@@ -322,7 +351,12 @@ def test_prepare_fasseg_cli(tmp_path, capsys):
 def test_real_fasseg(tmp_path):
     out = convert_fasseg(str(REAL), str(tmp_path / "fasseg"), workers=2)
     counts = {s: len(json.load(open(p))["videos"]) for s, p in out.items()}
-    assert counts == {"frontal_train": 20, "frontal_test": 50, "multipose_train": 182}
+    assert counts == {"frontal_train": 20, "frontal_test": 50, "multipose_train": 182,
+                      "multipose_dev_train": 130, "multipose_dev_val": 52}
+    val = json.load(open(out["multipose_dev_val"]))["videos"]
+    assert sorted({multipose_person(v["video_id"]) for v in val}) == ["06", "07"]
+    assert sorted({v["frames"][0]["pose"] for v in val}) == list(range(-90, 91, 15))  # every pose held out
+    out = {s: p for s, p in out.items() if s not in MULTIPOSE_DEV_SPLITS}
     hist = np.zeros(6)
     gaps, heights = [], []
     poses = {}

@@ -327,6 +327,37 @@ def test_ground_truth_as_prediction_scores_100(tmp_path):
     assert res["J_decay"] == pytest.approx(0.0)
 
 
+def test_per_pose_numbers_by_hand(tmp_path, caplog):
+    """Frames with a head pose get confusion-matrix numbers per pose (FASSEG multipose)."""
+    gt = np.array([[0, 1, 1, 3], [0, 1, 2, 3]], np.uint8)
+    frames = [  # (pose, prediction)
+        (-90, np.array([[0, 1, 0, 3], [0, 1, 2, 3]], np.uint8)),  # one skin pixel missed
+        (0, gt.copy()),
+        (0, np.array([[0, 1, 1, 3], [0, 1, 1, 0]], np.uint8)),  # nose -> skin, one hair pixel missed
+    ]
+    dicts = []
+    for i, (pose, _) in enumerate(frames):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), gt)
+        dicts.append({"file_name": f"{i}.jpg", "sem_seg_file_name": str(path), "height": 2, "width": 4,
+                      "video_id": f"v{i}", "frame_index": 0, "pose": pose})
+    _register("test_eval_poses", dicts)
+    ev = FaceParsingEvaluator("test_eval_poses", distributed=False, output_dir=str(tmp_path / "out"), bound_th=1)
+    with caplog.at_level("INFO", logger="qanet_d2.evaluation.face_parsing_evaluator"):
+        run_evaluator(ev, dicts, [p for _, p in frames])
+    per_pose = json.loads((tmp_path / "out" / RESULTS_FILE).read_text())["per_pose"]
+    assert list(per_pose) == ["-90", "0"]
+    # pose -90: skin tp 2, fn 1 -> F1 4/5; nose, hair perfect
+    assert per_pose["-90"]["num_frames"] == 1
+    assert per_pose["-90"]["F1"] == pytest.approx({"skin": 80.0, "nose": 100.0, "hair": 100.0})
+    # pose 0 (two frames): skin tp 6, fp 1 -> 12/13; nose tp 1, fn 1 -> 2/3; hair tp 3, fn 1 -> 6/7
+    assert per_pose["0"]["F1"] == pytest.approx({"skin": 1200 / 13, "nose": 200 / 3, "hair": 600 / 7})
+    assert per_pose["0"]["mean_F1"] == pytest.approx((1200 / 13 + 200 / 3 + 600 / 7) / 3)
+    # background: tp 4, fp 1 (a hair pixel) -> IoU 4/5; skin 6/7, nose 1/2, hair 3/4
+    assert per_pose["0"]["mIoU"] == pytest.approx((4 / 5 + 6 / 7 + 1 / 2 + 3 / 4) / 4 * 100)
+    assert "Per head pose" in caplog.text
+
+
 def test_bad_frames_are_counted_and_reported(tmp_path):
     dicts, preds = make_fake_dataset(tmp_path / "data", num_videos=1, frames=4)
     dicts[1] = dict(dicts[1], sem_seg_file_name=str(tmp_path / "missing.png"))

@@ -212,6 +212,42 @@ def _pct(value: float) -> float:
     return value * 100.0 if value == value else math.nan  # NaN stays NaN
 
 
+def _confusion_metrics(confusion: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Per-class IoU and F1 ((C,) fractions, NaN without support) and the pixel accuracy of a
+    (C, C+1) confusion matrix (rows ground truth, last column predictions outside the set)."""
+    C = confusion.shape[0]
+    tp = np.diag(confusion[:, :C]).astype(np.float64)
+    gt_total = confusion.sum(axis=1).astype(np.float64)
+    pred_total = confusion[:, :C].sum(axis=0).astype(np.float64)
+    fp, fn = pred_total - tp, gt_total - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    total = gt_total.sum()
+    return iou, f1, (tp.sum() / total if total > 0 else math.nan)
+
+
+def _per_pose(records: Sequence[dict], class_names: Sequence[str]) -> "OrderedDict[str, dict]":
+    """Confusion-matrix metrics per head pose, for records that carry ``pose`` and ``confusion``
+    (FASSEG's multipose frames), ordered by pose."""
+    by_pose: Dict[float, np.ndarray] = {}
+    counts: Dict[float, int] = defaultdict(int)
+    for r in records:
+        if r.get("pose") is None or r.get("confusion") is None:
+            continue
+        pose = float(r["pose"])
+        by_pose[pose] = by_pose.get(pose, 0) + np.asarray(r["confusion"], np.int64)
+        counts[pose] += 1
+    out: "OrderedDict[str, dict]" = OrderedDict()
+    for pose in sorted(by_pose):
+        iou, f1, _ = _confusion_metrics(by_pose[pose])
+        out[f"{pose:g}"] = {
+            "num_frames": counts[pose], "mIoU": _pct(_nanmean(iou)), "mean_F1": _pct(_nanmean(f1[1:])),
+            "F1": {class_names[c]: _pct(f1[c]) for c in range(1, len(class_names))},
+        }
+    return out
+
+
 def summarize(
     records: Sequence[dict],
     confusion: np.ndarray,
@@ -224,7 +260,9 @@ def summarize(
     Args:
         records: one dict per scored frame: ``video_id`` (str), ``frame_index`` (int),
             ``file_name`` (str), ``j``, ``f`` ((C,) arrays from :func:`score_frame`),
-            ``present`` ((C,) bool). Order does not matter (sorted here by video, frame).
+            ``present`` ((C,) bool); optionally ``pose`` (head pan, degrees) with the frame's
+            ``confusion``, which adds per-pose numbers (``details["per_pose"]``). Order does
+            not matter (sorted here by video, frame).
         confusion: (C, C+1) int confusion matrix summed over the frames.
         class_names: C names, background first.
         absent_class: "skip" or "one" (see module docstring).
@@ -300,18 +338,11 @@ def summarize(
         results["F_decay"] = _pct(obj_stat(1, 2, only_sequences=True))
 
     # Confusion-matrix metrics over the whole dataset.
-    tp = np.diag(confusion[:, :C]).astype(np.float64)
-    gt_total = confusion.sum(axis=1).astype(np.float64)
-    pred_total = confusion[:, :C].sum(axis=0).astype(np.float64)
-    fp, fn = pred_total - tp, gt_total - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
-        f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    total = gt_total.sum()
+    iou, f1, pacc = _confusion_metrics(confusion)
     results["mIoU"] = _pct(_nanmean(iou))
     results["fg_mIoU"] = _pct(_nanmean(iou[1:]))
     results["mean_F1"] = _pct(_nanmean(f1[1:]))
-    results["pACC"] = _pct(tp.sum() / total if total > 0 else math.nan)
+    results["pACC"] = _pct(pacc)
 
     results["num_frames"] = len(records)
     results["num_videos"] = len(by_video)
@@ -362,6 +393,7 @@ def summarize(
         "per_video": per_video,
         "per_frame": per_frame,
         "failed_frames": list(failed_frames),
+        "per_pose": _per_pose(records, class_names),
         "confusion_matrix": {
             "rows": "ground-truth class", "columns": list(class_names) + ["<not a class>"],
             "counts": confusion.tolist(),
@@ -402,7 +434,16 @@ def format_results_tables(results: dict, details: dict) -> str:
     per_class = tabulate(rows, headers=["id", "class", "J", "F", "IoU", "F1", "objects"],
                          tablefmt="pipe", floatfmt=".2f", numalign="right")
     counts = ", ".join(f"{k[4:]} {results[k]}" for k in ("num_frames", "num_videos", "num_objects", "num_failed_frames"))
-    return f"{head}\n{per_class}\n({counts}; absent classes: {details['protocol']['absent_class']})"
+    text = f"{head}\n{per_class}\n({counts}; absent classes: {details['protocol']['absent_class']})"
+    per_pose = details.get("per_pose")
+    if per_pose and len(per_pose) > 1:  # one table row per head pose (FASSEG multipose)
+        names = [e["name"] for e in details["per_class"][1:]]
+        rows = [[pose, p["num_frames"], p["mIoU"], p["mean_F1"]] + [p["F1"][n] for n in names]
+                for pose, p in per_pose.items()]
+        text += "\nPer head pose (degrees of pan):\n" + tabulate(
+            rows, headers=["pose", "frames", "mIoU", "mean F1"] + [f"F1 {n}" for n in names],
+            tablefmt="pipe", floatfmt=".2f", numalign="right")
+    return text
 
 
 # ---------------------------------------------------------------------------- files
@@ -539,10 +580,13 @@ class FaceParsingEvaluator(DatasetEvaluator):
             return None
         self._confusion += scores.confusion
         self._invalid_gt_pixels += scores.invalid_gt_pixels
-        self._records.append({
+        record = {
             "video_id": video_id, "frame_index": frame_index, "file_name": file_name,
             "j": scores.j, "f": scores.f, "present": scores.present,
-        })
+        }
+        if input_dict.get("pose") is not None:  # per-pose numbers (FASSEG multipose)
+            record.update(pose=input_dict["pose"], confusion=scores.confusion)
+        self._records.append(record)
         return scores
 
     def record_failure(self, input_dict: dict, problem: str):

@@ -17,6 +17,8 @@ celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
 helen_{train,val,test}         helen/<split>.json        helen
 fasseg_frontal_{train,test}    fasseg/frontal_<s>.json   fasseg
 fasseg_multipose_{train,test}  fasseg/multipose_<s>.json fasseg
+fasseg_multipose_dev_{train,   fasseg/multipose_dev_<s>  fasseg (multipose_train by person:
+  val}                                                   01-05 / 06-07, for per-pose numbers)
 =============================  ========================  =====================================
 
 See ``datasets/README.md`` for how to prepare each one.
@@ -51,7 +53,8 @@ BUILTIN_DATASETS = {
               "Convert the release with: python datasets/prepare_helen.py "
               "--src <dir with helenstar_release/>"),
     # one directory, four split JSONs: fasseg_<split> reads fasseg/<split>.json
-    "fasseg": ("fasseg", ("frontal_train", "frontal_test", "multipose_train", "multipose_test"),
+    "fasseg": ("fasseg", ("frontal_train", "frontal_test", "multipose_train", "multipose_test",
+                          "multipose_dev_train", "multipose_dev_val"),
                "fasseg", "Convert the release with: python datasets/prepare_fasseg.py "
                "--src <dir with V2/ and V3/> (the FASSEG copy without V3/Test_* has no "
                "fasseg_multipose_test)"),

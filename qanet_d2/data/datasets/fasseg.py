@@ -29,12 +29,18 @@ parent holding ``FASSEG-repository``)::
 Output under ``dst`` (the common format, label set ``"fasseg"``)::
 
     dst/{frontal_train,frontal_test,multipose_train,multipose_test}.json
+    dst/{multipose_dev_train,multipose_dev_val}.json   multipose_train split by person
     dst/images/<split>_<stem>/00000.png     the photo (hard link of a .png, or .bmp -> .png)
     dst/labels/<split>_<stem>/00000.png     class ids 0..5
 
 Each photo is a one-frame video ``<split>_<stem>`` (e.g. ``multipose_train_personne01149+0+45``);
 its frame record carries ``"pose"``: the head pan in degrees from the V3 folder, 0 for the
 frontal splits.
+
+The multipose train split is also written split by person (:data:`MULTIPOSE_DEV_VAL_PERSONS`):
+``multipose_dev_train`` (persons 01-05) and ``multipose_dev_val`` (persons 06-07, all 13 poses),
+so that a model can be measured per head pose on held-out people where the release's multipose
+test split is not at hand. The two reference the photos of ``multipose_train``.
 
 Face boxes (:func:`fasseg_face_box`) follow the project's face-box convention (hair top to
 chin, ears included, neck and clothes excluded) although FASSEG's skin runs down the neck to
@@ -74,6 +80,17 @@ __all__ = ["convert_fasseg", "snap_label_colors", "read_fasseg_label", "fasseg_f
 logger = logging.getLogger(__name__)
 
 FASSEG_SPLITS = ("frontal_train", "frontal_test", "multipose_train", "multipose_test")
+# multipose_train split by person (``personne<NN>...`` file names): held-out people for per-pose numbers
+MULTIPOSE_DEV_SPLITS = ("multipose_dev_train", "multipose_dev_val")
+MULTIPOSE_DEV_VAL_PERSONS = ("06", "07")
+_PERSON = re.compile(r"personne(\d\d)", re.IGNORECASE)
+
+
+def multipose_person(stem: str) -> Optional[str]:
+    """The two-digit person id of a FASSEG multipose file stem (``personne01140+0-90`` -> "01"),
+    or None for a name without one."""
+    m = _PERSON.search(stem)
+    return m.group(1) if m else None
 FRONTAL_VERSIONS = ("V1", "V2")
 _IMAGE_EXTS = (".bmp", ".png")
 _POSE_RE = re.compile(r"^[+-]?\d+$")
@@ -303,6 +320,23 @@ def _convert_one(item, dst, split, mode):
     return video
 
 
+def _write_dev_splits(dst: str, videos: List[dict], source: str) -> Dict[str, str]:
+    """``multipose_dev_train`` / ``multipose_dev_val``: the multipose train videos by person."""
+    val, train = [], []
+    for video in videos:
+        person = multipose_person(video["video_id"])
+        if person is None:
+            logger.warning("FASSEG dev splits not written: %s has no person id", video["video_id"])
+            return {}
+        (val if person in MULTIPOSE_DEV_VAL_PERSONS else train).append(video)
+    if not val or not train:
+        logger.warning("FASSEG dev splits not written: persons %s are %s of the multipose train "
+                       "split", "/".join(MULTIPOSE_DEV_VAL_PERSONS), "all" if not train else "none")
+        return {}
+    return {"multipose_dev_train": write_split(dst, "multipose_dev_train", FASSEG, train, source),
+            "multipose_dev_val": write_split(dst, "multipose_dev_val", FASSEG, val, source)}
+
+
 def convert_fasseg(src: str, dst: str, frontal_version: str = "V2", mode: str = "hardlink",
                    workers: int = 1) -> Dict[str, str]:
     """Convert the FASSEG release at ``src`` into ``dst`` (see the module docstring).
@@ -313,7 +347,8 @@ def convert_fasseg(src: str, dst: str, frontal_version: str = "V2", mode: str = 
         mode: how ``.png`` photos get into ``dst``: "hardlink" (default; falls back to
             copying), "copy" or "symlink". ``.bmp`` photos are re-encoded as PNG.
     Returns:
-        ``{split: json path}`` for the splits found (subset of :data:`FASSEG_SPLITS`).
+        ``{split: json path}`` for the splits found (subset of :data:`FASSEG_SPLITS`), and the
+        :data:`MULTIPOSE_DEV_SPLITS` when ``multipose_train`` is found.
     Raises:
         FileNotFoundError: no FASSEG folder at ``src``, or no split found at all.
         ValueError: an unreadable label or image (DataReadError), or a label of another size
@@ -343,6 +378,8 @@ def convert_fasseg(src: str, dst: str, frontal_version: str = "V2", mode: str = 
         videos = parallel_map(partial(_convert_one, dst=dst, split=split, mode=mode), items,
                               workers)
         out[split] = write_split(dst, split, FASSEG, videos, base)
+        if split == "multipose_train":
+            out.update(_write_dev_splits(dst, videos, base))
     if not out:
         raise FileNotFoundError("no FASSEG split found:\n  " + "\n  ".join(skipped))
     return out
