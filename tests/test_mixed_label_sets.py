@@ -282,3 +282,37 @@ def test_validator_on_mixed_label_sets():
     cfg.MODEL.QANET.LABEL_SET = "no_such_set"
     with pytest.raises(ConfigError, match="MODEL.QANET.LABEL_SET = 'no_such_set': not a registered label set"):
         validate_config(cfg)
+
+
+def test_mapper_records_and_converts_label_sets(tmp_path):
+    import cv2
+
+    from qanet_d2.data.io import DataReadError
+    from qanet_d2.data.mapper import FaceParsingDatasetMapper
+
+    s = SYN.class_id
+    label = np.array([[s("l_eye"), s("r_brow"), s("u_lip"), 255]] * 3, np.uint8)
+    image = np.zeros((3, 4, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "im.png"), image)
+    cv2.imwrite(str(tmp_path / "syn.png"), label)
+    cv2.imwrite(str(tmp_path / "fas.png"), convert_label_map(label, conversion_ids("synthetic", "fasseg")))
+    syn = {"file_name": str(tmp_path / "im.png"), "sem_seg_file_name": str(tmp_path / "syn.png"), "label_set": "synthetic"}
+    fas = dict(syn, sem_seg_file_name=str(tmp_path / "fas.png"), label_set="fasseg")
+
+    # a synthetic model: fasseg samples keep their labels and their set (losses merged)
+    mapper = FaceParsingDatasetMapper(True, augmentations=[], num_classes=17, label_set=SYN,
+                                      dataset_label_sets={"fasseg": FAS})
+    out = mapper(fas)
+    assert out["label_set"] == "fasseg" and out["sem_seg"][0].tolist() == [3, 2, 5, 255]
+    out = mapper(syn)
+    assert out["label_set"] == "synthetic" and out["sem_seg"][0].tolist() == label[0].tolist()
+    # a fasseg model: synthetic labels converted into fasseg's classes
+    mapper = FaceParsingDatasetMapper(True, augmentations=[], num_classes=6, label_set=FAS,
+                                      dataset_label_sets={"synthetic": SYN})
+    out = mapper(syn)
+    assert out["label_set"] == "fasseg" and out["sem_seg"][0].tolist() == [3, 2, 5, 255]
+    # label values are checked against the sample's own set
+    cv2.imwrite(str(tmp_path / "bad.png"), np.full((3, 4), 7, np.uint8))
+    with pytest.raises(DataReadError, match="bad.png: label values \\[7\\] are outside the label set's ids 0..5"):
+        FaceParsingDatasetMapper(True, augmentations=[], num_classes=17, label_set=SYN)(
+            dict(fas, sem_seg_file_name=str(tmp_path / "bad.png")))
