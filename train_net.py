@@ -19,6 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from qanet_d2 import add_qanet_config
 from qanet_d2.data import set_synthetic_auto_generate
+from qanet_d2.data.mixed_label_sets import prediction_conversion_note
 from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
 
 logger = logging.getLogger("qanet_d2")
@@ -55,7 +56,8 @@ def main(args):
         eval_seconds = time.perf_counter() - start
         if comm.is_main_process():
             for dataset_name in cfg.DATASETS.TEST:
-                print(format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=eval_seconds), flush=True)
+                print(format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=eval_seconds,
+                                          note=prediction_conversion_note(cfg, dataset_name)), flush=True)
         return results
 
     trainer = Trainer(cfg)
@@ -67,7 +69,8 @@ def main(args):
     if comm.is_main_process() and results:
         eval_seconds = Trainer.last_test_seconds
         for dataset_name in cfg.DATASETS.TEST:
-            print(format_summary_line(dataset_name, results, train_seconds=total - eval_seconds, eval_seconds=eval_seconds), flush=True)
+            print(format_summary_line(dataset_name, results, train_seconds=total - eval_seconds, eval_seconds=eval_seconds,
+                                      note=prediction_conversion_note(cfg, dataset_name)), flush=True)
     return results
 
 

@@ -52,6 +52,15 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET = CN()
     # Number of parsing classes, background included. Must match the dataset's label set.
     _C.MODEL.QANET.NUM_CLASSES = 19
+    # The (fine) label set the model predicts: a registered set ("synthetic", "celebamask_hq",
+    # "lapa", "helen", "fasseg") or the set of a dataset of the config ("sfp"). "" = the label set
+    # of the first dataset of DATASETS.TRAIN. NUM_CLASSES must equal its number of classes.
+    # Training datasets in other sets: a set that converts into the model's (at least as fine)
+    # has its labels converted in the mapper; a coarser set keeps its labels and its crops'
+    # losses are computed on the model's probabilities summed into its classes (see
+    # qanet_d2/data/mixed_label_sets.py). A coarser test set is scored on predictions converted
+    # into its classes.
+    _C.MODEL.QANET.LABEL_SET = ""
     # "joint": detector losses on full images + parser losses on ground-truth face crops;
     # "detector": detector only; "parser": parser only (ground-truth boxes, detector frozen/absent).
     _C.MODEL.QANET.TRAIN_MODE = "joint"
@@ -181,6 +190,10 @@ def add_qanet_config(cfg: CN) -> CN:
     # Image-level horizontal flip is done on the face crops (with label swapping) instead.
     _C.INPUT.RANDOM_FLIP = "none"
     _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
+    # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every
+    # sample equally likely (datasets in proportion to their size, detectron2's TrainingSampler).
+    _C.DATALOADER.TRAIN_RATIOS = []
 
     # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
     # when missing.

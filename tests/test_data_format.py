@@ -196,7 +196,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     cfg = qanet_d2.get_qanet_cfg()
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "quick_schedules",
                                      "qanet_fcos_synth_instant_test.yaml"))
-    cfg.DATASETS.TEST = ("sfp_train",)
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = ("sfp_train",)  # the model's label set: sfp's
     cfg.MODEL.QANET.NUM_CLASSES = 4
     meta = MetadataCatalog.get("sfp_train")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .io import DataReadError, check_label_values, read_image, read_label_map
-from .label_sets import IGNORE_LABEL
+from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
 __all__ = ["FaceParsingDatasetMapper"]
 
@@ -36,6 +36,12 @@ class FaceParsingDatasetMapper:
       boxes narrower or shorter than ``min_box_size`` resized pixels are dropped.
     * ``height``, ``width``: the ORIGINAL image size (detectron2 convention: the model returns
       predictions at this size).
+    * ``label_set``: the label set of ``sem_seg``, when the mapper knows the model's
+      (``label_set``): a dict's own ``"label_set"`` (its dataset's, set by the training loader)
+      that converts into the model's set has its labels converted and becomes the model's set
+      (:func:`~qanet_d2.data.mixed_label_sets.training_route` "convert"); a coarser set is kept
+      ("merge": the parser's losses merge its probabilities into it). A dict without one is in
+      the model's set.
 
     There is no image-level flip: flipping happens on face crops in the model, where the left
     and right part labels are swapped.
@@ -48,7 +54,8 @@ class FaceParsingDatasetMapper:
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
-                 min_box_size: float = 1.0):
+                 min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
+                 dataset_label_sets: Optional[Dict[str, LabelSet]] = None):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -59,6 +66,9 @@ class FaceParsingDatasetMapper:
                 (except ``ignore_label``) raise. None disables the check.
             ignore_label: the "ignore" value of label maps.
             min_box_size: boxes with a side below this (resized pixels) are dropped.
+            label_set: the label set the model predicts (None: labels are used as they are).
+            dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
+                ``"label_set"`` (registered sets are also found by name).
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -71,6 +81,9 @@ class FaceParsingDatasetMapper:
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.min_box_size = float(min_box_size)
+        self.label_set = label_set
+        self.dataset_label_sets = dict(dataset_label_sets or {})
+        self._routes: Dict[str, tuple] = {}  # set name -> (route, its LabelSet, lut or None)
         mode = "training" if is_train else "inference"
         logger.info(f"[FaceParsingDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -87,12 +100,17 @@ class FaceParsingDatasetMapper:
             augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
         else:
             augs = []
+        from .mixed_label_sets import label_sets_by_name, model_label_set, training_label_sets
+
+        model_set = model_label_set(cfg)
         return {
             "is_train": is_train,
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
             "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
+            "label_set": model_set,
+            "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -115,8 +133,7 @@ class FaceParsingDatasetMapper:
                 raise DataReadError(
                     f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (WxH) but its "
                     f"image {file_name} is {w}x{h}")
-            if self.num_classes is not None:
-                check_label_values(label, self.num_classes, label_file, self.ignore_label)
+            label = self._to_model_label_set(dataset_dict, label, label_file)
 
         boxes = self._boxes(annotations, h, w, file_name)
         aug_input = T.AugInput(image, sem_seg=label)
@@ -135,6 +152,35 @@ class FaceParsingDatasetMapper:
         instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
+
+    def _route(self, name: str) -> tuple:
+        if name not in self._routes:
+            from .mixed_label_sets import training_route
+
+            ls = self.dataset_label_sets.get(name) or LABEL_SETS.get(name)
+            if ls is None:
+                raise KeyError(f"label set '{name}' of a training sample is unknown to the dataset mapper")
+            route = training_route(self.label_set, ls)
+            lut = conversion_lut(ls, self.label_set) if route == "convert" else None
+            self._routes[name] = (route, ls, lut)
+        return self._routes[name]
+
+    def _to_model_label_set(self, dataset_dict: dict, label: np.ndarray, label_file: str) -> np.ndarray:
+        """Check the label values against their label set and convert them into the model's set
+        when their set converts into it; records the labels' set in ``dataset_dict``."""
+        name = dataset_dict.get("label_set")
+        if self.label_set is None or name is None or name == self.label_set.name:
+            if self.num_classes is not None:
+                check_label_values(label, self.num_classes, label_file, self.ignore_label)
+            if self.label_set is not None:
+                dataset_dict["label_set"] = self.label_set.name
+            return label
+        route, ls, lut = self._route(name)
+        check_label_values(label, ls.num_classes, label_file, self.ignore_label)
+        if route == "convert":
+            label = lut[label]
+            dataset_dict["label_set"] = self.label_set.name
+        return label
 
     @staticmethod
     def _boxes(annotations, h, w, file_name) -> np.ndarray:

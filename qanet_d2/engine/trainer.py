@@ -5,6 +5,8 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
 
 * Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`; the training sampler
   can start at an offset, so a resumed run sees the data in the order it would have seen it.
+  ``DATALOADER.TRAIN_RATIOS`` draws each training dataset at its ratio
+  (:class:`WeightedTrainingSampler`); every training dict carries its dataset's ``"label_set"``.
 * ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
 * Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
   writes, loading without unpickling code, trained-part records; a run that is not resumed
@@ -63,6 +65,54 @@ class ResumableTrainingSampler(TrainingSampler):
     def __iter__(self):
         start = self._start_index + self._rank
         yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+
+
+class WeightedTrainingSampler(torch.utils.data.Sampler):
+    """Infinite stream of indices into the concatenation of several datasets, each dataset drawn
+    with its ratio whatever its size; within a dataset, its samples in a fresh random order per
+    pass (as TrainingSampler's epochs).
+
+    The stream depends only on ``seed``: each step draws the dataset from a torch generator,
+    then the next index of that dataset's current permutation (drawn from the same generator
+    when a pass starts). ``start_index`` skips that many samples of the global stream (all
+    processes together), so a resumed run continues it; process ``rank`` takes every
+    ``world_size``-th sample, as detectron2's TrainingSampler.
+    """
+
+    _CHUNK = 4096  # dataset draws per call of the generator
+
+    def __init__(self, sizes, ratios, seed: Optional[int] = None, start_index: int = 0):
+        sizes, ratios = [int(s) for s in sizes], [float(r) for r in ratios]
+        if len(sizes) != len(ratios) or not sizes:
+            raise ValueError(f"one ratio per dataset: {len(ratios)} ratios for {len(sizes)} datasets")
+        if any(s <= 0 for s in sizes):
+            raise ValueError(f"every dataset needs samples; sizes {sizes}")
+        if any(not r > 0 for r in ratios):
+            raise ValueError(f"ratios must be positive; got {ratios}")
+        self._sizes = sizes
+        self._weights = torch.tensor(ratios, dtype=torch.float64) / sum(ratios)
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
+        self._seed = int(comm.shared_random_seed() if seed is None else seed)
+        self._start_index = int(start_index)
+        self._rank = comm.get_rank()
+        self._world_size = comm.get_world_size()
+
+    def __iter__(self):
+        start = self._start_index + self._rank
+        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
+
+    def _infinite_indices(self):
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        orders = [[] for _ in self._sizes]
+        positions = [0 for _ in self._sizes]
+        while True:
+            for d in torch.multinomial(self._weights, self._CHUNK, replacement=True, generator=g).tolist():
+                if positions[d] == len(orders[d]):
+                    orders[d] = torch.randperm(self._sizes[d], generator=g).tolist()
+                    positions[d] = 0
+                yield self._offsets[d] + orders[d][positions[d]]
+                positions[d] += 1
 
 
 def iteration_seed(base_seed: int, iteration: int, rank: int) -> int:
@@ -280,10 +330,28 @@ class QANetTrainer(DefaultTrainer):
 
         from ..data.mapper import FaceParsingDatasetMapper
 
-        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        from ..data.mixed_label_sets import dataset_label_sets
+
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
-        sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+        names = list(cfg.DATASETS.TRAIN)
+        label_sets = dataset_label_sets(names)
+        parts = []
+        for name in names:
+            dicts = get_detection_dataset_dicts([name], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+            ls = label_sets[name] or dataset_label_sets([name])[name]  # files present once loaded
+            if ls is not None:  # the samples' label set, for the mapper (a dict may state its own)
+                dicts = [d if "label_set" in d else {**d, "label_set": ls.name} for d in dicts]
+            parts.append(dicts)
+        dataset = [d for dicts in parts for d in dicts]
+        start_index = start_iter * cfg.SOLVER.IMS_PER_BATCH
+        if cfg.DATALOADER.TRAIN_RATIOS:
+            sampler = WeightedTrainingSampler([len(p) for p in parts], cfg.DATALOADER.TRAIN_RATIOS, seed=seed, start_index=start_index)
+            logger.info("Training datasets drawn at ratios: " + ", ".join(
+                f"{n} {r / sum(cfg.DATALOADER.TRAIN_RATIOS):.3f} ({len(p)} samples)"
+                for n, r, p in zip(names, cfg.DATALOADER.TRAIN_RATIOS, parts)))
+        else:
+            sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_index)
         return build_detection_train_loader(
             cfg, mapper=FaceParsingDatasetMapper(cfg, is_train=True), dataset=dataset, sampler=sampler
         )
@@ -321,7 +389,7 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None) -> str:
+def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None, note=None) -> str:
     """One line with the headline numbers of a face-parsing evaluation, e.g.
     ``face_synth_val  J&F 72.4  J 70.9  F 73.9  J&F(one) 80.3  J(one) 79.1  F(one) 81.5  mIoU 81.2
     mean-F1 88.0  APp50 90.1  APvol 75.3  PCP50 70.2  (train 14m02s, eval 0m41s)``.
@@ -332,7 +400,8 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
     dataset has per-face ground truth.
 
     ``results`` is what ``DefaultTrainer.test`` returns: ``{"face_parsing": {...}}`` for one test
-    dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several.
+    dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several. ``note`` (e.g.
+    ``"predictions converted from synthetic to fasseg"``) is shown in brackets after the numbers.
     """
     if dataset_name in results and isinstance(results[dataset_name], dict):
         results = results[dataset_name]
@@ -363,5 +432,7 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
         times.append(f"train {_format_duration(train_seconds)}")
     if eval_seconds is not None:
         times.append(f"eval {_format_duration(eval_seconds)}")
+    if note:
+        parts.append(f"[{note}]")
     line = "  ".join(parts)
     return f"{line}  ({', '.join(times)})" if times else line

@@ -6,7 +6,8 @@ key, its value and what is expected, instead of a stack trace deep inside the mo
 import os
 from typing import List
 
-from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, model_label_set, model_label_set_source,
+                                     prediction_conversion, training_route)
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
 from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
@@ -40,7 +41,7 @@ def _get(cfg, key):
     return node
 
 
-def _dataset_problems(cfg, names, role: str) -> List[str]:
+def _registered_problems(names, role: str) -> List[str]:
     from detectron2.data import DatasetCatalog
 
     problems = []
@@ -50,16 +51,68 @@ def _dataset_problems(cfg, names, role: str) -> List[str]:
             close = sorted(n for n in registered if n.split("_")[0] == name.split("_")[0])
             hint = f" (registered with that prefix: {', '.join(close)})" if close else ""
             problems.append(f"DATASETS.{role}: '{name}' is not a registered dataset{hint}")
+    return problems
+
+
+def _label_set_problems(cfg, for_training: bool) -> List[str]:
+    """The model's label set against NUM_CLASSES, the training datasets (same set, labels
+    convertible into it, or a coarser set its probabilities merge into) and the test datasets
+    (same set, or predictions convertible into theirs)."""
+    from detectron2.data import DatasetCatalog
+
+    registered = set(DatasetCatalog.list())
+    train = [n for n in cfg.DATASETS.TRAIN if n in registered] if for_training else []
+    test = [n for n in cfg.DATASETS.TEST if n in registered]
+    try:
+        model = model_label_set(cfg)
+    except KeyError as e:
+        return [str(e.args[0])]
+    # unknown (files absent): loading the dataset reports it, with how to prepare it
+    sets = dataset_label_sets(train + test)
+    if model is None:
+        # the model's set is unknown: each known dataset must have NUM_CLASSES classes
+        return [_num_classes_problem(cfg, f"dataset '{n}'", ls) for n, ls in sets.items()
+                if ls is not None and ls.num_classes != cfg.MODEL.QANET.NUM_CLASSES]
+    problems = []
+    if model.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
+        source = model_label_set_source(cfg)
+        problems.append(_num_classes_problem(cfg, source if source.startswith("dataset") else f"{source} '{model.name}'", model))
+    for name in train:
+        ls = sets[name]
+        if ls is None:
             continue
         try:
-            label_set = dataset_label_set(name)
-        except DatasetNotFoundError:
-            label_set = None  # loading the dataset reports it, with how to prepare it
-        if label_set is not None and label_set.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
-            problems.append(
-                f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but dataset '{name}' "
-                f"(label set '{label_set.name}') has {label_set.num_classes} classes: {list(label_set.classes)}"
-            )
+            training_route(model, ls)
+        except NoConversionError as e:
+            problems.append(f"DATASETS.TRAIN: dataset '{name}' cannot train a model of label set '{model.name}' "
+                            f"({model_label_set_source(cfg)}): {e}")
+    for name in test:
+        ls = sets[name]
+        if ls is None:
+            continue
+        try:
+            prediction_conversion(model, ls)
+        except NoConversionError as e:
+            problems.append(f"DATASETS.TEST: dataset '{name}' cannot evaluate a model of label set '{model.name}' "
+                            f"({model_label_set_source(cfg)}): {e}")
+    return problems
+
+
+def _num_classes_problem(cfg, source: str, label_set) -> str:
+    return (f"MODEL.QANET.NUM_CLASSES = {cfg.MODEL.QANET.NUM_CLASSES}, but {source} (label set '{label_set.name}') "
+            f"has {label_set.num_classes} classes: {list(label_set.classes)}")
+
+
+def _train_ratio_problems(cfg) -> List[str]:
+    ratios = list(cfg.DATALOADER.TRAIN_RATIOS)
+    if not ratios:
+        return []
+    problems = []
+    if len(ratios) != len(cfg.DATASETS.TRAIN):
+        problems.append(f"DATALOADER.TRAIN_RATIOS = {tuple(ratios)}: expected one ratio per dataset of DATASETS.TRAIN "
+                        f"({len(cfg.DATASETS.TRAIN)}: {', '.join(cfg.DATASETS.TRAIN)}), or none")
+    if any(not float(r) > 0 for r in ratios):
+        problems.append(f"DATALOADER.TRAIN_RATIOS = {tuple(ratios)}: ratios must be positive")
     return problems
 
 
@@ -131,8 +184,10 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         if for_training:
             if not cfg.DATASETS.TRAIN:
                 problems.append("DATASETS.TRAIN is empty")
-            problems += _dataset_problems(cfg, cfg.DATASETS.TRAIN, "TRAIN")
-        problems += _dataset_problems(cfg, cfg.DATASETS.TEST, "TEST")
+            problems += _registered_problems(cfg.DATASETS.TRAIN, "TRAIN")
+            problems += _train_ratio_problems(cfg)
+        problems += _registered_problems(cfg.DATASETS.TEST, "TEST")
+        problems += _label_set_problems(cfg, for_training)
 
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -66,6 +66,9 @@ __all__ = [
     "scores_to_label_map",
     "RESULTS_FILE",
     "ABSENT_CLASS_MODES",
+    "convert_label_map",
+    "merge_class_scores",
+    "prediction_converter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -483,6 +486,54 @@ def label_png_path(root: str, video_id: str, file_name: str) -> str:
     return os.path.join(root, str(video_id), stem + ".png")
 
 
+# ---------------------------------------------------------------------------- label-set conversion
+def prediction_converter(dataset_name: str, prediction_label_set) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """``(conversion ids, note)`` from the model's label set into the dataset's, or ``(None,
+    None)`` when they are the same (or either is unknown). Raises ValueError naming both sets when
+    the model's classes do not convert into the dataset's."""
+    from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+    from ..data.mixed_label_sets import NoConversionError, prediction_conversion
+
+    if prediction_label_set is None:
+        return None, None
+    try:
+        data = dataset_label_set(dataset_name)
+    except DatasetNotFoundError:
+        data = None
+    if data is None:
+        return None, None
+    try:
+        ids = prediction_conversion(prediction_label_set, data)
+    except NoConversionError as e:
+        raise ValueError(f"evaluation of {dataset_name}: {e}") from None
+    if ids is None:
+        return None, None
+    return ids, f"predictions converted from {prediction_label_set.name} to {data.name}"
+
+
+def convert_label_map(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W) predicted label map of the model's set -> uint8 map of the dataset's set by the
+    conversion ``ids``: class ``k`` becomes ``ids[k]`` (255: no counterpart, scored as wrong);
+    values outside the model's classes become 255."""
+    lut = np.full(256, 255, np.uint8)
+    lut[: len(ids)] = np.asarray(ids, np.int64).clip(0, 255).astype(np.uint8)
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return cv2.LUT(np.ascontiguousarray(labels), lut)
+    labels = labels.astype(np.int64)
+    return np.where((labels >= 0) & (labels < 256), lut[labels.clip(0, 255)], np.uint8(255)).astype(np.uint8)
+
+
+def merge_class_scores(scores: torch.Tensor, ids, num_classes: int) -> torch.Tensor:
+    """(K, H, W) class scores of the model's set -> (C, H, W) of the dataset's set: the scores of
+    the classes mapped to each dataset class summed (probabilities merge by summing); classes
+    without counterpart dropped."""
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=scores.device)
+    mapped = (ids != 255).nonzero().flatten()
+    out = scores.new_zeros((num_classes,) + tuple(scores.shape[1:]))
+    return out.index_add_(0, ids[mapped], scores.index_select(0, mapped))
+
+
 # ---------------------------------------------------------------------------- evaluator
 class FaceParsingEvaluator(DatasetEvaluator):
     """J/F (DAVIS), mIoU and F1 of predicted label maps: ``outputs[i]["labels"]`` (the model's
@@ -504,10 +555,17 @@ class FaceParsingEvaluator(DatasetEvaluator):
         absent_class: str = "skip",
         bound_th: float = 0.008,
         save_labels: bool = False,
+        prediction_label_set=None,
     ):
         """
         Args:
             dataset_name: registered dataset; its metadata gives ``stuff_classes`` and ``ignore_label``.
+            prediction_label_set: the label set (a :class:`~qanet_d2.data.label_sets.LabelSet`)
+                the model predicts, when it may differ from the dataset's: predictions are then
+                converted into the dataset's classes (label maps through
+                :func:`~qanet_d2.data.label_sets.conversion_ids`, 255 for a class without
+                counterpart; ``sem_seg`` class scores summed per dataset class, then argmax), and
+                every number is in the dataset's classes. None: predictions are in the dataset's set.
             output_dir: where ``face_parsing_results.json`` (and ``labels/`` with ``save_labels``)
                 is written; None writes nothing.
             absent_class, bound_th: see :func:`score_frame` (``TEST.FACE_PARSING.*``).
@@ -528,6 +586,7 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._save_labels = save_labels
         if save_labels and not output_dir:
             raise ValueError("save_labels needs an output_dir")
+        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self.reset()
 
     @property
@@ -545,13 +604,22 @@ class FaceParsingEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             self.process_label_map(inp, self.output_label_map(out))
 
+    @property
+    def conversion_note(self) -> Optional[str]:
+        """``"predictions converted from <set> to <set>"``, or None without conversion."""
+        return self._conversion_note
+
     def output_label_map(self, output: dict) -> np.ndarray:
         """The (H, W) label map of one model output: its ``labels`` (the model's painted label
-        map), or, for outputs without one, the argmax of its ``sem_seg`` class scores."""
+        map), or, for outputs without one, the argmax of its ``sem_seg`` class scores; converted
+        into the dataset's classes when the model predicts another label set."""
         if "labels" in output:
             labels = output["labels"]
-            return labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            return labels if self._conversion is None else convert_label_map(labels, self._conversion)
         sem_seg = output["sem_seg"]
+        if self._conversion is not None:
+            sem_seg = merge_class_scores(sem_seg, self._conversion, self._num_classes)
         if sem_seg.shape[0] != self._num_classes and not self._warned_channels:
             logger.warning(
                 "Predictions of %s have %d channels but the dataset has %d classes; labels >= %d "
@@ -628,9 +696,12 @@ class FaceParsingEvaluator(DatasetEvaluator):
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
         details["dataset"] = self._dataset_name
+        if self._conversion_note:
+            details["protocol"]["predictions"] = self._conversion_note
         details["protocol"]["bound_th"] = self._bound_th
         details["invalid_gt_pixels"] = int(invalid_gt)
-        logger.info("Face parsing evaluation of %s:\n%s", self._dataset_name, format_results_tables(results, details))
+        note = f" ({self._conversion_note})" if self._conversion_note else ""
+        logger.info("Face parsing evaluation of %s%s:\n%s", self._dataset_name, note, format_results_tables(results, details))
         if failed:
             logger.warning("%s: %d frame(s) could not be scored, e.g. %s: %s", self._dataset_name, len(failed),
                            failed[0]["file_name"], failed[0]["problem"])

@@ -30,7 +30,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.io import read_instance_map, read_label_map
-from .face_parsing_evaluator import _json_safe, frame_key
+from .face_parsing_evaluator import _json_safe, convert_label_map, frame_key, prediction_converter
 from .instance_parsing import InstanceParsingAccumulator, PredictedFace, single_face_instances
 
 __all__ = ["InstanceParsingEvaluator", "faces_from_output", "INSTANCE_RESULTS_FILE"]
@@ -84,6 +84,7 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         distributed: bool = True,
         output_dir: Optional[str] = None,
         faces_fn: Callable[[dict], Optional[Sequence[PredictedFace]]] = faces_from_output,
+        prediction_label_set=None,
     ):
         """
         Args:
@@ -91,6 +92,9 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                 ``ignore_label`` and ``single_face``.
             output_dir: where ``instance_parsing_results.json`` is written; None writes nothing.
             faces_fn: model output -> predicted faces (default :func:`faces_from_output`).
+            prediction_label_set: the label set the model predicts when it may differ from the
+                dataset's: each face's labels are converted into the dataset's classes (see
+                :class:`~qanet_d2.evaluation.FaceParsingEvaluator`).
         """
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
@@ -100,6 +104,7 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._output_dir = output_dir
         self._faces_fn = faces_fn
+        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
         self.reset()
 
@@ -135,6 +140,8 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                 self._without_gt += 1
                 continue
             faces = self._faces_fn(out)
+            if faces is not None and self._conversion is not None:
+                faces = [f._replace(labels=convert_label_map(f.labels, self._conversion)) for f in faces]
             if faces is None:
                 if not self._warned_no_instances:
                     logger.warning("Instance parsing evaluation of %s: the model outputs have no 'instances'; "

@@ -123,6 +123,8 @@ class FaceCropper(nn.Module):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "BGR",
         flip_permutation: Optional[Sequence[int]] = None,
+        label_set: Optional[str] = None,
+        label_set_flip_permutations: Optional[Dict[str, Sequence[int]]] = None,
         aug_enabled: bool = True,
         aug_scale_std: float = 0.3,
         aug_scale_range: Tuple[float, float] = (0.7, 1.3),
@@ -140,7 +142,11 @@ class FaceCropper(nn.Module):
             crop_size: parser input ``(height, width)`` (``MODEL.QANET.INPUT_SIZE``).
             pixel_mean, pixel_std: parser normalisation, RGB.
             input_format: channel order of the model input ``image`` ("BGR" or "RGB").
-            flip_permutation: class permutation of a mirrored crop (default: identity).
+            flip_permutation: class permutation of a mirrored crop (default: identity), in the
+                label set the model predicts, named ``label_set``.
+            label_set_flip_permutations: ``{label set name: permutation}`` of the other label
+                sets whose labels training crops may carry (the input's ``"label_set"``); a
+                registered set not listed uses its own flip pairs.
             aug_*: ``MODEL.QANET.AUG.*``.
             outside_label: ``MODEL.QANET.CROP_OUTSIDE_LABEL``.
             max_faces_per_image: faces cropped per training image, largest first.
@@ -162,6 +168,9 @@ class FaceCropper(nn.Module):
             raise ValueError(f"flip_permutation must be a permutation of 0..{num_classes - 1}; got {perm.tolist()}")
         # Derived from dataset metadata, hence not saved in checkpoints.
         self.register_buffer("flip_permutation", torch.as_tensor(perm, dtype=torch.long), False)
+        self.label_set = label_set
+        self.label_set_flip_permutations: Dict[str, torch.Tensor] = {
+            k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in (label_set_flip_permutations or {}).items()}
         self.aug_enabled = bool(aug_enabled)
         self.aug_scale_std = float(aug_scale_std)
         self.aug_scale_range = (float(aug_scale_range[0]), float(aug_scale_range[1]))
@@ -176,8 +185,21 @@ class FaceCropper(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        from ..data.mixed_label_sets import model_label_set, training_label_sets
+
         q = cfg.MODEL.QANET
         dataset = (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + [None])[0]
+        model_set = model_label_set(cfg) if q.LABEL_SET else None
+        if model_set is not None:
+            if model_set.num_classes != q.NUM_CLASSES:
+                raise ValueError(f"MODEL.QANET.NUM_CLASSES={q.NUM_CLASSES} but MODEL.QANET.LABEL_SET "
+                                 f"'{model_set.name}' has {model_set.num_classes} classes")
+            flip_permutation = model_set.flip_permutation()
+        else:
+            flip_permutation = flip_permutation_from_metadata(dataset, q.NUM_CLASSES)
+            model_set = model_label_set(cfg)
+        others = {ls.name: ls.flip_permutation() for ls in training_label_sets(cfg)
+                  if model_set is None or ls.name != model_set.name}
         return {
             "crop_size": q.INPUT_SIZE,
             "num_classes": q.NUM_CLASSES,
@@ -186,7 +208,9 @@ class FaceCropper(nn.Module):
             "pixel_mean": q.PIXEL_MEAN,
             "pixel_std": q.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
-            "flip_permutation": flip_permutation_from_metadata(dataset, q.NUM_CLASSES),
+            "flip_permutation": flip_permutation,
+            "label_set": None if model_set is None else model_set.name,
+            "label_set_flip_permutations": others,
             "aug_enabled": q.AUG.ENABLED,
             "aug_scale_std": q.AUG.SCALE_STD,
             "aug_scale_range": q.AUG.SCALE_RANGE,
@@ -238,19 +262,53 @@ class FaceCropper(nn.Module):
         """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images)."""
         return crop_images(images, batch_idx, affines, self.crop_size)
 
-    def crop_labels(self, label_maps: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor, flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def crop_labels(
+        self,
+        label_maps: torch.Tensor,
+        batch_idx: torch.Tensor,
+        affines: torch.Tensor,
+        flip: Optional[torch.Tensor] = None,
+        label_sets: Optional[Sequence[Optional[str]]] = None,
+    ) -> torch.Tensor:
         """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps.
 
         ``label_maps`` are padded with -1 (:meth:`label_batch`); crop pixels outside the images
         get ``ignore_value`` or 0 by ``outside_label``. The left/right classes of ``flip``-ped
-        crops are swapped (``flip_permutation``).
+        crops are swapped: in each crop's own label set (``label_sets``, ``N`` names; None or no
+        list: the model's set, ``flip_permutation``), see :meth:`label_set_flip_permutation`.
         """
         outside = self.ignore_value if self.outside_label == "ignore" else 0
         labels = crop_labels(label_maps, batch_idx, affines, self.crop_size, self.ignore_value, outside_value=outside)
         if flip is not None:
             swap = flip.to(labels.device)[:, None, None] & (labels != self.ignore_value)
-            labels = torch.where(swap, self.flip_permutation[labels.clamp(max=self.num_classes - 1)], labels)
+            names = [None] * len(labels) if label_sets is None else list(label_sets)
+            for name in dict.fromkeys(names):
+                perm = self.label_set_flip_permutation(name)
+                crops = torch.as_tensor([n == name for n in names], dtype=torch.bool, device=labels.device)
+                mask = swap & crops[:, None, None]
+                labels = torch.where(mask, perm[labels.clamp(0, len(perm) - 1)], labels)
         return labels
+
+    def label_set_flip_permutation(self, label_set: Optional[str]) -> torch.Tensor:
+        """The flip permutation of label ids of ``label_set`` (None or the model's set:
+        ``flip_permutation``; a set given at construction; else a registered set's flip pairs)."""
+        if label_set is None or label_set == self.label_set:
+            return self.flip_permutation
+        perm = self.label_set_flip_permutations.get(label_set)
+        if perm is None:
+            from ..data.label_sets import LABEL_SETS
+
+            if label_set not in LABEL_SETS:
+                raise KeyError(f"training crops labelled in label set '{label_set}', whose flip pairs the "
+                               f"face cropper does not know (known: {sorted(self.label_set_flip_permutations)})")
+            perm = self.label_set_flip_permutations[label_set] = torch.as_tensor(
+                LABEL_SETS[label_set].flip_permutation(), dtype=torch.long)
+        return perm.to(self.device)
+
+    def crop_label_sets(self, batched_inputs: List[Dict], batch_idx: torch.Tensor) -> List[Optional[str]]:
+        """The label-set name of each training crop: its input's ``"label_set"`` (set by the
+        dataset mapper; None: the model's set)."""
+        return [batched_inputs[i].get("label_set") for i in batch_idx.tolist()]
 
     def label_batch(self, label_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """``H_i x W_i`` label maps -> one ``B x H x W`` long batch padded with -1 ("outside")."""
@@ -303,7 +361,8 @@ class FaceCropper(nn.Module):
 
         Returns:
             ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
-            labels and the ``N`` image indices.
+            labels (in the label set of their input, :meth:`crop_label_sets`, left/right swapped
+            in that set on flipped crops) and the ``N`` image indices.
         """
         images = self.preprocess(batched_inputs)
         label_maps, boxes, batch_idx = [], [], []
@@ -329,5 +388,6 @@ class FaceCropper(nn.Module):
         aug = self.sample_augmentation(len(boxes), generator)
         affines = self.affines(boxes, augmentation=aug)
         crops = self.crop_images(images.tensor, batch_idx, affines)
-        labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip)
+        labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip,
+                                  label_sets=self.crop_label_sets(batched_inputs, batch_idx))
         return crops, labels, batch_idx

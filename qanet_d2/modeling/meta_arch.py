@@ -145,12 +145,13 @@ class QANetFaceParser(nn.Module):
             det_losses = self.detector(self.detector_inputs(batched_inputs))
             losses.update({k: v * self.detector_loss_weight for k, v in det_losses.items()})
         if self.train_mode in ("joint", "parser"):
-            crops, labels, _ = self.cropper.training_crops(batched_inputs)
+            crops, labels, batch_idx = self.cropper.training_crops(batched_inputs)
             if len(crops):
                 logits, pred_iou = self.parser(crops)
             else:
                 logits, pred_iou = crops.new_zeros((0, self.num_classes) + crops.shape[-2:]), crops.new_zeros(0)
-            losses.update(self.parser.losses(logits, pred_iou, labels))
+            label_sets = self.cropper.crop_label_sets(batched_inputs, batch_idx)
+            losses.update(self.parser.losses(logits, pred_iou, labels, label_sets))
         return losses
 
     def detector_inputs(self, batched_inputs: List[Dict], output_frame: bool = False) -> List[Dict]:

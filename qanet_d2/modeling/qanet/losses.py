@@ -28,6 +28,8 @@ __all__ = [
     "parsing_ce_loss",
     "lovasz_softmax_loss",
     "parsing_iou_targets",
+    "merge_log_probs",
+    "merged_labels",
 ]
 
 
@@ -143,6 +145,61 @@ def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
     if not keep.any():
         return pred_iou.sum() * 0.0
     return (0.5 * (pred_iou[keep] - target_iou[keep]) ** 2).mean()
+
+
+# ---------------------------------------------------------------------------- coarser label sets
+def merge_log_probs(log_probs: torch.Tensor, ids, num_classes: int, ignore_value: int = 255) -> torch.Tensor:
+    """Log-probabilities of a fine label set merged into a coarser one.
+
+    The probability of coarse class ``c`` is the sum of the fine probabilities of the classes
+    ``k`` with ``ids[k] == c``, renormalised over the fine classes that have a coarse counterpart:
+    a fine class with ``ids[k] == ignore_value`` takes no part (as if the model could not predict
+    it). In log space: ``logsumexp`` of the fine log-probabilities per coarse class, minus their
+    ``logsumexp`` over all mapped classes. A coarse model whose logit of ``c`` is the
+    ``logsumexp`` of the fine logits mapped to ``c`` has exactly these log-probabilities.
+
+    Args:
+        log_probs: ``N x K x h x w`` fine log-probabilities (any normalisation over K).
+        ids: ``K`` coarse id of each fine class, or ``ignore_value``
+            (:func:`~qanet_d2.data.label_sets.conversion_ids`).
+        num_classes: ``C``, classes of the coarse set.
+
+    Returns:
+        ``N x C x h x w`` float32 log-probabilities; ``-inf`` for a coarse class that no fine
+        class maps to (its labels must be ignored, :func:`merged_labels`).
+    """
+    log_probs = at_least_float32(log_probs)
+    ids = torch.as_tensor(ids, dtype=torch.long, device=log_probs.device)
+    if ids.shape != (log_probs.shape[1],):
+        raise ValueError(f"conversion ids have shape {tuple(ids.shape)}, the log-probabilities {log_probs.shape[1]} classes")
+    mapped = (ids != ignore_value).nonzero().flatten()
+    if len(mapped) == 0:
+        raise ValueError("no fine class has a counterpart in the coarse label set")
+    if (ids[mapped] >= num_classes).any() or (ids[mapped] < 0).any():
+        raise ValueError(f"conversion ids {ids.tolist()} outside 0..{num_classes - 1}")
+    fine = log_probs.index_select(1, mapped)
+    fine = fine - torch.logsumexp(fine, dim=1, keepdim=True)
+    target = ids[mapped]
+    shape = (fine.shape[0],) + tuple(fine.shape[2:])
+    merged = []
+    for c in range(num_classes):
+        members = (target == c).nonzero().flatten()
+        if len(members):
+            merged.append(torch.logsumexp(fine.index_select(1, members), dim=1))
+        else:  # nothing can be predicted as c: a constant, outside the graph
+            merged.append(fine.new_full(shape, float("-inf")))
+    return torch.stack(merged, dim=1)
+
+
+def merged_labels(labels: torch.Tensor, ids, num_classes: int, ignore_value: int = 255) -> torch.Tensor:
+    """``labels`` of the coarse set with the classes that no fine class maps to (see
+    :func:`merge_log_probs`) set to ``ignore_value``: the model cannot be asked for them."""
+    ids = torch.as_tensor(ids, dtype=torch.long, device=labels.device)
+    reachable = torch.zeros(num_classes + 1, dtype=torch.bool, device=labels.device)
+    reachable[ids[ids != ignore_value]] = True
+    known = (labels >= 0) & (labels < num_classes)
+    ok = torch.where(known, reachable[labels.clamp(0, num_classes)], torch.ones_like(known))
+    return torch.where(ok, labels, torch.full_like(labels, ignore_value))
 
 
 # ---------------------------------------------------------------------------- on logits

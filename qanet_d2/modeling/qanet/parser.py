@@ -1,7 +1,9 @@
 """The QANet parser: backbone -> semantic-FPN neck -> parsing branch and IoU branch, and its losses."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -10,9 +12,11 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils import events
 
+from ...data.label_sets import LABEL_SETS, conversion_ids
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
-from .losses import at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax
+from .losses import (at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax, merge_log_probs,
+                     merged_labels)
 from .neck import SemanticFPNNeck
 from .parsing_branch import ParsingBranch
 
@@ -29,7 +33,8 @@ class QANetParser(nn.Module):
     ``forward(crops)`` with ``crops`` ``N x 3 x h x w`` returns ``(logits, iou)``:
     ``N x num_classes x h x w`` parsing logits and ``N`` predicted IoUs.
     :meth:`losses` turns them and the crops' labels into the loss dict
-    (``MODEL.QANET.PARSING.*``, ``MODEL.QANET.IOU.LOSS_WEIGHT``).
+    (``MODEL.QANET.PARSING.*``, ``MODEL.QANET.IOU.LOSS_WEIGHT``); crops labelled in a label set
+    coarser than the model's (``label_set``) are scored on the probabilities merged into it.
     """
 
     @configurable
@@ -45,7 +50,18 @@ class QANetParser(nn.Module):
         iou_weight: float = 1.0,
         ignore_value: int = 255,
         lovasz_per_crop: bool = False,
+        label_set: Optional[str] = None,
+        label_set_conversions: Optional[Mapping[str, Sequence[int]]] = None,
     ):
+        """
+        Args:
+            label_set: name of the label set the model predicts (``MODEL.QANET.LABEL_SET``
+                resolved); crops of this set (or of no stated set) are scored as they are.
+            label_set_conversions: ``{coarser set name: conversion ids}``
+                (:func:`~qanet_d2.data.label_sets.conversion_ids` from the model's set) of the
+                training datasets whose losses are merged; other registered sets are looked up
+                when a crop of theirs comes.
+        """
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -56,6 +72,9 @@ class QANetParser(nn.Module):
         self.iou_weight = float(iou_weight)
         self.ignore_value = int(ignore_value)
         self.lovasz_per_crop = bool(lovasz_per_crop)
+        self.label_set = label_set
+        self.label_set_conversions: Dict[str, np.ndarray] = {
+            k: np.asarray(v, dtype=np.int64) for k, v in (label_set_conversions or {}).items()}
 
     @classmethod
     def from_config(cls, cfg):
@@ -70,6 +89,14 @@ class QANetParser(nn.Module):
         if any(int(s) % div for s in q.INPUT_SIZE):
             raise ValueError(f"MODEL.QANET.INPUT_SIZE {tuple(q.INPUT_SIZE)} must be divisible by {div} for {q.BACKBONE.NAME}")
         neck = SemanticFPNNeck(shapes, in_features, conv_dim=q.NECK.CONV_DIM, norm=q.NECK.NORM)
+        from ...data.mixed_label_sets import model_label_set, training_label_sets, training_route
+
+        model_set = model_label_set(cfg)
+        conversions = {}
+        if model_set is not None:
+            for ls in training_label_sets(cfg):
+                if training_route(model_set, ls) == "merge":
+                    conversions[ls.name] = conversion_ids(model_set, ls)
         return {
             "backbone": backbone,
             "neck": neck,
@@ -80,6 +107,8 @@ class QANetParser(nn.Module):
             "iou_weight": q.IOU.LOSS_WEIGHT,
             "ignore_value": q.PARSING.IGNORE_VALUE,
             "lovasz_per_crop": q.PARSING.LOVASZ_PER_CROP,
+            "label_set": None if model_set is None else model_set.name,
+            "label_set_conversions": conversions,
         }
 
     def forward(self, crops: torch.Tensor, out_size: Sequence[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -87,33 +116,104 @@ class QANetParser(nn.Module):
         fused = self.neck(self.backbone(crops))
         return self.parsing_branch(fused, out_size), self.iou_branch(fused)
 
-    def losses(self, logits: torch.Tensor, pred_iou: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def conversion(self, label_set: str) -> np.ndarray:
+        """Conversion ids from the model's label set into the coarser ``label_set``."""
+        ids = self.label_set_conversions.get(label_set)
+        if ids is None:
+            if self.label_set is None or label_set not in LABEL_SETS:
+                raise KeyError(
+                    f"crops labelled in label set '{label_set}', but the parser predicts label set "
+                    f"{self.label_set!r} and has no conversion into it")
+            ids = self.label_set_conversions[label_set] = conversion_ids(self.label_set, label_set)
+        return ids
+
+    def losses(
+        self,
+        logits: torch.Tensor,
+        pred_iou: torch.Tensor,
+        labels: torch.Tensor,
+        label_sets: Optional[Sequence[Optional[str]]] = None,
+    ) -> Dict[str, torch.Tensor]:
         """Training losses of one batch of crops.
 
         Args:
             logits: ``N x C x h x w`` parsing logits, ``pred_iou``: ``N`` predicted IoUs
                 (:meth:`forward`).
-            labels: ``N x h x w`` long crop labels, ``ignore_value`` where unknown.
+            labels: ``N x h x w`` long crop labels, ``ignore_value`` where unknown, each crop in
+                its own label set.
+            label_sets: ``N`` label-set names of the crops' labels (None entries, or no list: the
+                model's set).
 
         Returns:
             ``loss_parsing_ce`` (pixel-mean cross-entropy), ``loss_parsing_lovasz``
             (Lovasz-softmax, per crop or over the batch by ``lovasz_per_crop``) and ``loss_iou``
             (squared error of the predicted IoU against the IoU of the detached argmax parsing),
             each multiplied by its weight.
+
+        A crop labelled in a coarser set is scored on the model's probabilities merged into that
+        set (:func:`~qanet_d2.modeling.qanet.losses.merge_log_probs`: summed per coarse class, fine
+        classes without counterpart left out of the normalisation), its IoU target is the IoU of
+        the argmax of the merged probabilities against its labels. Crops are grouped by label set:
+        the cross-entropy is the pixel mean over all valid pixels of the batch; the Lovasz loss is
+        computed per group (over the group's pixels, or per crop) and weighted by the group's share
+        of the crops, which is the per-crop mean with ``lovasz_per_crop``.
         """
         if len(logits) == 0:
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return {"loss_parsing_ce": zero, "loss_parsing_lovasz": zero, "loss_iou": zero}
         logits, pred_iou = at_least_float32(logits), at_least_float32(pred_iou)  # losses in float32 under autocast
         log_probs = F.log_softmax(logits, dim=1)
-        probs = logits.softmax(dim=1)
-        target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value)
+        groups = self._group_crops(label_sets, len(logits))
+        if len(groups) == 1 and groups[0][0] is None:
+            probs = logits.softmax(dim=1)
+            target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value)
+            ce = cross_entropy_loss(log_probs, labels, self.ignore_value)
+            lovasz = lovasz_softmax(probs, labels, self.ignore_value, self.lovasz_per_crop)
+        else:
+            ce, lovasz, target_iou = self._grouped_losses(log_probs, labels, groups)
         if events._CURRENT_STORAGE_STACK:
             storage = events.get_event_storage()
             storage.put_scalar("qanet/crops_per_batch", float(len(logits)))
             storage.put_scalar("qanet/iou_target", float(target_iou.mean()))
         return {
-            "loss_parsing_ce": self.ce_weight * cross_entropy_loss(log_probs, labels, self.ignore_value),
-            "loss_parsing_lovasz": self.lovasz_weight * lovasz_softmax(probs, labels, self.ignore_value, self.lovasz_per_crop),
+            "loss_parsing_ce": self.ce_weight * ce,
+            "loss_parsing_lovasz": self.lovasz_weight * lovasz,
             "loss_iou": self.iou_weight * iou_loss(pred_iou, target_iou),
         }
+
+    def _group_crops(self, label_sets, n):
+        """``[(set name or None for the model's set, crop indices)]`` in order of first appearance."""
+        if label_sets is None:
+            return [(None, None)]
+        if len(label_sets) != n:
+            raise ValueError(f"{len(label_sets)} label sets for {n} crops")
+        groups: Dict[Optional[str], list] = {}
+        for i, name in enumerate(label_sets):
+            groups.setdefault(None if name in (None, self.label_set) else name, []).append(i)
+        if list(groups) == [None]:
+            return [(None, None)]
+        return list(groups.items())
+
+    def _grouped_losses(self, log_probs, labels, groups):
+        n = log_probs.shape[0]
+        device = log_probs.device
+        ce_sum, lovasz, valid_total = log_probs.sum() * 0.0, log_probs.sum() * 0.0, 0
+        target_iou = torch.zeros(n, dtype=torch.float32, device=device)
+        for name, index in groups:
+            idx = torch.as_tensor(index, dtype=torch.long, device=device)
+            lp, lab = log_probs.index_select(0, idx), labels.index_select(0, idx)
+            if name is None:
+                num_classes = lp.shape[1]
+            else:
+                ids = self.conversion(name)
+                num_classes = int(LABEL_SETS[name].num_classes) if name in LABEL_SETS else int(ids[ids != self.ignore_value].max()) + 1
+                lp = merge_log_probs(lp, ids, num_classes, self.ignore_value)
+                lab = merged_labels(lab, ids, num_classes, self.ignore_value)
+            valid = int((lab != self.ignore_value).sum())
+            if valid:
+                ce_sum = ce_sum + cross_entropy_loss(lp, lab, self.ignore_value) * valid
+                valid_total += valid
+            lovasz = lovasz + lovasz_softmax(lp.exp(), lab, self.ignore_value, self.lovasz_per_crop) * (len(index) / n)
+            target_iou[idx] = iou_targets(lp.detach().argmax(dim=1), lab, num_classes, self.ignore_value)
+        ce = ce_sum / valid_total if valid_total else ce_sum
+        return ce, lovasz, target_iou

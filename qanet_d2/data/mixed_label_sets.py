@@ -1,0 +1,168 @@
+"""One model, many label sets: which fine label set a model predicts, and how each dataset's
+labels meet it in training and in evaluation.
+
+A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (default ``""``: the label set of the
+first dataset of ``DATASETS.TRAIN``, or of ``DATASETS.TEST`` when there is no training dataset).
+A training dataset in another label set takes one of two routes (:func:`training_route`):
+
+* ``"convert"``: its labels are converted into the model's set in the mapper (a dataset at least
+  as fine as the model, e.g. synthetic data for a ``fasseg`` model), by
+  :func:`~qanet_d2.data.label_sets.conversion_lut`.
+* ``"merge"``: its labels stay in its own, coarser set (e.g. ``fasseg`` data for a ``synthetic``
+  model) and the losses of its crops are computed on the model's probabilities summed into the
+  coarse classes (:func:`~qanet_d2.modeling.qanet.losses.merge_log_probs`, through
+  :func:`~qanet_d2.data.label_sets.conversion_ids`).
+
+A test dataset in a coarser set is scored on the model's predictions converted into its classes
+(:func:`prediction_conversion`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .datasets.face_video import DatasetNotFoundError, dataset_label_set
+from .label_sets import LABEL_SETS, LabelSet, conversion_ids, conversion_lut
+
+__all__ = [
+    "TRAINING_ROUTES",
+    "NoConversionError",
+    "model_label_set",
+    "model_label_set_source",
+    "training_route",
+    "prediction_conversion",
+    "prediction_conversion_note",
+    "same_label_set",
+]
+
+# "same": the model's set; "convert": labels converted into it in the mapper; "merge": losses on
+# the model's probabilities merged into the dataset's coarser set.
+TRAINING_ROUTES = ("same", "convert", "merge")
+
+
+class NoConversionError(ValueError):
+    """Two label sets have no class correspondence in the direction needed."""
+
+
+def same_label_set(a: Optional[LabelSet], b: Optional[LabelSet]) -> bool:
+    """Same name and same classes (None matches nothing)."""
+    return a is not None and b is not None and a.name == b.name and a.classes == b.classes
+
+
+def _label_set_or_none(dataset_name: str) -> Optional[LabelSet]:
+    try:
+        return dataset_label_set(dataset_name)
+    except DatasetNotFoundError:  # classes read from files that are not there (SFP)
+        return None
+
+
+def model_label_set_source(cfg) -> str:
+    """Where the model's label set comes from: ``"MODEL.QANET.LABEL_SET"``, ``"dataset '<name>'"``
+    (the first training, else test, dataset) or ``""`` when the config names none."""
+    if cfg.MODEL.QANET.LABEL_SET:
+        return "MODEL.QANET.LABEL_SET"
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    return f"dataset '{names[0]}'" if names else ""
+
+
+def model_label_set(cfg) -> Optional[LabelSet]:
+    """The label set the model predicts (see the module doc).
+
+    ``MODEL.QANET.LABEL_SET`` names a registered set, or the set of one of the config's datasets
+    (e.g. ``"sfp"``, whose classes come from its files).
+
+    Returns:
+        the :class:`LabelSet`, or None when it cannot be known (no dataset in the config, or a
+        dataset whose classes are read from files that are absent).
+    Raises:
+        KeyError: ``MODEL.QANET.LABEL_SET`` names no registered set and no set of the config's
+            datasets.
+    """
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    wanted = cfg.MODEL.QANET.LABEL_SET
+    if not wanted:
+        return _label_set_or_none(names[0]) if names else None
+    if wanted in LABEL_SETS:
+        return LABEL_SETS[wanted]
+    for name in names:
+        ls = _label_set_or_none(name)
+        if ls is not None and ls.name == wanted:
+            return ls
+    raise KeyError(
+        f"MODEL.QANET.LABEL_SET = {wanted!r}: not a registered label set ({', '.join(sorted(LABEL_SETS))}) "
+        f"nor the label set of a dataset of DATASETS.TRAIN/TEST")
+
+
+def _has_conversion(src: LabelSet, dst: LabelSet) -> bool:
+    try:
+        conversion_lut(src, dst)
+    except KeyError:
+        return False
+    return True
+
+
+def training_route(model: LabelSet, data: LabelSet) -> str:
+    """How a training dataset in label set ``data`` meets a model predicting ``model``: one of
+    :data:`TRAINING_ROUTES`. Converting the labels is preferred when the dataset's set converts
+    into the model's (the dataset is at least as fine); otherwise the model's probabilities are
+    merged into the dataset's set.
+
+    Raises:
+        NoConversionError: no conversion in either direction.
+    """
+    if same_label_set(model, data):
+        return "same"
+    if _has_conversion(data, model):
+        return "convert"
+    if _has_conversion(model, data):
+        return "merge"
+    raise NoConversionError(
+        f"no conversion between label set '{data.name}' ({list(data.classes)}) and the model's label set "
+        f"'{model.name}' ({list(model.classes)}) in either direction")
+
+
+def prediction_conversion(model: LabelSet, data: LabelSet) -> Optional[np.ndarray]:
+    """``conversion_ids(model, data)`` (the ``data`` id of each class the model predicts, 255 for
+    none), or None when both are the same set.
+
+    Raises:
+        NoConversionError: the model's classes do not convert into ``data``'s.
+    """
+    if same_label_set(model, data):
+        return None
+    try:
+        return conversion_ids(model, data)
+    except KeyError as e:
+        raise NoConversionError(
+            f"predictions in label set '{model.name}' cannot be converted into label set '{data.name}': "
+            f"{e.args[0] if e.args else e}") from None
+
+
+def prediction_conversion_note(cfg, dataset_name: str) -> Optional[str]:
+    """``"predictions converted from <model set> to <dataset set>"`` when the evaluation of
+    ``dataset_name`` converts the model's predictions, else None."""
+    model = model_label_set(cfg)
+    data = _label_set_or_none(dataset_name)
+    if model is None or data is None or same_label_set(model, data):
+        return None
+    return f"predictions converted from {model.name} to {data.name}"
+
+
+def dataset_label_sets(names: Sequence[str]) -> Dict[str, Optional[LabelSet]]:
+    """``{dataset name: its label set or None}`` (None: unknown, or files absent)."""
+    return {n: _label_set_or_none(n) for n in names}
+
+
+def label_sets_by_name(sets: Sequence[Optional[LabelSet]]) -> Dict[str, LabelSet]:
+    """``{set name: set}`` of the given sets (None skipped)."""
+    out: Dict[str, LabelSet] = {}
+    for ls in sets:
+        if ls is not None:
+            out.setdefault(ls.name, ls)
+    return out
+
+
+def training_label_sets(cfg) -> List[LabelSet]:
+    """The label sets of ``DATASETS.TRAIN`` that are known (files present), each once."""
+    return list(label_sets_by_name(list(dataset_label_sets(cfg.DATASETS.TRAIN).values())).values())
