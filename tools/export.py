@@ -327,16 +327,23 @@ def pipeline_parity(predictor, runtime, image_bgr: np.ndarray) -> Dict:
     """Compare the torch pipeline (``FaceParsingPredictor``) and the ONNX runtime on one BGR image.
 
     Returns ``pixel_agreement`` (fraction of equal label-map pixels), ``faces_torch`` /
-    ``faces_onnx`` (counts), ``max_box_diff`` (pixels, faces matched in score order; inf when the
-    counts differ) and ``max_score_diff``.
+    ``faces_onnx`` (counts), ``max_box_diff`` (pixels: the largest coordinate difference between
+    a face and the nearest face of the other pipeline, both ways; inf when the counts differ),
+    ``max_score_diff`` (quality scores of those nearest faces) and ``painted_pixels`` (fraction
+    of the torch label map that is not background).
     """
     ref = predictor(image_bgr)
     out = runtime(image_bgr)
     n_ref, n_out = len(ref["boxes"]), len(out["boxes"])
     box_diff = score_diff = float("inf")
     if n_ref == n_out:
-        box_diff = float(np.abs(ref["boxes"] - out["boxes"]).max()) if n_ref else 0.0
-        score_diff = float(np.abs(ref["scores"] - out["scores"]).max()) if n_ref else 0.0
+        box_diff = score_diff = 0.0
+        if n_ref:
+            # faces matched by position (scores that tie to 1e-6 may sort either way)
+            diff = np.abs(ref["boxes"][:, None, :] - out["boxes"][None, :, :]).max(axis=2)
+            match = diff.argmin(axis=1)
+            box_diff = float(max(diff.min(axis=1).max(), diff.min(axis=0).max()))
+            score_diff = float(np.abs(ref["scores"] - out["scores"][match]).max())
     return {
         "pixel_agreement": float((ref["labels"] == out["labels"]).mean()),
         "faces_torch": n_ref,
