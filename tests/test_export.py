@@ -125,10 +125,25 @@ def test_files_metadata_and_graph_parity(exported):
     assert len(meta["classes"]) == 17 and len(meta["colors"]) == 17
 
 
-def test_exporter_choice_is_validated(tools):
+def test_exporter_choice_is_validated(tools, tmp_path):
     export_tool = tools[0]
     with pytest.raises(ValueError, match="--exporter"):
-        export_tool.export_onnx(torch.nn.Identity(), torch.zeros(1), "/tmp/unused.onnx", "x", ["y"], {}, exporter="jit")
+        export_tool.export_onnx(torch.nn.Identity(), torch.zeros(1), str(tmp_path / "x.onnx"), "x", ["y"], {}, exporter="jit")
+    if importlib.util.find_spec("onnxscript") is None:
+        with pytest.raises(RuntimeError, match="pip install onnxscript"):
+            export_tool.export_onnx(torch.nn.Identity(), torch.zeros(1), str(tmp_path / "x.onnx"), "x", ["y"], {}, exporter="dynamo")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo ONNX exporter needs onnxscript")
+def test_dynamo_exporter(tools, exported, tmp_path):
+    """The torch.export-based exporter on the parser (dynamic batch), checked in ONNX Runtime."""
+    export_tool = tools[0]
+    _, _, cfg = exported
+    parser = export_tool.ParserForExport(export_tool.build_model_for_export(cfg).parser).eval()
+    path = str(tmp_path / "parser.onnx")
+    made = export_tool.export_onnx(parser, torch.randn(2, 3, 128, 96), path, "crops", ["probs", "iou"], {0: "N"}, exporter="dynamo")
+    assert made == "dynamo"
+    assert export_tool.onnx_parity(parser, path, [torch.randn(n, 3, 128, 96) for n in (1, 3)], ["probs", "iou"]) <= 1e-3
 
 
 # ---------------------------------------------------------------------------- pipeline parity

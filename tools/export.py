@@ -24,7 +24,7 @@ The ONNX files are made with ``torch.onnx.export(..., dynamo=True)`` (the ``torc
 exporter; needs the ``onnxscript`` package) and, where that is not installed or fails, with the
 TorchScript-tracing exporter (``dynamo=False``); ``--exporter`` chooses. Each file is checked
 against eager PyTorch in ONNX Runtime (maximum absolute differences printed; the tool fails
-above ``--tolerance``). ``--check-images`` then runs the whole pipeline on photos with the torch
+above ``--tolerance``). ``--check-image`` then runs the whole pipeline on photos with the torch
 predictor and with the ONNX runtime (:mod:`onnx_runtime`, NumPy + OpenCV + ONNX Runtime) and
 prints their agreement and speed. See ``docs/export.md``.
 """
@@ -346,6 +346,7 @@ def pipeline_parity(predictor, runtime, image_bgr: np.ndarray) -> Dict:
             score_diff = float(np.abs(ref["scores"] - out["scores"][match]).max())
     return {
         "pixel_agreement": float((ref["labels"] == out["labels"]).mean()),
+        "differing_pixels": int((ref["labels"] != out["labels"]).sum()),
         "faces_torch": n_ref,
         "faces_onnx": n_out,
         "max_box_diff": box_diff,
@@ -363,15 +364,17 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3) -> List[Dict]:
+def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3, threads: int = 1) -> List[Dict]:
     """Print :func:`pipeline_parity` and the median time per image of both pipelines for
-    ``paths`` (image files, or "astronaut" for scikit-image's portrait)."""
+    ``paths`` (image files, or "astronaut" for scikit-image's portrait), each pipeline on
+    ``threads`` CPU threads."""
     from onnx_runtime import FaceParsingRuntime
     from qanet_d2 import FaceParsingPredictor
     from qanet_d2.data.io import read_image_bgr
 
+    torch.set_num_threads(int(threads))
     predictor = FaceParsingPredictor(cfg)
-    runtime = FaceParsingRuntime(output)
+    runtime = FaceParsingRuntime(output, threads=int(threads))
     rows = []
     for p in paths:
         if p == "astronaut":
@@ -386,7 +389,7 @@ def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3) -> Li
         row["onnx_s"] = _median_seconds(lambda: runtime(image), repeats)
         rows.append(row)
         print(
-            f"{p}: {row['pixel_agreement'] * 100:.3f} % equal pixels ({row['painted_pixels'] * 100:.1f} % painted), "
+            f"{p}: {row['pixel_agreement'] * 100:.3f} % equal pixels ({row['differing_pixels']} differ; {row['painted_pixels'] * 100:.1f} % painted), "
             f"faces torch {row['faces_torch']} / onnx {row['faces_onnx']}, max box diff {row['max_box_diff']:.3g} px, "
             f"max score diff {row['max_score_diff']:.3g}; torch {row['torch_s'] * 1000:.0f} ms, onnxruntime {row['onnx_s'] * 1000:.0f} ms"
         )
@@ -402,9 +405,11 @@ def get_argument_parser():
                    help="auto: torch.export-based (dynamo) exporter when onnxscript is installed, else TorchScript tracing")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--tolerance", type=float, default=1e-3, help="maximum absolute difference of a graph to eager mode")
-    p.add_argument("--check-images", nargs="*", default=None, metavar="IMAGE",
-                   help="after exporting, compare the torch and ONNX pipelines on these images ('astronaut': scikit-image's portrait)")
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats per image for --check-images")
+    p.add_argument("--check-image", action="append", default=None, metavar="IMAGE",
+                   help="after exporting, compare the torch and ONNX pipelines on this image (repeatable; "
+                   "'astronaut': scikit-image's portrait)")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats per image for --check-image")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each pipeline for --check-image")
     p.add_argument("opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return p
 
@@ -431,8 +436,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     setup_logger(name="qanet_d2")
     cfg = setup_cfg(args)
     meta = export_pipeline(cfg, args.output, args.exporter, args.opset, args.tolerance)
-    if args.check_images is not None:
-        meta["check"] = check_images(cfg, args.output, args.check_images or ["astronaut"], args.repeats)
+    if args.check_image:
+        meta["check"] = check_images(cfg, args.output, args.check_image, args.repeats, args.threads)
     return meta
 
 

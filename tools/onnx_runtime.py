@@ -104,25 +104,25 @@ def _resample_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
-    index = np.zeros((out_size, ksize), np.int64)
-    weight = np.zeros((out_size, ksize), np.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        x = np.arange(xmax)
-        w = np.clip(1.0 - np.abs((x + xmin - center + 0.5) / filterscale), 0.0, None)
-        total = w.sum()
-        weight[xx, :xmax] = w / total if total != 0 else w
-        index[xx, :xmax] = x + xmin
-    return index, weight
+    center = (np.arange(out_size) + 0.5) * scale
+    # C's (int) cast truncates towards zero
+    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    weight = np.clip(1.0 - np.abs((taps[None, :] + xmin[:, None] - center[:, None] + 0.5) / filterscale), 0.0, None)
+    weight[taps[None, :] >= count[:, None]] = 0.0
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.where(total != 0, weight / np.where(total != 0, total, 1.0), weight)
+    used = int(count.max()) if out_size else 0
+    index = np.minimum(xmin[:, None] + taps[None, :used], in_size - 1)
+    return index, weight[:, :used]
 
 
 def _apply_taps(array: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * array.ndim
+    shape[axis] = -1
     out = None
     for k in range(index.shape[1]):
-        shape = [1] * array.ndim
-        shape[axis] = -1
         term = np.take(array, index[:, k], axis=axis) * weight[:, k].reshape(shape)
         out = term if out is None else out + term
     return out
@@ -138,8 +138,9 @@ def resample_uint8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
         if out.shape[axis] == size:
             continue  # PIL skips a pass whose size does not change
         index, weight = _resample_taps(out.shape[axis], size)
-        iweight = np.floor(0.5 + weight * (1 << precision)).astype(np.int64)
-        acc = _apply_taps(out.astype(np.int64), index, iweight, axis) + (1 << (precision - 1))
+        # sum(pixel * weight) < 255 * 2^22 + 2^21 fits in int32
+        iweight = np.floor(0.5 + weight * (1 << precision)).astype(np.int32)
+        acc = _apply_taps(out.astype(np.int32), index, iweight, axis) + np.int32(1 << (precision - 1))
         out = np.clip(acc >> precision, 0, 255).astype(np.uint8)
     return out
 
