@@ -85,7 +85,7 @@ def exported(tools, tmp_path_factory):
     weights = sharpened_weights(out / "weights.pth")
     argv = ["--config-file", str(QUICKSTART), "--output", str(out), *OPTS, "MODEL.WEIGHTS", str(weights)]
     meta = export_tool.main(argv)
-    return out, meta, export_tool.setup_cfg(export_tool.get_argument_parser().parse_args(argv))
+    return out, meta, export_tool.setup_cfg(export_tool.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,14 @@ def test_files_metadata_and_graph_parity(exported):
     assert sorted(perm) == list(range(17)) and perm != list(range(17))
     assert pp["score_weights"] == [1.0, 0.5, 3.0] and pp["face_score_thresh"] == 0.0 and pp["score_eps"] == 1e-6
     assert len(meta["classes"]) == 17 and len(meta["colors"]) == 17
+
+
+def test_command_line(tools):
+    args = tools[0].parse_args(["--config-file", "c.yaml", "MODEL.WEIGHTS", "w.pth", "--output", "out", "TEST.AUG.FLIP", "False",
+                                "--check-image", "a.png", "--check-image", "astronaut"])
+    assert args.output == "out" and args.opts == ["MODEL.WEIGHTS", "w.pth", "TEST.AUG.FLIP", "False"]
+    assert args.check_image == ["a.png", "astronaut"] and args.exporter == "auto" and args.opset == 18
+    assert tools[0].parse_args(["--config-file", "c.yaml", "--output", "o", "--opts", "MODEL.WEIGHTS", "w"]).extra_opts == ["MODEL.WEIGHTS", "w"]
 
 
 def test_exporter_choice_is_validated(tools, tmp_path):
@@ -185,6 +193,15 @@ def test_parity_with_given_boxes(pipelines):
     np.testing.assert_allclose(out["boxes"], ref["boxes"], atol=1e-3)
     np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4)
     assert (out["labels"] == ref["labels"]).mean() >= 0.995 and (ref["labels"] != 0).mean() > 0.2
+
+
+def test_no_faces(pipelines):
+    predictor, runtime = pipelines
+    image = synthetic_frame()
+    out = runtime(image, boxes=np.zeros((0, 4), np.float32))
+    assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,)
+    assert out["labels"].shape == image.shape[:2] and not out["labels"].any()
+    assert not predictor(image, boxes=np.zeros((0, 4), np.float32))["labels"].any()
 
 
 def test_runtime_runs_without_torch(tools, exported, tmp_path):

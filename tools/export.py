@@ -204,7 +204,6 @@ def _quiet_exporter():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        warnings.filterwarnings("ignore", message=".*[Tt]racer[Ww]arning.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -258,7 +257,8 @@ def export_onnx(
             dynamic_axes=axes, opset_version=int(opset),
         )
     onnx.checker.check_model(onnx.load(path))
-    logger.info(f"{os.path.basename(path)}: TorchScript-tracing exporter ({'; '.join(tried)})")
+    if tried:
+        logger.info(f"{os.path.basename(path)}: TorchScript-tracing exporter ({'; '.join(tried)})")
     return "torchscript"
 
 
@@ -410,8 +410,14 @@ def get_argument_parser():
                    "'astronaut': scikit-image's portrait)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats per image for --check-image")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each pipeline for --check-image")
-    p.add_argument("opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    p.add_argument("opts", default=[], nargs="*", help="config KEY VALUE pairs (anywhere on the command line)")
+    p.add_argument("--opts", dest="extra_opts", default=[], nargs="*", help=argparse.SUPPRESS)  # the former spelling
     return p
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    """Command-line arguments; config KEY VALUE pairs may come before or after the options."""
+    return get_argument_parser().parse_intermixed_args(argv)
 
 
 def setup_cfg(args):
@@ -420,10 +426,7 @@ def setup_cfg(args):
     cfg = get_cfg()
     add_qanet_config(cfg)
     cfg.merge_from_file(args.config_file)
-    opts = list(args.opts)
-    if opts[:1] == ["--opts"]:  # the former spelling of the trailing options
-        opts = opts[1:]
-    cfg.merge_from_list(opts)
+    cfg.merge_from_list(list(args.opts) + list(getattr(args, "extra_opts", [])))
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
@@ -432,7 +435,7 @@ def setup_cfg(args):
 def main(argv: Optional[List[str]] = None) -> Dict:
     from detectron2.utils.logger import setup_logger
 
-    args = get_argument_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logger(name="qanet_d2")
     cfg = setup_cfg(args)
     meta = export_pipeline(cfg, args.output, args.exporter, args.opset, args.tolerance)

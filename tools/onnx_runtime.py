@@ -557,7 +557,7 @@ class FaceParsingRuntime:
             if bool(f) not in flips:
                 flips.append(bool(f))
         n, (h, w) = len(boxes), p["crop_size"]
-        num_classes = len(p["flip_permutation"])
+        num_classes = self.meta["postprocessing"]["num_classes"]
         perm = np.asarray(p["flip_permutation"])
         probs = np.zeros((n, len(scales), num_classes, h, w), np.float32)
         affines = np.zeros((n, len(scales), 2, 3), np.float32)
