@@ -83,7 +83,9 @@ def exported(tools, tmp_path_factory):
     export_tool = tools[0]
     out = tmp_path_factory.mktemp("exported")
     weights = sharpened_weights(out / "weights.pth")
-    argv = ["--config-file", str(QUICKSTART), "--output", str(out), *OPTS, "MODEL.WEIGHTS", str(weights)]
+    # the tracing exporter: seconds instead of minutes; test_dynamo_exporter covers the other
+    argv = ["--config-file", str(QUICKSTART), "--output", str(out), "--exporter", "torchscript", *OPTS,
+            "MODEL.WEIGHTS", str(weights)]
     meta = export_tool.main(argv)
     return out, meta, export_tool.setup_cfg(export_tool.parse_args(argv))
 
