@@ -88,9 +88,9 @@ def build_argument_parser():
     p.add_argument(
         "--temporal-window",
         type=int,
-        default=5,
+        default=None,
         help="frames over which each tracked face's probabilities and score are smoothed for --video-input, "
-        "--webcam and --sequence (1 = no smoothing)",
+        "--webcam and --sequence (1 = no smoothing; default: the config's VIDEO.TEMPORAL_WINDOW, 5)",
     )
     p.add_argument(
         "--sequence",
@@ -336,9 +336,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error("give exactly one of --input, --video-input, --webcam")
         return 2
     cfg = setup_cfg(args)
-    window = args.temporal_window if (args.video_input or args.webcam or args.sequence) else 1
     demo = VisualizationDemo(
-        cfg, FaceParsingPredictor(cfg), alpha=args.alpha, temporal_window=window, max_overlay_size=args.max_overlay_size
+        cfg, FaceParsingPredictor(cfg), alpha=args.alpha, temporal_window=args.temporal_window, max_overlay_size=args.max_overlay_size
     )
     try:
         if args.input:

@@ -44,7 +44,7 @@ class VisualizationDemo:
         predictor: Optional[FaceParsingPredictor] = None,
         confidence_threshold: Optional[float] = None,
         alpha: float = 0.6,
-        temporal_window: int = 1,
+        temporal_window: Optional[int] = None,
         draw_boxes: bool = True,
         max_overlay_size: int = 4096,
     ):
@@ -56,7 +56,10 @@ class VisualizationDemo:
         self.alpha = float(alpha)
         self.draw_boxes = draw_boxes
         self.max_overlay_size = int(max_overlay_size)
-        self.video = VideoPredictor(self.predictor, window=max(1, int(temporal_window)))
+        # Frames of videos and sequences: the config's VIDEO keys (detection every
+        # VIDEO.DETECT_EVERY frames, smoothing over VIDEO.TEMPORAL_WINDOW unless given here).
+        window = {} if temporal_window is None else {"window": max(1, int(temporal_window))}
+        self.video = VideoPredictor(cfg, self.predictor, **window)
 
     def overlay_scale(self, size_hw) -> float:
         """Factor (<= 1) applied to an image before drawing: the overlay's longer side is at

@@ -198,6 +198,42 @@ def test_demo_on_synthetic_video(demo_module, tmp_path):
     assert np.asarray(Image.open(labels / "clip" / "00000.png")).shape == (120, 160)
 
 
+def test_demo_video_with_detection_every_k_frames(demo_module, tmp_path, monkeypatch):
+    """The real-time path (VIDEO.DETECT_EVERY 2): one output frame and one label PNG per input
+    frame, the detector run on frames 0, 2, 4 only, and the frames between parsed in the boxes
+    of the tracks."""
+    from qanet_d2.modeling.meta_arch import QANetFaceParser
+
+    video = SyntheticVideo((3, 5), 96, 72, 5)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 72))
+    for t in range(5):
+        writer.write(video.render(t).image)
+    writer.release()
+    detect, calls = QANetFaceParser.detect, []
+
+    def counting_detect(self, batched_inputs):
+        calls.append(len(batched_inputs))
+        return detect(self, batched_inputs)
+
+    monkeypatch.setattr(QANetFaceParser, "detect", counting_detect)
+    out, labels = tmp_path / "parsed.avi", tmp_path / "labels"
+    torch.manual_seed(0)
+    status = demo_module.main(
+        ["--config-file", str(INSTANT), "--video-input", str(path), "--output", str(out), "--save-labels", str(labels), *OPTS, "VIDEO.DETECT_EVERY", "2"]
+    )
+    assert status == 0
+    assert calls == [1, 1, 1]  # frames 0, 2, 4
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == 5
+    assert sorted(p.name for p in (labels / "clip").iterdir()) == [f"{t:05d}.png" for t in range(5)]
+    assert all(np.asarray(Image.open(labels / "clip" / f"{t:05d}.png")).shape == (72, 96) for t in range(5))
+
+
 def test_demo_sequence_layout_matches_evaluate_pngs(demo_module, tmp_path):
     """--input <root>/images --sequence --save-labels DIR writes DIR/<video_id>/<frame>.png,
     the layout tools/evaluate_pngs.py reads (qanet_d2.evaluation.label_png_path)."""
