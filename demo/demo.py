@@ -100,6 +100,13 @@ def build_argument_parser():
     )
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
     p.add_argument(
+        "--overlay",
+        choices=("visualizer", "opencv"),
+        default="visualizer",
+        help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) or "
+        "OpenCV (colours and boxes; a few ms per frame: for real-time video and the webcam)",
+    )
+    p.add_argument(
         "--max-overlay-size",
         type=int,
         default=4096,
@@ -337,7 +344,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     cfg = setup_cfg(args)
     demo = VisualizationDemo(
-        cfg, FaceParsingPredictor(cfg), alpha=args.alpha, temporal_window=args.temporal_window, max_overlay_size=args.max_overlay_size
+        cfg,
+        FaceParsingPredictor(cfg),
+        alpha=args.alpha,
+        temporal_window=args.temporal_window,
+        max_overlay_size=args.max_overlay_size,
+        overlay=args.overlay,
     )
     try:
         if args.input:
