@@ -197,12 +197,14 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
         {"window": 1, "align": "box"},
         {"window": 3, "align": "box", "current_weight": 0.7},
         {"window": 3, "align": "image", "current_weight": None},
+        {"window": 1, "align": "box", "detect_every": 2},
     ]
     rows = tool.measure(predictor, "face_synth_val", settings, max_videos=1)
     assert [r["setting"] for r in rows] == [
         "no smoothing",
         "window 3, box-aligned, current frame 0.7",
         "window 3, image-aligned, plain mean",
+        "no smoothing, detector every 2 frames (velocity tracks)",
         "ground truth",
     ]
     for r in rows:
@@ -221,6 +223,14 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
     res = evaluator.evaluate()["face_parsing"]
     assert rows[0]["J&F"] == pytest.approx(float(res["J&F"]))
     assert rows[0]["flicker_pct"] == pytest.approx(100 * float(np.mean(flicker)))
+
+    # the detection-every-2 row is the VideoPredictor's own output (the model run on its frames)
+    from qanet_d2.video import VideoPredictor
+
+    video = VideoPredictor(predictor, window=1, detect_every=2)
+    for frames in tool.group_videos(DatasetCatalog.get("face_synth_val"), max_videos=1).values():
+        labels = [video(read_image(d["file_name"], "BGR"))["labels"] for d in frames]
+    assert rows[3]["flicker_pct"] == pytest.approx(100 * label_change_rate(labels, ignore_label=None))
 
 
 # ---------------------------------------------------------------------------- detection every k frames
