@@ -88,9 +88,9 @@ def build_argument_parser():
     p.add_argument(
         "--temporal-window",
         type=int,
-        default=5,
+        default=None,
         help="frames over which each tracked face's probabilities and score are smoothed for --video-input, "
-        "--webcam and --sequence (1 = no smoothing)",
+        "--webcam and --sequence (1 = no smoothing; default: the config's VIDEO.TEMPORAL_WINDOW, 5)",
     )
     p.add_argument(
         "--sequence",
@@ -99,6 +99,13 @@ def build_argument_parser():
         "and smooth them over time",
     )
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
+    p.add_argument(
+        "--overlay",
+        choices=("visualizer", "opencv"),
+        default="visualizer",
+        help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) or "
+        "OpenCV (colours and boxes; a few ms per frame: for real-time video and the webcam)",
+    )
     p.add_argument(
         "--max-overlay-size",
         type=int,
@@ -336,9 +343,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error("give exactly one of --input, --video-input, --webcam")
         return 2
     cfg = setup_cfg(args)
-    window = args.temporal_window if (args.video_input or args.webcam or args.sequence) else 1
     demo = VisualizationDemo(
-        cfg, FaceParsingPredictor(cfg), alpha=args.alpha, temporal_window=window, max_overlay_size=args.max_overlay_size
+        cfg,
+        FaceParsingPredictor(cfg),
+        alpha=args.alpha,
+        temporal_window=args.temporal_window,
+        max_overlay_size=args.max_overlay_size,
+        overlay=args.overlay,
     )
     try:
         if args.input:

@@ -200,6 +200,24 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.DATASETS.SYNTHETIC = CN()
     _C.DATASETS.SYNTHETIC.AUTO_GENERATE = True
 
+    # ------------------------------------------------------------------ video
+    # Video parsing (qanet_d2.video.VideoPredictor: the demo's --video-input / --webcam /
+    # --sequence, tools/measure_flicker.py, tools/benchmark.py --video).
+    _C.VIDEO = CN()
+    # Run the face detector on frames 0, k, 2k, ... only; on the other frames the faces are
+    # parsed in the boxes of their tracks (see TRACK_MOTION). 1 = detect on every frame.
+    _C.VIDEO.DETECT_EVERY = 1
+    # Box of a track on a frame without detection: "velocity" (its last detected box moved by
+    # the per-frame change between its last two detections) or "still" (its last box).
+    _C.VIDEO.TRACK_MOTION = "velocity"
+    # Temporal smoothing of each tracked face (qanet_d2.video.TemporalSmoother): frames in the
+    # window (1 = off), alignment of older crops ("image" or "box"), weight of the current
+    # frame's probabilities (the older frames share the rest), box IoU to continue a track.
+    _C.VIDEO.TEMPORAL_WINDOW = 5
+    _C.VIDEO.ALIGN = "image"
+    _C.VIDEO.CURRENT_WEIGHT = 0.7
+    _C.VIDEO.IOU_THRESHOLD = 0.3
+
     # ------------------------------------------------------------------ solver
     _C.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
     _C.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW

@@ -150,11 +150,21 @@ class FaceParsingPredictor:
                 results.append(self._result(out, return_face_labels))
         return results
 
-    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None) -> Instances:
+    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None, box_scores: Optional[np.ndarray] = None) -> Instances:
         """The scored, unpainted faces of one image, in its original frame (on CPU): the model's
         per-face results (``do_postprocess=False``) rescaled and scored by the post-processor.
-        :meth:`postprocess` paints them; the video smoother changes them in between."""
-        inputs, face_boxes = self.model_inputs([image], None if boxes is None else [boxes])
+        :meth:`postprocess` paints them; the video smoother changes them in between.
+
+        Args:
+            boxes: optional ``N x 4`` XYXY_ABS face boxes (original frame) to parse instead of the
+                detector's; the detector then does not run.
+            box_scores: optional ``N`` box scores of ``boxes`` (default 1), which enter the faces'
+                quality scores as a detector's would (the video tracker passes its tracks' last
+                detected scores).
+        """
+        inputs, face_boxes = self.model_inputs(
+            [image], None if boxes is None else [boxes], None if box_scores is None else [box_scores]
+        )
         with torch.no_grad():
             faces = self.test_model.inference(inputs, face_boxes, do_postprocess=False)[0]["instances"]
             faces = self.postprocessor.rescale(faces, (inputs[0]["height"], inputs[0]["width"]))
@@ -171,10 +181,16 @@ class FaceParsingPredictor:
             out["sem_seg"] = sem_seg
         return self._result(out, return_face_labels)
 
-    def model_inputs(self, images: Sequence[np.ndarray], boxes: Optional[Sequence[np.ndarray]] = None):
+    def model_inputs(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Optional[Sequence[np.ndarray]] = None,
+        box_scores: Optional[Sequence[np.ndarray]] = None,
+    ):
         """Model inputs of BGR images (resized by ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, in
         ``INPUT.FORMAT``, ``height``/``width`` = the original size) and, when ``boxes`` are given,
-        the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame)."""
+        the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame,
+        with ``scores`` from ``box_scores`` when given)."""
         if boxes is None and self.model.detector is None:
             raise ValueError("this model has no face detector (MODEL.FCOS.ENABLED False): pass the face boxes")
         inputs, face_boxes = [], []
@@ -188,7 +204,13 @@ class FaceParsingPredictor:
             if boxes is not None:
                 b = Boxes(torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone())
                 b.scale(resized.shape[1] / width, resized.shape[0] / height)
-                face_boxes.append(Instances(resized.shape[:2], pred_boxes=b))
+                inst = Instances(resized.shape[:2], pred_boxes=b)
+                if box_scores is not None:
+                    scores = torch.as_tensor(np.asarray(box_scores[i], dtype=np.float32).reshape(-1))
+                    if len(scores) != len(b):
+                        raise ValueError(f"box_scores: got {len(scores)} scores for {len(b)} boxes")
+                    inst.scores = scores
+                face_boxes.append(inst)
         return inputs, (face_boxes if boxes is not None else None)
 
     def face_labels(self, faces: Instances) -> List[Dict]:

@@ -46,11 +46,15 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from .layers.crops import compose_affines, crop_images, invert_affines
 
-__all__ = ["TemporalSmoother", "VideoPredictor", "label_change_rate", "associate_boxes"]
+__all__ = ["TemporalSmoother", "VideoPredictor", "label_change_rate", "associate_boxes", "ALIGNS", "TRACK_MOTIONS"]
+
+ALIGNS = ("image", "box")
+TRACK_MOTIONS = ("velocity", "still")
 
 
 def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold: float = 0.3) -> List[Tuple[int, int]]:
@@ -112,8 +116,8 @@ class TemporalSmoother:
         """
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        if align not in ("box", "image"):
-            raise ValueError(f"align must be 'box' or 'image', got {align!r}")
+        if align not in ALIGNS:
+            raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
         if current_weight is not None and not 0.0 < current_weight <= 1.0:
             raise ValueError(f"current_weight must be in (0, 1] or None, got {current_weight}")
         self.window = int(window)
@@ -252,32 +256,110 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
 
 
 class VideoPredictor:
-    """Parses the frames of one video in order, with temporal smoothing.
+    """Parses the frames of one video in order, with temporal smoothing and, optionally, the face
+    detector on every ``detect_every``-th frame only.
 
-    ``video = VideoPredictor(predictor, window=5)``; ``result = video(frame_bgr)`` for each
-    frame returns the predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances``
-    ... see :meth:`qanet_d2.FaceParsingPredictor.__call__`) painted from the smoothed faces:
+    ``video = VideoPredictor(predictor, window=5)`` (or ``VideoPredictor(cfg, predictor)``, from
+    the config's ``VIDEO`` keys); ``result = video(frame_bgr)`` for each frame returns the
+    predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances`` ... see
+    :meth:`qanet_d2.FaceParsingPredictor.__call__`) painted from the smoothed faces:
     ``instances.parsing_probs``, ``instances.scores`` and ``instances.box_scores`` are the
     smoothed values (IoU and pixel scores stay the frame's own) and ``instances.track_ids`` is
     added. Call :meth:`reset` before another video.
+
+    Detection every k frames: frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector;
+    every face it returns continues or starts a track (the smoother's IoU association). On the
+    frames in between, no detector runs: each track detected on the last detection frame is
+    parsed in its predicted box (:meth:`track_boxes`; ``track_motion`` "velocity": its last
+    detected box moved by the per-frame change between its last two detections, "still": its
+    last detected box), with its last detected box score. New faces are found at the next
+    detection frame; a track the detector no longer finds is not followed further.
     """
 
+    @configurable
     def __init__(
         self,
         predictor,
+        *,
         window: int = 5,
         iou_threshold: float = 0.3,
         align: str = "image",
         current_weight: Optional[float] = 0.7,
+        detect_every: int = 1,
+        track_motion: str = "velocity",
     ):
+        """
+        Args:
+            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
+            window, iou_threshold, align, current_weight: see :class:`TemporalSmoother`.
+            detect_every: run the detector on every k-th frame (1: on every frame).
+            track_motion: "velocity" or "still" (see the class docstring).
+        """
+        if int(detect_every) < 1:
+            raise ValueError(f"VIDEO.DETECT_EVERY must be >= 1, got {detect_every}")
+        if track_motion not in TRACK_MOTIONS:
+            raise ValueError(f"VIDEO.TRACK_MOTION must be one of {TRACK_MOTIONS}, got {track_motion!r}")
         self.predictor = predictor
         self.smoother = TemporalSmoother(window=window, iou_threshold=iou_threshold, align=align, current_weight=current_weight)
+        self.detect_every = int(detect_every)
+        self.track_motion = track_motion
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, predictor, **overrides):
+        v = cfg.VIDEO
+        args = {
+            "predictor": predictor,
+            "window": v.TEMPORAL_WINDOW,
+            "iou_threshold": v.IOU_THRESHOLD,
+            "align": v.ALIGN,
+            "current_weight": v.CURRENT_WEIGHT,
+            "detect_every": v.DETECT_EVERY,
+            "track_motion": v.TRACK_MOTION,
+        }
+        args.update(overrides)
+        return args
 
     def reset(self) -> None:
+        """Start a new video: forget the tracks; the next frame is frame 0 (a detection frame)."""
         self.smoother.reset()
+        self._frame = -1
+        # track id -> its last two detections [(frame, box XYXY_ABS)] and last detected box score
+        self._detections: Dict[int, List[Tuple[int, torch.Tensor]]] = {}
+        self._box_scores: Dict[int, float] = {}
+
+    def is_detection_frame(self, frame: int) -> bool:
+        """Whether the detector runs on frame ``frame`` (counted from :meth:`reset`)."""
+        return frame % self.detect_every == 0
+
+    def track_boxes(self, frame: int) -> Tuple[List[int], torch.Tensor, torch.Tensor]:
+        """The followed tracks' ids, their predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``
+        and their last detected box scores (``N``)."""
+        ids = sorted(self._detections)
+        boxes = []
+        for tid in ids:
+            dets = self._detections[tid]
+            last_frame, last_box = dets[-1]
+            box = last_box
+            if self.track_motion == "velocity" and len(dets) == 2:
+                first_frame, first_box = dets[0]
+                box = last_box + (last_box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
+            boxes.append(box)
+        boxes_t = torch.stack(boxes) if boxes else torch.zeros((0, 4))
+        scores = torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
+        return ids, boxes_t, scores
 
     def __call__(self, image: np.ndarray, return_scores: bool = False) -> dict:
-        return self.process(self.predictor.run_model(image), return_scores=return_scores)
+        frame = self._frame + 1
+        if self.is_detection_frame(frame):
+            faces = self.predictor.run_model(image)
+        else:
+            _, boxes, box_scores = self.track_boxes(frame)
+            height, width = image.shape[:2]
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            faces = self.predictor.run_model(image, boxes=boxes.numpy(), box_scores=box_scores.numpy())
+        return self.process(faces, return_scores=return_scores)
 
     def smooth(self, faces: Instances) -> Instances:
         """The next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`) with
@@ -293,5 +375,17 @@ class VideoPredictor:
 
     def process(self, faces: Instances, return_scores: bool = False) -> dict:
         """Smooth the next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`)
-        and paint what the smoother returns; lets one model run serve several smoothing settings."""
-        return self.predictor.postprocess(self.smooth(faces), return_scores=return_scores)
+        and paint what the smoother returns; lets one model run serve several smoothing settings.
+        On a detection frame (:meth:`is_detection_frame`) the faces' boxes and box scores are
+        recorded as their tracks' detections (what the frames up to the next one follow)."""
+        self._frame += 1
+        smoothed = self.smooth(faces)
+        if self.is_detection_frame(self._frame):
+            boxes = faces.pred_boxes.tensor.detach().float().cpu()
+            box_scores = faces.box_scores.detach().float().cpu()
+            detections, scores = {}, {}
+            for i, tid in enumerate(smoothed.track_ids.tolist()):
+                detections[tid] = (self._detections.get(tid, []) + [(self._frame, boxes[i])])[-2:]
+                scores[tid] = float(box_scores[i])
+            self._detections, self._box_scores = detections, scores
+        return self.predictor.postprocess(smoothed, return_scores=return_scores)

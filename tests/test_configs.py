@@ -59,6 +59,7 @@ def test_configs_are_found():
         "configs/quick_schedules/qanet_fcos_synth_instant_test.yaml",
         "configs/quick_schedules/qanet_parser_synth_instant_test.yaml",
         "configs/quickstart/qanet_fcos_synth.yaml",
+        "configs/realtime/qanet_fcos_synth_realtime.yaml",
     }
     assert expected <= set(CONFIGS)
     for family in ("sfp", "lapa", "celebamask_hq"):
@@ -133,6 +134,8 @@ INSTANT = "configs/quick_schedules/qanet_fcos_synth_instant_test.yaml"
         ("MODEL.QANET.TEST_BOXES", "oracle"),
         ("SOLVER.OPTIMIZER", "lamb"),
         ("TEST.FACE_PARSING.ABSENT_CLASS", "zero"),
+        ("VIDEO.ALIGN", "flow"),
+        ("VIDEO.TRACK_MOTION", "kalman"),
     ],
 )
 def test_validation_rejects_a_value_outside_the_choices(key, bad):
@@ -152,6 +155,7 @@ def test_validation_choices_are_the_owners_objects(monkeypatch):
     from qanet_d2.engine.validation import ConfigError
     from qanet_d2.evaluation import face_parsing_evaluator
     from qanet_d2.modeling import meta_arch
+    from qanet_d2 import video
     from qanet_d2.modeling.qanet import parser
 
     choices = validation._CHOICES
@@ -159,6 +163,8 @@ def test_validation_choices_are_the_owners_objects(monkeypatch):
     assert choices["MODEL.QANET.TEST_BOXES"] is meta_arch.TEST_BOXES
     assert choices["SOLVER.OPTIMIZER"] is trainer.OPTIMIZERS
     assert choices["TEST.FACE_PARSING.ABSENT_CLASS"] is face_parsing_evaluator.ABSENT_CLASS_MODES
+    assert choices["VIDEO.ALIGN"] is video.ALIGNS
+    assert choices["VIDEO.TRACK_MOTION"] is video.TRACK_MOTIONS
 
     cfg = load(INSTANT)
     cfg.MODEL.QANET.INPUT_SIZE = (384, 288)  # 3:4, multiples of 32 but not of 64

@@ -198,6 +198,63 @@ def test_demo_on_synthetic_video(demo_module, tmp_path):
     assert np.asarray(Image.open(labels / "clip" / "00000.png")).shape == (120, 160)
 
 
+def test_demo_video_with_detection_every_k_frames(demo_module, tmp_path, monkeypatch):
+    """The real-time path (VIDEO.DETECT_EVERY 2): one output frame and one label PNG per input
+    frame, the detector run on frames 0, 2, 4 only, and the frames between parsed in the boxes
+    of the tracks."""
+    from qanet_d2.modeling.meta_arch import QANetFaceParser
+
+    video = SyntheticVideo((3, 5), 96, 72, 5)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 72))
+    for t in range(5):
+        writer.write(video.render(t).image)
+    writer.release()
+    detect, calls = QANetFaceParser.detect, []
+
+    def counting_detect(self, batched_inputs):
+        calls.append(len(batched_inputs))
+        return detect(self, batched_inputs)
+
+    monkeypatch.setattr(QANetFaceParser, "detect", counting_detect)
+    out, labels = tmp_path / "parsed.avi", tmp_path / "labels"
+    torch.manual_seed(0)
+    status = demo_module.main(
+        ["--config-file", str(INSTANT), "--video-input", str(path), "--output", str(out), "--save-labels", str(labels),
+         "--overlay", "opencv", *OPTS, "VIDEO.DETECT_EVERY", "2"]
+    )
+    assert status == 0
+    assert calls == [1, 1, 1]  # frames 0, 2, 4
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == 5
+    assert sorted(p.name for p in (labels / "clip").iterdir()) == [f"{t:05d}.png" for t in range(5)]
+    assert all(np.asarray(Image.open(labels / "clip" / f"{t:05d}.png")).shape == (72, 96) for t in range(5))
+
+
+def test_opencv_overlay_blends_the_palette_and_keeps_background(demo_module):
+    """--overlay opencv: a painted pixel is (1 - alpha) * image + alpha * its class colour, a
+    background pixel is the image's, and the result is RGB like the Visualizer's."""
+    from predictor import VisualizationDemo  # demo/, on the path once demo.py is loaded
+    from qanet_d2 import get_qanet_cfg
+    from qanet_d2.predictor import FaceParsingPredictor
+
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(INSTANT))
+    cfg.MODEL.DEVICE = "cpu"
+    demo = VisualizationDemo(cfg, FaceParsingPredictor(cfg), alpha=0.5, overlay="opencv", draw_boxes=False)
+    image = np.full((4, 6, 3), (10, 20, 30), np.uint8)  # BGR
+    labels = np.zeros((4, 6), np.uint8)
+    labels[1, 2] = 3
+    drawn = demo.draw_opencv(image, {"labels": labels, "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32)}).get_image()
+    r, g, b = demo.metadata.stuff_colors[3]
+    assert tuple(drawn[1, 2]) == tuple(np.uint8(np.float32(0.5) * np.float32(v) + np.float32(0.5) * np.float32(c)) for v, c in ((30, r), (20, g), (10, b)))
+    assert tuple(drawn[0, 0]) == (30, 20, 10)
+
+
 def test_demo_sequence_layout_matches_evaluate_pngs(demo_module, tmp_path):
     """--input <root>/images --sequence --save-labels DIR writes DIR/<video_id>/<frame>.png,
     the layout tools/evaluate_pngs.py reads (qanet_d2.evaluation.label_png_path)."""

@@ -197,12 +197,14 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
         {"window": 1, "align": "box"},
         {"window": 3, "align": "box", "current_weight": 0.7},
         {"window": 3, "align": "image", "current_weight": None},
+        {"window": 1, "align": "box", "detect_every": 2},
     ]
     rows = tool.measure(predictor, "face_synth_val", settings, max_videos=1)
     assert [r["setting"] for r in rows] == [
         "no smoothing",
         "window 3, box-aligned, current frame 0.7",
         "window 3, image-aligned, plain mean",
+        "no smoothing, detector every 2 frames (velocity tracks)",
         "ground truth",
     ]
     for r in rows:
@@ -221,3 +223,95 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
     res = evaluator.evaluate()["face_parsing"]
     assert rows[0]["J&F"] == pytest.approx(float(res["J&F"]))
     assert rows[0]["flicker_pct"] == pytest.approx(100 * float(np.mean(flicker)))
+
+    # the detection-every-2 row is the VideoPredictor's own output (the model run on its frames)
+    from qanet_d2.video import VideoPredictor
+
+    video = VideoPredictor(predictor, window=1, detect_every=2)
+    for frames in tool.group_videos(DatasetCatalog.get("face_synth_val"), max_videos=1).values():
+        labels = [video(read_image(d["file_name"], "BGR"))["labels"] for d in frames]
+    assert rows[3]["flicker_pct"] == pytest.approx(100 * label_change_rate(labels, ignore_label=None))
+
+
+# ---------------------------------------------------------------------------- detection every k frames
+class _RecordingPredictor:
+    """A predictor whose "detector" returns one face moving 2 px per frame to the right (box score
+    0.9) and a second face that is only detected on frame 0; records every model call."""
+
+    def __init__(self):
+        self.calls = []  # (frame, "detector" | boxes given, box scores given)
+        self.frame = -1
+
+    @staticmethod
+    def detected_boxes(frame):
+        moving = [10.0 + 2 * frame, 10.0, 34.0 + 2 * frame, 42.0]
+        return [moving, [60.0, 5.0, 84.0, 37.0]] if frame == 0 else [moving]
+
+    def run_model(self, image, boxes=None, box_scores=None):
+        from detectron2.structures import Boxes, Instances
+
+        self.frame += 1
+        if boxes is None:
+            self.calls.append((self.frame, "detector", None))
+            b = torch.tensor(self.detected_boxes(self.frame))
+            s = torch.full((len(b),), 0.9)
+        else:
+            self.calls.append((self.frame, np.asarray(boxes).tolist(), np.asarray(box_scores).tolist()))
+            b = torch.as_tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4)
+            s = torch.as_tensor(np.asarray(box_scores), dtype=torch.float32)
+        n = len(b)
+        return Instances(image.shape[:2], pred_boxes=Boxes(b), scores=s.clone(), box_scores=s, parsing_probs=_probs(self.frame, n), crop_affines=_affines(b))
+
+    def postprocess(self, faces, return_scores=False):
+        return {"instances": faces}
+
+
+@pytest.mark.parametrize("motion", ["velocity", "still"])
+def test_detector_runs_every_k_frames_and_tracks_fill_the_gaps(motion):
+    """k = 3: the detector runs on frames 0, 3, 6; frames 1, 2 parse the face in its box of frame 0
+    (one detection: no velocity yet); frames 4, 5 in its box of frame 3 moved by the velocity
+    between frames 0 and 3 (2 px per frame), or kept still. A face the detector finds on frame 0
+    only is followed until frame 3's detection, then dropped."""
+    from qanet_d2.video import VideoPredictor
+
+    fake = _RecordingPredictor()
+    video = VideoPredictor(fake, window=3, detect_every=3, track_motion=motion)
+    image = np.zeros((120, 160, 3), np.uint8)
+    results = [video(image) for _ in range(8)]
+    assert [c[0] for c in fake.calls if c[1] == "detector"] == [0, 3, 6]
+    calls = {c[0]: c for c in fake.calls}
+    still_face = [60.0, 5.0, 84.0, 37.0]
+    for frame in (1, 2):
+        assert calls[frame][1] == [[10.0, 10.0, 34.0, 42.0], still_face]
+        assert calls[frame][2] == pytest.approx([0.9, 0.9])
+    for frame in (4, 5, 7):
+        last = 3 if frame < 6 else 6
+        shift = 2.0 * (frame if motion == "velocity" else last)
+        assert calls[frame][1] == [pytest.approx([10.0 + shift, 10.0, 34.0 + shift, 42.0])]
+    # the moving face keeps one track through detected and tracked frames
+    assert [r["instances"].track_ids.tolist()[0] for r in results] == [0] * 8
+    video.reset()
+    video(image)
+    assert fake.calls[-1][1] == "detector"
+
+
+def test_detect_every_one_always_detects():
+    from qanet_d2.video import VideoPredictor
+
+    fake = _RecordingPredictor()
+    video = VideoPredictor(fake, window=3)
+    for _ in range(4):
+        video(np.zeros((120, 160, 3), np.uint8))
+    assert [c[1] for c in fake.calls] == ["detector"] * 4
+
+
+def test_video_predictor_from_config():
+    from qanet_d2 import get_qanet_cfg
+    from qanet_d2.video import VideoPredictor
+
+    cfg = get_qanet_cfg()
+    cfg.merge_from_list(["VIDEO.DETECT_EVERY", 4, "VIDEO.TEMPORAL_WINDOW", 2, "VIDEO.TRACK_MOTION", "still"])
+    video = VideoPredictor(cfg, _RecordingPredictor(), align="box")
+    assert (video.detect_every, video.smoother.window, video.track_motion, video.smoother.align) == (4, 2, "still", "box")
+    with pytest.raises(ValueError, match="DETECT_EVERY"):
+        VideoPredictor(_RecordingPredictor(), detect_every=0)

@@ -1,33 +1,44 @@
 #!/usr/bin/env python
-"""Export the QANet parser (face crop in -> class probabilities and predicted IoU out).
+"""Export the face-parsing pipeline to ONNX: the FCOS face detector and the QANet parser.
 
     python tools/export.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
-        --output exported/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+        --output exported/ MODEL.WEIGHTS output/quickstart/model_final.pth
 
 writes into ``--output``:
 
-* ``parser.ts``   TorchScript (``torch.jit.trace``), loadable with ``torch.jit.load`` alone;
-* ``parser.onnx`` ONNX (opset 17, dynamic batch), when the ``onnx`` package is installed;
-* ``parser.json`` the pre/post-processing contract (crop size, box expansion, normalisation,
-  class names, flip pairs, scoring) that a runtime without detectron2 needs;
+* ``detector.onnx``: the detector's backbone and head. Input ``images`` ``B x 3 x H x W`` float32,
+  the detector's preprocessed batch (channels in ``INPUT.FORMAT`` order, ``(pixel -
+  MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD``, zero-padded to a multiple of the backbone's size
+  divisibility); outputs per FPN level ``cls_<level>`` (``B x K x Hi x Wi`` class logits),
+  ``box_<level>`` (``B x 4 x Hi x Wi`` ltrb distances in strides, before ReLU) and
+  ``ctr_<level>`` (``B x 1 x Hi x Wi`` centerness logits). Dynamic batch, height and width.
+* ``parser.onnx``: the parser (backbone, neck, parsing and IoU branches) followed by a softmax.
+  Input ``crops`` ``N x 3 x h x w`` float32 normalised RGB crops (``MODEL.QANET.PIXEL_MEAN/STD``);
+  outputs ``probs`` (``N x C x h x w``) and ``iou`` (``N``, the IoU branch's raw prediction; the
+  model clamps it to [0, 1] after averaging the test views). Dynamic batch.
+* ``metadata.json``: everything the runtime needs besides the graphs, written from the config
+  and the model (resize, normalisation, FCOS decoding thresholds, crop geometry, test views, flip
+  permutation, post-processing settings, classes and colours), and which exporter made each file.
 
-and checks both against the eager PyTorch parser (maximum absolute difference of probabilities
-and IoU, printed; the tool fails above ``--tolerance``, 1e-4 by default). The exported module
-is the model's own :class:`~qanet_d2.modeling.qanet.QANetParser` (backbone, neck, parsing
-and IoU branches) followed by a softmax and the IoU clamp of the model's scoring; see
-``docs/export.md`` for the full contract and :func:`crop_faces_numpy` /
-:func:`paint_faces_numpy` below for a reference pre/post-processing in NumPy + OpenCV.
-
-Contract in short: input ``crops`` float32 ``N x 3 x H x W`` (``MODEL.QANET.INPUT_SIZE``),
-RGB, ``(pixel - PIXEL_MEAN) / PIXEL_STD`` (``--raw-input``: 0..255 RGB, normalised inside);
-outputs ``probs`` ``N x C x H x W`` (softmax over C) and ``iou`` ``N`` in [0, 1].
+The ONNX files are made with ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based
+exporter; needs the ``onnxscript`` package) and, where that is not installed or fails, with the
+TorchScript-tracing exporter (``dynamo=False``); ``--exporter`` chooses. Each file is checked
+against eager PyTorch in ONNX Runtime (maximum absolute differences printed; the tool fails
+above ``--tolerance``). ``--check-image`` then runs the whole pipeline on photos with the torch
+predictor and with the ONNX runtime (:mod:`onnx_runtime`, NumPy + OpenCV + ONNX Runtime) and
+prints their agreement and speed. See ``docs/export.md``.
 """
+from __future__ import annotations
+
 import argparse
+import contextlib
+import importlib.util
 import json
 import logging
 import os
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,6 +46,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
 from qanet_d2 import add_qanet_config  # noqa: E402
@@ -42,269 +54,370 @@ from qanet_d2 import add_qanet_config  # noqa: E402
 logger = logging.getLogger("qanet_d2.export")
 
 __all__ = [
+    "DetectorForExport",
     "ParserForExport",
-    "build_parser_for_export",
-    "export_contract",
-    "export_torchscript",
+    "EXPORTERS",
+    "METADATA_FILE",
+    "build_model_for_export",
+    "export_metadata",
     "export_onnx",
-    "parity",
-    "crop_faces_numpy",
-    "paint_faces_numpy",
+    "onnx_parity",
+    "export_pipeline",
+    "pipeline_parity",
+    "main",
 ]
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+METADATA_FILE = "metadata.json"
+METADATA_VERSION = 2
+
+
+class DetectorForExport(nn.Module):
+    """FCOS backbone + head: ``forward(images)`` with the preprocessed ``B x 3 x H x W`` batch
+    returns the per-level class logits, box distances and centerness logits, in this order
+    (``3 x L`` tensors, level by level within each kind), as detectron2's FCOS head gives them."""
+
+    def __init__(self, fcos: nn.Module):
+        super().__init__()
+        self.backbone = fcos.backbone
+        self.head = fcos.head
+        self.in_features = list(fcos.head_in_features)
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        features = self.backbone(images)
+        logits, deltas, centerness = self.head([features[f] for f in self.in_features])
+        return tuple(logits) + tuple(deltas) + tuple(centerness)
 
 
 class ParserForExport(nn.Module):
-    """The model's parser with the model's inference post-processing of its outputs.
+    """The parser and the softmax of its logits: ``forward(crops)`` with ``N x 3 x h x w``
+    normalised RGB crops returns ``(probs, iou)``: ``N x C x h x w`` probabilities and the ``N``
+    raw IoU predictions."""
 
-    ``forward(crops)``: ``crops`` ``N x 3 x H x W`` float32 RGB, normalised by the parser's mean
-    and std (or 0..255 when ``raw_input``) -> ``(probs, iou)``: ``N x C x H x W`` softmax
-    probabilities and ``N`` predicted IoU clamped to [0, 1] (as the model's face score uses it).
-    """
-
-    def __init__(self, parser: nn.Module, pixel_mean: Sequence[float], pixel_std: Sequence[float], raw_input: bool = False):
+    def __init__(self, parser: nn.Module):
         super().__init__()
         self.parser = parser
-        self.raw_input = bool(raw_input)
-        self.register_buffer("pixel_mean", torch.tensor(list(pixel_mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("pixel_std", torch.tensor(list(pixel_std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.raw_input:
-            crops = (crops - self.pixel_mean) / self.pixel_std
         logits, iou = self.parser(crops)
-        return logits.softmax(dim=1), iou.clamp(0.0, 1.0)
+        return logits.softmax(dim=1), iou
 
 
-def build_parser_for_export(cfg, raw_input: bool = False) -> Tuple[ParserForExport, nn.Module]:
-    """Build the model of ``cfg`` (weights from ``MODEL.WEIGHTS`` and the part checkpoints), return the export module on
-    CPU in eval mode and the full model."""
+def build_model_for_export(cfg) -> nn.Module:
+    """The eval-mode model of ``cfg`` on CPU, contiguous weights, with ``MODEL.WEIGHTS`` and the
+    part checkpoints loaded."""
     from detectron2.modeling import build_model
     from qanet_d2.engine.checkpoint import load_model_weights
 
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.CHANNELS_LAST = False  # the graph is the same; tracing contiguous weights keeps it plain
     model = build_model(cfg).eval()
-    load_model_weights(cfg, model)  # warns when no checkpoint gives the parser
-    q = cfg.MODEL.QANET
-    module = ParserForExport(model.parser, q.PIXEL_MEAN, q.PIXEL_STD, raw_input=raw_input).eval()
-    return module, model
+    load_model_weights(cfg, model)
+    return model
 
 
-def export_contract(cfg, model, raw_input: bool = False) -> Dict:
-    """The pre/post-processing contract of the exported parser as a JSON-able dict."""
+def export_metadata(cfg, model) -> Dict:
+    """The runtime's contract as a JSON-able dict: the config fields and model constants that
+    pre- and post-processing read (see ``docs/export.md``)."""
+    from detectron2.data import MetadataCatalog
+    from qanet_d2.modeling.postprocessing import SCORE_EPS
+    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
     from qanet_d2.predictor import metadata_field
 
-    from detectron2.data import MetadataCatalog
-
-    q = cfg.MODEL.QANET
+    if len(cfg.TEST.ENSEMBLE.WEIGHTS):
+        raise ValueError("TEST.ENSEMBLE.WEIGHTS: the export holds one parser; export without an ensemble")
+    q, pp = cfg.MODEL.QANET, model.postprocessor
     names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
     meta = MetadataCatalog.get(names[0]) if names else None
     classes = metadata_field(meta, "stuff_classes") if meta is not None else None
+    colors = metadata_field(meta, "stuff_colors") if meta is not None else None
     if classes is None or len(classes) != q.NUM_CLASSES:
         classes = [f"class_{i}" for i in range(q.NUM_CLASSES)]
-    perm = model.cropper.flip_permutation.tolist()
-    flip_pairs = sorted({tuple(sorted((a, b))) for a, b in enumerate(perm) if a != b})
+    if colors is None or len(colors) != q.NUM_CLASSES:
+        rng = np.random.RandomState(0)
+        colors = [[0, 0, 0]] + rng.randint(0, 256, (q.NUM_CLASSES - 1, 3)).tolist()
+    fcos = model.detector
+    detector = None
+    if fcos is not None:
+        strides = [int(s) for s in fcos.anchor_generator.strides]
+        detector = {
+            "file": "detector.onnx",
+            "input_scale": float(cfg.MODEL.FCOS.INPUT_SCALE),
+            "pixel_mean": [float(v) for v in fcos.pixel_mean.flatten()],
+            "pixel_std": [float(v) for v in fcos.pixel_std.flatten()],
+            "size_divisibility": int(fcos.backbone.size_divisibility),
+            "levels": list(fcos.head_in_features),
+            "strides": strides,
+            "anchor_offset": float(fcos.anchor_generator.offset),
+            "num_classes": int(fcos.num_classes),
+            "score_thresh": float(fcos.test_score_thresh),
+            "topk_candidates": int(fcos.test_topk_candidates),
+            "nms_thresh": float(fcos.test_nms_thresh),
+            "max_detections_per_image": int(fcos.max_detections_per_image),
+            "box_normalized_by_stride": bool(fcos.box2box_transform.normalize_by_size),
+            "outputs": {kind: [f"{kind}_{f}" for f in fcos.head_in_features] for kind in ("cls", "box", "ctr")},
+        }
     return {
-        "format_version": 1,
+        "format_version": METADATA_VERSION,
         "input": {
-            "name": "crops",
-            "shape": ["N", 3, int(q.INPUT_SIZE[0]), int(q.INPUT_SIZE[1])],
-            "dtype": "float32",
-            "channel_order": "RGB",
-            "normalisation": "none (0..255 RGB)" if raw_input else "(pixel - pixel_mean) / pixel_std",
-            "pixel_mean": [float(v) for v in q.PIXEL_MEAN],
-            "pixel_std": [float(v) for v in q.PIXEL_STD],
-            "outside_image_value": "pixel_mean (0 after normalisation)",
+            "format": cfg.INPUT.FORMAT,
+            "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
         },
-        "crop": {
-            "size_hw": [int(q.INPUT_SIZE[0]), int(q.INPUT_SIZE[1])],
-            "aspect_ratio_w_over_h": float(q.ASPECT_RATIO),
-            "box_expand": float(q.BOX_EXPAND),
-            "interpolation": "bilinear",
-            "pixel_convention": "pixel (i, j) covers [j, j+1) x [i, i+1); XYXY_ABS boxes",
-            "detector_input": {"min_size_test": int(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST)},
+        "detector": detector,
+        "parser": {
+            "file": "parser.onnx",
+            "crop_size": [int(s) for s in model.cropper.crop_size],
+            "aspect_ratio": float(model.cropper.aspect_ratio),
+            "box_expand": float(model.cropper.box_expand),
+            "pixel_mean": [float(v) for v in model.cropper.pixel_mean.flatten()],
+            "pixel_std": [float(v) for v in model.cropper.pixel_std.flatten()],
+            "max_faces_per_image": int(model.max_faces_per_image),
+            "batch": int(model.parser_batch),
+            "views": [[float(s), bool(f)] for s, f in tta_views_from_config(cfg)],
+            "flip_permutation": [int(v) for v in model.cropper.flip_permutation.tolist()],
         },
-        "outputs": {
-            "probs": {"shape": ["N", int(q.NUM_CLASSES), int(q.INPUT_SIZE[0]), int(q.INPUT_SIZE[1])], "meaning": "softmax class probabilities per crop pixel"},
-            "iou": {"shape": ["N"], "meaning": "predicted mean IoU of the crop's parsing, clamped to [0, 1]"},
+        "postprocessing": {
+            "num_classes": int(pp.num_classes),
+            "score_weights": list(pp.score_weights),
+            "score_eps": float(SCORE_EPS),
+            "pixel_score_thresh": pp.pixel_score_thresh,
+            "pixel_score_region": pp.pixel_score_region,
+            "face_score_thresh": pp.face_score_thresh,
+            "paint_order": pp.paint_order,
         },
         "classes": list(classes),
-        "flip_pairs": [list(p) for p in flip_pairs],
-        "scoring": {
-            "pixel_score_thresh": float(q.INFERENCE.PIXEL_SCORE_THRESH),
-            "score_weights_box_iou_pixel": [float(w) for w in q.INFERENCE.SCORE_WEIGHTS],
-            "face_score_thresh": float(q.INFERENCE.FACE_SCORE_THRESH),
-        },
+        "colors": [[int(c) for c in col] for col in colors],
     }
 
 
-def export_torchscript(module: nn.Module, example: torch.Tensor, path: str) -> str:
-    """Trace ``module`` on ``example`` and save it (batch size stays free)."""
-    with torch.no_grad():
-        traced = torch.jit.trace(module, example, check_trace=False)
-    traced.save(path)
-    return path
+def _onnxscript_available() -> bool:
+    return importlib.util.find_spec("onnxscript") is not None
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int = 17) -> str:
-    """Export with the TorchScript-based ONNX exporter (``dynamo=False``), dynamic batch."""
-    kwargs = dict(
-        input_names=["crops"],
-        output_names=["probs", "iou"],
-        dynamic_axes={"crops": {0: "N"}, "probs": {0: "N"}, "iou": {0: "N"}},
-        opset_version=int(opset),
-    )
-    with torch.no_grad():
-        try:
-            torch.onnx.export(module, (example,), path, dynamo=False, **kwargs)
-        except TypeError:  # torch without the dynamo argument
-            torch.onnx.export(module, (example,), path, **kwargs)
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters' progress lines and deprecation notes are not for the user of this tool
+    (which exporter ran is logged and written into the metadata)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str,
+    input_name: str,
+    output_names: Sequence[str],
+    dynamic_dims: Dict[int, str],
+    exporter: str = "auto",
+    opset: int = 18,
+) -> str:
+    """Export ``module`` (one tensor input) to ``path``; returns the exporter that made the file:
+    "dynamo" (``torch.onnx.export(dynamo=True)``) or "torchscript" (the tracing exporter).
+
+    ``dynamic_dims``: input dimension -> name, e.g. ``{0: "N"}``; the outputs' dimensions follow.
+    ``exporter`` "auto" tries dynamo first (when ``onnxscript`` is installed) and falls back to
+    tracing when it is missing or fails.
+    """
     import onnx
 
+    if exporter not in EXPORTERS:
+        raise ValueError(f"--exporter must be one of {EXPORTERS}; got {exporter!r}")
+    tried = []
+    if exporter in ("auto", "dynamo"):
+        if not _onnxscript_available():
+            if exporter == "dynamo":
+                raise RuntimeError("the dynamo ONNX exporter needs the onnxscript package (pip install onnxscript)")
+            tried.append("dynamo: onnxscript is not installed")
+        else:
+            dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic_dims.items()}
+            try:
+                with torch.no_grad(), _quiet_exporter():
+                    torch.onnx.export(
+                        module, (example,), path, dynamo=True, input_names=[input_name], output_names=list(output_names),
+                        dynamic_shapes=(dims,), opset_version=int(opset), verbose=False,
+                        optimize=True,
+                    )
+                onnx.checker.check_model(onnx.load(path))
+                return "dynamo"
+            except Exception as e:  # noqa: BLE001  (any failure of the preferred path falls back)
+                if exporter == "dynamo":
+                    raise
+                tried.append(f"dynamo: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    axes = {input_name: dict(dynamic_dims)}
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(
+            module, (example,), path, dynamo=False, input_names=[input_name], output_names=list(output_names),
+            dynamic_axes=axes, opset_version=int(opset),
+        )
     onnx.checker.check_model(onnx.load(path))
-    return path
+    if tried:
+        logger.info(f"{os.path.basename(path)}: TorchScript-tracing exporter ({'; '.join(tried)})")
+    return "torchscript"
 
 
-def parity(module: nn.Module, inputs: Sequence[torch.Tensor], torchscript: Optional[str] = None, onnx_path: Optional[str] = None) -> Dict[str, float]:
-    """Maximum absolute differences of probabilities and IoU between the eager module and each
-    exported file, over ``inputs`` (batches of crops, possibly of different batch sizes)."""
-    diffs: Dict[str, float] = {}
-    runners = {}
-    if torchscript:
-        loaded = torch.jit.load(torchscript)
-        runners["torchscript"] = lambda x: [t.numpy() for t in loaded(x)]
-    if onnx_path:
-        import onnxruntime as ort
+def onnx_parity(module: nn.Module, path: str, inputs: Sequence[torch.Tensor], output_names: Sequence[str]) -> float:
+    """Maximum absolute difference between the eager ``module`` and the ONNX file over ``inputs``."""
+    import onnxruntime as ort
 
-        session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        runners["onnx"] = lambda x: session.run(["probs", "iou"], {"crops": x.numpy()})
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    worst = 0.0
     with torch.no_grad():
         for x in inputs:
-            ref = [t.numpy() for t in module(x)]
-            for name, run in runners.items():
-                out = run(x)
-                for key, r, o in zip(("probs", "iou"), ref, out):
-                    if r.shape != o.shape:
-                        raise AssertionError(f"{name} {key}: shape {o.shape} != eager {r.shape}")
-                    d = float(np.abs(r - o).max()) if r.size else 0.0
-                    diffs[f"{name}_{key}"] = max(diffs.get(f"{name}_{key}", 0.0), d)
-    return diffs
+            ref = module(x)
+            out = session.run(list(output_names), {input_name: x.numpy()})
+            for name, r, o in zip(output_names, ref, out):
+                r = r.numpy()
+                if r.shape != o.shape:
+                    raise AssertionError(f"{os.path.basename(path)} {name}: shape {o.shape} != eager {r.shape}")
+                if r.size:
+                    worst = max(worst, float(np.abs(r - o).max()))
+    return worst
 
 
-# ---------------------------------------------------------------------------- reference pre/post-processing
-def _crop_to_image_affines(boxes: np.ndarray, contract: Dict) -> np.ndarray:
-    """``N x 2 x 3`` crop -> image affines (continuous pixel coordinates) of face boxes:
-    centre kept, shorter side grown to the crop's aspect ratio, both sides x box_expand."""
-    h, w = contract["crop"]["size_hw"]
-    aspect, expand = contract["crop"]["aspect_ratio_w_over_h"], contract["crop"]["box_expand"]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    bw = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-3)
-    bh = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-3)
-    bw, bh = np.maximum(bw, bh * aspect) * expand, np.maximum(bh, bw / aspect) * expand
-    sx, sy = bw / w, bh / h
-    affines = np.zeros((len(boxes), 2, 3))
-    affines[:, 0, 0], affines[:, 0, 2] = sx, cx - sx * w / 2
-    affines[:, 1, 1], affines[:, 1, 2] = sy, cy - sy * h / 2
-    return affines
+def export_pipeline(cfg, output: str, exporter: str = "auto", opset: int = 18, tolerance: float = 1e-3) -> Dict:
+    """Export the detector and the parser of ``cfg`` into ``output`` and write the metadata.
+    Returns the metadata (with ``exporter`` and the ONNX-vs-eager ``parity`` filled in)."""
+    os.makedirs(output, exist_ok=True)
+    model = build_model_for_export(cfg)
+    meta = export_metadata(cfg, model)
+    gen = torch.Generator().manual_seed(0)
+    exporters, parity = {}, {}
+
+    h, w = model.cropper.crop_size
+    parser = ParserForExport(model.parser).eval()
+    path = os.path.join(output, meta["parser"]["file"])
+    start = time.perf_counter()
+    exporters["parser"] = export_onnx(parser, torch.randn(2, 3, h, w, generator=gen), path, "crops", ["probs", "iou"], {0: "N"}, exporter, opset)
+    logger.info(f"parser.onnx ({exporters['parser']} exporter, {time.perf_counter() - start:.1f}s)")
+    parity["parser"] = onnx_parity(parser, path, [torch.randn(n, 3, h, w, generator=gen) for n in (1, 3)], ["probs", "iou"])
+
+    if model.detector is not None:
+        det = DetectorForExport(model.detector).eval()
+        names = [n for kind in ("cls", "box", "ctr") for n in meta["detector"]["outputs"][kind]]
+        div = max(32, meta["detector"]["size_divisibility"])
+        path = os.path.join(output, meta["detector"]["file"])
+        start = time.perf_counter()
+        example = torch.randn(1, 3, 2 * div, 3 * div, generator=gen)
+        exporters["detector"] = export_onnx(det, example, path, "images", names, {0: "B", 2: "H", 3: "W"}, exporter, opset)
+        logger.info(f"detector.onnx ({exporters['detector']} exporter, {time.perf_counter() - start:.1f}s)")
+        parity["detector"] = onnx_parity(det, path, [torch.randn(1, 3, 3 * div, 2 * div, generator=gen), torch.randn(2, 3, div, div, generator=gen)], names)
+
+    meta["exporter"] = {**exporters, "opset": int(opset), "torch": torch.__version__}
+    meta["parity"] = {k: float(v) for k, v in parity.items()}
+    with open(os.path.join(output, METADATA_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    for key, value in parity.items():
+        print(f"{key}.onnx ({exporters[key]} exporter): max |onnxruntime - eager| = {value:.3g}")
+    worst = max(parity.values())
+    if worst > tolerance:
+        raise SystemExit(f"an exported graph differs from eager mode by {worst:.3g} > --tolerance {tolerance}")
+    return meta
 
 
-def _to_opencv_convention(affine: np.ndarray) -> np.ndarray:
-    """A continuous-coordinate affine (pixel centres at +0.5) as OpenCV's (centres at integers)."""
-    a = np.array(affine, dtype=np.float64)
-    a[:, 2] = a[:, :2] @ np.array([0.5, 0.5]) + a[:, 2] - 0.5
-    return a
+# ---------------------------------------------------------------------------- pipeline parity
+def pipeline_parity(predictor, runtime, image_bgr: np.ndarray) -> Dict:
+    """Compare the torch pipeline (``FaceParsingPredictor``) and the ONNX runtime on one BGR image.
 
-
-def crop_faces_numpy(image_rgb: np.ndarray, boxes: np.ndarray, contract: Dict) -> Tuple[np.ndarray, np.ndarray]:
-    """Parser input for face boxes of an RGB image, with NumPy and OpenCV only.
-
-    Args:
-        image_rgb: ``H x W x 3`` uint8 RGB (the frame the boxes refer to).
-        boxes: ``N x 4`` XYXY_ABS face boxes.
-        contract: the exported ``parser.json``.
-
-    Returns:
-        ``(crops, affines)``: ``N x 3 x h x w`` float32 normalised crops and their ``N x 2 x 3``
-        crop -> image affines (continuous pixel coordinates, for :func:`paint_faces_numpy`).
+    Returns ``pixel_agreement`` (fraction of equal label-map pixels), ``faces_torch`` /
+    ``faces_onnx`` (counts), ``max_box_diff`` (pixels: the largest coordinate difference between
+    a face and the nearest face of the other pipeline, both ways; inf when the counts differ),
+    ``max_score_diff`` (quality scores of those nearest faces) and ``painted_pixels`` (fraction
+    of the torch label map that is not background).
     """
-    import cv2
+    ref = predictor(image_bgr)
+    out = runtime(image_bgr)
+    n_ref, n_out = len(ref["boxes"]), len(out["boxes"])
+    box_diff = score_diff = float("inf")
+    if n_ref == n_out:
+        box_diff = score_diff = 0.0
+        if n_ref:
+            # faces matched by position (scores that tie to 1e-6 may sort either way)
+            diff = np.abs(ref["boxes"][:, None, :] - out["boxes"][None, :, :]).max(axis=2)
+            match = diff.argmin(axis=1)
+            box_diff = float(max(diff.min(axis=1).max(), diff.min(axis=0).max()))
+            score_diff = float(np.abs(ref["scores"] - out["scores"][match]).max())
+    return {
+        "pixel_agreement": float((ref["labels"] == out["labels"]).mean()),
+        "differing_pixels": int((ref["labels"] != out["labels"]).sum()),
+        "faces_torch": n_ref,
+        "faces_onnx": n_out,
+        "max_box_diff": box_diff,
+        "max_score_diff": score_diff,
+        "painted_pixels": float((ref["labels"] != 0).mean()),
+    }
 
-    h, w = contract["crop"]["size_hw"]
-    mean = np.asarray(contract["input"]["pixel_mean"], np.float32)
-    std = np.asarray(contract["input"]["pixel_std"], np.float32)
-    affines = _crop_to_image_affines(boxes, contract)
-    image = image_rgb.astype(np.float32)
-    crops = np.zeros((len(affines), 3, h, w), np.float32)
-    for i, a in enumerate(affines):
-        crop = cv2.warpAffine(
-            image, _to_opencv_convention(a), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in mean),
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3, threads: int = 1) -> List[Dict]:
+    """Print :func:`pipeline_parity` and the median time per image of both pipelines for
+    ``paths`` (image files, or "astronaut" for scikit-image's portrait), each pipeline on
+    ``threads`` CPU threads."""
+    from onnx_runtime import FaceParsingRuntime
+    from qanet_d2 import FaceParsingPredictor
+    from qanet_d2.data.io import read_image_bgr
+
+    torch.set_num_threads(int(threads))
+    predictor = FaceParsingPredictor(cfg)
+    runtime = FaceParsingRuntime(output, threads=int(threads))
+    rows = []
+    for p in paths:
+        if p == "astronaut":
+            from skimage.data import astronaut
+
+            image = np.ascontiguousarray(astronaut()[:, :, ::-1])
+        else:
+            image = read_image_bgr(p)
+        row = {"image": p, **pipeline_parity(predictor, runtime, image)}
+        with torch.no_grad():
+            row["torch_s"] = _median_seconds(lambda: predictor(image), repeats)
+        row["onnx_s"] = _median_seconds(lambda: runtime(image), repeats)
+        rows.append(row)
+        print(
+            f"{p}: {row['pixel_agreement'] * 100:.3f} % equal pixels ({row['differing_pixels']} differ; {row['painted_pixels'] * 100:.1f} % painted), "
+            f"faces torch {row['faces_torch']} / onnx {row['faces_onnx']}, max box diff {row['max_box_diff']:.3g} px, "
+            f"max score diff {row['max_score_diff']:.3g}; torch {row['torch_s'] * 1000:.0f} ms, onnxruntime {row['onnx_s'] * 1000:.0f} ms"
         )
-        crops[i] = ((crop - mean) / std).transpose(2, 0, 1)
-    if contract["input"]["normalisation"].startswith("none"):
-        crops = crops * std[:, None, None] + mean[:, None, None]
-    return crops, affines
-
-
-def paint_faces_numpy(probs: np.ndarray, affines: np.ndarray, scores: np.ndarray, image_size: Sequence[int], contract: Dict) -> np.ndarray:
-    """Image label map from parser outputs, with NumPy and OpenCV only.
-
-    Faces with ``score >= face_score_thresh`` are pasted (bilinear) in ascending score order;
-    each writes its foreground (argmax != 0 where the max probability >= 1 / C) inside its crop.
-    ``scores`` are the face scores ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``, pixel
-    score = mean max-probability over crop pixels whose max-probability >= pixel_score_thresh.
-
-    Returns:
-        ``H x W`` uint8 label map.
-    """
-    import cv2
-
-    height, width = int(image_size[0]), int(image_size[1])
-    labels = np.zeros((height, width), np.uint8)
-    thresh = contract["scoring"]["face_score_thresh"]
-    num_classes = probs.shape[1]
-    for i in np.argsort(np.asarray(scores), kind="stable"):
-        if scores[i] < thresh:
-            continue
-        m = _to_opencv_convention(affines[i])
-        pasted = np.stack([
-            cv2.warpAffine(probs[i, c], m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            for c in range(num_classes)
-        ])
-        ones = np.ones(probs.shape[2:], np.float32)
-        inside = cv2.warpAffine(ones, m, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
-        top, lab = pasted.max(axis=0), pasted.argmax(axis=0)
-        fg = inside & (lab != 0) & (top >= 1.0 / num_classes)
-        labels[fg] = lab[fg]
-    return labels
-
-
-def face_scores_numpy(probs: np.ndarray, iou: np.ndarray, box_scores: np.ndarray, contract: Dict) -> np.ndarray:
-    """Face quality scores from parser outputs and detector scores (the model's formula)."""
-    s = contract["scoring"]
-    top = probs.max(axis=1).reshape(len(probs), -1)
-    keep = top >= s["pixel_score_thresh"]
-    pixel = (top * keep).sum(1) / np.maximum(keep.sum(1), 1)
-    a, b, c = s["score_weights_box_iou_pixel"]
-    eps = 1e-6
-    logs = a * np.log(np.clip(box_scores, eps, 1)) + b * np.log(np.clip(iou, eps, 1)) + c * np.log(np.clip(pixel, eps, 1))
-    return np.exp(logs / (a + b + c))
+    return rows
 
 
 # ---------------------------------------------------------------------------- command line
-def get_parser():
-    p = argparse.ArgumentParser(description="Export the QANet parser to TorchScript and ONNX")
+def get_argument_parser():
+    p = argparse.ArgumentParser(description="Export the face detector and parser to ONNX (see docs/export.md)")
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--format", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
-    p.add_argument("--raw-input", action="store_true", help="the exported module normalises 0..255 RGB crops itself")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--batch", type=int, default=2, help="batch size of the example used for tracing")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="maximum absolute difference to eager mode")
-    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    p.add_argument("--output", required=True, help="output folder (detector.onnx, parser.onnx, metadata.json)")
+    p.add_argument("--exporter", default="auto", choices=EXPORTERS,
+                   help="auto: torch.export-based (dynamo) exporter when onnxscript is installed, else TorchScript tracing")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--tolerance", type=float, default=1e-3, help="maximum absolute difference of a graph to eager mode")
+    p.add_argument("--check-image", action="append", default=None, metavar="IMAGE",
+                   help="after exporting, compare the torch and ONNX pipelines on this image (repeatable; "
+                   "'astronaut': scikit-image's portrait)")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats per image for --check-image")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each pipeline for --check-image")
+    p.add_argument("opts", default=[], nargs="*", help="config KEY VALUE pairs (anywhere on the command line)")
+    p.add_argument("--opts", dest="extra_opts", default=[], nargs="*", help=argparse.SUPPRESS)  # the former spelling
     return p
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    """Command-line arguments; config KEY VALUE pairs may come before or after the options."""
+    return get_argument_parser().parse_intermixed_args(argv)
 
 
 def setup_cfg(args):
@@ -313,59 +426,22 @@ def setup_cfg(args):
     cfg = get_cfg()
     add_qanet_config(cfg)
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_list(list(args.opts) + list(getattr(args, "extra_opts", [])))
+    cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+def main(argv: Optional[List[str]] = None) -> Dict:
     from detectron2.utils.logger import setup_logger
 
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logger(name="qanet_d2")
     cfg = setup_cfg(args)
-    os.makedirs(args.output, exist_ok=True)
-    module, model = build_parser_for_export(cfg, raw_input=args.raw_input)
-    h, w = cfg.MODEL.QANET.INPUT_SIZE
-    gen = torch.Generator().manual_seed(0)
-
-    def example(n):
-        x = torch.randn(n, 3, h, w, generator=gen)
-        return x * torch.tensor(cfg.MODEL.QANET.PIXEL_STD).view(1, 3, 1, 1) + torch.tensor(cfg.MODEL.QANET.PIXEL_MEAN).view(1, 3, 1, 1) if args.raw_input else x
-
-    trace_input = example(max(1, args.batch))
-    paths = {}
-    if "torchscript" in args.format:
-        start = time.perf_counter()
-        paths["torchscript"] = export_torchscript(module, trace_input, os.path.join(args.output, "parser.ts"))
-        logger.info(f"TorchScript: {paths['torchscript']} ({time.perf_counter() - start:.1f}s)")
-    if "onnx" in args.format:
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            logger.warning("the onnx package is not installed: skipping the ONNX export (pip install onnx onnxruntime)")
-        else:
-            start = time.perf_counter()
-            paths["onnx"] = export_onnx(module, trace_input, os.path.join(args.output, "parser.onnx"), args.opset)
-            logger.info(f"ONNX: {paths['onnx']} ({time.perf_counter() - start:.1f}s)")
-    contract = export_contract(cfg, model, raw_input=args.raw_input)
-    with open(os.path.join(args.output, "parser.json"), "w") as f:
-        json.dump(contract, f, indent=2)
-
-    onnx_path = paths.get("onnx")
-    if onnx_path:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            logger.warning("onnxruntime is not installed: the ONNX file is not checked against eager mode")
-            onnx_path = None
-    diffs = parity(module, [example(1), example(3)], paths.get("torchscript"), onnx_path)
-    for key, value in diffs.items():
-        print(f"parity {key}: max |exported - eager| = {value:.3g}")
-    worst = max(diffs.values(), default=0.0)
-    if worst > args.tolerance:
-        raise SystemExit(f"exported parser differs from eager mode by {worst:.3g} > {args.tolerance}")
-    return diffs
+    meta = export_pipeline(cfg, args.output, args.exporter, args.opset, args.tolerance)
+    if args.check_image:
+        meta["check"] = check_images(cfg, args.output, args.check_image, args.repeats, args.threads)
+    return meta
 
 
 if __name__ == "__main__":

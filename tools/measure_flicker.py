@@ -4,11 +4,17 @@
     python tools/measure_flicker.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
         --dataset face_synth_val --windows 1 3 5 --align box image \\
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+    python tools/measure_flicker.py --config-file configs/realtime/qanet_fcos_synth_realtime.yaml \\
+        --windows 1 5 --align box --current-weights 0.7 --detect-every 1 3 \\
+        --opts MODEL.WEIGHTS output/realtime/model_final.pth
 
 Every frame of every video of ``--dataset`` is parsed once by the model; each smoothing setting
 (:class:`qanet_d2.video.TemporalSmoother` with a window of W frames, box- or image-aligned,
 the current frame weighted ``--current-weights``) then re-paints the frames from those outputs,
-in order, video by video. Reported per setting:
+in order, video by video. With ``--detect-every K`` (``VIDEO.DETECT_EVERY``) the detector runs
+on every K-th frame only and the faces are parsed in their tracks' boxes in between
+(:class:`qanet_d2.video.VideoPredictor`); those settings run the model themselves, frame by
+frame. Reported per setting:
 
 * flicker: the fraction of pixels whose label changes between consecutive frames
   (:func:`qanet_d2.video.label_change_rate`, mean over videos), next to the ground truth's own
@@ -61,7 +67,14 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
     videos_smoothed = [
-        VideoPredictor(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7))
+        VideoPredictor(
+            predictor,
+            window=s["window"],
+            align=s["align"],
+            current_weight=s.get("current_weight", 0.7),
+            detect_every=s.get("detect_every", 1),
+            track_motion=s.get("track_motion", "velocity"),
+        )
         for s in settings
     ]
     evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
@@ -71,7 +84,9 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     start = time.perf_counter()
     num_frames = 0
     for video_id, frames in videos.items():
-        faces = [predictor.run_model(read_image(d["file_name"], "BGR")) for d in frames]
+        images = [read_image(d["file_name"], "BGR") for d in frames]
+        # One model run per frame serves every setting that detects on every frame.
+        faces = [predictor.run_model(image) for image in images] if any(v.detect_every == 1 for v in videos_smoothed) else None
         num_frames += len(frames)
         gt = [read_label_map(d["sem_seg_file_name"]) for d in frames if d.get("sem_seg_file_name")]
         if len(gt) == len(frames):
@@ -79,8 +94,10 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
         for k, (video, evaluator) in enumerate(zip(videos_smoothed, evaluators)):
             video.reset()
             labels = []
-            for d, frame_faces in zip(frames, faces):
-                result = video.process(frame_faces)
+            for t, d in enumerate(frames):
+                # Detection every k frames: the tracker decides what the model parses, so the
+                # setting runs the model itself.
+                result = video.process(faces[t]) if video.detect_every == 1 else video(images[t])
                 labels.append(result["labels"])
                 evaluator.process_label_map(d, result["labels"])
             flicker[k].append(label_change_rate(labels, ignore_label=None))
@@ -89,11 +106,14 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     for k, (setting, evaluator) in enumerate(zip(settings, evaluators)):
         res = evaluator.evaluate()["face_parsing"]
         cw = setting.get("current_weight", 0.7)
+        every = setting.get("detect_every", 1)
+        name = "no smoothing" if setting["window"] == 1 else (
+            f"window {setting['window']}, {setting['align']}-aligned, " + ("plain mean" if cw is None else f"current frame {cw:g}")
+        )
+        if every > 1:
+            name += f", detector every {every} frames ({setting.get('track_motion', 'velocity')} tracks)"
         rows.append({
-            "setting": "no smoothing" if setting["window"] == 1 else (
-                f"window {setting['window']}, {setting['align']}-aligned, "
-                + ("plain mean" if cw is None else f"current frame {cw:g}")
-            ),
+            "setting": name,
             **setting,
             "flicker_pct": 100 * float(np.mean(flicker[k])),
             "J&F": float(res["J&F"]), "J": float(res["J"]), "F": float(res["F"]), "mIoU": float(res["mIoU"]),
@@ -124,6 +144,12 @@ def build_argument_parser():
         "--current-weights", nargs="+", default=["0.7", "none"],
         help="weights of the current frame's probabilities ('none': plain mean over the window)",
     )
+    p.add_argument(
+        "--detect-every", type=int, nargs="+", default=[1],
+        help="run the detector every k frames, following the faces with the tracker in between "
+        "(VIDEO.DETECT_EVERY); each k is combined with every smoothing setting",
+    )
+    p.add_argument("--track-motion", default=None, choices=["velocity", "still"], help="default: the config's VIDEO.TRACK_MOTION")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
@@ -144,14 +170,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     weights = [None if str(v).lower() == "none" else float(v) for v in args.current_weights]
-    settings = []
+    smoothing = []
     for w in args.windows:
         if w == 1:
-            settings.append({"window": 1, "align": "box", "current_weight": None})
+            smoothing.append({"window": 1, "align": "box", "current_weight": None})
             continue
         for a in args.align:
             for cw in weights:
-                settings.append({"window": int(w), "align": a, "current_weight": cw})
+                smoothing.append({"window": int(w), "align": a, "current_weight": cw})
+    motion = args.track_motion or cfg.VIDEO.TRACK_MOTION
+    settings = [{**s, "detect_every": int(k), "track_motion": motion} for k in args.detect_every for s in smoothing]
     predictor = FaceParsingPredictor(cfg)
     rows = measure(predictor, dataset, settings, args.max_videos, cfg.TEST.FACE_PARSING.ABSENT_CLASS, cfg.TEST.FACE_PARSING.BOUND_TH)
     print(f"\n{dataset}, {args.config_file} {' '.join(map(str, args.opts))}\n")

@@ -13,6 +13,7 @@ from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
+from ..video import ALIGNS, TRACK_MOTIONS
 from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
@@ -31,6 +32,8 @@ _CHOICES = {
     "SOLVER.OPTIMIZER": OPTIMIZERS,
     "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
     "SOLVER.LR_SCALING": LR_SCALING_RULES,
+    "VIDEO.ALIGN": ALIGNS,
+    "VIDEO.TRACK_MOTION": TRACK_MOTIONS,
 }
 
 
@@ -123,6 +126,13 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         value = _get(cfg, key)
         if (value.upper() if key == "SOLVER.OPTIMIZER" else value) not in choices:
             problems.append(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+
+    for key in ("VIDEO.DETECT_EVERY", "VIDEO.TEMPORAL_WINDOW"):
+        if int(_get(cfg, key)) < 1:
+            problems.append(f"{key} = {_get(cfg, key)}: expected an integer >= 1")
+    weight = cfg.VIDEO.CURRENT_WEIGHT
+    if weight is not None and not 0.0 < float(weight) <= 1.0:
+        problems.append(f"VIDEO.CURRENT_WEIGHT = {weight}: expected a weight in (0, 1] or None (a plain mean)")
 
     q = cfg.MODEL.QANET
     if cfg.MODEL.META_ARCHITECTURE == "QANetFaceParser":

@@ -72,10 +72,13 @@ __all__ = [
     "pixel_scores_from_top",
     "PAINT_ORDERS",
     "PIXEL_SCORE_REGIONS",
+    "SCORE_EPS",
 ]
 
 PAINT_ORDERS = ("quality", "box")
 PIXEL_SCORE_REGIONS = ("crop", "image")
+# Lower clamp of the box, IoU and pixel scores before their logarithms in the quality score.
+SCORE_EPS = 1e-6
 
 # Codes of the per-tile label image (class ids are < 254).
 _OUTSIDE = 254  # the pixel is in no view's crop
@@ -120,7 +123,7 @@ def face_scores(box_scores, iou_scores, pix_scores, weights: Sequence[float] = (
     The predicted IoU is clamped to [0, 1] first (the IoU branch is unbounded).
     """
     a, b, c = (float(w) for w in weights)
-    eps = 1e-6
+    eps = SCORE_EPS
     terms = (
         a * box_scores.clamp(eps, 1.0).log()
         + b * iou_scores.clamp(eps, 1.0).log()

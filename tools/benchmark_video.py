@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""Frames per second of video face parsing (the demo's ``--video-input`` / ``--webcam`` path),
+stage by stage, for clips with 1 and 4 faces.
+
+    python tools/benchmark_video.py --config-file configs/realtime/qanet_fcos_synth_realtime.yaml \\
+        --opts MODEL.WEIGHTS output/realtime/model_final.pth
+    python tools/benchmark_video.py --config-file ... --faces 1 4 --frames 90 --size 640 480 \\
+        --opts MODEL.WEIGHTS ... VIDEO.DETECT_EVERY 1        # the detector on every frame
+
+Clips: synthetic videos (``qanet_d2.data.synthetic.SyntheticVideo``) of ``--size`` (640x480)
+whose every frame shows exactly N faces, moving, turning and changing scale under a panning
+camera. Every frame goes through :class:`qanet_d2.video.VideoPredictor` built from the config
+(``VIDEO.*``: detection every ``DETECT_EVERY`` frames, tracks in between, temporal smoothing),
+exactly as ``demo/demo.py`` runs it; decoding the video and drawing the overlay are not timed.
+With ``--boxes gt`` (for models without trained weights, whose detector finds nothing) the
+detector still runs and is timed on its frames, but the clip's known face boxes replace its
+detections, so that every frame parses N faces.
+
+Stages (wall time, summed over the frame): resize (BGR frame -> model input,
+``FaceParsingPredictor.model_inputs``), detector (``QANetFaceParser.detect``, on detection
+frames only), crop (normalisation and ``grid_sample`` crops), parser (all faces of the frame in
+one call per ``PARSER_BATCH``), scoring (rescale + pixel and quality scores), smoothing (track
+association and temporal mean, ``VideoPredictor.smooth``) and paste (the label map painted by the
+post-processor); "other" is the rest of the frame's time.
+
+Prints, per clip, the median frames/s (1000 / median ms per frame; with ``DETECT_EVERY`` k > 1
+most frames run no detector), the mean frames/s (frames / total time: what a long video
+averages), the 90th-percentile frame time, the mean milliseconds per frame of each stage, the
+median CPU time of the process per frame (all threads; with ``--threads 1`` a measure of the
+work that a busy machine inflates less than wall time) and the machine's load average at the
+start and end (wall timings are only comparable on an idle machine). ``--json FILE`` saves the
+rows. Faces with ``--boxes gt`` are all painted (``FACE_SCORE_THRESH 0``).
+"""
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
+from qanet_d2 import add_qanet_config  # noqa: E402
+
+STAGES = ("resize", "detector", "crop", "parser", "scoring", "smoothing", "paste")
+
+
+def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: int = 60, seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """BGR frames of a synthetic video with exactly ``num_faces`` (1-4) visible faces in every
+    frame, and each frame's ``num_faces x 4`` XYXY_ABS face boxes."""
+    from qanet_d2.data.synthetic import MAX_FACES, SyntheticVideo
+
+    if not 1 <= num_faces <= MAX_FACES:
+        raise ValueError(f"--faces: the synthetic videos hold 1 to {MAX_FACES} faces, got {num_faces}")
+    for k in range(2000):
+        video = SyntheticVideo((seed, num_faces, k), width, height, frames)
+        if any(len(video.render(t).boxes) != num_faces for t in (0, frames // 2, frames - 1)):
+            continue
+        rendered = [video.render(t) for t in range(frames)]
+        if all(len(r.boxes) == num_faces for r in rendered):
+            return [r.image for r in rendered], [np.asarray(r.boxes, np.float32) for r in rendered]
+    raise RuntimeError(f"no synthetic {width}x{height} video with {num_faces} faces in every frame found")
+
+
+class _StageTimer:
+    """Wraps methods so that their wall time is added to the current frame's stage totals."""
+
+    def __init__(self):
+        self.frame: Dict[str, float] = {}
+
+    def wrap(self, obj, name: str, stage: str):
+        method = getattr(obj, name)
+
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.frame[stage] = self.frame.get(stage, 0.0) + time.perf_counter() - start
+
+        setattr(obj, name, timed)
+
+
+def run_clip(video, timer: _StageTimer, frames: List[np.ndarray]) -> List[Dict[str, float]]:
+    """Every frame through ``video`` (reset first); per frame the stage seconds and its total."""
+    video.reset()
+    rows = []
+    for frame in frames:
+        timer.frame = {}
+        start, cpu_start = time.perf_counter(), time.process_time()
+        video(frame)
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        rows.append({**timer.frame, "total": total, "cpu": cpu})
+    return rows
+
+
+def benchmark(cfg, faces: List[int], frames: int, width: int, height: int, gt_boxes: bool, warmup: int) -> List[Dict]:
+    from qanet_d2.predictor import FaceParsingPredictor
+    from qanet_d2.video import VideoPredictor
+
+    predictor = FaceParsingPredictor(cfg)
+    model, post = predictor.model, predictor.postprocessor
+    video = VideoPredictor(cfg, predictor)
+    timer = _StageTimer()
+    clip_boxes: Dict[str, object] = {"frame": 0, "boxes": None}
+    if gt_boxes:
+        detect = model.detect
+
+        def detect_then_gt(batched_inputs):
+            from detectron2.structures import Boxes, Instances
+
+            detect(batched_inputs)  # timed, results replaced by the clip's boxes
+            x = batched_inputs[0]
+            b = Boxes(torch.as_tensor(clip_boxes["boxes"][clip_boxes["frame"]]).clone())
+            b.scale(x["image"].shape[-1] / x["width"], x["image"].shape[-2] / x["height"])
+            return [Instances(tuple(x["image"].shape[-2:]), pred_boxes=b, scores=torch.ones(len(b)))]
+
+        model.detect = detect_then_gt
+    for obj, name, stage in (
+        (predictor, "model_inputs", "resize"),
+        (model, "detect", "detector"),
+        (model.cropper, "preprocess", "crop"),
+        (model, "crop_faces", "crop"),
+        (model, "parse_crops", "parser"),
+        (post, "rescale", "scoring"),
+        (post, "score", "scoring"),
+        (video, "smooth", "smoothing"),
+        (post, "paint", "paste"),
+    ):
+        timer.wrap(obj, name, stage)
+    if gt_boxes:  # the frame index for detect_then_gt
+        call = video.__call__
+
+        class _Counting:
+            def __call__(self, image):
+                out = call(image)
+                clip_boxes["frame"] += 1
+                return out
+
+            def reset(self):
+                clip_boxes["frame"] = 0
+                video.reset()
+
+        runner = _Counting()
+    else:
+        runner = video
+    rows = []
+    for n in faces:
+        images, boxes = synthetic_clip(n, width, height, frames)
+        clip_boxes["boxes"] = boxes
+        for _ in range(max(0, warmup)):
+            run_clip(runner, timer, images)
+        load_before = os.getloadavg()[0]
+        per_frame = run_clip(runner, timer, images)
+        load_after = os.getloadavg()[0]
+        totals = [r["total"] * 1000 for r in per_frame]
+        median_ms = statistics.median(totals)
+        cpu_ms = statistics.median(r["cpu"] * 1000 for r in per_frame)
+        stage_ms = {s: 1000 * sum(r.get(s, 0.0) for r in per_frame) / len(per_frame) for s in STAGES}
+        mean_ms = sum(totals) / len(totals)
+        rows.append({
+            "faces": n,
+            "frames": len(per_frame),
+            "fps_median": 1000.0 / median_ms,
+            "fps_mean": 1000.0 / mean_ms,
+            "ms_median": median_ms,
+            "ms_p90": float(np.percentile(totals, 90)),
+            "ms_mean": mean_ms,
+            "cpu_ms_median": cpu_ms,
+            **{f"{s}_ms": stage_ms[s] for s in STAGES},
+            "other_ms": mean_ms - sum(stage_ms.values()),
+            "load_before": load_before,
+            "load_after": load_after,
+        })
+    return rows
+
+
+def markdown_table(rows: List[Dict], title: str = "") -> str:
+    head = (
+        "| faces | frames/s (median) | frames/s (mean) | ms/frame median | p90 | "
+        + " | ".join(f"{s} ms" for s in STAGES)
+        + " | other ms | CPU ms/frame median | load avg (start/end) |"
+    )
+    lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (len(STAGES) + 8)]
+    for r in rows:
+        lines.append(
+            f"| {r['faces']} | {r['fps_median']:.1f} | {r['fps_mean']:.1f} | {r['ms_median']:.1f} | {r['ms_p90']:.1f} | "
+            + " | ".join(f"{r[f'{s}_ms']:.1f}" for s in STAGES)
+            + f" | {r['other_ms']:.1f} | {r['cpu_ms_median']:.1f} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def build_argument_parser():
+    p = argparse.ArgumentParser(description="Frames per second of video face parsing, per stage, for 1 and 4 faces")
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--faces", type=int, nargs="+", default=[1, 4], help="faces per frame (1-4)")
+    p.add_argument("--frames", type=int, default=60, help="frames per clip (all timed)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes over each clip first")
+    p.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"), help="frame size")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
+    p.add_argument("--boxes", choices=("detector", "gt"), default="detector", help="faces parsed on detection frames: the detector's, or the clip's known boxes (the detector still runs)")
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
+    return p
+
+
+def setup_cfg(args):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_qanet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    if args.boxes == "gt":  # every known face is painted, whatever its (e.g. random-weight) score
+        cfg.merge_from_list(["MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    cfg.merge_from_list(list(args.opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict]:
+    from detectron2.utils.logger import setup_logger
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from benchmark import machine_description
+
+    args = build_argument_parser().parse_args(argv)
+    setup_logger(name="qanet_d2")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = setup_cfg(args)
+    rows = benchmark(cfg, args.faces, args.frames, args.size[0], args.size[1], args.boxes == "gt", args.warmup)
+    v, q = cfg.VIDEO, cfg.MODEL.QANET
+    title = (
+        f"{args.size[0]}x{args.size[1]}, {args.frames} frames, detector every {v.DETECT_EVERY} frame(s) "
+        f"(track motion {v.TRACK_MOTION}), smoothing window {v.TEMPORAL_WINDOW} ({v.ALIGN}), "
+        f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, flip test {'on' if cfg.TEST.AUG.ENABLED else 'off'}, boxes: {args.boxes}"
+    )
+    print(f"config: {args.config_file} {' '.join(map(str, args.opts))}")
+    print(f"machine: {machine_description()}")
+    print()
+    print(markdown_table(rows, title))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

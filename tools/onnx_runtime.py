@@ -1,0 +1,607 @@
+"""A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only.
+
+    from onnx_runtime import FaceParsingRuntime        # tools/ on sys.path; never imports torch
+    runtime = FaceParsingRuntime("exported/")          # detector.onnx, parser.onnx, metadata.json
+    result = runtime(cv2.imread("photo.jpg"))          # BGR uint8, any size
+    result["labels"]                                   # H x W uint8 label map (metadata "classes")
+    result["boxes"], result["scores"]                  # N x 4 XYXY_ABS face boxes, N quality scores (best first)
+
+It mirrors the torch pipeline (``FaceParsingPredictor`` -> ``QANetFaceParser.inference``) step by
+step; every number it uses comes from the export's ``metadata.json`` (written by
+``tools/export.py`` from the config and the model):
+
+1. **Resize** (:func:`resize_shortest_edge`): the shorter side to ``input.min_size_test``, the
+   longer at most ``input.max_size_test``, as detectron2's ``ResizeShortestEdge`` does with PIL's
+   bilinear filter (:func:`resample_uint8` is that filter, fixed-point arithmetic included). This
+   is the *model-input frame*; channels in ``input.format`` order.
+2. **Detect** (:meth:`FaceParsingRuntime.detect`): resized by ``detector.input_scale``
+   (torch's antialiased bilinear, :func:`resample_float`), normalised by the detector's mean and
+   std, zero-padded to ``detector.size_divisibility``, ``detector.onnx``; FCOS decoding as
+   detectron2's (:func:`decode_fcos`): points at ``(j + offset) * stride``, score
+   ``sqrt(sigmoid(cls) * sigmoid(ctr))`` > ``score_thresh``, the ``topk_candidates`` best per
+   level, box ``point -+ relu(ltrb) * stride``, class-wise NMS (:func:`nms`) at ``nms_thresh``,
+   ``max_detections_per_image`` kept; boxes scaled to the model-input frame, clipped, empty ones
+   dropped.
+3. **Crop** (:func:`crop_affines`, :func:`crop_faces`): each box grown around its centre to the
+   crop's aspect ratio, times ``box_expand`` (and times the view's box scale), mapped onto the
+   ``crop_size`` crop by an axis-aligned affine (continuous pixel coordinates, pixel ``(i, j)``
+   covering ``[j, j+1) x [i, i+1)``, as ``qanet_d2/layers/crops.py``); sampled with
+   ``cv2.warpAffine`` (bilinear, 0 outside the image) from the RGB image normalised by the
+   parser's mean and std.
+4. **Parse** (:meth:`FaceParsingRuntime.parse`): ``parser.onnx`` per view; a flipped view runs
+   the mirrored crop and mirrors its probabilities back with ``flip_permutation``; probabilities
+   are averaged over the flips of a box scale, IoUs over all views and clamped to [0, 1].
+5. **Post-process** (:func:`postprocess`, the NumPy mirror of
+   ``qanet_d2/modeling/postprocessing.py``): boxes and affines rescaled to the original frame;
+   pixel score (mean max probability >= ``pixel_score_thresh``, on the crops or, region
+   "image", on the pasted probabilities inside the box); quality score
+   ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``; paste-back of each face into its window
+   (bilinear, crop edges clamped, views averaged where they cover a pixel, argmax, background
+   below ``1 / C``); painting in ascending paint score (``paint_order``), faces below
+   ``face_score_thresh`` left out, each face's non-background labels over the map.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "FaceParsingRuntime",
+    "ExportError",
+    "load_metadata",
+    "resize_shortest_edge",
+    "resample_uint8",
+    "resample_float",
+    "decode_fcos",
+    "nms",
+    "crop_regions",
+    "crop_affines",
+    "crop_faces",
+    "paste_face",
+    "face_scores",
+    "paint_order",
+    "postprocess",
+    "colorize",
+]
+
+METADATA_FILE = "metadata.json"
+SUPPORTED_VERSIONS = (2,)
+
+
+class ExportError(ValueError):
+    """An export folder that cannot be run (missing files, unknown metadata version)."""
+
+
+def load_metadata(export_dir: str) -> Dict:
+    """The export's ``metadata.json``, checked for the files it names."""
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not os.path.isfile(path):
+        raise ExportError(f"{path}: no such file (export with tools/export.py)")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("format_version") not in SUPPORTED_VERSIONS:
+        raise ExportError(f"{path}: format_version {meta.get('format_version')!r} is not one of {SUPPORTED_VERSIONS}")
+    for part in ("detector", "parser"):
+        if meta.get(part) and not os.path.isfile(os.path.join(export_dir, meta[part]["file"])):
+            raise ExportError(f"{os.path.join(export_dir, meta[part]['file'])}: no such file (named by {path})")
+    return meta
+
+
+# ---------------------------------------------------------------------------- resizing
+def _resample_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Bilinear (triangle) filter taps of a 1-d resize, widened by the scale when reducing
+    (antialiasing): PIL's ``precompute_coeffs``, which torch's ``antialias=True`` copies.
+
+    Returns ``(index, weight)``, each ``out_size x K``: input indices (clipped) and normalised
+    float64 weights (0 for unused taps).
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    # C's (int) cast truncates towards zero
+    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    weight = np.clip(1.0 - np.abs((taps[None, :] + xmin[:, None] - center[:, None] + 0.5) / filterscale), 0.0, None)
+    weight[taps[None, :] >= count[:, None]] = 0.0
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.where(total != 0, weight / np.where(total != 0, total, 1.0), weight)
+    used = int(count.max()) if out_size else 0
+    index = np.minimum(xmin[:, None] + taps[None, :used], in_size - 1)
+    return index, weight[:, :used]
+
+
+def _apply_taps(array: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * array.ndim
+    shape[axis] = -1
+    out = None
+    for k in range(index.shape[1]):
+        term = np.take(array, index[:, k], axis=axis) * weight[:, k].reshape(shape)
+        out = term if out is None else out + term
+    return out
+
+
+def resample_uint8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """PIL's bilinear ``Image.resize`` of an ``H x W (x C)`` uint8 image: separable, horizontal
+    pass first, 22-bit fixed-point weights, each pass rounded to uint8 (as detectron2's
+    ``ResizeTransform`` does it for uint8 images)."""
+    precision = 22
+    out = image
+    for axis, size in ((1, out_w), (0, out_h)):
+        if out.shape[axis] == size:
+            continue  # PIL skips a pass whose size does not change
+        index, weight = _resample_taps(out.shape[axis], size)
+        # sum(pixel * weight) < 255 * 2^22 + 2^21 fits in int32
+        iweight = np.floor(0.5 + weight * (1 << precision)).astype(np.int32)
+        acc = _apply_taps(out.astype(np.int32), index, iweight, axis) + np.int32(1 << (precision - 1))
+        out = np.clip(acc >> precision, 0, 255).astype(np.uint8)
+    return out
+
+
+def resample_float(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """``F.interpolate(mode="bilinear", align_corners=False, antialias=True)`` of an ``H x W x C``
+    image, as float32."""
+    out = image.astype(np.float32)
+    for axis, size in ((1, out_w), (0, out_h)):
+        if out.shape[axis] != size:
+            index, weight = _resample_taps(out.shape[axis], size)
+            out = _apply_taps(out, index, weight.astype(np.float32), axis).astype(np.float32)
+    return out
+
+
+def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
+    """detectron2's ``ResizeShortestEdge`` test transform of a uint8 image."""
+    h, w = image.shape[:2]
+    scale = min_size / min(h, w)
+    newh, neww = (min_size, scale * w) if h < w else (scale * h, min_size)
+    if max(newh, neww) > max_size:
+        scale = max_size / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return resample_uint8(image, int(newh + 0.5), int(neww + 0.5))
+
+
+# ---------------------------------------------------------------------------- detector decoding
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:
+    """Indices kept by greedy NMS (torchvision's): by decreasing score, a box is dropped when its
+    IoU with a kept box is > ``thresh``."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = (boxes[:, k].astype(np.float32) for k in range(4))
+    area = (x1 - x0) * (y1 - y0)
+    suppressed = np.zeros(len(boxes), bool)
+    keep = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = order[pos + 1 :]
+        w = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
+        h = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
+        inter = w * h
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 for two empty boxes: NaN, not suppressed
+            iou = inter / (area[i] + area[rest] - inter)
+        suppressed[rest[iou > thresh]] = True
+    return np.asarray(keep, np.int64)
+
+
+def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict, image_index: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face boxes of one image from the detector's raw outputs (detectron2's FCOS inference).
+
+    Args:
+        outputs: output name -> array (``cls_<level>`` ``B x K x Hi x Wi``, ``box_<level>``
+            ``B x 4 x Hi x Wi``, ``ctr_<level>`` ``B x 1 x Hi x Wi``).
+        det: the metadata's ``detector`` section.
+
+    Returns:
+        ``(boxes, scores, classes)`` after NMS: ``N x 4`` float32 XYXY_ABS boxes in the detector's
+        input frame, ``N`` float32 scores, ``N`` int64 classes.
+    """
+    all_boxes, all_scores, all_classes = [], [], []
+    for level, stride in zip(det["levels"], det["strides"]):
+        cls = outputs[f"cls_{level}"][image_index]  # K x H x W
+        box = outputs[f"box_{level}"][image_index]
+        ctr = outputs[f"ctr_{level}"][image_index]
+        k, h, w = cls.shape
+        scores = np.sqrt(_sigmoid(cls) * _sigmoid(ctr)).transpose(1, 2, 0).reshape(-1)  # (H*W) x K, flattened
+        cand = np.nonzero(scores > det["score_thresh"])[0]
+        order = np.argsort(-scores[cand], kind="stable")[: det["topk_candidates"]]
+        cand = cand[order]
+        anchor, classes = cand // k, cand % k
+        ys, xs = anchor // w, anchor % w
+        offset = det["anchor_offset"] * stride
+        cx = (xs * stride + offset).astype(np.float32)
+        cy = (ys * stride + offset).astype(np.float32)
+        deltas = np.maximum(box.reshape(4, -1)[:, anchor].T, 0).astype(np.float32)
+        if det["box_normalized_by_stride"]:
+            deltas = deltas * np.float32(stride)
+        all_boxes.append(np.stack([cx - deltas[:, 0], cy - deltas[:, 1], cx + deltas[:, 2], cy + deltas[:, 3]], axis=1))
+        all_scores.append(scores[cand])
+        all_classes.append(classes)
+    boxes = np.concatenate(all_boxes).astype(np.float32)
+    scores = np.concatenate(all_scores).astype(np.float32)
+    classes = np.concatenate(all_classes).astype(np.int64)
+    keep = []
+    for c in np.unique(classes):  # class-wise NMS, merged by score
+        idx = np.nonzero(classes == c)[0]
+        keep.append(idx[nms(boxes[idx], scores[idx], det["nms_thresh"])])
+    keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: det["max_detections_per_image"]]
+    return boxes[keep], scores[keep], classes[keep]
+
+
+# ---------------------------------------------------------------------------- crops
+def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float = 1.0) -> np.ndarray:
+    """``N x 4`` crop regions of ``N x 4`` XYXY_ABS boxes: centre kept, the shorter side grown to
+    ``aspect`` (width / height), both sides x ``expand``, then x ``scale`` (float32, the order of
+    operations of ``qanet_d2.layers.crops``)."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    f = np.float32
+    cx, cy = (b[:, 0] + b[:, 2]) * f(0.5), (b[:, 1] + b[:, 3]) * f(0.5)
+    w = np.maximum(b[:, 2] - b[:, 0], f(1e-3))
+    h = np.maximum(b[:, 3] - b[:, 1], f(1e-3))
+    w, h = np.maximum(w, h * f(aspect)), np.maximum(h, w / f(aspect))
+    w, h = w * f(expand), h * f(expand)
+    regions = np.stack([cx - f(0.5) * w, cy - f(0.5) * h, cx + f(0.5) * w, cy + f(0.5) * h], axis=1)
+    if scale != 1.0:
+        cx, cy = (regions[:, 0] + regions[:, 2]) * f(0.5), (regions[:, 1] + regions[:, 3]) * f(0.5)
+        hw, hh = (regions[:, 2] - regions[:, 0]) * f(0.5) * f(scale), (regions[:, 3] - regions[:, 1]) * f(0.5) * f(scale)
+        regions = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+    return regions
+
+
+def crop_affines(regions: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
+    """``N x 2 x 3`` float32 crop -> image affines (continuous pixel coordinates) mapping the
+    ``crop_size`` ``(h, w)`` crop onto each region."""
+    f = np.float32
+    out_h, out_w = f(crop_size[0]), f(crop_size[1])
+    cx, cy = (regions[:, 0] + regions[:, 2]) * f(0.5), (regions[:, 1] + regions[:, 3]) * f(0.5)
+    sx, sy = (regions[:, 2] - regions[:, 0]) / out_w, (regions[:, 3] - regions[:, 1]) / out_h
+    a = np.zeros((len(regions), 2, 3), np.float32)
+    a[:, 0, 0], a[:, 0, 2] = sx, cx - sx * (out_w * f(0.5))
+    a[:, 1, 1], a[:, 1, 2] = sy, cy - sy * (out_h * f(0.5))
+    return a
+
+
+def _opencv_affine(affine: np.ndarray) -> np.ndarray:
+    """A continuous-coordinate affine (pixel centres at +0.5) as OpenCV's (centres at integers):
+    ``M (j, i, 1) = A (j + 0.5, i + 0.5, 1) - 0.5``."""
+    a = np.asarray(affine, np.float64)
+    out = a.copy()
+    out[:, 2] = a[:, :2] @ np.array([0.5, 0.5]) + a[:, 2] - 0.5
+    return out
+
+
+def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
+    """``N x C x h x w`` float32 bilinear crops of an ``H x W x C`` float32 image (0 outside it)."""
+    h, w = int(crop_size[0]), int(crop_size[1])
+    crops = np.zeros((len(affines), image.shape[2], h, w), np.float32)
+    for i, a in enumerate(affines):
+        crop = cv2.warpAffine(
+            image, _opencv_affine(a), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+        )
+        crops[i] = crop.reshape(h, w, -1).transpose(2, 0, 1)
+    return crops
+
+
+# ---------------------------------------------------------------------------- post-processing
+def _invert(affine: np.ndarray) -> np.ndarray:
+    """Inverse of a ``2 x 3`` float32 affine, computed in float64 and rounded to float32 (as
+    ``invert_affines`` does for the model's float32 affines), returned as float64."""
+    m = np.vstack([affine.astype(np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m)[:2].astype(np.float32).astype(np.float64)
+
+
+def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
+    """Integer window ``(x0, y0, x1, y1)`` covering the crops of one face's ``V x 2 x 3`` views,
+    clipped to the image (``crop_windows`` / ``face_windows``)."""
+    h, w = float(crop_size[0]), float(crop_size[1])
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32).T
+    pts = affines.astype(np.float32) @ corners  # V x 2 x 4
+    lo, hi = np.floor(pts.min(axis=2)), np.ceil(pts.max(axis=2))
+    height, width = image_size
+    x0, y0 = np.clip(lo[:, 0], 0, width).min(), np.clip(lo[:, 1], 0, height).min()
+    x1, y1 = np.clip(hi[:, 0], 0, width).max(), np.clip(hi[:, 1], 0, height).max()
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _bilinear_taps(g: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``grid_sample`` (``align_corners=False``, border padding) taps of normalised coordinates
+    ``g`` along an axis of ``size`` pixels: lower index, upper index and the upper weight."""
+    pos = np.clip(((g.astype(np.float32) + np.float32(1)) * np.float32(size) - np.float32(1)) / np.float32(2), 0, size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    frac = (pos - lo).astype(np.float32)
+    return lo, np.minimum(lo + 1, size - 1), frac
+
+
+def paste_face(probs: np.ndarray, affines: np.ndarray, image_size: Sequence[int], with_top: bool = False):
+    """One face pasted into its image window (``paste_face`` of the torch post-processing).
+
+    Args:
+        probs: ``V x C x h x w`` crop probabilities of the face's views.
+        affines: ``V x 2 x 3`` crop -> image affines, in the frame of ``image_size``.
+
+    Returns:
+        ``(window, labels, inside, top)``: window ``(x0, y0, x1, y1)``, its uint8 labels (0
+        outside the crops), the bool mask of pixels inside a view's crop and, ``with_top``, the
+        max of the view-averaged probabilities (0 outside; else None).
+    """
+    num_views, num_classes, h, w = probs.shape
+    x0, y0, x1, y1 = face_window(affines, (h, w), image_size)
+    wh, ww = max(0, y1 - y0), max(0, x1 - x0)
+    total = np.zeros((num_classes, wh, ww), np.float32)
+    count = np.zeros((wh, ww), np.float32)
+    xs = np.arange(x0, x0 + ww, dtype=np.float64) + 0.5
+    ys = np.arange(y0, y0 + wh, dtype=np.float64) + 0.5
+    for v in range(num_views):
+        a = _invert(affines[v])
+        if a[0, 1] == 0 and a[1, 0] == 0:  # axis-aligned (the runtime's crops): separable sampling
+            gu = ((a[0, 0] * xs + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
+            gv = ((a[1, 1] * ys + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
+            inside = (np.abs(gv) <= 1)[:, None] & (np.abs(gu) <= 1)[None, :]
+            xl, xh, fx = _bilinear_taps(gu, w)
+            yl, yh, fy = _bilinear_taps(gv, h)
+            p = probs[v]
+            rows_l, rows_h = p[:, yl], p[:, yh]  # C x wh x w
+            top_row = rows_l[:, :, xl] * (1 - fx) + rows_l[:, :, xh] * fx
+            bottom_row = rows_h[:, :, xl] * (1 - fx) + rows_h[:, :, xh] * fx
+            sampled = top_row * (1 - fy)[:, None] + bottom_row * fy[:, None]
+        else:  # rotated views: per-pixel sampling
+            gx, gy = np.meshgrid(xs, ys)
+            gu = ((a[0, 0] * gx + a[0, 1] * gy + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
+            gv = ((a[1, 0] * gx + a[1, 1] * gy + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
+            inside = (np.abs(gu) <= 1) & (np.abs(gv) <= 1)
+            xl, xh, fx = _bilinear_taps(gu, w)
+            yl, yh, fy = _bilinear_taps(gv, h)
+            p = probs[v]
+            sampled = (p[:, yl, xl] * (1 - fx) + p[:, yl, xh] * fx) * (1 - fy) + (p[:, yh, xl] * (1 - fx) + p[:, yh, xh] * fx) * fy
+        total += sampled * inside
+        count += inside
+    avg = total / np.maximum(count, 1.0)
+    top, labels = avg.max(axis=0), avg.argmax(axis=0)
+    inside = count > 0
+    labels = np.where((top < 1.0 / num_classes) | ~inside, 0, labels).astype(np.uint8)
+    return (x0, y0, x1, y1), labels, inside, (top * inside if with_top else None)
+
+
+def face_scores(box_scores, iou_scores, pixel_scores, weights: Sequence[float], eps: float) -> np.ndarray:
+    """Quality scores ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))`` (float32)."""
+    a, b, c = (float(x) for x in weights)
+    clamp = lambda x: np.log(np.clip(np.asarray(x, np.float32), np.float32(eps), np.float32(1)))  # noqa: E731
+    terms = np.float32(a) * clamp(box_scores) + np.float32(b) * clamp(iou_scores) + np.float32(c) * clamp(pixel_scores)
+    return np.exp(terms / np.float32(max(a + b + c, eps))).astype(np.float32)
+
+
+def paint_order(paint_scores: np.ndarray, other_scores: np.ndarray, thresh: float) -> List[int]:
+    """Faces to paint in painting order: ascending ``paint_scores`` (ties: ascending
+    ``other_scores``, then index), those below ``thresh`` left out."""
+    key, tie = np.asarray(paint_scores, np.float64), np.asarray(other_scores, np.float64)
+    order = np.lexsort((np.arange(len(key)), tie, key))
+    return [int(i) for i in order if key[i] >= thresh]
+
+
+def _pixel_scores_from_top(top: np.ndarray, thresh: float) -> np.ndarray:
+    top = top.reshape(len(top), -1)
+    keep = (top >= thresh).astype(np.float32)
+    return (top * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
+
+
+def _box_pixel_score(window, top: np.ndarray, inside: np.ndarray, box: np.ndarray, thresh: float) -> np.float32:
+    x0, y0, x1, y1 = window
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    cx0, cx1 = max(x0, int(np.ceil(bx0 - 0.5))), min(x1, int(np.floor(bx1 - 0.5)) + 1)
+    cy0, cy1 = max(y0, int(np.ceil(by0 - 0.5))), min(y1, int(np.floor(by1 - 0.5)) + 1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return np.float32(0)
+    t, ins = top[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], inside[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    keep = ins & (t >= thresh)
+    return np.float32((t * keep).sum() / max(keep.sum(), 1))
+
+
+def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_size: Sequence[int], pp: Dict) -> Dict[str, np.ndarray]:
+    """Per-face results of one image (model-input frame ``input_size``) -> the image's outputs in
+    ``output_size`` ``(height, width)``: ``FacePostProcessor.__call__`` in NumPy.
+
+    Args:
+        faces: ``boxes`` ``N x 4``, ``box_scores`` ``N``, ``iou_scores`` ``N``, ``probs``
+            ``N x V x C x h x w``, ``affines`` ``N x V x 2 x 3`` (crop -> model-input image).
+        pp: the metadata's ``postprocessing`` section.
+
+    Returns:
+        ``labels`` (``H x W`` uint8) and, sorted by decreasing quality score, ``boxes``,
+        ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``.
+    """
+    height, width = int(output_size[0]), int(output_size[1])
+    in_h, in_w = input_size
+    boxes, affines = faces["boxes"].astype(np.float32).copy(), faces["affines"].astype(np.float32).copy()
+    probs = faces["probs"]
+    sx, sy = width / in_w, height / in_h
+    if (sx, sy) != (1.0, 1.0):  # FacePostProcessor.rescale
+        boxes[:, 0::2] *= np.float32(sx)
+        boxes[:, 1::2] *= np.float32(sy)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+        affines[..., 0, :] *= np.float32(sx)
+        affines[..., 1, :] *= np.float32(sy)
+    n = len(boxes)
+    thresh = pp["pixel_score_thresh"]
+    pasted = {}
+    if pp["pixel_score_region"] == "crop":
+        top = probs.max(axis=2) if n else np.zeros((0, 1, 1, 1), np.float32)  # N x V x h x w
+        views = probs.shape[1] if n else 1
+        pix = sum(_pixel_scores_from_top(top[:, v], thresh) for v in range(views)) / views if n else np.zeros(0, np.float32)
+    elif pp["pixel_score_region"] == "image":
+        pix = np.zeros(n, np.float32)
+        for i in range(n):
+            pasted[i] = paste_face(probs[i], affines[i], (height, width), with_top=True)
+            window, _, inside, top_i = pasted[i]
+            pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
+    else:
+        raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop' or 'image'")
+    scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
+    if pp["paint_order"] == "quality":
+        order = paint_order(scores, faces["box_scores"], pp["face_score_thresh"])
+    elif pp["paint_order"] == "box":
+        order = paint_order(faces["box_scores"], scores, pp["face_score_thresh"])
+    else:
+        raise ExportError(f"postprocessing.paint_order {pp['paint_order']!r} is not 'quality' or 'box'")
+    labels = np.zeros((height, width), np.uint8)
+    for i in order:
+        if i not in pasted:
+            pasted[i] = paste_face(probs[i], affines[i], (height, width))
+        (x0, y0, x1, y1), face_labels, _, _ = pasted[i]
+        if x1 <= x0 or y1 <= y0:
+            continue
+        region = labels[y0:y1, x0:x1]
+        region[face_labels != 0] = face_labels[face_labels != 0]
+    best = np.argsort(-scores, kind="stable")
+    return {
+        "labels": labels,
+        "boxes": boxes[best],
+        "scores": scores[best],
+        "box_scores": np.asarray(faces["box_scores"], np.float32)[best],
+        "iou_scores": np.asarray(faces["iou_scores"], np.float32)[best],
+        "pixel_scores": np.asarray(pix, np.float32)[best],
+    }
+
+
+def colorize(labels: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
+    """``H x W x 3`` uint8 BGR image of a label map painted with RGB ``colors``."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colors)] = np.asarray(colors, np.uint8)
+    return palette[labels][:, :, ::-1].copy()
+
+
+# ---------------------------------------------------------------------------- the runtime
+class FaceParsingRuntime:
+    """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> dict with
+    ``labels`` (``H x W`` uint8), ``boxes`` (``N x 4`` float32 XYXY_ABS, original frame),
+    ``scores`` (quality), ``box_scores``, ``iou_scores``, ``pixel_scores`` (``N`` float32, best
+    face first; faces below ``face_score_thresh`` are returned but not painted).
+
+    ``runtime(image, boxes=...)`` parses given ``N x 4`` boxes (original frame, box score 1)
+    instead of detecting; an export without detector needs them.
+    """
+
+    def __init__(self, export_dir: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
+        import onnxruntime as ort
+
+        self.meta = load_metadata(export_dir)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.log_severity_level = 3
+        self.parser = ort.InferenceSession(os.path.join(export_dir, self.meta["parser"]["file"]), options, providers=list(providers))
+        self.detector = None
+        if self.meta.get("detector"):
+            self.detector = ort.InferenceSession(os.path.join(export_dir, self.meta["detector"]["file"]), options, providers=list(providers))
+        self.classes = list(self.meta["classes"])
+        self.colors = [list(c) for c in self.meta["colors"]]
+
+    # ------------------------------------------------------------------ steps
+    def model_input(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The model-input frame: resized (``ResizeShortestEdge``), channels in ``input.format``."""
+        image = _to_bgr(image_bgr)
+        if self.meta["input"]["format"] == "RGB":
+            image = np.ascontiguousarray(image[:, :, ::-1])
+        return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
+
+    def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Face boxes (model-input frame, clipped, non-empty) and scores of a model-input image."""
+        det = self.meta["detector"]
+        h, w = image.shape[:2]
+        scale = det["input_scale"]
+        if scale == 1.0:
+            x, nh, nw = image.astype(np.float32), h, w
+        else:
+            nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+            x = resample_float(image, nh, nw)
+        x = (x - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
+        div = det["size_divisibility"]
+        ph, pw = (-(-nh // div) * div, -(-nw // div) * div) if div > 1 else (nh, nw)
+        batch = np.zeros((1, 3, ph, pw), np.float32)
+        batch[0, :, :nh, :nw] = x.transpose(2, 0, 1)
+        names = [o.name for o in self.detector.get_outputs()]
+        outputs = dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch})))
+        boxes, scores, _ = decode_fcos(outputs, det)
+        # detector_postprocess: to the model-input frame, clipped, empty boxes dropped
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2] * np.float32(w / nw), 0, w)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2] * np.float32(h / nh), 0, h)
+        keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+        return boxes[keep], scores[keep]
+
+    def parse(self, image: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray) -> Dict[str, np.ndarray]:
+        """Crop and parse the faces of a model-input image (``QANetFaceParser.parse_faces``)."""
+        p = self.meta["parser"]
+        boxes, box_scores = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(box_scores, np.float32)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, box_scores = boxes[keep], box_scores[keep]
+        if len(boxes) > p["max_faces_per_image"]:
+            best = np.argsort(-box_scores, kind="stable")[: p["max_faces_per_image"]]
+            boxes, box_scores = boxes[best], box_scores[best]
+        rgb = image if self.meta["input"]["format"] == "RGB" else image[:, :, ::-1]
+        normalised = ((rgb.astype(np.float32) - np.asarray(p["pixel_mean"], np.float32)) / np.asarray(p["pixel_std"], np.float32))
+        scales: Dict[float, List[bool]] = {}
+        for s, f in p["views"]:  # group_views: the flips of one box scale share a crop
+            flips = scales.setdefault(float(s), [])
+            if bool(f) not in flips:
+                flips.append(bool(f))
+        n, (h, w) = len(boxes), p["crop_size"]
+        num_classes = self.meta["postprocessing"]["num_classes"]
+        perm = np.asarray(p["flip_permutation"])
+        probs = np.zeros((n, len(scales), num_classes, h, w), np.float32)
+        affines = np.zeros((n, len(scales), 2, 3), np.float32)
+        iou_sum = np.zeros(n, np.float32)
+        for v, (scale, flips) in enumerate(scales.items()):
+            a = crop_affines(crop_regions(boxes, p["aspect_ratio"], p["box_expand"], scale), (h, w))
+            affines[:, v] = a
+            for start in range(0, n, p["batch"]):
+                crops = crop_faces(normalised, a[start : start + p["batch"]], (h, w))
+                acc_p, acc_i = 0.0, 0.0
+                for flip in flips:
+                    out_p, out_i = self.parser.run(["probs", "iou"], {"crops": np.ascontiguousarray(crops[..., ::-1]) if flip else crops})
+                    acc_p = acc_p + (out_p[..., ::-1][:, perm] if flip else out_p)
+                    acc_i = acc_i + out_i
+                probs[start : start + p["batch"], v] = acc_p / len(flips)
+                iou_sum[start : start + p["batch"]] += np.clip(acc_i / len(flips), 0.0, 1.0)
+        return {"boxes": boxes, "box_scores": box_scores, "iou_scores": iou_sum / len(scales), "probs": probs, "affines": affines}
+
+    def __call__(self, image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        image = _to_bgr(image_bgr)
+        height, width = image.shape[:2]
+        model_image = self.model_input(image)
+        mh, mw = model_image.shape[:2]
+        if boxes is None:
+            if self.detector is None:
+                raise ExportError("this export has no detector: pass the face boxes")
+            face_boxes, box_scores = self.detect(model_image)
+        else:
+            face_boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+            face_boxes[:, 0::2] *= np.float32(mw / width)
+            face_boxes[:, 1::2] *= np.float32(mh / height)
+            box_scores = np.ones(len(face_boxes), np.float32)
+        faces = self.parse(model_image, face_boxes, box_scores)
+        return postprocess(faces, (mh, mw), (height, width), self.meta["postprocessing"])
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (as cv2.imread gives); got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image; got shape {image.shape}")
+    return image
