@@ -440,7 +440,7 @@ def test_cartoon_sets_keep_their_parameters():
 
 def test_preset_and_registered_datasets(tmp_path, monkeypatch):
     p = PRESETS["composite_fasseg"]
-    assert p["face_source"] == {"train": ("fasseg_frontal_train", "fasseg_multipose_train"),
+    assert p["face_source"] == {"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train"),
                                 "test": ("fasseg_frontal_test",)}
     assert p["size"] == (320, 240) and p["num_val_videos"] == 0
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
@@ -503,7 +503,7 @@ def test_real_fasseg_composites(tmp_path, monkeypatch):
                             workers=2)
     assert paths["root"] == str(datasets / "face_composite_fasseg")
     rec = json.load(open(paths["params"]))
-    assert rec["label_set"] == "fasseg" and rec["source_faces"] == {"train": 20 + 28, "test": 50}
+    assert rec["label_set"] == "fasseg" and rec["source_faces"] == {"train": 20 + 20, "test": 50}  # two poses of persons 01-05
     for split, n_videos in (("train", 4), ("test", 3)):
         report = check_json(paths[split])
         assert report.ok, str(report)

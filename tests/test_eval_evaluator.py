@@ -196,6 +196,9 @@ def test_summary_line_carries_the_instance_metrics():
     line = format_summary_line("d", {"d": {"face_parsing": fp, "instance_parsing": inst}})
     assert line == ("d  J&F 70.0  J 60.0  F 80.0  J&F(one) 75.0  J(one) 70.0  F(one) 80.0  mIoU 50.0  "
                     "mean-F1 55.0  APp50 40.0  APvol 35.5  PCP50 30.2")
+    bbox = {"AP": 81.25, "num_gt_faces": 50, "missed_faces": 2}
+    line = format_summary_line("d", {"d": {"face_parsing": fp, "bbox": bbox}})
+    assert line.endswith("mean-F1 55.0  face-AP 81.2  missed faces 2/50")
 
 
 def test_summarize_single_frame_videos_have_no_decay():
@@ -383,12 +386,26 @@ def test_build_evaluators_with_detection_ap(tmp_path):
     cfg.OUTPUT_DIR = str(tmp_path / "out")
     evaluators = build_face_parsing_evaluators(cfg, "test_eval_fake_det")
     evaluators.reset()
-    for d, p in zip(dicts, preds):
-        evaluators.process([d], [one_hot_output(p, box=d["annotations"][0]["bbox"])])
+    for i, (d, p) in enumerate(zip(dicts, preds)):
+        x0, y0, x1, y1 = d["annotations"][0]["bbox"]
+        box = [x0, y0, x1, y1] if i else [x0 + 7, y0, x1 + 7, y1]  # first frame: IoU 5/19 < 0.5
+        evaluators.process([d], [one_hot_output(p, box=box)])
     res = evaluators.evaluate()
-    assert res["bbox"]["AP"] == pytest.approx(100.0)
+    assert 0 < res["bbox"]["AP"] < 100
+    assert res["bbox"]["num_gt_faces"] == 4 and res["bbox"]["missed_faces"] == 1
     assert "J&F" in res["face_parsing"]
     assert (tmp_path / "out" / "inference" / "test_eval_fake_det" / RESULTS_FILE).exists()
+
+
+def test_count_missed_faces_by_hand():
+    from qanet_d2.evaluation.face_detection_evaluator import count_missed_faces
+
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], float)
+    # IoU with gt 0: 1 (kept); with gt 1: 50/150 (missed); gt 2 without any prediction
+    pred = np.array([[0, 0, 10, 10], [25, 20, 35, 30]], float)
+    assert count_missed_faces(gt, pred) == 2
+    assert count_missed_faces(gt, pred, iou=0.3) == 1
+    assert count_missed_faces(gt, np.zeros((0, 4))) == 3 and count_missed_faces(np.zeros((0, 4)), pred) == 0
 
 
 # ----------------------------------------------------------------------------- two processes

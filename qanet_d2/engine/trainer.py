@@ -425,6 +425,8 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
             parts.append(f"{key} {inst[key]:.1f}")
     if "bbox" in results and "AP" in results["bbox"]:
         parts.append(f"face-AP {results['bbox']['AP']:.1f}")
+    if "bbox" in results and "missed_faces" in results["bbox"]:
+        parts.append(f"missed faces {results['bbox']['missed_faces']}/{results['bbox']['num_gt_faces']}")
     times = []
     if train_seconds is not None:
         times.append(f"train {_format_duration(train_seconds)}")

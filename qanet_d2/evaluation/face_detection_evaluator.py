@@ -9,13 +9,18 @@ a stale cache), and ``process`` maps the string ids of the inputs to those integ
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
+
+import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_json
 from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import BoxMode, pairwise_iou, Boxes
 from detectron2.utils import comm
+import torch
 
 __all__ = ["FaceDetectionEvaluator", "fast_coco_eval_available"]
 
@@ -56,10 +61,27 @@ def _register_face_box_view(dataset_name: str, output_dir: str) -> str:
     return view
 
 
+MISSED_IOU = 0.5
+
+
+def count_missed_faces(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou: float = MISSED_IOU) -> int:
+    """Ground-truth faces (``G x 4`` XYXY_ABS) that no output face (``P x 4``) overlaps with an
+    IoU of at least ``iou``: the faces the model does not return at all, whatever their scores."""
+    if len(gt_boxes) == 0:
+        return 0
+    if len(pred_boxes) == 0:
+        return len(gt_boxes)
+    ious = pairwise_iou(Boxes(torch.as_tensor(gt_boxes, dtype=torch.float32)),
+                        Boxes(torch.as_tensor(pred_boxes, dtype=torch.float32)))
+    return int((ious.max(dim=1).values < iou).sum())
+
+
 class FaceDetectionEvaluator(COCOEvaluator):
     """Box AP of ``outputs[i]["instances"]`` (``pred_boxes``, ``scores``, ``pred_classes`` = 0)
     against the dataset's face boxes (``annotations``, any detectron2 bbox_mode). Results under
-    ``"bbox"`` (AP, AP50, AP75, APs/m/l, AP-face), in percent."""
+    ``"bbox"`` (AP, AP50, AP75, APs/m/l, AP-face), in percent, plus ``num_gt_faces`` and
+    ``missed_faces``: ground-truth faces that no output face overlaps with IoU >= 0.5
+    (:func:`count_missed_faces`)."""
 
     def __init__(self, dataset_name: str, output_dir: str, *, distributed: bool = True, use_fast_impl=None):
         if not output_dir:
@@ -70,7 +92,38 @@ class FaceDetectionEvaluator(COCOEvaluator):
             use_fast_impl = fast_coco_eval_available()
         super().__init__(view, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
                          use_fast_impl=use_fast_impl)
+        self._gt_boxes = {str(d["image_id"]): _xyxy_boxes(d.get("annotations", []))
+                          for d in DatasetCatalog.get(dataset_name)}
+        self._face_counts = [0, 0]  # ground-truth faces, missed
+
+    def reset(self):
+        super().reset()
+        self._face_counts = [0, 0]
 
     def process(self, inputs, outputs):
+        for x, out in zip(inputs, outputs):
+            gt = self._gt_boxes.get(str(x["image_id"]), np.zeros((0, 4)))
+            pred = out["instances"].pred_boxes.tensor.detach().cpu().numpy() if "instances" in out else np.zeros((0, 4))
+            self._face_counts[0] += len(gt)
+            self._face_counts[1] += count_missed_faces(gt, pred)
         inputs = [dict(x, image_id=self._image_ids[str(x["image_id"])]) for x in inputs]
         super().process(inputs, outputs)
+
+    def evaluate(self, img_ids=None):
+        counts = self._face_counts
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(counts, dst=0)
+            counts = [sum(c[0] for c in gathered), sum(c[1] for c in gathered)]
+        results = super().evaluate(img_ids)
+        if results is None or not comm.is_main_process():
+            return results
+        results = copy.deepcopy(results)
+        results.setdefault("bbox", {}).update(num_gt_faces=counts[0], missed_faces=counts[1])
+        return results
+
+
+def _xyxy_boxes(annotations) -> np.ndarray:
+    boxes = [BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYXY_ABS), BoxMode.XYXY_ABS)
+             for a in annotations]
+    return np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -36,8 +36,9 @@ CROP_OUTSIDE_LABELS = ("ignore", "background")
 def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int) -> np.ndarray:
     """Class permutation that swaps the dataset's left/right pairs (``flip_pairs`` metadata).
 
-    Identity, with a warning, when the dataset is unknown, has no ``flip_pairs``, or its metadata
-    cannot be read (e.g. a dataset whose classes come from files that are not there).
+    Identity, with a warning, when the dataset is unknown, has no label set, or its metadata
+    cannot be read (e.g. a dataset whose classes come from files that are not there); identity
+    without one for a label set without left/right classes (FASSEG: both eyes are one class).
     """
     perm = np.arange(num_classes)
     if not dataset_name:
@@ -49,7 +50,7 @@ def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int
         logger.warning(f"Metadata of {dataset_name!r} unavailable, flipped crops keep their labels: {err}")
         return perm
     classes = None if label_set is None else label_set.classes
-    pairs = label_set.flip_pairs if label_set is not None and label_set.flip_pairs else None
+    pairs = None if label_set is None else label_set.flip_pairs
     if classes is not None and len(classes) != num_classes:
         raise ValueError(
             f"MODEL.QANET.NUM_CLASSES={num_classes} but dataset {dataset_name!r} has {len(classes)} classes "

@@ -99,14 +99,15 @@ PRESETS: Dict[str, dict] = {
     # For tests: 15 frames of 160x120.
     "tiny": dict(num_train_videos=3, num_val_videos=2, frames=3, size=(160, 120), seed=0),
     # Real FASSEG faces in the generator's scenes (face_composite_fasseg_{train,test}): the
-    # train split cuts faces from FASSEG's train photos, the test split from its frontal test
-    # photos only (to evaluate on real faces at every size; never train on it). Frames of the
-    # cartoon sets' size, so that one INPUT configuration serves both in a mixed training;
-    # short videos, so that every source face appears (~215 faces for FASSEG's 202 train
-    # photos, ~55 for its 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
+    # train split cuts faces from FASSEG's train photos except the multipose photos of the two
+    # people held out for per-pose numbers (fasseg_multipose_dev_val), the test split from its
+    # frontal test photos only (to evaluate on real faces at every size; never train on it).
+    # Frames of the cartoon sets' size, so that one INPUT configuration serves both in a mixed
+    # training; short videos, so that every source face appears (~215 faces for the 150 train
+    # photos, ~55 for the 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
     "composite_fasseg": dict(
         num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
-        seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_train"),
+        seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train"),
                              "test": ("fasseg_frontal_test",)}),
 }
 

@@ -1,0 +1,92 @@
+"""The shipped real-face model (models/qanet_fcos_real_faces_fasseg.pth): it loads from the repository
+alone (no dataset needed) and parses real photos into plausible regions."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "real_faces" / "qanet_fcos_fasseg_synth_composites.yaml"
+WEIGHTS = REPO / "models" / "qanet_fcos_real_faces_fasseg.pth"
+FASSEG = next((p for p in (REPO.parent / "shared" / "data" / "fasseg", REPO.parent.parent / "shared" / "data" / "fasseg")
+               if (p / "V2").is_dir()), None)
+BG, SKIN, HAIR, EYES, NOSE, MOUTH = range(6)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
+
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(CONFIG))
+    cfg.MODEL.WEIGHTS = str(WEIGHTS)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return FaceParsingPredictor(cfg)
+
+
+def _inside(mask, box, margin=0):
+    x0, y0, x1, y1 = box
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 1.0
+    ok = (xs >= x0 - margin) & (xs < x1 + margin) & (ys >= y0 - margin) & (ys < y1 + margin)
+    return ok.mean()
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_file_is_small_half_precision_weights():
+    import torch
+
+    assert WEIGHTS.stat().st_size < 20 * 1024 * 1024
+    state = torch.load(WEIGHTS, weights_only=True)
+    assert set(state) == {"model", "trained_parts"} and state["trained_parts"] == ["detector", "parser"]
+    assert state["model"]["parser.iou_branch.predictor.weight"].dtype == torch.float16
+
+
+def test_astronaut_face_found_and_its_parts_in_place(predictor):
+    """scikit-image's astronaut (public domain): the best face is her head, and eyes, nose and
+    mouth are drawn there. (The model also takes two patches of the orange suit for faces at
+    lower scores: see the README.)"""
+    from skimage.data import astronaut
+
+    out = predictor(np.ascontiguousarray(astronaut()[:, :, ::-1]))
+    labels = np.asarray(out["labels"])
+    head = (155, 12, 300, 190)  # hair top to chin, by hand, XYXY in the 512x512 photo
+    best = out["instances"].pred_boxes.tensor[0].tolist()
+    assert _iou(best, head) > 0.7, best
+    assert _inside(labels == NOSE, head) > 0.9
+    assert _inside(labels == EYES, head) > 0.6 and (labels[12:190, 155:300] == EYES).sum() > 50
+    assert (labels[12:190, 155:300] == SKIN).sum() > 0.25 * 145 * 178  # the face is mostly skin
+    assert (labels[12:190, 155:300] == HAIR).sum() > 1500
+    assert (labels[:, :100] != BG).mean() < 0.05  # the flag and the left edge stay background
+
+
+@pytest.mark.skipif(FASSEG is None, reason="no FASSEG copy next to the repository")
+def test_fasseg_test_photo_regions(predictor):
+    """A FASSEG frontal test photo: one face; skin inside it (the neck below it); parts in it;
+    nothing labelled far outside the head."""
+    import cv2
+
+    img_dir = FASSEG / "V2" / "Test_RGB"
+    for name in ("1", "25", "50"):
+        path = next(img_dir.glob(f"{name}.*"))
+        image = cv2.imread(str(path))
+        out = predictor(image)
+        labels = np.asarray(out["labels"])
+        boxes = out["instances"].pred_boxes.tensor.tolist()
+        assert len(boxes) == 1, (path, boxes)
+        x0, y0, x1, y1 = boxes[0]
+        below = (x0, y0, x1, image.shape[0])  # FASSEG's skin includes the neck, below the face box
+        assert _inside(labels == SKIN, below, margin=10) > 0.95, path
+        for part in (EYES, NOSE, MOUTH):
+            assert (labels == part).sum() > 30 and _inside(labels == part, boxes[0]) > 0.98, (path, part)
+        assert _inside(labels != BG, below, margin=20) > 0.97, path
