@@ -181,6 +181,13 @@ def add_qanet_config(cfg: CN) -> CN:
     # Image-level horizontal flip is done on the face crops (with label swapping) instead.
     _C.INPUT.RANDOM_FLIP = "none"
     _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Training sample: "image" (a frame with all its faces: the detector's full frame and the
+    # parser's crops of its faces; SOLVER.IMS_PER_BATCH counts frames) or "face" (one face crop,
+    # as the official QANet code trains its parser: the dataset is the list of labelled faces, an
+    # epoch visits each once and SOLVER.IMS_PER_BATCH counts crops; MODEL.QANET.TRAIN_MODE
+    # "parser" only). Either way the crops are cut in the data-loader workers from the
+    # original-resolution frame, with the same augmentation (qanet_d2/data/instance_mapper.py).
+    _C.DATALOADER.SAMPLE_UNIT = "image"
 
     # Synthetic face-video dataset, generated on first use when missing.
     _C.DATASETS.SYNTHETIC = CN()

@@ -1,4 +1,10 @@
-"""Dataset dict -> model input for face parsing on full frames."""
+"""Dataset dict -> model input for face parsing on full frames.
+
+In training, the parser's face crops are cut here, in the data-loader workers, from the
+original-resolution frame (before the detector's resize), with the crop augmentation of
+:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the same geometry and the same
+augmentation draws as the face-instance route (:mod:`qanet_d2.data.instance_mapper`).
+"""
 from __future__ import annotations
 
 import copy
@@ -36,6 +42,12 @@ class FaceParsingDatasetMapper:
       boxes narrower or shorter than ``min_box_size`` resized pixels are dropped.
     * ``height``, ``width``: the ORIGINAL image size (detectron2 convention: the model returns
       predictions at this size).
+    * with a ``cropper`` (training of the parser), the frame's face crops cut from the ORIGINAL
+      image and label map (boxes in the original frame, at most ``MAX_FACES_PER_IMAGE_TRAIN``,
+      largest first, each with its own augmentation): ``face_crops`` (float32
+      ``N x 3 x h x w``, normalised RGB, 0 = the mean colour outside the image) and
+      ``face_crop_sem_seg`` (int64 ``N x h x w``, left/right classes swapped on flipped crops).
+      Frames without a label map get none (``N = 0``).
 
     There is no image-level flip: flipping happens on face crops in the model, where the left
     and right part labels are swapped.
@@ -48,7 +60,7 @@ class FaceParsingDatasetMapper:
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
-                 min_box_size: float = 1.0):
+                 min_box_size: float = 1.0, cropper=None, generator=None):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -59,6 +71,10 @@ class FaceParsingDatasetMapper:
                 (except ``ignore_label``) raise. None disables the check.
             ignore_label: the "ignore" value of label maps.
             min_box_size: boxes with a side below this (resized pixels) are dropped.
+            cropper: a :class:`~qanet_d2.modeling.FaceCropper` (on CPU) to cut the training
+                face crops from the original frame; None: no crops.
+            generator: NumPy ``Generator`` of the crop augmentation; None: NumPy's global
+                generator (seeded per worker by detectron2 and per iteration by the trainer).
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -71,6 +87,8 @@ class FaceParsingDatasetMapper:
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.min_box_size = float(min_box_size)
+        self.cropper = cropper
+        self.generator = generator
         mode = "training" if is_train else "inference"
         logger.info(f"[FaceParsingDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -87,12 +105,18 @@ class FaceParsingDatasetMapper:
             augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
         else:
             augs = []
+        cropper = None
+        if is_train and cfg.MODEL.QANET.TRAIN_MODE in ("joint", "parser"):
+            from ..modeling.face_cropper import FaceCropper
+
+            cropper = FaceCropper(cfg)  # on CPU: it runs in the data-loader workers
         return {
             "is_train": is_train,
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
             "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
+            "cropper": cropper,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -119,6 +143,13 @@ class FaceParsingDatasetMapper:
                 check_label_values(label, self.num_classes, label_file, self.ignore_label)
 
         boxes = self._boxes(annotations, h, w, file_name)
+        if self.cropper is not None:
+            if label is None:  # no labels: no crop (empty, so that every input of a batch has the keys)
+                crop_h, crop_w = self.cropper.crop_size
+                crops, crop_labels = torch.zeros((0, 3, crop_h, crop_w)), torch.zeros((0, crop_h, crop_w), dtype=torch.long)
+            else:
+                crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w))
+            dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
@@ -135,6 +166,21 @@ class FaceParsingDatasetMapper:
         instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
+
+    def face_crops(self, image: np.ndarray, label: np.ndarray, boxes: np.ndarray):
+        """Augmented training crops of ``N x 4`` face ``boxes`` (XYXY_ABS) of one original
+        ``H x W x 3`` uint8 ``image`` (``image_format``) and its ``H x W`` label map:
+        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`."""
+        h, w = image.shape[:2]
+        sample = {
+            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "sem_seg": torch.as_tensor(label.astype(np.int64)),
+            "instances": Instances((h, w), gt_boxes=Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))),
+        }
+        generator = np.random if self.generator is None else self.generator
+        with torch.no_grad():
+            crops, labels, _ = self.cropper.training_crops([sample], generator=generator)
+        return crops, labels
 
     @staticmethod
     def _boxes(annotations, h, w, file_name) -> np.ndarray:

@@ -3,7 +3,9 @@ and optimizer of this project, plus what an interrupted or multi-process CPU run
 
 Differences from ``DefaultTrainer`` (all here, nowhere else):
 
-* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`; the training sampler
+* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`, or with
+  ``DATALOADER.SAMPLE_UNIT "face"`` one face per sample
+  (:class:`~qanet_d2.data.instance_mapper.FaceInstanceDatasetMapper`); the training sampler
   can start at an offset, so a resumed run sees the data in the order it would have seen it.
 * ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
 * Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
@@ -278,15 +280,26 @@ class QANetTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0):
         from detectron2.data import get_detection_dataset_dicts
 
+        from ..data.instance_mapper import FaceInstanceDatasetMapper, face_instance_dicts
         from ..data.mapper import FaceParsingDatasetMapper
 
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
+        if cfg.DATALOADER.SAMPLE_UNIT == "face":
+            frames = len(dataset)
+            dataset = face_instance_dicts(dataset)
+            if not dataset:
+                raise ValueError(f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)}: no labelled face to train on (DATALOADER.SAMPLE_UNIT face)")
+            logger.info(
+                f"Training on face instances: {len(dataset)} faces of {frames} frames, "
+                f"{len(dataset) / cfg.SOLVER.IMS_PER_BATCH:.1f} iterations per epoch"
+            )
+            mapper = FaceInstanceDatasetMapper(cfg)
+        else:
+            mapper = FaceParsingDatasetMapper(cfg, is_train=True)
         sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_iter * cfg.SOLVER.IMS_PER_BATCH)
-        return build_detection_train_loader(
-            cfg, mapper=FaceParsingDatasetMapper(cfg, is_train=True), dataset=dataset, sampler=sampler
-        )
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -7,6 +7,7 @@ import os
 from typing import List
 
 from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..data.instance_mapper import SAMPLE_UNITS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
 from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
@@ -30,6 +31,7 @@ _CHOICES = {
     "SOLVER.OPTIMIZER": OPTIMIZERS,
     "TEST.FACE_PARSING.ABSENT_CLASS": ABSENT_CLASS_MODES,
     "SOLVER.LR_SCALING": LR_SCALING_RULES,
+    "DATALOADER.SAMPLE_UNIT": SAMPLE_UNITS,
 }
 
 
@@ -102,6 +104,12 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
                 "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
                 "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
                 "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights"
+            )
+        if cfg.DATALOADER.SAMPLE_UNIT == "face" and for_training and q.TRAIN_MODE != "parser":
+            problems.append(
+                f"DATALOADER.SAMPLE_UNIT = 'face' trains on face crops alone, but MODEL.QANET.TRAIN_MODE = "
+                f"{q.TRAIN_MODE!r} also trains the detector, which needs whole frames: use TRAIN_MODE parser "
+                "(stage 2) or SAMPLE_UNIT image"
             )
         if q.DETECTOR_WEIGHTS and not cfg.MODEL.FCOS.ENABLED:
             problems.append(
