@@ -185,3 +185,25 @@ def test_flip_rate_through_the_face_route(tmp_path):
         assert has_left != has_right
         flipped.append(has_right)
     assert np.mean(flipped) == pytest.approx(0.25, abs=0.07)
+
+
+def test_the_parser_trains_on_a_batch_of_face_samples(tmp_path):
+    """A batch of the face loader goes through the model as detectron2's data flow does:
+    dataset dicts -> FaceInstanceDatasetMapper -> QANetFaceParser -> finite parser losses with
+    gradients for the parser."""
+    from detectron2.modeling import build_model
+
+    frames = [write_frame(tmp_path, "a", textured(96, 128, 6), [(10, 10, 50, 60), (60, 20, 110, 80)])]
+    name = DATASET + "_model"
+    DatasetCatalog.register(name, lambda: frames)
+    MetadataCatalog.get(name).set(stuff_classes=CLASSES, flip_pairs=[(2, 3)])
+    cfg = config("DATASETS.TRAIN", (name,), "MODEL.QANET.INPUT_SIZE", (128, 96), "DATALOADER.SAMPLE_UNIT", "face",
+                 "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "MODEL.QANET.AUG.ENABLED", True)
+    batch = next(iter(QANetTrainer.build_train_loader(cfg, seed=0)))
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    losses = model(batch)
+    assert set(losses) == {"loss_parsing_ce", "loss_parsing_lovasz", "loss_iou"}
+    assert all(torch.isfinite(v) and v > 0 for k, v in losses.items() if k != "loss_iou")
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parser.parameters() if p.requires_grad)
