@@ -144,7 +144,8 @@ def add_qanet_config(cfg: CN) -> CN:
     # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
     # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
     _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
-    # Faces parsed per image in training (largest first); bounds memory on crowded images.
+    # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
+    # memory on crowded frames.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
 
     # Inference scoring and paste-back.
