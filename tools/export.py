@@ -135,6 +135,10 @@ def export_contract(cfg, model, raw_input: bool = False) -> Dict:
             "pixel_score_thresh": float(q.INFERENCE.PIXEL_SCORE_THRESH),
             "score_weights_box_iou_pixel": [float(w) for w in q.INFERENCE.SCORE_WEIGHTS],
             "face_score_thresh": float(q.INFERENCE.FACE_SCORE_THRESH),
+            # the score that orders and thresholds painting: "box" (the detector's) or "quality"
+            "paint_order": str(q.INFERENCE.PAINT_ORDER),
+            # pixels of the pixel score: "image" (pasted probabilities inside the face box) or "crop"
+            "pixel_score_region": str(q.INFERENCE.PIXEL_SCORE_REGION),
         },
     }
 
@@ -253,8 +257,8 @@ def paint_faces_numpy(probs: np.ndarray, affines: np.ndarray, scores: np.ndarray
 
     Faces with ``score >= face_score_thresh`` are pasted (bilinear) in ascending score order;
     each writes its foreground (argmax != 0 where the max probability >= 1 / C) inside its crop.
-    ``scores`` are the face scores ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``, pixel
-    score = mean max-probability over crop pixels whose max-probability >= pixel_score_thresh.
+    ``scores`` are the paint scores of ``contract["scoring"]["paint_order"]``: the detector's
+    box scores ("box") or the face scores of :func:`face_scores_numpy` ("quality").
 
     Returns:
         ``H x W`` uint8 label map.
@@ -282,7 +286,9 @@ def paint_faces_numpy(probs: np.ndarray, affines: np.ndarray, scores: np.ndarray
 
 
 def face_scores_numpy(probs: np.ndarray, iou: np.ndarray, box_scores: np.ndarray, contract: Dict) -> np.ndarray:
-    """Face quality scores from parser outputs and detector scores (the model's formula)."""
+    """Face quality scores from parser outputs and detector scores (the model's formula), with
+    the pixel score over the crop pixels (``pixel_score_region`` "crop"; the model's "image"
+    region, the pasted probabilities inside the face box, differs for faces at the image border)."""
     s = contract["scoring"]
     top = probs.max(axis=1).reshape(len(probs), -1)
     keep = top >= s["pixel_score_thresh"]
