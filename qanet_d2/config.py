@@ -126,10 +126,10 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
     _C.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
     _C.MODEL.QANET.PARSING.IGNORE_VALUE = 255
-    # Lovasz-softmax over all valid pixels of the batch (False) or per crop, then averaged over
-    # the crops of the batch (True, as the official QANet code; a crop without valid pixels
-    # counts 0 there).
-    _C.MODEL.QANET.PARSING.LOVASZ_PER_CROP = False
+    # Lovasz-softmax per crop, then averaged over the crops of the batch (True, as the official
+    # QANet code; a crop without valid pixels counts 0 there), or over all valid pixels of the
+    # batch (False).
+    _C.MODEL.QANET.PARSING.LOVASZ_PER_CROP = True
 
     # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.
     _C.MODEL.QANET.IOU = CN()
@@ -149,11 +149,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
     # report (0 = off); it makes the parser robust to a weak detector's box errors.
     _C.MODEL.QANET.AUG.SHIFT_STD = 0.0
-    # Label of training-crop pixels outside the image (the batch padding included): "ignore"
-    # (PARSING.IGNORE_VALUE: no loss there) or "background" (as the official QANet code: they
-    # count in the losses and in the IoU target). The crop's image pixels there are the mean colour.
-    _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "ignore"
-    # Faces parsed per image in training (largest first); bounds memory on crowded images.
+    # Label of training-crop pixels outside the image (the batch padding included): "background"
+    # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
+    # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
+    _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
+    # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
+    # memory on crowded frames.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
 
     # Inference scoring and paste-back.
@@ -164,15 +165,15 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_THRESH = 0.2
     # Faces are painted into the image's label map in ascending order of a score, so that the
     # best face wins where faces overlap, and faces whose score is below FACE_SCORE_THRESH are
-    # not painted. PAINT_ORDER "quality": that score is the face quality score; "box": the
-    # detector's box score (as the official QANet code; the quality score then only ranks the
-    # returned instances). Ties are broken by the other score.
-    _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "quality"
+    # not painted. PAINT_ORDER "box": that score is the detector's box score (as the official
+    # QANet code; the quality score then only ranks the returned instances); "quality": the face
+    # quality score. Ties are broken by the other score.
+    _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "box"
     _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
-    # Pixels of the pixel score: "crop" (every pixel of the face crops, padding included,
-    # averaged over box-scale views) or "image" (the pasted, view-averaged probabilities at the
-    # image pixels inside the face box, as the official QANet code).
-    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "crop"
+    # Pixels of the pixel score: "image" (the pasted, view-averaged probabilities at the image
+    # pixels inside the face box, as the official QANet code) or "crop" (every pixel of the face
+    # crops, padding included, averaged over box-scale views).
+    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "image"
     _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
     # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
     # pixels: the memory for pasting is bounded by the tile, whatever the image size.
@@ -194,6 +195,13 @@ def add_qanet_config(cfg: CN) -> CN:
     # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every
     # sample equally likely (datasets in proportion to their size, detectron2's TrainingSampler).
     _C.DATALOADER.TRAIN_RATIOS = []
+    # Training sample: "image" (a frame with all its faces: the detector's full frame and the
+    # parser's crops of its faces; SOLVER.IMS_PER_BATCH counts frames) or "face" (one face crop,
+    # as the official QANet code trains its parser: the dataset is the list of labelled faces, an
+    # epoch visits each once and SOLVER.IMS_PER_BATCH counts crops; MODEL.QANET.TRAIN_MODE
+    # "parser" only). Either way the crops are cut in the data-loader workers from the
+    # original-resolution frame, with the same augmentation (qanet_d2/data/instance_mapper.py).
+    _C.DATALOADER.SAMPLE_UNIT = "image"
 
     # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
     # when missing.
@@ -221,6 +229,9 @@ def add_qanet_config(cfg: CN) -> CN:
     # ------------------------------------------------------------------ solver
     _C.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
     _C.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW
+    # No weight decay by default: the official QANet code's Adam gets none (its yaml's 1e-4 is
+    # never passed to the optimizer). SGD configs (the FCOS detector stage) set detectron2's 1e-4.
+    _C.SOLVER.WEIGHT_DECAY = 0.0
     # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
     # the median over this many iterations, so 1 records every iteration's raw losses.
     _C.SOLVER.LOG_PERIOD = 20

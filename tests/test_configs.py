@@ -87,6 +87,22 @@ def test_config_is_valid_and_schedule_consistent(path):
         assert tuple(cfg.TEST.AUG.BOX_SCALES) == (0.9, 1.0, 1.1, 1.2, 1.3)
 
 
+def test_the_official_code_details_are_the_defaults():
+    cfg = get_qanet_cfg()
+    assert cfg.SOLVER.OPTIMIZER == "ADAM" and cfg.SOLVER.WEIGHT_DECAY == 0.0
+    assert cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP is True
+    assert cfg.MODEL.QANET.CROP_OUTSIDE_LABEL == "background"
+    assert cfg.MODEL.QANET.INFERENCE.PAINT_ORDER == "box" and cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH == 0.3
+    assert cfg.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION == "image"
+    assert cfg.DATALOADER.SAMPLE_UNIT == "image"
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_adam_without_weight_decay_sgd_with(path):
+    solver = load(path).SOLVER
+    assert solver.WEIGHT_DECAY == (0.0001 if solver.OPTIMIZER == "SGD" else 0.0)
+
+
 def _tiny_inputs(height=128, width=160):
     torch.manual_seed(0)
     inst = Instances((height, width))

@@ -107,15 +107,18 @@ def test_max_faces_per_image_keeps_the_largest():
     assert batch_idx.tolist() == [0, 0]  # two faces; no crop from the image without labels
 
 
-@pytest.mark.parametrize("kind", ["global", "torch", "numpy"])
+@pytest.mark.parametrize("kind", ["global", "torch", "numpy", "numpy_global"])
 def test_augmentation_distributions(kind):
     """Scale N(0,1)*0.3+1 clipped to [0.7, 1.3]: P(clipped at each end) = P(z > 1) = 0.1587;
     rotation applied with p = 0.6, N(0,1)*40 clipped to +-80: P(|z| > 2) = 0.0455; flip p = 0.5;
     shift N(0,1)*0.1 clipped to +-0.2 per axis."""
     c = cropper("MODEL.QANET.AUG.ENABLED", True, "MODEL.QANET.AUG.SHIFT_STD", 0.1)
     n = 40000
-    generator = {"global": None, "torch": torch.Generator().manual_seed(1), "numpy": np.random.default_rng(1)}[kind]
+    # "numpy_global": NumPy's global generator, what the data loader's mappers draw from
+    generator = {"global": None, "torch": torch.Generator().manual_seed(1), "numpy": np.random.default_rng(1),
+                 "numpy_global": np.random}[kind]
     torch.manual_seed(1)
+    np.random.seed(1)
     aug = c.sample_augmentation(n, generator)
     assert aug.scale.dtype == torch.float32 and aug.flip.dtype == torch.bool and aug.shift.shape == (n, 2)
     assert float(aug.scale.min()) == pytest.approx(0.7) and float(aug.scale.max()) == pytest.approx(1.3)

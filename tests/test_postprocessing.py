@@ -50,7 +50,7 @@ def test_built_from_config():
     p = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image",
              "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.4, "MODEL.QANET.INFERENCE.PASTE_TILE", 64)
     assert (p.paint_order, p.pixel_score_region, p.face_score_thresh, p.paste_tile, p.num_classes) == ("box", "image", 0.4, 64, 3)
-    assert post().paint_order == "quality" and post().pixel_score_region == "crop"  # today's behaviour by default
+    assert post().paint_order == "box" and post().pixel_score_region == "image"  # the official QANet code's, by default
     with pytest.raises(ValueError, match="PAINT_ORDER"):
         post("MODEL.QANET.INFERENCE.PAINT_ORDER", "score")
     with pytest.raises(ValueError, match="PIXEL_SCORE_REGION"):
@@ -80,7 +80,7 @@ def expected_map(first, second, paint_a=True, paint_b=True):
 def test_paint_order_quality_vs_box_on_overlapping_faces():
     f = overlapping_faces()
     # quality order: B (0.5) then A (0.9): A wins the overlap
-    labels, _ = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f)
     assert torch.equal(labels, expected_map("b", "a"))
     assert labels[6, 6] == 1
     # box order: A (0.4) then B (0.8): B wins the overlap
@@ -88,14 +88,14 @@ def test_paint_order_quality_vs_box_on_overlapping_faces():
     assert torch.equal(labels, expected_map("a", "b"))
     assert labels[6, 6] == 2
     # the threshold applies to the paint score: 0.45 drops B by quality, A by box score
-    labels, _ = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.45).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.45).paint(f)
     assert torch.equal(labels, expected_map("b", "a"))
-    labels, _ = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.6).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.6).paint(f)
     assert torch.equal(labels, expected_map("b", "a", paint_b=False))
     labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.45).paint(f)
     assert torch.equal(labels, expected_map("a", "b", paint_a=False))
     # class scores: background one-hot where nothing is painted, the winner's probabilities elsewhere
-    labels, sem_seg = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f, class_scores=True)
+    labels, sem_seg = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f, class_scores=True)
     torch.testing.assert_close(sem_seg[:, 6, 6], torch.tensor([0.1, 0.8, 0.1]))
     torch.testing.assert_close(sem_seg[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.equal(sem_seg.argmax(0).to(torch.uint8), labels)
@@ -114,7 +114,7 @@ def test_pixel_score_image_vs_crop_on_a_crop_over_the_image_border():
     probs[:, :, 5] = torch.tensor([0.3, 0.3, 0.4])[:, None]
     probs[:, 0, 3:] = torch.tensor([0.025, 0.025, 0.95])[:, None]
     f = faces((12, 10), [probs[None]], [translation(-3, 2)], [[-2, 3, 2, 9]], box_scores=[0.64], iou_scores=[0.81])
-    crop = post().score(Instances(f.image_size, **f.get_fields()))
+    crop = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "crop").score(Instances(f.image_size, **f.get_fields()))
     image = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image").score(Instances(f.image_size, **f.get_fields()))
     crop_value = (3 * 8 * 0.9 + 2 * 7 * 0.5 + 7 * 0.4 + 3 * 0.95) / 48
     assert float(crop.pixel_scores[0]) == pytest.approx(crop_value)

@@ -1,4 +1,4 @@
-"""SOLVER.REFERENCE_WORLD_SIZE: a config written for 8 GPUs run on 4 or 2 keeps its per-GPU batch
+"""SOLVER.REFERENCE_WORLD_SIZE: a config written for 8 (or 16) GPUs run on 4 or 2 keeps its per-GPU batch
 and epochs; batch, LR and every length in iterations follow (qanet_d2.engine.world_size)."""
 import math
 from pathlib import Path
@@ -13,7 +13,8 @@ from qanet_d2.engine import world_size
 from qanet_d2.engine.world_size import scale_config_to_world_size
 
 REPO = Path(__file__).resolve().parents[1]
-SFP_W48 = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml"
+SFP_W48 = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml"  # joint: written for 16 GPUs
+SFP_STAGE2 = "configs/sfp/qanet_hrnet_w48_parser_only_512x384.yaml"  # 256 crops over 8 GPUs
 GPU_CONFIGS = sorted(
     p.relative_to(REPO).as_posix()
     for family in ("sfp", "lapa", "celebamask_hq")
@@ -28,36 +29,38 @@ def load(path):
     return cfg
 
 
-def test_sfp_recipe_on_4_and_2_gpus():
+def test_sfp_recipe_on_8_and_4_gpus():
+    """The joint recipe is written for 16 GPUs of 16 frames (what fits 24 GB with AMP)."""
     cfg = load(SFP_W48)
-    assert (cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (8, 256, 0.002)
+    assert (cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 256, 0.002)
     assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (10683, (6868, 9157))
     assert (cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD, cfg.SOLVER.WARMUP_ITERS) == (763, 1526, 0)
+    assert cfg.SOLVER.AMP.ENABLED
+
+    eight = QANetTrainer.auto_scale_workers(cfg, 8)
+    assert eight.SOLVER.IMS_PER_BATCH == 128  # 16 per GPU, as on 16
+    # Adam: square-root rule (SOLVER.LR_SCALING "auto")
+    assert eight.SOLVER.BASE_LR == pytest.approx(0.002 * math.sqrt(0.5), rel=1e-12)
+    assert eight.SOLVER.MAX_ITER == 21366
+    assert tuple(eight.SOLVER.STEPS) == (13736, 18314)
+    assert (eight.SOLVER.CHECKPOINT_PERIOD, eight.TEST.EVAL_PERIOD, eight.SOLVER.WARMUP_ITERS) == (1526, 3052, 0)
+    assert eight.SOLVER.REFERENCE_WORLD_SIZE == 8
 
     four = QANetTrainer.auto_scale_workers(cfg, 4)
-    assert four.SOLVER.IMS_PER_BATCH == 128  # 32 per GPU, as on 8
-    # Adam: square-root rule (SOLVER.LR_SCALING "auto")
-    assert four.SOLVER.BASE_LR == pytest.approx(0.002 * math.sqrt(0.5), rel=1e-12)
-    assert four.SOLVER.MAX_ITER == 21366
-    assert tuple(four.SOLVER.STEPS) == (13736, 18314)
-    assert (four.SOLVER.CHECKPOINT_PERIOD, four.TEST.EVAL_PERIOD, four.SOLVER.WARMUP_ITERS) == (1526, 3052, 0)
-    assert four.SOLVER.REFERENCE_WORLD_SIZE == 4
-
-    two = QANetTrainer.auto_scale_workers(cfg, 2)
-    assert two.SOLVER.IMS_PER_BATCH == 64
-    assert two.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
-    assert two.SOLVER.MAX_ITER == 42732
-    assert tuple(two.SOLVER.STEPS) == (27472, 36628)
-    assert (two.SOLVER.CHECKPOINT_PERIOD, two.TEST.EVAL_PERIOD) == (3052, 6104)
+    assert four.SOLVER.IMS_PER_BATCH == 64
+    assert four.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
+    assert four.SOLVER.MAX_ITER == 42732
+    assert tuple(four.SOLVER.STEPS) == (27472, 36628)
+    assert (four.SOLVER.CHECKPOINT_PERIOD, four.TEST.EVAL_PERIOD) == (3052, 6104)
     # the same number of epochs (samples seen), up to rounding of the iterations
-    for scaled in (four, two):
+    for scaled in (eight, four):
         assert scaled.SOLVER.MAX_ITER * scaled.SOLVER.IMS_PER_BATCH == cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
     # the input config is left as it was
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.REFERENCE_WORLD_SIZE) == (256, 10683, 8)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.REFERENCE_WORLD_SIZE) == (256, 10683, 16)
 
 
 def test_linear_rule_matches_detectron2():
-    cfg = load(SFP_W48)
+    cfg = load(SFP_STAGE2)
     cfg.SOLVER.WARMUP_ITERS = 1000
     cfg.SOLVER.LR_SCALING = "linear"
     for n in (2, 4, 16):
@@ -81,21 +84,21 @@ def test_sgd_scales_linearly_by_default():
 
 
 def test_no_rescaling_at_the_reference_size_or_without_one():
-    cfg = load(SFP_W48)
+    cfg = load(SFP_STAGE2)
     assert scale_config_to_world_size(cfg, 8) is cfg
     cfg.SOLVER.REFERENCE_WORLD_SIZE = 0
     assert scale_config_to_world_size(cfg, 2) is cfg
 
 
 def test_frozen_config_stays_frozen():
-    cfg = load(SFP_W48)
+    cfg = load(SFP_STAGE2)
     cfg.freeze()
     scaled = scale_config_to_world_size(cfg, 2)
     assert scaled.is_frozen() and scaled.SOLVER.IMS_PER_BATCH == 64
 
 
 def test_batch_not_divisible_by_reference_is_an_error():
-    cfg = load(SFP_W48)
+    cfg = load(SFP_STAGE2)
     cfg.SOLVER.IMS_PER_BATCH = 100
     with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH = 100 is not a multiple of SOLVER.REFERENCE_WORLD_SIZE = 8"):
         scale_config_to_world_size(cfg, 4)
@@ -109,7 +112,7 @@ def test_batch_not_divisible_by_reference_is_an_error():
 
 def test_a_key_added_to_the_list_is_rescaled(monkeypatch):
     """A recipe whose batch is counted in crops adds its key to WORLD_SIZE_SCALED_KEYS."""
-    cfg = load(SFP_W48)
+    cfg = load(SFP_STAGE2)
     cfg.SOLVER.CROPS_PER_BATCH = 256
     cfg.SOLVER.SOME_PERIOD = 400
     monkeypatch.setitem(world_size.WORLD_SIZE_SCALED_KEYS, "SOLVER.CROPS_PER_BATCH", "batch")
@@ -125,15 +128,27 @@ def test_a_key_added_to_the_list_is_rescaled(monkeypatch):
         scale_config_to_world_size(cfg, 2)
 
 
+# Per-GPU batch of the GPU configs: what fits a 24 GB GPU (docs/tools.md's memory table).
+JOINT_PER_GPU_FRAMES = 16  # with AMP; 32 frames of the report's batch need 31 GiB even with AMP
+
+
 @pytest.mark.parametrize("path", GPU_CONFIGS)
-def test_gpu_configs_are_written_for_8_gpus(path):
+def test_gpu_configs_per_gpu_batch(path):
     cfg = load(path)
-    assert cfg.SOLVER.REFERENCE_WORLD_SIZE == 8
-    assert cfg.SOLVER.IMS_PER_BATCH % 8 == 0
-    # 8 -> 2 GPUs keeps the per-GPU batch and the epochs
-    two = scale_config_to_world_size(cfg, 2)
-    assert two.SOLVER.IMS_PER_BATCH // 2 == cfg.SOLVER.IMS_PER_BATCH // 8
-    assert two.SOLVER.MAX_ITER == 4 * cfg.SOLVER.MAX_ITER
+    joint = cfg.MODEL.QANET.TRAIN_MODE == "joint"
+    assert cfg.SOLVER.REFERENCE_WORLD_SIZE == (16 if joint else 8)
+    per_gpu = cfg.SOLVER.IMS_PER_BATCH // cfg.SOLVER.REFERENCE_WORLD_SIZE
+    assert cfg.SOLVER.IMS_PER_BATCH % cfg.SOLVER.REFERENCE_WORLD_SIZE == 0
+    if joint:
+        assert per_gpu == JOINT_PER_GPU_FRAMES and cfg.SOLVER.AMP.ENABLED
+    elif cfg.MODEL.QANET.TRAIN_MODE == "parser":
+        assert per_gpu == 32 and cfg.SOLVER.AMP.ENABLED  # 32 crops: 17 GiB with AMP, 30 GiB without
+    else:
+        assert per_gpu == 2  # detector: 2 frames, 2.3 GiB in float32
+    # 4 GPUs keep the per-GPU batch and the epochs
+    four = scale_config_to_world_size(cfg, 4)
+    assert four.SOLVER.IMS_PER_BATCH // 4 == per_gpu
+    assert four.SOLVER.MAX_ITER * four.SOLVER.IMS_PER_BATCH == cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
 
 
 @pytest.mark.parametrize("path", CPU_CONFIGS)

@@ -1,5 +1,6 @@
 """Data layer: label sets, the on-disk face-video format, dataset registration, the
-synthetic generator (imported on first use), the dataset mapper and dataset checks."""
+synthetic generator (imported on first use), the dataset mappers (frames, face instances)
+and dataset checks."""
 from .label_sets import (  # noqa: F401
     IGNORE_LABEL,
     LABEL_SETS,
@@ -30,6 +31,7 @@ from .datasets.face_video import (  # noqa: F401
     set_synthetic_auto_generate,
 )
 from .mapper import FaceParsingDatasetMapper  # noqa: F401
+from .instance_mapper import SAMPLE_UNITS, FaceInstanceDatasetMapper, face_instance_dicts  # noqa: F401
 from .checks import check_dataset, check_json  # noqa: F401
 
 

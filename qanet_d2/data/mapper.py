@@ -1,4 +1,10 @@
-"""Dataset dict -> model input for face parsing on full frames."""
+"""Dataset dict -> model input for face parsing on full frames.
+
+In training, the parser's face crops are cut here, in the data-loader workers, from the
+original-resolution frame (before the detector's resize), with the crop augmentation of
+:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the same geometry and the same
+augmentation draws as the face-instance route (:mod:`qanet_d2.data.instance_mapper`).
+"""
 from __future__ import annotations
 
 import copy
@@ -42,6 +48,12 @@ class FaceParsingDatasetMapper:
       (:func:`~qanet_d2.data.mixed_label_sets.training_route` "convert"); a coarser set is kept
       ("merge": the parser's losses merge its probabilities into it). A dict without one is in
       the model's set.
+    * with a ``cropper`` (training of the parser), the frame's face crops cut from the ORIGINAL
+      image and label map (boxes in the original frame, at most ``MAX_FACES_PER_IMAGE_TRAIN``,
+      largest first, each with its own augmentation): ``face_crops`` (float32
+      ``N x 3 x h x w``, normalised RGB, 0 = the mean colour outside the image) and
+      ``face_crop_sem_seg`` (int64 ``N x h x w``, left/right classes swapped on flipped crops).
+      Frames without a label map get none (``N = 0``).
 
     There is no image-level flip: flipping happens on face crops in the model, where the left
     and right part labels are swapped.
@@ -55,7 +67,7 @@ class FaceParsingDatasetMapper:
     def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
                  min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
-                 dataset_label_sets: Optional[Dict[str, LabelSet]] = None):
+                 dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -69,6 +81,10 @@ class FaceParsingDatasetMapper:
             label_set: the label set the model predicts (None: labels are used as they are).
             dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
                 ``"label_set"`` (registered sets are also found by name).
+            cropper: a :class:`~qanet_d2.modeling.FaceCropper` (on CPU) to cut the training
+                face crops from the original frame; None: no crops.
+            generator: NumPy ``Generator`` of the crop augmentation; None: NumPy's global
+                generator (seeded per worker by detectron2 and per iteration by the trainer).
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -84,6 +100,8 @@ class FaceParsingDatasetMapper:
         self.label_set = label_set
         self.dataset_label_sets = dict(dataset_label_sets or {})
         self._routes: Dict[str, tuple] = {}  # set name -> (route, its LabelSet, lut or None)
+        self.cropper = cropper
+        self.generator = generator
         mode = "training" if is_train else "inference"
         logger.info(f"[FaceParsingDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -103,6 +121,11 @@ class FaceParsingDatasetMapper:
         from .mixed_label_sets import label_sets_by_name, model_label_set, training_label_sets
 
         model_set = model_label_set(cfg)
+        cropper = None
+        if is_train and cfg.MODEL.QANET.TRAIN_MODE in ("joint", "parser"):
+            from ..modeling.face_cropper import FaceCropper
+
+            cropper = FaceCropper(cfg)  # on CPU: it runs in the data-loader workers
         return {
             "is_train": is_train,
             "augmentations": augs,
@@ -111,6 +134,7 @@ class FaceParsingDatasetMapper:
             "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
+            "cropper": cropper,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -136,6 +160,14 @@ class FaceParsingDatasetMapper:
             label = self._to_model_label_set(dataset_dict, label, label_file)
 
         boxes = self._boxes(annotations, h, w, file_name)
+        if self.cropper is not None:
+            if label is None:  # no labels: no crop (empty, so that every input of a batch has the keys)
+                crop_h, crop_w = self.cropper.crop_size
+                crops, crop_labels = torch.zeros((0, 3, crop_h, crop_w)), torch.zeros((0, crop_h, crop_w), dtype=torch.long)
+            else:
+                crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w),
+                                                     dataset_dict.get("label_set"))
+            dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
@@ -181,6 +213,24 @@ class FaceParsingDatasetMapper:
             label = lut[label]
             dataset_dict["label_set"] = self.label_set.name
         return label
+
+    def face_crops(self, image: np.ndarray, label: np.ndarray, boxes: np.ndarray, label_set: Optional[str] = None):
+        """Augmented training crops of ``N x 4`` face ``boxes`` (XYXY_ABS) of one original
+        ``H x W x 3`` uint8 ``image`` (``image_format``) and its ``H x W`` label map in label set
+        ``label_set`` (its flip pairs swap the flipped crops' labels; None: the model's set):
+        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`."""
+        h, w = image.shape[:2]
+        sample = {
+            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "sem_seg": torch.as_tensor(label.astype(np.int64)),
+            "instances": Instances((h, w), gt_boxes=Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))),
+        }
+        if label_set is not None:
+            sample["label_set"] = label_set
+        generator = np.random if self.generator is None else self.generator
+        with torch.no_grad():
+            crops, labels, _ = self.cropper.training_crops([sample], generator=generator)
+        return crops, labels
 
     @staticmethod
     def _boxes(annotations, h, w, file_name) -> np.ndarray:

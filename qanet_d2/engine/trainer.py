@@ -3,7 +3,9 @@ and optimizer of this project, plus what an interrupted or multi-process CPU run
 
 Differences from ``DefaultTrainer`` (all here, nowhere else):
 
-* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`; the training sampler
+* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`, or with
+  ``DATALOADER.SAMPLE_UNIT "face"`` one face per sample
+  (:class:`~qanet_d2.data.instance_mapper.FaceInstanceDatasetMapper`); the training sampler
   can start at an offset, so a resumed run sees the data in the order it would have seen it.
   ``DATALOADER.TRAIN_RATIOS`` draws each training dataset at its ratio
   (:class:`WeightedTrainingSampler`); every training dict carries its dataset's ``"label_set"``.
@@ -328,6 +330,7 @@ class QANetTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0):
         from detectron2.data import get_detection_dataset_dicts
 
+        from ..data.instance_mapper import FaceInstanceDatasetMapper, face_instance_dicts
         from ..data.mapper import FaceParsingDatasetMapper
 
         from ..data.mixed_label_sets import dataset_label_sets
@@ -336,14 +339,27 @@ class QANetTrainer(DefaultTrainer):
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
         names = list(cfg.DATASETS.TRAIN)
         label_sets = dataset_label_sets(names)
+        face_unit = cfg.DATALOADER.SAMPLE_UNIT == "face"
         parts = []
+        frames = 0
         for name in names:
             dicts = get_detection_dataset_dicts([name], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
             ls = label_sets[name] or dataset_label_sets([name])[name]  # files present once loaded
             if ls is not None:  # the samples' label set, for the mapper (a dict may state its own)
                 dicts = [d if "label_set" in d else {**d, "label_set": ls.name} for d in dicts]
-            parts.append(dicts)
+            frames += len(dicts)
+            parts.append(face_instance_dicts(dicts) if face_unit else dicts)
         dataset = [d for dicts in parts for d in dicts]
+        if face_unit:
+            if not dataset:
+                raise ValueError(f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)}: no labelled face to train on (DATALOADER.SAMPLE_UNIT face)")
+            logger.info(
+                f"Training on face instances: {len(dataset)} faces of {frames} frames, "
+                f"{len(dataset) / cfg.SOLVER.IMS_PER_BATCH:.1f} iterations per epoch"
+            )
+            mapper = FaceInstanceDatasetMapper(cfg)
+        else:
+            mapper = FaceParsingDatasetMapper(cfg, is_train=True)
         start_index = start_iter * cfg.SOLVER.IMS_PER_BATCH
         if cfg.DATALOADER.TRAIN_RATIOS:
             sampler = WeightedTrainingSampler([len(p) for p in parts], cfg.DATALOADER.TRAIN_RATIOS, seed=seed, start_index=start_index)
@@ -352,9 +368,7 @@ class QANetTrainer(DefaultTrainer):
                 for n, r, p in zip(names, cfg.DATALOADER.TRAIN_RATIOS, parts)))
         else:
             sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_index)
-        return build_detection_train_loader(
-            cfg, mapper=FaceParsingDatasetMapper(cfg, is_train=True), dataset=dataset, sampler=sampler
-        )
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

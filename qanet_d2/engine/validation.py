@@ -8,6 +8,7 @@ from typing import List
 
 from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, model_label_set, model_label_set_source,
                                      prediction_conversion, training_route)
+from ..data.instance_mapper import SAMPLE_UNITS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
 from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
@@ -34,6 +35,7 @@ _CHOICES = {
     "SOLVER.LR_SCALING": LR_SCALING_RULES,
     "VIDEO.ALIGN": ALIGNS,
     "VIDEO.TRACK_MOTION": TRACK_MOTIONS,
+    "DATALOADER.SAMPLE_UNIT": SAMPLE_UNITS,
 }
 
 
@@ -165,6 +167,12 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
                 "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
                 "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
                 "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights"
+            )
+        if cfg.DATALOADER.SAMPLE_UNIT == "face" and for_training and q.TRAIN_MODE != "parser":
+            problems.append(
+                f"DATALOADER.SAMPLE_UNIT = 'face' trains on face crops alone, but MODEL.QANET.TRAIN_MODE = "
+                f"{q.TRAIN_MODE!r} also trains the detector, which needs whole frames: use TRAIN_MODE parser "
+                "(stage 2) or SAMPLE_UNIT image"
             )
         if q.DETECTOR_WEIGHTS and not cfg.MODEL.FCOS.ENABLED:
             problems.append(

@@ -7,8 +7,9 @@ labels of training crops (``CROP_OUTSIDE_LABEL``, left/right classes swapped on 
 and the class permutation that mirrors probabilities back (the dataset's ``flip_pairs``).
 
 The augmentation is drawn by :meth:`FaceCropper.sample_augmentation` from torch's global
-generator (the model), a ``torch.Generator`` or a NumPy ``Generator`` (data-loader workers), always
-from the same distributions.
+generator, a ``torch.Generator`` or NumPy (a ``Generator``, ``RandomState`` or the ``np.random``
+module: the data-loader workers, where the training crops are cut), always from the same
+distributions.
 """
 from __future__ import annotations
 
@@ -335,7 +336,7 @@ class FaceCropper(nn.Module):
 
         Args:
             generator: None (torch's global generator), a ``torch.Generator`` or a NumPy
-                ``Generator`` / ``RandomState`` (e.g. in data-loader workers).
+                ``Generator`` / ``RandomState`` / the ``np.random`` module (data-loader workers).
             device: of the returned tensors (default: this module's).
         """
         device = self.device if device is None else torch.device(device)
@@ -359,14 +360,26 @@ class FaceCropper(nn.Module):
     def training_crops(self, batched_inputs: List[Dict], generator=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augmented crops of the ground-truth faces of a batch.
 
-        Each image's ``instances.gt_boxes`` (at most ``max_faces_per_image``, largest first) are
-        cropped with a fresh :meth:`sample_augmentation`. Images without ``sem_seg`` give no crops.
+        Inputs whose crops were cut by the data loader (``face_crops`` ``N_i x 3 x h x w`` and
+        ``face_crop_sem_seg`` ``N_i x h x w``, see :class:`~qanet_d2.data.FaceParsingDatasetMapper`
+        and :class:`~qanet_d2.data.FaceInstanceDatasetMapper`, which call this method on the
+        original frame) give those. Otherwise each image's ``instances.gt_boxes`` (at most
+        ``max_faces_per_image``, largest first) are cropped from its ``image`` with a fresh
+        :meth:`sample_augmentation`; images without ``sem_seg`` give no crops.
 
         Returns:
             ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
             labels (in the label set of their input, :meth:`crop_label_sets`, left/right swapped
             in that set on flipped crops) and the ``N`` image indices.
         """
+        cut = ["face_crops" in x for x in batched_inputs]
+        if any(cut):
+            if not all(cut):
+                raise ValueError("training_crops: a batch mixes inputs with and without data-loader face crops ('face_crops')")
+            crops = torch.cat([x["face_crops"] for x in batched_inputs]).to(self.device, torch.float32)
+            labels = torch.cat([x["face_crop_sem_seg"] for x in batched_inputs]).to(self.device, torch.long)
+            counts = torch.tensor([len(x["face_crops"]) for x in batched_inputs], device=self.device)
+            return crops, labels, torch.arange(len(batched_inputs), device=self.device).repeat_interleave(counts)
         images = self.preprocess(batched_inputs)
         label_maps, boxes, batch_idx = [], [], []
         for i, x in enumerate(batched_inputs):

@@ -1,0 +1,110 @@
+"""Training on face instances: one sample = one face crop (``DATALOADER.SAMPLE_UNIT "face"``).
+
+As the official QANet code trains its parser: the dataset is the list of faces, not of frames
+(:func:`face_instance_dicts`), so an epoch visits every face once and ``SOLVER.IMS_PER_BATCH``
+counts crops. Each face is cut in the data-loader workers from its ORIGINAL-resolution frame
+(no detector resize) by :class:`FaceInstanceDatasetMapper`, with the crop augmentation of
+:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the geometry and the augmentation draws
+are the ones of the frame route (:class:`~qanet_d2.data.FaceParsingDatasetMapper`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from detectron2.config import configurable
+from detectron2.structures import BoxMode
+
+from .mapper import FaceParsingDatasetMapper
+
+__all__ = ["FaceInstanceDatasetMapper", "face_instance_dicts", "SAMPLE_UNITS"]
+
+# DATALOADER.SAMPLE_UNIT values: a training sample is a frame (with all its faces) or one face.
+SAMPLE_UNITS = ("image", "face")
+
+
+def face_instance_dicts(dataset_dicts: List[Dict], min_box_size: float = 1.0) -> List[Dict]:
+    """One dataset dict per face: the frame's dict (shallow copy) with ``annotations`` = that
+    face's annotation alone and ``face_index`` = its position in the frame's annotations.
+
+    Frames without a label map (``sem_seg_file_name``) give no faces (a crop needs labels);
+    crowd annotations and boxes with a side under ``min_box_size`` pixels (after clipping to the
+    frame) are skipped. Faces are listed frame by frame, in annotation order.
+    """
+    out = []
+    for d in dataset_dicts:
+        if not d.get("sem_seg_file_name"):
+            continue
+        h, w = d.get("height"), d.get("width")
+        for k, ann in enumerate(d.get("annotations", [])):
+            if ann.get("iscrowd", 0):
+                continue
+            x0, y0, x1, y1 = BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYXY_ABS), BoxMode.XYXY_ABS)
+            if w is not None and h is not None:
+                x0, x1 = min(max(x0, 0), w), min(max(x1, 0), w)
+                y0, y1 = min(max(y0, 0), h), min(max(y1, 0), h)
+            if x1 - x0 < min_box_size or y1 - y0 < min_box_size:
+                continue
+            face = dict(d)
+            face["annotations"] = [ann]
+            face["face_index"] = k
+            out.append(face)
+    return out
+
+
+class FaceInstanceDatasetMapper:
+    """Face-instance dataset dict (:func:`face_instance_dicts`) -> one augmented face crop.
+
+    Reads the frame and its label map at their original resolution (with the checks and error
+    messages of :class:`FaceParsingDatasetMapper`) and cuts the dict's one face with
+    :meth:`FaceCropper.training_crops`.
+
+    Output dict: ``file_name``, ``image_id`` (and the other keys of the input except
+    ``annotations``), ``face_index``, ``height``/``width`` (the frame's), ``face_crops``
+    (float32 ``1 x 3 x h x w``, normalised RGB) and ``face_crop_sem_seg`` (int64 ``1 x h x w``).
+    No full image travels to the model.
+    """
+
+    @configurable
+    def __init__(self, *, frame_mapper: FaceParsingDatasetMapper):
+        """
+        Args:
+            frame_mapper: reads and checks the frame; must have a ``cropper`` and no resizing
+                augmentation (crops come from the original resolution).
+        """
+        if frame_mapper.cropper is None:
+            raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a FaceCropper (cropper=...)")
+        if len(frame_mapper.augmentations.augs):
+            raise ValueError(
+                "FaceInstanceDatasetMapper: the frame mapper must not resize or augment the frame "
+                f"(crops come from the original resolution); got {frame_mapper.augmentations.augs}"
+            )
+        self.frame_mapper = frame_mapper
+
+    @classmethod
+    def from_config(cls, cfg):
+        from ..modeling.face_cropper import FaceCropper
+
+        q = cfg.MODEL.QANET
+        frame_mapper = FaceParsingDatasetMapper(
+            is_train=True,
+            augmentations=[],
+            image_format=cfg.INPUT.FORMAT,
+            num_classes=q.NUM_CLASSES,
+            ignore_label=q.PARSING.IGNORE_VALUE,
+            cropper=FaceCropper(cfg),  # on CPU: it runs in the data-loader workers
+        )
+        return {"frame_mapper": frame_mapper}
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        annotations = dataset_dict.get("annotations", [])
+        if len(annotations) != 1:
+            raise ValueError(
+                f"{dataset_dict.get('file_name')}: a face-instance dict has one annotation, got {len(annotations)} "
+                "(build the dataset with face_instance_dicts)"
+            )
+        if not dataset_dict.get("sem_seg_file_name"):
+            raise ValueError(f"{dataset_dict.get('file_name')}: a face-instance dict needs its label map (sem_seg_file_name)")
+        out = self.frame_mapper(dataset_dict)
+        for key in ("image", "sem_seg", "instances"):
+            out.pop(key, None)
+        return out
