@@ -62,8 +62,11 @@ def test_sigkill_then_resume_continues_exactly(synth_datasets_root, tmp_path):
     after = raw_losses(killed)
     resumed_iters = [it for it in range(resumed_from + 1, 8)]
     assert resumed_iters, "nothing left to resume"
+    # Same data, augmentation and weights: equal up to the order of float reductions, which a
+    # fresh process with two threads may change (measured: 2e-6 relative); a wrong resume (other
+    # samples, augmentation or optimizer state) changes the loss by percents.
     for it in resumed_iters:
-        assert after[it] == pytest.approx(expected[it], rel=1e-6, abs=1e-7), f"iteration {it} after resume"
+        assert after[it] == pytest.approx(expected[it], rel=2e-5, abs=1e-7), f"iteration {it} after resume"
     assert torch.load(killed / "model_final.pth", weights_only=True)["iteration"] == 7
 
 
