@@ -82,24 +82,16 @@ def _label_set_problems(cfg, for_training: bool) -> List[str]:
     if model.num_classes != cfg.MODEL.QANET.NUM_CLASSES:
         source = model_label_set_source(cfg)
         problems.append(_num_classes_problem(cfg, source if source.startswith("dataset") else f"{source} '{model.name}'", model))
-    for name in train:
-        ls = sets[name]
-        if ls is None:
-            continue
-        try:
-            training_route(model, ls)
-        except NoConversionError as e:
-            problems.append(f"DATASETS.TRAIN: dataset '{name}' cannot train a model of label set '{model.name}' "
-                            f"({model_label_set_source(cfg)}): {e}")
-    for name in test:
-        ls = sets[name]
-        if ls is None:
-            continue
-        try:
-            prediction_conversion(model, ls)
-        except NoConversionError as e:
-            problems.append(f"DATASETS.TEST: dataset '{name}' cannot evaluate a model of label set '{model.name}' "
-                            f"({model_label_set_source(cfg)}): {e}")
+    checks = [("DATASETS.TRAIN", train, training_route, "train"), ("DATASETS.TEST", test, prediction_conversion, "evaluate")]
+    for key, names, check, verb in checks:
+        for name in names:
+            if sets[name] is None:
+                continue
+            try:
+                check(model, sets[name])
+            except NoConversionError as e:
+                problems.append(f"{key}: dataset '{name}' cannot {verb} a model of label set '{model.name}' "
+                                f"({model_label_set_source(cfg)}): {e}")
     return problems
 
 
