@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import tempfile
+import warnings
 from typing import Dict, Iterable, List, Optional, Set
 
 import torch
@@ -191,7 +192,11 @@ def load_checkpoint_file(filename: str):
         except Exception as e:  # safetensors raises its own error types
             raise RuntimeError(f"{filename}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     try:
-        return torch.load(local, map_location=torch.device("cpu"), weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a non-default pickle protocol before it refuses the file;
+            # the refusal below says what is wrong and what to do.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(local, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{filename}: refused to load: the file contains objects other than tensors and plain "

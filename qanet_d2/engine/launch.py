@@ -5,6 +5,7 @@ calls it unchanged; without CUDA it spawns the same number of CPU processes over
 sets up detectron2's local process group the same way, so ``--num-gpus N`` on a CPU machine
 trains with N processes (how multi-GPU and multi-machine runs are exercised without GPUs).
 """
+import gc
 import logging
 import socket
 from datetime import timedelta
@@ -60,5 +61,23 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     comm.synchronize()
     try:
         main_func(*args)
+        comm.synchronize()  # no rank tears down while another still talks to it
     finally:
+        _destroy_process_groups()
+
+
+def _destroy_process_groups():
+    """Destroy every process group and drop detectron2's references to them now.
+
+    detectron2 caches the gloo group (``comm._get_global_gloo_group``) and keeps the local
+    group in ``comm._LOCAL_PROCESS_GROUP``; left alive, they are destructed during interpreter
+    shutdown, where gloo's threads abort the process (``terminate called without an active
+    exception``).
+    """
+    comm._LOCAL_PROCESS_GROUP = None
+    cached = getattr(comm, "_get_global_gloo_group", None)
+    if hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+    if dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
