@@ -253,6 +253,10 @@ def add_qanet_config(cfg: CN) -> CN:
     # Ensemble: checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's.
     _C.TEST.ENSEMBLE = CN()
     _C.TEST.ENSEMBLE.WEIGHTS = []
+    # FaceParsingPredictor (demo, video, tools/benchmark*.py) folds the batch norms into the
+    # convolutions before them (qanet_d2.modeling.fusion): same outputs up to float rounding,
+    # a quarter less parser time on CPU. Evaluation during training runs the model as it trains.
+    _C.TEST.FUSE_CONV_BN = True
 
     # Face parsing evaluation (J/F of DAVIS, mIoU, F1).
     _C.TEST.FACE_PARSING = CN()

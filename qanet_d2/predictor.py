@@ -32,6 +32,7 @@ from detectron2.structures import Boxes, Instances
 
 from .data.datasets.face_video import DatasetNotFoundError, dataset_label_set, label_set_metadata
 from .data.io import ImageReadError, read_image_bgr, to_bgr_uint8  # noqa: F401  (the one image conversion)
+from .modeling.fusion import fuse_conv_bn
 from .modeling.test_time_augmentation import build_test_time_model
 
 __all__ = [
@@ -76,6 +77,9 @@ class FaceParsingPredictor:
         # What runs on the inputs: the model, or with TEST.AUG / TEST.ENSEMBLE.WEIGHTS its
         # test-time wrapper, exactly as in evaluation.
         self.test_model = build_test_time_model(self.cfg, self.model)
+        self.test_model.eval()
+        if self.cfg.TEST.FUSE_CONV_BN:
+            fuse_conv_bn(self.test_model)  # inference only: batch norms folded into their convs
         self.postprocessor = self.model.postprocessor
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT

@@ -195,8 +195,12 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
     from qanet_d2.engine.checkpoint import load_model_weights
     from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
 
+    from qanet_d2.modeling.fusion import fuse_conv_bn
+
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)
+    if cfg.TEST.FUSE_CONV_BN:  # as FaceParsingPredictor runs it
+        fuse_conv_bn(model)
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     views = tta_views_from_config(cfg)
     rows = []
