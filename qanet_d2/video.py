@@ -164,7 +164,7 @@ class TemporalSmoother:
             probs, affines = probs[:, None], affines[:, None]
         scores = scores.detach().float().cpu() if scores is not None else torch.ones(n)
         single_score = scores.dim() == 1
-        scores = scores.reshape(n, -1)
+        scores = scores[:, None] if single_score else scores.reshape(n, scores.shape[-1])  # N x K, N may be 0
         frames_in_window = min(self.window, frame + 1)
 
         # Tracks with an observation still inside the window can be continued.

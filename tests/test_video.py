@@ -96,6 +96,23 @@ def test_scores_count_missed_frames_as_zero():
     assert out["track_lengths"].tolist() == [3, 1]
 
 
+def test_frames_without_faces_keep_the_tracks_going():
+    """A frame where nothing is found (no detection, an empty frame) returns empty outputs of the
+    right shapes, and a face found again within the window continues its track."""
+    box = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
+    none = torch.zeros((0, 4))
+    for scores_shape in ((), (2,)):
+        smoother = TemporalSmoother(window=3)
+        first = smoother(box, _probs(0), _affines(box), torch.full((1,) + scores_shape, 0.6))
+        empty = smoother(none, _probs(0, 0), _affines(none), torch.zeros((0,) + scores_shape))
+        assert empty["probs"].shape == (0,) + tuple(_probs(0).shape[1:])
+        assert empty["scores"].shape == (0,) + scores_shape and empty["track_ids"].shape == (0,)
+        again = smoother(box, _probs(0), _affines(box), torch.full((1,) + scores_shape, 0.6))
+        assert again["track_ids"].tolist() == first["track_ids"].tolist()
+        assert again["track_lengths"].tolist() == [2]  # seen in 2 of the 3 frames
+        assert again["scores"].flatten().tolist() == pytest.approx([0.4] * max(1, sum(scores_shape)))  # 1.2 / 3
+
+
 def test_tracks_follow_faces_and_expire():
     a = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
     b = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
