@@ -470,6 +470,10 @@ def test_prepare_synthetic_cli(toy_source, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "1 train + 1 val videos x 1 frames of 96x64 (real faces)" in out and "generated in" in out
     assert json.load(open(tmp_path / "toy" / "train.json"))["label_set"] == "toyface"
+    assert mod.main(args[:3] + [str(tmp_path / "toy_photos")] + args[4:] + ["--photo-backgrounds", "1"]) == 0
+    assert "(real faces, 100 % over real photos)" in capsys.readouterr().out
+    rec = json.load(open(tmp_path / "toy_photos" / "params.json"))["params"]
+    assert rec["photo_backgrounds"]["share"] == 1.0
     with pytest.raises(SystemExit):
         mod.main(["--face-source", SRC_NAME])  # would write real faces into face_synth
     assert "--face-source needs --root" in capsys.readouterr().err
@@ -529,6 +533,13 @@ def test_real_fasseg_composites(tmp_path, monkeypatch):
         # face parts lie inside face boxes (but for faces too hidden to have one)
         assert part_all > 0 and part_in_box / part_all > 0.9
         assert min(heights) < 80 and max(heights) >= 24
+    # the same faces over real photos
+    paths = generate_preset("composite_fasseg_photos", num_train_videos=3, frames=1, workers=1)
+    assert paths["root"] == str(datasets / "face_composite_fasseg_photos") and "test" not in paths
+    rec = json.load(open(paths["params"]))
+    assert rec["label_set"] == "fasseg" and rec["source_faces"] == {"train": 40}
+    assert rec["params"]["photo_backgrounds"]["share"] == 1.0
+    assert check_json(paths["train"]).ok
 
 
 # --------------------------------------------------------------------------- photo backgrounds
@@ -597,7 +608,7 @@ def test_photo_background_is_a_resized_crop_of_the_photo(name):
     up to rounding; a crop shifted by a few pixels does not."""
     photo = _photo(name)
     seen_flip = set()
-    for s in range(4):
+    for s in range(3, 7):
         sc = _Scene([s, 0, 5], 160, 120, 2, photos=photo, photo_share=1.0)
         assert sc.photo is not None and sc.photo.name == name
         bh, bw = sc.background.shape[:2]
@@ -610,6 +621,7 @@ def test_photo_background_is_a_resized_crop_of_the_photo(name):
         if x1 + 6 <= raw_w and y1 + 6 <= raw_h:
             assert _colour_fit_residual(_resized_crop(shifted, bw, bh), sc.background) > 8
         seen_flip.add(sc.photo.flip)
+    assert seen_flip == {False, True}
     sc = _Scene([0, 0, 5], 160, 120, 2, photos=photo, photo_share=0.0)
     assert sc.photo is None
 
@@ -630,7 +642,7 @@ def test_frames_show_the_photo_outside_faces(toy_source):
     photo's crop (camera steps off): the same affine colour map of the rebuilt crop, panned."""
     _, faces = collect_source_faces([SRC_NAME])
     photo = _photo("coffee")
-    for s in range(3):
+    for s in (2, 3):  # not flipped, flipped
         vid = CompositeVideo([s, 0, 9, _COMPOSITE_TAG], 320, 240, 2, faces[:2], TOY,
                              photos=photo, photo_share=1.0)
         vid.occluders = []
