@@ -2,6 +2,7 @@
 consistent with the source face, occlusion, flip pairs, sizes, determinism, instance maps, the
 label set recorded, the preset and its registered datasets (on a tiny fake "real" dataset made
 here, and on the shared FASSEG copy when present)."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -470,7 +471,8 @@ def test_prepare_synthetic_cli(toy_source, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "1 train + 1 val videos x 1 frames of 96x64 (real faces)" in out and "generated in" in out
     assert json.load(open(tmp_path / "toy" / "train.json"))["label_set"] == "toyface"
-    assert mod.main(args[:3] + [str(tmp_path / "toy_photos")] + args[4:] + ["--photo-backgrounds", "1"]) == 0
+    photo_args = args[:3] + [str(tmp_path / "toy_photos")] + args[4:] + ["--photo-backgrounds", "1"]
+    assert mod.main(photo_args) == 0
     assert "(real faces, 100 % over real photos)" in capsys.readouterr().out
     rec = json.load(open(tmp_path / "toy_photos" / "params.json"))["params"]
     assert rec["photo_backgrounds"]["share"] == 1.0
@@ -616,7 +618,7 @@ def test_photo_background_is_a_resized_crop_of_the_photo(name):
         assert abs((x1 - x0) / (y1 - y0) - bw / bh) < 0.05
         ref = _resized_crop(sc.photo, bw, bh)
         assert _colour_fit_residual(ref, sc.background) <= 1.0, (name, s)
-        shifted = sc.photo.__class__(**{**sc.photo.__dict__, "box": (x0 + 6, y0 + 6, x1 + 6, y1 + 6)})
+        shifted = dataclasses.replace(sc.photo, box=(x0 + 6, y0 + 6, x1 + 6, y1 + 6))
         raw_h, raw_w = cv2.imread(photo[0][1], cv2.IMREAD_UNCHANGED).shape[:2]
         if x1 + 6 <= raw_w and y1 + 6 <= raw_h:
             assert _colour_fit_residual(_resized_crop(shifted, bw, bh), sc.background) > 8
