@@ -7,6 +7,7 @@ label set).
     python datasets/prepare_synthetic.py --preset tiny              # -> datasets/face_synth_tiny
     python datasets/prepare_synthetic.py --preset quickstart --frames 20 --root /data/fs --force
     python datasets/prepare_synthetic.py --preset composite_fasseg  # -> datasets/face_composite_fasseg
+    python datasets/prepare_synthetic.py --preset composite_fasseg_photos  # faces over real photos
     python datasets/prepare_synthetic.py --face-source lapa_train --root /data/lapa_scenes
 
 Idempotent: parameters are recorded in <root>/params.json and a dataset generated with the
@@ -43,6 +44,10 @@ def main(argv=None):
                    help="comma-separated registered datasets whose labelled faces are placed in "
                         "the scenes instead of cartoon people, in every split (needs --root "
                         "unless --preset is a composite preset)")
+    p.add_argument("--photo-backgrounds", type=float, metavar="SHARE",
+                   help="share (0..1) of the videos whose background is a crop of a real photo "
+                        "without people (scikit-image's and matplotlib's sample photos) "
+                        "instead of the generator's textures")
     p.add_argument("--num-train-videos", type=int)
     p.add_argument("--num-val-videos", type=int)
     p.add_argument("--num-test-videos", type=int)
@@ -65,7 +70,8 @@ def main(argv=None):
     root = os.path.abspath(args.root or default_synthetic_root(args.preset))
     overrides = dict(num_train_videos=args.num_train_videos, num_val_videos=args.num_val_videos,
                      num_test_videos=args.num_test_videos, frames=args.frames, size=args.size,
-                     seed=args.seed, face_source=args.face_source)
+                     seed=args.seed, face_source=args.face_source,
+                     photo_backgrounds=args.photo_backgrounds)
     params.update({k: v for k, v in overrides.items() if v is not None})
     t = time.perf_counter()
     try:
@@ -81,6 +87,8 @@ def main(argv=None):
     counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
               "test": params.get("num_test_videos", 0)}
     faces = "real faces" if params.get("face_source") else "cartoon people"
+    if params.get("photo_backgrounds"):
+        faces += f", {100 * params['photo_backgrounds']:.0f} % over real photos"
     print(f"{root}: {' + '.join(f'{counts[s]} {s}' for s in splits)} videos x "
           f"{params['frames']} frames of {w}x{h} ({faces}), seed {params['seed']} "
           f"({'already present with these parameters' if present else 'generated in %.1f s' % took})")

@@ -2,6 +2,7 @@
 consistent with the source face, occlusion, flip pairs, sizes, determinism, instance maps, the
 label set recorded, the preset and its registered datasets (on a tiny fake "real" dataset made
 here, and on the shared FASSEG copy when present)."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -470,6 +471,11 @@ def test_prepare_synthetic_cli(toy_source, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "1 train + 1 val videos x 1 frames of 96x64 (real faces)" in out and "generated in" in out
     assert json.load(open(tmp_path / "toy" / "train.json"))["label_set"] == "toyface"
+    photo_args = args[:3] + [str(tmp_path / "toy_photos")] + args[4:] + ["--photo-backgrounds", "1"]
+    assert mod.main(photo_args) == 0
+    assert "(real faces, 100 % over real photos)" in capsys.readouterr().out
+    rec = json.load(open(tmp_path / "toy_photos" / "params.json"))["params"]
+    assert rec["photo_backgrounds"]["share"] == 1.0
     with pytest.raises(SystemExit):
         mod.main(["--face-source", SRC_NAME])  # would write real faces into face_synth
     assert "--face-source needs --root" in capsys.readouterr().err
@@ -529,3 +535,190 @@ def test_real_fasseg_composites(tmp_path, monkeypatch):
         # face parts lie inside face boxes (but for faces too hidden to have one)
         assert part_all > 0 and part_in_box / part_all > 0.9
         assert min(heights) < 80 and max(heights) >= 24
+    # the same faces over real photos
+    paths = generate_preset("composite_fasseg_photos", num_train_videos=3, frames=1, workers=1)
+    assert paths["root"] == str(datasets / "face_composite_fasseg_photos") and "test" not in paths
+    rec = json.load(open(paths["params"]))
+    assert rec["label_set"] == "fasseg" and rec["source_faces"] == {"train": 40}
+    assert rec["params"]["photo_backgrounds"]["share"] == 1.0
+    assert check_json(paths["train"]).ok
+
+
+# --------------------------------------------------------------------------- photo backgrounds
+from qanet_d2.data.synthetic.generator import _Scene  # noqa: E402
+from qanet_d2.data.synthetic.photos import (BACKGROUND_PHOTOS, PEOPLE_PHOTOS,  # noqa: E402
+                                            available_background_photos)
+
+
+def _photo(name):
+    return [p for p in available_background_photos() if p[0] == name]
+
+
+def _resized_crop(photo, width, height):
+    """The scene's photo crop rebuilt from the file with OpenCV: crop, matte under alpha, flip,
+    resize (area when shrinking, bilinear when enlarging); float32 BGR."""
+    raw = cv2.imread(photo.path, cv2.IMREAD_UNCHANGED)
+    if raw.ndim == 2:
+        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGRA)
+    elif raw.shape[2] == 3:
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2BGRA)
+    x0, y0, x1, y1 = photo.box
+    c = raw[y0:y1, x0:x1].astype(np.float32)
+    a = c[..., 3:] / 255.0
+    c = c[..., :3] * a + np.array(photo.matte, np.float32) * (1 - a)
+    if photo.flip:
+        c = c[:, ::-1]
+    shrink = width < c.shape[1] or height < c.shape[0]
+    return cv2.resize(np.ascontiguousarray(c), (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _colour_fit_residual(src, dst):
+    """Largest residual of the best affine colour map src -> dst (least squares, per output
+    channel over the pixels where that channel is not clipped)."""
+    src, dst = src.reshape(-1, 3).astype(np.float64), dst.reshape(-1, 3).astype(np.float64)
+    x = np.c_[src, np.ones(len(src))]
+    worst = 0.0
+    for c in range(3):
+        ok = (dst[:, c] > 0) & (dst[:, c] < 255)
+        assert ok.sum() > 200
+        coef, *_ = np.linalg.lstsq(x[ok], dst[ok, c], rcond=None)
+        worst = max(worst, float(np.abs(x[ok] @ coef - dst[ok, c]).max()))
+    return worst
+
+
+def test_photo_sources_exclude_people():
+    """The one list of background photos: installed here (scikit-image and matplotlib are
+    pinned), each with origin and licence, none of the people photos (the held-out checks)."""
+    people = ("astronaut", "camera", "grace_hopper", "lfw")
+    for p in BACKGROUND_PHOTOS:
+        assert p.origin and p.licence and p.package in ("skimage", "matplotlib")
+        assert not any(w in p.path.lower() or w in p.name.lower() for w in people), p
+    assert {"astronaut.png", "camera.png", "grace_hopper.jpg", "lfw_subset.npy"} <= set(PEOPLE_PHOTOS)
+    avail = available_background_photos()
+    assert len(avail) == len(BACKGROUND_PHOTOS) >= 15
+    assert not {os.path.basename(path) for _, path in avail} & set(PEOPLE_PHOTOS)
+    assert all(os.path.isfile(path) for _, path in avail)
+    with pytest.raises(KeyError, match="unknown background photo"):
+        available_background_photos(["astronaut"])
+
+
+@pytest.mark.parametrize("name", ["coffee", "clock", "logo", "rocket"])  # RGB, grey, RGBA, JPEG
+def test_photo_background_is_a_resized_crop_of_the_photo(name):
+    """A scene's background is a crop of its photo of the background's aspect, resized, under a
+    linear colour jitter: an affine colour map of the crop rebuilt from the file reproduces it
+    up to rounding; a crop shifted by a few pixels does not."""
+    photo = _photo(name)
+    seen_flip = set()
+    for s in range(3, 7):
+        sc = _Scene([s, 0, 5], 160, 120, 2, photos=photo, photo_share=1.0)
+        assert sc.photo is not None and sc.photo.name == name
+        bh, bw = sc.background.shape[:2]
+        x0, y0, x1, y1 = sc.photo.box
+        assert abs((x1 - x0) / (y1 - y0) - bw / bh) < 0.05
+        ref = _resized_crop(sc.photo, bw, bh)
+        assert _colour_fit_residual(ref, sc.background) <= 1.0, (name, s)
+        shifted = dataclasses.replace(sc.photo, box=(x0 + 6, y0 + 6, x1 + 6, y1 + 6))
+        raw_h, raw_w = cv2.imread(photo[0][1], cv2.IMREAD_UNCHANGED).shape[:2]
+        if x1 + 6 <= raw_w and y1 + 6 <= raw_h:
+            assert _colour_fit_residual(_resized_crop(shifted, bw, bh), sc.background) > 8
+        seen_flip.add(sc.photo.flip)
+    assert seen_flip == {False, True}
+    sc = _Scene([0, 0, 5], 160, 120, 2, photos=photo, photo_share=0.0)
+    assert sc.photo is None
+
+
+def test_photo_share_and_determinism():
+    photos = available_background_photos()
+    chosen = [_Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo
+              for i in range(60)]
+    n = sum(p is not None for p in chosen)
+    assert 12 <= n <= 36  # about 40 % of the videos
+    assert len({p.name for p in chosen if p is not None}) >= 8
+    again = [_Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo for i in range(60)]
+    assert again == chosen
+
+
+def test_frames_show_the_photo_outside_faces(toy_source):
+    """Over a photo background, frame pixels away from the faces and their torsos are the
+    photo's crop (camera steps off): the same affine colour map of the rebuilt crop, panned."""
+    _, faces = collect_source_faces([SRC_NAME])
+    photo = _photo("coffee")
+    for s in (2, 3):  # not flipped, flipped
+        vid = CompositeVideo([s, 0, 9, _COMPOSITE_TAG], 320, 240, 2, faces[:2], TOY,
+                             photos=photo, photo_share=1.0)
+        vid.occluders = []
+        vid.light_blur_noise = lambda img, t, rng: np.clip(np.round(img), 0, 255).astype(np.uint8)
+        for t in (0, 1):
+            fr = vid.render(t)
+            near = np.zeros(fr.label.shape, np.uint8)
+            near[fr.owner >= 0] = 1
+            for p in vid.faces:
+                pts = np.c_[p.cut.torso, np.ones(len(p.cut.torso))] @ vid._crop_to_frame(p, t)[:2].T
+                cv2.fillPoly(near, [np.round(pts * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+            near = cv2.dilate(near, np.ones((7, 7), np.uint8)) > 0
+            assert 0.05 < near.mean() < 0.9
+            ox, oy = (int(round(v)) for v in vid.pan[t])
+            ref = _resized_crop(vid.photo, vid.background.shape[1], vid.background.shape[0])
+            ref = ref[oy:oy + vid.h, ox:ox + vid.w]
+            assert (fr.image[~near] == vid.background_view(t)[~near]).all()
+            assert _colour_fit_residual(ref[~near], fr.image[~near]) <= 1.0
+            assert (fr.label[~near] == 0).all()
+
+
+def test_photo_backgrounds_keep_labels_boxes_and_placements(toy_source):
+    """A photo background changes the background only: the faces, their labels, owners, boxes
+    and placements are those of the textured video of the same key."""
+    _, faces = collect_source_faces([SRC_NAME])
+    photos = available_background_photos()
+    differs = 0
+    for i, ids in enumerate(assign_source_faces(len(faces), 6, [0, 0, 13])):
+        fs = [faces[j] for j in ids]
+        plain = CompositeVideo([i, 0, 13, _COMPOSITE_TAG], 160, 120, 2, fs, TOY)
+        photo = CompositeVideo([i, 0, 13, _COMPOSITE_TAG], 160, 120, 2, fs, TOY, photos=photos,
+                               photo_share=1.0)
+        assert plain.photo is None and photo.photo is not None
+        for t in (0, 1):
+            a, b = plain.render(t), photo.render(t)
+            assert (a.label == b.label).all() and (a.owner == b.owner).all()
+            assert a.boxes == b.boxes and a.box_owner == b.box_owner
+            assert all(np.allclose(p.matrix, q.matrix) for p, q in zip(a.poses, b.poses))
+            differs += int(np.abs(a.image.astype(int) - b.image).mean() > 10)
+    assert differs >= 10
+
+
+def test_generated_dataset_with_photo_backgrounds(toy_source, tmp_path):
+    kw = dict(num_train_videos=4, num_val_videos=0, frames=2, size=(96, 64), seed=0,
+              face_source={"train": [SRC_NAME]}, photo_backgrounds=0.5)
+    paths = generate_synthetic_dataset(str(tmp_path / "a"), **kw)
+    rec = json.load(open(paths["params"]))["params"]
+    assert rec["photo_backgrounds"]["share"] == 0.5
+    assert rec["photo_backgrounds"]["photos"] == [p.name for p in BACKGROUND_PHOTOS]
+    again = generate_synthetic_dataset(str(tmp_path / "b"), workers=2, **kw)
+    assert _files(paths["root"]) == _files(again["root"])  # byte-identical, whatever the workers
+    plain = generate_synthetic_dataset(str(tmp_path / "c"), **{**kw, "photo_backgrounds": 0.0})
+    assert "photo_backgrounds" not in json.load(open(plain["params"]))["params"]
+    a, c = _files(paths["root"]), _files(plain["root"])
+    labels = [k for k in a if k.parts[0] in ("labels", "instances")]
+    assert labels and all(a[k] == c[k] for k in labels)  # faces as without photos
+    assert json.load(open(paths["train"]))["videos"] == json.load(open(plain["train"]))["videos"]
+    images = [k for k in a if k.parts[0] == "images"]
+    assert 0 < sum(a[k] != c[k] for k in images) < len(images)  # some videos over photos
+    with pytest.raises(ValueError, match="other parameters"):
+        generate_synthetic_dataset(str(tmp_path / "c"), **kw)
+    with pytest.raises(ValueError, match="photo_backgrounds"):
+        generate_synthetic_dataset(str(tmp_path / "d"), **{**kw, "photo_backgrounds": 1.5})
+
+
+def test_photo_preset_and_registered_dataset(tmp_path, monkeypatch):
+    p, base = PRESETS["composite_fasseg_photos"], PRESETS["composite_fasseg"]
+    assert p["face_source"] == {"train": base["face_source"]["train"]}
+    assert p["photo_backgrounds"] == 1.0 and p["seed"] != base["seed"] and p["size"] == base["size"]
+    assert "photo_backgrounds" not in base  # the textured composites stay as they are
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    assert default_synthetic_root("composite_fasseg_photos") == os.path.join(
+        str(tmp_path), "face_composite_fasseg_photos")
+    assert MetadataCatalog.get("face_composite_fasseg_photos_train").label_set == "fasseg"
+    assert "face_composite_fasseg_photos_test" not in DatasetCatalog.list()
+    with pytest.raises(DatasetNotFoundError, match=r"fasseg_frontal_train.*prepare_fasseg\.py"):
+        DatasetCatalog.get("face_composite_fasseg_photos_train")

@@ -11,6 +11,9 @@ face_synth_tiny_{train,val}    face_synth_tiny/...       synthetic, preset "tiny
 face_composite_fasseg_{train,  face_composite_fasseg/    fasseg: real FASSEG faces in synthetic
 test}                          <split>.json              scenes, preset "composite_fasseg"
                                                          (generated from the fasseg datasets)
+face_composite_fasseg_photos_  face_composite_fasseg_    fasseg: the same faces over real photos
+train                          photos/train.json         without people, preset
+                                                         "composite_fasseg_photos"
 sfp_{train,val,test}           sfp/<split>.json          sfp (classes read from the JSON)
 lapa_{train,val,test}          lapa/<split>.json         lapa
 celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
@@ -42,6 +45,12 @@ BUILTIN_DATASETS = {
         "Generate it with: python datasets/prepare_synthetic.py --preset composite_fasseg (it "
         "needs the fasseg datasets: python datasets/prepare_fasseg.py --src <dir with V2/ and "
         "V3/>)"),
+    "face_composite_fasseg_photos": (
+        "face_composite_fasseg_photos", ("train",), "fasseg",
+        "Generate it with: python datasets/prepare_synthetic.py --preset "
+        "composite_fasseg_photos (it needs the fasseg datasets: python "
+        "datasets/prepare_fasseg.py --src <dir with V2/ and V3/>, and scikit-image's and "
+        "matplotlib's sample photos)"),
     "sfp": ("sfp", ("train", "val", "test"), "sfp",
             "Convert the challenge data with: python datasets/prepare_sfp.py --src <SFP dir>"),
     "lapa": ("lapa", ("train", "val", "test"), "lapa",
@@ -61,7 +70,8 @@ BUILTIN_DATASETS = {
 }
 
 _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
-                      "face_composite_fasseg": "composite_fasseg"}
+                      "face_composite_fasseg": "composite_fasseg",
+                      "face_composite_fasseg_photos": "composite_fasseg_photos"}
 # One face per image: every foreground pixel belongs to it (per-face ground truth of the
 # instance-level metrics).
 _SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg"})

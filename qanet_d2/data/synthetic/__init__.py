@@ -3,7 +3,8 @@ real labelled faces composited into the same scenes (the label set of the faces'
 
 :mod:`.generator` draws the cartoon people, renders the videos and writes datasets in the
 format of :mod:`qanet_d2.data.video_format`; :mod:`.composite` cuts real faces out of a
-registered dataset and places them in the generator's scenes. This package is imported only when it is used
+registered dataset and places them in the generator's scenes; :mod:`.photos` lists the real
+photos without people that can replace the scenes' textured backgrounds. This package is imported only when it is used
 (dataset generation, ``datasets/prepare_synthetic.py``, the ``face_synth_*`` datasets on first
 load), not by ``import qanet_d2``.
 """
@@ -29,6 +30,8 @@ from .generator import (  # noqa: F401
 )
 from .composite import CompositeVideo, FacePlacement, SourceFace, collect_source_faces  # noqa: F401
 from .generator import __all__ as _generator_all
+from .photos import BACKGROUND_PHOTOS, PEOPLE_PHOTOS, available_background_photos  # noqa: F401
 
 __all__ = list(_generator_all) + ["CompositeVideo", "FacePlacement", "SourceFace",
-                                  "collect_source_faces"]
+                                  "collect_source_faces", "BACKGROUND_PHOTOS", "PEOPLE_PHOTOS",
+                                  "available_background_photos"]

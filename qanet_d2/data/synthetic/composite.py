@@ -470,11 +470,13 @@ class _Placed:
 class CompositeVideo(_Scene):
     """A video of real faces (``faces``, cut from datasets of ``label_set``) in the generator's
     scenes; all random choices drawn from ``SeedSequence(seed_key)``, ``render(t)`` draws frame
-    ``t`` (deterministic, independent of the order frames are drawn in)."""
+    ``t`` (deterministic, independent of the order frames are drawn in). ``photos`` and
+    ``photo_share``: real photo backgrounds (:class:`~.generator._Scene`, :mod:`.photos`)."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
-                 faces: Sequence[SourceFace], label_set: LabelSet):
-        super().__init__(seed_key, width, height, frames)
+                 faces: Sequence[SourceFace], label_set: LabelSet,
+                 photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
+        super().__init__(seed_key, width, height, frames, photos, photo_share)
         rng = self._rng
         w, h, T = self.w, self.h, self.frames
         self.label_set = label_set

@@ -36,6 +36,10 @@ are background (torsos are ``cloth`` in a set with that class). Boxes are the so
 box transformed with the face, clipped to its visible pixels, with the same visibility rule;
 instance maps as above.
 
+Photo backgrounds (``photo_backgrounds=share``, preset ``composite_fasseg_photos``): that
+share of the videos shows a crop of a real photo without people (scikit-image's and
+matplotlib's sample photos, :mod:`.photos`) as its background instead of the textures.
+
 Splits: ``train`` and ``val`` (cartoon sets always write both), plus ``test`` with
 ``num_test_videos``; with ``face_source`` as a mapping ``{split: [names]}`` each split takes its
 faces from its own sources (e.g. real test faces only in the test split).
@@ -89,6 +93,8 @@ MIN_VISIBLE_FRACTION = 0.15
 MAX_FACES = 4
 MIN_FACE_HEIGHT = 24.0  # pixels, of the face box (hair top to chin) of an unoccluded face
 MAX_ANGLE = 40.0  # degrees of in-plane rotation
+# Appended to a video's seed key for the draws of its photo background (:mod:`.photos`).
+_PHOTO_TAG = 0x9B07
 
 PRESETS: Dict[str, dict] = {
     # ~500 frames of 320x240; the quick-start dataset.
@@ -109,6 +115,14 @@ PRESETS: Dict[str, dict] = {
         num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
         seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train"),
                              "test": ("fasseg_frontal_test",)}),
+    # The same faces over real photos without people (face_composite_fasseg_photos_train;
+    # :mod:`.photos`), so that real clutter is learned as background: another seed (other
+    # placements than face_composite_fasseg_train), more and shorter videos (more
+    # backgrounds), train split only (the photos are the same in every split).
+    "composite_fasseg_photos": dict(
+        num_train_videos=150, num_val_videos=0, frames=4, size=(320, 240), seed=1,
+        face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train")},
+        photo_backgrounds=1.0),
 }
 
 C = {name: i for i, name in enumerate(SYNTHETIC.classes)}
@@ -631,9 +645,16 @@ def _passes_visibility(n_visible: int, amodal: int) -> bool:
 class _Scene:
     """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
     background panned by the camera, drifting lighting (gain, directional gradient, colour
-    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``."""
+    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``.
 
-    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int):
+    With ``photos`` (``[(name, path)]``, :mod:`.photos`), a share ``photo_share`` of the
+    videos (drawn per video) shows a crop of one of these real photos as its background
+    instead (``self.photo``: its :class:`~.photos.PhotoCrop`, else None). These draws come
+    from their own stream (the key plus ``_PHOTO_TAG``), so the rest of the video (people,
+    motion, lighting) is the one it would be with the textured background."""
+
+    def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
+                 photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         self.seed_key = tuple(int(k) for k in seed_key)
         self.w, self.h, self.frames = int(width), int(height), int(frames)
         rng = self._rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
@@ -642,7 +663,17 @@ class _Scene:
 
         # camera: a larger background panned smoothly
         self.margin = int(round(0.08 * max(w, h)))
-        self.background = _background(rng, h + 2 * self.margin, w + 2 * self.margin)
+        bw, bh = w + 2 * self.margin, h + 2 * self.margin
+        self.background = _background(rng, bh, bw)
+        self.photo = None
+        if photos and photo_share > 0:
+            from .photos import render_photo_background, sample_photo_background
+
+            prng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)
+                                                                + [_PHOTO_TAG]))
+            if prng.uniform() < photo_share:
+                self.photo = sample_photo_background(prng, photos, bw, bh)
+                self.background = render_photo_background(self.photo, bw, bh)
         pan0, pan1 = rng.uniform(0, 2 * self.margin, 2), rng.uniform(0, 2 * self.margin, 2)
         self.pan = _smooth_track(rng, pan0, pan1, T, 0.0)
         self.pan = np.clip(self.pan, 0, 2 * self.margin)
@@ -703,8 +734,9 @@ class SyntheticVideo(_Scene):
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  force_glasses: bool = False, force_hat: bool = False,
-                 force_open_mouth: bool = False):
-        super().__init__(seed_key, width, height, frames)
+                 force_open_mouth: bool = False,
+                 photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
+        super().__init__(seed_key, width, height, frames, photos, photo_share)
         rng = self._rng
         w, h, T = self.w, self.h, self.frames
         self.hair_kernel = self._line_kernel(rng)
@@ -884,7 +916,7 @@ def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, Optional[Li
 
 
 def _params_record(num_train_videos, num_val_videos, frames, size, seed, num_test_videos=0,
-                   face_source=None) -> dict:
+                   face_source=None, photo_backgrounds=0.0) -> dict:
     w, h = (int(v) for v in size)
     rec = {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
            "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
@@ -902,6 +934,16 @@ def _params_record(num_train_videos, num_val_videos, frames, size, seed, num_tes
         del rec["label_set"]  # the face sources' set, recorded in params.json
         rec["composite_version"] = COMPOSITE_VERSION
         rec["face_source"] = _split_sources(counts, face_source)
+    share = float(photo_backgrounds or 0.0)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"photo_backgrounds is the share of videos with a photo background, "
+                         f"0..1, got {photo_backgrounds!r}")
+    if share > 0:
+        from .photos import PHOTO_BACKGROUND_VERSION, available_background_photos
+
+        rec["photo_backgrounds"] = {
+            "share": share, "version": PHOTO_BACKGROUND_VERSION,
+            "photos": [name for name, _ in available_background_photos()]}
     return rec
 
 
@@ -914,21 +956,23 @@ def _record_splits(params: dict) -> List[str]:
 
 def _render_video(args) -> dict:
     """Render and write one video (runs in worker processes); returns its JSON entry.
-    ``composite`` is None (cartoon people) or ``(source faces, label set)``."""
-    out_root, split, index, seed, frames, w, h, n_videos, composite = args
+    ``composite`` is None (cartoon people) or ``(source faces, label set)``; ``photos`` is
+    None or ``(share, [(name, path)])`` of the photo backgrounds."""
+    out_root, split, index, seed, frames, w, h, n_videos, composite, photos = args
     video_id = f"{split}_{index:04d}"
+    bg = {} if photos is None else dict(photo_share=photos[0], photos=photos[1])
     if composite is None:
         # Coverage of the rare classes in every split: the first video's front person wears
         # glasses and talks from frame 0, the second's (or the first's) wears a hat.
         vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
                              force_glasses=index == 0, force_open_mouth=index == 0,
-                             force_hat=index == min(1, n_videos - 1))
+                             force_hat=index == min(1, n_videos - 1), **bg)
     else:
         from .composite import _COMPOSITE_TAG, CompositeVideo
 
         faces, label_set = composite
         vid = CompositeVideo([seed, _SPLIT_IDS[split], index, _COMPOSITE_TAG], w, h, frames,
-                             faces, label_set)
+                             faces, label_set, **bg)
     img_dir = os.path.join(out_root, "images", video_id)
     lab_dir = os.path.join(out_root, "labels", video_id)
     inst_dir = os.path.join(out_root, "instances", video_id)
@@ -982,11 +1026,11 @@ def _is_complete(root: str, params: dict) -> bool:
 def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
                               frames: int = 10, size: Tuple[int, int] = (320, 240),
                               seed: int = 0, num_test_videos: int = 0,
-                              face_source=None) -> bool:
+                              face_source=None, photo_backgrounds: float = 0.0) -> bool:
     """Whether ``root`` holds a complete dataset generated with exactly these parameters
     (what :func:`generate_synthetic_dataset` would leave untouched)."""
     params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
-                            num_test_videos, face_source)
+                            num_test_videos, face_source, photo_backgrounds)
     return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
 
 
@@ -996,6 +1040,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                                num_test_videos: int = 0,
                                face_source: Union[None, Sequence[str],
                                                   Mapping[str, Sequence[str]]] = None,
+                               photo_backgrounds: float = 0.0,
                                ) -> Dict[str, str]:
     """Generate the synthetic dataset under ``root`` (idempotent).
 
@@ -1016,6 +1061,10 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
             list of dataset names used by every split that has videos, or a mapping
             ``{split: [dataset names]}`` naming the sources of each split (exactly the splits
             that have videos are written). All sources must share one label set.
+        photo_backgrounds: share (0..1) of the videos, drawn per video, whose background is a
+            crop of a real photo without people (:mod:`.photos`: read from the installed
+            scikit-image and matplotlib; the names used are recorded in ``params.json``)
+            instead of the generator's textures; 0 (the default) keeps the textures.
     Returns:
         ``{"root", "params", <split>: path of its JSON}`` (absolute paths) for every split
         written (``train`` and ``val`` for cartoon sets).
@@ -1026,7 +1075,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
     """
     root = os.path.abspath(os.path.expanduser(root))
     params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
-                            num_test_videos, face_source)
+                            num_test_videos, face_source, photo_backgrounds)
     if (params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0
             or int(num_test_videos) < 0):
         raise ValueError(f"invalid synthetic dataset parameters: {params}")
@@ -1059,6 +1108,12 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         record = {"params": params}
         if "face_source" in params:
             label_set, composite, record = _resolve_face_sources(params, counts)
+        photos = None
+        if "photo_backgrounds" in params:
+            from .photos import available_background_photos
+
+            pb = params["photo_backgrounds"]
+            photos = (pb["share"], available_background_photos(pb["photos"]))
         start = time.perf_counter()
         tmp = f"{root}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1066,7 +1121,8 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         try:
             w, h = params["width"], params["height"]
             all_jobs = [(tmp, split, i, params["seed"], params["frames"], w, h, counts[split],
-                         None if composite[split] is None else (composite[split][i], label_set))
+                         None if composite[split] is None else (composite[split][i], label_set),
+                         photos)
                         for split in splits for i in range(counts[split])]
             if workers > 1 and len(all_jobs) > 1:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
