@@ -366,6 +366,21 @@ def test_detector_input_scale():
     assert float(boxes[:, 2].max()) > 200 and float(boxes[:, 3].max()) > 150
 
 
+def test_detector_test_scale_applies_in_eval_mode_only():
+    model = tiny_model("MODEL.FCOS.INPUT_SCALE", "0.5", "MODEL.FCOS.INPUT_SCALE_TEST", "0.25", "MODEL.FCOS.SCORE_THRESH_TEST", "0.0")
+    batch = [face_input([[20, 10, 60, 60]], height=96, width=130)]
+    model.train()
+    assert model.detector_inputs(batch)[0]["image"].shape == (3, 48, 65)
+    model.eval()
+    assert model.detector_inputs(batch, output_frame=True)[0]["image"].shape == (3, 24, 32)
+    seen = []
+    model.detector.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0][0]["image"].shape)))
+    model([face_input([[20, 10, 60, 60]], height=96, width=130)])
+    assert seen == [(3, 24, 32)]
+    # 0: the training scale
+    assert tiny_model("MODEL.FCOS.INPUT_SCALE", "0.5").eval().detector_inputs(batch, output_frame=True)[0]["image"].shape == (3, 48, 65)
+
+
 def test_channels_last_gives_the_same_losses_gradients_and_outputs():
     # in float64, so that equal maths shows as equal numbers (float32 summation-order noise
     # compounds through BN on tiny batches)

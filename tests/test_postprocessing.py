@@ -127,6 +127,27 @@ def test_pixel_score_image_vs_crop_on_a_crop_over_the_image_border():
     assert float(zero.score(Instances(f.image_size, **f.get_fields())).pixel_scores[0]) == 0.0
 
 
+def test_score_reuses_the_faces_already_pasted():
+    """score() pastes only the faces missing from ``pasted`` (those given with their maxima are
+    used as they are), and the result equals a fresh score."""
+    f = random_faces(0, views=2, height=40, width=50)
+    p = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image")
+    fresh = p.score(Instances(f.image_size, **f.get_fields()))
+    pasted = p.paste(f, [0, 2], with_top=True)
+    calls = []
+    original = p.paste
+    p.paste = lambda faces, indices, **kw: calls.append(list(indices)) or original(faces, indices, **kw)
+    again = p.score(Instances(f.image_size, **f.get_fields()), pasted=pasted)
+    assert calls == [[i for i in range(len(f)) if i not in (0, 2)]]
+    assert sorted(pasted) == list(range(len(f)))
+    torch.testing.assert_close(again.pixel_scores, fresh.pixel_scores)
+    # the reused pastes are what the score is computed from: a changed one changes the score
+    pasted[0].top.mul_(0.5)
+    halved = p.score(Instances(f.image_size, **f.get_fields()), pasted=pasted)
+    assert float(halved.pixel_scores[0]) < float(fresh.pixel_scores[0])
+    torch.testing.assert_close(halved.pixel_scores[1:], fresh.pixel_scores[1:])
+
+
 def reference_labels(f: Instances, order):
     """The label map painted the plain way: each view pasted over the full image, views averaged
     where they cover a pixel, argmax (background below 1/C), faces painted in ``order``."""

@@ -180,12 +180,20 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
     faces = Instances((in_h, in_w), pred_boxes=face_boxes, box_scores=torch.ones(n, device=model.device),
                       iou_scores=iou_sum / len(scales), parsing_probs=probs, crop_affines=affines)
     post = model.postprocessor
-    with timer("scoring"):  # as FacePostProcessor.__call__: one class reduction serves both stages
+    # As FacePostProcessor.__call__: one class reduction and one paste per face serve scoring and
+    # painting. "paste" is all of the paste-back: the faces pasted into their windows (with the
+    # maxima the pixel score needs when it is taken in the image) and painted.
+    with timer("scoring"):
         faces = post.rescale(faces, (height, width))
         maxima = crop_maxima(faces.parsing_probs)
-        faces = post.score(faces, maxima=maxima)
+    pasted = {}
     with timer("paste"):
-        labels, _ = post.paint(faces, maxima=maxima)
+        if post.pixel_score_region == "image":
+            pasted = post.paste(faces, range(n), with_top=True, maxima=maxima)
+    with timer("scoring"):
+        faces = post.score(faces, pasted=pasted, maxima=maxima)
+    with timer("paste"):
+        labels, _ = post.paint(faces, pasted=pasted, maxima=maxima)
     return {"wall": timer.times, "cpu": timer.cpu_times, "result": {"instances": faces, "labels": labels}}
 
 

@@ -144,7 +144,7 @@ def export_metadata(cfg, model) -> Dict:
         strides = [int(s) for s in fcos.anchor_generator.strides]
         detector = {
             "file": "detector.onnx",
-            "input_scale": float(cfg.MODEL.FCOS.INPUT_SCALE),
+            "input_scale": float(model.detector_input_scale_test),  # MODEL.FCOS.INPUT_SCALE_TEST (or INPUT_SCALE)
             "pixel_mean": [float(v) for v in fcos.pixel_mean.flatten()],
             "pixel_std": [float(v) for v in fcos.pixel_std.flatten()],
             "size_divisibility": int(fcos.backbone.size_divisibility),

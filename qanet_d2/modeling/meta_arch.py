@@ -68,6 +68,7 @@ class QANetFaceParser(nn.Module):
         test_boxes: str = "detector",
         detector_loss_weight: float = 1.0,
         detector_input_scale: float = 1.0,
+        detector_input_scale_test: float = 0.0,
         max_faces_per_image: int = 100,
         parser_batch: int = 32,
         channels_last: bool = False,
@@ -84,6 +85,8 @@ class QANetFaceParser(nn.Module):
             )
         if detector_input_scale <= 0:
             raise ValueError(f"MODEL.FCOS.INPUT_SCALE must be positive; got {detector_input_scale}")
+        if detector_input_scale_test < 0:
+            raise ValueError(f"MODEL.FCOS.INPUT_SCALE_TEST must be positive (or 0: INPUT_SCALE); got {detector_input_scale_test}")
         self.detector = detector
         self.cropper = cropper
         self.parser = parser
@@ -92,6 +95,7 @@ class QANetFaceParser(nn.Module):
         self.test_boxes = test_boxes
         self.detector_loss_weight = float(detector_loss_weight)
         self.detector_input_scale = float(detector_input_scale)
+        self.detector_input_scale_test = float(detector_input_scale_test or detector_input_scale)
         self.max_faces_per_image = int(max_faces_per_image)
         self.parser_batch = int(parser_batch)
 
@@ -117,6 +121,7 @@ class QANetFaceParser(nn.Module):
             "test_boxes": q.TEST_BOXES,
             "detector_loss_weight": cfg.MODEL.FCOS.LOSS_WEIGHT,
             "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE,
+            "detector_input_scale_test": cfg.MODEL.FCOS.INPUT_SCALE_TEST,
             "max_faces_per_image": q.INFERENCE.MAX_FACES_PER_IMAGE,
             "parser_batch": q.INFERENCE.PARSER_BATCH,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
@@ -156,20 +161,22 @@ class QANetFaceParser(nn.Module):
 
     def detector_inputs(self, batched_inputs: List[Dict], output_frame: bool = False) -> List[Dict]:
         """The inputs as the detector sees them: ``image`` resized by ``MODEL.FCOS.INPUT_SCALE``
-        (bilinear, antialiased) with ``instances.gt_boxes`` scaled along, if present.
+        in training, ``INPUT_SCALE_TEST`` in eval mode (bilinear, antialiased) with
+        ``instances.gt_boxes`` scaled along, if present.
 
         ``height``/``width`` are the resized size, or with ``output_frame`` the size of the
         model input ``image``, so that the detector's own post-processing returns its boxes in
         the frame of the model input.
         """
         out = []
+        scale = self.detector_input_scale if self.training else self.detector_input_scale_test
         for x in batched_inputs:
             h, w = x["image"].shape[-2:]
-            if self.detector_input_scale == 1.0:
+            if scale == 1.0:
                 image, nh, nw = x["image"], h, w
             else:
                 image = x["image"].to(self.device, torch.float32)
-                nh, nw = max(1, int(round(h * self.detector_input_scale))), max(1, int(round(w * self.detector_input_scale)))
+                nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
                 image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
             y = {"image": image, "height": h if output_frame else nh, "width": w if output_frame else nw}
             if "instances" in x and not output_frame:

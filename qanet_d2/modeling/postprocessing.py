@@ -555,7 +555,8 @@ class FacePostProcessor:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
 
         With ``PIXEL_SCORE_REGION`` "image" the faces are pasted (``faces`` must then be in the
-        output frame); pass a dict as ``pasted`` to keep those pastes for :meth:`paint`.
+        output frame); pass a dict as ``pasted`` to keep those pastes for :meth:`paint` (faces
+        already in it with their ``top`` are not pasted again).
         ``maxima``: the faces' :class:`CropMaxima`, if already computed.
         """
         n = len(faces)
@@ -566,7 +567,8 @@ class FacePostProcessor:
             views = probs.shape[1] if n else 1
             pix = sum(pixel_scores_from_top(maxima.top[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
         else:
-            faces_pasted = self.paste(faces, range(n), with_top=True, maxima=maxima)
+            known = {i: pasted[i] for i in range(n) if pasted is not None and i in pasted and pasted[i].top is not None}
+            faces_pasted = {**known, **self.paste(faces, [i for i in range(n) if i not in known], with_top=True, maxima=maxima)}
             if pasted is not None:
                 pasted.update(faces_pasted)
             values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
