@@ -193,6 +193,10 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.INPUT.MAX_SIZE_TEST = 1333
     # Image-level horizontal flip is done on the face crops (with label swapping) instead.
     _C.INPUT.RANDOM_FLIP = "none"
+    # Training frames are turned to grey (the same grey in the three channels, before the face
+    # crops are cut) with this probability: colour-free photos (old portraits, CCTV) then look
+    # like training data. 0 draws no random number (runs stay as they were).
+    _C.INPUT.GRAYSCALE_PROB = 0.0
     _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
     # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every

@@ -123,3 +123,40 @@ def test_bad_inputs_name_the_file(tmp_path):
         m(d)
     with pytest.raises(ValueError, match="flips"):
         _mapper(augmentations=[T.RandomFlip()])
+
+
+def test_grayscale_frames_and_their_crops(tmp_path):
+    """INPUT.GRAYSCALE_PROB: a frame turned grey has the luma of its colours in all three channels
+    (OpenCV's BGR->GRAY on the original), before resizing and before the face crops are cut; at
+    probability 0 nothing changes and no random number is drawn; about p of the frames turn grey."""
+    from qanet_d2.modeling.face_cropper import FaceCropper
+
+    d = _record(tmp_path)
+    colour = cv2.imread(d["file_name"])
+    grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    out = _mapper(augmentations=[], grayscale_prob=1.0)(d)
+    assert torch.equal(out["image"], torch.as_tensor(np.repeat(grey[None], 3, axis=0)))
+    rgb = _mapper(augmentations=[], grayscale_prob=1.0, image_format="RGB")(d)["image"]
+    assert torch.equal(rgb, out["image"])  # the same luma whichever the channel order
+
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.MODEL.QANET.INPUT_SIZE = (32, 24)
+    cfg.MODEL.QANET.AUG.ENABLED = False
+    crops = _mapper(augmentations=[], grayscale_prob=1.0, cropper=FaceCropper(cfg))(d)["face_crops"]
+    grey_dir = tmp_path / "grey"
+    grey_dir.mkdir()
+    grey_record = _record(grey_dir, image=np.repeat(grey[:, :, None], 3, axis=2))
+    expected = _mapper(augmentations=[], cropper=FaceCropper(cfg))(grey_record)["face_crops"]
+    assert crops.shape[0] == 1 and torch.equal(crops, expected)
+    assert not torch.equal(crops, _mapper(augmentations=[], cropper=FaceCropper(cfg))(d)["face_crops"])
+
+    np.random.seed(3)
+    state = np.random.get_state()[1].copy()
+    plain = _mapper(augmentations=[], grayscale_prob=0.0)(d)
+    assert torch.equal(plain["image"], torch.as_tensor(colour.transpose(2, 0, 1).copy()))
+    assert np.array_equal(np.random.get_state()[1], state)
+    mapper = _mapper(augmentations=[], grayscale_prob=0.3, generator=np.random.default_rng(0))
+    turned = [bool((m["image"][0] == m["image"][1]).all() and (m["image"][1] == m["image"][2]).all()) for m in (mapper(d) for _ in range(200))]
+    assert 0.2 < np.mean(turned) < 0.4
+    with pytest.raises(ValueError, match="GRAYSCALE_PROB"):
+        _mapper(grayscale_prob=1.5)

@@ -92,6 +92,7 @@ class FaceInstanceDatasetMapper:
             num_classes=q.NUM_CLASSES,
             ignore_label=q.PARSING.IGNORE_VALUE,
             cropper=FaceCropper(cfg),  # on CPU: it runs in the data-loader workers
+            grayscale_prob=cfg.INPUT.GRAYSCALE_PROB,
         )
         return {"frame_mapper": frame_mapper}
 

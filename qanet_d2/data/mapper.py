@@ -11,6 +11,7 @@ import copy
 import logging
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
@@ -67,7 +68,8 @@ class FaceParsingDatasetMapper:
     def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
                  min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
-                 dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None):
+                 dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None,
+                 grayscale_prob: float = 0.0):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -85,6 +87,8 @@ class FaceParsingDatasetMapper:
                 face crops from the original frame; None: no crops.
             generator: NumPy ``Generator`` of the crop augmentation; None: NumPy's global
                 generator (seeded per worker by detectron2 and per iteration by the trainer).
+            grayscale_prob: probability that a frame is turned to grey before anything else
+                (``INPUT.GRAYSCALE_PROB``; training only).
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -102,6 +106,9 @@ class FaceParsingDatasetMapper:
         self._routes: Dict[str, tuple] = {}  # set name -> (route, its LabelSet, lut or None)
         self.cropper = cropper
         self.generator = generator
+        if not 0.0 <= float(grayscale_prob) <= 1.0:
+            raise ValueError(f"INPUT.GRAYSCALE_PROB must be in [0, 1]; got {grayscale_prob}")
+        self.grayscale_prob = float(grayscale_prob)
         mode = "training" if is_train else "inference"
         logger.info(f"[FaceParsingDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -135,6 +142,7 @@ class FaceParsingDatasetMapper:
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
+            "grayscale_prob": cfg.INPUT.GRAYSCALE_PROB if is_train else 0.0,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -148,6 +156,7 @@ class FaceParsingDatasetMapper:
             raise DataReadError(
                 f"{file_name}: image is {w}x{h} (WxH) but the dataset says {exp_w}x{exp_h}")
         dataset_dict["height"], dataset_dict["width"] = h, w
+        image = self._maybe_grayscale(image)
 
         label = None
         label_file = dataset_dict.get("sem_seg_file_name")
@@ -184,6 +193,17 @@ class FaceParsingDatasetMapper:
         instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         dataset_dict["instances"] = instances
         return dataset_dict
+
+    def _maybe_grayscale(self, image: np.ndarray) -> np.ndarray:
+        """``image`` turned to grey (luma of its ``image_format``, in all three channels) with
+        probability ``grayscale_prob``."""
+        if self.grayscale_prob <= 0.0:
+            return image
+        draw = self.generator.random() if self.generator is not None else np.random.random()
+        if draw >= self.grayscale_prob:
+            return image
+        code = cv2.COLOR_BGR2GRAY if self.image_format == "BGR" else cv2.COLOR_RGB2GRAY
+        return np.repeat(cv2.cvtColor(np.ascontiguousarray(image), code)[:, :, None], 3, axis=2)
 
     def _route(self, name: str) -> tuple:
         if name not in self._routes:
