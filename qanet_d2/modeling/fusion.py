@@ -29,6 +29,12 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d
 __all__ = ["fuse_conv_bn"]
 
 
+def _memory_format(weight: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-d weight stored so (MODEL.CHANNELS_LAST), else contiguous."""
+    channels_last = weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _fold_detectron2_conv(conv: Conv2d) -> bool:
     norm = conv.norm
     if not isinstance(norm, (nn.BatchNorm2d, FrozenBatchNorm2d)):
@@ -39,8 +45,7 @@ def _fold_detectron2_conv(conv: Conv2d) -> bool:
     bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
     with torch.no_grad():
         w, b = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, weight, bias)
-    memory_format = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous() else torch.contiguous_format
-    conv.weight = nn.Parameter(w.detach().contiguous(memory_format=memory_format), requires_grad=False)
+    conv.weight = nn.Parameter(w.detach().contiguous(memory_format=_memory_format(conv.weight)), requires_grad=False)
     conv.bias = nn.Parameter(b.detach(), requires_grad=False)
     conv.norm = None
     return True
@@ -65,8 +70,7 @@ def fuse_conv_bn(model: nn.Module) -> int:
     for module in list(model.modules()):
         if isinstance(module, TimmHRNetBackbone) and not isinstance(module.body, torch.fx.GraphModule):
             before = sum(isinstance(m, nn.BatchNorm2d) for m in module.body.modules())
-            channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                                for p in module.body.parameters())
+            channels_last = any(_memory_format(p) == torch.channels_last for p in module.body.parameters())
             module.body = fuse(module.body, inplace=True)
             if channels_last:
                 module.body.to(memory_format=torch.channels_last)
