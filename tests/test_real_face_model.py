@@ -72,6 +72,21 @@ def test_astronaut_face_found_and_its_parts_in_place(predictor):
     assert (labels[240:] != BG).sum() == 0 and (labels[:, :100] != BG).sum() == 0  # suit, patches, flag
 
 
+def test_grey_camera_photo_has_one_face_and_no_coat(predictor):
+    """scikit-image's grey "camera" photo (public domain): the cameraman's head is the one face
+    found (his dark coat is not a face), and nothing below or beside his head is labelled."""
+    from skimage.data import camera
+
+    out = predictor(np.ascontiguousarray(np.repeat(camera()[:, :, None], 3, axis=2)))
+    labels = np.asarray(out["labels"])
+    head = (160, 65, 275, 205)  # hair top to chin, the eyepiece included, by hand
+    assert len(out["boxes"]) == 1, out["boxes"]
+    assert _iou(out["boxes"][0].tolist(), head) > 0.7
+    assert _inside(labels != BG, head, margin=30) == 1.0
+    assert (labels[260:] != BG).sum() == 0  # the coat and the tripod
+    assert (labels[65:205, 160:275] == SKIN).sum() > 1500 and (labels[65:205, 160:275] == HAIR).sum() > 3000
+
+
 @pytest.mark.skipif(FASSEG is None, reason="no FASSEG copy next to the repository")
 def test_fasseg_test_photo_regions(predictor):
     """A FASSEG frontal test photo: one face; skin inside it (the neck below it); parts in it;
