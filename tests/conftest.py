@@ -9,6 +9,16 @@ REPO = Path(__file__).resolve().parents[1]
 INSTANT_CONFIG = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
 
 
+def load_script(relative_path: str, module_name: str):
+    """A script of the repository (``tools/x.py``, ``datasets/x.py``) imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(module_name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def synth_datasets_root(tmp_path_factory) -> Path:
     """A DETECTRON2_DATASETS folder holding the tiny synthetic set as face_synth_{train,val}."""

@@ -1,7 +1,5 @@
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import pytest
@@ -12,14 +10,11 @@ from qanet_d2.data.checks import check_dataset, check_json, check_label_set
 from qanet_d2.data.label_sets import LabelSet, get_label_set
 from qanet_d2.data.synthetic import generate_preset
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("check_dataset_tool", REPO / "tools" / "check_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/check_dataset.py", "check_dataset_tool")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """tools/evaluate_pngs.py reproduces the evaluator's numbers from saved label PNGs."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,14 +12,11 @@ from qanet_d2.evaluation.face_parsing_evaluator import RESULTS_FILE, _json_safe
 
 from test_eval_evaluator import _register, make_fake_dataset, run_evaluator
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_pngs", REPO / "tools" / "evaluate_pngs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/evaluate_pngs.py", "evaluate_pngs")
 
 
 @pytest.mark.parametrize("absent_class", ["skip", "one"])

@@ -1,23 +1,19 @@
 """tools/measure_memory.py: the meters on hand-computed cases, the linear fit and the per-GPU
 prediction, and a run on the instant parser whose fit predicts a larger batch."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script
 PARSER_INSTANT = "configs/quick_schedules/qanet_parser_synth_instant_test.yaml"
 GIB = 2**30
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("qanet_measure_memory", REPO / "tools" / "measure_memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/measure_memory.py", "qanet_measure_memory")
 
 
 def test_saved_tensor_meter_counts_each_storage_once_without_parameters(tool):

@@ -1,6 +1,4 @@
 """tools/slim_checkpoint.py: weights only, half precision except BatchNorm statistics, loadable."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,14 +6,11 @@ from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("slim_checkpoint", REPO / "tools" / "slim_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/slim_checkpoint.py", "slim_checkpoint")
 
 
 def _model():
