@@ -203,7 +203,7 @@ class FaceParsingDatasetMapper:
         if draw >= self.grayscale_prob:
             return image
         code = cv2.COLOR_BGR2GRAY if self.image_format == "BGR" else cv2.COLOR_RGB2GRAY
-        return np.repeat(cv2.cvtColor(np.ascontiguousarray(image), code)[:, :, None], 3, axis=2)
+        return cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(image), code), cv2.COLOR_GRAY2BGR)
 
     def _route(self, name: str) -> tuple:
         if name not in self._routes:
