@@ -107,3 +107,25 @@ def test_fasseg_test_photo_regions(predictor):
         for part in (EYES, NOSE, MOUTH):
             assert (labels == part).sum() > 30 and _inside(labels == part, boxes[0]) > 0.98, (path, part)
         assert _inside(labels != BG, below, margin=20) > 0.97, path
+
+
+def test_grace_hopper_portrait_box_on_the_head_not_the_uniform(predictor):
+    """matplotlib's Grace Hopper portrait (U.S. Navy photo, public domain), a head-and-torso
+    portrait in uniform before a flag: her head is the one face found, its box stays on the head
+    (not the uniform below it), both eyes are found, and the uniform's lower part and the flag at
+    the left edge stay background."""
+    import cv2
+    import matplotlib
+
+    image = cv2.imread(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"))
+    out = predictor(image)
+    labels = np.asarray(out["labels"])
+    head = (150, 25, 375, 330)  # cap top to chin, by hand, XYXY in the 512x600 photo
+    assert len(out["boxes"]) == 1, out["boxes"]
+    assert _iou(out["boxes"][0].tolist(), head) > 0.5, out["boxes"]
+    for part in (NOSE, MOUTH):
+        assert (labels == part).sum() > 300 and _inside(labels == part, head) == 1.0, part
+    # one eye on each side of the nose
+    assert (labels[150:230, 170:265] == EYES).sum() > 200 and (labels[150:230, 265:360] == EYES).sum() > 200
+    assert (labels[480:] != BG).sum() == 0  # the uniform, its badges and buttons
+    assert (labels[:, :80] != BG).sum() == 0  # the flag
