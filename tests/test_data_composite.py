@@ -3,7 +3,6 @@ consistent with the source face, occlusion, flip pairs, sizes, determinism, inst
 label set recorded, the preset and its registered datasets (on a tiny fake "real" dataset made
 here, and on the shared FASSEG copy when present)."""
 import dataclasses
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -23,6 +22,8 @@ from qanet_d2.data.synthetic import (MAX_ANGLE, MIN_FACE_HEIGHT, PRESETS, Compos
 from qanet_d2.data.synthetic.composite import _COMPOSITE_TAG, assign_source_faces
 from qanet_d2.data.synthetic.generator import _Occluder, _params_record
 from qanet_d2.data.video_format import make_frame_record, write_face_video_json
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 _CANDIDATES = [Path(os.environ["FASSEG_DIR"])] if os.environ.get("FASSEG_DIR") else []
@@ -461,9 +462,7 @@ def test_preset_and_registered_datasets(tmp_path, monkeypatch):
 
 
 def test_prepare_synthetic_cli(toy_source, tmp_path, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("prepare_synthetic", REPO / "datasets" / "prepare_synthetic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("datasets/prepare_synthetic.py", "prepare_synthetic")
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
     args = ["--face-source", SRC_NAME, "--root", str(tmp_path / "toy"), "--num-train-videos", "1",
             "--num-val-videos", "1", "--frames", "1", "--size", "96x64", "--workers", "1"]

@@ -1,7 +1,5 @@
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +12,7 @@ from qanet_d2.data.checks import check_json
 from qanet_d2.data.datasets import convert_celebamask_hq, convert_helen, convert_lapa, convert_sfp
 from qanet_d2.data.label_sets import get_label_set
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _img(path, h, w, seed=0):
@@ -232,8 +230,6 @@ def test_sfp_rgb_labels_and_class_list_formats(tmp_path):
 def test_sfp_cli_without_class_list(tmp_path, capsys):
     src = tmp_path / "src"
     _img(src / "train" / "images" / "v" / "0.jpg", 10, 10)
-    spec = importlib.util.spec_from_file_location("prepare_sfp", REPO / "datasets" / "prepare_sfp.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("datasets/prepare_sfp.py", "prepare_sfp")
     assert mod.main(["--src", str(src), "--dst", str(tmp_path / "out"), "--workers", "1"]) == 1
     assert "no class list found in" in capsys.readouterr().err

@@ -1,6 +1,5 @@
 """FASSEG: label set, conversions into it, colour snapping, face boxes and the converter (on
 fixtures in the release's layout, and on the shared copy of the real data when present)."""
-import importlib.util
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ from qanet_d2.data.datasets.fasseg import (MULTIPOSE_DEV_SPLITS, fasseg_face_box
 from qanet_d2.data.io import DataReadError
 from qanet_d2.data.label_sets import (IGNORE_LABEL, conversion_ids, conversion_lut, convert_labels,
                                       get_label_set, sfp_label_set)
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 # the shared copy of the real data: $FASSEG_DIR, or ../shared/data/fasseg next to the repository (or a worktree)
@@ -341,9 +342,7 @@ def test_pose_in_json_is_checked(tmp_path):
 
 
 def test_prepare_fasseg_cli(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("prepare_fasseg", REPO / "datasets" / "prepare_fasseg.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("datasets/prepare_fasseg.py", "prepare_fasseg")
     assert mod.main(["--src", str(tmp_path), "--dst", str(tmp_path / "out")]) == 1
     assert "prepare_fasseg.py: error: cannot find FASSEG's" in capsys.readouterr().err
     _release(tmp_path / "src")

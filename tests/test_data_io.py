@@ -1,7 +1,6 @@
 """One image conversion for every path: the pixels evaluation sees (FaceParsingDatasetMapper on a
 dataset dict) equal those the demo and the predictor see for the same file, and equal the values
 computed by hand from the rules of qanet_d2.data.io."""
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,8 @@ from qanet_d2.data import DataReadError, FaceParsingDatasetMapper
 from qanet_d2.data.io import ImageNotFoundError, ImageReadError, as_uint8_image, read_image
 from qanet_d2.predictor import FaceParsingPredictor
 from qanet_d2.predictor import ImageReadError as PredictorImageReadError
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -50,9 +51,7 @@ def paths():
             predictor(image)
         return seen[0].permute(1, 2, 0).numpy()  # BGR (INPUT.FORMAT)
 
-    spec = importlib.util.spec_from_file_location("qanet_demo_io", REPO / "demo" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo/demo.py", "qanet_demo_io")
     mapper = FaceParsingDatasetMapper(cfg, is_train=False)
     assert mapper.augmentations.augs == []
 

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +22,8 @@ from qanet_d2.data.synthetic import (
     generate_synthetic_dataset,
     sample_face_style,
 )
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SYN = get_label_set("synthetic")
@@ -209,9 +210,7 @@ def test_idempotent_and_safe(tmp_path):
 
 
 def test_prepare_synthetic_cli(tmp_path, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("prepare_synthetic", REPO / "datasets" / "prepare_synthetic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("datasets/prepare_synthetic.py", "prepare_synthetic")
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     args = ["--preset", "tiny", "--num-train-videos", "1", "--num-val-videos", "1", "--frames", "2",
             "--size", "96x64", "--seed", "4", "--workers", "1"]

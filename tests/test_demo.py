@@ -3,7 +3,6 @@
 The model is the instant-test config with random weights (thresholds at 0 so that it paints
 faces): these tests check the pipeline (files, sizes, layouts, exit codes), not parsing quality.
 """
-import importlib.util
 import resource
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from PIL import Image
 import qanet_d2  # noqa: F401
 from qanet_d2.data.synthetic import SyntheticVideo
 from qanet_d2.predictor import ImageReadError, read_image_bgr
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -30,9 +31,7 @@ OPTS = [
 
 @pytest.fixture(scope="module")
 def demo_module():
-    spec = importlib.util.spec_from_file_location("qanet_demo_main", REPO / "demo" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("demo/demo.py", "qanet_demo_main")
     return module
 
 

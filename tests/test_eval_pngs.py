@@ -1,6 +1,5 @@
 """tools/evaluate_pngs.py reproduces the evaluator's numbers from saved label PNGs."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

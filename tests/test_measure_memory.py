@@ -1,6 +1,5 @@
 """tools/measure_memory.py: the meters on hand-computed cases, the linear fit and the per-GPU
 prediction, and a run on the instant parser whose fit predicts a larger batch."""
-from pathlib import Path
 
 import pytest
 import torch

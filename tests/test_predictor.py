@@ -11,6 +11,8 @@ from qanet_d2.data.synthetic import SyntheticVideo
 from qanet_d2.predictor import FaceParsingPredictor, to_bgr_uint8
 from qanet_d2.video import TemporalSmoother, VideoPredictor
 
+from conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
 
@@ -169,11 +171,7 @@ def test_what_gets_painted_is_the_smoothers_output(predictor, frames):
 
 def test_benchmark_tool_reports_every_stage(capsys):
     """tools/benchmark.py on the instant model: every stage timed, N faces parsed per row."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("qanet_benchmark_tool", REPO / "tools" / "benchmark.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/benchmark.py", "qanet_benchmark_tool")
     image, boxes = tool.grid_image(4, 320, 240)
     assert image.shape == (240, 320, 3) and boxes.shape == (4, 4)
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])

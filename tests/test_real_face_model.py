@@ -1,6 +1,5 @@
 """The shipped real-face model (models/qanet_fcos_real_faces_fasseg.pth): it loads from the repository
 alone (no dataset needed) and parses real photos into plausible regions."""
-import json
 import os
 from pathlib import Path
 

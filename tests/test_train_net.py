@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import INSTANT_CONFIG, run_train_net
+from conftest import INSTANT_CONFIG, load_script, run_train_net
 
 SUMMARY = re.compile(
     r"^face_synth_val  J&F (\d+\.\d)  J (\d+\.\d)  F (\d+\.\d)  J&F\(one\) (\d+\.\d)  J\(one\) (\d+\.\d)  "
@@ -80,13 +80,7 @@ def test_eval_only_uses_flip_test_and_ensemble(trained_run, synth_datasets_root)
 
 
 def test_ensemble_option_anywhere_on_the_command_line():
-    import importlib.util
-
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("train_net_cli", REPO / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_script("train_net.py", "train_net_cli")
     before = train_net.parse_args(["--config-file", "c.yaml", "--eval-only", "--ensemble", "b.pth", "c.pth",
                                    "MODEL.WEIGHTS", "a.pth", "OUTPUT_DIR", "out"])
     among_opts = train_net.parse_args(["--config-file", "c.yaml", "--eval-only", "MODEL.WEIGHTS", "a.pth",

@@ -8,6 +8,8 @@ from qanet_d2.layers.crops import boxes_to_affines, compose_affines, crop_images
 from qanet_d2.modeling.postprocessing import crop_labels_from_probs
 from qanet_d2.video import TemporalSmoother, associate_boxes, label_change_rate
 
+from conftest import INSTANT_CONFIG, load_script
+
 C, H, W = 4, 16, 12
 
 
@@ -191,22 +193,16 @@ def test_compose_affines():
 def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypatch):
     """tools/measure_flicker.py's measurement: one model run per frame serves every setting; the
     no-smoothing row scores exactly the predictor's own label maps."""
-    import importlib.util
-    from pathlib import Path
-
     from detectron2.data import DatasetCatalog
     from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
     from qanet_d2.data.io import read_image, read_label_map
     from qanet_d2.evaluation import FaceParsingEvaluator
 
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("qanet_measure_flicker", repo / "tools" / "measure_flicker.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/measure_flicker.py", "qanet_measure_flicker")
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
     cfg = get_qanet_cfg()
-    cfg.merge_from_file(str(repo / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"))
+    cfg.merge_from_file(str(INSTANT_CONFIG))
     cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     predictor = FaceParsingPredictor(cfg)

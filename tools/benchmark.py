@@ -201,9 +201,8 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
     import detectron2.data.transforms as T
     from detectron2.modeling import build_model
     from qanet_d2.engine.checkpoint import load_model_weights
-    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
-
     from qanet_d2.modeling.fusion import fuse_conv_bn
+    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
 
     model = build_model(cfg).eval()
     load_model_weights(cfg, model)

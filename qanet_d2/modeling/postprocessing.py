@@ -567,7 +567,7 @@ class FacePostProcessor:
             views = probs.shape[1] if n else 1
             pix = sum(pixel_scores_from_top(maxima.top[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
         else:
-            known = {i: pasted[i] for i in range(n) if pasted is not None and i in pasted and pasted[i].top is not None}
+            known = {i: face for i, face in (pasted or {}).items() if i < n and face.top is not None}
             faces_pasted = {**known, **self.paste(faces, [i for i in range(n) if i not in known], with_top=True, maxima=maxima)}
             if pasted is not None:
                 pasted.update(faces_pasted)
