@@ -316,3 +316,42 @@ def test_mapper_records_and_converts_label_sets(tmp_path):
     with pytest.raises(DataReadError, match="bad.png: label values \\[7\\] are outside the label set's ids 0..5"):
         FaceParsingDatasetMapper(True, augmentations=[], num_classes=17, label_set=SYN)(
             dict(fas, sem_seg_file_name=str(tmp_path / "bad.png")))
+
+
+@pytest.mark.parametrize("model_set", ["fasseg", "synthetic"])
+def test_face_samples_convert_or_keep_label_sets_as_frames_do(tmp_path, model_set):
+    """DATALOADER.SAMPLE_UNIT "face": a synthetic face's labels are converted into a fasseg
+    model's classes, and a fasseg face keeps its labels and set for a synthetic model's merged
+    losses, as on the frame route."""
+    import cv2
+
+    from detectron2.structures import BoxMode
+    from qanet_d2.data import FaceInstanceDatasetMapper
+
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.merge_from_file(str(__import__("conftest").INSTANT_CONFIG))
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", ("face_synth_train", "fasseg_frontal_train"), "DATASETS.TEST", (),
+        "MODEL.QANET.LABEL_SET", model_set, "MODEL.QANET.NUM_CLASSES", 6 if model_set == "fasseg" else 17,
+        "MODEL.QANET.TRAIN_MODE", "parser", "DATALOADER.SAMPLE_UNIT", "face", "MODEL.QANET.INPUT_SIZE", (32, 24),
+        "MODEL.QANET.BOX_EXPAND", 1.0, "MODEL.QANET.AUG.ENABLED", False,
+    ])
+    mapper = FaceInstanceDatasetMapper(cfg)
+    s = SYN.class_id
+    label = np.full((32, 24), s("skin"), np.uint8)
+    label[8:12, 4:10] = s("l_eye")
+    label[20:24, 6:18] = s("u_lip")
+    cv2.imwrite(str(tmp_path / "im.png"), np.full((32, 24, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "syn.png"), label)
+    fine_to_coarse = conversion_ids("synthetic", "fasseg")
+    cv2.imwrite(str(tmp_path / "fas.png"), convert_label_map(label, fine_to_coarse))
+    face = {"file_name": str(tmp_path / "im.png"), "height": 32, "width": 24, "image_id": "f",
+            "annotations": [{"bbox": [0.0, 0.0, 24.0, 32.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
+    syn = mapper(dict(face, sem_seg_file_name=str(tmp_path / "syn.png"), label_set="synthetic"))
+    fas = mapper(dict(face, sem_seg_file_name=str(tmp_path / "fas.png"), label_set="fasseg"))
+    coarse = convert_label_map(label, fine_to_coarse)
+    assert fas["label_set"] == "fasseg" and fas["face_crop_sem_seg"][0].numpy().tolist() == coarse.tolist()
+    if model_set == "fasseg":
+        assert syn["label_set"] == "fasseg" and syn["face_crop_sem_seg"][0].numpy().tolist() == coarse.tolist()
+    else:
+        assert syn["label_set"] == "synthetic" and syn["face_crop_sem_seg"][0].numpy().tolist() == label.tolist()

@@ -83,6 +83,7 @@ class FaceInstanceDatasetMapper:
     @classmethod
     def from_config(cls, cfg):
         from ..modeling.face_cropper import FaceCropper
+        from .mixed_label_sets import label_sets_by_name, model_label_set, training_label_sets
 
         q = cfg.MODEL.QANET
         frame_mapper = FaceParsingDatasetMapper(
@@ -91,6 +92,9 @@ class FaceInstanceDatasetMapper:
             image_format=cfg.INPUT.FORMAT,
             num_classes=q.NUM_CLASSES,
             ignore_label=q.PARSING.IGNORE_VALUE,
+            # labels of datasets in other label sets: converted or kept, as on the frame route
+            label_set=model_label_set(cfg),
+            dataset_label_sets=label_sets_by_name(training_label_sets(cfg)),
             cropper=FaceCropper(cfg),  # on CPU: it runs in the data-loader workers
             grayscale_prob=cfg.INPUT.GRAYSCALE_PROB,
         )
