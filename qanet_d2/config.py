@@ -152,6 +152,13 @@ def add_qanet_config(cfg: CN) -> CN:
     # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
     # report (0 = off); it makes the parser robust to a weak detector's box errors.
     _C.MODEL.QANET.AUG.SHIFT_STD = 0.0
+    # Off-face crops: with this probability a training crop is moved off its face (centre shifted
+    # by U(OFF_FACE_SHIFT) box sizes in a random direction, box scaled by U(OFF_FACE_SCALE)), with
+    # the labels found there, mostly background: the parser learns to paint nothing in a
+    # detector's false box beside or around a face (clothes, a torso). 0 = off (no random draw).
+    _C.MODEL.QANET.AUG.OFF_FACE_PROB = 0.0
+    _C.MODEL.QANET.AUG.OFF_FACE_SHIFT = (0.5, 1.5)
+    _C.MODEL.QANET.AUG.OFF_FACE_SCALE = (1.0, 3.0)
     # Label of training-crop pixels outside the image (the batch padding included): "background"
     # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
     # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
@@ -197,6 +204,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # crops are cut) with this probability: colour-free photos (old portraits, CCTV) then look
     # like training data. 0 draws no random number (runs stay as they were).
     _C.INPUT.GRAYSCALE_PROB = 0.0
+    # Zoom-out of training frames (the detector's view only; face crops are cut before): with
+    # probability PROB the frame is placed at a random position on a canvas U(1, MAX_SCALE)
+    # times its size, filled with its mean grey, before the resize. 0 = off (no random draw).
+    _C.INPUT.ZOOM_OUT = CN()
+    _C.INPUT.ZOOM_OUT.PROB = 0.0
+    _C.INPUT.ZOOM_OUT.MAX_SCALE = 2.0
     _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
     # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every

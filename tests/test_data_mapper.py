@@ -160,3 +160,42 @@ def test_grayscale_frames_and_their_crops(tmp_path):
     assert 0.2 < np.mean(turned) < 0.4
     with pytest.raises(ValueError, match="GRAYSCALE_PROB"):
         _mapper(grayscale_prob=1.5)
+
+
+def test_zoom_out_places_the_frame_on_a_larger_grey_canvas(tmp_path):
+    from qanet_d2.data.mapper import RandomZoomOut
+
+    img = np.full((30, 40, 3), 50, np.uint8)
+    img[3:15, 10:20] = 230  # the face in its box (10, 3, 20, 15); its label 4 at [5:15, 10:20]
+    d = _record(tmp_path, image=img)
+    np.random.seed(0)
+    out = _mapper(augmentations=[RandomZoomOut(1.0, 3.0)])(d)
+    h, w = out["sem_seg"].shape
+    assert h > 30 and w > 40 and out["image"].shape[1:] == (h, w)
+    (x0, y0, x1, y1), = out["instances"].gt_boxes.tensor.tolist()
+    assert (x1 - x0, y1 - y0) == (10, 12) and (x0, y0) != (10, 3)  # moved, not scaled
+    x0, y0 = int(x0), int(y0)
+    # the face and its labels moved with the box; the canvas is the frame's mean grey, background
+    assert (out["image"][:, y0:y0 + 12, x0:x0 + 10] == 230).all()
+    assert (out["sem_seg"][y0 + 2:y0 + 12, x0:x0 + 10] == 4).all()
+    assert int((out["sem_seg"] == 4).sum()) == 100 and int((out["sem_seg"] == 255).sum()) == 1
+    grey = int(img.mean())
+    assert int((out["image"][0] == grey).sum()) == h * w - 30 * 40 + int((img[..., 0] == grey).sum())
+    assert int((out["sem_seg"] == 0).sum()) == h * w - 101
+    # the scale is drawn in [1, MAX_SCALE]: sizes vary and stay within it
+    sizes = {_mapper(augmentations=[RandomZoomOut(1.0, 3.0)])(d)["sem_seg"].shape for _ in range(20)}
+    assert len(sizes) > 5 and all(30 <= sh <= 90 and 40 <= sw <= 120 for sh, sw in sizes)
+    # probability 0: the frame as it is
+    assert _mapper(augmentations=[RandomZoomOut(0.0, 3.0)])(d)["sem_seg"].shape == (30, 40)
+    with pytest.raises(ValueError, match="INPUT.ZOOM_OUT.MAX_SCALE must be >= 1"):
+        RandomZoomOut(0.5, 0.8)
+
+
+def test_zoom_out_from_config_only_in_training():
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.merge_from_list(["INPUT.ZOOM_OUT.PROB", 0.5, "INPUT.ZOOM_OUT.MAX_SCALE", 2.5, "MODEL.QANET.TRAIN_MODE", "detector"])
+    augs = FaceParsingDatasetMapper.from_config(cfg, is_train=True)["augmentations"]
+    assert type(augs[0]).__name__ == "RandomZoomOut" and (augs[0].prob, augs[0].max_scale) == (0.5, 2.5)
+    assert not any(type(a).__name__ == "RandomZoomOut" for a in FaceParsingDatasetMapper.from_config(cfg, is_train=False)["augmentations"])
+    cfg.INPUT.ZOOM_OUT.PROB = 0.0
+    assert not any(type(a).__name__ == "RandomZoomOut" for a in FaceParsingDatasetMapper.from_config(cfg, is_train=True)["augmentations"])

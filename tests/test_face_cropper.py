@@ -140,3 +140,38 @@ def test_augmentation_distributions(kind):
     # disabled: the identity
     off = cropper().sample_augmentation(5, generator)
     assert (off.scale == 1).all() and (off.rotation == 0).all() and not off.flip.any() and (off.shift == 0).all()
+
+
+def test_off_face_crops():
+    """AUG.OFF_FACE_PROB 0.25: a quarter of the crops are moved 1-2 box sizes off their face
+    (direction uniform) and scaled by 1.5-2.5; their labels are mostly the background found there."""
+    c = cropper("MODEL.QANET.AUG.ENABLED", True, "MODEL.QANET.AUG.OFF_FACE_PROB", 0.25,
+                "MODEL.QANET.AUG.OFF_FACE_SHIFT", (1.0, 2.0), "MODEL.QANET.AUG.OFF_FACE_SCALE", (1.5, 2.5))
+    n = 40000
+    aug = c.sample_augmentation(n, np.random.default_rng(3))
+    distance = aug.shift.norm(dim=1)
+    off = distance > 0
+    assert float(off.float().mean()) == pytest.approx(0.25, abs=0.01)
+    assert float(distance[off].min()) >= 1.0 and float(distance[off].max()) <= 2.0
+    assert float(distance[off].mean()) == pytest.approx(1.5, abs=0.01)
+    assert float(aug.scale[off].min()) >= 1.5 and float(aug.scale[off].mean()) == pytest.approx(2.0, abs=0.01)
+    assert float(aug.scale[~off].max()) <= 1.3  # the others keep the usual scale
+    angle = torch.atan2(aug.shift[off, 1], aug.shift[off, 0])
+    assert float((angle > 0).float().mean()) == pytest.approx(0.5, abs=0.02)  # above as often as below
+    assert float((aug.shift[off, 0] > 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+    # the crops: a 20x20 face (label 1) in the middle of a 200x200 background frame
+    labels = torch.zeros(200, 200, dtype=torch.long)
+    labels[90:110, 90:110] = 1
+    sample = face(labels, [[90, 90, 110, 110]] * 64)
+    plain = cropper("MODEL.QANET.AUG.ENABLED", True, "MODEL.QANET.AUG.ROTATION_PROB", 0.0)
+    _, on_face, _ = plain.training_crops([sample], np.random.default_rng(0))
+    c = cropper("MODEL.QANET.AUG.ENABLED", True, "MODEL.QANET.AUG.ROTATION_PROB", 0.0, "MODEL.QANET.AUG.OFF_FACE_PROB", 1.0,
+                "MODEL.QANET.AUG.OFF_FACE_SHIFT", (1.0, 2.0), "MODEL.QANET.AUG.OFF_FACE_SCALE", (1.5, 2.5))
+    _, off_face, _ = c.training_crops([sample], np.random.default_rng(0))
+    face_share = lambda lab: (lab == 1).float().mean(dim=(1, 2))  # noqa: E731
+    assert float(face_share(on_face).min()) > 0.4
+    assert float(face_share(off_face).max()) < 0.25 and float((off_face == 0).float().mean()) > 0.9
+    with pytest.raises(ValueError, match="OFF_FACE_PROB must be in"):
+        cropper("MODEL.QANET.AUG.OFF_FACE_PROB", 1.5)
+    with pytest.raises(ValueError, match="OFF_FACE_SCALE must be a range"):
+        cropper("MODEL.QANET.AUG.OFF_FACE_SCALE", (2.0, 1.0))

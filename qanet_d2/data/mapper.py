@@ -21,7 +21,35 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from .io import DataReadError, check_label_values, read_image, read_label_map
 from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
-__all__ = ["FaceParsingDatasetMapper"]
+__all__ = ["FaceParsingDatasetMapper", "RandomZoomOut"]
+
+
+class RandomZoomOut(T.Augmentation):
+    """With probability ``prob``, place the frame at a random position on a canvas ``s`` times
+    its size, ``s ~ U(1, max_scale)`` per side pair, filled with the frame's mean grey (label 0,
+    background). Photos whose head fills the frame (FASSEG) then also show the detector heads
+    that fill only part of it, so that it does not learn that a frame-filling box is a face.
+    Runs before the resize; face crops are cut before the frame augmentations, so only the
+    detector's view changes."""
+
+    def __init__(self, prob: float, max_scale: float):
+        super().__init__()
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"INPUT.ZOOM_OUT.PROB must be in [0, 1]; got {prob}")
+        if max_scale < 1.0:
+            raise ValueError(f"INPUT.ZOOM_OUT.MAX_SCALE must be >= 1; got {max_scale}")
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        s = self._rand_range(1.0, self.max_scale)
+        pad_w, pad_h = int(round(w * (s - 1.0))), int(round(h * (s - 1.0)))
+        x0, y0 = int(self._rand_range(0, pad_w + 1)), int(self._rand_range(0, pad_h + 1))
+        x0, y0 = min(x0, pad_w), min(y0, pad_h)
+        return T.PadTransform(x0, y0, pad_w - x0, pad_h - y0, orig_w=w, orig_h=h,
+                              pad_value=float(image.mean()), seg_pad_value=0)
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +147,9 @@ class FaceParsingDatasetMapper:
                 f"INPUT.RANDOM_FLIP must be 'none' (got {cfg.INPUT.RANDOM_FLIP!r}): left/right "
                 f"part labels are swapped only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB)")
         if is_train:
-            augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+            z = cfg.INPUT.ZOOM_OUT
+            augs = [RandomZoomOut(z.PROB, z.MAX_SCALE)] if z.PROB > 0 else []
+            augs += [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                          cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
         elif cfg.INPUT.MIN_SIZE_TEST > 0:
             augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]

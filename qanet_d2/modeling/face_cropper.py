@@ -14,6 +14,7 @@ distributions.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -135,6 +136,9 @@ class FaceCropper(nn.Module):
         aug_rotation_prob: float = 0.6,
         aug_flip_prob: float = 0.5,
         aug_shift_std: float = 0.0,
+        aug_off_face_prob: float = 0.0,
+        aug_off_face_shift: Tuple[float, float] = (0.5, 1.5),
+        aug_off_face_scale: Tuple[float, float] = (1.0, 3.0),
         outside_label: str = "ignore",
         ignore_value: int = 255,
         max_faces_per_image: int = 16,
@@ -181,6 +185,15 @@ class FaceCropper(nn.Module):
         self.aug_rotation_prob = float(aug_rotation_prob)
         self.aug_flip_prob = float(aug_flip_prob)
         self.aug_shift_std = float(aug_shift_std)
+        if not 0.0 <= float(aug_off_face_prob) <= 1.0:
+            raise ValueError(f"MODEL.QANET.AUG.OFF_FACE_PROB must be in [0, 1]; got {aug_off_face_prob}")
+        for key, (lo, hi), least in (("OFF_FACE_SHIFT", aug_off_face_shift, 0.0), ("OFF_FACE_SCALE", aug_off_face_scale, 1e-6)):
+            if not least <= float(lo) <= float(hi):
+                raise ValueError(f"MODEL.QANET.AUG.{key} must be a range (low, high) with {least:g} <= low <= high; "
+                                 f"got {(lo, hi)}")
+        self.aug_off_face_prob = float(aug_off_face_prob)
+        self.aug_off_face_shift = (float(aug_off_face_shift[0]), float(aug_off_face_shift[1]))
+        self.aug_off_face_scale = (float(aug_off_face_scale[0]), float(aug_off_face_scale[1]))
         self.outside_label = outside_label
         self.ignore_value = int(ignore_value)
         self.max_faces_per_image = int(max_faces_per_image)
@@ -221,6 +234,9 @@ class FaceCropper(nn.Module):
             "aug_rotation_prob": q.AUG.ROTATION_PROB,
             "aug_flip_prob": q.AUG.FLIP_PROB,
             "aug_shift_std": q.AUG.SHIFT_STD,
+            "aug_off_face_prob": q.AUG.OFF_FACE_PROB,
+            "aug_off_face_shift": q.AUG.OFF_FACE_SHIFT,
+            "aug_off_face_scale": q.AUG.OFF_FACE_SCALE,
             "outside_label": q.CROP_OUTSIDE_LABEL,
             "ignore_value": q.PARSING.IGNORE_VALUE,
             "max_faces_per_image": q.MAX_FACES_PER_IMAGE_TRAIN,
@@ -331,8 +347,11 @@ class FaceCropper(nn.Module):
         Box scale ``N(0,1) * AUG.SCALE_STD + 1`` clipped to ``AUG.SCALE_RANGE``; rotation
         ``N(0,1) * AUG.ROTATION_STD`` clipped to ``+-AUG.ROTATION_MAX``, applied with probability
         ``AUG.ROTATION_PROB``; flip with probability ``AUG.FLIP_PROB``; centre shift
-        ``N(0,1) * AUG.SHIFT_STD`` (of the box size) clipped to ``+-2 AUG.SHIFT_STD``. The identity
-        when ``AUG.ENABLED`` is off.
+        ``N(0,1) * AUG.SHIFT_STD`` (of the box size) clipped to ``+-2 AUG.SHIFT_STD``. With
+        probability ``AUG.OFF_FACE_PROB`` a crop is moved off its face instead: its centre shifted
+        by ``U(AUG.OFF_FACE_SHIFT)`` box sizes in a uniformly drawn direction and its box scaled
+        by ``U(AUG.OFF_FACE_SCALE)`` (labels as they are there: mostly background), as a
+        detector's false box beside or around a face. The identity when ``AUG.ENABLED`` is off.
 
         Args:
             generator: None (torch's global generator), a ``torch.Generator`` or a NumPy
@@ -354,6 +373,15 @@ class FaceCropper(nn.Module):
         shift = torch.zeros(n, 2, device=device)
         if self.aug_shift_std > 0:
             shift = (rng.normal(n, 2) * self.aug_shift_std).clamp(-2 * self.aug_shift_std, 2 * self.aug_shift_std)
+        if self.aug_off_face_prob > 0:
+            off = rng.uniform(n) < self.aug_off_face_prob
+            (d_lo, d_hi), (s_lo, s_hi) = self.aug_off_face_shift, self.aug_off_face_scale
+            distance = d_lo + rng.uniform(n) * (d_hi - d_lo)
+            angle = rng.uniform(n) * (2 * math.pi)
+            off_shift = torch.stack([angle.cos(), angle.sin()], 1) * distance[:, None]
+            off_scale = s_lo + rng.uniform(n) * (s_hi - s_lo)
+            shift = torch.where(off[:, None], off_shift, shift)
+            scale = torch.where(off, off_scale, scale)
         return CropAugmentation(scale, rotation, flip, shift)
 
     # ------------------------------------------------------------------ training crops
