@@ -18,9 +18,6 @@ from qanet_d2.engine.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
-# Keys that do not change the network's modules (weights to load, training/test modes).
-_NOT_ARCHITECTURE = ("WEIGHTS", "TRAIN_MODE", "TEST_BOXES", "DETECTOR_WEIGHTS", "PARSER_WEIGHTS", "BACKBONE_WEIGHTS",
-                     "PRETRAINED", "PRETRAINED_PATH", "RESNET_WEIGHTS")
 
 
 def load(path):
@@ -31,6 +28,8 @@ def load(path):
 
 
 def architecture_key(cfg) -> str:
+    """The network a config builds: its MODEL options without those that change no module
+    (weights to load, training and test modes, the training crops' augmentation)."""
     model = cfg.MODEL.clone()
     model.WEIGHTS = ""
     model.QANET.TRAIN_MODE = "joint"
@@ -40,6 +39,7 @@ def architecture_key(cfg) -> str:
     model.QANET.DETECTOR_WEIGHTS = model.QANET.PARSER_WEIGHTS = model.FCOS.BACKBONE_WEIGHTS = ""
     model.QANET.HRNET.PRETRAINED, model.QANET.HRNET.PRETRAINED_PATH = False, ""
     model.QANET.BACKBONE.RESNET_WEIGHTS = ""
+    model.QANET.pop("AUG")  # training augmentation
     return model.dump() + f"\nFORMAT: {cfg.INPUT.FORMAT}"
 
 
@@ -192,3 +192,19 @@ def test_validation_choices_are_the_owners_objects(monkeypatch):
     cfg.MODEL.QANET.INPUT_SIZE = (384, 288)
     with pytest.raises(ConfigError, match=r"INPUT_SIZE = \(384, 288\).*multiples of 64"):
         validate_config(cfg, for_training=True, check_datasets=False)
+
+
+def test_real_face_stages_train_the_shipped_models_network():
+    """The stage-wise real-face variant: stage 1 trains the detector, stage 2 the parser with
+    stage 1's detector; both build the network of the config the shipped model is used with."""
+    main = load("configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml")
+    det = load("configs/real_faces/fcos_fasseg_synth_composites_detector.yaml")
+    parser = load("configs/real_faces/qanet_fasseg_synth_composites_parser.yaml")
+    assert parser.MODEL.FCOS.SCORE_THRESH_TEST == 0.4  # stage 1's detector scores faces lower
+    for cfg in (main, det, parser):
+        cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.5  # a test-time choice, not a module
+    assert architecture_key(det) == architecture_key(parser) == architecture_key(main)
+    assert det.MODEL.QANET.TRAIN_MODE == "detector" and parser.MODEL.QANET.TRAIN_MODE == "parser"
+    assert parser.MODEL.QANET.DETECTOR_WEIGHTS == det.OUTPUT_DIR + "/model_final.pth"
+    assert parser.DATALOADER.SAMPLE_UNIT == "face" and list(parser.DATASETS.TRAIN) == list(main.DATASETS.TRAIN)
+    assert list(det.DATASETS.TRAIN) == list(main.DATASETS.TRAIN)
