@@ -154,8 +154,9 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.AUG.SHIFT_STD = 0.0
     # Off-face crops: with this probability a training crop is moved off its face (centre shifted
     # by U(OFF_FACE_SHIFT) box sizes in a random direction, box scaled by U(OFF_FACE_SCALE)), with
-    # the labels found there, mostly background: the parser learns to paint nothing in a
-    # detector's false box beside or around a face (clothes, a torso). 0 = off (no random draw).
+    # the labels found there, mostly background: crops like a detector's false box beside or
+    # around a face (clothes, a torso). At 0.15 they did not stop the real-face parser from
+    # labelling a coat in such a box hair (MODEL_ZOO.md). 0 = off (no random draw).
     _C.MODEL.QANET.AUG.OFF_FACE_PROB = 0.0
     _C.MODEL.QANET.AUG.OFF_FACE_SHIFT = (0.5, 1.5)
     _C.MODEL.QANET.AUG.OFF_FACE_SCALE = (1.0, 3.0)
