@@ -82,22 +82,10 @@ class FaceInstanceDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg):
-        from ..modeling.face_cropper import FaceCropper
-        from .mixed_label_sets import label_sets_by_name, model_label_set, training_label_sets
-
-        q = cfg.MODEL.QANET
-        frame_mapper = FaceParsingDatasetMapper(
-            is_train=True,
-            augmentations=[],
-            image_format=cfg.INPUT.FORMAT,
-            num_classes=q.NUM_CLASSES,
-            ignore_label=q.PARSING.IGNORE_VALUE,
-            # labels of datasets in other label sets: converted or kept, as on the frame route
-            label_set=model_label_set(cfg),
-            dataset_label_sets=label_sets_by_name(training_label_sets(cfg)),
-            cropper=FaceCropper(cfg),  # on CPU: it runs in the data-loader workers
-            grayscale_prob=cfg.INPUT.GRAYSCALE_PROB,
-        )
+        # the frame route's training mapper (label sets, grey frames, the cropper) without its
+        # resize: crops come from the original resolution
+        args = FaceParsingDatasetMapper.from_config(cfg, is_train=True)
+        frame_mapper = FaceParsingDatasetMapper(**{**args, "augmentations": []})
         return {"frame_mapper": frame_mapper}
 
     def __call__(self, dataset_dict: Dict) -> Dict:

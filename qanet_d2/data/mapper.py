@@ -23,12 +23,15 @@ from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
 __all__ = ["FaceParsingDatasetMapper", "RandomZoomOut"]
 
+logger = logging.getLogger(__name__)
+
 
 class RandomZoomOut(T.Augmentation):
     """With probability ``prob``, place the frame at a random position on a canvas ``s`` times
-    its size, ``s ~ U(1, max_scale)`` per side pair, filled with the frame's mean grey (label 0,
-    background). Photos whose head fills the frame (FASSEG) then also show the detector heads
-    that fill only part of it, so that it does not learn that a frame-filling box is a face.
+    its size (``s ~ U(1, max_scale)``, the same for both sides), filled with the frame's mean
+    grey (label 0, background). Photos whose head fills the frame (FASSEG) then also show the
+    detector heads that fill only part of it, so that it does not learn that a frame-filling box
+    is a face.
     Runs before the resize; face crops are cut before the frame augmentations, so only the
     detector's view changes."""
 
@@ -47,11 +50,9 @@ class RandomZoomOut(T.Augmentation):
         s = self._rand_range(1.0, self.max_scale)
         pad_w, pad_h = int(round(w * (s - 1.0))), int(round(h * (s - 1.0)))
         x0, y0 = int(self._rand_range(0, pad_w + 1)), int(self._rand_range(0, pad_h + 1))
-        x0, y0 = min(x0, pad_w), min(y0, pad_h)
+        x0, y0 = min(x0, pad_w), min(y0, pad_h)  # a float draw can round up to the bound
         return T.PadTransform(x0, y0, pad_w - x0, pad_h - y0, orig_w=w, orig_h=h,
                               pad_value=float(image.mean()), seg_pad_value=0)
-
-logger = logging.getLogger(__name__)
 
 
 class FaceParsingDatasetMapper:
