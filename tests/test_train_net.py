@@ -94,3 +94,24 @@ def test_ensemble_option_anywhere_on_the_command_line():
     assert train_net.parse_args(["--config-file", "c.yaml"]).ensemble is None
     with pytest.raises(SystemExit):
         train_net.parse_args(["--config-file", "c.yaml", "--ensemble", "MODEL.WEIGHTS", "a.pth"])
+
+
+def test_detector_stage_trains_the_joint_recipes_detector(synth_datasets_root, tmp_path):
+    """A detector-only run (``MODEL.QANET.TRAIN_MODE detector``) sees the frames of the joint run
+    draw for draw (grey frames and resize choices come after the crops' draws): both train the
+    same detector, bit for bit, whatever the parser does."""
+    common = ["--config-file", INSTANT_CONFIG, "SOLVER.MAX_ITER", 3, "DATASETS.TEST", "()", "SEED", 3,
+              "INPUT.GRAYSCALE_PROB", 0.5, "INPUT.MIN_SIZE_TRAIN", "(112, 128, 144, 160)"]
+    states = {}
+    for mode in ("joint", "detector"):
+        out = tmp_path / mode
+        run_train_net([*common, "OUTPUT_DIR", out, "MODEL.QANET.TRAIN_MODE", mode], synth_datasets_root)
+        states[mode] = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    keys = [k for k in states["joint"] if k.startswith("detector.")]
+    assert len(keys) > 50
+    assert torch.load(tmp_path / "joint" / "model_final.pth", weights_only=False)["iteration"] == 2  # 3 steps ran
+    for k in keys:
+        assert torch.equal(states["joint"][k], states["detector"][k]), k
+    # the parser was trained in the joint run only
+    parser_keys = [k for k in states["joint"] if k.startswith("parser.") and states["joint"][k].is_floating_point()]
+    assert any(not torch.equal(states["joint"][k], states["detector"][k]) for k in parser_keys)

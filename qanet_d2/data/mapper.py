@@ -98,7 +98,7 @@ class FaceParsingDatasetMapper:
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
                  min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
                  dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None,
-                 grayscale_prob: float = 0.0):
+                 grayscale_prob: float = 0.0, keep_crops: bool = True):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -118,6 +118,9 @@ class FaceParsingDatasetMapper:
                 generator (seeded per worker by detectron2 and per iteration by the trainer).
             grayscale_prob: probability that a frame is turned to grey before anything else
                 (``INPUT.GRAYSCALE_PROB``; training only).
+            keep_crops: False cuts the crops (drawing their augmentation) and drops them: a
+                detector-only training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees the
+                frames of joint training draw for draw, so that it trains the same detector.
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -134,6 +137,7 @@ class FaceParsingDatasetMapper:
         self.dataset_label_sets = dict(dataset_label_sets or {})
         self._routes: Dict[str, tuple] = {}  # set name -> (route, its LabelSet, lut or None)
         self.cropper = cropper
+        self.keep_crops = bool(keep_crops)
         self.generator = generator
         if not 0.0 <= float(grayscale_prob) <= 1.0:
             raise ValueError(f"INPUT.GRAYSCALE_PROB must be in [0, 1]; got {grayscale_prob}")
@@ -160,7 +164,7 @@ class FaceParsingDatasetMapper:
 
         model_set = model_label_set(cfg)
         cropper = None
-        if is_train and cfg.MODEL.QANET.TRAIN_MODE in ("joint", "parser"):
+        if is_train:
             from ..modeling.face_cropper import FaceCropper
 
             cropper = FaceCropper(cfg)  # on CPU: it runs in the data-loader workers
@@ -173,6 +177,8 @@ class FaceParsingDatasetMapper:
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
+            # a detector-only training draws the crops it does not use (same frames as joint)
+            "keep_crops": cfg.MODEL.QANET.TRAIN_MODE != "detector",
             "grayscale_prob": cfg.INPUT.GRAYSCALE_PROB if is_train else 0.0,
         }
 
@@ -207,7 +213,8 @@ class FaceParsingDatasetMapper:
             else:
                 crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w),
                                                      dataset_dict.get("label_set"))
-            dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
+            if self.keep_crops:
+                dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
