@@ -195,12 +195,18 @@ def test_validation_choices_are_the_owners_objects(monkeypatch):
 
 
 def test_real_face_stages_train_the_shipped_models_network():
-    """The stage-wise real-face variant: stage 1 trains the detector, stage 2 the parser with
-    stage 1's detector; both build the network of the config the shipped model is used with."""
+    """The stage-wise real-face recipe: stage 1 trains the detector, stage 2 the parser with
+    stage 1's detector; both build the network of the config the shipped model is used with, and
+    stage 1 repeats the joint recipe's frames, crop draws and schedule (its detector is the joint
+    recipe's, bit for bit: tests/test_train_net.py)."""
     main = load("configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml")
     det = load("configs/real_faces/fcos_fasseg_synth_composites_detector.yaml")
     parser = load("configs/real_faces/qanet_fasseg_synth_composites_parser.yaml")
-    assert parser.MODEL.FCOS.SCORE_THRESH_TEST == 0.4  # stage 1's detector scores faces lower
+    assert parser.MODEL.FCOS.SCORE_THRESH_TEST == det.MODEL.FCOS.SCORE_THRESH_TEST == main.MODEL.FCOS.SCORE_THRESH_TEST
+    for key in ("INPUT", "SOLVER", "DATALOADER", "DATASETS", "SEED"):
+        assert det[key] == main[key], key
+    assert det.MODEL.QANET.AUG == main.MODEL.QANET.AUG  # the same crop draws
+    assert parser.SOLVER.AMP.ENABLED and not main.SOLVER.AMP.ENABLED
     for cfg in (main, det, parser):
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.5  # a test-time choice, not a module
     assert architecture_key(det) == architecture_key(parser) == architecture_key(main)
