@@ -4,6 +4,9 @@
     python demo/demo.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
         --input photo.jpg "shots/*.png" folder/ --output overlays/ \\
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+    # real photos, with the real-face model shipped in the repository (no training needed):
+    python demo/demo.py --config-file configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml \\
+        --input photo.jpg --output parsed/ --opts MODEL.WEIGHTS models/qanet_fcos_real_faces_fasseg.pth
     python demo/demo.py --config-file ... --video-input clip.mp4 --output clip_parsed.mp4 --opts MODEL.WEIGHTS ...
     python demo/demo.py --config-file ... --input datasets/face_synth/images --sequence \\
         --save-labels pred_labels/ --opts MODEL.WEIGHTS ...   # then tools/evaluate_pngs.py

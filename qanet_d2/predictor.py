@@ -4,6 +4,9 @@
     cfg = get_qanet_cfg()
     cfg.merge_from_file("configs/quickstart/qanet_fcos_synth.yaml")
     cfg.MODEL.WEIGHTS = "output/quickstart/model_final.pth"
+    # real photos: the shipped real-face model (FASSEG's six classes), no training needed
+    #   cfg.merge_from_file("configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml")
+    #   cfg.MODEL.WEIGHTS = "models/qanet_fcos_real_faces_fasseg.pth"
     predictor = FaceParsingPredictor(cfg)
     result = predictor(cv2.imread("photo.jpg"))      # BGR uint8, any size
     result["labels"]          # H x W uint8 label map (class ids of predictor.class_names)
