@@ -102,14 +102,15 @@ def test_detector_stage_trains_the_joint_recipes_detector(synth_datasets_root, t
     same detector, bit for bit, whatever the parser does."""
     common = ["--config-file", INSTANT_CONFIG, "SOLVER.MAX_ITER", 3, "DATASETS.TEST", "()", "SEED", 3,
               "INPUT.GRAYSCALE_PROB", 0.5, "INPUT.MIN_SIZE_TRAIN", "(112, 128, 144, 160)"]
-    states = {}
+    checkpoints = {}
     for mode in ("joint", "detector"):
         out = tmp_path / mode
         run_train_net([*common, "OUTPUT_DIR", out, "MODEL.QANET.TRAIN_MODE", mode], synth_datasets_root)
-        states[mode] = torch.load(out / "model_final.pth", weights_only=False)["model"]
+        checkpoints[mode] = torch.load(out / "model_final.pth", weights_only=False)
+    assert checkpoints["joint"]["iteration"] == 2  # 3 steps ran
+    states = {mode: c["model"] for mode, c in checkpoints.items()}
     keys = [k for k in states["joint"] if k.startswith("detector.")]
     assert len(keys) > 50
-    assert torch.load(tmp_path / "joint" / "model_final.pth", weights_only=False)["iteration"] == 2  # 3 steps ran
     for k in keys:
         assert torch.equal(states["joint"][k], states["detector"][k]), k
     # the parser was trained in the joint run only

@@ -118,9 +118,9 @@ class FaceParsingDatasetMapper:
                 generator (seeded per worker by detectron2 and per iteration by the trainer).
             grayscale_prob: probability that a frame is turned to grey before anything else
                 (``INPUT.GRAYSCALE_PROB``; training only).
-            keep_crops: False cuts the crops (drawing their augmentation) and drops them: a
-                detector-only training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees the
-                frames of joint training draw for draw, so that it trains the same detector.
+            keep_crops: False draws the augmentation of the crops (``cropper``) without cutting
+                them: a detector-only training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees
+                the frames of joint training draw for draw, so that it trains the same detector.
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip):
@@ -177,7 +177,7 @@ class FaceParsingDatasetMapper:
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
-            # a detector-only training draws the crops it does not use (same frames as joint)
+            # a detector-only training draws the augmentation of crops it does not cut (same frames as joint)
             "keep_crops": cfg.MODEL.QANET.TRAIN_MODE != "detector",
             "grayscale_prob": cfg.INPUT.GRAYSCALE_PROB if is_train else 0.0,
         }
@@ -206,15 +206,19 @@ class FaceParsingDatasetMapper:
             label = self._to_model_label_set(dataset_dict, label, label_file)
 
         boxes = self._boxes(annotations, h, w, file_name)
-        if self.cropper is not None:
+        if self.cropper is not None and not self.keep_crops:
+            if label is not None:  # the draws of the crops joint training cuts here, no crops
+                n = min(len(self._clip_and_filter(boxes, h, w)), self.cropper.max_faces_per_image)
+                if n:
+                    self.cropper.sample_augmentation(n, np.random if self.generator is None else self.generator)
+        elif self.cropper is not None:
             if label is None:  # no labels: no crop (empty, so that every input of a batch has the keys)
                 crop_h, crop_w = self.cropper.crop_size
                 crops, crop_labels = torch.zeros((0, 3, crop_h, crop_w)), torch.zeros((0, crop_h, crop_w), dtype=torch.long)
             else:
                 crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w),
                                                      dataset_dict.get("label_set"))
-            if self.keep_crops:
-                dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
+            dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
