@@ -208,9 +208,7 @@ class FaceParsingDatasetMapper:
         boxes = self._boxes(annotations, h, w, file_name)
         if self.cropper is not None and not self.keep_crops:
             if label is not None:  # the draws of the crops joint training cuts here, no crops
-                n = min(len(self._clip_and_filter(boxes, h, w)), self.cropper.max_faces_per_image)
-                if n:
-                    self.cropper.sample_augmentation(n, np.random if self.generator is None else self.generator)
+                self.cropper.skip_training_crops(len(self._clip_and_filter(boxes, h, w)), self._random())
         elif self.cropper is not None:
             if label is None:  # no labels: no crop (empty, so that every input of a batch has the keys)
                 crop_h, crop_w = self.cropper.crop_size
@@ -289,10 +287,13 @@ class FaceParsingDatasetMapper:
         }
         if label_set is not None:
             sample["label_set"] = label_set
-        generator = np.random if self.generator is None else self.generator
         with torch.no_grad():
-            crops, labels, _ = self.cropper.training_crops([sample], generator=generator)
+            crops, labels, _ = self.cropper.training_crops([sample], generator=self._random())
         return crops, labels
+
+    def _random(self):
+        """The source of the crops' random draws: the mapper's generator, else NumPy's global one."""
+        return np.random if self.generator is None else self.generator
 
     @staticmethod
     def _boxes(annotations, h, w, file_name) -> np.ndarray:

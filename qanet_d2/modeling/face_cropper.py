@@ -385,6 +385,14 @@ class FaceCropper(nn.Module):
         return CropAugmentation(scale, rotation, flip, shift)
 
     # ------------------------------------------------------------------ training crops
+    def skip_training_crops(self, num_faces: int, generator=None) -> None:
+        """Make the random draws of :meth:`training_crops` for one labelled image with
+        ``num_faces`` faces, without cutting the crops: a detector-only training keeps the
+        random stream of joint training, so that both see the same frames."""
+        n = min(int(num_faces), self.max_faces_per_image)
+        if n:
+            self.sample_augmentation(n, generator)
+
     def training_crops(self, batched_inputs: List[Dict], generator=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augmented crops of the ground-truth faces of a batch.
 
