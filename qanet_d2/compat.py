@@ -20,6 +20,11 @@ Items:
     scripted when their modules are imported, and this torch warns (FutureWarning) for each,
     about code the user cannot change. Those two modules are imported first with that one
     warning filtered; the filter does not outlive the imports.
+  * torch's CUDA_HOME notice: detectron2's ``collect_env`` (run by ``default_setup`` in every
+    ``train_net.py`` run) imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is
+    found, using CUDA_HOME=..." when a CUDA toolkit is installed but torch sees no GPU: a fact
+    about building C++ extensions, which this project never does at run time. A filter on that
+    logger drops this one message; its other messages pass.
   * ``torch.meshgrid`` indexing: v0.6's anchor generator (used by FCOS) calls it without
     ``indexing``, which warns on every training step; its grid function is replaced by the same
     computation with ``indexing="ij"`` (the behaviour the warning says is the default).
@@ -205,6 +210,24 @@ def _import_scripted_modules_quietly() -> bool:
     return True
 
 
+_CUDA_HOME_NOTICE = "No CUDA runtime is found"
+
+
+class _DropCudaHomeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_CUDA_HOME_NOTICE)
+
+
+def _quiet_cuda_home_notice() -> bool:
+    """Drop torch's CUDA_HOME notice from the ``torch.utils.cpp_extension`` logger (the module
+    need not be imported yet). Returns True if the filter was added here."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if any(isinstance(f, _DropCudaHomeNotice) for f in log.filters):
+        return False
+    log.addFilter(_DropCudaHomeNotice())
+    return True
+
+
 def _fix_anchor_grid_meshgrid() -> bool:
     from detectron2.modeling import anchor_generator
 
@@ -279,6 +302,8 @@ def apply() -> None:
         APPLIED_ITEMS.append("detectron2._C placeholder")
     if _import_scripted_modules_quietly():
         APPLIED_ITEMS.append("torch.jit.script deprecation at import")
+    if _quiet_cuda_home_notice():
+        APPLIED_ITEMS.append("torch CUDA_HOME notice")
     if _fix_anchor_grid_meshgrid():
         APPLIED_ITEMS.append("anchor grid meshgrid indexing")
     if _fix_fcos_head_norm_probe():

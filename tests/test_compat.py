@@ -188,3 +188,27 @@ def test_fcos_anchor_grid_is_quiet_and_unchanged():
     assert with_shim.returncode == 0, with_shim.stderr
     xs = [4.0, 12.0, 20.0, 28.0]
     assert with_shim.stdout.strip() == f"{xs * 3} {[4.0] * 4 + [12.0] * 4 + [20.0] * 4}"
+
+
+def test_cuda_home_notice_is_dropped(tmp_path):
+    """torch.utils.cpp_extension (imported by detectron2's collect_env in every train_net run)
+    logs a notice when a CUDA toolkit is found but no GPU: gone with the shim, other messages of
+    that logger still printed."""
+    code = """
+        import logging
+        {fix}
+        import torch, torch.utils.cpp_extension
+        print("gpu" if torch.cuda.is_available() else "cpu")
+        logging.getLogger("torch.utils.cpp_extension").warning("another message")
+    """
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+
+    def run(fix):
+        return subprocess.run([sys.executable, "-c", LOAD_COMPAT_ALONE + textwrap.dedent(code.format(fix=fix))],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    without, with_shim = run(""), run("compat._quiet_cuda_home_notice()")
+    assert with_shim.returncode == 0, with_shim.stderr
+    if without.stdout.strip() == "cpu":
+        assert "No CUDA runtime is found" in without.stderr
+    assert "No CUDA runtime" not in with_shim.stderr and "another message" in with_shim.stderr
