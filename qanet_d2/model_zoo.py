@@ -1,0 +1,33 @@
+"""The models shipped in the repository: where their config and weights are.
+
+Import-light on purpose (standard library only): command-line tools read these paths before
+torch and detectron2 are imported. Paths are relative to the repository root; use
+:func:`shipped_model` for absolute ones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Tuple
+
+__all__ = ["REPO_ROOT", "SHIPPED_MODELS", "DEFAULT_MODEL", "shipped_model"]
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (config file, weights file), both relative to REPO_ROOT
+SHIPPED_MODELS: Dict[str, Tuple[str, str]] = {
+    "real_faces": (
+        "configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml",
+        "models/qanet_fcos_real_faces_fasseg.pth",
+    ),
+}
+
+# What the demo and the predictor use when no config is given.
+DEFAULT_MODEL = "real_faces"
+
+
+def shipped_model(name: str = DEFAULT_MODEL) -> Tuple[str, str]:
+    """``(config_file, weights_file)`` of a shipped model, as absolute paths."""
+    if name not in SHIPPED_MODELS:
+        raise KeyError(f"no shipped model {name!r}; shipped: {sorted(SHIPPED_MODELS)}")
+    config, weights = SHIPPED_MODELS[name]
+    return os.path.join(REPO_ROOT, config), os.path.join(REPO_ROOT, weights)
