@@ -38,9 +38,6 @@ def add_qanet_config(cfg: CN) -> CN:
     # path. MODEL.PIXEL_MEAN/STD and INPUT.FORMAT must match the file (checked when loading).
     # "" = random initialisation. See docs/pretrained.md.
     _C.MODEL.FCOS.BACKBONE_WEIGHTS = ""
-    # Build the detector at all. False only for a parser-only model (TRAIN_MODE "parser"
-    # with TEST_BOXES "gt"), which then never needs detections.
-    _C.MODEL.FCOS.ENABLED = True
     # The detector sees the model input ("image") resized by this factor, while the parser
     # crops from the unscaled input: a cheap detector on small images, detailed face crops.
     _C.MODEL.FCOS.INPUT_SCALE = 1.0
@@ -48,11 +45,39 @@ def add_qanet_config(cfg: CN) -> CN:
     # test scale makes the detector cheaper where its training sizes cover the smaller faces.
     _C.MODEL.FCOS.INPUT_SCALE_TEST = 0.0
 
+    # YuNet (libfacedetection.train, Apache-2.0), pretrained on WIDER FACE; never trained here.
+    _C.MODEL.YUNET = CN()
+    _C.MODEL.YUNET.VARIANT = "n"  # "n" (77.9 k parameters) or "s" (54.6 k)
+    # The released state dict, loaded strictly when the model is built; a relative path is
+    # looked up from the working directory, then from the repository root.
+    _C.MODEL.YUNET.WEIGHTS = "models/yunet/yunet_n.pth"
+    # Faces are kept from this score (sigmoid(cls) x sigmoid(obj), the authors' score).
+    _C.MODEL.YUNET.SCORE_THRESH_TEST = 0.5
+    _C.MODEL.YUNET.NMS_THRESH_TEST = 0.45
+    _C.MODEL.YUNET.TOPK_CANDIDATES_TEST = 1000
+    # The detector sees the model input resized so that its longer side is at most
+    # MAX_SIZE_TEST (0: as it is), and also, for faces larger than its training crops, a copy
+    # whose longer side is each of EXTRA_SIZES_TEST (skipped where not smaller); all detections
+    # are merged by NMS.
+    _C.MODEL.YUNET.MAX_SIZE_TEST = 1920
+    _C.MODEL.YUNET.EXTRA_SIZES_TEST = ()
+
     # Keep convolution weights (hence activations) in channels-last (NHWC) memory order.
     # Same results; about 15 % faster training on CPUs with oneDNN (measured on the quickstart).
     _C.MODEL.CHANNELS_LAST = False
 
     _C.MODEL.QANET = CN()
+    # The face detector, a registered part (qanet_d2.modeling.detectors.FACE_DETECTOR_REGISTRY),
+    # built from its own subtree: "FCOS" (the report's, trainable; MODEL.FCOS) or "YuNet"
+    # (pretrained on WIDER FACE, frozen; MODEL.YUNET). "" = no detector: a parser-only model
+    # (TRAIN_MODE "parser" with TEST_BOXES "gt", or boxes given to the predictor).
+    _C.MODEL.QANET.DETECTOR = CN()
+    _C.MODEL.QANET.DETECTOR.NAME = "FCOS"
+    # Box adapter: the detector's face box and five landmarks -> the head box the parser was
+    # trained on (hair top to chin, ears included). 44 numbers, the 4 x 11 matrix of
+    # qanet_d2.modeling.detectors.box_adapter.HeadBoxAdapter (fitted by tools/fit_box_adapter.py).
+    # Empty: the detector's boxes as they are (FCOS is trained on head boxes).
+    _C.MODEL.QANET.DETECTOR.BOX_ADAPTER = []
     # Number of parsing classes, background included. Must match the dataset's label set.
     _C.MODEL.QANET.NUM_CLASSES = 19
     # The (fine) label set the model predicts: a registered set ("synthetic", "celebamask_hq",

@@ -110,7 +110,7 @@ class FaceParsingPredictor:
                 and float arrays are converted (:func:`to_bgr_uint8`).
             boxes: optional ``N x 4`` XYXY_ABS face boxes (original image coordinates) to parse
                 instead of the detector's (box score 1). Needed by parser-only models
-                (``MODEL.FCOS.ENABLED False``).
+                (``MODEL.QANET.DETECTOR.NAME ''``).
             return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores
                 (memory: ``C * H * W * 4`` bytes; the label map itself never needs them).
             return_face_labels: also return ``face_labels``, each face's own parsing.
@@ -199,7 +199,7 @@ class FaceParsingPredictor:
         the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame,
         with ``scores`` from ``box_scores`` when given)."""
         if boxes is None and self.model.detector is None:
-            raise ValueError("this model has no face detector (MODEL.FCOS.ENABLED False): pass the face boxes")
+            raise ValueError("this model has no face detector (MODEL.QANET.DETECTOR.NAME ''): pass the face boxes")
         inputs, face_boxes = [], []
         for i, image in enumerate(images):
             bgr = to_bgr_uint8(image)

@@ -118,7 +118,7 @@ def test_model_builds_and_runs(path):
     one tiny image, once with the detector's boxes (if any) and once with given boxes."""
     cfg = load(path)
     cfg.MODEL.QANET.INPUT_SIZE = (128, 96)  # tiny crops; the network is unchanged
-    if cfg.MODEL.FCOS.ENABLED:
+    if cfg.MODEL.QANET.DETECTOR.NAME:
         cfg.MODEL.QANET.TEST_BOXES = "detector"  # run the detector too (given boxes below)
     model = build_model(cfg)
     model.eval()
@@ -126,7 +126,7 @@ def test_model_builds_and_runs(path):
     num_params = sum(p.numel() for p in model.parser.backbone.parameters())
     if q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.NAME == "hrnet_w48":
         assert 64e6 < num_params < 67e6  # about 65 M
-    assert (model.detector is None) == (not cfg.MODEL.FCOS.ENABLED)
+    assert (model.detector is None) == (not cfg.MODEL.QANET.DETECTOR.NAME)
     inputs = _tiny_inputs()
     given = [Instances((128, 160), pred_boxes=inputs[0]["instances"].gt_boxes)]
     with torch.no_grad():

@@ -118,7 +118,7 @@ def test_face_samples_train_the_parser_only():
     size = ("MODEL.QANET.INPUT_SIZE", (128, 96))
     with pytest.raises(ConfigError, match="SAMPLE_UNIT = 'face'"):
         validate_config(config(*size, "DATALOADER.SAMPLE_UNIT", "face", "MODEL.QANET.TRAIN_MODE", "joint",
-                               "MODEL.FCOS.ENABLED", True, "MODEL.QANET.TEST_BOXES", "detector"), check_datasets=False)
+                               "MODEL.QANET.DETECTOR.NAME", "FCOS", "MODEL.QANET.TEST_BOXES", "detector"), check_datasets=False)
     with pytest.raises(ConfigError, match="DATALOADER.SAMPLE_UNIT = 'faces'"):
         validate_config(config(*size, "DATALOADER.SAMPLE_UNIT", "faces"), check_datasets=False)
     validate_config(config(*size, "DATALOADER.SAMPLE_UNIT", "face"), check_datasets=False)

@@ -112,7 +112,7 @@ def test_parts_and_shared_measurements(tool):
     assert key(w48, "detector") == key(w18, "detector") != key(detector, "detector")
     assert key(w48, "parser") == key(stage2, "parser") != key(w18, "parser")
     parser_cfg = tool.part_config(stage2, "parser")
-    assert parser_cfg.MODEL.QANET.TRAIN_MODE == "parser" and not parser_cfg.MODEL.FCOS.ENABLED and not parser_cfg.MODEL.WEIGHTS
+    assert parser_cfg.MODEL.QANET.TRAIN_MODE == "parser" and not parser_cfg.MODEL.QANET.DETECTOR.NAME and not parser_cfg.MODEL.WEIGHTS
 
 
 def test_instant_parser_fit_predicts_a_larger_batch(tool):

@@ -122,7 +122,7 @@ def test_training_modes():
     assert not any(p.requires_grad for p in model.parser.parameters())
 
     # parser-only model without detector; a batch without any face still gives (zero) losses
-    model = tiny_model("MODEL.FCOS.ENABLED", "False", "MODEL.QANET.TRAIN_MODE", "parser", "MODEL.QANET.TEST_BOXES", "gt")
+    model = tiny_model("MODEL.QANET.DETECTOR.NAME", "", "MODEL.QANET.TRAIN_MODE", "parser", "MODEL.QANET.TEST_BOXES", "gt")
     assert model.detector is None
     model.train()
     with EventStorage():
@@ -130,7 +130,7 @@ def test_training_modes():
     assert all(float(v.detach()) == 0.0 for v in losses.values())
     sum(losses.values()).backward()
     with pytest.raises(ValueError, match="without detector"):
-        tiny_model("MODEL.FCOS.ENABLED", "False")
+        tiny_model("MODEL.QANET.DETECTOR.NAME", "")
 
 
 def test_inference_output_contract_and_coordinate_frame():

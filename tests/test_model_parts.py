@@ -8,7 +8,7 @@ import qanet_d2  # noqa: F401
 from detectron2.layers import ShapeSpec
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.modeling.backbone import TimmHRNetBackbone, build_parser_backbone
-from qanet_d2.modeling.detector import build_fcos_detector, group_norm
+from qanet_d2.modeling.detectors import build_fcos_detector, group_norm
 from qanet_d2.modeling.postprocessing import crop_labels_from_probs, face_scores, pixel_scores
 from qanet_d2.modeling.qanet import (
     QANetParser,
@@ -247,7 +247,7 @@ def test_resnet_parser_backbone_and_fcos_detector_from_config():
 
 def test_narrow_resnet18_detector_backbone():
     from detectron2.modeling.backbone.resnet import build_resnet_backbone
-    from qanet_d2.modeling.detector import build_basic_resnet, build_fcos_resnet_fpn_backbone
+    from qanet_d2.modeling.detectors import build_basic_resnet, build_fcos_resnet_fpn_backbone
 
     cfg = get_qanet_cfg()
     cfg.MODEL.RESNETS.DEPTH = 18

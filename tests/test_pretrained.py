@@ -35,7 +35,7 @@ from qanet_d2.engine.imagenet import (
 )
 from qanet_d2.modeling import load_parser_weights
 from qanet_d2.modeling.backbone import TimmHRNetBackbone
-from qanet_d2.modeling.detector import build_fcos_detector
+from qanet_d2.modeling.detectors import build_fcos_detector
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -553,7 +553,7 @@ def test_gpu_configs_start_from_imagenet_and_cpu_configs_from_random(path):
     if shipped.MODEL.DEVICE == "cpu":  # the quickstart and the instant tests: offline, random init
         assert sources == {"detector": None, "parser": None}
         return
-    if cfg.MODEL.FCOS.ENABLED:
+    if cfg.MODEL.QANET.DETECTOR.NAME:
         assert sources["detector"] == MSRA_URL
         assert detector_input_problems(cfg, MSRA_URL, "bgr-caffe2") == []
         assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2

@@ -296,7 +296,7 @@ def setup_cfg(args, extra=()):
     cfg.merge_from_file(args.config_file)
     # every face is painted whatever its (e.g. random-weight) score; the detector is timed
     cfg.merge_from_list(["MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
-    if cfg.MODEL.FCOS.ENABLED:
+    if cfg.MODEL.QANET.DETECTOR.NAME:
         cfg.merge_from_list(["MODEL.QANET.TEST_BOXES", "detector"])
     cfg.merge_from_list(list(args.opts) + list(extra))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

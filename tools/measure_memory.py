@@ -314,7 +314,7 @@ def part_config(cfg, part: str):
     c.MODEL.WEIGHTS = ""
     c.MODEL.QANET.TRAIN_MODE = part
     if part == "parser":
-        c.MODEL.FCOS.ENABLED = False
+        c.MODEL.QANET.DETECTOR.NAME = ""
         c.MODEL.QANET.TEST_BOXES = "gt"
     c.freeze()
     return c

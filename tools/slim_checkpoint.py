@@ -24,18 +24,26 @@ from qanet_d2.engine.checkpoint import load_checkpoint_file  # noqa: E402
 _KEEP_FLOAT32 = ("running_mean", "running_var")
 
 
-def slim_state(checkpoint: dict, half: bool) -> dict:
-    """``{"model": state, "trained_parts": ...}`` of a checkpoint dict (see the module docstring)."""
+def slim_state(checkpoint: dict, half: bool, parts=None) -> dict:
+    """``{"model": state, "trained_parts": ...}`` of a checkpoint dict (see the module docstring);
+    with ``parts``, only those parts' weights (and trained-part records)."""
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError("not a training checkpoint: no 'model' entry")
+    if parts:
+        present = {k.split(".", 1)[0] for k in checkpoint["model"]}
+        missing = sorted(set(parts) - present)
+        if missing:
+            raise ValueError(f"the checkpoint has no weights of the parts {missing} (it has {sorted(present)})")
     state = {}
     for key, value in checkpoint["model"].items():
+        if parts and key.split(".", 1)[0] not in parts:
+            continue
         if half and torch.is_tensor(value) and value.is_floating_point() and not key.endswith(_KEEP_FLOAT32):
             value = value.half()
         state[key] = value
     out = {"model": state}
     if "trained_parts" in checkpoint:
-        out["trained_parts"] = checkpoint["trained_parts"]
+        out["trained_parts"] = [p for p in checkpoint["trained_parts"] if not parts or p in parts]
     return out
 
 
@@ -44,10 +52,12 @@ def main(argv=None) -> int:
     p.add_argument("input", help="a training checkpoint (.pth)")
     p.add_argument("output", help="the model file to write (.pth)")
     p.add_argument("--half", action="store_true", help="store floating-point weights in float16")
+    p.add_argument("--parts", nargs="+", choices=("detector", "parser"), help="keep only these parts (e.g. the parser "
+                   "of a model whose detector loads its own pretrained weights)")
     args = p.parse_args(argv)
     try:
         checkpoint = load_checkpoint_file(args.input)
-        slim = slim_state(checkpoint, args.half)
+        slim = slim_state(checkpoint, args.half, args.parts)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"slim_checkpoint.py: error: {args.input}: {e}", file=sys.stderr)
         return 1

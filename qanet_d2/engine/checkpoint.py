@@ -463,6 +463,10 @@ class QANetCheckpointer(DetectionCheckpointer):
                 self.loaded_trained_parts.add(p)
         for p in sorted(set(parts) - set(self.part_sources)):
             source = None
+            built_with = getattr(parts[p], "weights_source", "")
+            if built_with:  # a pretrained part (YuNet) that loaded its released weights when built
+                self.part_sources[p] = f"{built_with} (loaded when the model was built)"
+                continue
             if self.imagenet_init:
                 from .imagenet import load_imagenet_weights
 

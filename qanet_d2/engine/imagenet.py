@@ -350,7 +350,7 @@ def imagenet_sources(cfg) -> Dict[str, Optional[str]]:
     ``"timm:<name>"`` for timm's hub weights of the HRNet parser."""
     q = cfg.MODEL.QANET
     sources: Dict[str, Optional[str]] = {"detector": None, "parser": None}
-    if cfg.MODEL.FCOS.ENABLED and cfg.MODEL.FCOS.BACKBONE_WEIGHTS:
+    if cfg.MODEL.QANET.DETECTOR.NAME == "FCOS" and cfg.MODEL.FCOS.BACKBONE_WEIGHTS:
         sources["detector"] = cfg.MODEL.FCOS.BACKBONE_WEIGHTS
     if q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.PRETRAINED:
         sources["parser"] = q.HRNET.PRETRAINED_PATH or f"timm:{q.HRNET.NAME}"

@@ -154,7 +154,10 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         lo, hi = q.AUG.SCALE_RANGE
         if not 0 < lo <= 1 <= hi:
             problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
-        if q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS):
+        from ..modeling.detectors.build import detector_is_pretrained
+
+        if (q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS)
+                and not detector_is_pretrained(q.DETECTOR.NAME)):
             problems.append(
                 "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
                 "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
@@ -166,9 +169,9 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
                 f"{q.TRAIN_MODE!r} also trains the detector, which needs whole frames: use TRAIN_MODE parser "
                 "(stage 2) or SAMPLE_UNIT image"
             )
-        if q.DETECTOR_WEIGHTS and not cfg.MODEL.FCOS.ENABLED:
+        if q.DETECTOR_WEIGHTS and not cfg.MODEL.QANET.DETECTOR.NAME:
             problems.append(
-                f"MODEL.QANET.DETECTOR_WEIGHTS = {q.DETECTOR_WEIGHTS!r}, but the model has no detector (MODEL.FCOS.ENABLED False)"
+                f"MODEL.QANET.DETECTOR_WEIGHTS = {q.DETECTOR_WEIGHTS!r}, but the model has no detector (MODEL.QANET.DETECTOR.NAME '')"
             )
     if any(s <= 0 for s in cfg.TEST.AUG.BOX_SCALES):
         problems.append(f"TEST.AUG.BOX_SCALES = {tuple(cfg.TEST.AUG.BOX_SCALES)}: scales must be positive")

@@ -6,7 +6,7 @@ backbones ``build_fcos_resnet_fpn_backbone``, ``build_timm_hrnet_backbone`` and
 ``build_qanet_resnet_backbone`` in ``BACKBONE_REGISTRY``.
 """
 from .backbone import TimmHRNetBackbone, build_parser_backbone
-from .detector import build_fcos_detector, build_fcos_resnet_fpn_backbone
+from .detectors import FACE_DETECTOR_REGISTRY, build_face_detector, build_fcos_detector, build_fcos_resnet_fpn_backbone
 from .face_cropper import CropAugmentation, FaceCropper, flip_permutation_from_metadata
 from .meta_arch import QANetFaceParser
 from .postprocessing import FacePostProcessor
@@ -21,6 +21,8 @@ __all__ = [
     "QANetParser",
     "QANetFaceParserWithTTA",
     "TimmHRNetBackbone",
+    "FACE_DETECTOR_REGISTRY",
+    "build_face_detector",
     "build_fcos_detector",
     "build_fcos_resnet_fpn_backbone",
     "build_parser_backbone",

@@ -1,4 +1,4 @@
-"""QANetFaceParser: FCOS face detector + QANet parser on face crops, one detectron2 meta-architecture."""
+"""QANetFaceParser: a face detector (FCOS or YuNet) + QANet parser on face crops, one detectron2 meta-architecture."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +12,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 
-from .detector import build_fcos_detector
+from .detectors import HeadBoxAdapter, build_face_detector
 from .face_cropper import FaceCropper, flip_permutation_from_metadata
 from .postprocessing import FacePostProcessor
 from .qanet import QANetParser
@@ -40,10 +40,12 @@ def group_views(views: Sequence[Tuple[float, bool]]) -> List[Tuple[float, List[b
 
 @META_ARCH_REGISTRY.register()
 class QANetFaceParser(nn.Module):
-    """Detect faces with FCOS, parse each face crop with QANet, paste the parsings back.
+    """Detect faces, parse each face crop with QANet, paste the parsings back.
 
-    The parts, each built from its own config subtree: ``detector`` (``MODEL.FCOS``, detectron2's
-    FCOS), ``cropper`` (:class:`FaceCropper`, ``MODEL.QANET`` crop geometry and augmentation),
+    The parts, each built from its own config subtree: ``detector`` (``MODEL.QANET.DETECTOR.NAME``
+    from :data:`~qanet_d2.modeling.detectors.FACE_DETECTOR_REGISTRY`: detectron2's FCOS on
+    ``MODEL.FCOS``, or YuNet on ``MODEL.YUNET``), ``box_adapter`` (face box and landmarks -> head
+    box, ``MODEL.QANET.DETECTOR.BOX_ADAPTER``), ``cropper (:class:`FaceCropper`, ``MODEL.QANET`` crop geometry and augmentation),
     ``parser`` (:class:`QANetParser` with its losses) and ``postprocessor``
     (:class:`FacePostProcessor`, ``MODEL.QANET.INFERENCE``).
 
@@ -64,6 +66,7 @@ class QANetFaceParser(nn.Module):
         cropper: FaceCropper,
         parser: QANetParser,
         postprocessor: FacePostProcessor,
+        box_adapter: Optional[HeadBoxAdapter] = None,
         train_mode: str = "joint",
         test_boxes: str = "detector",
         detector_loss_weight: float = 1.0,
@@ -80,14 +83,20 @@ class QANetFaceParser(nn.Module):
             raise ValueError(f"MODEL.QANET.TEST_BOXES must be one of {TEST_BOXES}; got {test_boxes!r}")
         if detector is None and (train_mode != "parser" or test_boxes != "gt"):
             raise ValueError(
-                "A model without detector (MODEL.FCOS.ENABLED False) needs MODEL.QANET.TRAIN_MODE 'parser' "
+                "A model without detector (MODEL.QANET.DETECTOR.NAME '') needs MODEL.QANET.TRAIN_MODE 'parser' "
                 "and MODEL.QANET.TEST_BOXES 'gt'."
             )
         if detector_input_scale <= 0:
             raise ValueError(f"MODEL.FCOS.INPUT_SCALE must be positive; got {detector_input_scale}")
         if detector_input_scale_test < 0:
             raise ValueError(f"MODEL.FCOS.INPUT_SCALE_TEST must be positive (or 0: INPUT_SCALE); got {detector_input_scale_test}")
+        if detector is not None and not getattr(detector, "trainable", True) and train_mode != "parser":
+            raise ValueError(
+                f"The face detector {type(detector).__name__} is pretrained and frozen: train the parser alone "
+                f"(MODEL.QANET.TRAIN_MODE 'parser'); got {train_mode!r}"
+            )
         self.detector = detector
+        self.box_adapter = box_adapter
         self.cropper = cropper
         self.parser = parser
         self.postprocessor = postprocessor
@@ -113,15 +122,17 @@ class QANetFaceParser(nn.Module):
     def from_config(cls, cfg):
         q = cfg.MODEL.QANET
         return {
-            "detector": build_fcos_detector(cfg) if cfg.MODEL.FCOS.ENABLED else None,
+            "detector": build_face_detector(cfg),
+            "box_adapter": HeadBoxAdapter(q.DETECTOR.BOX_ADAPTER) if len(q.DETECTOR.BOX_ADAPTER) else None,
             "cropper": FaceCropper(cfg),
             "parser": QANetParser(cfg),
             "postprocessor": FacePostProcessor(cfg),
             "train_mode": q.TRAIN_MODE,
             "test_boxes": q.TEST_BOXES,
             "detector_loss_weight": cfg.MODEL.FCOS.LOSS_WEIGHT,
-            "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE,
-            "detector_input_scale_test": cfg.MODEL.FCOS.INPUT_SCALE_TEST,
+            # FCOS sees a resized copy of the input; other detectors size their input themselves
+            "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE if q.DETECTOR.NAME == "FCOS" else 1.0,
+            "detector_input_scale_test": cfg.MODEL.FCOS.INPUT_SCALE_TEST if q.DETECTOR.NAME == "FCOS" else 0.0,
             "max_faces_per_image": q.INFERENCE.MAX_FACES_PER_IMAGE,
             "parser_batch": q.INFERENCE.PARSER_BATCH,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
@@ -192,12 +203,14 @@ class QANetFaceParser(nn.Module):
     # ------------------------------------------------------------------ inference stages
     @torch.no_grad()
     def detect(self, batched_inputs: List[Dict]) -> List[Instances]:
-        """Face boxes of each input, in the frame of its ``image``: detectron2's FCOS called as it
-        is (eval-mode forward, boxes post-processed to the input size), or the inputs'
-        ``instances.gt_boxes`` (score 1) with ``MODEL.QANET.TEST_BOXES`` "gt".
+        """Face boxes of each input, in the frame of its ``image``: the detector called as it is
+        (eval-mode forward, boxes post-processed to the input size) with its boxes turned into
+        head boxes by the box adapter (if configured), or the inputs' ``instances.gt_boxes``
+        (score 1) with ``MODEL.QANET.TEST_BOXES`` "gt".
 
         Returns:
-            per image, Instances with ``pred_boxes`` and ``scores``.
+            per image, Instances with ``pred_boxes`` and ``scores``, and ``pred_keypoints``
+            (``N x 5 x 3``) where the detector gives landmarks.
         """
         if self.test_boxes == "gt":
             faces = []
@@ -210,7 +223,18 @@ class QANetFaceParser(nn.Module):
         if self.detector.training:
             raise RuntimeError("detect() runs the detector's inference: call model.eval() first")
         results = self.detector(self.detector_inputs(batched_inputs, output_frame=True))
-        return [Instances(r["instances"].image_size, pred_boxes=r["instances"].pred_boxes, scores=r["instances"].scores) for r in results]
+        faces = []
+        for r in results:
+            det = r["instances"]
+            f = Instances(det.image_size, pred_boxes=det.pred_boxes, scores=det.scores)
+            if det.has("pred_keypoints"):
+                f.pred_keypoints = det.pred_keypoints
+            if self.box_adapter is not None:
+                if not det.has("pred_keypoints"):
+                    raise ValueError("MODEL.QANET.DETECTOR.BOX_ADAPTER needs a detector with landmarks (pred_keypoints)")
+                f.pred_boxes = Boxes(self.box_adapter(det.pred_boxes.tensor, det.pred_keypoints))
+            faces.append(f)
+        return faces
 
     def crop_faces(self, images: ImageList, boxes: torch.Tensor, batch_idx: torch.Tensor, scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(crops, affines)`` of ``N x 4`` face boxes (model-input frame) of the images
@@ -254,22 +278,26 @@ class QANetFaceParser(nn.Module):
         Returns:
             per image, Instances in the model-input frame with ``pred_boxes``, ``box_scores``,
             ``iou_scores`` (clamped to [0, 1], averaged over views), ``pred_classes`` (0),
-            ``parsing_probs`` (``N x V x C x h x w``, V box scales in the order of ``views``) and
-            ``crop_affines`` (``N x V x 2 x 3``).
+            ``parsing_probs`` (``N x V x C x h x w``, V box scales in the order of ``views``),
+            ``crop_affines`` (``N x V x 2 x 3``) and the faces' ``pred_keypoints`` if given.
         """
         parsers = [self.parser] if parsers is None else list(parsers)
         scales = group_views(views)
-        boxes, box_scores, batch_idx = [], [], []
+        boxes, box_scores, batch_idx, keypoints = [], [], [], []
         for i, f in enumerate(faces):
             b = f.pred_boxes.tensor.to(self.device, torch.float32)
             s = f.scores.to(self.device, torch.float32) if f.has("scores") else torch.ones(len(b), device=self.device)
+            k = f.pred_keypoints.to(self.device, torch.float32) if f.has("pred_keypoints") else None
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
             b, s = b[keep], s[keep]
+            k = k[keep] if k is not None else None
             if len(b) > self.max_faces_per_image:
                 top = s.argsort(descending=True)[: self.max_faces_per_image]
                 b, s = b[top], s[top]
+                k = k[top] if k is not None else None
             boxes.append(b)
             box_scores.append(s)
+            keypoints.append(k)
             batch_idx.append(torch.full((len(b),), i, dtype=torch.long, device=self.device))
         counts = [len(b) for b in boxes]
         boxes, box_scores, batch_idx = torch.cat(boxes), torch.cat(box_scores), torch.cat(batch_idx)
@@ -293,6 +321,8 @@ class QANetFaceParser(nn.Module):
             inst.pred_classes = torch.zeros(len(parts), dtype=torch.long, device=self.device)
             inst.parsing_probs = probs[parts]
             inst.crop_affines = affines[parts]
+            if keypoints[i] is not None:
+                inst.pred_keypoints = keypoints[i]
             results.append(inst)
         return results
 

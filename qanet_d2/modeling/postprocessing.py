@@ -518,7 +518,7 @@ class FacePostProcessor:
     @staticmethod
     def rescale(faces: Instances, output_size: Sequence[int]) -> Instances:
         """``faces`` moved from their frame (``faces.image_size``) to ``output_size``
-        ``(height, width)``: boxes scaled and clipped, affines scaled; probabilities unchanged."""
+        ``(height, width)``: boxes scaled and clipped, affines and landmarks scaled; probabilities unchanged."""
         height, width = int(output_size[0]), int(output_size[1])
         in_h, in_w = faces.image_size
         out = Instances((height, width), **faces.get_fields())
@@ -533,6 +533,11 @@ class FacePostProcessor:
         affines[..., 0, :] *= sx
         affines[..., 1, :] *= sy
         out.crop_affines = affines
+        if faces.has("pred_keypoints"):
+            kp = faces.pred_keypoints.clone()
+            kp[..., 0] *= sx
+            kp[..., 1] *= sy
+            out.pred_keypoints = kp
         return out
 
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:

@@ -19,9 +19,13 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone
 from detectron2.modeling.meta_arch.fcos import FCOSHead
 
-from .. import compat
+from ... import compat
+from .build import register_face_detector
 
-__all__ = ["build_fcos_resnet_fpn_backbone", "build_basic_resnet", "build_fcos_detector", "checkpointable_fcos", "group_norm"]
+__all__ = [
+    "build_fcos_resnet_fpn_backbone", "build_basic_resnet", "build_fcos_detector", "build_fcos_face_detector",
+    "checkpointable_fcos", "group_norm",
+]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -150,3 +154,9 @@ def build_fcos_detector(cfg):
         pixel_mean=cfg.MODEL.PIXEL_MEAN,
         pixel_std=cfg.MODEL.PIXEL_STD,
     )
+
+
+@register_face_detector("FCOS")
+def build_fcos_face_detector(cfg):
+    """The report's detector: :func:`build_fcos_detector` (trainable)."""
+    return build_fcos_detector(cfg)

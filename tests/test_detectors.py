@@ -1,0 +1,288 @@
+"""Face detectors as registered parts of QANetFaceParser: YuNet written from the authors' facts
+(strict loading of the released weights, parity with the authors' ONNX export on a real photo,
+decoding on hand-made outputs), the registry, and the box adapter."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qanet_d2 import get_qanet_cfg
+from qanet_d2.modeling.detectors import (
+    FACE_DETECTOR_REGISTRY, HeadBoxAdapter, YuNet, build_face_detector, decode_yunet, fit_head_box_adapter,
+    load_yunet_state_dict,
+)
+from qanet_d2.modeling.detectors.yunet import YuNetFaceDetector, grid_priors
+
+REPO = Path(__file__).resolve().parents[1]
+YUNET_DIR = REPO / "models" / "yunet"
+YUNET_CONFIG = REPO / "configs" / "real_faces" / "qanet_yunet_fasseg.yaml"
+
+
+def released(variant="n"):
+    return torch.load(YUNET_DIR / f"yunet_{variant}.pth", weights_only=True)
+
+
+def astronaut_bgr():
+    from skimage.data import astronaut
+
+    return np.ascontiguousarray(astronaut()[:, :, ::-1])
+
+
+# ---------------------------------------------------------------------------- strict loading
+@pytest.mark.parametrize("variant,params", [("n", 75856), ("s", 54608)])
+def test_released_weights_load_strictly(variant, params):
+    net = YuNet(variant)
+    load_yunet_state_dict(net, released(variant), source=f"yunet_{variant}.pth")
+    assert sum(p.numel() for p in net.parameters()) == params
+    assert torch.equal(net.state_dict()["bbox_head.multi_level_kps.2.conv1.weight"], released(variant)["bbox_head.multi_level_kps.2.conv1.weight"])
+
+
+def test_renamed_key_fails_with_its_name():
+    state = released("n")
+    state["backbone.model3.conv1.conv9.weight"] = state.pop("backbone.model3.conv1.conv1.weight")
+    with pytest.raises(KeyError, match=r"backbone\.model3\.conv1\.conv1\.weight") as e:
+        load_yunet_state_dict(YuNet("n"), state, source="renamed.pth")
+    assert "conv9" in str(e.value) and "renamed.pth" in str(e.value)
+
+
+def test_missing_key_fails_with_its_name():
+    state = released("n")
+    del state["neck.lateral_convs.1.bn.running_var"]
+    with pytest.raises(KeyError, match=r"neck\.lateral_convs\.1\.bn\.running_var"):
+        load_yunet_state_dict(YuNet("n"), state)
+
+
+def test_reshaped_key_fails_with_its_name():
+    state = released("n")
+    state["bbox_head.multi_level_cls.0.conv1.weight"] = torch.zeros(2, 64, 1, 1)
+    with pytest.raises(ValueError, match=r"bbox_head\.multi_level_cls\.0\.conv1\.weight has shape \(2, 64, 1, 1\)"):
+        load_yunet_state_dict(YuNet("n"), state)
+
+
+def test_other_variant_weights_fail():
+    with pytest.raises((KeyError, ValueError)):
+        load_yunet_state_dict(YuNet("n"), released("s"))
+
+
+# ---------------------------------------------------------------------------- ONNX parity
+@pytest.fixture(scope="module")
+def onnx_and_torch_outputs():
+    import onnxruntime as ort
+
+    image = astronaut_bgr()[:480, :448]  # not square: rows and columns must not be swapped
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    net = YuNet("n").eval()
+    load_yunet_state_dict(net, released("n"))
+    with torch.no_grad():
+        ours = net(x)
+    sess = ort.InferenceSession(str(YUNET_DIR / "yunet_n_dynamic.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    theirs = dict(zip(names, sess.run(None, {"input": x.numpy()})))
+    return ours, theirs, x.shape[-2:]
+
+
+def test_raw_outputs_match_the_authors_onnx_export(onnx_and_torch_outputs):
+    ours, theirs, _ = onnx_and_torch_outputs
+    assert len(theirs) == 12
+    for name, ref in theirs.items():
+        key, stride = name.split("_")
+        mine = ours[key][(8, 16, 32).index(int(stride))].numpy()
+        assert mine.shape == ref.shape, name
+        assert np.abs(mine - ref).max() < 1e-4, name
+
+
+def test_same_faces_after_decoding_and_nms(onnx_and_torch_outputs):
+    from torchvision.ops import nms
+
+    ours, theirs, (h, w) = onnx_and_torch_outputs
+    as_lists = {k: [torch.from_numpy(theirs[f"{k}_{s}"]) for s in (8, 16, 32)] for k in ("cls", "obj", "bbox", "kps")}
+    results = []
+    for outputs in (ours, as_lists):
+        boxes, kps, scores = (t[0] for t in decode_yunet(outputs, h, w))
+        keep = scores > 0.5
+        boxes, kps, scores = boxes[keep], kps[keep], scores[keep]
+        k = nms(boxes, scores, 0.45)
+        results.append((boxes[k], kps[k], scores[k]))
+    (b0, k0, s0), (b1, k1, s1) = results
+    assert len(b0) == len(b1) == 1  # the astronaut's face
+    assert torch.allclose(b0, b1, atol=1e-3) and torch.allclose(k0, k1, atol=1e-3) and torch.allclose(s0, s1, atol=1e-5)
+    x0, y0, x1, y1 = b0[0].tolist()
+    assert 160 < x0 < 200 and 50 < y0 < 80 and 250 < x1 < 290 and 160 < y1 < 195  # her face, brow to chin
+
+
+# ---------------------------------------------------------------------------- decoding
+def test_priors_are_row_major_cells_times_stride():
+    p8, p16, p32 = grid_priors(64, 96)
+    assert p8.shape == (8 * 12, 2) and p16.shape == (4 * 6, 2) and p32.shape == (2 * 3, 2)
+    assert p8[:3].tolist() == [[0, 0], [8, 0], [16, 0]]
+    assert p8[12].tolist() == [0, 8]  # second row
+    assert p32[-1].tolist() == [64, 32]
+
+
+def test_decoding_on_hand_made_outputs():
+    h, w = 64, 64
+    cells = [(h // s) * (w // s) for s in (8, 16, 32)]
+    out = {
+        "cls": [torch.full((1, n, 1), 0.5) for n in cells],
+        "obj": [torch.full((1, n, 1), 0.1) for n in cells],
+        "bbox": [torch.zeros(1, n, 4) for n in cells],
+        "kps": [torch.zeros(1, n, 10) for n in cells],
+    }
+    i = 2 * 8 + 3  # stride 8, cell (x=3, y=2): prior (24, 16)
+    out["bbox"][0][0, i] = torch.tensor([0.5, -0.25, float(np.log(2.0)), 0.0])
+    out["kps"][0][0, i] = torch.tensor([1.0, 1.0, -1.0, 0.0, 0, 0, 0, 0, 0.25, 0.5])
+    out["cls"][0][0, i] = 0.9
+    out["obj"][0][0, i] = 0.8
+    j = 1 * 4 + 2  # stride 16, cell (x=2, y=1): prior (32, 16)
+    out["bbox"][1][0, j] = torch.tensor([0.0, 0.0, float(np.log(3.0)), float(np.log(0.5))])
+    boxes, kps, scores = decode_yunet(out, h, w)
+    assert boxes.shape == (1, sum(cells), 4) and kps.shape == (1, sum(cells), 5, 2)
+    # centre (24 + 4, 16 - 2), size (16, 8)
+    assert boxes[0, i].tolist() == pytest.approx([20.0, 10.0, 36.0, 18.0], abs=1e-5)
+    assert kps[0, i, 0].tolist() == pytest.approx([32.0, 24.0]) and kps[0, i, 1].tolist() == pytest.approx([16.0, 16.0])
+    assert kps[0, i, 4].tolist() == pytest.approx([26.0, 20.0])
+    assert float(scores[0, i]) == pytest.approx(0.72)
+    assert float(scores[0, 0]) == pytest.approx(0.05)
+    # centre (32, 16), size (48, 8)
+    assert boxes[0, cells[0] + j].tolist() == pytest.approx([8.0, 12.0, 56.0, 20.0], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- the detector part
+def yunet_cfg(*opts):
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(str(YUNET_CONFIG))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def yunet_detector():
+    return build_face_detector(yunet_cfg()).eval()
+
+
+def test_registry_builds_each_detector_from_its_config():
+    from qanet_d2.modeling.detectors.fcos import build_fcos_detector  # noqa: F401
+
+    assert {"FCOS", "YuNet"} <= {name for name, _ in FACE_DETECTOR_REGISTRY}
+    yunet = build_face_detector(yunet_cfg("MODEL.YUNET.VARIANT", "s", "MODEL.YUNET.WEIGHTS", "models/yunet/yunet_s.pth"))
+    assert isinstance(yunet, YuNetFaceDetector) and yunet.net.variant == "s"
+    assert not any(p.requires_grad for p in yunet.parameters())
+    fcos = build_face_detector(yunet_cfg("MODEL.QANET.DETECTOR.NAME", "FCOS"))
+    assert type(fcos).__name__.startswith("Checkpointable") and any(p.requires_grad for p in fcos.parameters())
+    assert build_face_detector(yunet_cfg("MODEL.QANET.DETECTOR.NAME", "")) is None
+    with pytest.raises(KeyError, match="RetinaFace.*registered: .*FCOS.*YuNet"):
+        build_face_detector(yunet_cfg("MODEL.QANET.DETECTOR.NAME", "RetinaFace"))
+
+
+def test_missing_weights_file_is_named():
+    with pytest.raises(FileNotFoundError, match="nowhere/yunet.pth"):
+        build_face_detector(yunet_cfg("MODEL.YUNET.WEIGHTS", "nowhere/yunet.pth"))
+
+
+def test_yunet_refuses_to_train():
+    from detectron2.modeling import build_model
+
+    with pytest.raises(ValueError, match="pretrained and frozen.*TRAIN_MODE 'parser'"):
+        build_model(yunet_cfg("MODEL.QANET.TRAIN_MODE", "joint"))
+
+
+def _detect(detector, image, out_size=None):
+    x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))}
+    if out_size is not None:
+        x["height"], x["width"] = out_size
+    with torch.no_grad():
+        return detector([x])[0]["instances"]
+
+
+def test_landmarks_eyes_nose_mouth_and_mirror(yunet_detector):
+    """Landmark 0 is the eye on the image left (the person's right), 2 the nose tip, 3 and 4 the
+    mouth corners (image left, image right); a mirrored photo mirrors the box and landmarks."""
+    image = astronaut_bgr()
+    det = _detect(yunet_detector, image)
+    assert len(det) == 1 and det.pred_keypoints.shape == (1, 5, 3)
+    k = det.pred_keypoints[0]
+    assert k[0, 0] < k[2, 0] < k[1, 0] and k[3, 0] < k[4, 0]  # left to right in the image
+    assert k[0, 1] < k[2, 1] < k[3, 1] and k[1, 1] < k[2, 1] < k[4, 1]  # eyes, nose, mouth downwards
+    mirrored = _detect(yunet_detector, np.ascontiguousarray(image[:, ::-1]))
+    assert len(mirrored) == 1
+    w = image.shape[1]
+    b, m = det.pred_boxes.tensor[0], mirrored.pred_boxes.tensor[0]
+    assert torch.allclose(torch.stack([w - m[2], m[1], w - m[0], m[3]]), b, atol=4.0)
+    km = mirrored.pred_keypoints[0]
+    assert abs(float(w - km[1, 0] - k[0, 0])) < 4 and abs(float(w - km[0, 0] - k[1, 0])) < 4  # eyes swap places
+
+
+def test_outputs_in_the_requested_frame_and_large_images_capped(yunet_detector):
+    image = astronaut_bgr()
+    det = _detect(yunet_detector, image)
+    big = _detect(yunet_detector, image, out_size=(1024, 1024))  # same pixels, outputs in a 2x frame
+    assert big.image_size == (1024, 1024)
+    assert torch.allclose(big.pred_boxes.tensor, det.pred_boxes.tensor * 2, atol=1e-3)
+    assert torch.allclose(big.pred_keypoints[..., :2], det.pred_keypoints[..., :2] * 2, atol=1e-3)
+    capped = build_face_detector(yunet_cfg("MODEL.YUNET.MAX_SIZE_TEST", 256, "MODEL.YUNET.EXTRA_SIZES_TEST", "(128, 400)"))
+    assert capped.sizes(512, 384) == [(256, 192), (128, 96)]  # 400 is not smaller than 256
+    det_small = _detect(capped.eval(), image)
+    assert len(det_small) == 1 and float(pairwise_iou(det_small, det)) > 0.8
+
+
+def pairwise_iou(a, b):
+    from detectron2.structures import pairwise_iou as iou
+
+    return iou(a.pred_boxes, b.pred_boxes)[0, 0]
+
+
+def test_no_faces_in_a_photo_without_people(yunet_detector):
+    from skimage.data import coffee
+
+    assert len(_detect(yunet_detector, np.ascontiguousarray(coffee()[:, :, ::-1]))) == 0
+
+
+# ---------------------------------------------------------------------------- box adapter
+def test_box_adapter_on_hand_made_cases():
+    w = torch.zeros(4, 11)
+    w[:, 0] = torch.tensor([-0.6, -1.0, 0.6, 0.5])  # constant: a fixed margin around the face box
+    adapter = HeadBoxAdapter(w.flatten().tolist())
+    face = torch.tensor([[100.0, 100.0, 200.0, 220.0]])  # centre (150, 160), size 100 x 120
+    lms = torch.tensor([[[130.0, 140], [170, 140], [150, 165], [135, 190], [165, 190]]])
+    assert adapter(face, lms).tolist() == [pytest.approx([90.0, 40.0, 210.0, 220.0])]
+    # the head follows the nose: t_x0 and t_x1 gain 1.0 * u_nose (u of landmark 2 = column 3)
+    w[0, 3] = w[2, 3] = 1.0
+    turned = lms.clone()
+    turned[0, 2, 0] = 180.0  # nose 0.3 box widths right of the centre
+    assert HeadBoxAdapter(w.flatten().tolist())(face, turned).tolist() == [pytest.approx([120.0, 40.0, 240.0, 220.0])]
+    assert HeadBoxAdapter(w.flatten().tolist())(face.new_zeros(0, 4), lms[:0]).shape == (0, 4)
+    with pytest.raises(ValueError, match="44 numbers"):
+        HeadBoxAdapter([0.0] * 40)
+
+
+def test_box_adapter_fit_recovers_a_known_mapping():
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    x0y0 = torch.rand(n, 2, generator=g) * 300
+    size = 40 + torch.rand(n, 2, generator=g) * 100
+    faces = torch.cat([x0y0, x0y0 + size], 1)
+    lms = x0y0[:, None] + torch.rand(n, 5, 2, generator=g) * size[:, None]
+    true = torch.randn(4, 11, generator=g) * 0.2
+    true[:, 0] += torch.tensor([-0.7, -1.0, 0.7, 0.6])
+    heads = HeadBoxAdapter(true.flatten().tolist())(faces, lms)
+    fitted = fit_head_box_adapter(faces, lms, heads, ridge=0.0)
+    assert torch.allclose(fitted.float(), true, atol=1e-3)
+
+
+def test_meta_arch_applies_the_adapter_and_keeps_landmarks():
+    """detect() returns the adapted head boxes of YuNet's faces (larger than the face boxes, with
+    the hair above), and the predictor returns landmarks in the original frame."""
+    from detectron2.modeling import build_model
+
+    model = build_model(yunet_cfg()).eval()
+    image = astronaut_bgr()
+    x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": 512, "width": 512}
+    faces = model.detect([x])[0]
+    raw = model.detector([x])[0]["instances"]
+    head, face = faces.pred_boxes.tensor[0], raw.pred_boxes.tensor[0]
+    assert head[1] < face[1] - 15 and head[0] < face[0] and head[2] > face[2]  # hair above, ears beside
+    assert (head[3] - face[3]).abs() < 25  # chin about where the face box ends
+    assert torch.equal(faces.pred_keypoints, raw.pred_keypoints)
+    model_no_adapter = build_model(yunet_cfg("MODEL.QANET.DETECTOR.BOX_ADAPTER", "[]")).eval()
+    assert torch.allclose(model_no_adapter.detect([x])[0].pred_boxes.tensor, raw.pred_boxes.tensor)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Fit the box adapter (``MODEL.QANET.DETECTOR.BOX_ADAPTER``): the detector's face box and
+landmarks -> the head box the parser was trained on, by least squares on faces whose head box
+the datasets give; then measure it.
+
+    python tools/fit_box_adapter.py --config-file configs/real_faces/qanet_yunet_fasseg.yaml \\
+        --train fasseg_frontal_train fasseg_multipose_dev_train face_composite_fasseg_train \\
+        --test fasseg_frontal_test fasseg_multipose_dev_val face_composite_fasseg_test
+
+The detector of the config runs on each original image; each labelled face is matched to the
+best-scoring detection lying inside its head box (at least ``--min-overlap`` of the detection's
+area), each detection to at most one face. Prints, per dataset, the faces found, the detections
+matched to no face, and the mean IoU with the head boxes of the detector's boxes as they are and
+of the adapted boxes; the fitted 44 numbers go to ``--output`` as a config fragment.
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
+from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.structures import BoxMode, pairwise_ioa, pairwise_iou, Boxes  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402
+from qanet_d2.data.io import read_image_bgr  # noqa: E402
+from qanet_d2.modeling.detectors import HeadBoxAdapter, build_face_detector, fit_head_box_adapter  # noqa: E402
+
+
+def match_faces(gt: torch.Tensor, det: torch.Tensor, scores: torch.Tensor, min_overlap: float) -> List[int]:
+    """For each ground-truth head box the index of its detection (-1: none): the best-scoring
+    detection with at least ``min_overlap`` of its area inside the box; each detection once."""
+    if len(gt) == 0 or len(det) == 0:
+        return [-1] * len(gt)
+    ioa = pairwise_ioa(Boxes(gt), Boxes(det))  # G x D: intersection over the detection's area
+    taken, out = set(), []
+    for g in range(len(gt)):
+        cand = [d for d in torch.argsort(scores, descending=True).tolist() if ioa[g, d] >= min_overlap and d not in taken]
+        out.append(cand[0] if cand else -1)
+        if cand:
+            taken.add(cand[0])
+    return out
+
+
+def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
+    """Per dataset: matched (face box, landmarks, head box) triples and counts."""
+    per = {}
+    for name in names:
+        faces, lms, heads = [], [], []
+        n_gt = n_found = n_false = n_images = 0
+        for d in DatasetCatalog.get(name):
+            image = read_image_bgr(d["file_name"])
+            gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])]
+            x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": image.shape[0], "width": image.shape[1]}
+            with torch.no_grad():
+                inst = detector([x])[0]["instances"]
+            gt_t = torch.tensor(gt, dtype=torch.float32).view(-1, 4)
+            match = match_faces(gt_t, inst.pred_boxes.tensor, inst.scores, min_overlap)
+            n_images += 1
+            n_gt += len(gt)
+            n_found += sum(m >= 0 for m in match)
+            n_false += len(inst) - sum(m >= 0 for m in match)
+            for g, m in enumerate(match):
+                if m >= 0:
+                    faces.append(inst.pred_boxes.tensor[m])
+                    lms.append(inst.pred_keypoints[m, :, :2])
+                    heads.append(gt_t[g])
+        per[name] = {
+            "faces": torch.stack(faces) if faces else torch.zeros(0, 4),
+            "landmarks": torch.stack(lms) if lms else torch.zeros(0, 5, 2),
+            "heads": torch.stack(heads) if heads else torch.zeros(0, 4),
+            "images": n_images, "gt": n_gt, "found": n_found, "false": n_false,
+        }
+    return per
+
+
+def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    if len(a) == 0:
+        return float("nan")
+    return float(pairwise_iou(Boxes(a), Boxes(b)).diagonal().mean())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="config whose detector (MODEL.QANET.DETECTOR.NAME) gives landmarks")
+    p.add_argument("--train", nargs="+", required=True, help="registered datasets to fit on")
+    p.add_argument("--test", nargs="*", default=[], help="registered datasets to measure on")
+    p.add_argument("--min-overlap", type=float, default=0.6, help="share of a detection's area inside the head box to match it")
+    p.add_argument("--ridge", type=float, default=1e-3)
+    p.add_argument("--output", default="", help="write the fitted BOX_ADAPTER as a config fragment (YAML)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+
+    unknown = [n for n in list(args.train) + list(args.test) if n not in DatasetCatalog.list()]
+    if unknown:
+        raise SystemExit(f"not registered datasets: {unknown} (see datasets/README.md)")
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    detector = build_face_detector(cfg)
+    if detector is None:
+        raise SystemExit(f"{args.config_file}: MODEL.QANET.DETECTOR.NAME is empty: no detector to fit an adapter for")
+    detector.eval()
+    data = collect(detector, list(args.train) + list(args.test), args.min_overlap)
+    train = [data[n] for n in args.train]
+    m = fit_head_box_adapter(torch.cat([t["faces"] for t in train]), torch.cat([t["landmarks"] for t in train]),
+                             torch.cat([t["heads"] for t in train]), ridge=args.ridge)
+    adapter = HeadBoxAdapter(m.flatten().tolist())
+    print(f"{'dataset':34s} {'images':>6s} {'faces':>6s} {'found':>6s} {'false':>6s} {'IoU raw':>8s} {'IoU adapted':>11s}")
+    for name, r in data.items():
+        adapted = adapter(r["faces"], r["landmarks"]) if len(r["faces"]) else r["faces"]
+        tag = " (fit)" if name in args.train else ""
+        print(f"{name + tag:34s} {r['images']:6d} {r['gt']:6d} {r['found']:6d} {r['false']:6d} "
+              f"{mean_iou(r['faces'], r['heads']):8.3f} {mean_iou(adapted, r['heads']):11.3f}")
+    values = [round(float(v), 4) for v in m.flatten()]
+    print("MODEL.QANET.DETECTOR.BOX_ADAPTER:", json.dumps(values))
+    if args.output:
+        rows = ",\n".join("      " + ", ".join(f"{v:.4f}" for v in values[i * 11:(i + 1) * 11]) for i in range(4))
+        with open(args.output, "w") as f:
+            f.write(f"# fitted by tools/fit_box_adapter.py on {', '.join(args.train)}\nMODEL:\n  QANET:\n    DETECTOR:\n"
+                    f"      BOX_ADAPTER: [\n{rows}]\n")
+        print("wrote", args.output)
+
+
+if __name__ == "__main__":
+    main()
