@@ -55,12 +55,11 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.YUNET.SCORE_THRESH_TEST = 0.5
     _C.MODEL.YUNET.NMS_THRESH_TEST = 0.45
     _C.MODEL.YUNET.TOPK_CANDIDATES_TEST = 1000
-    # The detector sees the model input resized so that its longer side is at most
-    # MAX_SIZE_TEST (0: as it is), and also, for faces larger than its training crops, a copy
-    # whose longer side is each of EXTRA_SIZES_TEST (skipped where not smaller); all detections
-    # are merged by NMS.
+    # The detector sees the model input resized by each factor of SCALES_TEST (2.0: faces of
+    # half the size are found; 0.5: faces larger than its 640 px training crops), the longer
+    # side capped at MAX_SIZE_TEST (0: no cap); the detections of all sizes are merged by NMS.
+    _C.MODEL.YUNET.SCALES_TEST = (1.0,)
     _C.MODEL.YUNET.MAX_SIZE_TEST = 1920
-    _C.MODEL.YUNET.EXTRA_SIZES_TEST = ()
 
     # Keep convolution weights (hence activations) in channels-last (NHWC) memory order.
     # Same results; about 15 % faster training on CPUs with oneDNN (measured on the quickstart).

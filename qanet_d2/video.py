@@ -15,10 +15,11 @@ near the painting threshold, changes label from one frame to the next although l
    assumes the face moves with its box) or after warping the older crops into the current crop's
    frame through the image (``align="image"``: right for a still face under a jittering box);
 4. a face's scores (quality and box score) become the sum of its track's scores over the window
-   divided by the number of frames of the window (counted from the start of the video): a frame
-   where the track was not detected counts as 0, so a face seen in one frame out of three is
-   painted only if it scores three times the threshold, while a face present throughout keeps
-   its mean score;
+   divided by the number of frames of the window since the track started: a frame where the
+   track was not detected counts as 0, so a face that drops out in one frame of three keeps two
+   thirds of its score, a face present throughout keeps its mean score, and a face that enters
+   keeps its own score in the frame where it is first found (it is painted from that frame on,
+   as it would be in a single image);
 5. the frame's label map is painted from the smoothed faces with the current frame's affines by
    the model's post-processor, as it paints a single image
    (:meth:`qanet_d2.FaceParsingPredictor.postprocess`).
@@ -88,6 +89,7 @@ class _Track:
     track_id: int
     box: torch.Tensor
     last_frame: int
+    first_frame: int
     history: Deque[_Observation] = field(default_factory=deque)
 
 
@@ -165,8 +167,6 @@ class TemporalSmoother:
         scores = scores.detach().float().cpu() if scores is not None else torch.ones(n)
         single_score = scores.dim() == 1
         scores = scores[:, None] if single_score else scores.reshape(n, scores.shape[-1])  # N x K, N may be 0
-        frames_in_window = min(self.window, frame + 1)
-
         # Tracks with an observation still inside the window can be continued.
         for tid in [t for t, tr in self._tracks.items() if frame - tr.last_frame >= self.window]:
             del self._tracks[tid]
@@ -180,13 +180,14 @@ class TemporalSmoother:
         for i in range(n):
             track = matches.get(i)
             if track is None:
-                track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame)
+                track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame, first_frame=frame)
                 self._tracks[track.track_id] = track
             track.box, track.last_frame = boxes[i], frame
             track.history.append(_Observation(frame, probs[i], affines[i], scores[i]))
             while track.history and frame - track.history[0].frame >= self.window:
                 track.history.popleft()
             out_probs[i] = self._average(track.history, affines[i])
+            frames_in_window = min(self.window, frame - track.first_frame + 1)  # a new track is not held back
             out_scores[i] = sum(o.score for o in track.history) / frames_in_window
             track_ids[i], lengths[i] = track.track_id, len(track.history)
         if single_view:

@@ -220,8 +220,8 @@ def test_outputs_in_the_requested_frame_and_large_images_capped(yunet_detector):
     assert big.image_size == (1024, 1024)
     assert torch.allclose(big.pred_boxes.tensor, det.pred_boxes.tensor * 2, atol=1e-3)
     assert torch.allclose(big.pred_keypoints[..., :2], det.pred_keypoints[..., :2] * 2, atol=1e-3)
-    capped = build_face_detector(yunet_cfg("MODEL.YUNET.MAX_SIZE_TEST", 256, "MODEL.YUNET.EXTRA_SIZES_TEST", "(128, 400)"))
-    assert capped.sizes(512, 384) == [(256, 192), (128, 96)]  # 400 is not smaller than 256
+    capped = build_face_detector(yunet_cfg("MODEL.YUNET.MAX_SIZE_TEST", 256, "MODEL.YUNET.SCALES_TEST", "(1.0, 0.25, 2.0)"))
+    assert capped.sizes(512, 384) == [(256, 192), (128, 96)]  # 2x is capped at 256 too
     det_small = _detect(capped.eval(), image)
     assert len(det_small) == 1 and float(pairwise_iou(det_small, det)) > 0.8
 

@@ -84,8 +84,9 @@ def test_occasional_flip_becomes_stable(current_weight, bad):
 
 
 def test_scores_count_missed_frames_as_zero():
-    """A face found in one frame of three keeps a third of its score; at the start of a video
-    there is no penalty; a face present throughout keeps its mean score."""
+    """A face that enters keeps its own score in its first frame (a new track is painted at once);
+    a face present throughout keeps its mean score; at the start of a video there is no penalty;
+    a track missed in a frame counts that frame as 0."""
     steady = torch.tensor([[10.0, 10.0, 34.0, 42.0]])
     blip = torch.tensor([[100.0, 10.0, 124.0, 42.0]])
     smoother = TemporalSmoother(window=3)
@@ -94,8 +95,12 @@ def test_scores_count_missed_frames_as_zero():
     smoother(steady, _probs(0), _affines(steady), torch.tensor([0.8]))
     both = torch.cat([steady, blip])
     out = smoother(both, _probs(0, 2), _affines(both), torch.tensor([0.7, 0.9]))
-    assert out["scores"].tolist() == pytest.approx([0.7, 0.3])  # (0.6+0.8+0.7)/3, 0.9/3
+    assert out["scores"].tolist() == pytest.approx([0.7, 0.9])  # (0.6+0.8+0.7)/3; the new face's own 0.9
     assert out["track_lengths"].tolist() == [3, 1]
+    out = smoother(blip, _probs(0), _affines(blip), torch.tensor([0.6]))  # the steady face is missed
+    assert out["scores"].tolist() == pytest.approx([0.75])  # (0.9+0.6)/2: two frames since it entered
+    out = smoother(steady, _probs(0), _affines(steady), torch.tensor([0.9]))
+    assert out["scores"].tolist() == pytest.approx([(0.7 + 0 + 0.9) / 3])  # missed frame counts 0
 
 
 def test_frames_without_faces_keep_the_tracks_going():

@@ -219,8 +219,8 @@ class YuNetFaceDetector(nn.Module):
     """YuNet as a face detector of ``QANetFaceParser`` (the protocol of
     :mod:`qanet_d2.modeling.detectors.build`): frozen, eval-only.
 
-    Each image is resized (antialiased) so that its longer side is at most ``max_size`` (and to
-    each of ``extra_sizes``), converted to BGR float 0-255, padded with zeros to multiples of 32;
+    Each image is resized (antialiased) by each of ``scales``, its longer side at most
+    ``max_size``, converted to BGR float 0-255, padded with zeros to multiples of 32;
     boxes and landmarks of all sizes are mapped to the ``height`` x ``width`` frame, merged by NMS
     (``nms_thresh``), kept from ``score_thresh`` (at most ``max_detections``).
     """
@@ -239,7 +239,7 @@ class YuNetFaceDetector(nn.Module):
         topk_candidates: int = 1000,
         max_detections: int = 100,
         max_size: int = 1920,
-        extra_sizes: Sequence[int] = (),
+        scales: Sequence[float] = (1.0,),
     ):
         super().__init__()
         if input_format not in ("BGR", "RGB"):
@@ -262,7 +262,9 @@ class YuNetFaceDetector(nn.Module):
         self.topk_candidates = int(topk_candidates)
         self.max_detections = int(max_detections)
         self.max_size = int(max_size)
-        self.extra_sizes = tuple(int(s) for s in extra_sizes)
+        self.scales = tuple(float(f) for f in scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"MODEL.YUNET.SCALES_TEST must be positive factors; got {scales}")
         super().train(False)
 
     @classmethod
@@ -277,18 +279,23 @@ class YuNetFaceDetector(nn.Module):
             "topk_candidates": y.TOPK_CANDIDATES_TEST,
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
             "max_size": y.MAX_SIZE_TEST,
-            "extra_sizes": y.EXTRA_SIZES_TEST,
+            "scales": y.SCALES_TEST,
         }
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: batch norms always in eval mode
 
     def sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
-        """The ``(h, w)`` sizes the detector runs at for an image of ``height`` x ``width``."""
+        """The ``(h, w)`` sizes the detector runs at for an image of ``height`` x ``width``: the
+        image times each of ``scales``, the longer side capped at ``max_size``, without repeats."""
         long_side = max(height, width)
-        scales = [1.0 if not self.max_size or long_side <= self.max_size else self.max_size / long_side]
-        scales += [s / long_side for s in self.extra_sizes if s / long_side < scales[0] * 0.9]
-        return [(max(1, int(round(height * s))), max(1, int(round(width * s)))) for s in scales]
+        out: List[Tuple[int, int]] = []
+        for f in self.scales:
+            s = f if not self.max_size else min(f, self.max_size / long_side)
+            size = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+            if size not in out:
+                out.append(size)
+        return out
 
     @torch.no_grad()
     def detect_image(self, image: torch.Tensor, out_size: Tuple[int, int]) -> Instances:
