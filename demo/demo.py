@@ -227,8 +227,11 @@ def _config_error(cfg, where: str, e: Exception) -> UsageError:
     from qanet_d2.data.inputs import closest
 
     message = str(e.args[0]) if e.args else str(e)
-    if isinstance(e, KeyError) and "Non-existent config key:" in message:
-        key = message.split("Non-existent config key:", 1)[1].strip()
+    import re
+
+    match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
+    if isinstance(e, (KeyError, AssertionError)) and match:
+        key = match.group(1)
         hint = closest(key, _config_keys(cfg))
         return UsageError(f"{where}: unknown config key {key}" + (f"; did you mean {hint}?" if hint else ""))
     return UsageError(f"{where}: {message}")
@@ -475,7 +478,7 @@ def run_images(demo, args, logger) -> int:
         failures += 1
     if inputs.skipped:
         shown = ", ".join(inputs.skipped[:10]) + (f" and {len(inputs.skipped) - 10} more" if len(inputs.skipped) > 10 else "")
-        logger.info(f"skipped {len(inputs.skipped)} files that are not images or videos (by extension): {shown}")
+        tqdm.tqdm.write(f"skipped {len(inputs.skipped)} files that are not images or videos (by extension): {shown}", file=sys.stderr)
     if not inputs.files:
         report_error(f"no image or video files in {' '.join(map(str, args.input))}"
                      + (f" ({len(inputs.skipped)} other files skipped)" if inputs.skipped else ""))
