@@ -352,3 +352,18 @@ def test_postprocess_mirrors_face_postprocessor(tools, region, order):
     labels = ref["labels"].numpy()
     assert (labels != 0).mean() > 0.3
     assert (out["labels"] == labels).mean() >= 0.999
+
+
+def test_export_doc_snippet_runs(exported, tmp_path):
+    """docs/export.md's Python example, run as written next to an export and a photo."""
+    import re
+
+    import cv2
+
+    out, _, _ = exported
+    (tmp_path / "tools").symlink_to(REPO / "tools")
+    (tmp_path / "exported").symlink_to(out)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), astronaut_bgr())
+    (code,) = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "export.md").read_text(), flags=re.S)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
