@@ -455,9 +455,16 @@ def overlay_bgr(vis, size_hw):
     return image
 
 
+def read_image_bgr(path: str):
+    """The demo's (and every tool's) image reader: :func:`qanet_d2.data.inputs.read_image_bgr`."""
+    from qanet_d2.data.inputs import read_image_bgr as read
+
+    return read(path)
+
+
 def read_input_image(path: str, demo):
     """The image at ``path`` (BGR); errors name the file (unreadable, too thin to parse)."""
-    from qanet_d2.data.inputs import check_parsable_size, read_image_bgr
+    from qanet_d2.data.inputs import check_parsable_size
 
     image = read_image_bgr(path)
     cfg = demo.predictor.cfg
