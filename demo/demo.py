@@ -1,92 +1,174 @@
 #!/usr/bin/env python
-"""Face parsing demo on photos, folders, videos and the webcam (detectron2's demo, for faces).
+"""Parse the faces in photos, folders, videos and the webcam (detectron2's demo, for faces).
 
-    python demo/demo.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
-        --input photo.jpg "shots/*.png" folder/ --output overlays/ \\
-        --opts MODEL.WEIGHTS output/quickstart/model_final.pth
-    # real photos, with the real-face model shipped in the repository (no training needed):
-    python demo/demo.py --config-file configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml \\
-        --input photo.jpg --output parsed/ --opts MODEL.WEIGHTS models/qanet_fcos_real_faces_fasseg.pth
-    python demo/demo.py --config-file ... --video-input clip.mp4 --output clip_parsed.mp4 --opts MODEL.WEIGHTS ...
-    python demo/demo.py --config-file ... --input datasets/face_synth/images --sequence \\
-        --save-labels pred_labels/ --opts MODEL.WEIGHTS ...   # then tools/evaluate_pngs.py
+Without ``--config-file`` the model shipped in the repository is used (real faces; no training
+or download needed). Examples: ``python demo/demo.py --help``.
 
-Overlays are drawn with detectron2's Visualizer: parts in the dataset's palette with class names,
-face boxes labelled with their quality score. Outputs keep the layout of the inputs: a file found
-in a folder given to ``--input`` is written at its path relative to that folder.
+Outputs of an image, next to its overlay in ``--output`` (or in the folder given to the flag):
 
-``--save-labels DIR`` writes each image's label map as a uint8 PNG (class id per pixel):
-``DIR/<path relative to the input folder>.png`` for images (``DIR/<stem>.png`` for files given
-directly; ``DIR/<video_id>/<frame>.png`` for a dataset's ``images/`` folder), and
-``DIR/<video stem>/<frame index:05d>.png`` for ``--video-input``.
+* the overlay: parts in the model's colours with class names, each painted face boxed with the
+  score that ``--confidence-threshold`` thresholds;
+* ``--save-labels``: ``<name>_labels.png`` (``DIR/<name>.png`` with a folder), a palette PNG
+  whose pixel values are the class ids and whose palette holds the model's colours, plus one
+  legend ``labels.json`` (id, name, colour) per output folder;
+* ``--save-json``: ``<name>.json``, the painted faces with box, box score, quality score,
+  landmarks (when the detector gives them) and mask (COCO RLE), and the class names.
 
-A file that cannot be read (missing, not an image, truncated) is reported with its name and
-skipped; the demo then exits with status 1 after processing everything else.
+``<name>`` is the input's path relative to the folder or glob it was found in, without its
+extension; two inputs of one run never share a name (``person.jpg`` and ``person.png`` become
+``person_jpg`` and ``person_png``), and files of earlier runs are only replaced with
+``--overwrite``. A file that cannot be read or parsed is reported with its name and skipped;
+the demo then exits with status 1 after processing everything else.
 """
 import argparse
-import glob
+import importlib.util
 import os
 import sys
 import time
-from typing import List, Optional, Tuple
-
-import cv2
-import numpy as np
-import tqdm
+from typing import Dict, List, Optional, Sequence, Tuple
 
 _DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(_DEMO_DIR))  # the repository's qanet_d2, also without installing it
+_REPO = os.path.dirname(_DEMO_DIR)
+sys.path.insert(0, _REPO)  # the repository's qanet_d2, also without installing it
 sys.path.insert(0, _DEMO_DIR)
 
-import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from predictor import VisualizationDemo  # noqa: E402
-from qanet_d2 import add_qanet_config  # noqa: E402
-from qanet_d2.data.io import ImageReadError, read_image_bgr  # noqa: E402
-from qanet_d2.predictor import FaceParsingPredictor  # noqa: E402
+
+def _load_light(relative_path: str, name: str):
+    """A standard-library (+ NumPy) module of qanet_d2 loaded by path, without importing the
+    package (whose ``__init__`` imports torch): ``--help`` and argument errors stay fast."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+model_zoo = _load_light("qanet_d2/model_zoo.py", "_qanet_d2_model_zoo")
 
 WINDOW_NAME = "qanet_d2 face parsing"
-_OVERLAY_EXTENSIONS = (".png", ".jpg", ".jpeg")
-_VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+EXIT_FAILED, EXIT_USAGE = 1, 2
+LEGEND_FILE = "labels.json"
+
+EXAMPLES = """examples:
+  # parse your photos with the shipped model: overlays, palette label PNGs + legend, faces as JSON
+  python demo/demo.py --input photo.jpg --output parsed/ --save-labels --save-json
+  # folders (walked recursively; images and videos taken by extension) and quoted globs
+  python demo/demo.py --input albums/ "holiday/*.png" --output parsed/
+  # a video: H.264 MP4 with the input's frame rate, size and audio
+  python demo/demo.py --video-input clip.mp4 --output clip_parsed.mp4
+  # your own trained model
+  python demo/demo.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
+      --input photo.jpg --output parsed/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
+  # a dataset's frames as videos, label PNGs for tools/evaluate_pngs.py
+  python demo/demo.py --config-file ... --input datasets/face_synth/images --sequence \\
+      --output vis/ --save-labels pred/ --opts MODEL.WEIGHTS ...
+"""
 
 
-def setup_cfg(args):
-    from detectron2.config import get_cfg
+# ---------------------------------------------------------------------------- arguments
+def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
+    """A value of a yacs config file, following ``_BASE_`` (YAML only; no torch)."""
+    import yaml
 
-    cfg = get_cfg()
-    add_qanet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if args.confidence_threshold is not None:
-        cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = args.confidence_threshold
-    if args.device:
-        cfg.MODEL.DEVICE = args.device
-    cfg.freeze()
-    return cfg
+    with open(config_file) as f:
+        data = yaml.safe_load(f) or {}
+    node = data
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            node = None
+            break
+        node = node[key]
+    if node is None and "_BASE_" in data and depth < 10:
+        return _config_value(os.path.join(os.path.dirname(config_file), data["_BASE_"]), keys, depth + 1)
+    return node
+
+
+def shipped_model_classes() -> Optional[List[str]]:
+    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET``), without torch;
+    None where that cannot be told without building the model."""
+    try:
+        config, _ = model_zoo.shipped_model()
+        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET"])
+        if not name:
+            return None
+        label_sets = _load_light("qanet_d2/data/label_sets.py", "_qanet_d2_label_sets")
+        return list(label_sets.get_label_set(name).classes)
+    except Exception:  # --help must answer whatever the config holds
+        return None
 
 
 def build_argument_parser():
-    p = argparse.ArgumentParser(description="qanet_d2 face parsing demo")
-    p.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    config, weights = model_zoo.shipped_model()
+    rel = lambda p: os.path.relpath(p, _REPO)  # noqa: E731
+    classes = shipped_model_classes()
+    class_text = ", ".join(f"{i} {n}" for i, n in enumerate(classes)) if classes else "those of its config's label set"
+    import textwrap
+
+    p = argparse.ArgumentParser(
+        description=textwrap.fill(
+            "Parse every face in photos and videos into parts. Without --config-file it runs the shipped "
+            f"model '{model_zoo.DEFAULT_MODEL}' ({rel(config)} with {rel(weights)}); its classes (label id, name): "
+            f"{class_text}."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="model config; default: the shipped model's, with its weights (give MODEL.WEIGHTS in --opts with other configs)",
+    )
     p.add_argument("--webcam", action="store_true", help="take inputs from webcam")
     p.add_argument("--video-input", help="path to video file")
     p.add_argument(
         "--input",
         nargs="+",
-        help="image files, glob patterns (quote them) or folders (searched recursively)",
+        help="image or video files, glob patterns (quote them) or folders (searched recursively; "
+        "files that are neither images nor videos by their extension are skipped and listed)",
     )
     p.add_argument(
         "--output",
         help="file or folder for the overlays (a folder when there are several inputs); "
         "a video file for --video-input. Without it, results are shown in a window.",
     )
-    p.add_argument("--save-labels", metavar="DIR", help="also write the label map PNG of every image/frame here")
+    p.add_argument(
+        "--save-labels",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="also write each image's label map as a palette PNG (pixel value = class id, colours = the "
+        "model's) and a legend labels.json per folder: next to the overlays as <name>_labels.png, or as "
+        "DIR/<name>.png (video frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)",
+    )
+    p.add_argument(
+        "--save-json",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="also write <name>.json per image (next to the overlays, or in DIR): the painted faces with box, "
+        "box score, quality score, landmarks when the detector gives them, and mask in COCO RLE; the class names",
+    )
+    p.add_argument(
+        "--json-class-masks",
+        action="store_true",
+        help="with --save-json: also each face's mask of every class it has (COCO RLE)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="run a config without weights (an untrained model: for testing the pipeline only)",
+    )
     p.add_argument(
         "--confidence-threshold",
         type=float,
         default=None,
-        help="minimum score for a face to be painted (MODEL.QANET.INFERENCE.FACE_SCORE_THRESH: the quality "
-        "score, or the box score with PAINT_ORDER box) and quality score to be boxed; default: the config's",
+        help="minimum face score for a face to be painted, boxed and saved (MODEL.QANET.INFERENCE."
+        "FACE_SCORE_THRESH). Which score: the detector's box score when the config's "
+        "MODEL.QANET.INFERENCE.PAINT_ORDER is 'box' (the default and the shipped model's), the quality "
+        "score with 'quality'; boxes are labelled with that score. Default: the config's",
     )
     p.add_argument(
         "--temporal-window",
@@ -120,53 +202,87 @@ def build_argument_parser():
     return p
 
 
-def _glob_root(pattern: str) -> str:
-    """The folder part of a glob pattern before its first wildcard."""
-    parts = []
-    for part in pattern.split(os.sep):
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    root = os.sep.join(parts)
-    if root == pattern:  # no wildcard: the file's folder
-        root = os.path.dirname(pattern)
-    return root or "."
+# ---------------------------------------------------------------------------- errors
+class UsageError(Exception):
+    """A problem with the command line or the model (one line, exit status 2)."""
 
 
-def expand_inputs(specs: List[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
-    """Files named by ``--input`` as ``(path, path relative to its input root)``, and the
-    specs that matched nothing. Folders are walked recursively (hidden entries skipped), in
-    sorted order; globs are expanded (``**`` included)."""
-    found: List[Tuple[str, str]] = []
-    missing: List[str] = []
-    seen = set()
+def report_error(message: str) -> None:
+    """One line on stderr per problem (kept apart from the progress bar)."""
+    import tqdm
 
-    def add(path, root):
-        key = os.path.abspath(path)
-        if key not in seen:
-            seen.add(key)
-            found.append((path, os.path.relpath(path, root)))
+    tqdm.tqdm.write(f"ERROR {message}", file=sys.stderr)
 
-    for spec in specs:
-        spec = os.path.expanduser(spec)
-        if os.path.isdir(spec):
-            for dirpath, dirnames, filenames in os.walk(spec):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if not name.startswith("."):
-                        add(os.path.join(dirpath, name), spec)
-        elif os.path.isfile(spec):
-            add(spec, os.path.dirname(spec) or ".")
-        elif glob.has_magic(spec):
-            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-            if not matches:
-                missing.append(spec)
-            root = _glob_root(spec)
-            for path in matches:
-                add(path, root)
-        else:
-            missing.append(spec)
-    return found, missing
+
+def _config_keys(cfg, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        keys += _config_keys(v, name + ".") if isinstance(v, dict) else [name]
+    return keys
+
+
+def _config_error(cfg, where: str, e: Exception) -> UsageError:
+    """One line for a yacs error: the unknown key and the closest valid one, or the bad value."""
+    from qanet_d2.data.inputs import closest
+
+    message = str(e.args[0]) if e.args else str(e)
+    import re
+
+    match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
+    if isinstance(e, (KeyError, AssertionError)) and match:
+        key = match.group(1)
+        hint = closest(key, _config_keys(cfg))
+        return UsageError(f"{where}: unknown config key {key}" + (f"; did you mean {hint}?" if hint else ""))
+    return UsageError(f"{where}: {message}")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def setup_cfg(args):
+    """The frozen config of ``args``; :class:`UsageError` for a missing config file, unknown keys,
+    bad values and missing weights."""
+    from qanet_d2 import get_qanet_cfg
+
+    shipped_config, shipped_weights = model_zoo.shipped_model()
+    config_file = args.config_file or shipped_config
+    if not os.path.isfile(config_file):
+        raise UsageError(f"--config-file {config_file}: no such file")
+    cfg = get_qanet_cfg()
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _config_error(cfg, config_file, e) from None
+    except Exception as e:  # YAML syntax, unreadable _BASE_, ...
+        raise UsageError(f"{config_file}: cannot read the config ({type(e).__name__}: {e})".replace("\n", " ")) from None
+    if not args.config_file:
+        cfg.MODEL.WEIGHTS = shipped_weights
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _config_error(cfg, "--opts", e) from None
+    if args.confidence_threshold is not None:
+        cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = args.confidence_threshold
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    weights = {k: v for k, v in (("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS), ("MODEL.QANET.DETECTOR_WEIGHTS", cfg.MODEL.QANET.DETECTOR_WEIGHTS),
+                                 ("MODEL.QANET.PARSER_WEIGHTS", cfg.MODEL.QANET.PARSER_WEIGHTS)) if v}
+    for key, path in weights.items():
+        if _is_local(path) and not os.path.isfile(path):
+            raise UsageError(f"{key} {path}: no such file")
+    if not weights and not args.random_weights:
+        raise UsageError(
+            f"{config_file} gives no weights: pass --opts MODEL.WEIGHTS <checkpoint.pth>, leave out --config-file "
+            "for the shipped model, or pass --random-weights to run an untrained model")
+    cfg.freeze()
+    return cfg
+
+
+# ---------------------------------------------------------------------------- outputs
+# What an output name may be followed by, for collision checks between the inputs of a run.
+_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".mp4", "_labels.png", "_labels", ".json")
 
 
 def output_is_folder(output: str, several: bool) -> bool:
@@ -175,154 +291,359 @@ def output_is_folder(output: str, several: bool) -> bool:
     return several or os.path.isdir(output) or output.endswith(os.sep) or not os.path.splitext(output)[1]
 
 
-def overlay_path(output: str, rel: str, several: bool) -> str:
-    """Where the overlay of the input at relative path ``rel`` goes."""
-    if not output_is_folder(output, several):
-        return output
-    stem, ext = os.path.splitext(rel)
-    if ext.lower() not in _OVERLAY_EXTENSIONS:
-        ext = ".png"
-    return os.path.join(output, stem + ext)
+class OutputPlan:
+    """Where every output of one input goes (see the module docstring)."""
+
+    def __init__(self, args, key: str, rel: str, kind: str, folder: bool):
+        from qanet_d2.data.inputs import OVERLAY_EXTENSIONS
+
+        self.kind = kind
+        ext = os.path.splitext(rel)[1].lower()
+        if kind == "video":
+            overlay_ext = ".mp4" if folder or not args.output else os.path.splitext(args.output)[1]
+        else:
+            overlay_ext = ext if ext in OVERLAY_EXTENSIONS else ".png"
+        if args.output and not folder:  # one input written to the file named by --output
+            self.overlay = args.output
+            base = os.path.splitext(args.output)[0]
+        else:
+            self.overlay = os.path.join(args.output, key + overlay_ext) if args.output else None
+            base = os.path.join(args.output, key) if args.output else None
+        self.labels = self.json = None
+        if args.save_labels is not None:
+            if args.save_labels:
+                self.labels = os.path.join(args.save_labels, key + ("" if kind == "video" else ".png"))
+            else:
+                self.labels = base + ("_labels" if kind == "video" else "_labels.png")
+        if args.save_json is not None:
+            self.json = os.path.join(args.save_json, key + ".json") if args.save_json else base + ".json"
+
+    def files(self) -> List[str]:
+        return [p for p in (self.overlay, self.labels, self.json) if p]
+
+    def legend(self) -> Optional[str]:
+        """The ``labels.json`` of the folder holding this input's label PNGs."""
+        if self.labels is None:
+            return None
+        return os.path.join(self.labels if self.kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
 
 
-def label_path(label_dir: str, rel: str) -> str:
-    """``<label_dir>/<rel without extension>.png``."""
-    return os.path.join(label_dir, os.path.splitext(rel)[0] + ".png")
+def plan_outputs(args, files) -> Tuple[List[OutputPlan], List[str]]:
+    """Output plans of ``files`` and the paths among them that exist already."""
+    from qanet_d2.data.inputs import assign_output_keys, existing_outputs
+
+    several = len(files) > 1 or any(os.path.isdir(s) or "*" in s or "?" in s for s in (args.input or []))
+    folder = bool(args.output) and output_is_folder(args.output, several)
+    keys = assign_output_keys([f.rel for f in files], reserved=[LEGEND_FILE], suffixes=_OUTPUT_SUFFIXES)
+    plans = [OutputPlan(args, key, f.rel, f.kind, folder) for key, f in zip(keys, files)]
+    paths = [p for plan in plans for p in plan.files()] + sorted({plan.legend() for plan in plans if plan.legend()})
+    return plans, existing_outputs(paths)
 
 
-def write_image(path: str, image_bgr: np.ndarray) -> None:
+def write_image(path: str, image_bgr) -> None:
+    import cv2
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(path, image_bgr):
         raise OSError(f"{path}: could not write the image (unsupported extension or unwritable folder)")
 
 
-def overlay_bgr(vis, size_hw) -> np.ndarray:
+def legend_entries(class_names, colors) -> List[Dict]:
+    """``labels.json``: one entry per class id, with its name and RGB colour."""
+    return [{"id": i, "name": name, "color": [int(c) for c in colors[i]]} for i, name in enumerate(class_names)]
+
+
+def write_legend(folder: str, legend: List[Dict]) -> None:
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LEGEND_FILE), "w") as f:
+        json.dump({"classes": legend}, f, indent=1)
+
+
+def write_label_png(path: str, labels, colors) -> None:
+    """A palette PNG: pixel values are the class ids, the palette the classes' RGB colours."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colors)] = np.asarray(colors, np.uint8)
+    image.putpalette(palette.ravel().tolist())
+    image.save(path)
+
+
+def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
+    """The painted faces of a result, best first: box, scores, landmarks where the detector gives
+    them, and each face's mask (the label-map pixels it painted) in COCO RLE."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    inst = result["instances"]
+    labels = result["labels"]
+    predictor = demo.predictor
+    order = predictor.postprocessor.order(inst) if len(inst) else []
+    owner = np.full(labels.shape, -1, np.int32)
+    if order:
+        for i, face in zip(order, predictor.face_labels(inst[order])):
+            x0, y0, x1, y1 = face["window"]
+            if x1 <= x0 or y1 <= y0:
+                continue
+            painted = face["labels"] != 0
+            owner[y0:y1, x0:x1][painted] = i
+
+    def rle(mask) -> Dict:
+        code = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(s) for s in code["size"]], "counts": code["counts"].decode("ascii")}
+
+    def floats(values) -> List[float]:
+        return [round(float(v), 4) for v in values]
+
+    keypoints = inst.pred_keypoints.cpu().numpy() if inst.has("pred_keypoints") else None
+    faces = []
+    for i in sorted(order):  # instances are sorted best first
+        mask = owner == i
+        face = {
+            "box": floats(inst.pred_boxes.tensor[i].tolist()),
+            "box_score": round(float(inst.box_scores[i]), 4),
+            "quality_score": round(float(inst.scores[i]), 4),
+        }
+        for key in ("iou_scores", "pixel_scores"):
+            if inst.has(key):
+                face[key[:-1]] = round(float(getattr(inst, key)[i]), 4)
+        if keypoints is not None:
+            face["landmarks"] = [floats(point) for point in keypoints[i]]
+        face["area"] = int(mask.sum())
+        face["mask"] = rle(mask)
+        if class_masks:
+            face["class_masks"] = {
+                predictor.class_names[c]: rle(mask & (labels == c)) for c in np.unique(labels[mask]).tolist() if c != 0
+            }
+        faces.append(face)
+    return faces
+
+
+def json_header(demo, path: str, size_hw) -> Dict:
+    return {
+        "file": path,
+        "height": int(size_hw[0]),
+        "width": int(size_hw[1]),
+        "classes": list(demo.predictor.class_names),
+        "score": demo.score_name,
+        "score_threshold": demo.confidence_threshold,
+        "mask_format": "COCO RLE (pycocotools), column-major, in the original image's frame",
+    }
+
+
+def write_json(path: str, record: Dict) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
+# ---------------------------------------------------------------------------- runs
+def overlay_bgr(vis, size_hw):
     """The Visualizer's RGB drawing as BGR, exactly ``size_hw``."""
+    import cv2
+
     image = cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
     if image.shape[:2] != tuple(size_hw):  # matplotlib can round the canvas by a pixel
         image = cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
     return image
 
 
-def report_error(message: str) -> None:
-    """One line on stderr per failed input (kept apart from the progress bar)."""
-    tqdm.tqdm.write(f"ERROR {message}", file=sys.stderr)
+def read_image_bgr(path: str):
+    """The demo's (and every tool's) image reader: :func:`qanet_d2.data.inputs.read_image_bgr`."""
+    from qanet_d2.data.inputs import read_image_bgr as read
+
+    return read(path)
 
 
-def run_images(demo: VisualizationDemo, args, logger) -> int:
-    files, missing = expand_inputs(args.input)
+def read_input_image(path: str, demo):
+    """The image at ``path`` (BGR); errors name the file (unreadable, too thin to parse)."""
+    from qanet_d2.data.inputs import check_parsable_size
+
+    image = read_image_bgr(path)
+    cfg = demo.predictor.cfg
+    check_parsable_size(image.shape, path, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    return image
+
+
+def run_images(demo, args, logger) -> int:
+    import cv2
+    import tqdm
+
+    from qanet_d2.data.inputs import DataReadError, collect_inputs
+
+    inputs = collect_inputs(args.input)
     failures = 0
-    for spec in missing:
+    for spec in inputs.missing:
         report_error(f"{spec}: no such file, folder or matching files")
         failures += 1
-    several = len(files) > 1 or any(os.path.isdir(s) or glob.has_magic(s) for s in args.input)
-    if args.output and several:
+    if inputs.skipped:
+        shown = ", ".join(inputs.skipped[:10]) + (f" and {len(inputs.skipped) - 10} more" if len(inputs.skipped) > 10 else "")
+        tqdm.tqdm.write(f"skipped {len(inputs.skipped)} files that are not images or videos (by extension): {shown}", file=sys.stderr)
+    if not inputs.files:
+        report_error(f"no image or video files in {' '.join(map(str, args.input))}"
+                     + (f" ({len(inputs.skipped)} other files skipped)" if inputs.skipped else ""))
+        return failures + 1
+    plans, existing = plan_outputs(args, inputs.files)
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 1} more outputs of this run)" if len(existing) > 1 else ""
+        report_error(f"{existing[0]} already exists{more}: pass --overwrite to replace, or choose another --output")
+        return failures + 1
+    if args.output and output_is_folder(args.output, len(plans) > 1):
         os.makedirs(args.output, exist_ok=True)
+    legends = set()
     current_folder = None
-    for path, rel in tqdm.tqdm(files, desc="images", unit="img", disable=not args.output):
+    images = [(f, p) for f, p in zip(inputs.files, plans) if f.kind == "image"]
+    for file, plan in tqdm.tqdm(images, desc="images", unit="img", disable=not args.output or not images):
+        path = file.path
         try:
-            image = read_image_bgr(path)
-        except ImageReadError as e:
+            image = read_input_image(path, demo)
+        except DataReadError as e:
             report_error(str(e))
             failures += 1
             continue
-        if args.sequence and os.path.dirname(rel) != current_folder:
-            current_folder = os.path.dirname(rel)
+        if args.sequence and os.path.dirname(file.rel) != current_folder:
+            current_folder = os.path.dirname(file.rel)
             demo.reset()
         start = time.perf_counter()
         try:
             result, vis = demo.run_on_image(image, sequence=args.sequence)
-            if args.save_labels:
-                write_image(label_path(args.save_labels, rel), result["labels"])
             overlay = overlay_bgr(vis, (vis.height, vis.width))  # the image's size unless --max-overlay-size
-            if args.output:
-                write_image(overlay_path(args.output, rel, several), overlay)
+            if plan.labels:
+                write_label_png(plan.labels, result["labels"], demo.colors)
+                if plan.legend() not in legends:
+                    write_legend(os.path.dirname(plan.legend()), demo.legend)
+                    legends.add(plan.legend())
+            if plan.json:
+                write_json(plan.json, {**json_header(demo, path, image.shape[:2]), "faces": faces_record(result, demo, args.json_class_masks)})
+            if plan.overlay:
+                write_image(plan.overlay, overlay)
         except (OSError, RuntimeError, ValueError, cv2.error) as e:
             report_error(f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
-        logger.info(
-            f"{path}: {int((result['scores'] >= demo.confidence_threshold).sum())} faces in "
-            f"{time.perf_counter() - start:.2f}s"
-        )
+        logger.info(f"{path}: {int((demo.face_scores(result) >= demo.confidence_threshold).sum())} faces in "
+                    f"{time.perf_counter() - start:.2f}s")
         if not args.output:
             cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
             cv2.imshow(WINDOW_NAME, overlay)
             if cv2.waitKey(0) == 27:
                 break  # esc to quit
+    for file, plan in zip(inputs.files, plans):
+        if file.kind == "video":
+            failures += run_one_video(demo, args, logger, file.path, plan)
+    total = len(inputs.files) + len(inputs.missing)
     if failures:
-        report_error(f"{failures} of {len(files) + len(missing)} inputs failed")
+        report_error(f"{failures} of {total} inputs failed")
     return failures
 
 
-def open_video_writer(path: str, fps: float, size_wh: Tuple[int, int]) -> cv2.VideoWriter:
-    ext = os.path.splitext(path)[1].lower()
-    codec = _VIDEO_CODECS.get(ext, "mp4v")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, size_wh, True)
-    if not writer.isOpened():
-        raise OSError(f"{path}: cannot open a video writer (codec {codec})")
-    return writer
+def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
+    """Parse one video file; 1 when it cannot be opened or ends before its announced frame count."""
+    import cv2
+    import numpy as np
+    import tqdm
 
+    from qanet_d2.data.inputs import VideoWriter
 
-def run_video(demo: VisualizationDemo, args, logger) -> int:
-    video = cv2.VideoCapture(args.video_input)
-    if not os.path.isfile(args.video_input) or not video.isOpened():
-        report_error(f"{args.video_input}: cannot open the video")
+    video = cv2.VideoCapture(path)
+    if not os.path.isfile(path) or not video.isOpened():
+        report_error(f"{path}: cannot open the video")
         return 1
     width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS)
     if not fps or not np.isfinite(fps) or fps <= 0:
-        logger.warning(f"{args.video_input}: no frame rate in the file, writing 25 fps")
+        logger.info(f"{path}: no frame rate in the file, writing 25 fps")
         fps = 25.0
-    num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    stem = os.path.splitext(os.path.basename(args.video_input))[0]
+    announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
-    if args.output:
-        out = args.output
-        if os.path.isdir(out) or out.endswith(os.sep) or not os.path.splitext(out)[1]:
-            out = os.path.join(out, stem + ".mp4")
-        writer = open_video_writer(out, fps, (width, height))
     frames = 0
+    records = []
+    if plan.labels:
+        write_legend(os.path.dirname(plan.legend()), demo.legend)
     try:
+        if plan.overlay:
+            writer = VideoWriter(plan.overlay, fps, (width, height), audio_from=path)
         for index, (frame, result, overlay) in enumerate(
-            tqdm.tqdm(demo.run_on_video(video), total=num_frames, desc="frames", unit="frame")
+            tqdm.tqdm(demo.run_on_video(video), total=announced, desc="frames", unit="frame", disable=not args.output)
         ):
             frames += 1
-            if args.save_labels:
-                write_image(os.path.join(args.save_labels, stem, f"{index:05d}.png"), result["labels"])
+            if plan.labels:
+                write_label_png(os.path.join(plan.labels, f"{index:05d}.png"), result["labels"], demo.colors)
+            if plan.json:
+                records.append({"frame": index, "faces": faces_record(result, demo, args.json_class_masks)})
             if overlay.shape[:2] != (height, width):
                 overlay = cv2.resize(overlay, (width, height))
             if writer is not None:
                 writer.write(overlay)
             else:
-                cv2.namedWindow(stem, cv2.WINDOW_NORMAL)
-                cv2.imshow(stem, overlay)
+                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+                cv2.imshow(WINDOW_NAME, overlay)
                 if cv2.waitKey(1) == 27:
                     break
+    except (OSError, RuntimeError, ValueError) as e:
+        report_error(f"{path}: failed at frame {frames} ({type(e).__name__}: {e})")
+        return 1
     finally:
         video.release()
         if writer is not None:
-            writer.release()
+            writer.close()
+    if plan.json:
+        write_json(plan.json, {**json_header(demo, path, (height, width)), "fps": fps, "frames": records})
     if frames == 0:
-        report_error(f"{args.video_input}: no frame could be decoded")
+        report_error(f"{path}: no frame could be decoded")
         return 1
-    logger.info(f"{args.video_input}: {frames} frames at {fps:.2f} fps, {width}x{height}")
+    written = f"{frames} frames written to {plan.overlay}" if plan.overlay else f"{frames} frames shown"
+    if announced and frames < announced and (writer is not None or plan.labels or plan.json):
+        report_error(f"{path}: the video ended after {frames} of its {announced} frames (truncated or damaged file); {written}")
+        return 1
+    codec = f", {writer.codec}" + (" with the input's audio" if writer.audio_copied else "") if writer is not None else ""
+    logger.info(f"{path}: {frames} frames at {fps:.2f} fps, {width}x{height}{codec}")
     return 0
 
 
-def run_webcam(demo: VisualizationDemo, args, logger) -> int:
+def run_video(demo, args, logger) -> int:
+    from qanet_d2.data.inputs import InputFile
+
+    path = args.video_input
+    if not os.path.isfile(path):
+        report_error(f"{path}: no such video file")
+        return 1
+    file = InputFile(path, os.path.basename(path), "video")
+    args.input = [path]
+    plans, existing = plan_outputs(args, [file])
+    if existing and not args.overwrite:
+        report_error(f"{existing[0]} already exists: pass --overwrite to replace, or choose another --output")
+        return 1
+    return run_one_video(demo, args, logger, path, plans[0])
+
+
+def run_webcam(demo, args, logger) -> int:
+    import cv2
+    import tqdm
+
+    from qanet_d2.data.inputs import VideoWriter
+
     cam = cv2.VideoCapture(0)
     if not cam.isOpened():
-        logger.error("cannot open the webcam (device 0)")
+        report_error("cannot open the webcam (device 0)")
+        return 1
+    if args.output and os.path.exists(args.output) and not args.overwrite:
+        report_error(f"{args.output} already exists: pass --overwrite to replace, or choose another --output")
         return 1
     writer = None
     try:
         for frame, result, overlay in tqdm.tqdm(demo.run_on_video(cam), desc="webcam", unit="frame"):
             if args.output:
                 if writer is None:
-                    writer = open_video_writer(args.output, 15.0, (overlay.shape[1], overlay.shape[0]))
+                    writer = VideoWriter(args.output, 15.0, (overlay.shape[1], overlay.shape[0]))
                 writer.write(overlay)
             else:
                 cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
@@ -332,23 +653,45 @@ def run_webcam(demo: VisualizationDemo, args, logger) -> int:
     finally:
         cam.release()
         if writer is not None:
-            writer.release()
+            writer.close()
         cv2.destroyAllWindows()
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_argument_parser().parse_args(argv)
+    parser = build_argument_parser()
+    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
+    if sum(bool(x) for x in (args.input, args.video_input, args.webcam)) != 1:
+        parser.print_usage(sys.stderr)
+        print("ERROR give exactly one of --input, --video-input, --webcam", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.save_labels == "" or args.save_json == "") and not args.output:
+        print("ERROR --save-labels / --save-json without a folder write next to the overlays: pass --output "
+              "(or give them a folder)", file=sys.stderr)
+        return EXIT_USAGE
+
+    import cv2
+
+    import qanet_d2  # noqa: F401  (compat shims, registrations)
+    from detectron2.utils.logger import setup_logger
+    from predictor import VisualizationDemo
+    from qanet_d2.predictor import FaceParsingPredictor
+
     setup_logger(name="fvcore")
     logger = setup_logger(name="qanet_d2.demo")
-    logger.info("Arguments: " + str(args))
-    if sum(bool(x) for x in (args.input, args.video_input, args.webcam)) != 1:
-        logger.error("give exactly one of --input, --video-input, --webcam")
-        return 2
-    cfg = setup_cfg(args)
+    try:
+        cfg = setup_cfg(args)
+        try:
+            model = FaceParsingPredictor(cfg)
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:
+            raise UsageError(f"cannot load the model of {args.config_file or 'the shipped model'} "
+                             f"(MODEL.WEIGHTS {cfg.MODEL.WEIGHTS or '(none)'}): {type(e).__name__}: {e}".replace("\n", " ")) from None
+    except UsageError as e:
+        print(f"ERROR {e}", file=sys.stderr)
+        return EXIT_USAGE
     demo = VisualizationDemo(
         cfg,
-        FaceParsingPredictor(cfg),
+        model,
         alpha=args.alpha,
         temporal_window=args.temporal_window,
         max_overlay_size=args.max_overlay_size,
@@ -364,10 +707,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except cv2.error as e:
         message = str(e).lower()
         if not args.output and ("imshow" in message or "highgui" in message or "gui" in message):
-            logger.error("cannot open a window (OpenCV without GUI support): pass --output")
-            return 2
+            print("ERROR cannot open a window (OpenCV without GUI support): pass --output", file=sys.stderr)
+            return EXIT_USAGE
         raise
-    return 1 if failures else 0
+    return EXIT_FAILED if failures else 0
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ class VisualizationDemo:
     """Runs a :class:`~qanet_d2.FaceParsingPredictor` and draws its results.
 
     The overlay shows the parts of every painted face with the dataset's palette and class names
-    (``Visualizer.draw_sem_seg``; background is left undrawn) and each face box with its quality
-    score ("face 0.87") for faces scoring at least ``confidence_threshold``.
+    (``Visualizer.draw_sem_seg``; background is left undrawn) and the box of each face whose
+    score reaches ``confidence_threshold``, labelled with that score ("face 0.87"). The score is
+    the one that decides which faces are painted (:attr:`score_name`): the detector's box score
+    with ``MODEL.QANET.INFERENCE.PAINT_ORDER`` "box", the quality score with "quality".
     """
 
     def __init__(
@@ -70,6 +72,9 @@ class VisualizationDemo:
         if confidence_threshold is None:
             confidence_threshold = float(self.predictor.postprocessor.face_score_thresh)
         self.confidence_threshold = float(confidence_threshold)
+        self.score_name = self.predictor.postprocessor.paint_order  # "box" or "quality"
+        self.colors = [[int(v) for v in c] for c in self.metadata.stuff_colors]
+        self.legend = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(self.metadata.stuff_classes, self.colors))]
         self.alpha = float(alpha)
         self.draw_boxes = draw_boxes
         self.max_overlay_size = int(max_overlay_size)
@@ -90,6 +95,13 @@ class VisualizationDemo:
         longest = max(size_hw)
         return 1.0 if self.max_overlay_size <= 0 or longest <= self.max_overlay_size else self.max_overlay_size / longest
 
+    def face_scores(self, result: Dict) -> np.ndarray:
+        """Per face of ``result`` (best quality first), the score that ``confidence_threshold``
+        thresholds: the box score or the quality score (:attr:`score_name`)."""
+        if self.score_name == "box" and "instances" in result:
+            return result["instances"].box_scores.numpy().astype(np.float32)
+        return np.asarray(result["scores"], np.float32)
+
     def draw(self, image_bgr: np.ndarray, result: Dict) -> VisImage:
         """Overlay of ``result`` (a predictor result) on the BGR image, at the image's size
         unless that exceeds ``max_overlay_size`` (then scaled down, see :meth:`overlay_scale`)."""
@@ -106,10 +118,11 @@ class VisualizationDemo:
         labels[labels == 0] = 255  # draw_sem_seg skips ids outside stuff_classes: leave background as is
         vis = visualizer.draw_sem_seg(labels, alpha=self.alpha)
         if self.draw_boxes:
-            keep = result["scores"] >= self.confidence_threshold
+            scores = self.face_scores(result)
+            keep = scores >= self.confidence_threshold
             boxes = boxes[keep]
             if len(boxes):
-                texts = [f"face {s:.2f}" for s in result["scores"][keep]]
+                texts = [f"face {s:.2f}" for s in scores[keep]]
                 vis = visualizer.overlay_instances(boxes=boxes, labels=texts, assigned_colors=[_BOX_COLOR] * len(boxes))
         return vis
 
@@ -123,8 +136,9 @@ class VisualizationDemo:
         image[painted] = (1.0 - self.alpha) * image[painted] + self.alpha * self._palette_bgr[labels[painted]]
         image = image.astype(np.uint8)
         if self.draw_boxes:
-            keep = result["scores"] >= self.confidence_threshold
-            for box, score in zip(result["boxes"][keep], result["scores"][keep]):
+            scores = self.face_scores(result)
+            keep = scores >= self.confidence_threshold
+            for box, score in zip(result["boxes"][keep], scores[keep]):
                 x0, y0, x1, y1 = (int(round(float(v))) for v in box)
                 cv2.rectangle(image, (x0, y0), (x1, y1), (25, 230, 25), 1)
                 cv2.putText(image, f"face {score:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (25, 230, 25), 1, cv2.LINE_AA)

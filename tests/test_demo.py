@@ -3,7 +3,11 @@
 The model is the instant-test config with random weights (thresholds at 0 so that it paints
 faces): these tests check the pipeline (files, sizes, layouts, exit codes), not parsing quality.
 """
+import json
+import os
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -37,7 +41,7 @@ def demo_module():
 
 def run_demo(demo_module, *args):
     torch.manual_seed(0)
-    return demo_module.main(["--config-file", str(INSTANT), *map(str, args), *OPTS])
+    return demo_module.main(["--config-file", str(INSTANT), "--random-weights", *map(str, args), *OPTS])
 
 
 def astronaut_bgr():
@@ -111,10 +115,12 @@ def test_demo_on_real_photo_and_bad_files(demo_module, tmp_path, capsys):
     out, labels = tmp_path / "out", tmp_path / "labels"
 
     status = run_demo(demo_module, "--input", photos, "--output", out, "--save-labels", labels)
-    assert status == 1  # two bad files
-    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert status == 1  # one bad file
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "ERROR" in line]
     assert any("broken.png" in line and "truncated" in line for line in errors)
-    assert any("readme.txt" in line for line in errors)
+    assert not any("readme.txt" in line for line in errors)  # not an image by its extension: skipped
+    assert "readme.txt" in captured.err + captured.out
     assert not any("astronaut.png" in line or "gray.jpg" in line for line in errors)
 
     # overlays keep the folder layout and the input sizes
@@ -192,7 +198,7 @@ def test_demo_on_synthetic_video(demo_module, tmp_path):
         count += 1
     cap.release()
     assert count == 4
-    frames = sorted(p.name for p in (labels / "clip").iterdir())
+    frames = sorted(p.name for p in (labels / "clip").glob("*.png"))
     assert frames == [f"{t:05d}.png" for t in range(4)]
     assert np.asarray(Image.open(labels / "clip" / "00000.png")).shape == (120, 160)
 
@@ -219,7 +225,7 @@ def test_demo_video_with_detection_every_k_frames(demo_module, tmp_path, monkeyp
     out, labels = tmp_path / "parsed.avi", tmp_path / "labels"
     torch.manual_seed(0)
     status = demo_module.main(
-        ["--config-file", str(INSTANT), "--video-input", str(path), "--output", str(out), "--save-labels", str(labels),
+        ["--config-file", str(INSTANT), "--random-weights", "--video-input", str(path), "--output", str(out), "--save-labels", str(labels),
          "--overlay", "opencv", *OPTS, "VIDEO.DETECT_EVERY", "2"]
     )
     assert status == 0
@@ -230,7 +236,7 @@ def test_demo_video_with_detection_every_k_frames(demo_module, tmp_path, monkeyp
         count += 1
     cap.release()
     assert count == 5
-    assert sorted(p.name for p in (labels / "clip").iterdir()) == [f"{t:05d}.png" for t in range(5)]
+    assert sorted(p.name for p in (labels / "clip").glob("*.png")) == [f"{t:05d}.png" for t in range(5)]
     assert all(np.asarray(Image.open(labels / "clip" / f"{t:05d}.png")).shape == (72, 96) for t in range(5))
 
 
@@ -271,3 +277,211 @@ def test_demo_sequence_layout_matches_evaluate_pngs(demo_module, tmp_path):
         for t in range(2):
             file_name = str(images / vid / f"{t:05d}.jpg")
             assert Path(label_png_path(str(labels), vid, file_name)).is_file()
+
+
+# ---------------------------------------------------------------------------- the command line
+def _errors(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]
+
+
+def test_help_is_fast_names_the_shipped_model_and_its_classes(tmp_path):
+    """--help imports neither torch nor detectron2, shows examples, the shipped model and its classes."""
+    from qanet_d2 import get_qanet_cfg
+    from qanet_d2.model_zoo import shipped_model
+    from qanet_d2.predictor import FaceParsingPredictor
+
+    code = ("import runpy, sys, time\nsys.argv = ['demo.py', '--help']\nstart = time.perf_counter()\n"
+            f"try:\n    runpy.run_path({str(REPO / 'demo' / 'demo.py')!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'detectron2' not in sys.modules\n"
+            "print('SECONDS', time.perf_counter() - start)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.split("SECONDS")[1]) < 1.0
+    config, weights = shipped_model()
+    text = " ".join(proc.stdout.split())
+    assert os.path.relpath(config, REPO) in text and os.path.relpath(weights, REPO) in text
+    assert "examples:" in text and "--save-json" in text
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(config)
+    cfg.MODEL.WEIGHTS = weights
+    classes = FaceParsingPredictor(cfg).class_names
+    assert ", ".join(f"{i} {n}" for i, n in enumerate(classes)) in text
+
+
+@pytest.fixture(scope="module")
+def shipped_run(demo_module, tmp_path_factory):
+    """The shipped model (no --config-file) on the astronaut photo, with labels and JSON."""
+    root = tmp_path_factory.mktemp("shipped")
+    cv2.imwrite(str(root / "astronaut.jpg"), astronaut_bgr())
+    status = demo_module.main(["--input", str(root / "astronaut.jpg"), "--output", str(root / "out"),
+                               "--save-labels", "--save-json", "--json-class-masks"])
+    return status, root / "out"
+
+
+def test_shipped_model_by_default_writes_overlay_labels_json(shipped_run):
+    status, out = shipped_run
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.jpg", "astronaut.json", "astronaut_labels.png", "labels.json"]
+    record = json.loads((out / "astronaut.json").read_text())
+    assert record["classes"][0] == "background" and len(record["faces"]) >= 1  # a trained model finds her face
+    face = record["faces"][0]
+    assert {"box", "box_score", "quality_score", "mask"} <= set(face)
+    assert record["score"] == "box" and all(f["box_score"] >= record["score_threshold"] for f in record["faces"])
+
+
+def test_label_png_palette_matches_legend(shipped_run):
+    _, out = shipped_run
+    legend = json.loads((out / "labels.json").read_text())["classes"]
+    image = Image.open(out / "astronaut_labels.png")
+    assert image.mode == "P"
+    palette = np.asarray(image.getpalette()[: 3 * len(legend)]).reshape(-1, 3)
+    assert [c["id"] for c in legend] == list(range(len(legend)))
+    np.testing.assert_array_equal(palette, [c["color"] for c in legend])
+    assert len({tuple(c["color"]) for c in legend}) == len(legend)  # colours tell the classes apart
+    ids = np.asarray(image)
+    assert set(np.unique(ids)) <= set(range(len(legend))) and (ids != 0).any()
+
+
+def test_json_masks_round_trip_to_the_label_map(shipped_run):
+    """COCO RLE of each face decodes (pycocotools) to the label-map pixels it painted; the faces'
+    masks are disjoint and cover every painted pixel; class masks give the label ids."""
+    from pycocotools import mask as mask_util
+
+    _, out = shipped_run
+    record = json.loads((out / "astronaut.json").read_text())
+    labels = np.asarray(Image.open(out / "astronaut_labels.png"))
+    union = np.zeros(labels.shape, np.int32)
+    for face in record["faces"]:
+        mask = mask_util.decode({"size": face["mask"]["size"], "counts": face["mask"]["counts"].encode()}).astype(bool)
+        assert mask.shape == labels.shape and mask.sum() == face["area"] > 0
+        assert (labels[mask] != 0).all()
+        union += mask
+        for name, rle in face["class_masks"].items():
+            part = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+            np.testing.assert_array_equal(part, mask & (labels == record["classes"].index(name)))
+    np.testing.assert_array_equal(union, labels != 0)
+
+
+def test_missing_weights_and_typos_are_one_line_errors(demo_module, tmp_path, capsys):
+    src = tmp_path / "face.jpg"
+    cv2.imwrite(str(src), astronaut_bgr()[:200, :200])
+    base = ["--input", str(src), "--output", str(tmp_path / "o")]
+    assert demo_module.main(["--config-file", str(INSTANT), *base]) == 2  # no weights, not asked for random ones
+    (line,) = _errors(capsys)
+    assert "gives no weights" in line and "--random-weights" in line
+    assert demo_module.main(["--config-file", str(tmp_path / "nope.yaml"), *base]) == 2
+    (line,) = _errors(capsys)
+    assert "nope.yaml: no such file" in line
+    assert demo_module.main([*base, "--opts", "MODEL.WEIGHTS", str(tmp_path / "missing.pth")]) == 2
+    (line,) = _errors(capsys)
+    assert "MODEL.WEIGHTS" in line and "missing.pth: no such file" in line
+    assert demo_module.main([*base, "--opts", "MODEL.WIEGHTS", "x.pth"]) == 2
+    (line,) = _errors(capsys)
+    assert "unknown config key MODEL.WIEGHTS; did you mean MODEL.WEIGHTS?" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_input_folder_is_an_error(demo_module, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    for folder in ("empty", "notes"):
+        assert run_demo(demo_module, "--input", tmp_path / folder, "--output", tmp_path / "o") == 1
+        assert any("no image or video files" in line for line in _errors(capsys))
+
+
+def test_same_stem_inputs_never_collide_and_outputs_are_not_overwritten(demo_module, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face = astronaut_bgr()[:200, 150:350]
+    cv2.imwrite(str(photos / "person.jpg"), face)
+    cv2.imwrite(str(photos / "person.png"), face[:, ::-1])
+    out = tmp_path / "out"
+    assert run_demo(demo_module, "--input", photos, "--output", out, "--save-labels", "--save-json") == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["labels.json", "person_jpg.jpg", "person_jpg.json", "person_jpg_labels.png",
+                     "person_png.json", "person_png.png", "person_png_labels.png"]
+    assert json.loads((out / "person_jpg.json").read_text())["file"].endswith("person.jpg")
+    assert json.loads((out / "person_png.json").read_text())["file"].endswith("person.png")
+    before = (out / "person_png.json").read_bytes()
+    assert run_demo(demo_module, "--input", photos, "--output", out, "--save-json") == 1
+    assert any("already exists" in line and "--overwrite" in line for line in _errors(capsys))
+    assert (out / "person_png.json").read_bytes() == before
+    assert run_demo(demo_module, "--input", photos, "--output", out, "--save-json", "--overwrite") == 0
+
+
+def test_folder_takes_images_and_videos_by_extension_and_refuses_thin_images(demo_module, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "face.jpg"), astronaut_bgr()[:160, 160:320])
+    cv2.imwrite(str(photos / "thin.png"), np.full((1, 5000, 3), 128, np.uint8))
+    (photos / "notes.txt").write_text("x")
+    (photos / "boxes.json").write_text("{}")
+    video = SyntheticVideo((3, 5), 96, 72, 3)
+    writer = cv2.VideoWriter(str(photos / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 72))
+    for t in range(3):
+        writer.write(video.render(t).image)
+    writer.release()
+    out = tmp_path / "out"
+    assert run_demo(demo_module, "--input", photos, "--output", out, "--overlay", "opencv") == 1  # the thin image
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("ERROR")]
+    assert any("thin.png" in line and "5000x1" in line and "too thin to parse" in line for line in errors), errors
+    assert "notes.txt" in captured.err and "boxes.json" in captured.err
+    assert not any("notes.txt" in line or "boxes.json" in line or "clip.avi" in line for line in errors)
+    assert (out / "face.jpg").is_file() and (out / "clip.mp4").is_file()
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+
+
+def test_truncated_video_is_reported(demo_module, tmp_path, capsys):
+    video = SyntheticVideo((3, 5), 96, 72, 20)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 72))
+    for t in range(20):
+        writer.write(video.render(t).image)
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "parsed.mp4"
+    assert run_demo(demo_module, "--video-input", path, "--output", out, "--overlay", "opencv") == 1
+    (line,) = _errors(capsys)
+    assert "clip.avi" in line and "of its 20 frames" in line
+    written = int(line.split("ended after ")[1].split()[0])
+    assert 0 < written < 20 and f"{written} frames written" in line
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == written
+    cap.release()
+
+
+def test_video_output_is_h264_with_the_input_audio(demo_module, tmp_path):
+    import av
+
+    path = tmp_path / "talk.mp4"
+    video = SyntheticVideo((3, 5), 96, 72, 5)
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream("mpeg4", rate=5)
+        vstream.width, vstream.height, vstream.pix_fmt = 96, 72, "yuv420p"
+        astream = container.add_stream("aac", rate=16000)
+        for t in range(5):
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(video.render(t).image, format="bgr24")):
+                container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        tone = (0.2 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)[None]
+        for start in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(tone[:, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in astream.encode(frame):
+                container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    out = tmp_path / "parsed.mp4"
+    assert run_demo(demo_module, "--video-input", path, "--output", out, "--overlay", "opencv") == 0
+    with av.open(str(out)) as result:
+        (vstream,) = result.streams.video
+        (astream,) = result.streams.audio
+        assert vstream.codec_context.name == "h264" and vstream.codec_context.pix_fmt == "yuv420p"
+        assert astream.codec_context.name == "aac"
+        assert sum(1 for _ in result.decode(video=0)) == 5

@@ -230,20 +230,57 @@ assert not loaded
     np.testing.assert_array_equal(np.load(tmp_path / "boxes.npy"), result["boxes"])
 
 
-def test_onnx_infer_cli(tools, exported, tmp_path):
+def test_onnx_infer_cli(tools, exported, tmp_path, capsys):
+    """tools/onnx_infer.py takes inputs as the demo does: a folder walked by extension (other
+    files skipped and listed), one bad file reported by name without stopping the batch (a
+    truncated JPEG, a 1 x 5000 image with its size), outputs of same-stem inputs kept apart,
+    palette label PNGs whose ids equal the runtime's labels, and no silent overwrite."""
     import cv2
+    from PIL import Image
 
     out, meta, _ = exported
     image = synthetic_frame()
-    cv2.imwrite(str(tmp_path / "frame.png"), image)
-    written = tools[2].main(["--export", str(out), "--input", str(tmp_path / "frame.png"), "--output", str(tmp_path / "parsed")])
-    assert [Path(p).name for p in written] == ["frame_labels.png", "frame_overlay.png"]
-    labels = cv2.imread(written[0], cv2.IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(labels, tools[1].FaceParsingRuntime(str(out))(image)["labels"])
-    overlay = cv2.imread(written[1])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "frame.png"), image)
+    cv2.imwrite(str(photos / "frame.jpg"), image)
+    good = (photos / "frame.jpg").read_bytes()
+    (photos / "broken.jpg").write_bytes(good[: len(good) // 2])
+    cv2.imwrite(str(photos / "thin.png"), np.full((1, 5000, 3), 128, np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    parsed = tmp_path / "parsed"
+    status = tools[2].main(["--export", str(out), "--input", str(photos), "--output", str(parsed)])
+    captured = capsys.readouterr()
+    assert status == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith("ERROR")]
+    assert any("broken.jpg" in line and "truncated" in line for line in errors), errors
+    assert any("thin.png" in line and "5000x1" in line and "too thin" in line for line in errors), errors
+    assert "notes.txt" in captured.out and not any("notes.txt" in line for line in errors)
+    names = sorted(p.name for p in parsed.iterdir())
+    assert names == ["frame_jpg_labels.png", "frame_jpg_overlay.png", "frame_png_labels.png", "frame_png_overlay.png", "labels.json"]
+    labels = Image.open(parsed / "frame_png_labels.png")
+    assert labels.mode == "P"
+    np.testing.assert_array_equal(np.asarray(labels), tools[1].FaceParsingRuntime(str(out))(image)["labels"])
+    legend = json.loads((parsed / "labels.json").read_text())["classes"]
+    assert [c["name"] for c in legend] == list(meta["classes"])
+    overlay = cv2.imread(str(parsed / "frame_png_overlay.png"))
     assert overlay.shape == image.shape and (overlay != image).any()
-    with pytest.raises(SystemExit, match="missing.png"):
-        tools[2].main(["--export", str(out), "--input", str(tmp_path / "missing.png"), "--output", str(tmp_path / "parsed")])
+    # a second run into the same folder refuses to overwrite, unless asked
+    assert tools[2].main(["--export", str(out), "--input", str(photos / "frame.png"), "--output", str(parsed)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert tools[2].main(["--export", str(out), "--input", str(photos / "frame.png"), "--output", str(parsed), "--overwrite"]) == 0
+    assert tools[2].main(["--export", str(out), "--input", str(tmp_path / "missing.png"), "--output", str(tmp_path / "o")]) == 2
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_onnx_infer_does_not_import_torch(exported, tmp_path):
+    """The ONNX command line shares the demo's input handling without importing torch."""
+    out, _, _ = exported
+    code = ("import sys, runpy; sys.argv = ['onnx_infer.py', '--help']\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n" % str(REPO / "tools" / "onnx_infer.py"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_export_folder_errors(tools, tmp_path):
@@ -315,3 +352,18 @@ def test_postprocess_mirrors_face_postprocessor(tools, region, order):
     labels = ref["labels"].numpy()
     assert (labels != 0).mean() > 0.3
     assert (out["labels"] == labels).mean() >= 0.999
+
+
+def test_export_doc_snippet_runs(exported, tmp_path):
+    """docs/export.md's Python example, run as written next to an export and a photo."""
+    import re
+
+    import cv2
+
+    out, _, _ = exported
+    (tmp_path / "tools").symlink_to(REPO / "tools")
+    (tmp_path / "exported").symlink_to(out)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), astronaut_bgr())
+    (code,) = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "export.md").read_text(), flags=re.S)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,7 @@
 """Reading frames and label maps with errors that name the file.
 
-Images: one conversion for every path (the dataset mapper for training and evaluation, the
+Images (implemented in :mod:`qanet_d2.data.inputs`, which the torch-free tools load too): one
+conversion for every path (the dataset mapper for training and evaluation, the
 predictor, the demo, the tools). :func:`read_image` decodes a file with Pillow, applies its EXIF
 orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`,
 which the predictor also applies to the arrays it is given. The result is always a 3-channel
@@ -45,12 +46,24 @@ from typing import Iterable, Tuple
 import numpy as np
 from PIL import Image
 
+from .inputs import (  # noqa: F401  (the image reader lives with the tools' input handling)
+    DataReadError,
+    ImageNotFoundError,
+    ImageReadError,
+    ImageTooThinError,
+    as_uint8_image,
+    open_image,
+    read_image,
+    read_image_bgr,
+    to_bgr_uint8,
+)
 from .label_sets import IGNORE_LABEL
 
 __all__ = [
     "DataReadError",
     "ImageReadError",
     "ImageNotFoundError",
+    "ImageTooThinError",
     "read_image",
     "read_image_bgr",
     "as_uint8_image",
@@ -65,148 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DataReadError(ValueError):
-    """A frame or label file cannot be decoded or has invalid content; the message names it."""
-
-
-class ImageReadError(DataReadError, OSError):
-    """An image file cannot be read or decoded; the message names the file."""
-
-
-class ImageNotFoundError(ImageReadError, FileNotFoundError):
-    """An image file does not exist; the message names it."""
-
-
 def _open(path: str, what: str, error=DataReadError, not_found=FileNotFoundError) -> Image.Image:
-    if not os.path.isfile(path):
-        raise not_found(f"{what} not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.load()  # decode now: truncated/corrupt files fail here, not later
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise error(f"{path}: cannot decode {what}: {e}") from e
-    return img
-
-
-def _exif_transpose(img: Image.Image) -> Image.Image:
-    from detectron2.data.detection_utils import _apply_exif_orientation
-
-    return _apply_exif_orientation(img)
-
-
-# ---------------------------------------------------------------------------- images
-_WARNED = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        logger.warning(message)
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """One channel plane or ``H x W x 3`` of any supported dtype -> uint8 (module docstring)."""
-    kind, size = arr.dtype.kind, arr.dtype.itemsize
-    if kind == "u" and size == 1:
-        return arr
-    if kind == "b":
-        return arr.astype(np.uint8) * np.uint8(255)
-    if kind in "ui":
-        if size == 1:  # int8
-            return np.clip(arr, 0, 127).astype(np.uint8)
-        if kind == "u" and size == 2:
-            wide = arr.astype(np.uint32)
-        else:
-            top = int(arr.max())
-            if 0 < top <= 255:
-                _warn_once("int", f"{arr.dtype} image with values up to {top} read as 16-bit intensities "
-                           "(x / 257, nearly black); pass 8-bit intensities as uint8")
-            wide = np.clip(arr, 0, 65535).astype(np.int64)
-        return ((wide + 128) // 257).astype(np.uint8)  # == round(x / 257) for integers
-    if kind == "f":
-        arr = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=255.0, neginf=0.0)
-        top = float(arr.max())
-        if 0 < top <= 1:
-            _warn_once("float", f"{arr.dtype} image with values in [0, 1] read as 0..255 intensities "
-                       "(nearly black); multiply a [0, 1] image by 255")
-        return np.rint(np.clip(arr, 0, 255)).astype(np.uint8)
-    raise ValueError(f"unsupported image dtype {arr.dtype}")
-
-
-def as_uint8_image(image: np.ndarray, channel_order: str = "BGR", format: str = "BGR") -> np.ndarray:
-    """Any common image array -> ``H x W x 3`` uint8 in ``format`` ("BGR" or "RGB").
-
-    Args:
-        image: ``H x W``, ``H x W x 1`` (gray), ``H x W x 2`` (gray + alpha), ``H x W x 3``
-            (colour) or ``H x W x 4`` (colour + alpha), of any dtype of the module docstring.
-        channel_order: order of the colour channels of ``image`` ("BGR" as cv2 reads it, "RGB"
-            as Pillow does).
-        format: order of the result.
-
-    Raises ValueError for other shapes, empty images and unsupported dtypes. A uint8
-    ``H x W x 3`` contiguous input in ``format`` order is returned as is (no copy).
-    """
-    for name, value in (("channel_order", channel_order), ("format", format)):
-        if str(value).upper() not in ("BGR", "RGB"):
-            raise ValueError(f"{name} must be 'BGR' or 'RGB', got {value!r}")
-    channel_order, format = channel_order.upper(), format.upper()
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] in (1, 2):
-        arr = arr[:, :, 0]  # gray (+ alpha)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise ValueError(f"expected an H x W image with 1 to 4 channels, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"empty image of shape {arr.shape}")
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]  # alpha dropped
-    arr = _to_uint8(arr)
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if channel_order != format:
-        arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
-
-
-def to_bgr_uint8(image: np.ndarray, channel_order: str = "BGR") -> np.ndarray:
-    """:func:`as_uint8_image` to BGR: what the predictor does to the arrays it is given."""
-    return as_uint8_image(image, channel_order, "BGR")
-
-
-# Pillow modes whose pixels go to as_uint8_image as they are (gray, gray + alpha, RGB, RGBA,
-# 1-bit, 32-bit int and float); other modes are converted by Pillow first.
-_ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "F")
-
-
-def read_image(path: str, format: str = "BGR") -> np.ndarray:
-    """Read an image file as a uint8 ``H x W x 3`` array in ``format`` ("BGR" or "RGB"), EXIF
-    orientation applied; conversions in the module docstring.
-
-    Raises:
-        ImageNotFoundError: no such file.
-        ImageReadError: the file is not an image, is truncated or cannot be converted.
-        Both name ``path``.
-    """
-    if format not in ("BGR", "RGB"):
-        raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
-    img = _exif_transpose(_open(path, "image", ImageReadError, ImageNotFoundError))
-    mode = img.mode
-    try:
-        if mode in _ARRAY_MODES or mode.startswith("I;16"):
-            arr = np.asarray(img)
-        elif mode in ("P", "PA", "La", "RGBa"):
-            # palette colours; transparency (if any) becomes alpha, which is then dropped
-            arr = np.asarray(img.convert("LA" if mode == "La" else "RGBA"))
-        else:  # CMYK, YCbCr, LAB, HSV, RGBX, ...
-            arr = np.asarray(img.convert("RGB"))
-        return as_uint8_image(arr, "RGB", format)
-    except ValueError as e:
-        raise ImageReadError(f"{path}: cannot convert image of mode {mode}: {e}") from e
-
-
-def read_image_bgr(path: str) -> np.ndarray:
-    """``read_image(path, "BGR")``: the reader of the demo and the predictor's users."""
-    return read_image(path, "BGR")
+    return open_image(path, what, error, not_found)
 
 
 # ---------------------------------------------------------------------------- label maps
