@@ -15,7 +15,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (config file, weights file), both relative to REPO_ROOT
 SHIPPED_MODELS: Dict[str, Tuple[str, str]] = {
+    # YuNet (pretrained on WIDER FACE) + box adapter + the real-face parser
     "real_faces": (
+        "configs/real_faces/qanet_yunet_fasseg.yaml",
+        "models/qanet_yunet_real_faces_fasseg.pth",
+    ),
+    # the report's route: the FCOS detector trained here with the same parser
+    "real_faces_fcos": (
         "configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml",
         "models/qanet_fcos_real_faces_fasseg.pth",
     ),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export the face-parsing pipeline to ONNX: the FCOS face detector and the QANet parser.
+"""Export the face-parsing pipeline to ONNX: the face detector (FCOS or YuNet) and the QANet parser.
 
     python tools/export.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
         --output exported/ MODEL.WEIGHTS output/quickstart/model_final.pth
@@ -12,6 +12,9 @@ writes into ``--output``:
   divisibility); outputs per FPN level ``cls_<level>`` (``B x K x Hi x Wi`` class logits),
   ``box_<level>`` (``B x 4 x Hi x Wi`` ltrb distances in strides, before ReLU) and
   ``ctr_<level>`` (``B x 1 x Hi x Wi`` centerness logits). Dynamic batch, height and width.
+  For YuNet, ``detector.onnx`` is its network: input ``images``, the BGR float image (0-255, no
+  normalisation) zero-padded to multiples of 32; outputs ``cls_s``, ``obj_s`` (sigmoid), ``bbox_s``
+  and ``kps_s`` for strides s = 8, 16, 32, each ``B x cells x k`` (the authors' layout).
 * ``parser.onnx``: the parser (backbone, neck, parsing and IoU branches) followed by a softmax.
   Input ``crops`` ``N x 3 x h x w`` float32 normalised RGB crops (``MODEL.QANET.PIXEL_MEAN/STD``);
   outputs ``probs`` (``N x C x h x w``) and ``iou`` (``N``, the IoU branch's raw prediction; the
@@ -89,6 +92,20 @@ class DetectorForExport(nn.Module):
         return tuple(logits) + tuple(deltas) + tuple(centerness)
 
 
+class YuNetForExport(nn.Module):
+    """YuNet's network: ``forward(images)`` with the ``B x 3 x H x W`` BGR float batch (0-255,
+    sides multiples of 32) returns ``cls``, ``obj`` (sigmoid), ``bbox`` and ``kps`` per stride 8,
+    16, 32 (``B x cells x k``, the authors' ONNX layout), in this order."""
+
+    def __init__(self, yunet_detector: nn.Module):
+        super().__init__()
+        self.net = yunet_detector.net
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        out = self.net(images)
+        return tuple(t for kind in ("cls", "obj", "bbox", "kps") for t in out[kind])
+
+
 class ParserForExport(nn.Module):
     """The parser and the softmax of its logits: ``forward(crops)`` with ``N x 3 x h x w``
     normalised RGB crops returns ``(probs, iou)``: ``N x C x h x w`` probabilities and the ``N``
@@ -140,9 +157,23 @@ def export_metadata(cfg, model) -> Dict:
         colors = [[0, 0, 0]] + rng.randint(0, 256, (q.NUM_CLASSES - 1, 3)).tolist()
     fcos = model.detector
     detector = None
-    if fcos is not None:
+    if fcos is not None and type(fcos).__name__ == "YuNetFaceDetector":
+        detector = {
+            "type": "YuNet",
+            "file": "detector.onnx",
+            "strides": [8, 16, 32],
+            "scales": list(fcos.scales),
+            "max_size": int(fcos.max_size),
+            "score_thresh": float(fcos.score_thresh),
+            "topk_candidates": int(fcos.topk_candidates),
+            "nms_thresh": float(fcos.nms_thresh),
+            "max_detections_per_image": int(fcos.max_detections),
+            "outputs": [f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in (8, 16, 32)],
+        }
+    elif fcos is not None:
         strides = [int(s) for s in fcos.anchor_generator.strides]
         detector = {
+            "type": "FCOS",
             "file": "detector.onnx",
             "input_scale": float(model.detector_input_scale_test),  # MODEL.FCOS.INPUT_SCALE_TEST (or INPUT_SCALE)
             "pixel_mean": [float(v) for v in fcos.pixel_mean.flatten()],
@@ -167,6 +198,8 @@ def export_metadata(cfg, model) -> Dict:
             "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
         },
         "detector": detector,
+        # face box + landmarks -> head box (MODEL.QANET.DETECTOR.BOX_ADAPTER, 4 x 11), or None
+        "box_adapter": model.box_adapter.weights.tolist() if model.box_adapter is not None else None,
         "parser": {
             "file": "parser.onnx",
             "crop_size": [int(s) for s in model.cropper.crop_size],
@@ -299,7 +332,15 @@ def export_pipeline(cfg, output: str, exporter: str = "auto", opset: int = 18, t
     logger.info(f"parser.onnx ({exporters['parser']} exporter, {time.perf_counter() - start:.1f}s)")
     parity["parser"] = onnx_parity(parser, path, [torch.randn(n, 3, h, w, generator=gen) for n in (1, 3)], ["probs", "iou"])
 
-    if model.detector is not None:
+    if model.detector is not None and meta["detector"]["type"] == "YuNet":
+        det = YuNetForExport(model.detector).eval()
+        names = meta["detector"]["outputs"]
+        path = os.path.join(output, meta["detector"]["file"])
+        start = time.perf_counter()
+        exporters["detector"] = export_onnx(det, torch.rand(1, 3, 64, 96, generator=gen) * 255, path, "images", names, {0: "B", 2: "H", 3: "W"}, exporter, opset)
+        logger.info(f"detector.onnx ({exporters['detector']} exporter, {time.perf_counter() - start:.1f}s)")
+        parity["detector"] = onnx_parity(det, path, [torch.rand(1, 3, 96, 64, generator=gen) * 255, torch.rand(2, 3, 32, 32, generator=gen) * 255], names)
+    elif model.detector is not None:
         det = DetectorForExport(model.detector).eval()
         names = [n for kind in ("cls", "box", "ctr") for n in meta["detector"]["outputs"][kind]]
         div = max(32, meta["detector"]["size_divisibility"])

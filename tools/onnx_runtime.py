@@ -239,6 +239,43 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict, image_index: int = 0)
     return boxes[keep], scores[keep], classes[keep]
 
 
+def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: int, image_index: int = 0):
+    """YuNet's faces of one padded ``height`` x ``width`` input (``qanet_d2.modeling.detectors.yunet``):
+    ``(boxes N x 4, landmarks N x 5 x 2, scores N)`` of the cells scoring at least
+    ``score_thresh`` (at most ``topk_candidates``), before NMS, in the padded input's frame."""
+    boxes, kps, scores = [], [], []
+    for s in det["strides"]:
+        gh, gw = height // s, width // s
+        ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij")
+        prior = np.stack([xs.reshape(-1), ys.reshape(-1)], 1) * np.float32(s)
+        score = (outputs[f"cls_{s}"][image_index, :, 0] * outputs[f"obj_{s}"][image_index, :, 0]).astype(np.float32)
+        b = outputs[f"bbox_{s}"][image_index].astype(np.float32)
+        centre = prior + b[:, :2] * np.float32(s)
+        size = np.exp(b[:, 2:]) * np.float32(s)
+        boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1))
+        kps.append(prior[:, None, :] + outputs[f"kps_{s}"][image_index].astype(np.float32).reshape(-1, 5, 2) * np.float32(s))
+        scores.append(score)
+    boxes, kps, scores = np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
+    keep = np.nonzero(scores >= det["score_thresh"])[0]
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: det["topk_candidates"]]
+    return boxes[keep], kps[keep], scores[keep]
+
+
+def head_boxes(face_boxes: np.ndarray, landmarks: np.ndarray, weights: Sequence[Sequence[float]]) -> np.ndarray:
+    """The box adapter (``qanet_d2.modeling.detectors.box_adapter.HeadBoxAdapter``): head boxes of
+    ``N x 4`` face boxes and their ``N x 5 x 2`` landmarks, with the ``4 x 11`` weights."""
+    if len(face_boxes) == 0:
+        return np.zeros((0, 4), np.float32)
+    centre = (face_boxes[:, :2] + face_boxes[:, 2:]) / 2
+    size = np.maximum(face_boxes[:, 2:] - face_boxes[:, :2], 1e-6)
+    uv = (landmarks[..., :2] - centre[:, None]) / size[:, None]
+    f = np.concatenate([np.ones((len(face_boxes), 1), np.float32), uv[..., 0], uv[..., 1]], 1)
+    t = f @ np.asarray(weights, np.float32).T
+    head = np.concatenate([centre + t[:, :2] * size, centre + t[:, 2:] * size], 1)
+    head[:, 2:] = np.maximum(head[:, 2:], head[:, :2] + 1.0)
+    return head.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------- crops
 def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float = 1.0) -> np.ndarray:
     """``N x 4`` crop regions of ``N x 4`` XYXY_ABS boxes: centre kept, the shorter side grown to
@@ -517,7 +554,13 @@ class FaceParsingRuntime:
         return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
 
     def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Face boxes (model-input frame, clipped, non-empty) and scores of a model-input image."""
+        """Face boxes (model-input frame, clipped, non-empty; head boxes where the export has a
+        box adapter) and scores of a model-input image."""
+        if self.meta["detector"].get("type", "FCOS") == "YuNet":
+            boxes, landmarks, scores = self.detect_yunet(image)
+            if self.meta.get("box_adapter"):
+                boxes = head_boxes(boxes, landmarks, self.meta["box_adapter"])
+            return boxes, scores
         det = self.meta["detector"]
         h, w = image.shape[:2]
         scale = det["input_scale"]
@@ -539,6 +582,38 @@ class FaceParsingRuntime:
         boxes[:, 1::2] = np.clip(boxes[:, 1::2] * np.float32(h / nh), 0, h)
         keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
         return boxes[keep], scores[keep]
+
+    def detect_yunet(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """YuNet's face boxes, landmarks and scores of a model-input image, in its frame
+        (``YuNetFaceDetector.detect_image``: each scale, NMS over all)."""
+        det = self.meta["detector"]
+        h, w = image.shape[:2]
+        bgr = image if self.meta["input"]["format"] == "BGR" else image[:, :, ::-1]
+        long_side = max(h, w)
+        sizes: List[Tuple[int, int]] = []
+        for f in det["scales"]:
+            s = f if not det["max_size"] else min(f, det["max_size"] / long_side)
+            size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+            if size not in sizes:
+                sizes.append(size)
+        all_boxes, all_kps, all_scores = [], [], []
+        for sh, sw in sizes:
+            x = bgr.astype(np.float32) if (sh, sw) == (h, w) else resample_float(bgr, sh, sw)
+            ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+            batch = np.zeros((1, 3, ph, pw), np.float32)
+            batch[0, :, :sh, :sw] = x.transpose(2, 0, 1)
+            names = [o.name for o in self.detector.get_outputs()]
+            outputs = dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch})))
+            boxes, kps, scores = decode_yunet(outputs, det, ph, pw)
+            fx, fy = np.float32(w / sw), np.float32(h / sh)
+            all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
+            all_kps.append(kps * np.array([fx, fy], np.float32))
+            all_scores.append(scores)
+        boxes, kps, scores = np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+        keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
+        return boxes[keep], kps[keep], scores[keep]
 
     def parse(self, image: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray) -> Dict[str, np.ndarray]:
         """Crop and parse the faces of a model-input image (``QANetFaceParser.parse_faces``)."""
