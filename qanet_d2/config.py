@@ -262,6 +262,20 @@ def add_qanet_config(cfg: CN) -> CN:
     # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
     # ADAM/ADAMW, linear for SGD.
     _C.SOLVER.LR_SCALING = "auto"
+    # --- Schedules in epochs (converted to iterations when training starts) ---------------------
+    # SOLVER.EPOCHS > 0 states the schedule in epochs of the run's training samples (frames, or
+    # faces with DATALOADER.SAMPLE_UNIT "face"): at start-up, after the rescaling to the number of
+    # processes, iterations per epoch = samples / SOLVER.IMS_PER_BATCH and MAX_ITER, STEPS and
+    # WARMUP_ITERS are computed from EPOCHS, STEPS_EPOCHS and WARMUP_EPOCHS (their iteration
+    # values are then not used), CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their *_EPOCHS keys
+    # where those are > 0 (qanet_d2/engine/epochs.py; logged once). 0 = iterations as written.
+    # EPOCHS and the periods are whole epochs, WARMUP_EPOCHS a float, STEPS_EPOCHS any numbers.
+    _C.SOLVER.EPOCHS = 0
+    _C.SOLVER.STEPS_EPOCHS = ()
+    _C.SOLVER.WARMUP_EPOCHS = 0.0
+    _C.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
+    _C.TEST.EVAL_PERIOD_EPOCHS = 0
+    # ------------------------------------------------------------------------------------------
     # detectron2's SOLVER.AMP.ENABLED (default False) turns on mixed precision training: float16
     # autocast with a GradScaler on CUDA, bfloat16 autocast (no scaler needed) on CPU. Losses are
     # computed in float32 either way.

@@ -15,6 +15,7 @@ from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from ..video import ALIGNS, TRACK_MOTIONS
+from .epochs import epoch_problems, uses_epochs
 from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
@@ -187,7 +188,8 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
                     f"{key} = {_get(cfg, key)} is not a multiple of SOLVER.REFERENCE_WORLD_SIZE = {reference}: "
                     "the batch per GPU would not be an integer"
                 )
-    if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
+    problems += epoch_problems(cfg)
+    if not uses_epochs(cfg) and list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
         problems.append(f"SOLVER.STEPS = {tuple(cfg.SOLVER.STEPS)}: must be increasing")
 
     if check_datasets:
