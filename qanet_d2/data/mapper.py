@@ -98,7 +98,7 @@ class FaceParsingDatasetMapper:
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
                  min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
                  dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None,
-                 grayscale_prob: float = 0.0, keep_crops: bool = True):
+                 grayscale_prob: float = 0.0, keep_crops: bool = True, allow_flip: bool = False):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -121,12 +121,16 @@ class FaceParsingDatasetMapper:
             keep_crops: False draws the augmentation of the crops (``cropper``) without cutting
                 them: a detector-only training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees
                 the frames of joint training draw for draw, so that it trains the same detector.
+            allow_flip: accept image-level flips (detector-only training, where only the frame
+                and its boxes are used): the output then has no ``sem_seg``, whose left/right
+                parts a flip would mirror without swapping their labels.
         """
         for aug in augmentations:
-            if isinstance(aug, T.RandomFlip):
+            if isinstance(aug, T.RandomFlip) and not allow_flip:
                 raise ValueError(
                     "FaceParsingDatasetMapper: image-level flips would mirror left/right parts "
                     "without swapping their labels; flipping is done on face crops instead")
+        self.allow_flip = bool(allow_flip)
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -147,15 +151,21 @@ class FaceParsingDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        if cfg.INPUT.RANDOM_FLIP != "none":
+        detector_only = cfg.MODEL.QANET.TRAIN_MODE == "detector"
+        flip = cfg.INPUT.RANDOM_FLIP
+        if flip != "none" and not (flip == "horizontal" and detector_only):
             raise ValueError(
-                f"INPUT.RANDOM_FLIP must be 'none' (got {cfg.INPUT.RANDOM_FLIP!r}): left/right "
-                f"part labels are swapped only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB)")
+                f"INPUT.RANDOM_FLIP must be 'none' (got {flip!r}): left/right part labels are swapped "
+                f"only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB); 'horizontal' is for "
+                f"detector-only training (MODEL.QANET.TRAIN_MODE detector)")
+        flip = is_train and flip == "horizontal"
         if is_train:
             z = cfg.INPUT.ZOOM_OUT
             augs = [RandomZoomOut(z.PROB, z.MAX_SCALE)] if z.PROB > 0 else []
             augs += [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                          cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+            if flip:  # detectron2's FCOS recipe: after the resize, p = 0.5
+                augs.append(T.RandomFlip(horizontal=True, vertical=False))
         elif cfg.INPUT.MIN_SIZE_TEST > 0:
             augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
         else:
@@ -178,7 +188,8 @@ class FaceParsingDatasetMapper:
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
             # a detector-only training draws the augmentation of crops it does not cut (same frames as joint)
-            "keep_crops": cfg.MODEL.QANET.TRAIN_MODE != "detector",
+            "keep_crops": not detector_only,
+            "allow_flip": flip,
             "grayscale_prob": cfg.INPUT.GRAYSCALE_PROB if is_train else 0.0,
         }
 
@@ -226,7 +237,7 @@ class FaceParsingDatasetMapper:
         boxes = self._clip_and_filter(boxes, nh, nw)
 
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if label is not None:
+        if label is not None and not self.allow_flip:
             dataset_dict["sem_seg"] = torch.as_tensor(label.astype(np.int64))
         instances = Instances((nh, nw))
         instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
