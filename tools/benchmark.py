@@ -188,7 +188,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
         maxima = crop_maxima(faces.parsing_probs)
     pasted = {}
     with timer("paste"):
-        if post.pixel_score_region == "image":
+        if post.pixel_score_region in ("image", "pasted"):
             pasted = post.paste(faces, range(n), with_top=True, maxima=maxima)
     with timer("scoring"):
         faces = post.score(faces, pasted=pasted, maxima=maxima)

@@ -440,14 +440,18 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
         top = probs.max(axis=2) if n else np.zeros((0, 1, 1, 1), np.float32)  # N x V x h x w
         views = probs.shape[1] if n else 1
         pix = sum(_pixel_scores_from_top(top[:, v], thresh) for v in range(views)) / views if n else np.zeros(0, np.float32)
-    elif pp["pixel_score_region"] == "image":
+    elif pp["pixel_score_region"] in ("image", "pasted"):
         pix = np.zeros(n, np.float32)
         for i in range(n):
             pasted[i] = paste_face(probs[i], affines[i], (height, width), with_top=True)
             window, _, inside, top_i = pasted[i]
-            pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
+            if pp["pixel_score_region"] == "image":
+                pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
+            else:  # the face's pasted crop region
+                keep = inside & (top_i >= thresh)
+                pix[i] = np.float32((top_i * keep).sum() / max(keep.sum(), 1))
     else:
-        raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop' or 'image'")
+        raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop', 'image' or 'pasted'")
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
     if pp["paint_order"] == "quality":
         order = paint_order(scores, faces["box_scores"], pp["face_score_thresh"])
