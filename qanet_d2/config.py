@@ -181,9 +181,10 @@ def add_qanet_config(cfg: CN) -> CN:
     # quality score. Ties are broken by the other score.
     _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "box"
     _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
-    # Pixels of the pixel score: "image" (the pasted, view-averaged probabilities at the image
-    # pixels inside the face box, as the official QANet code) or "crop" (every pixel of the face
-    # crops, padding included, averaged over box-scale views).
+    # Pixels of the pixel score: "pasted" (the pasted, view-averaged probabilities at the image
+    # pixels inside the face's pasted crop region, as the official QANet code; the GPU configs'
+    # setting), "image" (the same probabilities at the image pixels inside the face box only) or
+    # "crop" (every pixel of the face crops, padding included, averaged over box-scale views).
     _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "image"
     _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
     # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image

@@ -109,7 +109,7 @@ def test_batch_in_crops_scales_with_the_world_size():
     assert four.SOLVER.IMS_PER_BATCH == 128  # 32 crops per GPU, as on 8
     assert (four.SOLVER.MAX_ITER, tuple(four.SOLVER.STEPS)) == (2000, (1200, 1600))  # the same epochs of faces
     stage2 = get_qanet_cfg()
-    stage2.merge_from_file(str(REPO / "configs" / "sfp" / "qanet_hrnet_w48_parser_only_512x384.yaml"))
+    stage2.merge_from_file(str(REPO / "configs" / "sfp" / "qanet_hrnet_w48_fcos_r50_512x384.yaml"))
     assert stage2.DATALOADER.SAMPLE_UNIT == "face" and stage2.SOLVER.IMS_PER_BATCH == 256
     assert scale_config_to_world_size(stage2, 2).SOLVER.IMS_PER_BATCH == 64
 

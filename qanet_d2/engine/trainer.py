@@ -49,6 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
+from .route import training_route
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ class QANetTrainer(DefaultTrainer):
         from .validation import validate_config
 
         validate_config(cfg, for_training=True)
+        logger.info(f"Training route: {training_route(cfg)}")
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
