@@ -307,6 +307,13 @@ def add_qanet_config(cfg: CN) -> CN:
     # PCP50; faces ranked by the quality score, and by the box score as "...-box") on datasets
     # with per-face ground truth (the synthetic sets' instance PNGs; single-face datasets).
     _C.TEST.INSTANCE_PARSING = True
+    # --- APp's parsing NMS and score filter (the official QANet code's) ---------------------------
+    # Before the instance-level metrics match faces, faces whose ranking score is below
+    # SCORE_THRESH are dropped and a parsing NMS drops a face whose mean part IoU with a
+    # better-scored kept face is >= NMS_THRESH (qanet_d2/evaluation/instance_parsing.py). 0 = off.
+    _C.TEST.INSTANCE_PARSING_NMS_THRESH = 0.6
+    _C.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.01
+    # ------------------------------------------------------------------------------------------
     # Also report face-detection AP (COCO) of the predicted boxes.
     _C.TEST.DETECTION_AP = False
 
