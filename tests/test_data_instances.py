@@ -145,8 +145,38 @@ def test_crops_come_from_the_original_resolution(tmp_path, smooth):
     difference = (out["face_crops"] - at_detector).abs().mean().item()  # in units of the pixel std (~57 levels)
     if smooth:
         assert difference < 0.03
-    else:
-        assert difference > 0.3
+    else:  # (both crops anti-aliased: the original's averages its noise over 3 x 3 samples)
+        assert difference > 0.15
+
+
+def test_test_crops_come_from_the_original_frame_as_training_crops(tmp_path):
+    """On a large frame (1080 x 1440, per-pixel detail) that the test mapper resizes to short side
+    256 for the detector, the model's test crop of a face equals the training crop of the same
+    box without augmentation (both cut from the original frame, anti-aliased: the crop shrinks
+    the face 6x); a crop of the resized frame, what the parser saw at test before, differs."""
+    from detectron2.modeling import build_model
+
+    d = write_frame(tmp_path, "big", textured(1080, 1440, 7), [(300, 200, 900, 1000)])
+    cfg = config("MODEL.QANET.INPUT_SIZE", (128, 96), "INPUT.MIN_SIZE_TEST", 256, "INPUT.MAX_SIZE_TEST", 4000)
+    train = FaceParsingDatasetMapper(cfg, is_train=True)(d)
+    test_input = FaceParsingDatasetMapper(cfg, is_train=False)(d)
+    assert test_input["image"].shape == (3, 256, 341) and test_input["original_image"].shape == (3, 1080, 1440)
+    model = build_model(cfg).eval()
+    seen = []
+    parse_crops = model.parse_crops
+    model.parse_crops = lambda crops, flips, parsers: seen.append(crops.clone()) or parse_crops(crops, flips, parsers)
+    with torch.no_grad():
+        out = model.inference([test_input])[0]
+    assert len(seen) == 1 and seen[0].shape == (1, 3, 128, 96)
+    torch.testing.assert_close(seen[0], train["face_crops"], rtol=0, atol=2e-3)
+    # the results are in the original frame: the face's box and crop there
+    torch.testing.assert_close(out["instances"].pred_boxes.tensor, torch.tensor([[300.0, 200.0, 900.0, 1000.0]]), atol=0.5, rtol=0)
+    assert out["labels"].shape == (1080, 1440)
+    # what the crop of the detector's resized frame looks like: not the same picture
+    resized = {k: test_input[k] for k in ("image", "instances")}
+    images = model.cropper.preprocess([resized])
+    at_resized, _ = model.crop_faces(images, resized["instances"].gt_boxes.tensor, torch.zeros(1, dtype=torch.long))
+    assert (at_resized - train["face_crops"]).abs().mean().item() > 0.05  # 50 times the tolerance above
 
 
 def test_same_augmentation_in_the_frame_and_the_face_route(tmp_path):

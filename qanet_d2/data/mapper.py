@@ -72,6 +72,10 @@ class FaceParsingDatasetMapper:
       boxes narrower or shorter than ``min_box_size`` resized pixels are dropped.
     * ``height``, ``width``: the ORIGINAL image size (detectron2 convention: the model returns
       predictions at this size).
+    * ``original_image`` (inference, when ``image`` was resized): the frame at its original
+      resolution, uint8 ``3 x height x width`` in ``image_format``: the model's parser cuts its
+      test crops from it, as training crops are cut from the original frame; the detector sees
+      ``image``.
     * ``label_set``: the label set of ``sem_seg``, when the mapper knows the model's
       (``label_set``): a dict's own ``"label_set"`` (its dataset's, set by the training loader)
       that converts into the model's set has its labels converted and becomes the model's set
@@ -228,10 +232,13 @@ class FaceParsingDatasetMapper:
                 crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w),
                                                      dataset_dict.get("label_set"))
             dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
+        original = image
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
         nh, nw = image.shape[:2]
+        if not self.is_train and (nh, nw) != (h, w):  # the parser crops the faces from the original
+            dataset_dict["original_image"] = torch.as_tensor(np.ascontiguousarray(original.transpose(2, 0, 1)))
         if len(boxes):
             boxes = transforms.apply_box(boxes)
         boxes = self._clip_and_filter(boxes, nh, nw)

@@ -247,13 +247,15 @@ class FaceCropper(nn.Module):
         return self.pixel_mean.device
 
     # ------------------------------------------------------------------ geometry
-    def preprocess(self, batched_inputs: List[Dict]) -> ImageList:
+    def preprocess(self, batched_inputs: List[Dict], original: bool = False) -> ImageList:
         """The inputs' ``image`` (``3 x H x W`` in ``input_format``) as normalised RGB, padded
         with 0 (= the mean colour) into one ``B x 3 x H x W`` batch; ``image_sizes`` are the
-        unpadded ``(height, width)``."""
+        unpadded ``(height, width)``. With ``original``, an input's ``original_image`` (the frame
+        at its original resolution, when the test mapper or predictor resized ``image``) is
+        used instead of its ``image``."""
         images = []
         for x in batched_inputs:
-            image = x["image"].to(self.device)
+            image = (x.get("original_image", x["image"]) if original else x["image"]).to(self.device)
             if self.input_format == "BGR":
                 image = image.flip(0)  # on uint8 before the conversion: a quarter of the bytes
             images.append(image.to(self.pixel_mean.dtype, copy=True).sub_(self.pixel_mean).div_(self.pixel_std))
@@ -279,8 +281,9 @@ class FaceCropper(nn.Module):
         return boxes_to_affines(regions, self.crop_size, rotation=augmentation.rotation, flip=augmentation.flip)[0]
 
     def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
-        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images)."""
-        return crop_images(images, batch_idx, affines, self.crop_size)
+        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
+        anti-aliased where a crop shrinks its image (training and test crops alike)."""
+        return crop_images(images, batch_idx, affines, self.crop_size, antialias=True)
 
     def crop_labels(
         self,
