@@ -164,6 +164,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
     # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
     _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
+    # --- Other faces inside a training crop ------------------------------------------------------
+    # Labels of the pixels of OTHER faces inside a face's training crop, where the frame has a
+    # face-instance map (its dataset's instance_file): "background" (as the official QANet code:
+    # a crop's labels are its own face's) or "keep" (their part labels stay).
+    _C.MODEL.QANET.CROP_OTHER_FACES = "background"
+    # ------------------------------------------------------------------------------------------
     # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
     # memory on crowded frames.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16

@@ -179,6 +179,47 @@ def test_test_crops_come_from_the_original_frame_as_training_crops(tmp_path):
     assert (at_resized - train["face_crops"]).abs().mean().item() > 0.05  # 50 times the tolerance above
 
 
+def _two_touching_faces(tmp_path):
+    """A 60 x 100 frame with two faces side by side (skin, left eye) and its face-instance map
+    (face k has id k + 1): each face's crop (BOX_EXPAND 1.25) reaches into the other face."""
+    d = write_frame(tmp_path, "pair", textured(60, 100, 8), [(10, 10, 50, 50), (50, 10, 90, 50)])
+    inst = np.zeros((60, 100), np.uint8)
+    inst[10:50, 10:50], inst[10:50, 50:90] = 1, 2
+    cv2.imwrite(str(tmp_path / "pair_instances.png"), inst)
+    d["instance_file_name"] = str(tmp_path / "pair_instances.png")
+    return d
+
+
+@pytest.mark.parametrize("route", ["frame", "face"])
+def test_other_faces_in_a_crop_are_background(tmp_path, route):
+    """As the official QANet code, a training crop's labels are its own face's: the pixels of the
+    other face (by the frame's face-instance map) are background; CROP_OTHER_FACES "keep" keeps
+    their part labels, and a frame without an instance map keeps them too."""
+    d = _two_touching_faces(tmp_path)
+    crops = {}
+    for other in ("background", "keep"):
+        cfg = config("MODEL.QANET.BOX_EXPAND", 1.25, "MODEL.QANET.INPUT_SIZE", (40, 40), "MODEL.QANET.ASPECT_RATIO", 1.0,
+                     "MODEL.QANET.CROP_OTHER_FACES", other)
+        if route == "frame":
+            crops[other] = FaceParsingDatasetMapper(cfg, is_train=True)(d)["face_crop_sem_seg"]
+        else:
+            mapper = FaceInstanceDatasetMapper(cfg)
+            crops[other] = torch.cat([mapper(f)["face_crop_sem_seg"] for f in face_instance_dicts([d])])
+    # crop of face 1: the box [10, 50) grown to [5, 55): 1 crop pixel = 1.25 frame pixels;
+    # frame columns 50..54 (face 2's skin) are crop columns 36..39
+    keep, background = crops["keep"], crops["background"]
+    assert keep.shape == background.shape == (2, 40, 40)
+    assert (keep[0, 8:32, 37:] == 1).all() and (background[0, 8:32, 37:] == 0).all()
+    assert (keep[1, 8:32, :3] == 1).all() and (background[1, 8:32, :3] == 0).all()  # face 2: face 1's skin on its left
+    own = (background != 0)
+    assert torch.equal(background[own], keep[own])  # its own face's labels are untouched
+    assert int((keep != background).sum()) > 2 * 24 * 3
+    no_map = dict(d)
+    no_map.pop("instance_file_name")
+    cfg = config("MODEL.QANET.BOX_EXPAND", 1.25, "MODEL.QANET.INPUT_SIZE", (40, 40), "MODEL.QANET.ASPECT_RATIO", 1.0)
+    assert torch.equal(FaceParsingDatasetMapper(cfg, is_train=True)(no_map)["face_crop_sem_seg"], keep)
+
+
 def test_same_augmentation_in_the_frame_and_the_face_route(tmp_path):
     """The frame route (joint training) and the face route (stage 2) draw the augmentation with
     the same function from the same generator: equal seeds give equal crops and labels."""

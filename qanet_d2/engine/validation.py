@@ -10,7 +10,7 @@ from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, mode
                                      prediction_conversion, training_route)
 from ..data.instance_mapper import SAMPLE_UNITS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
-from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
+from ..modeling.face_cropper import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
@@ -29,6 +29,7 @@ _CHOICES = {
     "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
     "MODEL.QANET.TEST_BOXES": TEST_BOXES,
     "MODEL.QANET.CROP_OUTSIDE_LABEL": CROP_OUTSIDE_LABELS,
+    "MODEL.QANET.CROP_OTHER_FACES": CROP_OTHER_FACES,
     "MODEL.QANET.INFERENCE.PAINT_ORDER": PAINT_ORDERS,
     "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION": PIXEL_SCORE_REGIONS,
     "SOLVER.OPTIMIZER": OPTIMIZERS,
