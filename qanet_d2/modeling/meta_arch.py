@@ -64,7 +64,8 @@ class QANetFaceParser(nn.Module):
     Inputs follow detectron2 (see :class:`qanet_d2.data.mapper.FaceParsingDatasetMapper`):
     ``image`` (``3 x H' x W'`` uint8 in ``INPUT.FORMAT``, possibly resized), ``instances``
     (``gt_boxes`` in the ``image`` frame), ``sem_seg`` (``H' x W'``, training), ``height``/``width``
-    (original size, the frame of all outputs).
+    (original size, the frame of all outputs) and, at inference, ``original_image`` (the
+    unresized frame, ``3 x height x width``: the parser's crops are cut from it when present).
 
     Training returns a dict of losses (detector, parser or both, by ``MODEL.QANET.TRAIN_MODE``).
     Inference: see :meth:`inference`.
