@@ -188,6 +188,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
     # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
     _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
+    # --- Other faces inside a training crop ------------------------------------------------------
+    # Labels of the pixels of OTHER faces inside a face's training crop, where the frame has a
+    # face-instance map (its dataset's instance_file): "background" (as the official QANet code:
+    # a crop's labels are its own face's) or "keep" (their part labels stay).
+    _C.MODEL.QANET.CROP_OTHER_FACES = "background"
+    # ------------------------------------------------------------------------------------------
     # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
     # memory on crowded frames.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
@@ -205,9 +211,10 @@ def add_qanet_config(cfg: CN) -> CN:
     # quality score. Ties are broken by the other score.
     _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "box"
     _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
-    # Pixels of the pixel score: "image" (the pasted, view-averaged probabilities at the image
-    # pixels inside the face box, as the official QANet code) or "crop" (every pixel of the face
-    # crops, padding included, averaged over box-scale views).
+    # Pixels of the pixel score: "pasted" (the pasted, view-averaged probabilities at the image
+    # pixels inside the face's pasted crop region, as the official QANet code; the GPU configs'
+    # setting), "image" (the same probabilities at the image pixels inside the face box only) or
+    # "crop" (every pixel of the face crops, padding included, averaged over box-scale views).
     _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "image"
     _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
     # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
@@ -286,6 +293,20 @@ def add_qanet_config(cfg: CN) -> CN:
     # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
     # ADAM/ADAMW, linear for SGD.
     _C.SOLVER.LR_SCALING = "auto"
+    # --- Schedules in epochs (converted to iterations when training starts) ---------------------
+    # SOLVER.EPOCHS > 0 states the schedule in epochs of the run's training samples (frames, or
+    # faces with DATALOADER.SAMPLE_UNIT "face"): at start-up, after the rescaling to the number of
+    # processes, iterations per epoch = samples / SOLVER.IMS_PER_BATCH and MAX_ITER, STEPS and
+    # WARMUP_ITERS are computed from EPOCHS, STEPS_EPOCHS and WARMUP_EPOCHS (their iteration
+    # values are then not used), CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their *_EPOCHS keys
+    # where those are > 0 (qanet_d2/engine/epochs.py; logged once). 0 = iterations as written.
+    # EPOCHS and the periods are whole epochs, WARMUP_EPOCHS a float, STEPS_EPOCHS any numbers.
+    _C.SOLVER.EPOCHS = 0
+    _C.SOLVER.STEPS_EPOCHS = ()
+    _C.SOLVER.WARMUP_EPOCHS = 0.0
+    _C.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
+    _C.TEST.EVAL_PERIOD_EPOCHS = 0
+    # ------------------------------------------------------------------------------------------
     # detectron2's SOLVER.AMP.ENABLED (default False) turns on mixed precision training: float16
     # autocast with a GradScaler on CUDA, bfloat16 autocast (no scaler needed) on CPU. Losses are
     # computed in float32 either way.
@@ -316,6 +337,13 @@ def add_qanet_config(cfg: CN) -> CN:
     # PCP50; faces ranked by the quality score, and by the box score as "...-box") on datasets
     # with per-face ground truth (the synthetic sets' instance PNGs; single-face datasets).
     _C.TEST.INSTANCE_PARSING = True
+    # --- APp's parsing NMS and score filter (the official QANet code's) ---------------------------
+    # Before the instance-level metrics match faces, faces whose ranking score is below
+    # SCORE_THRESH are dropped and a parsing NMS drops a face whose mean part IoU with a
+    # better-scored kept face is >= NMS_THRESH (qanet_d2/evaluation/instance_parsing.py). 0 = off.
+    _C.TEST.INSTANCE_PARSING_NMS_THRESH = 0.6
+    _C.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.01
+    # ------------------------------------------------------------------------------------------
     # Also report face-detection AP (COCO) of the predicted boxes.
     _C.TEST.DETECTION_AP = False
 

@@ -195,7 +195,8 @@ class FaceParsingPredictor:
         box_scores: Optional[Sequence[np.ndarray]] = None,
     ):
         """Model inputs of BGR images (resized by ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, in
-        ``INPUT.FORMAT``, ``height``/``width`` = the original size) and, when ``boxes`` are given,
+        ``INPUT.FORMAT``, ``height``/``width`` = the original size, ``original_image`` = the
+        unresized image when it was resized: the parser's crops come from it) and, when ``boxes`` are given,
         the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame,
         with ``scores`` from ``box_scores`` when given)."""
         if boxes is None and self.model.detector is None:
@@ -208,6 +209,8 @@ class FaceParsingPredictor:
             resized = self.aug.get_transform(model_image).apply_image(model_image)
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": height, "width": width})
+            if resized.shape[:2] != (height, width):  # the parser crops the faces from the original
+                inputs[-1]["original_image"] = torch.as_tensor(np.ascontiguousarray(model_image.transpose(2, 0, 1)))
             if boxes is not None:
                 b = Boxes(torch.as_tensor(np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)).clone())
                 b.scale(resized.shape[1] / width, resized.shape[0] / height)

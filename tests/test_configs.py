@@ -73,18 +73,73 @@ def test_config_is_valid_and_schedule_consistent(path):
     cfg = load(path)
     validate_config(cfg, for_training=True, check_datasets=False)
     solver = cfg.SOLVER
-    assert list(solver.STEPS) == sorted(solver.STEPS) and all(0 < s < solver.MAX_ITER for s in solver.STEPS)
-    if path.startswith(("configs/sfp/", "configs/lapa/", "configs/celebamask_hq/")) and "detector_only" not in path:
+    if solver.EPOCHS == 0:
+        assert list(solver.STEPS) == sorted(solver.STEPS) and all(0 < s < solver.MAX_ITER for s in solver.STEPS)
+    family = path.startswith(("configs/sfp/", "configs/lapa/", "configs/celebamask_hq/"))
+    if family:
+        # every GPU config states its schedule in epochs, and rescales the lr linearly (the authors' rule)
+        assert solver.EPOCHS > 0 and solver.LR_SCALING == "linear" and solver.REFERENCE_WORLD_SIZE > 0
+    if family and "detector_only" not in path:
         # the report's recipe: Adam 2e-3, batch 256, 140 epochs, x0.1 at epochs 90 and 120, no warm-up
         assert solver.OPTIMIZER == "ADAM" and solver.BASE_LR == 0.002 and solver.IMS_PER_BATCH == 256
-        assert solver.WARMUP_ITERS == 0 and solver.GAMMA == 0.1
-        per_epoch = solver.MAX_ITER / 140
-        assert [round(s / per_epoch) for s in solver.STEPS] == [90, 120]
+        assert solver.WARMUP_EPOCHS == 0 and solver.GAMMA == 0.1 and solver.WEIGHT_DECAY == 0.0
+        assert solver.EPOCHS == 140 and list(solver.STEPS_EPOCHS) == [90, 120]
         assert tuple(cfg.MODEL.QANET.INPUT_SIZE) == (512, 384)
         assert cfg.MODEL.QANET.AUG.ENABLED and cfg.MODEL.QANET.AUG.FLIP_PROB == 0.5
         assert cfg.TEST.AUG.ENABLED and cfg.TEST.AUG.FLIP
+        assert cfg.INPUT.RANDOM_FLIP == "none"  # frames are not flipped where part labels are used
+        assert cfg.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION == "pasted"  # the official code's region
+    if "detector_only" in path:
+        # detectron2's FCOS 1x: SGD 0.01 for 16 frames, warm-up from x0.001, steps at 2/3 and 8/9, flip
+        assert (solver.OPTIMIZER, solver.BASE_LR, solver.IMS_PER_BATCH, solver.MOMENTUM) == ("SGD", 0.01, 16, 0.9)
+        assert solver.WARMUP_FACTOR == 0.001 and solver.WARMUP_EPOCHS > 0 and solver.EPOCHS == 12
+        assert [round(e / solver.EPOCHS, 3) for e in solver.STEPS_EPOCHS] == [0.667, 0.889]
+        assert cfg.INPUT.RANDOM_FLIP == "horizontal"
     if "_tta" in path:
         assert tuple(cfg.TEST.AUG.BOX_SCALES) == (0.9, 1.0, 1.1, 1.2, 1.3)
+
+
+def _sfp_route(path):
+    name = Path(path).name
+    if name.startswith("fcos_r50_detector_only"):
+        return "detector"
+    if name.endswith("_joint.yaml"):
+        return "joint"
+    return "parser"
+
+
+SFP_CONFIGS = [p for p in CONFIGS if p.startswith("configs/sfp/") and not Path(p).name.startswith("Base-")]
+
+
+@pytest.mark.parametrize("path", SFP_CONFIGS)
+def test_sfp_configs_report_their_route(path):
+    """Every SFP entry is stage-wise: stage 1 (the detector alone) and stage 2 (the entry's own
+    config: the parser on face crops, with the stage-1 detector of the same training data
+    frozen); joint training is one separate config that says it is not the report's route."""
+    from qanet_d2.engine.route import training_route
+
+    cfg = load(path)
+    route = training_route(cfg)
+    kind = _sfp_route(path)
+    if kind == "detector":
+        assert route == "stage-wise, stage 1: the detector alone on whole frames"
+        assert cfg.DATALOADER.SAMPLE_UNIT == "image" and not cfg.MODEL.QANET.DETECTOR_WEIGHTS
+    elif kind == "joint":
+        assert route.startswith("joint:") and "not the report's route" in route
+        assert cfg.DATALOADER.SAMPLE_UNIT == "image" and cfg.MODEL.QANET.TRAIN_MODE == "joint"
+    else:
+        trainval = "_trainval" in path or "_tta" in path
+        stage1 = load("configs/sfp/fcos_r50_detector_only" + ("_trainval" if trainval else "") + ".yaml")
+        assert list(stage1.DATASETS.TRAIN) == list(cfg.DATASETS.TRAIN)
+        detector = stage1.OUTPUT_DIR + "/model_final.pth"
+        assert route == f"stage-wise, stage 2: the parser alone on face crops (epochs of faces), the detector of {detector} frozen"
+        assert cfg.MODEL.QANET.DETECTOR_WEIGHTS == detector
+
+
+def test_every_sfp_entry_has_its_own_output_dir():
+    trained = [p for p in SFP_CONFIGS if "_tta" not in p]  # _tta evaluates _trainval's model
+    dirs = [load(p).OUTPUT_DIR for p in trained]
+    assert len(set(dirs)) == len(dirs) and all(d.startswith("output/sfp/") for d in dirs)
 
 
 def test_the_official_code_details_are_the_defaults():
@@ -93,7 +148,7 @@ def test_the_official_code_details_are_the_defaults():
     assert cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP is True
     assert cfg.MODEL.QANET.CROP_OUTSIDE_LABEL == "background"
     assert cfg.MODEL.QANET.INFERENCE.PAINT_ORDER == "box" and cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH == 0.3
-    assert cfg.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION == "image"
+    assert cfg.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION == "image"  # the CPU configs' (box pixels)
     assert cfg.DATALOADER.SAMPLE_UNIT == "image"
 
 

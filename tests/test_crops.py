@@ -141,3 +141,26 @@ def test_paste_is_chunked_and_batched_consistently():
     # probabilities are sampled only inside each crop
     assert (full1.sum(1)[~m1] == 0).all()
     assert math.isclose(float(m1.float().mean()), float(m4.float().mean()))
+
+
+def test_antialiased_crops_average_what_they_shrink():
+    """A crop that shrinks one-pixel stripes 4x: plain bilinear sampling hits the centres of the
+    dark stripes only (aliasing: a black crop), the anti-aliased crop averages 4 x 4 samples per
+    crop pixel (roi_align's sampling ratio), i.e. the stripes' mean 127.5 everywhere. A crop that
+    enlarges the image is the same either way."""
+    from qanet_d2.layers.crops import crop_images, supersampling_factors
+
+    stripes = torch.zeros(1, 1, 64, 64)
+    stripes[..., 1::2] = 255.0
+    shrink = torch.tensor([[[4.0, 0.0, 0.5], [0.0, 4.0, 0.0]]])  # crop pixel = 4 x 4 image pixels
+    assert supersampling_factors(shrink).tolist() == [4]
+    plain = crop_images(stripes, torch.zeros(1, dtype=torch.long), shrink, (16, 16))
+    smooth = crop_images(stripes, torch.zeros(1, dtype=torch.long), shrink, (16, 16), antialias=True)
+    torch.testing.assert_close(plain, torch.zeros_like(plain), atol=0.01, rtol=0)  # every sample on a dark stripe
+    torch.testing.assert_close(smooth, torch.full_like(smooth, 127.5), atol=0.01, rtol=0)
+    grow = torch.tensor([[[0.5, 0.0, 3.0], [0.0, 0.5, 2.0]], [[2.6, 0.0, 0.0], [0.0, 2.6, 0.0]]])
+    assert supersampling_factors(grow).tolist() == [1, 3]
+    both = crop_images(stripes, torch.zeros(2, dtype=torch.long), grow, (16, 16), antialias=True)
+    torch.testing.assert_close(both[:1], crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[:1], (16, 16)))
+    plain_26 = crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[1:], (16, 16))
+    assert (both[1] - 127.5).abs().mean() < (plain_26 - 127.5).abs().mean() / 2

@@ -206,6 +206,42 @@ def test_sfp(tmp_path, monkeypatch):
     assert lab[8, 9] == 4 and lab[25, 30] == 17
 
 
+def test_sfp_per_face_data_of_the_release(tmp_path):
+    """Two touching faces, the second with a lock of hair detached from it. The label map's
+    components merge the faces and make the hair a third "face"; the release's face-instance
+    map gives the two faces (the hair inside the second's box) and is written re-indexed by
+    area; a per-frame JSON gives its boxes as they are; without either, the components."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "categories.json").write_text(json.dumps(SFP_CLASSES))
+    lab = np.zeros((40, 60), np.uint8)
+    lab[5:20, 5:20] = 1  # face A (15 x 15)
+    lab[5:25, 20:40] = 1  # face B (20 x 20), touching A
+    lab[30:35, 45:50] = 13  # B's detached hair
+    inst = np.zeros((40, 60), np.uint8)
+    inst[5:20, 5:20], inst[5:25, 20:40], inst[30:35, 45:50] = 7, 3, 3
+    for v in ("vinst", "vjson", "vplain"):
+        _img(src / "train" / "images" / v / "0.jpg", 40, 60)
+        _write(src / "train" / "labels" / v / "0.png", lab)
+    _write(src / "train" / "instances" / "vinst" / "0.png", inst)
+    (src / "train" / "labels" / "vjson" / "0.json").write_text(json.dumps(
+        {"faces": [{"bbox": [5, 5, 15, 15], "bbox_mode": "xywh"}, {"bbox": [20, 5, 50, 35]}]}))
+    out = convert_sfp(str(src), str(tmp_path / "sfp"), splits=("train",))
+    data = json.load(open(out["train"]))
+    assert data["face_source"] == {"instance maps": 1, "json": 1, "label-map components": 1}
+    frames = {v["video_id"]: v["frames"][0] for v in data["videos"]}
+    assert [f["bbox"] for f in frames["vinst"]["faces"]] == [[20.0, 5.0, 50.0, 35.0], [5.0, 5.0, 20.0, 20.0]]
+    written = cv2.imread(str(tmp_path / "sfp" / frames["vinst"]["instance_file"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written, np.where(inst == 3, 1, np.where(inst == 7, 2, 0)))
+    assert [f["bbox"] for f in frames["vjson"]["faces"]] == [[5.0, 5.0, 20.0, 20.0], [20.0, 5.0, 50.0, 35.0]]
+    assert "instance_file" not in frames["vjson"] and "instance_file" not in frames["vplain"]
+    assert [f["bbox"] for f in frames["vplain"]["faces"]] == [[5.0, 5.0, 40.0, 25.0], [45.0, 30.0, 50.0, 35.0]]
+    # the loader hands the instance map to the training mapper (other faces' pixels in crops)
+    dicts = {d["video_id"]: d for d in _load(out["train"])}
+    assert dicts["vinst"]["instance_file_name"].endswith("instances/vinst/0.png")
+    assert "instance_file_name" not in dicts["vplain"]
+
+
 def test_sfp_rgb_labels_and_class_list_formats(tmp_path):
     _sfp_release(tmp_path / "src", rgb_labels=True)
     out = convert_sfp(str(tmp_path / "src"), str(tmp_path / "sfp"), splits=("val",))

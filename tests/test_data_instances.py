@@ -109,7 +109,7 @@ def test_batch_in_crops_scales_with_the_world_size():
     assert four.SOLVER.IMS_PER_BATCH == 128  # 32 crops per GPU, as on 8
     assert (four.SOLVER.MAX_ITER, tuple(four.SOLVER.STEPS)) == (2000, (1200, 1600))  # the same epochs of faces
     stage2 = get_qanet_cfg()
-    stage2.merge_from_file(str(REPO / "configs" / "sfp" / "qanet_hrnet_w48_parser_only_512x384.yaml"))
+    stage2.merge_from_file(str(REPO / "configs" / "sfp" / "qanet_hrnet_w48_fcos_r50_512x384.yaml"))
     assert stage2.DATALOADER.SAMPLE_UNIT == "face" and stage2.SOLVER.IMS_PER_BATCH == 256
     assert scale_config_to_world_size(stage2, 2).SOLVER.IMS_PER_BATCH == 64
 
@@ -145,8 +145,79 @@ def test_crops_come_from_the_original_resolution(tmp_path, smooth):
     difference = (out["face_crops"] - at_detector).abs().mean().item()  # in units of the pixel std (~57 levels)
     if smooth:
         assert difference < 0.03
-    else:
-        assert difference > 0.3
+    else:  # (both crops anti-aliased: the original's averages its noise over 3 x 3 samples)
+        assert difference > 0.15
+
+
+def test_test_crops_come_from_the_original_frame_as_training_crops(tmp_path):
+    """On a large frame (1080 x 1440, per-pixel detail) that the test mapper resizes to short side
+    256 for the detector, the model's test crop of a face equals the training crop of the same
+    box without augmentation (both cut from the original frame, anti-aliased: the crop shrinks
+    the face 6x); a crop of the resized frame, what the parser saw at test before, differs."""
+    from detectron2.modeling import build_model
+
+    d = write_frame(tmp_path, "big", textured(1080, 1440, 7), [(300, 200, 900, 1000)])
+    cfg = config("MODEL.QANET.INPUT_SIZE", (128, 96), "INPUT.MIN_SIZE_TEST", 256, "INPUT.MAX_SIZE_TEST", 4000)
+    train = FaceParsingDatasetMapper(cfg, is_train=True)(d)
+    test_input = FaceParsingDatasetMapper(cfg, is_train=False)(d)
+    assert test_input["image"].shape == (3, 256, 341) and test_input["original_image"].shape == (3, 1080, 1440)
+    model = build_model(cfg).eval()
+    seen = []
+    parse_crops = model.parse_crops
+    model.parse_crops = lambda crops, flips, parsers: seen.append(crops.clone()) or parse_crops(crops, flips, parsers)
+    with torch.no_grad():
+        out = model.inference([test_input])[0]
+    assert len(seen) == 1 and seen[0].shape == (1, 3, 128, 96)
+    torch.testing.assert_close(seen[0], train["face_crops"], rtol=0, atol=2e-3)
+    # the results are in the original frame: the face's box and crop there
+    torch.testing.assert_close(out["instances"].pred_boxes.tensor, torch.tensor([[300.0, 200.0, 900.0, 1000.0]]), atol=0.5, rtol=0)
+    assert out["labels"].shape == (1080, 1440)
+    # what the crop of the detector's resized frame looks like: not the same picture
+    resized = {k: test_input[k] for k in ("image", "instances")}
+    images = model.cropper.preprocess([resized])
+    at_resized, _ = model.crop_faces(images, resized["instances"].gt_boxes.tensor, torch.zeros(1, dtype=torch.long))
+    assert (at_resized - train["face_crops"]).abs().mean().item() > 0.05  # 50 times the tolerance above
+
+
+def _two_touching_faces(tmp_path):
+    """A 60 x 100 frame with two faces side by side (skin, left eye) and its face-instance map
+    (face k has id k + 1): each face's crop (BOX_EXPAND 1.25) reaches into the other face."""
+    d = write_frame(tmp_path, "pair", textured(60, 100, 8), [(10, 10, 50, 50), (50, 10, 90, 50)])
+    inst = np.zeros((60, 100), np.uint8)
+    inst[10:50, 10:50], inst[10:50, 50:90] = 1, 2
+    cv2.imwrite(str(tmp_path / "pair_instances.png"), inst)
+    d["instance_file_name"] = str(tmp_path / "pair_instances.png")
+    return d
+
+
+@pytest.mark.parametrize("route", ["frame", "face"])
+def test_other_faces_in_a_crop_are_background(tmp_path, route):
+    """As the official QANet code, a training crop's labels are its own face's: the pixels of the
+    other face (by the frame's face-instance map) are background; CROP_OTHER_FACES "keep" keeps
+    their part labels, and a frame without an instance map keeps them too."""
+    d = _two_touching_faces(tmp_path)
+    crops = {}
+    for other in ("background", "keep"):
+        cfg = config("MODEL.QANET.BOX_EXPAND", 1.25, "MODEL.QANET.INPUT_SIZE", (40, 40), "MODEL.QANET.ASPECT_RATIO", 1.0,
+                     "MODEL.QANET.CROP_OTHER_FACES", other)
+        if route == "frame":
+            crops[other] = FaceParsingDatasetMapper(cfg, is_train=True)(d)["face_crop_sem_seg"]
+        else:
+            mapper = FaceInstanceDatasetMapper(cfg)
+            crops[other] = torch.cat([mapper(f)["face_crop_sem_seg"] for f in face_instance_dicts([d])])
+    # crop of face 1: the box [10, 50) grown to [5, 55): 1 crop pixel = 1.25 frame pixels;
+    # frame columns 50..54 (face 2's skin) are crop columns 36..39
+    keep, background = crops["keep"], crops["background"]
+    assert keep.shape == background.shape == (2, 40, 40)
+    assert (keep[0, 8:32, 37:] == 1).all() and (background[0, 8:32, 37:] == 0).all()
+    assert (keep[1, 8:32, :3] == 1).all() and (background[1, 8:32, :3] == 0).all()  # face 2: face 1's skin on its left
+    own = (background != 0)
+    assert torch.equal(background[own], keep[own])  # its own face's labels are untouched
+    assert int((keep != background).sum()) > 2 * 24 * 3
+    no_map = dict(d)
+    no_map.pop("instance_file_name")
+    cfg = config("MODEL.QANET.BOX_EXPAND", 1.25, "MODEL.QANET.INPUT_SIZE", (40, 40), "MODEL.QANET.ASPECT_RATIO", 1.0)
+    assert torch.equal(FaceParsingDatasetMapper(cfg, is_train=True)(no_map)["face_crop_sem_seg"], keep)
 
 
 def test_same_augmentation_in_the_frame_and_the_face_route(tmp_path):

@@ -68,6 +68,46 @@ def test_from_config(tmp_path):
         FaceParsingDatasetMapper(cfg, is_train=True)
 
 
+def test_flip_in_detector_only_training_moves_boxes_and_nothing_else(tmp_path):
+    """detectron2's FCOS recipe flips frames horizontally; detector-only training may, because it
+    uses the frame and its boxes only: a flipped sample is the unflipped one mirrored (image and
+    boxes), with the same size and classes, and carries no label map (whose left/right
+    parts a flip would not swap). Other training modes refuse the flip."""
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.MODEL.QANET.NUM_CLASSES = 17
+    cfg.MODEL.QANET.TRAIN_MODE = "detector"
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (60,), 1000
+    d = _record(tmp_path, boxes=((10, 3, 20, 15), (25, 10, 38, 28)))
+    plain = FaceParsingDatasetMapper(cfg, is_train=True)
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    flipping = FaceParsingDatasetMapper(cfg, is_train=True)
+    assert any(isinstance(a, T.RandomFlip) for a in flipping.augmentations.augs)
+    assert not any(isinstance(a, T.RandomFlip) for a in FaceParsingDatasetMapper(cfg, is_train=False).augmentations.augs)
+    seen = set()
+    for seed in range(12):
+        np.random.seed(seed)
+        a = plain(d)
+        np.random.seed(seed)
+        b = flipping(d)
+        assert a["image"].shape == b["image"].shape == (3, 60, 80)
+        assert (a["height"], a["width"]) == (b["height"], b["width"]) == (30, 40)
+        assert torch.equal(a["instances"].gt_classes, b["instances"].gt_classes)
+        assert "sem_seg" in a and "sem_seg" not in b
+        boxes_a, boxes_b = a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor
+        if torch.equal(b["image"], a["image"]):
+            seen.add("kept")
+            assert torch.equal(boxes_b, boxes_a)
+        else:
+            seen.add("flipped")
+            assert torch.equal(b["image"], a["image"].flip(-1))
+            mirrored = torch.stack([80 - boxes_a[:, 2], boxes_a[:, 1], 80 - boxes_a[:, 0], boxes_a[:, 3]], 1)
+            assert torch.allclose(boxes_b, mirrored)
+    assert seen == {"kept", "flipped"}
+    cfg.MODEL.QANET.TRAIN_MODE = "joint"
+    with pytest.raises(ValueError, match="'horizontal' is for detector-only training"):
+        FaceParsingDatasetMapper(cfg, is_train=True)
+
+
 def test_boxes_clipped_and_thin_dropped_no_label(tmp_path):
     d = _record(tmp_path, label=False, boxes=((-5, -5, 10, 10), (30, 3, 30.4, 20), (35, 20, 60, 50)))
     out = _mapper(augmentations=[])(d)

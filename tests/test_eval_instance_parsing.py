@@ -138,6 +138,68 @@ def test_each_ground_truth_face_is_matched_once_and_ties_keep_input_order():
     assert acc.compute("score")["AP"][0.5] == pytest.approx(0.5)
 
 
+def nms_faces():
+    """A: face 1 exactly (score 0.9); B: face 1 with its row 3 (class 2) predicted as class 1
+    (0.8); C: face 2 exactly, but scored 0.005; D: no face, class 1 at rows 6-9, cols 0-3 (0.7).
+    Box scores 0.9, 0.8, 0.6, 0.5."""
+    gt, _ = two_face_image()
+    b = gt[0:4, 0:4].copy()
+    b[3] = 1
+    return [
+        PredictedFace(0.9, 0.9, (0, 0, 4, 4), gt[0:4, 0:4].copy()),
+        PredictedFace(0.8, 0.8, (0, 0, 4, 4), b),
+        PredictedFace(0.005, 0.6, (6, 6, 10, 10), gt[6:10, 6:10].copy()),
+        PredictedFace(0.7, 0.5, (0, 6, 4, 10), np.ones((4, 4), np.uint8)),
+    ]
+
+
+def test_parsing_nms_and_score_filter_by_hand():
+    """The official QANet code's parsing NMS (0.6) and score filter (0.01) before matching.
+    IoU(A, B) on the whole 10x10 image: background 84 / 84, class 1 8 / 12, class 2 4 / 8:
+    mean (1 + 2/3 + 1/2) / 3 = 0.722 >= 0.6, so B goes; IoU(A, D): background 68 / 100, parts 0:
+    0.227, D stays; C's score is under 0.01.
+    Ranked by the quality score: A TP, D FP (2 ground-truth faces): APp50 = 1/2. Without NMS and
+    filter: A TP, B FP (duplicate), D FP, C TP: 1/2 * 1 + 1/2 * 2/4 = 3/4.
+    Ranked by the box score (C at 0.6 passes the filter): A TP, C TP, D FP: 1."""
+    from qanet_d2.evaluation.instance_parsing import pairwise_parsing_ious, parsing_nms
+
+    gt, inst = two_face_image()
+    faces = nms_faces()
+    ious = pairwise_parsing_ious(faces, gt.shape, 3)
+    assert ious[0, 1] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3) and ious[1, 0] == ious[0, 1]
+    assert ious[0, 3] == pytest.approx(0.68 / 3)
+    # C vs D: no overlap, background 68 / 100, class 1 0 / 24, class 2 0 / 8
+    assert ious[2, 3] == pytest.approx(0.68 / 3)
+    assert parsing_nms([f.score for f in faces], ious).tolist() == [0, 3]
+    assert parsing_nms([f.box_score for f in faces], ious).tolist() == [0, 2, 3]
+    assert parsing_nms([f.score for f in faces], ious, nms_thresh=0, score_thresh=0).tolist() == [0, 1, 2, 3]
+    assert parsing_nms([f.score for f in faces], ious, nms_thresh=0.75).tolist() == [0, 1, 3]
+
+    official = InstanceParsingAccumulator(3)
+    official.add_image("a", faces, gt, inst)
+    assert official.compute("score")["AP"][0.5] == pytest.approx(0.5)
+    assert official.compute("box")["AP"][0.5] == pytest.approx(1.0)
+    plain = InstanceParsingAccumulator(3, nms_thresh=0, score_thresh=0)
+    plain.add_image("a", faces, gt, inst)
+    assert plain.compute("score")["AP"][0.5] == pytest.approx(0.75)
+
+
+def test_parsing_nms_thresholds_come_from_the_config(tmp_path):
+    cfg = qanet_d2.get_qanet_cfg()
+    assert (cfg.TEST.INSTANCE_PARSING_NMS_THRESH, cfg.TEST.INSTANCE_PARSING_SCORE_THRESH) == (0.6, 0.01)
+    name = "qanet_test_nms_config"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(stuff_classes=["background", "a", "b"], ignore_label=255)
+    cfg.MODEL.QANET.NUM_CLASSES = 3
+    cfg.MODEL.QANET.LABEL_SET = ""
+    cfg.DATASETS.TEST = (name,)
+    cfg.TEST.INSTANCE_PARSING_NMS_THRESH, cfg.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.0, 0.0
+    (ev,) = [e for e in build_face_parsing_evaluators(cfg, name, str(tmp_path))._evaluators
+             if isinstance(e, InstanceParsingEvaluator)]
+    assert (ev._acc.nms_thresh, ev._acc.score_thresh) == (0.0, 0.0)
+
+
 def test_no_ground_truth_faces_and_no_predictions():
     acc = InstanceParsingAccumulator(3)
     acc.add_image("a", [PredictedFace(0.9, 0.9, (0, 0, 2, 2), np.ones((2, 2), np.uint8))],

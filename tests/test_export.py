@@ -327,7 +327,7 @@ def test_nms_mirrors_torchvision(tools):
         np.testing.assert_array_equal(tools[1].nms(boxes, scores, thresh), expected)
 
 
-@pytest.mark.parametrize("region,order", [("crop", "quality"), ("image", "box")])
+@pytest.mark.parametrize("region,order", [("crop", "quality"), ("image", "box"), ("pasted", "box")])
 def test_postprocess_mirrors_face_postprocessor(tools, region, order):
     """Two box-scale views per face, overlapping faces, a face leaving the image, a rescale:
     the NumPy post-processing paints what FacePostProcessor paints and scores alike."""

@@ -93,14 +93,14 @@ def test_frame_sizes_and_synthetic_inputs(tool):
 
 
 def test_parts_and_shared_measurements(tool):
-    w48 = _load_cfg(tool, "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml")
+    w48 = _load_cfg(tool, "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384_joint.yaml")
     w18 = _load_cfg(tool, "configs/sfp/qanet_hrnet_w18_fcos_r50_512x384.yaml")
-    stage2 = _load_cfg(tool, "configs/sfp/qanet_hrnet_w48_parser_only_512x384.yaml")
+    stage2 = _load_cfg(tool, "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml")
     detector = _load_cfg(tool, "configs/sfp/fcos_r50_detector_only.yaml")
     # initial weights are not read, so that configs differing only in them share measurements
     assert not stage2.MODEL.QANET.DETECTOR_WEIGHTS and not w48.MODEL.FCOS.BACKBONE_WEIGHTS
     assert not w48.MODEL.QANET.HRNET.PRETRAINED
-    assert tool.trained_parts(w48) == ("detector", "parser")
+    assert tool.trained_parts(w48) == ("detector", "parser") and tool.trained_parts(w18) == ("parser",)
     assert tool.trained_parts(stage2) == ("parser",) and tool.trained_parts(detector) == ("detector",)
     size, points, precisions = (750, 1333), [(1, 1), (2, 1)], ("fp32",)
 

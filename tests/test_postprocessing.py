@@ -54,7 +54,7 @@ def test_built_from_config():
     with pytest.raises(ValueError, match="PAINT_ORDER"):
         post("MODEL.QANET.INFERENCE.PAINT_ORDER", "score")
     with pytest.raises(ValueError, match="PIXEL_SCORE_REGION"):
-        post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "box")
+        post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "box")  # not a region name
 
 
 def overlapping_faces():
@@ -108,7 +108,9 @@ def test_pixel_score_image_vs_crop_on_a_crop_over_the_image_border():
     "crop": mean over the whole crop = (3 * 8 * 0.9 + 2 * 7 * 0.5 + 7 * 0.4 + 3 * 0.95) / 48.
     "image": image pixels whose centres lie inside the box [-2, 3, 2, 9]: x in {0, 1} (x = -2, -1
     are outside the image), y in {3..8}: crop columns 3, 4, rows 1..6: 0.5. (The crop's part of
-    the image, columns 3..5 and rows 0..7, would give another value.)"""
+    the image, columns 3..5 and rows 0..7, would give another value.)
+    "pasted" (the official QANet code's): that part of the crop, all of its image pixels:
+    (3 * 0.95 + 2 * 7 * 0.5 + 7 * 0.4) / 24."""
     probs = constant_probs([0.05, 0.9, 0.05])
     probs[:, :, 3:5] = torch.tensor([0.25, 0.25, 0.5])[:, None, None]
     probs[:, :, 5] = torch.tensor([0.3, 0.3, 0.4])[:, None]
@@ -116,6 +118,8 @@ def test_pixel_score_image_vs_crop_on_a_crop_over_the_image_border():
     f = faces((12, 10), [probs[None]], [translation(-3, 2)], [[-2, 3, 2, 9]], box_scores=[0.64], iou_scores=[0.81])
     crop = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "crop").score(Instances(f.image_size, **f.get_fields()))
     image = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image").score(Instances(f.image_size, **f.get_fields()))
+    pasted = post("MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "pasted").score(Instances(f.image_size, **f.get_fields()))
+    assert float(pasted.pixel_scores[0]) == pytest.approx((3 * 0.95 + 2 * 7 * 0.5 + 7 * 0.4) / 24)
     crop_value = (3 * 8 * 0.9 + 2 * 7 * 0.5 + 7 * 0.4 + 3 * 0.95) / 48
     assert float(crop.pixel_scores[0]) == pytest.approx(crop_value)
     assert float(image.pixel_scores[0]) == pytest.approx(0.5)

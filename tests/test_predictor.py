@@ -227,7 +227,8 @@ def test_predictor_uses_the_flip_test_like_evaluation(frames):
     assert not torch.allclose(a["sem_seg"], b["sem_seg"])
     h, w = frames[0].shape[:2]
     inputs = [{"image": torch.as_tensor(np.ascontiguousarray(
-        flip.aug.get_transform(frames[0]).apply_image(frames[0]).transpose(2, 0, 1))), "height": h, "width": w}]
+        flip.aug.get_transform(frames[0]).apply_image(frames[0]).transpose(2, 0, 1))), "height": h, "width": w,
+        "original_image": torch.as_tensor(np.ascontiguousarray(frames[0].transpose(2, 0, 1)))}]
     with torch.no_grad():
         expected = flip.test_model.inference(inputs, class_scores=True)[0]["sem_seg"]
     torch.testing.assert_close(b["sem_seg"], expected)

@@ -13,8 +13,8 @@ from qanet_d2.engine import world_size
 from qanet_d2.engine.world_size import scale_config_to_world_size
 
 REPO = Path(__file__).resolve().parents[1]
-SFP_W48 = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml"  # joint: written for 16 GPUs
-SFP_STAGE2 = "configs/sfp/qanet_hrnet_w48_parser_only_512x384.yaml"  # 256 crops over 8 GPUs
+SFP_JOINT = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384_joint.yaml"  # joint: written for 16 GPUs
+SFP_STAGE2 = "configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml"  # the W48 entry's parser stage: 256 crops over 8 GPUs
 GPU_CONFIGS = sorted(
     p.relative_to(REPO).as_posix()
     for family in ("sfp", "lapa", "celebamask_hq")
@@ -30,33 +30,26 @@ def load(path):
 
 
 def test_sfp_recipe_on_8_and_4_gpus():
-    """The joint recipe is written for 16 GPUs of 16 frames (what fits 24 GB with AMP)."""
-    cfg = load(SFP_W48)
-    assert (cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (16, 256, 0.002)
-    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (10683, (6868, 9157))
-    assert (cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD, cfg.SOLVER.WARMUP_ITERS) == (763, 1526, 0)
+    """The report's parser stage is written for 8 GPUs of 32 crops; other counts keep 32 crops per
+    GPU and the epochs, and the lr follows the authors' linear rule (1e-3 at 128, 2e-3 at 256)."""
+    cfg = load(SFP_STAGE2)
+    assert (cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == (8, 256, 0.002)
+    assert (cfg.SOLVER.EPOCHS, tuple(cfg.SOLVER.STEPS_EPOCHS), cfg.SOLVER.LR_SCALING) == (140, (90, 120), "linear")
     assert cfg.SOLVER.AMP.ENABLED
-
-    eight = QANetTrainer.auto_scale_workers(cfg, 8)
-    assert eight.SOLVER.IMS_PER_BATCH == 128  # 16 per GPU, as on 16
-    # Adam: square-root rule (SOLVER.LR_SCALING "auto")
-    assert eight.SOLVER.BASE_LR == pytest.approx(0.002 * math.sqrt(0.5), rel=1e-12)
-    assert eight.SOLVER.MAX_ITER == 21366
-    assert tuple(eight.SOLVER.STEPS) == (13736, 18314)
-    assert (eight.SOLVER.CHECKPOINT_PERIOD, eight.TEST.EVAL_PERIOD, eight.SOLVER.WARMUP_ITERS) == (1526, 3052, 0)
-    assert eight.SOLVER.REFERENCE_WORLD_SIZE == 8
-
     four = QANetTrainer.auto_scale_workers(cfg, 4)
-    assert four.SOLVER.IMS_PER_BATCH == 64
-    assert four.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
-    assert four.SOLVER.MAX_ITER == 42732
-    assert tuple(four.SOLVER.STEPS) == (27472, 36628)
-    assert (four.SOLVER.CHECKPOINT_PERIOD, four.TEST.EVAL_PERIOD) == (3052, 6104)
-    # the same number of epochs (samples seen), up to rounding of the iterations
-    for scaled in (eight, four):
-        assert scaled.SOLVER.MAX_ITER * scaled.SOLVER.IMS_PER_BATCH == cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
+    assert four.SOLVER.IMS_PER_BATCH == 128 and four.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
+    sixteen = QANetTrainer.auto_scale_workers(cfg, 16)
+    assert sixteen.SOLVER.IMS_PER_BATCH == 512 and sixteen.SOLVER.BASE_LR == pytest.approx(0.004, rel=1e-12)
+    for scaled in (four, sixteen):  # epochs are kept; their iterations follow from the batch at start-up
+        assert (scaled.SOLVER.EPOCHS, tuple(scaled.SOLVER.STEPS_EPOCHS)) == (140, (90, 120))
+
+    joint = load(SFP_JOINT)  # 16 frames per GPU with AMP: 256 frames on 16 GPUs
+    assert (joint.SOLVER.REFERENCE_WORLD_SIZE, joint.SOLVER.IMS_PER_BATCH, joint.SOLVER.LR_SCALING) == (16, 256, "linear")
+    eight = QANetTrainer.auto_scale_workers(joint, 8)
+    assert eight.SOLVER.IMS_PER_BATCH == 128 and eight.SOLVER.BASE_LR == pytest.approx(0.001, rel=1e-12)
+    assert eight.SOLVER.REFERENCE_WORLD_SIZE == 8
     # the input config is left as it was
-    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.REFERENCE_WORLD_SIZE) == (256, 10683, 16)
+    assert (joint.SOLVER.IMS_PER_BATCH, joint.SOLVER.REFERENCE_WORLD_SIZE) == (256, 16)
 
 
 def test_linear_rule_matches_detectron2():
@@ -145,10 +138,11 @@ def test_gpu_configs_per_gpu_batch(path):
         assert per_gpu == 32 and cfg.SOLVER.AMP.ENABLED  # 32 crops: 17 GiB with AMP, 30 GiB without
     else:
         assert per_gpu == 2  # detector: 2 frames, 2.3 GiB in float32
-    # 4 GPUs keep the per-GPU batch and the epochs
+    # 4 GPUs keep the per-GPU batch and the epochs (converted to iterations at start-up)
     four = scale_config_to_world_size(cfg, 4)
     assert four.SOLVER.IMS_PER_BATCH // 4 == per_gpu
-    assert four.SOLVER.MAX_ITER * four.SOLVER.IMS_PER_BATCH == cfg.SOLVER.MAX_ITER * cfg.SOLVER.IMS_PER_BATCH
+    assert cfg.SOLVER.EPOCHS > 0 and four.SOLVER.EPOCHS == cfg.SOLVER.EPOCHS
+    assert tuple(four.SOLVER.STEPS_EPOCHS) == tuple(cfg.SOLVER.STEPS_EPOCHS)
 
 
 @pytest.mark.parametrize("path", CPU_CONFIGS)

@@ -156,11 +156,12 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
         image = image_bgr if model.cropper.input_format == "BGR" else image_bgr[:, :, ::-1]
         resized = aug.get_transform(image).apply_image(image)
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": height, "width": width}]
+        if resized.shape[:2] != (height, width):  # the parser crops from the original (as the predictor)
+            inputs[0]["original_image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if model.detector is not None:
             model.detect(inputs)
-    in_h, in_w = resized.shape[:2]
+    in_h, in_w = height, width  # the frame the faces are cropped from
     face_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32, device=model.device).clone())
-    face_boxes.scale(in_w / width, in_h / height)
     n = len(face_boxes)
     scales = group_views(views)
     probs = torch.zeros((n, len(scales), model.num_classes) + model.cropper.crop_size, device=model.device)
@@ -168,7 +169,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
     iou_sum = torch.zeros(n, device=model.device)
     batch_idx = torch.zeros(n, dtype=torch.long, device=model.device)
     with timer("crop"):
-        images = model.cropper.preprocess(inputs)
+        images = model.cropper.preprocess(inputs, original=True)
     for v, (scale, flips) in enumerate(scales):
         for start in range(0, n, model.parser_batch):
             sl = slice(start, start + model.parser_batch)
@@ -188,7 +189,7 @@ def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0
         maxima = crop_maxima(faces.parsing_probs)
     pasted = {}
     with timer("paste"):
-        if post.pixel_score_region == "image":
+        if post.pixel_score_region in ("image", "pasted"):
             pasted = post.paste(faces, range(n), with_top=True, maxima=maxima)
     with timer("scoring"):
         faces = post.score(faces, pasted=pasted, maxima=maxima)

@@ -318,16 +318,28 @@ def _opencv_affine(affine: np.ndarray) -> np.ndarray:
     return out
 
 
+MAX_SUPERSAMPLING = 4  # as qanet_d2/layers/crops.py
+
+
 def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
-    """``N x C x h x w`` float32 bilinear crops of an ``H x W x C`` float32 image (0 outside it)."""
+    """``N x C x h x w`` float32 bilinear crops of an ``H x W x C`` float32 image (0 outside it),
+    anti-aliased as the model's crops: a crop pixel spanning ``s`` image pixels averages
+    ``k x k`` samples, ``k = ceil(s)`` in ``[1, MAX_SUPERSAMPLING]``."""
     h, w = int(crop_size[0]), int(crop_size[1])
     crops = np.zeros((len(affines), image.shape[2], h, w), np.float32)
     for i, a in enumerate(affines):
+        a = np.asarray(a, np.float64)
+        span = max(np.hypot(a[0, 0], a[1, 0]), np.hypot(a[0, 1], a[1, 1]))
+        k = int(min(max(math.ceil(span - 1e-6), 1), MAX_SUPERSAMPLING))
+        sub = a.copy()
+        sub[:, :2] /= k
         crop = cv2.warpAffine(
-            image, _opencv_affine(a), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            image, _opencv_affine(sub.astype(np.float32)), (w * k, h * k), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-        )
-        crops[i] = crop.reshape(h, w, -1).transpose(2, 0, 1)
+        ).reshape(h * k, w * k, -1)
+        if k > 1:
+            crop = crop.reshape(h, k, w, k, -1).mean(axis=(1, 3))
+        crops[i] = crop.transpose(2, 0, 1)
     return crops
 
 
@@ -477,14 +489,18 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
         top = probs.max(axis=2) if n else np.zeros((0, 1, 1, 1), np.float32)  # N x V x h x w
         views = probs.shape[1] if n else 1
         pix = sum(_pixel_scores_from_top(top[:, v], thresh) for v in range(views)) / views if n else np.zeros(0, np.float32)
-    elif pp["pixel_score_region"] == "image":
+    elif pp["pixel_score_region"] in ("image", "pasted"):
         pix = np.zeros(n, np.float32)
         for i in range(n):
             pasted[i] = paste_face(probs[i], affines[i], (height, width), with_top=True)
             window, _, inside, top_i = pasted[i]
-            pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
+            if pp["pixel_score_region"] == "image":
+                pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
+            else:  # the face's pasted crop region
+                keep = inside & (top_i >= thresh)
+                pix[i] = np.float32((top_i * keep).sum() / max(keep.sum(), 1))
     else:
-        raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop' or 'image'")
+        raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop', 'image' or 'pasted'")
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
     if pp["paint_order"] == "quality":
         order = paint_order(scores, faces["box_scores"], pp["face_score_thresh"])
@@ -660,13 +676,15 @@ class FaceParsingRuntime:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
             face_boxes, box_scores = self.detect(model_image)
+            face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
+            face_boxes[:, 1::2] *= np.float32(height / mh)
         else:
             face_boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-            face_boxes[:, 0::2] *= np.float32(mw / width)
-            face_boxes[:, 1::2] *= np.float32(mh / height)
             box_scores = np.ones(len(face_boxes), np.float32)
-        faces = self.parse(model_image, face_boxes, box_scores)
-        return postprocess(faces, (mh, mw), (height, width), self.meta["postprocessing"])
+        # the faces are cropped from the original image (as QANetFaceParser.inference does)
+        original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+        faces = self.parse(original, face_boxes, box_scores)
+        return postprocess(faces, (height, width), (height, width), self.meta["postprocessing"])
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:

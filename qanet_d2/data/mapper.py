@@ -18,7 +18,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
-from .io import DataReadError, check_label_values, read_image, read_label_map
+from .io import DataReadError, check_label_values, read_image, read_instance_map, read_label_map
 from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
 __all__ = ["FaceParsingDatasetMapper", "RandomZoomOut"]
@@ -72,6 +72,10 @@ class FaceParsingDatasetMapper:
       boxes narrower or shorter than ``min_box_size`` resized pixels are dropped.
     * ``height``, ``width``: the ORIGINAL image size (detectron2 convention: the model returns
       predictions at this size).
+    * ``original_image`` (inference, when ``image`` was resized): the frame at its original
+      resolution, uint8 ``3 x height x width`` in ``image_format``: the model's parser cuts its
+      test crops from it, as training crops are cut from the original frame; the detector sees
+      ``image``.
     * ``label_set``: the label set of ``sem_seg``, when the mapper knows the model's
       (``label_set``): a dict's own ``"label_set"`` (its dataset's, set by the training loader)
       that converts into the model's set has its labels converted and becomes the model's set
@@ -98,7 +102,7 @@ class FaceParsingDatasetMapper:
                  num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
                  min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
                  dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None, generator=None,
-                 grayscale_prob: float = 0.0, keep_crops: bool = True):
+                 grayscale_prob: float = 0.0, keep_crops: bool = True, allow_flip: bool = False):
         """
         Args:
             is_train: training or inference (only changes the resize sizes built from a config).
@@ -121,12 +125,16 @@ class FaceParsingDatasetMapper:
             keep_crops: False draws the augmentation of the crops (``cropper``) without cutting
                 them: a detector-only training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees
                 the frames of joint training draw for draw, so that it trains the same detector.
+            allow_flip: accept image-level flips (detector-only training, where only the frame
+                and its boxes are used): the output then has no ``sem_seg``, whose left/right
+                parts a flip would mirror without swapping their labels.
         """
         for aug in augmentations:
-            if isinstance(aug, T.RandomFlip):
+            if isinstance(aug, T.RandomFlip) and not allow_flip:
                 raise ValueError(
                     "FaceParsingDatasetMapper: image-level flips would mirror left/right parts "
                     "without swapping their labels; flipping is done on face crops instead")
+        self.allow_flip = bool(allow_flip)
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -147,15 +155,21 @@ class FaceParsingDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        if cfg.INPUT.RANDOM_FLIP != "none":
+        detector_only = cfg.MODEL.QANET.TRAIN_MODE == "detector"
+        flip = cfg.INPUT.RANDOM_FLIP
+        if flip != "none" and not (flip == "horizontal" and detector_only):
             raise ValueError(
-                f"INPUT.RANDOM_FLIP must be 'none' (got {cfg.INPUT.RANDOM_FLIP!r}): left/right "
-                f"part labels are swapped only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB)")
+                f"INPUT.RANDOM_FLIP must be 'none' (got {flip!r}): left/right part labels are swapped "
+                f"only by the face-crop flip (MODEL.QANET.AUG.FLIP_PROB); 'horizontal' is for "
+                f"detector-only training (MODEL.QANET.TRAIN_MODE detector)")
+        flip = is_train and flip == "horizontal"
         if is_train:
             z = cfg.INPUT.ZOOM_OUT
             augs = [RandomZoomOut(z.PROB, z.MAX_SCALE)] if z.PROB > 0 else []
             augs += [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                          cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+            if flip:  # detectron2's FCOS recipe: after the resize, p = 0.5
+                augs.append(T.RandomFlip(horizontal=True, vertical=False))
         elif cfg.INPUT.MIN_SIZE_TEST > 0:
             augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
         else:
@@ -178,7 +192,8 @@ class FaceParsingDatasetMapper:
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
             # a detector-only training draws the augmentation of crops it does not cut (same frames as joint)
-            "keep_crops": cfg.MODEL.QANET.TRAIN_MODE != "detector",
+            "keep_crops": not detector_only,
+            "allow_flip": flip,
             "grayscale_prob": cfg.INPUT.GRAYSCALE_PROB if is_train else 0.0,
         }
 
@@ -214,19 +229,25 @@ class FaceParsingDatasetMapper:
                 crop_h, crop_w = self.cropper.crop_size
                 crops, crop_labels = torch.zeros((0, 3, crop_h, crop_w)), torch.zeros((0, crop_h, crop_w), dtype=torch.long)
             else:
+                instance_map, face_ids = self._face_instances(dataset_dict, annotations, (h, w))
+                keep = self._clip_and_filter(boxes, h, w, return_keep=True)
                 crops, crop_labels = self.face_crops(image, label, self._clip_and_filter(boxes, h, w),
-                                                     dataset_dict.get("label_set"))
+                                                     dataset_dict.get("label_set"), instance_map,
+                                                     None if face_ids is None else face_ids[keep])
             dataset_dict["face_crops"], dataset_dict["face_crop_sem_seg"] = crops, crop_labels
+        original = image
         aug_input = T.AugInput(image, sem_seg=label)
         transforms = self.augmentations(aug_input)
         image, label = aug_input.image, aug_input.sem_seg
         nh, nw = image.shape[:2]
+        if not self.is_train and (nh, nw) != (h, w):  # the parser crops the faces from the original
+            dataset_dict["original_image"] = torch.as_tensor(np.ascontiguousarray(original.transpose(2, 0, 1)))
         if len(boxes):
             boxes = transforms.apply_box(boxes)
         boxes = self._clip_and_filter(boxes, nh, nw)
 
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if label is not None:
+        if label is not None and not self.allow_flip:
             dataset_dict["sem_seg"] = torch.as_tensor(label.astype(np.int64))
         instances = Instances((nh, nw))
         instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
@@ -274,22 +295,44 @@ class FaceParsingDatasetMapper:
             dataset_dict["label_set"] = self.label_set.name
         return label
 
-    def face_crops(self, image: np.ndarray, label: np.ndarray, boxes: np.ndarray, label_set: Optional[str] = None):
+    def face_crops(self, image: np.ndarray, label: np.ndarray, boxes: np.ndarray, label_set: Optional[str] = None,
+                   instance_map: Optional[np.ndarray] = None, face_ids: Optional[np.ndarray] = None):
         """Augmented training crops of ``N x 4`` face ``boxes`` (XYXY_ABS) of one original
         ``H x W x 3`` uint8 ``image`` (``image_format``) and its ``H x W`` label map in label set
         ``label_set`` (its flip pairs swap the flipped crops' labels; None: the model's set):
-        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`."""
+        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`.
+        ``instance_map`` (``H x W`` face ids) and ``face_ids`` (``N``, each box's id in it) let
+        the crops label other faces' pixels as the cropper's ``other_faces`` says."""
         h, w = image.shape[:2]
         sample = {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "sem_seg": torch.as_tensor(label.astype(np.int64)),
             "instances": Instances((h, w), gt_boxes=Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))),
         }
+        if instance_map is not None and face_ids is not None:
+            sample["face_instances"] = torch.as_tensor(instance_map.astype(np.int64))
+            sample["instances"].gt_face_ids = torch.as_tensor(np.asarray(face_ids, dtype=np.int64).reshape(-1))
         if label_set is not None:
             sample["label_set"] = label_set
         with torch.no_grad():
             crops, labels, _ = self.cropper.training_crops([sample], generator=self._random())
         return crops, labels
+
+    @staticmethod
+    def _face_instances(dataset_dict: dict, annotations, size):
+        """``(face-instance map, face ids of the non-crowd annotations)`` of a frame whose dict
+        has an ``instance_file_name`` (face ``k`` of the frame's faces has id ``k + 1``; a
+        face-instance dict's one face is its ``face_index``), else ``(None, None)``."""
+        path = dataset_dict.get("instance_file_name")
+        if not path:
+            return None, None
+        instance_map = read_instance_map(path)
+        if instance_map.shape != tuple(size):
+            raise DataReadError(f"face-instance map {path} is {instance_map.shape[1]}x{instance_map.shape[0]} (WxH) "
+                                f"but its image {dataset_dict['file_name']} is {size[1]}x{size[0]}")
+        first = dataset_dict.get("face_index", 0)
+        ids = [first + k + 1 for k, ann in enumerate(annotations) if not ann.get("iscrowd", 0)]
+        return instance_map, np.asarray(ids, dtype=np.int64)
 
     def _random(self):
         """The source of the crops' random draws: the mapper's generator, else NumPy's global one."""
@@ -311,10 +354,12 @@ class FaceParsingDatasetMapper:
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         return boxes
 
-    def _clip_and_filter(self, boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+    def _clip_and_filter(self, boxes: np.ndarray, h: int, w: int, return_keep: bool = False) -> np.ndarray:
+        """``boxes`` clipped to the ``h x w`` image, those with a side under ``min_box_size``
+        dropped (``return_keep``: the boolean mask of the kept boxes instead)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box_size) & (
             (boxes[:, 3] - boxes[:, 1]) >= self.min_box_size)
-        return boxes[keep]
+        return keep if return_keep else boxes[keep]

@@ -23,6 +23,9 @@ Differences from ``DefaultTrainer`` (all here, nowhere else):
   (same exponent range as float32, so no loss scaling).
 * ``SOLVER.REFERENCE_WORLD_SIZE`` rescales batch, LR and schedule to the number of processes
   (:func:`~qanet_d2.engine.world_size.scale_config_to_world_size`, with ``SOLVER.LR_SCALING``).
+* ``SOLVER.EPOCHS`` (with ``STEPS_EPOCHS``, ``WARMUP_EPOCHS``, ``*_PERIOD_EPOCHS``) states the
+  schedule in epochs of the run's training samples, converted to iterations once the samples
+  are counted (:func:`~qanet_d2.engine.epochs.schedule_in_iterations`).
 """
 import itertools
 import logging
@@ -30,7 +33,7 @@ import os
 import random
 import time
 import weakref
-from typing import Optional
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -45,6 +48,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
+from .epochs import schedule_in_iterations
+from .route import training_route
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
@@ -115,6 +120,16 @@ class WeightedTrainingSampler(torch.utils.data.Sampler):
                     positions[d] = 0
                 yield self._offsets[d] + orders[d][positions[d]]
                 positions[d] += 1
+
+
+class TrainingSamples(NamedTuple):
+    """The training samples of a run: the datasets' names, their sample lists (same order), all
+    samples in one list, and the sample unit ("frames" or "faces")."""
+
+    names: List[str]
+    parts: List[list]
+    dataset: list
+    unit: str
 
 
 def iteration_seed(base_seed: int, iteration: int, rank: int) -> int:
@@ -231,13 +246,16 @@ class QANetTrainer(DefaultTrainer):
         from .validation import validate_config
 
         validate_config(cfg, for_training=True)
+        logger.info(f"Training route: {training_route(cfg)}")
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        self._train_samples = self.training_samples(cfg)
+        cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
         self.cfg = cfg
         self.base_seed = self._choose_base_seed(cfg)
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg, seed=self.base_seed, start_iter=0)
+        data_loader = self.build_train_loader(cfg, seed=self.base_seed, start_iter=0, samples=self._train_samples)
         model = create_ddp_model(model)
         self._trainer = QANetSimpleTrainer(
             model, data_loader, optimizer, base_seed=self.base_seed, amp=cfg.SOLVER.AMP.ENABLED
@@ -286,7 +304,8 @@ class QANetTrainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
             # Rebuild the loader so its stream continues where the checkpoint stopped.
-            loader = self.build_train_loader(self.cfg, seed=self.base_seed, start_iter=self.start_iter)
+            loader = self.build_train_loader(self.cfg, seed=self.base_seed, start_iter=self.start_iter,
+                                             samples=self._train_samples)
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
 
@@ -327,16 +346,14 @@ class QANetTrainer(DefaultTrainer):
         return maybe_add_gradient_clipping(cfg, optim_cls)(params, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
     @classmethod
-    def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0):
+    def training_samples(cls, cfg) -> "TrainingSamples":
+        """The training samples of ``cfg``: the dataset dicts of ``DATASETS.TRAIN`` (each with its
+        label set), one per frame or, with ``DATALOADER.SAMPLE_UNIT "face"``, one per face."""
         from detectron2.data import get_detection_dataset_dicts
 
-        from ..data.instance_mapper import FaceInstanceDatasetMapper, face_instance_dicts
-        from ..data.mapper import FaceParsingDatasetMapper
-
+        from ..data.instance_mapper import face_instance_dicts
         from ..data.mixed_label_sets import dataset_label_sets
 
-        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-            raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
         names = list(cfg.DATASETS.TRAIN)
         label_sets = dataset_label_sets(names)
         face_unit = cfg.DATALOADER.SAMPLE_UNIT == "face"
@@ -357,6 +374,21 @@ class QANetTrainer(DefaultTrainer):
                 f"Training on face instances: {len(dataset)} faces of {frames} frames, "
                 f"{len(dataset) / cfg.SOLVER.IMS_PER_BATCH:.1f} iterations per epoch"
             )
+        return TrainingSamples(names, parts, dataset, "faces" if face_unit else "frames")
+
+    @classmethod
+    def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0,
+                           samples: Optional["TrainingSamples"] = None):
+        """detectron2's train loader on :meth:`training_samples` (``samples``: already counted)."""
+        from ..data.instance_mapper import FaceInstanceDatasetMapper
+        from ..data.mapper import FaceParsingDatasetMapper
+
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
+        if samples is None:
+            samples = cls.training_samples(cfg)
+        names, parts, dataset = samples.names, samples.parts, samples.dataset
+        if samples.unit == "faces":
             mapper = FaceInstanceDatasetMapper(cfg)
         else:
             mapper = FaceParsingDatasetMapper(cfg, is_train=True)

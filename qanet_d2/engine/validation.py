@@ -10,11 +10,12 @@ from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, mode
                                      prediction_conversion, training_route)
 from ..data.instance_mapper import SAMPLE_UNITS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
-from ..modeling.face_cropper import CROP_OUTSIDE_LABELS
+from ..modeling.face_cropper import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from ..video import ALIGNS, TRACK_MOTIONS
+from .epochs import epoch_problems, uses_epochs
 from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
@@ -28,6 +29,7 @@ _CHOICES = {
     "MODEL.QANET.TRAIN_MODE": TRAIN_MODES,
     "MODEL.QANET.TEST_BOXES": TEST_BOXES,
     "MODEL.QANET.CROP_OUTSIDE_LABEL": CROP_OUTSIDE_LABELS,
+    "MODEL.QANET.CROP_OTHER_FACES": CROP_OTHER_FACES,
     "MODEL.QANET.INFERENCE.PAINT_ORDER": PAINT_ORDERS,
     "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION": PIXEL_SCORE_REGIONS,
     "SOLVER.OPTIMIZER": OPTIMIZERS,
@@ -190,7 +192,8 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
                     f"{key} = {_get(cfg, key)} is not a multiple of SOLVER.REFERENCE_WORLD_SIZE = {reference}: "
                     "the batch per GPU would not be an integer"
                 )
-    if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
+    problems += epoch_problems(cfg)
+    if not uses_epochs(cfg) and list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
         problems.append(f"SOLVER.STEPS = {tuple(cfg.SOLVER.STEPS)}: must be increasing")
 
     if check_datasets:

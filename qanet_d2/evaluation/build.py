@@ -44,7 +44,9 @@ def build_face_parsing_evaluators(cfg, dataset_name: str, output_dir: Optional[s
         )
     ]
     if cfg.TEST.INSTANCE_PARSING:
-        evaluators.append(InstanceParsingEvaluator(dataset_name, output_dir=output_dir, prediction_label_set=model_set))
+        evaluators.append(InstanceParsingEvaluator(
+            dataset_name, output_dir=output_dir, prediction_label_set=model_set,
+            nms_thresh=cfg.TEST.INSTANCE_PARSING_NMS_THRESH, score_thresh=cfg.TEST.INSTANCE_PARSING_SCORE_THRESH))
     if cfg.TEST.DETECTION_AP:
         evaluators.append(FaceDetectionEvaluator(dataset_name, output_dir))
     return DatasetEvaluators(evaluators)

@@ -30,6 +30,12 @@ Definitions, as computed by the authors' evaluation code (Parsing R-CNN:
   classes (foreground classes it contains) whose part IoU with its match is > t; unmatched
   faces count 0; mean over all ground-truth faces.
 
+* Before matching, as the official QANet code does, predictions whose ranking score is below
+  ``score_thresh`` (0.01) are dropped and a parsing NMS keeps, in descending score, a face only
+  if its mean part IoU with every face kept before it (the two faces' label maps on the whole
+  image, classes including background, NaN classes skipped) is below ``nms_thresh`` (0.6).
+  Both are per ranking score, and ``score_thresh`` 0 / ``nms_thresh`` 0 turn them off.
+
 All metrics depend on the ranking score; :class:`InstanceParsingAccumulator` ranks the same
 faces by several scores in one pass (the quality score and the detector's box score).
 
@@ -49,6 +55,8 @@ __all__ = [
     "PredictedFace",
     "face_part_ious",
     "match_faces",
+    "parsing_nms",
+    "pairwise_parsing_ious",
     "voc_ap",
     "InstanceParsingAccumulator",
     "single_face_instances",
@@ -177,6 +185,65 @@ def face_part_ious(
     return ious, num_parts, face_ids
 
 
+def _clipped(window, labels, height, width):
+    x0, y0, x1, y1 = (int(v) for v in window)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return (0, 0, 0, 0), np.zeros((0, 0), np.int64)
+    return (cx0, cy0, cx1, cy1), np.asarray(labels)[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0].astype(np.int64)
+
+
+def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[int], num_classes: int) -> np.ndarray:
+    """(P, P) mean part IoU between the predicted faces of one image: each face is its label map
+    on the whole ``(height, width)`` image (background outside its window), one confusion matrix
+    per pair over all pixels, per-class IoU for every class including background, NaN classes
+    (absent from both) skipped in the mean (the official QANet code's ``parsing_iou``)."""
+    H, W = int(image_size[0]), int(image_size[1])
+    C = int(num_classes)
+    clipped = [_clipped(f.window, f.labels, H, W) for f in faces]
+    P = len(faces)
+    out = np.eye(P)
+    for a in range(P):
+        (ax0, ay0, ax1, ay1), la = clipped[a]
+        for b in range(a + 1, P):
+            (bx0, by0, bx1, by1), lb = clipped[b]
+            boxes = [w for w, lab in ((clipped[a][0], la), (clipped[b][0], lb)) if lab.size]
+            if boxes:
+                rx0, ry0 = min(w[0] for w in boxes), min(w[1] for w in boxes)
+                rx1, ry1 = max(w[2] for w in boxes), max(w[3] for w in boxes)
+            else:
+                rx0 = ry0 = rx1 = ry1 = 0
+            ma = np.zeros((ry1 - ry0, rx1 - rx0), np.int64)
+            mb = np.zeros_like(ma)
+            if la.size:
+                ma[ay0 - ry0 : ay1 - ry0, ax0 - rx0 : ax1 - rx0] = la
+            if lb.size:
+                mb[by0 - ry0 : by1 - ry0, bx0 - rx0 : bx1 - rx0] = lb
+            hist = np.bincount((ma * C + mb).ravel(), minlength=C * C).reshape(C, C)
+            hist[0, 0] += H * W - ma.size  # both background outside the region
+            tp = np.diag(hist).astype(np.float64)
+            union = hist.sum(axis=0) + hist.sum(axis=1) - tp
+            present = union > 0
+            out[a, b] = out[b, a] = float((tp[present] / union[present]).mean()) if present.any() else 1.0
+    return out
+
+
+def parsing_nms(scores: Sequence[float], ious: np.ndarray, nms_thresh: float = 0.6, score_thresh: float = 0.01) -> np.ndarray:
+    """Indices (ascending) of the faces kept: score >= ``score_thresh``, then greedily in
+    descending score (ties in input order) a face is dropped when its IoU (``ious``, P x P, e.g.
+    :func:`pairwise_parsing_ious`) with a face kept before it is >= ``nms_thresh``.
+    ``score_thresh`` <= 0 keeps every score; ``nms_thresh`` <= 0 turns the NMS off."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    candidates = [int(i) for i in np.argsort(-scores, kind="stable") if score_thresh <= 0 or scores[i] >= score_thresh]
+    if nms_thresh <= 0:
+        return np.array(sorted(candidates), dtype=np.int64)
+    kept: List[int] = []
+    for i in candidates:
+        if all(ious[i, k] < nms_thresh for k in kept):
+            kept.append(i)
+    return np.array(sorted(kept), dtype=np.int64)
+
+
 def _mean_ious(ious: np.ndarray) -> np.ndarray:
     """(P, G, C) -> (P, G) mean over non-NaN classes; -inf where all are NaN."""
     finite = ~np.isnan(ious)
@@ -255,10 +322,14 @@ class InstanceParsingAccumulator:
         ignore_label: Optional[int] = 255,
         thresholds: Sequence[float] = PART_IOU_THRESHOLDS,
         rankings: Optional[Dict[str, str]] = None,
+        nms_thresh: float = 0.6,
+        score_thresh: float = 0.01,
     ):
         self.num_classes = int(num_classes)
         self.ignore_label = ignore_label
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.nms_thresh = float(nms_thresh)
+        self.score_thresh = float(score_thresh)
         self.rankings = dict(rankings) if rankings is not None else {"score": "score", "box": "box_score"}
         self.reset()
 
@@ -277,11 +348,16 @@ class InstanceParsingAccumulator:
         self.num_gt += len(num_parts)
         self.num_pred += len(faces)
         self.num_images += 1
+        pair_ious = None
         for name, field in self.rankings.items():
-            scores = [float(getattr(f, field)) for f in faces]
-            tp, pcp = match_faces(scores, ious, num_parts, self.thresholds)
-            for i, s in enumerate(scores):
-                self.records[name].append((s, str(image_key), i, tp[i], pcp[i]))
+            scores = np.array([float(getattr(f, field)) for f in faces], dtype=np.float64)
+            if self.nms_thresh > 0 and pair_ious is None and len(faces) > 1:
+                pair_ious = pairwise_parsing_ious(faces, np.asarray(gt_labels).shape, self.num_classes)
+            keep = parsing_nms(scores, pair_ious if pair_ious is not None else np.eye(len(faces)),
+                               self.nms_thresh, self.score_thresh)
+            tp, pcp = match_faces(scores[keep], ious[keep], num_parts, self.thresholds)
+            for j, i in enumerate(keep.tolist()):
+                self.records[name].append((float(scores[i]), str(image_key), i, tp[j], pcp[j]))
 
     def state(self) -> dict:
         """What :meth:`merge` needs (for gathering across processes)."""

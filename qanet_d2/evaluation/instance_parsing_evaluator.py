@@ -85,6 +85,8 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         faces_fn: Callable[[dict], Optional[Sequence[PredictedFace]]] = faces_from_output,
         prediction_label_set=None,
+        nms_thresh: float = 0.6,
+        score_thresh: float = 0.01,
     ):
         """
         Args:
@@ -95,6 +97,9 @@ class InstanceParsingEvaluator(DatasetEvaluator):
             prediction_label_set: the label set the model predicts when it may differ from the
                 dataset's: each face's labels are converted into the dataset's classes (see
                 :class:`~qanet_d2.evaluation.FaceParsingEvaluator`).
+            nms_thresh, score_thresh: the parsing NMS and score filter applied before matching
+                (``TEST.INSTANCE_PARSING_NMS_THRESH``, ``TEST.INSTANCE_PARSING_SCORE_THRESH``;
+                the official QANet code's 0.6 and 0.01; 0 turns each off).
         """
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
@@ -105,7 +110,8 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._faces_fn = faces_fn
         self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
-        self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
+        self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label,
+                                               nms_thresh=nms_thresh, score_thresh=score_thresh)
         self.reset()
 
     def reset(self):

@@ -31,6 +31,7 @@ __all__ = [
     "compose_affines",
     "scale_affines",
     "crop_images",
+    "supersampling_factors",
     "crop_labels",
     "crop_windows",
     "paste_probs",
@@ -184,12 +185,28 @@ def _sample_per_image(
     return out
 
 
+# Largest number of samples per crop pixel and axis of anti-aliased crops (a crop pixel covering
+# more image pixels than this per axis is averaged over this many samples per axis).
+MAX_SUPERSAMPLING = 4
+# Crops per grid_sample call when supersampling (bounds the memory of the k*h x k*w grids).
+_SUPERSAMPLED_CHUNK = 4
+
+
+def supersampling_factors(affines: torch.Tensor) -> torch.Tensor:
+    """``N`` samples per crop pixel and axis that anti-aliased crops take: the image pixels a crop
+    pixel spans along its larger side, rounded up (roi_align's adaptive sampling ratio), in
+    ``[1, MAX_SUPERSAMPLING]``; 1 when the crop enlarges the image."""
+    spans = affines[:, :, :2].double().norm(dim=1)  # N x 2: image pixels per crop pixel along u and v
+    return torch.ceil(spans.max(dim=1).values - 1e-6).clamp(1, MAX_SUPERSAMPLING).long()
+
+
 def crop_images(
     images: torch.Tensor,
     batch_idx: torch.Tensor,
     affines: torch.Tensor,
     out_size: Sequence[int],
     mode: str = "bilinear",
+    antialias: bool = False,
 ) -> torch.Tensor:
     """Crop ``N`` faces from a batch of images.
 
@@ -200,6 +217,10 @@ def crop_images(
         affines: ``N x 2 x 3`` crop -> image affines (:func:`boxes_to_affines`).
         out_size: crop ``(height, width)``.
         mode: "bilinear" for images, "nearest" for label-like data.
+        antialias: (bilinear only) a crop that shrinks the image averages ``k x k`` bilinear
+            samples spread evenly over each crop pixel, ``k`` from :func:`supersampling_factors`
+            (as roi_align's sampling ratio): a box filter against aliasing. Crops that do not
+            shrink the image are unchanged.
 
     Returns:
         ``N x C x h x w`` crops; points outside the tensor read 0.
@@ -208,9 +229,21 @@ def crop_images(
     out_h, out_w = int(out_size[0]), int(out_size[1])
     if n == 0:
         return images.new_zeros((0, images.shape[1], out_h, out_w))
-    theta = _normalised_theta(affines, (out_h, out_w), images.shape[-2:])
-    grids = F.affine_grid(theta, [n, 1, out_h, out_w], align_corners=False).to(images.dtype)
-    return _sample_per_image(images, batch_idx.to(images.device), grids, mode)
+    batch_idx = batch_idx.to(images.device)
+    factors = supersampling_factors(affines) if antialias and mode == "bilinear" else torch.ones(n, dtype=torch.long)
+    out = images.new_zeros((n, images.shape[1], out_h, out_w))
+    for k in torch.unique(factors).tolist():
+        sel = (factors == k).nonzero(as_tuple=True)[0]
+        chunk = len(sel) if k == 1 else _SUPERSAMPLED_CHUNK
+        for start in range(0, len(sel), chunk):
+            part = sel[start : start + chunk]
+            a = affines[part.to(affines.device)].clone()
+            a[:, :, :2] /= k  # supersampled crop pixel (j', i') -> crop point ((j' + 0.5) / k, ...)
+            theta = _normalised_theta(a, (out_h * k, out_w * k), images.shape[-2:])
+            grids = F.affine_grid(theta, [len(part), 1, out_h * k, out_w * k], align_corners=False).to(images.dtype)
+            crops = _sample_per_image(images, batch_idx[part.to(batch_idx.device)], grids, mode)
+            out[part.to(out.device)] = F.avg_pool2d(crops, k) if k > 1 else crops
+    return out
 
 
 def crop_labels(

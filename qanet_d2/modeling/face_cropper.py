@@ -28,11 +28,12 @@ from detectron2.structures import ImageList
 from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
 from ..layers.crops import boxes_to_affines, crop_images, crop_labels, expand_box_to_aspect, scale_boxes
 
-__all__ = ["FaceCropper", "CropAugmentation", "flip_permutation_from_metadata", "CROP_OUTSIDE_LABELS"]
+__all__ = ["FaceCropper", "CropAugmentation", "flip_permutation_from_metadata", "CROP_OUTSIDE_LABELS", "CROP_OTHER_FACES"]
 
 logger = logging.getLogger(__name__)
 
 CROP_OUTSIDE_LABELS = ("ignore", "background")
+CROP_OTHER_FACES = ("background", "keep")
 
 
 def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int) -> np.ndarray:
@@ -140,6 +141,7 @@ class FaceCropper(nn.Module):
         aug_off_face_shift: Tuple[float, float] = (0.5, 1.5),
         aug_off_face_scale: Tuple[float, float] = (1.0, 3.0),
         outside_label: str = "ignore",
+        other_faces: str = "keep",
         ignore_value: int = 255,
         max_faces_per_image: int = 16,
     ):
@@ -155,6 +157,8 @@ class FaceCropper(nn.Module):
                 registered set not listed uses its own flip pairs.
             aug_*: ``MODEL.QANET.AUG.*``.
             outside_label: ``MODEL.QANET.CROP_OUTSIDE_LABEL``.
+            other_faces: ``MODEL.QANET.CROP_OTHER_FACES``: labels of other faces' pixels in a
+                training crop ("background" or "keep"), where the input has a face-instance map.
             max_faces_per_image: faces cropped per training image, largest first.
         """
         super().__init__()
@@ -195,6 +199,9 @@ class FaceCropper(nn.Module):
         self.aug_off_face_shift = (float(aug_off_face_shift[0]), float(aug_off_face_shift[1]))
         self.aug_off_face_scale = (float(aug_off_face_scale[0]), float(aug_off_face_scale[1]))
         self.outside_label = outside_label
+        if other_faces not in CROP_OTHER_FACES:
+            raise ValueError(f"MODEL.QANET.CROP_OTHER_FACES must be one of {CROP_OTHER_FACES}; got {other_faces!r}")
+        self.other_faces = other_faces
         self.ignore_value = int(ignore_value)
         self.max_faces_per_image = int(max_faces_per_image)
 
@@ -238,6 +245,7 @@ class FaceCropper(nn.Module):
             "aug_off_face_shift": q.AUG.OFF_FACE_SHIFT,
             "aug_off_face_scale": q.AUG.OFF_FACE_SCALE,
             "outside_label": q.CROP_OUTSIDE_LABEL,
+            "other_faces": q.CROP_OTHER_FACES,
             "ignore_value": q.PARSING.IGNORE_VALUE,
             "max_faces_per_image": q.MAX_FACES_PER_IMAGE_TRAIN,
         }
@@ -247,13 +255,15 @@ class FaceCropper(nn.Module):
         return self.pixel_mean.device
 
     # ------------------------------------------------------------------ geometry
-    def preprocess(self, batched_inputs: List[Dict]) -> ImageList:
+    def preprocess(self, batched_inputs: List[Dict], original: bool = False) -> ImageList:
         """The inputs' ``image`` (``3 x H x W`` in ``input_format``) as normalised RGB, padded
         with 0 (= the mean colour) into one ``B x 3 x H x W`` batch; ``image_sizes`` are the
-        unpadded ``(height, width)``."""
+        unpadded ``(height, width)``. With ``original``, an input's ``original_image`` (the frame
+        at its original resolution, when the test mapper or predictor resized ``image``) is
+        used instead of its ``image``."""
         images = []
         for x in batched_inputs:
-            image = x["image"].to(self.device)
+            image = (x.get("original_image", x["image"]) if original else x["image"]).to(self.device)
             if self.input_format == "BGR":
                 image = image.flip(0)  # on uint8 before the conversion: a quarter of the bytes
             images.append(image.to(self.pixel_mean.dtype, copy=True).sub_(self.pixel_mean).div_(self.pixel_std))
@@ -279,8 +289,9 @@ class FaceCropper(nn.Module):
         return boxes_to_affines(regions, self.crop_size, rotation=augmentation.rotation, flip=augmentation.flip)[0]
 
     def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
-        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images)."""
-        return crop_images(images, batch_idx, affines, self.crop_size)
+        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
+        anti-aliased where a crop shrinks its image (training and test crops alike)."""
+        return crop_images(images, batch_idx, affines, self.crop_size, antialias=True)
 
     def crop_labels(
         self,
@@ -396,6 +407,10 @@ class FaceCropper(nn.Module):
     def training_crops(self, batched_inputs: List[Dict], generator=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augmented crops of the ground-truth faces of a batch.
 
+        An input's ``face_instances`` (``H x W`` face ids of its frame, 0 = no face) and its
+        ``instances.gt_face_ids`` (each box's id there, 0 = unknown) make the other faces'
+        pixels of each crop background (``other_faces`` "background").
+
         Inputs whose crops were cut by the data loader (``face_crops`` ``N_i x 3 x h x w`` and
         ``face_crop_sem_seg`` ``N_i x h x w``, see :class:`~qanet_d2.data.FaceParsingDatasetMapper`
         and :class:`~qanet_d2.data.FaceInstanceDatasetMapper`, which call this method on the
@@ -417,29 +432,45 @@ class FaceCropper(nn.Module):
             counts = torch.tensor([len(x["face_crops"]) for x in batched_inputs], device=self.device)
             return crops, labels, torch.arange(len(batched_inputs), device=self.device).repeat_interleave(counts)
         images = self.preprocess(batched_inputs)
-        label_maps, boxes, batch_idx = [], [], []
+        label_maps, instance_maps, boxes, face_ids, batch_idx = [], [], [], [], []
         for i, x in enumerate(batched_inputs):
+            h, w = images.image_sizes[i]
+            instance_maps.append(x["face_instances"] if "face_instances" in x else torch.zeros((h, w), dtype=torch.long))
             if "sem_seg" not in x:  # no labels: no crop from this image
-                h, w = images.image_sizes[i]
                 label_maps.append(torch.full((h, w), self.ignore_value, dtype=torch.long))
                 continue
             label_maps.append(x["sem_seg"])
             if "instances" not in x or len(x["instances"]) == 0:
                 continue
             b = x["instances"].gt_boxes.tensor.to(self.device, torch.float32)
+            ids = (x["instances"].gt_face_ids.to(self.device) if x["instances"].has("gt_face_ids")
+                   else torch.zeros(len(b), dtype=torch.long, device=self.device))
             if len(b) > self.max_faces_per_image:  # largest faces first
                 area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-                b = b[area.argsort(descending=True)[: self.max_faces_per_image]]
+                top = area.argsort(descending=True)[: self.max_faces_per_image]
+                b, ids = b[top], ids[top]
             boxes.append(b)
+            face_ids.append(ids)
             batch_idx.append(torch.full((len(b),), i, dtype=torch.long, device=self.device))
         h, w = self.crop_size
         if not boxes:
             empty = torch.zeros((0,), dtype=torch.long, device=self.device)
             return images.tensor.new_zeros((0, 3, h, w)), empty.new_zeros((0, h, w)), empty
-        boxes, batch_idx = torch.cat(boxes), torch.cat(batch_idx)
+        boxes, face_ids, batch_idx = torch.cat(boxes), torch.cat(face_ids), torch.cat(batch_idx)
         aug = self.sample_augmentation(len(boxes), generator)
         affines = self.affines(boxes, augmentation=aug)
         crops = self.crop_images(images.tensor, batch_idx, affines)
         labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip,
                                   label_sets=self.crop_label_sets(batched_inputs, batch_idx))
+        if self.other_faces == "background" and bool((face_ids > 0).any()):
+            labels = self._other_faces_to_background(labels, instance_maps, batch_idx, affines, face_ids)
         return crops, labels, batch_idx
+
+    def _other_faces_to_background(self, labels, instance_maps, batch_idx, affines, face_ids) -> torch.Tensor:
+        """``labels`` with the pixels of other faces (face-instance maps cropped with the same
+        affines, nearest) set to background, in the crops whose own face id is known (> 0): as
+        the official QANet code, a crop's labels are its own face's."""
+        maps = ImageList.from_tensors([m.to(self.device, torch.float32) for m in instance_maps], 0, pad_value=0.0).tensor
+        inst = crop_images(maps[:, None], batch_idx, affines, self.crop_size, mode="nearest")[:, 0].round().long()
+        other = (inst > 0) & (inst != face_ids[:, None, None]) & (face_ids[:, None, None] > 0)
+        return labels.masked_fill(other, 0)

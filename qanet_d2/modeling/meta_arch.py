@@ -38,6 +38,20 @@ def group_views(views: Sequence[Tuple[float, bool]]) -> List[Tuple[float, List[b
     return list(scales.items())
 
 
+def _boxes_to_size(faces: Instances, size: Sequence[int]) -> Instances:
+    """``faces`` (``pred_boxes`` in the frame of ``faces.image_size``, optional ``scores``) with
+    their boxes scaled to an image of ``size`` ``(height, width)`` of the same frame."""
+    (h, w), (nh, nw) = faces.image_size, (int(size[0]), int(size[1]))
+    if (h, w) == (nh, nw):
+        return faces
+    boxes = Boxes(faces.pred_boxes.tensor.clone())
+    boxes.scale(nw / w, nh / h)
+    out = Instances((nh, nw), pred_boxes=boxes)
+    if faces.has("scores"):
+        out.scores = faces.scores
+    return out
+
+
 @META_ARCH_REGISTRY.register()
 class QANetFaceParser(nn.Module):
     """Detect faces, parse each face crop with QANet, paste the parsings back.
@@ -52,7 +66,8 @@ class QANetFaceParser(nn.Module):
     Inputs follow detectron2 (see :class:`qanet_d2.data.mapper.FaceParsingDatasetMapper`):
     ``image`` (``3 x H' x W'`` uint8 in ``INPUT.FORMAT``, possibly resized), ``instances``
     (``gt_boxes`` in the ``image`` frame), ``sem_seg`` (``H' x W'``, training), ``height``/``width``
-    (original size, the frame of all outputs).
+    (original size, the frame of all outputs) and, at inference, ``original_image`` (the
+    unresized frame, ``3 x height x width``: the parser's crops are cut from it when present).
 
     Training returns a dict of losses (detector, parser or both, by ``MODEL.QANET.TRAIN_MODE``).
     Inference: see :meth:`inference`.
@@ -355,9 +370,10 @@ class QANetFaceParser(nn.Module):
             face_boxes: per image, Instances with ``pred_boxes`` (XYXY_ABS, in the frame of the
                 input ``image``) and optional ``scores`` to parse instead of :meth:`detect`'s
                 (like detectron2's ``detected_instances``).
-            do_postprocess: False returns the per-face results of :meth:`parse_faces` (model-input
-                frame, not scored, not painted) as ``[{"instances": ...}]``, for callers that
-                post-process themselves.
+            do_postprocess: False returns the per-face results of :meth:`parse_faces` (in the
+                frame the faces were cropped from: ``original_image`` when the input has one,
+                else ``image``; not scored, not painted) as ``[{"instances": ...}]``, for callers
+                that post-process themselves.
             views: ``(box_scale, flip)`` test-time views (:func:`group_views`).
             parsers: parsers whose probabilities are averaged (default: this model's).
             class_scores: also return ``sem_seg``.
@@ -371,11 +387,14 @@ class QANetFaceParser(nn.Module):
             ``sem_seg`` (``C x H x W`` class scores, argmax = ``labels``).
         """
         assert not self.training, "inference needs model.eval()"
-        images = self.cropper.preprocess(batched_inputs)
+        # Faces are cropped from each input's original_image when it has one (the frame at its
+        # original resolution, as the training crops are); the detector sees the resized image.
+        images = self.cropper.preprocess(batched_inputs, original=True)
         if face_boxes is None:
             face_boxes = self.detect(batched_inputs)
         elif len(face_boxes) != len(batched_inputs):
             raise ValueError(f"face_boxes: got {len(face_boxes)} Instances for {len(batched_inputs)} images")
+        face_boxes = [_boxes_to_size(f, size) for f, size in zip(face_boxes, images.image_sizes)]
         faces = self.parse_faces(images, face_boxes, views, parsers)
         if not do_postprocess:
             return [{"instances": f} for f in faces]

@@ -17,10 +17,11 @@ reference can mirror line by line:
    there is the argmax (first maximum), background (0) where the maximum is below ``1 / C``;
    pixels outside every view's crop are not the face's.
 3. **Score** (:meth:`FacePostProcessor.score`): pixel score = mean of the per-pixel maximum
-   probability over the pixels where it is >= ``PIXEL_SCORE_THRESH``, taken on the crop
-   probabilities and averaged over views (``PIXEL_SCORE_REGION`` "crop") or on the pasted,
-   view-averaged probabilities at the image pixels whose centres lie inside the face box
-   ("image"). Quality score = ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``.
+   probability over the pixels where it is >= ``PIXEL_SCORE_THRESH``, taken on the pasted,
+   view-averaged probabilities at the image pixels inside the face's pasted crop region
+   (``PIXEL_SCORE_REGION`` "pasted", as the official QANet code), at the image pixels whose
+   centres lie inside the face box ("image"), or on the crop probabilities, padding included,
+   averaged over views ("crop"). Quality score = ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``.
 4. **Paint** (:meth:`FacePostProcessor.paint`): the label map starts as background; faces whose
    paint score (the quality score with ``PAINT_ORDER`` "quality", the box score with "box") is
    >= ``FACE_SCORE_THRESH`` are painted in ascending paint score (ties: ascending other score,
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 PAINT_ORDERS = ("quality", "box")
-PIXEL_SCORE_REGIONS = ("crop", "image")
+PIXEL_SCORE_REGIONS = ("crop", "image", "pasted")
 # Lower clamp of the box, IoU and pixel scores before their logarithms in the quality score.
 SCORE_EPS = 1e-6
 
@@ -559,7 +560,7 @@ class FacePostProcessor:
     ) -> Instances:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
 
-        With ``PIXEL_SCORE_REGION`` "image" the faces are pasted (``faces`` must then be in the
+        With ``PIXEL_SCORE_REGION`` "image" or "pasted" the faces are pasted (``faces`` must then be in the
         output frame); pass a dict as ``pasted`` to keep those pastes for :meth:`paint` (faces
         already in it with their ``top`` are not pasted again).
         ``maxima``: the faces' :class:`CropMaxima`, if already computed.
@@ -576,7 +577,10 @@ class FacePostProcessor:
             faces_pasted = {**known, **self.paste(faces, [i for i in range(n) if i not in known], with_top=True, maxima=maxima)}
             if pasted is not None:
                 pasted.update(faces_pasted)
-            values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
+            if self.pixel_score_region == "image":
+                values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
+            else:
+                values = [self._region_pixel_score(faces_pasted[i]) for i in range(n)]
             pix = torch.stack(values) if values else probs.new_zeros(0)
         faces.pixel_scores = pix.to(faces.box_scores.device)
         faces.scores = face_scores(faces.box_scores, faces.iou_scores, faces.pixel_scores, self.score_weights)
@@ -594,6 +598,12 @@ class FacePostProcessor:
         top, inside = face.top[sl], face.inside[sl]
         keep = inside & (top >= self.pixel_score_thresh)
         return (top * keep).sum() / keep.sum().clamp(min=1)
+
+    def _region_pixel_score(self, face: PastedFace) -> torch.Tensor:
+        """Pixel score over the image pixels of the face's pasted crop region (its window's
+        pixels inside at least one view's crop)."""
+        keep = face.inside & (face.top >= self.pixel_score_thresh)
+        return (face.top * keep).sum() / keep.sum().clamp(min=1)
 
     def order(self, faces: Instances) -> List[int]:
         """Indices of the faces to paint, in painting order (``PAINT_ORDER``, ``FACE_SCORE_THRESH``)."""

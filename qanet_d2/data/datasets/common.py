@@ -125,11 +125,12 @@ def _is_plain_gray8_png(path: str) -> bool:
 
 
 def write_split(dst_root: str, split: str, label_set: LabelSet, videos: List[dict],
-                source: str) -> str:
-    """Write ``<dst_root>/<split>.json`` (videos sorted by id) and log a summary."""
+                source: str, extra: Optional[dict] = None) -> str:
+    """Write ``<dst_root>/<split>.json`` (videos sorted by id, ``extra`` top-level keys) and log
+    a summary."""
     videos = sorted(videos, key=lambda v: v["video_id"])
     path = write_face_video_json(os.path.join(dst_root, f"{split}.json"), label_set, videos,
-                                 extra={"source": os.path.abspath(source)})
+                                 extra={"source": os.path.abspath(source), **(extra or {})})
     n_frames = sum(len(v["frames"]) for v in videos)
     logger.info("Wrote %s: %d videos, %d frames", path, len(videos), n_frames)
     return path

@@ -21,8 +21,26 @@ documented, tolerant layout (``src`` = the directory holding the split folders):
   contiguous; a list starting at id 1 (COCO style) gets "background" prepended as id 0.
 * Frames of a video are ordered by file name (numbers compared numerically); ``frame_index``
   is the position in that order and the original file names are kept.
-* Face boxes come from the label maps (8-connected components of the face classes, neck and
-  cloth excluded); faces that touch merge into one box.
+* Per-face data, read when the release provides it, in this order:
+
+  1. face-instance maps ``<src>/<split>/<instances>/<video_id>/<frame>.png`` (``<instances>``:
+     the first existing of instances, instance, Instances, instance_masks, human_ids; one
+     positive id per face, 0 = no face, 8- or 16-bit): each face's box is the box of its
+     face-class pixels (neck and cloth excluded), faces are ordered by decreasing area and the
+     map is written with face ``k`` as id ``k + 1`` (``instance_file``): the ground truth of the
+     instance-level metrics, and of which pixels in a training crop belong to another face;
+  2. per-frame JSON files ``<labels>/<video_id>/<frame>.json`` (or under a ``json``/``jsons``
+     folder of the split) holding a list of faces under "faces", "instances", "annotations",
+     "objects" or "shapes", each with "bbox" ``[x0, y0, x1, y1]`` (XYXY, pixels; or
+     ``[x, y, w, h]`` with ``"bbox_mode": "xywh"``): the boxes as given, no instance map;
+  3. otherwise, an approximation: one box per 8-connected component of the face classes of the
+     label map (neck and cloth excluded). Faces that touch merge into one box, and hair or an
+     ear detached from its face by an occluder becomes a box of its own; no instance map is
+     written (a component map would call a person's detached hair another face), so training
+     crops keep other faces' labels and the instance-level metrics are not computed.
+
+  The split JSON's ``"face_source"`` says which of ``instance maps``, ``json`` and
+  ``label-map components`` gave the faces (frame counts).
 
 The output JSONs carry ``"label_set": "sfp"`` and the ``"classes"`` list, from which the
 registered ``sfp_*`` datasets build their label set and flip pairs (:func:`sfp_label_set`).
@@ -43,11 +61,14 @@ from ..label_sets import LabelSet, sfp_label_set
 from ..video_format import (boxes_from_label_map, face_box_excluded_ids, make_frame_record)
 from .common import parallel_map, place_file, write_split
 
-__all__ = ["convert_sfp", "read_class_list", "find_class_list"]
+__all__ = ["convert_sfp", "read_class_list", "find_class_list", "faces_from_instance_map", "faces_from_json"]
 
 IMAGE_DIRS = ("images", "image", "imgs", "frames", "JPEGImages")
 LABEL_DIRS = ("labels", "label", "masks", "annotations", "Annotations", "parsing",
               "SegmentationClass")
+INSTANCE_DIRS = ("instances", "instance", "Instances", "instance_masks", "human_ids")
+JSON_DIRS = ("json", "jsons")
+_FACE_LIST_KEYS = ("faces", "instances", "annotations", "objects", "shapes")
 CLASS_FILES = ("classes", "categories", "label_info", "class_info", "labels", "meta")
 _LIST_KEYS = ("categories", "classes", "labels", "label_names", "class_names")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -172,13 +193,64 @@ def _read_sfp_label(path: str, colors) -> np.ndarray:
     return out
 
 
+def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, min_box_area: int = 16):
+    """``(boxes, instance map)`` from a release's face-instance map: per positive id, the box of
+    its face-class pixels (``excluded`` ids left out); faces with fewer than ``min_box_area``
+    such pixels are dropped; faces ordered by decreasing area, face ``k`` written as ``k + 1``
+    (uint16 when there are more than 255 faces, else uint8)."""
+    face_px = _face_pixels(label, excluded)
+    faces = []
+    for fid in np.unique(instances[instances > 0]).tolist():
+        own = (instances == fid) & face_px
+        area = int(own.sum())
+        if area < min_box_area:
+            continue
+        rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
+        faces.append((area, fid, [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]))
+    faces.sort(key=lambda f: -f[0])
+    out = np.zeros(instances.shape, np.uint16 if len(faces) > 255 else np.uint8)
+    for k, (_, fid, _) in enumerate(faces):
+        out[instances == fid] = k + 1
+    return [b for _, _, b in faces], out
+
+
+def _face_pixels(label: np.ndarray, excluded) -> np.ndarray:
+    lut = np.ones(256, dtype=bool)
+    lut[list(excluded)] = False
+    return lut[label.astype(np.int64).clip(0, 255)]
+
+
+def faces_from_json(path: str, height: int, width: int) -> Optional[List[List[float]]]:
+    """Face boxes (XYXY, clipped to the frame) of a per-frame JSON of the release (module
+    docstring), or None when it holds no face list. Raises ValueError naming the file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read per-frame faces: {e}") from e
+    faces = obj if isinstance(obj, list) else next((obj[k] for k in _FACE_LIST_KEYS if isinstance(obj, dict) and k in obj), None)
+    if not isinstance(faces, list) or not all(isinstance(f, dict) and "bbox" in f for f in faces):
+        return None
+    boxes = []
+    for f in faces:
+        x0, y0, a, b = (float(v) for v in f["bbox"])
+        x1, y1 = (x0 + a, y0 + b) if str(f.get("bbox_mode", "xyxy")).lower() == "xywh" else (a, b)
+        x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+        y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+        if x1 > x0 and y1 > y0:
+            boxes.append([x0, y0, x1, y1])
+    return boxes
+
+
 def _convert_video(item, dst, label_set, colors, mode, min_box_area):
     import cv2
 
-    video_id, frames = item  # frames: [(image_file, label_file or None)]
+    from ..io import read_instance_map
+
+    video_id, frames = item  # frames: [(image_file, label_file or None, instance file or None, json or None)]
     excluded = face_box_excluded_ids(label_set)
     records = []
-    for t, (img_file, lab_file) in enumerate(frames):
+    for t, (img_file, lab_file, inst_file, json_file) in enumerate(frames):
         h, w = image_size(img_file)
         img_rel = f"images/{video_id}/{os.path.basename(img_file)}"
         place_file(img_file, os.path.join(dst, img_rel), mode)
@@ -195,9 +267,25 @@ def _convert_video(item, dst, label_set, colors, mode, min_box_area):
             os.makedirs(os.path.dirname(out), exist_ok=True)
             if not cv2.imwrite(out, label):
                 raise OSError(f"cannot write {out}")
-            boxes = boxes_from_label_map(label, min_box_area, excluded)
-        records.append(make_frame_record(t, img_rel, h, w, lab_rel, boxes))
-    return {"video_id": video_id, "frames": records}
+            inst_rel, source = None, "label-map components"
+            if inst_file is not None:
+                instances = read_instance_map(inst_file)
+                if instances.shape != (h, w):
+                    raise DataReadError(f"face-instance map {inst_file} is {instances.shape[1]}x{instances.shape[0]} "
+                                        f"(WxH) but its image {img_file} is {w}x{h}")
+                boxes, instance_map = faces_from_instance_map(label, instances, excluded, min_box_area)
+                inst_rel, source = f"instances/{video_id}/{stem}.png", "instance maps"
+                os.makedirs(os.path.dirname(os.path.join(dst, inst_rel)), exist_ok=True)
+                if not cv2.imwrite(os.path.join(dst, inst_rel), instance_map):
+                    raise OSError(f"cannot write {os.path.join(dst, inst_rel)}")
+            elif json_file is not None and (boxes := faces_from_json(json_file, h, w)) is not None:
+                source = "json"
+            else:
+                boxes = boxes_from_label_map(label, min_box_area, excluded)
+            records.append((make_frame_record(t, img_rel, h, w, lab_rel, boxes, inst_rel), source))
+        else:
+            records.append((make_frame_record(t, img_rel, h, w, lab_rel, boxes), None))
+    return {"video_id": video_id, "frames": [r for r, _ in records], "face_sources": [s for _, s in records if s]}
 
 
 def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "test"),
@@ -220,6 +308,8 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
         if img_root is None:
             raise FileNotFoundError(f"{split_dir}: no frame directory (looked for {IMAGE_DIRS})")
         lab_root = _first_dir(split_dir, LABEL_DIRS)
+        inst_root = _first_dir(split_dir, INSTANCE_DIRS)
+        json_root = _first_dir(split_dir, JSON_DIRS) or lab_root
         items = []
         for vdir in sorted(d for d in os.listdir(img_root) if os.path.isdir(os.path.join(img_root, d))):
             files = sorted((f for f in os.listdir(os.path.join(img_root, vdir))
@@ -232,7 +322,11 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
                     lab = os.path.join(lab_root, vdir, os.path.splitext(f)[0] + ".png")
                     if not os.path.isfile(lab):
                         raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
-                frames.append((img, lab))
+                stem = os.path.splitext(f)[0]
+                inst = os.path.join(inst_root, vdir, stem + ".png") if inst_root and lab else None
+                js = os.path.join(json_root, vdir, stem + ".json") if json_root and lab else None
+                frames.append((img, lab, inst if inst and os.path.isfile(inst) else None,
+                               js if js and os.path.isfile(js) else None))
             if frames:
                 items.append((vdir, frames))
         if not items:
@@ -240,7 +334,11 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
         videos = parallel_map(partial(_convert_video, dst=dst, label_set=label_set,
                                       colors=colors, mode=mode, min_box_area=min_box_area),
                               items, workers)
-        out[split] = write_split(dst, split, label_set, videos, src)
+        sources: Dict[str, int] = {}
+        for v in videos:
+            for source in v.pop("face_sources"):
+                sources[source] = sources.get(source, 0) + 1
+        out[split] = write_split(dst, split, label_set, videos, src, extra={"face_source": sources} if sources else None)
     if not out:
         raise FileNotFoundError(f"no split directory ({', '.join(splits)}) found in {src}")
     return out
