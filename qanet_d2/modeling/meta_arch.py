@@ -39,8 +39,9 @@ def group_views(views: Sequence[Tuple[float, bool]]) -> List[Tuple[float, List[b
 
 
 def _boxes_to_size(faces: Instances, size: Sequence[int]) -> Instances:
-    """``faces`` (``pred_boxes`` in the frame of ``faces.image_size``, optional ``scores``) with
-    their boxes scaled to an image of ``size`` ``(height, width)`` of the same frame."""
+    """``faces`` (``pred_boxes`` in the frame of ``faces.image_size``, optional ``scores`` and
+    ``pred_keypoints``) with their boxes and landmarks scaled to an image of ``size``
+    ``(height, width)`` of the same frame."""
     (h, w), (nh, nw) = faces.image_size, (int(size[0]), int(size[1]))
     if (h, w) == (nh, nw):
         return faces
@@ -49,6 +50,11 @@ def _boxes_to_size(faces: Instances, size: Sequence[int]) -> Instances:
     out = Instances((nh, nw), pred_boxes=boxes)
     if faces.has("scores"):
         out.scores = faces.scores
+    if faces.has("pred_keypoints"):
+        kp = faces.pred_keypoints.clone()
+        kp[..., 0] *= nw / w
+        kp[..., 1] *= nh / h
+        out.pred_keypoints = kp
     return out
 
 
@@ -59,7 +65,8 @@ class QANetFaceParser(nn.Module):
     The parts, each built from its own config subtree: ``detector`` (``MODEL.QANET.DETECTOR.NAME``
     from :data:`~qanet_d2.modeling.detectors.FACE_DETECTOR_REGISTRY`: detectron2's FCOS on
     ``MODEL.FCOS``, or YuNet on ``MODEL.YUNET``), ``box_adapter`` (face box and landmarks -> head
-    box, ``MODEL.QANET.DETECTOR.BOX_ADAPTER``), ``cropper (:class:`FaceCropper`, ``MODEL.QANET`` crop geometry and augmentation),
+    box, ``MODEL.QANET.DETECTOR.BOX_ADAPTER``), ``cropper`` (:class:`FaceCropper`, ``MODEL.QANET`` crop
+    geometry and augmentation),
     ``parser`` (:class:`QANetParser` with its losses) and ``postprocessor``
     (:class:`FacePostProcessor`, ``MODEL.QANET.INFERENCE``).
 
