@@ -326,7 +326,13 @@ def test_shipped_model_by_default_writes_overlay_labels_json(shipped_run):
     assert record["classes"][0] == "background" and len(record["faces"]) >= 1  # a trained model finds her face
     face = record["faces"][0]
     assert {"box", "box_score", "quality_score", "mask"} <= set(face)
-    assert record["score"] == "box" and all(f["box_score"] >= record["score_threshold"] for f in record["faces"])
+    # the shipped model paints faces from their quality score; every written face passes it
+    assert record["score"] == "quality" and all(f["quality_score"] >= record["score_threshold"] for f in record["faces"])
+    # its detector (YuNet) gives five landmarks per face, in the photo's frame: eyes above the mouth
+    lm = np.asarray(face["landmarks"])
+    assert lm.shape == (5, 3) and lm[0, 0] < lm[1, 0] and lm[:2, 1].max() < lm[3:, 1].min()
+    x0, y0, x1, y1 = face["box"]
+    assert ((lm[:, 0] > x0) & (lm[:, 0] < x1) & (lm[:, 1] > y0) & (lm[:, 1] < y1)).all()
 
 
 def test_label_png_palette_matches_legend(shipped_run):
