@@ -286,3 +286,11 @@ def test_meta_arch_applies_the_adapter_and_keeps_landmarks():
     assert torch.equal(faces.pred_keypoints, raw.pred_keypoints)
     model_no_adapter = build_model(yunet_cfg("MODEL.QANET.DETECTOR.BOX_ADAPTER", "[]")).eval()
     assert torch.allclose(model_no_adapter.detect([x])[0].pred_boxes.tensor, raw.pred_boxes.tensor)
+
+
+def test_training_route_names_the_pretrained_detector():
+    from qanet_d2.engine.route import training_route
+
+    assert training_route(yunet_cfg()) == "the parser alone on face crops (epochs of faces), the pretrained YuNet detector frozen"
+    fcos = yunet_cfg("MODEL.QANET.DETECTOR.NAME", "FCOS", "MODEL.QANET.DETECTOR.BOX_ADAPTER", "[]", "MODEL.QANET.DETECTOR_WEIGHTS", "d.pth")
+    assert training_route(fcos).endswith("the detector of d.pth frozen")
