@@ -294,3 +294,33 @@ def test_training_route_names_the_pretrained_detector():
     assert training_route(yunet_cfg()) == "the parser alone on face crops (epochs of faces), the pretrained YuNet detector frozen"
     fcos = yunet_cfg("MODEL.QANET.DETECTOR.NAME", "FCOS", "MODEL.QANET.DETECTOR.BOX_ADAPTER", "[]", "MODEL.QANET.DETECTOR_WEIGHTS", "d.pth")
     assert training_route(fcos).endswith("the detector of d.pth frozen")
+
+
+# ---------------------------------------------------------------------------- the measuring tools
+def test_sample_photo_matching_and_variants():
+    from conftest import load_script
+
+    tool = load_script("tools/check_sample_photos.py", "check_sample_photos")
+    gt = [(100, 100, 200, 220)]
+    # a box around the head matches; one on the torso below it and a second box on the head do not
+    assert tool.match([(110, 120, 190, 230), (90, 260, 210, 400), (120, 110, 180, 200)], gt) == (1, 2)
+    assert tool.match([], gt) == (0, 0) and tool.match([(0, 0, 5, 5)], []) == (0, 1)
+    image = np.zeros((300, 400, 3), np.uint8)
+    assert tool.mirrored(image, gt)[1] == [(200, 100, 300, 220)]
+    rotated, boxes = tool.rotated(image, gt, 90)
+    (x0, y0, x1, y1), = boxes  # the head's centre (150, 160) turned 90 deg counter-clockwise about (200, 150)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((210.0, 200.0)) and rotated.shape == image.shape
+    canvas, boxes = tool.collage([(image, gt), (np.zeros((150, 100, 3), np.uint8), [])], height=150, cols=2)
+    assert canvas.shape == (150, 300, 3) and boxes == [pytest.approx((50, 50, 100, 110))]
+
+
+def test_box_adapter_fit_matches_faces_inside_head_boxes():
+    from conftest import load_script
+
+    tool = load_script("tools/fit_box_adapter.py", "fit_box_adapter")
+    gt = torch.tensor([[0.0, 0.0, 100.0, 120.0], [200.0, 0.0, 300.0, 120.0]])
+    det = torch.tensor([[20.0, 30.0, 80.0, 110.0], [210.0, 20.0, 290.0, 110.0], [60.0, 60.0, 160.0, 160.0]])
+    scores = torch.tensor([0.9, 0.8, 0.95])
+    # the third detection straddles the first head: less than 0.6 of it inside, never matched
+    assert tool.match_faces(gt, det, scores, 0.6) == [0, 1]
+    assert tool.match_faces(gt, det[2:], scores[2:], 0.6) == [-1, -1]
