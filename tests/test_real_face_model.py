@@ -163,7 +163,7 @@ def test_mirrored_astronaut_is_one_face_with_her_parts(predictor):
 
 def test_landmarks_returned_in_the_original_frame():
     """The default model's faces carry YuNet's five landmarks in the original image's frame, also
-    when the model input is a resized copy (a 1024 x 1024 photo parsed at 512)."""
+    when the model input is a resized copy (a 1024 x 1024 photo, the parser's input at 512)."""
     import cv2
     from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
     from skimage.data import astronaut
@@ -177,5 +177,27 @@ def test_landmarks_returned_in_the_original_frame():
     big = cv2.resize(small, (1024, 1024), interpolation=cv2.INTER_LINEAR)
     k_small = p(small)["instances"].pred_keypoints[0, :, :2].numpy()
     k_big = p(big)["instances"].pred_keypoints[0, :, :2].numpy()
-    assert np.abs(k_big - 2 * k_small).max() < 4.0
+    # YuNet sees each photo at its own resolution, so its landmarks differ by a few pixels; a frame
+    # mix-up (landmarks left in the 512 x 512 model-input frame) is off by ~200 px
+    assert np.abs(k_big - 2 * k_small).max() < 12.0
     assert 190 < k_small[0, 0] < 215 and 235 < k_small[1, 0] < 260  # eyes at x ~203 and ~247
+
+
+@pytest.mark.parametrize("predictor", ["real_faces"], indirect=True)
+def test_small_face_in_a_large_photo_is_found(predictor):
+    """A 2560 x 1920 photo with one face of about 30 px (the astronaut at 128 x 128): the model
+    input is resized to 683 x 512, where the face would be 8 px; the detector sees the photo at
+    its own resolution (capped at 1920) and finds it, and the parser paints it."""
+    import cv2
+    from skimage.data import astronaut
+
+    canvas = np.full((1920, 2560, 3), 120, np.uint8)
+    small = cv2.resize(np.ascontiguousarray(astronaut()[:, :, ::-1]), (128, 128), interpolation=cv2.INTER_AREA)
+    canvas[1500:1628, 700:828] = small
+    out = predictor(canvas)
+    head = (700 + 155 / 4, 1500 + 12 / 4, 700 + 300 / 4, 1500 + 190 / 4)
+    painted = predictor.postprocessor.order(out["instances"])
+    assert len(painted) == 1, out["boxes"]
+    assert _iou(out["instances"].pred_boxes.tensor[painted[0]].tolist(), head) > 0.5
+    labels = np.asarray(out["labels"])
+    assert (labels[1500:1628, 700:828] == SKIN).sum() > 300 and (labels != BG).sum() == (labels[1480:1648, 680:848] != BG).sum()

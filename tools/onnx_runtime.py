@@ -569,11 +569,12 @@ class FaceParsingRuntime:
             image = np.ascontiguousarray(image[:, :, ::-1])
         return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
 
-    def detect(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Face boxes (model-input frame, clipped, non-empty; head boxes where the export has a
-        box adapter) and scores of a model-input image."""
+        box adapter) and scores of a model-input image. YuNet runs on ``original`` (the image
+        before the resize, in ``input.format``) when given."""
         if self.meta["detector"].get("type", "FCOS") == "YuNet":
-            boxes, landmarks, scores = self.detect_yunet(image)
+            boxes, landmarks, scores = self.detect_yunet(image if original is None else original, image.shape[:2])
             if self.meta.get("box_adapter"):
                 boxes = head_boxes(boxes, landmarks, self.meta["box_adapter"])
             return boxes, scores
@@ -599,11 +600,12 @@ class FaceParsingRuntime:
         keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
         return boxes[keep], scores[keep]
 
-    def detect_yunet(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """YuNet's face boxes, landmarks and scores of a model-input image, in its frame
-        (``YuNetFaceDetector.detect_image``: each scale, NMS over all)."""
+    def detect_yunet(self, image: np.ndarray, out_size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """YuNet's face boxes, landmarks and scores of an image (``input.format``), in the
+        ``out_size`` frame (``YuNetFaceDetector.detect_image``: each scale, NMS over all)."""
         det = self.meta["detector"]
         h, w = image.shape[:2]
+        oh, ow = int(out_size[0]), int(out_size[1])
         bgr = image if self.meta["input"]["format"] == "BGR" else image[:, :, ::-1]
         long_side = max(h, w)
         sizes: List[Tuple[int, int]] = []
@@ -621,13 +623,13 @@ class FaceParsingRuntime:
             names = [o.name for o in self.detector.get_outputs()]
             outputs = dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch})))
             boxes, kps, scores = decode_yunet(outputs, det, ph, pw)
-            fx, fy = np.float32(w / sw), np.float32(h / sh)
+            fx, fy = np.float32(ow / sw), np.float32(oh / sh)
             all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
             all_kps.append(kps * np.array([fx, fy], np.float32))
             all_scores.append(scores)
         boxes, kps, scores = np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, ow)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, oh)
         keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
         return boxes[keep], kps[keep], scores[keep]
 
@@ -675,7 +677,8 @@ class FaceParsingRuntime:
         if boxes is None:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
-            face_boxes, box_scores = self.detect(model_image)
+            original_in_format = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+            face_boxes, box_scores = self.detect(model_image, original_in_format if (mh, mw) != (height, width) else None)
             face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
             face_boxes[:, 1::2] *= np.float32(height / mh)
         else:

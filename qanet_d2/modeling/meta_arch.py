@@ -244,7 +244,13 @@ class QANetFaceParser(nn.Module):
             return faces
         if self.detector.training:
             raise RuntimeError("detect() runs the detector's inference: call model.eval() first")
-        results = self.detector(self.detector_inputs(batched_inputs, output_frame=True))
+        inputs = self.detector_inputs(batched_inputs, output_frame=True)
+        if getattr(self.detector, "sees_original_image", False):
+            # a detector that sizes its own input (YuNet) sees the photo at its own resolution
+            for y, x in zip(inputs, batched_inputs):
+                if "original_image" in x:
+                    y["image"] = x["original_image"]
+        results = self.detector(inputs)
         faces = []
         for r in results:
             det = r["instances"]
