@@ -572,7 +572,7 @@ class FaceParsingRuntime:
     def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Face boxes (model-input frame, clipped, non-empty; head boxes where the export has a
         box adapter) and scores of a model-input image. YuNet runs on ``original`` (the image
-        before the resize, in ``input.format``) when given."""
+        before the resize, in ``input.format``) when given (the caller gives it when it is larger)."""
         if self.meta["detector"].get("type", "FCOS") == "YuNet":
             boxes, landmarks, scores = self.detect_yunet(image if original is None else original, image.shape[:2])
             if self.meta.get("box_adapter"):
@@ -678,7 +678,7 @@ class FaceParsingRuntime:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
             original_in_format = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
-            face_boxes, box_scores = self.detect(model_image, original_in_format if (mh, mw) != (height, width) else None)
+            face_boxes, box_scores = self.detect(model_image, original_in_format if height * width > mh * mw else None)
             face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
             face_boxes[:, 1::2] *= np.float32(height / mh)
         else:

@@ -246,9 +246,10 @@ class QANetFaceParser(nn.Module):
             raise RuntimeError("detect() runs the detector's inference: call model.eval() first")
         inputs = self.detector_inputs(batched_inputs, output_frame=True)
         if getattr(self.detector, "sees_original_image", False):
-            # a detector that sizes its own input (YuNet) sees the photo at its own resolution
+            # a detector that sizes its own input (YuNet) sees the larger of the photo at its own
+            # resolution and the model input (an enlarged small photo keeps its enlargement)
             for y, x in zip(inputs, batched_inputs):
-                if "original_image" in x:
+                if "original_image" in x and x["original_image"][0].numel() > y["image"][0].numel():
                     y["image"] = x["original_image"]
         results = self.detector(inputs)
         faces = []

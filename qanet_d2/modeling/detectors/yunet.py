@@ -226,9 +226,9 @@ class YuNetFaceDetector(nn.Module):
     """
 
     trainable = False
-    # At inference it runs on the input's original_image (the frame before the model's resize,
-    # when the input has one), so that a small face in a large photo keeps its pixels; its
-    # outputs are still in the height x width frame it is given.
+    # At inference it runs on the input's original_image (the frame before the model's resize)
+    # where that is larger than the model input, so that a small face in a large photo keeps
+    # its pixels; its outputs are still in the height x width frame it is given.
     sees_original_image = True
 
     @configurable
