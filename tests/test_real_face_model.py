@@ -55,7 +55,8 @@ def test_default_model_is_the_pretrained_detector():
     assert DEFAULT_MODEL == "real_faces" and "yunet" in shipped_model()[0]
 
 
-@pytest.mark.parametrize("name,parts", [("real_faces", ["parser"]), ("real_faces_fcos", ["detector", "parser"])])
+@pytest.mark.parametrize("name,parts", [("real_faces", ["parser"]), ("real_faces_realtime", ["parser"]),
+                                        ("real_faces_fcos", ["detector", "parser"])])
 def test_file_is_small_half_precision_weights(name, parts):
     import torch
 
@@ -201,3 +202,25 @@ def test_small_face_in_a_large_photo_is_found(predictor):
     assert _iou(out["instances"].pred_boxes.tensor[painted[0]].tolist(), head) > 0.5
     labels = np.asarray(out["labels"])
     assert (labels[1500:1628, 700:828] == SKIN).sum() > 300 and (labels != BG).sum() == (labels[1480:1648, 680:848] != BG).sum()
+
+
+def test_realtime_model_parses_the_astronaut():
+    """The real-time model (YuNet on a half-size copy, 192 x 160 crops, one view): her head is the
+    one face, with its parts inside it and nothing on the suit."""
+    from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
+    from skimage.data import astronaut
+
+    config, weights = shipped_model("real_faces_realtime")
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(config)
+    cfg.MODEL.WEIGHTS = weights
+    p = FaceParsingPredictor(cfg)
+    assert tuple(p.model.cropper.crop_size) == (192, 160)
+    out = p(np.ascontiguousarray(astronaut()[:, :, ::-1]))
+    labels = np.asarray(out["labels"])
+    head = (155, 12, 300, 190)
+    assert len(p.postprocessor.order(out["instances"])) == 1
+    assert _iou(out["boxes"][0].tolist(), head) > 0.6
+    for part in (EYES, NOSE, MOUTH):
+        assert (labels[12:190, 155:300] == part).sum() > 50 and _inside(labels == part, head) > 0.95, part
+    assert (labels[240:] != BG).sum() == 0
