@@ -11,6 +11,7 @@
     result = predictor(cv2.imread("photo.jpg"))      # BGR uint8, any size
     result["labels"]          # H x W uint8 label map (class ids of predictor.class_names)
     result["boxes"], result["scores"]                # per face, XYXY_ABS and quality score
+    result["boxes"][result["painted"]]               # the faces painted into the label map
     predictor(image, return_scores=True)["sem_seg"]  # C x H x W class scores (memory: C*H*W*4 bytes)
     predictor.predict_batch([img1, img2, ...])       # several images per model call
 
@@ -120,7 +121,8 @@ class FaceParsingPredictor:
             ``labels``: ``H x W`` uint8 label map (ids of :attr:`class_names`; 0 = background),
             ``boxes``: ``N x 4`` float32 XYXY_ABS face boxes, ``scores``: ``N`` quality scores
             (sorted, best first; faces below ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH`` are
-            returned but not painted), ``instances``: the model's Instances on CPU in the original
+            returned but not painted), ``painted``: ``N`` bool, the faces painted into
+            ``labels`` (the faces found: ``boxes[painted]``), ``instances``: the model's Instances on CPU in the original
             frame (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``,
             ``parsing_probs`` ``N x V x C x h x w``, ``crop_affines`` ``N x V x 2 x 3`` crop ->
             image, V box-scale views), ``sem_seg`` if asked, and ``face_labels`` if asked: per
@@ -232,10 +234,13 @@ class FaceParsingPredictor:
     # ------------------------------------------------------------------ internals
     def _result(self, out: Dict, return_face_labels: bool) -> Dict:
         inst = out["instances"].to("cpu")
+        painted = np.zeros(len(inst), bool)
+        painted[self.postprocessor.order(inst)] = True
         result = {
             "labels": out["labels"].cpu().numpy(),
             "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
             "scores": inst.scores.numpy().astype(np.float32),
+            "painted": painted,
             "instances": inst,
         }
         if "sem_seg" in out:

@@ -199,6 +199,7 @@ def test_small_face_in_a_large_photo_is_found(predictor):
     head = (700 + 155 / 4, 1500 + 12 / 4, 700 + 300 / 4, 1500 + 190 / 4)
     painted = predictor.postprocessor.order(out["instances"])
     assert len(painted) == 1, out["boxes"]
+    assert out["painted"].tolist() == [i in painted for i in range(len(out["boxes"]))]
     assert _iou(out["instances"].pred_boxes.tensor[painted[0]].tolist(), head) > 0.5
     labels = np.asarray(out["labels"])
     assert (labels[1500:1628, 700:828] == SKIN).sum() > 300 and (labels != BG).sum() == (labels[1480:1648, 680:848] != BG).sum()
