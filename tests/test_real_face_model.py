@@ -206,7 +206,7 @@ def test_small_face_in_a_large_photo_is_found(predictor):
 
 
 def test_realtime_model_parses_the_astronaut():
-    """The real-time model (YuNet on a half-size copy, 192 x 160 crops, one view): her head is the
+    """The real-time model (YuNet on a half-size copy, 160 x 128 crops, one view): her head is the
     one face, with its parts inside it and nothing on the suit."""
     from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
     from skimage.data import astronaut
@@ -216,7 +216,7 @@ def test_realtime_model_parses_the_astronaut():
     cfg.merge_from_file(config)
     cfg.MODEL.WEIGHTS = weights
     p = FaceParsingPredictor(cfg)
-    assert tuple(p.model.cropper.crop_size) == (192, 160)
+    assert tuple(p.model.cropper.crop_size) == (160, 128)
     out = p(np.ascontiguousarray(astronaut()[:, :, ::-1]))
     labels = np.asarray(out["labels"])
     head = (155, 12, 300, 190)
