@@ -180,6 +180,13 @@ def test_missing_weights_file_is_named():
         build_face_detector(yunet_cfg("MODEL.YUNET.WEIGHTS", "nowhere/yunet.pth"))
 
 
+def test_box_adapter_needs_a_detector_with_landmarks():
+    from detectron2.modeling import build_model
+
+    with pytest.raises(ValueError, match="BOX_ADAPTER needs a detector with landmarks"):
+        build_model(yunet_cfg("MODEL.QANET.DETECTOR.NAME", "FCOS", "MODEL.QANET.DETECTOR_WEIGHTS", ""))
+
+
 def test_yunet_refuses_to_train():
     from detectron2.modeling import build_model
 

@@ -117,6 +117,11 @@ class QANetFaceParser(nn.Module):
                 f"The face detector {type(detector).__name__} is pretrained and frozen: train the parser alone "
                 f"(MODEL.QANET.TRAIN_MODE 'parser'); got {train_mode!r}"
             )
+        if box_adapter is not None and not getattr(detector, "has_landmarks", False):
+            raise ValueError(
+                "MODEL.QANET.DETECTOR.BOX_ADAPTER needs a detector with landmarks (YuNet); "
+                f"{type(detector).__name__ if detector is not None else 'no detector'} gives none"
+            )
         self.detector = detector
         self.box_adapter = box_adapter
         self.cropper = cropper
@@ -259,8 +264,6 @@ class QANetFaceParser(nn.Module):
             if det.has("pred_keypoints"):
                 f.pred_keypoints = det.pred_keypoints
             if self.box_adapter is not None:
-                if not det.has("pred_keypoints"):
-                    raise ValueError("MODEL.QANET.DETECTOR.BOX_ADAPTER needs a detector with landmarks (pred_keypoints)")
                 f.pred_boxes = Boxes(self.box_adapter(det.pred_boxes.tensor, det.pred_keypoints))
             faces.append(f)
         return faces

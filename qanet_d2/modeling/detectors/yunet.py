@@ -226,6 +226,7 @@ class YuNetFaceDetector(nn.Module):
     """
 
     trainable = False
+    has_landmarks = True  # pred_keypoints: eyes, nose tip, mouth corners
     # At inference it runs on the input's original_image (the frame before the model's resize)
     # where that is larger than the model input, so that a small face in a large photo keeps
     # its pixels; its outputs are still in the height x width frame it is given.
