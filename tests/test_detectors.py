@@ -1,6 +1,7 @@
 """Face detectors as registered parts of QANetFaceParser: YuNet written from the authors' facts
 (strict loading of the released weights, parity with the authors' ONNX export on a real photo,
 decoding on hand-made outputs), the registry, and the box adapter."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +332,38 @@ def test_box_adapter_fit_matches_faces_inside_head_boxes():
     # the third detection straddles the first head: less than 0.6 of it inside, never matched
     assert tool.match_faces(gt, det, scores, 0.6) == [0, 1]
     assert tool.match_faces(gt, det[2:], scores[2:], 0.6) == [-1, -1]
+
+
+def test_write_detector_boxes_gives_matched_faces_the_adapted_box(tmp_path, monkeypatch):
+    """--write-boxes: a copy of the dataset JSON under DIR (other files linked) whose faces the
+    detector finds carry its box through the adapter; a face it misses keeps its head box."""
+    import cv2
+    from conftest import load_script
+    from detectron2.structures import Boxes, Instances
+    from qanet_d2.data.datasets import register_face_video_dataset
+
+    tool = load_script("tools/fit_box_adapter.py", "fit_box_adapter")
+    root = tmp_path / "data" / "mine"
+    (root / "images").mkdir(parents=True)
+    cv2.imwrite(str(root / "images" / "0.png"), np.zeros((120, 300, 3), np.uint8))
+    heads = [[0.0, 0.0, 100.0, 120.0], [200.0, 0.0, 300.0, 120.0]]
+    frame = {"frame_index": 0, "file_name": "images/0.png", "height": 120, "width": 300, "faces": [{"bbox": b} for b in heads]}
+    (root / "train.json").write_text(json.dumps({"label_set": "fasseg", "videos": [{"video_id": "v", "frames": [frame]}]}))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "data"))
+    register_face_video_dataset("test_write_detector_boxes", str(root / "train.json"), str(root), "fasseg")
+
+    def detector(inputs):  # one face, inside the first head box
+        inst = Instances((120, 300))
+        inst.pred_boxes = Boxes(torch.tensor([[20.0, 30.0, 80.0, 110.0]]))
+        inst.scores = torch.tensor([0.9])
+        inst.pred_keypoints = torch.tensor([[[35.0, 55.0, 1], [65.0, 55.0, 1], [50.0, 70.0, 1], [38.0, 90.0, 1], [62.0, 90.0, 1]]])
+        return [{"instances": inst}]
+
+    # the constant adapter: 0.25 face widths / heights beyond each side
+    m = torch.zeros(4, 11)
+    m[:, 0] = torch.tensor([-0.75, -0.75, 0.75, 0.75])
+    tool.write_detector_boxes(detector, HeadBoxAdapter(m.flatten().tolist()), ["test_write_detector_boxes"], str(tmp_path / "out"), 0.6)
+    out = json.loads((tmp_path / "out" / "mine" / "train.json").read_text())
+    boxes = [f["bbox"] for f in out["videos"][0]["frames"][0]["faces"]]
+    assert boxes[0] == pytest.approx([5.0, 10.0, 95.0, 130.0]) and boxes[1] == heads[1]
+    assert (tmp_path / "out" / "mine" / "images" / "0.png").exists()

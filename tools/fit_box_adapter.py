@@ -12,6 +12,10 @@ best-scoring detection lying inside its head box (at least ``--min-overlap`` of 
 area), each detection to at most one face. Prints, per dataset, the faces found, the detections
 matched to no face, and the mean IoU with the head boxes of the detector's boxes as they are and
 of the adapted boxes; the fitted 44 numbers go to ``--output`` as a config fragment.
+``--constant`` fits the head box as a fixed box around the face box (the median offsets; no
+landmarks). ``--write-boxes DIR`` writes copies of the ``--train`` datasets whose labelled faces
+have the detector's boxes through the fitted adapter (faces it does not find keep theirs),
+for training a parser on the detector's own boxes (``DETECTRON2_DATASETS=DIR``).
 """
 import argparse
 import json
@@ -25,11 +29,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.structures import BoxMode, pairwise_ioa, pairwise_iou, Boxes  # noqa: E402
 from qanet_d2 import get_qanet_cfg  # noqa: E402
 from qanet_d2.data.io import read_image_bgr  # noqa: E402
 from qanet_d2.modeling.detectors import HeadBoxAdapter, build_face_detector, fit_head_box_adapter  # noqa: E402
+from qanet_d2.modeling.detectors.box_adapter import NUM_ADAPTER_FEATURES  # noqa: E402
 
 
 def match_faces(gt: torch.Tensor, det: torch.Tensor, scores: torch.Tensor, min_overlap: float) -> List[int]:
@@ -79,6 +84,44 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     return per
 
 
+def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_overlap: float) -> None:
+    """Copies of the datasets' JSON under ``out_dir`` (same layout below the datasets root, the
+    other files linked) whose matched faces carry the detector's (adapted) boxes."""
+    from qanet_d2.data.datasets.face_video import datasets_root
+
+    base = os.path.abspath(datasets_root())
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        json_file, root = os.path.abspath(meta.json_file), os.path.abspath(meta.dataset_root)
+        dst = os.path.join(out_dir, os.path.relpath(root, base))
+        os.makedirs(dst, exist_ok=True)
+        for entry in os.listdir(root):
+            if not entry.endswith(".json") and not os.path.lexists(os.path.join(dst, entry)):
+                os.symlink(os.path.join(root, entry), os.path.join(dst, entry))
+        with open(json_file) as f:
+            data = json.load(f)
+        found = total = 0
+        for frame in (fr for v in data["videos"] for fr in v["frames"]):
+            if not frame.get("faces"):
+                continue
+            image = read_image_bgr(os.path.join(root, frame["file_name"]))
+            x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": image.shape[0], "width": image.shape[1]}
+            with torch.no_grad():
+                inst = detector([x])[0]["instances"]
+            boxes = inst.pred_boxes.tensor
+            if adapter is not None and len(inst):
+                boxes = adapter(boxes, inst.pred_keypoints)
+            gt = torch.tensor([f["bbox"] for f in frame["faces"]], dtype=torch.float32).view(-1, 4)
+            for face, m in zip(frame["faces"], match_faces(gt, inst.pred_boxes.tensor, inst.scores, min_overlap)):
+                total += 1
+                if m >= 0:
+                    found += 1
+                    face["bbox"] = [round(float(v), 2) for v in boxes[m]]
+        with open(os.path.join(dst, os.path.basename(json_file)), "w") as f:
+            json.dump(data, f)
+        print(f"{name}: {found} of {total} faces get the detector's box -> {dst}")
+
+
 def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     if len(a) == 0:
         return float("nan")
@@ -92,6 +135,8 @@ def main(argv=None):
     p.add_argument("--test", nargs="*", default=[], help="registered datasets to measure on")
     p.add_argument("--min-overlap", type=float, default=0.6, help="share of a detection's area inside the head box to match it")
     p.add_argument("--ridge", type=float, default=1e-3)
+    p.add_argument("--constant", action="store_true", help="fit a fixed box around the face box (median offsets, no landmarks)")
+    p.add_argument("--write-boxes", default="", metavar="DIR", help="write the --train datasets with the detector's boxes, through the fitted adapter, under DIR")
     p.add_argument("--output", default="", help="write the fitted BOX_ADAPTER as a config fragment (YAML)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
@@ -108,8 +153,13 @@ def main(argv=None):
     detector.eval()
     data = collect(detector, list(args.train) + list(args.test), args.min_overlap)
     train = [data[n] for n in args.train]
-    m = fit_head_box_adapter(torch.cat([t["faces"] for t in train]), torch.cat([t["landmarks"] for t in train]),
-                             torch.cat([t["heads"] for t in train]), ridge=args.ridge)
+    faces, landmarks, heads = (torch.cat([t[k] for t in train]) for k in ("faces", "landmarks", "heads"))
+    if args.constant:
+        m = torch.zeros(4, NUM_ADAPTER_FEATURES, dtype=torch.float64)
+        centre, size = (faces[:, :2] + faces[:, 2:]) / 2, faces[:, 2:] - faces[:, :2]
+        m[:, 0] = torch.cat([(heads[:, :2] - centre) / size, (heads[:, 2:] - centre) / size], 1).median(0).values.double()
+    else:
+        m = fit_head_box_adapter(faces, landmarks, heads, ridge=args.ridge)
     adapter = HeadBoxAdapter(m.flatten().tolist())
     print(f"{'dataset':34s} {'images':>6s} {'faces':>6s} {'found':>6s} {'false':>6s} {'IoU raw':>8s} {'IoU adapted':>11s}")
     for name, r in data.items():
@@ -117,6 +167,8 @@ def main(argv=None):
         tag = " (fit)" if name in args.train else ""
         print(f"{name + tag:34s} {r['images']:6d} {r['gt']:6d} {r['found']:6d} {r['false']:6d} "
               f"{mean_iou(r['faces'], r['heads']):8.3f} {mean_iou(adapted, r['heads']):11.3f}")
+    if args.write_boxes:
+        write_detector_boxes(detector, adapter, list(args.train), args.write_boxes, args.min_overlap)
     values = [round(float(v), 4) for v in m.flatten()]
     print("MODEL.QANET.DETECTOR.BOX_ADAPTER:", json.dumps(values))
     if args.output:
