@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from qanet_d2.data.datasets.fasseg_fine import derive_fine_labels
-from qanet_d2.data.label_sets import IGNORE_LABEL, convert_labels, get_label_set
+from qanet_d2.structures.label_sets import IGNORE_LABEL, convert_labels, get_label_set
 
 FINE = get_label_set("fasseg_fine")
 F = {n: FINE.class_id(n) for n in FINE.classes}
@@ -136,7 +136,7 @@ def test_hair_reaching_the_brow_band_is_ignored_there_not_called_brow():
 def test_classifier_from_coarser_keeps_the_merged_prediction():
     import torch
 
-    from qanet_d2.data.label_sets import conversion_ids
+    from qanet_d2.structures.label_sets import conversion_ids
     from qanet_d2.modeling.qanet.parsing_branch import classifier_from_coarser
 
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qanet_d2.data.label_sets import conversion_ids, get_label_set  # noqa: E402
+from qanet_d2.structures.label_sets import conversion_ids, get_label_set  # noqa: E402
 from qanet_d2.engine.checkpoint import load_checkpoint_file  # noqa: E402
 from qanet_d2.modeling.qanet.parsing_branch import classifier_from_coarser  # noqa: E402
 

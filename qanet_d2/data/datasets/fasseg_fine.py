@@ -41,7 +41,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..label_sets import FASSEG, FASSEG_FINE, IGNORE_LABEL
+from ...structures.label_sets import FASSEG, FASSEG_FINE, IGNORE_LABEL
 
 __all__ = ["derive_fine_labels", "derive_fasseg_fine", "RIGHT_EYE", "LEFT_EYE", "NOSE",
            "RIGHT_MOUTH", "LEFT_MOUTH", "FASSEG_FINE_SPLITS"]
