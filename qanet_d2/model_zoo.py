@@ -20,6 +20,12 @@ SHIPPED_MODELS: Dict[str, Tuple[str, str]] = {
         "configs/real_faces/qanet_yunet_fasseg.yaml",
         "models/qanet_yunet_real_faces_fasseg.pth",
     ),
+    # the same detector with a parser in fine classes (label set "fasseg_fine": left/right eyes and
+    # brows, upper/lower lip, inner mouth)
+    "real_faces_fine": (
+        "configs/real_faces/qanet_yunet_fasseg_fine.yaml",
+        "models/qanet_yunet_real_faces_fine_fasseg.pth",
+    ),
     # real-time video: YuNet + a parser fine-tuned on 192x160 crops (>= 30 frames/s, 4 faces, 2 cores)
     "real_faces_realtime": (
         "configs/realtime/qanet_yunet_fasseg_realtime.yaml",

@@ -69,6 +69,7 @@ def fuse_conv_bn(model: nn.Module) -> int:
     folded = 0
     for module in list(model.modules()):
         if isinstance(module, TimmHRNetBackbone) and not isinstance(module.body, torch.fx.GraphModule):
+            _thaw_frozen_batchnorms(module.body)
             before = sum(isinstance(m, nn.BatchNorm2d) for m in module.body.modules())
             channels_last = any(_memory_format(p) == torch.channels_last for p in module.body.parameters())
             module.body = fuse(module.body, inplace=True)
@@ -79,3 +80,23 @@ def fuse_conv_bn(model: nn.Module) -> int:
         elif isinstance(module, Conv2d):
             folded += _fold_detectron2_conv(module)
     return folded
+
+
+def _thaw_frozen_batchnorms(module: nn.Module) -> None:
+    """Replace detectron2's FrozenBatchNorm2d (a backbone trained with MODEL.QANET.BACKBONE.FREEZE_AT)
+    by the equal eval-mode BatchNorm2d, in place: its forward has Python control flow that torch.fx
+    cannot trace, and as a BatchNorm2d it is folded like the others."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, FrozenBatchNorm2d):
+            bn = nn.BatchNorm2d(child.num_features, eps=child.eps).to(child.weight.device)
+            with torch.no_grad():
+                bn.weight.copy_(child.weight)
+                bn.bias.copy_(child.bias)
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+            bn.eval()
+            setattr(module, name, bn)
+        else:
+            _thaw_frozen_batchnorms(child)
