@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from qanet_d2 import add_qanet_config
 from qanet_d2.data import set_synthetic_auto_generate
-from qanet_d2.data.mixed_label_sets import prediction_conversion_note
+from qanet_d2.data.mixed_label_sets import fill_model_label_set, prediction_conversion_note
 from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
 
 logger = logging.getLogger("qanet_d2")
@@ -38,10 +38,14 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     if args.ensemble:
         cfg.TEST.ENSEMBLE.WEIGHTS = list(args.ensemble)
+    set_synthetic_auto_generate(cfg.DATASETS.SYNTHETIC.AUTO_GENERATE)
+    try:  # the model's label set, once, into the config (and from there into its checkpoints)
+        fill_model_label_set(cfg)
+    except KeyError:  # a NAME that no set matches: the config check reports it
+        pass
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="qanet_d2")
-    set_synthetic_auto_generate(cfg.DATASETS.SYNTHETIC.AUTO_GENERATE)
     return cfg
 
 

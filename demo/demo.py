@@ -86,11 +86,11 @@ def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
 
 
 def shipped_model_classes() -> Optional[List[str]]:
-    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET``), without torch;
+    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET.NAME``), without torch;
     None where that cannot be told without building the model."""
     try:
         config, _ = model_zoo.shipped_model()
-        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET"])
+        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET", "NAME"])
         if not name:
             return None
         label_sets = _load_light("qanet_d2/structures/label_sets.py", "_qanet_d2_label_sets")

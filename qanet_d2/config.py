@@ -77,17 +77,26 @@ def add_qanet_config(cfg: CN) -> CN:
     # qanet_d2.modeling.detectors.box_adapter.HeadBoxAdapter (fitted by tools/fit_box_adapter.py).
     # Empty: the detector's boxes as they are (FCOS is trained on head boxes).
     _C.MODEL.QANET.DETECTOR.BOX_ADAPTER = []
-    # Number of parsing classes, background included. Must match the dataset's label set.
+    # Number of parsing classes, background included. Must match the model's label set.
     _C.MODEL.QANET.NUM_CLASSES = 19
-    # The (fine) label set the model predicts: a registered set ("synthetic", "celebamask_hq",
-    # "lapa", "helen", "fasseg") or the set of a dataset of the config ("sfp"). "" = the label set
-    # of the first dataset of DATASETS.TRAIN. NUM_CLASSES must equal its number of classes.
+    # The (fine) label set the model predicts, recorded in the config and in every checkpoint:
+    # the model is built from it and never reads a dataset catalog. NAME: a registered set
+    # ("synthetic", "celebamask_hq", "lapa", "helen", "fasseg") or the set of a dataset of the
+    # config ("sfp"); "" = the set of the first dataset of DATASETS.TRAIN (else DATASETS.TEST).
+    # CLASSES, COLORS ((R, G, B) per class) and FLIP_PAIRS ((id_a, id_b) swapped by a mirror) are
+    # filled from that set when train_net.py sets the config up (fill_model_label_set); written by
+    # hand, they define a set that no dataset registers. A checkpoint whose label set differs
+    # from the config's is refused.
     # Training datasets in other sets: a set that converts into the model's (at least as fine)
     # has its labels converted in the mapper; a coarser set keeps its labels and its crops'
     # losses are computed on the model's probabilities summed into its classes (see
     # qanet_d2/data/mixed_label_sets.py). A coarser test set is scored on predictions converted
     # into its classes.
-    _C.MODEL.QANET.LABEL_SET = ""
+    _C.MODEL.QANET.LABEL_SET = CN()
+    _C.MODEL.QANET.LABEL_SET.NAME = ""
+    _C.MODEL.QANET.LABEL_SET.CLASSES = []
+    _C.MODEL.QANET.LABEL_SET.COLORS = []
+    _C.MODEL.QANET.LABEL_SET.FLIP_PAIRS = []
     # "joint": detector losses on full images + parser losses on ground-truth face crops;
     # "detector": detector only; "parser": parser only (ground-truth boxes, detector frozen/absent).
     _C.MODEL.QANET.TRAIN_MODE = "joint"

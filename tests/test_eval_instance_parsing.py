@@ -192,7 +192,7 @@ def test_parsing_nms_thresholds_come_from_the_config(tmp_path):
         DatasetCatalog.register(name, lambda: [])
         MetadataCatalog.get(name).set(stuff_classes=["background", "a", "b"], ignore_label=255)
     cfg.MODEL.QANET.NUM_CLASSES = 3
-    cfg.MODEL.QANET.LABEL_SET = ""
+    cfg.MODEL.QANET.LABEL_SET.NAME = ""
     cfg.DATASETS.TEST = (name,)
     cfg.TEST.INSTANCE_PARSING_NMS_THRESH, cfg.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.0, 0.0
     (ev,) = [e for e in build_face_parsing_evaluators(cfg, name, str(tmp_path))._evaluators

@@ -25,7 +25,7 @@ SYN, FAS, CELEB = get_label_set("synthetic"), get_label_set("fasseg"), get_label
 
 def _parser(model_set, per_crop=False):
     # the losses need no layers
-    return QANetParser(backbone=None, neck=None, parsing_branch=None, iou_branch=None, label_set=model_set,
+    return QANetParser(backbone=None, neck=None, parsing_branch=None, iou_branch=None, label_set=get_label_set(model_set),
                        lovasz_per_crop=per_crop)
 
 
@@ -150,8 +150,8 @@ def test_coarse_class_without_fine_class_is_ignored():
 # --------------------------------------------------------------------------- flips per set
 def test_flip_pairs_apply_in_each_crops_label_set():
     lapa = get_label_set("lapa")
-    cropper = FaceCropper(crop_size=(4, 3), num_classes=SYN.num_classes, flip_permutation=SYN.flip_permutation(),
-                          label_set="synthetic", label_set_flip_permutations={"lapa": lapa.flip_permutation()})
+    cropper = FaceCropper(crop_size=(4, 3), num_classes=SYN.num_classes, label_set=SYN,
+                          label_set_flip_permutations={"lapa": lapa.flip_permutation()})
     # one 4 x 3 image per crop, the crop is the whole image (an identity affine)
     label = torch.tensor([[4, 5, 6]] * 4)  # synthetic: l_eye r_eye l_brow; lapa: left_eye right_eye nose
     maps = cropper.label_batch([label, label, label])
@@ -259,7 +259,7 @@ def test_validator_on_mixed_label_sets():
     cfg.DATASETS.TEST = ("fasseg_frontal_test",)
     cfg.DATALOADER.TRAIN_RATIOS = [0.7, 0.3]
     validate_config(cfg)  # synthetic model (17 classes): fasseg merged, evaluated converted
-    cfg.MODEL.QANET.LABEL_SET = "fasseg"
+    cfg.MODEL.QANET.LABEL_SET.NAME = "fasseg"
     with pytest.raises(ConfigError, match=r"NUM_CLASSES = 17, but MODEL.QANET.LABEL_SET 'fasseg' \(label set 'fasseg'\) has 6"):
         validate_config(cfg)
     cfg.MODEL.QANET.NUM_CLASSES = 6
@@ -279,8 +279,8 @@ def test_validator_on_mixed_label_sets():
     assert "dataset 'lapa_train'" not in msg  # lapa's labels convert into fasseg's
     assert "DATASETS.TEST: dataset 'lapa_test' cannot evaluate a model of label set 'fasseg'" in msg
     assert "DATALOADER.TRAIN_RATIOS = (1.0,): expected one ratio per dataset" in msg
-    cfg.MODEL.QANET.LABEL_SET = "no_such_set"
-    with pytest.raises(ConfigError, match="MODEL.QANET.LABEL_SET = 'no_such_set': not a registered label set"):
+    cfg.MODEL.QANET.LABEL_SET.NAME = "no_such_set"
+    with pytest.raises(ConfigError, match="MODEL.QANET.LABEL_SET.NAME = 'no_such_set': not a registered label set"):
         validate_config(cfg)
 
 
@@ -332,7 +332,7 @@ def test_face_samples_convert_or_keep_label_sets_as_frames_do(tmp_path, model_se
     cfg.merge_from_file(str(__import__("conftest").INSTANT_CONFIG))
     cfg.merge_from_list([
         "DATASETS.TRAIN", ("face_synth_train", "fasseg_frontal_train"), "DATASETS.TEST", (),
-        "MODEL.QANET.LABEL_SET", model_set, "MODEL.QANET.NUM_CLASSES", 6 if model_set == "fasseg" else 17,
+        "MODEL.QANET.LABEL_SET.NAME", model_set, "MODEL.QANET.NUM_CLASSES", 6 if model_set == "fasseg" else 17,
         "MODEL.QANET.TRAIN_MODE", "parser", "DATALOADER.SAMPLE_UNIT", "face", "MODEL.QANET.INPUT_SIZE", (32, 24),
         "MODEL.QANET.BOX_EXPAND", 1.0, "MODEL.QANET.AUG.ENABLED", False,
     ])

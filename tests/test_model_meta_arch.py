@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from qanet_d2 import get_qanet_cfg
+from qanet_d2.data.mixed_label_sets import fill_model_label_set
 from qanet_d2.layers.crops import paste_probs_to_image
 from qanet_d2.modeling import QANetFaceParserWithTTA, build_test_time_model
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
 
 # The synthetic label set of the contract; registered here under a test-only name so the
-# model's flip permutation comes from dataset metadata, as in training.
+# model's label set comes from dataset metadata into the config, as train_net.py sets it up.
 CLASSES = ["background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
            "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"]
 FLIP_PAIRS = [(4, 5), (6, 7), (8, 9)]
@@ -37,6 +38,7 @@ def tiny_cfg(*opts):
     cfg.DATASETS.TEST = (DATASET,)
     cfg.MODEL.DEVICE = "cpu"
     cfg.merge_from_list(list(opts))
+    fill_model_label_set(cfg)
     return cfg
 
 
@@ -70,10 +72,16 @@ def face_input(boxes, height=96, width=128, scale=1.0, seed=0):
 class ConstantParser(nn.Module):
     """Stands in for the parser: class ``label`` everywhere with high confidence, IoU 1."""
 
-    def __init__(self, label=1):
+    def __init__(self, label=1, flip_pairs=FLIP_PAIRS):
         super().__init__()
         self.label = label
         self.dummy = nn.Parameter(torch.zeros(()))
+        self.flip_permutation = torch.arange(C)
+        for a, b in flip_pairs:
+            self.flip_permutation[a], self.flip_permutation[b] = b, a
+
+    def flip_back(self, probs):
+        return probs.flip(-1)[:, self.flip_permutation]
 
     def forward(self, crops):
         logits = torch.zeros(crops.shape[0], C, *crops.shape[-2:])

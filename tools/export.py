@@ -53,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
 from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2.data.mixed_label_sets import fill_model_label_set  # noqa: E402
 
 logger = logging.getLogger("qanet_d2.export")
 
@@ -210,7 +211,7 @@ def export_metadata(cfg, model) -> Dict:
             "max_faces_per_image": int(model.max_faces_per_image),
             "batch": int(model.parser_batch),
             "views": [[float(s), bool(f)] for s, f in tta_views_from_config(cfg)],
-            "flip_permutation": [int(v) for v in model.cropper.flip_permutation.tolist()],
+            "flip_permutation": [int(v) for v in model.parser.flip_permutation.tolist()],
         },
         "postprocessing": {
             "num_classes": int(pp.num_classes),
@@ -469,6 +470,7 @@ def setup_cfg(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts) + list(getattr(args, "extra_opts", [])))
     cfg.MODEL.DEVICE = "cpu"
+    fill_model_label_set(cfg)  # the label set of the config's dataset, when the config does not name one
     cfg.freeze()
     return cfg
 

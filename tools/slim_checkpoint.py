@@ -44,6 +44,8 @@ def slim_state(checkpoint: dict, half: bool, parts=None) -> dict:
     out = {"model": state}
     if "trained_parts" in checkpoint:
         out["trained_parts"] = [p for p in checkpoint["trained_parts"] if not parts or p in parts]
+    if "label_set" in checkpoint:
+        out["label_set"] = checkpoint["label_set"]
     return out
 
 

@@ -8,7 +8,12 @@ part of the model with random weights.
   process killed at any moment leaves either the old or the new checkpoint, never a torn one.
   The saved dict contains only tensors and plain Python values (:func:`to_weights_only_safe`)
   and a ``"trained_parts"`` entry: which of the model's parts (``detector``, ``parser``) hold
-  trained weights (see :meth:`QANetCheckpointer.trained_parts`).
+  trained weights (see :meth:`QANetCheckpointer.trained_parts`), and a ``"label_set"`` entry:
+  the label set the model predicts (:meth:`~qanet_d2.structures.label_sets.LabelSet.to_json`).
+* Loading a checkpoint whose label set differs from the model's (the config's
+  ``MODEL.QANET.LABEL_SET``) fails naming both; a model built without one takes the
+  checkpoint's. A checkpoint without the record (written before it existed) loads with the
+  config's label set and flip permutation.
 * Files are read by :func:`load_checkpoint_file`: ``torch.load(weights_only=True)`` for
   ``.pth``, safetensors for ``.safetensors``, and for ``.pkl`` (detectron2's model zoo, Caffe2
   and Detectron1 files) a restricted unpickler that builds only numpy arrays, numbers,
@@ -37,6 +42,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from torch import nn
 
 from ..compat import to_weights_only_safe
+from ..structures.label_sets import LabelSet
 
 __all__ = [
     "MODEL_PARTS",
@@ -254,6 +260,34 @@ def _state_of(data, filename: str) -> Dict[str, torch.Tensor]:
     return state
 
 
+# The parser's flip permutation: saved with the weights and the label-set record. A file
+# without the record (older ones, bare state dicts, a model built without a label set) does not
+# set it: the model keeps the one of its configured label set.
+_LABEL_SET_BUFFER = "flip_permutation"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def apply_label_set_record(parser: nn.Module, record: Optional[dict], path: str) -> None:
+    """Check a checkpoint's label-set record against the parser's label set (the config's):
+    RuntimeError naming both when they differ (name, classes or flip pairs); a parser built
+    without a label set takes the record's. No record: nothing to check."""
+    if record is None or not hasattr(parser, "set_label_set"):
+        return
+    theirs = LabelSet(**record)
+    own = parser.label_set
+    if own is None:
+        parser.set_label_set(theirs)
+        logger.info(f"Label set '{theirs.name}' ({theirs.num_classes} classes) from {path}")
+    elif (own.name, own.classes, own.flip_pairs) != (theirs.name, theirs.classes, theirs.flip_pairs):
+        raise RuntimeError(
+            f"{path}: the checkpoint's label set '{theirs.name}' {list(theirs.classes)} (flip pairs "
+            f"{list(theirs.flip_pairs)}) differs from the config's label set '{own.name}' {list(own.classes)} "
+            f"(flip pairs {list(own.flip_pairs)}), MODEL.QANET.LABEL_SET; use a config of the checkpoint's label set")
+
+
 def load_part_weights(module: nn.Module, part: str, path: str) -> str:
     """Load the ``part`` ("detector" or "parser") of the checkpoint ``path`` into ``module``,
     strictly: every key of ``module`` must be in the file and every ``<part>.*`` key of the file
@@ -275,6 +309,11 @@ def load_part_weights(module: nn.Module, part: str, path: str) -> str:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     state = {k: torch.as_tensor(v) for k, v in state.items() if not _bookkeeping(k)}
     own = {k: v for k, v in module.state_dict().items() if not _bookkeeping(k)}
+    if part == "parser":
+        record = data.get("label_set") if isinstance(data, dict) else None
+        apply_label_set_record(module, record, path)
+        if _LABEL_SET_BUFFER in own and (record is None or _LABEL_SET_BUFFER not in state):
+            state[_LABEL_SET_BUFFER] = own[_LABEL_SET_BUFFER].clone()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
@@ -360,6 +399,9 @@ class QANetCheckpointer(DetectionCheckpointer):
         data.update(kwargs)
         if model_parts(self.model):
             data["trained_parts"] = self.trained_parts()
+        label_set = getattr(_unwrap(self.model), "label_set", None)
+        if label_set is not None:
+            data["label_set"] = label_set.to_json()
         data = to_weights_only_safe(data)
 
         basename = f"{name}.pth"
@@ -410,6 +452,13 @@ class QANetCheckpointer(DetectionCheckpointer):
             selected = present & set(recorded)
             trained = set(selected)
         skipped = set(parts) - selected
+        if "parser" in selected:
+            record = checkpoint.get("label_set")
+            apply_label_set_record(parts["parser"], record, self._loading_path)
+            key = "parser." + _LABEL_SET_BUFFER
+            own = _unwrap(self.model).state_dict()
+            if key in own and (record is None or key not in state):
+                state[key] = own[key].clone()
         if skipped:
             checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
         incompatible = super()._load_model(checkpoint)

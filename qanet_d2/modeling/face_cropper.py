@@ -3,8 +3,8 @@
 Everything about the crops lives here, read from ``MODEL.QANET``: the geometry (box -> 3:4
 region x ``BOX_EXPAND`` -> affine, :mod:`qanet_d2.layers.crops`), the parser's input
 normalisation, the training augmentation (``AUG.*``: box scale, rotation, flip, shift), the
-labels of training crops (``CROP_OUTSIDE_LABEL``, left/right classes swapped on flipped crops)
-and the class permutation that mirrors probabilities back (the dataset's ``flip_pairs``).
+labels of training crops (``CROP_OUTSIDE_LABEL``, left/right classes swapped on flipped crops,
+in the label set of each crop).
 
 The augmentation is drawn by :meth:`FaceCropper.sample_augmentation` from torch's global
 generator, a ``torch.Generator`` or NumPy (a ``Generator``, ``RandomState`` or the ``np.random``
@@ -13,7 +13,6 @@ distributions.
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -25,48 +24,13 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.structures import ImageList
 
-from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
+from ..structures.label_sets import LABEL_SETS, LabelSet, label_set_from_config
 from ..layers.crops import boxes_to_affines, crop_images, crop_labels, expand_box_to_aspect, scale_boxes
 
-__all__ = ["FaceCropper", "CropAugmentation", "flip_permutation_from_metadata", "CROP_OUTSIDE_LABELS", "CROP_OTHER_FACES"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["FaceCropper", "CropAugmentation", "CROP_OUTSIDE_LABELS", "CROP_OTHER_FACES"]
 
 CROP_OUTSIDE_LABELS = ("ignore", "background")
 CROP_OTHER_FACES = ("background", "keep")
-
-
-def flip_permutation_from_metadata(dataset_name: Optional[str], num_classes: int) -> np.ndarray:
-    """Class permutation that swaps the dataset's left/right pairs (``flip_pairs`` metadata).
-
-    Identity, with a warning, when the dataset is unknown, has no label set, or its metadata
-    cannot be read (e.g. a dataset whose classes come from files that are not there); identity
-    without one for a label set without left/right classes (FASSEG: both eyes are one class).
-    """
-    perm = np.arange(num_classes)
-    if not dataset_name:
-        logger.warning("No dataset in DATASETS.TRAIN/TEST: flipped crops keep their labels (no left/right pairs).")
-        return perm
-    try:
-        label_set = dataset_label_set(dataset_name)
-    except DatasetNotFoundError as err:  # datasets whose classes are read from their own files
-        logger.warning(f"Metadata of {dataset_name!r} unavailable, flipped crops keep their labels: {err}")
-        return perm
-    classes = None if label_set is None else label_set.classes
-    pairs = None if label_set is None else label_set.flip_pairs
-    if classes is not None and len(classes) != num_classes:
-        raise ValueError(
-            f"MODEL.QANET.NUM_CLASSES={num_classes} but dataset {dataset_name!r} has {len(classes)} classes "
-            f"({classes}); set MODEL.QANET.NUM_CLASSES {len(classes)}."
-        )
-    if pairs is None:
-        logger.warning(f"Dataset {dataset_name!r} has no flip_pairs metadata: flipped crops keep their labels.")
-        return perm
-    for a, b in pairs:
-        if not (0 <= a < num_classes and 0 <= b < num_classes):
-            raise ValueError(f"flip pair {(a, b)} of {dataset_name!r} is outside 0..{num_classes - 1}")
-        perm[a], perm[b] = b, a
-    return perm
 
 
 @dataclass
@@ -111,8 +75,8 @@ class FaceCropper(nn.Module):
 
     Coordinates are those of :mod:`qanet_d2.layers.crops` (continuous pixel coordinates, XYXY_ABS
     boxes, ``N x 2 x 3`` crop -> image affines, sizes as ``(height, width)``), in the frame of the
-    model input ``image``. Holds no trainable weights; its buffers (normalisation, flip
-    permutation) are not saved in checkpoints.
+    model input ``image``. Holds no trainable weights; its buffers (normalisation) are not
+    saved in checkpoints.
     """
 
     @configurable
@@ -126,8 +90,7 @@ class FaceCropper(nn.Module):
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "BGR",
-        flip_permutation: Optional[Sequence[int]] = None,
-        label_set: Optional[str] = None,
+        label_set: Optional[LabelSet] = None,
         label_set_flip_permutations: Optional[Dict[str, Sequence[int]]] = None,
         aug_enabled: bool = True,
         aug_scale_std: float = 0.3,
@@ -150,8 +113,8 @@ class FaceCropper(nn.Module):
             crop_size: parser input ``(height, width)`` (``MODEL.QANET.INPUT_SIZE``).
             pixel_mean, pixel_std: parser normalisation, RGB.
             input_format: channel order of the model input ``image`` ("BGR" or "RGB").
-            flip_permutation: class permutation of a mirrored crop (default: identity), in the
-                label set the model predicts, named ``label_set``.
+            label_set: the label set the model predicts (its flip pairs swap the labels of
+                flipped crops of that set); None: labels are not swapped.
             label_set_flip_permutations: ``{label set name: permutation}`` of the other label
                 sets whose labels training crops may carry (the input's ``"label_set"``); a
                 registered set not listed uses its own flip pairs.
@@ -173,11 +136,6 @@ class FaceCropper(nn.Module):
         self.input_format = input_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        perm = np.arange(num_classes) if flip_permutation is None else np.asarray(flip_permutation)
-        if sorted(perm.tolist()) != list(range(num_classes)):
-            raise ValueError(f"flip_permutation must be a permutation of 0..{num_classes - 1}; got {perm.tolist()}")
-        # Derived from dataset metadata, hence not saved in checkpoints.
-        self.register_buffer("flip_permutation", torch.as_tensor(perm, dtype=torch.long), False)
         self.label_set = label_set
         self.label_set_flip_permutations: Dict[str, torch.Tensor] = {
             k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in (label_set_flip_permutations or {}).items()}
@@ -207,21 +165,7 @@ class FaceCropper(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from ..data.mixed_label_sets import model_label_set, training_label_sets
-
         q = cfg.MODEL.QANET
-        dataset = (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + [None])[0]
-        model_set = model_label_set(cfg) if q.LABEL_SET else None
-        if model_set is not None:
-            if model_set.num_classes != q.NUM_CLASSES:
-                raise ValueError(f"MODEL.QANET.NUM_CLASSES={q.NUM_CLASSES} but MODEL.QANET.LABEL_SET "
-                                 f"'{model_set.name}' has {model_set.num_classes} classes")
-            flip_permutation = model_set.flip_permutation()
-        else:
-            flip_permutation = flip_permutation_from_metadata(dataset, q.NUM_CLASSES)
-            model_set = model_label_set(cfg)
-        others = {ls.name: ls.flip_permutation() for ls in training_label_sets(cfg)
-                  if model_set is None or ls.name != model_set.name}
         return {
             "crop_size": q.INPUT_SIZE,
             "num_classes": q.NUM_CLASSES,
@@ -230,9 +174,7 @@ class FaceCropper(nn.Module):
             "pixel_mean": q.PIXEL_MEAN,
             "pixel_std": q.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
-            "flip_permutation": flip_permutation,
-            "label_set": None if model_set is None else model_set.name,
-            "label_set_flip_permutations": others,
+            "label_set": label_set_from_config(cfg),
             "aug_enabled": q.AUG.ENABLED,
             "aug_scale_std": q.AUG.SCALE_STD,
             "aug_scale_range": q.AUG.SCALE_RANGE,
@@ -306,7 +248,7 @@ class FaceCropper(nn.Module):
         ``label_maps`` are padded with -1 (:meth:`label_batch`); crop pixels outside the images
         get ``ignore_value`` or 0 by ``outside_label``. The left/right classes of ``flip``-ped
         crops are swapped: in each crop's own label set (``label_sets``, ``N`` names; None or no
-        list: the model's set, ``flip_permutation``), see :meth:`label_set_flip_permutation`.
+        list: the model's set), see :meth:`label_set_flip_permutation`.
         """
         outside = self.ignore_value if self.outside_label == "ignore" else 0
         labels = crop_labels(label_maps, batch_idx, affines, self.crop_size, self.ignore_value, outside_value=outside)
@@ -321,14 +263,16 @@ class FaceCropper(nn.Module):
         return labels
 
     def label_set_flip_permutation(self, label_set: Optional[str]) -> torch.Tensor:
-        """The flip permutation of label ids of ``label_set`` (None or the model's set:
-        ``flip_permutation``; a set given at construction; else a registered set's flip pairs)."""
-        if label_set is None or label_set == self.label_set:
-            return self.flip_permutation
+        """The flip permutation of label ids of ``label_set`` (None: the model's set, identity
+        without one; a set given at construction; else a registered set's flip pairs)."""
+        if label_set is None or (self.label_set is not None and label_set == self.label_set.name):
+            if self.label_set is None:
+                return torch.arange(self.num_classes, device=self.device)
+            label_set = self.label_set.name
+            if label_set not in self.label_set_flip_permutations:
+                self.label_set_flip_permutations[label_set] = torch.as_tensor(self.label_set.flip_permutation())
         perm = self.label_set_flip_permutations.get(label_set)
         if perm is None:
-            from ..structures.label_sets import LABEL_SETS
-
             if label_set not in LABEL_SETS:
                 raise KeyError(f"training crops labelled in label set '{label_set}', whose flip pairs the "
                                f"face cropper does not know (known: {sorted(self.label_set_flip_permutations)})")
@@ -345,11 +289,6 @@ class FaceCropper(nn.Module):
         """``H_i x W_i`` label maps -> one ``B x H x W`` long batch padded with -1 ("outside")."""
         maps = [m.to(self.device, torch.long) for m in label_maps]
         return ImageList.from_tensors(maps, 0, pad_value=-1).tensor
-
-    def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
-        """Mirror ``N x C x h x w`` probabilities of flipped crops back: flip the width and swap
-        the left/right class channels."""
-        return probs.flip(-1)[:, self.flip_permutation]
 
     # ------------------------------------------------------------------ augmentation
     def sample_augmentation(self, n: int, generator=None, device=None) -> CropAugmentation:

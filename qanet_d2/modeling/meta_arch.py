@@ -13,11 +13,11 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .detectors import HeadBoxAdapter, build_face_detector
-from .face_cropper import FaceCropper, flip_permutation_from_metadata
+from .face_cropper import FaceCropper
 from .postprocessing import FacePostProcessor
 from .qanet import QANetParser
 
-__all__ = ["QANetFaceParser", "flip_permutation_from_metadata", "group_views", "TRAIN_MODES", "TEST_BOXES"]
+__all__ = ["QANetFaceParser", "group_views", "TRAIN_MODES", "TEST_BOXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,12 @@ class QANetFaceParser(nn.Module):
     def num_classes(self) -> int:
         return self.cropper.num_classes
 
+    @property
+    def label_set(self):
+        """The :class:`~qanet_d2.structures.label_sets.LabelSet` the model predicts (the parser's;
+        None when neither the config nor a loaded checkpoint gave one)."""
+        return self.parser.label_set
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.train_mode == "parser" and self.detector is not None:
@@ -283,7 +289,7 @@ class QANetFaceParser(nn.Module):
             for flip in flips:
                 logits, iou = parser(crops.flip(-1) if flip else crops)
                 p = logits.softmax(dim=1)
-                probs = probs + (self.cropper.flip_back(p) if flip else p)
+                probs = probs + (parser.flip_back(p) if flip else p)
                 ious = ious + iou
                 count += 1
         return probs / count, ious / count

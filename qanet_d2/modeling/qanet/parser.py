@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils import events
 
-from ...structures.label_sets import LABEL_SETS, conversion_ids
+from ...structures.label_sets import LABEL_SETS, LabelSet, conversion_ids, label_set_from_config
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
 from .losses import (at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax, merge_log_probs,
@@ -35,6 +35,11 @@ class QANetParser(nn.Module):
     :meth:`losses` turns them and the crops' labels into the loss dict
     (``MODEL.QANET.PARSING.*``, ``MODEL.QANET.IOU.LOSS_WEIGHT``); crops labelled in a label set
     coarser than the model's (``label_set``) are scored on the probabilities merged into it.
+
+    The parser owns the classes it predicts: ``label_set`` (a :class:`LabelSet` from
+    ``MODEL.QANET.LABEL_SET``, or None when the config gives none: a checkpoint's record then
+    sets it) and the class permutation of a mirrored crop, ``flip_permutation``, a buffer saved
+    in checkpoints, so that a model keeps its flip pairs wherever it is loaded.
     """
 
     @configurable
@@ -50,17 +55,17 @@ class QANetParser(nn.Module):
         iou_weight: float = 1.0,
         ignore_value: int = 255,
         lovasz_per_crop: bool = False,
-        label_set: Optional[str] = None,
+        label_set: Optional[LabelSet] = None,
         label_set_conversions: Optional[Mapping[str, Sequence[int]]] = None,
     ):
         """
         Args:
-            label_set: name of the label set the model predicts (``MODEL.QANET.LABEL_SET``
-                resolved); crops of this set (or of no stated set) are scored as they are.
+            label_set: the label set the model predicts; crops of this set (or of no stated set)
+                are scored as they are. Its number of classes must be the parsing branch's.
             label_set_conversions: ``{coarser set name: conversion ids}``
-                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of the
-                training datasets whose losses are merged; other registered sets are looked up
-                when a crop of theirs comes.
+                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of
+                coarser sets whose crops' losses are merged; registered sets are looked up when a
+                crop of theirs comes.
         """
         super().__init__()
         self.backbone = backbone
@@ -72,7 +77,12 @@ class QANetParser(nn.Module):
         self.iou_weight = float(iou_weight)
         self.ignore_value = int(ignore_value)
         self.lovasz_per_crop = bool(lovasz_per_crop)
-        self.label_set = label_set
+        # (a parser without layers, for its losses alone, takes its classes from its label set)
+        num_classes = label_set.num_classes if parsing_branch is None else int(parsing_branch.predictor.out_channels)
+        self.register_buffer("flip_permutation", torch.arange(num_classes), persistent=True)
+        self.label_set: Optional[LabelSet] = None
+        if label_set is not None:
+            self.set_label_set(label_set)
         self.label_set_conversions: Dict[str, np.ndarray] = {
             k: np.asarray(v, dtype=np.int64) for k, v in (label_set_conversions or {}).items()}
 
@@ -89,14 +99,6 @@ class QANetParser(nn.Module):
         if any(int(s) % div for s in q.INPUT_SIZE):
             raise ValueError(f"MODEL.QANET.INPUT_SIZE {tuple(q.INPUT_SIZE)} must be divisible by {div} for {q.BACKBONE.NAME}")
         neck = SemanticFPNNeck(shapes, in_features, conv_dim=q.NECK.CONV_DIM, norm=q.NECK.NORM)
-        from ...data.mixed_label_sets import model_label_set, training_label_sets, training_route
-
-        model_set = model_label_set(cfg)
-        conversions = {}
-        if model_set is not None:
-            for ls in training_label_sets(cfg):
-                if training_route(model_set, ls) == "merge":
-                    conversions[ls.name] = conversion_ids(model_set, ls)
         return {
             "backbone": backbone,
             "neck": neck,
@@ -107,14 +109,28 @@ class QANetParser(nn.Module):
             "iou_weight": q.IOU.LOSS_WEIGHT,
             "ignore_value": q.PARSING.IGNORE_VALUE,
             "lovasz_per_crop": q.PARSING.LOVASZ_PER_CROP,
-            "label_set": None if model_set is None else model_set.name,
-            "label_set_conversions": conversions,
+            "label_set": label_set_from_config(cfg),
         }
 
     def forward(self, crops: torch.Tensor, out_size: Sequence[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         out_size = crops.shape[-2:] if out_size is None else out_size
         fused = self.neck(self.backbone(crops))
         return self.parsing_branch(fused, out_size), self.iou_branch(fused)
+
+    def set_label_set(self, label_set: LabelSet) -> None:
+        """Make ``label_set`` the set the parser predicts (and its flip pairs its
+        ``flip_permutation``); its number of classes must be the parser's."""
+        n = len(self.flip_permutation)
+        if label_set.num_classes != n:
+            raise ValueError(f"MODEL.QANET.NUM_CLASSES = {n}, but the label set '{label_set.name}' has "
+                             f"{label_set.num_classes} classes: {list(label_set.classes)}")
+        self.label_set = label_set
+        self.flip_permutation.copy_(torch.as_tensor(label_set.flip_permutation()))
+
+    def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
+        """Mirror ``N x C x h x w`` probabilities of mirrored crops back: flip the width and swap
+        the left/right class channels (``flip_permutation``)."""
+        return probs.flip(-1)[:, self.flip_permutation]
 
     def conversion(self, label_set: str) -> np.ndarray:
         """Conversion ids from the model's label set into the coarser ``label_set``."""
@@ -123,7 +139,7 @@ class QANetParser(nn.Module):
             if self.label_set is None or label_set not in LABEL_SETS:
                 raise KeyError(
                     f"crops labelled in label set '{label_set}', but the parser predicts label set "
-                    f"{self.label_set!r} and has no conversion into it")
+                    f"{None if self.label_set is None else self.label_set.name!r} and has no conversion into it")
             ids = self.label_set_conversions[label_set] = conversion_ids(self.label_set, label_set)
         return ids
 
@@ -189,7 +205,8 @@ class QANetParser(nn.Module):
             raise ValueError(f"{len(label_sets)} label sets for {n} crops")
         groups: Dict[Optional[str], list] = {}
         for i, name in enumerate(label_sets):
-            groups.setdefault(None if name in (None, self.label_set) else name, []).append(i)
+            own = name is None or (self.label_set is not None and name == self.label_set.name)
+            groups.setdefault(None if own else name, []).append(i)
         if list(groups) == [None]:
             return [(None, None)]
         return list(groups.items())
