@@ -10,7 +10,8 @@ import qanet_d2  # noqa: F401
 from detectron2.modeling import build_model
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.data.mixed_label_sets import fill_model_label_set
-from qanet_d2.engine.checkpoint import QANetCheckpointer, load_checkpoint_file, load_part_weights
+from qanet_d2.engine.checkpoint import QANetCheckpointer
+from qanet_d2.weights_io import load_checkpoint_file, load_part_weights
 from qanet_d2.structures.label_sets import get_label_set, label_set_from_classes, label_set_to_config
 
 REPO = Path(__file__).resolve().parents[1]

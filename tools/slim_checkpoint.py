@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qanet_d2.engine.checkpoint import load_checkpoint_file  # noqa: E402
+from qanet_d2.weights_io import load_checkpoint_file  # noqa: E402
 
 _KEEP_FLOAT32 = ("running_mean", "running_var")
 

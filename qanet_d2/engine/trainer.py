@@ -50,12 +50,12 @@ from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
 from .route import training_route
+from .validation import OPTIMIZERS, validate_config
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
 
 # SOLVER.OPTIMIZER values (upper-cased) that build_optimizer knows.
-OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 
 
 class ResumableTrainingSampler(TrainingSampler):
@@ -243,8 +243,6 @@ class QANetTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        from .validation import validate_config
-
         validate_config(cfg, for_training=True)
         logger.info(f"Training route: {training_route(cfg)}")
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())

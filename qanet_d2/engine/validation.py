@@ -16,12 +16,14 @@ from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from ..video import ALIGNS, TRACK_MOTIONS
 from .epochs import epoch_problems, uses_epochs
-from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
 
 class ConfigError(ValueError):
     """One or more config values cannot work together."""
+
+
+OPTIMIZERS = ("SGD", "ADAM", "ADAMW")  # SOLVER.OPTIMIZER, built by QANetTrainer.build_optimizer
 
 
 # The allowed values are those of the modules that act on them.

@@ -15,6 +15,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..weights_io import load_part_weights
+
 __all__ = ["QANetFaceParserWithTTA", "tta_views_from_config", "load_parser_weights", "build_test_time_model"]
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,9 @@ def tta_views_from_config(cfg) -> List[Tuple[float, bool]]:
 
 def load_parser_weights(parser: nn.Module, path: str) -> nn.Module:
     """Load the parser part of a checkpoint (a QANetFaceParser checkpoint with ``parser.*``
-    keys, or a bare parser state dict) into ``parser``, strictly, with the checkpointer's part
-    loading (:func:`qanet_d2.engine.checkpoint.load_part_weights`: a checkpoint whose parser
-    was not trained is refused). Returns ``parser``."""
-    from ..engine.checkpoint import load_part_weights
-
+    keys, or a bare parser state dict) into ``parser``, strictly
+    (:func:`qanet_d2.weights_io.load_part_weights`: a checkpoint whose parser was not trained,
+    or of another label set, is refused). Returns ``parser``."""
     load_part_weights(parser, "parser", path)
     return parser
 
