@@ -1,5 +1,6 @@
-"""FaceCropper alone, built from the config: crop geometry, labels outside the image, left/right
-swap on flipped crops, the augmentation's distributions with every kind of generator."""
+"""The training crops (TrainingCropper) alone, built from the config: crop geometry, labels outside
+the image, left/right swap on flipped crops, the augmentation's distributions with every kind of
+generator."""
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.data.mixed_label_sets import fill_model_label_set
-from qanet_d2.modeling import FaceCropper
+from qanet_d2.data import TrainingCropper
 from qanet_d2.modeling.qanet import iou_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ CLASSES = ["background", "skin", "l_eye", "r_eye", "nose"]
 MetadataCatalog.get(DATASET).set(stuff_classes=CLASSES, flip_pairs=[(2, 3)])
 
 
-def cropper(*opts) -> FaceCropper:
+def cropper(*opts) -> TrainingCropper:
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT))
     cfg.merge_from_list([
@@ -31,7 +32,7 @@ def cropper(*opts) -> FaceCropper:
         *opts,
     ])
     fill_model_label_set(cfg)
-    return FaceCropper(cfg)
+    return TrainingCropper(cfg)
 
 
 def face(labels: torch.Tensor, boxes, image=None):

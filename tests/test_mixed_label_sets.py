@@ -16,7 +16,7 @@ from qanet_d2.data.mixed_label_sets import NoConversionError, training_route
 from qanet_d2.engine.trainer import WeightedTrainingSampler
 from qanet_d2.evaluation.face_parsing_evaluator import (FaceParsingEvaluator, convert_label_map,
                                                         merge_class_scores)
-from qanet_d2.modeling.face_cropper import FaceCropper
+from qanet_d2.data import TrainingCropper
 from qanet_d2.modeling.qanet import QANetParser
 from qanet_d2.modeling.qanet.losses import (cross_entropy_loss, iou_targets, lovasz_softmax, merge_log_probs)
 
@@ -150,7 +150,7 @@ def test_coarse_class_without_fine_class_is_ignored():
 # --------------------------------------------------------------------------- flips per set
 def test_flip_pairs_apply_in_each_crops_label_set():
     lapa = get_label_set("lapa")
-    cropper = FaceCropper(crop_size=(4, 3), num_classes=SYN.num_classes, label_set=SYN,
+    cropper = TrainingCropper(crop_size=(4, 3), num_classes=SYN.num_classes, label_set=SYN,
                           label_set_flip_permutations={"lapa": lapa.flip_permutation()})
     # one 4 x 3 image per crop, the crop is the whole image (an identity affine)
     label = torch.tensor([[4, 5, 6]] * 4)  # synthetic: l_eye r_eye l_brow; lapa: left_eye right_eye nose

@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from qanet_d2 import get_qanet_cfg
+from qanet_d2.data import TrainingCropper
 from qanet_d2.data.mixed_label_sets import fill_model_label_set
 from qanet_d2.layers.crops import paste_probs_to_image
 from qanet_d2.modeling import QANetFaceParserWithTTA, build_test_time_model
@@ -42,6 +43,9 @@ def tiny_cfg(*opts):
     return cfg
 
 
+TRAINING_CROPPER = TrainingCropper(tiny_cfg("MODEL.QANET.AUG.ENABLED", "False"))
+
+
 def tiny_model(*opts):
     torch.manual_seed(0)
     return build_model(tiny_cfg(*opts))
@@ -65,8 +69,11 @@ def face_input(boxes, height=96, width=128, scale=1.0, seed=0):
     inst = Instances((height, width))
     inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
-    return {"image": image, "sem_seg": labels, "instances": inst,
-            "height": int(round(height * scale)), "width": int(round(width * scale))}
+    sample = {"image": image, "sem_seg": labels, "instances": inst,
+              "height": int(round(height * scale)), "width": int(round(width * scale))}
+    # the parser's training crops, cut as the data loader cuts them (no augmentation)
+    sample["face_crops"], sample["face_crop_sem_seg"], _ = TRAINING_CROPPER.training_crops([sample])
+    return sample
 
 
 class ConstantParser(nn.Module):

@@ -2,7 +2,7 @@
 
 In training, the parser's face crops are cut here, in the data-loader workers, from the
 original-resolution frame (before the detector's resize), with the crop augmentation of
-:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the same geometry and the same
+:meth:`qanet_d2.data.training_crops.TrainingCropper.training_crops`: the same geometry and the same
 augmentation draws as the face-instance route (:mod:`qanet_d2.data.instance_mapper`).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
+from .training_crops import TrainingCropper
 from .io import DataReadError, check_label_values, read_image, read_instance_map, read_label_map
 from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
@@ -116,7 +117,7 @@ class FaceParsingDatasetMapper:
             label_set: the label set the model predicts (None: labels are used as they are).
             dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
                 ``"label_set"`` (registered sets are also found by name).
-            cropper: a :class:`~qanet_d2.modeling.FaceCropper` (on CPU) to cut the training
+            cropper: a :class:`~qanet_d2.data.training_crops.TrainingCropper` to cut the training
                 face crops from the original frame; None: no crops.
             generator: NumPy ``Generator`` of the crop augmentation; None: NumPy's global
                 generator (seeded per worker by detectron2 and per iteration by the trainer).
@@ -179,9 +180,7 @@ class FaceParsingDatasetMapper:
         model_set = model_label_set(cfg)
         cropper = None
         if is_train:
-            from ..modeling.face_cropper import FaceCropper
-
-            cropper = FaceCropper(cfg)  # on CPU: it runs in the data-loader workers
+            cropper = TrainingCropper(cfg)
         return {
             "is_train": is_train,
             "augmentations": augs,
@@ -300,7 +299,7 @@ class FaceParsingDatasetMapper:
         """Augmented training crops of ``N x 4`` face ``boxes`` (XYXY_ABS) of one original
         ``H x W x 3`` uint8 ``image`` (``image_format``) and its ``H x W`` label map in label set
         ``label_set`` (its flip pairs swap the flipped crops' labels; None: the model's set):
-        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`.
+        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`TrainingCropper.training_crops`.
         ``instance_map`` (``H x W`` face ids) and ``face_ids`` (``N``, each box's id in it) let
         the crops label other faces' pixels as the cropper's ``other_faces`` says."""
         h, w = image.shape[:2]

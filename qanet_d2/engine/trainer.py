@@ -51,11 +51,23 @@ from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
 from .route import training_route
 from .validation import OPTIMIZERS, validate_config
+from ..data.mixed_label_sets import fill_model_label_set
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
 
-# SOLVER.OPTIMIZER values (upper-cased) that build_optimizer knows.
+
+def with_model_label_set(cfg):
+    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), so that the
+    model built from it and its checkpoints carry it (train_net.py fills it when it sets the
+    config up; this covers trainers built from other configs)."""
+    if len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    fill_model_label_set(cfg)
+    cfg.freeze()
+    return cfg
 
 
 class ResumableTrainingSampler(TrainingSampler):
@@ -245,6 +257,7 @@ class QANetTrainer(DefaultTrainer):
             setup_logger()
         validate_config(cfg, for_training=True)
         logger.info(f"Training route: {training_route(cfg)}")
+        cfg = with_model_label_set(cfg)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
@@ -267,6 +280,8 @@ class QANetTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @staticmethod
+    # not DefaultTrainer.auto_scale_workers: its key list and linear LR rule miss the keys in epochs
+    # and the square-root rule Adam needs (SOLVER.LR_SCALING); see world_size.py
     def auto_scale_workers(cfg, num_workers: int):
         """detectron2's rescaling to ``num_workers`` processes, over the keys of
         :data:`~qanet_d2.engine.world_size.WORLD_SIZE_SCALED_KEYS` and with ``SOLVER.LR_SCALING``."""

@@ -7,6 +7,7 @@ from .crops import (  # noqa: F401
     crop_windows,
     expand_box_to_aspect,
     invert_affines,
+    normalize_image,
     paste_probs,
     paste_probs_to_image,
     scale_affines,

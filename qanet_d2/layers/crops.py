@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "normalize_image",
     "expand_box_to_aspect",
     "scale_boxes",
     "boxes_to_affines",
@@ -37,6 +38,16 @@ __all__ = [
     "paste_probs",
     "paste_probs_to_image",
 ]
+
+
+def normalize_image(image: torch.Tensor, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                    input_format: str = "BGR") -> torch.Tensor:
+    """A ``3 x H x W`` image (uint8 or float, channels in ``input_format``, "BGR" or "RGB") as
+    float RGB ``(image - pixel_mean) / pixel_std`` (``pixel_mean``/``pixel_std``: ``3 x 1 x 1``,
+    RGB). The mean colour becomes 0."""
+    if input_format == "BGR":
+        image = image.flip(0)  # on uint8 before the conversion: a quarter of the bytes
+    return image.to(pixel_mean.dtype, copy=True).sub_(pixel_mean).div_(pixel_std)
 
 
 def expand_box_to_aspect(boxes: torch.Tensor, aspect: float, expand: float = 1.0) -> torch.Tensor:
