@@ -161,7 +161,6 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.PARSING = CN()
     _C.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
     _C.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
-    _C.MODEL.QANET.PARSING.IGNORE_VALUE = 255
     # Lovasz-softmax per crop, then averaged over the crops of the batch (True, as the official
     # QANet code; a crop without valid pixels counts 0 there), or over all valid pixels of the
     # batch (False).
@@ -195,7 +194,7 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.MODEL.QANET.AUG.OFF_FACE_SCALE = (1.0, 3.0)
     # Label of training-crop pixels outside the image (the batch padding included): "background"
     # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
-    # (PARSING.IGNORE_VALUE: no loss there). The crop's image pixels there are the mean colour.
+    # (255, the ignore label of every label set: no loss there). The crop's image pixels there are the mean colour.
     _C.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
     # --- Other faces inside a training crop ------------------------------------------------------
     # Labels of the pixels of OTHER faces inside a face's training crop, where the frame has a

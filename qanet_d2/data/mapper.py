@@ -186,7 +186,6 @@ class FaceParsingDatasetMapper:
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
-            "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,

@@ -21,7 +21,7 @@ from detectron2.config import configurable
 from detectron2.structures import ImageList
 
 from ..layers.crops import boxes_to_affines, crop_images, crop_labels, expand_box_to_aspect, normalize_image, scale_boxes
-from ..structures.label_sets import LABEL_SETS, LabelSet
+from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet
 
 __all__ = ["TrainingCropper", "CropAugmentation", "CROP_OUTSIDE_LABELS", "CROP_OTHER_FACES"]
 
@@ -100,7 +100,7 @@ class TrainingCropper:
         aug_off_face_scale: Tuple[float, float] = (1.0, 3.0),
         outside_label: str = "ignore",
         other_faces: str = "keep",
-        ignore_value: int = 255,
+        ignore_value: int = IGNORE_LABEL,
         max_faces_per_image: int = 16,
     ):
         """
@@ -187,7 +187,6 @@ class TrainingCropper:
             "aug_off_face_scale": q.AUG.OFF_FACE_SCALE,
             "outside_label": q.CROP_OUTSIDE_LABEL,
             "other_faces": q.CROP_OTHER_FACES,
-            "ignore_value": q.PARSING.IGNORE_VALUE,
             "max_faces_per_image": q.MAX_FACES_PER_IMAGE_TRAIN,
         }
 

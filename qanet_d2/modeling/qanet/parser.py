@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils import events
 
-from ...structures.label_sets import LABEL_SETS, LabelSet, conversion_ids, label_set_from_config
+from ...structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_ids, label_set_from_config
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
 from .losses import (at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax, merge_log_probs,
@@ -53,7 +53,7 @@ class QANetParser(nn.Module):
         ce_weight: float = 1.0,
         lovasz_weight: float = 1.0,
         iou_weight: float = 1.0,
-        ignore_value: int = 255,
+        ignore_value: int = IGNORE_LABEL,
         lovasz_per_crop: bool = False,
         label_set: Optional[LabelSet] = None,
         label_set_conversions: Optional[Mapping[str, Sequence[int]]] = None,
@@ -107,7 +107,6 @@ class QANetParser(nn.Module):
             "ce_weight": q.PARSING.CE_WEIGHT,
             "lovasz_weight": q.PARSING.LOVASZ_WEIGHT,
             "iou_weight": q.IOU.LOSS_WEIGHT,
-            "ignore_value": q.PARSING.IGNORE_VALUE,
             "lovasz_per_crop": q.PARSING.LOVASZ_PER_CROP,
             "label_set": label_set_from_config(cfg),
         }
