@@ -13,6 +13,7 @@ from qanet_d2.layers.crops import (
     crop_windows,
     expand_box_to_aspect,
     invert_affines,
+    normalize_image,
     paste_probs,
     paste_probs_to_image,
     scale_affines,
@@ -164,3 +165,13 @@ def test_antialiased_crops_average_what_they_shrink():
     torch.testing.assert_close(both[:1], crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[:1], (16, 16)))
     plain_26 = crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[1:], (16, 16))
     assert (both[1] - 127.5).abs().mean() < (plain_26 - 127.5).abs().mean() / 2
+
+
+def test_normalize_image_turns_bgr_into_normalised_rgb():
+    image = torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 2, 2)  # B, G, R
+    mean, std = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1), torch.tensor([2.0, 4.0, 8.0]).view(3, 1, 1)
+    bgr = normalize_image(image, mean, std, "BGR")
+    torch.testing.assert_close(bgr[:, 0, 0], torch.tensor([(30 - 1) / 2, (20 - 2) / 4, (10 - 3) / 8]))
+    rgb = normalize_image(image, mean, std, "RGB")
+    torch.testing.assert_close(rgb[:, 0, 0], torch.tensor([(10 - 1) / 2, (20 - 2) / 4, (30 - 3) / 8]))
+    assert image[0, 0, 0] == 10  # the input is left as it was
