@@ -204,7 +204,8 @@ class QANetParser(nn.Module):
             raise ValueError(f"{len(label_sets)} label sets for {n} crops")
         groups: Dict[Optional[str], list] = {}
         for i, name in enumerate(label_sets):
-            own = name is None or (self.label_set is not None and name == self.label_set.name)
+            # a parser without a label set cannot convert: it scores every crop as it is
+            own = name is None or self.label_set is None or name == self.label_set.name
             groups.setdefault(None if own else name, []).append(i)
         if list(groups) == [None]:
             return [(None, None)]
