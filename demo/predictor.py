@@ -69,10 +69,11 @@ class VisualizationDemo:
     ):
         self.predictor = predictor if predictor is not None else FaceParsingPredictor(cfg)
         self.metadata = overlay_metadata(self.predictor)
+        post = self.predictor.postprocessor
+        self.score_name = post.paint_order  # "box" or "quality"
         if confidence_threshold is None:
-            confidence_threshold = float(self.predictor.postprocessor.face_score_thresh)
+            confidence_threshold = post.quality_score_thresh if self.score_name == "quality" else post.box_score_thresh
         self.confidence_threshold = float(confidence_threshold)
-        self.score_name = self.predictor.postprocessor.paint_order  # "box" or "quality"
         self.colors = [[int(v) for v in c] for c in self.metadata.stuff_colors]
         self.legend = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(self.metadata.stuff_classes, self.colors))]
         self.alpha = float(alpha)

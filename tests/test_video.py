@@ -5,10 +5,14 @@ import torch
 
 import qanet_d2  # noqa: F401
 from qanet_d2.layers.crops import boxes_to_affines, compose_affines, crop_images
-from qanet_d2.modeling.postprocessing import crop_labels_from_probs
 from qanet_d2.video import TemporalSmoother, associate_boxes, label_change_rate
 
 from conftest import INSTANT_CONFIG, load_script
+
+
+def _labels(probs):
+    """Argmax labels of ``... x C x h x w`` crop probabilities."""
+    return probs.argmax(dim=-3)
 
 C, H, W = 4, 16, 12
 
@@ -75,9 +79,9 @@ def test_occasional_flip_becomes_stable(current_weight, bad):
     bad_p = torch.zeros(1, C, H, W)
     bad_p[:, 1], bad_p[:, 2] = bad, 1.0 - bad
     frames = [good_p if t % 2 == 0 else bad_p for t in range(8)]
-    raw = [crop_labels_from_probs(p)[0].numpy() for p in frames]
+    raw = [_labels(p)[0].numpy() for p in frames]
     smoother = TemporalSmoother(window=3, current_weight=current_weight)
-    smoothed = [crop_labels_from_probs(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
+    smoothed = [_labels(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
     assert label_change_rate(raw) == 1.0
     assert label_change_rate(smoothed) == 0.0
     assert (smoothed[-1] == 1).all()
@@ -159,9 +163,9 @@ def test_image_alignment_undoes_box_jitter():
             out = smoother(box, crop, aff)["probs"]
         results[align] = (out, crop)
     out, crop = results["image"]
-    agree_image = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    agree_image = (_labels(out) == _labels(crop)).float().mean()
     out, crop = results["box"]
-    agree_box = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    agree_box = (_labels(out) == _labels(crop)).float().mean()
     assert agree_image > 0.9
     assert agree_image > agree_box + 0.2
 
@@ -208,7 +212,7 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT_CONFIG))
-    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
+    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     predictor = FaceParsingPredictor(cfg)
     settings = [
@@ -265,7 +269,7 @@ class _RecordingPredictor:
         moving = [10.0 + 2 * frame, 10.0, 34.0 + 2 * frame, 42.0]
         return [moving, [60.0, 5.0, 84.0, 37.0]] if frame == 0 else [moving]
 
-    def run_model(self, image, boxes=None, box_scores=None):
+    def run_model(self, image, boxes=None, box_scores=None, times=None):
         from detectron2.structures import Boxes, Instances
 
         self.frame += 1
@@ -280,8 +284,8 @@ class _RecordingPredictor:
         n = len(b)
         return Instances(image.shape[:2], pred_boxes=Boxes(b), scores=s.clone(), box_scores=s, parsing_probs=_probs(self.frame, n), crop_affines=_affines(b))
 
-    def postprocess(self, faces, return_scores=False):
-        return {"instances": faces}
+    def postprocess(self, faces, return_scores=False, smooth=None, times=None):
+        return {"instances": smooth(faces) if smooth is not None else faces}
 
 
 @pytest.mark.parametrize("motion", ["velocity", "still"])

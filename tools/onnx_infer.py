@@ -13,7 +13,7 @@ per folder) and ``<name>_overlay.png`` (the photo with the coloured label map bl
 face boxes drawn), and prints each face's box and scores. ``<name>`` is the input's path relative
 to its folder, without extension; two inputs never share a name (``person.jpg``, ``person.png``
 -> ``person_jpg``, ``person_png``) and existing files are replaced only with ``--overwrite``.
-Uses only NumPy, Pillow, OpenCV and ONNX Runtime (:mod:`onnx_runtime`). Videos: ``demo/demo.py``.
+Uses only NumPy, Pillow, OpenCV and ONNX Runtime (:mod:`qanet_d2.runtime`). Videos: ``demo/demo.py``.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 _TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _TOOLS)
+sys.path.insert(0, os.path.dirname(_TOOLS))  # the repository, for a checkout without install
 
-from onnx_runtime import ExportError, FaceParsingRuntime, colorize  # noqa: E402
+from qanet_d2.runtime import ExportError, FaceParsingRuntime, colorize  # noqa: E402
 
 
 def _load_inputs():

@@ -7,8 +7,5 @@ from .crops import (  # noqa: F401
     crop_windows,
     expand_box_to_aspect,
     invert_affines,
-    paste_probs,
-    paste_probs_to_image,
-    scale_affines,
     scale_boxes,
 )
