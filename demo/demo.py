@@ -350,11 +350,6 @@ def write_image(path: str, image_bgr) -> None:
         raise OSError(f"{path}: could not write the image (unsupported extension or unwritable folder)")
 
 
-def legend_entries(class_names, colors) -> List[Dict]:
-    """``labels.json``: one entry per class id, with its name and RGB colour."""
-    return [{"id": i, "name": name, "color": [int(c) for c in colors[i]]} for i, name in enumerate(class_names)]
-
-
 def write_legend(folder: str, legend: List[Dict]) -> None:
     import json
 

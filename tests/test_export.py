@@ -293,7 +293,7 @@ def test_export_folder_errors(tools, tmp_path):
     rt = tools[1]
     with pytest.raises(rt.ExportError, match="metadata.json: no such file"):
         rt.load_metadata(str(tmp_path))
-    (tmp_path / "metadata.json").write_text(json.dumps({"format_version": 2, "parser": {"file": "parser.onnx"}, "detector": None}))
+    (tmp_path / "metadata.json").write_text(json.dumps({"format_version": 3, "parser": {"file": "parser.onnx"}, "detector": None}))
     with pytest.raises(rt.ExportError, match="parser.onnx: no such file"):
         rt.load_metadata(str(tmp_path))
 

@@ -216,21 +216,23 @@ def test_paste_face_windows_and_outside():
 def test_call_rescales_scores_sorts_and_paints():
     f = random_faces(1, views=1, height=35, width=45)
     f.remove("scores")
+    f.pred_keypoints = torch.rand(4, 5, 3) * 30
     p = post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.3)
-    out = p(Instances(f.image_size, **f.get_fields()), (70, 90), class_scores=True)
+    out = p(Instances(f.image_size, **f.get_fields()), (70, 135), class_scores=True)  # x3 wide, x2 high
     inst = out["instances"]
-    assert inst.image_size == (70, 90) and out["labels"].shape == (70, 90) and out["sem_seg"].shape == (3, 70, 90)
+    assert inst.image_size == (70, 135) and out["labels"].shape == (70, 135) and out["sem_seg"].shape == (3, 70, 135)
     assert len(inst) == 4 and (inst.scores[:-1] >= inst.scores[1:]).all()
     assert not inst.has("parsing_probs") and not inst.has("crop_affines")  # consumers use the stages' results
-    # boxes are doubled (and clipped to the image), affines doubled
-    doubled = f.pred_boxes.tensor * 2
-    doubled[:, 0::2] = doubled[:, 0::2].clamp(0, 90)
-    doubled[:, 1::2] = doubled[:, 1::2].clamp(0, 70)
+    # boxes, affines and landmarks scaled (x by 3, y by 2), boxes clipped to the image
+    scale = torch.tensor([3.0, 2.0])
+    scaled = f.pred_boxes.tensor * scale.repeat(2)
+    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, 135)
+    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, 70)
     order = [int(torch.nonzero((f.box_scores == s)).item()) for s in inst.box_scores]
-    torch.testing.assert_close(inst.pred_boxes.tensor, doubled[order])
-    rescaled = p.rescale(f, (70, 90))
-    torch.testing.assert_close(rescaled.crop_affines[:, :, :, :2], f.crop_affines[:, :, :, :2] * 2)
-    torch.testing.assert_close(rescaled.crop_affines[:, :, :, 2], f.crop_affines[:, :, :, 2] * 2)
+    torch.testing.assert_close(inst.pred_boxes.tensor, scaled[order])
+    torch.testing.assert_close(inst.pred_keypoints[..., :2], f.pred_keypoints[order][..., :2] * scale)
+    rescaled = p.rescale(f, (70, 135))
+    torch.testing.assert_close(rescaled.crop_affines, f.crop_affines * scale[:, None])
     scored = p.score(rescaled)
     assert torch.equal(out["labels"], reference_labels(scored, p.order(scored)))
     assert torch.equal(out["sem_seg"].argmax(0).to(torch.uint8), out["labels"])

@@ -337,3 +337,47 @@ def test_video_predictor_from_config():
     assert (video.detect_every, video.smoother.window, video.track_motion, video.smoother.align) == (4, 2, "still", "box")
     with pytest.raises(ValueError, match="DETECT_EVERY"):
         VideoPredictor(_RecordingPredictor(), detect_every=0)
+
+
+class _PaintingPredictor(_RecordingPredictor):
+    """The recording predictor's faces (unscored), painted by a real post-processor whose box
+    score threshold is 0.5: what the video path paints is what the smoother returns."""
+
+    def __init__(self):
+        from qanet_d2.modeling.postprocessing import FacePostProcessor
+
+        super().__init__()
+        self.post = FacePostProcessor(num_classes=C, box_score_thresh=0.5, pixel_score_region="crop")
+
+    def run_model(self, image, boxes=None, box_scores=None, times=None):
+        faces = super().run_model(image, boxes, box_scores)
+        faces.remove("scores")
+        faces.iou_scores = torch.ones(len(faces))
+        faces.parsing_probs, faces.crop_affines = faces.parsing_probs[:, None], faces.crop_affines[:, None]  # one view
+        return faces
+
+    def postprocess(self, faces, return_scores=False, smooth=None, times=None):
+        out = self.post(faces, smooth=smooth, times=times)
+        return {**out, "labels": out["labels"].numpy(), "painted": out["painted"].numpy()}
+
+
+def test_a_new_face_is_painted_in_its_first_frame_and_tracks_keep_their_identity():
+    """Frame 0 finds two faces (box score 0.9 each); frame 1 is parsed in their tracks' boxes,
+    frame 2 finds only the moving face. Each face is painted from its first frame on (a new track
+    keeps its own score: 0.9 / 3 would fall under the 0.5 threshold), a face keeps its track id
+    from frame to frame, and the label map is painted from the smoothed probabilities."""
+    from qanet_d2.video import VideoPredictor
+
+    fake = _PaintingPredictor()
+    video = VideoPredictor(fake, window=3, detect_every=2, align="box")
+    image = np.zeros((120, 160, 3), np.uint8)
+    first = video(image)
+    assert first["painted"].tolist() == [True, True]  # both new, both painted at once
+    ids = {round(float(b[0])): t for b, t in zip(first["instances"].pred_boxes.tensor, first["instances"].track_ids.tolist())}
+    assert sorted(ids.values()) == [0, 1]
+    second = video(image)
+    by_box = {round(float(b[0])): t for b, t in zip(second["instances"].pred_boxes.tensor, second["instances"].track_ids.tolist())}
+    assert by_box == ids and second["painted"].all()  # the tracked frame: same faces, same ids
+    third = video(image)
+    assert third["instances"].track_ids.tolist() == [ids[10]] and third["painted"].tolist() == [True]
+    assert (first["labels"] != 0).any()
