@@ -526,7 +526,7 @@ def run_images(demo, args, logger) -> int:
             report_error(f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
-        logger.info(f"{path}: {int((demo.face_scores(result) >= demo.confidence_threshold).sum())} faces in "
+        logger.info(f"{path}: {int(result['painted'].sum())} faces in "
                     f"{time.perf_counter() - start:.2f}s")
         if not args.output:
             cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)

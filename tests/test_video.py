@@ -381,3 +381,15 @@ def test_a_new_face_is_painted_in_its_first_frame_and_tracks_keep_their_identity
     third = video(image)
     assert third["instances"].track_ids.tolist() == [ids[10]] and third["painted"].tolist() == [True]
     assert (first["labels"] != 0).any()
+
+
+def test_benchmark_video_times_every_stage_of_the_video_path():
+    """tools/benchmark_video.py: the stages come from the post-processing's StageTimes (no wrapped
+    methods); with --boxes gt the detector runs (and is timed) on detection frames only."""
+    tool = load_script("tools/benchmark_video.py", "qanet_benchmark_video_tool")
+    rows = tool.main(["--config-file", str(INSTANT_CONFIG), "--faces", "1", "--frames", "3", "--warmup", "0",
+                      "--size", "160", "120", "--boxes", "gt", "--threads", "1", "--opts", "VIDEO.DETECT_EVERY", "2"])
+    (row,) = rows
+    assert row["faces"] == 1 and row["frames"] == 3
+    assert all(row[f"{s}_ms"] > 0 for s in tool.STAGES if s != "rescale"), row
+    assert row["other_ms"] >= 0 and row["ms_mean"] >= sum(row[f"{s}_ms"] for s in tool.STAGES)

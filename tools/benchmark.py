@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402
 
 STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "paint", "face_labels")
 
@@ -211,19 +211,14 @@ def build_argument_parser():
     return p
 
 
-def setup_cfg(args, extra=()):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    # every face is painted whatever its (e.g. random-weight) score; the detector is timed
-    cfg.merge_from_list(["MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0])
-    if cfg.MODEL.QANET.DETECTOR.NAME:
-        cfg.merge_from_list(["MODEL.QANET.TEST_BOXES", "detector"])
-    cfg.merge_from_list(list(args.opts) + list(extra))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+def setup_cfg(config_file: str, opts=(), paint_all: bool = True):
+    """The frozen config of ``config_file`` with ``opts``; with ``paint_all`` every face is painted
+    whatever its (e.g. random-weight) scores (both score thresholds 0, before ``opts``)."""
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(config_file)
+    if paint_all:
+        cfg.merge_from_list(["MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0])
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
     return cfg
 
@@ -242,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
     print(f"config: {args.config_file} {' '.join(map(str, args.opts))}")
     print(f"machine: {machine_description()}")
     for name, extra in variants:
-        cfg = setup_cfg(args, extra)
+        cfg = setup_cfg(args.config_file, list(args.opts) + list(extra))
         rows = benchmark(cfg, args.faces, args.repeats, args.size[0], args.size[1], args.warmup)
         results[name] = rows
         q = cfg.MODEL.QANET

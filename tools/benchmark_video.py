@@ -46,7 +46,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
 
 STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "smooth", "paint", "face_labels")
 
@@ -157,33 +156,18 @@ def build_argument_parser():
     return p
 
 
-def setup_cfg(args):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    if args.boxes == "gt":  # every known face is painted, whatever its (e.g. random-weight) score
-        cfg.merge_from_list(["MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0])
-    cfg.merge_from_list(list(args.opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from detectron2.utils.logger import setup_logger
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import machine_description
+    from benchmark import machine_description, setup_cfg
 
     args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args.config_file, args.opts, paint_all=args.boxes == "gt")
     rows = benchmark(cfg, args.faces, args.frames, args.size[0], args.size[1], args.boxes == "gt", args.warmup)
     v, q = cfg.VIDEO, cfg.MODEL.QANET
     title = (
