@@ -93,7 +93,7 @@ def shipped_model_classes() -> Optional[List[str]]:
         name = _config_value(config, ["MODEL", "QANET", "LABEL_SET"])
         if not name:
             return None
-        label_sets = _load_light("qanet_d2/data/label_sets.py", "_qanet_d2_label_sets")
+        label_sets = _load_light("qanet_d2/structures/label_sets.py", "_qanet_d2_label_sets")
         return list(label_sets.get_label_set(name).classes)
     except Exception:  # --help must answer whatever the config holds
         return None

@@ -9,7 +9,7 @@ import numpy as np
 import qanet_d2  # noqa: F401  (compat shims before detectron2)
 from detectron2.data.catalog import Metadata
 from detectron2.utils.visualizer import VisImage, Visualizer
-from qanet_d2.data.label_sets import make_palette
+from qanet_d2.structures.label_sets import make_palette
 from qanet_d2.predictor import FaceParsingPredictor, metadata_field
 from qanet_d2.video import VideoPredictor
 

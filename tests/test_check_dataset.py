@@ -7,7 +7,7 @@ import pytest
 import qanet_d2  # noqa: F401
 from qanet_d2.data import register_face_video_dataset
 from qanet_d2.data.checks import check_dataset, check_json, check_label_set
-from qanet_d2.data.label_sets import LabelSet, get_label_set
+from qanet_d2.structures.label_sets import LabelSet, get_label_set
 from qanet_d2.data.synthetic import generate_preset
 
 from conftest import load_script

@@ -15,7 +15,7 @@ import qanet_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from qanet_d2.data.datasets import DatasetNotFoundError, register_face_video_dataset
 from qanet_d2.data.datasets import set_synthetic_auto_generate
-from qanet_d2.data.label_sets import LabelSet, make_palette
+from qanet_d2.structures.label_sets import LabelSet, make_palette
 from qanet_d2.data.synthetic import (MAX_ANGLE, MIN_FACE_HEIGHT, PRESETS, CompositeVideo,
                                      collect_source_faces, default_synthetic_root,
                                      generate_synthetic_dataset)

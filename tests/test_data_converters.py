@@ -10,7 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from qanet_d2.data import load_face_video_json
 from qanet_d2.data.checks import check_json
 from qanet_d2.data.datasets import convert_celebamask_hq, convert_helen, convert_lapa, convert_sfp
-from qanet_d2.data.label_sets import get_label_set
+from qanet_d2.structures.label_sets import get_label_set
 
 from conftest import load_script
 

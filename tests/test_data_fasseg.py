@@ -17,7 +17,7 @@ from qanet_d2.data.datasets import convert_fasseg
 from qanet_d2.data.datasets.fasseg import (MULTIPOSE_DEV_SPLITS, fasseg_face_box, multipose_person,
                                            snap_label_colors)
 from qanet_d2.data.io import DataReadError
-from qanet_d2.data.label_sets import (IGNORE_LABEL, conversion_ids, conversion_lut, convert_labels,
+from qanet_d2.structures.label_sets import (IGNORE_LABEL, conversion_ids, conversion_lut, convert_labels,
                                       get_label_set, sfp_label_set)
 
 from conftest import load_script

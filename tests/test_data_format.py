@@ -17,7 +17,7 @@ from qanet_d2.data import (
     register_face_video_dataset,
     write_face_video_json,
 )
-from qanet_d2.data.label_sets import get_label_set
+from qanet_d2.structures.label_sets import get_label_set
 from qanet_d2.data.video_format import face_box_excluded_ids, make_frame_record, union_box_from_label_map
 
 SYN = get_label_set("synthetic")
@@ -170,7 +170,7 @@ def test_sfp_metadata_from_dataset_files(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match="sfp/train.json does not exist.*prepare_sfp.py"):
         MetadataCatalog.get("sfp_train").stuff_classes
     classes = ["background", "skin", "l_eye", "r_eye", "neck"]
-    from qanet_d2.data.label_sets import sfp_label_set
+    from qanet_d2.structures.label_sets import sfp_label_set
 
     _make_dataset(tmp_path / "sfp", label_set=sfp_label_set(classes))
     os.rename(tmp_path / "sfp" / "train.json", tmp_path / "sfp" / "val.json")
@@ -187,7 +187,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     through dataset_label_set; absent files (DatasetNotFoundError) are tolerated by all three,
     any other problem with the files is not."""
     from qanet_d2.data import dataset_label_set
-    from qanet_d2.data.label_sets import sfp_label_set
+    from qanet_d2.structures.label_sets import sfp_label_set
     from qanet_d2.engine.validation import ConfigError, validate_config
     from qanet_d2.modeling.meta_arch import flip_permutation_from_metadata
     from qanet_d2.predictor import metadata_field

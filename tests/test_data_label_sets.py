@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import qanet_d2  # noqa: F401
-from qanet_d2.data.label_sets import (
+from qanet_d2.structures.label_sets import (
     CONVERSIONS,
     IGNORE_LABEL,
     LABEL_SETS,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import qanet_d2  # noqa: F401
-from qanet_d2.data.label_sets import get_label_set
+from qanet_d2.structures.label_sets import get_label_set
 from qanet_d2.data.synthetic import (
     FACE_BOX_UNITS,
     MAX_ANGLE,

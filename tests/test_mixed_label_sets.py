@@ -11,7 +11,7 @@ from torch.nn import functional as F
 import qanet_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
 from detectron2.data import DatasetCatalog
-from qanet_d2.data.label_sets import LabelSet, conversion_ids, get_label_set
+from qanet_d2.structures.label_sets import LabelSet, conversion_ids, get_label_set
 from qanet_d2.data.mixed_label_sets import NoConversionError, training_route
 from qanet_d2.engine.trainer import WeightedTrainingSampler
 from qanet_d2.evaluation.face_parsing_evaluator import FaceParsingEvaluator, convert_label_map

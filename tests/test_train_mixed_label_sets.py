@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from conftest import INSTANT_CONFIG, run_train_net
-from qanet_d2.data.label_sets import convert_labels, get_label_set
+from qanet_d2.structures.label_sets import convert_labels, get_label_set
 
 SUMMARY = re.compile(r"^fasseg_frontal_test  J&F \d+\.\d  .*mean-F1 (\d+\.\d)(.*)\(train \d+m\d\ds, eval \d+m\d\ds\)$", re.M)
 

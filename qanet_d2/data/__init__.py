@@ -1,20 +1,6 @@
-"""Data layer: label sets, the on-disk face-video format, dataset registration, the
+"""Data layer: the on-disk face-video format, dataset registration, the
 synthetic generator (imported on first use), the dataset mappers (frames, face instances)
 and dataset checks."""
-from .label_sets import (  # noqa: F401
-    IGNORE_LABEL,
-    LABEL_SETS,
-    LabelSet,
-    colorize_labels,
-    conversion_ids,
-    convert_labels,
-    derive_flip_pairs,
-    get_label_set,
-    label_set_from_classes,
-    make_palette,
-    register_label_set,
-    sfp_label_set,
-)
 from .video_format import (  # noqa: F401
     DatasetFormatError,
     boxes_from_label_map,

@@ -17,7 +17,7 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 
 from .io import image_size, illegal_label_values, read_image, read_instance_map, read_label_map
-from .label_sets import IGNORE_LABEL, LabelSet, derive_flip_pairs
+from ..structures.label_sets import IGNORE_LABEL, LabelSet, derive_flip_pairs
 
 __all__ = ["Problem", "CheckReport", "check_label_set", "check_records", "check_dataset",
            "check_json"]

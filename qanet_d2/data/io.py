@@ -57,7 +57,7 @@ from .inputs import (  # noqa: F401  (the image reader lives with the tools' inp
     read_image_bgr,
     to_bgr_uint8,
 )
-from .label_sets import IGNORE_LABEL
+from ..structures.label_sets import IGNORE_LABEL
 
 __all__ = [
     "DataReadError",

@@ -19,7 +19,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .io import DataReadError, check_label_values, read_image, read_instance_map, read_label_map
-from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
+from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
 __all__ = ["FaceParsingDatasetMapper", "RandomZoomOut"]
 

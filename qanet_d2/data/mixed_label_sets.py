@@ -7,11 +7,11 @@ A training dataset in another label set takes one of two routes (:func:`training
 
 * ``"convert"``: its labels are converted into the model's set in the mapper (a dataset at least
   as fine as the model, e.g. synthetic data for a ``fasseg`` model), by
-  :func:`~qanet_d2.data.label_sets.conversion_lut`.
+  :func:`~qanet_d2.structures.label_sets.conversion_lut`.
 * ``"merge"``: its labels stay in its own, coarser set (e.g. ``fasseg`` data for a ``synthetic``
   model) and the losses of its crops are computed on the model's probabilities summed into the
   coarse classes (:func:`~qanet_d2.modeling.qanet.losses.merge_log_probs`, through
-  :func:`~qanet_d2.data.label_sets.conversion_ids`).
+  :func:`~qanet_d2.structures.label_sets.conversion_ids`).
 
 A test dataset in a coarser set is scored on the model's predictions converted into its classes
 (:func:`prediction_conversion`).
@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .datasets.face_video import DatasetNotFoundError, dataset_label_set
-from .label_sets import LABEL_SETS, LabelSet, conversion_ids, conversion_lut
+from ..structures.label_sets import LABEL_SETS, LabelSet, conversion_ids, conversion_lut
 
 __all__ = [
     "TRAINING_ROUTES",

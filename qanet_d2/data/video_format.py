@@ -9,7 +9,7 @@ Layout of a dataset root ``<root>``::
 
 ``<split>.json``::
 
-    {"label_set": "synthetic",                 # key of qanet_d2.data.label_sets
+    {"label_set": "synthetic",                 # key of qanet_d2.structures.label_sets
      "classes": ["background", ...],           # optional; must equal the label set's classes
      "videos": [{"video_id": "v0000",
                  "frames": [{"frame_index": 0,
@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set
+from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set
 
 __all__ = [
     "DatasetFormatError",

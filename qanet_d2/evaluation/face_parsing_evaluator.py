@@ -527,10 +527,10 @@ class FaceParsingEvaluator(DatasetEvaluator):
         """
         Args:
             dataset_name: registered dataset; its metadata gives ``stuff_classes`` and ``ignore_label``.
-            prediction_label_set: the label set (a :class:`~qanet_d2.data.label_sets.LabelSet`)
+            prediction_label_set: the label set (a :class:`~qanet_d2.structures.label_sets.LabelSet`)
                 the model predicts, when it may differ from the dataset's: predictions are then
                 converted into the dataset's classes (label maps through
-                :func:`~qanet_d2.data.label_sets.conversion_ids`, 255 for a class without
+                :func:`~qanet_d2.structures.label_sets.conversion_ids`, 255 for a class without
                 counterpart), and
                 every number is in the dataset's classes. None: predictions are in the dataset's set.
             output_dir: where ``face_parsing_results.json`` (and ``labels/`` with ``save_labels``)

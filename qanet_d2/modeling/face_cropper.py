@@ -327,7 +327,7 @@ class FaceCropper(nn.Module):
             return self.flip_permutation
         perm = self.label_set_flip_permutations.get(label_set)
         if perm is None:
-            from ..data.label_sets import LABEL_SETS
+            from ..structures.label_sets import LABEL_SETS
 
             if label_set not in LABEL_SETS:
                 raise KeyError(f"training crops labelled in label set '{label_set}', whose flip pairs the "

@@ -30,7 +30,7 @@ from typing import Dict, Optional
 import cv2
 import numpy as np
 
-from ..label_sets import CELEBAMASK_HQ
+from ...structures.label_sets import CELEBAMASK_HQ
 from .common import convert_single_image, find_dataset_dir, parallel_map, write_split
 
 __all__ = ["convert_celebamask_hq", "merge_celebamask_parts", "CELEBAMASK_PARTS"]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..io import check_label_values, image_size, read_label_map
-from ..label_sets import LabelSet
+from ...structures.label_sets import LabelSet
 from ..video_format import (face_box_excluded_ids, make_frame_record, union_box_from_label_map,
                             write_face_video_json)
 

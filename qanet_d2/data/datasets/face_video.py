@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 
-from ..label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set, make_palette, register_label_set
+from ...structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, get_label_set, make_palette, register_label_set
 from ..video_format import DatasetFormatError, load_face_video_json
 
 __all__ = [

@@ -71,7 +71,7 @@ import numpy as np
 from PIL import Image
 
 from ..io import DataReadError
-from ..label_sets import FASSEG
+from ...structures.label_sets import FASSEG
 from .common import convert_single_image, parallel_map, write_split
 
 __all__ = ["convert_fasseg", "snap_label_colors", "read_fasseg_label", "fasseg_face_box",

@@ -23,7 +23,7 @@ from typing import Dict
 
 import numpy as np
 
-from ..label_sets import HELEN
+from ...structures.label_sets import HELEN
 from .common import convert_single_image, find_dataset_dir, parallel_map, write_split
 
 __all__ = ["convert_helen"]

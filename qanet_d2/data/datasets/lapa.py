@@ -15,7 +15,7 @@ import os
 from functools import partial
 from typing import Dict, Sequence
 
-from ..label_sets import LAPA
+from ...structures.label_sets import LAPA
 from .common import convert_single_image, find_dataset_dir, parallel_map, write_split
 
 __all__ = ["convert_lapa", "LAPA_SPLITS"]

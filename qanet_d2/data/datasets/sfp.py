@@ -57,7 +57,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..io import DataReadError, check_label_values, image_size
-from ..label_sets import LabelSet, sfp_label_set
+from ...structures.label_sets import LabelSet, sfp_label_set
 from ..video_format import (boxes_from_label_map, face_box_excluded_ids, make_frame_record)
 from .common import parallel_map, place_file, write_split
 

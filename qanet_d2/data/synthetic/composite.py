@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 
 from ..io import DataReadError, read_image, read_instance_map, read_label_map
-from ..label_sets import IGNORE_LABEL, LabelSet
+from ...structures.label_sets import IGNORE_LABEL, LabelSet
 from ..video_format import face_box_excluded_ids
 from .generator import (
     MAX_ANGLE,

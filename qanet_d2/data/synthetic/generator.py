@@ -67,7 +67,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..label_sets import SYNTHETIC
+from ...structures.label_sets import SYNTHETIC
 from ..video_format import make_frame_record, write_face_video_json
 
 __all__ = [

@@ -161,7 +161,7 @@ def merge_log_probs(log_probs: torch.Tensor, ids, num_classes: int, ignore_value
     Args:
         log_probs: ``N x K x h x w`` fine log-probabilities (any normalisation over K).
         ids: ``K`` coarse id of each fine class, or ``ignore_value``
-            (:func:`~qanet_d2.data.label_sets.conversion_ids`).
+            (:func:`~qanet_d2.structures.label_sets.conversion_ids`).
         num_classes: ``C``, classes of the coarse set.
 
     Returns:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils import events
 
-from ...data.label_sets import LABEL_SETS, conversion_ids
+from ...structures.label_sets import LABEL_SETS, conversion_ids
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
 from .losses import (at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax, merge_log_probs,
@@ -58,7 +58,7 @@ class QANetParser(nn.Module):
             label_set: name of the label set the model predicts (``MODEL.QANET.LABEL_SET``
                 resolved); crops of this set (or of no stated set) are scored as they are.
             label_set_conversions: ``{coarser set name: conversion ids}``
-                (:func:`~qanet_d2.data.label_sets.conversion_ids` from the model's set) of the
+                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of the
                 training datasets whose losses are merged; other registered sets are looked up
                 when a crop of theirs comes.
         """
