@@ -59,7 +59,7 @@ def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
     scores = inst.scores.detach().float().cpu().tolist()
     box_scores = inst.box_scores.detach().float().cpu().tolist() if inst.has("box_scores") else scores
     return [
-        PredictedFace(s, b, tuple(int(v) for v in face["window"]), np.asarray(face["labels"].cpu() if hasattr(face["labels"], "cpu") else face["labels"]))
+        PredictedFace(s, b, tuple(int(v) for v in face["window"]), np.asarray(face["labels"].cpu()))
         for s, b, face in zip(scores, box_scores, output["face_labels"])
     ]
 

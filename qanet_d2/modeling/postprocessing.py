@@ -693,9 +693,8 @@ class FacePostProcessor:
             ``class_scores``, ``sem_seg`` (``C x H x W``), all in ``instances``' order.
         """
         stage = times if times is not None else profiler_range
-        with stage("rescale"):
-            if output_size is not None:
-                faces = self.rescale(faces, output_size)
+        with stage("rescale"):  # a new Instances either way: the caller's faces are not changed
+            faces = self.rescale(faces, faces.image_size if output_size is None else output_size)
         pasted: Dict[int, PastedFace] = {}
         with stage("score"):
             maxima = crop_maxima(faces.parsing_probs) if len(faces) else None  # shared by scoring and painting
