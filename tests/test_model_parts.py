@@ -17,10 +17,22 @@ from qanet_d2.modeling.qanet import (
     iou_loss,
     iou_targets,
     lovasz_softmax,
-    lovasz_softmax_loss,
-    parsing_ce_loss,
-    parsing_iou_targets,
 )
+from qanet_d2.modeling.qanet.losses import at_least_float32
+
+
+# The parser's losses on logits, composed as QANetParser.losses composes them.
+def parsing_ce_loss(logits, labels, ignore_value=255):
+    return cross_entropy_loss(F.log_softmax(at_least_float32(logits), dim=1), labels, ignore_value)
+
+
+def lovasz_softmax_loss(logits, labels, ignore_value=255, per_crop=False):
+    return lovasz_softmax(at_least_float32(logits).softmax(dim=1), labels, ignore_value, per_crop)
+
+
+def parsing_iou_targets(logits, labels, ignore_value=255):
+    return iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value).to(
+        torch.promote_types(logits.dtype, torch.float32))
 
 
 def _logits_from_labels(labels, num_classes, confidence=10.0):
