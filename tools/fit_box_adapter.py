@@ -13,9 +13,10 @@ area), each detection to at most one face. Prints, per dataset, the faces found,
 matched to no face, and the mean IoU with the head boxes of the detector's boxes as they are and
 of the adapted boxes; the fitted 44 numbers go to ``--output`` as a config fragment.
 ``--constant`` fits the head box as a fixed box around the face box (the median offsets; no
-landmarks). ``--write-boxes DIR`` writes copies of the ``--train`` datasets whose labelled faces
-have the detector's boxes through the fitted adapter (faces it does not find keep theirs),
-for training a parser on the detector's own boxes (``DETECTRON2_DATASETS=DIR``).
+landmarks). ``--write-boxes DIR`` makes DIR a datasets root in which the ``--train`` datasets'
+labelled faces have the detector's boxes through the fitted adapter (faces it does not find keep
+theirs) and everything else of ``$DETECTRON2_DATASETS`` is linked, for training a parser on the
+detector's own boxes (``DETECTRON2_DATASETS=DIR python train_net.py ...``).
 """
 import argparse
 import json
@@ -94,10 +95,7 @@ def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_
         meta = MetadataCatalog.get(name)
         json_file, root = os.path.abspath(meta.json_file), os.path.abspath(meta.dataset_root)
         dst = os.path.join(out_dir, os.path.relpath(root, base))
-        os.makedirs(dst, exist_ok=True)
-        for entry in os.listdir(root):
-            if not entry.endswith(".json") and not os.path.lexists(os.path.join(dst, entry)):
-                os.symlink(os.path.join(root, entry), os.path.join(dst, entry))
+        link_entries(root, dst)
         with open(json_file) as f:
             data = json.load(f)
         found = total = 0
@@ -117,9 +115,21 @@ def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_
                 if m >= 0:
                     found += 1
                     face["bbox"] = [round(float(v), 2) for v in boxes[m]]
-        with open(os.path.join(dst, os.path.basename(json_file)), "w") as f:
+        out_json = os.path.join(dst, os.path.basename(json_file))
+        if os.path.islink(out_json):  # never write through a link into the original
+            os.remove(out_json)
+        with open(out_json, "w") as f:
             json.dump(data, f)
         print(f"{name}: {found} of {total} faces get the detector's box -> {dst}")
+    link_entries(base, out_dir)  # the other datasets and splits, as they are
+
+
+def link_entries(src: str, dst: str) -> None:
+    """Link every entry of ``src`` that ``dst`` lacks (``dst`` is created)."""
+    os.makedirs(dst, exist_ok=True)
+    for entry in os.listdir(src):
+        if not os.path.lexists(os.path.join(dst, entry)):
+            os.symlink(os.path.join(src, entry), os.path.join(dst, entry))
 
 
 def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
