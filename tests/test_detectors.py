@@ -375,3 +375,12 @@ def test_write_detector_boxes_gives_matched_faces_the_adapted_box(tmp_path, monk
     # a complete datasets root: the other split and dataset linked, the original JSON untouched
     assert (tmp_path / "out" / "mine" / "test.json").is_symlink() and (tmp_path / "out" / "other").is_dir()
     assert (root / "train.json").read_text() == original
+
+
+def test_found_by_width_counts_faces_per_head_box_width():
+    from conftest import load_script
+
+    tool = load_script("tools/fit_box_adapter.py", "fit_box_adapter")
+    widths = np.array([10.0, 23.9, 24.0, 31.0, 50.0, 200.0])
+    hits = np.array([True, False, True, True, False, True])
+    assert tool.found_by_width(widths, hits) == "<24 px 1/2, 24-32 px 2/2, 48-96 px 0/1, >=96 px 1/1"

@@ -57,7 +57,7 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     """Per dataset: matched (face box, landmarks, head box) triples and counts."""
     per = {}
     for name in names:
-        faces, lms, heads = [], [], []
+        faces, lms, heads, widths, hits = [], [], [], [], []
         n_gt = n_found = n_false = n_images = 0
         for d in DatasetCatalog.get(name):
             image = read_image_bgr(d["file_name"])
@@ -72,6 +72,8 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
             n_found += sum(m >= 0 for m in match)
             n_false += len(inst) - sum(m >= 0 for m in match)
             for g, m in enumerate(match):
+                widths.append(float(gt_t[g, 2] - gt_t[g, 0]))
+                hits.append(m >= 0)
                 if m >= 0:
                     faces.append(inst.pred_boxes.tensor[m])
                     lms.append(inst.pred_keypoints[m, :, :2])
@@ -81,6 +83,7 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
             "landmarks": torch.stack(lms) if lms else torch.zeros(0, 5, 2),
             "heads": torch.stack(heads) if heads else torch.zeros(0, 4),
             "images": n_images, "gt": n_gt, "found": n_found, "false": n_false,
+            "widths": np.array(widths), "hits": np.array(hits, dtype=bool),
         }
     return per
 
@@ -132,6 +135,13 @@ def link_entries(src: str, dst: str) -> None:
             os.symlink(os.path.join(src, entry), os.path.join(dst, entry))
 
 
+def found_by_width(widths: np.ndarray, hits: np.ndarray, edges=(0, 24, 32, 48, 96)) -> str:
+    """'found/total' per head-box width bin, e.g. '<24 px 13/20, 24-32 px 50/54, ..., >=96 px 29/29'."""
+    bins = np.digitize(widths, edges[1:])
+    names = [f"<{edges[1]} px"] + [f"{a}-{b} px" for a, b in zip(edges[1:-1], edges[2:])] + [f">={edges[-1]} px"]
+    return ", ".join(f"{n} {int(hits[bins == i].sum())}/{int((bins == i).sum())}" for i, n in enumerate(names) if (bins == i).any())
+
+
 def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     if len(a) == 0:
         return float("nan")
@@ -177,6 +187,8 @@ def main(argv=None):
         tag = " (fit)" if name in args.train else ""
         print(f"{name + tag:34s} {r['images']:6d} {r['gt']:6d} {r['found']:6d} {r['false']:6d} "
               f"{mean_iou(r['faces'], r['heads']):8.3f} {mean_iou(adapted, r['heads']):11.3f}")
+    for name, r in data.items():
+        print(f"{name}: faces found by head-box width: {found_by_width(r['widths'], r['hits'])}")
     if args.write_boxes:
         write_detector_boxes(detector, adapter, list(args.train), args.write_boxes, args.min_overlap)
     values = [round(float(v), 4) for v in m.flatten()]
