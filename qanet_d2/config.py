@@ -6,6 +6,9 @@ the default unless noted. Sizes are (height, width) in pixels.
 """
 from detectron2.config import CfgNode as CN
 
+from .modeling.postprocessing import add_postprocessing_config
+from .video import add_video_config
+
 
 def add_qanet_config(cfg: CN) -> CN:
     """Add qanet_d2's keys to a detectron2 config (in place) and return it."""
@@ -206,30 +209,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # memory on crowded frames.
     _C.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16
 
-    # Inference scoring and paste-back.
+    # Inference: faces parsed per image (the detector's best, by box score) and per forward of
+    # the parser (bounds memory); scoring, paste-back and painting: add_postprocessing_config.
     _C.MODEL.QANET.INFERENCE = CN()
-    # Face score = (box^a * iou^b * pixel^c)^(1/(a+b+c)).
-    _C.MODEL.QANET.INFERENCE.SCORE_WEIGHTS = (1.0, 0.5, 3.0)
-    # Pixel score: mean max-probability over pixels whose max-probability >= this.
-    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_THRESH = 0.2
-    # Faces are painted into the image's label map in ascending order of a score, so that the
-    # best face wins where faces overlap, and faces whose score is below FACE_SCORE_THRESH are
-    # not painted. PAINT_ORDER "box": that score is the detector's box score (as the official
-    # QANet code; the quality score then only ranks the returned instances); "quality": the face
-    # quality score. Ties are broken by the other score.
-    _C.MODEL.QANET.INFERENCE.PAINT_ORDER = "box"
-    _C.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = 0.3
-    # Pixels of the pixel score: "pasted" (the pasted, view-averaged probabilities at the image
-    # pixels inside the face's pasted crop region, as the official QANet code; the GPU configs'
-    # setting), "image" (the same probabilities at the image pixels inside the face box only) or
-    # "crop" (every pixel of the face crops, padding included, averaged over box-scale views).
-    _C.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION = "image"
-    _C.MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE = 100
-    # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
-    # pixels: the memory for pasting is bounded by the tile, whatever the image size.
-    _C.MODEL.QANET.INFERENCE.PASTE_TILE = 512
-    # Faces parsed per forward of the parser (bounds memory).
+    _C.MODEL.QANET.INFERENCE.MAX_PARSED_FACES = 100
     _C.MODEL.QANET.INFERENCE.PARSER_BATCH = 32
+    add_postprocessing_config(_C)
 
     # ------------------------------------------------------------------ data
     # Input resizing of full images for the detector (detectron2's keys), kept small by default
@@ -268,23 +253,7 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.DATASETS.SYNTHETIC = CN()
     _C.DATASETS.SYNTHETIC.AUTO_GENERATE = True
 
-    # ------------------------------------------------------------------ video
-    # Video parsing (qanet_d2.video.VideoPredictor: the demo's --video-input / --webcam /
-    # --sequence, tools/measure_flicker.py, tools/benchmark.py --video).
-    _C.VIDEO = CN()
-    # Run the face detector on frames 0, k, 2k, ... only; on the other frames the faces are
-    # parsed in the boxes of their tracks (see TRACK_MOTION). 1 = detect on every frame.
-    _C.VIDEO.DETECT_EVERY = 1
-    # Box of a track on a frame without detection: "velocity" (its last detected box moved by
-    # the per-frame change between its last two detections) or "still" (its last box).
-    _C.VIDEO.TRACK_MOTION = "velocity"
-    # Temporal smoothing of each tracked face (qanet_d2.video.TemporalSmoother): frames in the
-    # window (1 = off), alignment of older crops ("image" or "box"), weight of the current
-    # frame's probabilities (the older frames share the rest), box IoU to continue a track.
-    _C.VIDEO.TEMPORAL_WINDOW = 5
-    _C.VIDEO.ALIGN = "image"
-    _C.VIDEO.CURRENT_WEIGHT = 0.7
-    _C.VIDEO.IOU_THRESHOLD = 0.3
+    add_video_config(_C)
 
     # ------------------------------------------------------------------ solver
     _C.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW

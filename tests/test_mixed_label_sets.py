@@ -14,8 +14,7 @@ from detectron2.data import DatasetCatalog
 from qanet_d2.structures.label_sets import LabelSet, conversion_ids, get_label_set
 from qanet_d2.data.mixed_label_sets import NoConversionError, training_route
 from qanet_d2.engine.trainer import WeightedTrainingSampler
-from qanet_d2.evaluation.face_parsing_evaluator import (FaceParsingEvaluator, convert_label_map,
-                                                        merge_class_scores)
+from qanet_d2.evaluation.face_parsing_evaluator import FaceParsingEvaluator, convert_label_map
 from qanet_d2.data import TrainingCropper
 from qanet_d2.modeling.qanet import QANetParser
 from qanet_d2.modeling.qanet.losses import (cross_entropy_loss, iou_targets, lovasz_softmax, merge_log_probs)
@@ -204,13 +203,6 @@ def test_predictions_converted_into_the_test_set(tmp_path):
                      [s("u_lip"), s("mouth"), s("neck"), s("cloth")]], np.uint8)
     assert convert_label_map(pred, ids).tolist() == [[3, 3, 2, 2], [5, 5, 1, 0]]
     assert convert_label_map(np.array([[200, 255]]), ids).tolist() == [[255, 255]]
-    # class scores: summed per coarse class
-    scores = torch.zeros(SYN.num_classes, 1, 2)
-    scores[s("l_eye"), 0, 0], scores[s("r_eye"), 0, 0], scores[s("skin"), 0, 0] = 0.3, 0.3, 0.4
-    scores[s("skin"), 0, 1] = 1.0
-    merged = merge_class_scores(scores, ids, FAS.num_classes)
-    assert merged[:, 0, 0].tolist() == pytest.approx([0, 0.4, 0, 0.6, 0, 0])
-    assert merged[:, 0, 1].tolist() == [0, 1, 0, 0, 0, 0]
 
     # the evaluator: a synthetic model on a fasseg-labelled frame, every number in fasseg's classes
     gt = np.array([[3, 3, 2, 2], [5, 5, 1, 0]], np.uint8)
@@ -222,8 +214,6 @@ def test_predictions_converted_into_the_test_set(tmp_path):
     assert ev.conversion_note == "predictions converted from synthetic to fasseg"
     inp = {"file_name": "x.png", "sem_seg_file_name": gt_file, "image_id": "x"}
     ev.process([inp], [{"labels": torch.as_tensor(pred)}])
-    ev.process([dict(inp, image_id="y")], [{"sem_seg": torch.nn.functional.one_hot(
-        torch.as_tensor(pred, dtype=torch.long), SYN.num_classes).permute(2, 0, 1).float()}])
     res = ev.evaluate()["face_parsing"]
     assert res["mIoU"] == pytest.approx(100.0) and res["mean_F1"] == pytest.approx(100.0)
     assert {k for k in res if k.startswith("F1-")} == {f"F1-{c}" for c in FAS.classes[1:]}

@@ -8,8 +8,5 @@ from .crops import (  # noqa: F401
     expand_box_to_aspect,
     invert_affines,
     normalize_image,
-    paste_probs,
-    paste_probs_to_image,
-    scale_affines,
     scale_boxes,
 )

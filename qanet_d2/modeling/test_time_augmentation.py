@@ -70,11 +70,10 @@ class QANetFaceParserWithTTA(nn.Module):
     def parsers(self) -> List[nn.Module]:
         return [self.model.parser] + list(self.extra_parsers)
 
-    def inference(self, batched_inputs: List[Dict], face_boxes=None, do_postprocess: bool = True, class_scores: bool = False):
-        """:meth:`QANetFaceParser.inference` with this wrapper's views and parsers."""
-        return self.model.inference(
-            batched_inputs, face_boxes, do_postprocess, views=self.views, parsers=self.parsers, class_scores=class_scores
-        )
+    def inference(self, batched_inputs: List[Dict], face_boxes=None, do_postprocess: bool = True, **kwargs):
+        """:meth:`QANetFaceParser.inference` with this wrapper's views and parsers (``kwargs``:
+        its ``class_scores`` and ``times``)."""
+        return self.model.inference(batched_inputs, face_boxes, do_postprocess, views=self.views, parsers=self.parsers, **kwargs)
 
     def forward(self, batched_inputs: List[Dict]):
         return self.inference(batched_inputs)

@@ -469,6 +469,29 @@ def _mapping_by_part_name(src: LabelSet, dst: LabelSet) -> Dict[str, Optional[st
 for _src in (SYNTHETIC, CELEBAMASK_HQ, LAPA, HELEN):
     CONVERSIONS[(_src.name, FASSEG.name)] = _mapping_by_part_name(_src, FASSEG)
 
+# FASSEG in fine classes: LaPa's eleven classes under CelebAMask-HQ's names (l_ = the person's
+# left, IMAGE RIGHT of a frontal face; "mouth" is the inner mouth). Skin keeps FASSEG's meaning
+# (ears and neck included), so the real photos' labels derived from FASSEG's
+# (datasets/derive_fasseg_fine.py) and a model predicting this set agree on it; ears, neck,
+# clothes, glasses and hats exist only in drawn data and are folded as FASSEG folds them.
+FASSEG_FINE = _by_name(
+    "fasseg_fine",
+    ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth",
+     "l_lip", "hair"),
+    [("l_brow", "r_brow"), ("l_eye", "r_eye")],
+)
+_TO_FASSEG_FINE: Dict[str, Optional[str]] = {
+    "eye_g": "skin", "l_ear": "skin", "r_ear": "skin", "ear_r": "skin", "neck": "skin",
+    "neck_l": None, "hat": "background", "cloth": "background",
+}
+CONVERSIONS[(FASSEG_FINE.name, FASSEG.name)] = _mapping_by_part_name(FASSEG_FINE, FASSEG)
+for _src in (SYNTHETIC, CELEBAMASK_HQ):
+    CONVERSIONS[(_src.name, FASSEG_FINE.name)] = {
+        c: _TO_FASSEG_FINE.get(c, c) for c in _src.classes}
+# LaPa/Helen read "left" as the image left (see _CELEB_TO_LAPA).
+CONVERSIONS[(FASSEG_FINE.name, LAPA.name)] = {c: _CELEB_TO_LAPA.get(c, c) for c in FASSEG_FINE.classes}
+CONVERSIONS[(FASSEG_FINE.name, HELEN.name)] = dict(CONVERSIONS[(FASSEG_FINE.name, LAPA.name)])
+
 
 def _resolve(label_set) -> LabelSet:
     return label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)

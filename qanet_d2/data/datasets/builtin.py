@@ -22,6 +22,9 @@ fasseg_frontal_{train,test}    fasseg/frontal_<s>.json   fasseg
 fasseg_multipose_{train,test}  fasseg/multipose_<s>.json fasseg
 fasseg_multipose_dev_{train,   fasseg/multipose_dev_<s>  fasseg (multipose_train by person:
   val}                                                   01-05 / 06-07, for per-pose numbers)
+fasseg_fine_<fasseg split>     fasseg_fine/<split>.json  fasseg_fine: the same photos, labels
+                                                         derived from FASSEG's and YuNet's
+                                                         landmarks (derive_fasseg_fine.py)
 =============================  ========================  =====================================
 
 See ``datasets/README.md`` for how to prepare each one.
@@ -67,6 +70,10 @@ BUILTIN_DATASETS = {
                "fasseg", "Convert the release with: python datasets/prepare_fasseg.py "
                "--src <dir with V2/ and V3/> (the FASSEG copy without V3/Test_* has no "
                "fasseg_multipose_test)"),
+    "fasseg_fine": ("fasseg_fine", ("frontal_train", "frontal_test", "multipose_train",
+                                    "multipose_test", "multipose_dev_train", "multipose_dev_val"),
+                    "fasseg_fine", "Derive it from the fasseg datasets with: python "
+                    "datasets/derive_fasseg_fine.py"),
 }
 
 _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
@@ -74,7 +81,7 @@ _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
                       "face_composite_fasseg_photos": "composite_fasseg_photos"}
 # One face per image: every foreground pixel belongs to it (per-face ground truth of the
 # instance-level metrics).
-_SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg"})
+_SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg", "fasseg_fine"})
 
 
 def _root_fn(subdir):

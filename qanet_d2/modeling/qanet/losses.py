@@ -3,8 +3,7 @@
 The losses are functions of (log-)probabilities and labels, not of the parser's logits, so that
 they apply as they are to probabilities derived from the parser's, e.g. summed into a coarser
 label set; :class:`~qanet_d2.modeling.qanet.QANetParser.losses` combines them with the weights
-of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``. :func:`parsing_ce_loss` and
-:func:`lovasz_softmax_loss` are the same losses on logits.
+of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``.
 
 All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
 under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
@@ -25,9 +24,6 @@ __all__ = [
     "lovasz_softmax",
     "iou_targets",
     "iou_loss",
-    "parsing_ce_loss",
-    "lovasz_softmax_loss",
-    "parsing_iou_targets",
     "merge_log_probs",
     "merged_labels",
 ]

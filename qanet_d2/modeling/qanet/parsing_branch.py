@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ParsingBranch"]
+__all__ = ["ParsingBranch", "classifier_from_coarser"]
 
 
 class ParsingBranch(nn.Module):
@@ -22,3 +22,26 @@ class ParsingBranch(nn.Module):
     def forward(self, x: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
         x = self.predictor(x)
         return F.interpolate(x, size=tuple(int(s) for s in out_size), mode="bilinear", align_corners=False)
+
+
+def classifier_from_coarser(weight: torch.Tensor, bias: torch.Tensor, parent_ids: Sequence[int]):
+    """Weights of a finer classifier from a trained coarser one: fine class ``k`` gets the row of
+    its coarse parent ``parent_ids[k]``, and each bias is lowered by ``log(number of children of
+    the parent)``, so that the fine softmax summed over each parent's children equals the coarse
+    softmax (the merged prediction starts where the coarse model is; training then separates the
+    children, e.g. left and right eye).
+
+    Args:
+        weight: ``C_coarse x C_in x 1 x 1`` (or ``C_coarse x C_in``); bias: ``C_coarse``.
+        parent_ids: ``C_fine`` coarse ids, e.g. ``conversion_ids(fine_set, coarse_set)``.
+    Returns:
+        ``(weight, bias)`` with ``C_fine`` rows, in the input dtypes.
+    """
+    ids = torch.as_tensor(list(parent_ids), dtype=torch.long)
+    bad = [int(i) for i in ids if not 0 <= int(i) < weight.shape[0]]
+    if bad:
+        raise ValueError(f"parent ids {bad} are not classes of the coarse classifier ({weight.shape[0]} classes): "
+                         f"every fine class needs a coarse parent")
+    children = torch.bincount(ids, minlength=weight.shape[0]).to(torch.float32)
+    new_bias = bias.float()[ids] - torch.log(children[ids])
+    return weight[ids].clone(), new_bias.to(bias.dtype)
