@@ -10,13 +10,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qanet_d2"
 
 # Floors, lowest first: a module imports only modules of its own floor or below.
 FLOORS = [
-    ("qanet_d2.compat", "qanet_d2.structures", "qanet_d2.layers", "qanet_d2.weights_io", "qanet_d2.model_zoo"),
+    ("qanet_d2.compat", "qanet_d2.structures", "qanet_d2.layers", "qanet_d2.weights_io", "qanet_d2.model_zoo",
+     "qanet_d2.runtime"),
     ("qanet_d2.data", "qanet_d2.modeling"),
     ("qanet_d2.evaluation",),
     ("qanet_d2.engine", "qanet_d2.predictor", "qanet_d2.video", "qanet_d2.config"),
 ]
 # Siblings on a floor that must not import each other.
 APART = [("qanet_d2.data", "qanet_d2.modeling")]
+# The one crossing allowed, with its reason: deriving FASSEG's fine labels runs the pretrained
+# YuNet on the photos for their landmarks (dataset preparation, not the training pipeline).
+ALLOWED_CROSSINGS = {("qanet_d2.data.datasets.fasseg_fine", "qanet_d2.modeling.detectors.yunet")}
 
 
 def _module_name(path: Path) -> str:
@@ -84,7 +88,7 @@ def test_no_import_runs_up_the_floors():
 def test_siblings_do_not_import_each_other(pair):
     graph = _graph()
     crossing = sorted(f"{a} imports {b}" for a, targets in graph.items() for b in targets
-                      for x, y in (pair, pair[::-1]) if _in(a, x) and _in(b, y))
+                      for x, y in (pair, pair[::-1]) if _in(a, x) and _in(b, y) and (a, b) not in ALLOWED_CROSSINGS)
     assert crossing == []
 
 
