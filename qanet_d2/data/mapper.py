@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 import torch
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
@@ -361,3 +362,42 @@ class FaceParsingDatasetMapper:
         keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box_size) & (
             (boxes[:, 3] - boxes[:, 1]) >= self.min_box_size)
         return keep if return_keep else boxes[keep]
+
+
+def add_data_config(cfg) -> None:
+    """The data keys: INPUT (sizes, grey frames, zoom-out), DATALOADER (ratios, sample unit), DATASETS.SYNTHETIC."""
+    # Input resizing of full images for the detector (detectron2's keys), kept small by default
+    # because faces are parsed from crops of the original image.
+    cfg.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
+    cfg.INPUT.MAX_SIZE_TRAIN = 1333
+    cfg.INPUT.MIN_SIZE_TEST = 800
+    cfg.INPUT.MAX_SIZE_TEST = 1333
+    # Image-level horizontal flip is done on the face crops (with label swapping) instead.
+    cfg.INPUT.RANDOM_FLIP = "none"
+    # Training frames are turned to grey (the same grey in the three channels, before the face
+    # crops are cut) with this probability: colour-free photos (old portraits, CCTV) then look
+    # like training data. 0 draws no random number (runs stay as they were).
+    cfg.INPUT.GRAYSCALE_PROB = 0.0
+    # Zoom-out of training frames (the detector's view only; face crops are cut before): with
+    # probability PROB the frame is placed at a random position on a canvas U(1, MAX_SCALE)
+    # times its size, filled with its mean grey, before the resize. 0 = off (no random draw).
+    cfg.INPUT.ZOOM_OUT = CN()
+    cfg.INPUT.ZOOM_OUT.PROB = 0.0
+    cfg.INPUT.ZOOM_OUT.MAX_SCALE = 2.0
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
+    # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every
+    # sample equally likely (datasets in proportion to their size, detectron2's TrainingSampler).
+    cfg.DATALOADER.TRAIN_RATIOS = []
+    # Training sample: "image" (a frame with all its faces: the detector's full frame and the
+    # parser's crops of its faces; SOLVER.IMS_PER_BATCH counts frames) or "face" (one face crop,
+    # as the official QANet code trains its parser: the dataset is the list of labelled faces, an
+    # epoch visits each once and SOLVER.IMS_PER_BATCH counts crops; MODEL.QANET.TRAIN_MODE
+    # "parser" only). Either way the crops are cut in the data-loader workers from the
+    # original-resolution frame, with the same augmentation (qanet_d2/data/instance_mapper.py).
+    cfg.DATALOADER.SAMPLE_UNIT = "image"
+
+    # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
+    # when missing.
+    cfg.DATASETS.SYNTHETIC = CN()
+    cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True

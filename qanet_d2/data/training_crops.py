@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.structures import ImageList
 
@@ -384,3 +385,40 @@ class TrainingCropper:
         inst = crop_images(maps[:, None], batch_idx, affines, self.crop_size, mode="nearest")[:, 0].round().long()
         other = (inst > 0) & (inst != face_ids[:, None, None]) & (face_ids[:, None, None] > 0)
         return labels.masked_fill(other, 0)
+
+
+def add_training_crops_config(cfg) -> None:
+    """The training crops' keys: MODEL.QANET.AUG, CROP_OUTSIDE_LABEL, CROP_OTHER_FACES, MAX_FACES_PER_IMAGE_TRAIN."""
+    # Crop augmentation in training (on ground-truth boxes).
+    cfg.MODEL.QANET.AUG = CN()
+    cfg.MODEL.QANET.AUG.ENABLED = True
+    cfg.MODEL.QANET.AUG.SCALE_STD = 0.3  # box scale factor N(0,1)*std + 1 ...
+    cfg.MODEL.QANET.AUG.SCALE_RANGE = (0.7, 1.3)  # ... clipped to this range
+    cfg.MODEL.QANET.AUG.ROTATION_STD = 40.0  # degrees, N(0,1)*std ...
+    cfg.MODEL.QANET.AUG.ROTATION_MAX = 80.0  # ... clipped to +-max
+    cfg.MODEL.QANET.AUG.ROTATION_PROB = 0.6
+    cfg.MODEL.QANET.AUG.FLIP_PROB = 0.5  # left/right labels swapped from the dataset's flip pairs
+    # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
+    # report (0 = off); it makes the parser robust to a weak detector's box errors.
+    cfg.MODEL.QANET.AUG.SHIFT_STD = 0.0
+    # Off-face crops: with this probability a training crop is moved off its face (centre shifted
+    # by U(OFF_FACE_SHIFT) box sizes in a random direction, box scaled by U(OFF_FACE_SCALE)), with
+    # the labels found there, mostly background: crops like a detector's false box beside or
+    # around a face (clothes, a torso). At 0.15 they did not stop the real-face parser from
+    # labelling a coat in such a box hair (MODEL_ZOO.md). 0 = off (no random draw).
+    cfg.MODEL.QANET.AUG.OFF_FACE_PROB = 0.0
+    cfg.MODEL.QANET.AUG.OFF_FACE_SHIFT = (0.5, 1.5)
+    cfg.MODEL.QANET.AUG.OFF_FACE_SCALE = (1.0, 3.0)
+    # Label of training-crop pixels outside the image (the batch padding included): "background"
+    # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
+    # (255, the ignore label of every label set: no loss there). The crop's image pixels there are the mean colour.
+    cfg.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
+    # --- Other faces inside a training crop ------------------------------------------------------
+    # Labels of the pixels of OTHER faces inside a face's training crop, where the frame has a
+    # face-instance map (its dataset's instance_file): "background" (as the official QANet code:
+    # a crop's labels are its own face's) or "keep" (their part labels stay).
+    cfg.MODEL.QANET.CROP_OTHER_FACES = "background"
+    # ------------------------------------------------------------------------------------------
+    # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
+    # memory on crowded frames.
+    cfg.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16

@@ -495,3 +495,34 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
         parts.append(f"[{note}]")
     line = "  ".join(parts)
     return f"{line}  ({', '.join(times)})" if times else line
+
+
+def add_solver_config(cfg) -> None:
+    """The solver keys detectron2 lacks: optimizer, betas, log period, learning-rate rule, schedules in epochs."""
+    cfg.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
+    cfg.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW
+    # No weight decay by default: the official QANet code's Adam gets none (its yaml's 1e-4 is
+    # never passed to the optimizer). SGD configs (the FCOS detector stage) set detectron2's 1e-4.
+    cfg.SOLVER.WEIGHT_DECAY = 0.0
+    # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
+    # the median over this many iterations, so 1 records every iteration's raw losses.
+    cfg.SOLVER.LOG_PERIOD = 20
+    # Learning-rate rule when the number of processes differs from detectron2's
+    # SOLVER.REFERENCE_WORLD_SIZE (the GPU configs: 8), which rescales the total batch, the LR and
+    # every length in iterations (qanet_d2/engine/world_size.py lists the keys): "linear"
+    # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
+    # ADAM/ADAMW, linear for SGD.
+    cfg.SOLVER.LR_SCALING = "auto"
+    # --- Schedules in epochs (converted to iterations when training starts) ---------------------
+    # SOLVER.EPOCHS > 0 states the schedule in epochs of the run's training samples (frames, or
+    # faces with DATALOADER.SAMPLE_UNIT "face"): at start-up, after the rescaling to the number of
+    # processes, iterations per epoch = samples / SOLVER.IMS_PER_BATCH and MAX_ITER, STEPS and
+    # WARMUP_ITERS are computed from EPOCHS, STEPS_EPOCHS and WARMUP_EPOCHS (their iteration
+    # values are then not used), CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their *_EPOCHS keys
+    # where those are > 0 (qanet_d2/engine/epochs.py; logged once). 0 = iterations as written.
+    # EPOCHS and the periods are whole epochs, WARMUP_EPOCHS a float, STEPS_EPOCHS any numbers.
+    cfg.SOLVER.EPOCHS = 0
+    cfg.SOLVER.STEPS_EPOCHS = ()
+    cfg.SOLVER.WARMUP_EPOCHS = 0.0
+    cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
+    cfg.TEST.EVAL_PERIOD_EPOCHS = 0

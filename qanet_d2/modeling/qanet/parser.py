@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.utils import events
 
@@ -234,3 +235,89 @@ class QANetParser(nn.Module):
             target_iou[idx] = iou_targets(lp.detach().argmax(dim=1), lab, num_classes, self.ignore_value)
         ce = ce_sum / valid_total if valid_total else ce_sum
         return ce, lovasz, target_iou
+
+
+def add_parser_config(cfg) -> None:
+    """The parser's keys: MODEL.QANET label set, classes, crop geometry and normalisation, BACKBONE, HRNET, NECK, PARSING, IOU."""
+    # Number of parsing classes, background included. Must match the model's label set.
+    cfg.MODEL.QANET.NUM_CLASSES = 19
+    # The (fine) label set the model predicts, recorded in the config and in every checkpoint:
+    # the model is built from it and never reads a dataset catalog. NAME: a registered set
+    # ("synthetic", "celebamask_hq", "lapa", "helen", "fasseg") or the set of a dataset of the
+    # config ("sfp"); "" = the set of the first dataset of DATASETS.TRAIN (else DATASETS.TEST).
+    # CLASSES, COLORS ((R, G, B) per class) and FLIP_PAIRS ((id_a, id_b) swapped by a mirror) are
+    # filled from that set when train_net.py sets the config up (fill_model_label_set); written by
+    # hand, they define a set that no dataset registers. A checkpoint whose label set differs
+    # from the config's is refused.
+    # Training datasets in other sets: a set that converts into the model's (at least as fine)
+    # has its labels converted in the mapper; a coarser set keeps its labels and its crops'
+    # losses are computed on the model's probabilities summed into its classes (see
+    # qanet_d2/data/mixed_label_sets.py). A coarser test set is scored on predictions converted
+    # into its classes.
+    cfg.MODEL.QANET.LABEL_SET = CN()
+    cfg.MODEL.QANET.LABEL_SET.NAME = ""
+    cfg.MODEL.QANET.LABEL_SET.CLASSES = []
+    cfg.MODEL.QANET.LABEL_SET.COLORS = []
+    cfg.MODEL.QANET.LABEL_SET.FLIP_PAIRS = []
+
+    # Parser input crop. The box keeps its centre, its shorter side grows until
+    # width / height == ASPECT_RATIO, then both sides are multiplied by BOX_EXPAND.
+    cfg.MODEL.QANET.INPUT_SIZE = (512, 384)  # (height, width)
+    cfg.MODEL.QANET.ASPECT_RATIO = 0.75  # width / height
+    cfg.MODEL.QANET.BOX_EXPAND = 1.25
+    # Parser pixel normalisation (RGB order after conversion from INPUT.FORMAT); ImageNet stats.
+    cfg.MODEL.QANET.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.QANET.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    # Parser backbone: a name in detectron2's BACKBONE_REGISTRY, built on a config whose
+    # MODEL.RESNETS / MODEL.QANET.HRNET describe it.
+    cfg.MODEL.QANET.BACKBONE = CN()
+    cfg.MODEL.QANET.BACKBONE.NAME = "build_timm_hrnet_backbone"
+    # Backbone features fed to the neck, from stride 4 to stride 32.
+    cfg.MODEL.QANET.BACKBONE.OUT_FEATURES = ["hr4", "hr8", "hr16", "hr32"]
+    cfg.MODEL.QANET.BACKBONE.FREEZE_AT = 0
+    # For a ResNet parser backbone: depth and the keys of MODEL.RESNETS used for it.
+    cfg.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
+    # Norm of a ResNet parser backbone. "BN": fine-tuned, like the HRNet's (32 crops per GPU).
+    cfg.MODEL.QANET.BACKBONE.NORM = "BN"
+    # Stride of a ResNet-50/101 parser backbone's blocks in the 1x1 conv (MSRA) or the 3x3 conv
+    # (False: torchvision's ResNets, whose ImageNet weights RESNET_WEIGHTS loads).
+    cfg.MODEL.QANET.BACKBONE.STRIDE_IN_1X1 = False
+    # ImageNet weights of a ResNet parser backbone: torchvision's resnet*.pth (a URL or a local
+    # path), loaded strictly when training starts unless a checkpoint provides the parser.
+    # The parser takes RGB crops with MODEL.QANET.PIXEL_MEAN/STD (ImageNet's). "" = random init.
+    cfg.MODEL.QANET.BACKBONE.RESNET_WEIGHTS = ""
+
+    # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
+    cfg.MODEL.QANET.HRNET = CN()
+    cfg.MODEL.QANET.HRNET.NAME = "hrnet_w48"  # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w48, ...
+    # Initialise the HRNet from timm's ImageNet weights when training starts (unless a
+    # checkpoint provides the parser), loaded strictly: from PRETRAINED_PATH when set, else from
+    # the Hugging Face hub (fails with a clear message without network access). False (the
+    # default; the CPU configs keep it) = random initialisation. See docs/pretrained.md.
+    cfg.MODEL.QANET.HRNET.PRETRAINED = False
+    # Local file with the ImageNet weights of HRNET.NAME in timm's key format (.pth /
+    # .safetensors; the HRNet authors' hrnetv2_w48_imagenet_pretrained.pth has the same keys).
+    cfg.MODEL.QANET.HRNET.PRETRAINED_PATH = ""
+    cfg.MODEL.QANET.HRNET.NORM = "BN"
+
+    # Semantic-FPN neck ("PFPN"): per level, conv-BN-ReLU(+upsample x2) repeated so that all
+    # levels reach stride 4, then summed.
+    cfg.MODEL.QANET.NECK = CN()
+    cfg.MODEL.QANET.NECK.CONV_DIM = 256
+    cfg.MODEL.QANET.NECK.NORM = "BN"
+
+    # Parsing branch: 1x1 conv to NUM_CLASSES, bilinear upsampling to the crop size.
+    cfg.MODEL.QANET.PARSING = CN()
+    cfg.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
+    cfg.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
+    # Lovasz-softmax per crop, then averaged over the crops of the batch (True, as the official
+    # QANet code; a crop without valid pixels counts 0 there), or over all valid pixels of the
+    # batch (False).
+    cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP = True
+
+    # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.
+    cfg.MODEL.QANET.IOU = CN()
+    cfg.MODEL.QANET.IOU.CONV_DIM = 256
+    cfg.MODEL.QANET.IOU.FC_DIM = 512
+    cfg.MODEL.QANET.IOU.LOSS_WEIGHT = 1.0
