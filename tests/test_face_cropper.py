@@ -13,6 +13,8 @@ from detectron2.structures import Boxes, Instances
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.data.mixed_label_sets import fill_model_label_set
 from qanet_d2.data import TrainingCropper
+from qanet_d2.layers.crops import face_crop_affines
+from qanet_d2.modeling import FaceCropper
 from qanet_d2.modeling.qanet import iou_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ CLASSES = ["background", "skin", "l_eye", "r_eye", "nose"]
 MetadataCatalog.get(DATASET).set(stuff_classes=CLASSES, flip_pairs=[(2, 3)])
 
 
-def cropper(*opts) -> TrainingCropper:
+def _cfg(*opts):
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT))
     cfg.merge_from_list([
@@ -32,7 +34,11 @@ def cropper(*opts) -> TrainingCropper:
         *opts,
     ])
     fill_model_label_set(cfg)
-    return TrainingCropper(cfg)
+    return cfg
+
+
+def cropper(*opts) -> TrainingCropper:
+    return TrainingCropper(_cfg(*opts))
 
 
 def face(labels: torch.Tensor, boxes, image=None):
@@ -50,9 +56,15 @@ def test_built_from_config():
     with pytest.raises(ValueError, match="CROP_OUTSIDE_LABEL"):
         cropper("MODEL.QANET.CROP_OUTSIDE_LABEL", "zero")
     # a box is grown to 3:4 around its centre: a 24 x 32 box maps 1:1 onto the 24 x 32 crop
-    a = c.affines(torch.tensor([[10.0, 4.0, 34.0, 36.0]]))
+    box = torch.tensor([[10.0, 4.0, 34.0, 36.0]])
+    a = face_crop_affines(box, c.crop_size, c.aspect_ratio, c.box_expand)
     torch.testing.assert_close(a[0], torch.tensor([[1.0, 0.0, 10.0], [0.0, 1.0, 4.0]]))
-    torch.testing.assert_close(c.regions(torch.tensor([[10.0, 4.0, 34.0, 36.0]]), 2.0), torch.tensor([[-2.0, -12.0, 46.0, 52.0]]))
+    # at box scale 2 the crop covers [-2, -12, 46, 52]
+    a2 = face_crop_affines(box, c.crop_size, c.aspect_ratio, c.box_expand, 2.0)
+    torch.testing.assert_close(a2[0], torch.tensor([[2.0, 0.0, -2.0], [0.0, 2.0, -12.0]]))
+    # the model's test crops and the training crops share this geometry
+    model_cropper = FaceCropper(_cfg())
+    torch.testing.assert_close(model_cropper.affines(box, 2.0), a2)
 
 
 @pytest.mark.parametrize("outside", ["ignore", "background"])

@@ -21,7 +21,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.structures import ImageList
 
-from ..layers.crops import boxes_to_affines, crop_images, crop_labels, expand_box_to_aspect, normalize_image, scale_boxes
+from ..layers.crops import crop_images, crop_labels, face_crop_affines, normalize_image
 from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet
 
 __all__ = ["TrainingCropper", "CropAugmentation", "CROP_OUTSIDE_LABELS", "CROP_OTHER_FACES"]
@@ -200,22 +200,11 @@ class TrainingCropper:
         images = [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs]
         return ImageList.from_tensors(images, 0, pad_value=0.0)
 
-    def regions(self, boxes: torch.Tensor, scale=1.0) -> torch.Tensor:
-        """``N x 4`` face boxes -> crop regions: grown to ``aspect_ratio`` (width / height)
-        around their centres, x ``box_expand``, x ``scale`` (a number or ``N`` tensor)."""
-        regions = expand_box_to_aspect(boxes, self.aspect_ratio, self.box_expand)
-        return regions if isinstance(scale, (int, float)) and scale == 1.0 else scale_boxes(regions, scale)
-
-    def affines(self, boxes: torch.Tensor, scale=1.0, augmentation: Optional[CropAugmentation] = None) -> torch.Tensor:
-        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes, at box scale
-        ``scale`` or with an ``augmentation`` (its shift, scale, rotation and flip)."""
-        boxes = boxes.to(torch.float32)
-        if augmentation is None:
-            return boxes_to_affines(self.regions(boxes, scale), self.crop_size)[0]
-        size = boxes[:, 2:] - boxes[:, :2]
-        shifted = boxes + (augmentation.shift.to(boxes) * size).repeat(1, 2)
-        regions = self.regions(shifted, augmentation.scale.to(boxes) * scale)
-        return boxes_to_affines(regions, self.crop_size, rotation=augmentation.rotation, flip=augmentation.flip)[0]
+    def affines(self, boxes: torch.Tensor, augmentation: CropAugmentation) -> torch.Tensor:
+        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes with an
+        ``augmentation`` (its shift, scale, rotation and flip), in the model's crop geometry."""
+        return face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, augmentation.scale,
+                                 shift=augmentation.shift, rotation=augmentation.rotation, flip=augmentation.flip)
 
     def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
         """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),

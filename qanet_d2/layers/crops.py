@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "face_crop_affines",
     "normalize_image",
     "expand_box_to_aspect",
     "scale_boxes",
@@ -147,6 +148,23 @@ def boxes_to_affines(
         [torch.stack([a00, a01, t0], dim=1), torch.stack([a10, a11, t1], dim=1)], dim=1
     )
     return crop_to_image, invert_affines(crop_to_image)
+
+
+def face_crop_affines(boxes: torch.Tensor, crop_size: Sequence[int], aspect_ratio: float, box_expand: float,
+                      scale=1.0, shift: Optional[torch.Tensor] = None, rotation: Optional[torch.Tensor] = None,
+                      flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``N x 2 x 3`` crop -> image affines of the parser crops of ``N x 4`` face boxes: each box
+    (its centre moved by ``shift``, ``N x 2`` fractions of its width and height) grown to
+    ``aspect_ratio`` (width / height) around its centre, x ``box_expand``, x ``scale`` (a number
+    or ``N`` tensor), then rotated (``N`` degrees) and mirrored (``N`` bools) in the crop of
+    ``crop_size`` ``(height, width)``. The one crop geometry of training and test crops."""
+    boxes = boxes.to(torch.float32)
+    if shift is not None:
+        boxes = boxes + (shift.to(boxes) * (boxes[:, 2:] - boxes[:, :2])).repeat(1, 2)
+    regions = expand_box_to_aspect(boxes, aspect_ratio, box_expand)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        regions = scale_boxes(regions, scale.to(boxes) if torch.is_tensor(scale) else scale)
+    return boxes_to_affines(regions, crop_size, rotation=rotation, flip=flip)[0]
 
 
 def _normalised_theta(src_to_dst: torch.Tensor, dst_size: Sequence[int], src_size: Sequence[int]) -> torch.Tensor:

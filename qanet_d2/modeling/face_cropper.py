@@ -14,7 +14,7 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.structures import ImageList
 
-from ..layers.crops import boxes_to_affines, crop_images, expand_box_to_aspect, normalize_image, scale_boxes
+from ..layers.crops import crop_images, face_crop_affines, normalize_image
 
 __all__ = ["FaceCropper"]
 
@@ -89,16 +89,10 @@ class FaceCropper(nn.Module):
             return ImageList(images[0][None], [tuple(images[0].shape[-2:])])
         return ImageList.from_tensors(images, 0, pad_value=0.0)
 
-    def regions(self, boxes: torch.Tensor, scale=1.0) -> torch.Tensor:
-        """``N x 4`` face boxes -> crop regions: grown to ``aspect_ratio`` (width / height)
-        around their centres, x ``box_expand``, x ``scale`` (a number or ``N`` tensor)."""
-        regions = expand_box_to_aspect(boxes, self.aspect_ratio, self.box_expand)
-        return regions if isinstance(scale, (int, float)) and scale == 1.0 else scale_boxes(regions, scale)
-
     def affines(self, boxes: torch.Tensor, scale=1.0) -> torch.Tensor:
         """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes at box scale
-        ``scale``."""
-        return boxes_to_affines(self.regions(boxes.to(torch.float32), scale), self.crop_size)[0]
+        ``scale`` (:func:`~qanet_d2.layers.crops.face_crop_affines`)."""
+        return face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, scale)
 
     def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
         """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
