@@ -75,6 +75,9 @@ class TrainingCropper:
     frame it is given.
     """
 
+    # The crop geometry and normalisation arguments repeat FaceCropper's on purpose: the data
+    # loader does not import the model (data/ and modeling/ stay apart); both compute through
+    # qanet_d2.layers.crops (face_crop_affines, normalize_image), and a test checks they agree.
     @configurable
     def __init__(
         self,
