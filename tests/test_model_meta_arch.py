@@ -434,3 +434,29 @@ def test_channels_last_gives_the_same_losses_gradients_and_outputs():
         assert float((g1[k] - g0[k]).norm()) <= 1e-6 * float(g0[k].norm()) + 1e-12, k
     torch.testing.assert_close(o1["sem_seg"], o0["sem_seg"], atol=1e-9, rtol=1e-8)
     assert torch.equal(o1["labels"], o0["labels"])
+
+
+class PixelParser(nn.Module):
+    """Stands in for the parser: per-pixel logits from the crop's first channel (no spatial
+    mixing), so a mirrored crop gives mirrored logits; IoU the crop mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = torch.linspace(-2.0, 2.0, C).view(1, C, 1, 1)
+        self.flip_permutation = ConstantParser().flip_permutation
+
+    def forward(self, crops):
+        return crops[:, :1] * self.weights, crops.mean(dim=(1, 2, 3))
+
+    def flip_back(self, probs):
+        return probs.flip(-1)[:, self.flip_permutation]
+
+
+def test_flip_view_parses_the_mirrored_crop_and_mirrors_it_back():
+    model = tiny_model()
+    crops = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(0))  # not symmetric
+    parser = PixelParser()
+    plain = parser(crops)[0].softmax(1)
+    probs, _ = model.parse_crops(crops, [False, True], [parser])
+    # the flipped view of a per-pixel parser is the plain view with left and right swapped
+    torch.testing.assert_close(probs, (plain + plain[:, parser.flip_permutation]) / 2)
