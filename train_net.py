@@ -9,7 +9,6 @@ Without CUDA, ``--num-gpus N`` runs N CPU processes over gloo.
 """
 import logging
 import os
-import re
 import sys
 import time
 
@@ -19,7 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from qanet_d2 import add_qanet_config
 from qanet_d2.data import set_synthetic_auto_generate
-from qanet_d2.data.mixed_label_sets import prediction_conversion_note
+from qanet_d2.data.mixed_label_sets import fill_model_label_set, prediction_conversion_note
 from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
 
 logger = logging.getLogger("qanet_d2")
@@ -36,12 +35,14 @@ def setup(args):
     add_qanet_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if args.ensemble:
-        cfg.TEST.ENSEMBLE.WEIGHTS = list(args.ensemble)
+    set_synthetic_auto_generate(cfg.DATASETS.SYNTHETIC.AUTO_GENERATE)
+    try:  # the model's label set, once, into the config (and from there into its checkpoints)
+        fill_model_label_set(cfg)
+    except KeyError:  # a NAME that no set matches: the config check reports it
+        pass
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="qanet_d2")
-    set_synthetic_auto_generate(cfg.DATASETS.SYNTHETIC.AUTO_GENERATE)
     return cfg
 
 
@@ -74,44 +75,8 @@ def main(args):
     return results
 
 
-def build_argument_parser():
-    arguments = default_argument_parser()
-    arguments.add_argument(
-        "--ensemble",
-        nargs="+",
-        default=None,
-        metavar="CHECKPOINT",
-        help="extra checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's (sets TEST.ENSEMBLE.WEIGHTS)",
-    )
-    return arguments
-
-
-_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")  # MODEL.WEIGHTS, OUTPUT_DIR, ...
-
-
-def parse_args(argv=None):
-    """Parse the command line. ``--ensemble A.pth B.pth`` may stand anywhere, also among the
-    trailing ``KEY VALUE`` config options (which otherwise take every remaining word): its list
-    ends at the next ``--option`` or upper-case config key (``MODEL.WEIGHTS``, ``OUTPUT_DIR``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ensemble = None
-    if "--ensemble" in argv:
-        start = argv.index("--ensemble")
-        end = start + 1
-        while end < len(argv) and not argv[end].startswith("--") and not _CONFIG_KEY.match(argv[end]):
-            end += 1
-        ensemble = argv[start + 1 : end]
-        del argv[start:end]
-        if not ensemble:
-            build_argument_parser().error("--ensemble needs at least one checkpoint")
-    args = build_argument_parser().parse_args(argv)
-    if ensemble:
-        args.ensemble = ensemble
-    return args
-
-
 if __name__ == "__main__":
-    args = parse_args()
+    args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

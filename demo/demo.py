@@ -86,11 +86,11 @@ def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
 
 
 def shipped_model_classes() -> Optional[List[str]]:
-    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET``), without torch;
+    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET.NAME``), without torch;
     None where that cannot be told without building the model."""
     try:
         config, _ = model_zoo.shipped_model()
-        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET"])
+        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET", "NAME"])
         if not name:
             return None
         label_sets = _load_light("qanet_d2/structures/label_sets.py", "_qanet_d2_label_sets")
@@ -165,10 +165,10 @@ def build_argument_parser():
         "--confidence-threshold",
         type=float,
         default=None,
-        help="minimum face score for a face to be painted, boxed and saved (MODEL.QANET.INFERENCE."
-        "FACE_SCORE_THRESH). Which score: the detector's box score when the config's "
-        "MODEL.QANET.INFERENCE.PAINT_ORDER is 'box' (the default and the shipped model's), the quality "
-        "score with 'quality'; boxes are labelled with that score. Default: the config's",
+        help="minimum score for a face to be painted, boxed and saved: the score that boxes are labelled "
+        "with, the quality score when the config's MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the "
+        "shipped model's; sets QUALITY_SCORE_THRESH), else the detector's box score (sets "
+        "BOX_SCORE_THRESH). Default: the config's",
     )
     p.add_argument(
         "--temporal-window",
@@ -264,7 +264,9 @@ def setup_cfg(args):
     except (KeyError, ValueError, AssertionError) as e:
         raise _config_error(cfg, "--opts", e) from None
     if args.confidence_threshold is not None:
-        cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH = args.confidence_threshold
+        inference = cfg.MODEL.QANET.INFERENCE
+        key = "QUALITY_SCORE_THRESH" if inference.PAINT_ORDER == "quality" else "BOX_SCORE_THRESH"
+        inference[key] = args.confidence_threshold
     if args.device:
         cfg.MODEL.DEVICE = args.device
     weights = {k: v for k, v in (("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS), ("MODEL.QANET.DETECTOR_WEIGHTS", cfg.MODEL.QANET.DETECTOR_WEIGHTS),
@@ -348,11 +350,6 @@ def write_image(path: str, image_bgr) -> None:
         raise OSError(f"{path}: could not write the image (unsupported extension or unwritable folder)")
 
 
-def legend_entries(class_names, colors) -> List[Dict]:
-    """``labels.json``: one entry per class id, with its name and RGB colour."""
-    return [{"id": i, "name": name, "color": [int(c) for c in colors[i]]} for i, name in enumerate(class_names)]
-
-
 def write_legend(folder: str, legend: List[Dict]) -> None:
     import json
 
@@ -386,7 +383,8 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
     order = predictor.postprocessor.order(inst) if len(inst) else []
     owner = np.full(labels.shape, -1, np.int32)
     if order:
-        for i, face in zip(order, predictor.face_labels(inst[order])):
+        for i in order:  # in painting order: the face painted last owns a pixel
+            face = result["face_labels"][i]
             x0, y0, x1, y1 = face["window"]
             if x1 <= x0 or y1 <= y0:
                 continue
@@ -528,7 +526,7 @@ def run_images(demo, args, logger) -> int:
             report_error(f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
-        logger.info(f"{path}: {int((demo.face_scores(result) >= demo.confidence_threshold).sum())} faces in "
+        logger.info(f"{path}: {int(result['painted'].sum())} faces in "
                     f"{time.perf_counter() - start:.2f}s")
         if not args.output:
             cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)

@@ -50,10 +50,10 @@ class VisualizationDemo:
     """Runs a :class:`~qanet_d2.FaceParsingPredictor` and draws its results.
 
     The overlay shows the parts of every painted face with the dataset's palette and class names
-    (``Visualizer.draw_sem_seg``; background is left undrawn) and the box of each face whose
-    score reaches ``confidence_threshold``, labelled with that score ("face 0.87"). The score is
-    the one that decides which faces are painted (:attr:`score_name`): the detector's box score
-    with ``MODEL.QANET.INFERENCE.PAINT_ORDER`` "box", the quality score with "quality".
+    (``Visualizer.draw_sem_seg``; background is left undrawn) and the box of each painted face,
+    labelled with the score that ``confidence_threshold`` (the threshold of the config's
+    post-processor on that score) applies to ("face 0.87", :attr:`score_name`): the detector's
+    box score with ``MODEL.QANET.INFERENCE.PAINT_ORDER`` "box", the quality score with "quality".
     """
 
     def __init__(
@@ -69,10 +69,11 @@ class VisualizationDemo:
     ):
         self.predictor = predictor if predictor is not None else FaceParsingPredictor(cfg)
         self.metadata = overlay_metadata(self.predictor)
+        post = self.predictor.postprocessor
+        self.score_name = post.paint_order  # "box" or "quality"
         if confidence_threshold is None:
-            confidence_threshold = float(self.predictor.postprocessor.face_score_thresh)
+            confidence_threshold = post.quality_score_thresh if self.score_name == "quality" else post.box_score_thresh
         self.confidence_threshold = float(confidence_threshold)
-        self.score_name = self.predictor.postprocessor.paint_order  # "box" or "quality"
         self.colors = [[int(v) for v in c] for c in self.metadata.stuff_colors]
         self.legend = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(self.metadata.stuff_classes, self.colors))]
         self.alpha = float(alpha)
@@ -118,11 +119,10 @@ class VisualizationDemo:
         labels[labels == 0] = 255  # draw_sem_seg skips ids outside stuff_classes: leave background as is
         vis = visualizer.draw_sem_seg(labels, alpha=self.alpha)
         if self.draw_boxes:
-            scores = self.face_scores(result)
-            keep = scores >= self.confidence_threshold
+            keep = result["painted"]
             boxes = boxes[keep]
             if len(boxes):
-                texts = [f"face {s:.2f}" for s in scores[keep]]
+                texts = [f"face {s:.2f}" for s in self.face_scores(result)[keep]]
                 vis = visualizer.overlay_instances(boxes=boxes, labels=texts, assigned_colors=[_BOX_COLOR] * len(boxes))
         return vis
 
@@ -136,9 +136,8 @@ class VisualizationDemo:
         image[painted] = (1.0 - self.alpha) * image[painted] + self.alpha * self._palette_bgr[labels[painted]]
         image = image.astype(np.uint8)
         if self.draw_boxes:
-            scores = self.face_scores(result)
-            keep = scores >= self.confidence_threshold
-            for box, score in zip(result["boxes"][keep], scores[keep]):
+            keep = result["painted"]
+            for box, score in zip(result["boxes"][keep], self.face_scores(result)[keep]):
                 x0, y0, x1, y1 = (int(round(float(v))) for v in box)
                 cv2.rectangle(image, (x0, y0), (x1, y1), (25, 230, 25), 1)
                 cv2.putText(image, f"face {score:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (25, 230, 25), 1, cv2.LINE_AA)

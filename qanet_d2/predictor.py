@@ -12,6 +12,7 @@
     result["labels"]          # H x W uint8 label map (class ids of predictor.class_names)
     result["boxes"], result["scores"]                # per face, XYXY_ABS and quality score
     result["boxes"][result["painted"]]               # the faces painted into the label map
+    result["face_labels"][i]                         # face i's own window and labels
     predictor(image, return_scores=True)["sem_seg"]  # C x H x W class scores (memory: C*H*W*4 bytes)
     predictor.predict_batch([img1, img2, ...])       # several images per model call
 
@@ -37,6 +38,7 @@ from detectron2.structures import Boxes, Instances
 from .data.datasets.face_video import DatasetNotFoundError, dataset_label_set, label_set_metadata
 from .data.io import ImageReadError, read_image_bgr, to_bgr_uint8  # noqa: F401  (the one image conversion)
 from .modeling.fusion import fuse_conv_bn
+from .modeling.postprocessing import StageTimes, profiler_range
 from .modeling.test_time_augmentation import build_test_time_model
 
 __all__ = [
@@ -97,13 +99,7 @@ class FaceParsingPredictor:
         self.num_classes = n
 
     # ------------------------------------------------------------------ public
-    def __call__(
-        self,
-        image: np.ndarray,
-        return_scores: bool = False,
-        return_face_labels: bool = False,
-        boxes: Optional[np.ndarray] = None,
-    ) -> Dict:
+    def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None) -> Dict:
         """Parse one image.
 
         Args:
@@ -114,55 +110,54 @@ class FaceParsingPredictor:
                 (``MODEL.QANET.DETECTOR.NAME ''``).
             return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores
                 (memory: ``C * H * W * 4`` bytes; the label map itself never needs them).
-            return_face_labels: also return ``face_labels``, each face's own parsing.
 
         Returns:
             dict with
             ``labels``: ``H x W`` uint8 label map (ids of :attr:`class_names`; 0 = background),
             ``boxes``: ``N x 4`` float32 XYXY_ABS face boxes, ``scores``: ``N`` quality scores
-            (sorted, best first; faces below ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH`` are
-            returned but not painted), ``painted``: ``N`` bool, the faces painted into
-            ``labels`` (the faces found: ``boxes[painted]``), ``instances``: the model's Instances on CPU in the original
-            frame (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``,
-            ``parsing_probs`` ``N x V x C x h x w``, ``crop_affines`` ``N x V x 2 x 3`` crop ->
-            image, V box-scale views), ``sem_seg`` if asked, and ``face_labels`` if asked: per
-            face a dict with ``window`` ``[x0, y0, x1, y1)`` and ``labels`` (uint8 numpy label
-            map of that window, 0 outside the face's crops).
+            (sorted, best first; faces below ``MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH`` or
+            ``BOX_SCORE_THRESH`` are returned but not painted), ``painted``: ``N`` bool, the
+            faces painted into ``labels`` (the faces found: ``boxes[painted]``),
+            ``face_labels``: per face a dict with ``window`` ``[x0, y0, x1, y1)`` and ``labels``
+            (uint8 numpy label map of that window, 0 outside the face's crops),
+            ``instances``: the faces' Instances on CPU in the original frame (``pred_boxes``,
+            ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``) and ``sem_seg`` if asked.
         """
-        return self.predict_batch(
-            [image], return_scores=return_scores, return_face_labels=return_face_labels, boxes=None if boxes is None else [boxes]
-        )[0]
+        return self.predict_batch([image], return_scores=return_scores, boxes=None if boxes is None else [boxes])[0]
 
     def predict_batch(
         self,
         images: Sequence[np.ndarray],
         return_scores: bool = False,
-        return_face_labels: bool = False,
         batch_size: int = 4,
         boxes: Optional[Sequence[np.ndarray]] = None,
+        times: Optional[StageTimes] = None,
     ) -> List[Dict]:
         """Parse several images; ``batch_size`` images go through the model per call (the
         detector runs on the batch and all their faces are parsed in ``PARSER_BATCH``-sized
-        parser batches). ``boxes``: optional face boxes per image (see :meth:`__call__`).
+        parser batches). ``boxes``: optional face boxes per image (see :meth:`__call__`);
+        ``times``: a :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages.
         Returns one result dict per image (see :meth:`__call__`)."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes: got {len(boxes)} box arrays for {len(images)} images")
         results = []
         step = max(1, int(batch_size))
         for start in range(0, len(images), step):
-            chunk = images[start : start + step]
             chunk_boxes = None if boxes is None else boxes[start : start + step]
-            inputs, face_boxes = self.model_inputs(chunk, chunk_boxes)
-            with torch.no_grad():
-                outputs = self.test_model.inference(inputs, face_boxes, class_scores=return_scores)
-            for out in outputs:
-                results.append(self._result(out, return_face_labels))
+            for faces in self._parse(images[start : start + step], chunk_boxes, None, times):
+                results.append(self.postprocess(faces, return_scores=return_scores, times=times))
         return results
 
-    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None, box_scores: Optional[np.ndarray] = None) -> Instances:
-        """The scored, unpainted faces of one image, in its original frame (on CPU): the model's
-        per-face results (``do_postprocess=False``) rescaled and scored by the post-processor.
-        :meth:`postprocess` paints them; the video smoother changes them in between.
+    def run_model(
+        self,
+        image: np.ndarray,
+        boxes: Optional[np.ndarray] = None,
+        box_scores: Optional[np.ndarray] = None,
+        times: Optional[StageTimes] = None,
+    ) -> Instances:
+        """The parsed faces of one image, moved to its original frame and not yet scored or
+        painted; :meth:`postprocess` does the rest. One model run can so serve several
+        post-processings (e.g. video smoothing settings).
 
         Args:
             boxes: optional ``N x 4`` XYXY_ABS face boxes (original frame) to parse instead of the
@@ -170,25 +165,40 @@ class FaceParsingPredictor:
             box_scores: optional ``N`` box scores of ``boxes`` (default 1), which enter the faces'
                 quality scores as a detector's would (the video tracker passes its tracks' last
                 detected scores).
+            times: a :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages.
         """
-        inputs, face_boxes = self.model_inputs(
-            [image], None if boxes is None else [boxes], None if box_scores is None else [box_scores]
-        )
-        with torch.no_grad():
-            faces = self.test_model.inference(inputs, face_boxes, do_postprocess=False)[0]["instances"]
-            faces = self.postprocessor.rescale(faces, (inputs[0]["height"], inputs[0]["width"]))
-            faces = self.postprocessor.score(faces)
-        return faces.to("cpu")
+        return self._parse([image], None if boxes is None else [boxes], None if box_scores is None else [box_scores], times)[0]
 
-    def postprocess(self, faces: Instances, return_scores: bool = False, return_face_labels: bool = False) -> Dict:
-        """Paint scored faces (:meth:`run_model`, possibly changed since) into the result dict of
-        :meth:`__call__`, with the model's post-processor."""
+    def postprocess(
+        self, faces: Instances, return_scores: bool = False, smooth=None, times: Optional[StageTimes] = None
+    ) -> Dict:
+        """The result dict of :meth:`__call__` from :meth:`run_model`'s faces: all stages of the
+        model's post-processor (``smooth``: its hook between scoring and painting)."""
         with torch.no_grad():
-            labels, sem_seg = self.postprocessor.paint(faces, class_scores=return_scores)
-        out = {"instances": faces[torch.argsort(faces.scores, descending=True, stable=True)], "labels": labels}
+            out = self.postprocessor(faces, class_scores=return_scores, smooth=smooth, times=times)
+        inst = out["instances"].to("cpu")
+        result = {
+            "labels": out["labels"].cpu().numpy(),
+            "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
+            "scores": inst.scores.numpy().astype(np.float32),
+            "painted": out["painted"].numpy(),
+            "face_labels": [{"window": f["window"], "labels": f["labels"].cpu().numpy()} for f in out["face_labels"]],
+            "instances": inst,
+        }
         if return_scores:
-            out["sem_seg"] = sem_seg
-        return self._result(out, return_face_labels)
+            result["sem_seg"] = out["sem_seg"].cpu()
+        return result
+
+    def _parse(self, images, boxes=None, box_scores=None, times=None) -> List[Instances]:
+        """The model's per-face results of ``images`` (:meth:`model_inputs`), each rescaled to
+        its image's original frame (stages "resize", the model's and "rescale")."""
+        stage = times if times is not None else profiler_range
+        with stage("resize"):
+            inputs, face_boxes = self.model_inputs(images, boxes, box_scores)
+        with torch.no_grad():
+            outputs = self.test_model.inference(inputs, face_boxes, do_postprocess=False, times=times)
+        with stage("rescale"):
+            return [self.postprocessor.rescale(o["instances"], (x["height"], x["width"])) for o, x in zip(outputs, inputs)]
 
     def model_inputs(
         self,
@@ -224,30 +234,6 @@ class FaceParsingPredictor:
                     inst.scores = scores
                 face_boxes.append(inst)
         return inputs, (face_boxes if boxes is not None else None)
-
-    def face_labels(self, faces: Instances) -> List[Dict]:
-        """Each face's own parsing in image coordinates: ``window`` ``[x0, y0, x1, y1)`` and
-        ``labels`` (uint8 numpy, window-sized, 0 outside the face's crops)."""
-        with torch.no_grad():
-            return [{"window": f["window"], "labels": f["labels"].cpu().numpy()} for f in self.postprocessor.face_labels(faces)]
-
-    # ------------------------------------------------------------------ internals
-    def _result(self, out: Dict, return_face_labels: bool) -> Dict:
-        inst = out["instances"].to("cpu")
-        painted = np.zeros(len(inst), bool)
-        painted[self.postprocessor.order(inst)] = True
-        result = {
-            "labels": out["labels"].cpu().numpy(),
-            "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
-            "scores": inst.scores.numpy().astype(np.float32),
-            "painted": painted,
-            "instances": inst,
-        }
-        if "sem_seg" in out:
-            result["sem_seg"] = out["sem_seg"].cpu()
-        if return_face_labels:
-            result["face_labels"] = self.face_labels(inst)
-        return result
 
 
 def metadata_field(metadata, key: str, default=None):

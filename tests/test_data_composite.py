@@ -19,8 +19,9 @@ from qanet_d2.structures.label_sets import LabelSet, make_palette
 from qanet_d2.data.synthetic import (MAX_ANGLE, MIN_FACE_HEIGHT, PRESETS, CompositeVideo,
                                      collect_source_faces, default_synthetic_root,
                                      generate_synthetic_dataset)
-from qanet_d2.data.synthetic.composite import _COMPOSITE_TAG, assign_source_faces
-from qanet_d2.data.synthetic.generator import _Occluder, _params_record
+from qanet_d2.data.synthetic.composite import COMPOSITE_TAG, assign_source_faces
+from qanet_d2.data.synthetic.dataset import params_record
+from qanet_d2.data.synthetic.generator import Occluder
 from qanet_d2.data.video_format import make_frame_record, write_face_video_json
 
 from conftest import load_script
@@ -89,7 +90,7 @@ def alone(face, label_set=TOY, seed=0, scale=0.9, angle=0.0, size=(320, 240), fl
     """A one-face video with the face at the frame's centre, a given scale and angle and no
     occluder; with ``flip`` set, the first seed from ``seed`` whose draw has that flip."""
     for s in range(seed, seed + 50):
-        vid = CompositeVideo([s, 0, 0, _COMPOSITE_TAG], size[0], size[1], 2, [face], label_set)
+        vid = CompositeVideo([s, 0, 0, COMPOSITE_TAG], size[0], size[1], 2, [face], label_set)
         if flip is None or vid.faces[0].flip == flip:
             break
     p = vid.faces[0]
@@ -213,7 +214,7 @@ def test_occlusion_removes_labels_and_shrinks_boxes(toy_source):
     cover_h = 0.4 * (y1 - y0)
     square = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
     half_w = (x1 - x0) / 2 + 6
-    vid.occluders = [_Occluder(shape=square * [1.0, cover_h / 2 / half_w], color=(0.0, 255.0, 0.0),
+    vid.occluders = [Occluder(shape=square * [1.0, cover_h / 2 / half_w], color=(0.0, 255.0, 0.0),
                                cx=np.full(2, (x0 + x1) / 2), cy=np.full(2, y0 - 4 + cover_h / 2),
                                radius=np.full(2, half_w), angle=np.zeros(2))]
     occ = vid.render(0)
@@ -238,7 +239,7 @@ def test_occlusion_removes_labels_and_shrinks_boxes(toy_source):
 
 def test_faces_occlude_each_other_in_painting_order(toy_source):
     _, faces = collect_source_faces([SRC_NAME])
-    vid = CompositeVideo([3, 0, 0, _COMPOSITE_TAG], 320, 240, 1, faces[:2], TOY)
+    vid = CompositeVideo([3, 0, 0, COMPOSITE_TAG], 320, 240, 1, faces[:2], TOY)
     vid.occluders = []
     for k, p in enumerate(vid.faces):
         p.scale[:], p.angle[:], p.cy[:] = 0.7, 0.0, 100.0
@@ -267,7 +268,7 @@ def test_frames_keep_each_faces_labels_and_boxes_consistent(toy_source):
     k5 = np.ones((5, 5), np.uint8)
     checked_px = checked_boxes = multi = 0
     for i, ids in enumerate(assign_source_faces(len(faces), 10, [0, 0, 11])):
-        vid = CompositeVideo([i, 0, 11, _COMPOSITE_TAG], 320, 240, 3, [faces[j] for j in ids], TOY)
+        vid = CompositeVideo([i, 0, 11, COMPOSITE_TAG], 320, 240, 3, [faces[j] for j in ids], TOY)
         multi += len(vid.faces) > 1
         for t in (0, 2):
             fr = vid.render(t)
@@ -323,7 +324,7 @@ def test_sizes_angles_and_face_counts(toy_source):
     _, faces = collect_source_faces([SRC_NAME])
     heights, angles, counts = [], [], []
     for i, ids in enumerate(assign_source_faces(len(faces), 40, [0, 0, 7])):
-        vid = CompositeVideo([0, 0, i, _COMPOSITE_TAG], 320, 240, 3, [faces[j] for j in ids], TOY)
+        vid = CompositeVideo([0, 0, i, COMPOSITE_TAG], 320, 240, 3, [faces[j] for j in ids], TOY)
         counts.append(len(vid.faces))
         for p in vid.faces:
             heights += (p.scale * (p.cut.box[3] - p.cut.box[1])).tolist()
@@ -346,7 +347,7 @@ def test_assignment_uses_every_source_before_repeating():
 
 def test_faces_move_smoothly(toy_source):
     _, faces = collect_source_faces([SRC_NAME])
-    vid = CompositeVideo([5, 0, 1, _COMPOSITE_TAG], 320, 240, 10, faces[:1], TOY)
+    vid = CompositeVideo([5, 0, 1, COMPOSITE_TAG], 320, 240, 10, faces[:1], TOY)
     centres = np.array([[vid.placement(0, t).cx, vid.placement(0, t).cy] for t in range(10)])
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
     assert steps.max() < 0.1 * 320  # no jumps between consecutive frames
@@ -435,7 +436,7 @@ def test_face_source_errors(toy_source, tmp_path, monkeypatch):
 
 def test_cartoon_sets_keep_their_parameters():
     """Datasets generated before face_source existed keep a valid params.json."""
-    assert set(_params_record(40, 10, 10, (320, 240), 0)) == {
+    assert set(params_record(40, 10, 10, (320, 240), 0)) == {
         "generator", "version", "label_set", "num_train_videos", "num_val_videos", "frames",
         "width", "height", "seed"}
 
@@ -544,7 +545,7 @@ def test_real_fasseg_composites(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- photo backgrounds
-from qanet_d2.data.synthetic.generator import _Scene  # noqa: E402
+from qanet_d2.data.synthetic.generator import Scene  # noqa: E402
 from qanet_d2.data.synthetic.photos import (BACKGROUND_PHOTOS, PEOPLE_PHOTOS,  # noqa: E402
                                             available_background_photos)
 
@@ -610,7 +611,7 @@ def test_photo_background_is_a_resized_crop_of_the_photo(name):
     photo = _photo(name)
     seen_flip = set()
     for s in range(3, 7):
-        sc = _Scene([s, 0, 5], 160, 120, 2, photos=photo, photo_share=1.0)
+        sc = Scene([s, 0, 5], 160, 120, 2, photos=photo, photo_share=1.0)
         assert sc.photo is not None and sc.photo.name == name
         bh, bw = sc.background.shape[:2]
         x0, y0, x1, y1 = sc.photo.box
@@ -623,18 +624,18 @@ def test_photo_background_is_a_resized_crop_of_the_photo(name):
             assert _colour_fit_residual(_resized_crop(shifted, bw, bh), sc.background) > 8
         seen_flip.add(sc.photo.flip)
     assert seen_flip == {False, True}
-    sc = _Scene([0, 0, 5], 160, 120, 2, photos=photo, photo_share=0.0)
+    sc = Scene([0, 0, 5], 160, 120, 2, photos=photo, photo_share=0.0)
     assert sc.photo is None
 
 
 def test_photo_share_and_determinism():
     photos = available_background_photos()
-    chosen = [_Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo
+    chosen = [Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo
               for i in range(60)]
     n = sum(p is not None for p in chosen)
     assert 12 <= n <= 36  # about 40 % of the videos
     assert len({p.name for p in chosen if p is not None}) >= 8
-    again = [_Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo for i in range(60)]
+    again = [Scene([7, 0, i], 96, 64, 1, photos=photos, photo_share=0.4).photo for i in range(60)]
     assert again == chosen
 
 
@@ -644,7 +645,7 @@ def test_frames_show_the_photo_outside_faces(toy_source):
     _, faces = collect_source_faces([SRC_NAME])
     photo = _photo("coffee")
     for s in (2, 3):  # not flipped, flipped
-        vid = CompositeVideo([s, 0, 9, _COMPOSITE_TAG], 320, 240, 2, faces[:2], TOY,
+        vid = CompositeVideo([s, 0, 9, COMPOSITE_TAG], 320, 240, 2, faces[:2], TOY,
                              photos=photo, photo_share=1.0)
         vid.occluders = []
         vid.light_blur_noise = lambda img, t, rng: np.clip(np.round(img), 0, 255).astype(np.uint8)
@@ -673,8 +674,8 @@ def test_photo_backgrounds_keep_labels_boxes_and_placements(toy_source):
     differs = 0
     for i, ids in enumerate(assign_source_faces(len(faces), 6, [0, 0, 13])):
         fs = [faces[j] for j in ids]
-        plain = CompositeVideo([i, 0, 13, _COMPOSITE_TAG], 160, 120, 2, fs, TOY)
-        photo = CompositeVideo([i, 0, 13, _COMPOSITE_TAG], 160, 120, 2, fs, TOY, photos=photos,
+        plain = CompositeVideo([i, 0, 13, COMPOSITE_TAG], 160, 120, 2, fs, TOY)
+        photo = CompositeVideo([i, 0, 13, COMPOSITE_TAG], 160, 120, 2, fs, TOY, photos=photos,
                                photo_share=1.0)
         assert plain.photo is None and photo.photo is not None
         for t in (0, 1):

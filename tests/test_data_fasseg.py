@@ -34,10 +34,10 @@ COLORS = np.array([(255, 0, 0), (255, 255, 0), (127, 0, 0), (0, 0, 255), (0, 255
 
 # --------------------------------------------------------------------------- label set, conversions
 def test_label_set(caplog):
-    from qanet_d2.modeling.face_cropper import flip_permutation_from_metadata
+    from qanet_d2.data import dataset_label_set
 
     with caplog.at_level(logging.WARNING):  # no left/right classes: identity, nothing to warn about
-        assert flip_permutation_from_metadata("fasseg_frontal_train", 6).tolist() == list(range(6))
+        assert dataset_label_set("fasseg_frontal_train").flip_permutation().tolist() == list(range(6))
     assert "flip" not in caplog.text
     ls = get_label_set("fasseg")
     assert ls.classes == ("background", "skin", "hair", "eyes", "nose", "mouth")

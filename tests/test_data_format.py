@@ -189,7 +189,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     from qanet_d2.data import dataset_label_set
     from qanet_d2.structures.label_sets import sfp_label_set
     from qanet_d2.engine.validation import ConfigError, validate_config
-    from qanet_d2.modeling.meta_arch import flip_permutation_from_metadata
+    from qanet_d2.data.mixed_label_sets import model_label_set
     from qanet_d2.predictor import metadata_field
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
@@ -204,7 +204,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     with pytest.raises(DatasetNotFoundError, match="sfp/train.json does not exist"):
         dataset_label_set("sfp_train")
     validate_config(cfg, for_training=False)
-    assert flip_permutation_from_metadata("sfp_train", 4).tolist() == [0, 1, 2, 3]
+    assert model_label_set(cfg) is None  # unknown without the files, no guess
     assert metadata_field(meta, "stuff_classes", "default") == "default"
     assert "sfp_train" in caplog.text and "prepare_sfp.py" in caplog.text
 
@@ -213,7 +213,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     _make_dataset(tmp_path / "sfp", label_set=sfp_label_set(classes))
     ls = dataset_label_set("sfp_train")
     assert ls.name == "sfp" and ls.classes == tuple(classes) and ls.flip_pairs == ((2, 3),)
-    assert flip_permutation_from_metadata("sfp_train", 5).tolist() == [0, 1, 3, 2, 4]
+    assert model_label_set(cfg).flip_permutation().tolist() == [0, 1, 3, 2, 4]
     assert metadata_field(meta, "stuff_colors") == [list(c) for c in ls.palette] == meta.stuff_colors
     assert metadata_field(meta, "stuff_classes") == classes == meta.stuff_classes
     with pytest.raises(ConfigError, match=r"NUM_CLASSES = 4, but dataset 'sfp_train' \(label set 'sfp'\) has 5"):
@@ -224,7 +224,7 @@ def test_one_metadata_accessor_with_one_exception(tmp_path, monkeypatch, caplog)
     broken.write_text("{")
     os.utime(broken, (1, 1))
     for read in (lambda: dataset_label_set("sfp_train"), lambda: validate_config(cfg, for_training=False),
-                 lambda: flip_permutation_from_metadata("sfp_train", 5), lambda: metadata_field(meta, "stuff_classes")):
+                 lambda: model_label_set(cfg), lambda: metadata_field(meta, "stuff_classes")):
         with pytest.raises(DatasetFormatError, match="train.json: cannot read the class list"):
             read()
 

@@ -16,6 +16,8 @@ from qanet_d2 import get_qanet_cfg
 from qanet_d2.data import FaceInstanceDatasetMapper, FaceParsingDatasetMapper, face_instance_dicts
 from qanet_d2.engine import ConfigError, QANetTrainer, validate_config
 from qanet_d2.engine.world_size import scale_config_to_world_size
+from qanet_d2.data import TrainingCropper
+from qanet_d2.data.mixed_label_sets import fill_model_label_set
 from qanet_d2.modeling import FaceCropper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ def config(*opts):
         "MODEL.QANET.INPUT_SIZE", (32, 24), "MODEL.QANET.BOX_EXPAND", 1.0, "MODEL.QANET.AUG.ENABLED", False,
         "INPUT.MIN_SIZE_TRAIN", (0,), *opts,
     ])
+    fill_model_label_set(cfg)  # as train_net.py sets the config up
     return cfg
 
 
@@ -132,7 +135,7 @@ def test_crops_come_from_the_original_resolution(tmp_path, smooth):
     error; on a frame with per-pixel detail it does not, which shows where the crops came from."""
     d = write_frame(tmp_path, "f", textured(120, 160, smooth=smooth), [(40, 20, 100, 100)])
     cfg = config()
-    cropper = FaceCropper(cfg)
+    cropper = TrainingCropper(cfg)
     mapper = FaceParsingDatasetMapper(
         is_train=True, augmentations=[T.ResizeShortestEdge(60, 1000)], num_classes=len(CLASSES), cropper=cropper)
     out = mapper(d)

@@ -169,7 +169,7 @@ def test_grayscale_frames_and_their_crops(tmp_path):
     """INPUT.GRAYSCALE_PROB: a frame turned grey has the luma of its colours in all three channels
     (OpenCV's BGR->GRAY on the original), before resizing and before the face crops are cut; at
     probability 0 nothing changes and no random number is drawn; about p of the frames turn grey."""
-    from qanet_d2.modeling.face_cropper import FaceCropper
+    from qanet_d2.data import TrainingCropper
 
     d = _record(tmp_path)
     colour = cv2.imread(d["file_name"])
@@ -182,13 +182,13 @@ def test_grayscale_frames_and_their_crops(tmp_path):
     cfg = qanet_d2.get_qanet_cfg()
     cfg.MODEL.QANET.INPUT_SIZE = (32, 24)
     cfg.MODEL.QANET.AUG.ENABLED = False
-    crops = _mapper(augmentations=[], grayscale_prob=1.0, cropper=FaceCropper(cfg))(d)["face_crops"]
+    crops = _mapper(augmentations=[], grayscale_prob=1.0, cropper=TrainingCropper(cfg))(d)["face_crops"]
     grey_dir = tmp_path / "grey"
     grey_dir.mkdir()
     grey_record = _record(grey_dir, image=np.repeat(grey[:, :, None], 3, axis=2))
-    expected = _mapper(augmentations=[], cropper=FaceCropper(cfg))(grey_record)["face_crops"]
+    expected = _mapper(augmentations=[], cropper=TrainingCropper(cfg))(grey_record)["face_crops"]
     assert crops.shape[0] == 1 and torch.equal(crops, expected)
-    assert not torch.equal(crops, _mapper(augmentations=[], cropper=FaceCropper(cfg))(d)["face_crops"])
+    assert not torch.equal(crops, _mapper(augmentations=[], cropper=TrainingCropper(cfg))(d)["face_crops"])
 
     np.random.seed(3)
     state = np.random.get_state()[1].copy()

@@ -232,7 +232,7 @@ def test_synthetic_generator_imported_only_when_used():
         "import sys, qanet_d2, qanet_d2.data\n"
         "assert not [m for m in sys.modules if m.startswith('qanet_d2.data.synthetic')], 'eager'\n"
         "from qanet_d2.data import generate_preset, generate_synthetic_dataset\n"
-        "assert generate_preset.__module__ == 'qanet_d2.data.synthetic.generator'\n"
+        "assert generate_preset.__module__ == 'qanet_d2.data.synthetic.dataset'\n"
         "assert 'qanet_d2.data.synthetic' in sys.modules\n"
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -27,8 +27,8 @@ INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.
 OPTS = [
     "--opts",
     "MODEL.FCOS.SCORE_THRESH_TEST", "0.0",
-    "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0",
-    "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "3",
+    "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0",
+    "MODEL.QANET.INFERENCE.MAX_PARSED_FACES", "3",
     "MODEL.DEVICE", "cpu",
 ]
 

@@ -349,6 +349,11 @@ def test_write_detector_boxes_gives_matched_faces_the_adapted_box(tmp_path, monk
     heads = [[0.0, 0.0, 100.0, 120.0], [200.0, 0.0, 300.0, 120.0]]
     frame = {"frame_index": 0, "file_name": "images/0.png", "height": 120, "width": 300, "faces": [{"bbox": b} for b in heads]}
     (root / "train.json").write_text(json.dumps({"label_set": "fasseg", "videos": [{"video_id": "v", "frames": [frame]}]}))
+    (root / "test.json").write_text("{}")
+    (tmp_path / "data" / "other").mkdir()
+    original = (root / "train.json").read_text()
+    (tmp_path / "out" / "mine").mkdir(parents=True)
+    (tmp_path / "out" / "mine" / "train.json").symlink_to(root / "train.json")  # left by an earlier run
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "data"))
     register_face_video_dataset("test_write_detector_boxes", str(root / "train.json"), str(root), "fasseg")
 
@@ -367,3 +372,15 @@ def test_write_detector_boxes_gives_matched_faces_the_adapted_box(tmp_path, monk
     boxes = [f["bbox"] for f in out["videos"][0]["frames"][0]["faces"]]
     assert boxes[0] == pytest.approx([5.0, 10.0, 95.0, 130.0]) and boxes[1] == heads[1]
     assert (tmp_path / "out" / "mine" / "images" / "0.png").exists()
+    # a complete datasets root: the other split and dataset linked, the original JSON untouched
+    assert (tmp_path / "out" / "mine" / "test.json").is_symlink() and (tmp_path / "out" / "other").is_dir()
+    assert (root / "train.json").read_text() == original
+
+
+def test_found_by_width_counts_faces_per_head_box_width():
+    from conftest import load_script
+
+    tool = load_script("tools/fit_box_adapter.py", "fit_box_adapter")
+    widths = np.array([10.0, 23.9, 24.0, 31.0, 50.0, 200.0])
+    hits = np.array([True, False, True, True, False, True])
+    assert tool.found_by_width(widths, hits) == "<24 px 1/2, 24-32 px 2/2, 48-96 px 0/1, >=96 px 1/1"

@@ -271,9 +271,7 @@ def make_fake_dataset(root: Path, num_videos=3, frames=5, size=(24, 32), seed=0,
 
 
 def one_hot_output(pred, num_classes=4, box=None):
-    scores = torch.zeros(num_classes, *pred.shape)
-    scores.scatter_(0, torch.from_numpy(pred.astype(np.int64))[None], 1.0)
-    out = {"sem_seg": scores}
+    out = {"labels": torch.from_numpy(np.asarray(pred, np.uint8))}
     if box is not None:
         inst = Instances(pred.shape)
         inst.pred_boxes = Boxes(torch.tensor([box], dtype=torch.float32))
@@ -457,16 +455,6 @@ def test_two_processes_give_the_single_process_numbers(tmp_path):
     assert two == single  # exactly (no NaN in this data)
 
 
-def test_scores_to_label_map_is_argmax_with_first_maximum_on_ties():
-    from qanet_d2.evaluation.face_parsing_evaluator import scores_to_label_map
-
-    torch.manual_seed(0)
-    for scores in (torch.rand(18, 37, 53), torch.randint(0, 3, (5, 20, 20)).float(), torch.rand(1, 4, 4)):
-        got = scores_to_label_map(scores)
-        assert got.dtype == np.uint8
-        assert (torch.from_numpy(got).long() == scores.argmax(dim=0)).all()
-
-
 # ----------------------------------------------------------------------------- synthetic set
 def test_synthetic_set_ground_truth_and_swapped_eyes(synth_datasets_root, monkeypatch, tmp_path):
     from qanet_d2.data.io import read_label_map
@@ -525,7 +513,7 @@ def test_label_map_path_and_class_score_path_agree(synth_datasets_root, monkeypa
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     mapper = FaceParsingDatasetMapper(cfg, is_train=False)
@@ -540,9 +528,9 @@ def test_label_map_path_and_class_score_path_agree(synth_datasets_root, monkeypa
         scored = model.inference([x], class_scores=True)[0]
         assert torch.equal(plain["labels"], scored["labels"])
         assert (plain["labels"] != 0).any()
-        assert np.array_equal(by_labels.output_label_map(plain), by_scores.output_label_map({"sem_seg": scored["sem_seg"]}))
+        assert np.array_equal(plain["labels"].numpy(), scored["sem_seg"].argmax(dim=0).to(torch.uint8).numpy())
         by_labels.process([d], [plain])
-        by_scores.process([d], [{"sem_seg": scored["sem_seg"]}])
+        by_scores.process([d], [{"labels": scored["sem_seg"].argmax(dim=0).to(torch.uint8)}])
     a, b = by_labels.evaluate()["face_parsing"], by_scores.evaluate()["face_parsing"]
     assert a["num_frames"] == 6 and a["num_objects"] > 0
     for k in a:

@@ -23,6 +23,7 @@ from qanet_d2.evaluation import (
 )
 from qanet_d2.evaluation.instance_parsing import single_face_instances, voc_ap
 from qanet_d2.evaluation.instance_parsing_evaluator import INSTANCE_RESULTS_FILE
+from qanet_d2.modeling.postprocessing import FacePostProcessor
 
 
 # ----------------------------------------------------------------------------- hand-computed
@@ -192,7 +193,7 @@ def test_parsing_nms_thresholds_come_from_the_config(tmp_path):
         DatasetCatalog.register(name, lambda: [])
         MetadataCatalog.get(name).set(stuff_classes=["background", "a", "b"], ignore_label=255)
     cfg.MODEL.QANET.NUM_CLASSES = 3
-    cfg.MODEL.QANET.LABEL_SET = ""
+    cfg.MODEL.QANET.LABEL_SET.NAME = ""
     cfg.DATASETS.TEST = (name,)
     cfg.TEST.INSTANCE_PARSING_NMS_THRESH, cfg.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.0, 0.0
     (ev,) = [e for e in build_face_parsing_evaluators(cfg, name, str(tmp_path))._evaluators
@@ -295,10 +296,11 @@ def _instances(faces, image_size, num_classes):
     inst.box_scores = torch.tensor([f.box_score for f in faces])
     inst.parsing_probs = probs[:, None]  # one box-scale view
     inst.crop_affines = affines[:, None]
-    return {"instances": inst}
+    # each face pasted on its window by the post-processor's per-face stage
+    return {"instances": inst, "face_labels": FacePostProcessor(num_classes=num_classes).face_labels(inst)}
 
 
-def test_faces_from_output_pastes_each_face_on_its_window():
+def test_face_labels_paste_each_face_on_its_window():
     faces = hand_faces()
     got = faces_from_output(_instances(faces, (10, 10), 3))
     assert len(got) == 3

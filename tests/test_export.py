@@ -1,4 +1,4 @@
-"""tools/export.py and tools/onnx_runtime.py: ONNX graphs against eager mode, the NumPy/OpenCV/
+"""tools/export.py and qanet_d2/runtime.py: ONNX graphs against eager mode, the NumPy/OpenCV/
 ONNX Runtime pipeline against the torch pipeline (label maps, faces), its building blocks against
 the libraries they mirror, and a run in a process that never imports torch."""
 import importlib.util
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart" / "qanet_fcos_synth.yaml"
 # The quickstart model at tiny test size; every face is painted, so that the label maps compare
 # the parsings of all faces the detector finds.
-OPTS = ["INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "256", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0"]
+OPTS = ["INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "256", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0"]
 FASSEG_PHOTO = Path("/work/shared/data/fasseg/V2/Test_RGB/1.png")
 
 
@@ -35,9 +35,10 @@ def _load(name):
 
 @pytest.fixture(scope="module")
 def tools():
+    from qanet_d2 import runtime
+
     sys.path.insert(0, str(REPO / "tools"))
     try:
-        runtime = _load("onnx_runtime")
         yield _load("export"), runtime, _load("onnx_infer")
     finally:
         sys.path.remove(str(REPO / "tools"))
@@ -123,7 +124,7 @@ def test_files_metadata_and_graph_parity(exported):
     assert parser["views"] == [[1.0, False], [1.0, True]]  # flip test (TEST.AUG)
     perm = parser["flip_permutation"]
     assert sorted(perm) == list(range(17)) and perm != list(range(17))
-    assert pp["score_weights"] == [1.0, 0.5, 3.0] and pp["face_score_thresh"] == 0.0 and pp["score_eps"] == 1e-6
+    assert pp["score_weights"] == [1.0, 0.5, 3.0] and pp["quality_score_thresh"] == 0.0 and pp["box_score_thresh"] == 0.0 and pp["score_eps"] == 1e-6
     assert len(meta["classes"]) == 17 and len(meta["colors"]) == 17
 
 
@@ -212,13 +213,18 @@ def test_runtime_runs_without_torch(tools, exported, tmp_path):
     np.save(image_path, synthetic_frame())
     script = f"""
 import sys
-sys.path.insert(0, {str(REPO / 'tools')!r})
+class BlockTorch:  # an environment without torch, detectron2 and torchvision
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "detectron2", "torchvision"):
+            raise ImportError("no module named " + name)
+sys.meta_path.insert(0, BlockTorch())
+sys.path.insert(0, {str(REPO)!r})
 import numpy as np
-from onnx_runtime import FaceParsingRuntime
+from qanet_d2.runtime import FaceParsingRuntime
 result = FaceParsingRuntime({str(out)!r})(np.load({str(image_path)!r}))
 np.save({str(tmp_path / 'labels.npy')!r}, result["labels"])
 np.save({str(tmp_path / 'boxes.npy')!r}, result["boxes"])
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "detectron2", "qanet_d2", "torchvision"))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "detectron2", "torchvision"))
 print("loaded:", loaded)
 assert not loaded
 """
@@ -287,7 +293,7 @@ def test_export_folder_errors(tools, tmp_path):
     rt = tools[1]
     with pytest.raises(rt.ExportError, match="metadata.json: no such file"):
         rt.load_metadata(str(tmp_path))
-    (tmp_path / "metadata.json").write_text(json.dumps({"format_version": 2, "parser": {"file": "parser.onnx"}, "detector": None}))
+    (tmp_path / "metadata.json").write_text(json.dumps({"format_version": 3, "parser": {"file": "parser.onnx"}, "detector": None}))
     with pytest.raises(rt.ExportError, match="parser.onnx: no such file"):
         rt.load_metadata(str(tmp_path))
 
@@ -341,10 +347,10 @@ def test_postprocess_mirrors_face_postprocessor(tools, region, order):
     iou = np.array([0.8, 0.9, 0.4, 0.7], np.float32)
     faces = Instances((120, 110), pred_boxes=Boxes(torch.from_numpy(boxes)), box_scores=torch.from_numpy(box_scores),
                       iou_scores=torch.from_numpy(iou), parsing_probs=probs, crop_affines=torch.from_numpy(affines))
-    pp = FacePostProcessor(num_classes=c, face_score_thresh=0.2, pixel_score_region=region, paint_order=order)
+    pp = FacePostProcessor(num_classes=c, quality_score_thresh=0.2, box_score_thresh=0.55, pixel_score_region=region, paint_order=order)
     ref = pp(faces, (180, 150))
     meta = {"score_weights": [1.0, 0.5, 3.0], "score_eps": 1e-6, "pixel_score_thresh": 0.2, "pixel_score_region": region,
-            "face_score_thresh": 0.2, "paint_order": order}
+            "quality_score_thresh": 0.2, "box_score_thresh": 0.55, "paint_order": order}
     out = rt.postprocess({"boxes": boxes, "box_scores": box_scores, "iou_scores": iou, "probs": probs.numpy(), "affines": affines},
                          (120, 110), (180, 150), meta)
     np.testing.assert_allclose(out["scores"], ref["instances"].scores.numpy(), rtol=1e-5)

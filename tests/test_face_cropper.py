@@ -1,5 +1,6 @@
-"""FaceCropper alone, built from the config: crop geometry, labels outside the image, left/right
-swap on flipped crops, the augmentation's distributions with every kind of generator."""
+"""The training crops (TrainingCropper) alone, built from the config: crop geometry, labels outside
+the image, left/right swap on flipped crops, the augmentation's distributions with every kind of
+generator."""
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import qanet_d2  # noqa: F401
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from qanet_d2 import get_qanet_cfg
+from qanet_d2.data.mixed_label_sets import fill_model_label_set
+from qanet_d2.data import TrainingCropper
+from qanet_d2.layers.crops import face_crop_affines
 from qanet_d2.modeling import FaceCropper
 from qanet_d2.modeling.qanet import iou_targets
 
@@ -21,7 +25,7 @@ CLASSES = ["background", "skin", "l_eye", "r_eye", "nose"]
 MetadataCatalog.get(DATASET).set(stuff_classes=CLASSES, flip_pairs=[(2, 3)])
 
 
-def cropper(*opts) -> FaceCropper:
+def _cfg(*opts):
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT))
     cfg.merge_from_list([
@@ -29,7 +33,12 @@ def cropper(*opts) -> FaceCropper:
         "MODEL.QANET.INPUT_SIZE", (32, 24), "MODEL.QANET.BOX_EXPAND", 1.0, "MODEL.QANET.AUG.ENABLED", False,
         *opts,
     ])
-    return FaceCropper(cfg)
+    fill_model_label_set(cfg)
+    return cfg
+
+
+def cropper(*opts) -> TrainingCropper:
+    return TrainingCropper(_cfg(*opts))
 
 
 def face(labels: torch.Tensor, boxes, image=None):
@@ -42,13 +51,20 @@ def test_built_from_config():
     c = cropper("MODEL.QANET.AUG.FLIP_PROB", 0.25, "MODEL.QANET.CROP_OUTSIDE_LABEL", "background")
     assert c.crop_size == (32, 24) and c.box_expand == 1.0 and c.aug_flip_prob == 0.25
     assert c.outside_label == "background" and c.ignore_value == 255
-    assert c.flip_permutation.tolist() == [0, 1, 3, 2, 4]  # from the dataset's flip pairs
+    assert c.label_set.name == DATASET and c.label_set.classes == tuple(CLASSES)  # the dataset's, via the config
+    assert c.label_set_flip_permutation(None).tolist() == [0, 1, 3, 2, 4]  # from the dataset's flip pairs
     with pytest.raises(ValueError, match="CROP_OUTSIDE_LABEL"):
         cropper("MODEL.QANET.CROP_OUTSIDE_LABEL", "zero")
     # a box is grown to 3:4 around its centre: a 24 x 32 box maps 1:1 onto the 24 x 32 crop
-    a = c.affines(torch.tensor([[10.0, 4.0, 34.0, 36.0]]))
+    box = torch.tensor([[10.0, 4.0, 34.0, 36.0]])
+    a = face_crop_affines(box, c.crop_size, c.aspect_ratio, c.box_expand)
     torch.testing.assert_close(a[0], torch.tensor([[1.0, 0.0, 10.0], [0.0, 1.0, 4.0]]))
-    torch.testing.assert_close(c.regions(torch.tensor([[10.0, 4.0, 34.0, 36.0]]), 2.0), torch.tensor([[-2.0, -12.0, 46.0, 52.0]]))
+    # at box scale 2 the crop covers [-2, -12, 46, 52]
+    a2 = face_crop_affines(box, c.crop_size, c.aspect_ratio, c.box_expand, 2.0)
+    torch.testing.assert_close(a2[0], torch.tensor([[2.0, 0.0, -2.0], [0.0, 2.0, -12.0]]))
+    # the model's test crops and the training crops share this geometry
+    model_cropper = FaceCropper(_cfg())
+    torch.testing.assert_close(model_cropper.affines(box, 2.0), a2)
 
 
 @pytest.mark.parametrize("outside", ["ignore", "background"])
@@ -88,16 +104,12 @@ def test_flipped_crops_are_mirrored_with_left_right_swapped():
     crops, lab, _ = plain.training_crops([sample])
     crops_f, lab_f, _ = flipped.training_crops([sample])
     torch.testing.assert_close(crops_f, crops.flip(-1), atol=1e-4, rtol=0)
-    assert torch.equal(lab_f, plain.flip_permutation[lab].flip(-1))
+    assert torch.equal(lab_f, plain.label_set_flip_permutation(None)[lab].flip(-1))
     # the mirrored picture shows a face whose left eye (2) is again on the image right: the
     # mirrored right eye, relabelled
     assert (lab[0, :, 12:] == 2).any() and not (lab[0, :, :12] == 2).any()
     assert (lab_f[0, :, 12:] == 2).any() and not (lab_f[0, :, :12] == 2).any()
     assert (lab_f[0] == 2).sum() == (lab[0] == 3).sum() == 16
-    # and the probabilities of a flipped crop go back with their channels swapped
-    probs = torch.rand(1, len(CLASSES), 32, 24)
-    back = plain.flip_back(probs.flip(-1)[:, plain.flip_permutation])
-    torch.testing.assert_close(back, probs)
 
 
 def test_max_faces_per_image_keeps_the_largest():

@@ -23,8 +23,8 @@ INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.
 def _cfg(*opts):
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT))
-    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0,
-                         "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", 4] + list(opts))
+    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0,
+                         "MODEL.QANET.INFERENCE.MAX_PARSED_FACES", 4] + list(opts))
     return cfg
 
 

@@ -14,9 +14,8 @@ from detectron2.data import DatasetCatalog
 from qanet_d2.structures.label_sets import LabelSet, conversion_ids, get_label_set
 from qanet_d2.data.mixed_label_sets import NoConversionError, training_route
 from qanet_d2.engine.trainer import WeightedTrainingSampler
-from qanet_d2.evaluation.face_parsing_evaluator import (FaceParsingEvaluator, convert_label_map,
-                                                        merge_class_scores)
-from qanet_d2.modeling.face_cropper import FaceCropper
+from qanet_d2.evaluation.face_parsing_evaluator import FaceParsingEvaluator, convert_label_map
+from qanet_d2.data import TrainingCropper
 from qanet_d2.modeling.qanet import QANetParser
 from qanet_d2.modeling.qanet.losses import (cross_entropy_loss, iou_targets, lovasz_softmax, merge_log_probs)
 
@@ -25,7 +24,7 @@ SYN, FAS, CELEB = get_label_set("synthetic"), get_label_set("fasseg"), get_label
 
 def _parser(model_set, per_crop=False):
     # the losses need no layers
-    return QANetParser(backbone=None, neck=None, parsing_branch=None, iou_branch=None, label_set=model_set,
+    return QANetParser(backbone=None, neck=None, parsing_branch=None, iou_branch=None, label_set=get_label_set(model_set),
                        lovasz_per_crop=per_crop)
 
 
@@ -150,8 +149,8 @@ def test_coarse_class_without_fine_class_is_ignored():
 # --------------------------------------------------------------------------- flips per set
 def test_flip_pairs_apply_in_each_crops_label_set():
     lapa = get_label_set("lapa")
-    cropper = FaceCropper(crop_size=(4, 3), num_classes=SYN.num_classes, flip_permutation=SYN.flip_permutation(),
-                          label_set="synthetic", label_set_flip_permutations={"lapa": lapa.flip_permutation()})
+    cropper = TrainingCropper(crop_size=(4, 3), num_classes=SYN.num_classes, label_set=SYN,
+                          label_set_flip_permutations={"lapa": lapa.flip_permutation()})
     # one 4 x 3 image per crop, the crop is the whole image (an identity affine)
     label = torch.tensor([[4, 5, 6]] * 4)  # synthetic: l_eye r_eye l_brow; lapa: left_eye right_eye nose
     maps = cropper.label_batch([label, label, label])
@@ -204,13 +203,6 @@ def test_predictions_converted_into_the_test_set(tmp_path):
                      [s("u_lip"), s("mouth"), s("neck"), s("cloth")]], np.uint8)
     assert convert_label_map(pred, ids).tolist() == [[3, 3, 2, 2], [5, 5, 1, 0]]
     assert convert_label_map(np.array([[200, 255]]), ids).tolist() == [[255, 255]]
-    # class scores: summed per coarse class
-    scores = torch.zeros(SYN.num_classes, 1, 2)
-    scores[s("l_eye"), 0, 0], scores[s("r_eye"), 0, 0], scores[s("skin"), 0, 0] = 0.3, 0.3, 0.4
-    scores[s("skin"), 0, 1] = 1.0
-    merged = merge_class_scores(scores, ids, FAS.num_classes)
-    assert merged[:, 0, 0].tolist() == pytest.approx([0, 0.4, 0, 0.6, 0, 0])
-    assert merged[:, 0, 1].tolist() == [0, 1, 0, 0, 0, 0]
 
     # the evaluator: a synthetic model on a fasseg-labelled frame, every number in fasseg's classes
     gt = np.array([[3, 3, 2, 2], [5, 5, 1, 0]], np.uint8)
@@ -222,8 +214,6 @@ def test_predictions_converted_into_the_test_set(tmp_path):
     assert ev.conversion_note == "predictions converted from synthetic to fasseg"
     inp = {"file_name": "x.png", "sem_seg_file_name": gt_file, "image_id": "x"}
     ev.process([inp], [{"labels": torch.as_tensor(pred)}])
-    ev.process([dict(inp, image_id="y")], [{"sem_seg": torch.nn.functional.one_hot(
-        torch.as_tensor(pred, dtype=torch.long), SYN.num_classes).permute(2, 0, 1).float()}])
     res = ev.evaluate()["face_parsing"]
     assert res["mIoU"] == pytest.approx(100.0) and res["mean_F1"] == pytest.approx(100.0)
     assert {k for k in res if k.startswith("F1-")} == {f"F1-{c}" for c in FAS.classes[1:]}
@@ -259,7 +249,7 @@ def test_validator_on_mixed_label_sets():
     cfg.DATASETS.TEST = ("fasseg_frontal_test",)
     cfg.DATALOADER.TRAIN_RATIOS = [0.7, 0.3]
     validate_config(cfg)  # synthetic model (17 classes): fasseg merged, evaluated converted
-    cfg.MODEL.QANET.LABEL_SET = "fasseg"
+    cfg.MODEL.QANET.LABEL_SET.NAME = "fasseg"
     with pytest.raises(ConfigError, match=r"NUM_CLASSES = 17, but MODEL.QANET.LABEL_SET 'fasseg' \(label set 'fasseg'\) has 6"):
         validate_config(cfg)
     cfg.MODEL.QANET.NUM_CLASSES = 6
@@ -279,8 +269,8 @@ def test_validator_on_mixed_label_sets():
     assert "dataset 'lapa_train'" not in msg  # lapa's labels convert into fasseg's
     assert "DATASETS.TEST: dataset 'lapa_test' cannot evaluate a model of label set 'fasseg'" in msg
     assert "DATALOADER.TRAIN_RATIOS = (1.0,): expected one ratio per dataset" in msg
-    cfg.MODEL.QANET.LABEL_SET = "no_such_set"
-    with pytest.raises(ConfigError, match="MODEL.QANET.LABEL_SET = 'no_such_set': not a registered label set"):
+    cfg.MODEL.QANET.LABEL_SET.NAME = "no_such_set"
+    with pytest.raises(ConfigError, match="MODEL.QANET.LABEL_SET.NAME = 'no_such_set': not a registered label set"):
         validate_config(cfg)
 
 
@@ -332,7 +322,7 @@ def test_face_samples_convert_or_keep_label_sets_as_frames_do(tmp_path, model_se
     cfg.merge_from_file(str(__import__("conftest").INSTANT_CONFIG))
     cfg.merge_from_list([
         "DATASETS.TRAIN", ("face_synth_train", "fasseg_frontal_train"), "DATASETS.TEST", (),
-        "MODEL.QANET.LABEL_SET", model_set, "MODEL.QANET.NUM_CLASSES", 6 if model_set == "fasseg" else 17,
+        "MODEL.QANET.LABEL_SET.NAME", model_set, "MODEL.QANET.NUM_CLASSES", 6 if model_set == "fasseg" else 17,
         "MODEL.QANET.TRAIN_MODE", "parser", "DATALOADER.SAMPLE_UNIT", "face", "MODEL.QANET.INPUT_SIZE", (32, 24),
         "MODEL.QANET.BOX_EXPAND", 1.0, "MODEL.QANET.AUG.ENABLED", False,
     ])

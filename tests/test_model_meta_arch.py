@@ -9,19 +9,21 @@ from torch import nn
 from torch.nn import functional as F
 
 import qanet_d2  # noqa: F401
+from paste_reference import paste_to_image
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from qanet_d2 import get_qanet_cfg
-from qanet_d2.layers.crops import paste_probs_to_image
+from qanet_d2.data import TrainingCropper
+from qanet_d2.data.mixed_label_sets import fill_model_label_set
 from qanet_d2.modeling import QANetFaceParserWithTTA, build_test_time_model
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
 
 # The synthetic label set of the contract; registered here under a test-only name so the
-# model's flip permutation comes from dataset metadata, as in training.
+# model's label set comes from dataset metadata into the config, as train_net.py sets it up.
 CLASSES = ["background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
            "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"]
 FLIP_PAIRS = [(4, 5), (6, 7), (8, 9)]
@@ -37,7 +39,11 @@ def tiny_cfg(*opts):
     cfg.DATASETS.TEST = (DATASET,)
     cfg.MODEL.DEVICE = "cpu"
     cfg.merge_from_list(list(opts))
+    fill_model_label_set(cfg)
     return cfg
+
+
+TRAINING_CROPPER = TrainingCropper(tiny_cfg("MODEL.QANET.AUG.ENABLED", "False"))
 
 
 def tiny_model(*opts):
@@ -63,17 +69,26 @@ def face_input(boxes, height=96, width=128, scale=1.0, seed=0):
     inst = Instances((height, width))
     inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
-    return {"image": image, "sem_seg": labels, "instances": inst,
-            "height": int(round(height * scale)), "width": int(round(width * scale))}
+    sample = {"image": image, "sem_seg": labels, "instances": inst,
+              "height": int(round(height * scale)), "width": int(round(width * scale))}
+    # the parser's training crops, cut as the data loader cuts them (no augmentation)
+    sample["face_crops"], sample["face_crop_sem_seg"], _ = TRAINING_CROPPER.training_crops([sample])
+    return sample
 
 
 class ConstantParser(nn.Module):
     """Stands in for the parser: class ``label`` everywhere with high confidence, IoU 1."""
 
-    def __init__(self, label=1):
+    def __init__(self, label=1, flip_pairs=FLIP_PAIRS):
         super().__init__()
         self.label = label
         self.dummy = nn.Parameter(torch.zeros(()))
+        self.flip_permutation = torch.arange(C)
+        for a, b in flip_pairs:
+            self.flip_permutation[a], self.flip_permutation[b] = b, a
+
+    def flip_back(self, probs):
+        return probs.flip(-1)[:, self.flip_permutation]
 
     def forward(self, crops):
         logits = torch.zeros(crops.shape[0], C, *crops.shape[-2:])
@@ -134,28 +149,29 @@ def test_training_modes():
 
 
 def test_inference_output_contract_and_coordinate_frame():
-    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0")
     model.eval()
     boxes = [[20, 10, 60, 60], [80, 30, 110, 70]]
     inputs = [face_input(boxes, scale=2.0), face_input([], scale=1.5)]
     out = model(inputs)
-    assert len(out) == 2 and set(out[0]) == {"labels", "instances"}  # no C x H x W map unless asked
+    assert len(out) == 2 and set(out[0]) == {"labels", "instances", "painted", "face_labels"}  # no C x H x W map unless asked
     r0, r1 = out
     assert r0["labels"].shape == (192, 256) and r1["labels"].shape == (144, 192) and r0["labels"].dtype == torch.uint8
     inst = r0["instances"]
     assert inst.image_size == (192, 256) and len(inst) == 2
-    for field in ("pred_boxes", "scores", "pred_classes", "box_scores", "iou_scores", "pixel_scores",
-                  "parsing_probs", "crop_affines"):
+    for field in ("pred_boxes", "scores", "pred_classes", "box_scores", "iou_scores", "pixel_scores"):
         assert inst.has(field), field
-    assert inst.parsing_probs.shape == (2, 1, C, 128, 96) and inst.crop_affines.shape == (2, 1, 2, 3)
-    torch.testing.assert_close(inst.parsing_probs.sum(2), torch.ones(2, 1, 128, 96))
+    assert r0["painted"].tolist() == [True, True] and [len(f["window"]) for f in r0["face_labels"]] == [4, 4]
+    raw = model.postprocessor.rescale(model.inference(inputs[:1], do_postprocess=False)[0]["instances"], (192, 256))
+    assert raw.parsing_probs.shape == (2, 1, C, 128, 96) and raw.crop_affines.shape == (2, 1, 2, 3)
+    torch.testing.assert_close(raw.parsing_probs.sum(2), torch.ones(2, 1, 128, 96))
     assert (inst.scores[:-1] >= inst.scores[1:]).all()  # sorted by quality score
     assert (inst.pred_classes == 0).all() and torch.equal(inst.box_scores, torch.ones(2))
     # boxes in the original frame (x2), in score order
     got = sorted(inst.pred_boxes.tensor.tolist())
     torch.testing.assert_close(torch.tensor(got), torch.tensor(sorted(boxes)) * 2.0)
     # crop affines map the crop onto the 3:4, x1.25 region around each box, original frame
-    for b, a in zip(inst.pred_boxes.tensor, inst.crop_affines[:, 0]):
+    for b, a in zip(raw.pred_boxes.tensor, raw.crop_affines[:, 0]):
         centre = a @ torch.tensor([48.0, 64.0, 1.0])
         torch.testing.assert_close(centre, (b[:2] + b[2:]) / 2, atol=1e-3, rtol=0)
         height = (a @ torch.tensor([0.0, 128.0, 1.0]) - a @ torch.tensor([0.0, 0.0, 1.0]))[1]
@@ -163,7 +179,7 @@ def test_inference_output_contract_and_coordinate_frame():
         assert abs(float(height) - 1.25 * max(float(bh), float(bw) / 0.75)) < 1e-3
     # no face: all background, empty instances
     assert len(r1["instances"]) == 0 and (r1["labels"] == 0).all()
-    assert r1["instances"].parsing_probs.shape == (0, 1, C, 128, 96)
+    assert r1["painted"].shape == (0,) and r1["face_labels"] == []
 
     # class scores when asked for: C x H x W, argmax = the label map
     scored = model.inference(inputs, class_scores=True)
@@ -176,7 +192,8 @@ def test_inference_output_contract_and_coordinate_frame():
     model.parser = ConstantParser(label=1)
     out = model([face_input(boxes, scale=2.0)])[0]
     inst = out["instances"]
-    _, inside = paste_probs_to_image(inst.parsing_probs[:, 0], inst.crop_affines[:, 0], (192, 256))
+    raw = model.postprocessor.rescale(model.inference([face_input(boxes, scale=2.0)], do_postprocess=False)[0]["instances"], (192, 256))
+    _, inside = paste_to_image(raw.parsing_probs[:, 0], raw.crop_affines[:, 0], (192, 256))
     painted = out["labels"] == 1
     assert torch.equal(painted, inside.any(0))
     assert painted[70, 80] and not painted[5, 250]
@@ -187,7 +204,7 @@ def test_given_boxes_and_per_face_results():
     """``face_boxes`` replaces the detector like detectron2's ``detected_instances``; with
     ``do_postprocess=False`` the per-face results stay in the input frame, unscored, and the
     post-processor turns them into exactly the outputs of a full call."""
-    model = tiny_model("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")  # detector boxes by default
+    model = tiny_model("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0")  # detector boxes by default
     model.eval()
     boxes = [[20, 10, 60, 60], [80, 30, 110, 70]]
     inputs = [face_input(boxes, scale=2.0)]
@@ -197,7 +214,7 @@ def test_given_boxes_and_per_face_results():
     torch.testing.assert_close(out["instances"].pred_boxes.tensor[out["instances"].box_scores.argsort(descending=True)],
                                torch.tensor(boxes, dtype=torch.float32) * 2)
     # the same boxes as ground truth give the same parsing (box score 1)
-    gt = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0").eval()(inputs)[0]
+    gt = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0").eval()(inputs)[0]
     torch.testing.assert_close(gt["instances"].iou_scores.sort().values, out["instances"].iou_scores.sort().values)
     raw = model.inference(inputs, face_boxes=given, do_postprocess=False)[0]
     assert set(raw) == {"instances"}
@@ -214,7 +231,7 @@ def test_given_boxes_and_per_face_results():
 def test_detector_boxes_come_from_fcos_own_inference():
     """detect() is FCOS's own eval-mode call on the (half-size) detector input, asked for boxes
     in the frame of the model input."""
-    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0", "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "500",
+    model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0", "MODEL.QANET.INFERENCE.MAX_PARSED_FACES", "500",
                        "MODEL.FCOS.INPUT_SCALE", "0.5")
     model.eval()
     inputs = [face_input([[20, 10, 60, 60]], scale=2.0)]
@@ -241,12 +258,11 @@ def test_inference_with_detector_boxes_no_face_and_many_faces():
     model = tiny_model("MODEL.FCOS.SCORE_THRESH_TEST", "0.0")  # untrained: many low-score boxes
     model.eval()
     out = model([face_input([[20, 10, 60, 60]])])[0]
-    assert len(out["instances"]) == model.max_faces_per_image
-    assert out["instances"].parsing_probs.shape[0] == model.max_faces_per_image
+    assert len(out["instances"]) == len(out["face_labels"]) == model.max_parsed_faces
 
     # many faces, chunked parsing and tiled pasting give the same result as one big chunk
-    opts = ["MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", "100",
-            "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0"]
+    opts = ["MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.MAX_PARSED_FACES", "100",
+            "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0"]
     boxes = [[x, y, x + 14, y + 18] for x in range(0, 120, 12) for y in range(0, 80, 20)]
     inp = [face_input(boxes, scale=1.25)]
     small = tiny_model(*opts, "MODEL.QANET.INFERENCE.PARSER_BATCH", "7", "MODEL.QANET.INFERENCE.PASTE_TILE", "16").eval()
@@ -261,13 +277,13 @@ def test_inference_with_detector_boxes_no_face_and_many_faces():
 def test_box_scale_views_are_taken_at_their_scales():
     """Each box-scale view's crop is the 3:4, x1.25 region around the box times the view's scale
     (not all at scale 1), and views are kept per face in the order of the views."""
-    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0")
     model.eval()
     boxes = [[20, 10, 60, 60], [80, 30, 110, 70]]
     inputs = [face_input(boxes, scale=2.0)]
     scales = (0.8, 1.0, 1.5)
     tta = QANetFaceParserWithTTA(model, views=[(s, f) for s in scales for f in (False, True)])
-    inst = tta.inference(inputs)[0]["instances"]
+    inst = tta.inference(inputs, do_postprocess=False)[0]["instances"]  # per-face results, not pasted
     assert inst.parsing_probs.shape == (2, 3, C, 128, 96) and inst.crop_affines.shape == (2, 3, 2, 3)
     for b, affines in zip(inst.pred_boxes.tensor, inst.crop_affines):
         base = 1.25 * max(float(b[3] - b[1]), float(b[2] - b[0]) / 0.75)
@@ -280,7 +296,7 @@ def test_box_scale_views_are_taken_at_their_scales():
 
 
 def test_tta_and_ensemble(tmp_path):
-    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", "0.0")
+    model = tiny_model("MODEL.QANET.TEST_BOXES", "gt", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", "0.0")
     model.eval()
     inputs = [face_input([[20, 10, 60, 60], [80, 30, 110, 70]], scale=2.0), face_input([])]
     plain = model.inference(inputs, class_scores=True)
@@ -293,6 +309,7 @@ def test_tta_and_ensemble(tmp_path):
         torch.testing.assert_close(a["sem_seg"], b["sem_seg"])
         assert torch.equal(a["labels"], b["labels"])
         torch.testing.assert_close(a["instances"].scores, b["instances"].scores)
+    for a, b in zip(model.inference(inputs, do_postprocess=False), QANetFaceParserWithTTA(model, views=[(1.0, False)]).inference(inputs, do_postprocess=False)):
         torch.testing.assert_close(a["instances"].parsing_probs, b["instances"].parsing_probs)
 
     # flip + box scales: same faces, one crop per box scale
@@ -303,14 +320,14 @@ def test_tta_and_ensemble(tmp_path):
     for a, b in zip(plain, aug):
         assert a["sem_seg"].shape == b["sem_seg"].shape and a["labels"].shape == b["labels"].shape
         assert len(a["instances"]) == len(b["instances"])
-        assert b["instances"].parsing_probs.shape[1] == 3
+    assert all(b["instances"].parsing_probs.shape[1] == 3 for b in tta.inference(inputs, do_postprocess=False))
     assert not torch.allclose(plain[0]["sem_seg"], aug[0]["sem_seg"])
     assert torch.equal(aug[0]["sem_seg"].argmax(0).to(torch.uint8), aug[0]["labels"])
     assert torch.equal(tta(inputs)[0]["labels"], aug[0]["labels"])  # forward = inference
 
     # flip alone is exact for a parser that mirrors correctly: the constant one
     model.parser = ConstantParser(label=4)
-    flip_only = QANetFaceParserWithTTA(model, views=[(1.0, False), (1.0, True)])(inputs)[0]
+    flip_only = QANetFaceParserWithTTA(model, views=[(1.0, False), (1.0, True)]).inference(inputs, do_postprocess=False)[0]
     probs = flip_only["instances"].parsing_probs[:, 0]
     assert torch.allclose(probs[:, 4], torch.full_like(probs[:, 4], 0.5), atol=1e-3)  # l_eye, mirrored to r_eye
     assert torch.allclose(probs[:, 5], torch.full_like(probs[:, 5], 0.5), atol=1e-3)
@@ -327,7 +344,8 @@ def test_ensemble_from_checkpoints(tmp_path):
     ens = build_test_time_model(cfg, model)
     assert isinstance(ens, QANetFaceParserWithTTA) and len(ens.extra_parsers) == 1
     out = ens.inference(inputs, class_scores=True)[0]
-    torch.testing.assert_close(out["instances"].parsing_probs, plain["instances"].parsing_probs)
+    torch.testing.assert_close(ens.inference(inputs, do_postprocess=False)[0]["instances"].parsing_probs,
+                               model.inference(inputs, do_postprocess=False)[0]["instances"].parsing_probs)
     torch.testing.assert_close(out["sem_seg"], plain["sem_seg"])
     # other weights: same shapes, averaged probabilities
     other = tiny_model("MODEL.QANET.TEST_BOXES", "gt")
@@ -336,9 +354,10 @@ def test_ensemble_from_checkpoints(tmp_path):
             p.add_(torch.randn_like(p))
     torch.save({"model": other.state_dict()}, tmp_path / "other.pth")
     ens = build_test_time_model(tiny_cfg("TEST.ENSEMBLE.WEIGHTS", [str(tmp_path / "other.pth")]), model)
-    out = ens(inputs)[0]
+    out = ens.inference(inputs, do_postprocess=False)[0]
     other.eval()
-    alone = other(inputs)[0]
+    alone = other.inference(inputs, do_postprocess=False)[0]
+    plain = model.inference(inputs, do_postprocess=False)[0]
     torch.testing.assert_close(
         out["instances"].parsing_probs,
         (plain["instances"].parsing_probs + alone["instances"].parsing_probs) / 2, atol=1e-5, rtol=0)
@@ -415,3 +434,29 @@ def test_channels_last_gives_the_same_losses_gradients_and_outputs():
         assert float((g1[k] - g0[k]).norm()) <= 1e-6 * float(g0[k].norm()) + 1e-12, k
     torch.testing.assert_close(o1["sem_seg"], o0["sem_seg"], atol=1e-9, rtol=1e-8)
     assert torch.equal(o1["labels"], o0["labels"])
+
+
+class PixelParser(nn.Module):
+    """Stands in for the parser: per-pixel logits from the crop's first channel (no spatial
+    mixing), so a mirrored crop gives mirrored logits; IoU the crop mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = torch.linspace(-2.0, 2.0, C).view(1, C, 1, 1)
+        self.flip_permutation = ConstantParser().flip_permutation
+
+    def forward(self, crops):
+        return crops[:, :1] * self.weights, crops.mean(dim=(1, 2, 3))
+
+    def flip_back(self, probs):
+        return probs.flip(-1)[:, self.flip_permutation]
+
+
+def test_flip_view_parses_the_mirrored_crop_and_mirrors_it_back():
+    model = tiny_model()
+    crops = torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(0))  # not symmetric
+    parser = PixelParser()
+    plain = parser(crops)[0].softmax(1)
+    probs, _ = model.parse_crops(crops, [False, True], [parser])
+    # the flipped view of a per-pixel parser is the plain view with left and right swapped
+    torch.testing.assert_close(probs, (plain + plain[:, parser.flip_permutation]) / 2)

@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.modeling.backbone import TimmHRNetBackbone, build_parser_backbone
 from qanet_d2.modeling.detectors import build_fcos_detector, group_norm
-from qanet_d2.modeling.postprocessing import crop_labels_from_probs, face_scores, pixel_scores
+from qanet_d2.modeling.postprocessing import face_scores, pixel_scores_from_top
 from qanet_d2.modeling.qanet import (
     QANetParser,
     SemanticFPNNeck,
@@ -17,10 +17,22 @@ from qanet_d2.modeling.qanet import (
     iou_loss,
     iou_targets,
     lovasz_softmax,
-    lovasz_softmax_loss,
-    parsing_ce_loss,
-    parsing_iou_targets,
 )
+from qanet_d2.modeling.qanet.losses import at_least_float32
+
+
+# The parser's losses on logits, composed as QANetParser.losses composes them.
+def parsing_ce_loss(logits, labels, ignore_value=255):
+    return cross_entropy_loss(F.log_softmax(at_least_float32(logits), dim=1), labels, ignore_value)
+
+
+def lovasz_softmax_loss(logits, labels, ignore_value=255, per_crop=False):
+    return lovasz_softmax(at_least_float32(logits).softmax(dim=1), labels, ignore_value, per_crop)
+
+
+def parsing_iou_targets(logits, labels, ignore_value=255):
+    return iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value).to(
+        torch.promote_types(logits.dtype, torch.float32))
 
 
 def _logits_from_labels(labels, num_classes, confidence=10.0):
@@ -105,20 +117,13 @@ def test_pixel_and_face_scores():
     probs[0, 1] = torch.tensor([[0.9, 0.7], [0.15, 0.5]])
     probs[0, 0] = 1 - probs[0, 1]  # max probs: 0.9, 0.7, 0.85, 0.5
     probs[1, :] = 0.1  # max 0.1 everywhere: below 0.2 -> score 0
-    s = pixel_scores(probs, thresh=0.2)
+    s = pixel_scores_from_top(probs.max(dim=1).values, thresh=0.2)
     assert abs(float(s[0]) - (0.9 + 0.7 + 0.85 + 0.5) / 4) < 1e-6 and float(s[1]) == 0.0
     q = face_scores(torch.tensor([0.8]), torch.tensor([0.6]), torch.tensor([0.9]), (1.0, 0.5, 3.0))
     expected = (0.8 * 0.6**0.5 * 0.9**3) ** (1 / 4.5)
     assert abs(float(q) - expected) < 1e-6
     # the (unbounded) IoU prediction is clamped to [0, 1]
     assert float(face_scores(torch.tensor([1.0]), torch.tensor([1.7]), torch.tensor([1.0]))) == pytest.approx(1.0)
-
-
-def test_labels_below_one_over_c_are_background():
-    probs = torch.full((3, 2, 2), 0.2)
-    probs[2, 0, 0] = 0.6  # >= 1/3 -> class 2
-    labels = crop_labels_from_probs(probs)
-    assert labels[0, 0] == 2 and (labels.flatten()[1:] == 0).all()
 
 
 def test_lovasz_per_crop_vs_batch_on_a_two_crop_case():

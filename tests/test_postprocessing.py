@@ -9,9 +9,10 @@ import torch
 import qanet_d2  # noqa: F401
 from detectron2.structures import Boxes, Instances
 from qanet_d2 import get_qanet_cfg
-from qanet_d2.layers.crops import boxes_to_affines, paste_probs_to_image
+from qanet_d2.layers.crops import boxes_to_affines
 from qanet_d2.modeling import FacePostProcessor
-from qanet_d2.modeling.postprocessing import crop_labels_from_probs, paste_face
+
+from paste_reference import reference_labels as _reference_labels
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -48,8 +49,9 @@ def faces(image_size, probs, affines, boxes, box_scores, iou_scores=None, scores
 
 def test_built_from_config():
     p = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.PIXEL_SCORE_REGION", "image",
-             "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.4, "MODEL.QANET.INFERENCE.PASTE_TILE", 64)
-    assert (p.paint_order, p.pixel_score_region, p.face_score_thresh, p.paste_tile, p.num_classes) == ("box", "image", 0.4, 64, 3)
+             "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.4, "MODEL.QANET.INFERENCE.PASTE_TILE", 64)
+    assert (p.paint_order, p.pixel_score_region, p.box_score_thresh, p.quality_score_thresh, p.paste_tile, p.num_classes) == (
+        "box", "image", 0.4, 0.0, 64, 3)
     assert post().paint_order == "box" and post().pixel_score_region == "image"  # the official QANet code's, by default
     with pytest.raises(ValueError, match="PAINT_ORDER"):
         post("MODEL.QANET.INFERENCE.PAINT_ORDER", "score")
@@ -80,22 +82,28 @@ def expected_map(first, second, paint_a=True, paint_b=True):
 def test_paint_order_quality_vs_box_on_overlapping_faces():
     f = overlapping_faces()
     # quality order: B (0.5) then A (0.9): A wins the overlap
-    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0).paint(f)
     assert torch.equal(labels, expected_map("b", "a"))
     assert labels[6, 6] == 1
     # box order: A (0.4) then B (0.8): B wins the overlap
-    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0).paint(f)
     assert torch.equal(labels, expected_map("a", "b"))
     assert labels[6, 6] == 2
-    # the threshold applies to the paint score: 0.45 drops B by quality, A by box score
-    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.45).paint(f)
+    # each threshold applies to the score it names, whatever the paint order: 0.45 drops B by
+    # quality, A by box score
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.45).paint(f)
     assert torch.equal(labels, expected_map("b", "a"))
-    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.6).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.6).paint(f)
     assert torch.equal(labels, expected_map("b", "a", paint_b=False))
-    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.45).paint(f)
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.45).paint(f)
     assert torch.equal(labels, expected_map("a", "b", paint_a=False))
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "box", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0,
+                     "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.6).paint(f)
+    assert torch.equal(labels, expected_map("a", "b", paint_b=False))
+    labels, _ = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.45).paint(f)
+    assert torch.equal(labels, expected_map("b", "a", paint_a=False))
     # class scores: background one-hot where nothing is painted, the winner's probabilities elsewhere
-    labels, sem_seg = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(f, class_scores=True)
+    labels, sem_seg = post("MODEL.QANET.INFERENCE.PAINT_ORDER", "quality", "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0).paint(f, class_scores=True)
     torch.testing.assert_close(sem_seg[:, 6, 6], torch.tensor([0.1, 0.8, 0.1]))
     torch.testing.assert_close(sem_seg[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.equal(sem_seg.argmax(0).to(torch.uint8), labels)
@@ -153,18 +161,7 @@ def test_score_reuses_the_faces_already_pasted():
 
 
 def reference_labels(f: Instances, order):
-    """The label map painted the plain way: each view pasted over the full image, views averaged
-    where they cover a pixel, argmax (background below 1/C), faces painted in ``order``."""
-    height, width = f.image_size
-    labels = torch.zeros(height, width, dtype=torch.uint8)
-    for i in order:
-        pasted, inside = paste_probs_to_image(f.parsing_probs[i], f.crop_affines[i], (height, width))
-        count = inside.sum(0)
-        avg = pasted.sum(0) / count.clamp(min=1)
-        lab = crop_labels_from_probs(avg)
-        fg = (count > 0) & (lab != 0)
-        labels[fg] = lab[fg].to(torch.uint8)
-    return labels
+    return _reference_labels(f.parsing_probs, f.crop_affines, f.image_size, order)
 
 
 def random_faces(seed, views=2, rotated=False, height=70, width=90):
@@ -186,7 +183,7 @@ def random_faces(seed, views=2, rotated=False, height=70, width=90):
 
 @pytest.mark.parametrize("views, rotated", [(1, False), (2, False), (2, True)])
 def test_label_map_equals_the_full_image_reference_and_the_class_scores(views, rotated):
-    p = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0)
+    p = post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0)
     for seed in range(3):
         f = random_faces(seed, views, rotated)
         expected = reference_labels(f, p.order(f))
@@ -194,7 +191,7 @@ def test_label_map_equals_the_full_image_reference_and_the_class_scores(views, r
         labels, _ = p.paint(f)
         assert torch.equal(labels, expected)
         # small tiles change nothing
-        assert torch.equal(post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.PASTE_TILE", 16).paint(f)[0], expected)
+        assert torch.equal(post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.PASTE_TILE", 16).paint(f)[0], expected)
         # the class-score path paints the same labels, and its argmax is the label map
         labels_s, sem_seg = p.paint(f, class_scores=True)
         assert torch.equal(labels_s, expected)
@@ -203,7 +200,7 @@ def test_label_map_equals_the_full_image_reference_and_the_class_scores(views, r
 
 def test_paste_face_windows_and_outside():
     f = random_faces(5, views=2)
-    face = paste_face(f.parsing_probs[0], f.crop_affines[0], f.image_size, tile=16, with_top=True)
+    face = post("MODEL.QANET.INFERENCE.PASTE_TILE", 16).paste(f, [0], with_top=True)[0]
     x0, y0, x1, y1 = face.window
     assert face.labels.shape == (y1 - y0, x1 - x0) == face.inside.shape == face.top.shape
     assert (face.labels[~face.inside] == 0).all() and (face.top[~face.inside] == 0).all()
@@ -211,29 +208,65 @@ def test_paste_face_windows_and_outside():
     # a face entirely outside the image has an empty window and paints nothing
     out = faces((20, 20), [f.parsing_probs[0]], [f.crop_affines[0] + torch.tensor([[0.0, 0.0, 500.0], [0.0, 0.0, 0.0]])],
                 [[500, 0, 520, 20]], box_scores=[1.0], scores=[1.0])
-    face = paste_face(out.parsing_probs[0], out.crop_affines[0], out.image_size)
+    face = post().paste(out, [0])[0]
     assert face.labels.numel() == 0
-    assert (post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0).paint(out)[0] == 0).all()
+    assert (post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0).paint(out)[0] == 0).all()
 
 
 def test_call_rescales_scores_sorts_and_paints():
     f = random_faces(1, views=1, height=35, width=45)
     f.remove("scores")
-    p = post("MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0)
-    out = p(f, (70, 90), class_scores=True)
+    f.pred_keypoints = torch.rand(4, 5, 3) * 30
+    p = post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.3)
+    out = p(Instances(f.image_size, **f.get_fields()), (70, 135), class_scores=True)  # x3 wide, x2 high
     inst = out["instances"]
-    assert inst.image_size == (70, 90) and out["labels"].shape == (70, 90) and out["sem_seg"].shape == (3, 70, 90)
+    assert inst.image_size == (70, 135) and out["labels"].shape == (70, 135) and out["sem_seg"].shape == (3, 70, 135)
     assert len(inst) == 4 and (inst.scores[:-1] >= inst.scores[1:]).all()
-    # boxes are doubled (and clipped to the image), affines doubled
-    doubled = f.pred_boxes.tensor * 2
-    doubled[:, 0::2] = doubled[:, 0::2].clamp(0, 90)
-    doubled[:, 1::2] = doubled[:, 1::2].clamp(0, 70)
+    assert not inst.has("parsing_probs") and not inst.has("crop_affines")  # consumers use the stages' results
+    # boxes, affines and landmarks scaled (x by 3, y by 2), boxes clipped to the image
+    scale = torch.tensor([3.0, 2.0])
+    scaled = f.pred_boxes.tensor * scale.repeat(2)
+    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, 135)
+    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, 70)
     order = [int(torch.nonzero((f.box_scores == s)).item()) for s in inst.box_scores]
-    torch.testing.assert_close(inst.pred_boxes.tensor, doubled[order])
-    torch.testing.assert_close(inst.crop_affines[:, :, :, :2], f.crop_affines[order][:, :, :, :2] * 2)
-    torch.testing.assert_close(inst.crop_affines[:, :, :, 2], f.crop_affines[order][:, :, :, 2] * 2)
-    assert torch.equal(out["labels"], reference_labels(inst, p.order(inst)))
+    torch.testing.assert_close(inst.pred_boxes.tensor, scaled[order])
+    torch.testing.assert_close(inst.pred_keypoints[..., :2], f.pred_keypoints[order][..., :2] * scale)
+    rescaled = p.rescale(f, (70, 135))
+    torch.testing.assert_close(rescaled.crop_affines, f.crop_affines * scale[:, None])
+    scored = p.score(rescaled)
+    assert torch.equal(out["labels"], reference_labels(scored, p.order(scored)))
     assert torch.equal(out["sem_seg"].argmax(0).to(torch.uint8), out["labels"])
+    # painted: the faces whose box score passes the threshold, in the instances' order
+    assert out["painted"].tolist() == (inst.box_scores >= 0.3).tolist() and 0 < int(out["painted"].sum()) < 4
+    # face_labels: each face's own parsing, in the instances' order, at its place in the image
+    for k, face in enumerate(out["face_labels"]):
+        i = order[k]
+        alone = reference_labels(scored, [i])
+        x0, y0, x1, y1 = face["window"]
+        assert torch.equal(face["labels"], alone[y0:y1, x0:x1]) and alone.sum() == face["labels"].sum()
+
+
+def test_smooth_hook_runs_between_scoring_and_painting():
+    """The hook sees the scored faces; what it returns is what is painted and returned."""
+    f = random_faces(2, views=1, height=35, width=45)
+    p = post("MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0)
+    seen = []
+
+    def smooth(faces):
+        seen.append(faces.scores.clone())
+        out = Instances(faces.image_size, **faces.get_fields())
+        out.parsing_probs = torch.flip(faces.parsing_probs, dims=[2])  # class 0 <-> class 2
+        out.box_scores = faces.box_scores.flip(0)
+        return out
+
+    out = p(Instances(f.image_size, **f.get_fields()), smooth=smooth)
+    scored = p.score(Instances(f.image_size, **f.get_fields()))
+    torch.testing.assert_close(seen[0], scored.scores)
+    changed = Instances(scored.image_size, **scored.get_fields())
+    changed.parsing_probs = torch.flip(scored.parsing_probs, dims=[2])
+    changed.box_scores = scored.box_scores.flip(0)
+    assert torch.equal(out["labels"], reference_labels(changed, p.order(changed)))
+    assert not torch.equal(out["labels"], p(Instances(f.image_size, **f.get_fields()))["labels"])
 
 
 @pytest.mark.parametrize("shape, dim", [((17, 128, 96), 0), ((2, 1, 5, 70, 90), 2), ((300, 17), 1)])

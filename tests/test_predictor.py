@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qanet_d2
+from detectron2.structures import Instances
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.data.synthetic import SyntheticVideo
 from qanet_d2.predictor import FaceParsingPredictor, to_bgr_uint8
@@ -20,8 +21,8 @@ INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.
 # and every face is painted whatever its (random) quality score.
 RANDOM_MODEL_OPTS = [
     "MODEL.FCOS.SCORE_THRESH_TEST", 0.0,
-    "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0,
-    "MODEL.QANET.INFERENCE.MAX_FACES_PER_IMAGE", 4,
+    "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0,
+    "MODEL.QANET.INFERENCE.MAX_PARSED_FACES", 4,
     "MODEL.DEVICE", "cpu",
 ]
 
@@ -51,7 +52,7 @@ def test_exported_from_package():
 
 def test_outputs(predictor, frames):
     image = frames[0]
-    out = predictor(image, return_scores=True, return_face_labels=True)
+    out = predictor(image, return_scores=True)
     h, w = image.shape[:2]
     labels, sem_seg, inst = out["labels"], out["sem_seg"], out["instances"]
     assert labels.shape == (h, w) and labels.dtype == np.uint8
@@ -64,9 +65,7 @@ def test_outputs(predictor, frames):
     assert np.all(np.diff(out["scores"]) <= 0)  # best first
     assert np.all(out["boxes"][:, 0::2] <= w) and np.all(out["boxes"][:, 1::2] <= h) and np.all(out["boxes"] >= 0)
     assert inst.image_size == (h, w)
-    assert inst.parsing_probs.shape[:3] == (n, 1, predictor.num_classes)
-    assert inst.crop_affines.shape == (n, 1, 2, 3)
-    assert (labels != 0).any()  # all faces are painted (threshold 0)
+    assert (labels != 0).any() and out["painted"].all()  # all faces are painted (threshold 0)
     # each face's own parsing: the best face wins overlaps, so its foreground is in the label map
     faces = out["face_labels"]
     assert len(faces) == n
@@ -90,7 +89,7 @@ def test_one_painting_path(predictor, frames):
     tiled = FaceParsingPredictor(instant_cfg("MODEL.QANET.INFERENCE.PASTE_TILE", 16))
     assert np.array_equal(tiled(image)["labels"], full["labels"])
     faces = predictor.run_model(image)
-    assert faces.image_size == image.shape[:2] and faces.has("scores")
+    assert faces.image_size == image.shape[:2] and not faces.has("scores")  # scored by postprocess
     painted = predictor.postprocess(faces)
     assert np.array_equal(painted["labels"], full["labels"])
     np.testing.assert_allclose(painted["scores"], full["scores"], rtol=1e-5)
@@ -155,16 +154,16 @@ def test_what_gets_painted_is_the_smoothers_output(predictor, frames):
     video.process(raw[0])
     out = video.process(raw[1])
     # the smoother's output, computed independently, painted by the post-processor
+    post = predictor.postprocessor
     smoother = TemporalSmoother(window=2, current_weight=0.7, align="box")
     for faces in raw:
+        faces = post.score(Instances(faces.image_size, **faces.get_fields()))
         expected = smoother(faces.pred_boxes.tensor, faces.parsing_probs, faces.crop_affines,
                             torch.stack([faces.scores, faces.box_scores], 1))
-    faces = raw[1]
     faces.parsing_probs = expected["probs"]
     faces.scores, faces.box_scores = expected["scores"][:, 0], expected["scores"][:, 1]
-    assert np.array_equal(out["labels"], predictor.postprocess(faces)["labels"])
-    order = torch.argsort(faces.scores, descending=True)
-    torch.testing.assert_close(out["instances"].parsing_probs, faces.parsing_probs[order])
+    assert np.array_equal(out["labels"], post.paint(faces)[0].numpy())
+    np.testing.assert_allclose(out["scores"], faces.scores.sort(descending=True).values.numpy(), rtol=1e-6)
     # ... which differs from painting the second frame alone
     assert not np.array_equal(out["labels"], predictor.postprocess(predictor.run_model(frames[1], boxes))["labels"])
 
@@ -184,7 +183,7 @@ def test_benchmark_tool_reports_every_stage(capsys):
         assert r["faces_per_s"] == pytest.approx(1000 * r["faces"] / r["total_ms"])
         assert r["peak_rss_mb"] > 100
     table = capsys.readouterr().out
-    assert "| faces/image | detector ms | crop ms | parser ms | scoring ms | paste ms |" in table
+    assert "| faces/image | resize ms | detector ms | crop ms | parser ms | rescale ms | score ms | paint ms | face_labels ms |" in table
 
 
 def test_given_boxes_and_parser_only_model(predictor, frames):
@@ -207,7 +206,7 @@ def test_given_boxes_and_parser_only_model(predictor, frames):
 def _parser_only_cfg():
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(REPO / "configs" / "quick_schedules" / "qanet_parser_synth_instant_test.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0])
     return cfg
 
 

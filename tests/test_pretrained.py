@@ -17,13 +17,8 @@ from torch import nn
 import qanet_d2  # noqa: F401
 from detectron2.modeling import build_model
 from qanet_d2 import get_qanet_cfg
-from qanet_d2.engine.checkpoint import (
-    QANetCheckpointer,
-    UnsafeCheckpointError,
-    load_checkpoint_file,
-    load_model_part,
-    load_pickle_safely,
-)
+from qanet_d2.engine.checkpoint import QANetCheckpointer, load_model_part
+from qanet_d2.weights_io import UnsafeCheckpointError, load_checkpoint_file, load_pickle_safely
 from qanet_d2.engine.imagenet import (
     HRNET_HEAD_PREFIXES,
     ImageNetWeightsError,
@@ -566,3 +561,21 @@ def test_gpu_configs_start_from_imagenet_and_cpu_configs_from_random(path):
         depth = q.BACKBONE.RESNET_DEPTH
         assert re.fullmatch(rf"https://download\.pytorch\.org/models/resnet{depth}-[0-9a-f]+\.pth", sources["parser"])
     assert parser_input_problems(cfg, "rgb-imagenet", "parser weights") == []
+
+
+def test_checkpoint_lacking_weights_of_the_model_fails_naming_them(tmp_path):
+    trained = _tiny_model(seed=1)
+    state = _state(trained)
+    del state["parser.parsing_branch.predictor.weight"], state["detector.head.cls_score.bias"]
+    path = tmp_path / "partial.pth"
+    torch.save({"model": state}, path)
+    model = _tiny_model(seed=2)
+    with pytest.raises(RuntimeError, match=r"partial\.pth: the checkpoint does not fill the model: missing keys \(2\): "
+                                           r"detector\.head\.cls_score\.bias, parser\.parsing_branch\.predictor\.weight"):
+        QANetCheckpointer(model).load(str(path))
+    # a weight of another shape too
+    state = _state(trained)
+    state["parser.parsing_branch.predictor.bias"] = torch.zeros(3)
+    torch.save({"model": state}, path)
+    with pytest.raises(RuntimeError, match=r"shapes differ .*parser\.parsing_branch\.predictor\.bias \(3,\) vs \(17,\)"):
+        QANetCheckpointer(model).load(str(path))

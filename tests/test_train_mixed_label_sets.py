@@ -51,7 +51,7 @@ def _losses(out):
 def test_mixed_run_trains_and_evaluates_on_the_coarse_set(mixed_root, tmp_path, model_set):
     out = tmp_path / "run"
     opts = ["DATASETS.TRAIN", '("face_synth_train", "fasseg_frontal_train")', "DATALOADER.TRAIN_RATIOS", "(0.5, 0.5)",
-            "DATASETS.TEST", '("fasseg_frontal_test",)', "MODEL.QANET.LABEL_SET", model_set,
+            "DATASETS.TEST", '("fasseg_frontal_test",)', "MODEL.QANET.LABEL_SET.NAME", model_set,
             "MODEL.QANET.NUM_CLASSES", get_label_set(model_set).num_classes,
             "SOLVER.MAX_ITER", 3, "SOLVER.LOG_PERIOD", 1, "OUTPUT_DIR", out]
     proc = run_train_net(["--config-file", INSTANT_CONFIG, *opts], mixed_root)

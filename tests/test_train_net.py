@@ -57,12 +57,12 @@ def test_eval_only_reproduces_final_evaluation(trained_run, synth_datasets_root)
 
 
 def test_eval_only_uses_flip_test_and_ensemble(trained_run, synth_datasets_root):
-    """TEST.AUG and --ensemble reach the evaluation of train_net.py; an ensemble of a checkpoint
+    """TEST.AUG and TEST.ENSEMBLE.WEIGHTS reach the evaluation of train_net.py; an ensemble of a checkpoint
     with itself scores exactly like the checkpoint alone."""
     out, train_proc = trained_run
     weights = out / "model_final.pth"
     proc = run_train_net(
-        ["--config-file", INSTANT_CONFIG, "--eval-only", "MODEL.WEIGHTS", weights, "--ensemble", weights,
+        ["--config-file", INSTANT_CONFIG, "--eval-only", "MODEL.WEIGHTS", weights, "TEST.ENSEMBLE.WEIGHTS", f"['{weights}']",
          "OUTPUT_DIR", out / "eval_ens"],
         synth_datasets_root,
     )
@@ -77,23 +77,6 @@ def test_eval_only_uses_flip_test_and_ensemble(trained_run, synth_datasets_root)
     assert "Test-time model: 1 parser(s), views (box scale, flip) [(1.0, False), (1.0, True), (1.2, False), (1.2, True)]" in (
         proc.stdout + proc.stderr)
     assert SUMMARY.search(proc.stdout), proc.stdout[-2000:]
-
-
-def test_ensemble_option_anywhere_on_the_command_line():
-    train_net = load_script("train_net.py", "train_net_cli")
-    before = train_net.parse_args(["--config-file", "c.yaml", "--eval-only", "--ensemble", "b.pth", "c.pth",
-                                   "MODEL.WEIGHTS", "a.pth", "OUTPUT_DIR", "out"])
-    among_opts = train_net.parse_args(["--config-file", "c.yaml", "--eval-only", "MODEL.WEIGHTS", "a.pth",
-                                       "--ensemble", "b.pth", "c.pth", "OUTPUT_DIR", "out"])
-    last = train_net.parse_args(["--config-file", "c.yaml", "--eval-only", "MODEL.WEIGHTS", "a.pth",
-                                 "OUTPUT_DIR", "out", "--ensemble", "b.pth", "c.pth"])
-    assert train_net.parse_args(["--config-file", "c.yaml", "--ensemble", "b.pth", "SEED", "1"]).opts == ["SEED", "1"]
-    for args in (before, among_opts, last):
-        assert args.ensemble == ["b.pth", "c.pth"] and args.eval_only
-        assert args.opts == ["MODEL.WEIGHTS", "a.pth", "OUTPUT_DIR", "out"]
-    assert train_net.parse_args(["--config-file", "c.yaml"]).ensemble is None
-    with pytest.raises(SystemExit):
-        train_net.parse_args(["--config-file", "c.yaml", "--ensemble", "MODEL.WEIGHTS", "a.pth"])
 
 
 def test_detector_stage_trains_the_joint_recipes_detector(synth_datasets_root, tmp_path):

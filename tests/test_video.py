@@ -5,10 +5,14 @@ import torch
 
 import qanet_d2  # noqa: F401
 from qanet_d2.layers.crops import boxes_to_affines, compose_affines, crop_images
-from qanet_d2.modeling.postprocessing import crop_labels_from_probs
 from qanet_d2.video import TemporalSmoother, associate_boxes, label_change_rate
 
 from conftest import INSTANT_CONFIG, load_script
+
+
+def _labels(probs):
+    """Argmax labels of ``... x C x h x w`` crop probabilities."""
+    return probs.argmax(dim=-3)
 
 C, H, W = 4, 16, 12
 
@@ -75,9 +79,9 @@ def test_occasional_flip_becomes_stable(current_weight, bad):
     bad_p = torch.zeros(1, C, H, W)
     bad_p[:, 1], bad_p[:, 2] = bad, 1.0 - bad
     frames = [good_p if t % 2 == 0 else bad_p for t in range(8)]
-    raw = [crop_labels_from_probs(p)[0].numpy() for p in frames]
+    raw = [_labels(p)[0].numpy() for p in frames]
     smoother = TemporalSmoother(window=3, current_weight=current_weight)
-    smoothed = [crop_labels_from_probs(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
+    smoothed = [_labels(smoother(boxes, p, affines)["probs"])[0].numpy() for p in frames]
     assert label_change_rate(raw) == 1.0
     assert label_change_rate(smoothed) == 0.0
     assert (smoothed[-1] == 1).all()
@@ -159,9 +163,9 @@ def test_image_alignment_undoes_box_jitter():
             out = smoother(box, crop, aff)["probs"]
         results[align] = (out, crop)
     out, crop = results["image"]
-    agree_image = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    agree_image = (_labels(out) == _labels(crop)).float().mean()
     out, crop = results["box"]
-    agree_box = (crop_labels_from_probs(out) == crop_labels_from_probs(crop)).float().mean()
+    agree_box = (_labels(out) == _labels(crop)).float().mean()
     assert agree_image > 0.9
     assert agree_image > agree_box + 0.2
 
@@ -208,7 +212,7 @@ def test_measure_flicker_on_tiny_synthetic_videos(synth_datasets_root, monkeypat
     monkeypatch.setenv("DETECTRON2_DATASETS", str(synth_datasets_root))
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT_CONFIG))
-    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
+    cfg.merge_from_list(["MODEL.FCOS.SCORE_THRESH_TEST", 0.0, "MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     predictor = FaceParsingPredictor(cfg)
     settings = [
@@ -265,7 +269,7 @@ class _RecordingPredictor:
         moving = [10.0 + 2 * frame, 10.0, 34.0 + 2 * frame, 42.0]
         return [moving, [60.0, 5.0, 84.0, 37.0]] if frame == 0 else [moving]
 
-    def run_model(self, image, boxes=None, box_scores=None):
+    def run_model(self, image, boxes=None, box_scores=None, times=None):
         from detectron2.structures import Boxes, Instances
 
         self.frame += 1
@@ -280,8 +284,8 @@ class _RecordingPredictor:
         n = len(b)
         return Instances(image.shape[:2], pred_boxes=Boxes(b), scores=s.clone(), box_scores=s, parsing_probs=_probs(self.frame, n), crop_affines=_affines(b))
 
-    def postprocess(self, faces, return_scores=False):
-        return {"instances": faces}
+    def postprocess(self, faces, return_scores=False, smooth=None, times=None):
+        return {"instances": smooth(faces) if smooth is not None else faces}
 
 
 @pytest.mark.parametrize("motion", ["velocity", "still"])
@@ -333,3 +337,59 @@ def test_video_predictor_from_config():
     assert (video.detect_every, video.smoother.window, video.track_motion, video.smoother.align) == (4, 2, "still", "box")
     with pytest.raises(ValueError, match="DETECT_EVERY"):
         VideoPredictor(_RecordingPredictor(), detect_every=0)
+
+
+class _PaintingPredictor(_RecordingPredictor):
+    """The recording predictor's faces (unscored), painted by a real post-processor whose box
+    score threshold is 0.5: what the video path paints is what the smoother returns."""
+
+    def __init__(self):
+        from qanet_d2.modeling.postprocessing import FacePostProcessor
+
+        super().__init__()
+        self.post = FacePostProcessor(num_classes=C, box_score_thresh=0.5, pixel_score_region="crop")
+
+    def run_model(self, image, boxes=None, box_scores=None, times=None):
+        faces = super().run_model(image, boxes, box_scores)
+        faces.remove("scores")
+        faces.iou_scores = torch.ones(len(faces))
+        faces.parsing_probs, faces.crop_affines = faces.parsing_probs[:, None], faces.crop_affines[:, None]  # one view
+        return faces
+
+    def postprocess(self, faces, return_scores=False, smooth=None, times=None):
+        out = self.post(faces, smooth=smooth, times=times)
+        return {**out, "labels": out["labels"].numpy(), "painted": out["painted"].numpy()}
+
+
+def test_a_new_face_is_painted_in_its_first_frame_and_tracks_keep_their_identity():
+    """Frame 0 finds two faces (box score 0.9 each); frame 1 is parsed in their tracks' boxes,
+    frame 2 finds only the moving face. Each face is painted from its first frame on (a new track
+    keeps its own score: 0.9 / 3 would fall under the 0.5 threshold), a face keeps its track id
+    from frame to frame, and the label map is painted from the smoothed probabilities."""
+    from qanet_d2.video import VideoPredictor
+
+    fake = _PaintingPredictor()
+    video = VideoPredictor(fake, window=3, detect_every=2, align="box")
+    image = np.zeros((120, 160, 3), np.uint8)
+    first = video(image)
+    assert first["painted"].tolist() == [True, True]  # both new, both painted at once
+    ids = {round(float(b[0])): t for b, t in zip(first["instances"].pred_boxes.tensor, first["instances"].track_ids.tolist())}
+    assert sorted(ids.values()) == [0, 1]
+    second = video(image)
+    by_box = {round(float(b[0])): t for b, t in zip(second["instances"].pred_boxes.tensor, second["instances"].track_ids.tolist())}
+    assert by_box == ids and second["painted"].all()  # the tracked frame: same faces, same ids
+    third = video(image)
+    assert third["instances"].track_ids.tolist() == [ids[10]] and third["painted"].tolist() == [True]
+    assert (first["labels"] != 0).any()
+
+
+def test_benchmark_video_times_every_stage_of_the_video_path():
+    """tools/benchmark_video.py: the stages come from the post-processing's StageTimes (no wrapped
+    methods); with --boxes gt the detector runs (and is timed) on detection frames only."""
+    tool = load_script("tools/benchmark_video.py", "qanet_benchmark_video_tool")
+    rows = tool.main(["--config-file", str(INSTANT_CONFIG), "--faces", "1", "--frames", "3", "--warmup", "0",
+                      "--size", "160", "120", "--boxes", "gt", "--threads", "1", "--opts", "VIDEO.DETECT_EVERY", "2"])
+    (row,) = rows
+    assert row["faces"] == 1 and row["frames"] == 3
+    assert all(row[f"{s}_ms"] > 0 for s in tool.STAGES if s != "rescale"), row
+    assert row["other_ms"] >= 0 and row["ms_mean"] >= sum(row[f"{s}_ms"] for s in tool.STAGES)

@@ -12,21 +12,19 @@ else random weights: speed does not depend on them). The detector runs on every 
 timed, but the faces parsed are the image's known N face boxes rather than the detections, so
 that every row parses exactly N faces whatever the weights.
 
-Stages, timed with ``time.perf_counter`` (wall) and ``time.process_time`` (CPU time of the
-process, all threads) around the model's own stage methods, in the order of
-``QANetFaceParser.inference`` (with the config's test-time views if ``TEST.AUG.ENABLED``: the
-flip test doubles the parser's work, box scales multiply crops, parser and paste-back):
+Stages: those of :class:`qanet_d2.FaceParsingPredictor`, timed by the post-processing's own
+:class:`~qanet_d2.modeling.postprocessing.StageTimes` (``time.perf_counter`` wall time and
+``time.process_time`` CPU time of the process, all threads; each stage is also a
+``torch.profiler`` range), with the config's test-time views if ``TEST.AUG.ENABLED`` (the flip
+test doubles the parser's work, box scales multiply crops, parser and paste-back):
 
-* detector: resize to ``INPUT.MIN_SIZE_TEST`` (and ``MODEL.FCOS.INPUT_SCALE``), FCOS's own
-  inference call (``QANetFaceParser.detect``, with ``MODEL.QANET.TEST_BOXES detector``);
-* crop: parser input normalisation (``FaceCropper.preprocess``), box -> 3:4 crop affines and
-  ``grid_sample`` crops (``QANetFaceParser.crop_faces``);
+* resize: BGR image -> model input (``FaceParsingPredictor.model_inputs``);
+* detector: the detector's own inference call (``QANetFaceParser.detect``);
+* crop: parser input normalisation, box -> 3:4 crop affines and ``grid_sample`` crops;
 * parser: backbone + neck + parsing and IoU branches + softmax, flips averaged,
-  ``PARSER_BATCH`` crops per call (``QANetFaceParser.parse_crops``);
-* scoring: rescaling to the original frame, the per-pixel class maximum of the crops, pixel and
-  face quality scores (``FacePostProcessor.rescale`` / ``score``);
-* paste: the label map painted at the original size (``FacePostProcessor.paint``; every face is
-  painted: ``MODEL.QANET.INFERENCE.FACE_SCORE_THRESH 0``).
+  ``PARSER_BATCH`` crops per call;
+* rescale, score, paint, face_labels: the post-processor's stages (``FacePostProcessor``; every
+  face is painted: ``MODEL.QANET.INFERENCE.BOX_SCORE_THRESH 0``).
 
 Reports the median over ``--repeats`` runs after one warm-up, the total, faces per second,
 milliseconds per face and the peak resident memory of the process during the N-face runs
@@ -39,7 +37,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -48,9 +45,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402
 
-STAGES = ("detector", "crop", "parser", "scoring", "paste")
+STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "paint", "face_labels")
 
 
 # ---------------------------------------------------------------------------- images
@@ -114,110 +111,35 @@ def peak_memory_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- timing
-class StageTimer:
-    """Accumulates wall and CPU seconds per stage name: ``with timer("crop"): ...``."""
-
-    def __init__(self):
-        self.times: Dict[str, float] = {}
-        self.cpu_times: Dict[str, float] = {}
-
-    def __call__(self, name):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-            def __exit__(self, *exc):
-                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.start
-                timer.cpu_times[name] = timer.cpu_times.get(name, 0.0) + time.process_time() - self.cpu_start
-
-        return _Ctx()
-
-
-@torch.no_grad()
-def run_stages(model, aug, image_bgr: np.ndarray, boxes: np.ndarray, views=((1.0, False),)) -> Dict[str, Dict[str, float]]:
-    """One image through the model's inference stages, timing each one.
-
-    The stage methods are those ``QANetFaceParser.inference`` calls, in its order (crops and
-    parser calls interleaved per ``PARSER_BATCH`` chunk as in ``parse_faces``); the parsed faces
-    are ``boxes`` (original image coordinates) instead of the detections.
+def run_stages(predictor, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict:
+    """One image through the predictor, its stages timed; the faces parsed are ``boxes``
+    (original image coordinates) instead of the detections, but the detector runs and is timed.
 
     Returns:
-        ``{"wall": {stage: seconds}, "cpu": {stage: seconds}, "result": postprocessor output}``.
+        ``{"wall": {stage: seconds}, "cpu": {stage: seconds}, "result": the predictor's result}``.
     """
-    from detectron2.structures import Boxes, Instances
-    from qanet_d2.modeling.meta_arch import group_views
-    from qanet_d2.modeling.postprocessing import crop_maxima
+    from qanet_d2.modeling.postprocessing import StageTimes
 
-    timer = StageTimer()
-    height, width = image_bgr.shape[:2]
-    with timer("detector"):
-        image = image_bgr if model.cropper.input_format == "BGR" else image_bgr[:, :, ::-1]
-        resized = aug.get_transform(image).apply_image(image)
-        inputs = [{"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))), "height": height, "width": width}]
-        if resized.shape[:2] != (height, width):  # the parser crops from the original (as the predictor)
-            inputs[0]["original_image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if model.detector is not None:
-            model.detect(inputs)
-    in_h, in_w = height, width  # the frame the faces are cropped from
-    face_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32, device=model.device).clone())
-    n = len(face_boxes)
-    scales = group_views(views)
-    probs = torch.zeros((n, len(scales), model.num_classes) + model.cropper.crop_size, device=model.device)
-    affines = torch.zeros((n, len(scales), 2, 3), device=model.device)
-    iou_sum = torch.zeros(n, device=model.device)
-    batch_idx = torch.zeros(n, dtype=torch.long, device=model.device)
-    with timer("crop"):
-        images = model.cropper.preprocess(inputs, original=True)
-    for v, (scale, flips) in enumerate(scales):
-        for start in range(0, n, model.parser_batch):
-            sl = slice(start, start + model.parser_batch)
-            with timer("crop"):
-                crops, affines[sl, v] = model.crop_faces(images, face_boxes.tensor[sl], batch_idx[sl], scale)
-            with timer("parser"):
-                probs[sl, v], iou = model.parse_crops(crops, flips, [model.parser])
-                iou_sum[sl] += iou.clamp(0.0, 1.0)
-    faces = Instances((in_h, in_w), pred_boxes=face_boxes, box_scores=torch.ones(n, device=model.device),
-                      iou_scores=iou_sum / len(scales), parsing_probs=probs, crop_affines=affines)
-    post = model.postprocessor
-    # As FacePostProcessor.__call__: one class reduction and one paste per face serve scoring and
-    # painting. "paste" is all of the paste-back: the faces pasted into their windows (with the
-    # maxima the pixel score needs when it is taken in the image) and painted.
-    with timer("scoring"):
-        faces = post.rescale(faces, (height, width))
-        maxima = crop_maxima(faces.parsing_probs)
-    pasted = {}
-    with timer("paste"):
-        if post.pixel_score_region in ("image", "pasted"):
-            pasted = post.paste(faces, range(n), with_top=True, maxima=maxima)
-    with timer("scoring"):
-        faces = post.score(faces, pasted=pasted, maxima=maxima)
-    with timer("paste"):
-        labels, _ = post.paint(faces, pasted=pasted, maxima=maxima)
-    return {"wall": timer.times, "cpu": timer.cpu_times, "result": {"instances": faces, "labels": labels}}
+    times = StageTimes(sync=predictor.model.device.type == "cuda")
+    if predictor.model.detector is not None:
+        inputs, _ = predictor.model_inputs([image_bgr])
+        with torch.no_grad(), times("detector"):
+            predictor.model.detect(inputs)
+    result = predictor.predict_batch([image_bgr], boxes=[boxes], times=times)[0]
+    return {"wall": times.wall, "cpu": times.cpu, "result": result}
 
 
 def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height: int = 960, warmup: int = 1) -> List[Dict]:
-    import detectron2.data.transforms as T
-    from detectron2.modeling import build_model
-    from qanet_d2.engine.checkpoint import load_model_weights
-    from qanet_d2.modeling.fusion import fuse_conv_bn
-    from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
+    from qanet_d2.predictor import FaceParsingPredictor
 
-    model = build_model(cfg).eval()
-    load_model_weights(cfg, model)
-    if cfg.TEST.FUSE_CONV_BN:  # as FaceParsingPredictor runs it
-        fuse_conv_bn(model)
-    aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    views = tta_views_from_config(cfg)
+    predictor = FaceParsingPredictor(cfg)
     rows = []
     for n in faces:
         image, boxes = grid_image(n, width, height)
         for _ in range(max(0, warmup)):
-            run_stages(model, aug, image, boxes, views)
+            run_stages(predictor, image, boxes)
         reset_peak_memory()
-        runs = [run_stages(model, aug, image, boxes, views) for _ in range(max(1, repeats))]
+        runs = [run_stages(predictor, image, boxes) for _ in range(max(1, repeats))]
         stage_ms = {s: 1000 * statistics.median(r["wall"].get(s, 0.0) for r in runs) for s in STAGES}
         cpu_ms = {s: 1000 * statistics.median(r["cpu"].get(s, 0.0) for r in runs) for s in STAGES}
         total = sum(stage_ms.values())
@@ -228,7 +150,7 @@ def benchmark(cfg, faces: List[int], repeats: int = 3, width: int = 1280, height
             "faces_per_s": 1000.0 * n / total,
             "ms_per_face": total / n,
             "parser_ms_per_face": stage_ms["parser"] / n,
-            "paste_share": stage_ms["paste"] / total,
+            "paint_share": (stage_ms["paint"] + stage_ms["face_labels"]) / total,
             **{f"{s}_cpu_ms": cpu_ms[s] for s in STAGES},
             "total_cpu_ms": sum(cpu_ms.values()),
             "peak_rss_mb": peak_memory_mb(),
@@ -264,13 +186,13 @@ def markdown_table(rows: List[Dict], title: str = "") -> str:
 
 
 def cpu_table(rows: List[Dict]) -> str:
-    """CPU time of the process (all threads) per stage, and the paste-back's share of the wall time."""
-    head = "| faces/image | " + " | ".join(f"{s} CPU ms" for s in STAGES) + " | total CPU ms | paste share of wall time |"
+    """CPU time of the process (all threads) per stage, and the paste-back's (paint, face_labels) share of the wall time."""
+    head = "| faces/image | " + " | ".join(f"{s} CPU ms" for s in STAGES) + " | total CPU ms | paste-back share of wall time |"
     lines = [head, "|" + "---|" * (len(STAGES) + 3)]
     for r in rows:
         lines.append(
             f"| {r['faces']} | " + " | ".join(f"{r[f'{s}_cpu_ms']:.1f}" for s in STAGES)
-            + f" | {r['total_cpu_ms']:.1f} | {100 * r['paste_share']:.1f} % |"
+            + f" | {r['total_cpu_ms']:.1f} | {100 * r['paint_share']:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -289,19 +211,14 @@ def build_argument_parser():
     return p
 
 
-def setup_cfg(args, extra=()):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    # every face is painted whatever its (e.g. random-weight) score; the detector is timed
-    cfg.merge_from_list(["MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
-    if cfg.MODEL.QANET.DETECTOR.NAME:
-        cfg.merge_from_list(["MODEL.QANET.TEST_BOXES", "detector"])
-    cfg.merge_from_list(list(args.opts) + list(extra))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+def setup_cfg(config_file: str, opts=(), paint_all: bool = True):
+    """The frozen config of ``config_file`` with ``opts``; with ``paint_all`` every face is painted
+    whatever its (e.g. random-weight) scores (both score thresholds 0, before ``opts``)."""
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(config_file)
+    if paint_all:
+        cfg.merge_from_list(["MODEL.QANET.INFERENCE.BOX_SCORE_THRESH", 0.0, "MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH", 0.0])
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
     return cfg
 
@@ -320,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
     print(f"config: {args.config_file} {' '.join(map(str, args.opts))}")
     print(f"machine: {machine_description()}")
     for name, extra in variants:
-        cfg = setup_cfg(args, extra)
+        cfg = setup_cfg(args.config_file, list(args.opts) + list(extra))
         rows = benchmark(cfg, args.faces, args.repeats, args.size[0], args.size[1], args.warmup)
         results[name] = rows
         q = cfg.MODEL.QANET

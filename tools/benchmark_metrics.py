@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""Speed of the face parsing evaluation on 1080p label maps, on one CPU core.
+"""Speed of the face parsing evaluation, on one CPU core: on synthetic 1080p label maps, or with a
+model over a dataset (``--dataset``, the instance-level metrics included).
 
     python tools/benchmark_metrics.py                 # 1920x1080, 18 classes (17 foreground)
     python tools/benchmark_metrics.py --frames 50 --literal
+    python tools/benchmark_metrics.py --dataset face_synth_tiny_val      # instant model, random weights
+    python tools/benchmark_metrics.py --dataset face_synth_val --config-file configs/quickstart/qanet_fcos_synth.yaml \
+        MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Ground truth: synthetic 1080p label maps with one or two faces made of smooth blobs for all 17
+Without ``--dataset``: ground truth: synthetic 1080p label maps with one or two faces made of smooth blobs for all 17
 foreground classes (skin, hair, eyes, brows, ears, nose, lips, mouth, glasses, hat, neck, cloth,
 an earring-like class) and ignore pixels. Predictions: the ground truth warped by a smooth random
 displacement field (a few pixels, like a good parser's boundary errors) plus sparse wrong-class
@@ -13,8 +17,6 @@ specks. Printed:
 * J/F: ``score_frame`` alone (per-class J and F of all 17 classes + the confusion matrix);
 * evaluator, label map in: ``FaceParsingEvaluator.process_label_map`` = ground-truth PNG decode +
   scoring (what a GPU run costs on the CPU side, the argmax being on the GPU);
-* evaluator, scores in: ``FaceParsingEvaluator.process`` with an 18x1080x1920 float score tensor
-  (adds the argmax on the CPU);
 * PNGs in: ``tools/evaluate_pngs.py``'s per-frame work (decode prediction and ground truth + scoring);
 * the final aggregation (``summarize``) of 2,653 frames;
 
@@ -23,6 +25,13 @@ each as wall-clock and CPU milliseconds per frame, frames/s and extrapolated to 
 machine. ``--literal`` also
 times the textbook DAVIS computation (full-image boundary maps and cv2.dilate per class) on one
 frame, for comparison.
+
+With ``--dataset``: runs the model of ``--config-file`` (default: the instant config; without
+``MODEL.WEIGHTS`` a seeded random initialisation, which only shows that everything runs) over the
+dataset once (batch 1, ``no_grad``) and times per frame the model (and, within it, its
+post-processor's per-face labels, :class:`~qanet_d2.modeling.postprocessing.StageTimes`),
+``FaceParsingEvaluator.process`` (J/F, mIoU) and ``InstanceParsingEvaluator.process`` (part IoUs
+and matching); then prints the evaluators' results.
 """
 import argparse
 import os
@@ -42,6 +51,8 @@ from qanet_d2.data.io import read_label_map  # noqa: E402
 from qanet_d2.evaluation import FaceParsingEvaluator, boundary_radius, davis_disk, score_frame, seg_to_boundary, summarize  # noqa: E402
 
 SPLIT_FRAMES = 2653
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "qanet_fcos_synth_instant_test.yaml")
 
 
 def _ellipse(label, cx, cy, s, c, dx, dy, ax, ay, angle=0.0):
@@ -117,6 +128,63 @@ def timed(fn, items):
     return (time.perf_counter() - wall) / len(items), (time.process_time() - cpu) / len(items)
 
 
+def benchmark_dataset(args):
+    """The model of ``args.config_file`` over ``args.dataset``: per-frame cost of the model and
+    of both evaluators, and their results."""
+    from detectron2.modeling import build_model
+
+    from qanet_d2.config import get_qanet_cfg
+    from qanet_d2.engine import QANetCheckpointer, QANetTrainer
+    from qanet_d2.evaluation import InstanceParsingEvaluator
+    from qanet_d2.modeling.postprocessing import StageTimes
+
+    torch.manual_seed(args.seed)
+    cfg = get_qanet_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.DATASETS.TEST = (args.dataset,)
+    cfg.freeze()
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        QANetCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    parsing_ev = FaceParsingEvaluator(args.dataset, distributed=False, absent_class=cfg.TEST.FACE_PARSING.ABSENT_CLASS,
+                                      bound_th=cfg.TEST.FACE_PARSING.BOUND_TH)
+    instance_ev = InstanceParsingEvaluator(args.dataset, distributed=False)
+    parsing_ev.reset()
+    instance_ev.reset()
+    times = StageTimes()
+    frames = faces = 0
+    for inputs in QANetTrainer.build_test_loader(cfg, args.dataset):
+        with times("model"), torch.no_grad():
+            outputs = model.inference(inputs, times=times)
+        with times("parsing_evaluator"):
+            parsing_ev.process(inputs, outputs)
+        with times("instance_evaluator"):
+            instance_ev.process(inputs, outputs)
+        frames += len(inputs)
+        faces += sum(len(o["instances"]) for o in outputs)
+    parsing = parsing_ev.evaluate()["face_parsing"]
+    instance = instance_ev.evaluate().get("instance_parsing", {})
+
+    weights = cfg.MODEL.WEIGHTS or f"random initialisation (seed {args.seed})"
+    print(f"{args.dataset}: {frames} frames, {faces} predicted faces; {os.path.relpath(args.config_file, REPO)}, "
+          f"{weights}; {args.threads} thread(s)")
+    print(f"{'per frame':48}  {'wall ms':>8}  {'CPU ms':>8}")
+    for key, label in (("model", "model (detect, parse, post-process)"), ("face_labels", "  of which: each face's labels on its window"),
+                       ("parsing_evaluator", "FaceParsingEvaluator.process (J/F, mIoU)"),
+                       ("instance_evaluator", "InstanceParsingEvaluator.process (part IoUs, matching)")):
+        print(f"{label:48}  {1000 * times.wall.get(key, 0.0) / frames:8.2f}  {1000 * times.cpu.get(key, 0.0) / frames:8.2f}")
+    print("J&F {J&F:.2f}  J&F(skip) {J&F(skip):.2f}  J&F(one) {J&F(one):.2f}  mIoU {mIoU:.2f}".format(**parsing))
+    if instance:
+        print("ranked by quality score: APp50 {APp50:.2f}  APvol {APvol:.2f}  PCP50 {PCP50:.2f}".format(**instance))
+        print("ranked by box score:     APp50 {:.2f}  APvol {:.2f}  PCP50 {:.2f}".format(
+            instance["APp50-box"], instance["APvol-box"], instance["PCP50-box"]))
+        print(f"ground-truth faces {instance['num_gt_faces']}, predicted faces {instance['num_pred_faces']}")
+    else:
+        print("no instance metrics: the dataset has no per-face ground truth")
+    return {"face_parsing": parsing, "instance_parsing": instance, "frames": frames}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=30)
@@ -126,10 +194,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="OpenCV / torch threads (1 = one core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--literal", action="store_true", help="also time the textbook DAVIS computation on one frame")
+    ap.add_argument("--dataset", help="run a model over this registered dataset instead of synthetic label maps")
+    ap.add_argument("--config-file", default=DEFAULT_CONFIG, help="the model's config (with --dataset)")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (with --dataset)")
     args = ap.parse_args(argv)
 
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
+    if args.dataset:
+        return benchmark_dataset(args)
     rng = np.random.default_rng(args.seed)
     C, H, W = args.classes, args.height, args.width
     print(f"{args.frames} frames {W}x{H}, {C} classes ({C - 1} foreground), {args.threads} thread(s); "
@@ -157,16 +230,6 @@ def main(argv=None):
 
     t = timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))
     rows.append(("evaluate_pngs.py (2 PNG decodes + J/F)", t))
-
-    n_scores = min(len(frames), 5)
-    scores = []
-    for k in range(n_scores):  # score tensors are big: build a few, outside the timing
-        s = torch.rand(C, H, W) * 0.5
-        s.scatter_(0, torch.from_numpy(frames[k][1].astype(np.int64))[None], 1.0)
-        scores.append(s)
-    t = timed(lambda k: ev.process([inputs[k]], [{"sem_seg": scores[k]}]), range(n_scores))
-    rows.append((f"evaluator, {C}x{H}x{W} scores in (+ CPU argmax)", t))
-    del scores
 
     records = [dict(r, video_id=f"v{i // 20}", frame_index=i % 20)
                for i, r in enumerate(ev._records[j % len(ev._records)] for j in range(SPLIT_FRAMES))]

@@ -16,12 +16,13 @@ With ``--boxes gt`` (for models without trained weights, whose detector finds no
 detector still runs and is timed on its frames, but the clip's known face boxes replace its
 detections, so that every frame parses N faces.
 
-Stages (wall time, summed over the frame): resize (BGR frame -> model input,
-``FaceParsingPredictor.model_inputs``), detector (``QANetFaceParser.detect``, on detection
-frames only), crop (normalisation and ``grid_sample`` crops), parser (all faces of the frame in
-one call per ``PARSER_BATCH``), scoring (rescale + pixel and quality scores), smoothing (track
-association and temporal mean, ``VideoPredictor.smooth``) and paste (the label map painted by the
-post-processor); "other" is the rest of the frame's time.
+Stages (wall time, summed over the frame), timed by the post-processing's own
+:class:`~qanet_d2.modeling.postprocessing.StageTimes`: resize (BGR frame -> model input),
+detector (on detection frames only), crop (normalisation and ``grid_sample`` crops), parser (all
+faces of the frame in one call per ``PARSER_BATCH``), and the post-processor's rescale, score,
+smooth (track association and temporal mean, ``VideoPredictor.smooth``, the post-processor's
+smoothing hook), paint (the label map) and face_labels (each face's own labels); "other" is the
+rest of the frame's time.
 
 Prints, per clip, the median frames/s (1000 / median ms per frame; with ``DETECT_EVERY`` k > 1
 most frames run no detector), the mean frames/s (frames / total time: what a long video
@@ -29,10 +30,9 @@ averages), the 90th-percentile frame time, the mean milliseconds per frame of ea
 median CPU time of the process per frame (all threads; with ``--threads 1`` a measure of the
 work that a busy machine inflates less than wall time) and the machine's load average at the
 start and end (wall timings are only comparable on an idle machine). ``--json FILE`` saves the
-rows. Faces with ``--boxes gt`` are all painted (``FACE_SCORE_THRESH 0``).
+rows. Faces with ``--boxes gt`` are all painted (both score thresholds 0).
 """
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -46,9 +46,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
 
-STAGES = ("resize", "detector", "crop", "parser", "scoring", "smoothing", "paste")
+STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "smooth", "paint", "face_labels")
 
 
 def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: int = 60, seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray]]:
@@ -68,36 +67,26 @@ def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: 
     raise RuntimeError(f"no synthetic {width}x{height} video with {num_faces} faces in every frame found")
 
 
-class _StageTimer:
-    """Wraps methods so that their wall time is added to the current frame's stage totals."""
+def run_clip(video, frames: List[np.ndarray], boxes: Optional[List[np.ndarray]] = None) -> List[Dict[str, float]]:
+    """Every frame through ``video`` (reset first), the stages timed by the post-processing's
+    :class:`~qanet_d2.modeling.postprocessing.StageTimes`; per frame the stage seconds and the
+    frame's total. ``boxes``: per frame, the known face boxes parsed on detection frames instead
+    of the detections (the detector still runs there and is timed)."""
+    from qanet_d2.modeling.postprocessing import StageTimes
 
-    def __init__(self):
-        self.frame: Dict[str, float] = {}
-
-    def wrap(self, obj, name: str, stage: str):
-        method = getattr(obj, name)
-
-        @functools.wraps(method)
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self.frame[stage] = self.frame.get(stage, 0.0) + time.perf_counter() - start
-
-        setattr(obj, name, timed)
-
-
-def run_clip(video, timer: _StageTimer, frames: List[np.ndarray]) -> List[Dict[str, float]]:
-    """Every frame through ``video`` (reset first); per frame the stage seconds and its total."""
     video.reset()
+    model = video.predictor.model
     rows = []
-    for frame in frames:
-        timer.frame = {}
+    for t, frame in enumerate(frames):
+        times = StageTimes(sync=model.device.type == "cuda")
         start, cpu_start = time.perf_counter(), time.process_time()
-        video(frame)
+        if boxes is not None and video.is_detection_frame(t) and model.detector is not None:
+            inputs, _ = video.predictor.model_inputs([frame])
+            with torch.no_grad(), times("detector"):
+                model.detect(inputs)
+        video(frame, boxes=None if boxes is None else boxes[t], times=times)
         total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        rows.append({**timer.frame, "total": total, "cpu": cpu})
+        rows.append({**times.wall, "total": total, "cpu": cpu})
     return rows
 
 
@@ -105,60 +94,15 @@ def benchmark(cfg, faces: List[int], frames: int, width: int, height: int, gt_bo
     from qanet_d2.predictor import FaceParsingPredictor
     from qanet_d2.video import VideoPredictor
 
-    predictor = FaceParsingPredictor(cfg)
-    model, post = predictor.model, predictor.postprocessor
-    video = VideoPredictor(cfg, predictor)
-    timer = _StageTimer()
-    clip_boxes: Dict[str, object] = {"frame": 0, "boxes": None}
-    if gt_boxes:
-        detect = model.detect
-
-        def detect_then_gt(batched_inputs):
-            from detectron2.structures import Boxes, Instances
-
-            detect(batched_inputs)  # timed, results replaced by the clip's boxes
-            x = batched_inputs[0]
-            b = Boxes(torch.as_tensor(clip_boxes["boxes"][clip_boxes["frame"]]).clone())
-            b.scale(x["image"].shape[-1] / x["width"], x["image"].shape[-2] / x["height"])
-            return [Instances(tuple(x["image"].shape[-2:]), pred_boxes=b, scores=torch.ones(len(b)))]
-
-        model.detect = detect_then_gt
-    for obj, name, stage in (
-        (predictor, "model_inputs", "resize"),
-        (model, "detect", "detector"),
-        (model.cropper, "preprocess", "crop"),
-        (model, "crop_faces", "crop"),
-        (model, "parse_crops", "parser"),
-        (post, "rescale", "scoring"),
-        (post, "score", "scoring"),
-        (video, "smooth", "smoothing"),
-        (post, "paint", "paste"),
-    ):
-        timer.wrap(obj, name, stage)
-    if gt_boxes:  # the frame index for detect_then_gt
-        call = video.__call__
-
-        class _Counting:
-            def __call__(self, image):
-                out = call(image)
-                clip_boxes["frame"] += 1
-                return out
-
-            def reset(self):
-                clip_boxes["frame"] = 0
-                video.reset()
-
-        runner = _Counting()
-    else:
-        runner = video
+    video = VideoPredictor(cfg, FaceParsingPredictor(cfg))
     rows = []
     for n in faces:
         images, boxes = synthetic_clip(n, width, height, frames)
-        clip_boxes["boxes"] = boxes
+        known = boxes if gt_boxes else None
         for _ in range(max(0, warmup)):
-            run_clip(runner, timer, images)
+            run_clip(video, images, known)
         load_before = os.getloadavg()[0]
-        per_frame = run_clip(runner, timer, images)
+        per_frame = run_clip(video, images, known)
         load_after = os.getloadavg()[0]
         totals = [r["total"] * 1000 for r in per_frame]
         median_ms = statistics.median(totals)
@@ -212,33 +156,18 @@ def build_argument_parser():
     return p
 
 
-def setup_cfg(args):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    if args.boxes == "gt":  # every known face is painted, whatever its (e.g. random-weight) score
-        cfg.merge_from_list(["MODEL.QANET.INFERENCE.FACE_SCORE_THRESH", 0.0])
-    cfg.merge_from_list(list(args.opts))
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg
-
-
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from detectron2.utils.logger import setup_logger
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import machine_description
+    from benchmark import machine_description, setup_cfg
 
     args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args.config_file, args.opts, paint_all=args.boxes == "gt")
     rows = benchmark(cfg, args.faces, args.frames, args.size[0], args.size[1], args.boxes == "gt", args.warmup)
     v, q = cfg.VIDEO, cfg.MODEL.QANET
     title = (

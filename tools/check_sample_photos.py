@@ -155,8 +155,8 @@ def main(argv=None):
     for name, image, gt in variants():
         out = predictor(image)
         inst = out["instances"]
-        painted = predictor.postprocessor.order(inst)
-        pred = [tuple(inst.pred_boxes.tensor[i].tolist()) for i in painted]
+        painted = out["painted"]
+        pred = [tuple(box) for box in out["boxes"][painted].tolist()]
         found, false = match(pred, gt)
         totals += (len(gt), found, false)
         n_images += 1
@@ -166,7 +166,7 @@ def main(argv=None):
                 b = [round(v) for v in inst.pred_boxes.tensor[i].tolist()]
                 print(f"    box {b} box score {float(inst.box_scores[i]):.2f} quality {float(inst.scores[i]):.2f} "
                       f"iou {float(inst.iou_scores[i]):.2f} pixel {float(inst.pixel_scores[i]):.2f} "
-                      f"{'painted' if i in painted else 'not painted'}")
+                      f"{'painted' if painted[i] else 'not painted'}")
     faces, found, false = totals
     print(f"total: {found}/{faces} faces found ({100 * found / max(faces, 1):.1f} %), {false} false faces in "
           f"{n_images} images ({false / n_images:.2f} per image)")

@@ -28,7 +28,7 @@ exporter; needs the ``onnxscript`` package) and, where that is not installed or 
 TorchScript-tracing exporter (``dynamo=False``); ``--exporter`` chooses. Each file is checked
 against eager PyTorch in ONNX Runtime (maximum absolute differences printed; the tool fails
 above ``--tolerance``). ``--check-image`` then runs the whole pipeline on photos with the torch
-predictor and with the ONNX runtime (:mod:`onnx_runtime`, NumPy + OpenCV + ONNX Runtime) and
+predictor and with the ONNX runtime (:mod:`qanet_d2.runtime`, NumPy + OpenCV + ONNX Runtime) and
 prints their agreement and speed. See ``docs/export.md``.
 """
 from __future__ import annotations
@@ -53,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
 from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2.data.mixed_label_sets import fill_model_label_set  # noqa: E402
 
 logger = logging.getLogger("qanet_d2.export")
 
@@ -72,7 +73,7 @@ __all__ = [
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 METADATA_FILE = "metadata.json"
-METADATA_VERSION = 2
+METADATA_VERSION = 3
 
 
 class DetectorForExport(nn.Module):
@@ -207,10 +208,10 @@ def export_metadata(cfg, model) -> Dict:
             "box_expand": float(model.cropper.box_expand),
             "pixel_mean": [float(v) for v in model.cropper.pixel_mean.flatten()],
             "pixel_std": [float(v) for v in model.cropper.pixel_std.flatten()],
-            "max_faces_per_image": int(model.max_faces_per_image),
+            "max_parsed_faces": int(model.max_parsed_faces),
             "batch": int(model.parser_batch),
             "views": [[float(s), bool(f)] for s, f in tta_views_from_config(cfg)],
-            "flip_permutation": [int(v) for v in model.cropper.flip_permutation.tolist()],
+            "flip_permutation": [int(v) for v in model.parser.flip_permutation.tolist()],
         },
         "postprocessing": {
             "num_classes": int(pp.num_classes),
@@ -218,7 +219,8 @@ def export_metadata(cfg, model) -> Dict:
             "score_eps": float(SCORE_EPS),
             "pixel_score_thresh": pp.pixel_score_thresh,
             "pixel_score_region": pp.pixel_score_region,
-            "face_score_thresh": pp.face_score_thresh,
+            "quality_score_thresh": pp.quality_score_thresh,
+            "box_score_thresh": pp.box_score_thresh,
             "paint_order": pp.paint_order,
         },
         "classes": list(classes),
@@ -409,7 +411,7 @@ def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3, threa
     """Print :func:`pipeline_parity` and the median time per image of both pipelines for
     ``paths`` (image files, or "astronaut" for scikit-image's portrait), each pipeline on
     ``threads`` CPU threads."""
-    from onnx_runtime import FaceParsingRuntime
+    from qanet_d2.runtime import FaceParsingRuntime
     from qanet_d2 import FaceParsingPredictor
     from qanet_d2.data.io import read_image_bgr
 
@@ -469,6 +471,7 @@ def setup_cfg(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts) + list(getattr(args, "extra_opts", [])))
     cfg.MODEL.DEVICE = "cpu"
+    fill_model_label_set(cfg)  # the label set of the config's dataset, when the config does not name one
     cfg.freeze()
     return cfg
 

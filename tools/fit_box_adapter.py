@@ -13,9 +13,10 @@ area), each detection to at most one face. Prints, per dataset, the faces found,
 matched to no face, and the mean IoU with the head boxes of the detector's boxes as they are and
 of the adapted boxes; the fitted 44 numbers go to ``--output`` as a config fragment.
 ``--constant`` fits the head box as a fixed box around the face box (the median offsets; no
-landmarks). ``--write-boxes DIR`` writes copies of the ``--train`` datasets whose labelled faces
-have the detector's boxes through the fitted adapter (faces it does not find keep theirs),
-for training a parser on the detector's own boxes (``DETECTRON2_DATASETS=DIR``).
+landmarks). ``--write-boxes DIR`` makes DIR a datasets root in which the ``--train`` datasets'
+labelled faces have the detector's boxes through the fitted adapter (faces it does not find keep
+theirs) and everything else of ``$DETECTRON2_DATASETS`` is linked, for training a parser on the
+detector's own boxes (``DETECTRON2_DATASETS=DIR python train_net.py ...``).
 """
 import argparse
 import json
@@ -56,7 +57,7 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     """Per dataset: matched (face box, landmarks, head box) triples and counts."""
     per = {}
     for name in names:
-        faces, lms, heads = [], [], []
+        faces, lms, heads, widths, hits = [], [], [], [], []
         n_gt = n_found = n_false = n_images = 0
         for d in DatasetCatalog.get(name):
             image = read_image_bgr(d["file_name"])
@@ -71,6 +72,8 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
             n_found += sum(m >= 0 for m in match)
             n_false += len(inst) - sum(m >= 0 for m in match)
             for g, m in enumerate(match):
+                widths.append(float(gt_t[g, 2] - gt_t[g, 0]))
+                hits.append(m >= 0)
                 if m >= 0:
                     faces.append(inst.pred_boxes.tensor[m])
                     lms.append(inst.pred_keypoints[m, :, :2])
@@ -80,6 +83,7 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
             "landmarks": torch.stack(lms) if lms else torch.zeros(0, 5, 2),
             "heads": torch.stack(heads) if heads else torch.zeros(0, 4),
             "images": n_images, "gt": n_gt, "found": n_found, "false": n_false,
+            "widths": np.array(widths), "hits": np.array(hits, dtype=bool),
         }
     return per
 
@@ -94,10 +98,7 @@ def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_
         meta = MetadataCatalog.get(name)
         json_file, root = os.path.abspath(meta.json_file), os.path.abspath(meta.dataset_root)
         dst = os.path.join(out_dir, os.path.relpath(root, base))
-        os.makedirs(dst, exist_ok=True)
-        for entry in os.listdir(root):
-            if not entry.endswith(".json") and not os.path.lexists(os.path.join(dst, entry)):
-                os.symlink(os.path.join(root, entry), os.path.join(dst, entry))
+        link_entries(root, dst)
         with open(json_file) as f:
             data = json.load(f)
         found = total = 0
@@ -117,9 +118,28 @@ def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_
                 if m >= 0:
                     found += 1
                     face["bbox"] = [round(float(v), 2) for v in boxes[m]]
-        with open(os.path.join(dst, os.path.basename(json_file)), "w") as f:
+        out_json = os.path.join(dst, os.path.basename(json_file))
+        if os.path.islink(out_json):  # never write through a link into the original
+            os.remove(out_json)
+        with open(out_json, "w") as f:
             json.dump(data, f)
         print(f"{name}: {found} of {total} faces get the detector's box -> {dst}")
+    link_entries(base, out_dir)  # the other datasets and splits, as they are
+
+
+def link_entries(src: str, dst: str) -> None:
+    """Link every entry of ``src`` that ``dst`` lacks (``dst`` is created)."""
+    os.makedirs(dst, exist_ok=True)
+    for entry in os.listdir(src):
+        if not os.path.lexists(os.path.join(dst, entry)):
+            os.symlink(os.path.join(src, entry), os.path.join(dst, entry))
+
+
+def found_by_width(widths: np.ndarray, hits: np.ndarray, edges=(0, 24, 32, 48, 96)) -> str:
+    """'found/total' per head-box width bin, e.g. '<24 px 13/20, 24-32 px 50/54, ..., >=96 px 29/29'."""
+    bins = np.digitize(widths, edges[1:])
+    names = [f"<{edges[1]} px"] + [f"{a}-{b} px" for a, b in zip(edges[1:-1], edges[2:])] + [f">={edges[-1]} px"]
+    return ", ".join(f"{n} {int(hits[bins == i].sum())}/{int((bins == i).sum())}" for i, n in enumerate(names) if (bins == i).any())
 
 
 def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -167,6 +187,8 @@ def main(argv=None):
         tag = " (fit)" if name in args.train else ""
         print(f"{name + tag:34s} {r['images']:6d} {r['gt']:6d} {r['found']:6d} {r['false']:6d} "
               f"{mean_iou(r['faces'], r['heads']):8.3f} {mean_iou(adapted, r['heads']):11.3f}")
+    for name, r in data.items():
+        print(f"{name}: faces found by head-box width: {found_by_width(r['widths'], r['hits'])}")
     if args.write_boxes:
         write_detector_boxes(detector, adapter, list(args.train), args.write_boxes, args.min_overlap)
     values = [round(float(v), 4) for v in m.flatten()]

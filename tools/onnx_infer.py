@@ -13,7 +13,7 @@ per folder) and ``<name>_overlay.png`` (the photo with the coloured label map bl
 face boxes drawn), and prints each face's box and scores. ``<name>`` is the input's path relative
 to its folder, without extension; two inputs never share a name (``person.jpg``, ``person.png``
 -> ``person_jpg``, ``person_png``) and existing files are replaced only with ``--overwrite``.
-Uses only NumPy, Pillow, OpenCV and ONNX Runtime (:mod:`onnx_runtime`). Videos: ``demo/demo.py``.
+Uses only NumPy, Pillow, OpenCV and ONNX Runtime (:mod:`qanet_d2.runtime`). Videos: ``demo/demo.py``.
 """
 from __future__ import annotations
 
@@ -27,25 +27,23 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-_TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _TOOLS)
-
-from onnx_runtime import ExportError, FaceParsingRuntime, colorize  # noqa: E402
+_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qanet_d2")
 
 
-def _load_inputs():
-    """``qanet_d2/data/inputs.py`` by path: the demo's input handling without importing qanet_d2
-    (whose ``__init__`` imports torch)."""
-    name = "_qanet_d2_inputs"
+def _load_light(relative_path: str, name: str):
+    """A module of qanet_d2 (NumPy, OpenCV) loaded by path, without importing the package, whose
+    ``__init__`` imports torch where it is installed."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(_TOOLS), "qanet_d2", "data", "inputs.py"))
+        spec = importlib.util.spec_from_file_location(name, os.path.join(_PACKAGE, relative_path))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
 
 
-inputs = _load_inputs()
+inputs = _load_light("data/inputs.py", "_qanet_d2_inputs")
+runtime = _load_light("runtime.py", "_qanet_d2_runtime")
+ExportError, FaceParsingRuntime, colorize = runtime.ExportError, runtime.FaceParsingRuntime, runtime.colorize
 LEGEND_FILE = "labels.json"
 _SUFFIXES = ("_labels.png", "_overlay.png")
 

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qanet_d2.engine.checkpoint import load_checkpoint_file  # noqa: E402
+from qanet_d2.weights_io import load_checkpoint_file  # noqa: E402
 
 _KEEP_FLOAT32 = ("running_mean", "running_var")
 
@@ -44,6 +44,8 @@ def slim_state(checkpoint: dict, half: bool, parts=None) -> dict:
     out = {"model": state}
     if "trained_parts" in checkpoint:
         out["trained_parts"] = [p for p in checkpoint["trained_parts"] if not parts or p in parts]
+    if "label_set" in checkpoint:
+        out["label_set"] = checkpoint["label_set"]
     return out
 
 

@@ -16,6 +16,7 @@ from .datasets.face_video import (  # noqa: F401
     register_face_video_dataset,
     set_synthetic_auto_generate,
 )
+from .training_crops import TrainingCropper  # noqa: F401
 from .mapper import FaceParsingDatasetMapper  # noqa: F401
 from .instance_mapper import SAMPLE_UNITS, FaceInstanceDatasetMapper, face_instance_dicts  # noqa: F401
 from .checks import check_dataset, check_json  # noqa: F401

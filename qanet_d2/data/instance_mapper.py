@@ -4,7 +4,7 @@ As the official QANet code trains its parser: the dataset is the list of faces, 
 (:func:`face_instance_dicts`), so an epoch visits every face once and ``SOLVER.IMS_PER_BATCH``
 counts crops. Each face is cut in the data-loader workers from its ORIGINAL-resolution frame
 (no detector resize) by :class:`FaceInstanceDatasetMapper`, with the crop augmentation of
-:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the geometry and the augmentation draws
+:meth:`qanet_d2.data.training_crops.TrainingCropper.training_crops`: the geometry and the augmentation draws
 are the ones of the frame route (:class:`~qanet_d2.data.FaceParsingDatasetMapper`).
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class FaceInstanceDatasetMapper:
 
     Reads the frame and its label map at their original resolution (with the checks and error
     messages of :class:`FaceParsingDatasetMapper`) and cuts the dict's one face with
-    :meth:`FaceCropper.training_crops`.
+    :meth:`TrainingCropper.training_crops`.
 
     Output dict: ``file_name``, ``image_id`` (and the other keys of the input except
     ``annotations``), ``face_index``, ``height``/``width`` (the frame's), ``face_crops``
@@ -72,7 +72,7 @@ class FaceInstanceDatasetMapper:
                 augmentation (crops come from the original resolution).
         """
         if frame_mapper.cropper is None:
-            raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a FaceCropper (cropper=...)")
+            raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a TrainingCropper (cropper=...)")
         if len(frame_mapper.augmentations.augs):
             raise ValueError(
                 "FaceInstanceDatasetMapper: the frame mapper must not resize or augment the frame "

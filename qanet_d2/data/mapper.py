@@ -2,7 +2,7 @@
 
 In training, the parser's face crops are cut here, in the data-loader workers, from the
 original-resolution frame (before the detector's resize), with the crop augmentation of
-:meth:`qanet_d2.modeling.FaceCropper.training_crops`: the same geometry and the same
+:meth:`qanet_d2.data.training_crops.TrainingCropper.training_crops`: the same geometry and the same
 augmentation draws as the face-instance route (:mod:`qanet_d2.data.instance_mapper`).
 """
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 import torch
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
+from .training_crops import TrainingCropper
 from .io import DataReadError, check_label_values, read_image, read_instance_map, read_label_map
 from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
 
@@ -116,7 +118,7 @@ class FaceParsingDatasetMapper:
             label_set: the label set the model predicts (None: labels are used as they are).
             dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
                 ``"label_set"`` (registered sets are also found by name).
-            cropper: a :class:`~qanet_d2.modeling.FaceCropper` (on CPU) to cut the training
+            cropper: a :class:`~qanet_d2.data.training_crops.TrainingCropper` to cut the training
                 face crops from the original frame; None: no crops.
             generator: NumPy ``Generator`` of the crop augmentation; None: NumPy's global
                 generator (seeded per worker by detectron2 and per iteration by the trainer).
@@ -179,15 +181,12 @@ class FaceParsingDatasetMapper:
         model_set = model_label_set(cfg)
         cropper = None
         if is_train:
-            from ..modeling.face_cropper import FaceCropper
-
-            cropper = FaceCropper(cfg)  # on CPU: it runs in the data-loader workers
+            cropper = TrainingCropper(cfg)
         return {
             "is_train": is_train,
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
-            "ignore_label": cfg.MODEL.QANET.PARSING.IGNORE_VALUE,
             "label_set": model_set,
             "dataset_label_sets": label_sets_by_name(training_label_sets(cfg) if is_train else []),
             "cropper": cropper,
@@ -300,7 +299,7 @@ class FaceParsingDatasetMapper:
         """Augmented training crops of ``N x 4`` face ``boxes`` (XYXY_ABS) of one original
         ``H x W x 3`` uint8 ``image`` (``image_format``) and its ``H x W`` label map in label set
         ``label_set`` (its flip pairs swap the flipped crops' labels; None: the model's set):
-        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`FaceCropper.training_crops`.
+        ``(N x 3 x h x w float32, N x h x w int64)``, by :meth:`TrainingCropper.training_crops`.
         ``instance_map`` (``H x W`` face ids) and ``face_ids`` (``N``, each box's id in it) let
         the crops label other faces' pixels as the cropper's ``other_faces`` says."""
         h, w = image.shape[:2]
@@ -363,3 +362,42 @@ class FaceParsingDatasetMapper:
         keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box_size) & (
             (boxes[:, 3] - boxes[:, 1]) >= self.min_box_size)
         return keep if return_keep else boxes[keep]
+
+
+def add_data_config(cfg) -> None:
+    """The data keys: INPUT (sizes, grey frames, zoom-out), DATALOADER (ratios, sample unit), DATASETS.SYNTHETIC."""
+    # Input resizing of full images for the detector (detectron2's keys), kept small by default
+    # because faces are parsed from crops of the original image.
+    cfg.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
+    cfg.INPUT.MAX_SIZE_TRAIN = 1333
+    cfg.INPUT.MIN_SIZE_TEST = 800
+    cfg.INPUT.MAX_SIZE_TEST = 1333
+    # Image-level horizontal flip is done on the face crops (with label swapping) instead.
+    cfg.INPUT.RANDOM_FLIP = "none"
+    # Training frames are turned to grey (the same grey in the three channels, before the face
+    # crops are cut) with this probability: colour-free photos (old portraits, CCTV) then look
+    # like training data. 0 draws no random number (runs stay as they were).
+    cfg.INPUT.GRAYSCALE_PROB = 0.0
+    # Zoom-out of training frames (the detector's view only; face crops are cut before): with
+    # probability PROB the frame is placed at a random position on a canvas U(1, MAX_SCALE)
+    # times its size, filled with its mean grey, before the resize. 0 = off (no random draw).
+    cfg.INPUT.ZOOM_OUT = CN()
+    cfg.INPUT.ZOOM_OUT.PROB = 0.0
+    cfg.INPUT.ZOOM_OUT.MAX_SCALE = 2.0
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
+    # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every
+    # sample equally likely (datasets in proportion to their size, detectron2's TrainingSampler).
+    cfg.DATALOADER.TRAIN_RATIOS = []
+    # Training sample: "image" (a frame with all its faces: the detector's full frame and the
+    # parser's crops of its faces; SOLVER.IMS_PER_BATCH counts frames) or "face" (one face crop,
+    # as the official QANet code trains its parser: the dataset is the list of labelled faces, an
+    # epoch visits each once and SOLVER.IMS_PER_BATCH counts crops; MODEL.QANET.TRAIN_MODE
+    # "parser" only). Either way the crops are cut in the data-loader workers from the
+    # original-resolution frame, with the same augmentation (qanet_d2/data/instance_mapper.py).
+    cfg.DATALOADER.SAMPLE_UNIT = "image"
+
+    # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
+    # when missing.
+    cfg.DATASETS.SYNTHETIC = CN()
+    cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True

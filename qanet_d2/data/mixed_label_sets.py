@@ -1,8 +1,10 @@
 """One model, many label sets: which fine label set a model predicts, and how each dataset's
 labels meet it in training and in evaluation.
 
-A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (default ``""``: the label set of the
-first dataset of ``DATASETS.TRAIN``, or of ``DATASETS.TEST`` when there is no training dataset).
+A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (``NAME`` default ``""``: the label set
+of the first dataset of ``DATASETS.TRAIN``, or of ``DATASETS.TEST`` when there is no training
+dataset); :func:`fill_model_label_set` writes it into the config once, and the model is built
+from the config alone.
 A training dataset in another label set takes one of two routes (:func:`training_route`):
 
 * ``"convert"``: its labels are converted into the model's set in the mapper (a dataset at least
@@ -23,12 +25,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .datasets.face_video import DatasetNotFoundError, dataset_label_set
-from ..structures.label_sets import LABEL_SETS, LabelSet, conversion_ids, conversion_lut
+from ..structures.label_sets import (LABEL_SETS, LabelSet, conversion_ids, conversion_lut, label_set_from_config,
+                                     label_set_to_config)
 
 __all__ = [
     "TRAINING_ROUTES",
     "NoConversionError",
     "model_label_set",
+    "fill_model_label_set",
     "model_label_set_source",
     "training_route",
     "prediction_conversion",
@@ -60,7 +64,7 @@ def _label_set_or_none(dataset_name: str) -> Optional[LabelSet]:
 def model_label_set_source(cfg) -> str:
     """Where the model's label set comes from: ``"MODEL.QANET.LABEL_SET"``, ``"dataset '<name>'"``
     (the first training, else test, dataset) or ``""`` when the config names none."""
-    if cfg.MODEL.QANET.LABEL_SET:
+    if cfg.MODEL.QANET.LABEL_SET.NAME or len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
         return "MODEL.QANET.LABEL_SET"
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     return f"dataset '{names[0]}'" if names else ""
@@ -69,29 +73,41 @@ def model_label_set_source(cfg) -> str:
 def model_label_set(cfg) -> Optional[LabelSet]:
     """The label set the model predicts (see the module doc).
 
-    ``MODEL.QANET.LABEL_SET`` names a registered set, or the set of one of the config's datasets
-    (e.g. ``"sfp"``, whose classes come from its files).
+    ``MODEL.QANET.LABEL_SET`` gives it (its CLASSES, or a registered NAME), or NAME is the set of
+    one of the config's datasets (e.g. ``"sfp"``, whose classes come from its files), or NAME is
+    empty: the set of the first dataset.
 
     Returns:
         the :class:`LabelSet`, or None when it cannot be known (no dataset in the config, or a
         dataset whose classes are read from files that are absent).
     Raises:
-        KeyError: ``MODEL.QANET.LABEL_SET`` names no registered set and no set of the config's
-            datasets.
+        KeyError: ``MODEL.QANET.LABEL_SET.NAME`` names no registered set and no set of the
+            config's datasets.
     """
+    own = label_set_from_config(cfg)
+    if own is not None:
+        return own
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    wanted = cfg.MODEL.QANET.LABEL_SET
+    wanted = cfg.MODEL.QANET.LABEL_SET.NAME
     if not wanted:
         return _label_set_or_none(names[0]) if names else None
-    if wanted in LABEL_SETS:
-        return LABEL_SETS[wanted]
     for name in names:
         ls = _label_set_or_none(name)
         if ls is not None and ls.name == wanted:
             return ls
     raise KeyError(
-        f"MODEL.QANET.LABEL_SET = {wanted!r}: not a registered label set ({', '.join(sorted(LABEL_SETS))}) "
+        f"MODEL.QANET.LABEL_SET.NAME = {wanted!r}: not a registered label set ({', '.join(sorted(LABEL_SETS))}) "
         f"nor the label set of a dataset of DATASETS.TRAIN/TEST")
+
+
+def fill_model_label_set(cfg) -> Optional[LabelSet]:
+    """Write the model's label set (:func:`model_label_set`) into ``cfg.MODEL.QANET.LABEL_SET``
+    (an unfrozen config), so that the model is built from the config alone; returns it (None,
+    and the config unchanged, when it cannot be known)."""
+    ls = model_label_set(cfg)
+    if ls is not None:
+        label_set_to_config(cfg, ls)
+    return ls
 
 
 def _has_conversion(src: LabelSet, dst: LabelSet) -> bool:

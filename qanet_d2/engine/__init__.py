@@ -1,5 +1,6 @@
 """Training and launching: what detectron2's engine does not already do for this project."""
-from .checkpoint import QANetCheckpointer, UnsafeCheckpointError, load_checkpoint_file, load_model_part, load_model_weights
+from ..weights_io import UnsafeCheckpointError, load_checkpoint_file
+from .checkpoint import QANetCheckpointer, load_model_part, load_model_weights
 from .imagenet import ImageNetWeightsError, load_imagenet_weights
 from .launch import launch
 from .trainer import QANetTrainer, ResumableTrainingSampler, format_summary_line

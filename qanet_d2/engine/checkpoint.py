@@ -8,11 +8,14 @@ part of the model with random weights.
   process killed at any moment leaves either the old or the new checkpoint, never a torn one.
   The saved dict contains only tensors and plain Python values (:func:`to_weights_only_safe`)
   and a ``"trained_parts"`` entry: which of the model's parts (``detector``, ``parser``) hold
-  trained weights (see :meth:`QANetCheckpointer.trained_parts`).
-* Files are read by :func:`load_checkpoint_file`: ``torch.load(weights_only=True)`` for
-  ``.pth``, safetensors for ``.safetensors``, and for ``.pkl`` (detectron2's model zoo, Caffe2
-  and Detectron1 files) a restricted unpickler that builds only numpy arrays, numbers,
-  strings, bytes and containers. Anything else is refused with a message naming the file.
+  trained weights (see :meth:`QANetCheckpointer.trained_parts`), and a ``"label_set"`` entry:
+  the label set the model predicts (:meth:`~qanet_d2.structures.label_sets.LabelSet.to_json`).
+* Loading a checkpoint whose label set differs from the model's (the config's
+  ``MODEL.QANET.LABEL_SET``) fails naming both; a model built without one takes the
+  checkpoint's. A checkpoint without the record (written before it existed) loads with the
+  config's label set and flip permutation.
+* Files are read by :func:`~qanet_d2.weights_io.load_checkpoint_file` (no code runs while
+  reading); a checkpoint that lacks weights of the parts it loads fails, listing the keys.
 * Loading ``MODEL.WEIGHTS`` loads only the parts that the checkpoint records as trained
   (checkpoints without ``"trained_parts"`` load whole); the other parts keep their weights.
   ``resume`` loads the whole state, as detectron2 does.
@@ -23,12 +26,9 @@ part of the model with random weights.
   checkpoint provided (:mod:`qanet_d2.engine.imagenet`). One log line per part says where its
   weights came from.
 """
-import collections
 import logging
 import os
-import pickle
 import tempfile
-import warnings
 from typing import Dict, Iterable, List, Optional, Set
 
 import torch
@@ -37,174 +37,21 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from torch import nn
 
 from ..compat import to_weights_only_safe
+from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, load_checkpoint_file, load_part_weights,
+                          state_problems)
 
 __all__ = [
     "MODEL_PARTS",
     "QANetCheckpointer",
-    "UnsafeCheckpointError",
-    "load_checkpoint_file",
     "load_model_part",
     "load_model_weights",
-    "load_part_weights",
-    "load_pickle_safely",
     "model_parts",
-    "download_cache_path",
-    "resolve_local_path",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The parts of a QANetFaceParser, each a submodule whose state-dict keys start with "<part>.".
 MODEL_PARTS = ("detector", "parser")
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """Raised for a checkpoint that could only be read by running code it names."""
-
-
-# ---------------------------------------------------------------------- reading files
-def _safe_pickle_globals() -> Dict[tuple, object]:
-    """The globals that pickles of numpy arrays, numpy scalars and plain containers need
-    (Python 2 and 3 pickles, numpy 1 and 2 module names), and nothing else."""
-    import _codecs
-
-    import numpy as np
-
-    try:  # numpy >= 2 keeps the implementation in numpy._core; numpy.core warns on access
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray, numeric
-
-    allowed = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,  # bytes in protocol-2 pickles written by Python 3
-        ("collections", "OrderedDict"): collections.OrderedDict,
-    }
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-        allowed[(module, "scalar")] = multiarray.scalar
-    for module in ("numpy.core.numeric", "numpy._core.numeric"):
-        if hasattr(numeric, "_frombuffer"):  # protocol-5 pickles of arrays
-            allowed[(module, "_frombuffer")] = numeric._frombuffer
-    for module in ("builtins", "__builtin__"):
-        for name, value in (("set", set), ("frozenset", frozenset), ("bytearray", bytearray), ("complex", complex)):
-            allowed[(module, name)] = value
-    return allowed
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """An Unpickler whose ``find_class`` only returns :func:`_safe_pickle_globals`: a pickle
-    that names any other callable (``os.system``, ``builtins.eval``, a class, ...) fails
-    before anything of it is called."""
-
-    def __init__(self, file, filename: str):
-        super().__init__(file, encoding="latin1")  # Python 2 pickles (Caffe2/Detectron1 files)
-        self._filename = filename
-        self._allowed = _safe_pickle_globals()
-
-    def find_class(self, module, name):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise UnsafeCheckpointError(
-                f"{self._filename}: refused to unpickle: it refers to '{module}.{name}', and a .pkl "
-                "weights file may only hold numpy arrays, numbers, strings, bytes and containers "
-                "(anything else could run code while loading). If you trust the file, convert it in a "
-                "separate session to a state dict of tensors saved with torch.save (.pth)."
-            ) from None
-
-    def persistent_load(self, pid):
-        raise UnsafeCheckpointError(
-            f"{self._filename}: refused to unpickle: it uses persistent ids (e.g. a torch.save file "
-            "renamed to .pkl); save tensors as .pth and load that instead."
-        )
-
-
-def load_pickle_safely(filename: str):
-    """Unpickle ``filename`` accepting only numpy arrays/scalars, numbers, strings, bytes and
-    containers (:class:`_ArraysOnlyUnpickler`); raises :class:`UnsafeCheckpointError` otherwise."""
-    with open(filename, "rb") as f:
-        try:
-            return _ArraysOnlyUnpickler(f, filename).load()
-        except UnsafeCheckpointError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-            raise RuntimeError(f"{filename}: not a readable .pkl weights file ({type(e).__name__}: {e})") from e
-
-
-def _http_url(path: str) -> str:
-    from detectron2.utils.file_io import Detectron2Handler
-
-    if path.startswith(Detectron2Handler.PREFIX):
-        return Detectron2Handler.S3_DETECTRON2_PREFIX + path[len(Detectron2Handler.PREFIX):]
-    return path
-
-
-def download_cache_path(url: str) -> str:
-    """Where detectron2's PathManager keeps its download of ``url`` (``detectron2://`` or
-    ``http(s)://``): ``$FVCORE_CACHE`` (default ``~/.torch/iopath_cache``) + the URL's path.
-    A file put there is used without network access."""
-    from urllib.parse import urlparse
-
-    from iopath.common.file_io import get_cache_dir
-
-    return os.path.join(get_cache_dir(), urlparse(_http_url(url)).path.lstrip("/"))
-
-
-def resolve_local_path(path: str) -> str:
-    """A local file for ``path``: the path itself, or for a URL (``detectron2://``, ``https://``)
-    the copy in detectron2's download cache (:func:`download_cache_path`), downloaded if missing.
-    Raises FileNotFoundError saying where to put the file when that fails."""
-    if os.path.isfile(path):
-        return path
-    if "://" not in path:
-        raise FileNotFoundError(f"{path}: no such file")
-    from detectron2.utils.file_io import PathManager
-
-    try:
-        local = PathManager.get_local_path(path)
-    except OSError as e:
-        raise FileNotFoundError(
-            f"{path}: could not be downloaded ({type(e).__name__}: {e}). Without network access, download "
-            f"{_http_url(path)} on a machine that has it and put the file at {download_cache_path(path)} "
-            "(detectron2's download cache, $FVCORE_CACHE), or give its local path instead of the URL "
-            "(docs/pretrained.md)."
-        ) from e
-    if not os.path.isfile(local):
-        raise FileNotFoundError(f"{path}: resolved to {local}, which is not a file")
-    return local
-
-
-def load_checkpoint_file(filename: str):
-    """Read a weights file without running code from it: ``.pkl`` with
-    :func:`load_pickle_safely`, ``.safetensors`` with safetensors, anything else with
-    ``torch.load(weights_only=True)`` on CPU. ``filename`` may be a URL (:func:`resolve_local_path`).
-    Errors name the file."""
-    local = resolve_local_path(filename)
-    if local.endswith(".pkl"):
-        return load_pickle_safely(local)
-    if local.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(local, device="cpu")
-        except Exception as e:  # safetensors raises its own error types
-            raise RuntimeError(f"{filename}: not a readable safetensors file ({type(e).__name__}: {e})") from e
-    try:
-        with warnings.catch_warnings():
-            # torch warns about a non-default pickle protocol before it refuses the file;
-            # the refusal below says what is wrong and what to do.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(local, map_location=torch.device("cpu"), weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{filename}: refused to load: the file contains objects other than tensors and plain "
-            f"Python values, and loading them would run arbitrary code ({str(e).splitlines()[0]}). "
-            "Re-save it with only tensors/numbers/strings/containers."
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise RuntimeError(f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
 def _zoo_pkl_to_checkpoint(data, filename: str) -> dict:
@@ -229,66 +76,15 @@ def model_parts(model: nn.Module) -> Dict[str, nn.Module]:
     return {p: getattr(model, p) for p in MODEL_PARTS if isinstance(getattr(model, p, None), nn.Module)}
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
 def _part_of(key: str, parts: Iterable[str]) -> Optional[str]:
     for p in parts:
         if key.startswith(p + "."):
             return p
     return None
-
-
-def _bookkeeping(key: str) -> bool:
-    # BatchNorm's batch counter is not a weight; files and modules differ in having it.
-    return key.endswith("num_batches_tracked")
-
-
-def _list_keys(keys: List[str], limit: int = 40) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _state_of(data, filename: str) -> Dict[str, torch.Tensor]:
-    state = data.get("model", data) if isinstance(data, dict) else data
-    if not isinstance(state, dict):
-        raise RuntimeError(f"{filename}: expected a state dict (or a checkpoint with a 'model' entry); found {type(state).__name__}")
-    return state
-
-
-def load_part_weights(module: nn.Module, part: str, path: str) -> str:
-    """Load the ``part`` ("detector" or "parser") of the checkpoint ``path`` into ``module``,
-    strictly: every key of ``module`` must be in the file and every ``<part>.*`` key of the file
-    must be in ``module``, with equal shapes; otherwise RuntimeError naming the file and
-    listing the keys. The file is a qanet_d2 checkpoint (keys ``<part>.*``; other parts are
-    ignored) or a bare state dict of the part. A checkpoint whose ``"trained_parts"`` does not
-    include ``part`` is refused (its ``part`` holds initial weights, not trained ones).
-    Returns ``path``."""
-    data = load_checkpoint_file(path)
-    trained = data.get("trained_parts") if isinstance(data, dict) else None
-    if trained is not None and part not in trained:
-        raise RuntimeError(
-            f"{path}: its {part} was not trained (the checkpoint records trained_parts {list(trained)}); "
-            f"loading it would replace the {part} with initial weights. Give a checkpoint whose {part} was trained."
-        )
-    state = _state_of(data, path)
-    prefix = part + "."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    state = {k: torch.as_tensor(v) for k, v in state.items() if not _bookkeeping(k)}
-    own = {k: v for k, v in module.state_dict().items() if not _bookkeeping(k)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        if missing:
-            problems.append(f"missing keys ({len(missing)}): {_list_keys(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys ({len(unexpected)}): {_list_keys(unexpected)}")
-        if wrong_shape:
-            problems.append(f"shapes differ (file vs model): {_list_keys(wrong_shape)}")
-        raise RuntimeError(f"{path}: the {part} weights do not match the configured {part}: " + "; ".join(problems))
-    module.load_state_dict(state, strict=False)
-    return path
 
 
 def load_model_part(model: nn.Module, part: str, path: str) -> str:
@@ -360,6 +156,9 @@ class QANetCheckpointer(DetectionCheckpointer):
         data.update(kwargs)
         if model_parts(self.model):
             data["trained_parts"] = self.trained_parts()
+        label_set = getattr(_unwrap(self.model), "label_set", None)
+        if label_set is not None:
+            data["label_set"] = label_set.to_json()
         data = to_weights_only_safe(data)
 
         basename = f"{name}.pth"
@@ -410,8 +209,20 @@ class QANetCheckpointer(DetectionCheckpointer):
             selected = present & set(recorded)
             trained = set(selected)
         skipped = set(parts) - selected
+        if "parser" in selected:
+            record = checkpoint.get("label_set")
+            apply_label_set_record(parts["parser"], record, self._loading_path)
+            key = "parser." + LABEL_SET_BUFFER
+            own = _unwrap(self.model).state_dict()
+            if key in own and (record is None or key not in state):
+                state[key] = own[key].clone()
         if skipped:
             checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
+        if not heuristic:  # every weight of the parts it loads must come from the file, with its shape
+            own = {k: v for k, v in _unwrap(self.model).state_dict().items() if _part_of(k, skipped) is None}
+            problems = state_problems(own, {k: v for k, v in checkpoint["model"].items() if k in own})
+            if problems:
+                raise RuntimeError(f"{self._loading_path}: the checkpoint does not fill the model: " + "; ".join(problems))
         incompatible = super()._load_model(checkpoint)
         if skipped:
             incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _part_of(k, skipped) is None]

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint_file
+from .. import weights_io
+from ..weights_io import format_keys, load_checkpoint_file
 
 __all__ = [
     "HRNET_HEAD_PREFIXES",
@@ -74,46 +75,11 @@ class ImageNetWeightsError(RuntimeError):
     """An ImageNet weights file that cannot initialise the configured backbone."""
 
 
-def _bookkeeping(key: str) -> bool:
-    return key.endswith("num_batches_tracked")
-
-
-def _list_keys(keys: Iterable[str], limit: int = 40) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_state_strictly(
-    module: nn.Module,
-    state: Dict[str, torch.Tensor],
-    source: str,
-    *,
-    unused_prefixes: Sequence[str] = (),
-    what: str = "backbone",
-) -> List[str]:
-    """Load ``state`` into ``module``: every key of ``module`` (BatchNorm's
-    ``num_batches_tracked`` aside) must be in ``state`` with the same shape, and every key of
-    ``state`` must be in ``module`` unless it starts with one of ``unused_prefixes`` (a head the
-    module does not have). Raises :class:`ImageNetWeightsError` naming ``source`` and listing the
-    keys otherwise. Returns the keys of ``state`` that were left unused."""
-    own = {k: v for k, v in module.state_dict().items() if not _bookkeeping(k)}
-    state = {k: torch.as_tensor(v) for k, v in state.items() if not _bookkeeping(k)}
-    unused = [k for k in state if k not in own and k.startswith(tuple(unused_prefixes))]
-    unexpected = [k for k in state if k not in own and k not in unused]
-    missing = [k for k in own if k not in state]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong_shape:
-        problems = []
-        if missing:
-            problems.append(f"missing keys ({len(missing)}): {_list_keys(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys ({len(unexpected)}): {_list_keys(unexpected)}")
-        if wrong_shape:
-            problems.append(f"shapes differ (file vs model): {_list_keys(wrong_shape)}")
-        raise ImageNetWeightsError(f"{source}: does not match the {what}: " + "; ".join(problems))
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return unused
+def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], source: str, *,
+                        unused_prefixes: Sequence[str] = (), what: str = "backbone") -> List[str]:
+    """:func:`qanet_d2.weights_io.load_state_strictly` raising :class:`ImageNetWeightsError`."""
+    return weights_io.load_state_strictly(module, state, source, unused_prefixes=unused_prefixes, what="ImageNet weights",
+                                          target=f"the {what}", error=ImageNetWeightsError)
 
 
 # ---------------------------------------------------------------------- ResNet
@@ -191,7 +157,7 @@ def read_resnet_imagenet_weights(path: str) -> ResNetWeights:
     raise ImageNetWeightsError(
         f"{path}: not a ResNet ImageNet file in a known format (Caffe2 blobs such as 'conv1_w', "
         f"torchvision keys such as 'layer1.0.conv1.weight', or detectron2 keys such as 'stem.conv1.weight'); "
-        f"its keys start with: {_list_keys(list(keys), 8)}"
+        f"its keys start with: {format_keys(list(keys), 8)}"
     )
 
 

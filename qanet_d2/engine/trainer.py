@@ -50,12 +50,24 @@ from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
 from .route import training_route
+from .validation import OPTIMIZERS, validate_config
+from ..data.mixed_label_sets import fill_model_label_set
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
 
-# SOLVER.OPTIMIZER values (upper-cased) that build_optimizer knows.
-OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
+
+def with_model_label_set(cfg):
+    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), so that the
+    model built from it and its checkpoints carry it (train_net.py fills it when it sets the
+    config up; this covers trainers built from other configs)."""
+    if len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    fill_model_label_set(cfg)
+    cfg.freeze()
+    return cfg
 
 
 class ResumableTrainingSampler(TrainingSampler):
@@ -243,10 +255,9 @@ class QANetTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        from .validation import validate_config
-
         validate_config(cfg, for_training=True)
         logger.info(f"Training route: {training_route(cfg)}")
+        cfg = with_model_label_set(cfg)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
@@ -269,6 +280,8 @@ class QANetTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @staticmethod
+    # not DefaultTrainer.auto_scale_workers: its key list and linear LR rule miss the keys in epochs
+    # and the square-root rule Adam needs (SOLVER.LR_SCALING); see world_size.py
     def auto_scale_workers(cfg, num_workers: int):
         """detectron2's rescaling to ``num_workers`` processes, over the keys of
         :data:`~qanet_d2.engine.world_size.WORLD_SIZE_SCALED_KEYS` and with ``SOLVER.LR_SCALING``."""
@@ -482,3 +495,34 @@ def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=
         parts.append(f"[{note}]")
     line = "  ".join(parts)
     return f"{line}  ({', '.join(times)})" if times else line
+
+
+def add_solver_config(cfg) -> None:
+    """The solver keys detectron2 lacks: optimizer, betas, log period, learning-rate rule, schedules in epochs."""
+    cfg.SOLVER.OPTIMIZER = "ADAM"  # SGD, ADAM or ADAMW
+    cfg.SOLVER.BETAS = (0.9, 0.999)  # Adam/AdamW
+    # No weight decay by default: the official QANet code's Adam gets none (its yaml's 1e-4 is
+    # never passed to the optimizer). SGD configs (the FCOS detector stage) set detectron2's 1e-4.
+    cfg.SOLVER.WEIGHT_DECAY = 0.0
+    # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
+    # the median over this many iterations, so 1 records every iteration's raw losses.
+    cfg.SOLVER.LOG_PERIOD = 20
+    # Learning-rate rule when the number of processes differs from detectron2's
+    # SOLVER.REFERENCE_WORLD_SIZE (the GPU configs: 8), which rescales the total batch, the LR and
+    # every length in iterations (qanet_d2/engine/world_size.py lists the keys): "linear"
+    # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
+    # ADAM/ADAMW, linear for SGD.
+    cfg.SOLVER.LR_SCALING = "auto"
+    # --- Schedules in epochs (converted to iterations when training starts) ---------------------
+    # SOLVER.EPOCHS > 0 states the schedule in epochs of the run's training samples (frames, or
+    # faces with DATALOADER.SAMPLE_UNIT "face"): at start-up, after the rescaling to the number of
+    # processes, iterations per epoch = samples / SOLVER.IMS_PER_BATCH and MAX_ITER, STEPS and
+    # WARMUP_ITERS are computed from EPOCHS, STEPS_EPOCHS and WARMUP_EPOCHS (their iteration
+    # values are then not used), CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their *_EPOCHS keys
+    # where those are > 0 (qanet_d2/engine/epochs.py; logged once). 0 = iterations as written.
+    # EPOCHS and the periods are whole epochs, WARMUP_EPOCHS a float, STEPS_EPOCHS any numbers.
+    cfg.SOLVER.EPOCHS = 0
+    cfg.SOLVER.STEPS_EPOCHS = ()
+    cfg.SOLVER.WARMUP_EPOCHS = 0.0
+    cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
+    cfg.TEST.EVAL_PERIOD_EPOCHS = 0

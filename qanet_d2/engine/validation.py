@@ -9,19 +9,21 @@ from typing import List
 from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, model_label_set, model_label_set_source,
                                      prediction_conversion, training_route)
 from ..data.instance_mapper import SAMPLE_UNITS
+from ..data.training_crops import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
-from ..modeling.face_cropper import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from ..video import ALIGNS, TRACK_MOTIONS
 from .epochs import epoch_problems, uses_epochs
-from .trainer import OPTIMIZERS
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
 
 class ConfigError(ValueError):
     """One or more config values cannot work together."""
+
+
+OPTIMIZERS = ("SGD", "ADAM", "ADAMW")  # SOLVER.OPTIMIZER, built by QANetTrainer.build_optimizer
 
 
 # The allowed values are those of the modules that act on them.

@@ -63,11 +63,9 @@ __all__ = [
     "summarize",
     "label_png_path",
     "frame_key",
-    "scores_to_label_map",
     "RESULTS_FILE",
     "ABSENT_CLASS_MODES",
     "convert_label_map",
-    "merge_class_scores",
     "prediction_converter",
 ]
 
@@ -450,27 +448,6 @@ def format_results_tables(results: dict, details: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- files
-def scores_to_label_map(scores: torch.Tensor) -> np.ndarray:
-    """(C, H, W) class scores -> (H, W) uint8 argmax (first maximum wins, as ``torch.argmax``).
-
-    On a GPU: ``argmax`` there, only the uint8 map is copied. On the CPU, ``argmax(dim=0)`` over
-    a 1080p map is a slow strided reduction (~0.3-0.7 s for 18 classes on one core); a running
-    maximum over the channels gives the same labels several times faster.
-    """
-    if scores.shape[0] > 256:
-        raise ValueError(f"{scores.shape[0]} classes do not fit a uint8 label map")
-    if scores.device.type != "cpu":
-        return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
-    scores = scores.detach()
-    best = scores[0].clone()
-    labels = torch.zeros(scores.shape[1:], dtype=torch.uint8)
-    for c in range(1, scores.shape[0]):
-        better = torch.gt(scores[c], best)
-        torch.maximum(best, scores[c], out=best)
-        labels.masked_fill_(better, c)
-    return labels.numpy()
-
-
 def frame_key(input_dict: dict) -> Tuple[str, int]:
     """(video_id, frame_index) of a dataset dict / model input; a dict without ``video_id`` is a
     one-frame video named by its ``image_id`` (else its ``file_name``)."""
@@ -524,20 +501,10 @@ def convert_label_map(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where((labels >= 0) & (labels < 256), lut[labels.clip(0, 255)], np.uint8(255)).astype(np.uint8)
 
 
-def merge_class_scores(scores: torch.Tensor, ids, num_classes: int) -> torch.Tensor:
-    """(K, H, W) class scores of the model's set -> (C, H, W) of the dataset's set: the scores of
-    the classes mapped to each dataset class summed (probabilities merge by summing); classes
-    without counterpart dropped."""
-    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=scores.device)
-    mapped = (ids != 255).nonzero().flatten()
-    out = scores.new_zeros((num_classes,) + tuple(scores.shape[1:]))
-    return out.index_add_(0, ids[mapped], scores.index_select(0, mapped))
-
-
 # ---------------------------------------------------------------------------- evaluator
 class FaceParsingEvaluator(DatasetEvaluator):
     """J/F (DAVIS), mIoU and F1 of predicted label maps: ``outputs[i]["labels"]`` (the model's
-    label map), or the argmax of ``outputs[i]["sem_seg"]`` for outputs without one.
+    painted label map).
 
     Inputs need ``sem_seg_file_name``, ``file_name``, ``video_id`` and ``frame_index`` (an input
     without ``video_id`` is its own one-frame video). Each process scores its shard; ``evaluate``
@@ -564,7 +531,7 @@ class FaceParsingEvaluator(DatasetEvaluator):
                 the model predicts, when it may differ from the dataset's: predictions are then
                 converted into the dataset's classes (label maps through
                 :func:`~qanet_d2.structures.label_sets.conversion_ids`, 255 for a class without
-                counterpart; ``sem_seg`` class scores summed per dataset class, then argmax), and
+                counterpart), and
                 every number is in the dataset's classes. None: predictions are in the dataset's set.
             output_dir: where ``face_parsing_results.json`` (and ``labels/`` with ``save_labels``)
                 is written; None writes nothing.
@@ -598,7 +565,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._failed: List[dict] = []
         self._confusion = np.zeros((self._num_classes, self._num_classes + 1), np.int64)
         self._invalid_gt_pixels = 0
-        self._warned_channels = False
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -610,23 +576,13 @@ class FaceParsingEvaluator(DatasetEvaluator):
         return self._conversion_note
 
     def output_label_map(self, output: dict) -> np.ndarray:
-        """The (H, W) label map of one model output: its ``labels`` (the model's painted label
-        map), or, for outputs without one, the argmax of its ``sem_seg`` class scores; converted
-        into the dataset's classes when the model predicts another label set."""
-        if "labels" in output:
-            labels = output["labels"]
-            labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-            return labels if self._conversion is None else convert_label_map(labels, self._conversion)
-        sem_seg = output["sem_seg"]
-        if self._conversion is not None:
-            sem_seg = merge_class_scores(sem_seg, self._conversion, self._num_classes)
-        if sem_seg.shape[0] != self._num_classes and not self._warned_channels:
-            logger.warning(
-                "Predictions of %s have %d channels but the dataset has %d classes; labels >= %d "
-                "count as wrong.", self._dataset_name, sem_seg.shape[0], self._num_classes, self._num_classes,
-            )
-            self._warned_channels = True
-        return scores_to_label_map(sem_seg)
+        """The (H, W) label map of one model output (its ``labels``), converted into the
+        dataset's classes when the model predicts another label set."""
+        if "labels" not in output:
+            raise KeyError(f"a model output for {self._dataset_name} has no 'labels' label map (keys: {sorted(output)})")
+        labels = output["labels"]
+        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        return labels if self._conversion is None else convert_label_map(labels, self._conversion)
 
     def process_label_map(self, input_dict: dict, pred_labels: np.ndarray) -> Optional[FrameScores]:
         """Score one frame given its predicted (H, W) label map (the shared path of :meth:`process`

@@ -45,25 +45,22 @@ def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
     quality score, box score, window ``[x0, y0, x1, y1)`` in the original image and its labels
     on that window. None if the output has no ``instances``.
 
-    Reads ``instances.scores``, ``box_scores``, ``parsing_probs`` (``N x V x C x h x w`` crop
-    probabilities of V box-scale views) and ``crop_affines`` (``N x V x 2 x 3`` crop -> image);
-    each face is pasted on its window by the post-processing's
-    :func:`~qanet_d2.modeling.postprocessing.paste_faces` (views averaged, argmax, background
-    where the top probability is below 1 / C, 0 outside the crops), as the label map is painted.
+    Reads ``instances.scores``, ``instances.box_scores`` and ``face_labels`` (each face's own
+    parsing from the post-processor,
+    :meth:`~qanet_d2.modeling.postprocessing.FacePostProcessor.face_labels`, in ``instances``' order).
     """
-    from ..modeling.postprocessing import paste_faces
-
     inst = output.get("instances")
     if inst is None:
         return None
     if len(inst) == 0:
         return []
+    if len(output.get("face_labels", ())) != len(inst):
+        raise KeyError(f"a model output has {len(inst)} instances but {len(output.get('face_labels', ()))} face_labels")
     scores = inst.scores.detach().float().cpu().tolist()
     box_scores = inst.box_scores.detach().float().cpu().tolist() if inst.has("box_scores") else scores
-    pasted = paste_faces(inst.parsing_probs.detach().float(), inst.crop_affines.detach().float(), inst.image_size)
     return [
-        PredictedFace(s, b, tuple(int(v) for v in face.window), face.labels.cpu().numpy())
-        for s, b, face in zip(scores, box_scores, pasted)
+        PredictedFace(s, b, tuple(int(v) for v in face["window"]), np.asarray(face["labels"].cpu()))
+        for s, b, face in zip(scores, box_scores, output["face_labels"])
     ]
 
 

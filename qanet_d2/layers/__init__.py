@@ -7,8 +7,6 @@ from .crops import (  # noqa: F401
     crop_windows,
     expand_box_to_aspect,
     invert_affines,
-    paste_probs,
-    paste_probs_to_image,
-    scale_affines,
+    normalize_image,
     scale_boxes,
 )

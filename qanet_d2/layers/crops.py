@@ -24,19 +24,28 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "face_crop_affines",
+    "normalize_image",
     "expand_box_to_aspect",
     "scale_boxes",
     "boxes_to_affines",
     "invert_affines",
     "compose_affines",
-    "scale_affines",
     "crop_images",
     "supersampling_factors",
     "crop_labels",
     "crop_windows",
-    "paste_probs",
-    "paste_probs_to_image",
 ]
+
+
+def normalize_image(image: torch.Tensor, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
+                    input_format: str = "BGR") -> torch.Tensor:
+    """A ``3 x H x W`` image (uint8 or float, channels in ``input_format``, "BGR" or "RGB") as
+    float RGB ``(image - pixel_mean) / pixel_std`` (``pixel_mean``/``pixel_std``: ``3 x 1 x 1``,
+    RGB). The mean colour becomes 0."""
+    if input_format == "BGR":
+        image = image.flip(0)  # on uint8 before the conversion: a quarter of the bytes
+    return image.to(pixel_mean.dtype, copy=True).sub_(pixel_mean).div_(pixel_std)
 
 
 def expand_box_to_aspect(boxes: torch.Tensor, aspect: float, expand: float = 1.0) -> torch.Tensor:
@@ -89,18 +98,6 @@ def compose_affines(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     return (o @ i)[:, :2].to(outer.dtype)
 
 
-def scale_affines(affines: torch.Tensor, scale_x, scale_y) -> torch.Tensor:
-    """Compose crop->image affines with an image resize (``x' = x * scale_x``, ``y' = y * scale_y``).
-
-    Used to move affines from the resized model input frame to the original image frame;
-    the scales may be numbers or ``N`` tensors.
-    """
-    out = affines.clone()
-    out[:, 0] = out[:, 0] * torch.as_tensor(scale_x, dtype=out.dtype, device=out.device).reshape(-1, 1)
-    out[:, 1] = out[:, 1] * torch.as_tensor(scale_y, dtype=out.dtype, device=out.device).reshape(-1, 1)
-    return out
-
-
 def boxes_to_affines(
     boxes: torch.Tensor,
     out_size: Sequence[int],
@@ -151,6 +148,23 @@ def boxes_to_affines(
         [torch.stack([a00, a01, t0], dim=1), torch.stack([a10, a11, t1], dim=1)], dim=1
     )
     return crop_to_image, invert_affines(crop_to_image)
+
+
+def face_crop_affines(boxes: torch.Tensor, crop_size: Sequence[int], aspect_ratio: float, box_expand: float,
+                      scale=1.0, shift: Optional[torch.Tensor] = None, rotation: Optional[torch.Tensor] = None,
+                      flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``N x 2 x 3`` crop -> image affines of the parser crops of ``N x 4`` face boxes: each box
+    (its centre moved by ``shift``, ``N x 2`` fractions of its width and height) grown to
+    ``aspect_ratio`` (width / height) around its centre, x ``box_expand``, x ``scale`` (a number
+    or ``N`` tensor), then rotated (``N`` degrees) and mirrored (``N`` bools) in the crop of
+    ``crop_size`` ``(height, width)``. The one crop geometry of training and test crops."""
+    boxes = boxes.to(torch.float32)
+    if shift is not None:
+        boxes = boxes + (shift.to(boxes) * (boxes[:, 2:] - boxes[:, :2])).repeat(1, 2)
+    regions = expand_box_to_aspect(boxes, aspect_ratio, box_expand)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        regions = scale_boxes(regions, scale.to(boxes) if torch.is_tensor(scale) else scale)
+    return boxes_to_affines(regions, crop_size, rotation=rotation, flip=flip)[0]
 
 
 def _normalised_theta(src_to_dst: torch.Tensor, dst_size: Sequence[int], src_size: Sequence[int]) -> torch.Tensor:
@@ -296,77 +310,3 @@ def crop_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Se
     x1 = hi[:, 0].clamp(0, image_size[1])
     y1 = hi[:, 1].clamp(0, image_size[0])
     return torch.stack([x0, y0, x1, y1], dim=1).long()
-
-
-def paste_probs(
-    probs: torch.Tensor,
-    affines: torch.Tensor,
-    windows: torch.Tensor,
-    chunk: int = 8,
-    mode: str = "bilinear",
-) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """Sample per-face crop probabilities back into image coordinates, face by face window.
-
-    Only each face's window (:func:`crop_windows`) is computed, so the memory is bounded by
-    ``chunk`` windows rather than ``N`` full images; faces of a chunk are sampled in one call.
-
-    Args:
-        probs: ``N x C x h x w`` crop probabilities.
-        affines: ``N x 2 x 3`` crop -> image affines (in the frame the windows refer to).
-        windows: ``N x 4`` integer windows ``[x0, y0, x1, y1)``.
-        chunk: faces per ``grid_sample`` call.
-        mode: interpolation ("bilinear" for probabilities, "nearest" for labels).
-
-    Returns:
-        a list of ``N`` pairs ``(pasted, inside)``: ``pasted`` is ``C x (y1-y0) x (x1-x0)``
-        (0 outside the crop), ``inside`` the bool mask of window pixels whose centres lie
-        inside the crop.
-    """
-    n, c, h, w = probs.shape
-    results: List[Tuple[torch.Tensor, torch.Tensor]] = []
-    inv = invert_affines(affines)
-    wins = windows.tolist()
-    for start in range(0, n, max(1, int(chunk))):
-        idx = list(range(start, min(n, start + max(1, int(chunk)))))
-        sizes = [(max(0, wins[i][3] - wins[i][1]), max(0, wins[i][2] - wins[i][0])) for i in idx]
-        gh = max(1, max(s[0] for s in sizes))
-        gw = max(1, max(s[1] for s in sizes))
-        # window pixel centres in image coordinates -> crop coordinates -> normalised
-        ys = torch.arange(gh, dtype=torch.float64, device=probs.device) + 0.5
-        xs = torch.arange(gw, dtype=torch.float64, device=probs.device) + 0.5
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        grids = []
-        for i in idx:
-            x = gx + wins[i][0]
-            y = gy + wins[i][1]
-            a = inv[i].double()
-            u = a[0, 0] * x + a[0, 1] * y + a[0, 2]
-            v = a[1, 0] * x + a[1, 1] * y + a[1, 2]
-            grids.append(torch.stack([u * (2.0 / w) - 1.0, v * (2.0 / h) - 1.0], dim=-1))
-        grid = torch.stack(grids).to(probs.dtype)
-        # "border" keeps crop-edge values from fading into the padding; outside is masked below.
-        sampled = F.grid_sample(probs[idx], grid, mode=mode, padding_mode="border", align_corners=False)
-        inside = (grid.abs() <= 1.0).all(dim=-1)
-        sampled = sampled * inside[:, None].to(sampled.dtype)
-        for k, (sh, sw) in enumerate(sizes):
-            results.append((sampled[k, :, :sh, :sw], inside[k, :sh, :sw]))
-    return results
-
-
-def paste_probs_to_image(
-    probs: torch.Tensor, affines: torch.Tensor, image_size: Sequence[int], chunk: int = 8, mode: str = "bilinear"
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Paste ``N`` crops into full ``N x C x H x W`` images (0 outside each crop) and return
-    them with their ``N x H x W`` inside-masks. Convenient for few faces on small images; the
-    model uses the windowed :func:`paste_probs`."""
-    n, c = probs.shape[:2]
-    height, width = int(image_size[0]), int(image_size[1])
-    out = probs.new_zeros((n, c, height, width))
-    mask = torch.zeros((n, height, width), dtype=torch.bool, device=probs.device)
-    windows = crop_windows(affines, probs.shape[-2:], (height, width))
-    for i, (pasted, inside) in enumerate(paste_probs(probs, affines, windows, chunk=chunk, mode=mode)):
-        x0, y0, x1, y1 = windows[i].tolist()
-        if x1 > x0 and y1 > y0:
-            out[i, :, y0:y1, x0:x1] = pasted
-            mask[i, y0:y1, x0:x1] = inside
-    return out, mask

@@ -7,7 +7,7 @@ backbones ``build_fcos_resnet_fpn_backbone``, ``build_timm_hrnet_backbone`` and
 """
 from .backbone import TimmHRNetBackbone, build_parser_backbone
 from .detectors import FACE_DETECTOR_REGISTRY, build_face_detector, build_fcos_detector, build_fcos_resnet_fpn_backbone
-from .face_cropper import CropAugmentation, FaceCropper, flip_permutation_from_metadata
+from .face_cropper import FaceCropper
 from .meta_arch import QANetFaceParser
 from .postprocessing import FacePostProcessor
 from .qanet import QANetParser
@@ -16,7 +16,6 @@ from .test_time_augmentation import QANetFaceParserWithTTA, build_test_time_mode
 __all__ = [
     "QANetFaceParser",
     "FaceCropper",
-    "CropAugmentation",
     "FacePostProcessor",
     "QANetParser",
     "QANetFaceParserWithTTA",
@@ -27,7 +26,6 @@ __all__ = [
     "build_fcos_resnet_fpn_backbone",
     "build_parser_backbone",
     "build_test_time_model",
-    "flip_permutation_from_metadata",
     "load_parser_weights",
     "tta_views_from_config",
 ]

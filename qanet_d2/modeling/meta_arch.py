@@ -13,11 +13,11 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .detectors import HeadBoxAdapter, build_face_detector
-from .face_cropper import FaceCropper, flip_permutation_from_metadata
-from .postprocessing import FacePostProcessor
+from .face_cropper import FaceCropper
+from .postprocessing import FacePostProcessor, StageTimes, profiler_range
 from .qanet import QANetParser
 
-__all__ = ["QANetFaceParser", "flip_permutation_from_metadata", "group_views", "TRAIN_MODES", "TEST_BOXES"]
+__all__ = ["QANetFaceParser", "group_views", "TRAIN_MODES", "TEST_BOXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class QANetFaceParser(nn.Module):
         detector_loss_weight: float = 1.0,
         detector_input_scale: float = 1.0,
         detector_input_scale_test: float = 0.0,
-        max_faces_per_image: int = 100,
+        max_parsed_faces: int = 100,
         parser_batch: int = 32,
         channels_last: bool = False,
     ):
@@ -132,7 +132,7 @@ class QANetFaceParser(nn.Module):
         self.detector_loss_weight = float(detector_loss_weight)
         self.detector_input_scale = float(detector_input_scale)
         self.detector_input_scale_test = float(detector_input_scale_test or detector_input_scale)
-        self.max_faces_per_image = int(max_faces_per_image)
+        self.max_parsed_faces = int(max_parsed_faces)
         self.parser_batch = int(parser_batch)
 
         # A frozen part keeps its weights (and BN statistics) as loaded.
@@ -160,7 +160,7 @@ class QANetFaceParser(nn.Module):
             # FCOS sees a resized copy of the input; other detectors size their input themselves
             "detector_input_scale": cfg.MODEL.FCOS.INPUT_SCALE if q.DETECTOR.NAME == "FCOS" else 1.0,
             "detector_input_scale_test": cfg.MODEL.FCOS.INPUT_SCALE_TEST if q.DETECTOR.NAME == "FCOS" else 0.0,
-            "max_faces_per_image": q.INFERENCE.MAX_FACES_PER_IMAGE,
+            "max_parsed_faces": q.INFERENCE.MAX_PARSED_FACES,
             "parser_batch": q.INFERENCE.PARSER_BATCH,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
         }
@@ -172,6 +172,12 @@ class QANetFaceParser(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.cropper.num_classes
+
+    @property
+    def label_set(self):
+        """The :class:`~qanet_d2.structures.label_sets.LabelSet` the model predicts (the parser's;
+        None when neither the config nor a loaded checkpoint gave one)."""
+        return self.parser.label_set
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -283,7 +289,7 @@ class QANetFaceParser(nn.Module):
             for flip in flips:
                 logits, iou = parser(crops.flip(-1) if flip else crops)
                 p = logits.softmax(dim=1)
-                probs = probs + (self.cropper.flip_back(p) if flip else p)
+                probs = probs + (parser.flip_back(p) if flip else p)
                 ious = ious + iou
                 count += 1
         return probs / count, ious / count
@@ -295,13 +301,15 @@ class QANetFaceParser(nn.Module):
         faces: List[Instances],
         views: Sequence[Tuple[float, bool]] = ((1.0, False),),
         parsers: Optional[Sequence[nn.Module]] = None,
+        times: Optional[StageTimes] = None,
     ) -> List[Instances]:
-        """Crop and parse the faces of a batch, ``PARSER_BATCH`` crops per parser call.
+        """Crop and parse the faces of a batch, ``PARSER_BATCH`` crops per parser call (stages
+        "crop" and "parser" of ``times``).
 
         Args:
             images: the normalised batch (:meth:`FaceCropper.preprocess`).
             faces: per image, ``pred_boxes`` in the model-input frame and optional ``scores``
-                (default 1); empty boxes are dropped and at most ``MAX_FACES_PER_IMAGE`` (the
+                (default 1); empty boxes are dropped and at most ``MAX_PARSED_FACES`` (the
                 best scoring) are kept.
             views: ``(box_scale, flip)`` pairs (:func:`group_views`); flips of one box scale
                 are averaged in the crop frame.
@@ -314,6 +322,7 @@ class QANetFaceParser(nn.Module):
             ``crop_affines`` (``N x V x 2 x 3``) and the faces' ``pred_keypoints`` if given.
         """
         parsers = [self.parser] if parsers is None else list(parsers)
+        stage = times if times is not None else profiler_range
         scales = group_views(views)
         boxes, box_scores, batch_idx, keypoints = [], [], [], []
         for i, f in enumerate(faces):
@@ -323,8 +332,8 @@ class QANetFaceParser(nn.Module):
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
             b, s = b[keep], s[keep]
             k = k[keep] if k is not None else None
-            if len(b) > self.max_faces_per_image:
-                top = s.argsort(descending=True)[: self.max_faces_per_image]
+            if len(b) > self.max_parsed_faces:
+                top = s.argsort(descending=True)[: self.max_parsed_faces]
                 b, s = b[top], s[top]
                 k = k[top] if k is not None else None
             boxes.append(b)
@@ -340,9 +349,11 @@ class QANetFaceParser(nn.Module):
         for v, (scale, flips) in enumerate(scales):
             for start in range(0, n, self.parser_batch):
                 sl = slice(start, start + self.parser_batch)
-                crops, affines[sl, v] = self.crop_faces(images, boxes[sl], batch_idx[sl], scale)
-                probs[sl, v], iou = self.parse_crops(crops, flips, parsers)
-                iou_sum[sl] += iou.clamp(0.0, 1.0)
+                with stage("crop"):
+                    crops, affines[sl, v] = self.crop_faces(images, boxes[sl], batch_idx[sl], scale)
+                with stage("parser"):
+                    probs[sl, v], iou = self.parse_crops(crops, flips, parsers)
+                    iou_sum[sl] += iou.clamp(0.0, 1.0)
         iou_scores = iou_sum / len(scales)
         results = []
         for i, (size, parts) in enumerate(zip(images.image_sizes, torch.arange(n, device=self.device).split(counts))):
@@ -359,15 +370,16 @@ class QANetFaceParser(nn.Module):
         return results
 
     @torch.no_grad()
-    def postprocess(self, faces: List[Instances], batched_inputs: List[Dict], class_scores: bool = False) -> List[Dict]:
-        """Per-face results (model-input frame) -> per image the outputs in the original frame
-        (``height`` x ``width`` of each input): :class:`FacePostProcessor`'s ``instances``,
-        ``labels`` and, with ``class_scores``, ``sem_seg``."""
+    def postprocess(
+        self, faces: List[Instances], batched_inputs: List[Dict], class_scores: bool = False, times: Optional[StageTimes] = None
+    ) -> List[Dict]:
+        """Per-face results (model-input frame) -> per image the outputs of
+        :class:`FacePostProcessor` in the original frame (``height`` x ``width`` of each input)."""
         results = []
         for f, x in zip(faces, batched_inputs):
             in_h, in_w = f.image_size
             size = (int(x.get("height", in_h)), int(x.get("width", in_w)))
-            results.append(self.postprocessor(f, size, class_scores=class_scores))
+            results.append(self.postprocessor(f, size, class_scores=class_scores, times=times))
         return results
 
     @torch.no_grad()
@@ -380,6 +392,7 @@ class QANetFaceParser(nn.Module):
         views: Sequence[Tuple[float, bool]] = ((1.0, False),),
         parsers: Optional[Sequence[nn.Module]] = None,
         class_scores: bool = False,
+        times: Optional[StageTimes] = None,
     ) -> List[Dict]:
         """Detect (or take the given boxes), parse and paste back.
 
@@ -394,25 +407,30 @@ class QANetFaceParser(nn.Module):
             views: ``(box_scale, flip)`` test-time views (:func:`group_views`).
             parsers: parsers whose probabilities are averaged (default: this model's).
             class_scores: also return ``sem_seg``.
+            times: a :class:`StageTimes` that records the stages ("detector", "crop", "parser"
+                and the post-processor's).
 
         Returns:
             per image a dict with ``instances`` (in the original ``height`` x ``width`` frame,
             sorted by decreasing ``scores``: ``pred_boxes``, ``scores`` (quality score),
-            ``box_scores``, ``iou_scores``, ``pixel_scores``, ``pred_classes``,
-            ``parsing_probs`` ``N x V x C x h x w`` and ``crop_affines`` ``N x V x 2 x 3`` crop ->
-            original image), ``labels`` (``H x W`` uint8 label map) and, with ``class_scores``,
-            ``sem_seg`` (``C x H x W`` class scores, argmax = ``labels``).
+            ``box_scores``, ``iou_scores``, ``pixel_scores``, ``pred_classes``), ``labels``
+            (``H x W`` uint8 label map), ``painted``, ``face_labels`` and, with
+            ``class_scores``, ``sem_seg`` (``C x H x W`` class scores, argmax = ``labels``): see
+            :meth:`FacePostProcessor.__call__`.
         """
         assert not self.training, "inference needs model.eval()"
         # Faces are cropped from each input's original_image when it has one (the frame at its
         # original resolution, as the training crops are); the detector sees the resized image.
-        images = self.cropper.preprocess(batched_inputs, original=True)
+        stage = times if times is not None else profiler_range
+        with stage("crop"):
+            images = self.cropper.preprocess(batched_inputs, original=True)
         if face_boxes is None:
-            face_boxes = self.detect(batched_inputs)
+            with stage("detector"):
+                face_boxes = self.detect(batched_inputs)
         elif len(face_boxes) != len(batched_inputs):
             raise ValueError(f"face_boxes: got {len(face_boxes)} Instances for {len(batched_inputs)} images")
         face_boxes = [_boxes_to_size(f, size) for f, size in zip(face_boxes, images.image_sizes)]
-        faces = self.parse_faces(images, face_boxes, views, parsers)
+        faces = self.parse_faces(images, face_boxes, views, parsers, times)
         if not do_postprocess:
             return [{"instances": f} for f in faces]
-        return self.postprocess(faces, batched_inputs, class_scores)
+        return self.postprocess(faces, batched_inputs, class_scores, times)

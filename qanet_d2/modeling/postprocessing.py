@@ -22,13 +22,18 @@ reference can mirror line by line:
    (``PIXEL_SCORE_REGION`` "pasted", as the official QANet code), at the image pixels whose
    centres lie inside the face box ("image"), or on the crop probabilities, padding included,
    averaged over views ("crop"). Quality score = ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``.
-4. **Paint** (:meth:`FacePostProcessor.paint`): the label map starts as background; faces whose
-   paint score (the quality score with ``PAINT_ORDER`` "quality", the box score with "box") is
-   >= ``FACE_SCORE_THRESH`` are painted in ascending paint score (ties: ascending other score,
-   then instance order), each writing its non-background labels over the map, so the best face
-   wins overlaps. Class scores (``sem_seg``, ``C x H x W``, only when asked for) start as
+4. **Smooth** (optional): a hook between scoring and painting that may change the faces'
+   probabilities and scores (the video smoother, :class:`qanet_d2.video.VideoPredictor`).
+5. **Paint** (:meth:`FacePostProcessor.paint`): the label map starts as background; faces whose
+   quality score is >= ``QUALITY_SCORE_THRESH`` and whose box score is >= ``BOX_SCORE_THRESH``
+   are painted in ascending paint score (the quality score with ``PAINT_ORDER`` "quality", the
+   box score with "box"; ties: ascending other score, then instance order), each writing its
+   non-background labels over the map, so the best face wins overlaps. Class scores (``sem_seg``, ``C x H x W``, only when asked for) start as
    background one-hot and take the face's view-averaged probabilities where it paints a label,
    so that their argmax is the label map.
+6. **Per-face labels** (:meth:`FacePostProcessor.face_labels`): each face's own labels on its
+   window (the pastes of step 5 reused), for consumers that need faces one by one (instance
+   evaluation, the demo's per-face output): the crop probabilities are not pasted again elsewhere.
 
 Speed and memory: the label map needs no ``C x H x W`` tensor. Faces' windows are cut into tiles
 of at most ``PASTE_TILE`` pixels a side, and tiles are pasted in runs of at most
@@ -43,13 +48,16 @@ class scores take the full interpolation.
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
@@ -57,16 +65,12 @@ from ..layers.crops import crop_windows, invert_affines
 
 __all__ = [
     "FacePostProcessor",
+    "StageTimes",
     "PastedFace",
-    "paste_face",
-    "paste_faces",
-    "face_window",
+    "add_postprocessing_config",
     "face_windows",
-    "crop_cells",
     "paint_order",
-    "pixel_scores",
     "face_scores",
-    "crop_labels_from_probs",
     "channel_max",
     "crop_maxima",
     "CropMaxima",
@@ -87,18 +91,9 @@ _MIXED = 255  # the interpolation must be computed
 
 
 # ---------------------------------------------------------------------------- scoring
-def pixel_scores(probs: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
-    """Mean of the per-pixel max probability over the pixels where it is >= ``thresh``.
-
-    ``probs``: ``N x C x h x w`` probabilities -> ``N`` (0 for a crop with no such pixel).
-    """
-    if probs.shape[0] == 0:
-        return probs.new_zeros(0)
-    return pixel_scores_from_top(channel_max(probs, dim=1, label_dtype=torch.uint8)[0], thresh)
-
-
 def pixel_scores_from_top(top: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
-    """:func:`pixel_scores` from the per-pixel max probabilities ``N x h x w``."""
+    """Pixel score of each of ``N`` faces from its per-pixel max probabilities ``N x h x w``: the
+    mean of those that are >= ``thresh`` (0 for a face with none)."""
     top = top.flatten(1)
     keep = (top >= thresh).to(top.dtype)
     return (top * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
@@ -158,23 +153,48 @@ def channel_max(probs: torch.Tensor, dim: int = 0, label_dtype: torch.dtype = to
     return best, labels
 
 
-def crop_labels_from_probs(probs: torch.Tensor) -> torch.Tensor:
-    """Argmax labels (first maximum), background (0) where the max probability is below 1 / C.
-
-    ``probs``: ``... x C x h x w`` -> ``... x h x w`` long.
-    """
-    num_classes = probs.shape[-3]
-    top, labels = channel_max(probs, dim=probs.dim() - 3)
-    return torch.where(top < 1.0 / num_classes, torch.zeros_like(labels), labels)
-
-
-def paint_order(paint_scores: torch.Tensor, other_scores: torch.Tensor, thresh: float) -> List[int]:
+def paint_order(paint_scores: torch.Tensor, other_scores: torch.Tensor, keep: torch.Tensor) -> List[int]:
     """Indices of the faces to paint, in painting order: ascending ``paint_scores`` (ties:
-    ascending ``other_scores``, then index), faces with ``paint_scores < thresh`` left out."""
+    ascending ``other_scores``, then index), only faces where the bool mask ``keep`` is set."""
     key = paint_scores.detach().double().cpu().numpy()
     tie = other_scores.detach().double().cpu().numpy()
     order = np.lexsort((np.arange(len(key)), tie, key))
-    return [int(i) for i in order if key[i] >= thresh]
+    keep = keep.detach().cpu().numpy()
+    return [int(i) for i in order if keep[i]]
+
+
+class StageTimes:
+    """Wall-clock and CPU seconds per named stage, summed over calls (``wall``, ``cpu``).
+
+    ``with times("paint"): ...`` times a stage; every stage is also a
+    ``torch.profiler.record_function`` range, so a profiler sees the same stages. Pass one to
+    :meth:`FacePostProcessor.__call__` or the model's ``inference`` (``times=``); without one the
+    stages are only profiler ranges. ``sync``: wait for CUDA kernels at both ends of a stage.
+    """
+
+    def __init__(self, sync: bool = False):
+        self.wall: Dict[str, float] = {}
+        self.cpu: Dict[str, float] = {}
+        self.sync = bool(sync) and torch.cuda.is_available()
+
+    @contextmanager
+    def __call__(self, name: str):
+        with torch.profiler.record_function(name):
+            if self.sync:
+                torch.cuda.synchronize()
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                if self.sync:
+                    torch.cuda.synchronize()
+                self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
+
+
+def profiler_range(name: str):
+    """A stage without timing: only a ``torch.profiler.record_function`` range."""
+    return torch.profiler.record_function(name)
 
 
 # ---------------------------------------------------------------------------- pasting
@@ -188,11 +208,6 @@ def face_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Se
     wins = crop_windows(affines.reshape(n * v, 2, 3).float(), crop_size, image_size).reshape(n, v, 4)
     lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
     return [tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()]
-
-
-def face_window(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
-    """:func:`face_windows` of one face's ``V x 2 x 3`` views."""
-    return face_windows(affines[None], crop_size, image_size)[0]
 
 
 @dataclass
@@ -210,16 +225,11 @@ class PastedFace:
     top: Optional[torch.Tensor] = None
 
 
-def crop_cells(probs: torch.Tensor) -> torch.Tensor:
-    """Labels of the interpolation cells of crops: ``... x C x h x w`` probabilities ->
-    ``... x (h+1) x (w+1)`` uint8. Cell ``(i, j)`` is the square between the centres of crop
-    pixels ``(i-1, j-1)`` and ``(i, j)`` (crop edges replicated); its value is the label (argmax)
-    that its four corners share, or ``_MIXED`` (255) when they differ."""
-    return cells_from_labels(channel_max(probs, dim=probs.dim() - 3, label_dtype=torch.uint8)[1])
-
-
 def cells_from_labels(labels: torch.Tensor) -> torch.Tensor:
-    """:func:`crop_cells` from the crops' ``... x h x w`` uint8 argmax labels."""
+    """Labels of the interpolation cells of crops with ``... x h x w`` uint8 argmax labels:
+    ``... x (h+1) x (w+1)`` uint8. Cell ``(i, j)`` is the square between the centres of crop
+    pixels ``(i-1, j-1)`` and ``(i, j)`` (crop edges replicated); its value is the label that its
+    four corners share, or ``_MIXED`` (255) when they differ."""
     h, w = labels.shape[-2:]
     rows = torch.arange(-1, h + 1, device=labels.device).clamp(0, h - 1)
     cols = torch.arange(-1, w + 1, device=labels.device).clamp(0, w - 1)
@@ -411,35 +421,6 @@ def _paste(
             yield item, item_codes.masked_fill(~inside, 0), inside, None if top is None else top[k, :h, :w], item_probs
 
 
-def paste_face(
-    probs: torch.Tensor,
-    affines: torch.Tensor,
-    image_size: Sequence[int],
-    tile: int = 512,
-    with_top: bool = False,
-) -> PastedFace:
-    """Paste one face's views into its image window (step 2 of the module docstring).
-
-    Args:
-        probs: ``V x C x h x w`` crop probabilities of the face's views (``C <= 254``).
-        affines: ``V x 2 x 3`` crop -> image affines, in the frame of ``image_size``.
-        image_size: ``(height, width)`` of the image.
-        tile: the window is processed in tiles of at most ``tile x tile`` pixels.
-        with_top: also return the max of the view-averaged probabilities.
-    """
-    return paste_faces(probs[None], affines[None], image_size, tile, with_top)[0]
-
-
-def paste_faces(
-    probs: torch.Tensor, affines: torch.Tensor, image_size: Sequence[int], tile: int = 512, with_top: bool = False
-) -> List[PastedFace]:
-    """:func:`paste_face` of every face of ``N x V x C x h x w`` probabilities and
-    ``N x V x 2 x 3`` affines, several faces per tensor operation: each face's own parsing."""
-    windows = dict(enumerate(face_windows(affines, probs.shape[-2:], image_size)))
-    pasted = _assemble(probs, affines, windows, range(len(probs)), tile, with_top)
-    return [pasted[i] for i in range(len(probs))]
-
-
 def _assemble(probs, affines, windows, faces, tile, with_top, maxima=None) -> Dict[int, PastedFace]:
     """:class:`PastedFace` of each face in ``faces``, assembled from its tiles."""
     out: Dict[int, PastedFace] = {}
@@ -463,11 +444,38 @@ def _assemble(probs, affines, windows, faces, tile, with_top, maxima=None) -> Di
 
 
 # ---------------------------------------------------------------------------- the post-processor
-class FacePostProcessor:
-    """Scores, pastes and paints per-face results (see the module docstring).
+def add_postprocessing_config(cfg: CN) -> None:
+    """Add the post-processing keys (``MODEL.QANET.INFERENCE.*`` of :class:`FacePostProcessor`)."""
+    if "INFERENCE" not in cfg.MODEL.QANET:
+        cfg.MODEL.QANET.INFERENCE = CN()
+    i = cfg.MODEL.QANET.INFERENCE
+    # Quality score = (box^a * iou^b * pixel^c)^(1/(a+b+c)).
+    i.SCORE_WEIGHTS = (1.0, 0.5, 3.0)
+    # Pixel score: mean max-probability over pixels whose max-probability >= this.
+    i.PIXEL_SCORE_THRESH = 0.2
+    # Pixels of the pixel score: "pasted" (the pasted, view-averaged probabilities at the image
+    # pixels inside the face's pasted crop region, as the official QANet code; the GPU configs'
+    # setting), "image" (the same probabilities at the image pixels inside the face box only) or
+    # "crop" (every pixel of the face crops, padding included, averaged over box-scale views).
+    i.PIXEL_SCORE_REGION = "image"
+    # A face is painted into the label map when its quality score >= QUALITY_SCORE_THRESH and its
+    # detector box score >= BOX_SCORE_THRESH. Faces are painted in ascending order of a score, so
+    # that the best face wins where faces overlap: PAINT_ORDER "box" (the box score, as the
+    # official QANet code) or "quality" (the quality score); ties are broken by the other score.
+    i.QUALITY_SCORE_THRESH = 0.0
+    i.BOX_SCORE_THRESH = 0.3
+    i.PAINT_ORDER = "box"
+    # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
+    # pixels: the memory for pasting is bounded by the tile, whatever the image size.
+    i.PASTE_TILE = 512
 
-    Built from ``MODEL.QANET.INFERENCE`` (``SCORE_WEIGHTS``, ``PIXEL_SCORE_THRESH``,
-    ``PIXEL_SCORE_REGION``, ``FACE_SCORE_THRESH``, ``PAINT_ORDER``, ``PASTE_TILE``) and
+
+class FacePostProcessor:
+    """Scores, pastes and paints per-face results (see the module docstring), stage by stage:
+    :meth:`rescale` -> :meth:`score` -> a ``smooth`` hook -> :meth:`paint` -> :meth:`face_labels`;
+    :meth:`__call__` runs them in that order.
+
+    Built from ``MODEL.QANET.INFERENCE`` (:func:`add_postprocessing_config`) and
     ``MODEL.QANET.NUM_CLASSES``.
     """
 
@@ -478,7 +486,8 @@ class FacePostProcessor:
         num_classes: int,
         score_weights: Sequence[float] = (1.0, 0.5, 3.0),
         pixel_score_thresh: float = 0.2,
-        face_score_thresh: float = 0.3,
+        quality_score_thresh: float = 0.0,
+        box_score_thresh: float = 0.3,
         paint_order: str = "quality",
         pixel_score_region: str = "crop",
         paste_tile: int = 512,
@@ -496,20 +505,21 @@ class FacePostProcessor:
         self.num_classes = int(num_classes)
         self.score_weights = tuple(float(w) for w in score_weights)
         self.pixel_score_thresh = float(pixel_score_thresh)
-        self.face_score_thresh = float(face_score_thresh)
+        self.quality_score_thresh = float(quality_score_thresh)
+        self.box_score_thresh = float(box_score_thresh)
         self.paint_order = paint_order
         self.pixel_score_region = pixel_score_region
         self.paste_tile = int(paste_tile)
 
     @classmethod
     def from_config(cls, cfg):
-        q = cfg.MODEL.QANET
-        i = q.INFERENCE
+        i = cfg.MODEL.QANET.INFERENCE
         return {
-            "num_classes": q.NUM_CLASSES,
+            "num_classes": cfg.MODEL.QANET.NUM_CLASSES,
             "score_weights": i.SCORE_WEIGHTS,
             "pixel_score_thresh": i.PIXEL_SCORE_THRESH,
-            "face_score_thresh": i.FACE_SCORE_THRESH,
+            "quality_score_thresh": i.QUALITY_SCORE_THRESH,
+            "box_score_thresh": i.BOX_SCORE_THRESH,
             "paint_order": i.PAINT_ORDER,
             "pixel_score_region": i.PIXEL_SCORE_REGION,
             "paste_tile": i.PASTE_TILE,
@@ -606,10 +616,12 @@ class FacePostProcessor:
         return (face.top * keep).sum() / keep.sum().clamp(min=1)
 
     def order(self, faces: Instances) -> List[int]:
-        """Indices of the faces to paint, in painting order (``PAINT_ORDER``, ``FACE_SCORE_THRESH``)."""
+        """Indices of the faces to paint, in painting order (``PAINT_ORDER``; only faces with
+        quality score >= ``QUALITY_SCORE_THRESH`` and box score >= ``BOX_SCORE_THRESH``)."""
+        keep = (faces.scores >= self.quality_score_thresh) & (faces.box_scores >= self.box_score_thresh)
         if self.paint_order == "quality":
-            return paint_order(faces.scores, faces.box_scores, self.face_score_thresh)
-        return paint_order(faces.box_scores, faces.scores, self.face_score_thresh)
+            return paint_order(faces.scores, faces.box_scores, keep)
+        return paint_order(faces.box_scores, faces.scores, keep)
 
     def paint(
         self,
@@ -620,8 +632,8 @@ class FacePostProcessor:
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The ``H x W`` uint8 label map of scored ``faces`` (in their frame ``faces.image_size``)
         and, with ``class_scores``, the ``C x H x W`` float class scores (else None).
-        ``pasted``: faces already pasted (:meth:`score`); ``maxima``: the faces'
-        :class:`CropMaxima`, if already computed."""
+        ``pasted``: faces already pasted (:meth:`score`); the faces this call pastes are added to
+        it. ``maxima``: the faces' :class:`CropMaxima`, if already computed."""
         height, width = faces.image_size
         device = faces.parsing_probs.device
         labels = torch.zeros((height, width), dtype=torch.uint8, device=device)
@@ -630,10 +642,11 @@ class FacePostProcessor:
             sem_seg = torch.zeros((self.num_classes, height, width), device=device)
             sem_seg[0] = 1.0
         order = self.order(faces)
+        if pasted is None:
+            pasted = {}
         if not class_scores:
             # paste in instance order (consecutive faces share one computation), paint in paint order
-            missing = sorted(i for i in order if not pasted or i not in pasted)
-            pasted = {**(pasted or {}), **self.paste(faces, missing, maxima=maxima)}
+            pasted.update(self.paste(faces, sorted(i for i in order if i not in pasted), maxima=maxima))
             pieces = ((pasted[i].window, pasted[i].labels, None) for i in order)
         else:
             items = _items(self.windows(faces), order, self.paste_tile)
@@ -648,27 +661,64 @@ class FacePostProcessor:
                 sem_seg[:, y0:y1, x0:x1] = torch.where(fg[None], face_probs, sem_seg[:, y0:y1, x0:x1])
         return labels, sem_seg
 
-    def face_labels(self, faces: Instances) -> List[Dict]:
+    def face_labels(
+        self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima: Optional[CropMaxima] = None
+    ) -> List[Dict]:
         """Each face's own parsing: ``window`` ``[x0, y0, x1, y1)`` and ``labels`` (uint8,
-        window-sized, 0 outside its crops), in the frame of ``faces.image_size``."""
-        pasted = self.paste(faces, range(len(faces)))
+        window-sized, 0 outside its crops), in the frame of ``faces.image_size``, in instance
+        order. ``pasted``: faces already pasted (:meth:`score`, :meth:`paint`), not pasted again."""
+        pasted = dict(pasted or {})
+        pasted.update(self.paste(faces, [i for i in range(len(faces)) if i not in pasted], maxima=maxima))
         return [{"window": list(pasted[i].window), "labels": pasted[i].labels} for i in range(len(faces))]
 
-    def __call__(self, faces: Instances, output_size: Optional[Sequence[int]] = None, class_scores: bool = False) -> Dict:
-        """Rescale (to ``output_size``), score and paint per-face results of one image.
+    def __call__(
+        self,
+        faces: Instances,
+        output_size: Optional[Sequence[int]] = None,
+        class_scores: bool = False,
+        smooth: Optional[Callable[[Instances], Instances]] = None,
+        times: Optional[StageTimes] = None,
+    ) -> Dict:
+        """All stages on the per-face results of one image: rescale (to ``output_size``), score,
+        ``smooth`` (a callable that takes the scored faces and returns them with changed
+        ``parsing_probs``, ``scores`` or ``box_scores``: the video smoother), paint, per-face labels.
+        ``times``: a :class:`StageTimes` that records the stages.
 
         Returns:
-            dict with ``instances`` (``faces`` with ``pixel_scores`` and ``scores``, sorted by
-            decreasing quality score), ``labels`` (``H x W`` uint8) and, with ``class_scores``,
-            ``sem_seg`` (``C x H x W``).
+            dict with ``instances`` (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``,
+            ``pixel_scores`` and the faces' other fields except their crop probabilities and
+            affines, sorted by decreasing quality score), ``labels`` (``H x W`` uint8),
+            ``painted`` (``N`` bool tensor: the faces painted into ``labels``), ``face_labels``
+            (per face its ``window`` and ``labels``, :meth:`face_labels`) and, with
+            ``class_scores``, ``sem_seg`` (``C x H x W``), all in ``instances``' order.
         """
-        if output_size is not None:
-            faces = self.rescale(faces, output_size)
+        stage = times if times is not None else profiler_range
+        with stage("rescale"):  # a new Instances either way: the caller's faces are not changed
+            faces = self.rescale(faces, faces.image_size if output_size is None else output_size)
         pasted: Dict[int, PastedFace] = {}
-        maxima = crop_maxima(faces.parsing_probs) if len(faces) else None  # shared by scoring and painting
-        faces = self.score(faces, pasted, maxima)
-        labels, sem_seg = self.paint(faces, class_scores, pasted, maxima)
-        result = {"instances": faces[torch.argsort(faces.scores, descending=True, stable=True)], "labels": labels}
+        with stage("score"):
+            maxima = crop_maxima(faces.parsing_probs) if len(faces) else None  # shared by scoring and painting
+            faces = self.score(faces, pasted, maxima)
+        if smooth is not None:
+            with stage("smooth"):
+                faces = smooth(faces)
+                pasted, maxima = {}, None  # the probabilities may have changed
+        with stage("paint"):
+            labels, sem_seg = self.paint(faces, class_scores, pasted, maxima)
+            painted = torch.zeros(len(faces), dtype=torch.bool)
+            painted[self.order(faces)] = True
+        with stage("face_labels"):
+            per_face = self.face_labels(faces, pasted, maxima)
+        rank = torch.argsort(faces.scores, descending=True, stable=True)
+        instances = faces[rank]
+        instances.remove("parsing_probs")
+        instances.remove("crop_affines")
+        result = {
+            "instances": instances,
+            "labels": labels,
+            "painted": painted[rank.cpu()],
+            "face_labels": [per_face[int(i)] for i in rank],
+        }
         if class_scores:
             result["sem_seg"] = sem_seg
         return result

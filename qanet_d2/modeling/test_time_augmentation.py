@@ -15,6 +15,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..weights_io import load_part_weights
+
 __all__ = ["QANetFaceParserWithTTA", "tta_views_from_config", "load_parser_weights", "build_test_time_model"]
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,9 @@ def tta_views_from_config(cfg) -> List[Tuple[float, bool]]:
 
 def load_parser_weights(parser: nn.Module, path: str) -> nn.Module:
     """Load the parser part of a checkpoint (a QANetFaceParser checkpoint with ``parser.*``
-    keys, or a bare parser state dict) into ``parser``, strictly, with the checkpointer's part
-    loading (:func:`qanet_d2.engine.checkpoint.load_part_weights`: a checkpoint whose parser
-    was not trained is refused). Returns ``parser``."""
-    from ..engine.checkpoint import load_part_weights
-
+    keys, or a bare parser state dict) into ``parser``, strictly
+    (:func:`qanet_d2.weights_io.load_part_weights`: a checkpoint whose parser was not trained,
+    or of another label set, is refused). Returns ``parser``."""
     load_part_weights(parser, "parser", path)
     return parser
 
@@ -70,11 +70,10 @@ class QANetFaceParserWithTTA(nn.Module):
     def parsers(self) -> List[nn.Module]:
         return [self.model.parser] + list(self.extra_parsers)
 
-    def inference(self, batched_inputs: List[Dict], face_boxes=None, do_postprocess: bool = True, class_scores: bool = False):
-        """:meth:`QANetFaceParser.inference` with this wrapper's views and parsers."""
-        return self.model.inference(
-            batched_inputs, face_boxes, do_postprocess, views=self.views, parsers=self.parsers, class_scores=class_scores
-        )
+    def inference(self, batched_inputs: List[Dict], face_boxes=None, do_postprocess: bool = True, **kwargs):
+        """:meth:`QANetFaceParser.inference` with this wrapper's views and parsers (``kwargs``:
+        its ``class_scores`` and ``times``)."""
+        return self.model.inference(batched_inputs, face_boxes, do_postprocess, views=self.views, parsers=self.parsers, **kwargs)
 
     def forward(self, batched_inputs: List[Dict]):
         return self.inference(batched_inputs)

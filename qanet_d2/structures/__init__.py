@@ -9,6 +9,8 @@ from .label_sets import (  # noqa: F401
     derive_flip_pairs,
     get_label_set,
     label_set_from_classes,
+    label_set_from_config,
+    label_set_to_config,
     make_palette,
     register_label_set,
     sfp_label_set,

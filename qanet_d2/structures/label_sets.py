@@ -33,6 +33,8 @@ __all__ = [
     "colorize_labels",
     "make_palette",
     "CONVERSIONS",
+    "label_set_from_config",
+    "label_set_to_config",
 ]
 
 IGNORE_LABEL = 255
@@ -109,6 +111,8 @@ class LabelSet:
         return np.asarray(self.palette, dtype=np.uint8)
 
     def to_json(self) -> dict:
+        """The set as plain values (``LabelSet(**ls.to_json()) == ls``): the record that
+        checkpoints carry."""
         return {
             "name": self.name,
             "classes": list(self.classes),
@@ -301,6 +305,27 @@ FASSEG = register_label_set(LabelSet(
     ("background", "skin", "hair", "eyes", "nose", "mouth"),
     ((255, 0, 0), (255, 255, 0), (127, 0, 0), (0, 0, 255), (0, 255, 255), (0, 255, 0)),
 ))
+
+
+def label_set_from_config(cfg) -> Optional[LabelSet]:
+    """The label set of ``cfg.MODEL.QANET.LABEL_SET``: from its CLASSES (with COLORS, else
+    :func:`make_palette`, and FLIP_PAIRS) when they are given, else the registered set NAME;
+    None when the config names none that is known without reading a dataset."""
+    node = cfg.MODEL.QANET.LABEL_SET
+    if len(node.CLASSES):
+        classes = tuple(str(c) for c in node.CLASSES)
+        colors = tuple(tuple(c) for c in node.COLORS) if len(node.COLORS) else make_palette(classes)
+        return LabelSet(node.NAME or "custom", classes, colors, tuple(tuple(p) for p in node.FLIP_PAIRS))
+    return LABEL_SETS.get(node.NAME) if node.NAME else None
+
+
+def label_set_to_config(cfg, label_set: LabelSet) -> None:
+    """Write ``label_set`` into ``cfg.MODEL.QANET.LABEL_SET`` (NAME, CLASSES, COLORS, FLIP_PAIRS)."""
+    node = cfg.MODEL.QANET.LABEL_SET
+    node.NAME = label_set.name
+    node.CLASSES = list(label_set.classes)
+    node.COLORS = [list(c) for c in label_set.palette]
+    node.FLIP_PAIRS = [list(p) for p in label_set.flip_pairs]
 
 
 def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSet:

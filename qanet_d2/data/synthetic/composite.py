@@ -3,7 +3,7 @@
 A *face source* is a registered face-parsing dataset with label maps (e.g.
 ``fasseg_frontal_train``). Every face of it is cut out of its photo along its labels, and
 :class:`CompositeVideo` places 1-4 of them in a video of the generator's scenes
-(:class:`~.generator._Scene`): textured panning backgrounds, drifting lighting, blur, noise and
+(:class:`~.generator.Scene`): textured panning backgrounds, drifting lighting, blur, noise and
 JPEG. The frames' label maps are in the source's label set.
 
 Cutting a face (source image coordinates; :func:`_load_source`, :func:`_prepare_face`):
@@ -59,11 +59,11 @@ from .generator import (
     MAX_FACES,
     MIN_FACE_HEIGHT,
     FrameResult,
-    _Scene,
-    _passes_visibility,
-    _sample_occluder,
-    _smooth_track,
-    _visible_box,
+    Scene,
+    passes_visibility,
+    sample_occluder,
+    smooth_track,
+    visible_box,
 )
 
 __all__ = ["SourceFace", "FacePlacement", "CompositeVideo", "collect_source_faces",
@@ -77,7 +77,7 @@ EDGE_ROUNDING = 0.3  # depth of the rounding of cuts at the photo's edges, in sp
 MIN_SPECK_FRACTION = 0.01  # face components below this share of the face's pixels are dropped
 # Appended to the seed keys of composite videos so that they never share the random stream of
 # a cartoon video of the same seed, split and index.
-_COMPOSITE_TAG = 192
+COMPOSITE_TAG = 192
 _FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # 1..MAX_FACES faces per video, as the cartoon videos
 
 
@@ -467,11 +467,11 @@ class _Placed:
     cloth_dir: float
 
 
-class CompositeVideo(_Scene):
+class CompositeVideo(Scene):
     """A video of real faces (``faces``, cut from datasets of ``label_set``) in the generator's
     scenes; all random choices drawn from ``SeedSequence(seed_key)``, ``render(t)`` draws frame
     ``t`` (deterministic, independent of the order frames are drawn in). ``photos`` and
-    ``photo_share``: real photo backgrounds (:class:`~.generator._Scene`, :mod:`.photos`)."""
+    ``photo_share``: real photo backgrounds (:class:`~.generator.Scene`, :mod:`.photos`)."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  faces: Sequence[SourceFace], label_set: LabelSet,
@@ -519,17 +519,17 @@ class CompositeVideo(_Scene):
             s0, s1 = hb0 / src_h, hb1 / src_h
             self.faces.append(_Placed(
                 face=face, cut=cut, flip=flip,
-                cx=_smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=_smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.clip(_smooth_track(rng, s0, s1, T, 0.03 * s0),
+                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
+                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
+                scale=np.clip(smooth_track(rng, s0, s1, T, 0.03 * s0),
                               MIN_FACE_HEIGHT / src_h, 0.95 * h / src_h),
-                angle=np.clip(_smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
+                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
                               -MAX_ANGLE, MAX_ANGLE),
-                gain=_smooth_track(rng, rng.uniform(0.7, 1.25), rng.uniform(0.7, 1.25), T, 0.03),
-                contrast=_smooth_track(rng, rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), T, 0.0),
-                saturation=_smooth_track(rng, rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), T,
+                gain=smooth_track(rng, rng.uniform(0.7, 1.25), rng.uniform(0.7, 1.25), T, 0.03),
+                contrast=smooth_track(rng, rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), T, 0.0),
+                saturation=smooth_track(rng, rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), T,
                                          0.0),
-                hue=_smooth_track(rng, rng.uniform(-12, 12), rng.uniform(-12, 12), T, 0.0),
+                hue=smooth_track(rng, rng.uniform(-12, 12), rng.uniform(-12, 12), T, 0.0),
                 shade_amp=float(rng.uniform(0, 0.35)), shade_dir=float(rng.uniform(0, 2 * np.pi)),
                 cloth_color=tuple(float(v) for v in rng.uniform(10, 245, 3)),
                 cloth_amp=float(rng.choice([0.0, 0.0, 0.12, 0.25])),
@@ -539,7 +539,7 @@ class CompositeVideo(_Scene):
         for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
             p = self.faces[int(rng.integers(n))]
             hb = float(p.scale[0] * (p.cut.box[3] - p.cut.box[1]))
-            self.occluders.append(_sample_occluder(rng, p.cx, p.cy, hb, T))
+            self.occluders.append(sample_occluder(rng, p.cx, p.cy, hb, T))
 
     # ------------------------------------------------------------------ geometry
     def _crop_to_frame(self, p: _Placed, t: int) -> np.ndarray:
@@ -661,9 +661,9 @@ class CompositeVideo(_Scene):
             roi, box_mask = in_box[k]
             vis = np.zeros(label.shape, bool)
             vis[roi] = (owner[roi] == k) & box_mask & ~body[label[roi]]
-            if not _passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
+            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
                 continue
-            boxes.append(_visible_box(vis))
+            boxes.append(visible_box(vis))
             box_owner.append(k)
         image = self.light_blur_noise(image.astype(np.float32), t, rng)
         poses = [self.placement(k, t) for k in range(len(self.faces))]

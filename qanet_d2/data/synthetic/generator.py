@@ -51,38 +51,26 @@ drawn in the parent process from the split's key.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
-import json
 import logging
 import math
-import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ...structures.label_sets import SYNTHETIC
-from ..video_format import make_frame_record, write_face_video_json
 
 __all__ = [
-    "PRESETS",
     "GENERATOR_VERSION",
     "FaceStyle",
     "FacePose",
+    "Scene",
     "SyntheticVideo",
     "draw_face",
     "sample_face_style",
-    "generate_synthetic_dataset",
-    "generate_preset",
-    "preset_params",
-    "synthetic_dataset_present",
-    "default_synthetic_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,40 +84,12 @@ MAX_ANGLE = 40.0  # degrees of in-plane rotation
 # Appended to a video's seed key for the draws of its photo background (:mod:`.photos`).
 _PHOTO_TAG = 0x9B07
 
-PRESETS: Dict[str, dict] = {
-    # ~500 frames of 320x240; the quick-start dataset.
-    "quickstart": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
-    # What face_synth_{train,val} generate on first use: identical to quickstart, so both
-    # commands produce (and reuse) the same files.
-    "default": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
-    # For tests: 15 frames of 160x120.
-    "tiny": dict(num_train_videos=3, num_val_videos=2, frames=3, size=(160, 120), seed=0),
-    # Real FASSEG faces in the generator's scenes (face_composite_fasseg_{train,test}): the
-    # train split cuts faces from FASSEG's train photos except the multipose photos of the two
-    # people held out for per-pose numbers (fasseg_multipose_dev_val), the test split from its
-    # frontal test photos only (to evaluate on real faces at every size; never train on it).
-    # Frames of the cartoon sets' size, so that one INPUT configuration serves both in a mixed
-    # training; short videos, so that every source face appears (~215 faces for the 150 train
-    # photos, ~55 for the 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
-    "composite_fasseg": dict(
-        num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
-        seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train"),
-                             "test": ("fasseg_frontal_test",)}),
-    # The same faces over real photos without people (face_composite_fasseg_photos_train;
-    # :mod:`.photos`), so that real clutter is learned as background: another seed (other
-    # placements than face_composite_fasseg_train), more and shorter videos (more
-    # backgrounds), train split only (the photos are the same in every split).
-    "composite_fasseg_photos": dict(
-        num_train_videos=150, num_val_videos=0, frames=4, size=(320, 240), seed=1,
-        face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train")},
-        photo_backgrounds=1.0),
-}
 
 C = {name: i for i, name in enumerate(SYNTHETIC.classes)}
 _BODY = (C["neck"], C["cloth"])
 
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-_SPLITS = tuple(_SPLIT_IDS)
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+SPLITS = tuple(SPLIT_IDS)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -488,7 +448,7 @@ def draw_face(image: np.ndarray, label: np.ndarray, owner: np.ndarray, owner_id:
 
 
 # ---------------------------------------------------------------------------- scenes
-def _smooth_track(rng, start, end, frames, wobble):
+def smooth_track(rng, start, end, frames, wobble):
     """Values at frames 0..T-1 of a smooth path from ``start`` to ``end`` with a sinusoidal
     wobble of amplitude ``wobble`` (scalars or arrays)."""
     u = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
@@ -579,7 +539,7 @@ class _Person:
 
 
 @dataclass
-class _Occluder:
+class Occluder:
     shape: np.ndarray
     color: Tuple[float, float, float]
     cx: np.ndarray
@@ -613,36 +573,36 @@ class FrameResult:
         return inst
 
 
-def _sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> _Occluder:
+def sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> Occluder:
     """A blob of radius 0.12-0.3 ``hb`` (a face-box height) moving across the face whose
     tracked position is ``(cx, cy)`` (arrays over the T frames); 40% are skin-coloured (a hand)."""
     d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
     col = rng.uniform(0, 255, 3)
     if rng.uniform() < 0.4:  # skin-like (a hand)
         col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
-    return _Occluder(
+    return Occluder(
         shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
         color=tuple(float(v) for v in col),
-        cx=cx + _smooth_track(rng, d0[0], d1[0], T, 0.0),
-        cy=cy + _smooth_track(rng, d0[1], d1[1], T, 0.0),
+        cx=cx + smooth_track(rng, d0[0], d1[0], T, 0.0),
+        cy=cy + smooth_track(rng, d0[1], d1[1], T, 0.0),
         radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
-        angle=_smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
+        angle=smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
     )
 
 
-def _visible_box(vis: np.ndarray) -> List[float]:
+def visible_box(vis: np.ndarray) -> List[float]:
     """XYXY_ABS pixel-edge box of the True pixels of a non-empty H x W mask."""
     rows = np.flatnonzero(vis.any(axis=1))
     cols = np.flatnonzero(vis.any(axis=0))
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
 
 
-def _passes_visibility(n_visible: int, amodal: int) -> bool:
+def passes_visibility(n_visible: int, amodal: int) -> bool:
     """The visibility rule of face boxes (module docstring)."""
     return n_visible >= MIN_VISIBLE_PIXELS and n_visible >= MIN_VISIBLE_FRACTION * max(amodal, 1)
 
 
-class _Scene:
+class Scene:
     """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
     background panned by the camera, drifting lighting (gain, directional gradient, colour
     cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``.
@@ -659,7 +619,7 @@ class _Scene:
         self.w, self.h, self.frames = int(width), int(height), int(frames)
         rng = self._rng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)))
         w, h, T = self.w, self.h, self.frames
-        self.occluders: List[_Occluder] = []
+        self.occluders: List[Occluder] = []
 
         # camera: a larger background panned smoothly
         self.margin = int(round(0.08 * max(w, h)))
@@ -675,15 +635,15 @@ class _Scene:
                 self.photo = sample_photo_background(prng, photos, bw, bh)
                 self.background = render_photo_background(self.photo, bw, bh)
         pan0, pan1 = rng.uniform(0, 2 * self.margin, 2), rng.uniform(0, 2 * self.margin, 2)
-        self.pan = _smooth_track(rng, pan0, pan1, T, 0.0)
+        self.pan = smooth_track(rng, pan0, pan1, T, 0.0)
         self.pan = np.clip(self.pan, 0, 2 * self.margin)
 
         # lighting: gain, a directional gradient and a colour cast, all drifting
-        self.gain = _smooth_track(rng, rng.uniform(0.75, 1.15), rng.uniform(0.75, 1.15), T, 0.05)
-        self.light_dir = _smooth_track(rng, rng.uniform(0, 2 * np.pi),
+        self.gain = smooth_track(rng, rng.uniform(0.75, 1.15), rng.uniform(0.75, 1.15), T, 0.05)
+        self.light_dir = smooth_track(rng, rng.uniform(0, 2 * np.pi),
                                        rng.uniform(0, 2 * np.pi), T, 0.2)
-        self.light_amp = _smooth_track(rng, rng.uniform(0, 0.35), rng.uniform(0, 0.35), T, 0.03)
-        self.cast = _smooth_track(rng, rng.uniform(0.9, 1.1, 3), rng.uniform(0.9, 1.1, 3), T, 0.0)
+        self.light_amp = smooth_track(rng, rng.uniform(0, 0.35), rng.uniform(0, 0.35), T, 0.03)
+        self.cast = smooth_track(rng, rng.uniform(0.9, 1.1, 3), rng.uniform(0.9, 1.1, 3), T, 0.0)
         self.blur = float(rng.uniform(0.3, 0.9))
         self.noise = float(rng.uniform(2.0, 7.0))
         self.jpeg_quality = int(rng.integers(75, 96))
@@ -728,7 +688,7 @@ class _Scene:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
-class SyntheticVideo(_Scene):
+class SyntheticVideo(Scene):
     """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
     draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
 
@@ -786,16 +746,16 @@ class SyntheticVideo(_Scene):
                 eye[int(rng.integers(T))] = rng.uniform(0.15, 0.5)  # a blink
             self.people.append(_Person(
                 style=style,
-                cx=_smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=_smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.maximum(_smooth_track(rng, s0, s1, T, 0.03 * s0),
+                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
+                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
+                scale=np.maximum(smooth_track(rng, s0, s1, T, 0.03 * s0),
                                  MIN_FACE_HEIGHT / FACE_BOX_UNITS),
-                angle=np.clip(_smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
+                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
                               -MAX_ANGLE, MAX_ANGLE),
-                yaw=np.clip(_smooth_track(rng, rng.uniform(-0.25, 0.25),
+                yaw=np.clip(smooth_track(rng, rng.uniform(-0.25, 0.25),
                                           rng.uniform(-0.25, 0.25), T, 0.03), -0.3, 0.3),
                 mouth=mouth, eye=eye,
-                gaze=_smooth_track(rng, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), T, 0.1),
+                gaze=smooth_track(rng, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), T, 0.1),
             ))
 
         # occluders moving across a person's face
@@ -803,7 +763,7 @@ class SyntheticVideo(_Scene):
             j = int(rng.integers(n))
             p = self.people[j]
             self.occluders.append(
-                _sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
+                sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
 
     @staticmethod
     def _line_kernel(rng, length=9) -> np.ndarray:
@@ -834,9 +794,9 @@ class SyntheticVideo(_Scene):
         boxes, box_owner = [], []
         for k in range(len(self.people)):
             vis = (cv.owner == k) & face_region
-            if not _passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
+            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
                 continue
-            boxes.append(_visible_box(vis))
+            boxes.append(visible_box(vis))
             box_owner.append(k)
 
         image = self._photometric(cv.image, cv.label, t, rng)
@@ -861,323 +821,3 @@ class SyntheticVideo(_Scene):
         skin = label == C["skin"]
         img[skin] *= (1 + rng.normal(0, 0.03, int(skin.sum())).astype(np.float32))[:, None]
         return self.light_blur_noise(img, t, rng)
-
-
-# ---------------------------------------------------------------------------- datasets
-def default_synthetic_root(preset: str = "default") -> str:
-    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default),
-    ``$DETECTRON2_DATASETS/face_<preset>`` for the composite presets (``composite_*``) or
-    ``$DETECTRON2_DATASETS/face_synth_<preset>`` for other presets; DETECTRON2_DATASETS
-    defaults to ``./datasets`` (read now, relative to the current directory)."""
-    base = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    if preset in ("default", "quickstart"):
-        name = "face_synth"
-    elif preset.startswith("composite_"):
-        name = f"face_{preset}"
-    else:
-        name = f"face_synth_{preset}"
-    return os.path.join(base, name)
-
-
-def preset_params(preset: str) -> dict:
-    """Keyword arguments of :func:`generate_synthetic_dataset` for a preset (without root)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown synthetic preset '{preset}'; choose from {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[preset])
-
-
-def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, Optional[List[str]]]:
-    """``{split: source dataset names or None (cartoon people)}`` of the splits to write, in
-    the order train, val, test."""
-    if face_source is None:
-        return {s: None for s in _SPLITS if s != "test" or counts["test"] > 0}
-    if isinstance(face_source, str):
-        face_source = [face_source]
-    if isinstance(face_source, Mapping):
-        unknown = sorted(set(face_source) - set(_SPLITS))
-        if unknown:
-            raise ValueError(f"face_source: unknown split(s) {unknown}; splits are {_SPLITS}")
-        out = {}
-        for split in _SPLITS:
-            if split in face_source:
-                if counts[split] < 1:
-                    raise ValueError(f"face_source names faces for split '{split}' but its "
-                                     f"number of videos is {counts[split]}")
-                out[split] = [str(n) for n in face_source[split]]
-            elif counts[split] > 0:
-                raise ValueError(f"split '{split}' has {counts[split]} videos but face_source "
-                                 f"names no faces for it")
-    else:
-        out = {s: [str(n) for n in face_source] for s in _SPLITS if counts[s] > 0}
-    if not out or any(not names for names in out.values()):
-        raise ValueError(f"face_source needs at least one dataset name for a split with videos, "
-                         f"got {face_source!r} for videos {counts}")
-    return out
-
-
-def _params_record(num_train_videos, num_val_videos, frames, size, seed, num_test_videos=0,
-                   face_source=None, photo_backgrounds=0.0) -> dict:
-    w, h = (int(v) for v in size)
-    rec = {"generator": "qanet_d2.data.synthetic", "version": GENERATOR_VERSION,
-           "label_set": SYNTHETIC.name, "num_train_videos": int(num_train_videos),
-           "num_val_videos": int(num_val_videos), "frames": int(frames), "width": w,
-           "height": h, "seed": int(seed)}
-    # keys only where they differ from a cartoon set of train and val, so that the records
-    # of datasets generated before these options existed stay valid
-    if num_test_videos:
-        rec["num_test_videos"] = int(num_test_videos)
-    if face_source is not None:
-        from .composite import COMPOSITE_VERSION
-
-        counts = {"train": rec["num_train_videos"], "val": rec["num_val_videos"],
-                  "test": int(num_test_videos)}
-        del rec["label_set"]  # the face sources' set, recorded in params.json
-        rec["composite_version"] = COMPOSITE_VERSION
-        rec["face_source"] = _split_sources(counts, face_source)
-    share = float(photo_backgrounds or 0.0)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"photo_backgrounds is the share of videos with a photo background, "
-                         f"0..1, got {photo_backgrounds!r}")
-    if share > 0:
-        from .photos import PHOTO_BACKGROUND_VERSION, available_background_photos
-
-        rec["photo_backgrounds"] = {
-            "share": share, "version": PHOTO_BACKGROUND_VERSION,
-            "photos": [name for name, _ in available_background_photos()]}
-    return rec
-
-
-def _record_splits(params: dict) -> List[str]:
-    """The splits a dataset with these parameters holds."""
-    if "face_source" in params:
-        return list(params["face_source"])
-    return ["train", "val"] + (["test"] if params.get("num_test_videos") else [])
-
-
-def _render_video(args) -> dict:
-    """Render and write one video (runs in worker processes); returns its JSON entry.
-    ``composite`` is None (cartoon people) or ``(source faces, label set)``; ``photos`` is
-    None or ``(share, [(name, path)])`` of the photo backgrounds."""
-    out_root, split, index, seed, frames, w, h, n_videos, composite, photos = args
-    video_id = f"{split}_{index:04d}"
-    bg = {} if photos is None else dict(photo_share=photos[0], photos=photos[1])
-    if composite is None:
-        # Coverage of the rare classes in every split: the first video's front person wears
-        # glasses and talks from frame 0, the second's (or the first's) wears a hat.
-        vid = SyntheticVideo([seed, _SPLIT_IDS[split], index], w, h, frames,
-                             force_glasses=index == 0, force_open_mouth=index == 0,
-                             force_hat=index == min(1, n_videos - 1), **bg)
-    else:
-        from .composite import _COMPOSITE_TAG, CompositeVideo
-
-        faces, label_set = composite
-        vid = CompositeVideo([seed, _SPLIT_IDS[split], index, _COMPOSITE_TAG], w, h, frames,
-                             faces, label_set, **bg)
-    img_dir = os.path.join(out_root, "images", video_id)
-    lab_dir = os.path.join(out_root, "labels", video_id)
-    inst_dir = os.path.join(out_root, "instances", video_id)
-    for d in (img_dir, lab_dir, inst_dir):
-        os.makedirs(d, exist_ok=True)
-    records = []
-    for t in range(frames):
-        fr = vid.render(t)
-        img_rel = f"images/{video_id}/{t:05d}.jpg"
-        lab_rel = f"labels/{video_id}/{t:05d}.png"
-        inst_rel = f"instances/{video_id}/{t:05d}.png"
-        if not cv2.imwrite(os.path.join(out_root, img_rel), fr.image,
-                           [cv2.IMWRITE_JPEG_QUALITY, vid.jpeg_quality]):
-            raise OSError(f"cannot write {os.path.join(out_root, img_rel)}")
-        if not cv2.imwrite(os.path.join(out_root, lab_rel), fr.label):
-            raise OSError(f"cannot write {os.path.join(out_root, lab_rel)}")
-        if not cv2.imwrite(os.path.join(out_root, inst_rel), fr.instance_map()):
-            raise OSError(f"cannot write {os.path.join(out_root, inst_rel)}")
-        records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes, inst_rel))
-    return {"video_id": video_id, "frames": records}
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-    """Exclusive ``fcntl`` lock on ``path`` (created if needed) for concurrent generators
-    (several training processes starting at once)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _read_params(root: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(root, "params.json"), "r", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _is_complete(root: str, params: dict) -> bool:
-    rec = _read_params(root)
-    return (rec is not None and rec.get("params") == params
-            and all(os.path.isfile(os.path.join(root, f"{s}.json"))
-                    for s in _record_splits(params)))
-
-
-def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
-                              frames: int = 10, size: Tuple[int, int] = (320, 240),
-                              seed: int = 0, num_test_videos: int = 0,
-                              face_source=None, photo_backgrounds: float = 0.0) -> bool:
-    """Whether ``root`` holds a complete dataset generated with exactly these parameters
-    (what :func:`generate_synthetic_dataset` would leave untouched)."""
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
-                            num_test_videos, face_source, photo_backgrounds)
-    return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
-
-
-def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
-                               frames: int = 10, size: Tuple[int, int] = (320, 240),
-                               seed: int = 0, force: bool = False, workers: int = 1,
-                               num_test_videos: int = 0,
-                               face_source: Union[None, Sequence[str],
-                                                  Mapping[str, Sequence[str]]] = None,
-                               photo_backgrounds: float = 0.0,
-                               ) -> Dict[str, str]:
-    """Generate the synthetic dataset under ``root`` (idempotent).
-
-    If ``root/params.json`` records the same parameters and every split JSON exists, nothing is
-    done. If ``root`` holds a dataset with other parameters, ``force=True`` replaces it,
-    otherwise a ValueError says so. A directory that is not a dataset of this generator is
-    never deleted. Generation happens in ``<root>.tmp-<pid>`` and is renamed into place, under
-    an exclusive lock on ``<parent of root>/.locks/<root name>.lock``, so concurrent callers
-    do not collide.
-
-    Args:
-        size: ``(width, height)`` in pixels.
-        workers: processes rendering videos in parallel (results do not depend on it).
-        num_test_videos: videos of a ``test`` split (none by default).
-        face_source: None for cartoon people (label set ``synthetic``; splits train and val,
-            plus test when ``num_test_videos`` > 0). Otherwise real faces cut from registered
-            datasets (:mod:`.composite`; the frames' labels are in the sources' label set): a
-            list of dataset names used by every split that has videos, or a mapping
-            ``{split: [dataset names]}`` naming the sources of each split (exactly the splits
-            that have videos are written). All sources must share one label set.
-        photo_backgrounds: share (0..1) of the videos, drawn per video, whose background is a
-            crop of a real photo without people (:mod:`.photos`: read from the installed
-            scikit-image and matplotlib; the names used are recorded in ``params.json``)
-            instead of the generator's textures; 0 (the default) keeps the textures.
-    Returns:
-        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) for every split
-        written (``train`` and ``val`` for cartoon sets).
-    Raises:
-        ValueError: invalid parameters, a foreign directory at ``root``, another dataset there
-            (without ``force``), sources of different label sets.
-        KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
-    """
-    root = os.path.abspath(os.path.expanduser(root))
-    params = _params_record(num_train_videos, num_val_videos, frames, size, seed,
-                            num_test_videos, face_source, photo_backgrounds)
-    if (params["frames"] < 1 or params["num_train_videos"] < 0 or params["num_val_videos"] < 0
-            or int(num_test_videos) < 0):
-        raise ValueError(f"invalid synthetic dataset parameters: {params}")
-    if params["width"] < 32 or params["height"] < 32:
-        raise ValueError(f"synthetic frames must be at least 32x32, got {size}")
-    splits = _record_splits(params)
-    paths = {"root": root, **{s: os.path.join(root, f"{s}.json") for s in splits},
-             "params": os.path.join(root, "params.json")}
-    if not force and _is_complete(root, params):
-        return paths
-    lock = os.path.join(os.path.dirname(root), ".locks", os.path.basename(root) + ".lock")
-    with _file_lock(lock):
-        if _is_complete(root, params) and not force:
-            return paths
-        if os.path.exists(root):
-            rec = _read_params(root)
-            if rec is None or rec.get("params", {}).get("generator") != params["generator"]:
-                if os.listdir(root):
-                    raise ValueError(
-                        f"refusing to write the synthetic dataset into {root}: the directory "
-                        f"exists and is not a dataset of this generator (no params.json)")
-            elif not force:
-                raise ValueError(
-                    f"{root} holds a synthetic dataset with other parameters "
-                    f"({rec.get('params')}); pass force=True (--force) to replace it, or "
-                    f"choose another root")
-        counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
-                  "test": int(num_test_videos)}
-        label_set, composite = SYNTHETIC, {s: None for s in splits}
-        record = {"params": params}
-        if "face_source" in params:
-            label_set, composite, record = _resolve_face_sources(params, counts)
-        photos = None
-        if "photo_backgrounds" in params:
-            from .photos import available_background_photos
-
-            pb = params["photo_backgrounds"]
-            photos = (pb["share"], available_background_photos(pb["photos"]))
-        start = time.perf_counter()
-        tmp = f"{root}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            w, h = params["width"], params["height"]
-            all_jobs = [(tmp, split, i, params["seed"], params["frames"], w, h, counts[split],
-                         None if composite[split] is None else (composite[split][i], label_set),
-                         photos)
-                        for split in splits for i in range(counts[split])]
-            if workers > 1 and len(all_jobs) > 1:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
-                    videos = list(pool.map(_render_video, all_jobs, chunksize=2))
-            else:
-                videos = [_render_video(j) for j in all_jobs]
-            pos = 0
-            for split in splits:
-                extra = (None if composite[split] is None
-                         else {"face_source": params["face_source"][split]})
-                write_face_video_json(os.path.join(tmp, f"{split}.json"), label_set,
-                                      videos[pos:pos + counts[split]], extra=extra)
-                pos += counts[split]
-            seconds = time.perf_counter() - start
-            with open(os.path.join(tmp, "params.json"), "w", encoding="utf-8") as f:
-                json.dump({**record, "seconds": round(seconds, 2)}, f, indent=1)
-            if os.path.exists(root):
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in "
-                "%.1f s", "composite" if "face_source" in params else "synthetic", root,
-                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"],
-                params["width"], params["height"], seconds)
-    return paths
-
-
-def _resolve_face_sources(params: dict, counts: Dict[str, int]):
-    """``(label set, {split: [source faces of each video]}, params.json record)`` of a
-    composite dataset: the sources are read and each video's faces drawn here, in the parent
-    process, so that the output does not depend on the number of workers."""
-    from .composite import _COMPOSITE_TAG, assign_source_faces, collect_source_faces
-
-    label_set, composite, n_faces = None, {}, {}
-    for split, names in params["face_source"].items():
-        ls, faces = collect_source_faces(names)
-        if label_set is not None and ls != label_set:
-            raise ValueError(f"face sources must share one label set: split '{split}' "
-                             f"({names}) has '{ls.name}', the other splits '{label_set.name}'")
-        label_set = ls
-        key = [params["seed"], _SPLIT_IDS[split], _COMPOSITE_TAG, 0xFACE]
-        composite[split] = [[faces[j] for j in ids]
-                            for ids in assign_source_faces(len(faces), counts[split], key)]
-        n_faces[split] = len(faces)
-    record = {"params": params, "label_set": label_set.name, "source_faces": n_faces}
-    return label_set, composite, record
-
-
-def generate_preset(preset: str, root: Optional[str] = None, force: bool = False,
-                    workers: int = 1, **overrides) -> Dict[str, str]:
-    """:func:`generate_synthetic_dataset` with a preset's parameters (``overrides`` replace
-    them); ``root`` defaults to :func:`default_synthetic_root`."""
-    kw = preset_params(preset)
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return generate_synthetic_dataset(root or default_synthetic_root(preset), force=force,
-                                      workers=workers, **kw)

@@ -5,9 +5,6 @@ from .losses import (
     iou_loss,
     iou_targets,
     lovasz_softmax,
-    lovasz_softmax_loss,
-    parsing_ce_loss,
-    parsing_iou_targets,
 )
 from .neck import SemanticFPNNeck
 from .parser import QANetParser
@@ -22,7 +19,4 @@ __all__ = [
     "lovasz_softmax",
     "iou_targets",
     "iou_loss",
-    "parsing_ce_loss",
-    "lovasz_softmax_loss",
-    "parsing_iou_targets",
 ]

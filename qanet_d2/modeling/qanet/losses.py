@@ -3,8 +3,7 @@
 The losses are functions of (log-)probabilities and labels, not of the parser's logits, so that
 they apply as they are to probabilities derived from the parser's, e.g. summed into a coarser
 label set; :class:`~qanet_d2.modeling.qanet.QANetParser.losses` combines them with the weights
-of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``. :func:`parsing_ce_loss` and
-:func:`lovasz_softmax_loss` are the same losses on logits.
+of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``.
 
 All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
 under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
@@ -25,9 +24,6 @@ __all__ = [
     "lovasz_softmax",
     "iou_targets",
     "iou_loss",
-    "parsing_ce_loss",
-    "lovasz_softmax_loss",
-    "parsing_iou_targets",
     "merge_log_probs",
     "merged_labels",
 ]
@@ -200,20 +196,3 @@ def merged_labels(labels: torch.Tensor, ids, num_classes: int, ignore_value: int
     known = (labels >= 0) & (labels < num_classes)
     ok = torch.where(known, reachable[labels.clamp(0, num_classes)], torch.ones_like(known))
     return torch.where(ok, labels, torch.full_like(labels, ignore_value))
-
-
-# ---------------------------------------------------------------------------- on logits
-def parsing_ce_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """:func:`cross_entropy_loss` of ``N x C x h x w`` logits."""
-    return cross_entropy_loss(F.log_softmax(at_least_float32(logits), dim=1), labels, ignore_value)
-
-
-def lovasz_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255, per_crop: bool = False) -> torch.Tensor:
-    """:func:`lovasz_softmax` of ``N x C x h x w`` logits (softmax applied here)."""
-    return lovasz_softmax(at_least_float32(logits).softmax(dim=1), labels, ignore_value, per_crop)
-
-
-def parsing_iou_targets(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """:func:`iou_targets` of the argmax of ``N x C x h x w`` logits, in float32 (or the logits' dtype if wider)."""
-    targets = iou_targets(logits.argmax(dim=1), labels, logits.shape[1], ignore_value)
-    return targets.to(torch.promote_types(logits.dtype, torch.float32))

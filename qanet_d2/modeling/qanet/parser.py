@@ -9,10 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.utils import events
 
-from ...structures.label_sets import LABEL_SETS, conversion_ids
+from ...structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_ids, label_set_from_config
 from ..backbone import build_parser_backbone
 from .iou_branch import IoUBranch
 from .losses import (at_least_float32, cross_entropy_loss, iou_loss, iou_targets, lovasz_softmax, merge_log_probs,
@@ -35,6 +36,11 @@ class QANetParser(nn.Module):
     :meth:`losses` turns them and the crops' labels into the loss dict
     (``MODEL.QANET.PARSING.*``, ``MODEL.QANET.IOU.LOSS_WEIGHT``); crops labelled in a label set
     coarser than the model's (``label_set``) are scored on the probabilities merged into it.
+
+    The parser owns the classes it predicts: ``label_set`` (a :class:`LabelSet` from
+    ``MODEL.QANET.LABEL_SET``, or None when the config gives none: a checkpoint's record then
+    sets it) and the class permutation of a mirrored crop, ``flip_permutation``, a buffer saved
+    in checkpoints, so that a model keeps its flip pairs wherever it is loaded.
     """
 
     @configurable
@@ -48,19 +54,19 @@ class QANetParser(nn.Module):
         ce_weight: float = 1.0,
         lovasz_weight: float = 1.0,
         iou_weight: float = 1.0,
-        ignore_value: int = 255,
+        ignore_value: int = IGNORE_LABEL,
         lovasz_per_crop: bool = False,
-        label_set: Optional[str] = None,
+        label_set: Optional[LabelSet] = None,
         label_set_conversions: Optional[Mapping[str, Sequence[int]]] = None,
     ):
         """
         Args:
-            label_set: name of the label set the model predicts (``MODEL.QANET.LABEL_SET``
-                resolved); crops of this set (or of no stated set) are scored as they are.
+            label_set: the label set the model predicts; crops of this set (or of no stated set)
+                are scored as they are. Its number of classes must be the parsing branch's.
             label_set_conversions: ``{coarser set name: conversion ids}``
-                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of the
-                training datasets whose losses are merged; other registered sets are looked up
-                when a crop of theirs comes.
+                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of
+                coarser sets whose crops' losses are merged; registered sets are looked up when a
+                crop of theirs comes.
         """
         super().__init__()
         self.backbone = backbone
@@ -72,7 +78,12 @@ class QANetParser(nn.Module):
         self.iou_weight = float(iou_weight)
         self.ignore_value = int(ignore_value)
         self.lovasz_per_crop = bool(lovasz_per_crop)
-        self.label_set = label_set
+        # (a parser without layers, for its losses alone, takes its classes from its label set)
+        num_classes = label_set.num_classes if parsing_branch is None else int(parsing_branch.predictor.out_channels)
+        self.register_buffer("flip_permutation", torch.arange(num_classes), persistent=True)
+        self.label_set: Optional[LabelSet] = None
+        if label_set is not None:
+            self.set_label_set(label_set)
         self.label_set_conversions: Dict[str, np.ndarray] = {
             k: np.asarray(v, dtype=np.int64) for k, v in (label_set_conversions or {}).items()}
 
@@ -89,14 +100,6 @@ class QANetParser(nn.Module):
         if any(int(s) % div for s in q.INPUT_SIZE):
             raise ValueError(f"MODEL.QANET.INPUT_SIZE {tuple(q.INPUT_SIZE)} must be divisible by {div} for {q.BACKBONE.NAME}")
         neck = SemanticFPNNeck(shapes, in_features, conv_dim=q.NECK.CONV_DIM, norm=q.NECK.NORM)
-        from ...data.mixed_label_sets import model_label_set, training_label_sets, training_route
-
-        model_set = model_label_set(cfg)
-        conversions = {}
-        if model_set is not None:
-            for ls in training_label_sets(cfg):
-                if training_route(model_set, ls) == "merge":
-                    conversions[ls.name] = conversion_ids(model_set, ls)
         return {
             "backbone": backbone,
             "neck": neck,
@@ -105,16 +108,29 @@ class QANetParser(nn.Module):
             "ce_weight": q.PARSING.CE_WEIGHT,
             "lovasz_weight": q.PARSING.LOVASZ_WEIGHT,
             "iou_weight": q.IOU.LOSS_WEIGHT,
-            "ignore_value": q.PARSING.IGNORE_VALUE,
             "lovasz_per_crop": q.PARSING.LOVASZ_PER_CROP,
-            "label_set": None if model_set is None else model_set.name,
-            "label_set_conversions": conversions,
+            "label_set": label_set_from_config(cfg),
         }
 
     def forward(self, crops: torch.Tensor, out_size: Sequence[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         out_size = crops.shape[-2:] if out_size is None else out_size
         fused = self.neck(self.backbone(crops))
         return self.parsing_branch(fused, out_size), self.iou_branch(fused)
+
+    def set_label_set(self, label_set: LabelSet) -> None:
+        """Make ``label_set`` the set the parser predicts (and its flip pairs its
+        ``flip_permutation``); its number of classes must be the parser's."""
+        n = len(self.flip_permutation)
+        if label_set.num_classes != n:
+            raise ValueError(f"MODEL.QANET.NUM_CLASSES = {n}, but the label set '{label_set.name}' has "
+                             f"{label_set.num_classes} classes: {list(label_set.classes)}")
+        self.label_set = label_set
+        self.flip_permutation.copy_(torch.as_tensor(label_set.flip_permutation()))
+
+    def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
+        """Mirror ``N x C x h x w`` probabilities of mirrored crops back: flip the width and swap
+        the left/right class channels (``flip_permutation``)."""
+        return probs.flip(-1)[:, self.flip_permutation]
 
     def conversion(self, label_set: str) -> np.ndarray:
         """Conversion ids from the model's label set into the coarser ``label_set``."""
@@ -123,7 +139,7 @@ class QANetParser(nn.Module):
             if self.label_set is None or label_set not in LABEL_SETS:
                 raise KeyError(
                     f"crops labelled in label set '{label_set}', but the parser predicts label set "
-                    f"{self.label_set!r} and has no conversion into it")
+                    f"{None if self.label_set is None else self.label_set.name!r} and has no conversion into it")
             ids = self.label_set_conversions[label_set] = conversion_ids(self.label_set, label_set)
         return ids
 
@@ -189,7 +205,9 @@ class QANetParser(nn.Module):
             raise ValueError(f"{len(label_sets)} label sets for {n} crops")
         groups: Dict[Optional[str], list] = {}
         for i, name in enumerate(label_sets):
-            groups.setdefault(None if name in (None, self.label_set) else name, []).append(i)
+            # a parser without a label set cannot convert: it scores every crop as it is
+            own = name is None or self.label_set is None or name == self.label_set.name
+            groups.setdefault(None if own else name, []).append(i)
         if list(groups) == [None]:
             return [(None, None)]
         return list(groups.items())
@@ -217,3 +235,89 @@ class QANetParser(nn.Module):
             target_iou[idx] = iou_targets(lp.detach().argmax(dim=1), lab, num_classes, self.ignore_value)
         ce = ce_sum / valid_total if valid_total else ce_sum
         return ce, lovasz, target_iou
+
+
+def add_parser_config(cfg) -> None:
+    """The parser's keys: MODEL.QANET label set, classes, crop geometry and normalisation, BACKBONE, HRNET, NECK, PARSING, IOU."""
+    # Number of parsing classes, background included. Must match the model's label set.
+    cfg.MODEL.QANET.NUM_CLASSES = 19
+    # The (fine) label set the model predicts, recorded in the config and in every checkpoint:
+    # the model is built from it and never reads a dataset catalog. NAME: a registered set
+    # ("synthetic", "celebamask_hq", "lapa", "helen", "fasseg") or the set of a dataset of the
+    # config ("sfp"); "" = the set of the first dataset of DATASETS.TRAIN (else DATASETS.TEST).
+    # CLASSES, COLORS ((R, G, B) per class) and FLIP_PAIRS ((id_a, id_b) swapped by a mirror) are
+    # filled from that set when train_net.py sets the config up (fill_model_label_set); written by
+    # hand, they define a set that no dataset registers. A checkpoint whose label set differs
+    # from the config's is refused.
+    # Training datasets in other sets: a set that converts into the model's (at least as fine)
+    # has its labels converted in the mapper; a coarser set keeps its labels and its crops'
+    # losses are computed on the model's probabilities summed into its classes (see
+    # qanet_d2/data/mixed_label_sets.py). A coarser test set is scored on predictions converted
+    # into its classes.
+    cfg.MODEL.QANET.LABEL_SET = CN()
+    cfg.MODEL.QANET.LABEL_SET.NAME = ""
+    cfg.MODEL.QANET.LABEL_SET.CLASSES = []
+    cfg.MODEL.QANET.LABEL_SET.COLORS = []
+    cfg.MODEL.QANET.LABEL_SET.FLIP_PAIRS = []
+
+    # Parser input crop. The box keeps its centre, its shorter side grows until
+    # width / height == ASPECT_RATIO, then both sides are multiplied by BOX_EXPAND.
+    cfg.MODEL.QANET.INPUT_SIZE = (512, 384)  # (height, width)
+    cfg.MODEL.QANET.ASPECT_RATIO = 0.75  # width / height
+    cfg.MODEL.QANET.BOX_EXPAND = 1.25
+    # Parser pixel normalisation (RGB order after conversion from INPUT.FORMAT); ImageNet stats.
+    cfg.MODEL.QANET.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.QANET.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    # Parser backbone: a name in detectron2's BACKBONE_REGISTRY, built on a config whose
+    # MODEL.RESNETS / MODEL.QANET.HRNET describe it.
+    cfg.MODEL.QANET.BACKBONE = CN()
+    cfg.MODEL.QANET.BACKBONE.NAME = "build_timm_hrnet_backbone"
+    # Backbone features fed to the neck, from stride 4 to stride 32.
+    cfg.MODEL.QANET.BACKBONE.OUT_FEATURES = ["hr4", "hr8", "hr16", "hr32"]
+    cfg.MODEL.QANET.BACKBONE.FREEZE_AT = 0
+    # For a ResNet parser backbone: depth and the keys of MODEL.RESNETS used for it.
+    cfg.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
+    # Norm of a ResNet parser backbone. "BN": fine-tuned, like the HRNet's (32 crops per GPU).
+    cfg.MODEL.QANET.BACKBONE.NORM = "BN"
+    # Stride of a ResNet-50/101 parser backbone's blocks in the 1x1 conv (MSRA) or the 3x3 conv
+    # (False: torchvision's ResNets, whose ImageNet weights RESNET_WEIGHTS loads).
+    cfg.MODEL.QANET.BACKBONE.STRIDE_IN_1X1 = False
+    # ImageNet weights of a ResNet parser backbone: torchvision's resnet*.pth (a URL or a local
+    # path), loaded strictly when training starts unless a checkpoint provides the parser.
+    # The parser takes RGB crops with MODEL.QANET.PIXEL_MEAN/STD (ImageNet's). "" = random init.
+    cfg.MODEL.QANET.BACKBONE.RESNET_WEIGHTS = ""
+
+    # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
+    cfg.MODEL.QANET.HRNET = CN()
+    cfg.MODEL.QANET.HRNET.NAME = "hrnet_w48"  # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w48, ...
+    # Initialise the HRNet from timm's ImageNet weights when training starts (unless a
+    # checkpoint provides the parser), loaded strictly: from PRETRAINED_PATH when set, else from
+    # the Hugging Face hub (fails with a clear message without network access). False (the
+    # default; the CPU configs keep it) = random initialisation. See docs/pretrained.md.
+    cfg.MODEL.QANET.HRNET.PRETRAINED = False
+    # Local file with the ImageNet weights of HRNET.NAME in timm's key format (.pth /
+    # .safetensors; the HRNet authors' hrnetv2_w48_imagenet_pretrained.pth has the same keys).
+    cfg.MODEL.QANET.HRNET.PRETRAINED_PATH = ""
+    cfg.MODEL.QANET.HRNET.NORM = "BN"
+
+    # Semantic-FPN neck ("PFPN"): per level, conv-BN-ReLU(+upsample x2) repeated so that all
+    # levels reach stride 4, then summed.
+    cfg.MODEL.QANET.NECK = CN()
+    cfg.MODEL.QANET.NECK.CONV_DIM = 256
+    cfg.MODEL.QANET.NECK.NORM = "BN"
+
+    # Parsing branch: 1x1 conv to NUM_CLASSES, bilinear upsampling to the crop size.
+    cfg.MODEL.QANET.PARSING = CN()
+    cfg.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
+    cfg.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
+    # Lovasz-softmax per crop, then averaged over the crops of the batch (True, as the official
+    # QANet code; a crop without valid pixels counts 0 there), or over all valid pixels of the
+    # batch (False).
+    cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP = True
+
+    # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.
+    cfg.MODEL.QANET.IOU = CN()
+    cfg.MODEL.QANET.IOU.CONV_DIM = 256
+    cfg.MODEL.QANET.IOU.FC_DIM = 512
+    cfg.MODEL.QANET.IOU.LOSS_WEIGHT = 1.0

@@ -1,6 +1,6 @@
 """A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only.
 
-    from onnx_runtime import FaceParsingRuntime        # tools/ on sys.path; never imports torch
+    from qanet_d2.runtime import FaceParsingRuntime    # never imports torch
     runtime = FaceParsingRuntime("exported/")          # detector.onnx, parser.onnx, metadata.json
     result = runtime(cv2.imread("photo.jpg"))          # BGR uint8, any size
     result["labels"]                                   # H x W uint8 label map (metadata "classes")
@@ -37,8 +37,9 @@ step; every number it uses comes from the export's ``metadata.json`` (written by
    "image", on the pasted probabilities inside the box); quality score
    ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``; paste-back of each face into its window
    (bilinear, crop edges clamped, views averaged where they cover a pixel, argmax, background
-   below ``1 / C``); painting in ascending paint score (``paint_order``), faces below
-   ``face_score_thresh`` left out, each face's non-background labels over the map.
+   below ``1 / C``); painting in ascending paint score (``paint_order``), only faces whose
+   quality score >= ``quality_score_thresh`` and box score >= ``box_score_thresh``, each face's
+   non-background labels over the map.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 METADATA_FILE = "metadata.json"
-SUPPORTED_VERSIONS = (2,)
+SUPPORTED_VERSIONS = (3,)  # 3: the score thresholds name their score
 
 
 class ExportError(ValueError):
@@ -431,12 +432,12 @@ def face_scores(box_scores, iou_scores, pixel_scores, weights: Sequence[float], 
     return np.exp(terms / np.float32(max(a + b + c, eps))).astype(np.float32)
 
 
-def paint_order(paint_scores: np.ndarray, other_scores: np.ndarray, thresh: float) -> List[int]:
+def paint_order(paint_scores: np.ndarray, other_scores: np.ndarray, keep: np.ndarray) -> List[int]:
     """Faces to paint in painting order: ascending ``paint_scores`` (ties: ascending
-    ``other_scores``, then index), those below ``thresh`` left out."""
+    ``other_scores``, then index), only those where the bool mask ``keep`` is set."""
     key, tie = np.asarray(paint_scores, np.float64), np.asarray(other_scores, np.float64)
     order = np.lexsort((np.arange(len(key)), tie, key))
-    return [int(i) for i in order if key[i] >= thresh]
+    return [int(i) for i in order if keep[i]]
 
 
 def _pixel_scores_from_top(top: np.ndarray, thresh: float) -> np.ndarray:
@@ -502,10 +503,12 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
     else:
         raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop', 'image' or 'pasted'")
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
+    box_scores = np.asarray(faces["box_scores"], np.float32)
+    keep = (scores >= np.float32(pp["quality_score_thresh"])) & (box_scores >= np.float32(pp["box_score_thresh"]))
     if pp["paint_order"] == "quality":
-        order = paint_order(scores, faces["box_scores"], pp["face_score_thresh"])
+        order = paint_order(scores, box_scores, keep)
     elif pp["paint_order"] == "box":
-        order = paint_order(faces["box_scores"], scores, pp["face_score_thresh"])
+        order = paint_order(box_scores, scores, keep)
     else:
         raise ExportError(f"postprocessing.paint_order {pp['paint_order']!r} is not 'quality' or 'box'")
     labels = np.zeros((height, width), np.uint8)
@@ -540,7 +543,7 @@ class FaceParsingRuntime:
     """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> dict with
     ``labels`` (``H x W`` uint8), ``boxes`` (``N x 4`` float32 XYXY_ABS, original frame),
     ``scores`` (quality), ``box_scores``, ``iou_scores``, ``pixel_scores`` (``N`` float32, best
-    face first; faces below ``face_score_thresh`` are returned but not painted).
+    face first; faces below ``quality_score_thresh`` or ``box_score_thresh`` are returned but not painted).
 
     ``runtime(image, boxes=...)`` parses given ``N x 4`` boxes (original frame, box score 1)
     instead of detecting; an export without detector needs them.
@@ -639,8 +642,8 @@ class FaceParsingRuntime:
         boxes, box_scores = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(box_scores, np.float32)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, box_scores = boxes[keep], box_scores[keep]
-        if len(boxes) > p["max_faces_per_image"]:
-            best = np.argsort(-box_scores, kind="stable")[: p["max_faces_per_image"]]
+        if len(boxes) > p["max_parsed_faces"]:
+            best = np.argsort(-box_scores, kind="stable")[: p["max_parsed_faces"]]
             boxes, box_scores = boxes[best], box_scores[best]
         rgb = image if self.meta["input"]["format"] == "RGB" else image[:, :, ::-1]
         normalised = ((rgb.astype(np.float32) - np.asarray(p["pixel_mean"], np.float32)) / np.asarray(p["pixel_std"], np.float32))
