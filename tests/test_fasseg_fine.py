@@ -151,3 +151,45 @@ def test_classifier_from_coarser_keeps_the_merged_prediction():
     assert torch.allclose(merged, coarse_p, atol=1e-6)
     with pytest.raises(ValueError, match="coarse parent"):
         classifier_from_coarser(w, b, [0, 1, 255])
+
+
+def _load_tool(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_init_fine_classifier_splits_the_shipped_coarse_parser():
+    import torch
+
+    from qanet_d2.model_zoo import shipped_model
+
+    tool = _load_tool("init_fine_classifier")
+    coarse = torch.load(shipped_model("real_faces")[1], weights_only=True)
+    out = tool.split_checkpoint(coarse, "fasseg", "fasseg_fine")
+    w, b = out["model"][tool.PREDICTOR + "weight"], out["model"][tool.PREDICTOR + "bias"]
+    cw = coarse["model"][tool.PREDICTOR + "weight"]
+    assert w.shape[0] == 11 and torch.equal(w[F["l_eye"]], cw[EYES]) and torch.equal(w[F["l_brow"]], cw[HAIR])
+    assert out["trained_parts"] == coarse["trained_parts"]
+    assert all(torch.equal(v, coarse["model"][k]) for k, v in out["model"].items() if not k.startswith(tool.PREDICTOR))
+    with pytest.raises(ValueError, match="has 11 classes"):
+        tool.split_checkpoint(out, "fasseg", "fasseg_fine")
+
+
+def test_shift_class_bias_moves_only_the_named_classes():
+    import torch
+
+    tool = _load_tool("shift_class_bias")
+    bias = torch.arange(11, dtype=torch.float32)
+    ck = {"model": {tool.BIAS: bias.clone(), "x": torch.ones(2)}, "trained_parts": ["parser"]}
+    out = tool.shift_bias(ck, "fasseg_fine", {"l_brow": 1.5, "r_brow": 1.5})
+    expected = bias.clone()
+    expected[[F["l_brow"], F["r_brow"]]] += 1.5
+    assert torch.equal(out["model"][tool.BIAS], expected) and torch.equal(ck["model"][tool.BIAS], bias)
+    with pytest.raises(ValueError, match="no class"):
+        tool.shift_bias(ck, "fasseg_fine", {"brows": 1.0})
