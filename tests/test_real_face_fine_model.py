@@ -48,6 +48,11 @@ def test_model_predicts_its_label_set(predictor):
     from qanet_d2.data.mixed_label_sets import model_label_set
 
     assert model_label_set(predictor.cfg) == FINE
+    # the built model owns it, flip pairs included (the file was written before checkpoints
+    # recorded their label set: the config's set is used)
+    model = predictor.model
+    assert model.label_set == FINE
+    assert model.parser.flip_permutation.tolist() == [0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10]
 
 
 def _parse(predictor, image_rgb):
