@@ -176,10 +176,13 @@ def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]
 def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[int, int], seed: int = 0) -> List[Dict]:
     """``frames`` training inputs as the mapper makes them: random ``3 x H x W`` uint8 images,
     ``faces_per_frame`` face boxes side by side (XYXY_ABS, each box about half the frame's
-    height), and a label map holding every class inside each face (the Lovasz loss's cost grows
-    with the classes present)."""
+    height), a label map holding every class inside each face (the Lovasz loss's cost grows
+    with the classes present), and the faces' training crops cut as the data loader cuts them."""
     from detectron2.structures import Boxes, Instances
 
+    from qanet_d2.data.training_crops import TrainingCropper
+
+    cropper = TrainingCropper(cfg)
     g = torch.Generator().manual_seed(seed)
     height, width = frame_size
     num_classes = cfg.MODEL.QANET.NUM_CLASSES
@@ -202,7 +205,10 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
         inst = Instances((height, width))
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
         inst.gt_classes = torch.zeros(faces_per_frame, dtype=torch.int64)
-        out.append({"image": image, "height": height, "width": width, "instances": inst, "sem_seg": labels})
+        x = {"image": image, "height": height, "width": width, "instances": inst, "sem_seg": labels}
+        with torch.no_grad():
+            x["face_crops"], x["face_crop_sem_seg"], _ = cropper.training_crops([x], generator=g)
+        out.append(x)
     return out
 
 
