@@ -24,11 +24,12 @@ _BOX_COLOR = (0.1, 0.9, 0.1)
 
 
 def overlay_metadata(predictor: FaceParsingPredictor) -> Metadata:
-    """Metadata with ``stuff_classes`` / ``stuff_colors`` for ``draw_sem_seg``: the dataset's
-    when it has them for this number of classes, else generated names and colours."""
+    """Metadata with ``stuff_classes`` / ``stuff_colors`` for ``draw_sem_seg``: the model's label
+    set's (else the dataset's) when they fit this number of classes, else generated ones."""
     meta = predictor.metadata
     classes = list(predictor.class_names)
-    colors = metadata_field(meta, "stuff_colors")
+    ls = predictor.label_set
+    colors = [list(c) for c in ls.palette] if ls is not None else metadata_field(meta, "stuff_colors")
     if colors is None or len(colors) != len(classes):
         colors = [list(c) for c in make_palette(classes)]
     return Metadata(name=f"{meta.name}_overlay", stuff_classes=classes, stuff_colors=[list(map(int, c)) for c in colors])

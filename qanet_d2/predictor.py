@@ -61,7 +61,8 @@ class FaceParsingPredictor:
             asks for ``TEST.AUG`` views or ``TEST.ENSEMBLE.WEIGHTS`` (as in evaluation).
         postprocessor: the model's :class:`~qanet_d2.modeling.postprocessing.FacePostProcessor`.
         metadata: ``MetadataCatalog`` entry of ``cfg.DATASETS.TEST[0]`` (or TRAIN[0]).
-        class_names: class names (index = label id), from the metadata, or ``class_<i>``.
+        label_set: the model's :class:`~qanet_d2.structures.label_sets.LabelSet` (None: it has none).
+        class_names: class names (index = label id), the label set's, or ``class_<i>``.
     """
 
     def __init__(self, cfg):
@@ -76,6 +77,11 @@ class FaceParsingPredictor:
             logger.warning(f"MODEL.DEVICE is {self.cfg.MODEL.DEVICE!r} but CUDA is not available: running on CPU.")
             self.cfg.defrost()
             self.cfg.MODEL.DEVICE = "cpu"
+        if not self.cfg.MODEL.QANET.LABEL_SET.NAME:
+            from .data.mixed_label_sets import fill_model_label_set
+
+            self.cfg.defrost()
+            fill_model_label_set(self.cfg)  # as training set the config up: from its datasets
         self.model = build_model(self.cfg)
         self.model.eval()
         # MODEL.WEIGHTS and MODEL.QANET.DETECTOR_WEIGHTS/PARSER_WEIGHTS; warns about random parts.
@@ -93,8 +99,10 @@ class FaceParsingPredictor:
             raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {self.input_format!r}")
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
-        classes = metadata_field(self.metadata, "stuff_classes")
         n = int(cfg.MODEL.QANET.NUM_CLASSES)
+        # the classes are the model's (its config's or its checkpoint's label set)
+        self.label_set = self.model.label_set
+        classes = self.label_set.classes if self.label_set is not None else None
         self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
         self.num_classes = n
 

@@ -231,3 +231,16 @@ def test_predictor_uses_the_flip_test_like_evaluation(frames):
     with torch.no_grad():
         expected = flip.test_model.inference(inputs, class_scores=True)[0]["sem_seg"]
     torch.testing.assert_close(b["sem_seg"], expected)
+
+
+def test_class_names_are_the_models_label_set():
+    """The predictor names classes after the model's label set: the config's (no dataset
+    needed), or, when the config names none, the one its datasets give (as in training)."""
+    from qanet_d2.structures.label_sets import LABEL_SETS
+
+    torch.manual_seed(0)
+    p = FaceParsingPredictor(instant_cfg("DATASETS.TEST", (), "DATASETS.TRAIN", (), "MODEL.QANET.NUM_CLASSES", 6,
+                                         "MODEL.QANET.LABEL_SET.NAME", "fasseg"))
+    assert p.label_set.name == "fasseg" and p.class_names == list(LABEL_SETS["fasseg"].classes)
+    p = FaceParsingPredictor(instant_cfg())
+    assert p.label_set.name == "synthetic" and p.class_names == list(LABEL_SETS["synthetic"].classes)

@@ -149,8 +149,9 @@ def export_metadata(cfg, model) -> Dict:
     q, pp = cfg.MODEL.QANET, model.postprocessor
     names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
     meta = MetadataCatalog.get(names[0]) if names else None
-    classes = metadata_field(meta, "stuff_classes") if meta is not None else None
-    colors = metadata_field(meta, "stuff_colors") if meta is not None else None
+    ls = model.label_set  # the model's classes; a model without a label set: the dataset's
+    classes = list(ls.classes) if ls is not None else metadata_field(meta, "stuff_classes") if meta is not None else None
+    colors = [list(c) for c in ls.palette] if ls is not None else metadata_field(meta, "stuff_colors") if meta is not None else None
     if classes is None or len(classes) != q.NUM_CLASSES:
         classes = [f"class_{i}" for i in range(q.NUM_CLASSES)]
     if colors is None or len(colors) != q.NUM_CLASSES:
