@@ -176,6 +176,7 @@ def test_init_fine_classifier_splits_the_shipped_coarse_parser():
     cw = coarse["model"][tool.PREDICTOR + "weight"]
     assert w.shape[0] == 11 and torch.equal(w[F["l_eye"]], cw[EYES]) and torch.equal(w[F["l_brow"]], cw[HAIR])
     assert out["trained_parts"] == coarse["trained_parts"]
+    assert out["label_set"]["name"] == "fasseg_fine"  # the record names the classes it now predicts
     assert all(torch.equal(v, coarse["model"][k]) for k, v in out["model"].items() if not k.startswith(tool.PREDICTOR))
     with pytest.raises(ValueError, match="has 11 classes"):
         tool.split_checkpoint(out, "fasseg", "fasseg_fine")
@@ -186,8 +187,9 @@ def test_shift_class_bias_moves_only_the_named_classes():
 
     tool = _load_tool("shift_class_bias")
     bias = torch.arange(11, dtype=torch.float32)
-    ck = {"model": {tool.BIAS: bias.clone(), "x": torch.ones(2)}, "trained_parts": ["parser"]}
+    ck = {"model": {tool.BIAS: bias.clone(), "x": torch.ones(2)}, "trained_parts": ["parser"], "label_set": {"name": "fasseg_fine"}}
     out = tool.shift_bias(ck, "fasseg_fine", {"l_brow": 1.5, "r_brow": 1.5})
+    assert out["label_set"] == ck["label_set"] and out["trained_parts"] == ["parser"]
     expected = bias.clone()
     expected[[F["l_brow"], F["r_brow"]]] += 1.5
     assert torch.equal(out["model"][tool.BIAS], expected) and torch.equal(ck["model"][tool.BIAS], bias)

@@ -37,7 +37,7 @@ def split_checkpoint(checkpoint: dict, coarse: str, fine: str) -> dict:
         raise ValueError(f"the checkpoint's classifier has {w.shape[0]} classes, label set '{coarse}' has {cs.num_classes}")
     state[PREDICTOR + "weight"], state[PREDICTOR + "bias"] = classifier_from_coarser(
         w, b, conversion_ids(fs, cs).tolist())
-    out = {"model": state}
+    out = {"model": state, "label_set": fs.to_json()}  # the classes it now predicts
     if "trained_parts" in checkpoint:
         out["trained_parts"] = list(checkpoint["trained_parts"])
     return out

@@ -36,8 +36,9 @@ def shift_bias(checkpoint: dict, label_set: str, shifts: dict) -> dict:
         bias[ls.class_id(name)] += delta
     state[BIAS] = bias
     out = {"model": state}
-    if "trained_parts" in checkpoint:
-        out["trained_parts"] = list(checkpoint["trained_parts"])
+    for key in ("trained_parts", "label_set"):  # the same parts and classes
+        if key in checkpoint:
+            out[key] = checkpoint[key]
     return out
 
 
