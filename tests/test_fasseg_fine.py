@@ -177,7 +177,12 @@ def test_init_fine_classifier_splits_the_shipped_coarse_parser():
     assert w.shape[0] == 11 and torch.equal(w[F["l_eye"]], cw[EYES]) and torch.equal(w[F["l_brow"]], cw[HAIR])
     assert out["trained_parts"] == coarse["trained_parts"]
     assert out["label_set"]["name"] == "fasseg_fine"  # the record names the classes it now predicts
-    assert all(torch.equal(v, coarse["model"][k]) for k, v in out["model"].items() if not k.startswith(tool.PREDICTOR))
+    assert all(torch.equal(v, coarse["model"][k]) for k, v in out["model"].items()
+               if not k.startswith(tool.PREDICTOR) and k != tool.FLIP)
+    # a training checkpoint's flip permutation becomes the fine set's (l_eye <-> r_eye ...)
+    coarse["model"][tool.FLIP] = torch.arange(6)
+    flip = tool.split_checkpoint(coarse, "fasseg", "fasseg_fine")["model"][tool.FLIP]
+    assert flip.tolist() == [0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10]
     with pytest.raises(ValueError, match="has 11 classes"):
         tool.split_checkpoint(out, "fasseg", "fasseg_fine")
 

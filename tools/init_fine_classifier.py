@@ -22,6 +22,7 @@ from qanet_d2.engine.checkpoint import load_checkpoint_file  # noqa: E402
 from qanet_d2.modeling.qanet.parsing_branch import classifier_from_coarser  # noqa: E402
 
 PREDICTOR = "parser.parsing_branch.predictor."
+FLIP = "parser.flip_permutation"
 
 
 def split_checkpoint(checkpoint: dict, coarse: str, fine: str) -> dict:
@@ -37,6 +38,8 @@ def split_checkpoint(checkpoint: dict, coarse: str, fine: str) -> dict:
         raise ValueError(f"the checkpoint's classifier has {w.shape[0]} classes, label set '{coarse}' has {cs.num_classes}")
     state[PREDICTOR + "weight"], state[PREDICTOR + "bias"] = classifier_from_coarser(
         w, b, conversion_ids(fs, cs).tolist())
+    if FLIP in state:  # a training checkpoint's flip permutation: the fine set's pairs
+        state[FLIP] = torch.as_tensor(fs.flip_permutation(), dtype=state[FLIP].dtype)
     out = {"model": state, "label_set": fs.to_json()}  # the classes it now predicts
     if "trained_parts" in checkpoint:
         out["trained_parts"] = list(checkpoint["trained_parts"])
