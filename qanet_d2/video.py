@@ -1,40 +1,17 @@
 """Video face parsing with temporal smoothing, and the flicker measure.
 
-A face parser run frame by frame flickers: a pixel near a part boundary, or a face whose score is
-near the painting threshold, changes label from one frame to the next although little moved.
-:class:`TemporalSmoother` removes much of that without changing the model:
+:class:`TemporalSmoother` reduces the flicker of frame-by-frame parsing without changing the model:
+faces are associated with the previous frames' tracks by box IoU (Hungarian assignment); a face's
+crop probabilities become a weighted mean over its track's last ``window`` frames (the current
+frame weighs ``current_weight``, the older frames share the rest), averaged in crop coordinates
+(``align="box"``) or after warping older crops into the current crop through the image
+(``align="image"``); its scores become the track's score sum over the window divided by the
+window's frames since the track started (a missed frame counts 0, so a new face keeps its own
+score). A plain mean blurs moving faces and lowers J&F (numbers in ``docs/tools.md``).
 
-1. each frame's faces are associated with the tracks of the previous frames by box IoU
-   (Hungarian assignment, :func:`scipy.optimize.linear_sum_assignment`; a pair needs
-   IoU >= ``iou_threshold``; unmatched faces start new tracks);
-2. every track keeps the crop probabilities (``V x C x h x w``, one per box-scale view), crop
-   affines and face scores of each of its frames within the last ``window`` frames;
-3. a face's probabilities become a weighted mean over its track's window: the current frame
-   weighs ``current_weight`` (0.7), the older frames share the rest equally (None: all equal).
-   The mean is taken in crop coordinates (``align="box"``: the crop follows the box, so this
-   assumes the face moves with its box) or after warping the older crops into the current crop's
-   frame through the image (``align="image"``: right for a still face under a jittering box);
-4. a face's scores (quality and box score) become the sum of its track's scores over the window
-   divided by the number of frames of the window since the track started: a frame where the
-   track was not detected counts as 0, so a face that drops out in one frame of three keeps two
-   thirds of its score, a face present throughout keeps its mean score, and a face that enters
-   keeps its own score in the frame where it is first found (it is painted from that frame on,
-   as it would be in a single image);
-5. the frame's label map is painted from the smoothed faces with the current frame's affines by
-   the model's post-processor, as it paints a single image: the smoother is the post-processor's
-   hook between scoring and painting (:meth:`VideoPredictor.smooth`).
-
-Why weighted and not a plain mean: faces move, turn and change scale within their boxes, so
-older crops are only roughly aligned with the current one; on the synthetic videos a plain mean
-over 3 frames lowered J&F while the current-weighted mean and the score rule lower flicker and
-raise J&F (``tools/measure_flicker.py``, numbers in ``docs/tools.md``).
-
-A face seen once is unchanged, and a still sequence is unchanged because the mean of equal maps
-is that map (both tested). :class:`VideoPredictor` runs predictor + smoother + painting frame by frame.
-
-:func:`label_change_rate` is the flicker measure: the fraction of pixels whose label differs
-between consecutive frames (``tools/measure_flicker.py`` compares it with the ground truth's own
-rate: the labels of a moving face *should* change at its edges).
+:class:`VideoPredictor` runs predictor + smoother frame by frame; the smoother is the model
+post-processor's hook between scoring and painting (:meth:`VideoPredictor.smooth`).
+:func:`label_change_rate` is the flicker measure (``tools/measure_flicker.py``).
 """
 from __future__ import annotations
 
@@ -55,18 +32,14 @@ from .layers.crops import compose_affines, crop_images, invert_affines
 
 
 def add_video_config(cfg: CN) -> None:
-    """Add the ``VIDEO`` keys of :class:`VideoPredictor` (the demo's --video-input / --webcam /
-    --sequence, tools/measure_flicker.py, tools/benchmark_video.py)."""
+    """Add the ``VIDEO`` keys of :class:`VideoPredictor`."""
     cfg.VIDEO = CN()
-    # Run the face detector on frames 0, k, 2k, ... only; on the other frames the faces are
-    # parsed in the boxes of their tracks (see TRACK_MOTION). 1 = detect on every frame.
+    # Run the face detector on frames 0, k, 2k, ... only (1 = on every frame).
     cfg.VIDEO.DETECT_EVERY = 1
-    # Box of a track on a frame without detection: "velocity" (its last detected box moved by
-    # the per-frame change between its last two detections) or "still" (its last box).
+    # Box of a track on a frame without detection: "velocity" or "still" (see VideoPredictor).
     cfg.VIDEO.TRACK_MOTION = "velocity"
-    # Temporal smoothing of each tracked face (TemporalSmoother): frames in the window (1 = off),
-    # alignment of older crops ("image" or "box"), weight of the current frame's probabilities
-    # (the older frames share the rest), box IoU to continue a track.
+    # TemporalSmoother: frames in the window (1 = off), alignment of older crops ("image" or
+    # "box"), weight of the current frame's probabilities, box IoU to continue a track.
     cfg.VIDEO.TEMPORAL_WINDOW = 5
     cfg.VIDEO.ALIGN = "image"
     cfg.VIDEO.CURRENT_WEIGHT = 0.7
@@ -79,16 +52,8 @@ TRACK_MOTIONS = ("velocity", "still")
 
 
 def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold: float = 0.3) -> List[Tuple[int, int]]:
-    """Match boxes of two frames by maximum total IoU.
-
-    Args:
-        prev_boxes: ``M x 4`` XYXY_ABS boxes (tracks).
-        boxes: ``N x 4`` XYXY_ABS boxes (current faces).
-        iou_threshold: pairs with a lower IoU are not matched.
-
-    Returns:
-        ``(track_index, face_index)`` pairs.
-    """
+    """``(track_index, face_index)`` pairs of ``M x 4`` track and ``N x 4`` face boxes (XYXY_ABS)
+    with maximum total IoU; pairs under ``iou_threshold`` are not matched."""
     if len(prev_boxes) == 0 or len(boxes) == 0:
         return []
     iou = pairwise_iou(Boxes(prev_boxes.float()), Boxes(boxes.float())).numpy()
@@ -114,27 +79,18 @@ class _Track:
 
 
 class TemporalSmoother:
-    """Smooths each face's crop probabilities and score over its track's last ``window`` frames.
+    """Smooths each face's crop probabilities and score over its track's last ``window`` frames
+    (see the module docstring). Call it once per frame, in order; :meth:`reset` between videos."""
 
-    Call it once per frame, in order, with that frame's faces; :meth:`reset` between videos.
-    """
-
-    def __init__(
-        self,
-        window: int = 5,
-        iou_threshold: float = 0.3,
-        align: str = "image",
-        current_weight: Optional[float] = 0.7,
-    ):
+    def __init__(self, window: int = 5, iou_threshold: float = 0.3, align: str = "image",
+                 current_weight: Optional[float] = 0.7):
         """
         Args:
-            window: frames considered (the current one included); 1 disables smoothing.
-            iou_threshold: minimum box IoU to continue a track. A track not seen for
-                ``window`` frames has no observation left in the window and is dropped.
-            align: "box" (average in crop coordinates) or "image" (warp older crops into the
-                current crop through image coordinates before averaging).
-            current_weight: weight of the current frame's probabilities in the mean (the older
-                frames of the track share ``1 - current_weight``); None: a plain mean.
+            window: frames considered (the current one included); 1 disables smoothing. A track
+                not seen for ``window`` frames is dropped.
+            iou_threshold: minimum box IoU to continue a track.
+            align: "box" or "image" (see the module docstring).
+            current_weight: weight of the current frame's probabilities; None: a plain mean.
         """
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -149,18 +105,12 @@ class TemporalSmoother:
         self.reset()
 
     def reset(self) -> None:
-        """Forget all tracks (call between videos)."""
         self._tracks: Dict[int, _Track] = {}
         self._frame = -1
         self._ids = itertools.count()
 
-    def __call__(
-        self,
-        boxes: torch.Tensor,
-        probs: torch.Tensor,
-        affines: torch.Tensor,
-        scores: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
+    def __call__(self, boxes: torch.Tensor, probs: torch.Tensor, affines: torch.Tensor,
+                 scores: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Add one frame's faces and return their smoothed values.
 
         Args:
@@ -171,9 +121,8 @@ class TemporalSmoother:
             scores: ``N`` face scores, or ``N x K`` (each column smoothed alike); default 1.
 
         Returns:
-            dict with ``probs`` (smoothed, shaped as the input), ``scores`` (smoothed, shaped as
-            the input; see the module docstring), ``track_ids`` (``N`` long) and
-            ``track_lengths`` (``N`` long, frames of the window in which the track was seen).
+            dict with ``probs`` and ``scores`` (smoothed, shaped as the inputs), ``track_ids``
+            (``N`` long) and ``track_lengths`` (``N`` long, frames of the window with the track).
         """
         self._frame += 1
         frame = self._frame
@@ -225,8 +174,7 @@ class TemporalSmoother:
         return [older] * (count - 1) + [self.current_weight]
 
     def _average(self, history: Sequence[_Observation], affine: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of a track's ``V x C x h x w`` probabilities, in the frame of the
-        current crops (``V x 2 x 3`` ``affine``)."""
+        """Weighted mean of a track's ``V x C x h x w`` probabilities in the current crops' frame."""
         current = history[-1].probs
         if len(history) == 1:
             return current
@@ -249,16 +197,8 @@ class TemporalSmoother:
 
 
 def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[int] = 255) -> float:
-    """Flicker: the mean over consecutive frame pairs of the fraction of pixels whose label changes.
-
-    Args:
-        label_maps: the frames' ``H x W`` integer label maps, in order.
-        ignore_label: pixels with this value in either frame of a pair are not counted
-            (None: count all).
-
-    Returns:
-        a rate in [0, 1]; 0.0 for fewer than two frames.
-    """
+    """Flicker: the mean over consecutive frame pairs of the fraction of pixels whose label changes
+    (pixels with ``ignore_label`` in either frame are not counted); 0.0 for fewer than two frames."""
     rates = []
     prev = None
     for labels in label_maps:
@@ -266,7 +206,7 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
         if prev is not None:
             if prev.shape != labels.shape:
                 raise ValueError(f"label maps of one video differ in size: {prev.shape} vs {labels.shape}")
-            valid = np.ones(labels.shape, dtype=bool)
+            valid = np.ones(labels.shape, bool)
             if ignore_label is not None:
                 valid = (prev != ignore_label) & (labels != ignore_label)
             count = int(valid.sum())
@@ -280,21 +220,14 @@ class VideoPredictor:
     """Parses the frames of one video in order, with temporal smoothing and, optionally, the face
     detector on every ``detect_every``-th frame only.
 
-    ``video = VideoPredictor(predictor, window=5)`` (or ``VideoPredictor(cfg, predictor)``, from
-    the config's ``VIDEO`` keys); ``result = video(frame_bgr)`` for each frame returns the
-    predictor's result dict (``labels``, ``boxes``, ``scores``, ``instances`` ... see
-    :meth:`qanet_d2.FaceParsingPredictor.__call__`) painted from the smoothed faces:
-    ``instances.scores`` and ``instances.box_scores`` are the smoothed values (IoU and pixel
-    scores stay the frame's own) and ``instances.track_ids`` is added. Call :meth:`reset` before
-    another video.
+    ``VideoPredictor(predictor, window=5)`` or ``VideoPredictor(cfg, predictor)`` (the ``VIDEO``
+    keys); ``video(frame_bgr)`` returns the predictor's result dict painted from the smoothed
+    faces (``instances.scores`` / ``box_scores`` smoothed, ``instances.track_ids`` added).
 
-    Detection every k frames: frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector;
-    every face it returns continues or starts a track (the smoother's IoU association). On the
-    frames in between, no detector runs: each track detected on the last detection frame is
-    parsed in its predicted box (:meth:`track_boxes`; ``track_motion`` "velocity": its last
-    detected box moved by the per-frame change between its last two detections, "still": its
-    last detected box), with its last detected box score. New faces are found at the next
-    detection frame; a track the detector no longer finds is not followed further.
+    Frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector. On the frames in between,
+    each track detected on the last detection frame is parsed in its predicted box with its last
+    detected box score (``track_motion`` "velocity": the last detected box moved by the per-frame
+    change between the last two detections; "still": the last detected box).
     """
 
     @configurable
@@ -311,11 +244,8 @@ class VideoPredictor:
     ):
         """
         Args:
-            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``,
-                whose post-processor calls :meth:`smooth` between scoring and painting).
+            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
             window, iou_threshold, align, current_weight: see :class:`TemporalSmoother`.
-            detect_every: run the detector on every k-th frame (1: on every frame).
-            track_motion: "velocity" or "still" (see the class docstring).
         """
         if int(detect_every) < 1:
             raise ValueError(f"VIDEO.DETECT_EVERY must be >= 1, got {detect_every}")
@@ -330,17 +260,9 @@ class VideoPredictor:
     @classmethod
     def from_config(cls, cfg, predictor, **overrides):
         v = cfg.VIDEO
-        args = {
-            "predictor": predictor,
-            "window": v.TEMPORAL_WINDOW,
-            "iou_threshold": v.IOU_THRESHOLD,
-            "align": v.ALIGN,
-            "current_weight": v.CURRENT_WEIGHT,
-            "detect_every": v.DETECT_EVERY,
-            "track_motion": v.TRACK_MOTION,
-        }
-        args.update(overrides)
-        return args
+        return {"predictor": predictor, "window": v.TEMPORAL_WINDOW, "iou_threshold": v.IOU_THRESHOLD, "align": v.ALIGN,
+                "current_weight": v.CURRENT_WEIGHT, "detect_every": v.DETECT_EVERY, "track_motion": v.TRACK_MOTION,
+                **overrides}
 
     def reset(self) -> None:
         """Start a new video: forget the tracks; the next frame is frame 0 (a detection frame)."""
@@ -351,25 +273,22 @@ class VideoPredictor:
         self._box_scores: Dict[int, float] = {}
 
     def is_detection_frame(self, frame: int) -> bool:
-        """Whether the detector runs on frame ``frame`` (counted from :meth:`reset`)."""
         return frame % self.detect_every == 0
 
-    def track_boxes(self, frame: int) -> Tuple[List[int], torch.Tensor, torch.Tensor]:
-        """The followed tracks' ids, their predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``
-        and their last detected box scores (``N``)."""
+    def track_boxes(self, frame: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame`` and their last
+        detected box scores (``N``)."""
         ids = sorted(self._detections)
         boxes = []
         for tid in ids:
             dets = self._detections[tid]
-            last_frame, last_box = dets[-1]
-            box = last_box
+            last_frame, box = dets[-1]
             if self.track_motion == "velocity" and len(dets) == 2:
                 first_frame, first_box = dets[0]
-                box = last_box + (last_box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
+                box = box + (box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
             boxes.append(box)
-        boxes_t = torch.stack(boxes) if boxes else torch.zeros((0, 4))
         scores = torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
-        return ids, boxes_t, scores
+        return (torch.stack(boxes) if boxes else torch.zeros((0, 4))), scores
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
         """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
@@ -379,7 +298,7 @@ class VideoPredictor:
         if self.is_detection_frame(frame):
             faces = self.predictor.run_model(image, boxes=boxes, times=times)
         else:
-            _, track_boxes, box_scores = self.track_boxes(frame)
+            track_boxes, box_scores = self.track_boxes(frame)
             height, width = image.shape[:2]
             track_boxes[:, 0::2] = track_boxes[:, 0::2].clamp(0, width)
             track_boxes[:, 1::2] = track_boxes[:, 1::2].clamp(0, height)
@@ -387,17 +306,15 @@ class VideoPredictor:
         return self.process(faces, return_scores=return_scores, times=times)
 
     def process(self, faces: Instances, return_scores: bool = False, times=None) -> dict:
-        """The next frame's result from its parsed faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`):
-        the predictor's post-processing with :meth:`smooth` as its smoothing hook. Lets one model
-        run serve several smoothing settings."""
+        """The next frame's result from its parsed faces (:meth:`qanet_d2.FaceParsingPredictor.run_model`),
+        so that one model run can serve several smoothing settings."""
         self._frame += 1
         return self.predictor.postprocess(faces, return_scores=return_scores, smooth=self.smooth, times=times)
 
     def smooth(self, faces: Instances) -> Instances:
-        """The post-processor's smoothing hook: the frame's scored faces with their probabilities
-        and scores replaced by the smoother's output and their ``track_ids`` added. On a
-        detection frame (:meth:`is_detection_frame`) the faces' boxes and box scores are recorded
-        as their tracks' detections (what the frames up to the next one follow)."""
+        """The post-processor's smoothing hook: the scored faces with the smoother's probabilities
+        and scores and their ``track_ids``. On a detection frame the faces' boxes and box scores
+        are recorded as their tracks' detections."""
         scores = torch.stack([faces.scores, faces.box_scores], dim=1)
         smoothed = self.smoother(faces.pred_boxes.tensor, faces.parsing_probs, faces.crop_affines, scores)
         out = Instances(faces.image_size, **faces.get_fields())
