@@ -1,26 +1,9 @@
-"""A Python predictor for face parsing (detectron2's ``DefaultPredictor``, for faces).
+"""A Python predictor for face parsing (detectron2's ``DefaultPredictor``, for faces; usage in
+``docs/tools.md``).
 
-    from qanet_d2 import FaceParsingPredictor, get_qanet_cfg
-    cfg = get_qanet_cfg()
-    cfg.merge_from_file("configs/quickstart/qanet_fcos_synth.yaml")
-    cfg.MODEL.WEIGHTS = "output/quickstart/model_final.pth"
-    # real photos: the shipped real-face model (FASSEG's six classes), no training needed
-    #   cfg.merge_from_file("configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml")
-    #   cfg.MODEL.WEIGHTS = "models/qanet_fcos_real_faces_fasseg.pth"
-    predictor = FaceParsingPredictor(cfg)
-    result = predictor(cv2.imread("photo.jpg"))      # BGR uint8, any size
-    result["labels"]          # H x W uint8 label map (class ids of predictor.class_names)
-    result["boxes"], result["scores"]                # per face, XYXY_ABS and quality score
-    result["boxes"][result["painted"]]               # the faces painted into the label map
-    result["face_labels"][i]                         # face i's own window and labels
-    predictor(image, return_scores=True)["sem_seg"]  # C x H x W class scores (memory: C*H*W*4 bytes)
-    predictor.predict_batch([img1, img2, ...])       # several images per model call
-
-The image goes through the model as in evaluation: resized by ``INPUT.MIN_SIZE_TEST`` /
-``MAX_SIZE_TEST`` for the detector and the crops, with all outputs in the original image's frame.
-Images of any size: the label map is painted face window by face window
-(:class:`~qanet_d2.modeling.postprocessing.FacePostProcessor`), so only the class scores, when
-asked for, take ``C x H x W`` floats.
+Images go through the model as in evaluation (resized by ``INPUT.MIN_SIZE_TEST`` /
+``MAX_SIZE_TEST``), with all outputs in the original image's frame. The label map is painted face
+window by face window, so only the class scores, when asked for, take ``C x H x W`` floats.
 """
 from __future__ import annotations
 
@@ -41,35 +24,25 @@ from .modeling.fusion import fuse_conv_bn
 from .modeling.postprocessing import StageTimes, profiler_range
 from .modeling.test_time_augmentation import build_test_time_model
 
-__all__ = [
-    "FaceParsingPredictor",
-    "read_image_bgr",
-    "to_bgr_uint8",
-    "ImageReadError",
-]
+__all__ = ["FaceParsingPredictor", "read_image_bgr", "to_bgr_uint8", "ImageReadError"]
 
 logger = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------- predictor
 class FaceParsingPredictor:
-    """Builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` and parses BGR images.
+    """Builds the model of ``cfg`` (:func:`qanet_d2.get_qanet_cfg`), loads its weights and parses
+    BGR images.
 
     Attributes:
         model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
         test_model: what parses the inputs: ``model``, or its test-time wrapper when the config
             asks for ``TEST.AUG`` views or ``TEST.ENSEMBLE.WEIGHTS`` (as in evaluation).
-        postprocessor: the model's :class:`~qanet_d2.modeling.postprocessing.FacePostProcessor`.
         metadata: ``MetadataCatalog`` entry of ``cfg.DATASETS.TEST[0]`` (or TRAIN[0]).
         label_set: the model's :class:`~qanet_d2.structures.label_sets.LabelSet` (None: it has none).
         class_names: class names (index = label id), the label set's, or ``class_<i>``.
     """
 
     def __init__(self, cfg):
-        """
-        Args:
-            cfg: a config with qanet_d2's keys (:func:`qanet_d2.get_qanet_cfg`).
-        """
         from .engine.checkpoint import load_model_weights
 
         self.cfg = cfg.clone()
@@ -84,10 +57,7 @@ class FaceParsingPredictor:
             fill_model_label_set(self.cfg)  # as training set the config up: from its datasets
         self.model = build_model(self.cfg)
         self.model.eval()
-        # MODEL.WEIGHTS and MODEL.QANET.DETECTOR_WEIGHTS/PARSER_WEIGHTS; warns about random parts.
-        load_model_weights(self.cfg, self.model)
-        # What runs on the inputs: the model, or with TEST.AUG / TEST.ENSEMBLE.WEIGHTS its
-        # test-time wrapper, exactly as in evaluation.
+        load_model_weights(self.cfg, self.model)  # warns about parts left random
         self.test_model = build_test_time_model(self.cfg, self.model)
         self.test_model.eval()
         if self.cfg.TEST.FUSE_CONV_BN:
@@ -95,57 +65,38 @@ class FaceParsingPredictor:
         self.postprocessor = self.model.postprocessor
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
-        if self.input_format not in ("BGR", "RGB"):
-            raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {self.input_format!r}")
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
         n = int(cfg.MODEL.QANET.NUM_CLASSES)
-        # the classes are the model's (its config's or its checkpoint's label set)
         self.label_set = self.model.label_set
         classes = self.label_set.classes if self.label_set is not None else None
         self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
         self.num_classes = n
 
-    # ------------------------------------------------------------------ public
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None) -> Dict:
         """Parse one image.
 
         Args:
             image: ``H x W x 3`` uint8 BGR (as ``cv2.imread`` gives); grayscale, BGRA, 16-bit
                 and float arrays are converted (:func:`to_bgr_uint8`).
-            boxes: optional ``N x 4`` XYXY_ABS face boxes (original image coordinates) to parse
-                instead of the detector's (box score 1). Needed by parser-only models
-                (``MODEL.QANET.DETECTOR.NAME ''``).
-            return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores
-                (memory: ``C * H * W * 4`` bytes; the label map itself never needs them).
+            boxes: optional ``N x 4`` XYXY_ABS face boxes (original frame) to parse instead of the
+                detector's (box score 1); needed by parser-only models.
+            return_scores: also return ``sem_seg``, the ``C x H x W`` float class scores.
 
         Returns:
-            dict with
-            ``labels``: ``H x W`` uint8 label map (ids of :attr:`class_names`; 0 = background),
-            ``boxes``: ``N x 4`` float32 XYXY_ABS face boxes, ``scores``: ``N`` quality scores
-            (sorted, best first; faces below ``MODEL.QANET.INFERENCE.QUALITY_SCORE_THRESH`` or
-            ``BOX_SCORE_THRESH`` are returned but not painted), ``painted``: ``N`` bool, the
-            faces painted into ``labels`` (the faces found: ``boxes[painted]``),
-            ``face_labels``: per face a dict with ``window`` ``[x0, y0, x1, y1)`` and ``labels``
-            (uint8 numpy label map of that window, 0 outside the face's crops),
-            ``instances``: the faces' Instances on CPU in the original frame (``pred_boxes``,
-            ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``) and ``sem_seg`` if asked.
+            dict with ``labels`` (``H x W`` uint8, ids of :attr:`class_names`), ``boxes``
+            (``N x 4`` float32 XYXY_ABS), ``scores`` (``N`` quality scores, best first; faces under
+            the thresholds are returned but not painted), ``painted`` (``N`` bool), ``face_labels``
+            (per face its ``window`` ``[x0, y0, x1, y1)`` and ``labels`` there), ``instances``
+            (the faces on CPU, original frame) and ``sem_seg`` if asked.
         """
         return self.predict_batch([image], return_scores=return_scores, boxes=None if boxes is None else [boxes])[0]
 
-    def predict_batch(
-        self,
-        images: Sequence[np.ndarray],
-        return_scores: bool = False,
-        batch_size: int = 4,
-        boxes: Optional[Sequence[np.ndarray]] = None,
-        times: Optional[StageTimes] = None,
-    ) -> List[Dict]:
-        """Parse several images; ``batch_size`` images go through the model per call (the
-        detector runs on the batch and all their faces are parsed in ``PARSER_BATCH``-sized
-        parser batches). ``boxes``: optional face boxes per image (see :meth:`__call__`);
-        ``times``: a :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages.
-        Returns one result dict per image (see :meth:`__call__`)."""
+    def predict_batch(self, images: Sequence[np.ndarray], return_scores: bool = False, batch_size: int = 4,
+                      boxes: Optional[Sequence[np.ndarray]] = None, times: Optional[StageTimes] = None) -> List[Dict]:
+        """One result dict (:meth:`__call__`) per image, ``batch_size`` images per model call.
+        ``boxes``: optional face boxes per image; ``times``: a
+        :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages."""
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes: got {len(boxes)} box arrays for {len(images)} images")
         results = []
@@ -156,32 +107,18 @@ class FaceParsingPredictor:
                 results.append(self.postprocess(faces, return_scores=return_scores, times=times))
         return results
 
-    def run_model(
-        self,
-        image: np.ndarray,
-        boxes: Optional[np.ndarray] = None,
-        box_scores: Optional[np.ndarray] = None,
-        times: Optional[StageTimes] = None,
-    ) -> Instances:
-        """The parsed faces of one image, moved to its original frame and not yet scored or
-        painted; :meth:`postprocess` does the rest. One model run can so serve several
-        post-processings (e.g. video smoothing settings).
-
-        Args:
-            boxes: optional ``N x 4`` XYXY_ABS face boxes (original frame) to parse instead of the
-                detector's; the detector then does not run.
-            box_scores: optional ``N`` box scores of ``boxes`` (default 1), which enter the faces'
-                quality scores as a detector's would (the video tracker passes its tracks' last
-                detected scores).
-            times: a :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages.
-        """
+    def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None, box_scores: Optional[np.ndarray] = None,
+                  times: Optional[StageTimes] = None) -> Instances:
+        """The parsed faces of one image in its original frame, not yet scored or painted
+        (:meth:`postprocess` does the rest), so that one model run can serve several
+        post-processings. ``boxes`` replace the detector's; ``box_scores`` (default 1) enter
+        the quality scores as a detector's would."""
         return self._parse([image], None if boxes is None else [boxes], None if box_scores is None else [box_scores], times)[0]
 
-    def postprocess(
-        self, faces: Instances, return_scores: bool = False, smooth=None, times: Optional[StageTimes] = None
-    ) -> Dict:
-        """The result dict of :meth:`__call__` from :meth:`run_model`'s faces: all stages of the
-        model's post-processor (``smooth``: its hook between scoring and painting)."""
+    def postprocess(self, faces: Instances, return_scores: bool = False, smooth=None,
+                    times: Optional[StageTimes] = None) -> Dict:
+        """The result dict of :meth:`__call__` from :meth:`run_model`'s faces (``smooth``: the
+        post-processor's hook between scoring and painting)."""
         with torch.no_grad():
             out = self.postprocessor(faces, class_scores=return_scores, smooth=smooth, times=times)
         inst = out["instances"].to("cpu")
@@ -198,8 +135,7 @@ class FaceParsingPredictor:
         return result
 
     def _parse(self, images, boxes=None, box_scores=None, times=None) -> List[Instances]:
-        """The model's per-face results of ``images`` (:meth:`model_inputs`), each rescaled to
-        its image's original frame (stages "resize", the model's and "rescale")."""
+        """The model's per-face results of ``images``, each rescaled to its original frame."""
         stage = times if times is not None else profiler_range
         with stage("resize"):
             inputs, face_boxes = self.model_inputs(images, boxes, box_scores)
@@ -208,17 +144,11 @@ class FaceParsingPredictor:
         with stage("rescale"):
             return [self.postprocessor.rescale(o["instances"], (x["height"], x["width"])) for o, x in zip(outputs, inputs)]
 
-    def model_inputs(
-        self,
-        images: Sequence[np.ndarray],
-        boxes: Optional[Sequence[np.ndarray]] = None,
-        box_scores: Optional[Sequence[np.ndarray]] = None,
-    ):
-        """Model inputs of BGR images (resized by ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, in
-        ``INPUT.FORMAT``, ``height``/``width`` = the original size, ``original_image`` = the
-        unresized image when it was resized: the parser's crops come from it) and, when ``boxes`` are given,
-        the ``face_boxes`` argument of the model's inference (boxes scaled to the resized frame,
-        with ``scores`` from ``box_scores`` when given)."""
+    def model_inputs(self, images: Sequence[np.ndarray], boxes: Optional[Sequence[np.ndarray]] = None,
+                     box_scores: Optional[Sequence[np.ndarray]] = None):
+        """Model inputs of BGR images (resized, in ``INPUT.FORMAT``; ``original_image``, where the
+        parser crops from, when resized) and, with ``boxes``, the ``face_boxes`` argument of the
+        model's inference (boxes in the resized frame, ``scores`` from ``box_scores``)."""
         if boxes is None and self.model.detector is None:
             raise ValueError("this model has no face detector (MODEL.QANET.DETECTOR.NAME ''): pass the face boxes")
         inputs, face_boxes = [], []
@@ -236,19 +166,15 @@ class FaceParsingPredictor:
                 b.scale(resized.shape[1] / width, resized.shape[0] / height)
                 inst = Instances(resized.shape[:2], pred_boxes=b)
                 if box_scores is not None:
-                    scores = torch.as_tensor(np.asarray(box_scores[i], dtype=np.float32).reshape(-1))
-                    if len(scores) != len(b):
-                        raise ValueError(f"box_scores: got {len(scores)} scores for {len(b)} boxes")
-                    inst.scores = scores
+                    inst.scores = torch.as_tensor(np.asarray(box_scores[i], dtype=np.float32).reshape(-1))
                 face_boxes.append(inst)
         return inputs, (face_boxes if boxes is not None else None)
 
 
 def metadata_field(metadata, key: str, default=None):
     """``key`` ("stuff_classes", "stuff_colors" or "flip_pairs") of the label set of the dataset
-    named ``metadata.name`` (:func:`~qanet_d2.data.datasets.face_video.dataset_label_set`);
-    ``default`` when it has none, and, with a warning, when its files are absent (a dataset whose
-    class names are read from its files)."""
+    named ``metadata.name``; ``default`` when it has none, and, with a warning, when its files
+    are absent."""
     try:
         label_set = dataset_label_set(metadata.name)
     except DatasetNotFoundError as e:
