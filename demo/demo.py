@@ -1,24 +1,10 @@
 #!/usr/bin/env python
 """Parse the faces in photos, folders, videos and the webcam (detectron2's demo, for faces).
 
-Without ``--config-file`` the model shipped in the repository is used (real faces; no training
-or download needed). Examples: ``python demo/demo.py --help``.
-
-Outputs of an image, next to its overlay in ``--output`` (or in the folder given to the flag):
-
-* the overlay: parts in the model's colours with class names, each painted face boxed with the
-  score that ``--confidence-threshold`` thresholds;
-* ``--save-labels``: ``<name>_labels.png`` (``DIR/<name>.png`` with a folder), a palette PNG
-  whose pixel values are the class ids and whose palette holds the model's colours, plus one
-  legend ``labels.json`` (id, name, colour) per output folder;
-* ``--save-json``: ``<name>.json``, the painted faces with box, box score, quality score,
-  landmarks (when the detector gives them) and mask (COCO RLE), and the class names.
-
-``<name>`` is the input's path relative to the folder or glob it was found in, without its
-extension; two inputs of one run never share a name (``person.jpg`` and ``person.png`` become
-``person_jpg`` and ``person_png``), and files of earlier runs are only replaced with
-``--overwrite``. A file that cannot be read or parsed is reported with its name and skipped;
-the demo then exits with status 1 after processing everything else.
+Without ``--config-file`` the model shipped in the repository is used. The outputs (overlays,
+``--save-labels`` palette PNGs with a ``labels.json`` legend per folder, ``--save-json`` face
+records) and their names are described in ``docs/tools.md`` and ``--help``. A file that cannot be
+read or parsed is reported with its name and skipped; the demo then exits with status 1.
 """
 import argparse
 import importlib.util
@@ -76,127 +62,82 @@ def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
         data = yaml.safe_load(f) or {}
     node = data
     for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            node = None
-            break
-        node = node[key]
+        node = node.get(key) if isinstance(node, dict) else None
     if node is None and "_BASE_" in data and depth < 10:
         return _config_value(os.path.join(os.path.dirname(config_file), data["_BASE_"]), keys, depth + 1)
     return node
 
 
 def shipped_model_classes() -> Optional[List[str]]:
-    """Class names of the shipped model (its config's ``MODEL.QANET.LABEL_SET.NAME``), without torch;
-    None where that cannot be told without building the model."""
+    """Class names of the shipped model (its config's label set), without torch; None where that
+    cannot be told without building the model."""
     try:
-        config, _ = model_zoo.shipped_model()
-        name = _config_value(config, ["MODEL", "QANET", "LABEL_SET", "NAME"])
-        if not name:
-            return None
+        name = _config_value(model_zoo.shipped_model()[0], ["MODEL", "QANET", "LABEL_SET", "NAME"])
         label_sets = _load_light("qanet_d2/structures/label_sets.py", "_qanet_d2_label_sets")
-        return list(label_sets.get_label_set(name).classes)
+        return list(label_sets.get_label_set(name).classes) if name else None
     except Exception:  # --help must answer whatever the config holds
         return None
 
 
 def build_argument_parser():
-    config, weights = model_zoo.shipped_model()
-    rel = lambda p: os.path.relpath(p, _REPO)  # noqa: E731
-    classes = shipped_model_classes()
-    class_text = ", ".join(f"{i} {n}" for i, n in enumerate(classes)) if classes else "those of its config's label set"
     import textwrap
 
+    config, weights = model_zoo.shipped_model()
+    classes = shipped_model_classes()
+    class_text = ", ".join(f"{i} {n}" for i, n in enumerate(classes)) if classes else "those of its config's label set"
     p = argparse.ArgumentParser(
         description=textwrap.fill(
-            "Parse every face in photos and videos into parts. Without --config-file it runs the shipped "
-            f"model '{model_zoo.DEFAULT_MODEL}' ({rel(config)} with {rel(weights)}); its classes (label id, name): "
-            f"{class_text}."
+            "Parse every face in photos and videos into parts. Without --config-file it runs the shipped model "
+            f"'{model_zoo.DEFAULT_MODEL}' ({os.path.relpath(config, _REPO)} with {os.path.relpath(weights, _REPO)}); "
+            f"its classes (label id, name): {class_text}."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config-file",
-        metavar="FILE",
-        help="model config; default: the shipped model's, with its weights (give MODEL.WEIGHTS in --opts with other configs)",
-    )
-    p.add_argument("--webcam", action="store_true", help="take inputs from webcam")
-    p.add_argument("--video-input", help="path to video file")
-    p.add_argument(
-        "--input",
-        nargs="+",
-        help="image or video files, glob patterns (quote them) or folders (searched recursively; "
-        "files that are neither images nor videos by their extension are skipped and listed)",
-    )
-    p.add_argument(
-        "--output",
-        help="file or folder for the overlays (a folder when there are several inputs); "
-        "a video file for --video-input. Without it, results are shown in a window.",
-    )
-    p.add_argument(
-        "--save-labels",
-        nargs="?",
-        const="",
-        metavar="DIR",
-        help="also write each image's label map as a palette PNG (pixel value = class id, colours = the "
-        "model's) and a legend labels.json per folder: next to the overlays as <name>_labels.png, or as "
-        "DIR/<name>.png (video frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)",
-    )
-    p.add_argument(
-        "--save-json",
-        nargs="?",
-        const="",
-        metavar="DIR",
-        help="also write <name>.json per image (next to the overlays, or in DIR): the painted faces with box, "
-        "box score, quality score, landmarks when the detector gives them, and mask in COCO RLE; the class names",
-    )
-    p.add_argument(
-        "--json-class-masks",
-        action="store_true",
-        help="with --save-json: also each face's mask of every class it has (COCO RLE)",
-    )
+    p.add_argument("--config-file", metavar="FILE",
+                   help="model config; default: the shipped model's, with its weights (give MODEL.WEIGHTS in --opts "
+                   "with other configs)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--webcam", action="store_true", help="take inputs from webcam")
+    source.add_argument("--video-input", help="path to video file")
+    source.add_argument("--input", nargs="+",
+                        help="image or video files, glob patterns (quote them) or folders (searched recursively; "
+                        "files that are neither images nor videos by their extension are skipped and listed)")
+    p.add_argument("--output",
+                   help="file or folder for the overlays (a folder when there are several inputs); "
+                   "a video file for --video-input. Without it, results are shown in a window.")
+    p.add_argument("--save-labels", nargs="?", const="", metavar="DIR",
+                   help="also write each image's label map as a palette PNG (pixel value = class id, colours = the "
+                   "model's) and a legend labels.json per folder: next to the overlays as <name>_labels.png, or as "
+                   "DIR/<name>.png (video frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)")
+    p.add_argument("--save-json", nargs="?", const="", metavar="DIR",
+                   help="also write <name>.json per image (next to the overlays, or in DIR): the painted faces with "
+                   "box, box score, quality score, landmarks when the detector gives them, and mask in COCO RLE; "
+                   "the class names")
+    p.add_argument("--json-class-masks", action="store_true",
+                   help="with --save-json: also each face's mask of every class it has (COCO RLE)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    p.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="run a config without weights (an untrained model: for testing the pipeline only)",
-    )
-    p.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=None,
-        help="minimum score for a face to be painted, boxed and saved: the score that boxes are labelled "
-        "with, the quality score when the config's MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the "
-        "shipped model's; sets QUALITY_SCORE_THRESH), else the detector's box score (sets "
-        "BOX_SCORE_THRESH). Default: the config's",
-    )
-    p.add_argument(
-        "--temporal-window",
-        type=int,
-        default=None,
-        help="frames over which each tracked face's probabilities and score are smoothed for --video-input, "
-        "--webcam and --sequence (1 = no smoothing; default: the config's VIDEO.TEMPORAL_WINDOW, 5)",
-    )
-    p.add_argument(
-        "--sequence",
-        action="store_true",
-        help="treat the images of each folder (sorted by name) as consecutive frames of one video "
-        "and smooth them over time",
-    )
+    p.add_argument("--random-weights", action="store_true",
+                   help="run a config without weights (an untrained model: for testing the pipeline only)")
+    p.add_argument("--confidence-threshold", type=float,
+                   help="minimum score for a face to be painted, boxed and saved: the score that boxes are labelled "
+                   "with, the quality score when the config's MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the "
+                   "shipped model's; sets QUALITY_SCORE_THRESH), else the detector's box score (sets "
+                   "BOX_SCORE_THRESH). Default: the config's")
+    p.add_argument("--temporal-window", type=int,
+                   help="frames over which each tracked face's probabilities and score are smoothed for "
+                   "--video-input, --webcam and --sequence (1 = no smoothing; default: the config's "
+                   "VIDEO.TEMPORAL_WINDOW, 5)")
+    p.add_argument("--sequence", action="store_true",
+                   help="treat the images of each folder (sorted by name) as consecutive frames of one video "
+                   "and smooth them over time")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
-    p.add_argument(
-        "--overlay",
-        choices=("visualizer", "opencv"),
-        default="visualizer",
-        help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) or "
-        "OpenCV (colours and boxes; a few ms per frame: for real-time video and the webcam)",
-    )
-    p.add_argument(
-        "--max-overlay-size",
-        type=int,
-        default=4096,
-        help="overlays of larger images are drawn scaled down to this longer side (label PNGs keep the full size; 0 = never)",
-    )
+    p.add_argument("--overlay", choices=("visualizer", "opencv"), default="visualizer",
+                   help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) "
+                   "or OpenCV (colours and boxes; a few ms per frame: for real-time video and the webcam)")
+    p.add_argument("--max-overlay-size", type=int, default=4096,
+                   help="overlays of larger images are drawn scaled down to this longer side (label PNGs keep the "
+                   "full size; 0 = never)")
     p.add_argument("--device", default="", help="override MODEL.DEVICE (cpu, cuda)")
     p.add_argument("--opts", help="config KEY VALUE pairs", default=[], nargs=argparse.REMAINDER)
     return p
@@ -217,28 +158,23 @@ def report_error(message: str) -> None:
 def _config_keys(cfg, prefix: str = "") -> List[str]:
     keys = []
     for k, v in cfg.items():
-        name = f"{prefix}{k}"
-        keys += _config_keys(v, name + ".") if isinstance(v, dict) else [name]
+        keys += _config_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
     return keys
 
 
 def _config_error(cfg, where: str, e: Exception) -> UsageError:
     """One line for a yacs error: the unknown key and the closest valid one, or the bad value."""
+    import re
+
     from qanet_d2.data.inputs import closest
 
     message = str(e.args[0]) if e.args else str(e)
-    import re
-
     match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
     if isinstance(e, (KeyError, AssertionError)) and match:
         key = match.group(1)
         hint = closest(key, _config_keys(cfg))
         return UsageError(f"{where}: unknown config key {key}" + (f"; did you mean {hint}?" if hint else ""))
     return UsageError(f"{where}: {message}")
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
 
 
 def setup_cfg(args):
@@ -269,12 +205,13 @@ def setup_cfg(args):
         inference[key] = args.confidence_threshold
     if args.device:
         cfg.MODEL.DEVICE = args.device
-    weights = {k: v for k, v in (("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS), ("MODEL.QANET.DETECTOR_WEIGHTS", cfg.MODEL.QANET.DETECTOR_WEIGHTS),
-                                 ("MODEL.QANET.PARSER_WEIGHTS", cfg.MODEL.QANET.PARSER_WEIGHTS)) if v}
+    q = cfg.MODEL.QANET
+    weights = {"MODEL.WEIGHTS": cfg.MODEL.WEIGHTS, "MODEL.QANET.DETECTOR_WEIGHTS": q.DETECTOR_WEIGHTS,
+               "MODEL.QANET.PARSER_WEIGHTS": q.PARSER_WEIGHTS}
     for key, path in weights.items():
-        if _is_local(path) and not os.path.isfile(path):
+        if path and "://" not in path and not os.path.isfile(path):
             raise UsageError(f"{key} {path}: no such file")
-    if not weights and not args.random_weights:
+    if not any(weights.values()) and not args.random_weights:
         raise UsageError(
             f"{config_file} gives no weights: pass --opts MODEL.WEIGHTS <checkpoint.pth>, leave out --config-file "
             "for the shipped model, or pass --random-weights to run an untrained model")
@@ -350,14 +287,6 @@ def write_image(path: str, image_bgr) -> None:
         raise OSError(f"{path}: could not write the image (unsupported extension or unwritable folder)")
 
 
-def write_legend(folder: str, legend: List[Dict]) -> None:
-    import json
-
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, LEGEND_FILE), "w") as f:
-        json.dump({"classes": legend}, f, indent=1)
-
-
 def write_label_png(path: str, labels, colors) -> None:
     """A palette PNG: pixel values are the class ids, the palette the classes' RGB colours."""
     import numpy as np
@@ -371,25 +300,26 @@ def write_label_png(path: str, labels, colors) -> None:
     image.save(path)
 
 
+def write_json(path: str, record: Dict) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
     """The painted faces of a result, best first: box, scores, landmarks where the detector gives
     them, and each face's mask (the label-map pixels it painted) in COCO RLE."""
     import numpy as np
     from pycocotools import mask as mask_util
 
-    inst = result["instances"]
-    labels = result["labels"]
-    predictor = demo.predictor
-    order = predictor.postprocessor.order(inst) if len(inst) else []
+    inst, labels = result["instances"], result["labels"]
+    order = demo.predictor.postprocessor.order(inst) if len(inst) else []
     owner = np.full(labels.shape, -1, np.int32)
-    if order:
-        for i in order:  # in painting order: the face painted last owns a pixel
-            face = result["face_labels"][i]
-            x0, y0, x1, y1 = face["window"]
-            if x1 <= x0 or y1 <= y0:
-                continue
-            painted = face["labels"] != 0
-            owner[y0:y1, x0:x1][painted] = i
+    for i in order:  # in painting order: the face painted last owns a pixel
+        x0, y0, x1, y1 = result["face_labels"][i]["window"]
+        owner[y0:y1, x0:x1][result["face_labels"][i]["labels"] != 0] = i
 
     def rle(mask) -> Dict:
         code = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -402,11 +332,8 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
     faces = []
     for i in sorted(order):  # instances are sorted best first
         mask = owner == i
-        face = {
-            "box": floats(inst.pred_boxes.tensor[i].tolist()),
-            "box_score": round(float(inst.box_scores[i]), 4),
-            "quality_score": round(float(inst.scores[i]), 4),
-        }
+        face = {"box": floats(inst.pred_boxes.tensor[i].tolist()), "box_score": round(float(inst.box_scores[i]), 4),
+                "quality_score": round(float(inst.scores[i]), 4)}
         for key in ("iou_scores", "pixel_scores"):
             if inst.has(key):
                 face[key[:-1]] = round(float(getattr(inst, key)[i]), 4)
@@ -415,9 +342,8 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
         face["area"] = int(mask.sum())
         face["mask"] = rle(mask)
         if class_masks:
-            face["class_masks"] = {
-                predictor.class_names[c]: rle(mask & (labels == c)) for c in np.unique(labels[mask]).tolist() if c != 0
-            }
+            face["class_masks"] = {demo.predictor.class_names[c]: rle(mask & (labels == c))
+                                   for c in np.unique(labels[mask]).tolist() if c != 0}
         faces.append(face)
     return faces
 
@@ -434,111 +360,87 @@ def json_header(demo, path: str, size_hw) -> Dict:
     }
 
 
-def write_json(path: str, record: Dict) -> None:
-    import json
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-
-
 # ---------------------------------------------------------------------------- runs
-def overlay_bgr(vis, size_hw):
-    """The Visualizer's RGB drawing as BGR, exactly ``size_hw``."""
+def show(overlay, wait_ms: int) -> bool:
+    """Show ``overlay`` in the demo's window; True when Esc is pressed."""
     import cv2
 
-    image = cv2.cvtColor(vis.get_image(), cv2.COLOR_RGB2BGR)
-    if image.shape[:2] != tuple(size_hw):  # matplotlib can round the canvas by a pixel
-        image = cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)
-    return image
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    cv2.imshow(WINDOW_NAME, overlay)
+    return cv2.waitKey(wait_ms) == 27
 
 
-def read_image_bgr(path: str):
-    """The demo's (and every tool's) image reader: :func:`qanet_d2.data.inputs.read_image_bgr`."""
-    from qanet_d2.data.inputs import read_image_bgr as read
-
-    return read(path)
-
-
-def read_input_image(path: str, demo):
-    """The image at ``path`` (BGR); errors name the file (unreadable, too thin to parse)."""
-    from qanet_d2.data.inputs import check_parsable_size
-
-    image = read_image_bgr(path)
-    cfg = demo.predictor.cfg
-    check_parsable_size(image.shape, path, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    return image
+def refuse_existing(existing: List[str]) -> None:
+    more = f" (and {len(existing) - 1} more outputs of this run)" if len(existing) > 1 else ""
+    report_error(f"{existing[0]} already exists{more}: pass --overwrite to replace, or choose another --output")
 
 
 def run_images(demo, args, logger) -> int:
     import cv2
     import tqdm
 
-    from qanet_d2.data.inputs import DataReadError, collect_inputs
+    from qanet_d2.data.inputs import DataReadError, check_parsable_size, collect_inputs, read_image_bgr
 
     inputs = collect_inputs(args.input)
-    failures = 0
     for spec in inputs.missing:
         report_error(f"{spec}: no such file, folder or matching files")
-        failures += 1
-    if inputs.skipped:
-        shown = ", ".join(inputs.skipped[:10]) + (f" and {len(inputs.skipped) - 10} more" if len(inputs.skipped) > 10 else "")
-        tqdm.tqdm.write(f"skipped {len(inputs.skipped)} files that are not images or videos (by extension): {shown}", file=sys.stderr)
+    failures = len(inputs.missing)
+    skipped = inputs.skipped
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        tqdm.tqdm.write(f"skipped {len(skipped)} files that are not images or videos (by extension): {shown}",
+                        file=sys.stderr)
     if not inputs.files:
         report_error(f"no image or video files in {' '.join(map(str, args.input))}"
-                     + (f" ({len(inputs.skipped)} other files skipped)" if inputs.skipped else ""))
+                     + (f" ({len(skipped)} other files skipped)" if skipped else ""))
         return failures + 1
     plans, existing = plan_outputs(args, inputs.files)
     if existing and not args.overwrite:
-        more = f" (and {len(existing) - 1} more outputs of this run)" if len(existing) > 1 else ""
-        report_error(f"{existing[0]} already exists{more}: pass --overwrite to replace, or choose another --output")
+        refuse_existing(existing)
         return failures + 1
     if args.output and output_is_folder(args.output, len(plans) > 1):
         os.makedirs(args.output, exist_ok=True)
     legends = set()
     current_folder = None
+    cfg = demo.predictor.cfg
     images = [(f, p) for f, p in zip(inputs.files, plans) if f.kind == "image"]
     for file, plan in tqdm.tqdm(images, desc="images", unit="img", disable=not args.output or not images):
         path = file.path
         try:
-            image = read_input_image(path, demo)
+            image = read_image_bgr(path)
+            check_parsable_size(image.shape, path, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         except DataReadError as e:
             report_error(str(e))
             failures += 1
             continue
         if args.sequence and os.path.dirname(file.rel) != current_folder:
             current_folder = os.path.dirname(file.rel)
-            demo.reset()
+            demo.video.reset()
         start = time.perf_counter()
         try:
-            result, vis = demo.run_on_image(image, sequence=args.sequence)
-            overlay = overlay_bgr(vis, (vis.height, vis.width))  # the image's size unless --max-overlay-size
+            result, overlay = demo.run_on_image(image, sequence=args.sequence)
             if plan.labels:
                 write_label_png(plan.labels, result["labels"], demo.colors)
                 if plan.legend() not in legends:
-                    write_legend(os.path.dirname(plan.legend()), demo.legend)
+                    write_json(plan.legend(), {"classes": demo.legend})
                     legends.add(plan.legend())
             if plan.json:
-                write_json(plan.json, {**json_header(demo, path, image.shape[:2]), "faces": faces_record(result, demo, args.json_class_masks)})
+                faces = faces_record(result, demo, args.json_class_masks)
+                write_json(plan.json, {**json_header(demo, path, image.shape[:2]), "faces": faces})
             if plan.overlay:
                 write_image(plan.overlay, overlay)
         except (OSError, RuntimeError, ValueError, cv2.error) as e:
             report_error(f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
-        logger.info(f"{path}: {int(result['painted'].sum())} faces in "
-                    f"{time.perf_counter() - start:.2f}s")
-        if not args.output:
-            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-            cv2.imshow(WINDOW_NAME, overlay)
-            if cv2.waitKey(0) == 27:
-                break  # esc to quit
+        logger.info(f"{path}: {int(result['painted'].sum())} faces in {time.perf_counter() - start:.2f}s")
+        if not args.output and show(overlay, 0):
+            break
     for file, plan in zip(inputs.files, plans):
         if file.kind == "video":
             failures += run_one_video(demo, args, logger, file.path, plan)
-    total = len(inputs.files) + len(inputs.missing)
     if failures:
-        report_error(f"{failures} of {total} inputs failed")
+        report_error(f"{failures} of {len(inputs.files) + len(inputs.missing)} inputs failed")
     return failures
 
 
@@ -565,13 +467,13 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     frames = 0
     records = []
     if plan.labels:
-        write_legend(os.path.dirname(plan.legend()), demo.legend)
+        write_json(plan.legend(), {"classes": demo.legend})
     try:
         if plan.overlay:
             writer = VideoWriter(plan.overlay, fps, (width, height), audio_from=path)
-        for index, (frame, result, overlay) in enumerate(
-            tqdm.tqdm(demo.run_on_video(video), total=announced, desc="frames", unit="frame", disable=not args.output)
-        ):
+        progress = tqdm.tqdm(demo.run_on_video(video), total=announced, desc="frames", unit="frame",
+                             disable=not args.output)
+        for index, (result, overlay) in enumerate(progress):
             frames += 1
             if plan.labels:
                 write_label_png(os.path.join(plan.labels, f"{index:05d}.png"), result["labels"], demo.colors)
@@ -581,11 +483,8 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
                 overlay = cv2.resize(overlay, (width, height))
             if writer is not None:
                 writer.write(overlay)
-            else:
-                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                cv2.imshow(WINDOW_NAME, overlay)
-                if cv2.waitKey(1) == 27:
-                    break
+            elif show(overlay, 1):
+                break
     except (OSError, RuntimeError, ValueError) as e:
         report_error(f"{path}: failed at frame {frames} ({type(e).__name__}: {e})")
         return 1
@@ -614,11 +513,9 @@ def run_video(demo, args, logger) -> int:
     if not os.path.isfile(path):
         report_error(f"{path}: no such video file")
         return 1
-    file = InputFile(path, os.path.basename(path), "video")
-    args.input = [path]
-    plans, existing = plan_outputs(args, [file])
+    plans, existing = plan_outputs(args, [InputFile(path, os.path.basename(path), "video")])
     if existing and not args.overwrite:
-        report_error(f"{existing[0]} already exists: pass --overwrite to replace, or choose another --output")
+        refuse_existing(existing)
         return 1
     return run_one_video(demo, args, logger, path, plans[0])
 
@@ -634,20 +531,17 @@ def run_webcam(demo, args, logger) -> int:
         report_error("cannot open the webcam (device 0)")
         return 1
     if args.output and os.path.exists(args.output) and not args.overwrite:
-        report_error(f"{args.output} already exists: pass --overwrite to replace, or choose another --output")
+        refuse_existing([args.output])
         return 1
     writer = None
     try:
-        for frame, result, overlay in tqdm.tqdm(demo.run_on_video(cam), desc="webcam", unit="frame"):
+        for result, overlay in tqdm.tqdm(demo.run_on_video(cam), desc="webcam", unit="frame"):
             if args.output:
                 if writer is None:
                     writer = VideoWriter(args.output, 15.0, (overlay.shape[1], overlay.shape[0]))
                 writer.write(overlay)
-            else:
-                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                cv2.imshow(WINDOW_NAME, overlay)
-                if cv2.waitKey(1) == 27:
-                    break
+            elif show(overlay, 1):
+                break
     finally:
         cam.release()
         if writer is not None:
@@ -659,14 +553,9 @@ def run_webcam(demo, args, logger) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_argument_parser()
     args = parser.parse_args(None if argv is None else [str(a) for a in argv])
-    if sum(bool(x) for x in (args.input, args.video_input, args.webcam)) != 1:
-        parser.print_usage(sys.stderr)
-        print("ERROR give exactly one of --input, --video-input, --webcam", file=sys.stderr)
-        return EXIT_USAGE
     if (args.save_labels == "" or args.save_json == "") and not args.output:
-        print("ERROR --save-labels / --save-json without a folder write next to the overlays: pass --output "
-              "(or give them a folder)", file=sys.stderr)
-        return EXIT_USAGE
+        parser.error("--save-labels / --save-json without a folder write next to the overlays: pass --output "
+                     "(or give them a folder)")
 
     import cv2
 
@@ -687,21 +576,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return EXIT_USAGE
-    demo = VisualizationDemo(
-        cfg,
-        model,
-        alpha=args.alpha,
-        temporal_window=args.temporal_window,
-        max_overlay_size=args.max_overlay_size,
-        overlay=args.overlay,
-    )
+    demo = VisualizationDemo(cfg, model, alpha=args.alpha, temporal_window=args.temporal_window,
+                             max_overlay_size=args.max_overlay_size, overlay=args.overlay)
+    run = run_images if args.input else run_video if args.video_input else run_webcam
     try:
-        if args.input:
-            failures = run_images(demo, args, logger)
-        elif args.video_input:
-            failures = run_video(demo, args, logger)
-        else:
-            failures = run_webcam(demo, args, logger)
+        failures = run(demo, args, logger)
     except cv2.error as e:
         message = str(e).lower()
         if not args.output and ("imshow" in message or "highgui" in message or "gui" in message):

@@ -242,7 +242,7 @@ def test_demo_video_with_detection_every_k_frames(demo_module, tmp_path, monkeyp
 
 def test_opencv_overlay_blends_the_palette_and_keeps_background(demo_module):
     """--overlay opencv: a painted pixel is (1 - alpha) * image + alpha * its class colour, a
-    background pixel is the image's, and the result is RGB like the Visualizer's."""
+    background pixel is the image's (BGR, like the Visualizer's overlay)."""
     from predictor import VisualizationDemo  # demo/, on the path once demo.py is loaded
     from qanet_d2 import get_qanet_cfg
     from qanet_d2.predictor import FaceParsingPredictor
@@ -254,10 +254,10 @@ def test_opencv_overlay_blends_the_palette_and_keeps_background(demo_module):
     image = np.full((4, 6, 3), (10, 20, 30), np.uint8)  # BGR
     labels = np.zeros((4, 6), np.uint8)
     labels[1, 2] = 3
-    drawn = demo.draw_opencv(image, {"labels": labels, "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32)}).get_image()
+    drawn = demo.draw_opencv(image, {"labels": labels, "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32)})
     r, g, b = demo.metadata.stuff_colors[3]
-    assert tuple(drawn[1, 2]) == tuple(np.uint8(np.float32(0.5) * np.float32(v) + np.float32(0.5) * np.float32(c)) for v, c in ((30, r), (20, g), (10, b)))
-    assert tuple(drawn[0, 0]) == (30, 20, 10)
+    assert tuple(drawn[1, 2]) == tuple(np.uint8(np.float32(0.5) * np.float32(v) + np.float32(0.5) * np.float32(c)) for v, c in ((10, b), (20, g), (30, r)))
+    assert tuple(drawn[0, 0]) == (10, 20, 30)
 
 
 def test_demo_sequence_layout_matches_evaluate_pngs(demo_module, tmp_path):
