@@ -38,18 +38,13 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 LEGEND_FILE = "labels.json"
 
 EXAMPLES = """examples:
-  # parse your photos with the shipped model: overlays, palette label PNGs + legend, faces as JSON
-  python demo/demo.py --input photo.jpg --output parsed/ --save-labels --save-json
-  # folders (walked recursively; images and videos taken by extension) and quoted globs
-  python demo/demo.py --input albums/ "holiday/*.png" --output parsed/
+  # photos, folders and quoted globs with the shipped model: overlays, label PNGs + legend, faces as JSON
+  python demo/demo.py --input photo.jpg albums/ "holiday/*.png" --output parsed/ --save-labels --save-json
   # a video: H.264 MP4 with the input's frame rate, size and audio
   python demo/demo.py --video-input clip.mp4 --output clip_parsed.mp4
   # your own trained model
   python demo/demo.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
       --input photo.jpg --output parsed/ --opts MODEL.WEIGHTS output/quickstart/model_final.pth
-  # a dataset's frames as videos, label PNGs for tools/evaluate_pngs.py
-  python demo/demo.py --config-file ... --input datasets/face_synth/images --sequence \\
-      --output vis/ --save-labels pred/ --opts MODEL.WEIGHTS ...
 """
 
 
@@ -231,7 +226,7 @@ def output_is_folder(output: str, several: bool) -> bool:
 
 
 class OutputPlan:
-    """Where every output of one input goes (see the module docstring)."""
+    """Where every output of one input goes (layout in docs/tools.md)."""
 
     def __init__(self, args, key: str, rel: str, kind: str, folder: bool):
         from qanet_d2.data.inputs import OVERLAY_EXTENSIONS
@@ -349,15 +344,9 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
 
 
 def json_header(demo, path: str, size_hw) -> Dict:
-    return {
-        "file": path,
-        "height": int(size_hw[0]),
-        "width": int(size_hw[1]),
-        "classes": list(demo.predictor.class_names),
-        "score": demo.score_name,
-        "score_threshold": demo.confidence_threshold,
-        "mask_format": "COCO RLE (pycocotools), column-major, in the original image's frame",
-    }
+    return {"file": path, "height": int(size_hw[0]), "width": int(size_hw[1]),
+            "classes": list(demo.predictor.class_names), "score": demo.score_name, "score_threshold": demo.confidence_threshold,
+            "mask_format": "COCO RLE (pycocotools), column-major, in the original image's frame"}
 
 
 # ---------------------------------------------------------------------------- runs

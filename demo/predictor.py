@@ -42,16 +42,8 @@ class VisualizationDemo:
     and boxes only, fast enough for real-time video).
     """
 
-    def __init__(
-        self,
-        cfg,
-        predictor: FaceParsingPredictor,
-        alpha: float = 0.6,
-        temporal_window: Optional[int] = None,
-        draw_boxes: bool = True,
-        max_overlay_size: int = 4096,
-        overlay: str = "visualizer",
-    ):
+    def __init__(self, cfg, predictor: FaceParsingPredictor, alpha: float = 0.6, temporal_window: Optional[int] = None,
+                 draw_boxes: bool = True, max_overlay_size: int = 4096, overlay: str = "visualizer"):
         self.predictor = predictor
         self.metadata = overlay_metadata(predictor)
         post = predictor.postprocessor

@@ -199,8 +199,7 @@ class TemporalSmoother:
 def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[int] = 255) -> float:
     """Flicker: the mean over consecutive frame pairs of the fraction of pixels whose label changes
     (pixels with ``ignore_label`` in either frame are not counted); 0.0 for fewer than two frames."""
-    rates = []
-    prev = None
+    rates, prev = [], None
     for labels in label_maps:
         labels = np.asarray(labels)
         if prev is not None:
@@ -231,17 +230,8 @@ class VideoPredictor:
     """
 
     @configurable
-    def __init__(
-        self,
-        predictor,
-        *,
-        window: int = 5,
-        iou_threshold: float = 0.3,
-        align: str = "image",
-        current_weight: Optional[float] = 0.7,
-        detect_every: int = 1,
-        track_motion: str = "velocity",
-    ):
+    def __init__(self, predictor, *, window: int = 5, iou_threshold: float = 0.3, align: str = "image",
+                 current_weight: Optional[float] = 0.7, detect_every: int = 1, track_motion: str = "velocity"):
         """
         Args:
             predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
