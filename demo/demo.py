@@ -452,9 +452,7 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
         logger.info(f"{path}: no frame rate in the file, writing 25 fps")
         fps = 25.0
     announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = None
-    frames = 0
-    records = []
+    writer, frames, records = None, 0, []
     if plan.labels:
         write_json(plan.legend(), {"classes": demo.legend})
     try:

@@ -128,9 +128,7 @@ class TemporalSmoother:
         frame = self._frame
         n = int(boxes.shape[0])
         single_view = probs.dim() == 4
-        boxes = boxes.detach().float().cpu()
-        probs = probs.detach().float().cpu()
-        affines = affines.detach().float().cpu()
+        boxes, probs, affines = (t.detach().float().cpu() for t in (boxes, probs, affines))
         if single_view:
             probs, affines = probs[:, None], affines[:, None]
         scores = scores.detach().float().cpu() if scores is not None else torch.ones(n)
@@ -265,9 +263,9 @@ class VideoPredictor:
     def is_detection_frame(self, frame: int) -> bool:
         return frame % self.detect_every == 0
 
-    def track_boxes(self, frame: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame`` and their last
-        detected box scores (``N``)."""
+    def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``, clipped to
+        ``image_size`` (height, width), and their last detected box scores (``N``)."""
         ids = sorted(self._detections)
         boxes = []
         for tid in ids:
@@ -277,8 +275,9 @@ class VideoPredictor:
                 first_frame, first_box = dets[0]
                 box = box + (box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
             boxes.append(box)
-        scores = torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
-        return (torch.stack(boxes) if boxes else torch.zeros((0, 4))), scores
+        boxes = Boxes(torch.stack(boxes) if boxes else torch.zeros((0, 4)))
+        boxes.clip(image_size)
+        return boxes.tensor, torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
         """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
@@ -288,10 +287,7 @@ class VideoPredictor:
         if self.is_detection_frame(frame):
             faces = self.predictor.run_model(image, boxes=boxes, times=times)
         else:
-            track_boxes, box_scores = self.track_boxes(frame)
-            height, width = image.shape[:2]
-            track_boxes[:, 0::2] = track_boxes[:, 0::2].clamp(0, width)
-            track_boxes[:, 1::2] = track_boxes[:, 1::2].clamp(0, height)
+            track_boxes, box_scores = self.track_boxes(frame, image.shape[:2])
             faces = self.predictor.run_model(image, boxes=track_boxes.numpy(), box_scores=box_scores.numpy(), times=times)
         return self.process(faces, return_scores=return_scores, times=times)
 
