@@ -464,44 +464,42 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # warnings about the metadata of datasets that are not on this machine
     try:
-        return _run(args)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        points = [tuple(int(v) for v in p.split(":")) for p in args.points] if args.points else None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+              f"fits = per-GPU peak <= {args.usable_fraction:g} x {args.gpu_memory_gib:g} GiB", flush=True)
+        cache, rows, measurements = {}, [], {}
+        for path in args.config_file:
+            cfg = setup_cfg(path, args.opts)
+            frame_size = frame_size_for(cfg, args.frame_aspect)
+            parts = {}
+            for part in trained_parts(cfg):
+                part_points = points or default_points(part)
+                key = part_key(cfg, part, frame_size, part_points, args.precision)
+                if key not in cache:
+                    print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
+                          f"{cfg.MODEL.QANET.INPUT_SIZE[0]}x{cfg.MODEL.QANET.INPUT_SIZE[1]})", flush=True)
+                    cache[key] = measure_part(cfg, part, frame_size, part_points, args.precision,
+                                              log=lambda line: print(line, flush=True))
+                parts[part] = cache[key]
+            measurements[path] = {"parts": parts, "memory": {}}
+            state = config_state(cfg)
+            for precision in args.precision:
+                memory = config_memory(state, parts, precision)
+                measurements[path]["memory"][precision] = memory
+                rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib,
+                                        args.usable_fraction))
+        print()
+        print(markdown_table(rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f,
+                          indent=2)
+        return rows
     finally:
         quiet.setLevel(level)
-
-
-def _run(args) -> List[Dict]:
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    points = [tuple(int(v) for v in p.split(":")) for p in args.points] if args.points else None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}; "
-          f"fits = per-GPU peak <= {args.usable_fraction:g} x {args.gpu_memory_gib:g} GiB", flush=True)
-    cache, rows, measurements = {}, [], {}
-    for path in args.config_file:
-        cfg = setup_cfg(path, args.opts)
-        frame_size = frame_size_for(cfg, args.frame_aspect)
-        parts = {}
-        for part in trained_parts(cfg):
-            part_points = points or default_points(part)
-            key = part_key(cfg, part, frame_size, part_points, args.precision)
-            if key not in cache:
-                print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
-                      f"{cfg.MODEL.QANET.INPUT_SIZE[0]}x{cfg.MODEL.QANET.INPUT_SIZE[1]})", flush=True)
-                cache[key] = measure_part(cfg, part, frame_size, part_points, args.precision,
-                                          log=lambda line: print(line, flush=True))
-            parts[part] = cache[key]
-        measurements[path] = {"parts": parts, "memory": {}}
-        state = config_state(cfg)
-        for precision in args.precision:
-            memory = config_memory(state, parts, precision)
-            measurements[path]["memory"][precision] = memory
-            rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib, args.usable_fraction))
-    print()
-    print(markdown_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f, indent=2)
-    return rows
 
 
 if __name__ == "__main__":
