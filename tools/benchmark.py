@@ -2,34 +2,16 @@
 """Inference speed and memory of a face parsing model, stage by stage, for 1, 4 and 16 faces.
 
     python tools/benchmark.py --config-file configs/quickstart/qanet_fcos_synth.yaml
-    python tools/benchmark.py --config-file configs/celebamask_hq/qanet_hrnet_w48_512x384.yaml \\
-        --faces 1 4 --repeats 1
-    python tools/benchmark.py --config-file ... --compare-unbatched   # also PARSER_BATCH 1
+    python tools/benchmark.py --config-file ... --faces 1 4 --repeats 1 --compare-unbatched
 
-Images: synthetic 1280 x 960 pictures holding a grid of 1, 4 or 16 synthetic faces
-(``qanet_d2.data.synthetic``). The model is built from the config (``MODEL.WEIGHTS`` if given,
-else random weights: speed does not depend on them). The detector runs on every image and is
-timed, but the faces parsed are the image's known N face boxes rather than the detections, so
-that every row parses exactly N faces whatever the weights.
-
-Stages: those of :class:`qanet_d2.FaceParsingPredictor`, timed by the post-processing's own
-:class:`~qanet_d2.modeling.postprocessing.StageTimes` (``time.perf_counter`` wall time and
-``time.process_time`` CPU time of the process, all threads; each stage is also a
-``torch.profiler`` range), with the config's test-time views if ``TEST.AUG.ENABLED`` (the flip
-test doubles the parser's work, box scales multiply crops, parser and paste-back):
-
-* resize: BGR image -> model input (``FaceParsingPredictor.model_inputs``);
-* detector: the detector's own inference call (``QANetFaceParser.detect``);
-* crop: parser input normalisation, box -> 3:4 crop affines and ``grid_sample`` crops;
-* parser: backbone + neck + parsing and IoU branches + softmax, flips averaged,
-  ``PARSER_BATCH`` crops per call;
-* rescale, score, paint, face_labels: the post-processor's stages (``FacePostProcessor``; every
-  face is painted: ``MODEL.QANET.INFERENCE.BOX_SCORE_THRESH 0``).
-
-Reports the median over ``--repeats`` runs after one warm-up, the total, faces per second,
-milliseconds per face and the peak resident memory of the process during the N-face runs
-(VmHWM, reset between rows where the kernel allows it). Prints a markdown table, and the CPU
-time per stage in a second one (on a shared machine, CPU time is steadier than wall time).
+Images: synthetic 1280 x 960 pictures with a grid of N synthetic faces. The model is built from
+the config (random weights without ``MODEL.WEIGHTS``: speed does not depend on them). The
+detector runs and is timed on every image, but the image's known N face boxes are parsed, so
+every row parses N faces; every face is painted. The stages of
+:class:`qanet_d2.FaceParsingPredictor` are timed by the post-processing's ``StageTimes`` (wall
+and process CPU time), with the config's test-time views. Prints the median over ``--repeats``
+runs after the warm-up, faces per second, ms per face and the peak RSS (VmHWM, reset per row
+where the kernel allows), and the CPU time per stage in a second table (see docs/tools.md).
 """
 import argparse
 import json
@@ -63,8 +45,7 @@ def _one_face_cell(seed: int, width: int, height: int):
 
 
 def grid_image(num_faces: int, width: int = 1280, height: int = 960, seed: int = 0):
-    """BGR ``height x width`` image with ``num_faces`` (a square number) faces on a grid, and the
-    ``num_faces x 4`` XYXY_ABS face boxes."""
+    """BGR image with ``num_faces`` (a square number) faces on a grid, and their XYXY_ABS boxes."""
     side = int(round(num_faces ** 0.5))
     if side * side != num_faces:
         raise ValueError(f"--faces must be square numbers (1, 4, 9, 16, ...), got {num_faces}")
@@ -80,44 +61,31 @@ def grid_image(num_faces: int, width: int = 1280, height: int = 960, seed: int =
 
 
 # ---------------------------------------------------------------------------- memory
-def _read_vm_hwm_kb() -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_memory() -> bool:
+def reset_peak_memory() -> None:
     """Reset the kernel's peak-RSS counter of this process (Linux ``clear_refs`` 5)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
-        return False
+        pass
 
 
 def peak_memory_mb() -> float:
-    hwm = _read_vm_hwm_kb()
-    if hwm is None:
+    """VmHWM (resettable), else the process's maximum RSS."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
         import resource
 
-        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return hwm / 1024.0
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ---------------------------------------------------------------------------- timing
 def run_stages(predictor, image_bgr: np.ndarray, boxes: np.ndarray) -> Dict:
-    """One image through the predictor, its stages timed; the faces parsed are ``boxes``
-    (original image coordinates) instead of the detections, but the detector runs and is timed.
-
-    Returns:
-        ``{"wall": {stage: seconds}, "cpu": {stage: seconds}, "result": the predictor's result}``.
-    """
+    """One image through the predictor, its stages timed, ``boxes`` parsed instead of the
+    detections (the detector runs and is timed). Returns ``{"wall": {stage: s}, "cpu": {stage: s},
+    "result": ...}``."""
     from qanet_d2.modeling.postprocessing import StageTimes
 
     times = StageTimes(sync=predictor.model.device.type == "cuda")
@@ -162,14 +130,10 @@ def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            cpu = names[0]
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    device = "CPU"
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {device}"
 
 
@@ -186,7 +150,7 @@ def markdown_table(rows: List[Dict], title: str = "") -> str:
 
 
 def cpu_table(rows: List[Dict]) -> str:
-    """CPU time of the process (all threads) per stage, and the paste-back's (paint, face_labels) share of the wall time."""
+    """CPU time per stage, and the paste-back's (paint, face_labels) share of the wall time."""
     head = "| faces/image | " + " | ".join(f"{s} CPU ms" for s in STAGES) + " | total CPU ms | paste-back share of wall time |"
     lines = [head, "|" + "---|" * (len(STAGES) + 3)]
     for r in rows:
@@ -213,7 +177,7 @@ def build_argument_parser():
 
 def setup_cfg(config_file: str, opts=(), paint_all: bool = True):
     """The frozen config of ``config_file`` with ``opts``; with ``paint_all`` every face is painted
-    whatever its (e.g. random-weight) scores (both score thresholds 0, before ``opts``)."""
+    (both score thresholds 0, before ``opts``)."""
     cfg = get_qanet_cfg()
     cfg.merge_from_file(config_file)
     if paint_all:

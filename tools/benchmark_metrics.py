@@ -4,37 +4,24 @@ model over a dataset (``--dataset``, the instance-level metrics included).
 
     python tools/benchmark_metrics.py                 # 1920x1080, 18 classes (17 foreground)
     python tools/benchmark_metrics.py --frames 50 --literal
-    python tools/benchmark_metrics.py --dataset face_synth_tiny_val      # instant model, random weights
     python tools/benchmark_metrics.py --dataset face_synth_val --config-file configs/quickstart/qanet_fcos_synth.yaml \
         MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Without ``--dataset``: ground truth: synthetic 1080p label maps with one or two faces made of smooth blobs for all 17
-foreground classes (skin, hair, eyes, brows, ears, nose, lips, mouth, glasses, hat, neck, cloth,
-an earring-like class) and ignore pixels. Predictions: the ground truth warped by a smooth random
-displacement field (a few pixels, like a good parser's boundary errors) plus sparse wrong-class
-specks. Printed:
+Without ``--dataset``: ground truth of one or two blob faces with all 17 foreground classes and
+ignore pixels; predictions: the ground truth warped by a smooth displacement of a few pixels plus
+sparse wrong-class specks. Times ``score_frame``, ``FaceParsingEvaluator.process_label_map``
+(label map in; and PNGs in, as ``tools/evaluate_pngs.py``) and ``summarize`` of 2,653 frames,
+wall and CPU ms per frame, frames/s and the time of a 2,653-frame split (SFP validation) from
+CPU time, steady on a shared machine. ``--literal`` also times the textbook DAVIS F.
 
-* J/F: ``score_frame`` alone (per-class J and F of all 17 classes + the confusion matrix);
-* evaluator, label map in: ``FaceParsingEvaluator.process_label_map`` = ground-truth PNG decode +
-  scoring (what a GPU run costs on the CPU side, the argmax being on the GPU);
-* PNGs in: ``tools/evaluate_pngs.py``'s per-frame work (decode prediction and ground truth + scoring);
-* the final aggregation (``summarize``) of 2,653 frames;
-
-each as wall-clock and CPU milliseconds per frame, frames/s and extrapolated to a 2,653-frame split
-(SFP validation), the latter two from CPU time, which stays steady when other jobs share the
-machine. ``--literal`` also
-times the textbook DAVIS computation (full-image boundary maps and cv2.dilate per class) on one
-frame, for comparison.
-
-With ``--dataset``: runs the model of ``--config-file`` (default: the instant config; without
-``MODEL.WEIGHTS`` a seeded random initialisation, which only shows that everything runs) over the
-dataset once (batch 1, ``no_grad``) and times per frame the model (and, within it, its
-post-processor's per-face labels, :class:`~qanet_d2.modeling.postprocessing.StageTimes`),
-``FaceParsingEvaluator.process`` (J/F, mIoU) and ``InstanceParsingEvaluator.process`` (part IoUs
-and matching); then prints the evaluators' results.
+With ``--dataset``: the model of ``--config-file`` (default: the instant config, seeded random
+weights without ``MODEL.WEIGHTS``) over the dataset (batch 1), timing per frame the model (and
+its per-face labels), ``FaceParsingEvaluator.process`` and ``InstanceParsingEvaluator.process``;
+then the evaluators' results.
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -120,8 +107,7 @@ def literal_f(pred, gt, c, radius):
 
 
 def timed(fn, items):
-    """(wall seconds, CPU seconds) per item. CPU time is the work done on the one core; on a
-    machine shared with other jobs it is the steadier number."""
+    """(wall seconds, CPU seconds) per item."""
     wall, cpu = time.perf_counter(), time.process_time()
     for item in items:
         fn(item)
@@ -129,8 +115,7 @@ def timed(fn, items):
 
 
 def benchmark_dataset(args):
-    """The model of ``args.config_file`` over ``args.dataset``: per-frame cost of the model and
-    of both evaluators, and their results."""
+    """Per-frame cost of the model and both evaluators over ``args.dataset``, and their results."""
     from detectron2.modeling import build_model
 
     from qanet_d2.config import get_qanet_cfg
@@ -249,9 +234,7 @@ def main(argv=None):
     print(f"{'final aggregation (summarize) of ' + str(SPLIT_FRAMES) + ' frames':{width}}  "
           f"{summarize_s[0] * 1000:8.0f}  {summarize_s[1] * 1000:8.0f}")
     print("frames/s and the split time are from CPU time (one core's work; includes the aggregation).")
-    for f in os.listdir(tmp):
-        os.remove(os.path.join(tmp, f))
-    os.rmdir(tmp)
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

@@ -3,34 +3,16 @@
 stage by stage, for clips with 1 and 4 faces.
 
     python tools/benchmark_video.py --config-file configs/realtime/qanet_fcos_synth_realtime.yaml \\
-        --opts MODEL.WEIGHTS output/realtime/model_final.pth
-    python tools/benchmark_video.py --config-file ... --faces 1 4 --frames 90 --size 640 480 \\
-        --opts MODEL.WEIGHTS ... VIDEO.DETECT_EVERY 1        # the detector on every frame
+        --opts MODEL.WEIGHTS output/realtime/model_final.pth VIDEO.DETECT_EVERY 1
 
-Clips: synthetic videos (``qanet_d2.data.synthetic.SyntheticVideo``) of ``--size`` (640x480)
-whose every frame shows exactly N faces, moving, turning and changing scale under a panning
-camera. Every frame goes through :class:`qanet_d2.video.VideoPredictor` built from the config
-(``VIDEO.*``: detection every ``DETECT_EVERY`` frames, tracks in between, temporal smoothing),
-exactly as ``demo/demo.py`` runs it; decoding the video and drawing the overlay are not timed.
-With ``--boxes gt`` (for models without trained weights, whose detector finds nothing) the
-detector still runs and is timed on its frames, but the clip's known face boxes replace its
-detections, so that every frame parses N faces.
-
-Stages (wall time, summed over the frame), timed by the post-processing's own
-:class:`~qanet_d2.modeling.postprocessing.StageTimes`: resize (BGR frame -> model input),
-detector (on detection frames only), crop (normalisation and ``grid_sample`` crops), parser (all
-faces of the frame in one call per ``PARSER_BATCH``), and the post-processor's rescale, score,
-smooth (track association and temporal mean, ``VideoPredictor.smooth``, the post-processor's
-smoothing hook), paint (the label map) and face_labels (each face's own labels); "other" is the
-rest of the frame's time.
-
-Prints, per clip, the median frames/s (1000 / median ms per frame; with ``DETECT_EVERY`` k > 1
-most frames run no detector), the mean frames/s (frames / total time: what a long video
-averages), the 90th-percentile frame time, the mean milliseconds per frame of each stage, the
-median CPU time of the process per frame (all threads; with ``--threads 1`` a measure of the
-work that a busy machine inflates less than wall time) and the machine's load average at the
-start and end (wall timings are only comparable on an idle machine). ``--json FILE`` saves the
-rows. Faces with ``--boxes gt`` are all painted (both score thresholds 0).
+Clips: synthetic videos of ``--size`` whose every frame shows exactly N moving faces, run frame
+by frame through :class:`qanet_d2.video.VideoPredictor` as ``demo/demo.py`` runs it (decoding
+and drawing not timed). With ``--boxes gt`` (models without trained weights) the detector runs
+and is timed on detection frames, but the clip's known boxes are parsed, and every face is
+painted. Stages are timed by the post-processing's ``StageTimes``; "other" is the rest of the
+frame's time. Prints per clip the median and mean frames/s, the 90th-percentile frame time, the
+mean ms per stage, the median process CPU time per frame and the load average at start and end
+(wall timings compare only on an idle machine); see docs/tools.md.
 """
 import argparse
 import json
@@ -51,8 +33,8 @@ STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "smooth", 
 
 
 def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: int = 60, seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-    """BGR frames of a synthetic video with exactly ``num_faces`` (1-4) visible faces in every
-    frame, and each frame's ``num_faces x 4`` XYXY_ABS face boxes."""
+    """BGR frames of a synthetic video with exactly ``num_faces`` (1-4) faces in every frame, and
+    each frame's XYXY_ABS face boxes."""
     from qanet_d2.data.synthetic import MAX_FACES, SyntheticVideo
 
     if not 1 <= num_faces <= MAX_FACES:
@@ -68,10 +50,8 @@ def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: 
 
 
 def run_clip(video, frames: List[np.ndarray], boxes: Optional[List[np.ndarray]] = None) -> List[Dict[str, float]]:
-    """Every frame through ``video`` (reset first), the stages timed by the post-processing's
-    :class:`~qanet_d2.modeling.postprocessing.StageTimes`; per frame the stage seconds and the
-    frame's total. ``boxes``: per frame, the known face boxes parsed on detection frames instead
-    of the detections (the detector still runs there and is timed)."""
+    """Every frame through ``video`` (reset first): per frame the stage seconds, ``total`` and
+    ``cpu``. ``boxes``: per frame, parsed instead of the detections (the detector still runs)."""
     from qanet_d2.modeling.postprocessing import StageTimes
 
     video.reset()

@@ -5,11 +5,9 @@ and on mirrored, rotated, rescaled and collaged variants of them.
     python tools/check_sample_photos.py --config-file configs/real_faces/qanet_yunet_fasseg.yaml \\
         --opts MODEL.WEIGHTS models/qanet_yunet_real_faces_fasseg.pth
 
-Photos with faces (head boxes by hand): the astronaut, the cameraman (grey) and Grace Hopper;
-photos without: a cat, a coffee cup with a spoon, a clock, a rocket, a motorcycle, a star field,
-a stained tissue. A face counts as found when one painted face's box centre lies in its head box
-and its head box centre in that face's box; every other painted face is a false face. Prints one
-line per image and the totals: faces found / faces, false faces, false faces per image.
+Photos with faces (head boxes by hand): the astronaut, the cameraman and Grace Hopper; seven
+without. A face is found when a painted face's box centre lies in its head box and vice versa;
+every other painted face is a false face. Prints one line per image and the totals.
 """
 import argparse
 import os
@@ -77,12 +75,7 @@ def rescaled(image, boxes, factor: float):
 
 def collage(items, height: int = 256, cols: int = 3):
     """Photos resized to ``height`` side by side in rows of ``cols`` on grey."""
-    tiles, tile_boxes = [], []
-    for image, boxes in items:
-        f = height / image.shape[0]
-        im, bx = rescaled(image, boxes, f)
-        tiles.append(im)
-        tile_boxes.append(bx)
+    tiles, tile_boxes = zip(*(rescaled(image, boxes, height / image.shape[0]) for image, boxes in items))
     rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
     width = max(sum(t.shape[1] for t in r) for r in rows)
     canvas = np.full((height * len(rows), width, 3), 128, np.uint8)
@@ -99,7 +92,7 @@ def collage(items, height: int = 256, cols: int = 3):
 
 def variants():
     """``(name, BGR image, head boxes)``: each photo, mirrored, rotated +-25 deg, at 0.25x, 0.5x and
-    2x (face photos), and two collages (all photos; the same at 0.4x: heads of 30-50 px)."""
+    2x (face photos), and two collages (all photos; at 0.4x: heads of 30-50 px)."""
     photos = sample_photos()
     out = []
     for name, image, boxes in photos:

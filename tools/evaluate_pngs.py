@@ -4,14 +4,12 @@
     python tools/evaluate_pngs.py --gt-dataset sfp_val --pred-dir output/demo_labels
     python tools/evaluate_pngs.py --gt-dataset lapa_test --pred-dir my_method/ --absent-class one
 
-The predictions follow the layout that ``demo/demo.py --save-labels`` and
-``TEST.FACE_PARSING.SAVE_LABELS`` write: ``<pred-dir>/<video_id>/<frame stem>.png``, one uint8
-(or palette) PNG of class ids per frame, in the dataset's label set and at the frame's original
-size. The numbers are computed by the same code as the evaluator of ``train_net.py --eval-only``
-(:class:`qanet_d2.evaluation.FaceParsingEvaluator`), so any method's output is scored the same
-way: J&F (DAVIS), J, F, recall, decay, mIoU, mean F1, pixel accuracy, per class, per video and
-per frame. A missing or unreadable prediction is a failed frame (counted and listed), not an
-error. Results: printed, and written to ``<output-dir>/face_parsing_results.json``.
+Predictions: ``<pred-dir>/<video_id>/<frame stem>.png`` (the layout of ``demo/demo.py
+--save-labels DIR`` and ``TEST.FACE_PARSING.SAVE_LABELS``), uint8 or palette PNGs of class ids in
+the dataset's label set at the frames' original size, scored by ``train_net.py --eval-only``'s
+:class:`qanet_d2.evaluation.FaceParsingEvaluator`. A missing or unreadable prediction is a failed
+frame (counted and listed). Results are printed and written to
+``<output-dir>/face_parsing_results.json``.
 """
 import argparse
 import logging

@@ -4,32 +4,12 @@
     python tools/export.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
         --output exported/ MODEL.WEIGHTS output/quickstart/model_final.pth
 
-writes into ``--output``:
-
-* ``detector.onnx``: the detector's backbone and head. Input ``images`` ``B x 3 x H x W`` float32,
-  the detector's preprocessed batch (channels in ``INPUT.FORMAT`` order, ``(pixel -
-  MODEL.PIXEL_MEAN) / MODEL.PIXEL_STD``, zero-padded to a multiple of the backbone's size
-  divisibility); outputs per FPN level ``cls_<level>`` (``B x K x Hi x Wi`` class logits),
-  ``box_<level>`` (``B x 4 x Hi x Wi`` ltrb distances in strides, before ReLU) and
-  ``ctr_<level>`` (``B x 1 x Hi x Wi`` centerness logits). Dynamic batch, height and width.
-  For YuNet, ``detector.onnx`` is its network: input ``images``, the BGR float image (0-255, no
-  normalisation) zero-padded to multiples of 32; outputs ``cls_s``, ``obj_s`` (sigmoid), ``bbox_s``
-  and ``kps_s`` for strides s = 8, 16, 32, each ``B x cells x k`` (the authors' layout).
-* ``parser.onnx``: the parser (backbone, neck, parsing and IoU branches) followed by a softmax.
-  Input ``crops`` ``N x 3 x h x w`` float32 normalised RGB crops (``MODEL.QANET.PIXEL_MEAN/STD``);
-  outputs ``probs`` (``N x C x h x w``) and ``iou`` (``N``, the IoU branch's raw prediction; the
-  model clamps it to [0, 1] after averaging the test views). Dynamic batch.
-* ``metadata.json``: everything the runtime needs besides the graphs, written from the config
-  and the model (resize, normalisation, FCOS decoding thresholds, crop geometry, test views, flip
-  permutation, post-processing settings, classes and colours), and which exporter made each file.
-
-The ONNX files are made with ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based
-exporter; needs the ``onnxscript`` package) and, where that is not installed or fails, with the
-TorchScript-tracing exporter (``dynamo=False``); ``--exporter`` chooses. Each file is checked
-against eager PyTorch in ONNX Runtime (maximum absolute differences printed; the tool fails
-above ``--tolerance``). ``--check-image`` then runs the whole pipeline on photos with the torch
-predictor and with the ONNX runtime (:mod:`qanet_d2.runtime`, NumPy + OpenCV + ONNX Runtime) and
-prints their agreement and speed. See ``docs/export.md``.
+writes ``detector.onnx``, ``parser.onnx`` and ``metadata.json`` (what the runtime needs besides
+the graphs) into ``--output``; their inputs and outputs are described in ``docs/export.md``. Each
+graph is made by ``torch.onnx.export(..., dynamo=True)`` (needs ``onnxscript``) or, where that is
+missing or fails, by TorchScript tracing (``--exporter`` chooses), and checked against eager
+PyTorch in ONNX Runtime (fails above ``--tolerance``). ``--check-image`` then compares the torch
+predictor and the ONNX runtime (:mod:`qanet_d2.runtime`) on photos, agreement and speed.
 """
 from __future__ import annotations
 
@@ -49,27 +29,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402  (also the compat shims, registrations)
 from qanet_d2.data.mixed_label_sets import fill_model_label_set  # noqa: E402
 
 logger = logging.getLogger("qanet_d2.export")
-
-__all__ = [
-    "DetectorForExport",
-    "ParserForExport",
-    "EXPORTERS",
-    "METADATA_FILE",
-    "build_model_for_export",
-    "export_metadata",
-    "export_onnx",
-    "onnx_parity",
-    "export_pipeline",
-    "pipeline_parity",
-    "main",
-]
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 METADATA_FILE = "metadata.json"
@@ -77,9 +41,8 @@ METADATA_VERSION = 3
 
 
 class DetectorForExport(nn.Module):
-    """FCOS backbone + head: ``forward(images)`` with the preprocessed ``B x 3 x H x W`` batch
-    returns the per-level class logits, box distances and centerness logits, in this order
-    (``3 x L`` tensors, level by level within each kind), as detectron2's FCOS head gives them."""
+    """FCOS backbone + head: the preprocessed batch -> the per-level class logits, then box
+    distances, then centerness logits (``3 x L`` tensors)."""
 
     def __init__(self, fcos: nn.Module):
         super().__init__()
@@ -94,9 +57,8 @@ class DetectorForExport(nn.Module):
 
 
 class YuNetForExport(nn.Module):
-    """YuNet's network: ``forward(images)`` with the ``B x 3 x H x W`` BGR float batch (0-255,
-    sides multiples of 32) returns ``cls``, ``obj`` (sigmoid), ``bbox`` and ``kps`` per stride 8,
-    16, 32 (``B x cells x k``, the authors' ONNX layout), in this order."""
+    """YuNet's network: the BGR float batch (0-255) -> ``cls``, ``obj``, ``bbox``, ``kps`` per
+    stride 8, 16, 32 (the authors' ONNX layout)."""
 
     def __init__(self, yunet_detector: nn.Module):
         super().__init__()
@@ -108,9 +70,7 @@ class YuNetForExport(nn.Module):
 
 
 class ParserForExport(nn.Module):
-    """The parser and the softmax of its logits: ``forward(crops)`` with ``N x 3 x h x w``
-    normalised RGB crops returns ``(probs, iou)``: ``N x C x h x w`` probabilities and the ``N``
-    raw IoU predictions."""
+    """The parser and the softmax of its logits: normalised crops -> ``(probs, raw iou)``."""
 
     def __init__(self, parser: nn.Module):
         super().__init__()
@@ -122,8 +82,7 @@ class ParserForExport(nn.Module):
 
 
 def build_model_for_export(cfg) -> nn.Module:
-    """The eval-mode model of ``cfg`` on CPU, contiguous weights, with ``MODEL.WEIGHTS`` and the
-    part checkpoints loaded."""
+    """The eval-mode model of ``cfg`` on CPU with its weights loaded."""
     from detectron2.modeling import build_model
     from qanet_d2.engine.checkpoint import load_model_weights
 
@@ -137,8 +96,7 @@ def build_model_for_export(cfg) -> nn.Module:
 
 
 def export_metadata(cfg, model) -> Dict:
-    """The runtime's contract as a JSON-able dict: the config fields and model constants that
-    pre- and post-processing read (see ``docs/export.md``)."""
+    """The config fields and model constants the runtime reads, as a JSON-able dict."""
     from detectron2.data import MetadataCatalog
     from qanet_d2.modeling.postprocessing import SCORE_EPS
     from qanet_d2.modeling.test_time_augmentation import tta_views_from_config
@@ -229,14 +187,9 @@ def export_metadata(cfg, model) -> Dict:
     }
 
 
-def _onnxscript_available() -> bool:
-    return importlib.util.find_spec("onnxscript") is not None
-
-
 @contextlib.contextmanager
 def _quiet_exporter():
-    """The exporters' progress lines and deprecation notes are not for the user of this tool
-    (which exporter ran is logged and written into the metadata)."""
+    """Silence the exporters' progress lines and deprecation notes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
@@ -254,12 +207,10 @@ def export_onnx(
     exporter: str = "auto",
     opset: int = 18,
 ) -> str:
-    """Export ``module`` (one tensor input) to ``path``; returns the exporter that made the file:
-    "dynamo" (``torch.onnx.export(dynamo=True)``) or "torchscript" (the tracing exporter).
+    """Export ``module`` (one tensor input) to ``path``; returns the exporter that made the file,
+    "dynamo" or "torchscript" ("auto": dynamo, falling back to tracing).
 
     ``dynamic_dims``: input dimension -> name, e.g. ``{0: "N"}``; the outputs' dimensions follow.
-    ``exporter`` "auto" tries dynamo first (when ``onnxscript`` is installed) and falls back to
-    tracing when it is missing or fails.
     """
     import onnx
 
@@ -267,7 +218,7 @@ def export_onnx(
         raise ValueError(f"--exporter must be one of {EXPORTERS}; got {exporter!r}")
     tried = []
     if exporter in ("auto", "dynamo"):
-        if not _onnxscript_available():
+        if importlib.util.find_spec("onnxscript") is None:
             if exporter == "dynamo":
                 raise RuntimeError("the dynamo ONNX exporter needs the onnxscript package (pip install onnxscript)")
             tried.append("dynamo: onnxscript is not installed")
@@ -277,8 +228,7 @@ def export_onnx(
                 with torch.no_grad(), _quiet_exporter():
                     torch.onnx.export(
                         module, (example,), path, dynamo=True, input_names=[input_name], output_names=list(output_names),
-                        dynamic_shapes=(dims,), opset_version=int(opset), verbose=False,
-                        optimize=True,
+                        dynamic_shapes=(dims,), opset_version=int(opset), verbose=False, optimize=True,
                     )
                 onnx.checker.check_model(onnx.load(path))
                 return "dynamo"
@@ -327,32 +277,28 @@ def export_pipeline(cfg, output: str, exporter: str = "auto", opset: int = 18, t
     gen = torch.Generator().manual_seed(0)
     exporters, parity = {}, {}
 
-    h, w = model.cropper.crop_size
-    parser = ParserForExport(model.parser).eval()
-    path = os.path.join(output, meta["parser"]["file"])
-    start = time.perf_counter()
-    exporters["parser"] = export_onnx(parser, torch.randn(2, 3, h, w, generator=gen), path, "crops", ["probs", "iou"], {0: "N"}, exporter, opset)
-    logger.info(f"parser.onnx ({exporters['parser']} exporter, {time.perf_counter() - start:.1f}s)")
-    parity["parser"] = onnx_parity(parser, path, [torch.randn(n, 3, h, w, generator=gen) for n in (1, 3)], ["probs", "iou"])
-
-    if model.detector is not None and meta["detector"]["type"] == "YuNet":
-        det = YuNetForExport(model.detector).eval()
-        names = meta["detector"]["outputs"]
-        path = os.path.join(output, meta["detector"]["file"])
+    def export_part(key, module, example, input_name, names, dims, checks):
+        path = os.path.join(output, meta[key]["file"])
         start = time.perf_counter()
-        exporters["detector"] = export_onnx(det, torch.rand(1, 3, 64, 96, generator=gen) * 255, path, "images", names, {0: "B", 2: "H", 3: "W"}, exporter, opset)
-        logger.info(f"detector.onnx ({exporters['detector']} exporter, {time.perf_counter() - start:.1f}s)")
-        parity["detector"] = onnx_parity(det, path, [torch.rand(1, 3, 96, 64, generator=gen) * 255, torch.rand(2, 3, 32, 32, generator=gen) * 255], names)
+        exporters[key] = export_onnx(module, example, path, input_name, names, dims, exporter, opset)
+        logger.info(f"{key}.onnx ({exporters[key]} exporter, {time.perf_counter() - start:.1f}s)")
+        parity[key] = onnx_parity(module, path, checks, names)
+
+    h, w = model.cropper.crop_size
+    export_part("parser", ParserForExport(model.parser).eval(), torch.randn(2, 3, h, w, generator=gen), "crops",
+                ["probs", "iou"], {0: "N"}, [torch.randn(n, 3, h, w, generator=gen) for n in (1, 3)])
+    if model.detector is not None and meta["detector"]["type"] == "YuNet":
+        example = torch.rand(1, 3, 64, 96, generator=gen) * 255
+        checks = [torch.rand(1, 3, 96, 64, generator=gen) * 255, torch.rand(2, 3, 32, 32, generator=gen) * 255]
+        export_part("detector", YuNetForExport(model.detector).eval(), example, "images", meta["detector"]["outputs"],
+                    {0: "B", 2: "H", 3: "W"}, checks)
     elif model.detector is not None:
-        det = DetectorForExport(model.detector).eval()
         names = [n for kind in ("cls", "box", "ctr") for n in meta["detector"]["outputs"][kind]]
         div = max(32, meta["detector"]["size_divisibility"])
-        path = os.path.join(output, meta["detector"]["file"])
-        start = time.perf_counter()
         example = torch.randn(1, 3, 2 * div, 3 * div, generator=gen)
-        exporters["detector"] = export_onnx(det, example, path, "images", names, {0: "B", 2: "H", 3: "W"}, exporter, opset)
-        logger.info(f"detector.onnx ({exporters['detector']} exporter, {time.perf_counter() - start:.1f}s)")
-        parity["detector"] = onnx_parity(det, path, [torch.randn(1, 3, 3 * div, 2 * div, generator=gen), torch.randn(2, 3, div, div, generator=gen)], names)
+        checks = [torch.randn(1, 3, 3 * div, 2 * div, generator=gen), torch.randn(2, 3, div, div, generator=gen)]
+        export_part("detector", DetectorForExport(model.detector).eval(), example, "images", names,
+                    {0: "B", 2: "H", 3: "W"}, checks)
 
     meta["exporter"] = {**exporters, "opset": int(opset), "torch": torch.__version__}
     meta["parity"] = {k: float(v) for k, v in parity.items()}
@@ -370,11 +316,10 @@ def export_pipeline(cfg, output: str, exporter: str = "auto", opset: int = 18, t
 def pipeline_parity(predictor, runtime, image_bgr: np.ndarray) -> Dict:
     """Compare the torch pipeline (``FaceParsingPredictor``) and the ONNX runtime on one BGR image.
 
-    Returns ``pixel_agreement`` (fraction of equal label-map pixels), ``faces_torch`` /
-    ``faces_onnx`` (counts), ``max_box_diff`` (pixels: the largest coordinate difference between
-    a face and the nearest face of the other pipeline, both ways; inf when the counts differ),
-    ``max_score_diff`` (quality scores of those nearest faces) and ``painted_pixels`` (fraction
-    of the torch label map that is not background).
+    ``max_box_diff``: pixels, the largest coordinate difference between a face and the nearest
+    face of the other pipeline, both ways (inf when the counts differ); ``max_score_diff``: the
+    quality scores of those nearest faces; ``painted_pixels``: the torch label map's non-background
+    fraction.
     """
     ref = predictor(image_bgr)
     out = runtime(image_bgr)
@@ -409,9 +354,8 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def check_images(cfg, output: str, paths: Sequence[str], repeats: int = 3, threads: int = 1) -> List[Dict]:
-    """Print :func:`pipeline_parity` and the median time per image of both pipelines for
-    ``paths`` (image files, or "astronaut" for scikit-image's portrait), each pipeline on
-    ``threads`` CPU threads."""
+    """Print :func:`pipeline_parity` and the median time per image of both pipelines for ``paths``
+    (image files, or "astronaut" for scikit-image's portrait)."""
     from qanet_d2.runtime import FaceParsingRuntime
     from qanet_d2 import FaceParsingPredictor
     from qanet_d2.data.io import read_image_bgr
@@ -465,10 +409,7 @@ def parse_args(argv: Optional[List[str]] = None):
 
 
 def setup_cfg(args):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
+    cfg = get_qanet_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts) + list(getattr(args, "extra_opts", [])))
     cfg.MODEL.DEVICE = "cpu"

@@ -7,16 +7,14 @@ the datasets give; then measure it.
         --train fasseg_frontal_train fasseg_multipose_dev_train face_composite_fasseg_train \\
         --test fasseg_frontal_test fasseg_multipose_dev_val face_composite_fasseg_test
 
-The detector of the config runs on each original image; each labelled face is matched to the
-best-scoring detection lying inside its head box (at least ``--min-overlap`` of the detection's
-area), each detection to at most one face. Prints, per dataset, the faces found, the detections
-matched to no face, and the mean IoU with the head boxes of the detector's boxes as they are and
-of the adapted boxes; the fitted 44 numbers go to ``--output`` as a config fragment.
-``--constant`` fits the head box as a fixed box around the face box (the median offsets; no
-landmarks). ``--write-boxes DIR`` makes DIR a datasets root in which the ``--train`` datasets'
-labelled faces have the detector's boxes through the fitted adapter (faces it does not find keep
-theirs) and everything else of ``$DETECTRON2_DATASETS`` is linked, for training a parser on the
-detector's own boxes (``DETECTRON2_DATASETS=DIR python train_net.py ...``).
+Each labelled face is matched to the best-scoring detection with at least ``--min-overlap`` of
+its area inside the face's head box, each detection to at most one face. Prints per dataset the
+faces found, the unmatched detections and the mean IoU with the head boxes of the raw and the
+adapted boxes; ``--output`` gets the 44 fitted numbers as a config fragment. ``--constant`` fits a
+fixed box around the face box (median offsets, no landmarks). ``--write-boxes DIR`` makes DIR a
+datasets root (the rest of ``$DETECTRON2_DATASETS`` linked) whose ``--train`` faces carry the
+detector's adapted boxes, for training a parser on them (``DETECTRON2_DATASETS=DIR python
+train_net.py ...``).
 """
 import argparse
 import json
@@ -53,6 +51,14 @@ def match_faces(gt: torch.Tensor, det: torch.Tensor, scores: torch.Tensor, min_o
     return out
 
 
+def detect(detector, image):
+    """The detector's Instances on a BGR image."""
+    chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    x = {"image": chw, "height": image.shape[0], "width": image.shape[1]}
+    with torch.no_grad():
+        return detector([x])[0]["instances"]
+
+
 def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     """Per dataset: matched (face box, landmarks, head box) triples and counts."""
     per = {}
@@ -60,11 +66,8 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
         faces, lms, heads, widths, hits = [], [], [], [], []
         n_gt = n_found = n_false = n_images = 0
         for d in DatasetCatalog.get(name):
-            image = read_image_bgr(d["file_name"])
             gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])]
-            x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": image.shape[0], "width": image.shape[1]}
-            with torch.no_grad():
-                inst = detector([x])[0]["instances"]
+            inst = detect(detector, read_image_bgr(d["file_name"]))
             gt_t = torch.tensor(gt, dtype=torch.float32).view(-1, 4)
             match = match_faces(gt_t, inst.pred_boxes.tensor, inst.scores, min_overlap)
             n_images += 1
@@ -89,8 +92,8 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
 
 
 def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_overlap: float) -> None:
-    """Copies of the datasets' JSON under ``out_dir`` (same layout below the datasets root, the
-    other files linked) whose matched faces carry the detector's (adapted) boxes."""
+    """Copies of the datasets' JSON under ``out_dir`` (same layout below the datasets root, other
+    files linked) whose matched faces carry the detector's (adapted) boxes."""
     from qanet_d2.data.datasets.face_video import datasets_root
 
     base = os.path.abspath(datasets_root())
@@ -105,10 +108,7 @@ def write_detector_boxes(detector, adapter, names: List[str], out_dir: str, min_
         for frame in (fr for v in data["videos"] for fr in v["frames"]):
             if not frame.get("faces"):
                 continue
-            image = read_image_bgr(os.path.join(root, frame["file_name"]))
-            x = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": image.shape[0], "width": image.shape[1]}
-            with torch.no_grad():
-                inst = detector([x])[0]["instances"]
+            inst = detect(detector, read_image_bgr(os.path.join(root, frame["file_name"])))
             boxes = inst.pred_boxes.tensor
             if adapter is not None and len(inst):
                 boxes = adapter(boxes, inst.pred_keypoints)

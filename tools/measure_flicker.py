@@ -4,26 +4,15 @@
     python tools/measure_flicker.py --config-file configs/quickstart/qanet_fcos_synth.yaml \\
         --dataset face_synth_val --windows 1 3 5 --align box image \\
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
-    python tools/measure_flicker.py --config-file configs/realtime/qanet_fcos_synth_realtime.yaml \\
-        --windows 1 5 --align box --current-weights 0.7 --detect-every 1 3 \\
-        --opts MODEL.WEIGHTS output/realtime/model_final.pth
 
-Every frame of every video of ``--dataset`` is parsed once by the model; each smoothing setting
-(:class:`qanet_d2.video.TemporalSmoother` with a window of W frames, box- or image-aligned,
-the current frame weighted ``--current-weights``) then re-paints the frames from those outputs,
-in order, video by video. With ``--detect-every K`` (``VIDEO.DETECT_EVERY``) the detector runs
-on every K-th frame only and the faces are parsed in their tracks' boxes in between
-(:class:`qanet_d2.video.VideoPredictor`); those settings run the model themselves, frame by
-frame. Reported per setting:
-
-* flicker: the fraction of pixels whose label changes between consecutive frames
-  (:func:`qanet_d2.video.label_change_rate`, mean over videos), next to the ground truth's own
-  rate (labels of moving faces do change; smoothing should bring the prediction's rate towards
-  the ground truth's, not to 0);
-* J&F, J, F (DAVIS, with the evaluator's settings) and mIoU of the same label maps, computed by
-  :class:`qanet_d2.evaluation.FaceParsingEvaluator`.
-
-Window 1 is the model without smoothing. Prints a markdown table (``--json`` also saves it).
+Every frame of ``--dataset`` is parsed once; each smoothing setting
+(:class:`qanet_d2.video.TemporalSmoother`: window, alignment, ``--current-weights``) re-paints the
+frames from those outputs, video by video. Settings with ``--detect-every K`` > 1 run
+:class:`qanet_d2.video.VideoPredictor` (tracks between detections) frame by frame themselves.
+Reported per setting: flicker, the fraction of pixels whose label changes between consecutive
+frames (:func:`qanet_d2.video.label_change_rate`, mean over videos; the ground truth's own rate
+beside it), and J&F, J, F, mIoU from :class:`qanet_d2.evaluation.FaceParsingEvaluator`. Window 1
+is no smoothing.
 """
 import argparse
 import json
@@ -38,8 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402  (also the compat shims, registrations)
 
 logger = logging.getLogger("qanet_d2.measure_flicker")
 
@@ -57,9 +45,8 @@ def group_videos(dicts: List[Dict], max_videos: Optional[int] = None) -> "Ordere
 
 
 def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Optional[int] = None, absent_class: str = "skip", bound_th: float = 0.008) -> List[Dict]:
-    """Flicker and J&F for each smoothing ``setting`` ({"window": W, "align": "box"|"image",
-    "current_weight": w or None}) and for the ground truth. Returns one row per setting, plus a
-    "ground truth" row (flicker only)."""
+    """One row of flicker and J&F per ``setting`` ({"window", "align", "current_weight",
+    "detect_every", "track_motion"}), and a "ground truth" row (flicker only)."""
     from detectron2.data import DatasetCatalog
     from qanet_d2.data.io import read_image, read_label_map
     from qanet_d2.evaluation import FaceParsingEvaluator
@@ -67,14 +54,8 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
     videos_smoothed = [
-        VideoPredictor(
-            predictor,
-            window=s["window"],
-            align=s["align"],
-            current_weight=s.get("current_weight", 0.7),
-            detect_every=s.get("detect_every", 1),
-            track_motion=s.get("track_motion", "velocity"),
-        )
+        VideoPredictor(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7),
+                       detect_every=s.get("detect_every", 1), track_motion=s.get("track_motion", "velocity"))
         for s in settings
     ]
     evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
@@ -140,15 +121,11 @@ def build_argument_parser():
     p.add_argument("--dataset", default=None, help="registered video dataset (default: DATASETS.TEST[0])")
     p.add_argument("--windows", type=int, nargs="+", default=[1, 3, 5], help="smoothing windows in frames (1 = none)")
     p.add_argument("--align", nargs="+", default=["box", "image"], choices=["box", "image"])
-    p.add_argument(
-        "--current-weights", nargs="+", default=["0.7", "none"],
-        help="weights of the current frame's probabilities ('none': plain mean over the window)",
-    )
-    p.add_argument(
-        "--detect-every", type=int, nargs="+", default=[1],
-        help="run the detector every k frames, following the faces with the tracker in between "
-        "(VIDEO.DETECT_EVERY); each k is combined with every smoothing setting",
-    )
+    p.add_argument("--current-weights", nargs="+", default=["0.7", "none"],
+                   help="weights of the current frame's probabilities ('none': plain mean over the window)")
+    p.add_argument("--detect-every", type=int, nargs="+", default=[1],
+                   help="run the detector every k frames, following the faces with the tracker in between "
+                   "(VIDEO.DETECT_EVERY); each k is combined with every smoothing setting")
     p.add_argument("--track-motion", default=None, choices=["velocity", "still"], help="default: the config's VIDEO.TRACK_MOTION")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--json", help="also write the rows here")
@@ -157,14 +134,12 @@ def build_argument_parser():
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
-    from detectron2.config import get_cfg
     from detectron2.utils.logger import setup_logger
     from qanet_d2.predictor import FaceParsingPredictor
 
     args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2.measure_flicker")
-    cfg = get_cfg()
-    add_qanet_config(cfg)
+    cfg = get_qanet_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()

@@ -3,53 +3,30 @@
 and the per-GPU peak it predicts at the config's per-GPU batch.
 
     python tools/measure_memory.py --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
-    python tools/measure_memory.py --config-file configs/lapa/*.yaml --json lapa_memory.json
     python tools/measure_memory.py --config-file ... --faces-per-frame 2 --opts SOLVER.IMS_PER_BATCH 64
 
-Training steps (forward, backward, optimizer step, as ``QANetSimpleTrainer`` runs them) are
-measured on synthetic inputs at a few small batch sizes, for each trained part of the model
-separately, and the memory of forward and backward, which is linear in the batch, is fitted:
+Training steps (forward, backward, optimizer step, as ``QANetSimpleTrainer`` runs them) run on
+synthetic inputs at a few batch sizes for each trained part separately, and the memory of
+forward and backward, linear in the batch, is fitted: the parser on 1-3 crops at
+``MODEL.QANET.INPUT_SIZE``, the detector on 1-2 frames at the training size (``--frame-aspect``
+frame, short side ``max(INPUT.MIN_SIZE_TRAIN)``, capped by ``INPUT.MAX_SIZE_TRAIN``); ``--points
+F:K`` replaces these (F frames of K faces). The fixed cost is the weights and optimizer state plus,
+per trained part, the fit at batch 0 beyond them (for joint training the parts' terms add up, a
+slight overestimate). Configs whose part is the same network at the same sizes share one
+measurement. The optimizer step's own peak is kept apart; the per-GPU peak is the larger one.
 
-* the parser (``MODEL.QANET.TRAIN_MODE`` "parser" or "joint"): 1, 2, 3 frames with one face
-  each, i.e. 1-3 crops at ``MODEL.QANET.INPUT_SIZE``, giving the cost per crop (its frame's
-  normalised copy, a few MiB, included);
-* the detector ("detector" or "joint"): 1 and 2 frames at the training size
-  (``max(INPUT.MIN_SIZE_TRAIN)`` on the short side of a ``--frame-aspect`` frame, capped by
-  ``INPUT.MAX_SIZE_TRAIN``; 750 x 1333 for a 16:9 frame and the report's sizes), giving the cost
-  per frame.
+Measured: on CUDA, ``torch.cuda.max_memory_allocated``; on CPU, what a GPU would hold: the bytes
+of every tensor storage alive at any moment of the step, followed op by op
+(:class:`LiveTensorMeter`), plus the storages that exist before it. Not contained: workspaces a
+kernel allocates and frees inside one op (cuDNN's, tens to a few hundred MiB) and the CUDA
+context. The optimizer runs its multi-tensor ("foreach") update, CUDA's default. Also the bytes
+saved for backward (parameters excluded). AMP is float16 autocast on CUDA, bfloat16 on CPU (the
+same 2 bytes per saved activation).
 
-``--points F:K ...`` replaces these (F frames with K faces each). A config's fixed cost is its
-weights and optimizer state (counted exactly on its model) plus, per trained part, what the
-fitted line gives at batch 0 beyond the weights and optimizer state (gradients, temporaries); for
-joint training the two parts' terms add up, a slight overestimate. A measurement is shared by
-the configs whose part is the same network at the same sizes (all SFP configs share the
-detector's; ``_trainval``/``_tta`` share the parser's), so a family of configs measures quickly.
-The optimizer step's own peak (gradients plus the update's temporaries, independent of the
-batch) is kept apart; the per-GPU peak is the larger of the two.
-
-What is measured:
-
-* on CUDA: ``torch.cuda.max_memory_allocated`` over forward + backward, and over the optimizer step;
-* on CPU, what a GPU would hold, independently of the CPU's allocator: the bytes of every tensor
-  storage alive at any moment of the step, followed op by op (:class:`LiveTensorMeter`: a
-  ``TorchDispatchMode`` that adds each storage an op creates and subtracts it when it is freed),
-  plus the storages that exist before the step (parameters, buffers, optimizer state). The peak
-  thus contains the tensors saved for backward, the gradients of parameters and activations,
-  autocast's low-precision weight copies and the largest transient (e.g. the loss's sort
-  buffers). Not contained: workspaces that a kernel allocates and frees inside one op (cuDNN's
-  convolution workspace on a GPU, typically tens to a few hundred MiB) and the CUDA context.
-  The optimizer runs its multi-tensor ("foreach") implementation, which CUDA uses by default.
-* on both, separately, the bytes saved for backward (``saved_tensors_hooks``, one count per
-  storage, parameters excluded), the activation memory that grows with the batch.
-
-AMP is ``SOLVER.AMP.ENABLED``'s autocast: float16 on CUDA, bfloat16 on CPU (same 2 bytes per
-saved activation, so the CPU figures stand for a GPU's float16 ones).
-
-The prediction at the config's per-GPU batch ``SOLVER.IMS_PER_BATCH / SOLVER.REFERENCE_WORLD_SIZE``
-(frames; ``--faces-per-frame`` crops each) adds, when the config runs on several GPUs,
-DistributedDataParallel's gradient buckets (one float32 copy of the trainable parameters), and
-is compared with ``--gpu-memory-gib`` (24) times ``--usable-fraction`` (0.9: the CUDA context,
-cuDNN workspaces and the caching allocator's fragmentation take the rest).
+The prediction at ``SOLVER.IMS_PER_BATCH / SOLVER.REFERENCE_WORLD_SIZE`` frames adds, on several
+GPUs, DistributedDataParallel's gradient buckets (a float32 copy of the trainable parameters), and
+is compared with ``--gpu-memory-gib`` times ``--usable-fraction`` (the CUDA context, cuDNN
+workspaces and the allocator's fragmentation take the rest).
 """
 import argparse
 import json
@@ -74,8 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
 warnings.filterwarnings("ignore", category=UserWarning, message=".*torch.meshgrid.*")
 
-import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
-from qanet_d2 import add_qanet_config  # noqa: E402
+from qanet_d2 import get_qanet_cfg  # noqa: E402  (also the compat shims, registrations)
 
 GIB = 2**30
 
@@ -96,12 +72,8 @@ def storage_bytes(tensors) -> int:
 
 class LiveTensorMeter(TorchDispatchMode):
     """Bytes of tensor storages created inside the block and still alive: ``current`` now,
-    ``peak`` the maximum so far.
-
-    Every storage an op returns that none of its inputs already had is counted from that op on,
-    and uncounted when it is freed (a weak reference to the storage). Storages created before
-    the block (parameters, inputs) are not counted, including when ops return views of them or
-    write into them in place.
+    ``peak`` the maximum so far. A storage an op returns that none of its inputs had counts until
+    it is freed (weak reference); storages from before the block never count, views included.
     """
 
     def __init__(self):
@@ -161,10 +133,8 @@ class SavedTensorMeter:
 
 # ---------------------------------------------------------------------------- inputs
 def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]]:
-    """``(height, width)`` of the largest training frame the detector sees: a landscape frame of
-    width/height ``aspect`` resized as detectron2's ResizeShortestEdge does for the largest
-    ``INPUT.MIN_SIZE_TRAIN``, capped by ``INPUT.MAX_SIZE_TRAIN``. None when the config does not
-    resize frames (``INPUT.MIN_SIZE_TRAIN`` 0: single-face crop datasets)."""
+    """``(height, width)`` of the largest training frame (width/height ``aspect``) after
+    ResizeShortestEdge; None when the config does not resize frames (``INPUT.MIN_SIZE_TRAIN`` 0)."""
     short = max(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN)
     if short <= 0:
         return None
@@ -174,10 +144,9 @@ def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]
 
 
 def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[int, int], seed: int = 0) -> List[Dict]:
-    """``frames`` training inputs as the mapper makes them: random ``3 x H x W`` uint8 images,
-    ``faces_per_frame`` face boxes side by side (XYXY_ABS, each box about half the frame's
-    height), a label map holding every class inside each face (the Lovasz loss's cost grows
-    with the classes present), and the faces' training crops cut as the data loader cuts them."""
+    """``frames`` training inputs as the mapper makes them: random uint8 images, ``faces_per_frame``
+    boxes side by side, a label map with every class in each face (the Lovasz loss's cost grows
+    with the classes present) and the faces' training crops."""
     from detectron2.structures import Boxes, Instances
 
     from qanet_d2.data.training_crops import TrainingCropper
@@ -214,9 +183,8 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
 
 # ---------------------------------------------------------------------------- one step
 def build_training(cfg):
-    """The model and optimizer as ``QANetTrainer`` builds them, in training mode, with the
-    optimizer's state allocated (one step on zero gradients) and its multi-tensor update
-    (CUDA's default) selected."""
+    """The model and optimizer as ``QANetTrainer`` builds them, the optimizer's state allocated
+    (one step on zero gradients) and its multi-tensor update selected."""
     from qanet_d2.engine import QANetTrainer
 
     model = QANetTrainer.build_model(cfg)
@@ -241,10 +209,9 @@ def fixed_tensors(model, optimizer) -> List[torch.Tensor]:
 
 
 def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, int]:
-    """Bytes of one training step: ``peak`` (everything alive at the worst moment of forward and
-    backward), ``optimizer_peak`` (the same during the optimizer step, gradients included),
-    ``saved`` (saved for backward) and ``before`` (alive before the step: weights, optimizer
-    state). The two peaks are kept apart because only the first grows with the batch."""
+    """Bytes of one training step: ``peak`` (forward and backward), ``optimizer_peak`` (the
+    optimizer step; only the first grows with the batch), ``saved`` (for backward) and ``before``
+    (weights, optimizer state)."""
     from detectron2.utils.events import EventStorage
 
     from qanet_d2.engine.trainer import autocast_settings
@@ -293,8 +260,7 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
 
 # ---------------------------------------------------------------------------- fit
 def default_points(part: str) -> List[Tuple[int, int]]:
-    """(frames, faces per frame) measured for a part: 1-3 crops for the parser, 1-2 frames for the
-    detector."""
+    """(frames, faces per frame) measured for a part."""
     return {"parser": [(1, 1), (2, 1), (3, 1)], "detector": [(1, 1), (2, 1)]}[part]
 
 
@@ -313,8 +279,7 @@ def trained_parts(cfg) -> Tuple[str, ...]:
 
 
 def part_config(cfg, part: str):
-    """``cfg`` training only ``part``: the other part frozen (the detector) or left out (the parser
-    is frozen; for a parser the detector is not built)."""
+    """``cfg`` training only ``part`` (for the parser the detector is not built)."""
     c = cfg.clone()
     c.defrost()
     c.MODEL.WEIGHTS = ""
@@ -327,8 +292,8 @@ def part_config(cfg, part: str):
 
 
 def part_key(cfg, part: str, frame_size, points, precisions) -> str:
-    """Configs whose ``part`` measures the same share one measurement: the same network (the
-    detector's measurement does not depend on the frozen parser), sizes, optimizer and points."""
+    """Equal for configs whose ``part`` measures the same: network (the detector's does not depend
+    on the frozen parser), sizes, optimizer and points."""
     c = part_config(cfg, part)
     model = c.MODEL.clone()
     model.defrost()
@@ -338,12 +303,10 @@ def part_key(cfg, part: str, frame_size, points, precisions) -> str:
 
 
 def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "amp"), seed: int = 0, log=print) -> Dict:
-    """Memory of training ``part`` of ``cfg`` (see :func:`part_config`) at ``points`` (frames,
-    faces per frame), for each precision. Returns, per precision, the raw steps and the fits of
-    the peak and of the saved bytes against the part's batch variable (crops for the parser,
-    frames for the detector); ``extra`` is the fitted forward/backward peak at batch 0 minus the
-    weights and optimizer state (gradients and temporaries that do not grow with the batch), and
-    ``optimizer_extra`` the same for the optimizer step (gradients and the update's temporaries)."""
+    """Memory of training ``part`` of ``cfg`` at ``points`` (frames, faces per frame). Per
+    precision: the steps, the fits of peak and saved bytes against crops (parser) or frames
+    (detector), ``extra`` (the fitted peak at batch 0 beyond weights and optimizer state) and
+    ``optimizer_extra`` (the same for the optimizer step)."""
     points = list(points or default_points(part))
     c = part_config(cfg, part)
     torch.manual_seed(seed)
@@ -373,19 +336,16 @@ def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "a
 
 
 def config_state(cfg) -> Dict[str, float]:
-    """Bytes of ``cfg``'s weights (parameters and buffers) and optimizer state, and of its
-    trainable parameters (the size of their gradients)."""
+    """Bytes of ``cfg``'s weights and optimizer state, and of its trainable parameters."""
     torch.manual_seed(0)
     model, optimizer = build_training(cfg)
-    return {"state": float(storage_bytes(fixed_tensors(model, optimizer))), "trainable": float(trainable_bytes(model))}
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return {"state": float(storage_bytes(fixed_tensors(model, optimizer))), "trainable": float(trainable)}
 
 
 def config_memory(state: Dict[str, float], parts: Dict[str, Dict], precision: str) -> Dict[str, float]:
-    """Bytes per crop, per frame and fixed for training a config in ``precision``, from its
-    :func:`config_state` and its parts' measurements: fixed = weights and optimizer state + each
-    trained part's ``extra`` (their sum: an upper bound when both parts train, since their
-    gradients and temporaries need not peak together); ``optimizer_step``, the peak of the
-    optimizer step, likewise."""
+    """Bytes per crop, per frame and fixed (weights and optimizer state + each trained part's
+    ``extra``: an upper bound when both parts train) in ``precision``; ``optimizer_step`` likewise."""
     out = {"state": state["state"], "trainable": state["trainable"], "per_crop": 0.0, "per_frame": 0.0,
            "saved_per_crop": 0.0, "saved_per_frame": 0.0, "fixed": state["state"],
            "optimizer_step": state["state"], "fit_residual": 0.0}
@@ -400,17 +360,9 @@ def config_memory(state: Dict[str, float], parts: Dict[str, Dict], precision: st
     return out
 
 
-def trainable_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-
-
-def per_gpu_batch(cfg) -> int:
-    return cfg.SOLVER.IMS_PER_BATCH // max(1, cfg.SOLVER.REFERENCE_WORLD_SIZE)
-
-
 def predict(memory: Dict[str, float], frames: int, faces_per_frame: int, ddp_bytes: float = 0.0) -> float:
-    """Predicted peak bytes for ``frames`` frames with ``faces_per_frame`` faces each: the larger
-    of the forward/backward peak and the optimizer step's."""
+    """Predicted peak bytes for ``frames`` frames of ``faces_per_frame`` faces: the larger of the
+    forward/backward peak and the optimizer step's."""
     forward_backward = memory["fixed"] + frames * (memory["per_frame"] + faces_per_frame * memory["per_crop"])
     return max(forward_backward, memory["optimizer_step"]) + ddp_bytes
 
@@ -426,7 +378,7 @@ def largest_batch(memory: Dict[str, float], faces_per_frame: int, budget: float,
 def summary_row(name: str, cfg, memory: Dict[str, float], precision: str, faces_per_frame: int,
                 gpu_memory_gib: float, usable_fraction: float) -> Dict:
     """Per crop, per frame, fixed, the per-GPU peak at the config's per-GPU batch and whether it fits."""
-    batch = per_gpu_batch(cfg)
+    batch = cfg.SOLVER.IMS_PER_BATCH // max(1, cfg.SOLVER.REFERENCE_WORLD_SIZE)
     ddp_bytes = memory["trainable"] if cfg.SOLVER.REFERENCE_WORLD_SIZE > 1 else 0.0
     budget = gpu_memory_gib * GIB * usable_fraction
     faces = faces_per_frame if cfg.MODEL.QANET.TRAIN_MODE != "detector" else 0
@@ -469,8 +421,8 @@ def markdown_table(rows: List[Dict]) -> str:
 
 
 def frame_size_for(cfg, aspect: float) -> Tuple[int, int]:
-    """The training frame of :func:`training_frame_size`, or for configs that do not resize frames
-    (single-face images cropped by the parser) an image twice the crop size."""
+    """:func:`training_frame_size`, or for configs that do not resize frames an image twice the
+    crop size."""
     size = training_frame_size(cfg, aspect)
     return size if size is not None else tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
 
@@ -491,36 +443,17 @@ def get_parser():
     return p
 
 
-# Keys naming initial weights, cleared by :func:`setup_cfg` (where the config has them).
-WEIGHT_KEYS = {
-    "MODEL.WEIGHTS": "",
-    "MODEL.FCOS.BACKBONE_WEIGHTS": "",
-    "MODEL.QANET.DETECTOR_WEIGHTS": "",
-    "MODEL.QANET.PARSER_WEIGHTS": "",
-    "MODEL.QANET.BACKBONE.RESNET_WEIGHTS": "",
-    "MODEL.QANET.HRNET.PRETRAINED": False,
-    "MODEL.QANET.HRNET.PRETRAINED_PATH": "",
-}
-
-
 def setup_cfg(config_file: str, opts=()):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_qanet_config(cfg)
+    cfg = get_qanet_cfg()
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     # Memory does not depend on the weights: configs that differ only in the files they start
     # from measure the same (and nothing is read).
-    for key, empty in WEIGHT_KEYS.items():
-        *path, leaf = key.split(".")
-        node = cfg
-        for part in path:
-            node = node.get(part) if node is not None else None
-        if node is not None and leaf in node:
-            node[leaf] = empty
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.FCOS.BACKBONE_WEIGHTS", "", "MODEL.QANET.DETECTOR_WEIGHTS", "",
+                         "MODEL.QANET.PARSER_WEIGHTS", "", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS", "",
+                         "MODEL.QANET.HRNET.PRETRAINED", False, "MODEL.QANET.HRNET.PRETRAINED_PATH", ""])
     cfg.freeze()
     return cfg
 
@@ -531,44 +464,42 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # warnings about the metadata of datasets that are not on this machine
     try:
-        return _run(args)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        points = [tuple(int(v) for v in p.split(":")) for p in args.points] if args.points else None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}; "
+              f"fits = per-GPU peak <= {args.usable_fraction:g} x {args.gpu_memory_gib:g} GiB", flush=True)
+        cache, rows, measurements = {}, [], {}
+        for path in args.config_file:
+            cfg = setup_cfg(path, args.opts)
+            frame_size = frame_size_for(cfg, args.frame_aspect)
+            parts = {}
+            for part in trained_parts(cfg):
+                part_points = points or default_points(part)
+                key = part_key(cfg, part, frame_size, part_points, args.precision)
+                if key not in cache:
+                    print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
+                          f"{cfg.MODEL.QANET.INPUT_SIZE[0]}x{cfg.MODEL.QANET.INPUT_SIZE[1]})", flush=True)
+                    cache[key] = measure_part(cfg, part, frame_size, part_points, args.precision,
+                                              log=lambda line: print(line, flush=True))
+                parts[part] = cache[key]
+            measurements[path] = {"parts": parts, "memory": {}}
+            state = config_state(cfg)
+            for precision in args.precision:
+                memory = config_memory(state, parts, precision)
+                measurements[path]["memory"][precision] = memory
+                rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib,
+                                        args.usable_fraction))
+        print()
+        print(markdown_table(rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f,
+                          indent=2)
+        return rows
     finally:
         quiet.setLevel(level)
-
-
-def _run(args) -> List[Dict]:
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    points = [tuple(int(v) for v in p.split(":")) for p in args.points] if args.points else None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}; "
-          f"fits = per-GPU peak <= {args.usable_fraction:g} x {args.gpu_memory_gib:g} GiB", flush=True)
-    cache, rows, measurements = {}, [], {}
-    for path in args.config_file:
-        cfg = setup_cfg(path, args.opts)
-        frame_size = frame_size_for(cfg, args.frame_aspect)
-        parts = {}
-        for part in trained_parts(cfg):
-            part_points = points or default_points(part)
-            key = part_key(cfg, part, frame_size, part_points, args.precision)
-            if key not in cache:
-                print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
-                      f"{cfg.MODEL.QANET.INPUT_SIZE[0]}x{cfg.MODEL.QANET.INPUT_SIZE[1]})", flush=True)
-                cache[key] = measure_part(cfg, part, frame_size, part_points, args.precision,
-                                          log=lambda line: print(line, flush=True))
-            parts[part] = cache[key]
-        measurements[path] = {"parts": parts, "memory": {}}
-        state = config_state(cfg)
-        for precision in args.precision:
-            memory = config_memory(state, parts, precision)
-            measurements[path]["memory"][precision] = memory
-            rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib, args.usable_fraction))
-    print()
-    print(markdown_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f, indent=2)
-    return rows
 
 
 if __name__ == "__main__":

@@ -3,17 +3,11 @@
 
     python tools/onnx_infer.py --export exported/ --input photo.jpg albums/ "shots/*.png" --output parsed/
 
-Inputs are taken and read as ``demo/demo.py`` takes and reads them (``qanet_d2/data/inputs.py``):
-files, folders (walked recursively, images chosen by extension, other files skipped and listed)
-and quoted glob patterns; EXIF orientation applied; a file that is missing, not an image,
-truncated or too thin to parse is reported with its name and skipped, and the tool exits with
-status 1 after the other inputs. Writes per image ``<name>_labels.png`` (a palette PNG: pixel
-value = class id of ``metadata.json: classes``, palette = their colours; legend ``labels.json``
-per folder) and ``<name>_overlay.png`` (the photo with the coloured label map blended in and the
-face boxes drawn), and prints each face's box and scores. ``<name>`` is the input's path relative
-to its folder, without extension; two inputs never share a name (``person.jpg``, ``person.png``
--> ``person_jpg``, ``person_png``) and existing files are replaced only with ``--overwrite``.
-Uses only NumPy, Pillow, OpenCV and ONNX Runtime (:mod:`qanet_d2.runtime`). Videos: ``demo/demo.py``.
+Inputs are taken, read and named as ``demo/demo.py`` does (``qanet_d2/data/inputs.py``); an
+input that cannot be read or parsed is reported and skipped (exit status 1). Writes per image
+``<name>_labels.png`` (palette PNG of the class ids of ``metadata.json``; legend ``labels.json``
+per folder) and ``<name>_overlay.png``, and prints each face's box and scores; existing files are
+replaced only with ``--overwrite``. Uses only NumPy, Pillow, OpenCV and ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -31,8 +25,7 @@ _PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def _load_light(relative_path: str, name: str):
-    """A module of qanet_d2 (NumPy, OpenCV) loaded by path, without importing the package, whose
-    ``__init__`` imports torch where it is installed."""
+    """A module of qanet_d2 loaded by path: the package's ``__init__`` imports torch."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, os.path.join(_PACKAGE, relative_path))
         module = importlib.util.module_from_spec(spec)

@@ -25,8 +25,7 @@ _KEEP_FLOAT32 = ("running_mean", "running_var")
 
 
 def slim_state(checkpoint: dict, half: bool, parts=None) -> dict:
-    """``{"model": state, "trained_parts": ...}`` of a checkpoint dict (see the module docstring);
-    with ``parts``, only those parts' weights (and trained-part records)."""
+    """The checkpoint's weights (and records); with ``parts``, only those parts'."""
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError("not a training checkpoint: no 'model' entry")
     if parts:
