@@ -247,9 +247,8 @@ def head_boxes(face_boxes: np.ndarray, landmarks: np.ndarray, weights: Sequence[
 
 # ---------------------------------------------------------------------------- crops
 def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float = 1.0) -> np.ndarray:
-    """``N x 4`` crop regions of ``N x 4`` XYXY_ABS boxes: centre kept, the shorter side grown to
-    ``aspect`` (width / height), both sides x ``expand``, then x ``scale`` (float32, the order of
-    operations of ``qanet_d2.layers.crops``)."""
+    """``N x 4`` crop regions of boxes: the shorter side grown to ``aspect`` around the centre, x
+    ``expand``, x ``scale`` (float32, in the order of operations of ``qanet_d2.layers.crops``)."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     f = np.float32
     cx, cy = (b[:, 0] + b[:, 2]) * f(0.5), (b[:, 1] + b[:, 3]) * f(0.5)
@@ -266,8 +265,7 @@ def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float =
 
 
 def crop_affines(regions: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
-    """``N x 2 x 3`` float32 crop -> image affines (continuous pixel coordinates) mapping the
-    ``crop_size`` ``(h, w)`` crop onto each region."""
+    """``N x 2 x 3`` float32 crop -> image affines of ``crop_size`` ``(h, w)`` crops onto the regions."""
     f = np.float32
     out_h, out_w = f(crop_size[0]), f(crop_size[1])
     cx, cy = (regions[:, 0] + regions[:, 2]) * f(0.5), (regions[:, 1] + regions[:, 3]) * f(0.5)
@@ -291,9 +289,8 @@ MAX_SUPERSAMPLING = 4  # as qanet_d2/layers/crops.py
 
 
 def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
-    """``N x C x h x w`` float32 bilinear crops of an ``H x W x C`` float32 image (0 outside it),
-    anti-aliased as the model's crops: a crop pixel spanning ``s`` image pixels averages
-    ``k x k`` samples, ``k = ceil(s)`` in ``[1, MAX_SUPERSAMPLING]``."""
+    """``N x C x h x w`` bilinear crops of an ``H x W x C`` float32 image (0 outside), anti-aliased as
+    the model's: ``k x k`` samples per pixel, ``k = ceil(span)`` in ``[1, MAX_SUPERSAMPLING]``."""
     h, w = int(crop_size[0]), int(crop_size[1])
     crops = np.zeros((len(affines), image.shape[2], h, w), np.float32)
     for i, a in enumerate(affines):
@@ -314,15 +311,13 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
 
 # ---------------------------------------------------------------------------- post-processing
 def _invert(affine: np.ndarray) -> np.ndarray:
-    """Inverse of a ``2 x 3`` float32 affine, computed in float64 and rounded to float32 (as
-    ``invert_affines`` does for the model's float32 affines), returned as float64."""
+    """Inverse of a ``2 x 3`` float32 affine, rounded to float32 as ``invert_affines``, as float64."""
     m = np.vstack([affine.astype(np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(m)[:2].astype(np.float32).astype(np.float64)
 
 
 def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
-    """Integer window ``(x0, y0, x1, y1)`` covering the crops of one face's ``V x 2 x 3`` views,
-    clipped to the image (``crop_windows`` / ``face_windows``)."""
+    """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``face_windows``)."""
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32).T
     pts = affines.astype(np.float32) @ corners  # V x 2 x 4
@@ -334,8 +329,8 @@ def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Seque
 
 
 def _bilinear_taps(g: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``grid_sample`` (``align_corners=False``, border padding) taps of normalised coordinates
-    ``g`` along an axis of ``size`` pixels: lower index, upper index and the upper weight."""
+    """``grid_sample`` taps (``align_corners=False``, border) of normalised ``g`` along ``size``
+    pixels: lower and upper index, upper weight."""
     pos = np.clip(((g.astype(np.float32) + np.float32(1)) * np.float32(size) - np.float32(1)) / np.float32(2), 0, size - 1)
     lo = np.floor(pos).astype(np.int64)
     frac = (pos - lo).astype(np.float32)
@@ -477,13 +472,9 @@ def colorize(labels: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- the runtime
 class FaceParsingRuntime:
-    """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> dict with
-    ``labels`` (``H x W`` uint8), ``boxes`` (``N x 4`` float32 XYXY_ABS, original frame),
-    ``scores`` (quality), ``box_scores``, ``iou_scores``, ``pixel_scores`` (``N`` float32, best
-    face first; faces below ``quality_score_thresh`` or ``box_score_thresh`` are returned but not painted).
-
-    ``runtime(image, boxes=...)`` parses given ``N x 4`` boxes (original frame, box score 1)
-    instead of detecting; an export without detector needs them.
+    """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> the dict of
+    :func:`postprocess` in the image's frame (faces below the thresholds returned, not painted).
+    ``runtime(image, boxes=...)`` parses the given boxes (box score 1) instead of detecting.
     """
 
     def __init__(self, export_dir: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
@@ -510,9 +501,8 @@ class FaceParsingRuntime:
         return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
 
     def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Face boxes (model-input frame, clipped, non-empty; head boxes where the export has a
-        box adapter) and scores of a model-input image. YuNet runs on ``original`` (the image
-        before the resize, in ``input.format``) when given (the caller gives it when it is larger)."""
+        """Face boxes (model-input frame, clipped, non-empty; head boxes with a box adapter) and
+        scores of a model-input image; YuNet runs on ``original`` (larger, unresized) when given."""
         if self.meta["detector"].get("type", "FCOS") == "YuNet":
             boxes, landmarks, scores = self.detect_yunet(image if original is None else original, image.shape[:2])
             if self.meta.get("box_adapter"):
@@ -536,8 +526,7 @@ class FaceParsingRuntime:
         return boxes[keep], scores[keep]
 
     def detect_yunet(self, image: np.ndarray, out_size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """YuNet's face boxes, landmarks and scores of an image (``input.format``), in the
-        ``out_size`` frame (``YuNetFaceDetector.detect_image``: each scale, NMS over all)."""
+        """YuNet's boxes, landmarks and scores in the ``out_size`` frame (``YuNetFaceDetector.detect_image``)."""
         det = self.meta["detector"]
         h, w = image.shape[:2]
         oh, ow = int(out_size[0]), int(out_size[1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import colorsys
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -248,32 +248,27 @@ def sfp_label_set(classes: Sequence[str]) -> LabelSet:
     return label_set_from_classes("sfp", classes)
 
 
-def _by_name(name: str, classes: Sequence[str], pairs: Iterable[Tuple[str, str]]) -> LabelSet:
-    classes = tuple(classes)
-    ids = [(classes.index(a), classes.index(b)) for a, b in pairs]
-    return register_label_set(LabelSet(name, classes, make_palette(classes), tuple(ids)))
+def _by_name(name: str, classes: Sequence[str]) -> LabelSet:
+    # flip pairs from the names: the eyes, brows and ears (l_lip, the lower lip, has no pair)
+    return register_label_set(label_set_from_classes(name, classes))
 
 
 SYNTHETIC = _by_name(
     "synthetic",
     ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"),
-    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
 )
 
 CELEBAMASK_HQ = _by_name(
     "celebamask_hq",
     ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
-    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
 )
 
 _LAPA_CLASSES = ("background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
                  "nose", "upper_lip", "inner_mouth", "lower_lip", "hair")
-LAPA = _by_name("lapa", _LAPA_CLASSES,
-                [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
-HELEN = _by_name("helen", _LAPA_CLASSES,
-                 [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
+LAPA = _by_name("lapa", _LAPA_CLASSES)
+HELEN = _by_name("helen", _LAPA_CLASSES)
 
 # FASSEG (Khan et al., ICIP 2015 / ICME 2017): skin includes neck and ears, hair the eyebrows, one
 # class for both eyes, mouth = lips + inner mouth. The palette is the dataset's label colours
@@ -426,7 +421,6 @@ FASSEG_FINE = _by_name(
     "fasseg_fine",
     ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth",
      "l_lip", "hair"),
-    [("l_brow", "r_brow"), ("l_eye", "r_eye")],
 )
 _TO_FASSEG_FINE: Dict[str, Optional[str]] = {
     "eye_g": "skin", "l_ear": "skin", "r_ear": "skin", "ear_r": "skin", "neck": "skin",
