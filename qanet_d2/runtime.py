@@ -317,7 +317,7 @@ def _invert(affine: np.ndarray) -> np.ndarray:
 
 
 def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
-    """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``face_windows``)."""
+    """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``FacePostProcessor.windows``)."""
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32).T
     pts = affines.astype(np.float32) @ corners  # V x 2 x 4

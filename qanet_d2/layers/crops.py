@@ -17,7 +17,7 @@ flipped, and one warp serves images (bilinear), labels (nearest) and, inverted, 
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

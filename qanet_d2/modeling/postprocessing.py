@@ -54,7 +54,6 @@ __all__ = [
     "StageTimes",
     "PastedFace",
     "add_postprocessing_config",
-    "face_windows",
     "paint_order",
     "face_scores",
     "channel_max",
@@ -169,17 +168,6 @@ profiler_range = torch.profiler.record_function  # a stage without timing
 
 
 # ---------------------------------------------------------------------------- pasting
-def face_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> List[Tuple[int, int, int, int]]:
-    """Integer windows ``(x0, y0, x1, y1)`` covering the crops of each face's ``V`` views, clipped
-    to the image (possibly empty)."""
-    n, v = affines.shape[:2]
-    if n == 0:
-        return []
-    wins = crop_windows(affines.reshape(n * v, 2, 3).float(), crop_size, image_size).reshape(n, v, 4)
-    lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
-    return [tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()]
-
-
 @dataclass
 class PastedFace:
     """One face pasted into its image window ``[x0, y0, x1, y1)``: window-sized uint8 ``labels``
@@ -501,9 +489,15 @@ class FacePostProcessor:
         return out
 
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
-        """Each face's window ``(x0, y0, x1, y1)`` (:func:`face_windows`)."""
-        wins = face_windows(faces.crop_affines, faces.parsing_probs.shape[-2:], faces.image_size)
-        return dict(enumerate(wins))
+        """Each face's integer window ``(x0, y0, x1, y1)`` covering its views' crops, clipped to the
+        image (possibly empty)."""
+        n, v = faces.crop_affines.shape[:2]
+        if n == 0:
+            return {}
+        affines = faces.crop_affines.reshape(n * v, 2, 3).float()
+        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).reshape(n, v, 4)
+        lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
+        return dict(enumerate(tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()))
 
     def paste(
         self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima: Optional[CropMaxima] = None

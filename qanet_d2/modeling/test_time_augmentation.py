@@ -69,7 +69,5 @@ def build_test_time_model(cfg, model):
     if not cfg.TEST.AUG.ENABLED and not len(cfg.TEST.ENSEMBLE.WEIGHTS):
         return model
     tta = QANetFaceParserWithTTA.from_config(cfg, model)
-    logger.info(
-        f"Test-time model: {1 + len(tta.extra_parsers)} parser(s), views (box scale, flip) {tta.views}"
-    )
+    logger.info(f"Test-time model: {1 + len(tta.extra_parsers)} parser(s), views (box scale, flip) {tta.views}")
     return tta

@@ -38,14 +38,9 @@ IGNORE_LABEL = 255
 
 @dataclass(frozen=True)
 class LabelSet:
-    """Classes of one dataset.
-
-    Attributes:
-        name: key in :data:`LABEL_SETS` and the ``"label_set"`` of the dataset JSON.
-        classes: class names; the index is the class id, ``classes[0]`` is the background.
-        palette: one ``(R, G, B)`` colour (0..255) per class, for visualisation.
-        flip_pairs: ``(id_a, id_b)`` pairs that exchange their ids under a horizontal flip.
-    """
+    """Classes of one dataset: ``name`` (key in :data:`LABEL_SETS`, the dataset JSON's
+    ``"label_set"``), ``classes`` (index = id, 0 = background), ``palette`` (``(R, G, B)`` per
+    class) and ``flip_pairs`` (``(id_a, id_b)`` exchanged by a horizontal flip)."""
 
     name: str
     classes: Tuple[str, ...]

@@ -85,8 +85,6 @@ class TimmHRNetBackbone(Backbone):
 def build_timm_hrnet_backbone(cfg, input_shape: ShapeSpec):
     """timm HRNet from ``MODEL.QANET.HRNET`` and ``MODEL.QANET.BACKBONE``."""
     hr = cfg.MODEL.QANET.HRNET
-    if input_shape is not None and input_shape.channels not in (None, 3):
-        raise ValueError("the timm HRNet backbone takes 3-channel images")
     return TimmHRNetBackbone(
         name=hr.NAME,
         out_features=tuple(cfg.MODEL.QANET.BACKBONE.OUT_FEATURES),

@@ -64,13 +64,10 @@ class SemanticFPNNeck(nn.Module):
         self.out_stride = base
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        out = None
-        for f, head in zip(self.in_features, self.scale_heads):
+        out = self.scale_heads[0](features[self.in_features[0]])
+        for f, head in zip(self.in_features[1:], self.scale_heads[1:]):
             y = head(features[f])
-            if out is None:
-                out = y
-            else:
-                if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: align to the stride-4 map
-                    y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
-                out = out + y
+            if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: align to the stride-4 map
+                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + y
         return out

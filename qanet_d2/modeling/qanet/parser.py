@@ -142,7 +142,7 @@ class QANetParser(nn.Module):
             return {"loss_parsing_ce": zero, "loss_parsing_lovasz": zero, "loss_iou": zero}
         logits, pred_iou = at_least_float32(logits), at_least_float32(pred_iou)  # losses in float32 under autocast
         log_probs = F.log_softmax(logits, dim=1)
-        groups = self._group_crops(label_sets, len(logits))
+        groups = self._group_crops(label_sets)
         if len(groups) == 1 and groups[0][0] is None:
             probs = logits.softmax(dim=1)
             target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value)
@@ -160,12 +160,10 @@ class QANetParser(nn.Module):
             "loss_iou": self.iou_weight * iou_loss(pred_iou, target_iou),
         }
 
-    def _group_crops(self, label_sets, n):
+    def _group_crops(self, label_sets):
         """``[(set name or None for the model's set, crop indices)]`` in order of first appearance."""
         if label_sets is None:
             return [(None, None)]
-        if len(label_sets) != n:
-            raise ValueError(f"{len(label_sets)} label sets for {n} crops")
         groups: Dict[Optional[str], list] = {}
         for i, name in enumerate(label_sets):
             # a parser without a label set cannot convert: it scores every crop as it is
