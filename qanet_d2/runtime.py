@@ -1,10 +1,5 @@
-"""A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only.
-
-    from qanet_d2.runtime import FaceParsingRuntime    # never imports torch
-    runtime = FaceParsingRuntime("exported/")          # detector.onnx, parser.onnx, metadata.json
-    result = runtime(cv2.imread("photo.jpg"))          # BGR uint8, any size
-    result["labels"]                                   # H x W uint8 label map (metadata "classes")
-    result["boxes"], result["scores"]                  # N x 4 XYXY_ABS face boxes, N quality scores (best first)
+"""A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only
+(never torch; usage in docs/export.md).
 
 It mirrors the torch pipeline (``FaceParsingPredictor`` -> ``QANetFaceParser.inference``) step by
 step (docs/export.md); every number it uses comes from the export's ``metadata.json``:

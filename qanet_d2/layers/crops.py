@@ -1,15 +1,9 @@
 """Face crops as affine warps: box -> 3:4 crop region -> affine -> ``grid_sample``.
 
-Coordinate conventions (used by every function here and by the model's outputs):
-
-* Image and crop coordinates are *continuous pixel coordinates*: the pixel in row ``i``,
-  column ``j`` covers ``[j, j+1) x [i, i+1)`` and its centre is at ``(j + 0.5, i + 0.5)``.
-  An image of width ``W`` spans ``x in [0, W]``. This is detectron2's XYXY_ABS box
-  convention (a box ``[0, 0, W, H]`` is the whole image) and ``grid_sample``'s
-  ``align_corners=False`` convention, which all sampling here uses.
-* Affines are ``N x 2 x 3`` float tensors mapping homogeneous crop coordinates ``(u, v, 1)``
-  to image coordinates ``(x, y)`` ("crop -> image"); :func:`invert_affines` gives the other way.
-* Crop sizes are ``(height, width)``.
+Conventions of every function here and of the model's outputs: *continuous pixel coordinates*
+(pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``, centre ``(j + 0.5, i + 0.5)``: detectron2's
+XYXY_ABS boxes and ``grid_sample``'s ``align_corners=False``); affines are ``N x 2 x 3`` "crop ->
+image" maps of ``(u, v, 1)`` (:func:`invert_affines` for the other way); sizes are ``(height, width)``.
 
 ``affine_grid``/``grid_sample`` rather than detectron2's ``ROIAlign``: crops may be rotated and
 flipped, and one warp serves images (bilinear), labels (nearest) and, inverted, the paste-back.

@@ -286,13 +286,10 @@ class QANetFaceParser(nn.Module):
 
         ``faces``: per image, ``pred_boxes`` and optional ``scores`` (default 1); empty boxes are
         dropped, the ``MAX_PARSED_FACES`` best kept. ``views``: ``(box_scale, flip)`` pairs
-        (:func:`group_views`). ``parsers``: averaged (default: this model's).
-
-        Returns:
-            per image, Instances with ``pred_boxes``, ``box_scores``, ``iou_scores`` (clamped to
-            [0, 1], averaged over views), ``pred_classes`` (0), ``parsing_probs``
-            (``N x V x C x h x w``, one per box scale), ``crop_affines`` (``N x V x 2 x 3``) and any
-            ``pred_keypoints``.
+        (:func:`group_views`). ``parsers``: averaged (default: this model's). Returns per image
+        Instances with ``pred_boxes``, ``box_scores``, ``iou_scores`` (clamped, averaged over views),
+        ``pred_classes`` (0), ``parsing_probs`` (``N x V x C x h x w``, V box scales), ``crop_affines``
+        (``N x V x 2 x 3``) and any ``pred_keypoints``.
         """
         parsers = [self.parser] if parsers is None else list(parsers)
         stage = times if times is not None else profiler_range

@@ -26,11 +26,9 @@ box-scale view; flips and ensemble members already averaged in the crop frame) a
    argmax is the label map.
 6. **Per-face labels**: each face's own labels on its window (the pastes of step 5 reused).
 
-Speed and memory: windows are cut into tiles of at most ``PASTE_TILE`` pixels a side, pasted in
-runs of at most ``PASTE_TILE ** 2`` pixels, several faces per tensor operation. The ``C``-channel
-interpolation runs only where the four crop pixels around a sample point do not share one label in
-every view: elsewhere the bilinear mix (a convex combination of vectors sharing an argmax) has that
-label, an exact shortcut. Rotated affines and class scores take the full interpolation.
+Speed and memory: windows are pasted in tiles of at most ``PASTE_TILE`` pixels a side, several
+faces per tensor operation. The ``C``-channel interpolation runs only where the four crop pixels
+around a point differ in label in some view: elsewhere the bilinear mix has their label (exact).
 """
 from __future__ import annotations
 

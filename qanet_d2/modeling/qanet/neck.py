@@ -38,12 +38,8 @@ class _ConvNormUp(nn.Module):
 
 
 class SemanticFPNNeck(nn.Module):
-    """For the level at stride ``4 * 2**k`` a stack of ``max(1, k)`` blocks {3x3 conv, norm,
-    ReLU, (x2 bilinear)}: the stride-4 level gets one conv and no upsampling, the others one
-    upsampling per block; the four stride-4 maps are summed.
-
-    Input: dict of backbone features (``N x C_k x H/s_k x W/s_k``); output ``N x conv_dim x H/4 x W/4``.
-    """
+    """Per level at stride ``4 * 2**k``, ``max(1, k)`` blocks {3x3 conv, norm, ReLU, x2 bilinear
+    (none at stride 4)}; the stride-4 maps are summed into ``N x conv_dim x H/4 x W/4``."""
 
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str], conv_dim: int = 256, norm: str = "BN"):
         super().__init__()
