@@ -1,8 +1,5 @@
-"""Config keys of qanet_d2, added to detectron2's defaults by :func:`add_qanet_config`.
-
-The config is the project's only switchboard: every weight, threshold and mode that the
-model, data pipeline, evaluator and tools read is a key here, with the report's setting as
-the default unless noted. Sizes are (height, width) in pixels.
+"""Config keys of qanet_d2 (:func:`add_qanet_config`): every weight, threshold and mode of the model,
+data, evaluator and tools, the report's setting by default. Sizes are (height, width) in pixels.
 """
 from detectron2.config import CfgNode as CN
 
@@ -21,8 +18,8 @@ def add_qanet_config(cfg: CN) -> CN:
 
     # ------------------------------------------------------------------ model
     _C.MODEL.META_ARCHITECTURE = "QANetFaceParser"
-    # Keep convolution weights (hence activations) in channels-last (NHWC) memory order.
-    # Same results; about 15 % faster training on CPUs with oneDNN (measured on the quickstart).
+    # Convolution weights (hence activations) in channels-last memory order: same results, about
+    # 15 % faster training on CPUs with oneDNN (the quickstart).
     _C.MODEL.CHANNELS_LAST = False
     _C.MODEL.QANET = CN()
     add_detector_config(_C)  # MODEL.FCOS, MODEL.YUNET, MODEL.QANET.DETECTOR
@@ -34,15 +31,12 @@ def add_qanet_config(cfg: CN) -> CN:
     # Boxes the parser uses at test time: "detector" (its own detections) or "gt" (the
     # dataset's face boxes, to measure parsing alone).
     _C.MODEL.QANET.TEST_BOXES = "detector"
-    # Assemble the model from part checkpoints, applied after MODEL.WEIGHTS: the detector.* /
-    # parser.* weights of these files (qanet_d2 checkpoints or bare part state dicts), each loaded
-    # strictly into its part. A checkpoint that records its part as untrained is refused.
-    # Stage-wise training: stage 2 sets DETECTOR_WEIGHTS to stage 1's model_final.pth.
+    # Part checkpoints applied after MODEL.WEIGHTS, each loaded strictly into its part (one that
+    # records its part as untrained is refused); stage 2 sets DETECTOR_WEIGHTS to stage 1's model.
     _C.MODEL.QANET.DETECTOR_WEIGHTS = ""
     _C.MODEL.QANET.PARSER_WEIGHTS = ""
 
-    # Inference: faces parsed per image (the detector's best, by box score) and per forward of
-    # the parser (bounds memory); scoring, paste-back and painting: add_postprocessing_config.
+    # Faces parsed per image (the best by box score) and per parser forward (bounds memory).
     _C.MODEL.QANET.INFERENCE = CN()
     _C.MODEL.QANET.INFERENCE.MAX_PARSED_FACES = 100
     _C.MODEL.QANET.INFERENCE.PARSER_BATCH = 32
@@ -54,21 +48,17 @@ def add_qanet_config(cfg: CN) -> CN:
 
     # ------------------------------------------------------------------ solver
     add_solver_config(_C)
-    # detectron2's SOLVER.AMP.ENABLED (default False) turns on mixed precision training: float16
-    # autocast with a GradScaler on CUDA, bfloat16 autocast (no scaler needed) on CPU. Losses are
-    # computed in float32 either way.
+    # SOLVER.AMP.ENABLED: float16 autocast with a GradScaler on CUDA, bfloat16 on CPU; losses in float32.
 
     # ------------------------------------------------------------------ test
-    # Test-time augmentation of the parser (detectron2's TEST.AUG.ENABLED / FLIP are reused):
-    # flip averages with the mirrored crop (left/right channels swapped back); BOX_SCALES
-    # enlarge or shrink the box context. All views are averaged after pasting back.
+    # Test-time views of the parser (with detectron2's TEST.AUG.ENABLED / FLIP): BOX_SCALES enlarge
+    # or shrink the box context.
     _C.TEST.AUG.BOX_SCALES = (1.0,)
     # Ensemble: checkpoints whose parser probabilities are averaged with MODEL.WEIGHTS's.
     _C.TEST.ENSEMBLE = CN()
     _C.TEST.ENSEMBLE.WEIGHTS = []
-    # FaceParsingPredictor (demo, video, tools/benchmark*.py) folds the batch norms into the
-    # convolutions before them (qanet_d2.modeling.fusion): same outputs up to float rounding,
-    # a quarter less parser time on CPU. Evaluation during training runs the model as it trains.
+    # FaceParsingPredictor folds the batch norms into the convolutions (qanet_d2.modeling.fusion):
+    # same outputs up to rounding, a quarter less parser time on CPU.
     _C.TEST.FUSE_CONV_BN = True
 
     # Face parsing evaluation (J/F of DAVIS, mIoU, F1).
@@ -80,17 +70,13 @@ def add_qanet_config(cfg: CN) -> CN:
     _C.TEST.FACE_PARSING.BOUND_TH = 0.008
     # Also write per-frame label PNGs of the predictions under OUTPUT_DIR/inference/labels.
     _C.TEST.FACE_PARSING.SAVE_LABELS = False
-    # Also report the instance-level parsing metrics of Parsing R-CNN / QANet (APp50, APvol,
-    # PCP50; faces ranked by the quality score, and by the box score as "...-box") on datasets
-    # with per-face ground truth (the synthetic sets' instance PNGs; single-face datasets).
+    # Also report the instance-level parsing metrics of Parsing R-CNN / QANet (APp50, APvol, PCP50;
+    # ranked by the quality score, and by the box score as "...-box") where faces have ground truth.
     _C.TEST.INSTANCE_PARSING = True
-    # --- APp's parsing NMS and score filter (the official QANet code's) ---------------------------
-    # Before the instance-level metrics match faces, faces whose ranking score is below
-    # SCORE_THRESH are dropped and a parsing NMS drops a face whose mean part IoU with a
-    # better-scored kept face is >= NMS_THRESH (qanet_d2/evaluation/instance_parsing.py). 0 = off.
+    # APp's score filter and parsing NMS (the official QANet code's): faces scored below SCORE_THRESH
+    # are dropped, and a face whose mean part IoU with a better kept face is >= NMS_THRESH. 0 = off.
     _C.TEST.INSTANCE_PARSING_NMS_THRESH = 0.6
     _C.TEST.INSTANCE_PARSING_SCORE_THRESH = 0.01
-    # ------------------------------------------------------------------------------------------
     # Also report face-detection AP (COCO) of the predicted boxes.
     _C.TEST.DETECTION_AP = False
 

@@ -1,8 +1,6 @@
-"""The models shipped in the repository: where their config and weights are.
-
-Import-light on purpose (standard library only): command-line tools read these paths before
-torch and detectron2 are imported. Paths are relative to the repository root; use
-:func:`shipped_model` for absolute ones.
+"""The models shipped in the repository: where their config and weights are (relative to the
+repository root; :func:`shipped_model` for absolute paths). Standard library only: tools read these
+paths before importing torch.
 """
 from __future__ import annotations
 

@@ -1,45 +1,20 @@
-"""A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only.
-
-    from qanet_d2.runtime import FaceParsingRuntime    # never imports torch
-    runtime = FaceParsingRuntime("exported/")          # detector.onnx, parser.onnx, metadata.json
-    result = runtime(cv2.imread("photo.jpg"))          # BGR uint8, any size
-    result["labels"]                                   # H x W uint8 label map (metadata "classes")
-    result["boxes"], result["scores"]                  # N x 4 XYXY_ABS face boxes, N quality scores (best first)
+"""A reference runtime of the exported face-parsing pipeline: NumPy, OpenCV and ONNX Runtime only
+(never torch; usage in docs/export.md).
 
 It mirrors the torch pipeline (``FaceParsingPredictor`` -> ``QANetFaceParser.inference``) step by
-step; every number it uses comes from the export's ``metadata.json`` (written by
-``tools/export.py`` from the config and the model):
+step (docs/export.md); every number it uses comes from the export's ``metadata.json``:
 
-1. **Resize** (:func:`resize_shortest_edge`): the shorter side to ``input.min_size_test``, the
-   longer at most ``input.max_size_test``, as detectron2's ``ResizeShortestEdge`` does with PIL's
-   bilinear filter (:func:`resample_uint8` is that filter, fixed-point arithmetic included). This
-   is the *model-input frame*; channels in ``input.format`` order.
-2. **Detect** (:meth:`FaceParsingRuntime.detect`): resized by ``detector.input_scale``
-   (torch's antialiased bilinear, :func:`resample_float`), normalised by the detector's mean and
-   std, zero-padded to ``detector.size_divisibility``, ``detector.onnx``; FCOS decoding as
-   detectron2's (:func:`decode_fcos`): points at ``(j + offset) * stride``, score
-   ``sqrt(sigmoid(cls) * sigmoid(ctr))`` > ``score_thresh``, the ``topk_candidates`` best per
-   level, box ``point -+ relu(ltrb) * stride``, class-wise NMS (:func:`nms`) at ``nms_thresh``,
-   ``max_detections_per_image`` kept; boxes scaled to the model-input frame, clipped, empty ones
-   dropped.
-3. **Crop** (:func:`crop_affines`, :func:`crop_faces`): each box grown around its centre to the
-   crop's aspect ratio, times ``box_expand`` (and times the view's box scale), mapped onto the
-   ``crop_size`` crop by an axis-aligned affine (continuous pixel coordinates, pixel ``(i, j)``
-   covering ``[j, j+1) x [i, i+1)``, as ``qanet_d2/layers/crops.py``); sampled with
-   ``cv2.warpAffine`` (bilinear, 0 outside the image) from the RGB image normalised by the
-   parser's mean and std.
-4. **Parse** (:meth:`FaceParsingRuntime.parse`): ``parser.onnx`` per view; a flipped view runs
-   the mirrored crop and mirrors its probabilities back with ``flip_permutation``; probabilities
-   are averaged over the flips of a box scale, IoUs over all views and clamped to [0, 1].
-5. **Post-process** (:func:`postprocess`, the NumPy mirror of
-   ``qanet_d2/modeling/postprocessing.py``): boxes and affines rescaled to the original frame;
-   pixel score (mean max probability >= ``pixel_score_thresh``, on the crops or, region
-   "image", on the pasted probabilities inside the box); quality score
-   ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``; paste-back of each face into its window
-   (bilinear, crop edges clamped, views averaged where they cover a pixel, argmax, background
-   below ``1 / C``); painting in ascending paint score (``paint_order``), only faces whose
-   quality score >= ``quality_score_thresh`` and box score >= ``box_score_thresh``, each face's
-   non-background labels over the map.
+1. **Resize** (:func:`resize_shortest_edge`): detectron2's ``ResizeShortestEdge`` with PIL's
+   bilinear filter, fixed-point arithmetic included (:func:`resample_uint8`): the model-input frame.
+2. **Detect** (:meth:`FaceParsingRuntime.detect`): FCOS on the image resized by
+   ``detector.input_scale`` (torch's antialiased bilinear, :func:`resample_float`), decoded as
+   detectron2's (:func:`decode_fcos`, :func:`nms`); or YuNet (:func:`decode_yunet`) and the box
+   adapter (:func:`head_boxes`).
+3. **Crop** (:func:`crop_affines`, :func:`crop_faces`): the crop geometry of
+   ``qanet_d2/layers/crops.py``, sampled with ``cv2.warpAffine`` from the normalised RGB image.
+4. **Parse** (:meth:`FaceParsingRuntime.parse`): ``parser.onnx`` per view; flipped views mirrored
+   back with ``flip_permutation`` and averaged; IoUs averaged over all views and clamped to [0, 1].
+5. **Post-process** (:func:`postprocess`): the NumPy mirror of ``qanet_d2/modeling/postprocessing.py``.
 """
 from __future__ import annotations
 
@@ -95,12 +70,8 @@ def load_metadata(export_dir: str) -> Dict:
 
 # ---------------------------------------------------------------------------- resizing
 def _resample_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Bilinear (triangle) filter taps of a 1-d resize, widened by the scale when reducing
-    (antialiasing): PIL's ``precompute_coeffs``, which torch's ``antialias=True`` copies.
-
-    Returns ``(index, weight)``, each ``out_size x K``: input indices (clipped) and normalised
-    float64 weights (0 for unused taps).
-    """
+    """Bilinear filter taps of a 1-d resize, widened when reducing (PIL's ``precompute_coeffs``,
+    which torch's ``antialias=True`` copies): ``out_size x K`` input indices and float64 weights."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale
@@ -195,23 +166,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict, image_index: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face boxes of one image from the detector's raw outputs (detectron2's FCOS inference).
-
-    Args:
-        outputs: output name -> array (``cls_<level>`` ``B x K x Hi x Wi``, ``box_<level>``
-            ``B x 4 x Hi x Wi``, ``ctr_<level>`` ``B x 1 x Hi x Wi``).
-        det: the metadata's ``detector`` section.
-
-    Returns:
-        ``(boxes, scores, classes)`` after NMS: ``N x 4`` float32 XYXY_ABS boxes in the detector's
-        input frame, ``N`` float32 scores, ``N`` int64 classes.
-    """
+def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes, scores, classes)`` of one image after NMS, in the detector's input frame, from its
+    raw outputs ``cls_<level>``, ``box_<level>``, ``ctr_<level>`` (detectron2's FCOS inference:
+    score ``sqrt(sigmoid(cls) * sigmoid(ctr))``, box ``point -+ relu(ltrb) * stride``)."""
     all_boxes, all_scores, all_classes = [], [], []
     for level, stride in zip(det["levels"], det["strides"]):
-        cls = outputs[f"cls_{level}"][image_index]  # K x H x W
-        box = outputs[f"box_{level}"][image_index]
-        ctr = outputs[f"ctr_{level}"][image_index]
+        cls = outputs[f"cls_{level}"][0]  # K x H x W
+        box = outputs[f"box_{level}"][0]
+        ctr = outputs[f"ctr_{level}"][0]
         k, h, w = cls.shape
         scores = np.sqrt(_sigmoid(cls) * _sigmoid(ctr)).transpose(1, 2, 0).reshape(-1)  # (H*W) x K, flattened
         cand = np.nonzero(scores > det["score_thresh"])[0]
@@ -240,7 +203,7 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict, image_index: int = 0)
     return boxes[keep], scores[keep], classes[keep]
 
 
-def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: int, image_index: int = 0):
+def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: int):
     """YuNet's faces of one padded ``height`` x ``width`` input (``qanet_d2.modeling.detectors.yunet``):
     ``(boxes N x 4, landmarks N x 5 x 2, scores N)`` of the cells scoring at least
     ``score_thresh`` (at most ``topk_candidates``), before NMS, in the padded input's frame."""
@@ -249,12 +212,12 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
         gh, gw = height // s, width // s
         ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij")
         prior = np.stack([xs.reshape(-1), ys.reshape(-1)], 1) * np.float32(s)
-        score = (outputs[f"cls_{s}"][image_index, :, 0] * outputs[f"obj_{s}"][image_index, :, 0]).astype(np.float32)
-        b = outputs[f"bbox_{s}"][image_index].astype(np.float32)
+        score = (outputs[f"cls_{s}"][0, :, 0] * outputs[f"obj_{s}"][0, :, 0]).astype(np.float32)
+        b = outputs[f"bbox_{s}"][0].astype(np.float32)
         centre = prior + b[:, :2] * np.float32(s)
         size = np.exp(b[:, 2:]) * np.float32(s)
         boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1))
-        kps.append(prior[:, None, :] + outputs[f"kps_{s}"][image_index].astype(np.float32).reshape(-1, 5, 2) * np.float32(s))
+        kps.append(prior[:, None, :] + outputs[f"kps_{s}"][0].astype(np.float32).reshape(-1, 5, 2) * np.float32(s))
         scores.append(score)
     boxes, kps, scores = np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
     keep = np.nonzero(scores >= det["score_thresh"])[0]
@@ -279,9 +242,8 @@ def head_boxes(face_boxes: np.ndarray, landmarks: np.ndarray, weights: Sequence[
 
 # ---------------------------------------------------------------------------- crops
 def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float = 1.0) -> np.ndarray:
-    """``N x 4`` crop regions of ``N x 4`` XYXY_ABS boxes: centre kept, the shorter side grown to
-    ``aspect`` (width / height), both sides x ``expand``, then x ``scale`` (float32, the order of
-    operations of ``qanet_d2.layers.crops``)."""
+    """``N x 4`` crop regions of boxes: the shorter side grown to ``aspect`` around the centre, x
+    ``expand``, x ``scale`` (float32, in the order of operations of ``qanet_d2.layers.crops``)."""
     b = np.asarray(boxes, np.float32).reshape(-1, 4)
     f = np.float32
     cx, cy = (b[:, 0] + b[:, 2]) * f(0.5), (b[:, 1] + b[:, 3]) * f(0.5)
@@ -298,8 +260,7 @@ def crop_regions(boxes: np.ndarray, aspect: float, expand: float, scale: float =
 
 
 def crop_affines(regions: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
-    """``N x 2 x 3`` float32 crop -> image affines (continuous pixel coordinates) mapping the
-    ``crop_size`` ``(h, w)`` crop onto each region."""
+    """``N x 2 x 3`` float32 crop -> image affines of ``crop_size`` ``(h, w)`` crops onto the regions."""
     f = np.float32
     out_h, out_w = f(crop_size[0]), f(crop_size[1])
     cx, cy = (regions[:, 0] + regions[:, 2]) * f(0.5), (regions[:, 1] + regions[:, 3]) * f(0.5)
@@ -323,9 +284,8 @@ MAX_SUPERSAMPLING = 4  # as qanet_d2/layers/crops.py
 
 
 def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
-    """``N x C x h x w`` float32 bilinear crops of an ``H x W x C`` float32 image (0 outside it),
-    anti-aliased as the model's crops: a crop pixel spanning ``s`` image pixels averages
-    ``k x k`` samples, ``k = ceil(s)`` in ``[1, MAX_SUPERSAMPLING]``."""
+    """``N x C x h x w`` bilinear crops of an ``H x W x C`` float32 image (0 outside), anti-aliased as
+    the model's: ``k x k`` samples per pixel, ``k = ceil(span)`` in ``[1, MAX_SUPERSAMPLING]``."""
     h, w = int(crop_size[0]), int(crop_size[1])
     crops = np.zeros((len(affines), image.shape[2], h, w), np.float32)
     for i, a in enumerate(affines):
@@ -346,15 +306,13 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
 
 # ---------------------------------------------------------------------------- post-processing
 def _invert(affine: np.ndarray) -> np.ndarray:
-    """Inverse of a ``2 x 3`` float32 affine, computed in float64 and rounded to float32 (as
-    ``invert_affines`` does for the model's float32 affines), returned as float64."""
+    """Inverse of a ``2 x 3`` float32 affine, rounded to float32 as ``invert_affines``, as float64."""
     m = np.vstack([affine.astype(np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(m)[:2].astype(np.float32).astype(np.float64)
 
 
 def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
-    """Integer window ``(x0, y0, x1, y1)`` covering the crops of one face's ``V x 2 x 3`` views,
-    clipped to the image (``crop_windows`` / ``face_windows``)."""
+    """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``FacePostProcessor.windows``)."""
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32).T
     pts = affines.astype(np.float32) @ corners  # V x 2 x 4
@@ -366,8 +324,8 @@ def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Seque
 
 
 def _bilinear_taps(g: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``grid_sample`` (``align_corners=False``, border padding) taps of normalised coordinates
-    ``g`` along an axis of ``size`` pixels: lower index, upper index and the upper weight."""
+    """``grid_sample`` taps (``align_corners=False``, border) of normalised ``g`` along ``size``
+    pixels: lower and upper index, upper weight."""
     pos = np.clip(((g.astype(np.float32) + np.float32(1)) * np.float32(size) - np.float32(1)) / np.float32(2), 0, size - 1)
     lo = np.floor(pos).astype(np.int64)
     frac = (pos - lo).astype(np.float32)
@@ -375,46 +333,24 @@ def _bilinear_taps(g: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray, np
 
 
 def paste_face(probs: np.ndarray, affines: np.ndarray, image_size: Sequence[int], with_top: bool = False):
-    """One face pasted into its image window (``paste_face`` of the torch post-processing).
-
-    Args:
-        probs: ``V x C x h x w`` crop probabilities of the face's views.
-        affines: ``V x 2 x 3`` crop -> image affines, in the frame of ``image_size``.
-
-    Returns:
-        ``(window, labels, inside, top)``: window ``(x0, y0, x1, y1)``, its uint8 labels (0
-        outside the crops), the bool mask of pixels inside a view's crop and, ``with_top``, the
-        max of the view-averaged probabilities (0 outside; else None).
-    """
+    """One face's ``V x C x h x w`` crop probabilities pasted with its ``V x 2 x 3`` affines into its
+    window: ``(window, labels, inside, top)``, ``labels`` uint8 (0 outside the crops), ``inside`` the
+    pixels in a view's crop and, ``with_top``, the max of the averaged probabilities (0 outside)."""
     num_views, num_classes, h, w = probs.shape
     x0, y0, x1, y1 = face_window(affines, (h, w), image_size)
     wh, ww = max(0, y1 - y0), max(0, x1 - x0)
     total = np.zeros((num_classes, wh, ww), np.float32)
     count = np.zeros((wh, ww), np.float32)
-    xs = np.arange(x0, x0 + ww, dtype=np.float64) + 0.5
-    ys = np.arange(y0, y0 + wh, dtype=np.float64) + 0.5
+    gx, gy = np.meshgrid(np.arange(x0, x0 + ww, dtype=np.float64) + 0.5, np.arange(y0, y0 + wh, dtype=np.float64) + 0.5)
     for v in range(num_views):
         a = _invert(affines[v])
-        if a[0, 1] == 0 and a[1, 0] == 0:  # axis-aligned (the runtime's crops): separable sampling
-            gu = ((a[0, 0] * xs + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
-            gv = ((a[1, 1] * ys + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
-            inside = (np.abs(gv) <= 1)[:, None] & (np.abs(gu) <= 1)[None, :]
-            xl, xh, fx = _bilinear_taps(gu, w)
-            yl, yh, fy = _bilinear_taps(gv, h)
-            p = probs[v]
-            rows_l, rows_h = p[:, yl], p[:, yh]  # C x wh x w
-            top_row = rows_l[:, :, xl] * (1 - fx) + rows_l[:, :, xh] * fx
-            bottom_row = rows_h[:, :, xl] * (1 - fx) + rows_h[:, :, xh] * fx
-            sampled = top_row * (1 - fy)[:, None] + bottom_row * fy[:, None]
-        else:  # rotated views: per-pixel sampling
-            gx, gy = np.meshgrid(xs, ys)
-            gu = ((a[0, 0] * gx + a[0, 1] * gy + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
-            gv = ((a[1, 0] * gx + a[1, 1] * gy + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
-            inside = (np.abs(gu) <= 1) & (np.abs(gv) <= 1)
-            xl, xh, fx = _bilinear_taps(gu, w)
-            yl, yh, fy = _bilinear_taps(gv, h)
-            p = probs[v]
-            sampled = (p[:, yl, xl] * (1 - fx) + p[:, yl, xh] * fx) * (1 - fy) + (p[:, yh, xl] * (1 - fx) + p[:, yh, xh] * fx) * fy
+        gu = ((a[0, 0] * gx + a[0, 1] * gy + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
+        gv = ((a[1, 0] * gx + a[1, 1] * gy + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
+        inside = (np.abs(gu) <= 1) & (np.abs(gv) <= 1)
+        xl, xh, fx = _bilinear_taps(gu, w)
+        yl, yh, fy = _bilinear_taps(gv, h)
+        p = probs[v]
+        sampled = (p[:, yl, xl] * (1 - fx) + p[:, yl, xh] * fx) * (1 - fy) + (p[:, yh, xl] * (1 - fx) + p[:, yh, xh] * fx) * fy
         total += sampled * inside
         count += inside
     avg = total / np.maximum(count, 1.0)
@@ -446,31 +382,25 @@ def _pixel_scores_from_top(top: np.ndarray, thresh: float) -> np.ndarray:
     return (top * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
 
 
-def _box_pixel_score(window, top: np.ndarray, inside: np.ndarray, box: np.ndarray, thresh: float) -> np.float32:
-    x0, y0, x1, y1 = window
-    bx0, by0, bx1, by1 = (float(v) for v in box)
-    cx0, cx1 = max(x0, int(np.ceil(bx0 - 0.5))), min(x1, int(np.floor(bx1 - 0.5)) + 1)
-    cy0, cy1 = max(y0, int(np.ceil(by0 - 0.5))), min(y1, int(np.floor(by1 - 0.5)) + 1)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return np.float32(0)
-    t, ins = top[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], inside[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-    keep = ins & (t >= thresh)
-    return np.float32((t * keep).sum() / max(keep.sum(), 1))
+def _pasted_pixel_score(window, top: np.ndarray, inside: np.ndarray, box, thresh: float) -> np.float32:
+    """Pixel score over the pasted crop region, with ``box`` only at pixel centres inside it."""
+    if box is not None:
+        x0, y0, x1, y1 = window
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+        cx0, cx1 = max(x0, int(np.ceil(bx0 - 0.5))), min(x1, int(np.floor(bx1 - 0.5)) + 1)
+        cy0, cy1 = max(y0, int(np.ceil(by0 - 0.5))), min(y1, int(np.floor(by1 - 0.5)) + 1)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return np.float32(0)
+        top, inside = top[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], inside[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    keep = inside & (top >= thresh)
+    return np.float32((top * keep).sum() / max(keep.sum(), 1))
 
 
 def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_size: Sequence[int], pp: Dict) -> Dict[str, np.ndarray]:
-    """Per-face results of one image (model-input frame ``input_size``) -> the image's outputs in
-    ``output_size`` ``(height, width)``: ``FacePostProcessor.__call__`` in NumPy.
-
-    Args:
-        faces: ``boxes`` ``N x 4``, ``box_scores`` ``N``, ``iou_scores`` ``N``, ``probs``
-            ``N x V x C x h x w``, ``affines`` ``N x V x 2 x 3`` (crop -> model-input image).
-        pp: the metadata's ``postprocessing`` section.
-
-    Returns:
-        ``labels`` (``H x W`` uint8) and, sorted by decreasing quality score, ``boxes``,
-        ``scores``, ``box_scores``, ``iou_scores``, ``pixel_scores``.
-    """
+    """``FacePostProcessor.__call__`` in NumPy: per-face results of one image (:meth:`FaceParsingRuntime.parse`,
+    frame ``input_size``) and the metadata's ``postprocessing`` section -> ``labels`` (``H x W``
+    uint8 in ``output_size``) and, best first, ``boxes``, ``scores``, ``box_scores``, ``iou_scores``,
+    ``pixel_scores``."""
     height, width = int(output_size[0]), int(output_size[1])
     in_h, in_w = input_size
     boxes, affines = faces["boxes"].astype(np.float32).copy(), faces["affines"].astype(np.float32).copy()
@@ -495,11 +425,8 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
         for i in range(n):
             pasted[i] = paste_face(probs[i], affines[i], (height, width), with_top=True)
             window, _, inside, top_i = pasted[i]
-            if pp["pixel_score_region"] == "image":
-                pix[i] = _box_pixel_score(window, top_i, inside, boxes[i], thresh)
-            else:  # the face's pasted crop region
-                keep = inside & (top_i >= thresh)
-                pix[i] = np.float32((top_i * keep).sum() / max(keep.sum(), 1))
+            box = boxes[i] if pp["pixel_score_region"] == "image" else None
+            pix[i] = _pasted_pixel_score(window, top_i, inside, box, thresh)
     else:
         raise ExportError(f"postprocessing.pixel_score_region {pp['pixel_score_region']!r} is not 'crop', 'image' or 'pasted'")
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
@@ -540,13 +467,9 @@ def colorize(labels: np.ndarray, colors: Sequence[Sequence[int]]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- the runtime
 class FaceParsingRuntime:
-    """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> dict with
-    ``labels`` (``H x W`` uint8), ``boxes`` (``N x 4`` float32 XYXY_ABS, original frame),
-    ``scores`` (quality), ``box_scores``, ``iou_scores``, ``pixel_scores`` (``N`` float32, best
-    face first; faces below ``quality_score_thresh`` or ``box_score_thresh`` are returned but not painted).
-
-    ``runtime(image, boxes=...)`` parses given ``N x 4`` boxes (original frame, box score 1)
-    instead of detecting; an export without detector needs them.
+    """Runs an export folder (``tools/export.py``) on BGR images: ``runtime(image)`` -> the dict of
+    :func:`postprocess` in the image's frame (faces below the thresholds returned, not painted).
+    ``runtime(image, boxes=...)`` parses the given boxes (box score 1) instead of detecting.
     """
 
     def __init__(self, export_dir: str, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
@@ -573,9 +496,8 @@ class FaceParsingRuntime:
         return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
 
     def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Face boxes (model-input frame, clipped, non-empty; head boxes where the export has a
-        box adapter) and scores of a model-input image. YuNet runs on ``original`` (the image
-        before the resize, in ``input.format``) when given (the caller gives it when it is larger)."""
+        """Face boxes (model-input frame, clipped, non-empty; head boxes with a box adapter) and
+        scores of a model-input image; YuNet runs on ``original`` (larger, unresized) when given."""
         if self.meta["detector"].get("type", "FCOS") == "YuNet":
             boxes, landmarks, scores = self.detect_yunet(image if original is None else original, image.shape[:2])
             if self.meta.get("box_adapter"):
@@ -590,12 +512,7 @@ class FaceParsingRuntime:
             nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
             x = resample_float(image, nh, nw)
         x = (x - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
-        div = det["size_divisibility"]
-        ph, pw = (-(-nh // div) * div, -(-nw // div) * div) if div > 1 else (nh, nw)
-        batch = np.zeros((1, 3, ph, pw), np.float32)
-        batch[0, :, :nh, :nw] = x.transpose(2, 0, 1)
-        names = [o.name for o in self.detector.get_outputs()]
-        outputs = dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch})))
+        outputs, _ = self._run_detector(x, det["size_divisibility"])
         boxes, scores, _ = decode_fcos(outputs, det)
         # detector_postprocess: to the model-input frame, clipped, empty boxes dropped
         boxes[:, 0::2] = np.clip(boxes[:, 0::2] * np.float32(w / nw), 0, w)
@@ -604,8 +521,7 @@ class FaceParsingRuntime:
         return boxes[keep], scores[keep]
 
     def detect_yunet(self, image: np.ndarray, out_size: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """YuNet's face boxes, landmarks and scores of an image (``input.format``), in the
-        ``out_size`` frame (``YuNetFaceDetector.detect_image``: each scale, NMS over all)."""
+        """YuNet's boxes, landmarks and scores in the ``out_size`` frame (``YuNetFaceDetector.detect_image``)."""
         det = self.meta["detector"]
         h, w = image.shape[:2]
         oh, ow = int(out_size[0]), int(out_size[1])
@@ -620,11 +536,7 @@ class FaceParsingRuntime:
         all_boxes, all_kps, all_scores = [], [], []
         for sh, sw in sizes:
             x = bgr.astype(np.float32) if (sh, sw) == (h, w) else resample_float(bgr, sh, sw)
-            ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
-            batch = np.zeros((1, 3, ph, pw), np.float32)
-            batch[0, :, :sh, :sw] = x.transpose(2, 0, 1)
-            names = [o.name for o in self.detector.get_outputs()]
-            outputs = dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch})))
+            outputs, (ph, pw) = self._run_detector(x, 32)
             boxes, kps, scores = decode_yunet(outputs, det, ph, pw)
             fx, fy = np.float32(ow / sw), np.float32(oh / sh)
             all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
@@ -635,6 +547,16 @@ class FaceParsingRuntime:
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, oh)
         keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
         return boxes[keep], kps[keep], scores[keep]
+
+    def _run_detector(self, x: np.ndarray, div: int) -> Tuple[Dict[str, np.ndarray], Tuple[int, int]]:
+        """``detector.onnx`` on an ``H x W x 3`` float32 image zero-padded to multiples of ``div``:
+        its outputs by name and the padded size."""
+        h, w, div = x.shape[0], x.shape[1], max(int(div), 1)
+        ph, pw = -(-h // div) * div, -(-w // div) * div
+        batch = np.zeros((1, 3, ph, pw), np.float32)
+        batch[0, :, :h, :w] = x.transpose(2, 0, 1)
+        names = [o.name for o in self.detector.get_outputs()]
+        return dict(zip(names, self.detector.run(names, {self.detector.get_inputs()[0].name: batch}))), (ph, pw)
 
     def parse(self, image: np.ndarray, boxes: np.ndarray, box_scores: np.ndarray) -> Dict[str, np.ndarray]:
         """Crop and parse the faces of a model-input image (``QANetFaceParser.parse_faces``)."""
@@ -677,18 +599,17 @@ class FaceParsingRuntime:
         height, width = image.shape[:2]
         model_image = self.model_input(image)
         mh, mw = model_image.shape[:2]
+        # the faces are cropped from the original image (as QANetFaceParser.inference does)
+        original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
         if boxes is None:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
-            original_in_format = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
-            face_boxes, box_scores = self.detect(model_image, original_in_format if height * width > mh * mw else None)
+            face_boxes, box_scores = self.detect(model_image, original if height * width > mh * mw else None)
             face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
             face_boxes[:, 1::2] *= np.float32(height / mh)
         else:
             face_boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
             box_scores = np.ones(len(face_boxes), np.float32)
-        # the faces are cropped from the original image (as QANetFaceParser.inference does)
-        original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
         faces = self.parse(original, face_boxes, box_scores)
         return postprocess(faces, (height, width), (height, width), self.meta["postprocessing"])
 

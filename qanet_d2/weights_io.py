@@ -1,14 +1,6 @@
-"""Reading weights files without running code from them, and loading them strictly.
-
-* :func:`load_checkpoint_file`: ``torch.load(weights_only=True)`` for ``.pth``, safetensors for
-  ``.safetensors``, and for ``.pkl`` (detectron2's model zoo, Caffe2 and Detectron1 files) a
-  restricted unpickler that builds only numpy arrays, numbers, strings, bytes and containers.
-  Anything else is refused with a message naming the file.
-* :func:`load_state_strictly`: the one strict loader (missing, unexpected and wrongly shaped
-  keys listed), used for model parts (:func:`load_part_weights`), the checkpointer
-  (:mod:`qanet_d2.engine.checkpoint`) and the ImageNet initialisation
-  (:mod:`qanet_d2.engine.imagenet`).
-* :func:`apply_label_set_record`: a checkpoint's label set against the model's.
+"""Reading weights files without running code from them (:func:`load_checkpoint_file`), the one
+strict loader (:func:`load_state_strictly`: model parts, the checkpointer, ImageNet weights, YuNet)
+and the check of a checkpoint's label set (:func:`apply_label_set_record`).
 """
 import collections
 import logging
@@ -45,8 +37,8 @@ class UnsafeCheckpointError(RuntimeError):
 
 # ---------------------------------------------------------------------- reading files
 def _safe_pickle_globals() -> Dict[tuple, object]:
-    """The globals that pickles of numpy arrays, numpy scalars and plain containers need
-    (Python 2 and 3 pickles, numpy 1 and 2 module names), and nothing else."""
+    """The globals that pickles of numpy arrays and plain containers need (Python 2 and 3, numpy 1
+    and 2 module names), and nothing else."""
     import _codecs
 
     import numpy as np
@@ -75,9 +67,7 @@ def _safe_pickle_globals() -> Dict[tuple, object]:
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """An Unpickler whose ``find_class`` only returns :func:`_safe_pickle_globals`: a pickle
-    that names any other callable (``os.system``, ``builtins.eval``, a class, ...) fails
-    before anything of it is called."""
+    """An Unpickler that refuses any global but :func:`_safe_pickle_globals` before calling it."""
 
     def __init__(self, file, filename: str):
         super().__init__(file, encoding="latin1")  # Python 2 pickles (Caffe2/Detectron1 files)
@@ -103,8 +93,8 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
 
 def load_pickle_safely(filename: str):
-    """Unpickle ``filename`` accepting only numpy arrays/scalars, numbers, strings, bytes and
-    containers (:class:`_ArraysOnlyUnpickler`); raises :class:`UnsafeCheckpointError` otherwise."""
+    """Unpickle ``filename`` (numpy arrays, numbers, strings, bytes, containers only), else
+    :class:`UnsafeCheckpointError`."""
     with open(filename, "rb") as f:
         try:
             return _ArraysOnlyUnpickler(f, filename).load()
@@ -123,9 +113,8 @@ def _http_url(path: str) -> str:
 
 
 def download_cache_path(url: str) -> str:
-    """Where detectron2's PathManager keeps its download of ``url`` (``detectron2://`` or
-    ``http(s)://``): ``$FVCORE_CACHE`` (default ``~/.torch/iopath_cache``) + the URL's path.
-    A file put there is used without network access."""
+    """Where detectron2's PathManager keeps its download of ``url``: ``$FVCORE_CACHE`` (default
+    ``~/.torch/iopath_cache``) + the URL's path."""
     from urllib.parse import urlparse
 
     from iopath.common.file_io import get_cache_dir
@@ -134,9 +123,8 @@ def download_cache_path(url: str) -> str:
 
 
 def resolve_local_path(path: str) -> str:
-    """A local file for ``path``: the path itself, or for a URL (``detectron2://``, ``https://``)
-    the copy in detectron2's download cache (:func:`download_cache_path`), downloaded if missing.
-    Raises FileNotFoundError saying where to put the file when that fails."""
+    """A local file for ``path``: the path, or a URL's copy in detectron2's download cache,
+    downloaded if missing (FileNotFoundError saying where to put it when that fails)."""
     if os.path.isfile(path):
         return path
     if "://" not in path:
@@ -158,9 +146,8 @@ def resolve_local_path(path: str) -> str:
 
 
 def load_checkpoint_file(filename: str):
-    """Read a weights file without running code from it: ``.pkl`` with
-    :func:`load_pickle_safely`, ``.safetensors`` with safetensors, anything else with
-    ``torch.load(weights_only=True)`` on CPU. ``filename`` may be a URL (:func:`resolve_local_path`).
+    """Read a weights file (or URL) without running code from it: ``.pkl`` with
+    :func:`load_pickle_safely`, ``.safetensors`` with safetensors, else ``torch.load(weights_only=True)``.
     Errors name the file."""
     local = resolve_local_path(filename)
     if local.endswith(".pkl"):
@@ -207,16 +194,13 @@ def _state_of(data, filename: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-# The parser's flip permutation: saved with the weights and the label-set record. A file
-# without the record (older ones, bare state dicts, a model built without a label set) does not
-# set it: the model keeps the one of its configured label set.
+# The parser's flip permutation: a file without a label-set record does not set it.
 LABEL_SET_BUFFER = "flip_permutation"
 
 
 def apply_label_set_record(parser: nn.Module, record: Optional[dict], path: str) -> None:
-    """Check a checkpoint's label-set record against the parser's label set (the config's):
-    RuntimeError naming both when they differ (name, classes or flip pairs); a parser built
-    without a label set takes the record's. No record: nothing to check."""
+    """RuntimeError naming both when a checkpoint's label-set record differs from the parser's
+    (name, classes or flip pairs); a parser without a label set takes the record's."""
     if record is None or not hasattr(parser, "set_label_set"):
         return
     theirs = LabelSet(**record)
@@ -233,9 +217,8 @@ def apply_label_set_record(parser: nn.Module, record: Optional[dict], path: str)
 
 def state_problems(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
                    unused_prefixes: Sequence[str] = ()) -> List[str]:
-    """What keeps ``state`` from filling ``own`` exactly (BatchNorm's ``num_batches_tracked``
-    aside): missing keys, unexpected keys (except those under ``unused_prefixes``), shapes that
-    differ; each as one line listing the keys. Empty when it fits."""
+    """One line per problem keeping ``state`` from filling ``own`` exactly: missing keys,
+    unexpected keys (but ``unused_prefixes``), shapes that differ; empty when it fits."""
     own = {k: v for k, v in own.items() if not _bookkeeping(k)}
     unexpected = [k for k in state if k not in own and not _bookkeeping(k) and not k.startswith(tuple(unused_prefixes))]
     missing = [k for k in own if k not in state]
@@ -254,10 +237,8 @@ def state_problems(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
 def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], source: str, *,
                         unused_prefixes: Sequence[str] = (), what: str = "weights", target: str = "the model",
                         error: Type[Exception] = RuntimeError) -> List[str]:
-    """The one strict loader: ``state`` into ``module``, every key of ``module`` from ``state``
-    with its shape, every key of ``state`` used unless it starts with one of
-    ``unused_prefixes`` (a head the module does not have). Otherwise ``error`` naming ``source``
-    and listing the keys (:func:`state_problems`). Returns the keys of ``state`` left unused."""
+    """Load ``state`` into ``module`` strictly (keys under ``unused_prefixes`` may be left over),
+    else ``error`` naming ``source`` and the keys (:func:`state_problems`). Returns the unused keys."""
     own = module.state_dict()
     problems = state_problems(own, state, unused_prefixes)
     if problems:
@@ -267,13 +248,9 @@ def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], sourc
 
 
 def load_part_weights(module: nn.Module, part: str, path: str) -> str:
-    """Load the ``part`` ("detector" or "parser") of the checkpoint ``path`` into ``module``,
-    strictly: every key of ``module`` must be in the file and every ``<part>.*`` key of the file
-    must be in ``module``, with equal shapes; otherwise RuntimeError naming the file and
-    listing the keys. The file is a qanet_d2 checkpoint (keys ``<part>.*``; other parts are
-    ignored) or a bare state dict of the part. A checkpoint whose ``"trained_parts"`` does not
-    include ``part`` is refused (its ``part`` holds initial weights, not trained ones).
-    Returns ``path``."""
+    """Load the ``part`` ("detector" or "parser") of the checkpoint ``path`` (``<part>.*`` keys, or a
+    bare state dict of the part) into ``module`` strictly. A checkpoint whose ``"trained_parts"``
+    lacks ``part`` is refused (initial weights). Returns ``path``."""
     data = load_checkpoint_file(path)
     trained = data.get("trained_parts") if isinstance(data, dict) else None
     if trained is not None and part not in trained:

@@ -18,7 +18,7 @@ import qanet_d2  # noqa: F401
 from detectron2.modeling import build_model
 from qanet_d2 import get_qanet_cfg
 from qanet_d2.engine.checkpoint import QANetCheckpointer, load_model_part
-from qanet_d2.weights_io import UnsafeCheckpointError, load_checkpoint_file, load_pickle_safely
+from qanet_d2.weights_io import UnsafeCheckpointError, load_checkpoint_file, load_part_weights, load_pickle_safely
 from qanet_d2.engine.imagenet import (
     HRNET_HEAD_PREFIXES,
     ImageNetWeightsError,
@@ -28,7 +28,6 @@ from qanet_d2.engine.imagenet import (
     load_imagenet_weights,
     parser_input_problems,
 )
-from qanet_d2.modeling import load_parser_weights
 from qanet_d2.modeling.backbone import TimmHRNetBackbone
 from qanet_d2.modeling.detectors import build_fcos_detector
 
@@ -457,16 +456,16 @@ def test_model_assembled_from_detector_and_parser_checkpoints(tmp_path, caplog):
     assert f"Model weights: detector <- {det_path} (MODEL.QANET.DETECTOR_WEIGHTS)" in caplog.text
     assert f"Model weights: parser <- {par_path} (MODEL.QANET.PARSER_WEIGHTS)" in caplog.text
     assert checkpointer.trained_parts() == ["detector", "parser"]
-    # the TTA ensemble loader uses the same part loading
+    # the TTA ensemble loads its parsers with the same part loading
     other = _tiny_model(seed=4).parser
-    load_parser_weights(other, str(par_path))
+    load_part_weights(other, "parser", str(par_path))
     _assert_same(other, _state(parser_run.parser))
 
     # the parser of a detector-only run is not trained: refused as parser weights
     with pytest.raises(RuntimeError, match=r"det/model_final\.pth: its parser was not trained .*trained_parts \['detector'\]"):
         load_model_part(_tiny_model(seed=5), "parser", str(det_path))
     with pytest.raises(RuntimeError, match="its parser was not trained"):
-        load_parser_weights(_tiny_model(seed=5).parser, str(det_path))
+        load_part_weights(_tiny_model(seed=5).parser, "parser", str(det_path))
     # a part of another architecture: strict, keys listed
     wider = _tiny_model("MODEL.QANET.NECK.CONV_DIM", "64", "MODEL.QANET.TRAIN_MODE", "parser", seed=6)
     wide_path = _save(wider, tmp_path / "wide")

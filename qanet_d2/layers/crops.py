@@ -1,24 +1,17 @@
 """Face crops as affine warps: box -> 3:4 crop region -> affine -> ``grid_sample``.
 
-Coordinate conventions (used by every function here and by the model's outputs):
+Conventions of every function here and of the model's outputs: *continuous pixel coordinates*
+(pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``, centre ``(j + 0.5, i + 0.5)``: detectron2's
+XYXY_ABS boxes and ``grid_sample``'s ``align_corners=False``); affines are ``N x 2 x 3`` "crop ->
+image" maps of ``(u, v, 1)`` (:func:`invert_affines` for the other way); sizes are ``(height, width)``.
 
-* Image and crop coordinates are *continuous pixel coordinates*: the pixel in row ``i``,
-  column ``j`` covers ``[j, j+1) x [i, i+1)`` and its centre is at ``(j + 0.5, i + 0.5)``.
-  An image of width ``W`` spans ``x in [0, W]``. This is detectron2's XYXY_ABS box
-  convention (a box ``[0, 0, W, H]`` is the whole image) and ``grid_sample``'s
-  ``align_corners=False`` convention, which all sampling here uses.
-* Affines are ``N x 2 x 3`` float tensors mapping homogeneous crop coordinates ``(u, v, 1)``
-  to image coordinates ``(x, y)`` ("crop -> image"); :func:`invert_affines` gives the other way.
-* Crop sizes are ``(height, width)``.
-
-Cropping is written with torch's ``affine_grid``/``grid_sample`` (rather than detectron2's
-``ROIAlign``) because the crops may be rotated and flipped, and the same warp must be applied
-to images (bilinear) and labels (nearest) and inverted to paste probabilities back.
+``affine_grid``/``grid_sample`` rather than detectron2's ``ROIAlign``: crops may be rotated and
+flipped, and one warp serves images (bilinear), labels (nearest) and, inverted, the paste-back.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,26 +33,16 @@ __all__ = [
 
 def normalize_image(image: torch.Tensor, pixel_mean: torch.Tensor, pixel_std: torch.Tensor,
                     input_format: str = "BGR") -> torch.Tensor:
-    """A ``3 x H x W`` image (uint8 or float, channels in ``input_format``, "BGR" or "RGB") as
-    float RGB ``(image - pixel_mean) / pixel_std`` (``pixel_mean``/``pixel_std``: ``3 x 1 x 1``,
-    RGB). The mean colour becomes 0."""
+    """A ``3 x H x W`` image (channels in ``input_format``) as float RGB ``(image - pixel_mean) /
+    pixel_std`` (``3 x 1 x 1``, RGB)."""
     if input_format == "BGR":
         image = image.flip(0)  # on uint8 before the conversion: a quarter of the bytes
     return image.to(pixel_mean.dtype, copy=True).sub_(pixel_mean).div_(pixel_std)
 
 
 def expand_box_to_aspect(boxes: torch.Tensor, aspect: float, expand: float = 1.0) -> torch.Tensor:
-    """Grow boxes to a given aspect ratio around their centres, then scale them.
-
-    Args:
-        boxes: ``N x 4`` XYXY_ABS boxes.
-        aspect: target width / height (0.75 for the report's 384 x 512 crops).
-        expand: factor applied to both sides after the aspect change (1.25 in the report).
-
-    Returns:
-        ``N x 4`` XYXY_ABS boxes with the same centres; only the shorter side (relative
-        to ``aspect``) grows before the common ``expand`` factor.
-    """
+    """``N x 4`` boxes grown around their centres to width / height ``aspect`` (only the shorter
+    side grows), then both sides times ``expand``."""
     boxes = boxes.float()
     cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
     cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
@@ -92,10 +75,7 @@ def invert_affines(affines: torch.Tensor) -> torch.Tensor:
 
 def compose_affines(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """``outer o inner`` of ``N x 2 x 3`` affines: the point ``p`` goes to ``outer(inner(p))``."""
-    bottom = outer.new_tensor([0.0, 0.0, 1.0]).expand(outer.shape[0], 1, 3)
-    o = torch.cat([outer, bottom], dim=1).double()
-    i = torch.cat([inner.to(outer), bottom], dim=1).double()
-    return (o @ i)[:, :2].to(outer.dtype)
+    return (_to_3x3(outer.double()) @ _to_3x3(inner.to(outer).double()))[:, :2].to(outer.dtype)
 
 
 def boxes_to_affines(
@@ -104,24 +84,12 @@ def boxes_to_affines(
     rotation: Optional[torch.Tensor] = None,
     flip: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Affines that warp each box region onto an ``out_size`` crop.
+    """``(crop_to_image, image_to_crop)`` ``N x 2 x 3`` affines warping each ``N x 4`` box region onto
+    an ``out_size`` crop (stretched unless the box has the crop's aspect ratio).
 
-    The crop's axes are those of the box, rotated by ``rotation`` about the box centre; with
-    ``flip`` the crop is mirrored left/right (crop column ``j`` shows what column ``w-1-j``
-    shows without flip). The box should already have the crop's aspect ratio
-    (see :func:`expand_box_to_aspect`); otherwise the crop is stretched.
-
-    Args:
-        boxes: ``N x 4`` XYXY_ABS crop regions in image coordinates.
-        out_size: crop ``(height, width)``.
-        rotation: ``N`` angles in degrees, or None. A positive angle rotates the sampled
-            region clockwise in the image (y down), so the content appears rotated
-            counter-clockwise in the crop.
-        flip: ``N`` bools, or None.
-
-    Returns:
-        ``(crop_to_image, image_to_crop)``, each ``N x 2 x 3``: ``crop_to_image @ (u, v, 1)``
-        is the image point shown at crop point ``(u, v)`` (pixel-centre convention of the module).
+    ``rotation``: ``N`` degrees about the box centre; a positive angle rotates the sampled region
+    clockwise in the image (y down), the content counter-clockwise in the crop. ``flip``: ``N``
+    bools, mirrored crops (column ``j`` shows column ``w-1-j``).
     """
     boxes = boxes.float()
     n = boxes.shape[0]
@@ -153,11 +121,10 @@ def boxes_to_affines(
 def face_crop_affines(boxes: torch.Tensor, crop_size: Sequence[int], aspect_ratio: float, box_expand: float,
                       scale=1.0, shift: Optional[torch.Tensor] = None, rotation: Optional[torch.Tensor] = None,
                       flip: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``N x 2 x 3`` crop -> image affines of the parser crops of ``N x 4`` face boxes: each box
-    (its centre moved by ``shift``, ``N x 2`` fractions of its width and height) grown to
-    ``aspect_ratio`` (width / height) around its centre, x ``box_expand``, x ``scale`` (a number
-    or ``N`` tensor), then rotated (``N`` degrees) and mirrored (``N`` bools) in the crop of
-    ``crop_size`` ``(height, width)``. The one crop geometry of training and test crops."""
+    """Crop -> image affines of the parser crops of ``N x 4`` face boxes, training and test alike:
+    each box moved by ``shift`` (``N x 2`` fractions of its size), grown to ``aspect_ratio``, times
+    ``box_expand`` and ``scale`` (number or ``N`` tensor), then rotated and flipped
+    (:func:`boxes_to_affines`)."""
     boxes = boxes.to(torch.float32)
     if shift is not None:
         boxes = boxes + (shift.to(boxes) * (boxes[:, 2:] - boxes[:, :2])).repeat(1, 2)
@@ -168,11 +135,8 @@ def face_crop_affines(boxes: torch.Tensor, crop_size: Sequence[int], aspect_rati
 
 
 def _normalised_theta(src_to_dst: torch.Tensor, dst_size: Sequence[int], src_size: Sequence[int]) -> torch.Tensor:
-    """``affine_grid`` theta for sampling a source of ``src_size`` onto a destination grid of
-    ``dst_size``, given the pixel-coordinate affine mapping destination points to source points.
-
-    With ``align_corners=False``, normalised ``g`` and pixel ``x`` relate by ``x = (g + 1) * W / 2``.
-    """
+    """``affine_grid`` theta of a pixel-coordinate destination -> source affine (``align_corners=False``:
+    pixel ``x = (g + 1) * W / 2``)."""
     dh, dw = float(dst_size[0]), float(dst_size[1])
     sh, sw = float(src_size[0]), float(src_size[1])
     a = src_to_dst.double()
@@ -186,9 +150,8 @@ def _normalised_theta(src_to_dst: torch.Tensor, dst_size: Sequence[int], src_siz
 def _sample_per_image(
     source: torch.Tensor, batch_idx: torch.Tensor, grids: torch.Tensor, mode: str, padding_mode: str = "zeros"
 ) -> torch.Tensor:
-    """``grid_sample`` of ``N`` grids (``N x h x w x 2``) from the images ``source[batch_idx]``
-    without copying each image ``N`` times: all grids of one image are stacked vertically into
-    one tall grid and sampled in a single call."""
+    """``grid_sample`` of ``N x h x w x 2`` grids from ``source[batch_idx]``, one tall grid per image
+    (no copy of an image per crop)."""
     n, h, w, _ = grids.shape
     out = source.new_zeros((n, source.shape[1], h, w))
     for b in torch.unique(batch_idx).tolist():
@@ -199,17 +162,15 @@ def _sample_per_image(
     return out
 
 
-# Largest number of samples per crop pixel and axis of anti-aliased crops (a crop pixel covering
-# more image pixels than this per axis is averaged over this many samples per axis).
+# Largest number of samples per crop pixel and axis of anti-aliased crops.
 MAX_SUPERSAMPLING = 4
 # Crops per grid_sample call when supersampling (bounds the memory of the k*h x k*w grids).
 _SUPERSAMPLED_CHUNK = 4
 
 
 def supersampling_factors(affines: torch.Tensor) -> torch.Tensor:
-    """``N`` samples per crop pixel and axis that anti-aliased crops take: the image pixels a crop
-    pixel spans along its larger side, rounded up (roi_align's adaptive sampling ratio), in
-    ``[1, MAX_SUPERSAMPLING]``; 1 when the crop enlarges the image."""
+    """``N`` samples per crop pixel and axis of anti-aliased crops: the image pixels a crop pixel
+    spans, rounded up (roi_align's adaptive sampling ratio), in ``[1, MAX_SUPERSAMPLING]``."""
     spans = affines[:, :, :2].double().norm(dim=1)  # N x 2: image pixels per crop pixel along u and v
     return torch.ceil(spans.max(dim=1).values - 1e-6).clamp(1, MAX_SUPERSAMPLING).long()
 
@@ -222,22 +183,11 @@ def crop_images(
     mode: str = "bilinear",
     antialias: bool = False,
 ) -> torch.Tensor:
-    """Crop ``N`` faces from a batch of images.
+    """``N x C x h x w`` crops (0 outside) of the ``B x C x H x W`` padded batch ``images``: crop ``k``
+    from image ``batch_idx[k]`` with the crop -> image affine ``affines[k]``.
 
-    Args:
-        images: ``B x C x H x W`` float images (a padded batch; pixel coordinates are those of
-            the padded tensor, whose top-left corner is every image's top-left corner).
-        batch_idx: ``N`` long, the image of each crop.
-        affines: ``N x 2 x 3`` crop -> image affines (:func:`boxes_to_affines`).
-        out_size: crop ``(height, width)``.
-        mode: "bilinear" for images, "nearest" for label-like data.
-        antialias: (bilinear only) a crop that shrinks the image averages ``k x k`` bilinear
-            samples spread evenly over each crop pixel, ``k`` from :func:`supersampling_factors`
-            (as roi_align's sampling ratio): a box filter against aliasing. Crops that do not
-            shrink the image are unchanged.
-
-    Returns:
-        ``N x C x h x w`` crops; points outside the tensor read 0.
+    ``mode``: "bilinear" for images, "nearest" for labels. ``antialias`` (bilinear): a crop that
+    shrinks the image averages ``k x k`` samples per pixel (:func:`supersampling_factors`).
     """
     n = affines.shape[0]
     out_h, out_w = int(out_size[0]), int(out_size[1])
@@ -268,19 +218,9 @@ def crop_labels(
     ignore_value: int = 255,
     outside_value: Optional[int] = None,
 ) -> torch.Tensor:
-    """Crop label maps (nearest neighbour).
-
-    Args:
-        labels: ``B x H x W`` integer label maps (a padded batch). A value of -1 marks pixels
-            that are not part of the image (the batch padding).
-        batch_idx, affines, out_size: as in :func:`crop_images`.
-        ignore_value: the "ignore" label; larger values are clamped to it.
-        outside_value: label of crop points outside ``labels`` or on -1 pixels (default
-            ``ignore_value``; 0 makes them background).
-
-    Returns:
-        ``N x h x w`` long labels.
-    """
+    """``N x h x w`` long crops (nearest) of ``B x H x W`` label maps (-1: batch padding), as
+    :func:`crop_images`; values above ``ignore_value`` are clamped to it, points outside the
+    image read ``outside_value`` (default ``ignore_value``)."""
     outside_value = ignore_value if outside_value is None else int(outside_value)
     # Shift by one so that grid_sample's zero padding and the -1 padding both read 0: "outside".
     shifted = (labels.long() + 1).clamp(min=0, max=ignore_value + 1).to(torch.float32)[:, None]
@@ -290,16 +230,8 @@ def crop_labels(
 
 
 def crop_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> torch.Tensor:
-    """Integer pixel windows ``[x0, y0, x1, y1)`` of the image covered by each crop.
-
-    Args:
-        affines: ``N x 2 x 3`` crop -> image affines.
-        crop_size: crop ``(height, width)``.
-        image_size: image ``(height, width)``; windows are clipped to it.
-
-    Returns:
-        ``N x 4`` long tensor (possibly empty windows, with ``x1 <= x0``, for crops outside the image).
-    """
+    """``N x 4`` long pixel windows ``[x0, y0, x1, y1)`` covered by each crop (crop -> image
+    affines), clipped to ``image_size`` (possibly empty)."""
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = affines.new_tensor([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]]).T  # 3 x 4
     pts = affines @ corners  # N x 2 x 4

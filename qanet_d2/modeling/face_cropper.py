@@ -1,12 +1,10 @@
-"""FaceCropper: from face boxes to the parser's input crops at test time, read from
-``MODEL.QANET``: the geometry (box -> 3:4 region x ``BOX_EXPAND`` -> affine,
-:mod:`qanet_d2.layers.crops`) and the parser's input normalisation. Training crops are cut in the
-data loader (:class:`qanet_d2.data.training_crops.TrainingCropper`, same geometry and
-normalisation); the model gathers them (:meth:`FaceCropper.training_crops`).
+"""FaceCropper: face boxes -> the parser's normalised input crops at test time (``MODEL.QANET``
+geometry, :mod:`qanet_d2.layers.crops`). Training crops are cut in the data loader
+(:class:`qanet_d2.data.training_crops.TrainingCropper`, same geometry); the model gathers them.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,12 +19,7 @@ __all__ = ["FaceCropper"]
 
 class FaceCropper(nn.Module):
     """Crops faces for the parser at test time, and gathers the training crops of a batch.
-
-    Coordinates are those of :mod:`qanet_d2.layers.crops` (continuous pixel coordinates, XYXY_ABS
-    boxes, ``N x 2 x 3`` crop -> image affines, sizes as ``(height, width)``), in the frame of the
-    model input ``image``. Holds no trainable weights; its buffers (normalisation) are not
-    saved in checkpoints.
-    """
+    No weights; its normalisation buffers are not saved in checkpoints."""
 
     @configurable
     def __init__(
@@ -40,12 +33,6 @@ class FaceCropper(nn.Module):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "BGR",
     ):
-        """
-        Args:
-            crop_size: parser input ``(height, width)`` (``MODEL.QANET.INPUT_SIZE``).
-            pixel_mean, pixel_std: parser normalisation, RGB.
-            input_format: channel order of the model input ``image`` ("BGR" or "RGB").
-        """
         super().__init__()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {input_format!r}")
@@ -76,11 +63,8 @@ class FaceCropper(nn.Module):
 
     # ------------------------------------------------------------------ geometry
     def preprocess(self, batched_inputs: List[Dict], original: bool = False) -> ImageList:
-        """The inputs' ``image`` (``3 x H x W`` in ``input_format``) as normalised RGB, padded
-        with 0 (= the mean colour) into one ``B x 3 x H x W`` batch; ``image_sizes`` are the
-        unpadded ``(height, width)``. With ``original``, an input's ``original_image`` (the frame
-        at its original resolution, when the test mapper or predictor resized ``image``) is
-        used instead of its ``image``."""
+        """The inputs' ``image`` (or with ``original`` their ``original_image`` where given) as
+        normalised RGB, padded with 0 (the mean colour) into one batch."""
         images = []
         for x in batched_inputs:
             image = (x.get("original_image", x["image"]) if original else x["image"]).to(self.device)
@@ -90,25 +74,17 @@ class FaceCropper(nn.Module):
         return ImageList.from_tensors(images, 0, pad_value=0.0)
 
     def affines(self, boxes: torch.Tensor, scale=1.0) -> torch.Tensor:
-        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes at box scale
-        ``scale`` (:func:`~qanet_d2.layers.crops.face_crop_affines`)."""
+        """Crop -> image affines of ``N x 4`` face boxes at box scale ``scale``."""
         return face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, scale)
 
     def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
-        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
-        anti-aliased where a crop shrinks its image (training and test crops alike)."""
+        """``N x 3 x h x w`` anti-aliased bilinear crops (0 outside the images)."""
         return crop_images(images, batch_idx, affines, self.crop_size, antialias=True)
 
     # ------------------------------------------------------------------ training crops
-    def crop_label_sets(self, batched_inputs: List[Dict], batch_idx: torch.Tensor) -> List[Optional[str]]:
-        """The label-set name of each training crop: its input's ``"label_set"`` (set by the
-        dataset mapper; None: the model's set)."""
-        return [batched_inputs[i].get("label_set") for i in batch_idx.tolist()]
-
     def training_crops(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The training crops the data loader cut (``face_crops`` ``N_i x 3 x h x w``, normalised,
-        and ``face_crop_sem_seg`` ``N_i x h x w``; :class:`~qanet_d2.data.training_crops.TrainingCropper`)
-        as one batch: ``(crops, labels, batch_idx)``, ``batch_idx`` the ``N`` input indices."""
+        """The inputs' ``face_crops`` and ``face_crop_sem_seg`` (cut by the data loader) as one batch:
+        ``(crops, labels, batch_idx)``, ``batch_idx`` the input of each crop."""
         missing = [i for i, x in enumerate(batched_inputs) if "face_crops" not in x]
         if missing:
             raise ValueError(

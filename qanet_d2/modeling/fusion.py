@@ -1,22 +1,10 @@
 """Batch norms folded into the convolutions before them, for inference (``TEST.FUSE_CONV_BN``).
 
-In eval mode a batch norm after a convolution is an affine map per channel, so it can be folded
-into the convolution's weight and bias: one operation instead of two, the same function up to
-float rounding (about 1e-6 relative). On the CPU the parsers are made of many small convolutions,
-and the batch norms cost a quarter of the parser's time (HRNet-W18-small, four 128x96 crops:
-21 ms instead of 15 ms, ``tools/benchmark_video.py``).
-
-:func:`fuse_conv_bn` folds, in place:
-
-* detectron2 :class:`~detectron2.layers.Conv2d` modules whose ``norm`` is a
-  :class:`~torch.nn.BatchNorm2d` or :class:`~detectron2.layers.FrozenBatchNorm2d` (the detector's
-  ResNet, the ResNet parser backbone, the semantic-FPN neck): the norm is folded and removed;
-* timm HRNet bodies (:class:`~qanet_d2.modeling.backbone.TimmHRNetBackbone`): traced with
-  ``torch.fx`` and every ``Conv2d -> BatchNorm2d`` pair of the graph fused
-  (``torch.fx.experimental.optimization.fuse``).
-
-Group norms (the FCOS head) depend on the input and stay. The fused model is for inference only:
-its batch norms are gone, so it neither trains nor loads the training checkpoints' norm keys.
+Same function up to float rounding (about 1e-6 relative); on the CPU the batch norms cost a
+quarter of the parser's time (HRNet-W18-small, four 128x96 crops: 21 ms instead of 15 ms).
+detectron2 ``Conv2d`` modules lose their (Frozen)BatchNorm ``norm``; timm HRNet bodies are traced
+with ``torch.fx`` and fused. Group norms stay. The fused model neither trains nor loads training
+checkpoints.
 """
 from __future__ import annotations
 
@@ -52,14 +40,8 @@ def _fold_detectron2_conv(conv: Conv2d) -> bool:
 
 
 def fuse_conv_bn(model: nn.Module) -> int:
-    """Fold the eval-mode batch norms of ``model`` into their convolutions, in place.
-
-    Returns:
-        the number of batch norms folded.
-
-    Raises:
-        RuntimeError: ``model`` is in training mode.
-    """
+    """Fold the batch norms of an eval-mode ``model`` into their convolutions, in place; returns
+    how many were folded."""
     if model.training:
         raise RuntimeError("fuse_conv_bn folds batch norms for inference: call model.eval() first")
     from torch.fx.experimental.optimization import fuse
@@ -84,10 +66,7 @@ def fuse_conv_bn(model: nn.Module) -> int:
 
 def _thaw_frozen_batchnorms(module: nn.Module) -> None:
     """Replace detectron2's FrozenBatchNorm2d (a backbone trained with MODEL.QANET.BACKBONE.FREEZE_AT)
-    by the equal eval-mode BatchNorm2d, in place: its forward has Python control flow that torch.fx
-    cannot trace, and as a BatchNorm2d it is folded like the others."""
-    from detectron2.layers import FrozenBatchNorm2d
-
+    by the equal eval-mode BatchNorm2d, in place: torch.fx cannot trace its forward."""
     for name, child in module.named_children():
         if isinstance(child, FrozenBatchNorm2d):
             bn = nn.BatchNorm2d(child.num_features, eps=child.eps).to(child.weight.device)

@@ -39,9 +39,8 @@ def group_views(views: Sequence[Tuple[float, bool]]) -> List[Tuple[float, List[b
 
 
 def _boxes_to_size(faces: Instances, size: Sequence[int]) -> Instances:
-    """``faces`` (``pred_boxes`` in the frame of ``faces.image_size``, optional ``scores`` and
-    ``pred_keypoints``) with their boxes and landmarks scaled to an image of ``size``
-    ``(height, width)`` of the same frame."""
+    """``faces`` (``pred_boxes``, optional ``scores`` and ``pred_keypoints``) with boxes and
+    landmarks scaled to ``size`` ``(height, width)``."""
     (h, w), (nh, nw) = faces.image_size, (int(size[0]), int(size[1]))
     if (h, w) == (nh, nw):
         return faces
@@ -62,22 +61,14 @@ def _boxes_to_size(faces: Instances, size: Sequence[int]) -> Instances:
 class QANetFaceParser(nn.Module):
     """Detect faces, parse each face crop with QANet, paste the parsings back.
 
-    The parts, each built from its own config subtree: ``detector`` (``MODEL.QANET.DETECTOR.NAME``
-    from :data:`~qanet_d2.modeling.detectors.FACE_DETECTOR_REGISTRY`: detectron2's FCOS on
-    ``MODEL.FCOS``, or YuNet on ``MODEL.YUNET``), ``box_adapter`` (face box and landmarks -> head
-    box, ``MODEL.QANET.DETECTOR.BOX_ADAPTER``), ``cropper`` (:class:`FaceCropper`, ``MODEL.QANET`` crop
-    geometry and augmentation),
-    ``parser`` (:class:`QANetParser` with its losses) and ``postprocessor``
-    (:class:`FacePostProcessor`, ``MODEL.QANET.INFERENCE``).
+    Parts: ``detector`` (``MODEL.QANET.DETECTOR.NAME``: FCOS or YuNet), ``box_adapter`` (face box
+    and landmarks -> head box), ``cropper``, ``parser`` (with its losses) and ``postprocessor``.
 
-    Inputs follow detectron2 (see :class:`qanet_d2.data.mapper.FaceParsingDatasetMapper`):
-    ``image`` (``3 x H' x W'`` uint8 in ``INPUT.FORMAT``, possibly resized), ``instances``
-    (``gt_boxes`` in the ``image`` frame), ``sem_seg`` (``H' x W'``, training), ``height``/``width``
-    (original size, the frame of all outputs) and, at inference, ``original_image`` (the
-    unresized frame, ``3 x height x width``: the parser's crops are cut from it when present).
-
-    Training returns a dict of losses (detector, parser or both, by ``MODEL.QANET.TRAIN_MODE``).
-    Inference: see :meth:`inference`.
+    Inputs follow detectron2 (:class:`qanet_d2.data.mapper.FaceParsingDatasetMapper`): ``image``
+    (``3 x H' x W'`` in ``INPUT.FORMAT``, possibly resized), ``instances`` (``gt_boxes``),
+    ``height``/``width`` (the frame of all outputs) and, at inference, ``original_image`` (the
+    unresized frame, where present the source of the parser's crops). Training returns the losses
+    of ``MODEL.QANET.TRAIN_MODE``.
     """
 
     @configurable
@@ -175,8 +166,7 @@ class QANetFaceParser(nn.Module):
 
     @property
     def label_set(self):
-        """The :class:`~qanet_d2.structures.label_sets.LabelSet` the model predicts (the parser's;
-        None when neither the config nor a loaded checkpoint gave one)."""
+        """The :class:`~qanet_d2.structures.label_sets.LabelSet` the parser predicts (or None)."""
         return self.parser.label_set
 
     def train(self, mode: bool = True):
@@ -199,19 +189,14 @@ class QANetFaceParser(nn.Module):
                 logits, pred_iou = self.parser(crops)
             else:
                 logits, pred_iou = crops.new_zeros((0, self.num_classes) + crops.shape[-2:]), crops.new_zeros(0)
-            label_sets = self.cropper.crop_label_sets(batched_inputs, batch_idx)
+            label_sets = [batched_inputs[i].get("label_set") for i in batch_idx.tolist()]  # None: the model's
             losses.update(self.parser.losses(logits, pred_iou, labels, label_sets))
         return losses
 
     def detector_inputs(self, batched_inputs: List[Dict], output_frame: bool = False) -> List[Dict]:
-        """The inputs as the detector sees them: ``image`` resized by ``MODEL.FCOS.INPUT_SCALE``
-        in training, ``INPUT_SCALE_TEST`` in eval mode (bilinear, antialiased) with
-        ``instances.gt_boxes`` scaled along, if present.
-
-        ``height``/``width`` are the resized size, or with ``output_frame`` the size of the
-        model input ``image``, so that the detector's own post-processing returns its boxes in
-        the frame of the model input.
-        """
+        """The inputs resized by ``MODEL.FCOS.INPUT_SCALE`` (``INPUT_SCALE_TEST`` in eval mode;
+        antialiased bilinear), ``gt_boxes`` along. ``output_frame``: ``height``/``width`` of the
+        model input, so that the detector returns its boxes in that frame."""
         out = []
         scale = self.detector_input_scale if self.training else self.detector_input_scale_test
         for x in batched_inputs:
@@ -236,15 +221,9 @@ class QANetFaceParser(nn.Module):
     # ------------------------------------------------------------------ inference stages
     @torch.no_grad()
     def detect(self, batched_inputs: List[Dict]) -> List[Instances]:
-        """Face boxes of each input, in the frame of its ``image``: the detector called as it is
-        (eval-mode forward, boxes post-processed to the input size) with its boxes turned into
-        head boxes by the box adapter (if configured), or the inputs' ``instances.gt_boxes``
-        (score 1) with ``MODEL.QANET.TEST_BOXES`` "gt".
-
-        Returns:
-            per image, Instances with ``pred_boxes`` and ``scores``, and ``pred_keypoints``
-            (``N x 5 x 3``) where the detector gives landmarks.
-        """
+        """Per input, Instances in the frame of its ``image`` with ``pred_boxes`` and ``scores`` (and
+        ``N x 5 x 3`` ``pred_keypoints`` where the detector gives them): the detector's (head boxes
+        with the box adapter), or ``gt_boxes`` with score 1 under ``MODEL.QANET.TEST_BOXES`` "gt"."""
         if self.test_boxes == "gt":
             faces = []
             for x in batched_inputs:
@@ -281,8 +260,8 @@ class QANetFaceParser(nn.Module):
         return self.cropper.crop_images(images.tensor, batch_idx, affines), affines
 
     def parse_crops(self, crops: torch.Tensor, flips: Sequence[bool], parsers: Sequence[nn.Module]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Parser probabilities (``N x C x h x w``) and IoUs (``N``) of ``crops``, averaged over
-        ``parsers`` and the given flips (flipped views mirrored back, left/right channels swapped)."""
+        """Probabilities (``N x C x h x w``) and IoUs (``N``) of ``crops``, averaged over ``parsers``
+        and ``flips`` (flipped views mirrored back)."""
         probs, ious = 0.0, 0.0
         count = 0
         for parser in parsers:
@@ -303,23 +282,14 @@ class QANetFaceParser(nn.Module):
         parsers: Optional[Sequence[nn.Module]] = None,
         times: Optional[StageTimes] = None,
     ) -> List[Instances]:
-        """Crop and parse the faces of a batch, ``PARSER_BATCH`` crops per parser call (stages
-        "crop" and "parser" of ``times``).
+        """Crop and parse the faces of the normalised batch ``images``, ``PARSER_BATCH`` crops per call.
 
-        Args:
-            images: the normalised batch (:meth:`FaceCropper.preprocess`).
-            faces: per image, ``pred_boxes`` in the model-input frame and optional ``scores``
-                (default 1); empty boxes are dropped and at most ``MAX_PARSED_FACES`` (the
-                best scoring) are kept.
-            views: ``(box_scale, flip)`` pairs (:func:`group_views`); flips of one box scale
-                are averaged in the crop frame.
-            parsers: parsers whose probabilities are averaged (default: this model's).
-
-        Returns:
-            per image, Instances in the model-input frame with ``pred_boxes``, ``box_scores``,
-            ``iou_scores`` (clamped to [0, 1], averaged over views), ``pred_classes`` (0),
-            ``parsing_probs`` (``N x V x C x h x w``, V box scales in the order of ``views``),
-            ``crop_affines`` (``N x V x 2 x 3``) and the faces' ``pred_keypoints`` if given.
+        ``faces``: per image, ``pred_boxes`` and optional ``scores`` (default 1); empty boxes are
+        dropped, the ``MAX_PARSED_FACES`` best kept. ``views``: ``(box_scale, flip)`` pairs
+        (:func:`group_views`). ``parsers``: averaged (default: this model's). Returns per image
+        Instances with ``pred_boxes``, ``box_scores``, ``iou_scores`` (clamped, averaged over views),
+        ``pred_classes`` (0), ``parsing_probs`` (``N x V x C x h x w``, V box scales), ``crop_affines``
+        (``N x V x 2 x 3``) and any ``pred_keypoints``.
         """
         parsers = [self.parser] if parsers is None else list(parsers)
         stage = times if times is not None else profiler_range
@@ -373,8 +343,7 @@ class QANetFaceParser(nn.Module):
     def postprocess(
         self, faces: List[Instances], batched_inputs: List[Dict], class_scores: bool = False, times: Optional[StageTimes] = None
     ) -> List[Dict]:
-        """Per-face results (model-input frame) -> per image the outputs of
-        :class:`FacePostProcessor` in the original frame (``height`` x ``width`` of each input)."""
+        """Per image the :class:`FacePostProcessor` outputs in its ``height`` x ``width`` frame."""
         results = []
         for f, x in zip(faces, batched_inputs):
             in_h, in_w = f.image_size
@@ -394,33 +363,16 @@ class QANetFaceParser(nn.Module):
         class_scores: bool = False,
         times: Optional[StageTimes] = None,
     ) -> List[Dict]:
-        """Detect (or take the given boxes), parse and paste back.
+        """Detect (or take ``face_boxes``: per image ``pred_boxes`` in the ``image`` frame and
+        optional ``scores``), parse and paste back: per image the dict of
+        :meth:`FacePostProcessor.__call__`.
 
-        Args:
-            face_boxes: per image, Instances with ``pred_boxes`` (XYXY_ABS, in the frame of the
-                input ``image``) and optional ``scores`` to parse instead of :meth:`detect`'s
-                (like detectron2's ``detected_instances``).
-            do_postprocess: False returns the per-face results of :meth:`parse_faces` (in the
-                frame the faces were cropped from: ``original_image`` when the input has one,
-                else ``image``; not scored, not painted) as ``[{"instances": ...}]``, for callers
-                that post-process themselves.
-            views: ``(box_scale, flip)`` test-time views (:func:`group_views`).
-            parsers: parsers whose probabilities are averaged (default: this model's).
-            class_scores: also return ``sem_seg``.
-            times: a :class:`StageTimes` that records the stages ("detector", "crop", "parser"
-                and the post-processor's).
-
-        Returns:
-            per image a dict with ``instances`` (in the original ``height`` x ``width`` frame,
-            sorted by decreasing ``scores``: ``pred_boxes``, ``scores`` (quality score),
-            ``box_scores``, ``iou_scores``, ``pixel_scores``, ``pred_classes``), ``labels``
-            (``H x W`` uint8 label map), ``painted``, ``face_labels`` and, with
-            ``class_scores``, ``sem_seg`` (``C x H x W`` class scores, argmax = ``labels``): see
-            :meth:`FacePostProcessor.__call__`.
+        ``do_postprocess`` False: ``[{"instances": ...}]`` of :meth:`parse_faces` in the frame the
+        faces were cropped from. ``views``/``parsers``: as :meth:`parse_faces`. ``class_scores``: also
+        ``sem_seg``. ``times``: a :class:`StageTimes` of the stages.
         """
         assert not self.training, "inference needs model.eval()"
-        # Faces are cropped from each input's original_image when it has one (the frame at its
-        # original resolution, as the training crops are); the detector sees the resized image.
+        # crops from the original_image where given (as the training crops); the detector sees the resized image
         stage = times if times is not None else profiler_range
         with stage("crop"):
             images = self.cropper.preprocess(batched_inputs, original=True)

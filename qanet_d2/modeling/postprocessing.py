@@ -1,50 +1,34 @@
 """Post-processing of parsed faces: scoring, paste-back and painting (the one place for it).
 
-Per-face results (:class:`~detectron2.structures.Instances`, one per image) carry
-``pred_boxes`` (XYXY_ABS), ``box_scores``, ``iou_scores``, ``parsing_probs``
-(``N x V x C x h x w`` crop probabilities, one per box-scale view; flipped views and ensemble
-members are already averaged in the crop frame) and ``crop_affines`` (``N x V x 2 x 3``, crop
-pixel -> image pixel, continuous pixel coordinates of :mod:`qanet_d2.layers.crops`).
-:class:`FacePostProcessor` turns them into the image-level outputs. The algorithm, which a NumPy
-reference can mirror line by line:
+Per-face results (:class:`~detectron2.structures.Instances`, one per image) carry ``pred_boxes``
+(XYXY_ABS), ``box_scores``, ``iou_scores``, ``parsing_probs`` (``N x V x C x h x w``, one per
+box-scale view; flips and ensemble members already averaged in the crop frame) and
+``crop_affines`` (``N x V x 2 x 3``, crop pixel -> image pixel, the continuous pixel coordinates of
+:mod:`qanet_d2.layers.crops`). :class:`FacePostProcessor` turns them into the image-level outputs
+(``qanet_d2.runtime.postprocess`` mirrors it in NumPy):
 
-1. **Rescale** (:meth:`FacePostProcessor.rescale`): boxes and affines move from the model-input
-   frame to the output frame (``x * width / input_width``, ``y * height / input_height``).
-2. **Paste** one face (:func:`paste_face`): its window is the union of its views' crop windows
-   (:func:`~qanet_d2.layers.crops.crop_windows`), clipped to the image. At every window pixel
-   centre, each view whose crop contains it is sampled bilinearly (``grid_sample``,
-   ``align_corners=False``, crop edges clamped) and the views are averaged; the face's label
-   there is the argmax (first maximum), background (0) where the maximum is below ``1 / C``;
-   pixels outside every view's crop are not the face's.
-3. **Score** (:meth:`FacePostProcessor.score`): pixel score = mean of the per-pixel maximum
-   probability over the pixels where it is >= ``PIXEL_SCORE_THRESH``, taken on the pasted,
-   view-averaged probabilities at the image pixels inside the face's pasted crop region
-   (``PIXEL_SCORE_REGION`` "pasted", as the official QANet code), at the image pixels whose
-   centres lie inside the face box ("image"), or on the crop probabilities, padding included,
-   averaged over views ("crop"). Quality score = ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``.
-4. **Smooth** (optional): a hook between scoring and painting that may change the faces'
-   probabilities and scores (the video smoother, :class:`qanet_d2.video.VideoPredictor`).
-5. **Paint** (:meth:`FacePostProcessor.paint`): the label map starts as background; faces whose
-   quality score is >= ``QUALITY_SCORE_THRESH`` and whose box score is >= ``BOX_SCORE_THRESH``
-   are painted in ascending paint score (the quality score with ``PAINT_ORDER`` "quality", the
-   box score with "box"; ties: ascending other score, then instance order), each writing its
-   non-background labels over the map, so the best face wins overlaps. Class scores (``sem_seg``, ``C x H x W``, only when asked for) start as
-   background one-hot and take the face's view-averaged probabilities where it paints a label,
-   so that their argmax is the label map.
-6. **Per-face labels** (:meth:`FacePostProcessor.face_labels`): each face's own labels on its
-   window (the pastes of step 5 reused), for consumers that need faces one by one (instance
-   evaluation, the demo's per-face output): the crop probabilities are not pasted again elsewhere.
+1. **Rescale**: boxes and affines from the model-input frame to the output frame.
+2. **Paste** one face: its window is the union of its views' crop windows, clipped to the image.
+   At every pixel centre, the views whose crop contains it are sampled bilinearly (``grid_sample``,
+   ``align_corners=False``, crop edges clamped) and averaged; the label is the argmax (first
+   maximum), background (0) where the maximum is below ``1 / C``, none outside every view's crop.
+3. **Score**: pixel score = mean of the per-pixel max probability over the pixels where it is
+   >= ``PIXEL_SCORE_THRESH``, on the pasted probabilities inside the face's pasted crop region
+   (``PIXEL_SCORE_REGION`` "pasted", the official QANet code), inside the face box ("image"), or on
+   the crops, padding included, averaged over views ("crop").
+   Quality score = ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``.
+4. **Smooth** (optional): a hook that may change the faces' probabilities and scores (the video
+   smoother).
+5. **Paint**: faces with quality score >= ``QUALITY_SCORE_THRESH`` and box score >=
+   ``BOX_SCORE_THRESH`` write their non-background labels in ascending paint score (``PAINT_ORDER``;
+   ties: the other score, then instance order), so the best face wins overlaps. Class scores
+   (``sem_seg``, on request) take the face's averaged probabilities where it paints, so their
+   argmax is the label map.
+6. **Per-face labels**: each face's own labels on its window (the pastes of step 5 reused).
 
-Speed and memory: the label map needs no ``C x H x W`` tensor. Faces' windows are cut into tiles
-of at most ``PASTE_TILE`` pixels a side, and tiles are pasted in runs of at most
-``PASTE_TILE ** 2`` (padded) pixels, several faces per tensor operation, so memory is bounded by
-the tile size whatever the image and face sizes. The ``C``-channel interpolation runs only where
-it can change the result: where the four crop pixels around a sample point have the same label
-in every view, the bilinear mix of their probabilities (a convex combination of vectors sharing
-an argmax) has that label too, so those pixels take it directly: an exact shortcut, not an
-approximation. For the axis-aligned affines that inference produces, finding the crop cell of a
-pixel is separable in x and y. Rotated affines (e.g. from a smoothing over a rotating track) and
-class scores take the full interpolation.
+Speed and memory: windows are pasted in tiles of at most ``PASTE_TILE`` pixels a side, several
+faces per tensor operation. The ``C``-channel interpolation runs only where the four crop pixels
+around a point differ in label in some view: elsewhere the bilinear mix has their label (exact).
 """
 from __future__ import annotations
 
@@ -68,7 +52,6 @@ __all__ = [
     "StageTimes",
     "PastedFace",
     "add_postprocessing_config",
-    "face_windows",
     "paint_order",
     "face_scores",
     "channel_max",
@@ -92,50 +75,39 @@ _MIXED = 255  # the interpolation must be computed
 
 # ---------------------------------------------------------------------------- scoring
 def pixel_scores_from_top(top: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
-    """Pixel score of each of ``N`` faces from its per-pixel max probabilities ``N x h x w``: the
-    mean of those that are >= ``thresh`` (0 for a face with none)."""
+    """Pixel scores of ``N`` faces from their ``N x h x w`` max probabilities: the mean of those
+    >= ``thresh`` (0 for none)."""
     top = top.flatten(1)
     keep = (top >= thresh).to(top.dtype)
     return (top * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
 
 class CropMaxima(NamedTuple):
-    """Per crop pixel of ``N x V`` views: the max probability ``top`` (float) and its class
-    ``labels`` (uint8, first maximum), each ``N x V x h x w`` (:func:`crop_maxima`)."""
+    """Per crop pixel, ``N x V x h x w``: the max probability ``top`` and its class ``labels`` (uint8)."""
 
     top: torch.Tensor
     labels: torch.Tensor
 
 
 def crop_maxima(probs: torch.Tensor) -> CropMaxima:
-    """:class:`CropMaxima` of ``N x V x C x h x w`` probabilities: one reduction over the classes
-    that both the pixel score and the painting use."""
+    """:class:`CropMaxima` of ``N x V x C x h x w`` probabilities (shared by scoring and painting)."""
     return CropMaxima(*channel_max(probs, dim=2, label_dtype=torch.uint8))
 
 
 def face_scores(box_scores, iou_scores, pix_scores, weights: Sequence[float] = (1.0, 0.5, 3.0)) -> torch.Tensor:
-    """Quality score ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))`` (geometric mean, weighted).
-
-    The predicted IoU is clamped to [0, 1] first (the IoU branch is unbounded).
-    """
+    """Quality score ``(box^a * iou^b * pixel^c) ** (1 / (a + b + c))``, each score clamped to
+    ``[SCORE_EPS, 1]`` (the IoU branch is unbounded)."""
     a, b, c = (float(w) for w in weights)
     eps = SCORE_EPS
-    terms = (
-        a * box_scores.clamp(eps, 1.0).log()
-        + b * iou_scores.clamp(eps, 1.0).log()
-        + c * pix_scores.clamp(eps, 1.0).log()
-    )
+    terms = sum(w * x.clamp(eps, 1.0).log() for w, x in ((a, box_scores), (b, iou_scores), (c, pix_scores)))
     return torch.exp(terms / max(a + b + c, eps))
 
 
 def channel_max(probs: torch.Tensor, dim: int = 0, label_dtype: torch.dtype = torch.long) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(max, argmax)`` over dimension ``dim`` (the first maximum wins ties, as ``torch.argmax``),
-    the argmax as ``label_dtype``.
+    """``probs.max(dim)`` (first maximum wins), the argmax as ``label_dtype``.
 
-    Same result as ``probs.max(dim)``. On the CPU, torch's reduction over an outer dimension of
-    a large contiguous tensor is slow (about 1 ms for one 17 x 128 x 96 crop); a running maximum
-    over the channel planes is elementwise and faster. Small tensors and channels-last ones
-    (channel innermost) reduce fast natively.
+    On the CPU torch's reduction over an outer dimension of a large contiguous tensor is slow
+    (about 1 ms for one 17 x 128 x 96 crop); a running maximum over the planes is faster.
     """
     small = probs.numel() <= 4096 * probs.shape[dim]
     if probs.device.type != "cpu" or probs.shape[dim] < 2 or probs.stride(dim) == 1 or small:
@@ -166,10 +138,8 @@ def paint_order(paint_scores: torch.Tensor, other_scores: torch.Tensor, keep: to
 class StageTimes:
     """Wall-clock and CPU seconds per named stage, summed over calls (``wall``, ``cpu``).
 
-    ``with times("paint"): ...`` times a stage; every stage is also a
-    ``torch.profiler.record_function`` range, so a profiler sees the same stages. Pass one to
-    :meth:`FacePostProcessor.__call__` or the model's ``inference`` (``times=``); without one the
-    stages are only profiler ranges. ``sync``: wait for CUDA kernels at both ends of a stage.
+    ``with times("paint"): ...`` times a stage, also a ``torch.profiler.record_function`` range.
+    ``sync``: wait for CUDA kernels at both ends of a stage.
     """
 
     def __init__(self, sync: bool = False):
@@ -192,32 +162,15 @@ class StageTimes:
                 self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
 
 
-def profiler_range(name: str):
-    """A stage without timing: only a ``torch.profiler.record_function`` range."""
-    return torch.profiler.record_function(name)
+profiler_range = torch.profiler.record_function  # a stage without timing
 
 
 # ---------------------------------------------------------------------------- pasting
-def face_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Sequence[int]) -> List[Tuple[int, int, int, int]]:
-    """Integer windows ``(x0, y0, x1, y1)`` covering the crops of each face's views
-    (``N x V x 2 x 3`` affines), clipped to the image (empty, ``x1 <= x0`` or ``y1 <= y0``, when
-    outside it)."""
-    n, v = affines.shape[:2]
-    if n == 0:
-        return []
-    wins = crop_windows(affines.reshape(n * v, 2, 3).float(), crop_size, image_size).reshape(n, v, 4)
-    lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
-    return [tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()]
-
-
 @dataclass
 class PastedFace:
-    """One face pasted into its image window ``[x0, y0, x1, y1)``.
-
-    ``labels``: ``(y1-y0) x (x1-x0)`` uint8, the face's labels, 0 (background) outside its crops.
-    ``inside``: bool mask of the pixels inside at least one view's crop.
-    ``top``: float max of the view-averaged probabilities (0 outside), when asked for.
-    """
+    """One face pasted into its image window ``[x0, y0, x1, y1)``: window-sized uint8 ``labels``
+    (0 outside its crops), ``inside`` (in at least one view's crop) and optionally ``top`` (max of
+    the view-averaged probabilities, 0 outside)."""
 
     window: Tuple[int, int, int, int]
     labels: torch.Tensor
@@ -226,10 +179,9 @@ class PastedFace:
 
 
 def cells_from_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Labels of the interpolation cells of crops with ``... x h x w`` uint8 argmax labels:
-    ``... x (h+1) x (w+1)`` uint8. Cell ``(i, j)`` is the square between the centres of crop
-    pixels ``(i-1, j-1)`` and ``(i, j)`` (crop edges replicated); its value is the label that its
-    four corners share, or ``_MIXED`` (255) when they differ."""
+    """``... x (h+1) x (w+1)`` labels of the interpolation cells of ``... x h x w`` crop labels:
+    cell ``(i, j)`` lies between pixel centres ``(i-1, j-1)`` and ``(i, j)`` (edges replicated);
+    its value is the label its four corners share, else ``_MIXED``."""
     h, w = labels.shape[-2:]
     rows = torch.arange(-1, h + 1, device=labels.device).clamp(0, h - 1)
     cols = torch.arange(-1, w + 1, device=labels.device).clamp(0, w - 1)
@@ -241,7 +193,7 @@ def cells_from_labels(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Item:
-    """A piece of a face's window, pasted as one unit: face index and window ``(x0, y0, x1, y1)``."""
+    """A tile of a face's window, pasted as one unit."""
 
     face: int
     window: Tuple[int, int, int, int]
@@ -264,8 +216,8 @@ def _items(windows: Dict[int, Tuple[int, int, int, int]], order: Sequence[int], 
 
 
 def _chunks(items: List[_Item], max_pixels: int, max_items: int):
-    """Consecutive runs of at most ``max_items`` items whose windows, padded to the largest
-    height and width of the run, hold at most ``max_pixels`` pixels (a larger item alone)."""
+    """Runs of at most ``max_items`` items holding at most ``max_pixels`` pixels once padded to
+    the run's largest size (a larger item alone)."""
     chunk, hmax, wmax = [], 0, 0
     for item in items:
         h, w = item.size
@@ -280,19 +232,13 @@ def _chunks(items: List[_Item], max_pixels: int, max_items: int):
 
 
 def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool, maxima: CropMaxima):
-    """Paste a run of items at once (steps 2 and 3 of the module docstring).
+    """Paste a run of items at once, from their faces' ``F x V x C x h x w`` ``probs`` (one row per
+    item), ``F x V x 2 x 3`` float64 image -> crop affines ``inverse`` and :class:`CropMaxima`.
 
-    Args:
-        probs: ``F x V x C x h x w`` probabilities of the items' faces (one row per item).
-        inverse: ``F x V x 2 x 3`` float64 image -> crop affines.
-        maxima: the :class:`CropMaxima` of ``probs``.
-
-    Returns:
-        ``(codes, top, point_probs)``: ``F x Hmax x Wmax`` uint8 labels (``_OUTSIDE`` where no
-        view covers a pixel, and beyond each item's own size), ``F x Hmax x Wmax`` max of the
-        view-averaged probabilities (``with_top``) and, ``with_probs``, the ``K x C`` averaged
-        probabilities (0 where no view covers the pixel) of every pixel of every item, item after
-        item in row-major order (else None).
+    Returns ``(codes, top, point_probs)``: ``F x Hmax x Wmax`` uint8 labels (``_OUTSIDE`` where no
+    view covers a pixel or beyond the item), the max of the view-averaged probabilities
+    (``with_top``) and, ``with_probs``, the ``K x C`` averaged probabilities of every pixel of every
+    item, item after item in row-major order.
     """
     num_items, num_views, num_classes, h, w = probs.shape
     device = probs.device
@@ -390,12 +336,9 @@ def _paste(
     with_probs: bool = False,
     maxima: Optional[CropMaxima] = None,
 ):
-    """Paste ``items`` (pieces of the windows of faces with ``N x V x C x h x w`` probabilities
-    and ``N x V x 2 x 3`` crop -> image affines), a chunk of at most ``tile * tile`` pixels at a
-    time, and yield them in order: ``(item, labels, inside, top, item_probs)`` with ``labels``
-    (uint8, 0 outside the face's crops), ``inside`` (bool), ``top`` (float, ``with_top``) and
-    ``item_probs`` (``C x h x w`` view-averaged probabilities, 0 outside, ``with_probs``) of the
-    item's window. ``maxima``: the faces' :class:`CropMaxima`, if already computed."""
+    """Paste ``items`` a chunk of at most ``tile * tile`` pixels at a time and yield, in order,
+    ``(item, labels, inside, top, item_probs)`` of each item's window (``top`` with ``with_top``,
+    the ``C x h x w`` averaged ``item_probs`` with ``with_probs``)."""
     if not items:
         return
     num_classes = probs.shape[2]
@@ -422,7 +365,7 @@ def _paste(
 
 
 def _assemble(probs, affines, windows, faces, tile, with_top, maxima=None) -> Dict[int, PastedFace]:
-    """:class:`PastedFace` of each face in ``faces``, assembled from its tiles."""
+    """:class:`PastedFace` of each face in ``faces``, from its tiles."""
     out: Dict[int, PastedFace] = {}
     device = probs.device
     for i in faces:
@@ -453,31 +396,23 @@ def add_postprocessing_config(cfg: CN) -> None:
     i.SCORE_WEIGHTS = (1.0, 0.5, 3.0)
     # Pixel score: mean max-probability over pixels whose max-probability >= this.
     i.PIXEL_SCORE_THRESH = 0.2
-    # Pixels of the pixel score: "pasted" (the pasted, view-averaged probabilities at the image
-    # pixels inside the face's pasted crop region, as the official QANet code; the GPU configs'
-    # setting), "image" (the same probabilities at the image pixels inside the face box only) or
-    # "crop" (every pixel of the face crops, padding included, averaged over box-scale views).
+    # Pixels of the pixel score (module docstring): "pasted" (the official QANet code; the GPU
+    # configs'), "image" (pasted, inside the face box) or "crop" (the crops, padding included).
     i.PIXEL_SCORE_REGION = "image"
-    # A face is painted into the label map when its quality score >= QUALITY_SCORE_THRESH and its
-    # detector box score >= BOX_SCORE_THRESH. Faces are painted in ascending order of a score, so
-    # that the best face wins where faces overlap: PAINT_ORDER "box" (the box score, as the
-    # official QANet code) or "quality" (the quality score); ties are broken by the other score.
+    # Faces painted: quality score >= QUALITY_SCORE_THRESH and box score >= BOX_SCORE_THRESH, in
+    # ascending PAINT_ORDER score ("box", as the official QANet code, or "quality"), so the best
+    # face wins overlaps; ties are broken by the other score.
     i.QUALITY_SCORE_THRESH = 0.0
     i.BOX_SCORE_THRESH = 0.3
     i.PAINT_ORDER = "box"
-    # Faces are pasted back window by window in tiles of at most PASTE_TILE x PASTE_TILE image
-    # pixels: the memory for pasting is bounded by the tile, whatever the image size.
+    # Tile side of the paste-back: bounds its memory whatever the image size.
     i.PASTE_TILE = 512
 
 
 class FacePostProcessor:
-    """Scores, pastes and paints per-face results (see the module docstring), stage by stage:
-    :meth:`rescale` -> :meth:`score` -> a ``smooth`` hook -> :meth:`paint` -> :meth:`face_labels`;
-    :meth:`__call__` runs them in that order.
-
-    Built from ``MODEL.QANET.INFERENCE`` (:func:`add_postprocessing_config`) and
-    ``MODEL.QANET.NUM_CLASSES``.
-    """
+    """Scores, pastes and paints per-face results (module docstring): :meth:`__call__` runs
+    :meth:`rescale` -> :meth:`score` -> a ``smooth`` hook -> :meth:`paint` -> :meth:`face_labels`.
+    Built from ``MODEL.QANET.INFERENCE`` and ``MODEL.QANET.NUM_CLASSES``."""
 
     @configurable
     def __init__(
@@ -528,8 +463,8 @@ class FacePostProcessor:
     # ------------------------------------------------------------------ steps
     @staticmethod
     def rescale(faces: Instances, output_size: Sequence[int]) -> Instances:
-        """``faces`` moved from their frame (``faces.image_size``) to ``output_size``
-        ``(height, width)``: boxes scaled and clipped, affines and landmarks scaled; probabilities unchanged."""
+        """``faces`` moved from their frame to ``output_size`` ``(height, width)``: boxes scaled and
+        clipped, affines and landmarks scaled."""
         height, width = int(output_size[0]), int(output_size[1])
         in_h, in_w = faces.image_size
         out = Instances((height, width), **faces.get_fields())
@@ -552,15 +487,20 @@ class FacePostProcessor:
         return out
 
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
-        """Each face's window ``(x0, y0, x1, y1)`` in ``faces.image_size`` (:func:`face_windows`)."""
-        wins = face_windows(faces.crop_affines, faces.parsing_probs.shape[-2:], faces.image_size)
-        return dict(enumerate(wins))
+        """Each face's integer window ``(x0, y0, x1, y1)`` covering its views' crops, clipped to the
+        image (possibly empty)."""
+        n, v = faces.crop_affines.shape[:2]
+        if n == 0:
+            return {}
+        affines = faces.crop_affines.reshape(n * v, 2, 3).float()
+        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).reshape(n, v, 4)
+        lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
+        return dict(enumerate(tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()))
 
     def paste(
         self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima: Optional[CropMaxima] = None
     ) -> Dict[int, PastedFace]:
-        """The faces ``indices`` of ``faces`` pasted into their windows of ``faces.image_size``
-        (``maxima``: the faces' :class:`CropMaxima`, if already computed)."""
+        """The faces ``indices`` pasted into their windows (``maxima``: if already computed)."""
         return _assemble(
             faces.parsing_probs, faces.crop_affines, self.windows(faces), list(indices), self.paste_tile, with_top, maxima
         )
@@ -570,10 +510,8 @@ class FacePostProcessor:
     ) -> Instances:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
 
-        With ``PIXEL_SCORE_REGION`` "image" or "pasted" the faces are pasted (``faces`` must then be in the
-        output frame); pass a dict as ``pasted`` to keep those pastes for :meth:`paint` (faces
-        already in it with their ``top`` are not pasted again).
-        ``maxima``: the faces' :class:`CropMaxima`, if already computed.
+        Regions "image" and "pasted" paste the faces (in the output frame); a ``pasted`` dict keeps
+        those pastes for :meth:`paint` (faces already in it with their ``top`` are reused).
         """
         n = len(faces)
         probs = faces.parsing_probs
@@ -587,37 +525,31 @@ class FacePostProcessor:
             faces_pasted = {**known, **self.paste(faces, [i for i in range(n) if i not in known], with_top=True, maxima=maxima)}
             if pasted is not None:
                 pasted.update(faces_pasted)
-            if self.pixel_score_region == "image":
-                values = [self._box_pixel_score(faces_pasted[i], faces.pred_boxes.tensor[i]) for i in range(n)]
-            else:
-                values = [self._region_pixel_score(faces_pasted[i]) for i in range(n)]
+            boxes = faces.pred_boxes.tensor if self.pixel_score_region == "image" else [None] * n
+            values = [self._pasted_pixel_score(faces_pasted[i], boxes[i]) for i in range(n)]
             pix = torch.stack(values) if values else probs.new_zeros(0)
         faces.pixel_scores = pix.to(faces.box_scores.device)
         faces.scores = face_scores(faces.box_scores, faces.iou_scores, faces.pixel_scores, self.score_weights)
         return faces
 
-    def _box_pixel_score(self, face: PastedFace, box: torch.Tensor) -> torch.Tensor:
-        x0, y0, x1, y1 = face.window
-        bx0, by0, bx1, by1 = box.tolist()
-        # pixels whose centres (i + 0.5) lie inside the box, within the window
-        cx0, cx1 = max(x0, int(np.ceil(bx0 - 0.5))), min(x1, int(np.floor(bx1 - 0.5)) + 1)
-        cy0, cy1 = max(y0, int(np.ceil(by0 - 0.5))), min(y1, int(np.floor(by1 - 0.5)) + 1)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return face.labels.new_zeros((), dtype=torch.float32)
-        sl = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-        top, inside = face.top[sl], face.inside[sl]
+    def _pasted_pixel_score(self, face: PastedFace, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pixel score over the face's pasted crop region, with ``box`` only at the pixels whose
+        centres lie inside the box."""
+        top, inside = face.top, face.inside
+        if box is not None:
+            x0, y0, x1, y1 = face.window
+            bx0, by0, bx1, by1 = box.tolist()
+            cx0, cx1 = max(x0, int(np.ceil(bx0 - 0.5))), min(x1, int(np.floor(bx1 - 0.5)) + 1)
+            cy0, cy1 = max(y0, int(np.ceil(by0 - 0.5))), min(y1, int(np.floor(by1 - 0.5)) + 1)
+            if cx1 <= cx0 or cy1 <= cy0:
+                return face.labels.new_zeros((), dtype=torch.float32)
+            sl = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+            top, inside = top[sl], inside[sl]
         keep = inside & (top >= self.pixel_score_thresh)
         return (top * keep).sum() / keep.sum().clamp(min=1)
 
-    def _region_pixel_score(self, face: PastedFace) -> torch.Tensor:
-        """Pixel score over the image pixels of the face's pasted crop region (its window's
-        pixels inside at least one view's crop)."""
-        keep = face.inside & (face.top >= self.pixel_score_thresh)
-        return (face.top * keep).sum() / keep.sum().clamp(min=1)
-
     def order(self, faces: Instances) -> List[int]:
-        """Indices of the faces to paint, in painting order (``PAINT_ORDER``; only faces with
-        quality score >= ``QUALITY_SCORE_THRESH`` and box score >= ``BOX_SCORE_THRESH``)."""
+        """Indices of the faces to paint (both thresholds), in ``PAINT_ORDER``."""
         keep = (faces.scores >= self.quality_score_thresh) & (faces.box_scores >= self.box_score_thresh)
         if self.paint_order == "quality":
             return paint_order(faces.scores, faces.box_scores, keep)
@@ -630,10 +562,8 @@ class FacePostProcessor:
         pasted: Optional[Dict[int, PastedFace]] = None,
         maxima: Optional[CropMaxima] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The ``H x W`` uint8 label map of scored ``faces`` (in their frame ``faces.image_size``)
-        and, with ``class_scores``, the ``C x H x W`` float class scores (else None).
-        ``pasted``: faces already pasted (:meth:`score`); the faces this call pastes are added to
-        it. ``maxima``: the faces' :class:`CropMaxima`, if already computed."""
+        """The ``H x W`` uint8 label map of scored ``faces`` and, with ``class_scores``, the
+        ``C x H x W`` class scores (else None). ``pasted``: faces already pasted, added to."""
         height, width = faces.image_size
         device = faces.parsing_probs.device
         labels = torch.zeros((height, width), dtype=torch.uint8, device=device)
@@ -664,9 +594,8 @@ class FacePostProcessor:
     def face_labels(
         self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima: Optional[CropMaxima] = None
     ) -> List[Dict]:
-        """Each face's own parsing: ``window`` ``[x0, y0, x1, y1)`` and ``labels`` (uint8,
-        window-sized, 0 outside its crops), in the frame of ``faces.image_size``, in instance
-        order. ``pasted``: faces already pasted (:meth:`score`, :meth:`paint`), not pasted again."""
+        """Each face's ``window`` ``[x0, y0, x1, y1)`` and window-sized uint8 ``labels`` (0 outside
+        its crops), in instance order; faces in ``pasted`` are not pasted again."""
         pasted = dict(pasted or {})
         pasted.update(self.paste(faces, [i for i in range(len(faces)) if i not in pasted], maxima=maxima))
         return [{"window": list(pasted[i].window), "labels": pasted[i].labels} for i in range(len(faces))]
@@ -679,17 +608,14 @@ class FacePostProcessor:
         smooth: Optional[Callable[[Instances], Instances]] = None,
         times: Optional[StageTimes] = None,
     ) -> Dict:
-        """All stages on the per-face results of one image: rescale (to ``output_size``), score,
-        ``smooth`` (a callable that takes the scored faces and returns them with changed
-        ``parsing_probs``, ``scores`` or ``box_scores``: the video smoother), paint, per-face labels.
-        ``times``: a :class:`StageTimes` that records the stages.
+        """All stages on the per-face results of one image. ``smooth`` takes the scored faces and
+        returns them with changed ``parsing_probs``, ``scores`` or ``box_scores``; ``times`` records
+        the stages.
 
         Returns:
-            dict with ``instances`` (``pred_boxes``, ``scores``, ``box_scores``, ``iou_scores``,
-            ``pixel_scores`` and the faces' other fields except their crop probabilities and
-            affines, sorted by decreasing quality score), ``labels`` (``H x W`` uint8),
-            ``painted`` (``N`` bool tensor: the faces painted into ``labels``), ``face_labels``
-            (per face its ``window`` and ``labels``, :meth:`face_labels`) and, with
+            dict with ``instances`` (the faces' fields but their probabilities and affines, with
+            ``scores`` and ``pixel_scores``, by decreasing quality score), ``labels`` (``H x W``
+            uint8), ``painted`` (``N`` bool), ``face_labels`` (:meth:`face_labels`) and, with
             ``class_scores``, ``sem_seg`` (``C x H x W``), all in ``instances``' order.
         """
         stage = times if times is not None else profiler_range

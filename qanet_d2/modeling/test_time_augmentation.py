@@ -1,10 +1,6 @@
-"""Test-time augmentation and checkpoint ensembles for :class:`QANetFaceParser`.
-
-Views of the parser (not of the detector): horizontal flip (probabilities mirrored back with
-left/right channels swapped, averaged in the crop frame) and enlarged/shrunk box context
-(``TEST.AUG.BOX_SCALES``, averaged after pasting back into the image); optionally the parser probabilities of several
-checkpoints (``TEST.ENSEMBLE.WEIGHTS``) are averaged as well (the report's 5-model ensemble).
-Detection runs once, with the wrapped model's detector.
+"""Test-time augmentation and checkpoint ensembles for :class:`QANetFaceParser`: views of the
+parser (flips averaged in the crop frame, ``TEST.AUG.BOX_SCALES`` after pasting back) and the
+parsers of ``TEST.ENSEMBLE.WEIGHTS`` averaged; detection runs once.
 """
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from torch import nn
 
 from ..weights_io import load_part_weights
 
-__all__ = ["QANetFaceParserWithTTA", "tta_views_from_config", "load_parser_weights", "build_test_time_model"]
+__all__ = ["QANetFaceParserWithTTA", "tta_views_from_config", "build_test_time_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +28,9 @@ def tta_views_from_config(cfg) -> List[Tuple[float, bool]]:
     return [(s, f) for s in scales for f in flips]
 
 
-def load_parser_weights(parser: nn.Module, path: str) -> nn.Module:
-    """Load the parser part of a checkpoint (a QANetFaceParser checkpoint with ``parser.*``
-    keys, or a bare parser state dict) into ``parser``, strictly
-    (:func:`qanet_d2.weights_io.load_part_weights`: a checkpoint whose parser was not trained,
-    or of another label set, is refused). Returns ``parser``."""
-    load_part_weights(parser, "parser", path)
-    return parser
-
-
 class QANetFaceParserWithTTA(nn.Module):
-    """Wraps a :class:`QANetFaceParser` for inference with parser views and an ensemble.
-
-    ``forward(batched_inputs)`` and :meth:`inference` return the wrapped model's output format,
-    passing its views and parsers to :meth:`QANetFaceParser.inference`. With one view
-    ``(1.0, False)`` and no extra parsers it equals the plain model's inference.
-    """
+    """Wraps a :class:`QANetFaceParser` for inference with parser views and an ensemble, passed to
+    its :meth:`QANetFaceParser.inference`."""
 
     def __init__(self, model, views: Sequence[Tuple[float, bool]] = ((1.0, False),), extra_parsers: Sequence[nn.Module] = ()):
         super().__init__()
@@ -62,7 +45,8 @@ class QANetFaceParserWithTTA(nn.Module):
         extra = []
         for path in cfg.TEST.ENSEMBLE.WEIGHTS:
             parser = copy.deepcopy(model.parser if not isinstance(model, nn.parallel.DistributedDataParallel) else model.module.parser)
-            extra.append(load_parser_weights(parser, path).eval())
+            load_part_weights(parser, "parser", path)  # strict; an untrained parser is refused
+            extra.append(parser.eval())
             logger.info(f"Ensemble: parser weights from {path}")
         return cls(model, tta_views_from_config(cfg), extra)
 
@@ -85,7 +69,5 @@ def build_test_time_model(cfg, model):
     if not cfg.TEST.AUG.ENABLED and not len(cfg.TEST.ENSEMBLE.WEIGHTS):
         return model
     tta = QANetFaceParserWithTTA.from_config(cfg, model)
-    logger.info(
-        f"Test-time model: {1 + len(tta.extra_parsers)} parser(s), views (box scale, flip) {tta.views}"
-    )
+    logger.info(f"Test-time model: {1 + len(tta.extra_parsers)} parser(s), views (box scale, flip) {tta.views}")
     return tta

@@ -1,20 +1,16 @@
 """Label sets of the face parsing datasets: class names, palettes, left/right flip pairs and
 conversions between sets.
 
-A label map is an ``H x W`` integer array whose value at a pixel is the class id (index into
-:attr:`LabelSet.classes`), background is id 0 and 255 means "ignore" in every set.
-
-Left/right convention: a name such as ``l_eye`` / ``left_eye`` keeps the meaning its dataset
-gives it. For CelebAMask-HQ and the synthetic set, ``l_`` is the *person's* left, i.e. the
-IMAGE RIGHT side of a frontal, unflipped face. A horizontal flip of an image must swap every
-flip pair (``LabelSet.flip_permutation()``), whatever the convention.
+A label map holds class ids (indices into :attr:`LabelSet.classes`); background is 0 and 255 means
+"ignore" in every set. Left/right names keep their dataset's meaning: for CelebAMask-HQ and the
+synthetic set ``l_`` is the *person's* left, the IMAGE RIGHT of a frontal face.
 """
 from __future__ import annotations
 
 import colorsys
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,14 +38,9 @@ IGNORE_LABEL = 255
 
 @dataclass(frozen=True)
 class LabelSet:
-    """Classes of one dataset.
-
-    Attributes:
-        name: key in :data:`LABEL_SETS` and the ``"label_set"`` of the dataset JSON.
-        classes: class names; the index is the class id, ``classes[0]`` is the background.
-        palette: one ``(R, G, B)`` colour (0..255) per class, for visualisation.
-        flip_pairs: ``(id_a, id_b)`` pairs that exchange their ids under a horizontal flip.
-    """
+    """Classes of one dataset: ``name`` (key in :data:`LABEL_SETS`, the dataset JSON's
+    ``"label_set"``), ``classes`` (index = id, 0 = background), ``palette`` (``(R, G, B)`` per
+    class) and ``flip_pairs`` (``(id_a, id_b)`` exchanged by a horizontal flip)."""
 
     name: str
     classes: Tuple[str, ...]
@@ -57,7 +48,7 @@ class LabelSet:
     flip_pairs: Tuple[Tuple[int, int], ...] = ()
 
     def __post_init__(self):
-        # Normalise lists to tuples so that instances are hashable and comparable.
+        # tuples: hashable and comparable
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         object.__setattr__(self, "palette", tuple(tuple(int(v) for v in c) for c in self.palette))
         object.__setattr__(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
@@ -91,28 +82,21 @@ class LabelSet:
             raise ValueError(f"label set '{self.name}' has no class '{name}'") from None
 
     def flip_permutation(self) -> np.ndarray:
-        """``perm`` (int64, shape ``(num_classes,)``) with ``perm[a] = b`` and ``perm[b] = a`` for
-        every flip pair, identity elsewhere. ``perm[label_map]`` swaps label ids of a mirrored map;
-        ``probs[perm]`` swaps the class channels of a ``C x H x W`` probability map."""
+        """int64 ``perm`` swapping every flip pair, identity elsewhere: ``perm[label_map]`` for a
+        mirrored map, ``probs[perm]`` for ``C x H x W`` probabilities."""
         perm = np.arange(self.num_classes, dtype=np.int64)
         for a, b in self.flip_pairs:
             perm[a], perm[b] = b, a
         return perm
 
     def flip_lut(self) -> np.ndarray:
-        """256-entry uint8 lookup table: the flip permutation on ids, 255 (and any id outside the
-        set) unchanged. ``flip_lut()[label_map]`` on a uint8 map."""
+        """256-entry uint8 lookup table of the flip permutation (ids outside the set unchanged)."""
         lut = np.arange(256, dtype=np.uint8)
         lut[: self.num_classes] = self.flip_permutation().astype(np.uint8)
         return lut
 
-    def palette_array(self) -> np.ndarray:
-        """Palette as a ``(num_classes, 3)`` uint8 RGB array."""
-        return np.asarray(self.palette, dtype=np.uint8)
-
     def to_json(self) -> dict:
-        """The set as plain values (``LabelSet(**ls.to_json()) == ls``): the record that
-        checkpoints carry."""
+        """The set as plain values (``LabelSet(**ls.to_json()) == ls``), as checkpoints record it."""
         return {
             "name": self.name,
             "classes": list(self.classes),
@@ -122,8 +106,7 @@ class LabelSet:
 
 
 # ---------------------------------------------------------------------------- palettes
-# Colours by canonical part name (CelebAMask-HQ-like), so that a part has the same colour in
-# every label set; names of other sets are mapped onto these canonical names by _canonical().
+# Colours by canonical part name (_canonical), so that a part has one colour in every label set.
 _BASE_COLORS: Dict[str, Tuple[int, int, int]] = {
     "background": (0, 0, 0),
     "skin": (204, 0, 0),
@@ -174,7 +157,7 @@ def _canonical(name: str) -> str:
 
 
 def _extra_color(i: int) -> Tuple[int, int, int]:
-    # Golden-ratio hue walk: well separated colours for names without a base colour.
+    # golden-ratio hue walk: well separated colours
     h = (0.13 + i * 0.618033988749895) % 1.0
     s = 0.55 + 0.45 * ((i * 7) % 3) / 2.0
     v = 0.6 + 0.4 * ((i * 5) % 2)
@@ -183,19 +166,16 @@ def _extra_color(i: int) -> Tuple[int, int, int]:
 
 
 def make_palette(classes: Sequence[str]) -> Tuple[Tuple[int, int, int], ...]:
-    """Distinct RGB colours for ``classes``: the CelebAMask-HQ-like colour of the part when the
-    name is known (``left_eye`` -> colour of ``l_eye``), otherwise a generated colour."""
+    """Distinct RGB colours for ``classes``: the part's colour when the name is known
+    (``left_eye`` -> colour of ``l_eye``), otherwise a generated colour."""
     out: List[Tuple[int, int, int]] = []
     used = set()
     extra = 0
     for name in classes:
         color = _BASE_COLORS.get(_canonical(name))
-        if color is None or color in used:
+        while color is None or color in used:
             color = _extra_color(extra)
             extra += 1
-            while color in used:
-                color = _extra_color(extra)
-                extra += 1
         used.add(color)
         out.append(color)
     return tuple(out)
@@ -213,13 +193,9 @@ _LR_PATTERNS = (
 
 
 def derive_flip_pairs(classes: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
-    """Flip pairs from left/right class names (case-insensitive, spaces/dashes read as ``_``):
-    ``l_x``/``r_x``, ``left_x``/``right_x``, ``leftx``/``rightx``, ``x_l``/``x_r``,
-    ``x_left``/``x_right``. A name without its counterpart is not paired. Note that ``l_lip``
-    ("lower lip" in CelebAMask-HQ) has no ``r_lip`` and therefore stays unpaired.
-
-    Returns pairs ``(left_id, right_id)`` sorted by ``left_id``.
-    """
+    """``(left_id, right_id)`` flip pairs, sorted, from left/right class names (:data:`_LR_PATTERNS`,
+    case-insensitive, spaces/dashes read as ``_``); a name without counterpart (``l_lip``, the lower
+    lip) stays unpaired."""
     norm = [re.sub(r"[\s\-]+", "_", c.strip().lower()) for c in classes]
     index = {n: i for i, n in enumerate(norm)}
     pairs = []
@@ -243,10 +219,10 @@ def derive_flip_pairs(classes: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
 LABEL_SETS: Dict[str, LabelSet] = {}
 
 
-def register_label_set(label_set: LabelSet, overwrite: bool = False) -> LabelSet:
+def register_label_set(label_set: LabelSet) -> LabelSet:
     """Add ``label_set`` to :data:`LABEL_SETS` (an identical re-registration is a no-op)."""
     old = LABEL_SETS.get(label_set.name)
-    if old is not None and old != label_set and not overwrite:
+    if old is not None and old != label_set:
         raise ValueError(
             f"label set '{label_set.name}' is already registered with different content:\n"
             f"  registered: {old.classes}\n  new:        {label_set.classes}"
@@ -263,43 +239,35 @@ def label_set_from_classes(name: str, classes: Sequence[str]) -> LabelSet:
 
 
 def sfp_label_set(classes: Sequence[str]) -> LabelSet:
-    """Label set of the short-video face parsing (SFP) data, built from the class names read
-    from the dataset's own files (no class list is hard-coded for SFP). Flip pairs come from
-    the names (``l_eye``/``r_eye``, ``left_x``/``right_x``, ...)."""
+    """Label set of the short-video face parsing (SFP) data, from the class names in its files."""
     return label_set_from_classes("sfp", classes)
 
 
-def _by_name(name: str, classes: Sequence[str], pairs: Iterable[Tuple[str, str]]) -> LabelSet:
-    classes = tuple(classes)
-    ids = [(classes.index(a), classes.index(b)) for a, b in pairs]
-    return register_label_set(LabelSet(name, classes, make_palette(classes), tuple(ids)))
+def _by_name(name: str, classes: Sequence[str]) -> LabelSet:
+    # flip pairs from the names: the eyes, brows and ears (l_lip, the lower lip, has no pair)
+    return register_label_set(label_set_from_classes(name, classes))
 
 
 SYNTHETIC = _by_name(
     "synthetic",
     ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "neck", "cloth"),
-    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
 )
 
 CELEBAMASK_HQ = _by_name(
     "celebamask_hq",
     ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
-    [("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")],
 )
 
 _LAPA_CLASSES = ("background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
                  "nose", "upper_lip", "inner_mouth", "lower_lip", "hair")
-LAPA = _by_name("lapa", _LAPA_CLASSES,
-                [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
-HELEN = _by_name("helen", _LAPA_CLASSES,
-                 [("left_eyebrow", "right_eyebrow"), ("left_eye", "right_eye")])
+LAPA = _by_name("lapa", _LAPA_CLASSES)
+HELEN = _by_name("helen", _LAPA_CLASSES)
 
-# FASSEG (Khan et al., ICIP 2015 / ICME 2017): six coarse classes; skin includes the neck and the
-# ears, hair includes the eyebrows, both eyes are one class, mouth is the lips and the inner
-# mouth. The palette is the dataset's own label colours, so overlays look like its label images
-# (qanet_d2.data.datasets.fasseg reads those colours back into ids). No flip pairs.
+# FASSEG (Khan et al., ICIP 2015 / ICME 2017): skin includes neck and ears, hair the eyebrows, one
+# class for both eyes, mouth = lips + inner mouth. The palette is the dataset's label colours
+# (qanet_d2.data.datasets.fasseg reads them back into ids).
 FASSEG = register_label_set(LabelSet(
     "fasseg",
     ("background", "skin", "hair", "eyes", "nose", "mouth"),
@@ -308,9 +276,8 @@ FASSEG = register_label_set(LabelSet(
 
 
 def label_set_from_config(cfg) -> Optional[LabelSet]:
-    """The label set of ``cfg.MODEL.QANET.LABEL_SET``: from its CLASSES (with COLORS, else
-    :func:`make_palette`, and FLIP_PAIRS) when they are given, else the registered set NAME;
-    None when the config names none that is known without reading a dataset."""
+    """The label set of ``cfg.MODEL.QANET.LABEL_SET``: from its CLASSES (COLORS, else
+    :func:`make_palette`; FLIP_PAIRS) when given, else the registered set NAME, else None."""
     node = cfg.MODEL.QANET.LABEL_SET
     if len(node.CLASSES):
         classes = tuple(str(c) for c in node.CLASSES)
@@ -329,12 +296,8 @@ def label_set_to_config(cfg, label_set: LabelSet) -> None:
 
 
 def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSet:
-    """The label set called ``name``.
-
-    ``classes`` (e.g. the ``"classes"`` list of a dataset JSON) is checked against a known set;
-    for a name that is not registered (``"sfp"``: its classes come from the dataset's files) a
-    set is built from ``classes`` with :func:`label_set_from_classes`.
-    """
+    """The label set called ``name``; ``classes`` (a dataset JSON's) are checked against a registered
+    set, or build an unregistered one (``"sfp"``) with :func:`label_set_from_classes`."""
     ls = LABEL_SETS.get(name)
     if ls is None:
         if classes is None:
@@ -353,22 +316,12 @@ def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSe
 # ---------------------------------------------------------------------------- conversions
 # (src, dst) -> {src class name: dst class name, or None for "ignore" (255)}. Classes not listed
 # map to the dst class of the same name when there is one, else to background.
-#
-# CelebAMask-HQ -> LaPa/Helen. Choices:
-#   * left/right: CelebAMask-HQ's l_ is the person's left. LaPa's "left" is read as IMAGE left
-#     (the person's right), following FaRL/facer, which names LaPa ids 2..5 'rb', 'lb', 're',
-#     'le' (right brow, left brow, ...). So l_brow -> right_eyebrow, r_brow -> left_eyebrow,
-#     l_eye -> right_eye, r_eye -> left_eye. This reading is not verified against the LaPa
-#     data here; change the four lines below if your copy says otherwise.
-#   * eye_g (glasses) -> ignore: LaPa/Helen have no glasses class and what lies under a frame
-#     (skin? eye? brow?) is unknown.
-#   * l_ear, r_ear, ear_r (earring) -> ignore: whether LaPa/Helen annotators counted ears as
-#     skin or background is not documented.
-#   * hat, neck_l (necklace), neck, cloth -> background: outside the face in LaPa/Helen.
-#   * mouth -> inner_mouth, u_lip -> upper_lip, l_lip -> lower_lip, skin/nose/hair by name.
+# CelebAMask-HQ -> LaPa/Helen: LaPa's "left" is read as the IMAGE left (the person's right), as
+# FaRL/facer name LaPa ids 2..5 'rb', 'lb', 're', 'le' (not verified against the LaPa data: change
+# the four eye/brow lines if your copy says otherwise). Glasses (what lies under a frame is
+# unknown) and ears (undocumented whether skin or background) are ignored; hat, necklace, neck and
+# cloth lie outside the face there.
 _CELEB_TO_LAPA = {
-    "skin": "skin",
-    "nose": "nose",
     "eye_g": None,
     "l_eye": "right_eye",
     "r_eye": "left_eye",
@@ -379,7 +332,6 @@ _CELEB_TO_LAPA = {
     "mouth": "inner_mouth",
     "u_lip": "upper_lip",
     "l_lip": "lower_lip",
-    "hair": "hair",
     "hat": "background",
     "ear_r": None,
     "neck_l": "background",
@@ -401,23 +353,11 @@ CONVERSIONS: Dict[Tuple[str, str], Dict[str, Optional[str]]] = {
     ("helen", "lapa"): {c: c for c in HELEN.classes},
 }
 
-# Any fine set -> FASSEG, by canonical part name (see _canonical: "left_eye" -> "l_eye", ...).
-# FASSEG's labels were inspected for these choices:
-#   * l_eye, r_eye -> eyes (one class, so the left/right convention of the source does not matter).
-#   * l_brow, r_brow -> hair: FASSEG paints eyebrows in the hair colour.
-#   * mouth (inner mouth), u_lip, l_lip -> mouth.
-#   * l_ear, r_ear, neck -> skin: FASSEG's skin covers the ears and the neck.
-#   * eye_g (glasses) -> skin: FASSEG labels glasses as if transparent: in the multipose photos
-#     of a person wearing glasses (V3, e.g. personne01152+0+90) the frame is labelled skin where
-#     it crosses the face, background where it sticks out, and the eye shows through the lens.
-#     In the fine sets the eyes and brows are painted over eye_g (CelebAMask-HQ's merge order; the
-#     synthetic generator draws the eyes through the lenses), so the eye_g pixels left lie on skin
-#     almost everywhere.
-#   * ear_r (earring) -> skin: FASSEG labels an ear stud as the ear's skin (V2 test image 7).
-#   * neck_l (necklace) -> ignore: it lies on the neck (skin in FASSEG) or on clothes
-#     (background); which one is unknown.
-#   * hat, cloth -> background: FASSEG has no class for worn objects and labels clothes as
-#     background; no FASSEG photo shows a hat.
+# Any fine set -> FASSEG, by canonical part name, as FASSEG's labels show: brows are hair; ears and
+# neck are skin; glasses are skin (FASSEG labels them as transparent, e.g. V3 personne01152+0+90,
+# and the fine sets paint eyes and brows over eye_g, so its pixels left lie on skin); an earring is
+# the ear's skin (V2 test image 7); a necklace (neck or clothes?) is ignored; hat and clothes are
+# background.
 _TO_FASSEG: Dict[str, Optional[str]] = {
     "background": "background",
     "skin": "skin",
@@ -469,16 +409,13 @@ def _mapping_by_part_name(src: LabelSet, dst: LabelSet) -> Dict[str, Optional[st
 for _src in (SYNTHETIC, CELEBAMASK_HQ, LAPA, HELEN):
     CONVERSIONS[(_src.name, FASSEG.name)] = _mapping_by_part_name(_src, FASSEG)
 
-# FASSEG in fine classes: LaPa's eleven classes under CelebAMask-HQ's names (l_ = the person's
-# left, IMAGE RIGHT of a frontal face; "mouth" is the inner mouth). Skin keeps FASSEG's meaning
-# (ears and neck included), so the real photos' labels derived from FASSEG's
-# (datasets/derive_fasseg_fine.py) and a model predicting this set agree on it; ears, neck,
-# clothes, glasses and hats exist only in drawn data and are folded as FASSEG folds them.
+# FASSEG in fine classes: LaPa's eleven classes under CelebAMask-HQ's names ("mouth" is the inner
+# mouth). Skin keeps FASSEG's meaning (ears and neck included), as the labels derived from FASSEG's
+# (datasets/derive_fasseg_fine.py); parts only drawn data has are folded as FASSEG folds them.
 FASSEG_FINE = _by_name(
     "fasseg_fine",
     ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth",
      "l_lip", "hair"),
-    [("l_brow", "r_brow"), ("l_eye", "r_eye")],
 )
 _TO_FASSEG_FINE: Dict[str, Optional[str]] = {
     "eye_g": "skin", "l_ear": "skin", "r_ear": "skin", "ear_r": "skin", "neck": "skin",
@@ -500,10 +437,9 @@ def _resolve(label_set) -> LabelSet:
 def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
     """256-entry uint8 lookup table from ids of ``src`` to ids of ``dst`` (names or LabelSets).
 
-    ``mapping`` (src name -> dst name or None = ignore) defaults to :data:`CONVERSIONS`; a pair
-    of sets without an entry is converted by part name into ``fasseg`` (any set whose class
-    names are known part names, e.g. SFP's), otherwise by class name only if every src class
-    exists in dst. 255 and ids outside ``src`` map to 255.
+    ``mapping`` (src name -> dst name, None = ignore) defaults to :data:`CONVERSIONS`, else by part
+    name into ``fasseg``, else by class name when every src class exists in dst. 255 and ids
+    outside ``src`` map to 255.
     """
     src, dst = _resolve(src), _resolve(dst)
     if mapping is None:
@@ -532,26 +468,17 @@ def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = No
 
 
 def conversion_ids(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
-    """Class correspondence from a fine set ``src`` to a coarser set ``dst`` as an id array:
-    ``ids[k]`` (int64, shape ``(src.num_classes,)``) is the ``dst`` id of ``src`` class ``k``,
-    or :data:`IGNORE_LABEL` (255) for a class without counterpart in ``dst``. Equal to
-    ``conversion_lut(src, dst, mapping)[:src.num_classes]``.
-
-    This is what training across label sets uses: the probabilities of a model that predicts
-    ``src`` are summed per ``dst`` class over ``{k : ids[k] == c}``, and classes with
-    ``ids[k] == 255`` take no part in a loss computed in ``dst``.
-    """
+    """int64 ``ids[k]``: the ``dst`` id of ``src`` class ``k`` (255: no counterpart), i.e.
+    ``conversion_lut(src, dst, mapping)[:src.num_classes]``; how losses merge a fine model's
+    probabilities into a coarser set."""
     src = _resolve(src)
     return conversion_lut(src, dst, mapping)[: src.num_classes].astype(np.int64)
 
 
 def convert_labels(label_map: np.ndarray, src, dst,
                    mapping: Optional[Mapping[str, Optional[str]]] = None) -> np.ndarray:
-    """Convert a label map (any shape, integer dtype) from label set ``src`` to ``dst``.
-
-    Returns a uint8 array of the same shape; 255 stays 255, and ids outside ``src`` become 255.
-    See :data:`CONVERSIONS` for the class correspondences and their rationale.
-    """
+    """A label map (any shape, integer dtype) of ``src`` as a uint8 map of ``dst``
+    (:func:`conversion_lut`; ids outside ``src`` become 255)."""
     label_map = np.asarray(label_map)
     if not np.issubdtype(label_map.dtype, np.integer):
         raise TypeError(f"label map must be an integer array, got {label_map.dtype}")
@@ -567,6 +494,6 @@ def colorize_labels(label_map: np.ndarray, label_set, ignore_color=(255, 255, 25
     other unknown ids -> black)."""
     ls = _resolve(label_set)
     lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: ls.num_classes] = ls.palette_array()
+    lut[: ls.num_classes] = ls.palette
     lut[IGNORE_LABEL] = ignore_color
     return lut[np.asarray(label_map).astype(np.int64).clip(0, 255)]

@@ -1,9 +1,5 @@
-"""Parser backbones, registered in detectron2's ``BACKBONE_REGISTRY``.
-
-Each returns four feature maps at strides 4, 8, 16 and 32 named by
-``MODEL.QANET.BACKBONE.OUT_FEATURES`` ("hr4".."hr32" for HRNet, "res2".."res5" for ResNet).
-:func:`build_parser_backbone` builds the one named by ``MODEL.QANET.BACKBONE.NAME`` from the
-parser's own keys, so the detector's ``MODEL.BACKBONE`` / ``MODEL.RESNETS`` stay untouched.
+"""Parser backbones, registered in detectron2's ``BACKBONE_REGISTRY``: four feature maps at strides
+4 to 32 named by ``MODEL.QANET.BACKBONE.OUT_FEATURES``, built from the parser's own keys.
 """
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone

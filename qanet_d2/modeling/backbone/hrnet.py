@@ -29,13 +29,9 @@ def _convert_norm(module: nn.Module, norm: str) -> nn.Module:
 
 
 class TimmHRNetBackbone(Backbone):
-    """timm HRNet (``features_only=True, feature_location=''``): the raw outputs of the four
-    high-resolution branches at strides 4/8/16/32 (e.g. 48/96/192/384 channels for W48),
-    as in QANet, not timm's "incre" classification features.
-
-    ``body`` has timm's HRNet key names (``conv1.weight``, ``stage4.0.branches.3...``), without
-    the classification head (``incre_modules``, ``downsamp_modules``, ``final_layer``,
-    ``classifier``)."""
+    """timm HRNet (``features_only=True, feature_location=''``): the raw outputs of the four branches
+    at strides 4/8/16/32, as in QANet (not timm's "incre" features); ``body`` has timm's key names
+    without the classification head."""
 
     def __init__(
         self,
@@ -49,8 +45,7 @@ class TimmHRNetBackbone(Backbone):
 
         if len(out_features) != 4:
             raise ValueError(f"an HRNet parser backbone has 4 outputs (strides 4..32); got OUT_FEATURES {out_features}")
-        # Random initialisation; ImageNet weights are loaded strictly by the checkpointer when
-        # training starts (qanet_d2.engine.imagenet.load_hrnet_imagenet_weights), not here.
+        # random initialisation (ImageNet weights: qanet_d2.engine.imagenet, when training starts)
         body = timm.create_model(name, features_only=True, feature_location="")
         reductions = body.feature_info.reduction()
         channels = body.feature_info.channels()
@@ -90,8 +85,6 @@ class TimmHRNetBackbone(Backbone):
 def build_timm_hrnet_backbone(cfg, input_shape: ShapeSpec):
     """timm HRNet from ``MODEL.QANET.HRNET`` and ``MODEL.QANET.BACKBONE``."""
     hr = cfg.MODEL.QANET.HRNET
-    if input_shape is not None and input_shape.channels not in (None, 3):
-        raise ValueError("the timm HRNet backbone takes 3-channel images")
     return TimmHRNetBackbone(
         name=hr.NAME,
         out_features=tuple(cfg.MODEL.QANET.BACKBONE.OUT_FEATURES),

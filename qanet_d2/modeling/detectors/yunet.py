@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
+from ...weights_io import load_state_strictly
 from .build import register_face_detector
 
 __all__ = [
@@ -152,22 +153,9 @@ class YuNet(nn.Module):
 
 
 def load_yunet_state_dict(model: YuNet, state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load the released weights strictly: a missing, unexpected or wrongly shaped key raises
-    ``KeyError``/``ValueError`` naming the key and ``source``."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise KeyError(
-            f"{source}: not the weights of YuNet-{model.variant}: "
-            + (f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
-            + ("; " if missing and unexpected else "")
-            + (f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "")
-        )
-    for k, v in own.items():
-        if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source}: {k} has shape {tuple(state_dict[k].shape)}, YuNet-{model.variant} needs {tuple(v.shape)}")
-    model.load_state_dict(state_dict, strict=True)
+    """Load the released weights strictly (:func:`~qanet_d2.weights_io.load_state_strictly`): a
+    missing, unexpected or wrongly shaped key raises RuntimeError naming the key and ``source``."""
+    load_state_strictly(model, state_dict, source, target=f"YuNet-{model.variant}")
 
 
 def grid_priors(height: int, width: int, strides: Sequence[int] = YUNET_STRIDES, device=None) -> List[torch.Tensor]:

@@ -1,18 +1,10 @@
 """QANet's losses: cross-entropy + Lovasz-softmax on the parsing, squared error on the IoU.
 
-The losses are functions of (log-)probabilities and labels, not of the parser's logits, so that
-they apply as they are to probabilities derived from the parser's, e.g. summed into a coarser
-label set; :class:`~qanet_d2.modeling.qanet.QANetParser.losses` combines them with the weights
-of ``MODEL.QANET.PARSING`` / ``MODEL.QANET.IOU``.
-
-All losses are computed in float32 whatever the dtype of their inputs (float16/bfloat16 logits
-under autocast): the Lovasz sort and cumulative sums over ~10^5 pixels per crop, and the
-cross-entropy's log-softmax, lose their precision in 8-bit (bfloat16) or 11-bit (float16) mantissas.
-
-Lovasz-softmax (Berman et al., CVPR 2018) is written here (~30 lines, vectorised over
-classes) rather than taken from a segmentation library, to avoid a heavy dependency for one
-loss; it follows the authors' reference ``lovasz_softmax(..., classes="present")``, with
-``per_image`` False (all pixels of the batch) or True (per crop, averaged over the crops).
+The losses take (log-)probabilities, not logits, so that they apply to probabilities merged into a
+coarser label set. They compute in float32 whatever their inputs' dtype: the Lovasz sort and
+cumulative sums over ~10^5 pixels, and the log-softmax, lose their precision in float16/bfloat16.
+Lovasz-softmax (Berman et al., CVPR 2018) follows the authors' reference
+``lovasz_softmax(..., classes="present")``, without a segmentation library for one loss.
 """
 from __future__ import annotations
 
@@ -35,11 +27,8 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy_loss(log_probs: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255) -> torch.Tensor:
-    """Pixel-mean negative log-likelihood over the pixels that are not ``ignore_value``.
-
-    ``log_probs``: ``N x C x h x w`` log-probabilities; ``labels``: ``N x h x w`` long.
-    0 (still differentiable) when every pixel is ignored.
-    """
+    """Pixel-mean NLL of ``N x C x h x w`` log-probabilities over the labels not ``ignore_value``
+    (a differentiable 0 when all are)."""
     log_probs = at_least_float32(log_probs)
     if not (labels != ignore_value).any():
         return log_probs.sum() * 0.0
@@ -56,13 +45,11 @@ def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
 
 
 def _lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Lovasz-softmax of ``C x P`` probabilities and ``P`` labels (no ignored pixel), averaged
-    over the classes present in the labels.
+    """Lovasz-softmax of ``C x P`` probabilities and ``P`` valid labels, averaged over the classes present.
 
-    Background pixels whose error is below the smallest foreground error of a class sort
-    after every foreground pixel, where the Lovasz gradient is exactly 0 (the Jaccard index has
-    reached 1); they are dropped before sorting, which gives the same loss and gradient for a
-    fraction of the sorting cost once the parser is confident.
+    Background pixels whose error is below a class's smallest foreground error sort after every
+    foreground pixel, where the Lovasz gradient is 0: dropping them before the sort gives the same
+    loss and gradient, cheaper.
     """
     losses = []
     for c in torch.unique(labels).tolist():
@@ -77,15 +64,9 @@ def _lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_value: int = 255, per_crop: bool = False) -> torch.Tensor:
-    """Lovasz-softmax loss of class probabilities.
-
-    Args:
-        probs: ``N x C x h x w`` probabilities.
-        labels: ``N x h x w`` long, ``ignore_value`` pixels excluded.
-        per_crop: False: one loss over all valid pixels of the batch, averaged over the classes
-            present in its labels. True: one such loss per crop, summed and divided by ``N``
-            (a crop without valid pixels counts 0, as in the official QANet code).
-    """
+    """Lovasz-softmax of ``N x C x h x w`` probabilities over all valid pixels of the batch, or
+    ``per_crop`` summed over crops and divided by ``N`` (an empty crop counts 0, as the official
+    QANet code)."""
     probs = at_least_float32(probs)
     num_classes = probs.shape[1]
     if not (labels != ignore_value).any():
@@ -106,18 +87,9 @@ def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore_value: int 
 
 @torch.no_grad()
 def iou_targets(pred_labels: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_value: int = 255) -> torch.Tensor:
-    """Per-crop mean IoU between predicted and ground-truth label maps (QANet's IoU target).
-
-    For each crop, IoU is computed per class (background included) over non-ignored pixels and
-    averaged over the classes present in the prediction or the labels.
-
-    Args:
-        pred_labels: ``N x h x w`` long predicted classes (e.g. the argmax of the parsing).
-        labels: ``N x h x w`` long ground truth.
-
-    Returns:
-        ``N`` float32 in [0, 1]; a crop without valid pixels gets 0.
-    """
+    """QANet's IoU target: per crop, the IoU of ``N x h x w`` predicted and true labels per class
+    (background included) over the valid pixels, averaged over the classes present in either;
+    ``N`` float32, 0 for a crop without valid pixels."""
     n = pred_labels.shape[0]
     pred = pred_labels.reshape(n, -1)
     gt = labels.reshape(n, -1)
@@ -145,34 +117,16 @@ def iou_loss(pred_iou: torch.Tensor, target_iou: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- coarser label sets
 def merge_log_probs(log_probs: torch.Tensor, ids, num_classes: int, ignore_value: int = 255) -> torch.Tensor:
-    """Log-probabilities of a fine label set merged into a coarser one.
-
-    The probability of coarse class ``c`` is the sum of the fine probabilities of the classes
-    ``k`` with ``ids[k] == c``, renormalised over the fine classes that have a coarse counterpart:
-    a fine class with ``ids[k] == ignore_value`` takes no part (as if the model could not predict
-    it). In log space: ``logsumexp`` of the fine log-probabilities per coarse class, minus their
-    ``logsumexp`` over all mapped classes. A coarse model whose logit of ``c`` is the
-    ``logsumexp`` of the fine logits mapped to ``c`` has exactly these log-probabilities.
-
-    Args:
-        log_probs: ``N x K x h x w`` fine log-probabilities (any normalisation over K).
-        ids: ``K`` coarse id of each fine class, or ``ignore_value``
-            (:func:`~qanet_d2.structures.label_sets.conversion_ids`).
-        num_classes: ``C``, classes of the coarse set.
-
-    Returns:
-        ``N x C x h x w`` float32 log-probabilities; ``-inf`` for a coarse class that no fine
-        class maps to (its labels must be ignored, :func:`merged_labels`).
+    """``N x K x h x w`` fine log-probabilities merged into ``num_classes`` coarse ones: coarse class
+    ``c`` sums the fine classes ``k`` with ``ids[k] == c`` (:func:`~qanet_d2.structures.label_sets.conversion_ids`),
+    renormalised over the fine classes with a counterpart (``ids[k] == ignore_value`` takes no part).
+    ``-inf`` for a coarse class no fine class maps to (:func:`merged_labels` ignores it).
     """
     log_probs = at_least_float32(log_probs)
     ids = torch.as_tensor(ids, dtype=torch.long, device=log_probs.device)
-    if ids.shape != (log_probs.shape[1],):
-        raise ValueError(f"conversion ids have shape {tuple(ids.shape)}, the log-probabilities {log_probs.shape[1]} classes")
     mapped = (ids != ignore_value).nonzero().flatten()
     if len(mapped) == 0:
         raise ValueError("no fine class has a counterpart in the coarse label set")
-    if (ids[mapped] >= num_classes).any() or (ids[mapped] < 0).any():
-        raise ValueError(f"conversion ids {ids.tolist()} outside 0..{num_classes - 1}")
     fine = log_probs.index_select(1, mapped)
     fine = fine - torch.logsumexp(fine, dim=1, keepdim=True)
     target = ids[mapped]

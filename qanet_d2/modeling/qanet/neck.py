@@ -38,12 +38,8 @@ class _ConvNormUp(nn.Module):
 
 
 class SemanticFPNNeck(nn.Module):
-    """For the level at stride ``4 * 2**k`` a stack of ``max(1, k)`` blocks {3x3 conv, norm,
-    ReLU, (x2 bilinear)}: the stride-4 level gets one conv and no upsampling, the others one
-    upsampling per block; the four stride-4 maps are summed.
-
-    Input: dict of backbone features (``N x C_k x H/s_k x W/s_k``); output ``N x conv_dim x H/4 x W/4``.
-    """
+    """Per level at stride ``4 * 2**k``, ``max(1, k)`` blocks {3x3 conv, norm, ReLU, x2 bilinear
+    (none at stride 4)}; the stride-4 maps are summed into ``N x conv_dim x H/4 x W/4``."""
 
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: List[str], conv_dim: int = 256, norm: str = "BN"):
         super().__init__()
@@ -64,13 +60,10 @@ class SemanticFPNNeck(nn.Module):
         self.out_stride = base
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        out = None
-        for f, head in zip(self.in_features, self.scale_heads):
+        out = self.scale_heads[0](features[self.in_features[0]])
+        for f, head in zip(self.in_features[1:], self.scale_heads[1:]):
             y = head(features[f])
-            if out is None:
-                out = y
-            else:
-                if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: align to the stride-4 map
-                    y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
-                out = out + y
+            if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: align to the stride-4 map
+                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + y
         return out

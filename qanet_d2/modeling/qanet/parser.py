@@ -1,7 +1,7 @@
 """The QANet parser: backbone -> semantic-FPN neck -> parsing branch and IoU branch, and its losses."""
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,18 +29,12 @@ INPUT_SIZE_DIVISIBILITY = 32
 
 
 class QANetParser(nn.Module):
-    """Parses normalised RGB face crops, and computes its own training losses.
+    """Parses normalised RGB face crops: ``forward(crops)`` (``N x 3 x h x w``) returns ``N x C x h x w``
+    logits and ``N`` predicted IoUs; :meth:`losses` scores them.
 
-    ``forward(crops)`` with ``crops`` ``N x 3 x h x w`` returns ``(logits, iou)``:
-    ``N x num_classes x h x w`` parsing logits and ``N`` predicted IoUs.
-    :meth:`losses` turns them and the crops' labels into the loss dict
-    (``MODEL.QANET.PARSING.*``, ``MODEL.QANET.IOU.LOSS_WEIGHT``); crops labelled in a label set
-    coarser than the model's (``label_set``) are scored on the probabilities merged into it.
-
-    The parser owns the classes it predicts: ``label_set`` (a :class:`LabelSet` from
-    ``MODEL.QANET.LABEL_SET``, or None when the config gives none: a checkpoint's record then
-    sets it) and the class permutation of a mirrored crop, ``flip_permutation``, a buffer saved
-    in checkpoints, so that a model keeps its flip pairs wherever it is loaded.
+    The parser owns the classes it predicts: ``label_set`` (from ``MODEL.QANET.LABEL_SET``, else a
+    checkpoint's record) and ``flip_permutation``, a buffer saved in checkpoints, so that a model
+    keeps its flip pairs wherever it is loaded.
     """
 
     @configurable
@@ -54,20 +48,9 @@ class QANetParser(nn.Module):
         ce_weight: float = 1.0,
         lovasz_weight: float = 1.0,
         iou_weight: float = 1.0,
-        ignore_value: int = IGNORE_LABEL,
         lovasz_per_crop: bool = False,
         label_set: Optional[LabelSet] = None,
-        label_set_conversions: Optional[Mapping[str, Sequence[int]]] = None,
     ):
-        """
-        Args:
-            label_set: the label set the model predicts; crops of this set (or of no stated set)
-                are scored as they are. Its number of classes must be the parsing branch's.
-            label_set_conversions: ``{coarser set name: conversion ids}``
-                (:func:`~qanet_d2.structures.label_sets.conversion_ids` from the model's set) of
-                coarser sets whose crops' losses are merged; registered sets are looked up when a
-                crop of theirs comes.
-        """
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -76,7 +59,7 @@ class QANetParser(nn.Module):
         self.ce_weight = float(ce_weight)
         self.lovasz_weight = float(lovasz_weight)
         self.iou_weight = float(iou_weight)
-        self.ignore_value = int(ignore_value)
+        self.ignore_value = IGNORE_LABEL
         self.lovasz_per_crop = bool(lovasz_per_crop)
         # (a parser without layers, for its losses alone, takes its classes from its label set)
         num_classes = label_set.num_classes if parsing_branch is None else int(parsing_branch.predictor.out_channels)
@@ -84,8 +67,7 @@ class QANetParser(nn.Module):
         self.label_set: Optional[LabelSet] = None
         if label_set is not None:
             self.set_label_set(label_set)
-        self.label_set_conversions: Dict[str, np.ndarray] = {
-            k: np.asarray(v, dtype=np.int64) for k, v in (label_set_conversions or {}).items()}
+        self.label_set_conversions: Dict[str, np.ndarray] = {}  # coarser set name -> conversion_ids
 
     @classmethod
     def from_config(cls, cfg):
@@ -112,14 +94,12 @@ class QANetParser(nn.Module):
             "label_set": label_set_from_config(cfg),
         }
 
-    def forward(self, crops: torch.Tensor, out_size: Sequence[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        out_size = crops.shape[-2:] if out_size is None else out_size
+    def forward(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         fused = self.neck(self.backbone(crops))
-        return self.parsing_branch(fused, out_size), self.iou_branch(fused)
+        return self.parsing_branch(fused, crops.shape[-2:]), self.iou_branch(fused)
 
     def set_label_set(self, label_set: LabelSet) -> None:
-        """Make ``label_set`` the set the parser predicts (and its flip pairs its
-        ``flip_permutation``); its number of classes must be the parser's."""
+        """Make ``label_set`` (of the parser's number of classes) the set the parser predicts."""
         n = len(self.flip_permutation)
         if label_set.num_classes != n:
             raise ValueError(f"MODEL.QANET.NUM_CLASSES = {n}, but the label set '{label_set.name}' has "
@@ -128,8 +108,7 @@ class QANetParser(nn.Module):
         self.flip_permutation.copy_(torch.as_tensor(label_set.flip_permutation()))
 
     def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
-        """Mirror ``N x C x h x w`` probabilities of mirrored crops back: flip the width and swap
-        the left/right class channels (``flip_permutation``)."""
+        """``N x C x h x w`` probabilities of mirrored crops mirrored back (left/right channels swapped)."""
         return probs.flip(-1)[:, self.flip_permutation]
 
     def conversion(self, label_set: str) -> np.ndarray:
@@ -150,36 +129,20 @@ class QANetParser(nn.Module):
         labels: torch.Tensor,
         label_sets: Optional[Sequence[Optional[str]]] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Training losses of one batch of crops.
+        """Weighted ``loss_parsing_ce`` (pixel mean), ``loss_parsing_lovasz`` and ``loss_iou``
+        (predicted IoU against the IoU of the detached argmax) of ``N x h x w`` crop labels.
 
-        Args:
-            logits: ``N x C x h x w`` parsing logits, ``pred_iou``: ``N`` predicted IoUs
-                (:meth:`forward`).
-            labels: ``N x h x w`` long crop labels, ``ignore_value`` where unknown, each crop in
-                its own label set.
-            label_sets: ``N`` label-set names of the crops' labels (None entries, or no list: the
-                model's set).
-
-        Returns:
-            ``loss_parsing_ce`` (pixel-mean cross-entropy), ``loss_parsing_lovasz``
-            (Lovasz-softmax, per crop or over the batch by ``lovasz_per_crop``) and ``loss_iou``
-            (squared error of the predicted IoU against the IoU of the detached argmax parsing),
-            each multiplied by its weight.
-
-        A crop labelled in a coarser set is scored on the model's probabilities merged into that
-        set (:func:`~qanet_d2.modeling.qanet.losses.merge_log_probs`: summed per coarse class, fine
-        classes without counterpart left out of the normalisation), its IoU target is the IoU of
-        the argmax of the merged probabilities against its labels. Crops are grouped by label set:
-        the cross-entropy is the pixel mean over all valid pixels of the batch; the Lovasz loss is
-        computed per group (over the group's pixels, or per crop) and weighted by the group's share
-        of the crops, which is the per-crop mean with ``lovasz_per_crop``.
+        ``label_sets``: the crops' label-set names (None: the model's). A crop of a coarser set is
+        scored on the probabilities merged into it (:func:`merge_log_probs`); the
+        cross-entropy averages all valid pixels of the batch, the Lovasz loss of each label set is
+        weighted by its share of the crops.
         """
         if len(logits) == 0:
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return {"loss_parsing_ce": zero, "loss_parsing_lovasz": zero, "loss_iou": zero}
         logits, pred_iou = at_least_float32(logits), at_least_float32(pred_iou)  # losses in float32 under autocast
         log_probs = F.log_softmax(logits, dim=1)
-        groups = self._group_crops(label_sets, len(logits))
+        groups = self._group_crops(label_sets)
         if len(groups) == 1 and groups[0][0] is None:
             probs = logits.softmax(dim=1)
             target_iou = iou_targets(logits.detach().argmax(dim=1), labels, logits.shape[1], self.ignore_value)
@@ -197,12 +160,10 @@ class QANetParser(nn.Module):
             "loss_iou": self.iou_weight * iou_loss(pred_iou, target_iou),
         }
 
-    def _group_crops(self, label_sets, n):
+    def _group_crops(self, label_sets):
         """``[(set name or None for the model's set, crop indices)]`` in order of first appearance."""
         if label_sets is None:
             return [(None, None)]
-        if len(label_sets) != n:
-            raise ValueError(f"{len(label_sets)} label sets for {n} crops")
         groups: Dict[Optional[str], list] = {}
         for i, name in enumerate(label_sets):
             # a parser without a label set cannot convert: it scores every crop as it is
@@ -238,30 +199,23 @@ class QANetParser(nn.Module):
 
 
 def add_parser_config(cfg) -> None:
-    """The parser's keys: MODEL.QANET label set, classes, crop geometry and normalisation, BACKBONE, HRNET, NECK, PARSING, IOU."""
+    """The parser's MODEL.QANET keys: label set, classes, crops, BACKBONE, HRNET, NECK, PARSING, IOU."""
     # Number of parsing classes, background included. Must match the model's label set.
     cfg.MODEL.QANET.NUM_CLASSES = 19
-    # The (fine) label set the model predicts, recorded in the config and in every checkpoint:
-    # the model is built from it and never reads a dataset catalog. NAME: a registered set
-    # ("synthetic", "celebamask_hq", "lapa", "helen", "fasseg") or the set of a dataset of the
-    # config ("sfp"); "" = the set of the first dataset of DATASETS.TRAIN (else DATASETS.TEST).
-    # CLASSES, COLORS ((R, G, B) per class) and FLIP_PAIRS ((id_a, id_b) swapped by a mirror) are
-    # filled from that set when train_net.py sets the config up (fill_model_label_set); written by
-    # hand, they define a set that no dataset registers. A checkpoint whose label set differs
-    # from the config's is refused.
-    # Training datasets in other sets: a set that converts into the model's (at least as fine)
-    # has its labels converted in the mapper; a coarser set keeps its labels and its crops'
-    # losses are computed on the model's probabilities summed into its classes (see
-    # qanet_d2/data/mixed_label_sets.py). A coarser test set is scored on predictions converted
-    # into its classes.
+    # The (fine) label set the model predicts, recorded in the config and in every checkpoint (one
+    # of another set is refused). NAME: a registered set or a dataset's ("sfp"); "" = the set of
+    # the first dataset of DATASETS.TRAIN (else DATASETS.TEST). CLASSES, COLORS ((R, G, B) per
+    # class) and FLIP_PAIRS ((id_a, id_b)) are filled from it by train_net.py
+    # (fill_model_label_set), or written by hand for a set no dataset registers.
+    # Training sets at least as fine are converted in the mapper; a coarser set's crops are scored
+    # on the probabilities summed into its classes (qanet_d2/data/mixed_label_sets.py).
     cfg.MODEL.QANET.LABEL_SET = CN()
     cfg.MODEL.QANET.LABEL_SET.NAME = ""
     cfg.MODEL.QANET.LABEL_SET.CLASSES = []
     cfg.MODEL.QANET.LABEL_SET.COLORS = []
     cfg.MODEL.QANET.LABEL_SET.FLIP_PAIRS = []
 
-    # Parser input crop. The box keeps its centre, its shorter side grows until
-    # width / height == ASPECT_RATIO, then both sides are multiplied by BOX_EXPAND.
+    # Parser input crop: the box's shorter side grows to ASPECT_RATIO around its centre, then x BOX_EXPAND.
     cfg.MODEL.QANET.INPUT_SIZE = (512, 384)  # (height, width)
     cfg.MODEL.QANET.ASPECT_RATIO = 0.75  # width / height
     cfg.MODEL.QANET.BOX_EXPAND = 1.25
@@ -269,8 +223,7 @@ def add_parser_config(cfg) -> None:
     cfg.MODEL.QANET.PIXEL_MEAN = [123.675, 116.28, 103.53]
     cfg.MODEL.QANET.PIXEL_STD = [58.395, 57.12, 57.375]
 
-    # Parser backbone: a name in detectron2's BACKBONE_REGISTRY, built on a config whose
-    # MODEL.RESNETS / MODEL.QANET.HRNET describe it.
+    # Parser backbone: a name in detectron2's BACKBONE_REGISTRY.
     cfg.MODEL.QANET.BACKBONE = CN()
     cfg.MODEL.QANET.BACKBONE.NAME = "build_timm_hrnet_backbone"
     # Backbone features fed to the neck, from stride 4 to stride 32.
@@ -280,29 +233,25 @@ def add_parser_config(cfg) -> None:
     cfg.MODEL.QANET.BACKBONE.RESNET_DEPTH = 50
     # Norm of a ResNet parser backbone. "BN": fine-tuned, like the HRNet's (32 crops per GPU).
     cfg.MODEL.QANET.BACKBONE.NORM = "BN"
-    # Stride of a ResNet-50/101 parser backbone's blocks in the 1x1 conv (MSRA) or the 3x3 conv
-    # (False: torchvision's ResNets, whose ImageNet weights RESNET_WEIGHTS loads).
+    # Stride in the 1x1 conv (MSRA) or the 3x3 conv (False: torchvision's, as RESNET_WEIGHTS).
     cfg.MODEL.QANET.BACKBONE.STRIDE_IN_1X1 = False
-    # ImageNet weights of a ResNet parser backbone: torchvision's resnet*.pth (a URL or a local
-    # path), loaded strictly when training starts unless a checkpoint provides the parser.
-    # The parser takes RGB crops with MODEL.QANET.PIXEL_MEAN/STD (ImageNet's). "" = random init.
+    # ImageNet weights of a ResNet parser backbone: torchvision's resnet*.pth (URL or path), loaded
+    # strictly when training starts unless a checkpoint provides the parser. "" = random init.
     cfg.MODEL.QANET.BACKBONE.RESNET_WEIGHTS = ""
 
     # HRNet from timm (features_only, raw branch outputs at strides 4/8/16/32).
     cfg.MODEL.QANET.HRNET = CN()
     cfg.MODEL.QANET.HRNET.NAME = "hrnet_w48"  # hrnet_w18_small, hrnet_w18, hrnet_w32, hrnet_w48, ...
-    # Initialise the HRNet from timm's ImageNet weights when training starts (unless a
-    # checkpoint provides the parser), loaded strictly: from PRETRAINED_PATH when set, else from
-    # the Hugging Face hub (fails with a clear message without network access). False (the
-    # default; the CPU configs keep it) = random initialisation. See docs/pretrained.md.
+    # Initialise the HRNet from timm's ImageNet weights when training starts (unless a checkpoint
+    # provides the parser), strictly, from PRETRAINED_PATH or the Hugging Face hub
+    # (docs/pretrained.md). False = random initialisation.
     cfg.MODEL.QANET.HRNET.PRETRAINED = False
-    # Local file with the ImageNet weights of HRNET.NAME in timm's key format (.pth /
-    # .safetensors; the HRNet authors' hrnetv2_w48_imagenet_pretrained.pth has the same keys).
+    # Local ImageNet weights of HRNET.NAME in timm's keys (.pth / .safetensors; the HRNet authors'
+    # hrnetv2_w48_imagenet_pretrained.pth has them).
     cfg.MODEL.QANET.HRNET.PRETRAINED_PATH = ""
     cfg.MODEL.QANET.HRNET.NORM = "BN"
 
-    # Semantic-FPN neck ("PFPN"): per level, conv-BN-ReLU(+upsample x2) repeated so that all
-    # levels reach stride 4, then summed.
+    # Semantic-FPN neck ("PFPN"): each level brought to stride 4 by conv-BN-ReLU(-upsample), summed.
     cfg.MODEL.QANET.NECK = CN()
     cfg.MODEL.QANET.NECK.CONV_DIM = 256
     cfg.MODEL.QANET.NECK.NORM = "BN"
@@ -311,9 +260,8 @@ def add_parser_config(cfg) -> None:
     cfg.MODEL.QANET.PARSING = CN()
     cfg.MODEL.QANET.PARSING.CE_WEIGHT = 1.0
     cfg.MODEL.QANET.PARSING.LOVASZ_WEIGHT = 1.0
-    # Lovasz-softmax per crop, then averaged over the crops of the batch (True, as the official
-    # QANet code; a crop without valid pixels counts 0 there), or over all valid pixels of the
-    # batch (False).
+    # Lovasz-softmax per crop, averaged over the crops (True, the official QANet code), or over all
+    # valid pixels of the batch (False).
     cfg.MODEL.QANET.PARSING.LOVASZ_PER_CROP = True
 
     # IoU ("quality") branch: 1x1 conv + ReLU, global pooling, two FC layers, one output.

@@ -25,18 +25,10 @@ class ParsingBranch(nn.Module):
 
 
 def classifier_from_coarser(weight: torch.Tensor, bias: torch.Tensor, parent_ids: Sequence[int]):
-    """Weights of a finer classifier from a trained coarser one: fine class ``k`` gets the row of
-    its coarse parent ``parent_ids[k]``, and each bias is lowered by ``log(number of children of
-    the parent)``, so that the fine softmax summed over each parent's children equals the coarse
-    softmax (the merged prediction starts where the coarse model is; training then separates the
-    children, e.g. left and right eye).
-
-    Args:
-        weight: ``C_coarse x C_in x 1 x 1`` (or ``C_coarse x C_in``); bias: ``C_coarse``.
-        parent_ids: ``C_fine`` coarse ids, e.g. ``conversion_ids(fine_set, coarse_set)``.
-    Returns:
-        ``(weight, bias)`` with ``C_fine`` rows, in the input dtypes.
-    """
+    """``(weight, bias)`` of a finer classifier from a trained coarser one: fine class ``k`` gets the
+    row of its parent ``parent_ids[k]`` (e.g. ``conversion_ids(fine_set, coarse_set)``), its bias
+    lowered by ``log(children of the parent)``, so that the fine softmax summed per parent equals
+    the coarse softmax; training then separates the children (left and right eye)."""
     ids = torch.as_tensor(list(parent_ids), dtype=torch.long)
     bad = [int(i) for i in ids if not 0 <= int(i) < weight.shape[0]]
     if bad:
