@@ -5,7 +5,6 @@ from .davis import (
     boundary_f_measure,
     boundary_radius,
     contour_accuracy,
-    contour_accuracy_per_class,
     davis_disk,
     label_boundaries,
     region_similarity,
@@ -32,7 +31,6 @@ from .instance_parsing_evaluator import InstanceParsingEvaluator, faces_from_out
 __all__ = [
     "region_similarity",
     "contour_accuracy",
-    "contour_accuracy_per_class",
     "seg_to_boundary",
     "label_boundaries",
     "boundary_f_measure",
