@@ -1,8 +1,5 @@
-"""Config validation, run before any data is read or any model is built.
-
-Every problem found is collected and reported together in one :class:`ConfigError`, with the
-key, its value and what is expected, instead of a stack trace deep inside the model.
-"""
+"""Config validation, run before any data is read or any model is built: every problem, with
+its key, value and what is expected, in one :class:`ConfigError`."""
 import os
 from typing import List
 
