@@ -24,7 +24,6 @@ Items:
 """
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
 import inspect
 import logging
@@ -69,16 +68,10 @@ class _MissingExtension(types.ModuleType):
 def _compiled_extension_available() -> bool:
     if "detectron2._C" in sys.modules:
         return not getattr(sys.modules["detectron2._C"], "__qanet_placeholder__", False)
-    spec = importlib.util.find_spec("detectron2")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return importlib.util.find_spec("detectron2._C") is not None
+    except ModuleNotFoundError:  # no detectron2 at all
         return False
-    for location in spec.submodule_search_locations:
-        finder = importlib.machinery.FileFinder(
-            location, (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
-        )
-        if finder.find_spec("detectron2._C") is not None:
-            return True
-    return False
 
 
 def _install_c_placeholder() -> bool:
@@ -280,18 +273,15 @@ def apply() -> None:
     if _APPLIED:
         return
     _APPLIED = True
-    if _restore_pil_linear():
-        APPLIED_ITEMS.append("PIL.Image.LINEAR")
-    if _install_c_placeholder():
-        APPLIED_ITEMS.append("detectron2._C placeholder")
-    if _import_scripted_modules_quietly():
-        APPLIED_ITEMS.append("torch.jit.script deprecation at import")
-    if _quiet_cuda_home_notice():
-        APPLIED_ITEMS.append("torch CUDA_HOME notice")
-    if _fix_anchor_grid_meshgrid():
-        APPLIED_ITEMS.append("anchor grid meshgrid indexing")
-    if _fix_fcos_head_norm_probe():
-        APPLIED_ITEMS.append("FCOS head GroupNorm probe")
+    shims = [
+        ("PIL.Image.LINEAR", _restore_pil_linear),
+        ("detectron2._C placeholder", _install_c_placeholder),
+        ("torch.jit.script deprecation at import", _import_scripted_modules_quietly),
+        ("torch CUDA_HOME notice", _quiet_cuda_home_notice),
+        ("anchor grid meshgrid indexing", _fix_anchor_grid_meshgrid),
+        ("FCOS head GroupNorm probe", _fix_fcos_head_norm_probe),
+    ]
+    APPLIED_ITEMS.extend(name for name, shim in shims if shim())
     FCOSWithEmptyImages = _define_fcos_with_empty_images()
     if not _fcos_handles_empty_images():
         APPLIED_ITEMS.append("FCOS on images without faces")

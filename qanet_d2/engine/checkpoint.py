@@ -16,6 +16,7 @@ part of the model with random weights.
   ``MODEL.QANET.DETECTOR_WEIGHTS`` / ``PARSER_WEIGHTS``, then (``imagenet_init``) the ImageNet
   weights of the backbones no checkpoint provided, one log line per part.
 """
+import glob
 import logging
 import os
 import tempfile
@@ -162,7 +163,8 @@ class QANetCheckpointer(DetectionCheckpointer):
         return super().load(path, checkpointables)
 
     def _load_model(self, checkpoint):
-        if checkpoint.get("matching_heuristics", False):
+        heuristic = checkpoint.get("matching_heuristics", False)
+        if heuristic:
             # detectron2's name matching (Caffe2 renaming for .pkl blobs), done here so that the
             # parts can be told apart by their keys before loading.
             self._convert_ndarray_to_tensor(checkpoint["model"])
@@ -170,9 +172,6 @@ class QANetCheckpointer(DetectionCheckpointer):
                 self.model.state_dict(), checkpoint["model"], c2_conversion=checkpoint.get("__author__", None) == "Caffe2"
             )
             checkpoint["matching_heuristics"] = False
-            heuristic = True
-        else:
-            heuristic = False
         parts = model_parts(self.model)
         state = checkpoint["model"]
         present = {p for p in parts if any(k.startswith(p + ".") for k in state)}
@@ -269,13 +268,8 @@ class QANetCheckpointer(DetectionCheckpointer):
         return extra
 
     def _newest_checkpoint_file(self):
-        if not self.save_dir or not os.path.isdir(self.save_dir):
-            return None
-        files = [
-            os.path.join(self.save_dir, f)
-            for f in os.listdir(self.save_dir)
-            if f.endswith(".pth") and not f.startswith(".tmp-")
-        ]
+        # glob's "*" skips the hidden ".tmp-" files of unfinished saves
+        files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if self.save_dir else []
         return max(files, key=os.path.getmtime) if files else None
 
 

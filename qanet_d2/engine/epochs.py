@@ -24,8 +24,10 @@ _PERIODS = ("SOLVER.CHECKPOINT_PERIOD_EPOCHS", "TEST.EVAL_PERIOD_EPOCHS")
 
 
 def _get(cfg, key):
-    section, leaf = key.split(".")
-    return cfg[section][leaf]
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def _set(cfg, key, value):

@@ -62,7 +62,7 @@ class ResumableTrainingSampler(TrainingSampler):
         yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
 
 
-class WeightedTrainingSampler(torch.utils.data.Sampler):
+class WeightedTrainingSampler(ResumableTrainingSampler):
     """Infinite stream of indices into the concatenation of several datasets, each drawn at its
     ratio whatever its size, each dataset's samples in a fresh random order per pass. The stream
     depends only on ``seed``; ``start_index`` and the sharding over processes are as in
@@ -78,17 +78,10 @@ class WeightedTrainingSampler(torch.utils.data.Sampler):
             raise ValueError(f"every dataset needs samples; sizes {sizes}")
         if any(not r > 0 for r in ratios):
             raise ValueError(f"ratios must be positive; got {ratios}")
+        super().__init__(sum(sizes), seed=seed, start_index=start_index)
         self._sizes = sizes
         self._weights = torch.tensor(ratios, dtype=torch.float64) / sum(ratios)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
-        self._seed = int(comm.shared_random_seed() if seed is None else seed)
-        self._start_index = int(start_index)
-        self._rank = comm.get_rank()
-        self._world_size = comm.get_world_size()
-
-    def __iter__(self):
-        start = self._start_index + self._rank
-        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
 
     def _infinite_indices(self):
         g = torch.Generator()

@@ -171,10 +171,7 @@ def _db_statistics(values: np.ndarray) -> Tuple[float, float, float]:
     ids = (np.round(np.linspace(1, n, 5) + 1e-10) - 1).astype(np.int64)
     first = values[ids[0] : ids[1] + 1]
     last = values[ids[3] : ids[4] + 1]
-    if np.isnan(first).all() or np.isnan(last).all():
-        decay = math.nan
-    else:
-        decay = float(np.nanmean(first) - np.nanmean(last))
+    decay = math.nan if np.isnan(first).all() or np.isnan(last).all() else float(np.nanmean(first) - np.nanmean(last))
     return mean, recall, decay
 
 
@@ -305,24 +302,15 @@ def summarize(
     put_jf("", obj_stat(0, 0), obj_stat(1, 0))
     for mode in ABSENT_CLASS_MODES:  # both conventions from the same per-frame scores
         put_jf(f"({mode})", _nanmean([o[5][mode][0] for o in objects]), _nanmean([o[5][mode][1] for o in objects]))
-    results["J_recall"] = _pct(obj_stat(0, 1))
-    results["F_recall"] = _pct(obj_stat(1, 1))
-    has_sequences = any(o[4] > 1 for o in objects)
-    if has_sequences:
-        results["J_decay"] = _pct(obj_stat(0, 2, only_sequences=True))
-        results["F_decay"] = _pct(obj_stat(1, 2, only_sequences=True))
-
-    # Confusion-matrix metrics over the whole dataset.
-    iou, f1, pacc = _confusion_metrics(confusion)
-    results["mIoU"] = _pct(_nanmean(iou))
-    results["fg_mIoU"] = _pct(_nanmean(iou[1:]))
-    results["mean_F1"] = _pct(_nanmean(f1[1:]))
-    results["pACC"] = _pct(pacc)
-
-    results["num_frames"] = len(records)
-    results["num_videos"] = len(by_video)
-    results["num_objects"] = len(objects)
-    results["num_failed_frames"] = len(failed_frames)
+    results.update(J_recall=_pct(obj_stat(0, 1)), F_recall=_pct(obj_stat(1, 1)))
+    if any(o[4] > 1 for o in objects):
+        results.update(J_decay=_pct(obj_stat(0, 2, only_sequences=True)),
+                       F_decay=_pct(obj_stat(1, 2, only_sequences=True)))
+    iou, f1, pacc = _confusion_metrics(confusion)  # over the whole dataset
+    results.update(mIoU=_pct(_nanmean(iou)), fg_mIoU=_pct(_nanmean(iou[1:])), mean_F1=_pct(_nanmean(f1[1:])),
+                   pACC=_pct(pacc))
+    results.update(num_frames=len(records), num_videos=len(by_video), num_objects=len(objects),
+                   num_failed_frames=len(failed_frames))
 
     per_class = []
     for c, name in enumerate(class_names):
@@ -331,13 +319,9 @@ def summarize(
             entry.update(J=_pct(obj_stat(0, 0, cls=c)), F=_pct(obj_stat(1, 0, cls=c)),
                          num_objects=sum(1 for o in objects if o[1] == c))
         per_class.append(entry)
-    for e in per_class[1:]:
-        results[f"J-{e['name']}"] = e["J"]
-        results[f"F-{e['name']}"] = e["F"]
-    for e in per_class:
-        results[f"IoU-{e['name']}"] = e["IoU"]
-    for e in per_class[1:]:
-        results[f"F1-{e['name']}"] = e["F1"]
+    results.update((f"{k}-{e['name']}", e[k]) for e in per_class[1:] for k in ("J", "F"))
+    results.update((f"IoU-{e['name']}", e["IoU"]) for e in per_class)
+    results.update((f"F1-{e['name']}", e["F1"]) for e in per_class[1:])
 
     details = {
         "protocol": {
@@ -445,10 +429,8 @@ def prediction_converter(dataset_name: str, prediction_label_set) -> Tuple[Optio
     from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
     from ..data.mixed_label_sets import NoConversionError, prediction_conversion
 
-    if prediction_label_set is None:
-        return None, None
     try:
-        data = dataset_label_set(dataset_name)
+        data = None if prediction_label_set is None else dataset_label_set(dataset_name)
     except DatasetNotFoundError:
         data = None
     if data is None:
@@ -532,10 +514,13 @@ class FaceParsingEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             if "labels" not in out:
-                raise KeyError(f"a model output for {self._dataset_name} has no 'labels' label map (keys: {sorted(out)})")
+                raise KeyError(f"a model output for {self._dataset_name} has no 'labels' label map "
+                               f"(keys: {sorted(out)})")
             labels = out["labels"]
             labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-            self.process_label_map(inp, labels if self._conversion is None else convert_label_map(labels, self._conversion))
+            if self._conversion is not None:
+                labels = convert_label_map(labels, self._conversion)
+            self.process_label_map(inp, labels)
 
     @property
     def conversion_note(self) -> Optional[str]:
@@ -589,7 +574,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
             logger.warning("Could not write %s", path)
 
     def evaluate(self):
-        gathered = gather_shards((self._records, self._confusion, self._failed, self._invalid_gt_pixels), self._distributed)
+        state = (self._records, self._confusion, self._failed, self._invalid_gt_pixels)
+        gathered = gather_shards(state, self._distributed)
         if gathered is None:
             return {}
         records = list(itertools.chain(*[g[0] for g in gathered]))
