@@ -1,18 +1,11 @@
-"""J and F against the DAVIS 2017 definitions: hand-computed cases and a literal reference."""
+"""J and F (score_frame on binary masks) against the DAVIS 2017 definitions: hand-computed cases
+and a literal reference."""
 import numpy as np
 import pytest
 
 import qanet_d2  # noqa: F401
 import cv2
-from qanet_d2.evaluation import (
-    boundary_radius,
-    contour_accuracy,
-    davis_disk,
-    label_boundaries,
-    region_similarity,
-    score_frame,
-    seg_to_boundary,
-)
+from qanet_d2.evaluation import boundary_radius, davis_disk, label_boundaries, score_frame, seg_to_boundary
 
 
 # ----------------------------------------------------------------------------- reference
@@ -64,6 +57,30 @@ def reference_j(pred, gt, void=None):
     valid = np.ones(gt.shape, bool) if void is None else ~void.astype(bool)
     union = ((pred | gt) & valid).sum()
     return 1.0 if union == 0 else ((pred & gt) & valid).sum() / union
+
+
+def _binary_scores(pred, gt, void, bound_th):
+    """score_frame of binary masks: class 1 = foreground, void pixels ignored, absent -> 1 (DAVIS)."""
+    gt = np.asarray(gt).astype(np.uint8)
+    if void is not None:
+        gt = np.where(np.asarray(void, bool), np.uint8(255), gt)
+    return score_frame(np.asarray(pred).astype(np.uint8), gt, 2, 255, absent_class="one", bound_th=bound_th)
+
+
+def region_similarity(pred, gt, void=None):
+    """J of (H, W) masks, or per frame of (T, H, W) stacks."""
+    if np.ndim(gt) == 3:
+        voids = [None] * len(gt) if void is None else void
+        return np.array([region_similarity(p, g, v) for p, g, v in zip(pred, gt, voids)])
+    return float(_binary_scores(pred, gt, void, 0.008).j[1])
+
+
+def contour_accuracy(pred, gt, void=None, bound_th=0.008):
+    """F of (H, W) masks, or per frame of (T, H, W) stacks."""
+    if np.ndim(gt) == 3:
+        voids = [None] * len(gt) if void is None else void
+        return np.array([contour_accuracy(p, g, v, bound_th) for p, g, v in zip(pred, gt, voids)])
+    return float(_binary_scores(pred, gt, void, bound_th).f[1])
 
 
 def square(shape, y0, x0, size):

@@ -16,20 +16,19 @@ rest. Exact: squared distances are integers, so the query bound sqrt(r² + 0.5) 
 from the next value. A fractional pixel radius (an even-sized, off-centre DAVIS disk) is
 dilated literally with ``cv2.dilate``.
 
-All arrays are (H, W) or a stack (T, H, W); pixel (y, x) = (row, column).
+J itself is the IoU of the confusion matrix (face_parsing_evaluator.score_frame). Arrays are
+(H, W); pixel (y, x) = (row, column).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
 __all__ = [
-    "region_similarity",
-    "contour_accuracy",
     "seg_to_boundary",
     "label_boundaries",
     "boundary_f_measure",
@@ -160,43 +159,3 @@ def boundary_f_measure(pred_points: Points, gt_points: Points, radius: float) ->
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
-
-
-def _check_shapes(pred, gt, void):
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    if void is not None and void.shape != gt.shape:
-        raise ValueError(f"void mask {void.shape} and ground truth {gt.shape} differ in shape")
-    if gt.ndim not in (2, 3):
-        raise ValueError(f"expected (H, W) masks or a (T, H, W) stack, got shape {gt.shape}")
-
-
-def region_similarity(pred: np.ndarray, gt: np.ndarray, void: Optional[np.ndarray] = None):
-    """J (Jaccard index) of (H, W) or (T, H, W) binary masks, ``void`` pixels excluded; empty
-    union -> 1. A float for (H, W) inputs, a (T,) array for stacks."""
-    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    void = None if void is None else np.asarray(void).astype(bool)
-    _check_shapes(pred, gt, void)
-    valid = np.ones_like(gt) if void is None else ~void
-    inter = np.count_nonzero(pred & gt & valid, axis=(-2, -1))
-    union = np.count_nonzero((pred | gt) & valid, axis=(-2, -1))
-    j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    return float(j) if j.ndim == 0 else j
-
-
-def contour_accuracy(pred: np.ndarray, gt: np.ndarray, void: Optional[np.ndarray] = None, bound_th: float = 0.008):
-    """F (boundary F-measure) of (H, W) or (T, H, W) binary masks, ``void`` pixels removed from
-    both; ``bound_th``: fraction of the frame diagonal (< 1) or pixels (>= 1). A float for (H, W)
-    inputs, a (T,) array for stacks."""
-    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    void = None if void is None else np.asarray(void).astype(bool)
-    _check_shapes(pred, gt, void)
-    if gt.ndim == 3:
-        voids = [None] * len(gt) if void is None else void
-        return np.array([contour_accuracy(p, g, v, bound_th) for p, g, v in zip(pred, gt, voids)])
-    if void is not None:
-        pred, gt = pred & ~void, gt & ~void
-    radius = boundary_radius(bound_th, gt.shape)
-    pred_b = label_boundaries(pred.view(np.uint8), [1])[1]
-    gt_b = label_boundaries(gt.view(np.uint8), [1])[1]
-    return boundary_f_measure(pred_b, gt_b, radius)

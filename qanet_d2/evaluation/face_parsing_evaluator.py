@@ -498,7 +498,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._save_labels = save_labels
         if save_labels and not output_dir:
             raise ValueError("save_labels needs an output_dir")
-        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
+        # conversion_note: "predictions converted from <set> to <set>", or None
+        self._conversion, self.conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self.reset()
 
     @property
@@ -521,11 +522,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
             if self._conversion is not None:
                 labels = convert_label_map(labels, self._conversion)
             self.process_label_map(inp, labels)
-
-    @property
-    def conversion_note(self) -> Optional[str]:
-        """``"predictions converted from <set> to <set>"``, or None without conversion."""
-        return self._conversion_note
 
     def process_label_map(self, input_dict: dict, pred_labels: np.ndarray) -> Optional[FrameScores]:
         """Score one frame's predicted (H, W) label map (also used by ``tools/evaluate_pngs.py``).
@@ -591,11 +587,11 @@ class FaceParsingEvaluator(DatasetEvaluator):
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
         details["dataset"] = self._dataset_name
-        if self._conversion_note:
-            details["protocol"]["predictions"] = self._conversion_note
+        if self.conversion_note:
+            details["protocol"]["predictions"] = self.conversion_note
         details["protocol"]["bound_th"] = self._bound_th
         details["invalid_gt_pixels"] = int(invalid_gt)
-        note = f" ({self._conversion_note})" if self._conversion_note else ""
+        note = f" ({self.conversion_note})" if self.conversion_note else ""
         logger.info("Face parsing evaluation of %s%s:\n%s", self._dataset_name, note, format_results_tables(results, details))
         if failed:
             logger.warning("%s: %d frame(s) could not be scored, e.g. %s: %s", self._dataset_name, len(failed),

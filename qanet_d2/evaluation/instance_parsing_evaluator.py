@@ -75,7 +75,7 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._output_dir = output_dir
         self._faces_fn = faces_from_output
-        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
+        self._conversion = prediction_converter(dataset_name, prediction_label_set)[0]
         self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label,
                                                nms_thresh=nms_thresh, score_thresh=score_thresh)
         self.reset()
