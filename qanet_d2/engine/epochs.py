@@ -30,11 +30,6 @@ def _get(cfg, key):
     return node
 
 
-def _set(cfg, key, value):
-    section, leaf = key.split(".")
-    cfg[section][leaf] = value
-
-
 def uses_epochs(cfg) -> bool:
     """Whether ``cfg`` states its schedule in epochs (``SOLVER.EPOCHS > 0``)."""
     return float(cfg.SOLVER.EPOCHS) > 0
@@ -87,7 +82,8 @@ def schedule_in_iterations(cfg, num_samples: int, sample_unit: str = "frames"):
     s.WARMUP_ITERS = _iters(s.WARMUP_EPOCHS, per_epoch)
     for key in _PERIODS:
         if float(_get(cfg, key)) > 0:
-            _set(cfg, EPOCH_KEYS[key], _iters(_get(cfg, key), per_epoch, least=1))
+            section, leaf = EPOCH_KEYS[key].split(".")
+            cfg[section][leaf] = _iters(_get(cfg, key), per_epoch, least=1)
     if frozen:
         cfg.freeze()
     changes = ", ".join(f"{k.split('.')[1]} {_fmt(_get(cfg, k))} -> {EPOCH_KEYS[k].split('.')[1]} {_get(cfg, EPOCH_KEYS[k])}"

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from .. import weights_io
-from ..weights_io import format_keys, load_checkpoint_file
+from ..weights_io import format_keys, load_checkpoint_file, load_state_strictly
 
 __all__ = [
     "HRNET_HEAD_PREFIXES",
@@ -37,7 +36,6 @@ __all__ = [
     "load_hrnet_imagenet_weights",
     "load_imagenet_weights",
     "load_resnet_imagenet_weights",
-    "load_state_strictly",
     "read_resnet_imagenet_weights",
     "resnet_state_from_caffe2",
     "resnet_state_from_torchvision",
@@ -66,13 +64,6 @@ _HOW_TO_GET = "see docs/pretrained.md for where to get the files and where to pu
 
 class ImageNetWeightsError(RuntimeError):
     """An ImageNet weights file that cannot initialise the configured backbone."""
-
-
-def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], source: str, *,
-                        unused_prefixes: Sequence[str] = (), what: str = "backbone") -> List[str]:
-    """:func:`qanet_d2.weights_io.load_state_strictly` raising :class:`ImageNetWeightsError`."""
-    return weights_io.load_state_strictly(module, state, source, unused_prefixes=unused_prefixes, what="ImageNet weights",
-                                          target=f"the {what}", error=ImageNetWeightsError)
 
 
 # ---------------------------------------------------------------------- ResNet
@@ -187,9 +178,9 @@ def load_resnet_imagenet_weights(
                 + "\n  - ".join(problems)
             )
     _fill_fused_batchnorm(resnet, weights, path)
-    weights.unused = load_state_strictly(
-        resnet, weights.state, path, unused_prefixes=RESNET_HEAD_KEYS.get(weights.fmt, ()), what=what
-    )
+    head = RESNET_HEAD_KEYS.get(weights.fmt, ())
+    weights.unused = load_state_strictly(resnet, weights.state, path, unused_prefixes=head, what="ImageNet weights",
+                                         target=f"the {what}", error=ImageNetWeightsError)
     return weights
 
 
@@ -235,7 +226,8 @@ def load_hrnet_imagenet_weights(backbone: nn.Module, path: str = "") -> str:
         source = path
     else:
         state, source = _timm_hub_state_dict(name)
-    load_state_strictly(backbone.body, state, source, unused_prefixes=HRNET_HEAD_PREFIXES, what=f"timm {name} (features only)")
+    load_state_strictly(backbone.body, state, source, unused_prefixes=HRNET_HEAD_PREFIXES, what="ImageNet weights",
+                        target=f"the timm {name} (features only)", error=ImageNetWeightsError)
     return f"ImageNet {name} ({source})"
 
 
@@ -319,25 +311,21 @@ def load_imagenet_weights(cfg, model: nn.Module, part: str) -> Optional[str]:
         logger.info(f"MODEL.QANET.HRNET.PRETRAINED_PATH = {q.HRNET.PRETRAINED_PATH!r} is not used: MODEL.QANET.HRNET.PRETRAINED is False")
     if source is None:
         return None
-    module = getattr(model, part)
-    if part == "detector":
-        backbone = module.backbone
-        resnet = getattr(backbone, "bottom_up", backbone)
-        target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
-        weights = load_resnet_imagenet_weights(
-            resnet, source, what=f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})",
-            problems_for=lambda w: detector_input_problems(cfg, source, w.input_convention),
-        )
-        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}"
-    elif q.BACKBONE.NAME == "build_timm_hrnet_backbone":
+    backbone = getattr(model, part).backbone
+    rest = "; the rest of the " + part + " is randomly initialised"
+    if part == "parser" and q.BACKBONE.NAME == "build_timm_hrnet_backbone":
         problems = parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights")
         if problems:
             raise ImageNetWeightsError(f"{source}: the config does not match timm's ImageNet HRNet:\n  - " + "\n  - ".join(problems))
-        described = load_hrnet_imagenet_weights(module.backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone"
+        return load_hrnet_imagenet_weights(backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone" + rest
+    if part == "detector":
+        resnet = getattr(backbone, "bottom_up", backbone)
+        target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
+        what = f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})"
+        problems_for = lambda w: detector_input_problems(cfg, source, w.input_convention)  # noqa: E731
     else:
-        weights = load_resnet_imagenet_weights(
-            module.backbone, source, what=f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)",
-            problems_for=lambda w: parser_input_problems(cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS"),
-        )
-        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in parser.backbone"
-    return described + "; the rest of the " + part + " is randomly initialised"
+        resnet, target, what = backbone, "parser.backbone", f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)"
+        problems_for = lambda w: parser_input_problems(  # noqa: E731
+            cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS")
+    weights = load_resnet_imagenet_weights(resnet, source, what=what, problems_for=problems_for)
+    return f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}" + rest

@@ -8,6 +8,7 @@ Deviations from ``DefaultTrainer``, each for the reason given where it is made: 
 finiteness check, AMP on CPU too, the optimizer in the checkpoint, CPU-safe DDP, world-size
 rescaling with ``SOLVER.LR_SCALING`` and schedules in epochs.
 """
+import contextlib
 import itertools
 import logging
 import os
@@ -158,10 +159,7 @@ class QANetSimpleTrainer(SimpleTrainer):
         # global generator, which would otherwise shift the model's random draws after a resume.
         _seed_all(seed + 1)
 
-        if self.amp:
-            with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
-                loss_dict = self.model(data)
-        else:
+        with torch.autocast(self.autocast_device, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext():
             loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}

@@ -11,6 +11,8 @@ import logging
 import math
 from typing import Dict
 
+from .epochs import _get
+
 logger = logging.getLogger(__name__)
 
 # Keys that depend on the number of processes, for r = world_size / REFERENCE_WORLD_SIZE:
@@ -38,16 +40,6 @@ def lr_scaling_rule(cfg) -> str:
     return rule
 
 
-def _node_and_leaf(cfg, key: str):
-    *path, leaf = key.split(".")
-    node = cfg
-    for part in path:
-        node = node[part]
-    if leaf not in node:
-        raise KeyError(f"WORLD_SIZE_SCALED_KEYS lists {key}, which is not a config key")
-    return node, leaf
-
-
 def scale_config_to_world_size(cfg, world_size: int):
     """A copy of ``cfg`` for ``world_size`` processes (``cfg`` itself if
     ``SOLVER.REFERENCE_WORLD_SIZE`` is 0 or already ``world_size``). ValueError if a total batch
@@ -65,7 +57,10 @@ def scale_config_to_world_size(cfg, world_size: int):
     cfg.defrost()
     changes = []
     for key, kind in WORLD_SIZE_SCALED_KEYS.items():
-        node, leaf = _node_and_leaf(cfg, key)
+        section, leaf = key.rsplit(".", 1)
+        node = _get(cfg, section)
+        if leaf not in node:
+            raise KeyError(f"WORLD_SIZE_SCALED_KEYS lists {key}, which is not a config key")
         value = node[leaf]
         if kind == "batch":
             if value % reference:

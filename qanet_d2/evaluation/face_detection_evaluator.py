@@ -38,12 +38,8 @@ def _register_face_box_view(dataset_name: str, output_dir: str) -> str:
     json_file = os.path.join(output_dir, f"{dataset_name}_face_boxes_coco.json")
 
     def load():
-        dicts = []
-        for i, d in enumerate(DatasetCatalog.get(dataset_name)):
-            d = dict(d, image_id=i)
-            d.pop("sem_seg_file_name", None)
-            dicts.append(d)
-        return dicts
+        dicts = (dict(d, image_id=i) for i, d in enumerate(DatasetCatalog.get(dataset_name)))
+        return [{k: v for k, v in d.items() if k != "sem_seg_file_name"} for d in dicts]
 
     if view in DatasetCatalog.list():
         DatasetCatalog.remove(view)

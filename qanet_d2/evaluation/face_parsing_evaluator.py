@@ -243,8 +243,6 @@ def summarize(
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
     C = len(class_names)
     confusion = np.asarray(confusion, dtype=np.int64)
-    if confusion.shape != (C, C + 1):
-        raise ValueError(f"confusion matrix must be ({C}, {C + 1}), got {confusion.shape}")
 
     by_video: Dict[str, List[dict]] = defaultdict(list)
     for r in records:
@@ -529,7 +527,10 @@ class FaceParsingEvaluator(DatasetEvaluator):
         video_id, frame_index = frame_key(input_dict)
         file_name = str(input_dict.get("file_name", ""))
         if self._save_labels:
-            self._write_label_png(video_id, file_name, pred_labels)
+            path = label_png_path(os.path.join(self._output_dir, "labels"), video_id, file_name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not cv2.imwrite(path, np.asarray(pred_labels, np.uint8)):
+                logger.warning("Could not write %s", path)
         gt_file = input_dict.get("sem_seg_file_name")
         if not gt_file:
             self.record_failure(input_dict, "no ground-truth label file")
@@ -563,12 +564,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
         logger.warning("Face parsing evaluation: frame %s not scored: %s", entry["file_name"], problem)
         self._failed.append(entry)
 
-    def _write_label_png(self, video_id: str, file_name: str, labels: np.ndarray):
-        path = label_png_path(os.path.join(self._output_dir, "labels"), video_id, file_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not cv2.imwrite(path, np.asarray(labels, np.uint8)):
-            logger.warning("Could not write %s", path)
-
     def evaluate(self):
         state = (self._records, self._confusion, self._failed, self._invalid_gt_pixels)
         gathered = gather_shards(state, self._distributed)
@@ -586,11 +581,10 @@ class FaceParsingEvaluator(DatasetEvaluator):
         if not records:
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
-        details["dataset"] = self._dataset_name
         if self.conversion_note:
             details["protocol"]["predictions"] = self.conversion_note
         details["protocol"]["bound_th"] = self._bound_th
-        details["invalid_gt_pixels"] = int(invalid_gt)
+        details.update(dataset=self._dataset_name, invalid_gt_pixels=int(invalid_gt))
         note = f" ({self.conversion_note})" if self.conversion_note else ""
         logger.info("Face parsing evaluation of %s%s:\n%s", self._dataset_name, note, format_results_tables(results, details))
         if failed:

@@ -91,13 +91,10 @@ def face_part_ious(
         ``ious`` (P, G, C), NaN where a class is absent from both maps of a pair; ``num_parts``
         (G,) foreground classes in each ground-truth face (PCP's denominator); ``face_ids`` (G,).
     """
-    gt_labels = np.asarray(gt_labels)
-    gt_instances = np.asarray(gt_instances)
+    gt_labels, gt_instances = np.asarray(gt_labels), np.asarray(gt_instances)
     if gt_labels.ndim != 2 or gt_labels.shape != gt_instances.shape:
         raise ValueError(f"ground-truth label map {gt_labels.shape} and face-instance map {gt_instances.shape} "
                          "must be 2-D maps of the same size")
-    if len(windows) != len(labels):
-        raise ValueError(f"{len(windows)} windows but {len(labels)} label arrays")
     C = int(num_classes)
     H, W = gt_labels.shape
     valid = _valid_mask(gt_labels, C, ignore_label)
@@ -229,8 +226,6 @@ def match_faces(
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     P, G = ious.shape[:2]
     T = len(thresholds)
-    if scores.shape[0] != P:
-        raise ValueError(f"{scores.shape[0]} scores for {P} faces")
     tp = np.zeros((P, T), bool)
     pcp = np.zeros((P, T), np.float64)
     if P == 0 or G == 0:

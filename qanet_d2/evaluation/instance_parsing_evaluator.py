@@ -178,11 +178,8 @@ def format_instance_table(details: dict) -> str:
     """One row per ranking: APvol, AP at every threshold, PCP50 (percent)."""
     from tabulate import tabulate
 
-    first = next(iter(details.values()))
-    thresholds = list(first["APp"])
-    rows = []
-    for name, d in details.items():
-        rows.append([d["ranked_by"], 100 * d["APvol"]] + [100 * d["APp"][t] for t in thresholds]
-                    + [100 * d["PCP"].get("50", float("nan"))])
+    thresholds = list(next(iter(details.values()))["APp"])
+    rows = [[d["ranked_by"], 100 * d["APvol"]] + [100 * d["APp"][t] for t in thresholds]
+            + [100 * d["PCP"].get("50", float("nan"))] for d in details.values()]
     headers = ["ranked by", "APvol"] + [f"APp{t}" for t in thresholds] + ["PCP50"]
     return tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".2f", numalign="right")
