@@ -68,18 +68,10 @@ def _binary_scores(pred, gt, void, bound_th):
 
 
 def region_similarity(pred, gt, void=None):
-    """J of (H, W) masks, or per frame of (T, H, W) stacks."""
-    if np.ndim(gt) == 3:
-        voids = [None] * len(gt) if void is None else void
-        return np.array([region_similarity(p, g, v) for p, g, v in zip(pred, gt, voids)])
     return float(_binary_scores(pred, gt, void, 0.008).j[1])
 
 
 def contour_accuracy(pred, gt, void=None, bound_th=0.008):
-    """F of (H, W) masks, or per frame of (T, H, W) stacks."""
-    if np.ndim(gt) == 3:
-        voids = [None] * len(gt) if void is None else void
-        return np.array([contour_accuracy(p, g, v, bound_th) for p, g, v in zip(pred, gt, voids)])
     return float(_binary_scores(pred, gt, void, bound_th).f[1])
 
 
@@ -208,17 +200,6 @@ def test_odd_image_sizes(shape):
         assert region_similarity(a, b) == pytest.approx(reference_j(a, b))
         for th in (0.008, 1, 2):
             assert contour_accuracy(a, b, bound_th=th) == pytest.approx(reference_f(a, b, bound_th=th), abs=1e-12)
-
-
-def test_stacks_give_per_frame_values():
-    rng = np.random.default_rng(3)
-    a, b = rng.random((4, 12, 15)) < 0.4, rng.random((4, 12, 15)) < 0.4
-    void = rng.random((4, 12, 15)) < 0.1
-    j, f = region_similarity(a, b, void), contour_accuracy(a, b, void, bound_th=2)
-    assert j.shape == f.shape == (4,)
-    for t in range(4):
-        assert j[t] == pytest.approx(region_similarity(a[t], b[t], void[t]))
-        assert f[t] == pytest.approx(contour_accuracy(a[t], b[t], void[t], bound_th=2))
 
 
 # ----------------------------------------------------------------------------- vs literal reference
