@@ -1,37 +1,29 @@
 """Shims that let detectron2 v0.6's Python code run on this stack (torch 2.x, numpy 2, Pillow >= 10)
 and without its C++ extension.
 
-Everything that deviates from detectron2's behaviour lives here and nowhere else. Each shim
-is applied once (``apply()`` is idempotent), before any detectron2 module that needs it is
-imported, and each one checks first whether it is needed: with a complete upstream detectron2
-(C++ extension built, FCOS fixes merged) every item is a no-op.
+Everything that deviates from detectron2's behaviour lives here. ``apply()`` applies each shim
+once, before the detectron2 modules that need it are imported, and only where it is needed: with
+a complete upstream detectron2 every item is a no-op.
 
 Items:
-  * ``detectron2._C`` placeholder: registered only if no compiled extension can be found.
-    Importing it works; calling any op raises NotImplementedError naming the op.
-  * ``PIL.Image.LINEAR``: removed in Pillow 10, used as a default argument in detectron2.
-  * FCOS head GroupNorm probe: v0.6's RetinaNetHead calls ``get_norm(norm, 1)`` to read the
-    norm type, which fails for GroupNorm(32, 1).
-  * FCOS on an image without faces: v0.6's anchor matching cannot handle zero ground-truth
-    boxes; :class:`FCOSWithEmptyImages` labels all anchors of such an image as background.
-  * Checkpoints: :func:`to_weights_only_safe` turns a checkpoint dict into tensors and plain
-    Python values so that ``torch.load(weights_only=True)`` can read it back.
-  * ``torch.jit.script`` deprecation: fvcore's focal losses and detectron2's box transforms are
-    scripted when their modules are imported, and this torch warns (FutureWarning) for each,
-    about code the user cannot change. Those two modules are imported first with that one
-    warning filtered; the filter does not outlive the imports.
-  * torch's CUDA_HOME notice: detectron2's ``collect_env`` (run by ``default_setup`` in every
-    ``train_net.py`` run) imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is
-    found, using CUDA_HOME=..." when a CUDA toolkit is installed but torch sees no GPU: a fact
-    about building C++ extensions, which this project never does at run time. A filter on that
-    logger drops this one message; its other messages pass.
-  * ``torch.meshgrid`` indexing: v0.6's anchor generator (used by FCOS) calls it without
-    ``indexing``, which warns on every training step; its grid function is replaced by the same
-    computation with ``indexing="ij"`` (the behaviour the warning says is the default).
+  * ``detectron2._C`` placeholder, if no compiled extension exists: importing works, calling an
+    op raises NotImplementedError naming it.
+  * ``PIL.Image.LINEAR``: removed in Pillow 10, a default argument in detectron2.
+  * FCOS head GroupNorm probe: v0.6's RetinaNetHead builds ``get_norm(norm, 1)``, which fails
+    for GroupNorm(32, 1).
+  * FCOS on an image without faces: v0.6's anchor matching fails on zero boxes;
+    :class:`FCOSWithEmptyImages` labels all anchors of such an image background.
+  * :func:`to_weights_only_safe`: checkpoints that ``torch.load(weights_only=True)`` can read.
+  * ``torch.jit.script`` deprecation: the two modules that script at import (fvcore's focal
+    losses, detectron2's box transforms) are imported with that FutureWarning filtered.
+  * torch's CUDA_HOME notice ("No CUDA runtime is found", logged by ``collect_env`` on a machine
+    with a CUDA toolkit and no GPU; about building extensions, which this project never does) is
+    filtered from its logger.
+  * ``torch.meshgrid`` indexing: v0.6's anchor grid calls it without ``indexing`` (a warning
+    every step); replaced by the same computation with ``indexing="ij"``.
 """
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
 import inspect
 import logging
@@ -76,16 +68,10 @@ class _MissingExtension(types.ModuleType):
 def _compiled_extension_available() -> bool:
     if "detectron2._C" in sys.modules:
         return not getattr(sys.modules["detectron2._C"], "__qanet_placeholder__", False)
-    spec = importlib.util.find_spec("detectron2")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return importlib.util.find_spec("detectron2._C") is not None
+    except ModuleNotFoundError:  # no detectron2 at all
         return False
-    for location in spec.submodule_search_locations:
-        finder = importlib.machinery.FileFinder(
-            location, (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
-        )
-        if finder.find_spec("detectron2._C") is not None:
-            return True
-    return False
 
 
 def _install_c_placeholder() -> bool:
@@ -165,11 +151,8 @@ def _define_fcos_with_empty_images():
     from detectron2.structures import Boxes
 
     class FCOSWithEmptyImages(FCOS):
-        """FCOS whose anchor labelling accepts images with no ground-truth box.
-
-        Such an image gets every anchor labelled background (``num_classes``) and zero
-        regression targets, which is what detectron2 does after its later fix.
-        """
+        """FCOS whose anchor labelling gives an image without boxes background anchors and zero
+        regression targets (as detectron2 after its later fix)."""
 
         @torch.no_grad()
         def label_anchors(self, anchors, gt_instances):
@@ -195,8 +178,7 @@ _JIT_SCRIPT_DEPRECATION = r"`torch\.jit\.script` is deprecated"
 
 
 def _import_scripted_modules_quietly() -> bool:
-    """Import the modules that call ``torch.jit.script`` at import time without its
-    FutureWarning. Returns True if any was imported here."""
+    """Import the modules that script at import time without that FutureWarning; True if any was."""
     import importlib
     import warnings
 
@@ -219,8 +201,7 @@ class _DropCudaHomeNotice(logging.Filter):
 
 
 def _quiet_cuda_home_notice() -> bool:
-    """Drop torch's CUDA_HOME notice from the ``torch.utils.cpp_extension`` logger (the module
-    need not be imported yet). Returns True if the filter was added here."""
+    """Drop torch's CUDA_HOME notice from its logger; True if the filter was added here."""
     log = logging.getLogger("torch.utils.cpp_extension")
     if any(isinstance(f, _DropCudaHomeNotice) for f in log.filters):
         return False
@@ -255,11 +236,7 @@ def _fix_anchor_grid_meshgrid() -> bool:
 
 def to_weights_only_safe(obj):
     """Recursively turn numpy scalars/arrays and other simple values into types that
-    ``torch.load(weights_only=True)`` accepts (tensors, numbers, str, containers).
-
-    Objects that cannot be represented that way raise TypeError naming their path, so that
-    an unsafe checkpoint is never written silently.
-    """
+    ``torch.load(weights_only=True)`` accepts; anything else raises TypeError naming its path."""
     import collections
     import numbers
 
@@ -296,18 +273,15 @@ def apply() -> None:
     if _APPLIED:
         return
     _APPLIED = True
-    if _restore_pil_linear():
-        APPLIED_ITEMS.append("PIL.Image.LINEAR")
-    if _install_c_placeholder():
-        APPLIED_ITEMS.append("detectron2._C placeholder")
-    if _import_scripted_modules_quietly():
-        APPLIED_ITEMS.append("torch.jit.script deprecation at import")
-    if _quiet_cuda_home_notice():
-        APPLIED_ITEMS.append("torch CUDA_HOME notice")
-    if _fix_anchor_grid_meshgrid():
-        APPLIED_ITEMS.append("anchor grid meshgrid indexing")
-    if _fix_fcos_head_norm_probe():
-        APPLIED_ITEMS.append("FCOS head GroupNorm probe")
+    shims = [
+        ("PIL.Image.LINEAR", _restore_pil_linear),
+        ("detectron2._C placeholder", _install_c_placeholder),
+        ("torch.jit.script deprecation at import", _import_scripted_modules_quietly),
+        ("torch CUDA_HOME notice", _quiet_cuda_home_notice),
+        ("anchor grid meshgrid indexing", _fix_anchor_grid_meshgrid),
+        ("FCOS head GroupNorm probe", _fix_fcos_head_norm_probe),
+    ]
+    APPLIED_ITEMS.extend(name for name, shim in shims if shim())
     FCOSWithEmptyImages = _define_fcos_with_empty_images()
     if not _fcos_handles_empty_images():
         APPLIED_ITEMS.append("FCOS on images without faces")

@@ -1,18 +1,11 @@
-"""J and F against the DAVIS 2017 definitions: hand-computed cases and a literal reference."""
+"""J and F (score_frame on binary masks) against the DAVIS 2017 definitions: hand-computed cases
+and a literal reference."""
 import numpy as np
 import pytest
 
 import qanet_d2  # noqa: F401
 import cv2
-from qanet_d2.evaluation import (
-    boundary_radius,
-    contour_accuracy,
-    contour_accuracy_per_class,
-    davis_disk,
-    label_boundaries,
-    region_similarity,
-    seg_to_boundary,
-)
+from qanet_d2.evaluation import boundary_radius, davis_disk, label_boundaries, score_frame, seg_to_boundary
 
 
 # ----------------------------------------------------------------------------- reference
@@ -64,6 +57,22 @@ def reference_j(pred, gt, void=None):
     valid = np.ones(gt.shape, bool) if void is None else ~void.astype(bool)
     union = ((pred | gt) & valid).sum()
     return 1.0 if union == 0 else ((pred & gt) & valid).sum() / union
+
+
+def _binary_scores(pred, gt, void, bound_th):
+    """score_frame of binary masks: class 1 = foreground, void pixels ignored, absent -> 1 (DAVIS)."""
+    gt = np.asarray(gt).astype(np.uint8)
+    if void is not None:
+        gt = np.where(np.asarray(void, bool), np.uint8(255), gt)
+    return score_frame(np.asarray(pred).astype(np.uint8), gt, 2, 255, absent_class="one", bound_th=bound_th)
+
+
+def region_similarity(pred, gt, void=None):
+    return float(_binary_scores(pred, gt, void, 0.008).j[1])
+
+
+def contour_accuracy(pred, gt, void=None, bound_th=0.008):
+    return float(_binary_scores(pred, gt, void, bound_th).f[1])
 
 
 def square(shape, y0, x0, size):
@@ -193,17 +202,6 @@ def test_odd_image_sizes(shape):
             assert contour_accuracy(a, b, bound_th=th) == pytest.approx(reference_f(a, b, bound_th=th), abs=1e-12)
 
 
-def test_stacks_give_per_frame_values():
-    rng = np.random.default_rng(3)
-    a, b = rng.random((4, 12, 15)) < 0.4, rng.random((4, 12, 15)) < 0.4
-    void = rng.random((4, 12, 15)) < 0.1
-    j, f = region_similarity(a, b, void), contour_accuracy(a, b, void, bound_th=2)
-    assert j.shape == f.shape == (4,)
-    for t in range(4):
-        assert j[t] == pytest.approx(region_similarity(a[t], b[t], void[t]))
-        assert f[t] == pytest.approx(contour_accuracy(a[t], b[t], void[t], bound_th=2))
-
-
 # ----------------------------------------------------------------------------- vs literal reference
 def _blobby(rng, h, w, classes):
     k = int(rng.integers(2, 10))
@@ -235,7 +233,8 @@ def test_per_class_f_matches_reference_on_random_label_maps():
         pred[specks] = rng.integers(0, 5, specks.sum())
         void = rng.random((h, w)) < 0.03 if rng.random() < 0.5 else None
         th = [3, 4, 7, 18, 0.05, 6.5][rng.integers(0, 6)]
-        got = contour_accuracy_per_class(pred, gt, [1, 2, 3, 4], void, th)
+        gt_void = np.where(void, 255, gt) if void is not None else gt
+        got = score_frame(pred, gt_void, 5, 255, absent_class="one", bound_th=th).f[1:]
         want = [reference_f(pred == c, gt == c, void, th) for c in (1, 2, 3, 4)]
         np.testing.assert_allclose(got, want, atol=1e-12)
 

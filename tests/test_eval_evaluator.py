@@ -19,19 +19,18 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from qanet_d2.evaluation import (
     FaceParsingEvaluator,
     build_face_parsing_evaluators,
-    contour_accuracy,
-    region_similarity,
     score_frame,
     summarize,
 )
 from qanet_d2.evaluation.face_parsing_evaluator import RESULTS_FILE
+from test_eval_davis import reference_f, reference_j
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "skin", "nose", "hair"]
 
 
 # ----------------------------------------------------------------------------- score_frame
-def test_score_frame_matches_per_class_functions():
+def test_score_frame_matches_davis_reference():
     rng = np.random.default_rng(0)
     gt = cv2.resize(rng.integers(0, 6, (6, 8)).astype(np.uint8), (64, 48), interpolation=cv2.INTER_NEAREST)
     gt[:3] = 255
@@ -42,8 +41,8 @@ def test_score_frame_matches_per_class_functions():
     void = gt == 255
     assert math.isnan(s.j[0]) and math.isnan(s.f[0])
     for c in range(1, 6):
-        assert s.j[c] == pytest.approx(region_similarity(pred == c, gt == c, void))
-        assert s.f[c] == pytest.approx(contour_accuracy(pred == c, gt == c, void, bound_th=2))
+        assert s.j[c] == pytest.approx(reference_j(pred == c, gt == c, void))
+        assert s.f[c] == pytest.approx(reference_f(pred == c, gt == c, void, bound_th=2))
     assert s.confusion.shape == (6, 7)
     assert s.confusion.sum() == (~void).sum()
     assert s.confusion[:, 6].sum() == (1 if not void[5, 5] else 0)

@@ -3,29 +3,20 @@ part of the model with random weights.
 
 :class:`QANetCheckpointer` is detectron2's DetectionCheckpointer with these changes:
 
-* ``save`` writes to a temporary file in the same folder and renames it into place
-  (``os.replace`` is atomic on POSIX), and updates ``last_checkpoint`` the same way, so a
-  process killed at any moment leaves either the old or the new checkpoint, never a torn one.
-  The saved dict contains only tensors and plain Python values (:func:`to_weights_only_safe`)
-  and a ``"trained_parts"`` entry: which of the model's parts (``detector``, ``parser``) hold
-  trained weights (see :meth:`QANetCheckpointer.trained_parts`), and a ``"label_set"`` entry:
-  the label set the model predicts (:meth:`~qanet_d2.structures.label_sets.LabelSet.to_json`).
-* Loading a checkpoint whose label set differs from the model's (the config's
-  ``MODEL.QANET.LABEL_SET``) fails naming both; a model built without one takes the
-  checkpoint's. A checkpoint without the record (written before it existed) loads with the
-  config's label set and flip permutation.
-* Files are read by :func:`~qanet_d2.weights_io.load_checkpoint_file` (no code runs while
-  reading); a checkpoint that lacks weights of the parts it loads fails, listing the keys.
-* Loading ``MODEL.WEIGHTS`` loads only the parts that the checkpoint records as trained
-  (checkpoints without ``"trained_parts"`` load whole); the other parts keep their weights.
-  ``resume`` loads the whole state, as detectron2 does.
-* With ``cfg`` given, :meth:`QANetCheckpointer.resume_or_load` assembles the model (when not
-  resuming): ``MODEL.WEIGHTS``, then ``MODEL.QANET.DETECTOR_WEIGHTS`` and
-  ``MODEL.QANET.PARSER_WEIGHTS`` (each loads only its part, strictly), then, when training
-  starts (``imagenet_init=True``), the ImageNet weights of the backbones of the parts that no
-  checkpoint provided (:mod:`qanet_d2.engine.imagenet`). One log line per part says where its
-  weights came from.
+* ``save`` writes a temporary file and renames it into place (atomic on POSIX), as does
+  ``last_checkpoint``; the file holds only tensors and plain values (:func:`to_weights_only_safe`),
+  ``"trained_parts"`` (which of ``detector`` / ``parser`` hold trained weights) and
+  ``"label_set"`` (the model's label set).
+* Loading reads files without running code (:func:`~qanet_d2.weights_io.load_checkpoint_file`);
+  a checkpoint lacking weights of the parts it loads, or of another label set than the model's,
+  fails naming them. A model built without a label set takes the checkpoint's.
+* ``MODEL.WEIGHTS`` loads only the parts the checkpoint records as trained (all without a
+  record); ``resume`` loads the whole state, as detectron2 does.
+* With ``cfg``, a run that is not resumed is assembled from ``MODEL.WEIGHTS``, then
+  ``MODEL.QANET.DETECTOR_WEIGHTS`` / ``PARSER_WEIGHTS``, then (``imagenet_init``) the ImageNet
+  weights of the backbones no checkpoint provided, one log line per part.
 """
+import glob
 import logging
 import os
 import tempfile
@@ -69,22 +60,18 @@ def _zoo_pkl_to_checkpoint(data, filename: str) -> dict:
 
 
 # ---------------------------------------------------------------------- model parts
-def model_parts(model: nn.Module) -> Dict[str, nn.Module]:
-    """``{part name: submodule}`` for the :data:`MODEL_PARTS` that ``model`` has (not None)."""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return {p: getattr(model, p) for p in MODEL_PARTS if isinstance(getattr(model, p, None), nn.Module)}
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
+def model_parts(model: nn.Module) -> Dict[str, nn.Module]:
+    """``{part name: submodule}`` for the :data:`MODEL_PARTS` that ``model`` has (not None)."""
+    model = _unwrap(model)
+    return {p: getattr(model, p) for p in MODEL_PARTS if isinstance(getattr(model, p, None), nn.Module)}
+
+
 def _part_of(key: str, parts: Iterable[str]) -> Optional[str]:
-    for p in parts:
-        if key.startswith(p + "."):
-            return p
-    return None
+    return next((p for p in parts if key.startswith(p + ".")), None)
 
 
 def load_model_part(model: nn.Module, part: str, path: str) -> str:
@@ -114,23 +101,15 @@ def _atomic_write(path: str, write_fn) -> None:
 
 # ---------------------------------------------------------------------- checkpointer
 class QANetCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with atomic saves, loading without unpickling code, trained-part
-    records and model assembly (see module doc).
-
-    Args:
-        cfg: the config; needed for :meth:`resume_or_load` to apply ``MODEL.QANET.DETECTOR_WEIGHTS``
-            / ``PARSER_WEIGHTS`` and the ImageNet initialisation.
-        imagenet_init: when the model is not resumed, initialise the backbones of the parts that
-            no checkpoint provides from their ImageNet weights (training); otherwise they keep
-            the weights they were built with (inference).
-    """
+    """DetectionCheckpointer with atomic saves, safe loading, trained-part records and model
+    assembly (see module doc). ``cfg`` enables the assembly; ``imagenet_init`` (training)
+    initialises the backbones no checkpoint provides from ImageNet weights."""
 
     def __init__(self, model, save_dir: str = "", *, cfg=None, imagenet_init: bool = False, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.cfg = cfg
         self.imagenet_init = bool(imagenet_init)
-        # Parts whose current weights were trained in an earlier run (loaded from a checkpoint
-        # that trained them); with the parts trained in this run they make "trained_parts".
+        # Parts whose weights were loaded from a checkpoint that trained them.
         self.loaded_trained_parts: Set[str] = set()
         # Where each part's weights came from, for the log: {"detector": "a.pth", ...}.
         self.part_sources: Dict[str, str] = {}
@@ -139,9 +118,8 @@ class QANetCheckpointer(DetectionCheckpointer):
 
     # -------------------------------------------------------------- trained parts
     def trained_parts(self) -> List[str]:
-        """Parts holding trained weights: those with trainable parameters in this run, and those
-        loaded from checkpoints that had trained them. A part that is frozen at its ImageNet or
-        random initialisation is not trained."""
+        """Parts with trainable parameters in this run or loaded trained from a checkpoint (a part
+        frozen at its ImageNet or random initialisation is not trained)."""
         parts = model_parts(self.model)
         trained = {p for p, m in parts.items() if any(q.requires_grad for q in m.parameters())}
         return sorted((trained | self.loaded_trained_parts) & set(parts))
@@ -185,7 +163,8 @@ class QANetCheckpointer(DetectionCheckpointer):
         return super().load(path, checkpointables)
 
     def _load_model(self, checkpoint):
-        if checkpoint.get("matching_heuristics", False):
+        heuristic = checkpoint.get("matching_heuristics", False)
+        if heuristic:
             # detectron2's name matching (Caffe2 renaming for .pkl blobs), done here so that the
             # parts can be told apart by their keys before loading.
             self._convert_ndarray_to_tensor(checkpoint["model"])
@@ -193,9 +172,6 @@ class QANetCheckpointer(DetectionCheckpointer):
                 self.model.state_dict(), checkpoint["model"], c2_conversion=checkpoint.get("__author__", None) == "Caffe2"
             )
             checkpoint["matching_heuristics"] = False
-            heuristic = True
-        else:
-            heuristic = False
         parts = model_parts(self.model)
         state = checkpoint["model"]
         present = {p for p in parts if any(k.startswith(p + ".") for k in state)}
@@ -236,10 +212,9 @@ class QANetCheckpointer(DetectionCheckpointer):
         return incompatible
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
-        """With ``resume`` and a checkpoint in ``save_dir``: load its whole state (model, optimizer,
-        scheduler, iteration), as detectron2 does. Otherwise assemble the model from ``path``
-        (``MODEL.WEIGHTS``) and, with ``cfg``, the part checkpoints and ImageNet weights
-        (see module doc). Returns the extra data of the loaded checkpoint."""
+        """Resume the whole state of the last checkpoint in ``save_dir``, as detectron2 does, or
+        assemble the model from ``path`` (with ``cfg``: see :meth:`assemble`). Returns the
+        checkpoint's extra data."""
         if resume and self.has_checkpoint():
             path = self.get_checkpoint_file()
             if not os.path.isfile(path):
@@ -257,8 +232,8 @@ class QANetCheckpointer(DetectionCheckpointer):
 
     def assemble(self, weights: str = "") -> dict:
         """``weights`` (trained parts only), then ``MODEL.QANET.DETECTOR_WEIGHTS`` /
-        ``PARSER_WEIGHTS`` (each its part, strictly), then the ImageNet initialisation of the
-        parts no checkpoint provided (with ``imagenet_init``). Logs one line per part."""
+        ``PARSER_WEIGHTS``, then (with ``imagenet_init``) the ImageNet weights of the parts no
+        checkpoint provided. Logs one line per part."""
         cfg = self.cfg
         parts = model_parts(self.model)
         part_files = {"detector": cfg.MODEL.QANET.DETECTOR_WEIGHTS, "parser": cfg.MODEL.QANET.PARSER_WEIGHTS}
@@ -293,13 +268,8 @@ class QANetCheckpointer(DetectionCheckpointer):
         return extra
 
     def _newest_checkpoint_file(self):
-        if not self.save_dir or not os.path.isdir(self.save_dir):
-            return None
-        files = [
-            os.path.join(self.save_dir, f)
-            for f in os.listdir(self.save_dir)
-            if f.endswith(".pth") and not f.startswith(".tmp-")
-        ]
+        # glob's "*" skips the hidden ".tmp-" files of unfinished saves
+        files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if self.save_dir else []
         return max(files, key=os.path.getmtime) if files else None
 
 

@@ -1,12 +1,9 @@
 """Schedules written in epochs, converted to iterations when training starts.
 
-A recipe is stated in epochs (the report: 140 epochs, lr x0.1 at epochs 90 and 120), but how
-many iterations an epoch lasts depends on the run: the number of training samples in its sample
-unit (frames, or faces with ``DATALOADER.SAMPLE_UNIT "face"``: SFP has about 1.3 faces per frame)
-and the total batch (``SOLVER.IMS_PER_BATCH`` after the rescaling to the number of processes,
-:mod:`qanet_d2.engine.world_size`). :func:`schedule_in_iterations` fills detectron2's iteration
-keys from the epoch keys once both are known; the rest of detectron2 (LR scheduler, periodic
-checkpointer, evaluation hook) reads iterations as usual.
+An epoch's length in iterations depends on the run: its training samples (frames, or faces with
+``DATALOADER.SAMPLE_UNIT "face"``) and its total batch after the rescaling to the number of
+processes. :func:`schedule_in_iterations` fills detectron2's iteration keys from the epoch keys
+once both are known; the rest of detectron2 reads iterations as usual.
 """
 import logging
 import math
@@ -27,13 +24,10 @@ _PERIODS = ("SOLVER.CHECKPOINT_PERIOD_EPOCHS", "TEST.EVAL_PERIOD_EPOCHS")
 
 
 def _get(cfg, key):
-    section, leaf = key.split(".")
-    return cfg[section][leaf]
-
-
-def _set(cfg, key, value):
-    section, leaf = key.split(".")
-    cfg[section][leaf] = value
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def uses_epochs(cfg) -> bool:
@@ -62,28 +56,23 @@ def epoch_problems(cfg) -> list:
     return problems
 
 
-def iterations_per_epoch(num_samples: int, total_batch: int) -> float:
-    """Iterations of one pass over ``num_samples`` samples at ``total_batch`` samples per iteration."""
-    if num_samples <= 0 or total_batch <= 0:
-        raise ValueError(f"an epoch needs samples and a batch: {num_samples} samples, batch {total_batch}")
-    return num_samples / total_batch
-
-
 def _iters(epochs: float, per_epoch: float, least: int = 0) -> int:
     return max(least, int(math.floor(float(epochs) * per_epoch + 0.5)))  # halves round up
 
 
 def schedule_in_iterations(cfg, num_samples: int, sample_unit: str = "frames"):
-    """A copy of ``cfg`` whose iteration keys (:data:`EPOCH_KEYS`) are computed from its epoch
-    keys for ``num_samples`` training samples (in ``sample_unit``, for the log) at
-    ``SOLVER.IMS_PER_BATCH`` samples per iteration; ``cfg`` itself when it has no
-    ``SOLVER.EPOCHS``. Rounded to whole iterations; MAX_ITER and the periods are at least 1."""
+    """A copy of ``cfg`` with its iteration keys (:data:`EPOCH_KEYS`) computed from its epoch keys
+    for ``num_samples`` samples (``sample_unit``: for the log), rounded (MAX_ITER and the periods
+    at least 1); ``cfg`` itself without ``SOLVER.EPOCHS``."""
     if not uses_epochs(cfg):
         return cfg
     problems = epoch_problems(cfg)
     if problems:
         raise ValueError("; ".join(problems))
-    per_epoch = iterations_per_epoch(int(num_samples), int(cfg.SOLVER.IMS_PER_BATCH))
+    num_samples, batch = int(num_samples), int(cfg.SOLVER.IMS_PER_BATCH)
+    if num_samples <= 0 or batch <= 0:
+        raise ValueError(f"an epoch needs samples and a batch: {num_samples} samples, batch {batch}")
+    per_epoch = num_samples / batch
     frozen = cfg.is_frozen()
     cfg = cfg.clone()
     cfg.defrost()
@@ -93,7 +82,8 @@ def schedule_in_iterations(cfg, num_samples: int, sample_unit: str = "frames"):
     s.WARMUP_ITERS = _iters(s.WARMUP_EPOCHS, per_epoch)
     for key in _PERIODS:
         if float(_get(cfg, key)) > 0:
-            _set(cfg, EPOCH_KEYS[key], _iters(_get(cfg, key), per_epoch, least=1))
+            section, leaf = EPOCH_KEYS[key].split(".")
+            cfg[section][leaf] = _iters(_get(cfg, key), per_epoch, least=1)
     if frozen:
         cfg.freeze()
     changes = ", ".join(f"{k.split('.')[1]} {_fmt(_get(cfg, k))} -> {EPOCH_KEYS[k].split('.')[1]} {_get(cfg, EPOCH_KEYS[k])}"

@@ -1,37 +1,31 @@
 """ImageNet initialisation of the detector's and the parser's backbones, loaded strictly.
 
 Applied by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` when training starts, to the
-parts that no checkpoint provides (as detectron2 loads ImageNet weights through its
-checkpointer, never when a model is built). Sources, by config key:
+parts no checkpoint provides (as detectron2 loads ImageNet weights through its checkpointer).
+Sources:
 
-* ``MODEL.FCOS.BACKBONE_WEIGHTS``: the detector's ResNet (``detector.backbone.bottom_up``).
-  detectron2 model-zoo files (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``: Caffe2 blob
-  names, renamed with detectron2's own Caffe2 name conversion; BatchNorm fused into a
-  per-channel scale and bias, so the ResNet needs ``MODEL.RESNETS.NORM FrozenBN``), torchvision
-  ``resnet*.pth`` files (renamed like detectron2's ``tools/convert-torchvision-to-d2.py``) and
-  that tool's ``.pkl`` output.
+* ``MODEL.FCOS.BACKBONE_WEIGHTS``: the detector's ResNet, from detectron2 model-zoo files
+  (Caffe2 names renamed by detectron2's conversion; BatchNorm fused, so ``NORM FrozenBN``),
+  torchvision ``resnet*.pth`` files, or detectron2's ``convert-torchvision-to-d2.py`` output.
 * ``MODEL.QANET.HRNET.PRETRAINED`` / ``PRETRAINED_PATH``: the parser's timm HRNet, from the
-  Hugging Face hub (through ``timm.create_model(pretrained=True)``) or a local ``.pth`` /
-  ``.safetensors`` in timm's key format (= the HRNet authors' ``hrnetv2_w48_imagenet_pretrained.pth``).
+  Hugging Face hub or a local file in timm's keys (= the HRNet authors' ImageNet file).
 * ``MODEL.QANET.BACKBONE.RESNET_WEIGHTS``: a ResNet parser backbone, from torchvision weights.
 
-"Strictly": every weight of the backbone must come from the file, and every key of the file
-must be used, except the classification head that the backbone does not have, which is
-listed per format (:data:`HRNET_HEAD_PREFIXES`, :data:`RESNET_HEAD_KEYS`). Otherwise the error
-names the file and lists the keys. A file whose input convention (channel order, pixel
-normalisation, stride placement) does not match the config is refused with the keys to set.
+"Strictly": every weight of the backbone must come from the file and every key of the file must
+be used, except the classification head of each format (:data:`HRNET_HEAD_PREFIXES`,
+:data:`RESNET_HEAD_KEYS`); a file whose input convention (channel order, normalisation, stride
+placement) does not match the config is refused with the keys to set.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
-from .. import weights_io
-from ..weights_io import format_keys, load_checkpoint_file
+from ..weights_io import format_keys, load_checkpoint_file, load_state_strictly
 
 __all__ = [
     "HRNET_HEAD_PREFIXES",
@@ -42,7 +36,6 @@ __all__ = [
     "load_hrnet_imagenet_weights",
     "load_imagenet_weights",
     "load_resnet_imagenet_weights",
-    "load_state_strictly",
     "read_resnet_imagenet_weights",
     "resnet_state_from_caffe2",
     "resnet_state_from_torchvision",
@@ -56,12 +49,10 @@ IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
 MSRA_BGR_MEAN = (103.53, 116.28, 123.675)
 MSRA_BGR_STD = (1.0, 1.0, 1.0)
 
-# timm's HRNet classification head (absent from the features-only backbone): the "incre"
-# bottlenecks, the downsampling path to 2048 channels and the 1000-class classifier.
+# timm's HRNet classification head, absent from the features-only backbone.
 HRNET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-# ResNet file keys a detectron2 ResNet backbone has no place for, per format (after renaming
-# to detectron2 names): the 1000-class classifier, and in the MSRA Caffe2 files a bias of the
-# stem convolution (near zero; detectron2's stem has none).
+# ResNet file keys (detectron2 names) a detectron2 ResNet has no place for, per format: the
+# classifier, and the MSRA files' stem convolution bias (near zero; detectron2's stem has none).
 RESNET_HEAD_KEYS = {
     "caffe2": ("fc1000.weight", "fc1000.bias", "stem.conv1.bias"),
     "torchvision": ("fc.weight", "fc.bias"),
@@ -75,19 +66,10 @@ class ImageNetWeightsError(RuntimeError):
     """An ImageNet weights file that cannot initialise the configured backbone."""
 
 
-def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], source: str, *,
-                        unused_prefixes: Sequence[str] = (), what: str = "backbone") -> List[str]:
-    """:func:`qanet_d2.weights_io.load_state_strictly` raising :class:`ImageNetWeightsError`."""
-    return weights_io.load_state_strictly(module, state, source, unused_prefixes=unused_prefixes, what="ImageNet weights",
-                                          target=f"the {what}", error=ImageNetWeightsError)
-
-
 # ---------------------------------------------------------------------- ResNet
 def resnet_state_from_torchvision(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """torchvision ResNet names -> detectron2 ResNet names, as detectron2's
-    ``tools/convert-torchvision-to-d2.py`` does (``conv1`` -> ``stem.conv1``, ``bn1`` ->
-    ``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``, ``downsample.0/1``
-    -> ``shortcut`` / ``shortcut.norm``). The classifier ``fc.*`` keeps its name."""
+    """torchvision ResNet names -> detectron2 names, as detectron2's ``tools/convert-torchvision-to-d2.py``
+    (a script, not importable); the classifier ``fc.*`` keeps its name."""
     out = {}
     for k, v in state.items():
         if not k.startswith("fc."):
@@ -103,8 +85,7 @@ def resnet_state_from_torchvision(state: Dict[str, torch.Tensor]) -> Dict[str, t
 
 
 def resnet_state_from_caffe2(blobs: Dict[str, object]) -> Dict[str, torch.Tensor]:
-    """Caffe2 blob names (``conv1_w``, ``res_conv1_bn_s``, ``res2_0_branch2a_w``, ...) ->
-    detectron2 names, with detectron2's own conversion (``convert_c2_detectron_names``)."""
+    """Caffe2 blob names -> detectron2 names, by detectron2's ``convert_c2_detectron_names``."""
     from detectron2.checkpoint.c2_model_loading import convert_c2_detectron_names
 
     tensors = {k: torch.as_tensor(v) for k, v in blobs.items() if not k.endswith("_momentum")}
@@ -114,9 +95,8 @@ def resnet_state_from_caffe2(blobs: Dict[str, object]) -> Dict[str, torch.Tensor
 
 @dataclass
 class ResNetWeights:
-    """A ResNet ImageNet file in detectron2 names. ``fmt``: "caffe2" (Caffe2/Detectron blobs,
-    BGR, BatchNorm fused), "torchvision" (RGB, ImageNet mean/std) or "detectron2" (detectron2
-    names, e.g. convert-torchvision-to-d2 output; ``author`` says where it came from)."""
+    """A ResNet ImageNet file in detectron2 names. ``fmt``: "caffe2" (BGR, BatchNorm fused),
+    "torchvision" (RGB, ImageNet mean/std) or "detectron2" (``author`` says where it came from)."""
 
     state: Dict[str, torch.Tensor]
     fmt: str
@@ -162,8 +142,7 @@ def read_resnet_imagenet_weights(path: str) -> ResNetWeights:
 
 
 def _fill_fused_batchnorm(resnet: nn.Module, weights: ResNetWeights, path: str) -> None:
-    """Caffe2 files hold BatchNorm folded into scale and bias (no running statistics): for
-    FrozenBN that is mean 0, variance 1 (what detectron2's FrozenBatchNorm2d assumes for them);
+    """Caffe2 files hold BatchNorm folded into scale and bias: mean 0, variance 1 for FrozenBN;
     trainable BN would change the network, so it is refused."""
     from detectron2.layers import FrozenBatchNorm2d
 
@@ -187,9 +166,8 @@ def _fill_fused_batchnorm(resnet: nn.Module, weights: ResNetWeights, path: str) 
 def load_resnet_imagenet_weights(
     resnet: nn.Module, path: str, what: str = "ResNet", problems_for: Optional[Callable[[ResNetWeights], List[str]]] = None
 ) -> ResNetWeights:
-    """Load the ImageNet ResNet file ``path`` into the detectron2 ResNet ``resnet``, strictly
-    (:func:`load_state_strictly`, the classifier keys of the format aside). ``problems_for``
-    lists config problems with the file's input convention; any refuses the file before loading.
+    """Load the ImageNet ResNet file ``path`` into the detectron2 ResNet ``resnet``, strictly.
+    ``problems_for`` lists config problems with the file's input convention; any refuses the file.
     Returns what was read."""
     weights = read_resnet_imagenet_weights(path)
     if problems_for is not None:
@@ -200,9 +178,9 @@ def load_resnet_imagenet_weights(
                 + "\n  - ".join(problems)
             )
     _fill_fused_batchnorm(resnet, weights, path)
-    weights.unused = load_state_strictly(
-        resnet, weights.state, path, unused_prefixes=RESNET_HEAD_KEYS.get(weights.fmt, ()), what=what
-    )
+    head = RESNET_HEAD_KEYS.get(weights.fmt, ())
+    weights.unused = load_state_strictly(resnet, weights.state, path, unused_prefixes=head, what="ImageNet weights",
+                                         target=f"the {what}", error=ImageNetWeightsError)
     return weights
 
 
@@ -240,9 +218,7 @@ def _unwrap_state_dict(data, path: str) -> Dict[str, torch.Tensor]:
 
 def load_hrnet_imagenet_weights(backbone: nn.Module, path: str = "") -> str:
     """Load timm's ImageNet weights of ``backbone`` (a :class:`TimmHRNetBackbone`) into its
-    ``body``, strictly; from ``path`` (``.pth``/``.safetensors``/``.pkl`` with timm's HRNet
-    keys, which are also those of the HRNet authors' ImageNet files) or, when empty, from the
-    hub. The classification head (:data:`HRNET_HEAD_PREFIXES`) is left unused. Returns a
+    ``body``, strictly, from ``path`` (timm's HRNet keys) or, when empty, from the hub. Returns a
     description of the source."""
     name = backbone.name
     if path:
@@ -250,7 +226,8 @@ def load_hrnet_imagenet_weights(backbone: nn.Module, path: str = "") -> str:
         source = path
     else:
         state, source = _timm_hub_state_dict(name)
-    load_state_strictly(backbone.body, state, source, unused_prefixes=HRNET_HEAD_PREFIXES, what=f"timm {name} (features only)")
+    load_state_strictly(backbone.body, state, source, unused_prefixes=HRNET_HEAD_PREFIXES, what="ImageNet weights",
+                        target=f"the timm {name} (features only)", error=ImageNetWeightsError)
     return f"ImageNet {name} ({source})"
 
 
@@ -326,34 +303,29 @@ def imagenet_sources(cfg) -> Dict[str, Optional[str]]:
 
 
 def load_imagenet_weights(cfg, model: nn.Module, part: str) -> Optional[str]:
-    """Initialise the backbone of ``model.<part>`` from its configured ImageNet weights
-    (:func:`imagenet_sources`). Returns a description of what was loaded, or None when no
-    ImageNet weights are configured for that part."""
+    """Initialise the backbone of ``model.<part>`` from its configured ImageNet weights. Returns a
+    description of what was loaded, or None when none are configured."""
     source = imagenet_sources(cfg)[part]
     q = cfg.MODEL.QANET
     if part == "parser" and source is None and q.BACKBONE.NAME == "build_timm_hrnet_backbone" and q.HRNET.PRETRAINED_PATH:
         logger.info(f"MODEL.QANET.HRNET.PRETRAINED_PATH = {q.HRNET.PRETRAINED_PATH!r} is not used: MODEL.QANET.HRNET.PRETRAINED is False")
     if source is None:
         return None
-    module = getattr(model, part)
-    if part == "detector":
-        backbone = module.backbone
-        resnet = getattr(backbone, "bottom_up", backbone)
-        target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
-        weights = load_resnet_imagenet_weights(
-            resnet, source, what=f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})",
-            problems_for=lambda w: detector_input_problems(cfg, source, w.input_convention),
-        )
-        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}"
-    elif q.BACKBONE.NAME == "build_timm_hrnet_backbone":
+    backbone = getattr(model, part).backbone
+    rest = "; the rest of the " + part + " is randomly initialised"
+    if part == "parser" and q.BACKBONE.NAME == "build_timm_hrnet_backbone":
         problems = parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights")
         if problems:
             raise ImageNetWeightsError(f"{source}: the config does not match timm's ImageNet HRNet:\n  - " + "\n  - ".join(problems))
-        described = load_hrnet_imagenet_weights(module.backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone"
+        return load_hrnet_imagenet_weights(backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone" + rest
+    if part == "detector":
+        resnet = getattr(backbone, "bottom_up", backbone)
+        target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
+        what = f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})"
+        problems_for = lambda w: detector_input_problems(cfg, source, w.input_convention)  # noqa: E731
     else:
-        weights = load_resnet_imagenet_weights(
-            module.backbone, source, what=f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)",
-            problems_for=lambda w: parser_input_problems(cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS"),
-        )
-        described = f"ImageNet {source} ({weights.author or weights.fmt} format) in parser.backbone"
-    return described + "; the rest of the " + part + " is randomly initialised"
+        resnet, target, what = backbone, "parser.backbone", f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)"
+        problems_for = lambda w: parser_input_problems(  # noqa: E731
+            cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS")
+    weights = load_resnet_imagenet_weights(resnet, source, what=what, problems_for=problems_for)
+    return f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}" + rest

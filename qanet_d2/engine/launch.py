@@ -1,30 +1,21 @@
-"""Multi-process launch that also works without CUDA.
-
-detectron2 v0.6's ``launch`` asserts CUDA and uses NCCL. With CUDA available this module
-calls it unchanged; without CUDA it spawns the same number of CPU processes over gloo and
-sets up detectron2's local process group the same way, so ``--num-gpus N`` on a CPU machine
-trains with N processes (how multi-GPU and multi-machine runs are exercised without GPUs).
+"""Multi-process launch that also works without CUDA: detectron2 v0.6's ``launch`` asserts CUDA
+and uses NCCL, so without CUDA ``--num-gpus N`` spawns N CPU processes over gloo instead, with
+detectron2's local process group set up the same way.
 """
 import gc
 import logging
-import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
+from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-
-
-def _find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):
@@ -67,13 +58,8 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
 
 
 def _destroy_process_groups():
-    """Destroy every process group and drop detectron2's references to them now.
-
-    detectron2 caches the gloo group (``comm._get_global_gloo_group``) and keeps the local
-    group in ``comm._LOCAL_PROCESS_GROUP``; left alive, they are destructed during interpreter
-    shutdown, where gloo's threads abort the process (``terminate called without an active
-    exception``).
-    """
+    """Destroy every process group and drop detectron2's references to them now: destructed
+    at interpreter shutdown, gloo's threads abort the process."""
     comm._LOCAL_PROCESS_GROUP = None
     cached = getattr(comm, "_get_global_gloo_group", None)
     if hasattr(cached, "cache_clear"):

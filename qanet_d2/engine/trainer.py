@@ -1,32 +1,14 @@
-"""The trainer used by ``train_net.py``: detectron2's DefaultTrainer with the loaders, evaluator
-and optimizer of this project, plus what an interrupted or multi-process CPU run needs.
+"""The trainer used by ``train_net.py``: detectron2's DefaultTrainer with this project's loaders,
+evaluators, optimizer and checkpointer, plus what an interrupted or multi-process CPU run needs.
 
-Differences from ``DefaultTrainer`` (all here, nowhere else):
-
-* Loaders use :class:`~qanet_d2.data.mapper.FaceParsingDatasetMapper`, or with
-  ``DATALOADER.SAMPLE_UNIT "face"`` one face per sample
-  (:class:`~qanet_d2.data.instance_mapper.FaceInstanceDatasetMapper`); the training sampler
-  can start at an offset, so a resumed run sees the data in the order it would have seen it.
-  ``DATALOADER.TRAIN_RATIOS`` draws each training dataset at its ratio
-  (:class:`WeightedTrainingSampler`); every training dict carries its dataset's ``"label_set"``.
-* ``SOLVER.OPTIMIZER`` selects SGD, Adam or AdamW.
-* Checkpoints go through :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` (atomic
-  writes, loading without unpickling code, trained-part records; a run that is not resumed
-  assembles the model from MODEL.WEIGHTS, the part checkpoints and ImageNet weights).
-* Every iteration reseeds the RNGs from (seed, iteration, rank), so the random crop
-  augmentation of iteration k is the same whether or not the run was interrupted before k.
-* A non-finite loss stops training with the iteration and the loss term in the message.
-* On CPU, DistributedDataParallel gets ``device_ids=None`` (v0.6 passes a GPU index).
-* The optimizer state is checkpointed (v0.6 saves only the iteration and hook states).
-* ``SOLVER.AMP.ENABLED`` runs the forward pass under autocast: float16 with a GradScaler on
-  CUDA (as detectron2's AMPTrainer, whose scaler state is checkpointed too), bfloat16 on CPU
-  (same exponent range as float32, so no loss scaling).
-* ``SOLVER.REFERENCE_WORLD_SIZE`` rescales batch, LR and schedule to the number of processes
-  (:func:`~qanet_d2.engine.world_size.scale_config_to_world_size`, with ``SOLVER.LR_SCALING``).
-* ``SOLVER.EPOCHS`` (with ``STEPS_EPOCHS``, ``WARMUP_EPOCHS``, ``*_PERIOD_EPOCHS``) states the
-  schedule in epochs of the run's training samples, converted to iterations once the samples
-  are counted (:func:`~qanet_d2.engine.epochs.schedule_in_iterations`).
+Deviations from ``DefaultTrainer``, each for the reason given where it is made: face loaders
+(one face per sample with ``DATALOADER.SAMPLE_UNIT "face"``, datasets drawn at
+``DATALOADER.TRAIN_RATIOS``, a sampler that resumes mid-stream), ``SOLVER.OPTIMIZER``,
+:class:`~qanet_d2.engine.checkpoint.QANetCheckpointer`, per-iteration reseeding, a per-term
+finiteness check, AMP on CPU too, the optimizer in the checkpoint, CPU-safe DDP, world-size
+rescaling with ``SOLVER.LR_SCALING`` and schedules in epochs.
 """
+import contextlib
 import itertools
 import logging
 import os
@@ -39,12 +21,11 @@ import numpy as np
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
-from torch.nn.parallel import DistributedDataParallel
 
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
@@ -58,9 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 def with_model_label_set(cfg):
-    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), so that the
-    model built from it and its checkpoints carry it (train_net.py fills it when it sets the
-    config up; this covers trainers built from other configs)."""
+    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), for trainers
+    built from configs that train_net.py did not set up."""
     if len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
         return cfg
     cfg = cfg.clone()
@@ -71,11 +51,8 @@ def with_model_label_set(cfg):
 
 
 class ResumableTrainingSampler(TrainingSampler):
-    """detectron2's TrainingSampler whose stream can start ``start_index`` samples in.
-
-    The infinite stream of indices is the same as TrainingSampler's for the same seed;
-    ``start_index`` counts samples of the global stream (all processes together).
-    """
+    """detectron2's TrainingSampler (same stream for the same seed) starting ``start_index``
+    samples into the global stream (all processes together), so a resumed run continues it."""
 
     def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0):
         super().__init__(size, shuffle=shuffle, seed=seed)
@@ -86,17 +63,11 @@ class ResumableTrainingSampler(TrainingSampler):
         yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
 
 
-class WeightedTrainingSampler(torch.utils.data.Sampler):
-    """Infinite stream of indices into the concatenation of several datasets, each dataset drawn
-    with its ratio whatever its size; within a dataset, its samples in a fresh random order per
-    pass (as TrainingSampler's epochs).
-
-    The stream depends only on ``seed``: each step draws the dataset from a torch generator,
-    then the next index of that dataset's current permutation (drawn from the same generator
-    when a pass starts). ``start_index`` skips that many samples of the global stream (all
-    processes together), so a resumed run continues it; process ``rank`` takes every
-    ``world_size``-th sample, as detectron2's TrainingSampler.
-    """
+class WeightedTrainingSampler(ResumableTrainingSampler):
+    """Infinite stream of indices into the concatenation of several datasets, each drawn at its
+    ratio whatever its size, each dataset's samples in a fresh random order per pass. The stream
+    depends only on ``seed``; ``start_index`` and the sharding over processes are as in
+    :class:`ResumableTrainingSampler`."""
 
     _CHUNK = 4096  # dataset draws per call of the generator
 
@@ -108,17 +79,10 @@ class WeightedTrainingSampler(torch.utils.data.Sampler):
             raise ValueError(f"every dataset needs samples; sizes {sizes}")
         if any(not r > 0 for r in ratios):
             raise ValueError(f"ratios must be positive; got {ratios}")
+        super().__init__(sum(sizes), seed=seed, start_index=start_index)
         self._sizes = sizes
         self._weights = torch.tensor(ratios, dtype=torch.float64) / sum(ratios)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
-        self._seed = int(comm.shared_random_seed() if seed is None else seed)
-        self._start_index = int(start_index)
-        self._rank = comm.get_rank()
-        self._world_size = comm.get_world_size()
-
-    def __iter__(self):
-        start = self._start_index + self._rank
-        yield from itertools.islice(self._infinite_indices(), start, None, self._world_size)
 
     def _infinite_indices(self):
         g = torch.Generator()
@@ -135,8 +99,7 @@ class WeightedTrainingSampler(torch.utils.data.Sampler):
 
 
 class TrainingSamples(NamedTuple):
-    """The training samples of a run: the datasets' names, their sample lists (same order), all
-    samples in one list, and the sample unit ("frames" or "faces")."""
+    """The datasets' names, their sample lists, all samples in one list, and the unit ("frames" or "faces")."""
 
     names: List[str]
     parts: List[list]
@@ -166,8 +129,9 @@ def autocast_settings(device: torch.device):
 
 
 class QANetSimpleTrainer(SimpleTrainer):
-    """SimpleTrainer with per-iteration reseeding, a per-term finiteness check and optional
-    mixed precision (``amp``: autocast of the forward pass, see :func:`autocast_settings`)."""
+    """SimpleTrainer with per-iteration reseeding (an interrupted run draws the same crops), a
+    per-term finiteness check and optional mixed precision (:func:`autocast_settings`); not
+    AMPTrainer, which requires CUDA and has neither of the first two."""
 
     def __init__(self, model, data_loader, optimizer, base_seed: int, amp: bool = False):
         super().__init__(model, data_loader, optimizer)
@@ -195,10 +159,7 @@ class QANetSimpleTrainer(SimpleTrainer):
         # global generator, which would otherwise shift the model's random draws after a resume.
         _seed_all(seed + 1)
 
-        if self.amp:
-            with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
-                loss_dict = self.model(data)
-        else:
+        with torch.autocast(self.autocast_device, dtype=self.autocast_dtype) if self.amp else contextlib.nullcontext():
             loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
@@ -240,14 +201,6 @@ class QANetSimpleTrainer(SimpleTrainer):
                 logger.info("The checkpoint has no GradScaler state (trained without AMP): the loss scale starts afresh.")
 
 
-def create_ddp_model(model):
-    """DistributedDataParallel when there are several processes; CPU-safe device_ids."""
-    if comm.get_world_size() == 1:
-        return model
-    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True)
-
-
 class QANetTrainer(DefaultTrainer):
     """DefaultTrainer for qanet_d2 (see module doc)."""
 
@@ -262,12 +215,14 @@ class QANetTrainer(DefaultTrainer):
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
         self.cfg = cfg
-        self.base_seed = self._choose_base_seed(cfg)
+        self.base_seed = int(cfg.SEED) if cfg.SEED >= 0 else int(comm.shared_random_seed())
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg, seed=self.base_seed, start_iter=0, samples=self._train_samples)
-        model = create_ddp_model(model)
+        # v0.6 passes a GPU index as device_ids, which DDP refuses on CPU.
+        device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+        model = create_ddp_model(model, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True)
         self._trainer = QANetSimpleTrainer(
             model, data_loader, optimizer, base_seed=self.base_seed, amp=cfg.SOLVER.AMP.ENABLED
         )
@@ -280,24 +235,14 @@ class QANetTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @staticmethod
-    # not DefaultTrainer.auto_scale_workers: its key list and linear LR rule miss the keys in epochs
-    # and the square-root rule Adam needs (SOLVER.LR_SCALING); see world_size.py
     def auto_scale_workers(cfg, num_workers: int):
-        """detectron2's rescaling to ``num_workers`` processes, over the keys of
-        :data:`~qanet_d2.engine.world_size.WORLD_SIZE_SCALED_KEYS` and with ``SOLVER.LR_SCALING``."""
+        """Not DefaultTrainer's: that one lacks the square-root LR rule Adam needs (see world_size.py)."""
         return scale_config_to_world_size(cfg, num_workers)
-
-    @staticmethod
-    def _choose_base_seed(cfg) -> int:
-        if cfg.SEED >= 0:
-            return int(cfg.SEED)
-        return int(comm.shared_random_seed())
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
         ret = super().state_dict()
-        # v0.6's DefaultTrainer does not save the optimizer (Adam's moments); later detectron2
-        # versions store it under "_trainer", as done here.
+        # v0.6 does not save the optimizer (Adam's moments); later versions do, under "_trainer".
         ret["_trainer"] = self._trainer.state_dict()
         ret["base_seed"] = self.base_seed
         return ret
@@ -311,11 +256,9 @@ class QANetTrainer(DefaultTrainer):
             self._trainer.base_seed = self.base_seed
 
     def resume_or_load(self, resume=True):
-        """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR; a resumed
-        run continues with the iteration, LR schedule, seed and data order of the original."""
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        """DefaultTrainer's; a resumed run also continues the seed and data order of the original."""
+        super().resume_or_load(resume)
         if resume and self.checkpointer.has_checkpoint():
-            self.start_iter = self.iter + 1
             # Rebuild the loader so its stream continues where the checkpoint stopped.
             loader = self.build_train_loader(self.cfg, seed=self.base_seed, start_iter=self.start_iter,
                                              samples=self._train_samples)
@@ -331,6 +274,7 @@ class QANetTrainer(DefaultTrainer):
         return ret
 
     def build_writers(self):
+        # detectron2's default_writers, with metrics.json medians over SOLVER.LOG_PERIOD iterations
         return [
             CommonMetricPrinter(self.max_iter),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=self.cfg.SOLVER.LOG_PERIOD),
@@ -360,8 +304,8 @@ class QANetTrainer(DefaultTrainer):
 
     @classmethod
     def training_samples(cls, cfg) -> "TrainingSamples":
-        """The training samples of ``cfg``: the dataset dicts of ``DATASETS.TRAIN`` (each with its
-        label set), one per frame or, with ``DATALOADER.SAMPLE_UNIT "face"``, one per face."""
+        """The dataset dicts of ``DATASETS.TRAIN``, each with its label set, one per frame or (with
+        ``DATALOADER.SAMPLE_UNIT "face"``) one per face."""
         from detectron2.data import get_detection_dataset_dicts
 
         from ..data.instance_mapper import face_instance_dicts
@@ -425,8 +369,6 @@ class QANetTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         from ..evaluation import build_face_parsing_evaluators
 
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_face_parsing_evaluators(cfg, dataset_name, output_folder)
 
     # ---------------------------------------------------------------- evaluation
@@ -449,48 +391,32 @@ def _format_duration(seconds: float) -> str:
 
 
 def format_summary_line(dataset_name, results, train_seconds=None, eval_seconds=None, note=None) -> str:
-    """One line with the headline numbers of a face-parsing evaluation, e.g.
-    ``face_synth_val  J&F 72.4  J 70.9  F 73.9  J&F(one) 80.3  J(one) 79.1  F(one) 81.5  mIoU 81.2
-    mean-F1 88.0  APp50 90.1  APvol 75.3  PCP50 70.2  (train 14m02s, eval 0m41s)``.
-
-    ``J&F``, ``J``, ``F`` follow ``TEST.FACE_PARSING.ABSENT_CLASS``; the other convention follows
-    with its name in brackets (``(one)``: absent classes score 1 as in DAVIS; ``(skip)``: they are
-    not scored). The instance-level metrics (faces ranked by the quality score) appear when the
-    dataset has per-face ground truth.
-
-    ``results`` is what ``DefaultTrainer.test`` returns: ``{"face_parsing": {...}}`` for one test
-    dataset, or ``{dataset_name: {"face_parsing": {...}}}`` for several. ``note`` (e.g.
-    ``"predictions converted from synthetic to fasseg"``) is shown in brackets after the numbers.
-    """
+    """One line with the headline numbers of an evaluation (README.md shows one): ``J&F``, ``J``,
+    ``F``, then the other absent-class convention's, mIoU, mean F1, the instance-level and
+    detection metrics where present, ``note`` in brackets and the times. ``results`` is what
+    ``DefaultTrainer.test`` returns, for one or several test datasets."""
     if dataset_name in results and isinstance(results[dataset_name], dict):
         results = results[dataset_name]
     fp = results.get("face_parsing", {})
     parts = [dataset_name]
-    keys = [("J&F", "J&F"), ("J", "J"), ("F", "F")]
-    # The convention that J&F / J / F do not show: "one", unless they are not the "skip" numbers.
+
     def same(a, b):
         return a == b or (a != a and b != b)  # NaN (no objects) equals NaN
 
-    shown_is_skip = all(same(fp.get(f"{k}(skip)"), fp.get(k)) for k in ("J&F", "J", "F"))
-    other = "one" if shown_is_skip else "skip"
-    keys += [(f"{k}({other})", f"{k}({other})") for k in ("J&F", "J", "F")]
-    keys += [("mIoU", "mIoU"), ("mean_F1", "mean-F1")]
-    for key, label in keys:
+    # The convention that J&F / J / F do not show: "one", unless they are not the "skip" numbers.
+    other = "one" if all(same(fp.get(f"{k}(skip)"), fp.get(k)) for k in ("J&F", "J", "F")) else "skip"
+    for key in ("J&F", "J", "F", f"J&F({other})", f"J({other})", f"F({other})", "mIoU", "mean_F1"):
         if key in fp:
-            parts.append(f"{label} {fp[key]:.1f}")
+            parts.append(f"{key.replace('mean_F1', 'mean-F1')} {fp[key]:.1f}")
     inst = results.get("instance_parsing", {})
-    for key in ("APp50", "APvol", "PCP50"):
-        if key in inst:
-            parts.append(f"{key} {inst[key]:.1f}")
-    if "bbox" in results and "AP" in results["bbox"]:
-        parts.append(f"face-AP {results['bbox']['AP']:.1f}")
-    if "bbox" in results and "missed_faces" in results["bbox"]:
-        parts.append(f"missed faces {results['bbox']['missed_faces']}/{results['bbox']['num_gt_faces']}")
-    times = []
-    if train_seconds is not None:
-        times.append(f"train {_format_duration(train_seconds)}")
-    if eval_seconds is not None:
-        times.append(f"eval {_format_duration(eval_seconds)}")
+    parts += [f"{key} {inst[key]:.1f}" for key in ("APp50", "APvol", "PCP50") if key in inst]
+    box = results.get("bbox", {})
+    if "AP" in box:
+        parts.append(f"face-AP {box['AP']:.1f}")
+    if "missed_faces" in box:
+        parts.append(f"missed faces {box['missed_faces']}/{box['num_gt_faces']}")
+    times = [f"{name} {_format_duration(t)}" for name, t in (("train", train_seconds), ("eval", eval_seconds))
+             if t is not None]
     if note:
         parts.append(f"[{note}]")
     line = "  ".join(parts)
@@ -504,23 +430,15 @@ def add_solver_config(cfg) -> None:
     # No weight decay by default: the official QANet code's Adam gets none (its yaml's 1e-4 is
     # never passed to the optimizer). SGD configs (the FCOS detector stage) set detectron2's 1e-4.
     cfg.SOLVER.WEIGHT_DECAY = 0.0
-    # Iterations between metric writes (console, metrics.json, TensorBoard); metrics.json holds
-    # the median over this many iterations, so 1 records every iteration's raw losses.
+    # Iterations between metric writes; metrics.json holds the median over this many iterations.
     cfg.SOLVER.LOG_PERIOD = 20
-    # Learning-rate rule when the number of processes differs from detectron2's
-    # SOLVER.REFERENCE_WORLD_SIZE (the GPU configs: 8), which rescales the total batch, the LR and
-    # every length in iterations (qanet_d2/engine/world_size.py lists the keys): "linear"
-    # (detectron2's rule, derived for SGD), "sqrt" (the rule for Adam), or "auto": sqrt for
-    # ADAM/ADAMW, linear for SGD.
+    # LR rule when the number of processes differs from SOLVER.REFERENCE_WORLD_SIZE
+    # (qanet_d2/engine/world_size.py): "linear" (SGD), "sqrt" (Adam), or "auto" (by SOLVER.OPTIMIZER).
     cfg.SOLVER.LR_SCALING = "auto"
-    # --- Schedules in epochs (converted to iterations when training starts) ---------------------
-    # SOLVER.EPOCHS > 0 states the schedule in epochs of the run's training samples (frames, or
-    # faces with DATALOADER.SAMPLE_UNIT "face"): at start-up, after the rescaling to the number of
-    # processes, iterations per epoch = samples / SOLVER.IMS_PER_BATCH and MAX_ITER, STEPS and
-    # WARMUP_ITERS are computed from EPOCHS, STEPS_EPOCHS and WARMUP_EPOCHS (their iteration
-    # values are then not used), CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their *_EPOCHS keys
-    # where those are > 0 (qanet_d2/engine/epochs.py; logged once). 0 = iterations as written.
-    # EPOCHS and the periods are whole epochs, WARMUP_EPOCHS a float, STEPS_EPOCHS any numbers.
+    # SOLVER.EPOCHS > 0: the schedule in epochs of the run's training samples (frames, or faces with
+    # DATALOADER.SAMPLE_UNIT "face"); MAX_ITER, STEPS and WARMUP_ITERS are computed from EPOCHS,
+    # STEPS_EPOCHS and WARMUP_EPOCHS at start-up, CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their
+    # *_EPOCHS keys where > 0 (qanet_d2/engine/epochs.py). 0 = iterations as written.
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.STEPS_EPOCHS = ()
     cfg.SOLVER.WARMUP_EPOCHS = 0.0

@@ -1,8 +1,5 @@
-"""Config validation, run before any data is read or any model is built.
-
-Every problem found is collected and reported together in one :class:`ConfigError`, with the
-key, its value and what is expected, instead of a stack trace deep inside the model.
-"""
+"""Config validation, run before any data is read or any model is built: every problem, with
+its key, value and what is expected, in one :class:`ConfigError`."""
 import os
 from typing import List
 
@@ -15,7 +12,7 @@ from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
 from ..video import ALIGNS, TRACK_MOTIONS
-from .epochs import epoch_problems, uses_epochs
+from .epochs import _get, epoch_problems, uses_epochs
 from .world_size import LR_SCALING_RULES, WORLD_SIZE_SCALED_KEYS
 
 
@@ -41,13 +38,6 @@ _CHOICES = {
     "VIDEO.TRACK_MOTION": TRACK_MOTIONS,
     "DATALOADER.SAMPLE_UNIT": SAMPLE_UNITS,
 }
-
-
-def _get(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def _registered_problems(names, role: str) -> List[str]:

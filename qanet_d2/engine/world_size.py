@@ -1,35 +1,22 @@
 """Rescaling a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to the number in use.
 
-A config states its schedule for a reference number of GPUs (8 for the shipped GPU configs).
-Run with another number of processes, the per-process batch is kept (so that memory per GPU
-stays what the config was sized for) and everything that depends on the total batch follows:
-the total batch itself, the learning rate, and every length counted in iterations (so that a
-run still lasts the same number of epochs, and its LR steps, warm-up, checkpoints and
-evaluations fall at the same epochs). This is detectron2's
-``DefaultTrainer.auto_scale_workers``, with the keys listed in one place
-(:data:`WORLD_SIZE_SCALED_KEYS`) and the learning-rate rule chosen by ``SOLVER.LR_SCALING``.
-
-Learning rate: detectron2 scales it linearly with the batch (Goyal et al., "ImageNet in 1 hour"),
-which is derived for SGD. For Adam the update is normalised by the gradient's second moment, and
-the rule that keeps training dynamics equivalent is the square root of the batch ratio (Malladi
-et al., "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms", NeurIPS 2022; also
-Granziol et al., JMLR 2022). ``SOLVER.LR_SCALING "auto"`` (the default) therefore applies the
-square-root rule to ADAM/ADAMW and the linear rule to SGD. That analysis also moves Adam's betas
-towards 1 for smaller batches (``1 - beta`` times the batch ratio); they are kept as configured,
-since for the ratios used here (8 -> 4 or 2 GPUs) the square-root LR is the larger effect.
+As detectron2's ``DefaultTrainer.auto_scale_workers``: the per-process batch is kept, and the
+total batch, the learning rate and every length in iterations follow (so a run lasts the same
+epochs), over the keys of :data:`WORLD_SIZE_SCALED_KEYS`. The LR rule is ``SOLVER.LR_SCALING``:
+detectron2's linear rule is derived for SGD; for Adam the square root of the batch ratio keeps
+training equivalent (Malladi et al., NeurIPS 2022), so ``"auto"`` uses it for ADAM/ADAMW. That
+analysis also moves Adam's betas; they are kept, the square-root LR being the larger effect.
 """
 import logging
 import math
 from typing import Dict
 
+from .epochs import _get
+
 logger = logging.getLogger(__name__)
 
-# Config keys that depend on the number of processes, and how they change when it differs from
-# SOLVER.REFERENCE_WORLD_SIZE by the factor r = world_size / REFERENCE_WORLD_SIZE:
-#   "batch":      total batch sizes (images, or crops): x r, so the per-process batch is unchanged;
-#   "lr":         learning rates: x r (linear) or x sqrt(r) (square root), see SOLVER.LR_SCALING;
-#   "iterations": lengths counted in iterations (int or tuple of ints): / r, rounded.
-# A key added to the config whose value counts a total batch or iterations belongs here.
+# Keys that depend on the number of processes, for r = world_size / REFERENCE_WORLD_SIZE:
+# "batch" (total batch sizes) x r; "lr" x r or x sqrt(r); "iterations" (int or tuple) / r, rounded.
 WORLD_SIZE_SCALED_KEYS: Dict[str, str] = {
     "SOLVER.IMS_PER_BATCH": "batch",
     "SOLVER.BASE_LR": "lr",
@@ -44,8 +31,7 @@ LR_SCALING_RULES = ("auto", "linear", "sqrt")
 
 
 def lr_scaling_rule(cfg) -> str:
-    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING``, with ``"auto"`` resolved by
-    ``SOLVER.OPTIMIZER`` (square root for ADAM/ADAMW, linear for SGD)."""
+    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING``, ``"auto"`` resolved by ``SOLVER.OPTIMIZER``."""
     rule = cfg.SOLVER.LR_SCALING
     if rule not in LR_SCALING_RULES:
         raise ValueError(f"SOLVER.LR_SCALING = {rule!r}: expected one of {', '.join(LR_SCALING_RULES)}")
@@ -54,23 +40,10 @@ def lr_scaling_rule(cfg) -> str:
     return rule
 
 
-def _node_and_leaf(cfg, key: str):
-    *path, leaf = key.split(".")
-    node = cfg
-    for part in path:
-        node = node[part]
-    if leaf not in node:
-        raise KeyError(f"WORLD_SIZE_SCALED_KEYS lists {key}, which is not a config key")
-    return node, leaf
-
-
 def scale_config_to_world_size(cfg, world_size: int):
     """A copy of ``cfg`` for ``world_size`` processes (``cfg`` itself if
-    ``SOLVER.REFERENCE_WORLD_SIZE`` is 0 or already ``world_size``); see the module doc.
-
-    Raises ValueError if a total batch of :data:`WORLD_SIZE_SCALED_KEYS` is not a multiple of
-    the reference world size (the per-process batch would not be an integer).
-    """
+    ``SOLVER.REFERENCE_WORLD_SIZE`` is 0 or already ``world_size``). ValueError if a total batch
+    is not a multiple of the reference world size."""
     reference = int(cfg.SOLVER.REFERENCE_WORLD_SIZE)
     if reference == 0 or reference == world_size:
         return cfg
@@ -84,7 +57,10 @@ def scale_config_to_world_size(cfg, world_size: int):
     cfg.defrost()
     changes = []
     for key, kind in WORLD_SIZE_SCALED_KEYS.items():
-        node, leaf = _node_and_leaf(cfg, key)
+        section, leaf = key.rsplit(".", 1)
+        node = _get(cfg, section)
+        if leaf not in node:
+            raise KeyError(f"WORLD_SIZE_SCALED_KEYS lists {key}, which is not a config key")
         value = node[leaf]
         if kind == "batch":
             if value % reference:
@@ -95,13 +71,10 @@ def scale_config_to_world_size(cfg, world_size: int):
             new = value // reference * world_size
         elif kind == "lr":
             new = value * lr_factor
-        elif kind == "iterations":
-            if isinstance(value, (tuple, list)):
-                new = type(value)(int(round(v / ratio)) for v in value)
-            else:
-                new = int(round(value / ratio))
+        elif isinstance(value, (tuple, list)):  # iterations
+            new = type(value)(int(round(v / ratio)) for v in value)
         else:
-            raise ValueError(f"WORLD_SIZE_SCALED_KEYS[{key!r}] = {kind!r}: expected batch, lr or iterations")
+            new = int(round(value / ratio))
         node[leaf] = new
         if new != value:
             changes.append(f"{key} {value} -> {new}")

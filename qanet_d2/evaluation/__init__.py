@@ -4,11 +4,8 @@ from .build import build_face_parsing_evaluators
 from .davis import (
     boundary_f_measure,
     boundary_radius,
-    contour_accuracy,
-    contour_accuracy_per_class,
     davis_disk,
     label_boundaries,
-    region_similarity,
     seg_to_boundary,
 )
 from .face_detection_evaluator import FaceDetectionEvaluator
@@ -30,9 +27,6 @@ from .instance_parsing import (
 from .instance_parsing_evaluator import InstanceParsingEvaluator, faces_from_output
 
 __all__ = [
-    "region_similarity",
-    "contour_accuracy",
-    "contour_accuracy_per_class",
     "seg_to_boundary",
     "label_boundaries",
     "boundary_f_measure",

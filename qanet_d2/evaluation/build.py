@@ -14,24 +14,15 @@ __all__ = ["build_face_parsing_evaluators"]
 
 
 def build_face_parsing_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluators:
-    """FaceParsingEvaluator (TEST.FACE_PARSING.*), plus InstanceParsingEvaluator when
-    TEST.INSTANCE_PARSING (it reports nothing on a dataset without per-face ground truth) and
-    FaceDetectionEvaluator when TEST.DETECTION_AP, combined in one DatasetEvaluators. The parsing
-    evaluators convert the predictions into the dataset's label set when the model predicts
-    another one (``MODEL.QANET.LABEL_SET``).
-
-    Args:
-        output_dir: default ``<OUTPUT_DIR>/inference/<dataset_name>``; receives
-            ``face_parsing_results.json``, ``instance_parsing_results.json``, ``labels/``
-            (SAVE_LABELS) and the COCO files.
-    """
+    """FaceParsingEvaluator, plus InstanceParsingEvaluator with TEST.INSTANCE_PARSING and
+    FaceDetectionEvaluator with TEST.DETECTION_AP, in one DatasetEvaluators; predictions of
+    another label set (``MODEL.QANET.LABEL_SET``) are converted into the dataset's.
+    ``output_dir`` defaults to ``<OUTPUT_DIR>/inference/<dataset_name>``."""
     from ..data.mixed_label_sets import model_label_set
 
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     fp = cfg.TEST.FACE_PARSING
-    # A model of another (finer) label set than the dataset's is scored on its predictions
-    # converted into the dataset's classes.
     model_set = model_label_set(cfg)
     evaluators = [
         FaceParsingEvaluator(

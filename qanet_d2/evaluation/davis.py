@@ -1,46 +1,34 @@
-"""Region similarity J and contour accuracy F as the DAVIS 2017 benchmark defines them.
+"""Region similarity J and contour accuracy F exactly as the DAVIS 2017 benchmark defines them.
 
-Definitions (davis2017-evaluation, ``davis2017/metrics.py``), reproduced exactly:
+Definitions (davis2017-evaluation, ``davis2017/metrics.py``):
 
 * J = |S ∩ G| / |S ∪ G| over non-void pixels; an empty union gives J = 1.
-* F: both masks (void pixels set to 0) are turned into 1-pixel boundary maps (:func:`seg_to_boundary`,
-  DAVIS's ``_seg2bmap``); each map is dilated with a disk of radius ``r = ceil(bound_th * diagonal)``
-  pixels (``r = bound_th`` when ``bound_th >= 1``); precision = |B_pred ∩ dilate(B_gt)| / |B_pred|,
-  recall = |B_gt ∩ dilate(B_pred)| / |B_gt|, F = 2PR / (P + R). Both boundaries empty: F = 1;
-  only the predicted one empty: P = 1, R = 0; only the ground-truth one empty: P = 0, R = 1.
+* F: both masks (void pixels set to 0) become 1-pixel boundary maps (DAVIS's ``_seg2bmap``),
+  each dilated with a disk of radius ``r = ceil(bound_th * diagonal)`` pixels (``r = bound_th``
+  when ``bound_th >= 1``); precision = |B_pred ∩ dilate(B_gt)| / |B_pred|, recall likewise,
+  F = 2PR / (P + R). Both boundaries empty: F = 1; only one empty: F = 0.
 
-How it is computed here (why not DAVIS's code): DAVIS dilates two full-image maps per object and
-frame. For 17 face classes on a 1080p frame that is 34 dilations of a 2-megapixel image with a
-37x37 disk, about 0.8 s per frame on one CPU core (35 minutes for a 2,653-frame split). Instead:
+Why not DAVIS's code: it dilates two full-image maps per object and frame (about 0.8 s per 1080p
+frame of 17 classes). Here the boundaries of every class come from one pass over the label map
+(:func:`label_boundaries`), and "within the dilation" is "some boundary pixel within Euclidean
+distance r", answered by a coarse grid (cells of side <= r / sqrt(2)) and a k-d tree for the
+rest. Exact: squared distances are integers, so the query bound sqrt(r² + 0.5) separates r²
+from the next value. A fractional pixel radius (an even-sized, off-centre DAVIS disk) is
+dilated literally with ``cv2.dilate``.
 
-* the boundary pixels of every class of a label map are found in one pass over the label map
-  (:func:`label_boundaries`): a pixel is on the boundary of class ``c`` exactly when it or one of
-  its right / lower / lower-right neighbours (edge pixels replicated, as ``_seg2bmap`` does) is
-  ``c`` and the two differ;
-* "p lies in the dilation of B by a disk of integer radius r" is "some pixel of B is within
-  Euclidean distance r of p" (DAVIS's disk is {dx² + dy² <= r²}). It is answered for all boundary
-  pixels at once: a coarse grid with cells of side <= r / sqrt(2) settles most pixels (sharing a
-  cell with a pixel of B), a k-d tree (scipy's ``cKDTree``) the rest. Exact: coordinates are
-  integers, so squared distances are integers and the query bound sqrt(r² + 0.5) separates r²
-  from the next value.
-  A non-integer pixel radius (``bound_th >= 1`` and fractional) makes DAVIS's disk an even-sized,
-  off-centre kernel; that case is computed literally with ``cv2.dilate`` on the bounding box.
-
-All arrays are (H, W) or a stack (T, H, W), row-major, pixel (y, x) = (row, column).
+J itself is the IoU of the confusion matrix (face_parsing_evaluator.score_frame). Arrays are
+(H, W); pixel (y, x) = (row, column).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
 __all__ = [
-    "region_similarity",
-    "contour_accuracy",
-    "contour_accuracy_per_class",
     "seg_to_boundary",
     "label_boundaries",
     "boundary_f_measure",
@@ -60,22 +48,16 @@ def boundary_radius(bound_th: float, shape: Tuple[int, int]) -> float:
 
 
 def davis_disk(radius: float) -> np.ndarray:
-    """The structuring element DAVIS dilates with (``skimage.morphology.disk(radius)``):
-    offsets ``L = arange(-radius, radius + 1)`` on both axes, kept where ``x² + y² <= radius²``.
-    For an integer radius: a (2r+1)² centred disk. uint8 0/1."""
+    """DAVIS's structuring element (``skimage.morphology.disk(radius)``): offsets
+    ``arange(-radius, radius + 1)`` on both axes where ``x² + y² <= radius²``; uint8 0/1."""
     offsets = np.arange(-radius, radius + 1)
     xx, yy = np.meshgrid(offsets, offsets)
     return (xx**2 + yy**2 <= radius**2).astype(np.uint8)
 
 
 def seg_to_boundary(mask: np.ndarray) -> np.ndarray:
-    """1-pixel boundary map of a binary (H, W) mask, DAVIS's ``_seg2bmap`` (same-size output).
-
-    A pixel is a boundary pixel when it differs from its right, lower or lower-right neighbour;
-    in the last row only the right neighbour counts, in the last column only the lower one, and the
-    bottom-right pixel never is (i.e. neighbours outside the image replicate the edge). Boundaries
-    therefore sit on the pixel towards the origin of each transition.
-    """
+    """1-pixel boundary map of a binary (H, W) mask, DAVIS's ``_seg2bmap`` (same-size output):
+    pixels that differ from their right, lower or lower-right neighbour (edge replicated)."""
     seg = np.asarray(mask).astype(bool)
     if seg.ndim != 2:
         raise ValueError(f"seg_to_boundary expects a 2-D mask, got shape {seg.shape}")
@@ -84,17 +66,8 @@ def seg_to_boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def label_boundaries(labels: np.ndarray, classes: Iterable[int]) -> Dict[int, Points]:
-    """Boundary pixels of ``labels == c`` for every ``c`` in ``classes``, in one pass.
-
-    Equal to ``np.nonzero(seg_to_boundary(labels == c))`` for each class. Values not in
-    ``classes`` (e.g. a void marker) simply belong to no class.
-
-    Args:
-        labels: (H, W) integer label map.
-        classes: class ids to extract.
-    Returns:
-        {class id: (ys, xs)} int arrays of boundary pixel coordinates, in raster order.
-    """
+    """``{c: np.nonzero(seg_to_boundary(labels == c))}`` for every ``c`` in ``classes``, in one
+    pass over the (H, W) label map; values not in ``classes`` belong to no class."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"label_boundaries expects a 2-D label map, got shape {labels.shape}")
@@ -138,12 +111,9 @@ def _count_within(points: Points, targets: Points, radius: float) -> int:
 
 
 def _count_within_integer_radius(points: Points, targets: Points, radius: int) -> int:
-    """Exact count of ``points`` within Euclidean distance ``radius`` of some target.
-
-    Coarse grid first: with cells of side s <= radius / sqrt(2), a point sharing a cell with a
-    target is within the radius (most boundary pixels of a decent prediction). The rest are
-    queried in a k-d tree built only from targets in cells close enough to matter.
-    """
+    """Exact count of ``points`` within Euclidean distance ``radius`` of some target: a point
+    sharing a grid cell (side <= radius / sqrt(2)) with a target is; the rest are queried in a
+    k-d tree of the targets in nearby cells."""
     py, px = points
     ty, tx = targets
     matched = 0
@@ -189,103 +159,3 @@ def boundary_f_measure(pred_points: Points, gt_points: Points, radius: float) ->
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
-
-
-def _check_shapes(pred, gt, void):
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    if void is not None and void.shape != gt.shape:
-        raise ValueError(f"void mask {void.shape} and ground truth {gt.shape} differ in shape")
-    if gt.ndim not in (2, 3):
-        raise ValueError(f"expected (H, W) masks or a (T, H, W) stack, got shape {gt.shape}")
-
-
-def region_similarity(pred: np.ndarray, gt: np.ndarray, void: Optional[np.ndarray] = None):
-    """J (Jaccard index) of binary masks, void pixels excluded; empty union -> 1.
-
-    Args:
-        pred, gt: (H, W) or (T, H, W) boolean masks (nonzero = foreground).
-        void: optional mask of the same shape; its pixels are not counted.
-    Returns:
-        float for (H, W) inputs, (T,) float array for stacks.
-    """
-    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    void = None if void is None else np.asarray(void).astype(bool)
-    _check_shapes(pred, gt, void)
-    valid = np.ones_like(gt) if void is None else ~void
-    inter = np.count_nonzero(pred & gt & valid, axis=(-2, -1))
-    union = np.count_nonzero((pred | gt) & valid, axis=(-2, -1))
-    j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    return float(j) if j.ndim == 0 else j
-
-
-def contour_accuracy(pred: np.ndarray, gt: np.ndarray, void: Optional[np.ndarray] = None, bound_th: float = 0.008):
-    """F (boundary F-measure) of binary masks, DAVIS 2017 definition (module docstring).
-
-    Args:
-        pred, gt: (H, W) or (T, H, W) boolean masks.
-        void: optional mask; void pixels are removed from both masks before boundaries are taken.
-        bound_th: tolerance, fraction of the frame diagonal (< 1) or pixels (>= 1).
-    Returns:
-        float for (H, W) inputs, (T,) float array for stacks.
-    """
-    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    void = None if void is None else np.asarray(void).astype(bool)
-    _check_shapes(pred, gt, void)
-    if gt.ndim == 3:
-        return np.array(
-            [contour_accuracy(p, g, None if void is None else v, bound_th) for p, g, v in
-             zip(pred, gt, void if void is not None else [None] * len(gt))],
-            dtype=np.float64,
-        )
-    if void is not None:
-        pred, gt = pred & ~void, gt & ~void
-    radius = boundary_radius(bound_th, gt.shape)
-    pred_b = label_boundaries(pred.view(np.uint8), [1])[1]
-    gt_b = label_boundaries(gt.view(np.uint8), [1])[1]
-    return boundary_f_measure(pred_b, gt_b, radius)
-
-
-def contour_accuracy_per_class(
-    pred_labels: np.ndarray,
-    gt_labels: np.ndarray,
-    classes: Iterable[int],
-    void: Optional[np.ndarray] = None,
-    bound_th: float = 0.008,
-) -> np.ndarray:
-    """F of ``pred_labels == c`` vs ``gt_labels == c`` for each class, from one boundary pass per
-    label map. Equal to ``contour_accuracy(pred_labels == c, gt_labels == c, void, bound_th)``.
-
-    Args:
-        pred_labels, gt_labels: (H, W) integer label maps.
-        classes: class ids to score.
-        void: optional (H, W) mask of pixels removed from every class.
-    Returns:
-        (len(classes),) float64 array.
-    """
-    classes = [int(c) for c in classes]
-    pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
-    _check_shapes(pred_labels, gt_labels, void)
-    if gt_labels.ndim != 2:
-        raise ValueError("contour_accuracy_per_class expects (H, W) label maps")
-    if void is not None:
-        void = np.asarray(void).astype(bool)
-        if void.any():
-            marker = _unused_value(pred_labels.dtype, classes)
-            pred_labels = np.where(void, marker, pred_labels).astype(pred_labels.dtype, copy=False)
-            gt_labels = np.where(void, marker, gt_labels).astype(gt_labels.dtype, copy=False)
-    radius = boundary_radius(bound_th, gt_labels.shape)
-    pred_b = label_boundaries(pred_labels, classes)
-    gt_b = label_boundaries(gt_labels, classes)
-    return np.array([boundary_f_measure(pred_b[c], gt_b[c], radius) for c in classes], dtype=np.float64)
-
-
-def _unused_value(dtype, classes) -> int:
-    """A value of ``dtype`` that is not a class id (to mark void pixels)."""
-    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
-    top = int(info.max) if info is not None else -1
-    taken = set(classes)
-    value = top
-    while value in taken:
-        value -= 1
-    return value

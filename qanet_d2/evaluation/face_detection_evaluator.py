@@ -1,11 +1,9 @@
 """Face detection AP (COCO) of the predicted face boxes, by detectron2's COCOEvaluator.
 
-Why a subclass: COCOEvaluator reads ground truth from ``metadata.json_file`` as COCO json and
-matches predictions by integer ``image_id``. The face datasets' ``json_file`` is the project's
-own split format and their image ids are strings (``"<video_id>/<frame_index>"``). So the
-dataset is exposed to COCOEvaluator as a derived dataset ``<name>__face_boxes`` whose dicts carry
-integer ids, converted to COCO json by detectron2's ``convert_to_coco_json`` on every build (never
-a stale cache), and ``process`` maps the string ids of the inputs to those integers.
+Why a subclass: COCOEvaluator needs COCO json and integer ``image_id``s; the face datasets have
+their own split format and string ids. So COCOEvaluator sees a derived dataset
+``<name>__face_boxes`` with integer ids (COCO json rewritten on every build), and ``process``
+maps the inputs' ids to those integers.
 """
 from __future__ import annotations
 
@@ -26,8 +24,7 @@ __all__ = ["FaceDetectionEvaluator", "fast_coco_eval_available"]
 
 
 def fast_coco_eval_available() -> bool:
-    """Whether detectron2's compiled COCOeval (``detectron2._C``) exists; not the placeholder
-    that qanet_d2.compat installs for a Python-only detectron2."""
+    """Whether detectron2's compiled COCOeval exists (not qanet_d2.compat's placeholder)."""
     try:
         from detectron2 import _C  # noqa: F401
     except ImportError:
@@ -41,12 +38,8 @@ def _register_face_box_view(dataset_name: str, output_dir: str) -> str:
     json_file = os.path.join(output_dir, f"{dataset_name}_face_boxes_coco.json")
 
     def load():
-        dicts = []
-        for i, d in enumerate(DatasetCatalog.get(dataset_name)):
-            d = dict(d, image_id=i)
-            d.pop("sem_seg_file_name", None)
-            dicts.append(d)
-        return dicts
+        dicts = (dict(d, image_id=i) for i, d in enumerate(DatasetCatalog.get(dataset_name)))
+        return [{k: v for k, v in d.items() if k != "sem_seg_file_name"} for d in dicts]
 
     if view in DatasetCatalog.list():
         DatasetCatalog.remove(view)
@@ -65,8 +58,7 @@ MISSED_IOU = 0.5
 
 
 def count_missed_faces(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou: float = MISSED_IOU) -> int:
-    """Ground-truth faces (``G x 4`` XYXY_ABS) that no output face (``P x 4``) overlaps with an
-    IoU of at least ``iou``: the faces the model does not return at all, whatever their scores."""
+    """Ground-truth faces (G x 4 XYXY_ABS) that no output face (P x 4) overlaps with IoU >= ``iou``."""
     if len(gt_boxes) == 0:
         return 0
     if len(pred_boxes) == 0:
@@ -77,11 +69,8 @@ def count_missed_faces(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou: float 
 
 
 class FaceDetectionEvaluator(COCOEvaluator):
-    """Box AP of ``outputs[i]["instances"]`` (``pred_boxes``, ``scores``, ``pred_classes`` = 0)
-    against the dataset's face boxes (``annotations``, any detectron2 bbox_mode). Results under
-    ``"bbox"`` (AP, AP50, AP75, APs/m/l, AP-face), in percent, plus ``num_gt_faces`` and
-    ``missed_faces``: ground-truth faces that no output face overlaps with IoU >= 0.5
-    (:func:`count_missed_faces`)."""
+    """Box AP (percent, under ``"bbox"``) of ``outputs[i]["instances"]`` against the dataset's face
+    boxes, plus ``num_gt_faces`` and ``missed_faces`` (:func:`count_missed_faces` at IoU 0.5)."""
 
     def __init__(self, dataset_name: str, output_dir: str, *, distributed: bool = True, use_fast_impl=None):
         if not output_dir:

@@ -1,35 +1,21 @@
 """Face parsing evaluation: DAVIS J/F per (video, class) object, and confusion-matrix mIoU / F1.
 
-Three layers, so that a model evaluation and an evaluation of saved PNGs cannot diverge:
+:func:`score_frame` scores one frame, :func:`summarize` aggregates the frames, and
+:class:`FaceParsingEvaluator` wraps both as a detectron2 ``DatasetEvaluator`` (also driven by
+``tools/evaluate_pngs.py`` with label maps read from disk), so both paths give the same numbers.
 
-* :func:`score_frame` — one frame's prediction vs ground truth, pure numpy: per-class J and F
-  (background and absent classes NaN) and the frame's confusion matrix.
-* :func:`summarize` — per-frame records + accumulated confusion matrix -> results dict and the
-  detailed per-class / per-video / per-frame numbers.
-* :class:`FaceParsingEvaluator` — detectron2 ``DatasetEvaluator`` around the two (sharding,
-  gathering, logging, JSON, optional label PNGs). ``tools/evaluate_pngs.py`` drives the same class
-  with label maps read from disk.
+Protocol (also stated in the results JSON):
 
-Scoring protocol (the challenge organisers' evaluator is not public; this is stated in the
-results JSON too):
-
-* Each (video, foreground class) is one object, if the class occurs (outside void pixels) in the
-  ground truth or the prediction of at least one frame of the video. Background is not scored.
-* Per frame, J and F of the binary masks ``pred == c`` and ``gt == c``; ground-truth ignore pixels
-  (and ground-truth values outside the label set) are void for both.
-* A frame where the class is absent from both prediction and ground truth is skipped
-  (``absent_class="skip"``, default) or scores J = F = 1 as DAVIS does (``"one"``). ``J&F``,
-  ``J``, ``F`` and everything per class, per video, recall and decay follow ``absent_class``;
-  ``J&F(skip)``, ``J(skip)``, ``F(skip)`` and ``J&F(one)``, ``J(one)``, ``F(one)`` give the
-  dataset means under both conventions, from the same per-frame scores.
-* Per object: mean over frames, recall (share of scored frames with value > 0.5) and decay
-  (mean of the first quarter of frames minus mean of the last quarter, DAVIS's binning; videos of
-  more than one frame). Dataset J / F: mean over objects; J&F = (J + F) / 2. Per-class J / F: mean
-  over that class's objects. Single-image datasets are videos of one frame.
-* Confusion matrix summed over all frames (void pixels excluded): per-class IoU and F1, mIoU over
-  all classes with support (background included, as detectron2's SemSegEvaluator), fg_mIoU and
+* Each (video, foreground class) occurring outside void pixels in the ground truth or prediction
+  of at least one frame is one object. Per frame, J and F of ``pred == c`` vs ``gt == c``;
+  ground-truth ignore pixels (and values outside the label set) are void for both.
+* A class absent from both maps in a frame is skipped (``absent_class="skip"``) or scores 1 as
+  in DAVIS (``"one"``); ``J&F(skip)`` ... ``F(one)`` give the dataset means under both.
+* Per object: mean over frames, recall (share of frames > 0.5) and decay (first minus last of
+  DAVIS's 4 quarter bins; videos of more than one frame). Dataset J / F: mean over objects.
+* Confusion matrix over all frames (void excluded; a predicted value outside the label set is
+  wrong): mIoU over classes with support (background included, as SemSegEvaluator), fg_mIoU and
   mean_F1 over foreground classes (the LaPa / CelebAMask-HQ convention), pixel accuracy.
-  A predicted value outside the label set counts as wrong for the ground-truth class.
 
 Numbers in the results dict are percentages.
 """
@@ -78,12 +64,10 @@ ABSENT_CLASS_MODES = ("skip", "one")
 # ---------------------------------------------------------------------------- one frame
 @dataclass
 class FrameScores:
-    """Scores of one frame. ``j``, ``f``: (C,) float64, NaN for background and (with
-    ``absent_class="skip"``) for classes absent from both maps; ``present``: (C,) bool, class
-    occurs in prediction or ground truth outside void; ``confusion``: (C, C+1) int64, rows =
-    ground-truth class, columns = predicted class, last column = predicted value outside the label
-    set, void pixels not counted; ``invalid_gt_pixels``: ground-truth pixels with a value that is
-    neither a class nor the ignore label (treated as void)."""
+    """Scores of one frame. ``j``, ``f``: (C,), NaN for background and skipped classes;
+    ``present``: (C,) class in either map outside void; ``confusion``: (C, C+1), rows ground
+    truth, last column predicted values outside the label set; ``invalid_gt_pixels``: ground-truth
+    pixels neither a class nor the ignore label (treated as void)."""
 
     j: np.ndarray
     f: np.ndarray
@@ -94,17 +78,20 @@ class FrameScores:
 
 def _to_index_map(labels: np.ndarray, num_classes: int, void_value: Optional[int] = None) -> np.ndarray:
     """uint8 map with class ids kept and every other value (and ``void_value``) set to ``num_classes``."""
+    lut = np.full(256, num_classes, np.uint8)
+    lut[:num_classes] = np.arange(num_classes, dtype=np.uint8)
+    if void_value is not None and 0 <= void_value < 256:
+        lut[void_value] = num_classes
+    return _apply_lut(labels, lut, num_classes)
+
+
+def _apply_lut(labels: np.ndarray, lut: np.ndarray, fill: int) -> np.ndarray:
+    """``lut[labels]`` (uint8, 256 entries); values outside 0..255 become ``fill``."""
+    labels = np.asarray(labels)
     if labels.dtype == np.uint8:
-        lut = np.full(256, num_classes, np.uint8)
-        lut[:num_classes] = np.arange(num_classes, dtype=np.uint8)
-        if void_value is not None and 0 <= void_value < 256:
-            lut[void_value] = num_classes
         return cv2.LUT(np.ascontiguousarray(labels), lut)  # ~8x faster than lut[labels]
     labels = labels.astype(np.int64, copy=False)
-    keep = (labels >= 0) & (labels < num_classes)
-    if void_value is not None:
-        keep &= labels != void_value
-    return np.where(keep, labels, num_classes).astype(np.uint8)
+    return np.where((labels >= 0) & (labels < 256), lut[labels.clip(0, 255)], np.uint8(fill))
 
 
 def _histogram(values: np.ndarray, num_bins: int) -> np.ndarray:
@@ -124,17 +111,10 @@ def score_frame(
     absent_class: str = "skip",
     bound_th: float = 0.008,
 ) -> FrameScores:
-    """Score one frame: per-class J and F (DAVIS definitions) and its confusion matrix.
-
-    Args:
-        pred_labels: (H, W) integer predicted label map (values >= num_classes: no class).
-        gt_labels: (H, W) integer ground-truth label map; ``ignore_label`` pixels are void.
-        num_classes: C, background (id 0) included; at most 255.
-        absent_class: "skip" (NaN) or "one" (DAVIS: 1.0) for a class absent from both maps.
-        bound_th: contour tolerance (fraction of the diagonal if < 1, pixels if >= 1).
-    Raises:
-        ValueError: shapes differ or maps are not 2-D.
-    """
+    """Per-class J and F (DAVIS definitions) and the confusion matrix of one frame's (H, W)
+    label maps. ``num_classes`` (background included) is at most 255; ``bound_th``: contour
+    tolerance (fraction of the diagonal if < 1, pixels if >= 1). ValueError for maps that are
+    not 2-D or differ in shape."""
     if absent_class not in ABSENT_CLASS_MODES:
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
     if not 1 <= num_classes <= 255:
@@ -162,16 +142,11 @@ def score_frame(
         num_ignored = int(np.count_nonzero(gt_labels == ignore_label)) if ignore_label is not None else 0
         invalid_gt = num_void - num_ignored
 
-    inter = np.diag(confusion[:, :C]).astype(np.float64)
-    union = confusion.sum(axis=1) + confusion[:, :C].sum(axis=0) - inter
-    present = union > 0
-
-    fill = np.nan if absent_class == "skip" else 1.0
-    j = np.full(C, fill)
-    f = np.full(C, fill)
-    j[0] = f[0] = np.nan  # background is not an object
-    j[present] = inter[present] / union[present]
-    j[0] = np.nan
+    iou = _confusion_metrics(confusion)[0]
+    present = ~np.isnan(iou)
+    j = np.where(present, iou, np.nan if absent_class == "skip" else 1.0)
+    j[0] = np.nan  # background is not an object
+    f = j.copy()  # the present classes' F is computed below
 
     scored = [c for c in range(1, C) if present[c]]
     if scored:
@@ -196,10 +171,7 @@ def _db_statistics(values: np.ndarray) -> Tuple[float, float, float]:
     ids = (np.round(np.linspace(1, n, 5) + 1e-10) - 1).astype(np.int64)
     first = values[ids[0] : ids[1] + 1]
     last = values[ids[3] : ids[4] + 1]
-    if np.isnan(first).all() or np.isnan(last).all():
-        decay = math.nan
-    else:
-        decay = float(np.nanmean(first) - np.nanmean(last))
+    decay = math.nan if np.isnan(first).all() or np.isnan(last).all() else float(np.nanmean(first) - np.nanmean(last))
     return mean, recall, decay
 
 
@@ -256,37 +228,37 @@ def summarize(
     absent_class: str = "skip",
     failed_frames: Sequence[dict] = (),
 ) -> Tuple["OrderedDict[str, float]", dict]:
-    """Aggregate per-frame records into the results dict and the detailed numbers.
+    """Aggregate per-frame records into ``(results, details)``: metric name -> percentage (counts
+    as ints), and the per-class, per-video and per-frame numbers (JSON-ready apart from NaN).
 
     Args:
-        records: one dict per scored frame: ``video_id`` (str), ``frame_index`` (int),
-            ``file_name`` (str), ``j``, ``f`` ((C,) arrays from :func:`score_frame`),
-            ``present`` ((C,) bool); optionally ``pose`` (head pan, degrees) with the frame's
-            ``confusion``, which adds per-pose numbers (``details["per_pose"]``). Order does
-            not matter (sorted here by video, frame).
-        confusion: (C, C+1) int confusion matrix summed over the frames.
+        records: one dict per scored frame, in any order: ``video_id``, ``frame_index``,
+            ``file_name``, ``j``, ``f``, ``present`` (from :func:`score_frame`); optionally
+            ``pose`` (head pan, degrees) with the frame's ``confusion`` (``details["per_pose"]``).
+        confusion: (C, C+1) confusion matrix summed over the frames.
         class_names: C names, background first.
-        absent_class: "skip" or "one" (see module docstring).
         failed_frames: dicts with ``file_name`` and ``problem`` of frames that could not be scored.
-    Returns:
-        (results, details): results maps metric name -> value (percentages; counts as ints);
-        details holds per-class, per-video and per-frame numbers (JSON-ready apart from NaN).
     """
     if absent_class not in ABSENT_CLASS_MODES:
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
     C = len(class_names)
     confusion = np.asarray(confusion, dtype=np.int64)
-    if confusion.shape != (C, C + 1):
-        raise ValueError(f"confusion matrix must be ({C}, {C + 1}), got {confusion.shape}")
 
     by_video: Dict[str, List[dict]] = defaultdict(list)
     for r in records:
         by_video[str(r["video_id"])].append(r)
 
-    objects = []  # (video_id, class, J stats, F stats, num_frames)
-    per_video = OrderedDict()
+    objects = []  # (video_id, class, J stats, F stats, num_frames, means per convention)
+    per_video, per_frame = OrderedDict(), []
     for video_id in sorted(by_video):
         frames = sorted(by_video[video_id], key=lambda r: (int(r["frame_index"]), str(r["file_name"])))
+        for r in frames:
+            shown = [c for c in range(1, C) if r["present"][c]]
+            per_frame.append({
+                "video_id": video_id, "frame_index": int(r["frame_index"]), "file_name": str(r["file_name"]),
+                "J": {class_names[c]: float(r["j"][c]) for c in shown},
+                "F": {class_names[c]: float(r["f"][c]) for c in shown},
+            })
         J = np.stack([np.asarray(r["j"], np.float64) for r in frames])
         F = np.stack([np.asarray(r["f"], np.float64) for r in frames])
         present = np.stack([np.asarray(r["present"], bool) for r in frames])
@@ -321,34 +293,22 @@ def summarize(
         return _nanmean(vals)
 
     results: "OrderedDict[str, float]" = OrderedDict()
-    J_mean, F_mean = obj_stat(0, 0), obj_stat(1, 0)
-    results["J&F"] = _pct((J_mean + F_mean) / 2)
-    results["J"] = _pct(J_mean)
-    results["F"] = _pct(F_mean)
+
+    def put_jf(suffix: str, jm: float, fm: float):
+        results[f"J&F{suffix}"], results[f"J{suffix}"], results[f"F{suffix}"] = _pct((jm + fm) / 2), _pct(jm), _pct(fm)
+
+    put_jf("", obj_stat(0, 0), obj_stat(1, 0))
     for mode in ABSENT_CLASS_MODES:  # both conventions from the same per-frame scores
-        jm = _nanmean([o[5][mode][0] for o in objects])
-        fm = _nanmean([o[5][mode][1] for o in objects])
-        results[f"J&F({mode})"] = _pct((jm + fm) / 2)
-        results[f"J({mode})"] = _pct(jm)
-        results[f"F({mode})"] = _pct(fm)
-    results["J_recall"] = _pct(obj_stat(0, 1))
-    results["F_recall"] = _pct(obj_stat(1, 1))
-    has_sequences = any(o[4] > 1 for o in objects)
-    if has_sequences:
-        results["J_decay"] = _pct(obj_stat(0, 2, only_sequences=True))
-        results["F_decay"] = _pct(obj_stat(1, 2, only_sequences=True))
-
-    # Confusion-matrix metrics over the whole dataset.
-    iou, f1, pacc = _confusion_metrics(confusion)
-    results["mIoU"] = _pct(_nanmean(iou))
-    results["fg_mIoU"] = _pct(_nanmean(iou[1:]))
-    results["mean_F1"] = _pct(_nanmean(f1[1:]))
-    results["pACC"] = _pct(pacc)
-
-    results["num_frames"] = len(records)
-    results["num_videos"] = len(by_video)
-    results["num_objects"] = len(objects)
-    results["num_failed_frames"] = len(failed_frames)
+        put_jf(f"({mode})", _nanmean([o[5][mode][0] for o in objects]), _nanmean([o[5][mode][1] for o in objects]))
+    results.update(J_recall=_pct(obj_stat(0, 1)), F_recall=_pct(obj_stat(1, 1)))
+    if any(o[4] > 1 for o in objects):
+        results.update(J_decay=_pct(obj_stat(0, 2, only_sequences=True)),
+                       F_decay=_pct(obj_stat(1, 2, only_sequences=True)))
+    iou, f1, pacc = _confusion_metrics(confusion)  # over the whole dataset
+    results.update(mIoU=_pct(_nanmean(iou)), fg_mIoU=_pct(_nanmean(iou[1:])), mean_F1=_pct(_nanmean(f1[1:])),
+                   pACC=_pct(pacc))
+    results.update(num_frames=len(records), num_videos=len(by_video), num_objects=len(objects),
+                   num_failed_frames=len(failed_frames))
 
     per_class = []
     for c, name in enumerate(class_names):
@@ -357,23 +317,9 @@ def summarize(
             entry.update(J=_pct(obj_stat(0, 0, cls=c)), F=_pct(obj_stat(1, 0, cls=c)),
                          num_objects=sum(1 for o in objects if o[1] == c))
         per_class.append(entry)
-    for e in per_class[1:]:
-        results[f"J-{e['name']}"] = e["J"]
-        results[f"F-{e['name']}"] = e["F"]
-    for e in per_class:
-        results[f"IoU-{e['name']}"] = e["IoU"]
-    for e in per_class[1:]:
-        results[f"F1-{e['name']}"] = e["F1"]
-
-    per_frame = []
-    for video_id in sorted(by_video):
-        for r in sorted(by_video[video_id], key=lambda r: (int(r["frame_index"]), str(r["file_name"]))):
-            present = np.asarray(r["present"], bool)
-            per_frame.append({
-                "video_id": video_id, "frame_index": int(r["frame_index"]), "file_name": str(r["file_name"]),
-                "J": {class_names[c]: float(r["j"][c]) for c in range(1, C) if present[c]},
-                "F": {class_names[c]: float(r["f"][c]) for c in range(1, C) if present[c]},
-            })
+    results.update((f"{k}-{e['name']}", e[k]) for e in per_class[1:] for k in ("J", "F"))
+    results.update((f"IoU-{e['name']}", e["IoU"]) for e in per_class)
+    results.update((f"F1-{e['name']}", e["F1"]) for e in per_class[1:])
 
     details = {
         "protocol": {
@@ -447,6 +393,16 @@ def format_results_tables(results: dict, details: dict) -> str:
     return text
 
 
+def gather_shards(state, distributed: bool):
+    """Every process's ``state`` as a list on the main process (``[state]`` when not distributed);
+    None on the other processes."""
+    if not distributed:
+        return [state]
+    comm.synchronize()
+    gathered = comm.gather(state, dst=0)
+    return gathered if comm.is_main_process() else None
+
+
 # ---------------------------------------------------------------------------- files
 def frame_key(input_dict: dict) -> Tuple[str, int]:
     """(video_id, frame_index) of a dataset dict / model input; a dict without ``video_id`` is a
@@ -471,10 +427,8 @@ def prediction_converter(dataset_name: str, prediction_label_set) -> Tuple[Optio
     from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
     from ..data.mixed_label_sets import NoConversionError, prediction_conversion
 
-    if prediction_label_set is None:
-        return None, None
     try:
-        data = dataset_label_set(dataset_name)
+        data = None if prediction_label_set is None else dataset_label_set(dataset_name)
     except DatasetNotFoundError:
         data = None
     if data is None:
@@ -494,23 +448,17 @@ def convert_label_map(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     values outside the model's classes become 255."""
     lut = np.full(256, 255, np.uint8)
     lut[: len(ids)] = np.asarray(ids, np.int64).clip(0, 255).astype(np.uint8)
-    labels = np.asarray(labels)
-    if labels.dtype == np.uint8:
-        return cv2.LUT(np.ascontiguousarray(labels), lut)
-    labels = labels.astype(np.int64)
-    return np.where((labels >= 0) & (labels < 256), lut[labels.clip(0, 255)], np.uint8(255)).astype(np.uint8)
+    return _apply_lut(labels, lut, 255)
 
 
 # ---------------------------------------------------------------------------- evaluator
 class FaceParsingEvaluator(DatasetEvaluator):
-    """J/F (DAVIS), mIoU and F1 of predicted label maps: ``outputs[i]["labels"]`` (the model's
-    painted label map).
+    """J/F (DAVIS), mIoU and F1 of the model's painted label maps ``outputs[i]["labels"]``.
 
     Inputs need ``sem_seg_file_name``, ``file_name``, ``video_id`` and ``frame_index`` (an input
-    without ``video_id`` is its own one-frame video). Each process scores its shard; ``evaluate``
-    gathers the per-frame records to the main process, so any number of processes gives the
-    numbers of a single-process run. A frame that cannot be scored (unreadable label, size
-    mismatch) is logged, counted (``num_failed_frames``) and listed in the JSON.
+    without ``video_id`` is its own one-frame video). ``evaluate`` gathers the per-frame records,
+    so any number of processes gives the single-process numbers. A frame that cannot be scored is
+    logged, counted (``num_failed_frames``) and listed in the JSON.
     """
 
     def __init__(
@@ -526,16 +474,11 @@ class FaceParsingEvaluator(DatasetEvaluator):
     ):
         """
         Args:
-            dataset_name: registered dataset; its metadata gives ``stuff_classes`` and ``ignore_label``.
-            prediction_label_set: the label set (a :class:`~qanet_d2.structures.label_sets.LabelSet`)
-                the model predicts, when it may differ from the dataset's: predictions are then
-                converted into the dataset's classes (label maps through
-                :func:`~qanet_d2.structures.label_sets.conversion_ids`, 255 for a class without
-                counterpart), and
-                every number is in the dataset's classes. None: predictions are in the dataset's set.
+            prediction_label_set: the :class:`~qanet_d2.structures.label_sets.LabelSet` the model
+                predicts when it may differ from the dataset's: predictions are converted into the
+                dataset's classes (255 for a class without counterpart). None: the dataset's set.
             output_dir: where ``face_parsing_results.json`` (and ``labels/`` with ``save_labels``)
                 is written; None writes nothing.
-            absent_class, bound_th: see :func:`score_frame` (``TEST.FACE_PARSING.*``).
             save_labels: write each predicted label map to
                 ``<output_dir>/labels/<video_id>/<frame stem>.png`` (uint8 class ids).
         """
@@ -553,7 +496,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._save_labels = save_labels
         if save_labels and not output_dir:
             raise ValueError("save_labels needs an output_dir")
-        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
+        # conversion_note: "predictions converted from <set> to <set>", or None
+        self._conversion, self.conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self.reset()
 
     @property
@@ -568,29 +512,25 @@ class FaceParsingEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            self.process_label_map(inp, self.output_label_map(out))
-
-    @property
-    def conversion_note(self) -> Optional[str]:
-        """``"predictions converted from <set> to <set>"``, or None without conversion."""
-        return self._conversion_note
-
-    def output_label_map(self, output: dict) -> np.ndarray:
-        """The (H, W) label map of one model output (its ``labels``), converted into the
-        dataset's classes when the model predicts another label set."""
-        if "labels" not in output:
-            raise KeyError(f"a model output for {self._dataset_name} has no 'labels' label map (keys: {sorted(output)})")
-        labels = output["labels"]
-        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-        return labels if self._conversion is None else convert_label_map(labels, self._conversion)
+            if "labels" not in out:
+                raise KeyError(f"a model output for {self._dataset_name} has no 'labels' label map "
+                               f"(keys: {sorted(out)})")
+            labels = out["labels"]
+            labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            if self._conversion is not None:
+                labels = convert_label_map(labels, self._conversion)
+            self.process_label_map(inp, labels)
 
     def process_label_map(self, input_dict: dict, pred_labels: np.ndarray) -> Optional[FrameScores]:
-        """Score one frame given its predicted (H, W) label map (the shared path of :meth:`process`
-        and ``tools/evaluate_pngs.py``). Returns the scores, or None if the frame failed."""
+        """Score one frame's predicted (H, W) label map (also used by ``tools/evaluate_pngs.py``).
+        Returns the scores, or None if the frame failed."""
         video_id, frame_index = frame_key(input_dict)
         file_name = str(input_dict.get("file_name", ""))
         if self._save_labels:
-            self._write_label_png(video_id, file_name, pred_labels)
+            path = label_png_path(os.path.join(self._output_dir, "labels"), video_id, file_name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not cv2.imwrite(path, np.asarray(pred_labels, np.uint8)):
+                logger.warning("Could not write %s", path)
         gt_file = input_dict.get("sem_seg_file_name")
         if not gt_file:
             self.record_failure(input_dict, "no ground-truth label file")
@@ -624,25 +564,15 @@ class FaceParsingEvaluator(DatasetEvaluator):
         logger.warning("Face parsing evaluation: frame %s not scored: %s", entry["file_name"], problem)
         self._failed.append(entry)
 
-    def _write_label_png(self, video_id: str, file_name: str, labels: np.ndarray):
-        path = label_png_path(os.path.join(self._output_dir, "labels"), video_id, file_name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not cv2.imwrite(path, np.asarray(labels, np.uint8)):
-            logger.warning("Could not write %s", path)
-
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((self._records, self._confusion, self._failed, self._invalid_gt_pixels), dst=0)
-            if not comm.is_main_process():
-                return {}
-            records = list(itertools.chain(*[g[0] for g in gathered]))
-            confusion = sum(g[1] for g in gathered)
-            failed = list(itertools.chain(*[g[2] for g in gathered]))
-            invalid_gt = sum(g[3] for g in gathered)
-        else:
-            records, confusion, failed, invalid_gt = self._records, self._confusion, self._failed, self._invalid_gt_pixels
-
+        state = (self._records, self._confusion, self._failed, self._invalid_gt_pixels)
+        gathered = gather_shards(state, self._distributed)
+        if gathered is None:
+            return {}
+        records = list(itertools.chain(*[g[0] for g in gathered]))
+        confusion = sum(g[1] for g in gathered)
+        failed = list(itertools.chain(*[g[2] for g in gathered]))
+        invalid_gt = sum(g[3] for g in gathered)
         if invalid_gt:
             logger.warning(
                 "%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
@@ -651,12 +581,11 @@ class FaceParsingEvaluator(DatasetEvaluator):
         if not records:
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
-        details["dataset"] = self._dataset_name
-        if self._conversion_note:
-            details["protocol"]["predictions"] = self._conversion_note
+        if self.conversion_note:
+            details["protocol"]["predictions"] = self.conversion_note
         details["protocol"]["bound_th"] = self._bound_th
-        details["invalid_gt_pixels"] = int(invalid_gt)
-        note = f" ({self._conversion_note})" if self._conversion_note else ""
+        details.update(dataset=self._dataset_name, invalid_gt_pixels=int(invalid_gt))
+        note = f" ({self.conversion_note})" if self.conversion_note else ""
         logger.info("Face parsing evaluation of %s%s:\n%s", self._dataset_name, note, format_results_tables(results, details))
         if failed:
             logger.warning("%s: %d frame(s) could not be scored, e.g. %s: %s", self._dataset_name, len(failed),

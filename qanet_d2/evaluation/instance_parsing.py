@@ -1,46 +1,30 @@
 """Instance-level face parsing metrics of Parsing R-CNN and QANet: APp, APvol, PCP.
 
-Definitions, as computed by the authors' evaluation code (Parsing R-CNN:
-``parsingrcnn/utils/parsing.py`` ``eval_seg_ap``; QANet: ``lib/data/evaluation/parsing_eval.py``
-``ParsingEvaluator.computeAPp``; both the same algorithm, from the MHP-v2 benchmark):
+Definitions, as the authors' evaluation codes compute them (Parsing R-CNN ``eval_seg_ap``, QANet
+``ParsingEvaluator.computeAPp``; the MHP-v2 algorithm):
 
-* A predicted face is its part label map in image coordinates: its own labels on its window,
-  background (0) everywhere else, whatever other faces predict there. A ground-truth face is
-  the ground-truth label map on the pixels of that face (its face-instance id), background
-  elsewhere.
+* A predicted face is its part label map in image coordinates (its labels on its window,
+  background elsewhere); a ground-truth face is the ground-truth label map on that face's
+  pixels (its face-instance id), background elsewhere.
 * Part IoU of a (prediction, ground truth) pair: one confusion matrix over the whole image,
-  per-class IoU = TP / (TP + FP + FN) for every class INCLUDING background (0), NaN for a class
-  absent from both maps; the pair's score is the mean over the non-NaN classes. Ground-truth
-  void pixels (the ignore label, or any value that is not a class) are not counted; in the
-  authors' code a void pixel outside the instance counts as background, here it is void
-  everywhere.
-* Matching, per part-IoU threshold t in 0.1, 0.2, ..., 0.9: predictions of the whole dataset
-  are taken in descending score; each is compared with every ground-truth face of its image
-  and keeps the one with the highest mean part IoU (the first on ties). It is a true positive
-  if that mean IoU is > t (strictly) and that face was not matched before at this threshold;
-  otherwise a false positive (also when its best face is already taken: no fall back to the
-  second best). Ties in score: frame key, then face order within the frame (deterministic,
-  whatever the number of processes).
-* AP at t: area under the precision envelope over recall (VOC all-point interpolation),
-  recall = TP / number of ground-truth faces.
-* Names: ``APp50`` is AP at t = 0.5. ``APvol`` is the mean of the nine APs (t = 0.1 ... 0.9):
-  the papers' and Parsing R-CNN's README's AP^p_vol; both codes print this number as
-  "APp @[mIoU=0.10:0.90]" (Parsing R-CNN's variable ``ap_p_vol``, QANet's ``mAPp``).
-* PCP at t (``PCP50`` at 0.5): for each ground-truth face matched at t, the share of its part
-  classes (foreground classes it contains) whose part IoU with its match is > t; unmatched
-  faces count 0; mean over all ground-truth faces.
+  per-class IoU for every class including background, NaN for a class absent from both; the
+  pair's score is the mean over the non-NaN classes. Ground-truth void pixels are not counted
+  (the authors count a void pixel outside the instance as background).
+* Matching, per part-IoU threshold t in 0.1 ... 0.9: predictions of the whole dataset in
+  descending score (ties: frame key, then face order); each takes the ground-truth face of its
+  image with the highest mean part IoU (first on ties) and is a true positive if that IoU is > t
+  and the face was not matched before at t; otherwise a false positive (no fall back).
+* AP at t: VOC all-point interpolated area under precision over recall (recall = TP / number of
+  ground-truth faces). ``APp50``: t = 0.5; ``APvol``: mean of the nine APs (the papers' AP^p_vol,
+  printed by both codes as "APp @[mIoU=0.10:0.90]").
+* PCP at t (``PCP50``): per ground-truth face, the share of its part classes with IoU > t with
+  its match (0 when unmatched), averaged over all ground-truth faces.
+* Before matching, as the official QANet code: predictions with ranking score < ``score_thresh``
+  (0.01) are dropped, and a parsing NMS keeps a face only if its mean part IoU with every
+  better-scored kept face is < ``nms_thresh`` (0.6); 0 turns each off.
 
-* Before matching, as the official QANet code does, predictions whose ranking score is below
-  ``score_thresh`` (0.01) are dropped and a parsing NMS keeps, in descending score, a face only
-  if its mean part IoU with every face kept before it (the two faces' label maps on the whole
-  image, classes including background, NaN classes skipped) is below ``nms_thresh`` (0.6).
-  Both are per ranking score, and ``score_thresh`` 0 / ``nms_thresh`` 0 turn them off.
-
-All metrics depend on the ranking score; :class:`InstanceParsingAccumulator` ranks the same
-faces by several scores in one pass (the quality score and the detector's box score).
-
-Coordinates: windows are integer pixel boxes ``[x0, y0, x1, y1)`` (XYXY, exclusive end) in the
-image the ground truth belongs to; label arrays are (rows, columns) = (y, x).
+Windows are integer pixel boxes ``[x0, y0, x1, y1)`` in the ground truth's image; label arrays
+are (rows, columns) = (y, x).
 """
 from __future__ import annotations
 
@@ -66,15 +50,8 @@ PART_IOU_THRESHOLDS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8
 
 
 class PredictedFace(NamedTuple):
-    """One predicted face of an image.
-
-    Attributes:
-        score: the model's face score (QANet's quality score), ranks faces.
-        box_score: the detector's score of the face box.
-        window: ``(x0, y0, x1, y1)`` integer pixel window of the image, exclusive end.
-        labels: ``(y1 - y0, x1 - x0)`` integer class ids of the face on its window, 0 where the
-            face claims no part.
-    """
+    """One predicted face: quality score, detector box score, integer window ``(x0, y0, x1, y1)``
+    (exclusive end) and its ``(y1 - y0, x1 - x0)`` class ids on the window (0: no part)."""
 
     score: float
     box_score: float
@@ -83,13 +60,9 @@ class PredictedFace(NamedTuple):
 
 
 def single_face_instances(gt_labels: np.ndarray, num_classes: int, ignore_label: Optional[int] = 255) -> np.ndarray:
-    """Face-instance map of a single-face image: 1 on every foreground class pixel (neither
-    background, nor void), 0 elsewhere. ``(H, W)`` int32."""
+    """(H, W) int32 face-instance map of a single-face image: 1 on every foreground class pixel."""
     gt = np.asarray(gt_labels)
-    face = (gt > 0) & (gt < num_classes)
-    if ignore_label is not None:
-        face &= gt != ignore_label
-    return face.astype(np.int32)
+    return (_valid_mask(gt, num_classes, ignore_label) & (gt > 0)).astype(np.int32)
 
 
 def _valid_mask(gt_labels: np.ndarray, num_classes: int, ignore_label: Optional[int]) -> np.ndarray:
@@ -110,28 +83,18 @@ def face_part_ious(
     """Per-class part IoUs of every (predicted face, ground-truth face) pair of one image.
 
     Args:
-        windows: P windows ``[x0, y0, x1, y1)``; clipped to the image.
-        labels: P label arrays, each the size of its (unclipped) window, values < num_classes.
-        gt_labels: (H, W) ground-truth class ids; ``ignore_label`` and values >= num_classes
-            are void.
-        gt_instances: (H, W) ground-truth face ids, 0 = no face; faces are the distinct
-            positive ids, in ascending order.
-        num_classes: C, background (0) included.
+        windows, labels: P windows ``[x0, y0, x1, y1)`` (clipped to the image) and label arrays
+            of their (unclipped) sizes.
+        gt_labels: (H, W) class ids; ``ignore_label`` and values >= num_classes are void.
+        gt_instances: (H, W) face ids, 0 = no face; faces are the positive ids, ascending.
     Returns:
-        ``ious`` (P, G, C) float64, NaN where a class is absent from both maps of a pair;
-        ``num_parts`` (G,) int, foreground classes present in each ground-truth face (PCP's
-        denominator); ``face_ids`` (G,) the ground-truth ids.
-    Raises:
-        ValueError: shapes differ, a label array does not match its window, or a label value
-            is not a class.
+        ``ious`` (P, G, C), NaN where a class is absent from both maps of a pair; ``num_parts``
+        (G,) foreground classes in each ground-truth face (PCP's denominator); ``face_ids`` (G,).
     """
-    gt_labels = np.asarray(gt_labels)
-    gt_instances = np.asarray(gt_instances)
+    gt_labels, gt_instances = np.asarray(gt_labels), np.asarray(gt_instances)
     if gt_labels.ndim != 2 or gt_labels.shape != gt_instances.shape:
         raise ValueError(f"ground-truth label map {gt_labels.shape} and face-instance map {gt_instances.shape} "
                          "must be 2-D maps of the same size")
-    if len(windows) != len(labels):
-        raise ValueError(f"{len(windows)} windows but {len(labels)} label arrays")
     C = int(num_classes)
     H, W = gt_labels.shape
     valid = _valid_mask(gt_labels, C, ignore_label)
@@ -139,7 +102,7 @@ def face_part_ious(
     gt_idx = np.where(valid, gt_labels, 0).astype(np.int64)
 
     face_ids = np.unique(gt_instances[gt_instances > 0])
-    gt_faces = []  # (bbox (x0, y0, x1, y1), face mask on its bbox)
+    gt_faces = []  # bounding boxes (x0, y0, x1, y1)
     num_parts = np.zeros(len(face_ids), np.int64)
     for g, fid in enumerate(face_ids):
         mask = gt_instances == fid
@@ -158,13 +121,7 @@ def face_part_ious(
             raise ValueError(f"face {p}: labels of shape {lab.shape} do not match its window {list(win)}")
         if lab.size and (lab.min() < 0 or lab.max() >= C):
             raise ValueError(f"face {p}: label values must be 0..{C - 1}, found {lab.min()}..{lab.max()}")
-        # the window clipped to the image, and the matching part of the labels
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        if cx1 > cx0 and cy1 > cy0:
-            lab = lab[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        else:
-            cx0 = cy0 = cx1 = cy1 = 0
-            lab = lab[:0, :0]
+        (cx0, cy0, cx1, cy1), lab = _clipped(win, lab, H, W)
         for g, fid in enumerate(face_ids):
             bx0, by0, bx1, by1 = gt_faces[g]
             # The region where either map can be foreground; outside it both are background.
@@ -178,11 +135,16 @@ def face_part_ious(
             pred_reg[cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = lab
             hist = np.bincount(gt_reg[region_valid] * C + pred_reg[region_valid], minlength=C * C).reshape(C, C)
             hist[0, 0] += total_valid - int(np.count_nonzero(region_valid))
-            tp = np.diag(hist).astype(np.float64)
-            union = hist.sum(axis=0) + hist.sum(axis=1) - tp
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ious[p, g] = np.where(union > 0, tp / union, np.nan)
+            ious[p, g] = _class_ious(hist)
     return ious, num_parts, face_ids
+
+
+def _class_ious(hist: np.ndarray) -> np.ndarray:
+    """Per-class IoU of a (C, C) confusion matrix, NaN for classes absent from both maps."""
+    tp = np.diag(hist).astype(np.float64)
+    union = hist.sum(axis=0) + hist.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
 
 
 def _clipped(window, labels, height, width):
@@ -221,10 +183,9 @@ def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[i
                 mb[by0 - ry0 : by1 - ry0, bx0 - rx0 : bx1 - rx0] = lb
             hist = np.bincount((ma * C + mb).ravel(), minlength=C * C).reshape(C, C)
             hist[0, 0] += H * W - ma.size  # both background outside the region
-            tp = np.diag(hist).astype(np.float64)
-            union = hist.sum(axis=0) + hist.sum(axis=1) - tp
-            present = union > 0
-            out[a, b] = out[b, a] = float((tp[present] / union[present]).mean()) if present.any() else 1.0
+            iou = _class_ious(hist)
+            iou = iou[~np.isnan(iou)]
+            out[a, b] = out[b, a] = float(iou.mean()) if iou.size else 1.0
     return out
 
 
@@ -259,21 +220,12 @@ def match_faces(
     num_parts: np.ndarray,
     thresholds: Sequence[float] = PART_IOU_THRESHOLDS,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Match the predicted faces of one image to its ground-truth faces (module docstring).
-
-    Args:
-        scores: (P,) ranking scores; faces are taken in descending score, ties in input order.
-        ious: (P, G, C) part IoUs from :func:`face_part_ious`.
-        num_parts: (G,) foreground classes of each ground-truth face.
-    Returns:
-        ``tp`` (P, T) bool: true positive at each threshold; ``pcp`` (P, T) float: for a true
-        positive, the share of its face's parts with IoU > t (0 elsewhere). Rows in input order.
-    """
+    """Match the predicted faces of one image (``scores`` (P,), ties in input order; ``ious`` (P, G, C)
+    from :func:`face_part_ious`) to its ground-truth faces (module docstring). Returns ``tp``
+    (P, T) bool and ``pcp`` (P, T): a true positive's share of parts with IoU > t, else 0."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     P, G = ious.shape[:2]
     T = len(thresholds)
-    if scores.shape[0] != P:
-        raise ValueError(f"{scores.shape[0]} scores for {P} faces")
     tp = np.zeros((P, T), bool)
     pcp = np.zeros((P, T), np.float64)
     if P == 0 or G == 0:
@@ -308,29 +260,18 @@ def _threshold_name(t: float) -> str:
 
 
 class InstanceParsingAccumulator:
-    """Accumulates predicted faces and ground-truth faces image by image, then computes APp at
-    every threshold, APvol and PCP for each ranking score.
+    """Accumulates predicted and ground-truth faces image by image, then computes APp at every
+    threshold, APvol and PCP for each ranking: by the quality score (``"score"``) and by the
+    detector's box score (``"box"``); part IoUs are computed once per image for both."""
 
-    ``rankings`` maps a name to the :class:`PredictedFace` field that ranks faces; the default
-    ranks by the quality score (``"score"``) and by the detector's box score (``"box"``).
-    Part IoUs and ground-truth faces are computed once per image for all rankings.
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        ignore_label: Optional[int] = 255,
-        thresholds: Sequence[float] = PART_IOU_THRESHOLDS,
-        rankings: Optional[Dict[str, str]] = None,
-        nms_thresh: float = 0.6,
-        score_thresh: float = 0.01,
-    ):
+    def __init__(self, num_classes: int, ignore_label: Optional[int] = 255, nms_thresh: float = 0.6,
+                 score_thresh: float = 0.01):
         self.num_classes = int(num_classes)
         self.ignore_label = ignore_label
-        self.thresholds = tuple(float(t) for t in thresholds)
+        self.thresholds = PART_IOU_THRESHOLDS
         self.nms_thresh = float(nms_thresh)
         self.score_thresh = float(score_thresh)
-        self.rankings = dict(rankings) if rankings is not None else {"score": "score", "box": "box_score"}
+        self.rankings = {"score": "score", "box": "box_score"}  # name -> PredictedFace field
         self.reset()
 
     def reset(self):
@@ -348,13 +289,12 @@ class InstanceParsingAccumulator:
         self.num_gt += len(num_parts)
         self.num_pred += len(faces)
         self.num_images += 1
-        pair_ious = None
+        pair_ious = np.eye(len(faces))
+        if self.nms_thresh > 0 and len(faces) > 1:
+            pair_ious = pairwise_parsing_ious(faces, np.asarray(gt_labels).shape, self.num_classes)
         for name, field in self.rankings.items():
             scores = np.array([float(getattr(f, field)) for f in faces], dtype=np.float64)
-            if self.nms_thresh > 0 and pair_ious is None and len(faces) > 1:
-                pair_ious = pairwise_parsing_ious(faces, np.asarray(gt_labels).shape, self.num_classes)
-            keep = parsing_nms(scores, pair_ious if pair_ious is not None else np.eye(len(faces)),
-                               self.nms_thresh, self.score_thresh)
+            keep = parsing_nms(scores, pair_ious, self.nms_thresh, self.score_thresh)
             tp, pcp = match_faces(scores[keep], ious[keep], num_parts, self.thresholds)
             for j, i in enumerate(keep.tolist()):
                 self.records[name].append((float(scores[i]), str(image_key), i, tp[j], pcp[j]))
@@ -393,14 +333,9 @@ class InstanceParsingAccumulator:
         return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(values)) if values else math.nan}
 
     def summarize(self) -> Tuple["OrderedDict[str, float]", dict]:
-        """Results dict (percentages) and details.
-
-        Keys: ``APp50``, ``APvol``, ``PCP50`` ranked by the first ranking (the quality score),
-        the same with ``-<ranking>`` appended for the others (``APp50-box``, ...), then
-        ``APp<t>`` for every threshold of the first ranking, and the counts ``num_frames``,
-        ``num_gt_faces``, ``num_pred_faces``. Details: per ranking, AP and PCP at every
-        threshold (fractions).
-        """
+        """Results (percentages): ``APp50``, ``APvol``, ``PCP50`` by the quality score, the same
+        with ``-box`` by the box score, ``APp<t>`` at every threshold, and counts; details: per
+        ranking, AP and PCP at every threshold (fractions)."""
         results: "OrderedDict[str, float]" = OrderedDict()
         details = {}
         names = list(self.rankings)

@@ -1,18 +1,9 @@
-"""Instance-level face parsing evaluation (APp, APvol, PCP of Parsing R-CNN / QANet) as a
-detectron2 ``DatasetEvaluator``; the metrics themselves are in :mod:`.instance_parsing`.
+"""Instance-level face parsing evaluation (APp, APvol, PCP; metrics in :mod:`.instance_parsing`)
+as a detectron2 ``DatasetEvaluator``.
 
-Per-face ground truth of a frame, in this order:
-
-* ``instance_file_name`` of the dataset dict (from the split JSON's ``instance_file``): a PNG of
-  face indices, 0 = no face, face k+1 = the frame's k-th face box (the synthetic generator
-  writes them);
-* a dataset whose metadata says ``single_face=True`` (LaPa, CelebAMask-HQ, Helen): every
-  foreground pixel (neither background nor void) belongs to face 1;
-* otherwise the frame has none and is not evaluated here. A dataset without any is skipped
-  with one info line.
-
-Predicted faces come from the model outputs through :func:`faces_from_output`, the one place
-that knows the output fields.
+Per-face ground truth of a frame: ``instance_file_name`` (a PNG of face indices, 0 = no face,
+k+1 = the frame's k-th face box), else, for a dataset with ``single_face=True`` metadata, every
+foreground pixel is face 1; other frames are not evaluated here.
 """
 from __future__ import annotations
 
@@ -21,16 +12,15 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 
 from ..data.io import read_instance_map, read_label_map
-from .face_parsing_evaluator import _json_safe, convert_label_map, frame_key, prediction_converter
+from .face_parsing_evaluator import _json_safe, convert_label_map, frame_key, gather_shards, prediction_converter
 from .instance_parsing import InstanceParsingAccumulator, PredictedFace, single_face_instances
 
 __all__ = ["InstanceParsingEvaluator", "faces_from_output", "INSTANCE_RESULTS_FILE"]
@@ -41,14 +31,8 @@ INSTANCE_RESULTS_FILE = "instance_parsing_results.json"
 
 
 def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
-    """The predicted faces of one model output (``outputs[i]`` of the model): per face its
-    quality score, box score, window ``[x0, y0, x1, y1)`` in the original image and its labels
-    on that window. None if the output has no ``instances``.
-
-    Reads ``instances.scores``, ``instances.box_scores`` and ``face_labels`` (each face's own
-    parsing from the post-processor,
-    :meth:`~qanet_d2.modeling.postprocessing.FacePostProcessor.face_labels`, in ``instances``' order).
-    """
+    """The predicted faces of one model output, from ``instances.scores``, ``instances.box_scores``
+    and ``face_labels`` (each face's own parsing, in ``instances``' order); None without ``instances``."""
     inst = output.get("instances")
     if inst is None:
         return None
@@ -65,14 +49,10 @@ def faces_from_output(output: dict) -> Optional[List[PredictedFace]]:
 
 
 class InstanceParsingEvaluator(DatasetEvaluator):
-    """APp at part-IoU thresholds 0.1 ... 0.9, APvol and PCP of the predicted faces, with faces
-    ranked by the quality score (``APp50``, ``APvol``, ``PCP50``) and by the detector's box
-    score alone (``APp50-box``, ``APvol-box``, ``PCP50-box``); percentages, under the task key
-    ``instance_parsing``.
-
-    Each process evaluates its shard; ``evaluate`` gathers the per-face records, so any number
-    of processes gives the numbers of a single-process run.
-    """
+    """APp at part-IoU thresholds 0.1 ... 0.9, APvol and PCP (percentages, task key
+    ``instance_parsing``), faces ranked by the quality score (``APp50``, ...) and by the
+    detector's box score alone (``APp50-box``, ...). Any number of processes gives the
+    single-process numbers."""
 
     def __init__(
         self,
@@ -80,24 +60,13 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         *,
         distributed: bool = True,
         output_dir: Optional[str] = None,
-        faces_fn: Callable[[dict], Optional[Sequence[PredictedFace]]] = faces_from_output,
         prediction_label_set=None,
         nms_thresh: float = 0.6,
         score_thresh: float = 0.01,
     ):
-        """
-        Args:
-            dataset_name: registered dataset; its metadata gives ``stuff_classes``,
-                ``ignore_label`` and ``single_face``.
-            output_dir: where ``instance_parsing_results.json`` is written; None writes nothing.
-            faces_fn: model output -> predicted faces (default :func:`faces_from_output`).
-            prediction_label_set: the label set the model predicts when it may differ from the
-                dataset's: each face's labels are converted into the dataset's classes (see
-                :class:`~qanet_d2.evaluation.FaceParsingEvaluator`).
-            nms_thresh, score_thresh: the parsing NMS and score filter applied before matching
-                (``TEST.INSTANCE_PARSING_NMS_THRESH``, ``TEST.INSTANCE_PARSING_SCORE_THRESH``;
-                the official QANet code's 0.6 and 0.01; 0 turns each off).
-        """
+        """``output_dir``: where ``instance_parsing_results.json`` is written (None: nowhere);
+        ``prediction_label_set`` as in :class:`~qanet_d2.evaluation.FaceParsingEvaluator`;
+        ``nms_thresh``, ``score_thresh``: the parsing NMS and score filter before matching (0: off)."""
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
         self._num_classes = len(meta.stuff_classes)
@@ -105,8 +74,8 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         self._single_face = bool(meta.get("single_face", False))
         self._distributed = distributed
         self._output_dir = output_dir
-        self._faces_fn = faces_fn
-        self._conversion, self._conversion_note = prediction_converter(dataset_name, prediction_label_set)
+        self._faces_fn = faces_from_output
+        self._conversion = prediction_converter(dataset_name, prediction_label_set)[0]
         self._acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label,
                                                nms_thresh=nms_thresh, score_thresh=score_thresh)
         self.reset()
@@ -116,9 +85,6 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         self._without_gt = 0
         self._failed: List[dict] = []
         self._warned_no_instances = False
-
-    def has_face_ground_truth(self, input_dict: dict) -> bool:
-        return bool(input_dict.get("instance_file_name")) or self._single_face
 
     def ground_truth(self, input_dict: dict):
         """``(labels, face ids)`` (H, W) maps of a frame. Raises OSError / ValueError naming the
@@ -139,12 +105,10 @@ class InstanceParsingEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            if not self.has_face_ground_truth(inp):
+            if not (inp.get("instance_file_name") or self._single_face):
                 self._without_gt += 1
                 continue
             faces = self._faces_fn(out)
-            if faces is not None and self._conversion is not None:
-                faces = [f._replace(labels=convert_label_map(f.labels, self._conversion)) for f in faces]
             if faces is None:
                 if not self._warned_no_instances:
                     logger.warning("Instance parsing evaluation of %s: the model outputs have no 'instances'; "
@@ -152,6 +116,8 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                     self._warned_no_instances = True
                 self._without_gt += 1
                 continue
+            if self._conversion is not None:
+                faces = [f._replace(labels=convert_label_map(f.labels, self._conversion)) for f in faces]
             video_id, frame_index = frame_key(inp)
             try:
                 labels, face_ids = self.ground_truth(inp)
@@ -162,18 +128,14 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                 self._failed.append({"file_name": str(inp.get("file_name", "")), "problem": problem})
 
     def evaluate(self):
-        acc = self._acc
-        without_gt, failed = self._without_gt, self._failed
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather((acc.state(), without_gt, failed), dst=0)
-            if not comm.is_main_process():
-                return {}
-            acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
-            for state, _, _ in gathered:
-                acc.merge(state)
-            without_gt = sum(g[1] for g in gathered)
-            failed = list(itertools.chain(*[g[2] for g in gathered]))
+        gathered = gather_shards((self._acc.state(), self._without_gt, self._failed), self._distributed)
+        if gathered is None:
+            return {}
+        acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
+        for state, _, _ in gathered:
+            acc.merge(state)
+        without_gt = sum(g[1] for g in gathered)
+        failed = list(itertools.chain(*[g[2] for g in gathered]))
 
         if acc.num_images == 0 and not failed:
             logger.info(
@@ -216,11 +178,8 @@ def format_instance_table(details: dict) -> str:
     """One row per ranking: APvol, AP at every threshold, PCP50 (percent)."""
     from tabulate import tabulate
 
-    first = next(iter(details.values()))
-    thresholds = list(first["APp"])
-    rows = []
-    for name, d in details.items():
-        rows.append([d["ranked_by"], 100 * d["APvol"]] + [100 * d["APp"][t] for t in thresholds]
-                    + [100 * d["PCP"].get("50", float("nan"))])
+    thresholds = list(next(iter(details.values()))["APp"])
+    rows = [[d["ranked_by"], 100 * d["APvol"]] + [100 * d["APp"][t] for t in thresholds]
+            + [100 * d["PCP"].get("50", float("nan"))] for d in details.values()]
     headers = ["ranked by", "APvol"] + [f"APp{t}" for t in thresholds] + ["PCP50"]
     return tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".2f", numalign="right")
