@@ -54,17 +54,7 @@ import numpy as np
 from ..io import DataReadError, read_image, read_instance_map, read_label_map
 from ...structures.label_sets import IGNORE_LABEL, LabelSet
 from ..video_format import face_box_excluded_ids
-from .generator import (
-    MAX_ANGLE,
-    MAX_FACES,
-    MIN_FACE_HEIGHT,
-    FrameResult,
-    Scene,
-    passes_visibility,
-    sample_occluder,
-    smooth_track,
-    visible_box,
-)
+from .generator import MAX_FACES, MIN_FACE_HEIGHT, FrameResult, Scene, smooth_track
 
 __all__ = ["SourceFace", "FacePlacement", "CompositeVideo", "collect_source_faces",
            "assign_source_faces", "COMPOSITE_VERSION", "FEATHER_SIGMA"]
@@ -478,7 +468,7 @@ class CompositeVideo(Scene):
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
         rng = self._rng
-        w, h, T = self.w, self.h, self.frames
+        h, T = self.h, self.frames
         self.label_set = label_set
         names = [c.lower() for c in label_set.classes]
         self.cloth_id = names.index("cloth") if "cloth" in names else 0
@@ -486,12 +476,7 @@ class CompositeVideo(Scene):
         n = len(faces)
         if not 1 <= n <= MAX_FACES:
             raise ValueError(f"a composite video holds 1..{MAX_FACES} faces, got {n}")
-        # sizes as the cartoon videos: face-box heights log-uniform from MIN_FACE_HEIGHT to most
-        # of the frame, small (far) faces painted first
-        max_box = 0.92 * h / (1.0 if n == 1 else n ** 0.5)
-        heights = np.exp(rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
-                                     math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
-        heights = np.sort(heights)
+        heights = np.sort(self._face_heights(n))  # small (far) faces painted first
         self.faces: List[_Placed] = []
         placed = []
         for i, face in enumerate(faces):
@@ -503,28 +488,11 @@ class CompositeVideo(Scene):
                                 shoulder_drop=rng.uniform(0.15, 0.3))
             src_h = float(cut.box[3] - cut.box[1])
             hb0 = heights[i]
-            hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
-                                0.95 * h))
-            c0 = c1 = None
-            for _ in range(25):
-                c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
-                c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
-                             [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
-                if all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
-                       and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q) for p0, p1, q in placed):
-                    break
-            placed.append((c0, c1, max(hb0, hb1)))
-            a0 = rng.uniform(-30, 30)
-            a1 = float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
-            s0, s1 = hb0 / src_h, hb1 / src_h
+            hb1, c0, c1, a0, a1 = self._place_face(hb0, placed)
+            cx, cy, scale, angle = self._motion(c0, c1, hb0 / src_h, hb1 / src_h, a0, a1)
             self.faces.append(_Placed(
-                face=face, cut=cut, flip=flip,
-                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.clip(smooth_track(rng, s0, s1, T, 0.03 * s0),
-                              MIN_FACE_HEIGHT / src_h, 0.95 * h / src_h),
-                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
-                              -MAX_ANGLE, MAX_ANGLE),
+                face=face, cut=cut, flip=flip, cx=cx, cy=cy,
+                scale=np.clip(scale, MIN_FACE_HEIGHT / src_h, 0.95 * h / src_h), angle=angle,
                 gain=smooth_track(rng, rng.uniform(0.7, 1.25), rng.uniform(0.7, 1.25), T, 0.03),
                 contrast=smooth_track(rng, rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), T, 0.0),
                 saturation=smooth_track(rng, rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), T,
@@ -535,11 +503,8 @@ class CompositeVideo(Scene):
                 cloth_amp=float(rng.choice([0.0, 0.0, 0.12, 0.25])),
                 cloth_period=float(rng.uniform(0.06, 0.2)), cloth_dir=float(rng.uniform(0, np.pi)),
             ))
-        # occluders moving across a face
-        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
-            p = self.faces[int(rng.integers(n))]
-            hb = float(p.scale[0] * (p.cut.box[3] - p.cut.box[1]))
-            self.occluders.append(sample_occluder(rng, p.cx, p.cy, hb, T))
+        self._add_occluders([(p.cx, p.cy, float(p.scale[0] * (p.cut.box[3] - p.cut.box[1])))
+                             for p in self.faces])
 
     # ------------------------------------------------------------------ geometry
     def _crop_to_frame(self, p: _Placed, t: int) -> np.ndarray:
@@ -641,9 +606,7 @@ class CompositeVideo(Scene):
         map (face index in painting order, -1 elsewhere), face boxes and the faces'
         :class:`FacePlacement` (``poses``)."""
         rng = self.frame_rng(t)
-        image = self.background_view(t)
-        label = np.zeros((self.h, self.w), np.uint8)
-        owner = np.full((self.h, self.w), -1, np.int16)
+        image, label, owner = self._blank_maps(t)
         body = np.zeros(256, bool)
         body[list(self.body_ids)] = True
         in_box, amodal = [], []
@@ -654,17 +617,14 @@ class CompositeVideo(Scene):
                 (owner[box[0]] == k) & box[1] & ~body[label[box[0]]])))
             self._paint_torso(image, label, owner, k, t)
         self.paint_occluders(image, label, owner, t)
-        boxes, box_owner = [], []
-        for k in range(len(self.faces)):
-            if in_box[k] is None:
-                continue
-            roi, box_mask = in_box[k]
-            vis = np.zeros(label.shape, bool)
-            vis[roi] = (owner[roi] == k) & box_mask & ~body[label[roi]]
-            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
-                continue
-            boxes.append(visible_box(vis))
-            box_owner.append(k)
+        visible = []
+        for k, box in enumerate(in_box):
+            vis = None
+            if box is not None:
+                vis = np.zeros(label.shape, bool)
+                vis[box[0]] = (owner[box[0]] == k) & box[1] & ~body[label[box[0]]]
+            visible.append(vis)
+        boxes, box_owner = self._boxes(visible, amodal)
         image = self.light_blur_noise(image.astype(np.float32), t, rng)
         poses = [self.placement(k, t) for k in range(len(self.faces))]
         return FrameResult(image, label, owner, boxes, box_owner, poses, amodal)

@@ -1,60 +1,23 @@
-"""Deterministic generator of synthetic face-parsing VIDEO datasets: cartoon people (label set
-``"synthetic"``), or real labelled faces cut from registered datasets and composited into the
-same scenes (``face_source``; label set of the faces' dataset; see :mod:`.composite`).
+"""Deterministic renderer of the synthetic face-parsing videos: 1-4 cartoon people (label set
+``"synthetic"``) whose faces move, talk, blink, wear glasses or hats and overlap (painting order
+= depth) over panning textured backgrounds with drifting light, occluders, blur, noise and JPEG.
 
-Every video has ``frames`` frames of ``width x height`` pixels showing 1-4 cartoon people whose
-faces move smoothly (translation, scale, in-plane rotation within +-40 degrees, a little yaw),
-talk (the inner mouth shows when the mouth opens), blink, wear glasses or a hat sometimes, and
-overlap each other (painting order = depth). Textured backgrounds pan slowly, lighting drifts,
-and moving blobs occlude parts of faces. Part colours vary per person (skin tone, hair colour,
-lipstick, clothes), with texture, blur, noise and JPEG compression, so that parts are
-learnable but not trivially separable by colour.
+Polygons are drawn at 1/16-pixel precision, antialiased into the image and nearest into the
+label map, so labels and image align. Left/right pairs have mirrored geometry and identical
+colours: ``l_*`` is the PERSON's left, i.e. the IMAGE RIGHT of an unflipped frontal face.
 
-Geometry is drawn with polygons at 1/16-pixel precision: antialiased into the image, without
-antialiasing into the label map (nearest), so labels and image align. Left/right pairs are
-drawn with mirrored geometry and identical colours, so only position tells them apart:
-``l_*`` is the PERSON's left, i.e. the IMAGE RIGHT side of an unflipped frontal face.
+Face boxes: XYXY_ABS pixel-edge box of a person's VISIBLE pixels except ``neck`` and ``cloth``;
+a person with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels or less than
+``MIN_VISIBLE_FRACTION`` of their unoccluded area gets none (their pixels stay labelled).
+Face-instance maps: k + 1 on every visible pixel of the person of box k, neck and cloth
+included; 0 elsewhere.
 
-Face boxes (``"faces"`` of the JSON) are the bounding box of all VISIBLE pixels of one person
-except ``neck`` and ``cloth`` (so skin, hair, ears, facial parts, glasses and hat), after
-occlusion by other faces and occluders, in XYXY_ABS pixel-edge coordinates. A person with
-fewer than ``MIN_VISIBLE_PIXELS`` visible pixels or less than ``MIN_VISIBLE_FRACTION`` of their
-unoccluded in-frame area gets no box (their pixels remain labelled).
-
-Face-instance maps (``instances/<video>/<frame>.png``, the JSON's ``instance_file``) give the
-face of every pixel: k + 1 for the person of box k, all of their visible labelled pixels
-(neck and cloth included, as a person instance owns all its parts in the human-parsing
-benchmarks), 0 for background, occluders and persons without a box.
-
-Real faces (``generate_synthetic_dataset(..., face_source=[dataset names])``, preset
-``composite_fasseg``): each video places 1-4 faces cut out of the source dataset's photos along
-their labels (a torso painted under the neck, rounded cuts where a photo's edge crops the head)
-at the cartoon faces' sizes, rotations and motion, flipped half of the time with the set's flip
-pairs swapped, their colours varied, over the same backgrounds with the same occluders and
-photometric steps. Labels are the source's (one label set per dataset); occluders and torsos
-are background (torsos are ``cloth`` in a set with that class). Boxes are the source's own face
-box transformed with the face, clipped to its visible pixels, with the same visibility rule;
-instance maps as above.
-
-Photo backgrounds (``photo_backgrounds=share``, preset ``composite_fasseg_photos``): that
-share of the videos shows a crop of a real photo without people (scikit-image's and
-matplotlib's sample photos, :mod:`.photos`) as its background instead of the textures.
-
-Splits: ``train`` and ``val`` (cartoon sets always write both), plus ``test`` with
-``num_test_videos``; with ``face_source`` as a mapping ``{split: [names]}`` each split takes its
-faces from its own sources (e.g. real test faces only in the test split).
-
-Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``: the output does
-not depend on the order or the number of worker processes used. Composite videos append a tag
-to the key (they never share a cartoon video's random stream), and the faces of each video are
-drawn in the parent process from the split's key.
+Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``, so the output
+does not depend on the order or number of worker processes.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -72,8 +35,6 @@ __all__ = [
     "draw_face",
     "sample_face_style",
 ]
-
-logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MIN_VISIBLE_PIXELS = 12
@@ -227,25 +188,14 @@ def sample_face_style(rng: np.random.Generator) -> FaceStyle:
     )
 
 
-class _Canvas:
-    """The image (BGR uint8), label map (uint8) and owner map (int16: index of the person who
-    painted a pixel, -1 = background/occluder) of one frame, plus a scratch mask."""
-
-    def __init__(self, image: np.ndarray):
-        h, w = image.shape[:2]
-        self.image = image
-        self.label = np.zeros((h, w), np.uint8)
-        self.owner = np.full((h, w), -1, np.int16)
-        self.scratch = np.zeros((h, w), np.uint8)
-
-
 class _FaceDrawer:
     """Draws one face: canonical polygons -> image pixels with the pose's similarity
-    transform; every labelled polygon is painted into image, label, owner and (for the face
-    region, i.e. not neck/cloth) the scratch mask used to measure the unoccluded area."""
+    transform; every labelled polygon is painted into ``image``, ``label``, ``owner`` (int16,
+    -1 = background/occluder) and, for the face region (not neck/cloth), ``scratch``, the mask
+    that measures the unoccluded area."""
 
-    def __init__(self, canvas: _Canvas, owner_id: int, style: FaceStyle, pose: FacePose):
-        self.cv = canvas
+    def __init__(self, image, label, owner, scratch, owner_id: int, style: FaceStyle, pose: FacePose):
+        self.image, self.label, self.owner, self.scratch = image, label, owner, scratch
         self.oid = owner_id
         self.st = style
         self.pose = pose
@@ -261,17 +211,17 @@ class _FaceDrawer:
 
     def paint(self, polys, label: Optional[int], color, image_only=False):
         pts = [self.xf(p) for p in polys]
-        cv2.fillPoly(self.cv.image, pts, color, cv2.LINE_AA, 4)
+        cv2.fillPoly(self.image, pts, color, cv2.LINE_AA, 4)
         if image_only:
             return
-        cv2.fillPoly(self.cv.label, pts, int(label), cv2.LINE_8, 4)
-        cv2.fillPoly(self.cv.owner, pts, int(self.oid), cv2.LINE_8, 4)
+        cv2.fillPoly(self.label, pts, int(label), cv2.LINE_8, 4)
+        cv2.fillPoly(self.owner, pts, int(self.oid), cv2.LINE_8, 4)
         if label not in _BODY:
-            cv2.fillPoly(self.cv.scratch, pts, 1, cv2.LINE_8, 4)
+            cv2.fillPoly(self.scratch, pts, 1, cv2.LINE_8, 4)
 
     def line(self, pts, color, thickness_units):
         th = max(1, int(round(thickness_units * self.pose.scale)))
-        cv2.polylines(self.cv.image, [self.xf(pts)], False, color, th, cv2.LINE_AA, 4)
+        cv2.polylines(self.image, [self.xf(pts)], False, color, th, cv2.LINE_AA, 4)
 
     # ------------------------------------------------------------------ the face
     def draw(self):
@@ -441,10 +391,7 @@ def draw_face(image: np.ndarray, label: np.ndarray, owner: np.ndarray, owner_id:
     """Paint one person onto ``image`` (H x W x 3 BGR uint8), ``label`` (H x W uint8, synthetic
     ids) and ``owner`` (H x W int16, set to ``owner_id`` where this person is painted), in
     place, over whatever is there (painting order = depth)."""
-    cv = _Canvas.__new__(_Canvas)
-    cv.image, cv.label, cv.owner = image, label, owner
-    cv.scratch = np.zeros(label.shape, np.uint8)
-    _FaceDrawer(cv, owner_id, style, pose).draw()
+    _FaceDrawer(image, label, owner, np.zeros(label.shape, np.uint8), owner_id, style, pose).draw()
 
 
 # ---------------------------------------------------------------------------- scenes
@@ -590,18 +537,6 @@ def sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> O
     )
 
 
-def visible_box(vis: np.ndarray) -> List[float]:
-    """XYXY_ABS pixel-edge box of the True pixels of a non-empty H x W mask."""
-    rows = np.flatnonzero(vis.any(axis=1))
-    cols = np.flatnonzero(vis.any(axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
-
-
-def passes_visibility(n_visible: int, amodal: int) -> bool:
-    """The visibility rule of face boxes (module docstring)."""
-    return n_visible >= MIN_VISIBLE_PIXELS and n_visible >= MIN_VISIBLE_FRACTION * max(amodal, 1)
-
-
 class Scene:
     """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
     background panned by the camera, drifting lighting (gain, directional gradient, colour
@@ -647,6 +582,66 @@ class Scene:
         self.blur = float(rng.uniform(0.3, 0.9))
         self.noise = float(rng.uniform(2.0, 7.0))
         self.jpeg_quality = int(rng.integers(75, 96))
+
+    def _face_heights(self, n: int) -> np.ndarray:
+        """Face-box heights (pixels) of ``n`` faces: log-uniform from ``MIN_FACE_HEIGHT`` to most
+        of the frame."""
+        max_box = 0.92 * self.h / (1.0 if n == 1 else n ** 0.5)
+        return np.exp(self._rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
+                                        math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
+
+    def _place_face(self, hb0: float, placed: list):
+        """``(hb1, c0, c1, a0, a1)`` of a face of start height ``hb0``: end height, start and end
+        centres (kept apart from the faces in ``placed``, which it joins) and angles."""
+        rng, w, h = self._rng, self.w, self.h
+        hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
+                            0.95 * h))
+        c0 = c1 = None
+        for _ in range(25):
+            c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
+            c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
+                         [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
+            if all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
+                   and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q) for p0, p1, q in placed):
+                break
+        placed.append((c0, c1, max(hb0, hb1)))
+        a0 = rng.uniform(-30, 30)
+        return hb1, c0, c1, a0, float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
+
+    def _motion(self, c0, c1, s0, s1, a0, a1):
+        """``(cx, cy, scale, angle)`` tracks over the frames; ``scale`` is not clipped."""
+        rng, T = self._rng, self.frames
+        cx = smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * self.w)
+        cy = smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * self.h)
+        scale = smooth_track(rng, s0, s1, T, 0.03 * s0)
+        angle = np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)), -MAX_ANGLE, MAX_ANGLE)
+        return cx, cy, scale, angle
+
+    def _add_occluders(self, tracks) -> None:
+        """0-2 occluders, each moving across the face of one of ``tracks`` (``(cx, cy, face-box
+        height)``)."""
+        for _ in range(int(self._rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
+            cx, cy, hb = tracks[int(self._rng.integers(len(tracks)))]
+            self.occluders.append(sample_occluder(self._rng, cx, cy, hb, self.frames))
+
+    def _blank_maps(self, t: int):
+        """``(image, label, owner)`` of frame ``t`` before the faces: the background view, zero
+        labels and owner -1."""
+        return (self.background_view(t), np.zeros((self.h, self.w), np.uint8),
+                np.full((self.h, self.w), -1, np.int16))
+
+    @staticmethod
+    def _boxes(visible, amodal):
+        """``(boxes, box_owner)`` of the faces whose visible-pixel mask (``visible[k]``, None
+        when outside the frame) passes the visibility rule against the unoccluded area."""
+        boxes, box_owner = [], []
+        for k, vis in enumerate(visible):
+            n = 0 if vis is None else int(np.count_nonzero(vis))
+            if n >= MIN_VISIBLE_PIXELS and n >= MIN_VISIBLE_FRACTION * max(amodal[k], 1):
+                rows, cols = np.flatnonzero(vis.any(axis=1)), np.flatnonzero(vis.any(axis=0))
+                boxes.append([float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)])
+                box_owner.append(k)
+        return boxes, box_owner
 
     def frame_rng(self, t: int) -> np.random.Generator:
         """The random stream of frame ``t`` (noise), independent of the other frames."""
@@ -698,7 +693,7 @@ class SyntheticVideo(Scene):
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
         rng = self._rng
-        w, h, T = self.w, self.h, self.frames
+        T = self.frames
         self.hair_kernel = self._line_kernel(rng)
         self.cloth_freq = float(rng.uniform(0.08, 0.35))
         self.cloth_dir = float(rng.uniform(0, np.pi))
@@ -706,70 +701,44 @@ class SyntheticVideo(Scene):
 
         # people
         n = int(rng.choice(np.arange(1, MAX_FACES + 1), p=[0.35, 0.3, 0.2, 0.15]))
-        max_box = 0.92 * h / (1.0 if n == 1 else n ** 0.5)
-        heights = np.exp(rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
-                                     math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
+        heights = self._face_heights(n)
         order = np.argsort(heights + rng.uniform(0, 0.25, n) * heights)  # small = far = first
         heights = heights[order]
         self.people: List[_Person] = []
         placed = []
         for i in range(n):
             style = sample_face_style(rng)
-            if i == n - 1:  # the front person carries the forced attributes
+            front = i == n - 1  # the front person carries the forced attributes
+            if front:
                 style.glasses = style.glasses or force_glasses
                 style.hat = style.hat or force_hat
             hb0 = heights[i]
-            hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
-                                0.95 * h))
-            s0, s1 = hb0 / FACE_BOX_UNITS, hb1 / FACE_BOX_UNITS
-            c0 = c1 = None
-            for _ in range(25):
-                c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
-                c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
-                             [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
-                ok = all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
-                         and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q)
-                         for p0, p1, q in placed)
-                if ok:
-                    break
-            placed.append((c0, c1, max(hb0, hb1)))
-            a0 = rng.uniform(-30, 30)
-            a1 = float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
-            talking = force_open_mouth and i == n - 1 or rng.uniform() < 0.6
+            hb1, c0, c1, a0, a1 = self._place_face(hb0, placed)
+            talking = force_open_mouth and front or rng.uniform() < 0.6
             mouth_amp = rng.uniform(0.04, 0.14) if talking else 0.0
-            mouth_phase = math.pi / 2 if (force_open_mouth and i == n - 1) else rng.uniform(0, 2 * np.pi)
+            mouth_phase = math.pi / 2 if (force_open_mouth and front) else rng.uniform(0, 2 * np.pi)
             u = np.arange(T) / max(T - 1, 1)
             mouth = mouth_amp * np.maximum(
                 0.0, np.sin(2 * np.pi * rng.uniform(0.7, 2.0) * u + mouth_phase))
             eye = np.ones(T)
             if T > 2 and rng.uniform() < 0.3:
                 eye[int(rng.integers(T))] = rng.uniform(0.15, 0.5)  # a blink
+            cx, cy, scale, angle = self._motion(c0, c1, hb0 / FACE_BOX_UNITS, hb1 / FACE_BOX_UNITS, a0, a1)
             self.people.append(_Person(
-                style=style,
-                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.maximum(smooth_track(rng, s0, s1, T, 0.03 * s0),
-                                 MIN_FACE_HEIGHT / FACE_BOX_UNITS),
-                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
-                              -MAX_ANGLE, MAX_ANGLE),
+                style=style, cx=cx, cy=cy, scale=np.maximum(scale, MIN_FACE_HEIGHT / FACE_BOX_UNITS),
+                angle=angle,
                 yaw=np.clip(smooth_track(rng, rng.uniform(-0.25, 0.25),
                                           rng.uniform(-0.25, 0.25), T, 0.03), -0.3, 0.3),
                 mouth=mouth, eye=eye,
                 gaze=smooth_track(rng, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), T, 0.1),
             ))
-
-        # occluders moving across a person's face
-        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
-            j = int(rng.integers(n))
-            p = self.people[j]
-            self.occluders.append(
-                sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
+        self._add_occluders([(p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS)) for p in self.people])
 
     @staticmethod
-    def _line_kernel(rng, length=9) -> np.ndarray:
-        k = np.zeros((length, length), np.float32)
+    def _line_kernel(rng) -> np.ndarray:
+        k = np.zeros((9, 9), np.float32)
         a = rng.uniform(0, np.pi)
-        c = (length - 1) / 2
+        c = 4.0
         d = np.array([math.cos(a), math.sin(a)]) * c
         cv2.line(k, (int(round(c - d[0])), int(round(c - d[1]))),
                  (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1)
@@ -778,29 +747,22 @@ class SyntheticVideo(Scene):
     def render(self, t: int) -> FrameResult:
         """Frame ``t`` (0-based): image before JPEG, label map, owner map and face boxes."""
         rng = self.frame_rng(t)
-        cv = _Canvas(self.background_view(t))
+        image, label, owner = self._blank_maps(t)
+        scratch = np.zeros(label.shape, np.uint8)
         amodal = []
         poses = []
         for k, person in enumerate(self.people):
             pose = person.pose(t)
             poses.append(pose)
-            cv.scratch[:] = 0
-            _FaceDrawer(cv, k, person.style, pose).draw()
-            amodal.append(int(np.count_nonzero(cv.scratch)))
-        self.paint_occluders(cv.image, cv.label, cv.owner, t)
+            scratch[:] = 0
+            _FaceDrawer(image, label, owner, scratch, k, person.style, pose).draw()
+            amodal.append(int(np.count_nonzero(scratch)))
+        self.paint_occluders(image, label, owner, t)
 
-        # face boxes: visible pixels of each person, neck and cloth excluded
-        face_region = ~np.isin(cv.label, _BODY)
-        boxes, box_owner = [], []
-        for k in range(len(self.people)):
-            vis = (cv.owner == k) & face_region
-            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
-                continue
-            boxes.append(visible_box(vis))
-            box_owner.append(k)
-
-        image = self._photometric(cv.image, cv.label, t, rng)
-        return FrameResult(image, cv.label, cv.owner, boxes, box_owner, poses, amodal)
+        face_region = ~np.isin(label, _BODY)  # boxes: neck and cloth excluded
+        boxes, box_owner = self._boxes([(owner == k) & face_region for k in range(len(self.people))], amodal)
+        return FrameResult(self._photometric(image, label, t, rng), label, owner, boxes, box_owner, poses,
+                           amodal)
 
     def _photometric(self, image, label, t, rng) -> np.ndarray:
         h, w = label.shape
