@@ -1,44 +1,15 @@
 """Real labelled faces composited into the synthetic generator's scenes.
 
 A *face source* is a registered face-parsing dataset with label maps (e.g.
-``fasseg_frontal_train``). Every face of it is cut out of its photo along its labels, and
-:class:`CompositeVideo` places 1-4 of them in a video of the generator's scenes
-(:class:`~.generator.Scene`): textured panning backgrounds, drifting lighting, blur, noise and
-JPEG. The frames' label maps are in the source's label set.
+``fasseg_frontal_train``). Each face is cut out of its photo along its labels (below the chin
+only the neck is kept, a torso is painted over the neck's end, cuts at the photo's edges are
+rounded), and :class:`CompositeVideo` places 1-4 of them in a video of
+:class:`~.generator.Scene`. Frame labels are in the source's label set; how a face is cut,
+pasted, coloured and boxed is described in datasets/README.md ("How a face is made").
 
-Cutting a face (source image coordinates; :func:`_load_source`, :func:`_prepare_face`):
-
-* The face's pixels are those its labels give to the person: label neither background (0) nor
-  ignore (255), and for a frame with a face-instance map, of that face's instance. Specks below
-  1% of the face's area are dropped.
-* Below the chin (the box bottom plus 6% of the box height, as chin estimates may be short)
-  only the neck is kept: hair, shoulders and clothes below the chin would end in the photo's
-  straight bottom edge (FASSEG's skin runs down the neck to the image bottom). A torso
-  (clothes: sloping, rounded shoulders, a V neckline 0.08-0.3 box heights below the box,
-  plain or striped) is painted over the neck's end. It is labelled as the set's ``cloth``
-  class if it has one, else background (FASSEG labels clothes background).
-* Where the face touches the photo's top, left or right edge (hair cut off by the frame), the
-  cut is rounded into a dome (:func:`_round_edge_cuts`), so that a head does not end in a
-  straight line.
-* A horizontal flip mirrors image, labels and box and swaps the label set's flip pairs
-  (``LabelSet.flip_lut``).
-
-Placing a face (:meth:`CompositeVideo.render`): a similarity transform (scale, in-plane rotation,
-translation; :class:`FacePlacement`) maps source pixels into the frame. The image and the face's
-coverage are resampled premultiplied (area downscaling to about the target size, then bilinear
-warping), so that the photo's own background never bleeds into the edge, and the alpha edge is
-feathered (Gaussian, ``FEATHER_SIGMA`` frame pixels). Labels are not blended: each frame pixel
-takes the class with the largest resampled coverage, background (not the face) included, i.e.
-a majority vote over the pixel's footprint (for moderate scales the nearest source label, up to
-pixels at class edges). Each face's colours vary smoothly over the video (brightness, contrast,
-saturation, hue, a directional shading), so that a model cannot key on the source's studio
-lighting.
-
-Boxes follow the project's convention: the source's own face box (FASSEG: hair top to chin),
-transformed with the face (a rotated rectangle in the frame), clipped to the face's visible
-pixels inside it (after later faces, torsos and occluders), body classes excluded; the
-generator's visibility rule decides whether a face gets a box. Instance maps give face k + 1
-every visible pixel labelled for the face of box k (neck skin below the chin included).
+Pasting resamples image and coverage premultiplied (area downscaling, then bilinear warping)
+so that the photo's own background never bleeds into the edge; labels are not blended: each
+pixel takes the class with the largest resampled coverage, "not this face" included.
 """
 from __future__ import annotations
 
@@ -106,10 +77,6 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
 
     from ..datasets.face_video import DatasetNotFoundError, get_dataset_label_set
 
-    if isinstance(dataset_names, str):
-        dataset_names = [dataset_names]
-    if not dataset_names:
-        raise ValueError("face_source: no source dataset given")
     label_set: Optional[LabelSet] = None
     first = None
     faces: List[SourceFace] = []
@@ -286,7 +253,7 @@ class _CutFace:
 def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: float,
                   dip: float, neck_halfwidth: float, shoulder: float, shoulder_drop: float
                   ) -> _CutFace:
-    """Cut ``face`` out (module docstring): flip; below the chin only the neck is kept; a
+    """Cut ``face`` out (datasets/README.md): flip; below the chin only the neck is kept; a
     neckline ``neck_drop`` box heights below the box with a V ``dip`` box heights deep and
     ``neck_halfwidth`` box widths wide, shoulders ``shoulder`` box widths from the neck's centre
     and ``shoulder_drop`` box heights below the neckline; the face is kept above the torso's
@@ -362,19 +329,15 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
 
 # ---------------------------------------------------------------------------- resampling
 def _resize_area(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """``cv2.resize`` INTER_AREA of an H x W x C float32 array (OpenCV takes <= 4 channels)."""
-    if a.shape[2] <= 4:
-        out = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-        return out.reshape(out.shape[:2] + (a.shape[2],))
-    return np.concatenate([_resize_area(a[:, :, i:i + 4], size)
-                           for i in range(0, a.shape[2], 4)], axis=2)
+    """``cv2.resize`` INTER_AREA of an H x W x C float32 array, 4 channels at a time (its limit)."""
+    chunks = [cv2.resize(a[:, :, i:i + 4], size, interpolation=cv2.INTER_AREA) for i in range(0, a.shape[2], 4)]
+    return np.concatenate([c.reshape(size[::-1] + (-1,)) for c in chunks], axis=2)
 
 
 _LEVELS_PER_OCTAVE = 4  # pre-downscaled copies of a face: scales 2^(-k/4)
 
 
-def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int],
-          levels: Optional[dict] = None) -> np.ndarray:
+def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int], levels: dict) -> np.ndarray:
     """Resample an H x W x C float32 array (crop pixel coordinates) into ``dst_size`` (W, H)
     through the 3 x 3 map ``crop_to_dst`` (crop pixel centres -> destination pixel centres):
     area downscaling to the nearest scale 2^(-k/4) at or above the target scale, then bilinear
@@ -386,13 +349,9 @@ def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int],
     if k > 0:
         f = 2.0 ** (-k / _LEVELS_PER_OCTAVE)
         nw, nh = max(1, int(round(w * f))), max(1, int(round(h * f)))
-        if levels is None or k not in levels:
-            small = _resize_area(a, (nw, nh))
-            if levels is not None:
-                levels[k] = small
-        else:
-            small = levels[k]
-        a = small
+        if k not in levels:
+            levels[k] = _resize_area(a, (nw, nh))
+        a = levels[k]
         sx, sy = nw / w, nh / h
         # INTER_AREA maps pre-resized pixel centre u to source centre (u + 0.5) / s - 0.5
         pre_to_crop = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5],

@@ -18,7 +18,7 @@ does not depend on the order or number of worker processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -209,10 +209,11 @@ class _FaceDrawer:
         p = np.asarray(pts, dtype=np.float64) @ self.m.T + self.t
         return np.round(p * 16).astype(np.int32)
 
-    def paint(self, polys, label: Optional[int], color, image_only=False):
+    def paint(self, polys, label: Optional[int], color):
+        """Fill ``polys`` with ``color`` in the image and, unless ``label`` is None, in the maps."""
         pts = [self.xf(p) for p in polys]
         cv2.fillPoly(self.image, pts, color, cv2.LINE_AA, 4)
-        if image_only:
+        if label is None:
             return
         cv2.fillPoly(self.label, pts, int(label), cv2.LINE_8, 4)
         cv2.fillPoly(self.owner, pts, int(self.oid), cv2.LINE_8, 4)
@@ -260,14 +261,12 @@ class _FaceDrawer:
             self.paint([ear], lab, _scale_color(st.skin, 0.9))
             inner = _ellipse(ex + side * 0.02, 0.02, 0.05 * st.ear_size * shrink,
                              0.12 * st.ear_size, rot=side * 0.15)
-            self.paint([inner], None, _scale_color(st.skin, 0.72), image_only=True)
+            self.paint([inner], None, _scale_color(st.skin, 0.72))
         # 5. skin: stepped shading (darker rim) painted inside the labelled ellipse
         face = _ellipse(0, 0, ax, 1.0, n=56)
         self.paint([face], C["skin"], _scale_color(st.skin, 0.86))
-        self.paint([_ellipse(fx * 0.5, -0.03, ax * 0.88, 0.9, n=48)], None,
-                   _scale_color(st.skin, 0.95), image_only=True)
-        self.paint([_ellipse(fx * 0.8, -0.08, ax * 0.66, 0.7, n=40)], None,
-                   _scale_color(st.skin, 1.03), image_only=True)
+        self.paint([_ellipse(fx * 0.5, -0.03, ax * 0.88, 0.9, n=48)], None, _scale_color(st.skin, 0.95))
+        self.paint([_ellipse(fx * 0.8, -0.08, ax * 0.66, 0.7, n=40)], None, _scale_color(st.skin, 1.03))
         # 6. nose
         ns = st.nose_size
         nx = fx * 1.4
@@ -278,10 +277,9 @@ class _FaceDrawer:
                                [nx + 0.07 * ns, 0.31], [nx + 0.02, 0.29]])
         if yaw < 0:
             side_shade = _mirror(side_shade - [nx, 0]) + [nx, 0]
-        self.paint([side_shade], None, _scale_color(st.skin, 0.82), image_only=True)
+        self.paint([side_shade], None, _scale_color(st.skin, 0.82))
         for s in (-1, 1):
-            self.paint([_ellipse(nx + s * 0.045 * ns, 0.275, 0.028 * ns, 0.017)], None,
-                       _scale_color(st.skin, 0.45), image_only=True)
+            self.paint([_ellipse(nx + s * 0.045 * ns, 0.275, 0.028 * ns, 0.017)], None, _scale_color(st.skin, 0.45))
         # 7. brows (mirrored geometry, same colour)
         xs = np.linspace(0.1, 0.5, 9)
         u = (xs - 0.1) / 0.4
@@ -305,9 +303,8 @@ class _FaceDrawer:
             self.paint([_ellipse(cx, ey, ea, eb, n=28)], lab, st.sclera)
             r = min(eb * 0.95, ea * 0.45)
             gx = cx + 0.35 * ea * float(np.clip(pose.gaze + yaw, -1, 1))
-            self.paint([_ellipse(gx, ey, r, r, n=20)], None, st.iris, image_only=True)
-            self.paint([_ellipse(gx, ey, r * 0.45, r * 0.45, n=12)], None, (15, 15, 15),
-                       image_only=True)
+            self.paint([_ellipse(gx, ey, r, r, n=20)], None, st.iris)
+            self.paint([_ellipse(gx, ey, r * 0.45, r * 0.45, n=12)], None, (15, 15, 15))
             lid = _ellipse(cx, ey, ea, eb, n=15, t0=math.pi, t1=2 * math.pi)
             self.line(lid, _scale_color(st.brow, 0.7), 0.018)
         # 10. lips and the inner mouth
@@ -355,7 +352,7 @@ class _FaceDrawer:
             self.paint([crown, brim], C["hat"], st.hat_color)
             band = np.array([[-(ax + 0.08), -0.78], [ax + 0.08, -0.78], [ax + 0.1, -0.68],
                              [-(ax + 0.1), -0.68]])
-            self.paint([band], None, _scale_color(st.hat_color, 0.6), image_only=True)
+            self.paint([band], None, _scale_color(st.hat_color, 0.6))
 
     def _mouth(self, mx):
         st, pose = self.st, self.pose
@@ -379,7 +376,7 @@ class _FaceDrawer:
             teeth_bot = u_bot + np.minimum(o * 0.45, 0.035) * f
             teeth = np.concatenate([np.stack([X[3:-3], u_bot[3:-3]], 1),
                                     np.stack([X[3:-3][::-1], teeth_bot[3:-3][::-1]], 1)])
-            self.paint([teeth], None, (205, 215, 225), image_only=True)
+            self.paint([teeth], None, (205, 215, 225))
         self.paint([upper], C["u_lip"], _scale_color(st.lip, 0.92))
         self.paint([lower], C["l_lip"], st.lip)
         if o <= 0.004:
@@ -509,7 +506,7 @@ class FrameResult:
     boxes: List[List[float]]
     box_owner: List[int]
     poses: List[FacePose]
-    amodal_area: List[int] = field(default_factory=list)
+    amodal_area: List[int]
 
     def instance_map(self) -> np.ndarray:
         """H x W uint8 face-instance map: k + 1 on every visible pixel of the person of box k
@@ -518,23 +515,6 @@ class FrameResult:
         for k, person in enumerate(self.box_owner):
             inst[self.owner == person] = k + 1
         return inst
-
-
-def sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> Occluder:
-    """A blob of radius 0.12-0.3 ``hb`` (a face-box height) moving across the face whose
-    tracked position is ``(cx, cy)`` (arrays over the T frames); 40% are skin-coloured (a hand)."""
-    d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
-    col = rng.uniform(0, 255, 3)
-    if rng.uniform() < 0.4:  # skin-like (a hand)
-        col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
-    return Occluder(
-        shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
-        color=tuple(float(v) for v in col),
-        cx=cx + smooth_track(rng, d0[0], d1[0], T, 0.0),
-        cy=cy + smooth_track(rng, d0[1], d1[1], T, 0.0),
-        radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
-        angle=smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
-    )
 
 
 class Scene:
@@ -618,11 +598,24 @@ class Scene:
         return cx, cy, scale, angle
 
     def _add_occluders(self, tracks) -> None:
-        """0-2 occluders, each moving across the face of one of ``tracks`` (``(cx, cy, face-box
-        height)``)."""
-        for _ in range(int(self._rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
-            cx, cy, hb = tracks[int(self._rng.integers(len(tracks)))]
-            self.occluders.append(sample_occluder(self._rng, cx, cy, hb, self.frames))
+        """0-2 blobs of radius 0.12-0.3 face-box heights, each moving across the face of one of
+        ``tracks`` (``(cx, cy, face-box height)``, cx and cy over the frames); 40% are
+        skin-coloured (a hand)."""
+        rng, T = self._rng, self.frames
+        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
+            cx, cy, hb = tracks[int(rng.integers(len(tracks)))]
+            d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
+            col = rng.uniform(0, 255, 3)
+            if rng.uniform() < 0.4:
+                col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
+            self.occluders.append(Occluder(
+                shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
+                color=tuple(float(v) for v in col),
+                cx=cx + smooth_track(rng, d0[0], d1[0], T, 0.0),
+                cy=cy + smooth_track(rng, d0[1], d1[1], T, 0.0),
+                radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
+                angle=smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
+            ))
 
     def _blank_maps(self, t: int):
         """``(image, label, owner)`` of frame ``t`` before the faces: the background view, zero
@@ -653,10 +646,9 @@ class Scene:
         ox, oy = (int(round(v)) for v in self.pan[t])
         return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
 
-    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray,
-                        t: int, label_id: int = 0) -> None:
-        """Paint the occluders at frame ``t`` into the image (antialiased) and as ``label_id``
-        / owner -1 into the maps (nearest)."""
+    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray, t: int) -> None:
+        """Paint the occluders at frame ``t`` into the image (antialiased) and as label 0 /
+        owner -1 into the maps (nearest)."""
         for occ in self.occluders:
             a = math.radians(float(occ.angle[t]))
             rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -666,7 +658,7 @@ class Scene:
             inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
             cv2.fillPoly(image, [np.round(inner * 16).astype(np.int32)],
                          _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
-            cv2.fillPoly(label, [ipts], int(label_id), cv2.LINE_8, 4)
+            cv2.fillPoly(label, [ipts], 0, cv2.LINE_8, 4)
             cv2.fillPoly(owner, [ipts], -1, cv2.LINE_8, 4)
 
     def light_blur_noise(self, img: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:

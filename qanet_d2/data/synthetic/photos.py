@@ -1,26 +1,15 @@
-"""Real photos without people as scene backgrounds (``photo_backgrounds`` of the generator).
-
-Real faces composited over the generator's textures teach a detector faces, but not real
-clutter: a model trained on them takes patches of real photos (a space suit, a coat, a cup)
-for faces. A share of the videos therefore shows a crop of a real photo without people as
-its background, the faces placed over it as usual, so that real clutter is learned as
-background.
+"""Real photos without people as scene backgrounds (``photo_backgrounds`` of the generator),
+so that a model learns real clutter as background, not only the generator's textures.
 
 The photos are read at generation time from installed packages (scikit-image's
-``skimage/data/`` and matplotlib's ``mpl-data/sample_data/``); none is copied into the
-repository or a dataset. :data:`BACKGROUND_PHOTOS` is the one list of them, with each file's
-origin and licence as the packages document them (scikit-image: the docstrings of
-``skimage.data``; matplotlib: its sample-data files). Photos that show people are never used:
-:data:`PEOPLE_PHOTOS` (scikit-image's astronaut, camera and lfw_subset, matplotlib's
-grace_hopper) are the held-out real-photo checks of the real-face model.
+``skimage/data/`` and matplotlib's ``mpl-data/sample_data/``), never copied.
+:data:`BACKGROUND_PHOTOS` lists them with each file's origin and licence as the packages
+document them. :data:`PEOPLE_PHOTOS` (photos of people) are never backgrounds: they are the
+held-out real-photo checks of the real-face model.
 
-A background (:func:`sample_photo_background`, :func:`render_photo_background`): one photo,
-an axis-aligned crop of the frame's aspect ratio (30-100% of the largest such crop, at a
-random place), flipped horizontally half of the time, resized to the background's size (area
-interpolation when shrinking, bilinear when enlarging), then a linear colour jitter (gain per
-channel, contrast about the crop's mean, saturation towards the luma): each output pixel is
-``clip(round(M @ bgr + b))`` of the resized crop's pixel. Photos with an alpha channel are
-first put over a plain colour (the ``matte``).
+A background: an axis-aligned crop of the frame's aspect ratio (30-100% of the largest such
+crop), flipped half of the time, resized (area when shrinking, bilinear when enlarging), then a
+linear colour jitter: output ``clip(round(M @ bgr + b))``. Alpha is put over a plain ``matte``.
 """
 from __future__ import annotations
 
@@ -110,22 +99,15 @@ PEOPLE_PHOTOS: Tuple[str, ...] = ("astronaut.png", "camera.png", "lfw_subset.npy
                                   "grace_hopper.jpg")
 
 
-def _data_dir(package: str) -> Optional[str]:
-    """The package's data directory, found without importing the package; None if it is not
-    installed."""
-    spec = importlib.util.find_spec(package)
+def photo_path(photo: BackgroundPhoto) -> Optional[str]:
+    """Absolute path of ``photo`` in its installed package (found without importing it), None if
+    absent."""
+    spec = importlib.util.find_spec(photo.package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = list(spec.submodule_search_locations)[0]
-    return os.path.join(root, "data" if package == _SK else os.path.join("mpl-data",
-                                                                          "sample_data"))
-
-
-def photo_path(photo: BackgroundPhoto) -> Optional[str]:
-    """Absolute path of ``photo`` in its installed package, None if absent."""
-    d = _data_dir(photo.package)
-    path = None if d is None else os.path.join(d, photo.path)
-    return path if path is not None and os.path.isfile(path) else None
+    data = "data" if photo.package == _SK else os.path.join("mpl-data", "sample_data")
+    path = os.path.join(list(spec.submodule_search_locations)[0], data, photo.path)
+    return path if os.path.isfile(path) else None
 
 
 def available_background_photos(names: Optional[Sequence[str]] = None
@@ -138,14 +120,14 @@ def available_background_photos(names: Optional[Sequence[str]] = None
         KeyError: a name is not in :data:`BACKGROUND_PHOTOS`.
         FileNotFoundError: none of the photos is installed.
     """
-    known = {p.name: p for p in BACKGROUND_PHOTOS}
-    if names is not None:
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise KeyError(f"unknown background photo(s) {unknown}; choose from {sorted(known)}")
-    chosen = [p for p in BACKGROUND_PHOTOS if names is None or p.name in names]
+    known = [p.name for p in BACKGROUND_PHOTOS]
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise KeyError(f"unknown background photo(s) {unknown}; choose from {sorted(known)}")
     out, missing = [], []
-    for p in chosen:
+    for p in BACKGROUND_PHOTOS:
+        if names is not None and p.name not in names:
+            continue
         path = photo_path(p)
         if path is None:
             missing.append(f"{p.package}: {p.path}")
@@ -163,21 +145,14 @@ def available_background_photos(names: Optional[Sequence[str]] = None
 @functools.lru_cache(maxsize=32)
 def read_background_photo(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """``(bgr, alpha)``: the photo as H x W x 3 BGR uint8 (grey photos repeated into three
-    channels, 16-bit ones scaled to 8) and its alpha (H x W float32 0..1) or None. Cached per
-    process (read-only arrays)."""
+    channels) and its alpha (H x W float32 0..1) or None. Cached per process (read-only arrays)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img.load()
-            has_alpha = img.mode in ("RGBA", "LA", "PA") or (
-                img.mode == "P" and "transparency" in img.info)
-            if img.mode.startswith("I;16") or img.mode == "I":
-                arr = np.asarray(img, np.float64)
-                arr = np.round(arr * (255.0 / max(1.0, float(arr.max())))).astype(np.uint8)
-                rgba = np.dstack([arr] * 3 + [np.full(arr.shape, 255, np.uint8)])
-            else:
-                rgba = np.asarray(img.convert("RGBA"))
+            has_alpha = img.mode in ("RGBA", "LA")
+            rgba = np.asarray(img.convert("RGBA"))
     except (OSError, UnidentifiedImageError) as e:
         raise DataReadError(f"{path}: cannot read background photo: {e}") from e
     bgr = np.ascontiguousarray(rgba[..., 2::-1])
