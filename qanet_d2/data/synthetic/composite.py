@@ -45,11 +45,8 @@ _FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # 1..MAX_FACES faces per video, as the c
 # ---------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class SourceFace:
-    """One labelled face of a source dataset.
-
-    ``box`` is its face box (XYXY_ABS, pixel edges) in the source image; ``instance_id`` is its
-    index + 1 in ``instance_file`` (the face-instance map), or 0 when every labelled pixel of
-    the frame belongs to it (one face per image). Paths are absolute."""
+    """One labelled face of a source dataset: ``box`` XYXY_ABS (pixel edges) in the source image,
+    ``instance_id`` its index + 1 in ``instance_file`` or 0 (one face per image); absolute paths."""
 
     dataset: str
     image_id: str
@@ -61,16 +58,12 @@ class SourceFace:
 
 
 def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[SourceFace]]:
-    """The label set and every usable face of the registered datasets ``dataset_names``.
-
-    A frame gives one face per box when it has a face-instance map, else one face when it has
-    exactly one box; frames without a label map, or with several boxes and no instance map, are
-    skipped (with a warning that counts them).
+    """The label set and every usable face of the registered datasets ``dataset_names``: one per
+    box of a frame with a face-instance map, else one of a frame with exactly one box (other
+    frames are skipped with a warning).
 
     Raises:
-        KeyError: a name is not a registered dataset.
-        DatasetNotFoundError: a source dataset is not prepared (the message names it and says
-            how to prepare it).
+        KeyError / DatasetNotFoundError: a source is not registered / not prepared.
         ValueError: the sources have different label sets, or hold no usable face.
     """
     from detectron2.data import DatasetCatalog
@@ -115,9 +108,8 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
             else:
                 skipped += 1
         if skipped:
-            logger.warning("face source '%s': %d frame(s) without a label map, without a face box "
-                           "or with several boxes and no face-instance map are not used", name,
-                           skipped)
+            logger.warning("face source '%s': %d frame(s) without a label map, without a face box or "
+                           "with several boxes and no face-instance map are not used", name, skipped)
     if not faces:
         raise ValueError(f"face sources {list(dataset_names)} hold no face with a label map and "
                          f"a face box")
@@ -126,10 +118,8 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
 
 def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[int]
                         ) -> List[List[int]]:
-    """Source-face indices of each video: 1-4 faces per video (probabilities as the cartoon
-    videos), taken in turn from shuffled passes over all sources, so that a split uses every
-    source face once before any twice (and a video holds a face twice only when there are
-    fewer sources than faces in it)."""
+    """Source-face indices of each video (1-4 faces, as the cartoon videos), taken in turn from
+    shuffled passes over all sources: a split uses every source face once before any twice."""
     rng = np.random.default_rng(np.random.SeedSequence([int(k) for k in seed_key]))
     counts = rng.choice(np.arange(1, MAX_FACES + 1), size=num_videos, p=_FACE_COUNT_P)
     stream: List[int] = []
@@ -144,9 +134,9 @@ def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[in
 
 @functools.lru_cache(maxsize=8)
 def _load_source(face: SourceFace):
-    """``(image, label, mask, (x0, y0, x1, y1))``: the face's crop (BGR uint8, label ids, its
-    pixels as bool) around its pixels and box, and the crop's position in the source image
-    (pixel edges). Cached per process: a video reads each of its faces once."""
+    """``(image, label, mask, (x0, y0, x1, y1), at_edge)``: the crop around the face's pixels and
+    box (BGR uint8, label ids, its pixels as bool), its place in the source image (pixel edges)
+    and whether it touches the top, bottom, left, right edge. Cached per process."""
     image = read_image(face.file_name, "BGR")
     label = read_label_map(face.label_file)
     if label.shape != image.shape[:2]:
@@ -189,16 +179,11 @@ def _runs(line: np.ndarray) -> List[Tuple[int, int]]:
 
 def _round_edge_cuts(mask: np.ndarray, keep: np.ndarray, at_edge: Tuple[bool, ...],
                      max_depth: float) -> None:
-    """Round, in place, the straight cuts where the face touches the photo's edges (``at_edge``
-    = top, bottom, left, right).
-
-    For the top edge (the others alike): with ``[a, b)`` the span of face pixels on the edge and
-    ``D`` = ``EDGE_ROUNDING`` x its length (at most ``max_depth``), everything above row ``D``
-    outside the face's extent ``[xl, xr]`` on row ``D`` is removed, and between ``xl`` and
-    ``xr`` everything above a parabola through ``(xl, D)``, the span's middle on the edge and
-    ``(xr, D)``: the head ends in a dome instead of a straight line, without strands left
-    standing. An end of the span where the torso takes over (``keep`` False beyond it) is
-    not carved."""
+    """Round, in place, the straight cuts where the face touches the photo's edges (``at_edge``:
+    top, bottom, left, right) into a dome: for the top edge, with ``[a, b)`` the face's span on it
+    and ``D`` = ``EDGE_ROUNDING`` x its length (at most ``max_depth``), everything above a parabola
+    through row ``D`` at the face's extent and the span's middle on the edge is removed. An end
+    of the span where the torso takes over (``keep`` False beyond it) is not carved."""
     views = (lambda x: x, lambda x: x[::-1], lambda x: x.T, lambda x: x.T[::-1])
     for on, view in zip(at_edge, views):
         if not on:
@@ -236,11 +221,9 @@ def _round_edge_cuts(mask: np.ndarray, keep: np.ndarray, at_edge: Tuple[bool, ..
 
 @dataclass
 class _CutFace:
-    """A face ready to paste, in its crop's pixel coordinates (pixel centres at integers):
-    ``stack`` (h x w x (4 + len(classes)) float32: BGR x coverage, coverage, then one
-    indicator per class of ``classes``, the ids present), ``box`` (XYXY pixel edges),
-    ``torso`` (N x 2 polygon, pixel-centre coordinates), ``src_to_crop`` (3 x 3: source image
-    pixel centres -> crop pixel centres, the flip included)."""
+    """A face ready to paste, in crop pixel coordinates: ``stack`` (h x w x (4 + len(classes))
+    float32: BGR x coverage, coverage, one indicator per class id of ``classes``), ``box`` (XYXY
+    pixel edges), ``torso`` (N x 2 polygon, pixel centres), ``src_to_crop`` (3 x 3, flip included)."""
 
     stack: np.ndarray
     classes: np.ndarray
@@ -253,11 +236,9 @@ class _CutFace:
 def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: float,
                   dip: float, neck_halfwidth: float, shoulder: float, shoulder_drop: float
                   ) -> _CutFace:
-    """Cut ``face`` out (datasets/README.md): flip; below the chin only the neck is kept; a
-    neckline ``neck_drop`` box heights below the box with a V ``dip`` box heights deep and
-    ``neck_halfwidth`` box widths wide, shoulders ``shoulder`` box widths from the neck's centre
-    and ``shoulder_drop`` box heights below the neckline; the face is kept above the torso's
-    outline; rounded edge cuts."""
+    """Cut ``face`` out (datasets/README.md) with a torso: the neckline ``neck_drop`` box heights
+    below the box, its V ``dip`` box heights deep and ``neck_halfwidth`` box widths wide; shoulders
+    ``shoulder`` box widths from the neck and ``shoulder_drop`` box heights below the neckline."""
     image, label, mask, (cx0, cy0, cx1, cy1), at_edge = _load_source(face)
     bx0, by0, bx1, by1 = face.box
     if flip:
@@ -274,9 +255,8 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     rows = np.flatnonzero(mask.any(axis=1))
     # neckline (pixel-centre row): below the chin, above the lowest face pixel
     y_t = max(float(min(box[3] + neck_drop * bh, rows[-1] - 0.02 * bh)), float(box[3]) - 0.5)
-    # below y_c (a little below the chin: the chin estimate of a source may be short) only
-    # the neck is kept: shoulders, clothes and hair below the chin would end in the photo's
-    # bottom edge
+    # below y_c (a little below the chin, whose estimate may be short) only the neck is kept:
+    # shoulders, clothes and hair there would end in the photo's bottom edge
     y_c = min(float(box[3]) + 0.06 * bh, y_t)
     # the neck's centre: the longest run of face pixels just below the chin
     r_n = int(np.clip(round(min(box[3] + 0.05 * bh, y_t)), 0, h - 1))
@@ -289,8 +269,7 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     wn, sw = neck_halfwidth * bw, shoulder * bw
     y_s = y_t + shoulder_drop * bh
     r_x, r_y = 0.16 * bw, 0.16 * bh  # shoulder roundness
-    # the torso's top outline between the shoulders, left to right: shoulder, neckline with a
-    # V, shoulder; then rounded shoulders down to the arms
+    # the torso's top outline, left to right: shoulder, V neckline, shoulder; rounded shoulders
     inner = np.array([
         [x_n - sw + r_x, y_s], [x_n - wn - 0.3 * bw, y_t + 0.04 * bh], [x_n - wn, y_t],
         [x_n, y_t + dip * bh], [x_n + wn, y_t], [x_n + wn + 0.3 * bw, y_t + 0.04 * bh],
@@ -302,8 +281,7 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     bottom = y_t + 2.2 * bh
     torso = np.concatenate([outline, [[x_n + sw - 0.04 * bw, bottom],
                                       [x_n - sw + 0.04 * bw, bottom]]])
-    # keep the face above y_c, and below it the neck down to the outline (1 px under the
-    # torso's edge)
+    # keep the face above y_c, below it the neck down to 1 px under the torso's outline
     half = wn + 0.1 * bw
     xs = np.union1d(np.linspace(x_n - half, x_n + half, 33), [x_n])
     band = np.concatenate([np.stack([xs, np.interp(xs, outline[:, 0], outline[:, 1]) + 1.0], 1),
@@ -338,10 +316,9 @@ _LEVELS_PER_OCTAVE = 4  # pre-downscaled copies of a face: scales 2^(-k/4)
 
 
 def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int], levels: dict) -> np.ndarray:
-    """Resample an H x W x C float32 array (crop pixel coordinates) into ``dst_size`` (W, H)
-    through the 3 x 3 map ``crop_to_dst`` (crop pixel centres -> destination pixel centres):
-    area downscaling to the nearest scale 2^(-k/4) at or above the target scale, then bilinear
-    warping (a residual scale of 0.84-1). ``levels`` caches the downscaled copies by k."""
+    """Resample an H x W x C float32 array into ``dst_size`` (W, H) through ``crop_to_dst`` (3 x 3,
+    pixel centres): area downscaling to the nearest scale 2^(-k/4) at or above the target scale
+    (cached in ``levels`` by k), then bilinear warping."""
     s = math.sqrt(abs(np.linalg.det(crop_to_dst[:2, :2])))
     h, w = a.shape[:2]
     m = crop_to_dst
@@ -357,16 +334,14 @@ def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int], lev
         pre_to_crop = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5],
                                 [0, 0, 1]])
         m = m @ pre_to_crop
-    out = cv2.warpAffine(a, m[:2].astype(np.float64), dst_size, flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.reshape(out.shape[:2] + (a.shape[2],))
+    return cv2.warpAffine(a, m[:2].astype(np.float64), dst_size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _jitter_colors(rgb: np.ndarray, cover: np.ndarray, gain: float, contrast: float,
                    saturation: float, hue: float, shade: np.ndarray) -> np.ndarray:
-    """Colour variation of a face (float32 H x W x 3 BGR 0..255, un-premultiplied): hue shift
-    (degrees), saturation and contrast factors (contrast about the face's mean), gain and a
-    per-pixel shading factor ``shade``."""
+    """Colour variation of a face (float32 H x W x 3 BGR 0..255, un-premultiplied): hue shift in
+    degrees, contrast about the face's mean, per-pixel shading factor ``shade``."""
     hsv = cv2.cvtColor(np.clip(rgb, 0, 255) / 255.0, cv2.COLOR_BGR2HSV)
     hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
     hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 1)
@@ -380,11 +355,9 @@ def _jitter_colors(rgb: np.ndarray, cover: np.ndarray, gain: float, contrast: fl
 # ---------------------------------------------------------------------------- videos
 @dataclass
 class FacePlacement:
-    """Where a source face is in one frame: ``source`` (index in the video's faces), ``flip``,
-    the anchor (source box centre) at ``(cx, cy)`` frame pixels, ``scale`` (frame pixels per
-    source pixel), ``angle`` (degrees, positive = clockwise on screen) and ``matrix`` (2 x 3:
-    source image pixel centres -> frame pixel centres, the flip included: what
-    ``cv2.warpAffine(source, matrix, (W, H))`` applies)."""
+    """Where a source face is in one frame: source box centre at ``(cx, cy)`` frame pixels,
+    ``scale`` frame pixels per source pixel, ``angle`` degrees clockwise on screen, ``matrix``
+    (2 x 3, flip included): what ``cv2.warpAffine(source, matrix, (W, H))`` applies."""
 
     source: int
     flip: bool
@@ -417,10 +390,8 @@ class _Placed:
 
 
 class CompositeVideo(Scene):
-    """A video of real faces (``faces``, cut from datasets of ``label_set``) in the generator's
-    scenes; all random choices drawn from ``SeedSequence(seed_key)``, ``render(t)`` draws frame
-    ``t`` (deterministic, independent of the order frames are drawn in). ``photos`` and
-    ``photo_share``: real photo backgrounds (:class:`~.generator.Scene`, :mod:`.photos`)."""
+    """A video of real ``faces`` (of datasets of ``label_set``) in a :class:`~.generator.Scene`;
+    ``render(t)`` draws frame ``t``, independent of the order frames are drawn in."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  faces: Sequence[SourceFace], label_set: LabelSet,
@@ -485,9 +456,8 @@ class CompositeVideo(Scene):
 
     # ------------------------------------------------------------------ drawing
     def _paint_face(self, image, label, owner, k: int, t: int):
-        """Paste face ``k`` at frame ``t``; returns ``(roi, mask)``: the frame region (a pair
-        of slices) around the face and the pixels of its box polygon there (bool), or None
-        when the face lies outside the frame."""
+        """Paste face ``k`` at frame ``t``; returns ``(roi slices, bool mask of its box polygon
+        there)``, or None when the face lies outside the frame."""
         p, cut = self.faces[k], self.faces[k].cut
         h, w = label.shape
         m = self._crop_to_frame(p, t)
@@ -561,9 +531,8 @@ class CompositeVideo(Scene):
         owner[inside] = k if self.cloth_id else -1
 
     def render(self, t: int) -> FrameResult:
-        """Frame ``t`` (0-based): image before JPEG, label map (the source label set), owner
-        map (face index in painting order, -1 elsewhere), face boxes and the faces'
-        :class:`FacePlacement` (``poses``)."""
+        """Frame ``t``: image before JPEG, labels of the source set, owners, boxes and the faces'
+        :class:`FacePlacement` as ``poses``."""
         rng = self.frame_rng(t)
         image, label, owner = self._blank_maps(t)
         body = np.zeros(256, bool)
