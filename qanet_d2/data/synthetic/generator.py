@@ -62,10 +62,6 @@ def _scale_color(c, f) -> Tuple[float, float, float]:
     return tuple(float(np.clip(v * f, 0, 255)) for v in c)
 
 
-def _mix(a, b, t) -> Tuple[float, float, float]:
-    return tuple(float(np.clip(x * (1 - t) + y * t, 0, 255)) for x, y in zip(a, b))
-
-
 def _ellipse(cx, cy, ax, ay, rot=0.0, n=40, t0=0.0, t1=2 * math.pi) -> np.ndarray:
     t = np.linspace(t0, t1, n, endpoint=(t1 - t0) < 2 * math.pi - 1e-6)
     x, y = ax * np.cos(t), ay * np.sin(t)
@@ -297,7 +293,8 @@ class _FaceDrawer:
         if st.glasses:
             for side in (1, -1):
                 lens = _ellipse(side * ex0 + fx, ey, lens_a, lens_b, n=36)
-                self.paint([lens], C["eye_g"], _mix(st.skin, (235, 225, 215), 0.25))
+                tint = tuple(float(np.clip(x * 0.75 + y * 0.25, 0, 255)) for x, y in zip(st.skin, (235, 225, 215)))
+                self.paint([lens], C["eye_g"], tint)
         for side, lab in ((1, C["l_eye"]), (-1, C["r_eye"])):
             cx = side * ex0 + fx
             self.paint([_ellipse(cx, ey, ea, eb, n=28)], lab, st.sclera)
@@ -404,8 +401,8 @@ def smooth_track(rng, start, end, frames, wobble):
 
 
 def _background(rng, h, w) -> np.ndarray:
-    """Textured BGR uint8 background: gradient + stripes/checks/low-frequency noise + clutter
-    shapes (some in skin and hair tones, as distractors)."""
+    """Textured BGR uint8 background: gradient, stripes/checks/noise and clutter shapes (some in
+    skin and hair tones, as distractors)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     a = rng.uniform(0, 2 * np.pi)
@@ -455,8 +452,7 @@ def _background(rng, h, w) -> np.ndarray:
 
 
 def _blob(rng, n=24) -> np.ndarray:
-    """A random smooth closed shape of radius ~1 (occluders): unit circle with a few random
-    Fourier terms on the radius."""
+    """A random smooth closed shape of radius ~1: a unit circle with random Fourier terms."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     r = np.ones(n)
     for k in range(2, 5):
@@ -494,11 +490,9 @@ class Occluder:
 
 @dataclass
 class FrameResult:
-    """One rendered frame: ``image`` (H x W x 3 BGR uint8, before JPEG), ``label`` (H x W
-    uint8), ``owner`` (H x W int16, person index or -1), ``boxes`` (XYXY_ABS of the persons
-    that pass the visibility rule, in painting order), ``box_owner`` (their person indices),
-    ``poses`` (in painting order, the FacePose of every cartoon person, or the
-    :class:`~.composite.FacePlacement` of every real face)."""
+    """One rendered frame: ``image`` (BGR uint8, before JPEG), ``label``, ``owner`` (int16, face
+    index or -1), ``boxes`` (XYXY_ABS of the faces that pass the visibility rule) and their
+    ``box_owner``, ``poses`` (:class:`FacePose` or :class:`~.composite.FacePlacement` per face)."""
 
     image: np.ndarray
     label: np.ndarray
@@ -518,15 +512,13 @@ class FrameResult:
 
 
 class Scene:
-    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
-    background panned by the camera, drifting lighting (gain, directional gradient, colour
-    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``.
+    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)`` (subclasses go
+    on drawing from ``self._rng``): a panned textured background, drifting lighting, blur, noise
+    and a JPEG quality, and the helpers that size, place and move faces and occluders.
 
-    With ``photos`` (``[(name, path)]``, :mod:`.photos`), a share ``photo_share`` of the
-    videos (drawn per video) shows a crop of one of these real photos as its background
-    instead (``self.photo``: its :class:`~.photos.PhotoCrop`, else None). These draws come
-    from their own stream (the key plus ``_PHOTO_TAG``), so the rest of the video (people,
-    motion, lighting) is the one it would be with the textured background."""
+    With ``photos`` (``[(name, path)]``), a share ``photo_share`` of the videos shows a crop of a
+    real photo instead (``self.photo``, else None), drawn from its own stream (key +
+    ``_PHOTO_TAG``), so that the rest of the video is the one of the textured background."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
@@ -550,8 +542,7 @@ class Scene:
                 self.photo = sample_photo_background(prng, photos, bw, bh)
                 self.background = render_photo_background(self.photo, bw, bh)
         pan0, pan1 = rng.uniform(0, 2 * self.margin, 2), rng.uniform(0, 2 * self.margin, 2)
-        self.pan = smooth_track(rng, pan0, pan1, T, 0.0)
-        self.pan = np.clip(self.pan, 0, 2 * self.margin)
+        self.pan = np.clip(smooth_track(rng, pan0, pan1, T, 0.0), 0, 2 * self.margin)
 
         # lighting: gain, a directional gradient and a colour cast, all drifting
         self.gain = smooth_track(rng, rng.uniform(0.75, 1.15), rng.uniform(0.75, 1.15), T, 0.05)
@@ -641,8 +632,7 @@ class Scene:
         return np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
 
     def background_view(self, t: int) -> np.ndarray:
-        """A writable copy of the camera's view of the background at frame ``t``
-        (H x W x 3 BGR uint8)."""
+        """A writable copy of the camera's view of the background at frame ``t``."""
         ox, oy = (int(round(v)) for v in self.pan[t])
         return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
 
@@ -676,8 +666,8 @@ class Scene:
 
 
 class SyntheticVideo(Scene):
-    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
-    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+    """A video of cartoon people in a :class:`Scene`; ``render(t)`` draws frame ``t``,
+    independent of the order frames are drawn in."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  force_glasses: bool = False, force_hat: bool = False,

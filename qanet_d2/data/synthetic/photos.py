@@ -54,49 +54,39 @@ _SK_UNSTATED = "none stated in skimage.data; distributed with scikit-image (BSD-
 
 #: The background photos: no people, no faces (a cat's face is a negative here).
 BACKGROUND_PHOTOS: Tuple[BackgroundPhoto, ...] = (
-    BackgroundPhoto("coffee", _SK, "coffee.png", "a cup of coffee, photo by Rachel Michetti",
-                    "CC0"),
-    BackgroundPhoto("chelsea", _SK, "chelsea.png", "Chelsea the cat, photo by Stefan van der Walt",
-                    "CC0"),
-    BackgroundPhoto("rocket", _SK, "rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX",
-                    "public domain"),
+    BackgroundPhoto("coffee", _SK, "coffee.png", "a cup of coffee, photo by Rachel Michetti", "CC0"),
+    BackgroundPhoto("chelsea", _SK, "chelsea.png", "Chelsea the cat, photo by Stefan van der Walt", "CC0"),
+    BackgroundPhoto("rocket", _SK, "rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX", "public domain"),
     BackgroundPhoto("motorcycle_left", _SK, "motorcycle_left.png",
-                    "Middlebury 2014 stereo benchmark (Scharstein et al.), left view",
-                    _SK_UNSTATED),
+                    "Middlebury 2014 stereo benchmark (Scharstein et al.), left view", _SK_UNSTATED),
     BackgroundPhoto("motorcycle_right", _SK, "motorcycle_right.png",
-                    "Middlebury 2014 stereo benchmark (Scharstein et al.), right view",
-                    _SK_UNSTATED),
+                    "Middlebury 2014 stereo benchmark (Scharstein et al.), right view", _SK_UNSTATED),
     BackgroundPhoto("brick", _SK, "brick.png", "CC0Textures Bricks25", "CC0"),
     BackgroundPhoto("grass", _SK, "grass.png", "CC0Textures Grass", "CC0"),
     BackgroundPhoto("gravel", _SK, "gravel.png", "CC0Textures Gravel04", "CC0"),
-    BackgroundPhoto("hubble_deep_field", _SK, "hubble_deep_field.jpg",
-                    "Hubble eXtreme Deep Field, NASA (HubbleSite)", "public domain"),
-    BackgroundPhoto("ihc", _SK, "ihc.png",
-                    "immunohistochemistry of colonic glands, CMMI", "no known copyright "
-                    "restrictions"),
-    BackgroundPhoto("retina", _SK, "retina.jpg",
-                    "fundus photograph, Mikael Häggström (Wikimedia Commons)", "CC0"),
+    BackgroundPhoto("hubble_deep_field", _SK, "hubble_deep_field.jpg", "Hubble eXtreme Deep Field, NASA (HubbleSite)",
+                    "public domain"),
+    BackgroundPhoto("ihc", _SK, "ihc.png", "immunohistochemistry of colonic glands, CMMI",
+                    "no known copyright restrictions"),
+    BackgroundPhoto("retina", _SK, "retina.jpg", "fundus photograph, Mikael Häggström (Wikimedia Commons)", "CC0"),
     BackgroundPhoto("coins", _SK, "coins.png", "Greek coins from Pompeii, Brooklyn Museum",
                     "no known copyright restrictions"),
-    BackgroundPhoto("clock", _SK, "clock_motion.png",
-                    "motion-blurred wall clock, photo by Stefan van der Walt", "public domain"),
+    BackgroundPhoto("clock", _SK, "clock_motion.png", "motion-blurred wall clock, photo by Stefan van der Walt",
+                    "public domain"),
     BackgroundPhoto("horse", _SK, "horse.png", "horse silhouette, Andreas Preuss", "CC0"),
     BackgroundPhoto("moon", _SK, "moon.png", "surface of the moon", _SK_UNSTATED),
     BackgroundPhoto("page", _SK, "page.png", "scanned page of printed text", _SK_UNSTATED),
-    BackgroundPhoto("text", _SK, "text.png", "grey-level text (Wikipedia File:Corner.png)",
-                    "public domain"),
+    BackgroundPhoto("text", _SK, "text.png", "grey-level text (Wikipedia File:Corner.png)", "public domain"),
     BackgroundPhoto("color", _SK, "color.png", "colour wheel", _SK_UNSTATED),
     BackgroundPhoto("logo", _SK, "logo.png", "scikit-image logo", _SK_UNSTATED),
     BackgroundPhoto("present", _MPL, "Minduka_Present_Blue_Pack.png",
-                    "present icon by Minduka (Wikimedia Commons), matplotlib sample data",
-                    "public domain"),
-    BackgroundPhoto("matplotlib_logo", _MPL, "logo2.png", "matplotlib logo, matplotlib sample "
-                    "data", "matplotlib licence (PSF-based)"),
+                    "present icon by Minduka (Wikimedia Commons), matplotlib sample data", "public domain"),
+    BackgroundPhoto("matplotlib_logo", _MPL, "logo2.png", "matplotlib logo, matplotlib sample data",
+                    "matplotlib licence (PSF-based)"),
 )
 
 #: Files of the same packages that show people: never backgrounds (held-out real-photo checks).
-PEOPLE_PHOTOS: Tuple[str, ...] = ("astronaut.png", "camera.png", "lfw_subset.npy",
-                                  "grace_hopper.jpg")
+PEOPLE_PHOTOS: Tuple[str, ...] = ("astronaut.png", "camera.png", "lfw_subset.npy", "grace_hopper.jpg")
 
 
 def photo_path(photo: BackgroundPhoto) -> Optional[str]:
@@ -143,32 +133,24 @@ def available_background_photos(names: Optional[Sequence[str]] = None
 
 
 @functools.lru_cache(maxsize=32)
-def read_background_photo(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def read_background_photo(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(bgr, alpha)``: the photo as H x W x 3 BGR uint8 (grey photos repeated into three
-    channels) and its alpha (H x W float32 0..1) or None. Cached per process (read-only arrays)."""
+    channels) and its alpha as H x W float32 0..1 (1 without an alpha channel). Cached per process."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img.load()
-            has_alpha = img.mode in ("RGBA", "LA")
             rgba = np.asarray(img.convert("RGBA"))
     except (OSError, UnidentifiedImageError) as e:
         raise DataReadError(f"{path}: cannot read background photo: {e}") from e
-    bgr = np.ascontiguousarray(rgba[..., 2::-1])
-    alpha = rgba[..., 3].astype(np.float32) / 255.0 if has_alpha else None
-    bgr.setflags(write=False)
-    if alpha is not None:
-        alpha.setflags(write=False)
-    return bgr, alpha
+    return np.ascontiguousarray(rgba[..., 2::-1]), rgba[..., 3].astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
 class PhotoCrop:
-    """A photo background: ``name`` and ``path`` of the photo, ``box`` = ``(x0, y0, x1, y1)``
-    the crop in photo pixels (integer edges, exclusive end), ``flip`` (horizontal, after
-    cropping), ``matte`` (BGR colour under transparent pixels), ``color_matrix`` (3 x 3) and
-    ``color_offset`` (3): output BGR = ``clip(round(color_matrix @ bgr + color_offset))``."""
+    """A photo background: ``box`` = ``(x0, y0, x1, y1)`` the crop in photo pixels, ``flip``
+    (horizontal, after cropping), ``matte`` (BGR under transparent pixels), output BGR =
+    ``clip(round(color_matrix @ bgr + color_offset))``."""
 
     name: str
     path: str
@@ -215,15 +197,12 @@ def render_photo_background(crop: PhotoCrop, width: int, height: int) -> np.ndar
     """The background of ``crop`` (:class:`PhotoCrop`) as ``height x width x 3`` BGR uint8."""
     bgr, alpha = read_background_photo(crop.path)
     x0, y0, x1, y1 = crop.box
-    img = bgr[y0:y1, x0:x1].astype(np.float32)
-    if alpha is not None:
-        a = alpha[y0:y1, x0:x1, None]
-        img = img * a + np.array(crop.matte, np.float32) * (1 - a)
+    a = alpha[y0:y1, x0:x1, None]
+    img = bgr[y0:y1, x0:x1].astype(np.float32) * a + np.array(crop.matte, np.float32) * (1 - a)
     if crop.flip:
         img = img[:, ::-1]
     shrink = width < img.shape[1] or height < img.shape[0]
     img = cv2.resize(np.ascontiguousarray(img), (int(width), int(height)),
                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    out = img @ np.array(crop.color_matrix, np.float32).T + np.array(crop.color_offset,
-                                                                     np.float32)
+    out = img @ np.array(crop.color_matrix, np.float32).T + np.array(crop.color_offset, np.float32)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
