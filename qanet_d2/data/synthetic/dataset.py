@@ -5,7 +5,6 @@ record make a second call reuse a complete dataset).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import fcntl
 import json
@@ -61,14 +60,9 @@ PRESETS: Dict[str, dict] = {
 def default_synthetic_root(preset: str = "default") -> str:
     """``$DETECTRON2_DATASETS/`` (default ``./datasets``, read now) + ``face_synth`` (quickstart
     and default), ``face_<preset>`` (``composite_*``) or ``face_synth_<preset>``."""
-    base = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    if preset in ("default", "quickstart"):
-        name = "face_synth"
-    elif preset.startswith("composite_"):
-        name = f"face_{preset}"
-    else:
-        name = f"face_synth_{preset}"
-    return os.path.join(base, name)
+    name = ("face_synth" if preset in ("default", "quickstart")
+            else f"face_{preset}" if preset.startswith("composite_") else f"face_synth_{preset}")
+    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), name)
 
 
 def preset_params(preset: str) -> dict:
@@ -113,11 +107,9 @@ def params_record(num_train_videos, num_val_videos, frames, size, seed, num_test
     if num_test_videos:
         rec["num_test_videos"] = int(num_test_videos)
     if face_source is not None:
-        counts = {"train": rec["num_train_videos"], "val": rec["num_val_videos"],
-                  "test": int(num_test_videos)}
         del rec["label_set"]  # the face sources' set, recorded in params.json
         rec["composite_version"] = COMPOSITE_VERSION
-        rec["face_source"] = _split_sources(counts, face_source)
+        rec["face_source"] = _split_sources(_counts(rec), face_source)
     share = float(photo_backgrounds or 0.0)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"photo_backgrounds is the share of videos with a photo background, "
@@ -129,6 +121,11 @@ def params_record(num_train_videos, num_val_videos, frames, size, seed, num_test
             "share": share, "version": PHOTO_BACKGROUND_VERSION,
             "photos": [name for name, _ in available_background_photos()]}
     return rec
+
+
+def _counts(params: dict) -> Dict[str, int]:
+    return {"train": params["num_train_videos"], "val": params["num_val_videos"],
+            "test": params.get("num_test_videos", 0)}
 
 
 def _record_splits(params: dict) -> List[str]:
@@ -169,16 +166,6 @@ def _render_video(args) -> dict:
                 raise OSError(f"cannot write {os.path.join(out_root, rel)}")
         records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes, inst_rel))
     return {"video_id": video_id, "frames": records}
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-    """Exclusive ``fcntl`` lock on ``path`` (created if needed) for concurrent generators
-    (several training processes starting at once)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
-        yield
 
 
 def _read_params(root: str) -> Optional[dict]:
@@ -247,7 +234,10 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
     if not force and _is_complete(root, params):
         return paths
     lock = os.path.join(os.path.dirname(root), ".locks", os.path.basename(root) + ".lock")
-    with _file_lock(lock):
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a+") as lock_file:
+        # several processes (e.g. training workers) may start at once; released on close
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
         if _is_complete(root, params) and not force:
             return paths
         if os.path.exists(root):
@@ -262,8 +252,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                     f"{root} holds a synthetic dataset with other parameters "
                     f"({rec.get('params')}); pass force=True (--force) to replace it, or "
                     f"choose another root")
-        counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
-                  "test": int(num_test_videos)}
+        counts = _counts(params)
         label_set, composite = SYNTHETIC, {s: None for s in splits}
         record = {"params": params}
         if "face_source" in params:
@@ -305,10 +294,10 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in "
-                "%.1f s", "composite" if "face_source" in params else "synthetic", root,
-                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"],
-                params["width"], params["height"], seconds)
+    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in %.1f s",
+                "composite" if "face_source" in params else "synthetic", root,
+                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"], params["width"], params["height"],
+                seconds)
     return paths
 
 
@@ -331,11 +320,9 @@ def _resolve_face_sources(params: dict, counts: Dict[str, int]):
     return label_set, composite, record
 
 
-def generate_preset(preset: str, root: Optional[str] = None, force: bool = False,
-                    workers: int = 1, **overrides) -> Dict[str, str]:
-    """:func:`generate_synthetic_dataset` with a preset's parameters (``overrides`` replace
-    them); ``root`` defaults to :func:`default_synthetic_root`."""
+def generate_preset(preset: str, root: Optional[str] = None, **overrides) -> Dict[str, str]:
+    """:func:`generate_synthetic_dataset` with a preset's parameters, replaced by the ``overrides``
+    that are not None; ``root`` defaults to :func:`default_synthetic_root`."""
     kw = preset_params(preset)
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return generate_synthetic_dataset(root or default_synthetic_root(preset), force=force,
-                                      workers=workers, **kw)
+    return generate_synthetic_dataset(root or default_synthetic_root(preset), **kw)
