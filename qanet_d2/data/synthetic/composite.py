@@ -125,11 +125,7 @@ def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[in
     stream: List[int] = []
     while len(stream) < int(counts.sum()):
         stream += rng.permutation(num_sources).tolist()
-    out, pos = [], 0
-    for n in counts:
-        out.append(stream[pos:pos + int(n)])
-        pos += int(n)
-    return out
+    return [stream[end - n:end] for n, end in zip(counts.tolist(), np.cumsum(counts).tolist())]
 
 
 @functools.lru_cache(maxsize=8)

@@ -22,14 +22,8 @@ from ..video_format import make_frame_record, write_face_video_json
 from .composite import COMPOSITE_TAG, COMPOSITE_VERSION, CompositeVideo, assign_source_faces, collect_source_faces
 from .generator import GENERATOR_VERSION, SPLIT_IDS, SPLITS, SyntheticVideo
 
-__all__ = [
-    "PRESETS",
-    "default_synthetic_root",
-    "generate_preset",
-    "generate_synthetic_dataset",
-    "preset_params",
-    "synthetic_dataset_present",
-]
+__all__ = ["PRESETS", "default_synthetic_root", "generate_preset", "generate_synthetic_dataset",
+           "preset_params", "synthetic_dataset_present"]
 
 logger = logging.getLogger(__name__)
 

@@ -26,15 +26,8 @@ import numpy as np
 
 from ...structures.label_sets import SYNTHETIC
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "FaceStyle",
-    "FacePose",
-    "Scene",
-    "SyntheticVideo",
-    "draw_face",
-    "sample_face_style",
-]
+__all__ = ["GENERATOR_VERSION", "FaceStyle", "FacePose", "Scene", "SyntheticVideo", "draw_face",
+           "sample_face_style"]
 
 GENERATOR_VERSION = 1
 MIN_VISIBLE_PIXELS = 12
@@ -230,13 +223,11 @@ class _FaceDrawer:
         # 1. hair behind the head
         if st.hair_style != "none":
             if st.hair_style == "long":
-                back = [_ellipse(0, -0.1, ax + 0.12, 1.05)]
+                back = [_ellipse(0, -0.1, ax + 0.12, 1.05),
+                        np.array([[-(ax + 0.14), -0.1], [ax + 0.14, -0.1], [ax + 0.2, 1.35],
+                                  [ax - 0.05, 1.5], [-(ax - 0.05), 1.5], [-(ax + 0.2), 1.35]])]
             else:
                 back = [_ellipse(0, -0.22, ax + 0.1, 0.92)]
-            if st.hair_style == "long":
-                back.append(np.array([[-(ax + 0.14), -0.1], [ax + 0.14, -0.1],
-                                      [ax + 0.2, 1.35], [ax - 0.05, 1.5],
-                                      [-(ax - 0.05), 1.5], [-(ax + 0.2), 1.35]]))
             self.paint(back, C["hair"], st.hair)
         # 2. neck (below and behind the chin)
         nw = 0.36 * ax / 0.76
