@@ -1,15 +1,8 @@
-"""Real labelled faces composited into the synthetic generator's scenes.
-
-A *face source* is a registered face-parsing dataset with label maps (e.g.
-``fasseg_frontal_train``). Each face is cut out of its photo along its labels (below the chin
-only the neck is kept, a torso is painted over the neck's end, cuts at the photo's edges are
-rounded), and :class:`CompositeVideo` places 1-4 of them in a video of
-:class:`~.generator.Scene`. Frame labels are in the source's label set; how a face is cut,
-pasted, coloured and boxed is described in datasets/README.md ("How a face is made").
-
-Pasting resamples image and coverage premultiplied (area downscaling, then bilinear warping)
-so that the photo's own background never bleeds into the edge; labels are not blended: each
-pixel takes the class with the largest resampled coverage, "not this face" included.
+"""Real labelled faces of a registered dataset (a *face source*, e.g. ``fasseg_frontal_train``)
+cut out along their labels and composited into :class:`~.generator.Scene` videos, labelled in the
+source's label set (how: datasets/README.md, "How a face is made"). Image and coverage are
+resampled premultiplied, so the photo's own background never bleeds into the edge; labels are not
+blended: a pixel takes the class of the largest resampled coverage, "not this face" included.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Writing the synthetic datasets: presets, parameters, rendering the videos of
-:mod:`.generator` (cartoon people) and :mod:`.composite` (real faces) in worker processes, and
-writing them in the format of :mod:`qanet_d2.data.video_format`, once (a lock and a parameter
-record make a second call reuse a complete dataset).
-"""
+"""Writing the synthetic datasets (presets, parameter records, videos rendered in worker
+processes) in the format of :mod:`qanet_d2.data.video_format`."""
 from __future__ import annotations
 
 import copy
@@ -130,9 +127,8 @@ def _record_splits(params: dict) -> List[str]:
 
 
 def _render_video(args) -> dict:
-    """Render and write one video (runs in worker processes); returns its JSON entry.
-    ``composite`` is None (cartoon people) or ``(source faces, label set)``; ``photos`` is
-    None or ``(share, [(name, path)])`` of the photo backgrounds."""
+    """Render and write one video (in a worker process); returns its JSON entry. ``composite``:
+    None or ``(source faces, label set)``; ``photos``: None or ``(share, [(name, path)])``."""
     out_root, split, index, seed, frames, w, h, n_videos, composite, photos = args
     video_id = f"{split}_{index:04d}"
     bg = {} if photos is None else dict(photo_share=photos[0], photos=photos[1])
@@ -191,27 +187,20 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                                                   Mapping[str, Sequence[str]]] = None,
                                photo_backgrounds: float = 0.0,
                                ) -> Dict[str, str]:
-    """Generate the synthetic dataset under ``root`` (idempotent).
-
-    A dataset with the same parameters (``root/params.json``) and every split JSON is reused;
-    one with other parameters is replaced only with ``force=True``; a directory that is not a
-    dataset of this generator is never deleted. Generation happens in ``<root>.tmp-<pid>``,
-    renamed into place, under a lock on ``<parent of root>/.locks/<root name>.lock``.
+    """Generate the synthetic dataset under ``root``, or reuse the one there with the same
+    parameters; one with other parameters is replaced only with ``force``, a directory of anything
+    else never. Written to ``<root>.tmp-<pid>`` and renamed, under ``<parent>/.locks/<name>.lock``.
 
     Args:
-        size: ``(width, height)`` in pixels.
-        workers: processes rendering videos (the output does not depend on it).
-        face_source: None for cartoon people (label set ``synthetic``); otherwise registered
-            datasets whose faces are composited (:mod:`.composite`, their label set): a list of
-            names used by every split that has videos, or ``{split: [names]}`` (exactly the
-            splits that have videos).
-        photo_backgrounds: share (0..1) of the videos whose background is a crop of a real
-            photo without people (:mod:`.photos`) instead of the textures.
+        size: ``(width, height)`` in pixels; ``workers``: processes (the output does not depend on it).
+        face_source: None for cartoon people; else registered datasets whose faces are composited
+            (their label set): names for every split with videos, or ``{split: [names]}``.
+        photo_backgrounds: share (0..1) of the videos over a real photo (:mod:`.photos`).
     Returns:
         ``{"root", "params", <split>: path of its JSON}`` (absolute paths) of the splits written.
     Raises:
-        ValueError: invalid parameters, a foreign directory or (without ``force``) another
-            dataset at ``root``, sources of different label sets.
+        ValueError: invalid parameters, a foreign directory or (without ``force``) another dataset
+            at ``root``, sources of different label sets.
         KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
     """
     root = os.path.abspath(os.path.expanduser(root))

@@ -1,19 +1,13 @@
-"""Deterministic renderer of the synthetic face-parsing videos: 1-4 cartoon people (label set
-``"synthetic"``) whose faces move, talk, blink, wear glasses or hats and overlap (painting order
-= depth) over panning textured backgrounds with drifting light, occluders, blur, noise and JPEG.
+"""Deterministic renderer of the synthetic face-parsing videos of cartoon people (label set
+``"synthetic"``; content: datasets/README.md).
 
 Polygons are drawn at 1/16-pixel precision, antialiased into the image and nearest into the
-label map, so labels and image align. Left/right pairs have mirrored geometry and identical
-colours: ``l_*`` is the PERSON's left, i.e. the IMAGE RIGHT of an unflipped frontal face.
-
-Face boxes: XYXY_ABS pixel-edge box of a person's VISIBLE pixels except ``neck`` and ``cloth``;
-a person with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels or less than
-``MIN_VISIBLE_FRACTION`` of their unoccluded area gets none (their pixels stay labelled).
-Face-instance maps: k + 1 on every visible pixel of the person of box k, neck and cloth
-included; 0 elsewhere.
-
-Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``, so the output
-does not depend on the order or number of worker processes.
+labels. Left/right pairs have mirrored geometry and identical colours: ``l_*`` is the PERSON's
+left, i.e. the IMAGE RIGHT of an unflipped frontal face. A face box is the XYXY_ABS pixel-edge
+box of a face's visible pixels except neck and cloth; a face with fewer than
+``MIN_VISIBLE_PIXELS`` of them or less than ``MIN_VISIBLE_FRACTION`` of its unoccluded area gets
+none. Randomness comes from ``SeedSequence([seed, split, video, ...])``: the output does not
+depend on the order or number of worker processes.
 """
 from __future__ import annotations
 
@@ -105,11 +99,9 @@ class FaceStyle:
 
 @dataclass
 class FacePose:
-    """Where a face is in one frame: ``(cx, cy)`` image position (pixels) of the skin-ellipse
-    centre, ``scale`` pixels per canonical unit, ``angle`` in-plane rotation in degrees
-    (positive = clockwise on screen, i.e. +x axis rotated towards +y), ``yaw`` in [-0.3, 0.3]
-    (features shift sideways), ``mouth_open`` (canonical units), ``eye_open`` (0..1), ``gaze``
-    (iris offset, -1..1)."""
+    """Where a face is in one frame: skin-ellipse centre ``(cx, cy)`` in pixels, ``scale`` pixels
+    per canonical unit, ``angle`` degrees clockwise on screen, ``yaw`` in [-0.3, 0.3],
+    ``mouth_open`` in canonical units, ``eye_open`` 0..1, ``gaze`` (iris offset) -1..1."""
 
     cx: float
     cy: float
@@ -178,10 +170,8 @@ def sample_face_style(rng: np.random.Generator) -> FaceStyle:
 
 
 class _FaceDrawer:
-    """Draws one face: canonical polygons -> image pixels with the pose's similarity
-    transform; every labelled polygon is painted into ``image``, ``label``, ``owner`` (int16,
-    -1 = background/occluder) and, for the face region (not neck/cloth), ``scratch``, the mask
-    that measures the unoccluded area."""
+    """Draws one face (canonical polygons through the pose's similarity transform) into ``image``,
+    ``label``, ``owner`` and, outside neck and cloth, ``scratch`` (the unoccluded area)."""
 
     def __init__(self, image, label, owner, scratch, owner_id: int, style: FaceStyle, pose: FacePose):
         self.image, self.label, self.owner, self.scratch = image, label, owner, scratch
@@ -373,9 +363,8 @@ class _FaceDrawer:
 
 def draw_face(image: np.ndarray, label: np.ndarray, owner: np.ndarray, owner_id: int,
               style: FaceStyle, pose: FacePose) -> None:
-    """Paint one person onto ``image`` (H x W x 3 BGR uint8), ``label`` (H x W uint8, synthetic
-    ids) and ``owner`` (H x W int16, set to ``owner_id`` where this person is painted), in
-    place, over whatever is there (painting order = depth)."""
+    """Paint one person in place over ``image`` (BGR uint8), ``label`` (synthetic ids) and ``owner``
+    (int16, set to ``owner_id`` on the person's pixels)."""
     _FaceDrawer(image, label, owner, np.zeros(label.shape, np.uint8), owner_id, style, pose).draw()
 
 

@@ -1,15 +1,9 @@
-"""Real photos without people as scene backgrounds (``photo_backgrounds`` of the generator),
-so that a model learns real clutter as background, not only the generator's textures.
-
-The photos are read at generation time from installed packages (scikit-image's
-``skimage/data/`` and matplotlib's ``mpl-data/sample_data/``), never copied.
-:data:`BACKGROUND_PHOTOS` lists them with each file's origin and licence as the packages
-document them. :data:`PEOPLE_PHOTOS` (photos of people) are never backgrounds: they are the
-held-out real-photo checks of the real-face model.
-
-A background: an axis-aligned crop of the frame's aspect ratio (30-100% of the largest such
-crop), flipped half of the time, resized (area when shrinking, bilinear when enlarging), then a
-linear colour jitter: output ``clip(round(M @ bgr + b))``. Alpha is put over a plain ``matte``.
+"""Real photos without people as scene backgrounds (``photo_backgrounds``), so that real clutter
+is learned as background. The photos are read from the installed scikit-image and matplotlib,
+never copied; :data:`BACKGROUND_PHOTOS` lists them with origin and licence. Photos of people
+(:data:`PEOPLE_PHOTOS`) are the held-out real-photo checks, never backgrounds. A background is
+an axis-aligned crop of the frame's aspect (30-100% of the largest), flipped half of the time,
+resized, with a linear colour jitter; alpha is put over a plain ``matte``.
 """
 from __future__ import annotations
 
@@ -102,13 +96,11 @@ def photo_path(photo: BackgroundPhoto) -> Optional[str]:
 
 def available_background_photos(names: Optional[Sequence[str]] = None
                                 ) -> List[Tuple[str, str]]:
-    """``[(name, absolute path)]`` of the background photos installed here, in
-    :data:`BACKGROUND_PHOTOS` order (``names`` selects some). Missing files are left out with
-    a warning that names them.
+    """``[(name, absolute path)]`` of the installed background photos (of ``names`` if given), in
+    :data:`BACKGROUND_PHOTOS` order; missing ones are left out with a warning.
 
     Raises:
-        KeyError: a name is not in :data:`BACKGROUND_PHOTOS`.
-        FileNotFoundError: none of the photos is installed.
+        KeyError / FileNotFoundError: an unknown name / none of the photos is installed.
     """
     known = [p.name for p in BACKGROUND_PHOTOS]
     unknown = [n for n in names or () if n not in known]
