@@ -391,7 +391,8 @@ class CompositeVideo(Scene):
         self.label_set = label_set
         names = [c.lower() for c in label_set.classes]
         self.cloth_id = names.index("cloth") if "cloth" in names else 0
-        self.body_ids = face_box_excluded_ids(label_set)
+        self.body = np.zeros(256, bool)  # label ids outside face boxes
+        self.body[list(face_box_excluded_ids(label_set))] = True
         n = len(faces)
         if not 1 <= n <= MAX_FACES:
             raise ValueError(f"a composite video holds 1..{MAX_FACES} faces, got {n}")
@@ -445,8 +446,8 @@ class CompositeVideo(Scene):
 
     # ------------------------------------------------------------------ drawing
     def _paint_face(self, image, label, owner, k: int, t: int):
-        """Paste face ``k`` at frame ``t``; returns ``(roi slices, bool mask of its box polygon
-        there)``, or None when the face lies outside the frame."""
+        """Paste face ``k`` at frame ``t``; returns the frame pixels of its box polygon (bool), or None
+        when the face lies outside the frame."""
         p, cut = self.faces[k], self.faces[k].cut
         h, w = label.shape
         m = self._crop_to_frame(p, t)
@@ -486,10 +487,11 @@ class CompositeVideo(Scene):
         # the face box: the source box as a rotated rectangle in the frame
         bx0, by0, bx1, by1 = cut.box - 0.5
         quad = np.array([[bx0, by0, 1], [bx1, by0, 1], [bx1, by1, 1], [bx0, by1, 1]]) @ m[:2].T
-        in_box = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(in_box, [np.round((quad - [x0, y0]) * 16).astype(np.int32)], 1,
-                     cv2.LINE_8, 4)
-        return (slice(y0, y1), slice(x0, x1)), in_box.astype(bool)
+        in_roi = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(in_roi, [np.round((quad - [x0, y0]) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        in_box = np.zeros((h, w), bool)
+        in_box[y0:y1, x0:x1] = in_roi
+        return in_box
 
     def _paint_torso(self, image, label, owner, k: int, t: int) -> None:
         p = self.faces[k]
@@ -524,24 +526,15 @@ class CompositeVideo(Scene):
         :class:`FacePlacement` as ``poses``."""
         rng = self.frame_rng(t)
         image, label, owner = self._blank_maps(t)
-        body = np.zeros(256, bool)
-        body[list(self.body_ids)] = True
         in_box, amodal = [], []
         for k in range(len(self.faces)):
-            box = self._paint_face(image, label, owner, k, t)
-            in_box.append(box)
-            amodal.append(0 if box is None else int(np.count_nonzero(
-                (owner[box[0]] == k) & box[1] & ~body[label[box[0]]])))
+            in_box.append(self._paint_face(image, label, owner, k, t))
+            amodal.append(0 if in_box[k] is None else int(np.count_nonzero(
+                (owner == k) & in_box[k] & ~self.body[label])))
             self._paint_torso(image, label, owner, k, t)
         self.paint_occluders(image, label, owner, t)
-        visible = []
-        for k, box in enumerate(in_box):
-            vis = None
-            if box is not None:
-                vis = np.zeros(label.shape, bool)
-                vis[box[0]] = (owner[box[0]] == k) & box[1] & ~body[label[box[0]]]
-            visible.append(vis)
-        boxes, box_owner = self._boxes(visible, amodal)
+        boxes, box_owner = self._boxes([None if box is None else (owner == k) & box & ~self.body[label]
+                                        for k, box in enumerate(in_box)], amodal)
         image = self.light_blur_noise(image.astype(np.float32), t, rng)
         poses = [self.placement(k, t) for k in range(len(self.faces))]
         return FrameResult(image, label, owner, boxes, box_owner, poses, amodal)

@@ -153,20 +153,12 @@ def sample_face_style(rng: np.random.Generator) -> FaceStyle:
         sclera=_rgb2bgr(sclera_rgb), cloth=_rgb2bgr(cloth_rgb), cloth2=_rgb2bgr(cloth2_rgb),
         hat_color=_rgb2bgr(hat_rgb), glasses_color=_rgb2bgr(glasses_rgb),
         hair_style=_pick(rng, ["none", "short", "long"], p=[0.06, 0.54, 0.4]),
-        aspect=float(rng.uniform(0.68, 0.82)),
-        eye_size=float(rng.uniform(0.85, 1.2)),
-        brow_thickness=float(rng.uniform(0.04, 0.08)),
-        brow_lift=float(rng.uniform(-0.03, 0.04)),
-        nose_size=float(rng.uniform(0.85, 1.15)),
-        mouth_width=float(rng.uniform(0.2, 0.3)),
-        lip_thickness=float(rng.uniform(0.05, 0.09)),
-        ear_size=float(rng.uniform(0.85, 1.15)),
-        fringe=float(rng.uniform(-0.78, -0.48)),
-        fringe_tilt=float(rng.uniform(-0.15, 0.15)),
-        glasses=bool(rng.uniform() < 0.25),
-        hat=bool(rng.uniform() < 0.18),
-        lipstick=lipstick,
-    )
+        aspect=float(rng.uniform(0.68, 0.82)), eye_size=float(rng.uniform(0.85, 1.2)),
+        brow_thickness=float(rng.uniform(0.04, 0.08)), brow_lift=float(rng.uniform(-0.03, 0.04)),
+        nose_size=float(rng.uniform(0.85, 1.15)), mouth_width=float(rng.uniform(0.2, 0.3)),
+        lip_thickness=float(rng.uniform(0.05, 0.09)), ear_size=float(rng.uniform(0.85, 1.15)),
+        fringe=float(rng.uniform(-0.78, -0.48)), fringe_tilt=float(rng.uniform(-0.15, 0.15)),
+        glasses=bool(rng.uniform() < 0.25), hat=bool(rng.uniform() < 0.18), lipstick=lipstick)
 
 
 class _FaceDrawer:
@@ -453,9 +445,8 @@ class _Person:
     gaze: np.ndarray
 
     def pose(self, t: int) -> FacePose:
-        return FacePose(float(self.cx[t]), float(self.cy[t]), float(self.scale[t]),
-                        float(self.angle[t]), float(self.yaw[t]), float(self.mouth[t]),
-                        float(self.eye[t]), float(self.gaze[t]))
+        return FacePose(*(float(v[t]) for v in (self.cx, self.cy, self.scale, self.angle, self.yaw,
+                                                self.mouth, self.eye, self.gaze)))
 
 
 @dataclass
