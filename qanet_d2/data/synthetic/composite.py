@@ -144,9 +144,7 @@ def _load_source(face: SourceFace):
         raise DataReadError(f"{face.label_file}: face {face.instance_id or 1} of {face.image_id} "
                             f"({face.dataset}) has no labelled pixel")
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.zeros(n, bool)
-    keep[1:] = areas >= MIN_SPECK_FRACTION * areas.sum()
-    mask = keep[comp]
+    mask = np.concatenate([[False], areas >= MIN_SPECK_FRACTION * areas.sum()])[comp]
     h, w = mask.shape
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     bx0, by0, bx1, by1 = face.box

@@ -57,9 +57,7 @@ def _ellipse(cx, cy, ax, ay, rot=0.0, n=40, t0=0.0, t1=2 * math.pi) -> np.ndarra
 
 
 def _mirror(poly: np.ndarray) -> np.ndarray:
-    out = poly.copy()
-    out[:, 0] = -out[:, 0]
-    return out[::-1]
+    return (poly * [-1.0, 1.0])[::-1]
 
 
 # ---------------------------------------------------------------------------- people
@@ -167,9 +165,7 @@ class _FaceDrawer:
 
     def __init__(self, image, label, owner, scratch, owner_id: int, style: FaceStyle, pose: FacePose):
         self.image, self.label, self.owner, self.scratch = image, label, owner, scratch
-        self.oid = owner_id
-        self.st = style
-        self.pose = pose
+        self.oid, self.st, self.pose = owner_id, style, pose
         a = math.radians(pose.angle)
         s = pose.scale
         self.m = np.array([[s * math.cos(a), -s * math.sin(a)],
@@ -507,8 +503,7 @@ class Scene:
         if photos and photo_share > 0:
             from .photos import render_photo_background, sample_photo_background
 
-            prng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)
-                                                                + [_PHOTO_TAG]))
+            prng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [_PHOTO_TAG]))
             if prng.uniform() < photo_share:
                 self.photo = sample_photo_background(prng, photos, bw, bh)
                 self.background = render_photo_background(self.photo, bw, bh)
@@ -560,9 +555,8 @@ class Scene:
         return cx, cy, scale, angle
 
     def _add_occluders(self, tracks) -> None:
-        """0-2 blobs of radius 0.12-0.3 face-box heights, each moving across the face of one of
-        ``tracks`` (``(cx, cy, face-box height)``, cx and cy over the frames); 40% are
-        skin-coloured (a hand)."""
+        """0-2 blobs of radius 0.12-0.3 face-box heights (40% skin-coloured: a hand), each moving
+        across the face of one of ``tracks`` (``(cx, cy, face-box height)``)."""
         rng, T = self._rng, self.frames
         for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
             cx, cy, hb = tracks[int(rng.integers(len(tracks)))]
@@ -580,8 +574,7 @@ class Scene:
             ))
 
     def _blank_maps(self, t: int):
-        """``(image, label, owner)`` of frame ``t`` before the faces: the background view, zero
-        labels and owner -1."""
+        """``(image, label, owner)`` of frame ``t`` before the faces (labels 0, owners -1)."""
         return (self.background_view(t), np.zeros((self.h, self.w), np.uint8),
                 np.full((self.h, self.w), -1, np.int16))
 
@@ -645,8 +638,7 @@ class SyntheticVideo(Scene):
                  force_open_mouth: bool = False,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
-        rng = self._rng
-        T = self.frames
+        rng, T = self._rng, self.frames
         self.hair_kernel = self._line_kernel(rng)
         self.cloth_freq = float(rng.uniform(0.08, 0.35))
         self.cloth_dir = float(rng.uniform(0, np.pi))
