@@ -18,7 +18,7 @@ import numpy as np
 from ..io import DataReadError, read_image, read_instance_map, read_label_map
 from ...structures.label_sets import IGNORE_LABEL, LabelSet
 from ..video_format import face_box_excluded_ids
-from .generator import MAX_FACES, MIN_FACE_HEIGHT, FrameResult, Scene, smooth_track
+from .generator import FACE_COUNT_P, MAX_FACES, MIN_FACE_HEIGHT, FrameResult, Scene, smooth_track
 
 __all__ = ["SourceFace", "FacePlacement", "CompositeVideo", "collect_source_faces",
            "assign_source_faces", "COMPOSITE_VERSION", "FEATHER_SIGMA"]
@@ -32,7 +32,6 @@ MIN_SPECK_FRACTION = 0.01  # face components below this share of the face's pixe
 # Appended to the seed keys of composite videos so that they never share the random stream of
 # a cartoon video of the same seed, split and index.
 COMPOSITE_TAG = 192
-_FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # 1..MAX_FACES faces per video, as the cartoon videos
 
 
 # ---------------------------------------------------------------------------- sources
@@ -109,12 +108,11 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
     return label_set, faces
 
 
-def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[int]
-                        ) -> List[List[int]]:
+def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[int]) -> List[List[int]]:
     """Source-face indices of each video (1-4 faces, as the cartoon videos), taken in turn from
     shuffled passes over all sources: a split uses every source face once before any twice."""
     rng = np.random.default_rng(np.random.SeedSequence([int(k) for k in seed_key]))
-    counts = rng.choice(np.arange(1, MAX_FACES + 1), size=num_videos, p=_FACE_COUNT_P)
+    counts = rng.choice(np.arange(1, MAX_FACES + 1), size=num_videos, p=FACE_COUNT_P)
     stream: List[int] = []
     while len(stream) < int(counts.sum()):
         stream += rng.permutation(num_sources).tolist()

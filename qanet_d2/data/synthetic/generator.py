@@ -27,6 +27,7 @@ GENERATOR_VERSION = 1
 MIN_VISIBLE_PIXELS = 12
 MIN_VISIBLE_FRACTION = 0.15
 MAX_FACES = 4
+FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # probabilities of 1..MAX_FACES faces in a video
 MIN_FACE_HEIGHT = 24.0  # pixels, of the face box (hair top to chin) of an unoccluded face
 MAX_ANGLE = 40.0  # degrees of in-plane rotation
 # Appended to a video's seed key for the draws of its photo background (:mod:`.photos`).
@@ -168,8 +169,7 @@ class _FaceDrawer:
         self.oid, self.st, self.pose = owner_id, style, pose
         a = math.radians(pose.angle)
         s = pose.scale
-        self.m = np.array([[s * math.cos(a), -s * math.sin(a)],
-                           [s * math.sin(a), s * math.cos(a)]])
+        self.m = np.array([[s * math.cos(a), -s * math.sin(a)], [s * math.sin(a), s * math.cos(a)]])
         self.t = np.array([pose.cx, pose.cy])
 
     def xf(self, pts: np.ndarray) -> np.ndarray:
@@ -221,8 +221,7 @@ class _FaceDrawer:
         for side, lab in ((1, C["l_ear"]), (-1, C["r_ear"])):
             shrink = float(np.clip(1.0 - 1.6 * yaw * side, 0.35, 1.2))
             ex = side * (ax - 0.02 + 0.06 * shrink)
-            ear = _ellipse(ex, 0.02, 0.11 * st.ear_size * shrink, 0.2 * st.ear_size,
-                           rot=side * 0.15)
+            ear = _ellipse(ex, 0.02, 0.11 * st.ear_size * shrink, 0.2 * st.ear_size, rot=side * 0.15)
             self.paint([ear], lab, _scale_color(st.skin, 0.9))
             inner = _ellipse(ex + side * 0.02, 0.02, 0.05 * st.ear_size * shrink,
                              0.12 * st.ear_size, rot=side * 0.15)
@@ -531,13 +530,11 @@ class Scene:
         """``(hb1, c0, c1, a0, a1)`` of a face of start height ``hb0``: end height, start and end
         centres (kept apart from the faces in ``placed``, which it joins) and angles."""
         rng, w, h = self._rng, self.w, self.h
-        hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
-                            0.95 * h))
+        hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05, 0.95 * h))
         c0 = c1 = None
         for _ in range(25):
             c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
-            c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
-                         [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
+            c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h], [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
             if all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
                    and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q) for p0, p1, q in placed):
                 break
@@ -645,7 +642,7 @@ class SyntheticVideo(Scene):
         self.cloth_amp = float(rng.choice([0.0, 0.12, 0.25]))
 
         # people
-        n = int(rng.choice(np.arange(1, MAX_FACES + 1), p=[0.35, 0.3, 0.2, 0.15]))
+        n = int(rng.choice(np.arange(1, MAX_FACES + 1), p=FACE_COUNT_P))
         heights = self._face_heights(n)
         order = np.argsort(heights + rng.uniform(0, 0.25, n) * heights)  # small = far = first
         heights = heights[order]
@@ -694,11 +691,9 @@ class SyntheticVideo(Scene):
         rng = self.frame_rng(t)
         image, label, owner = self._blank_maps(t)
         scratch = np.zeros(label.shape, np.uint8)
+        poses = [person.pose(t) for person in self.people]
         amodal = []
-        poses = []
-        for k, person in enumerate(self.people):
-            pose = person.pose(t)
-            poses.append(pose)
+        for k, (person, pose) in enumerate(zip(self.people, poses)):
             scratch[:] = 0
             _FaceDrawer(image, label, owner, scratch, k, person.style, pose).draw()
             amodal.append(int(np.count_nonzero(scratch)))

@@ -94,8 +94,7 @@ def photo_path(photo: BackgroundPhoto) -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def available_background_photos(names: Optional[Sequence[str]] = None
-                                ) -> List[Tuple[str, str]]:
+def available_background_photos(names: Optional[Sequence[str]] = None) -> List[Tuple[str, str]]:
     """``[(name, absolute path)]`` of the installed background photos (of ``names`` if given), in
     :data:`BACKGROUND_PHOTOS` order; missing ones are left out with a warning.
 
