@@ -128,20 +128,19 @@ def _record_splits(params: dict) -> List[str]:
 
 def _render_video(args) -> dict:
     """Render and write one video (in a worker process); returns its JSON entry. ``composite``:
-    None or ``(source faces, label set)``; ``photos``: None or ``(share, [(name, path)])``."""
+    None or ``(source faces, label set)``; ``photos``: the video's photo-background arguments."""
     out_root, split, index, seed, frames, w, h, n_videos, composite, photos = args
     video_id = f"{split}_{index:04d}"
-    bg = {} if photos is None else dict(photo_share=photos[0], photos=photos[1])
     if composite is None:
         # Coverage of the rare classes in every split: the first video's front person wears
         # glasses and talks from frame 0, the second's (or the first's) wears a hat.
         vid = SyntheticVideo([seed, SPLIT_IDS[split], index], w, h, frames,
                              force_glasses=index == 0, force_open_mouth=index == 0,
-                             force_hat=index == min(1, n_videos - 1), **bg)
+                             force_hat=index == min(1, n_videos - 1), **photos)
     else:
         faces, label_set = composite
         vid = CompositeVideo([seed, SPLIT_IDS[split], index, COMPOSITE_TAG], w, h, frames,
-                             faces, label_set, **bg)
+                             faces, label_set, **photos)
     for kind in ("images", "labels", "instances"):
         os.makedirs(os.path.join(out_root, kind, video_id), exist_ok=True)
     records = []
@@ -227,25 +226,22 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
             rec = _read_params(root)
             if rec is None or rec.get("params", {}).get("generator") != params["generator"]:
                 if os.listdir(root):
-                    raise ValueError(
-                        f"refusing to write the synthetic dataset into {root}: the directory "
-                        f"exists and is not a dataset of this generator (no params.json)")
+                    raise ValueError(f"refusing to write the synthetic dataset into {root}: the directory exists "
+                                     f"and is not a dataset of this generator (no params.json)")
             elif not force:
-                raise ValueError(
-                    f"{root} holds a synthetic dataset with other parameters "
-                    f"({rec.get('params')}); pass force=True (--force) to replace it, or "
-                    f"choose another root")
+                raise ValueError(f"{root} holds a synthetic dataset with other parameters ({rec.get('params')}); "
+                                 f"pass force=True (--force) to replace it, or choose another root")
         counts = _counts(params)
         label_set, composite = SYNTHETIC, {s: None for s in splits}
         record = {"params": params}
         if "face_source" in params:
             label_set, composite, record = _resolve_face_sources(params, counts)
-        photos = None
+        photos = {}
         if "photo_backgrounds" in params:
             from .photos import available_background_photos
 
             pb = params["photo_backgrounds"]
-            photos = (pb["share"], available_background_photos(pb["photos"]))
+            photos = dict(photo_share=pb["share"], photos=available_background_photos(pb["photos"]))
         start = time.perf_counter()
         tmp = f"{root}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

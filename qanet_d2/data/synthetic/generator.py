@@ -284,15 +284,11 @@ class _FaceDrawer:
                 inner = _ellipse(c0, ey, lens_a - frame_t, lens_b - frame_t, n=36)
                 ring = np.concatenate([outer, outer[:1], inner[::-1], inner[-1:]])
                 self.paint([ring], C["eye_g"], col)
-                arm = np.array([[c0 + side * (lens_a - 0.01), ey - 0.03],
-                                [side * (ax + 0.03), ey - 0.01],
-                                [side * (ax + 0.03), ey + 0.02],
-                                [c0 + side * (lens_a - 0.01), ey + 0.0]])
+                arm = np.array([[c0 + side * (lens_a - 0.01), ey - 0.03], [side * (ax + 0.03), ey - 0.01],
+                                [side * (ax + 0.03), ey + 0.02], [c0 + side * (lens_a - 0.01), ey + 0.0]])
                 self.paint([arm], C["eye_g"], col)
-            bridge = np.array([[fx - ex0 + lens_a - 0.01, ey - 0.04],
-                               [fx + ex0 - lens_a + 0.01, ey - 0.04],
-                               [fx + ex0 - lens_a + 0.01, ey - 0.01],
-                               [fx - ex0 + lens_a - 0.01, ey - 0.01]])
+            bridge = np.array([[fx - ex0 + lens_a - 0.01, ey - 0.04], [fx + ex0 - lens_a + 0.01, ey - 0.04],
+                               [fx + ex0 - lens_a + 0.01, ey - 0.01], [fx - ex0 + lens_a - 0.01, ey - 0.01]])
             self.paint([bridge], C["eye_g"], col)
         # 12. hair over the forehead (and locks over the shoulders for long hair)
         if st.hair_style != "none":
