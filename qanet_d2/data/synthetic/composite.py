@@ -156,12 +156,6 @@ def _load_source(face: SourceFace):
     return image[crop].copy(), label[crop].copy(), mask[crop].copy(), (x0, y0, x1, y1), at_edge
 
 
-def _runs(line: np.ndarray) -> List[Tuple[int, int]]:
-    """``[start, end)`` of the runs of True in a 1-D bool array."""
-    d = np.diff(np.concatenate([[0], line.view(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
-
-
 def _round_edge_cuts(mask: np.ndarray, keep: np.ndarray, at_edge: Tuple[bool, ...],
                      max_depth: float) -> None:
     """Round, in place, the straight cuts where the face touches the photo's edges (``at_edge``:
@@ -245,7 +239,8 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     y_c = min(float(box[3]) + 0.06 * bh, y_t)
     # the neck's centre: the longest run of face pixels just below the chin
     r_n = int(np.clip(round(min(box[3] + 0.05 * bh, y_t)), 0, h - 1))
-    runs = _runs(mask[r_n])
+    d = np.diff(np.concatenate([[0], mask[r_n].view(np.int8), [0]]))
+    runs = list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))  # [start, end)
     if runs:
         a, b = max(runs, key=lambda r: r[1] - r[0])
         x_n = (a + b - 1) / 2.0
@@ -291,12 +286,6 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
 
 
 # ---------------------------------------------------------------------------- resampling
-def _resize_area(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """``cv2.resize`` INTER_AREA of an H x W x C float32 array, 4 channels at a time (its limit)."""
-    chunks = [cv2.resize(a[:, :, i:i + 4], size, interpolation=cv2.INTER_AREA) for i in range(0, a.shape[2], 4)]
-    return np.concatenate([c.reshape(size[::-1] + (-1,)) for c in chunks], axis=2)
-
-
 _LEVELS_PER_OCTAVE = 4  # pre-downscaled copies of a face: scales 2^(-k/4)
 
 
@@ -311,8 +300,10 @@ def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int], lev
     if k > 0:
         f = 2.0 ** (-k / _LEVELS_PER_OCTAVE)
         nw, nh = max(1, int(round(w * f))), max(1, int(round(h * f)))
-        if k not in levels:
-            levels[k] = _resize_area(a, (nw, nh))
+        if k not in levels:  # INTER_AREA takes at most 4 channels at a time
+            chunks = [cv2.resize(a[:, :, i:i + 4], (nw, nh), interpolation=cv2.INTER_AREA)
+                      for i in range(0, a.shape[2], 4)]
+            levels[k] = np.concatenate([c.reshape(nh, nw, -1) for c in chunks], axis=2)
         a = levels[k]
         sx, sy = nw / w, nh / h
         # INTER_AREA maps pre-resized pixel centre u to source centre (u + 0.5) / s - 0.5
