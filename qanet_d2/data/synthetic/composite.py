@@ -331,9 +331,9 @@ def _jitter_colors(rgb: np.ndarray, cover: np.ndarray, gain: float, contrast: fl
 # ---------------------------------------------------------------------------- videos
 @dataclass
 class FacePlacement:
-    """Where a source face is in one frame: source box centre at ``(cx, cy)`` frame pixels,
-    ``scale`` frame pixels per source pixel, ``angle`` degrees clockwise on screen, ``matrix``
-    (2 x 3, flip included): what ``cv2.warpAffine(source, matrix, (W, H))`` applies."""
+    """Where face ``source`` (its index in the video) is in one frame: source box centre at ``(cx, cy)``
+    frame pixels, ``scale`` frame pixels per source pixel, ``angle`` degrees clockwise on screen,
+    ``matrix`` (2 x 3, flip included): what ``cv2.warpAffine(source image, matrix, (W, H))`` applies."""
 
     source: int
     flip: bool
@@ -373,9 +373,7 @@ class CompositeVideo(Scene):
                  faces: Sequence[SourceFace], label_set: LabelSet,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
-        rng = self._rng
-        h, T = self.h, self.frames
-        self.label_set = label_set
+        rng, h, T = self._rng, self.h, self.frames
         names = [c.lower() for c in label_set.classes]
         self.cloth_id = names.index("cloth") if "cloth" in names else 0
         self.body = np.zeros(256, bool)  # label ids outside face boxes

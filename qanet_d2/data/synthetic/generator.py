@@ -64,11 +64,9 @@ def _mirror(poly: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- people
 @dataclass
 class FaceStyle:
-    """Appearance of one person (constant over a video). Colours are BGR floats 0..255.
-
-    Canonical face coordinates: unit = half the height of the skin ellipse, origin at its
-    centre, x towards IMAGE RIGHT (= the person's left) and y down for an upright face.
-    """
+    """Appearance of one person (constant over a video), colours BGR 0..255. Canonical face
+    coordinates: unit = half the skin ellipse's height, origin at its centre, x towards IMAGE RIGHT
+    (the person's left), y down."""
 
     skin: Tuple[float, float, float]
     hair: Tuple[float, float, float]
@@ -391,8 +389,7 @@ def _background(rng, h, w) -> np.ndarray:
     for _ in range(int(rng.integers(0, 14))):
         t = rng.uniform()
         if t < 0.25:
-            col = np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152])  # skin tone
-            col = col[::-1]
+            col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]  # skin tone
         elif t < 0.35:
             col = np.array(_HAIR_RGB[int(rng.integers(len(_HAIR_RGB)))])[::-1]
         else:

@@ -32,8 +32,7 @@ MIN_CROP_FRACTION = 0.3  # smallest crop side, as a share of the largest crop of
 
 @dataclass(frozen=True)
 class BackgroundPhoto:
-    """A photo in an installed package: ``path`` relative to the package's data directory
-    (``skimage``: ``skimage/data``; ``matplotlib``: ``mpl-data/sample_data``)."""
+    """A photo in an installed package, ``path`` relative to its data directory (:func:`photo_path`)."""
 
     name: str
     package: str
