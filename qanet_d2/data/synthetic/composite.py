@@ -62,8 +62,7 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
 
     from ..datasets.face_video import DatasetNotFoundError, get_dataset_label_set
 
-    label_set: Optional[LabelSet] = None
-    first = None
+    label_set, first = None, None
     faces: List[SourceFace] = []
     for name in dataset_names:
         if name not in DatasetCatalog.list():
@@ -500,9 +499,7 @@ class CompositeVideo(Scene):
             col = col[None, None] * (1 + p.cloth_amp * stripes)[..., None]
         roi = image[y0:y1, x0:x1].astype(np.float32)
         image[y0:y1, x0:x1] = np.clip(np.round(roi * (1 - a) + col * a), 0, 255).astype(np.uint8)
-        inside = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(inside, [ipts], 1, cv2.LINE_8, 4)
-        inside = inside.astype(bool)
+        inside = cv2.fillPoly(np.zeros((h, w), np.uint8), [ipts], 1, cv2.LINE_8, 4).astype(bool)
         label[inside] = self.cloth_id
         owner[inside] = k if self.cloth_id else -1
 

@@ -259,8 +259,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                 videos = [_render_video(j) for j in all_jobs]
             pos = 0
             for split in splits:
-                extra = (None if composite[split] is None
-                         else {"face_source": params["face_source"][split]})
+                extra = None if composite[split] is None else {"face_source": params["face_source"][split]}
                 write_face_video_json(os.path.join(tmp, f"{split}.json"), label_set,
                                       videos[pos:pos + counts[split]], extra=extra)
                 pos += counts[split]

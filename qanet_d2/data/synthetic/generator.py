@@ -513,8 +513,7 @@ class Scene:
         self.jpeg_quality = int(rng.integers(75, 96))
 
     def _face_heights(self, n: int) -> np.ndarray:
-        """Face-box heights (pixels) of ``n`` faces: log-uniform from ``MIN_FACE_HEIGHT`` to most
-        of the frame."""
+        """Face-box heights (pixels) of ``n`` faces, log-uniform from ``MIN_FACE_HEIGHT`` to most of the frame."""
         max_box = 0.92 * self.h / (1.0 if n == 1 else n ** 0.5)
         return np.exp(self._rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
                                         math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
@@ -591,8 +590,7 @@ class Scene:
         return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
 
     def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray, t: int) -> None:
-        """Paint the occluders at frame ``t`` into the image (antialiased) and as label 0 /
-        owner -1 into the maps (nearest)."""
+        """Paint the occluders of frame ``t``: antialiased into the image, label 0 / owner -1 in the maps."""
         for occ in self.occluders:
             a = math.radians(float(occ.angle[t]))
             rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -606,8 +604,7 @@ class Scene:
             cv2.fillPoly(owner, [ipts], -1, cv2.LINE_8, 4)
 
     def light_blur_noise(self, img: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        """The camera's photometric steps on a float32 H x W x 3 image: lighting (gain x
-        directional gradient x colour cast), Gaussian blur, Gaussian noise; returns uint8."""
+        """Lighting (gain, directional gradient, colour cast), blur and noise on a float32 image -> uint8."""
         h, w = img.shape[:2]
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         a = float(self.light_dir[t])
@@ -620,8 +617,7 @@ class Scene:
 
 
 class SyntheticVideo(Scene):
-    """A video of cartoon people in a :class:`Scene`; ``render(t)`` draws frame ``t``,
-    independent of the order frames are drawn in."""
+    """Cartoon people in a :class:`Scene`; ``render(t)`` draws frame ``t`` (in any order of frames)."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  force_glasses: bool = False, force_hat: bool = False,
