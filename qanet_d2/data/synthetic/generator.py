@@ -257,10 +257,9 @@ class _FaceDrawer:
         eb = 0.062 * st.eye_size * float(np.clip(pose.eye_open, 0.15, 1.0))
         lens_a, lens_b = 0.2 * st.eye_size, 0.145 * st.eye_size
         if st.glasses:
+            tint = tuple(float(np.clip(x * 0.75 + y * 0.25, 0, 255)) for x, y in zip(st.skin, (235, 225, 215)))
             for side in (1, -1):
-                lens = _ellipse(side * ex0 + fx, ey, lens_a, lens_b, n=36)
-                tint = tuple(float(np.clip(x * 0.75 + y * 0.25, 0, 255)) for x, y in zip(st.skin, (235, 225, 215)))
-                self.paint([lens], C["eye_g"], tint)
+                self.paint([_ellipse(side * ex0 + fx, ey, lens_a, lens_b, n=36)], C["eye_g"], tint)
         for side, lab in ((1, C["l_eye"]), (-1, C["r_eye"])):
             cx = side * ex0 + fx
             self.paint([_ellipse(cx, ey, ea, eb, n=28)], lab, st.sclera)
