@@ -1,44 +1,8 @@
-"""Real labelled faces composited into the synthetic generator's scenes.
-
-A *face source* is a registered face-parsing dataset with label maps (e.g.
-``fasseg_frontal_train``). Every face of it is cut out of its photo along its labels, and
-:class:`CompositeVideo` places 1-4 of them in a video of the generator's scenes
-(:class:`~.generator.Scene`): textured panning backgrounds, drifting lighting, blur, noise and
-JPEG. The frames' label maps are in the source's label set.
-
-Cutting a face (source image coordinates; :func:`_load_source`, :func:`_prepare_face`):
-
-* The face's pixels are those its labels give to the person: label neither background (0) nor
-  ignore (255), and for a frame with a face-instance map, of that face's instance. Specks below
-  1% of the face's area are dropped.
-* Below the chin (the box bottom plus 6% of the box height, as chin estimates may be short)
-  only the neck is kept: hair, shoulders and clothes below the chin would end in the photo's
-  straight bottom edge (FASSEG's skin runs down the neck to the image bottom). A torso
-  (clothes: sloping, rounded shoulders, a V neckline 0.08-0.3 box heights below the box,
-  plain or striped) is painted over the neck's end. It is labelled as the set's ``cloth``
-  class if it has one, else background (FASSEG labels clothes background).
-* Where the face touches the photo's top, left or right edge (hair cut off by the frame), the
-  cut is rounded into a dome (:func:`_round_edge_cuts`), so that a head does not end in a
-  straight line.
-* A horizontal flip mirrors image, labels and box and swaps the label set's flip pairs
-  (``LabelSet.flip_lut``).
-
-Placing a face (:meth:`CompositeVideo.render`): a similarity transform (scale, in-plane rotation,
-translation; :class:`FacePlacement`) maps source pixels into the frame. The image and the face's
-coverage are resampled premultiplied (area downscaling to about the target size, then bilinear
-warping), so that the photo's own background never bleeds into the edge, and the alpha edge is
-feathered (Gaussian, ``FEATHER_SIGMA`` frame pixels). Labels are not blended: each frame pixel
-takes the class with the largest resampled coverage, background (not the face) included, i.e.
-a majority vote over the pixel's footprint (for moderate scales the nearest source label, up to
-pixels at class edges). Each face's colours vary smoothly over the video (brightness, contrast,
-saturation, hue, a directional shading), so that a model cannot key on the source's studio
-lighting.
-
-Boxes follow the project's convention: the source's own face box (FASSEG: hair top to chin),
-transformed with the face (a rotated rectangle in the frame), clipped to the face's visible
-pixels inside it (after later faces, torsos and occluders), body classes excluded; the
-generator's visibility rule decides whether a face gets a box. Instance maps give face k + 1
-every visible pixel labelled for the face of box k (neck skin below the chin included).
+"""Real labelled faces of a registered dataset (a *face source*, e.g. ``fasseg_frontal_train``)
+cut out along their labels and composited into :class:`~.generator.Scene` videos, labelled in the
+source's label set (how: datasets/README.md, "How a face is made"). Image and coverage are
+resampled premultiplied, so the photo's own background never bleeds into the edge; labels are not
+blended: a pixel takes the class of the largest resampled coverage, "not this face" included.
 """
 from __future__ import annotations
 
@@ -54,17 +18,7 @@ import numpy as np
 from ..io import DataReadError, read_image, read_instance_map, read_label_map
 from ...structures.label_sets import IGNORE_LABEL, LabelSet
 from ..video_format import face_box_excluded_ids
-from .generator import (
-    MAX_ANGLE,
-    MAX_FACES,
-    MIN_FACE_HEIGHT,
-    FrameResult,
-    Scene,
-    passes_visibility,
-    sample_occluder,
-    smooth_track,
-    visible_box,
-)
+from .generator import FACE_COUNT_P, MAX_FACES, MIN_FACE_HEIGHT, FrameResult, Scene, smooth_track
 
 __all__ = ["SourceFace", "FacePlacement", "CompositeVideo", "collect_source_faces",
            "assign_source_faces", "COMPOSITE_VERSION", "FEATHER_SIGMA"]
@@ -78,17 +32,13 @@ MIN_SPECK_FRACTION = 0.01  # face components below this share of the face's pixe
 # Appended to the seed keys of composite videos so that they never share the random stream of
 # a cartoon video of the same seed, split and index.
 COMPOSITE_TAG = 192
-_FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # 1..MAX_FACES faces per video, as the cartoon videos
 
 
 # ---------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class SourceFace:
-    """One labelled face of a source dataset.
-
-    ``box`` is its face box (XYXY_ABS, pixel edges) in the source image; ``instance_id`` is its
-    index + 1 in ``instance_file`` (the face-instance map), or 0 when every labelled pixel of
-    the frame belongs to it (one face per image). Paths are absolute."""
+    """One labelled face of a source dataset: ``box`` XYXY_ABS (pixel edges) in the source image,
+    ``instance_id`` its index + 1 in ``instance_file`` or 0 (one face per image); absolute paths."""
 
     dataset: str
     image_id: str
@@ -100,28 +50,19 @@ class SourceFace:
 
 
 def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[SourceFace]]:
-    """The label set and every usable face of the registered datasets ``dataset_names``.
-
-    A frame gives one face per box when it has a face-instance map, else one face when it has
-    exactly one box; frames without a label map, or with several boxes and no instance map, are
-    skipped (with a warning that counts them).
+    """The label set and every usable face of the registered datasets ``dataset_names``: one per
+    box of a frame with a face-instance map, else one of a frame with exactly one box (other
+    frames are skipped with a warning).
 
     Raises:
-        KeyError: a name is not a registered dataset.
-        DatasetNotFoundError: a source dataset is not prepared (the message names it and says
-            how to prepare it).
+        KeyError / DatasetNotFoundError: a source is not registered / not prepared.
         ValueError: the sources have different label sets, or hold no usable face.
     """
     from detectron2.data import DatasetCatalog
 
     from ..datasets.face_video import DatasetNotFoundError, get_dataset_label_set
 
-    if isinstance(dataset_names, str):
-        dataset_names = [dataset_names]
-    if not dataset_names:
-        raise ValueError("face_source: no source dataset given")
-    label_set: Optional[LabelSet] = None
-    first = None
+    label_set, first = None, None
     faces: List[SourceFace] = []
     for name in dataset_names:
         if name not in DatasetCatalog.list():
@@ -158,38 +99,30 @@ def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[S
             else:
                 skipped += 1
         if skipped:
-            logger.warning("face source '%s': %d frame(s) without a label map, without a face box "
-                           "or with several boxes and no face-instance map are not used", name,
-                           skipped)
+            logger.warning("face source '%s': %d frame(s) without a label map, without a face box or "
+                           "with several boxes and no face-instance map are not used", name, skipped)
     if not faces:
         raise ValueError(f"face sources {list(dataset_names)} hold no face with a label map and "
                          f"a face box")
     return label_set, faces
 
 
-def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[int]
-                        ) -> List[List[int]]:
-    """Source-face indices of each video: 1-4 faces per video (probabilities as the cartoon
-    videos), taken in turn from shuffled passes over all sources, so that a split uses every
-    source face once before any twice (and a video holds a face twice only when there are
-    fewer sources than faces in it)."""
+def assign_source_faces(num_sources: int, num_videos: int, seed_key: Sequence[int]) -> List[List[int]]:
+    """Source-face indices of each video (1-4 faces, as the cartoon videos), taken in turn from
+    shuffled passes over all sources: a split uses every source face once before any twice."""
     rng = np.random.default_rng(np.random.SeedSequence([int(k) for k in seed_key]))
-    counts = rng.choice(np.arange(1, MAX_FACES + 1), size=num_videos, p=_FACE_COUNT_P)
+    counts = rng.choice(np.arange(1, MAX_FACES + 1), size=num_videos, p=FACE_COUNT_P)
     stream: List[int] = []
     while len(stream) < int(counts.sum()):
         stream += rng.permutation(num_sources).tolist()
-    out, pos = [], 0
-    for n in counts:
-        out.append(stream[pos:pos + int(n)])
-        pos += int(n)
-    return out
+    return [stream[end - n:end] for n, end in zip(counts.tolist(), np.cumsum(counts).tolist())]
 
 
 @functools.lru_cache(maxsize=8)
 def _load_source(face: SourceFace):
-    """``(image, label, mask, (x0, y0, x1, y1))``: the face's crop (BGR uint8, label ids, its
-    pixels as bool) around its pixels and box, and the crop's position in the source image
-    (pixel edges). Cached per process: a video reads each of its faces once."""
+    """``(image, label, mask, (x0, y0, x1, y1), at_edge)``: the crop around the face's pixels and
+    box (BGR uint8, label ids, its pixels as bool), its place in the source image (pixel edges)
+    and whether it touches the top, bottom, left, right edge. Cached per process."""
     image = read_image(face.file_name, "BGR")
     label = read_label_map(face.label_file)
     if label.shape != image.shape[:2]:
@@ -208,9 +141,7 @@ def _load_source(face: SourceFace):
         raise DataReadError(f"{face.label_file}: face {face.instance_id or 1} of {face.image_id} "
                             f"({face.dataset}) has no labelled pixel")
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.zeros(n, bool)
-    keep[1:] = areas >= MIN_SPECK_FRACTION * areas.sum()
-    mask = keep[comp]
+    mask = np.concatenate([[False], areas >= MIN_SPECK_FRACTION * areas.sum()])[comp]
     h, w = mask.shape
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     bx0, by0, bx1, by1 = face.box
@@ -224,24 +155,13 @@ def _load_source(face: SourceFace):
     return image[crop].copy(), label[crop].copy(), mask[crop].copy(), (x0, y0, x1, y1), at_edge
 
 
-def _runs(line: np.ndarray) -> List[Tuple[int, int]]:
-    """``[start, end)`` of the runs of True in a 1-D bool array."""
-    d = np.diff(np.concatenate([[0], line.view(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
-
-
 def _round_edge_cuts(mask: np.ndarray, keep: np.ndarray, at_edge: Tuple[bool, ...],
                      max_depth: float) -> None:
-    """Round, in place, the straight cuts where the face touches the photo's edges (``at_edge``
-    = top, bottom, left, right).
-
-    For the top edge (the others alike): with ``[a, b)`` the span of face pixels on the edge and
-    ``D`` = ``EDGE_ROUNDING`` x its length (at most ``max_depth``), everything above row ``D``
-    outside the face's extent ``[xl, xr]`` on row ``D`` is removed, and between ``xl`` and
-    ``xr`` everything above a parabola through ``(xl, D)``, the span's middle on the edge and
-    ``(xr, D)``: the head ends in a dome instead of a straight line, without strands left
-    standing. An end of the span where the torso takes over (``keep`` False beyond it) is
-    not carved."""
+    """Round, in place, the straight cuts where the face touches the photo's edges (``at_edge``:
+    top, bottom, left, right) into a dome: for the top edge, with ``[a, b)`` the face's span on it
+    and ``D`` = ``EDGE_ROUNDING`` x its length (at most ``max_depth``), everything above a parabola
+    through row ``D`` at the face's extent and the span's middle on the edge is removed. An end
+    of the span where the torso takes over (``keep`` False beyond it) is not carved."""
     views = (lambda x: x, lambda x: x[::-1], lambda x: x.T, lambda x: x.T[::-1])
     for on, view in zip(at_edge, views):
         if not on:
@@ -279,11 +199,9 @@ def _round_edge_cuts(mask: np.ndarray, keep: np.ndarray, at_edge: Tuple[bool, ..
 
 @dataclass
 class _CutFace:
-    """A face ready to paste, in its crop's pixel coordinates (pixel centres at integers):
-    ``stack`` (h x w x (4 + len(classes)) float32: BGR x coverage, coverage, then one
-    indicator per class of ``classes``, the ids present), ``box`` (XYXY pixel edges),
-    ``torso`` (N x 2 polygon, pixel-centre coordinates), ``src_to_crop`` (3 x 3: source image
-    pixel centres -> crop pixel centres, the flip included)."""
+    """A face ready to paste, in crop pixel coordinates: ``stack`` (h x w x (4 + len(classes))
+    float32: BGR x coverage, coverage, one indicator per class id of ``classes``), ``box`` (XYXY
+    pixel edges), ``torso`` (N x 2 polygon, pixel centres), ``src_to_crop`` (3 x 3, flip included)."""
 
     stack: np.ndarray
     classes: np.ndarray
@@ -296,11 +214,9 @@ class _CutFace:
 def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: float,
                   dip: float, neck_halfwidth: float, shoulder: float, shoulder_drop: float
                   ) -> _CutFace:
-    """Cut ``face`` out (module docstring): flip; below the chin only the neck is kept; a
-    neckline ``neck_drop`` box heights below the box with a V ``dip`` box heights deep and
-    ``neck_halfwidth`` box widths wide, shoulders ``shoulder`` box widths from the neck's centre
-    and ``shoulder_drop`` box heights below the neckline; the face is kept above the torso's
-    outline; rounded edge cuts."""
+    """Cut ``face`` out (datasets/README.md) with a torso: the neckline ``neck_drop`` box heights
+    below the box, its V ``dip`` box heights deep and ``neck_halfwidth`` box widths wide; shoulders
+    ``shoulder`` box widths from the neck and ``shoulder_drop`` box heights below the neckline."""
     image, label, mask, (cx0, cy0, cx1, cy1), at_edge = _load_source(face)
     bx0, by0, bx1, by1 = face.box
     if flip:
@@ -317,13 +233,13 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     rows = np.flatnonzero(mask.any(axis=1))
     # neckline (pixel-centre row): below the chin, above the lowest face pixel
     y_t = max(float(min(box[3] + neck_drop * bh, rows[-1] - 0.02 * bh)), float(box[3]) - 0.5)
-    # below y_c (a little below the chin: the chin estimate of a source may be short) only
-    # the neck is kept: shoulders, clothes and hair below the chin would end in the photo's
-    # bottom edge
+    # below y_c (a little below the chin, whose estimate may be short) only the neck is kept:
+    # shoulders, clothes and hair there would end in the photo's bottom edge
     y_c = min(float(box[3]) + 0.06 * bh, y_t)
     # the neck's centre: the longest run of face pixels just below the chin
     r_n = int(np.clip(round(min(box[3] + 0.05 * bh, y_t)), 0, h - 1))
-    runs = _runs(mask[r_n])
+    d = np.diff(np.concatenate([[0], mask[r_n].view(np.int8), [0]]))
+    runs = list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))  # [start, end)
     if runs:
         a, b = max(runs, key=lambda r: r[1] - r[0])
         x_n = (a + b - 1) / 2.0
@@ -332,8 +248,7 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     wn, sw = neck_halfwidth * bw, shoulder * bw
     y_s = y_t + shoulder_drop * bh
     r_x, r_y = 0.16 * bw, 0.16 * bh  # shoulder roundness
-    # the torso's top outline between the shoulders, left to right: shoulder, neckline with a
-    # V, shoulder; then rounded shoulders down to the arms
+    # the torso's top outline, left to right: shoulder, V neckline, shoulder; rounded shoulders
     inner = np.array([
         [x_n - sw + r_x, y_s], [x_n - wn - 0.3 * bw, y_t + 0.04 * bh], [x_n - wn, y_t],
         [x_n, y_t + dip * bh], [x_n + wn, y_t], [x_n + wn + 0.3 * bw, y_t + 0.04 * bh],
@@ -345,8 +260,7 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
     bottom = y_t + 2.2 * bh
     torso = np.concatenate([outline, [[x_n + sw - 0.04 * bw, bottom],
                                       [x_n - sw + 0.04 * bw, bottom]]])
-    # keep the face above y_c, and below it the neck down to the outline (1 px under the
-    # torso's edge)
+    # keep the face above y_c, below it the neck down to 1 px under the torso's outline
     half = wn + 0.1 * bw
     xs = np.union1d(np.linspace(x_n - half, x_n + half, 33), [x_n])
     band = np.concatenate([np.stack([xs, np.interp(xs, outline[:, 0], outline[:, 1]) + 1.0], 1),
@@ -371,24 +285,13 @@ def _prepare_face(face: SourceFace, label_set: LabelSet, flip: bool, neck_drop: 
 
 
 # ---------------------------------------------------------------------------- resampling
-def _resize_area(a: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """``cv2.resize`` INTER_AREA of an H x W x C float32 array (OpenCV takes <= 4 channels)."""
-    if a.shape[2] <= 4:
-        out = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-        return out.reshape(out.shape[:2] + (a.shape[2],))
-    return np.concatenate([_resize_area(a[:, :, i:i + 4], size)
-                           for i in range(0, a.shape[2], 4)], axis=2)
-
-
 _LEVELS_PER_OCTAVE = 4  # pre-downscaled copies of a face: scales 2^(-k/4)
 
 
-def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int],
-          levels: Optional[dict] = None) -> np.ndarray:
-    """Resample an H x W x C float32 array (crop pixel coordinates) into ``dst_size`` (W, H)
-    through the 3 x 3 map ``crop_to_dst`` (crop pixel centres -> destination pixel centres):
-    area downscaling to the nearest scale 2^(-k/4) at or above the target scale, then bilinear
-    warping (a residual scale of 0.84-1). ``levels`` caches the downscaled copies by k."""
+def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int], levels: dict) -> np.ndarray:
+    """Resample an H x W x C float32 array into ``dst_size`` (W, H) through ``crop_to_dst`` (3 x 3,
+    pixel centres): area downscaling to the nearest scale 2^(-k/4) at or above the target scale
+    (cached in ``levels`` by k), then bilinear warping."""
     s = math.sqrt(abs(np.linalg.det(crop_to_dst[:2, :2])))
     h, w = a.shape[:2]
     m = crop_to_dst
@@ -396,28 +299,24 @@ def _warp(a: np.ndarray, crop_to_dst: np.ndarray, dst_size: Tuple[int, int],
     if k > 0:
         f = 2.0 ** (-k / _LEVELS_PER_OCTAVE)
         nw, nh = max(1, int(round(w * f))), max(1, int(round(h * f)))
-        if levels is None or k not in levels:
-            small = _resize_area(a, (nw, nh))
-            if levels is not None:
-                levels[k] = small
-        else:
-            small = levels[k]
-        a = small
+        if k not in levels:  # INTER_AREA takes at most 4 channels at a time
+            chunks = [cv2.resize(a[:, :, i:i + 4], (nw, nh), interpolation=cv2.INTER_AREA)
+                      for i in range(0, a.shape[2], 4)]
+            levels[k] = np.concatenate([c.reshape(nh, nw, -1) for c in chunks], axis=2)
+        a = levels[k]
         sx, sy = nw / w, nh / h
         # INTER_AREA maps pre-resized pixel centre u to source centre (u + 0.5) / s - 0.5
         pre_to_crop = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5],
                                 [0, 0, 1]])
         m = m @ pre_to_crop
-    out = cv2.warpAffine(a, m[:2].astype(np.float64), dst_size, flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.reshape(out.shape[:2] + (a.shape[2],))
+    return cv2.warpAffine(a, m[:2].astype(np.float64), dst_size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _jitter_colors(rgb: np.ndarray, cover: np.ndarray, gain: float, contrast: float,
                    saturation: float, hue: float, shade: np.ndarray) -> np.ndarray:
-    """Colour variation of a face (float32 H x W x 3 BGR 0..255, un-premultiplied): hue shift
-    (degrees), saturation and contrast factors (contrast about the face's mean), gain and a
-    per-pixel shading factor ``shade``."""
+    """Colour variation of a face (float32 H x W x 3 BGR 0..255, un-premultiplied): hue shift in
+    degrees, contrast about the face's mean, per-pixel shading factor ``shade``."""
     hsv = cv2.cvtColor(np.clip(rgb, 0, 255) / 255.0, cv2.COLOR_BGR2HSV)
     hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
     hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 1)
@@ -431,11 +330,9 @@ def _jitter_colors(rgb: np.ndarray, cover: np.ndarray, gain: float, contrast: fl
 # ---------------------------------------------------------------------------- videos
 @dataclass
 class FacePlacement:
-    """Where a source face is in one frame: ``source`` (index in the video's faces), ``flip``,
-    the anchor (source box centre) at ``(cx, cy)`` frame pixels, ``scale`` (frame pixels per
-    source pixel), ``angle`` (degrees, positive = clockwise on screen) and ``matrix`` (2 x 3:
-    source image pixel centres -> frame pixel centres, the flip included: what
-    ``cv2.warpAffine(source, matrix, (W, H))`` applies)."""
+    """Where face ``source`` (its index in the video) is in one frame: source box centre at ``(cx, cy)``
+    frame pixels, ``scale`` frame pixels per source pixel, ``angle`` degrees clockwise on screen,
+    ``matrix`` (2 x 3, flip included): what ``cv2.warpAffine(source image, matrix, (W, H))`` applies."""
 
     source: int
     flip: bool
@@ -468,30 +365,22 @@ class _Placed:
 
 
 class CompositeVideo(Scene):
-    """A video of real faces (``faces``, cut from datasets of ``label_set``) in the generator's
-    scenes; all random choices drawn from ``SeedSequence(seed_key)``, ``render(t)`` draws frame
-    ``t`` (deterministic, independent of the order frames are drawn in). ``photos`` and
-    ``photo_share``: real photo backgrounds (:class:`~.generator.Scene`, :mod:`.photos`)."""
+    """A video of real ``faces`` (of datasets of ``label_set``) in a :class:`~.generator.Scene`;
+    ``render(t)`` draws frame ``t``, independent of the order frames are drawn in."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  faces: Sequence[SourceFace], label_set: LabelSet,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
-        rng = self._rng
-        w, h, T = self.w, self.h, self.frames
-        self.label_set = label_set
+        rng, h, T = self._rng, self.h, self.frames
         names = [c.lower() for c in label_set.classes]
         self.cloth_id = names.index("cloth") if "cloth" in names else 0
-        self.body_ids = face_box_excluded_ids(label_set)
+        self.body = np.zeros(256, bool)  # label ids outside face boxes
+        self.body[list(face_box_excluded_ids(label_set))] = True
         n = len(faces)
         if not 1 <= n <= MAX_FACES:
             raise ValueError(f"a composite video holds 1..{MAX_FACES} faces, got {n}")
-        # sizes as the cartoon videos: face-box heights log-uniform from MIN_FACE_HEIGHT to most
-        # of the frame, small (far) faces painted first
-        max_box = 0.92 * h / (1.0 if n == 1 else n ** 0.5)
-        heights = np.exp(rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
-                                     math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
-        heights = np.sort(heights)
+        heights = np.sort(self._face_heights(n))  # small (far) faces painted first
         self.faces: List[_Placed] = []
         placed = []
         for i, face in enumerate(faces):
@@ -503,28 +392,11 @@ class CompositeVideo(Scene):
                                 shoulder_drop=rng.uniform(0.15, 0.3))
             src_h = float(cut.box[3] - cut.box[1])
             hb0 = heights[i]
-            hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
-                                0.95 * h))
-            c0 = c1 = None
-            for _ in range(25):
-                c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
-                c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
-                             [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
-                if all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
-                       and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q) for p0, p1, q in placed):
-                    break
-            placed.append((c0, c1, max(hb0, hb1)))
-            a0 = rng.uniform(-30, 30)
-            a1 = float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
-            s0, s1 = hb0 / src_h, hb1 / src_h
+            hb1, c0, c1, a0, a1 = self._place_face(hb0, placed)
+            cx, cy, scale, angle = self._motion(c0, c1, hb0 / src_h, hb1 / src_h, a0, a1)
             self.faces.append(_Placed(
-                face=face, cut=cut, flip=flip,
-                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.clip(smooth_track(rng, s0, s1, T, 0.03 * s0),
-                              MIN_FACE_HEIGHT / src_h, 0.95 * h / src_h),
-                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
-                              -MAX_ANGLE, MAX_ANGLE),
+                face=face, cut=cut, flip=flip, cx=cx, cy=cy,
+                scale=np.clip(scale, MIN_FACE_HEIGHT / src_h, 0.95 * h / src_h), angle=angle,
                 gain=smooth_track(rng, rng.uniform(0.7, 1.25), rng.uniform(0.7, 1.25), T, 0.03),
                 contrast=smooth_track(rng, rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3), T, 0.0),
                 saturation=smooth_track(rng, rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), T,
@@ -535,11 +407,8 @@ class CompositeVideo(Scene):
                 cloth_amp=float(rng.choice([0.0, 0.0, 0.12, 0.25])),
                 cloth_period=float(rng.uniform(0.06, 0.2)), cloth_dir=float(rng.uniform(0, np.pi)),
             ))
-        # occluders moving across a face
-        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
-            p = self.faces[int(rng.integers(n))]
-            hb = float(p.scale[0] * (p.cut.box[3] - p.cut.box[1]))
-            self.occluders.append(sample_occluder(rng, p.cx, p.cy, hb, T))
+        self._add_occluders([(p.cx, p.cy, float(p.scale[0] * (p.cut.box[3] - p.cut.box[1])))
+                             for p in self.faces])
 
     # ------------------------------------------------------------------ geometry
     def _crop_to_frame(self, p: _Placed, t: int) -> np.ndarray:
@@ -561,8 +430,7 @@ class CompositeVideo(Scene):
 
     # ------------------------------------------------------------------ drawing
     def _paint_face(self, image, label, owner, k: int, t: int):
-        """Paste face ``k`` at frame ``t``; returns ``(roi, mask)``: the frame region (a pair
-        of slices) around the face and the pixels of its box polygon there (bool), or None
+        """Paste face ``k`` at frame ``t``; returns the frame pixels of its box polygon (bool), or None
         when the face lies outside the frame."""
         p, cut = self.faces[k], self.faces[k].cut
         h, w = label.shape
@@ -603,10 +471,11 @@ class CompositeVideo(Scene):
         # the face box: the source box as a rotated rectangle in the frame
         bx0, by0, bx1, by1 = cut.box - 0.5
         quad = np.array([[bx0, by0, 1], [bx1, by0, 1], [bx1, by1, 1], [bx0, by1, 1]]) @ m[:2].T
-        in_box = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(in_box, [np.round((quad - [x0, y0]) * 16).astype(np.int32)], 1,
-                     cv2.LINE_8, 4)
-        return (slice(y0, y1), slice(x0, x1)), in_box.astype(bool)
+        in_roi = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(in_roi, [np.round((quad - [x0, y0]) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        in_box = np.zeros((h, w), bool)
+        in_box[y0:y1, x0:x1] = in_roi
+        return in_box
 
     def _paint_torso(self, image, label, owner, k: int, t: int) -> None:
         p = self.faces[k]
@@ -630,41 +499,24 @@ class CompositeVideo(Scene):
             col = col[None, None] * (1 + p.cloth_amp * stripes)[..., None]
         roi = image[y0:y1, x0:x1].astype(np.float32)
         image[y0:y1, x0:x1] = np.clip(np.round(roi * (1 - a) + col * a), 0, 255).astype(np.uint8)
-        inside = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(inside, [ipts], 1, cv2.LINE_8, 4)
-        inside = inside.astype(bool)
+        inside = cv2.fillPoly(np.zeros((h, w), np.uint8), [ipts], 1, cv2.LINE_8, 4).astype(bool)
         label[inside] = self.cloth_id
         owner[inside] = k if self.cloth_id else -1
 
     def render(self, t: int) -> FrameResult:
-        """Frame ``t`` (0-based): image before JPEG, label map (the source label set), owner
-        map (face index in painting order, -1 elsewhere), face boxes and the faces'
-        :class:`FacePlacement` (``poses``)."""
+        """Frame ``t``: image before JPEG, labels of the source set, owners, boxes and the faces'
+        :class:`FacePlacement` as ``poses``."""
         rng = self.frame_rng(t)
-        image = self.background_view(t)
-        label = np.zeros((self.h, self.w), np.uint8)
-        owner = np.full((self.h, self.w), -1, np.int16)
-        body = np.zeros(256, bool)
-        body[list(self.body_ids)] = True
+        image, label, owner = self._blank_maps(t)
         in_box, amodal = [], []
         for k in range(len(self.faces)):
-            box = self._paint_face(image, label, owner, k, t)
-            in_box.append(box)
-            amodal.append(0 if box is None else int(np.count_nonzero(
-                (owner[box[0]] == k) & box[1] & ~body[label[box[0]]])))
+            in_box.append(self._paint_face(image, label, owner, k, t))
+            amodal.append(0 if in_box[k] is None else int(np.count_nonzero(
+                (owner == k) & in_box[k] & ~self.body[label])))
             self._paint_torso(image, label, owner, k, t)
         self.paint_occluders(image, label, owner, t)
-        boxes, box_owner = [], []
-        for k in range(len(self.faces)):
-            if in_box[k] is None:
-                continue
-            roi, box_mask = in_box[k]
-            vis = np.zeros(label.shape, bool)
-            vis[roi] = (owner[roi] == k) & box_mask & ~body[label[roi]]
-            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
-                continue
-            boxes.append(visible_box(vis))
-            box_owner.append(k)
+        boxes, box_owner = self._boxes([None if box is None else (owner == k) & box & ~self.body[label]
+                                        for k, box in enumerate(in_box)], amodal)
         image = self.light_blur_noise(image.astype(np.float32), t, rng)
         poses = [self.placement(k, t) for k in range(len(self.faces))]
         return FrameResult(image, label, owner, boxes, box_owner, poses, amodal)

@@ -1,11 +1,7 @@
-"""Writing the synthetic datasets: presets, parameters, rendering the videos of
-:mod:`.generator` (cartoon people) and :mod:`.composite` (real faces) in worker processes, and
-writing them in the format of :mod:`qanet_d2.data.video_format`, once (a lock and a parameter
-record make a second call reuse a complete dataset).
-"""
+"""Writing the synthetic datasets (presets, parameter records, videos rendered in worker
+processes) in the format of :mod:`qanet_d2.data.video_format`."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import fcntl
 import json
@@ -23,40 +19,27 @@ from ..video_format import make_frame_record, write_face_video_json
 from .composite import COMPOSITE_TAG, COMPOSITE_VERSION, CompositeVideo, assign_source_faces, collect_source_faces
 from .generator import GENERATOR_VERSION, SPLIT_IDS, SPLITS, SyntheticVideo
 
-__all__ = [
-    "PRESETS",
-    "default_synthetic_root",
-    "generate_preset",
-    "generate_synthetic_dataset",
-    "preset_params",
-    "synthetic_dataset_present",
-]
+__all__ = ["PRESETS", "default_synthetic_root", "generate_preset", "generate_synthetic_dataset",
+           "preset_params", "synthetic_dataset_present"]
 
 logger = logging.getLogger(__name__)
 
 PRESETS: Dict[str, dict] = {
     # ~500 frames of 320x240; the quick-start dataset.
     "quickstart": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
-    # What face_synth_{train,val} generate on first use: identical to quickstart, so both
-    # commands produce (and reuse) the same files.
+    # What face_synth_{train,val} generate on first use: the quickstart's files.
     "default": dict(num_train_videos=40, num_val_videos=10, frames=10, size=(320, 240), seed=0),
     # For tests: 15 frames of 160x120.
     "tiny": dict(num_train_videos=3, num_val_videos=2, frames=3, size=(160, 120), seed=0),
-    # Real FASSEG faces in the generator's scenes (face_composite_fasseg_{train,test}): the
-    # train split cuts faces from FASSEG's train photos except the multipose photos of the two
-    # people held out for per-pose numbers (fasseg_multipose_dev_val), the test split from its
-    # frontal test photos only (to evaluate on real faces at every size; never train on it).
-    # Frames of the cartoon sets' size, so that one INPUT configuration serves both in a mixed
-    # training; short videos, so that every source face appears (~215 faces for the 150 train
-    # photos, ~55 for the 50 test photos) in ~620 frames, generated in ~20 s on 2 cores.
+    # Real FASSEG faces (face_composite_fasseg_{train,test}; datasets/README.md): train faces
+    # without the people of fasseg_multipose_dev_val, test faces only from the frontal test
+    # photos (never train on them).
     "composite_fasseg": dict(
         num_train_videos=100, num_val_videos=0, num_test_videos=24, frames=5, size=(320, 240),
         seed=0, face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train"),
                              "test": ("fasseg_frontal_test",)}),
-    # The same faces over real photos without people (face_composite_fasseg_photos_train;
-    # :mod:`.photos`), so that real clutter is learned as background: another seed (other
-    # placements than face_composite_fasseg_train), more and shorter videos (more
-    # backgrounds), train split only (the photos are the same in every split).
+    # The same faces over real photos without people (face_composite_fasseg_photos_train):
+    # another seed (other placements), more and shorter videos, train split only.
     "composite_fasseg_photos": dict(
         num_train_videos=150, num_val_videos=0, frames=4, size=(320, 240), seed=1,
         face_source={"train": ("fasseg_frontal_train", "fasseg_multipose_dev_train")},
@@ -66,18 +49,11 @@ PRESETS: Dict[str, dict] = {
 
 # ---------------------------------------------------------------------------- datasets
 def default_synthetic_root(preset: str = "default") -> str:
-    """``$DETECTRON2_DATASETS/face_synth`` (quickstart and default),
-    ``$DETECTRON2_DATASETS/face_<preset>`` for the composite presets (``composite_*``) or
-    ``$DETECTRON2_DATASETS/face_synth_<preset>`` for other presets; DETECTRON2_DATASETS
-    defaults to ``./datasets`` (read now, relative to the current directory)."""
-    base = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
-    if preset in ("default", "quickstart"):
-        name = "face_synth"
-    elif preset.startswith("composite_"):
-        name = f"face_{preset}"
-    else:
-        name = f"face_synth_{preset}"
-    return os.path.join(base, name)
+    """``$DETECTRON2_DATASETS/`` (default ``./datasets``, read now) + ``face_synth`` (quickstart
+    and default), ``face_<preset>`` (``composite_*``) or ``face_synth_<preset>``."""
+    name = ("face_synth" if preset in ("default", "quickstart")
+            else f"face_{preset}" if preset.startswith("composite_") else f"face_synth_{preset}")
+    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), name)
 
 
 def preset_params(preset: str) -> dict:
@@ -87,29 +63,23 @@ def preset_params(preset: str) -> dict:
     return copy.deepcopy(PRESETS[preset])
 
 
-def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, Optional[List[str]]]:
-    """``{split: source dataset names or None (cartoon people)}`` of the splits to write, in
-    the order train, val, test."""
-    if face_source is None:
-        return {s: None for s in SPLITS if s != "test" or counts["test"] > 0}
-    if isinstance(face_source, str):
-        face_source = [face_source]
-    if isinstance(face_source, Mapping):
-        unknown = sorted(set(face_source) - set(SPLITS))
-        if unknown:
-            raise ValueError(f"face_source: unknown split(s) {unknown}; splits are {SPLITS}")
-        out = {}
-        for split in SPLITS:
-            if split in face_source:
-                if counts[split] < 1:
-                    raise ValueError(f"face_source names faces for split '{split}' but its "
-                                     f"number of videos is {counts[split]}")
-                out[split] = [str(n) for n in face_source[split]]
-            elif counts[split] > 0:
-                raise ValueError(f"split '{split}' has {counts[split]} videos but face_source "
-                                 f"names no faces for it")
-    else:
-        out = {s: [str(n) for n in face_source] for s in SPLITS if counts[s] > 0}
+def _split_sources(counts: Dict[str, int], face_source) -> Dict[str, List[str]]:
+    """``{split: source dataset names}`` of the splits to write, in the order train, val, test."""
+    if not isinstance(face_source, Mapping):
+        face_source = {s: face_source for s in SPLITS if counts[s] > 0}
+    unknown = sorted(set(face_source) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"face_source: unknown split(s) {unknown}; splits are {SPLITS}")
+    out = {}
+    for split in SPLITS:
+        if split in face_source:
+            if counts[split] < 1:
+                raise ValueError(f"face_source names faces for split '{split}' but its "
+                                 f"number of videos is {counts[split]}")
+            out[split] = [str(n) for n in face_source[split]]
+        elif counts[split] > 0:
+            raise ValueError(f"split '{split}' has {counts[split]} videos but face_source "
+                             f"names no faces for it")
     if not out or any(not names for names in out.values()):
         raise ValueError(f"face_source needs at least one dataset name for a split with videos, "
                          f"got {face_source!r} for videos {counts}")
@@ -128,11 +98,9 @@ def params_record(num_train_videos, num_val_videos, frames, size, seed, num_test
     if num_test_videos:
         rec["num_test_videos"] = int(num_test_videos)
     if face_source is not None:
-        counts = {"train": rec["num_train_videos"], "val": rec["num_val_videos"],
-                  "test": int(num_test_videos)}
         del rec["label_set"]  # the face sources' set, recorded in params.json
         rec["composite_version"] = COMPOSITE_VERSION
-        rec["face_source"] = _split_sources(counts, face_source)
+        rec["face_source"] = _split_sources(_counts(rec), face_source)
     share = float(photo_backgrounds or 0.0)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"photo_backgrounds is the share of videos with a photo background, "
@@ -146,6 +114,11 @@ def params_record(num_train_videos, num_val_videos, frames, size, seed, num_test
     return rec
 
 
+def _counts(params: dict) -> Dict[str, int]:
+    return {"train": params["num_train_videos"], "val": params["num_val_videos"],
+            "test": params.get("num_test_videos", 0)}
+
+
 def _record_splits(params: dict) -> List[str]:
     """The splits a dataset with these parameters holds."""
     if "face_source" in params:
@@ -154,55 +127,34 @@ def _record_splits(params: dict) -> List[str]:
 
 
 def _render_video(args) -> dict:
-    """Render and write one video (runs in worker processes); returns its JSON entry.
-    ``composite`` is None (cartoon people) or ``(source faces, label set)``; ``photos`` is
-    None or ``(share, [(name, path)])`` of the photo backgrounds."""
+    """Render and write one video (in a worker process); returns its JSON entry. ``composite``:
+    None or ``(source faces, label set)``; ``photos``: the video's photo-background arguments."""
     out_root, split, index, seed, frames, w, h, n_videos, composite, photos = args
     video_id = f"{split}_{index:04d}"
-    bg = {} if photos is None else dict(photo_share=photos[0], photos=photos[1])
     if composite is None:
         # Coverage of the rare classes in every split: the first video's front person wears
         # glasses and talks from frame 0, the second's (or the first's) wears a hat.
         vid = SyntheticVideo([seed, SPLIT_IDS[split], index], w, h, frames,
                              force_glasses=index == 0, force_open_mouth=index == 0,
-                             force_hat=index == min(1, n_videos - 1), **bg)
+                             force_hat=index == min(1, n_videos - 1), **photos)
     else:
         faces, label_set = composite
         vid = CompositeVideo([seed, SPLIT_IDS[split], index, COMPOSITE_TAG], w, h, frames,
-                             faces, label_set, **bg)
-    img_dir = os.path.join(out_root, "images", video_id)
-    lab_dir = os.path.join(out_root, "labels", video_id)
-    inst_dir = os.path.join(out_root, "instances", video_id)
-    for d in (img_dir, lab_dir, inst_dir):
-        os.makedirs(d, exist_ok=True)
+                             faces, label_set, **photos)
+    for kind in ("images", "labels", "instances"):
+        os.makedirs(os.path.join(out_root, kind, video_id), exist_ok=True)
     records = []
     for t in range(frames):
         fr = vid.render(t)
         img_rel = f"images/{video_id}/{t:05d}.jpg"
         lab_rel = f"labels/{video_id}/{t:05d}.png"
         inst_rel = f"instances/{video_id}/{t:05d}.png"
-        if not cv2.imwrite(os.path.join(out_root, img_rel), fr.image,
-                           [cv2.IMWRITE_JPEG_QUALITY, vid.jpeg_quality]):
-            raise OSError(f"cannot write {os.path.join(out_root, img_rel)}")
-        if not cv2.imwrite(os.path.join(out_root, lab_rel), fr.label):
-            raise OSError(f"cannot write {os.path.join(out_root, lab_rel)}")
-        if not cv2.imwrite(os.path.join(out_root, inst_rel), fr.instance_map()):
-            raise OSError(f"cannot write {os.path.join(out_root, inst_rel)}")
+        for rel, array, flags in ((img_rel, fr.image, [cv2.IMWRITE_JPEG_QUALITY, vid.jpeg_quality]),
+                                  (lab_rel, fr.label, []), (inst_rel, fr.instance_map(), [])):
+            if not cv2.imwrite(os.path.join(out_root, rel), array, flags):
+                raise OSError(f"cannot write {os.path.join(out_root, rel)}")
         records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes, inst_rel))
     return {"video_id": video_id, "frames": records}
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-    """Exclusive ``fcntl`` lock on ``path`` (created if needed) for concurrent generators
-    (several training processes starting at once)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _read_params(root: str) -> Optional[dict]:
@@ -220,15 +172,10 @@ def _is_complete(root: str, params: dict) -> bool:
                     for s in _record_splits(params)))
 
 
-def synthetic_dataset_present(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
-                              frames: int = 10, size: Tuple[int, int] = (320, 240),
-                              seed: int = 0, num_test_videos: int = 0,
-                              face_source=None, photo_backgrounds: float = 0.0) -> bool:
-    """Whether ``root`` holds a complete dataset generated with exactly these parameters
-    (what :func:`generate_synthetic_dataset` would leave untouched)."""
-    params = params_record(num_train_videos, num_val_videos, frames, size, seed,
-                            num_test_videos, face_source, photo_backgrounds)
-    return _is_complete(os.path.abspath(os.path.expanduser(root)), params)
+def synthetic_dataset_present(root: str, **params) -> bool:
+    """Whether ``root`` holds a complete dataset generated with exactly these parameters (those
+    of :func:`generate_synthetic_dataset`, which would leave it untouched)."""
+    return _is_complete(os.path.abspath(os.path.expanduser(root)), params_record(**params))
 
 
 def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_videos: int = 10,
@@ -239,35 +186,20 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                                                   Mapping[str, Sequence[str]]] = None,
                                photo_backgrounds: float = 0.0,
                                ) -> Dict[str, str]:
-    """Generate the synthetic dataset under ``root`` (idempotent).
-
-    If ``root/params.json`` records the same parameters and every split JSON exists, nothing is
-    done. If ``root`` holds a dataset with other parameters, ``force=True`` replaces it,
-    otherwise a ValueError says so. A directory that is not a dataset of this generator is
-    never deleted. Generation happens in ``<root>.tmp-<pid>`` and is renamed into place, under
-    an exclusive lock on ``<parent of root>/.locks/<root name>.lock``, so concurrent callers
-    do not collide.
+    """Generate the synthetic dataset under ``root``, or reuse the one there with the same
+    parameters; one with other parameters is replaced only with ``force``, a directory of anything
+    else never. Written to ``<root>.tmp-<pid>`` and renamed, under ``<parent>/.locks/<name>.lock``.
 
     Args:
-        size: ``(width, height)`` in pixels.
-        workers: processes rendering videos in parallel (results do not depend on it).
-        num_test_videos: videos of a ``test`` split (none by default).
-        face_source: None for cartoon people (label set ``synthetic``; splits train and val,
-            plus test when ``num_test_videos`` > 0). Otherwise real faces cut from registered
-            datasets (:mod:`.composite`; the frames' labels are in the sources' label set): a
-            list of dataset names used by every split that has videos, or a mapping
-            ``{split: [dataset names]}`` naming the sources of each split (exactly the splits
-            that have videos are written). All sources must share one label set.
-        photo_backgrounds: share (0..1) of the videos, drawn per video, whose background is a
-            crop of a real photo without people (:mod:`.photos`: read from the installed
-            scikit-image and matplotlib; the names used are recorded in ``params.json``)
-            instead of the generator's textures; 0 (the default) keeps the textures.
+        size: ``(width, height)`` in pixels; ``workers``: processes (the output does not depend on it).
+        face_source: None for cartoon people; else registered datasets whose faces are composited
+            (their label set): names for every split with videos, or ``{split: [names]}``.
+        photo_backgrounds: share (0..1) of the videos over a real photo (:mod:`.photos`).
     Returns:
-        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) for every split
-        written (``train`` and ``val`` for cartoon sets).
+        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) of the splits written.
     Raises:
-        ValueError: invalid parameters, a foreign directory at ``root``, another dataset there
-            (without ``force``), sources of different label sets.
+        ValueError: invalid parameters, a foreign directory or (without ``force``) another dataset
+            at ``root``, sources of different label sets.
         KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
     """
     root = os.path.abspath(os.path.expanduser(root))
@@ -284,33 +216,32 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
     if not force and _is_complete(root, params):
         return paths
     lock = os.path.join(os.path.dirname(root), ".locks", os.path.basename(root) + ".lock")
-    with _file_lock(lock):
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a+") as lock_file:
+        # several processes (e.g. training workers) may start at once; released on close
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
         if _is_complete(root, params) and not force:
             return paths
         if os.path.exists(root):
             rec = _read_params(root)
             if rec is None or rec.get("params", {}).get("generator") != params["generator"]:
                 if os.listdir(root):
-                    raise ValueError(
-                        f"refusing to write the synthetic dataset into {root}: the directory "
-                        f"exists and is not a dataset of this generator (no params.json)")
+                    raise ValueError(f"refusing to write the synthetic dataset into {root}: the directory exists "
+                                     f"and is not a dataset of this generator (no params.json)")
             elif not force:
-                raise ValueError(
-                    f"{root} holds a synthetic dataset with other parameters "
-                    f"({rec.get('params')}); pass force=True (--force) to replace it, or "
-                    f"choose another root")
-        counts = {"train": params["num_train_videos"], "val": params["num_val_videos"],
-                  "test": int(num_test_videos)}
+                raise ValueError(f"{root} holds a synthetic dataset with other parameters ({rec.get('params')}); "
+                                 f"pass force=True (--force) to replace it, or choose another root")
+        counts = _counts(params)
         label_set, composite = SYNTHETIC, {s: None for s in splits}
         record = {"params": params}
         if "face_source" in params:
             label_set, composite, record = _resolve_face_sources(params, counts)
-        photos = None
+        photos = {}
         if "photo_backgrounds" in params:
             from .photos import available_background_photos
 
             pb = params["photo_backgrounds"]
-            photos = (pb["share"], available_background_photos(pb["photos"]))
+            photos = dict(photo_share=pb["share"], photos=available_background_photos(pb["photos"]))
         start = time.perf_counter()
         tmp = f"{root}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -328,8 +259,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                 videos = [_render_video(j) for j in all_jobs]
             pos = 0
             for split in splits:
-                extra = (None if composite[split] is None
-                         else {"face_source": params["face_source"][split]})
+                extra = None if composite[split] is None else {"face_source": params["face_source"][split]}
                 write_face_video_json(os.path.join(tmp, f"{split}.json"), label_set,
                                       videos[pos:pos + counts[split]], extra=extra)
                 pos += counts[split]
@@ -342,10 +272,10 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in "
-                "%.1f s", "composite" if "face_source" in params else "synthetic", root,
-                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"],
-                params["width"], params["height"], seconds)
+    logger.info("Generated %s face-video dataset at %s: %s videos x %d frames of %dx%d in %.1f s",
+                "composite" if "face_source" in params else "synthetic", root,
+                "+".join(f"{counts[s]} {s}" for s in splits), params["frames"], params["width"], params["height"],
+                seconds)
     return paths
 
 
@@ -368,11 +298,9 @@ def _resolve_face_sources(params: dict, counts: Dict[str, int]):
     return label_set, composite, record
 
 
-def generate_preset(preset: str, root: Optional[str] = None, force: bool = False,
-                    workers: int = 1, **overrides) -> Dict[str, str]:
-    """:func:`generate_synthetic_dataset` with a preset's parameters (``overrides`` replace
-    them); ``root`` defaults to :func:`default_synthetic_root`."""
+def generate_preset(preset: str, root: Optional[str] = None, **overrides) -> Dict[str, str]:
+    """:func:`generate_synthetic_dataset` with a preset's parameters, replaced by the ``overrides``
+    that are not None; ``root`` defaults to :func:`default_synthetic_root`."""
     kw = preset_params(preset)
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return generate_synthetic_dataset(root or default_synthetic_root(preset), force=force,
-                                      workers=workers, **kw)
+    return generate_synthetic_dataset(root or default_synthetic_root(preset), **kw)

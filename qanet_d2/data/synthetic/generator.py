@@ -1,61 +1,18 @@
-"""Deterministic generator of synthetic face-parsing VIDEO datasets: cartoon people (label set
-``"synthetic"``), or real labelled faces cut from registered datasets and composited into the
-same scenes (``face_source``; label set of the faces' dataset; see :mod:`.composite`).
+"""Deterministic renderer of the synthetic face-parsing videos of cartoon people (label set
+``"synthetic"``; content: datasets/README.md).
 
-Every video has ``frames`` frames of ``width x height`` pixels showing 1-4 cartoon people whose
-faces move smoothly (translation, scale, in-plane rotation within +-40 degrees, a little yaw),
-talk (the inner mouth shows when the mouth opens), blink, wear glasses or a hat sometimes, and
-overlap each other (painting order = depth). Textured backgrounds pan slowly, lighting drifts,
-and moving blobs occlude parts of faces. Part colours vary per person (skin tone, hair colour,
-lipstick, clothes), with texture, blur, noise and JPEG compression, so that parts are
-learnable but not trivially separable by colour.
-
-Geometry is drawn with polygons at 1/16-pixel precision: antialiased into the image, without
-antialiasing into the label map (nearest), so labels and image align. Left/right pairs are
-drawn with mirrored geometry and identical colours, so only position tells them apart:
-``l_*`` is the PERSON's left, i.e. the IMAGE RIGHT side of an unflipped frontal face.
-
-Face boxes (``"faces"`` of the JSON) are the bounding box of all VISIBLE pixels of one person
-except ``neck`` and ``cloth`` (so skin, hair, ears, facial parts, glasses and hat), after
-occlusion by other faces and occluders, in XYXY_ABS pixel-edge coordinates. A person with
-fewer than ``MIN_VISIBLE_PIXELS`` visible pixels or less than ``MIN_VISIBLE_FRACTION`` of their
-unoccluded in-frame area gets no box (their pixels remain labelled).
-
-Face-instance maps (``instances/<video>/<frame>.png``, the JSON's ``instance_file``) give the
-face of every pixel: k + 1 for the person of box k, all of their visible labelled pixels
-(neck and cloth included, as a person instance owns all its parts in the human-parsing
-benchmarks), 0 for background, occluders and persons without a box.
-
-Real faces (``generate_synthetic_dataset(..., face_source=[dataset names])``, preset
-``composite_fasseg``): each video places 1-4 faces cut out of the source dataset's photos along
-their labels (a torso painted under the neck, rounded cuts where a photo's edge crops the head)
-at the cartoon faces' sizes, rotations and motion, flipped half of the time with the set's flip
-pairs swapped, their colours varied, over the same backgrounds with the same occluders and
-photometric steps. Labels are the source's (one label set per dataset); occluders and torsos
-are background (torsos are ``cloth`` in a set with that class). Boxes are the source's own face
-box transformed with the face, clipped to its visible pixels, with the same visibility rule;
-instance maps as above.
-
-Photo backgrounds (``photo_backgrounds=share``, preset ``composite_fasseg_photos``): that
-share of the videos shows a crop of a real photo without people (scikit-image's and
-matplotlib's sample photos, :mod:`.photos`) as its background instead of the textures.
-
-Splits: ``train`` and ``val`` (cartoon sets always write both), plus ``test`` with
-``num_test_videos``; with ``face_source`` as a mapping ``{split: [names]}`` each split takes its
-faces from its own sources (e.g. real test faces only in the test split).
-
-Randomness comes from ``numpy.random.SeedSequence([seed, split, video, ...])``: the output does
-not depend on the order or the number of worker processes used. Composite videos append a tag
-to the key (they never share a cartoon video's random stream), and the faces of each video are
-drawn in the parent process from the split's key.
+Polygons are drawn at 1/16-pixel precision, antialiased into the image and nearest into the
+labels. Left/right pairs have mirrored geometry and identical colours: ``l_*`` is the PERSON's
+left, i.e. the IMAGE RIGHT of an unflipped frontal face. A face box is the XYXY_ABS pixel-edge
+box of a face's visible pixels except neck and cloth; a face with fewer than
+``MIN_VISIBLE_PIXELS`` of them or less than ``MIN_VISIBLE_FRACTION`` of its unoccluded area gets
+none. Randomness comes from ``SeedSequence([seed, split, video, ...])``: the output does not
+depend on the order or number of worker processes.
 """
 from __future__ import annotations
 
-import copy
-import logging
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -63,22 +20,14 @@ import numpy as np
 
 from ...structures.label_sets import SYNTHETIC
 
-__all__ = [
-    "GENERATOR_VERSION",
-    "FaceStyle",
-    "FacePose",
-    "Scene",
-    "SyntheticVideo",
-    "draw_face",
-    "sample_face_style",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["GENERATOR_VERSION", "FaceStyle", "FacePose", "Scene", "SyntheticVideo", "draw_face",
+           "sample_face_style"]
 
 GENERATOR_VERSION = 1
 MIN_VISIBLE_PIXELS = 12
 MIN_VISIBLE_FRACTION = 0.15
 MAX_FACES = 4
+FACE_COUNT_P = (0.35, 0.3, 0.2, 0.15)  # probabilities of 1..MAX_FACES faces in a video
 MIN_FACE_HEIGHT = 24.0  # pixels, of the face box (hair top to chin) of an unoccluded face
 MAX_ANGLE = 40.0  # degrees of in-plane rotation
 # Appended to a video's seed key for the draws of its photo background (:mod:`.photos`).
@@ -101,10 +50,6 @@ def _scale_color(c, f) -> Tuple[float, float, float]:
     return tuple(float(np.clip(v * f, 0, 255)) for v in c)
 
 
-def _mix(a, b, t) -> Tuple[float, float, float]:
-    return tuple(float(np.clip(x * (1 - t) + y * t, 0, 255)) for x, y in zip(a, b))
-
-
 def _ellipse(cx, cy, ax, ay, rot=0.0, n=40, t0=0.0, t1=2 * math.pi) -> np.ndarray:
     t = np.linspace(t0, t1, n, endpoint=(t1 - t0) < 2 * math.pi - 1e-6)
     x, y = ax * np.cos(t), ay * np.sin(t)
@@ -113,19 +58,15 @@ def _ellipse(cx, cy, ax, ay, rot=0.0, n=40, t0=0.0, t1=2 * math.pi) -> np.ndarra
 
 
 def _mirror(poly: np.ndarray) -> np.ndarray:
-    out = poly.copy()
-    out[:, 0] = -out[:, 0]
-    return out[::-1]
+    return (poly * [-1.0, 1.0])[::-1]
 
 
 # ---------------------------------------------------------------------------- people
 @dataclass
 class FaceStyle:
-    """Appearance of one person (constant over a video). Colours are BGR floats 0..255.
-
-    Canonical face coordinates: unit = half the height of the skin ellipse, origin at its
-    centre, x towards IMAGE RIGHT (= the person's left) and y down for an upright face.
-    """
+    """Appearance of one person (constant over a video), colours BGR 0..255. Canonical face
+    coordinates: unit = half the skin ellipse's height, origin at its centre, x towards IMAGE RIGHT
+    (the person's left), y down."""
 
     skin: Tuple[float, float, float]
     hair: Tuple[float, float, float]
@@ -155,11 +96,9 @@ class FaceStyle:
 
 @dataclass
 class FacePose:
-    """Where a face is in one frame: ``(cx, cy)`` image position (pixels) of the skin-ellipse
-    centre, ``scale`` pixels per canonical unit, ``angle`` in-plane rotation in degrees
-    (positive = clockwise on screen, i.e. +x axis rotated towards +y), ``yaw`` in [-0.3, 0.3]
-    (features shift sideways), ``mouth_open`` (canonical units), ``eye_open`` (0..1), ``gaze``
-    (iris offset, -1..1)."""
+    """Where a face is in one frame: skin-ellipse centre ``(cx, cy)`` in pixels, ``scale`` pixels
+    per canonical unit, ``angle`` degrees clockwise on screen, ``yaw`` in [-0.3, 0.3],
+    ``mouth_open`` in canonical units, ``eye_open`` 0..1, ``gaze`` (iris offset) -1..1."""
 
     cx: float
     cy: float
@@ -211,67 +150,44 @@ def sample_face_style(rng: np.random.Generator) -> FaceStyle:
         sclera=_rgb2bgr(sclera_rgb), cloth=_rgb2bgr(cloth_rgb), cloth2=_rgb2bgr(cloth2_rgb),
         hat_color=_rgb2bgr(hat_rgb), glasses_color=_rgb2bgr(glasses_rgb),
         hair_style=_pick(rng, ["none", "short", "long"], p=[0.06, 0.54, 0.4]),
-        aspect=float(rng.uniform(0.68, 0.82)),
-        eye_size=float(rng.uniform(0.85, 1.2)),
-        brow_thickness=float(rng.uniform(0.04, 0.08)),
-        brow_lift=float(rng.uniform(-0.03, 0.04)),
-        nose_size=float(rng.uniform(0.85, 1.15)),
-        mouth_width=float(rng.uniform(0.2, 0.3)),
-        lip_thickness=float(rng.uniform(0.05, 0.09)),
-        ear_size=float(rng.uniform(0.85, 1.15)),
-        fringe=float(rng.uniform(-0.78, -0.48)),
-        fringe_tilt=float(rng.uniform(-0.15, 0.15)),
-        glasses=bool(rng.uniform() < 0.25),
-        hat=bool(rng.uniform() < 0.18),
-        lipstick=lipstick,
-    )
-
-
-class _Canvas:
-    """The image (BGR uint8), label map (uint8) and owner map (int16: index of the person who
-    painted a pixel, -1 = background/occluder) of one frame, plus a scratch mask."""
-
-    def __init__(self, image: np.ndarray):
-        h, w = image.shape[:2]
-        self.image = image
-        self.label = np.zeros((h, w), np.uint8)
-        self.owner = np.full((h, w), -1, np.int16)
-        self.scratch = np.zeros((h, w), np.uint8)
+        aspect=float(rng.uniform(0.68, 0.82)), eye_size=float(rng.uniform(0.85, 1.2)),
+        brow_thickness=float(rng.uniform(0.04, 0.08)), brow_lift=float(rng.uniform(-0.03, 0.04)),
+        nose_size=float(rng.uniform(0.85, 1.15)), mouth_width=float(rng.uniform(0.2, 0.3)),
+        lip_thickness=float(rng.uniform(0.05, 0.09)), ear_size=float(rng.uniform(0.85, 1.15)),
+        fringe=float(rng.uniform(-0.78, -0.48)), fringe_tilt=float(rng.uniform(-0.15, 0.15)),
+        glasses=bool(rng.uniform() < 0.25), hat=bool(rng.uniform() < 0.18), lipstick=lipstick)
 
 
 class _FaceDrawer:
-    """Draws one face: canonical polygons -> image pixels with the pose's similarity
-    transform; every labelled polygon is painted into image, label, owner and (for the face
-    region, i.e. not neck/cloth) the scratch mask used to measure the unoccluded area."""
+    """Draws one face (canonical polygons through the pose's similarity transform) into ``image``,
+    ``label``, ``owner`` and, outside neck and cloth, ``scratch`` (the unoccluded area)."""
 
-    def __init__(self, canvas: _Canvas, owner_id: int, style: FaceStyle, pose: FacePose):
-        self.cv = canvas
-        self.oid = owner_id
-        self.st = style
-        self.pose = pose
+    def __init__(self, image, label, owner, scratch, owner_id: int, style: FaceStyle, pose: FacePose):
+        self.image, self.label, self.owner, self.scratch = image, label, owner, scratch
+        self.oid, self.st, self.pose = owner_id, style, pose
         a = math.radians(pose.angle)
         s = pose.scale
-        self.m = np.array([[s * math.cos(a), -s * math.sin(a)],
-                           [s * math.sin(a), s * math.cos(a)]])
+        self.m = np.array([[s * math.cos(a), -s * math.sin(a)], [s * math.sin(a), s * math.cos(a)]])
         self.t = np.array([pose.cx, pose.cy])
 
     def xf(self, pts: np.ndarray) -> np.ndarray:
         p = np.asarray(pts, dtype=np.float64) @ self.m.T + self.t
         return np.round(p * 16).astype(np.int32)
 
-    def paint(self, polys, label: Optional[int], color, image_only=False):
+    def paint(self, polys, label: Optional[int], color):
+        """Fill ``polys`` with ``color`` in the image and, unless ``label`` is None, in the maps."""
         pts = [self.xf(p) for p in polys]
-        cv2.fillPoly(self.cv.image, pts, color, cv2.LINE_AA, 4)
-        if image_only:
+        cv2.fillPoly(self.image, pts, color, cv2.LINE_AA, 4)
+        if label is None:
             return
-        cv2.fillPoly(self.cv.label, pts, int(label), cv2.LINE_8, 4)
-        cv2.fillPoly(self.cv.owner, pts, int(self.oid), cv2.LINE_8, 4)
+        cv2.fillPoly(self.label, pts, int(label), cv2.LINE_8, 4)
+        cv2.fillPoly(self.owner, pts, int(self.oid), cv2.LINE_8, 4)
         if label not in _BODY:
-            cv2.fillPoly(self.cv.scratch, pts, 1, cv2.LINE_8, 4)
+            cv2.fillPoly(self.scratch, pts, 1, cv2.LINE_8, 4)
 
     def line(self, pts, color, thickness_units):
         th = max(1, int(round(thickness_units * self.pose.scale)))
-        cv2.polylines(self.cv.image, [self.xf(pts)], False, color, th, cv2.LINE_AA, 4)
+        cv2.polylines(self.image, [self.xf(pts)], False, color, th, cv2.LINE_AA, 4)
 
     # ------------------------------------------------------------------ the face
     def draw(self):
@@ -283,13 +199,11 @@ class _FaceDrawer:
         # 1. hair behind the head
         if st.hair_style != "none":
             if st.hair_style == "long":
-                back = [_ellipse(0, -0.1, ax + 0.12, 1.05)]
+                back = [_ellipse(0, -0.1, ax + 0.12, 1.05),
+                        np.array([[-(ax + 0.14), -0.1], [ax + 0.14, -0.1], [ax + 0.2, 1.35],
+                                  [ax - 0.05, 1.5], [-(ax - 0.05), 1.5], [-(ax + 0.2), 1.35]])]
             else:
                 back = [_ellipse(0, -0.22, ax + 0.1, 0.92)]
-            if st.hair_style == "long":
-                back.append(np.array([[-(ax + 0.14), -0.1], [ax + 0.14, -0.1],
-                                      [ax + 0.2, 1.35], [ax - 0.05, 1.5],
-                                      [-(ax - 0.05), 1.5], [-(ax + 0.2), 1.35]]))
             self.paint(back, C["hair"], st.hair)
         # 2. neck (below and behind the chin)
         nw = 0.36 * ax / 0.76
@@ -305,19 +219,16 @@ class _FaceDrawer:
         for side, lab in ((1, C["l_ear"]), (-1, C["r_ear"])):
             shrink = float(np.clip(1.0 - 1.6 * yaw * side, 0.35, 1.2))
             ex = side * (ax - 0.02 + 0.06 * shrink)
-            ear = _ellipse(ex, 0.02, 0.11 * st.ear_size * shrink, 0.2 * st.ear_size,
-                           rot=side * 0.15)
+            ear = _ellipse(ex, 0.02, 0.11 * st.ear_size * shrink, 0.2 * st.ear_size, rot=side * 0.15)
             self.paint([ear], lab, _scale_color(st.skin, 0.9))
             inner = _ellipse(ex + side * 0.02, 0.02, 0.05 * st.ear_size * shrink,
                              0.12 * st.ear_size, rot=side * 0.15)
-            self.paint([inner], None, _scale_color(st.skin, 0.72), image_only=True)
+            self.paint([inner], None, _scale_color(st.skin, 0.72))
         # 5. skin: stepped shading (darker rim) painted inside the labelled ellipse
         face = _ellipse(0, 0, ax, 1.0, n=56)
         self.paint([face], C["skin"], _scale_color(st.skin, 0.86))
-        self.paint([_ellipse(fx * 0.5, -0.03, ax * 0.88, 0.9, n=48)], None,
-                   _scale_color(st.skin, 0.95), image_only=True)
-        self.paint([_ellipse(fx * 0.8, -0.08, ax * 0.66, 0.7, n=40)], None,
-                   _scale_color(st.skin, 1.03), image_only=True)
+        self.paint([_ellipse(fx * 0.5, -0.03, ax * 0.88, 0.9, n=48)], None, _scale_color(st.skin, 0.95))
+        self.paint([_ellipse(fx * 0.8, -0.08, ax * 0.66, 0.7, n=40)], None, _scale_color(st.skin, 1.03))
         # 6. nose
         ns = st.nose_size
         nx = fx * 1.4
@@ -328,10 +239,9 @@ class _FaceDrawer:
                                [nx + 0.07 * ns, 0.31], [nx + 0.02, 0.29]])
         if yaw < 0:
             side_shade = _mirror(side_shade - [nx, 0]) + [nx, 0]
-        self.paint([side_shade], None, _scale_color(st.skin, 0.82), image_only=True)
+        self.paint([side_shade], None, _scale_color(st.skin, 0.82))
         for s in (-1, 1):
-            self.paint([_ellipse(nx + s * 0.045 * ns, 0.275, 0.028 * ns, 0.017)], None,
-                       _scale_color(st.skin, 0.45), image_only=True)
+            self.paint([_ellipse(nx + s * 0.045 * ns, 0.275, 0.028 * ns, 0.017)], None, _scale_color(st.skin, 0.45))
         # 7. brows (mirrored geometry, same colour)
         xs = np.linspace(0.1, 0.5, 9)
         u = (xs - 0.1) / 0.4
@@ -347,17 +257,16 @@ class _FaceDrawer:
         eb = 0.062 * st.eye_size * float(np.clip(pose.eye_open, 0.15, 1.0))
         lens_a, lens_b = 0.2 * st.eye_size, 0.145 * st.eye_size
         if st.glasses:
+            tint = tuple(float(np.clip(x * 0.75 + y * 0.25, 0, 255)) for x, y in zip(st.skin, (235, 225, 215)))
             for side in (1, -1):
-                lens = _ellipse(side * ex0 + fx, ey, lens_a, lens_b, n=36)
-                self.paint([lens], C["eye_g"], _mix(st.skin, (235, 225, 215), 0.25))
+                self.paint([_ellipse(side * ex0 + fx, ey, lens_a, lens_b, n=36)], C["eye_g"], tint)
         for side, lab in ((1, C["l_eye"]), (-1, C["r_eye"])):
             cx = side * ex0 + fx
             self.paint([_ellipse(cx, ey, ea, eb, n=28)], lab, st.sclera)
             r = min(eb * 0.95, ea * 0.45)
             gx = cx + 0.35 * ea * float(np.clip(pose.gaze + yaw, -1, 1))
-            self.paint([_ellipse(gx, ey, r, r, n=20)], None, st.iris, image_only=True)
-            self.paint([_ellipse(gx, ey, r * 0.45, r * 0.45, n=12)], None, (15, 15, 15),
-                       image_only=True)
+            self.paint([_ellipse(gx, ey, r, r, n=20)], None, st.iris)
+            self.paint([_ellipse(gx, ey, r * 0.45, r * 0.45, n=12)], None, (15, 15, 15))
             lid = _ellipse(cx, ey, ea, eb, n=15, t0=math.pi, t1=2 * math.pi)
             self.line(lid, _scale_color(st.brow, 0.7), 0.018)
         # 10. lips and the inner mouth
@@ -372,15 +281,11 @@ class _FaceDrawer:
                 inner = _ellipse(c0, ey, lens_a - frame_t, lens_b - frame_t, n=36)
                 ring = np.concatenate([outer, outer[:1], inner[::-1], inner[-1:]])
                 self.paint([ring], C["eye_g"], col)
-                arm = np.array([[c0 + side * (lens_a - 0.01), ey - 0.03],
-                                [side * (ax + 0.03), ey - 0.01],
-                                [side * (ax + 0.03), ey + 0.02],
-                                [c0 + side * (lens_a - 0.01), ey + 0.0]])
+                arm = np.array([[c0 + side * (lens_a - 0.01), ey - 0.03], [side * (ax + 0.03), ey - 0.01],
+                                [side * (ax + 0.03), ey + 0.02], [c0 + side * (lens_a - 0.01), ey + 0.0]])
                 self.paint([arm], C["eye_g"], col)
-            bridge = np.array([[fx - ex0 + lens_a - 0.01, ey - 0.04],
-                               [fx + ex0 - lens_a + 0.01, ey - 0.04],
-                               [fx + ex0 - lens_a + 0.01, ey - 0.01],
-                               [fx - ex0 + lens_a - 0.01, ey - 0.01]])
+            bridge = np.array([[fx - ex0 + lens_a - 0.01, ey - 0.04], [fx + ex0 - lens_a + 0.01, ey - 0.04],
+                               [fx + ex0 - lens_a + 0.01, ey - 0.01], [fx - ex0 + lens_a - 0.01, ey - 0.01]])
             self.paint([bridge], C["eye_g"], col)
         # 12. hair over the forehead (and locks over the shoulders for long hair)
         if st.hair_style != "none":
@@ -405,7 +310,7 @@ class _FaceDrawer:
             self.paint([crown, brim], C["hat"], st.hat_color)
             band = np.array([[-(ax + 0.08), -0.78], [ax + 0.08, -0.78], [ax + 0.1, -0.68],
                              [-(ax + 0.1), -0.68]])
-            self.paint([band], None, _scale_color(st.hat_color, 0.6), image_only=True)
+            self.paint([band], None, _scale_color(st.hat_color, 0.6))
 
     def _mouth(self, mx):
         st, pose = self.st, self.pose
@@ -429,7 +334,7 @@ class _FaceDrawer:
             teeth_bot = u_bot + np.minimum(o * 0.45, 0.035) * f
             teeth = np.concatenate([np.stack([X[3:-3], u_bot[3:-3]], 1),
                                     np.stack([X[3:-3][::-1], teeth_bot[3:-3][::-1]], 1)])
-            self.paint([teeth], None, (205, 215, 225), image_only=True)
+            self.paint([teeth], None, (205, 215, 225))
         self.paint([upper], C["u_lip"], _scale_color(st.lip, 0.92))
         self.paint([lower], C["l_lip"], st.lip)
         if o <= 0.004:
@@ -438,13 +343,9 @@ class _FaceDrawer:
 
 def draw_face(image: np.ndarray, label: np.ndarray, owner: np.ndarray, owner_id: int,
               style: FaceStyle, pose: FacePose) -> None:
-    """Paint one person onto ``image`` (H x W x 3 BGR uint8), ``label`` (H x W uint8, synthetic
-    ids) and ``owner`` (H x W int16, set to ``owner_id`` where this person is painted), in
-    place, over whatever is there (painting order = depth)."""
-    cv = _Canvas.__new__(_Canvas)
-    cv.image, cv.label, cv.owner = image, label, owner
-    cv.scratch = np.zeros(label.shape, np.uint8)
-    _FaceDrawer(cv, owner_id, style, pose).draw()
+    """Paint one person in place over ``image`` (BGR uint8), ``label`` (synthetic ids) and ``owner``
+    (int16, set to ``owner_id`` on the person's pixels)."""
+    _FaceDrawer(image, label, owner, np.zeros(label.shape, np.uint8), owner_id, style, pose).draw()
 
 
 # ---------------------------------------------------------------------------- scenes
@@ -460,8 +361,8 @@ def smooth_track(rng, start, end, frames, wobble):
 
 
 def _background(rng, h, w) -> np.ndarray:
-    """Textured BGR uint8 background: gradient + stripes/checks/low-frequency noise + clutter
-    shapes (some in skin and hair tones, as distractors)."""
+    """Textured BGR uint8 background: gradient, stripes/checks/noise and clutter shapes (some in
+    skin and hair tones, as distractors)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     a = rng.uniform(0, 2 * np.pi)
@@ -487,8 +388,7 @@ def _background(rng, h, w) -> np.ndarray:
     for _ in range(int(rng.integers(0, 14))):
         t = rng.uniform()
         if t < 0.25:
-            col = np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152])  # skin tone
-            col = col[::-1]
+            col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]  # skin tone
         elif t < 0.35:
             col = np.array(_HAIR_RGB[int(rng.integers(len(_HAIR_RGB)))])[::-1]
         else:
@@ -511,8 +411,7 @@ def _background(rng, h, w) -> np.ndarray:
 
 
 def _blob(rng, n=24) -> np.ndarray:
-    """A random smooth closed shape of radius ~1 (occluders): unit circle with a few random
-    Fourier terms on the radius."""
+    """A random smooth closed shape of radius ~1: a unit circle with random Fourier terms."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     r = np.ones(n)
     for k in range(2, 5):
@@ -533,9 +432,8 @@ class _Person:
     gaze: np.ndarray
 
     def pose(self, t: int) -> FacePose:
-        return FacePose(float(self.cx[t]), float(self.cy[t]), float(self.scale[t]),
-                        float(self.angle[t]), float(self.yaw[t]), float(self.mouth[t]),
-                        float(self.eye[t]), float(self.gaze[t]))
+        return FacePose(*(float(v[t]) for v in (self.cx, self.cy, self.scale, self.angle, self.yaw,
+                                                self.mouth, self.eye, self.gaze)))
 
 
 @dataclass
@@ -550,11 +448,9 @@ class Occluder:
 
 @dataclass
 class FrameResult:
-    """One rendered frame: ``image`` (H x W x 3 BGR uint8, before JPEG), ``label`` (H x W
-    uint8), ``owner`` (H x W int16, person index or -1), ``boxes`` (XYXY_ABS of the persons
-    that pass the visibility rule, in painting order), ``box_owner`` (their person indices),
-    ``poses`` (in painting order, the FacePose of every cartoon person, or the
-    :class:`~.composite.FacePlacement` of every real face)."""
+    """One rendered frame: ``image`` (BGR uint8, before JPEG), ``label``, ``owner`` (int16, face
+    index or -1), ``boxes`` (XYXY_ABS of the faces that pass the visibility rule) and their
+    ``box_owner``, ``poses`` (:class:`FacePose` or :class:`~.composite.FacePlacement` per face)."""
 
     image: np.ndarray
     label: np.ndarray
@@ -562,7 +458,7 @@ class FrameResult:
     boxes: List[List[float]]
     box_owner: List[int]
     poses: List[FacePose]
-    amodal_area: List[int] = field(default_factory=list)
+    amodal_area: List[int]
 
     def instance_map(self) -> np.ndarray:
         """H x W uint8 face-instance map: k + 1 on every visible pixel of the person of box k
@@ -573,45 +469,14 @@ class FrameResult:
         return inst
 
 
-def sample_occluder(rng, cx: np.ndarray, cy: np.ndarray, hb: float, T: int) -> Occluder:
-    """A blob of radius 0.12-0.3 ``hb`` (a face-box height) moving across the face whose
-    tracked position is ``(cx, cy)`` (arrays over the T frames); 40% are skin-coloured (a hand)."""
-    d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
-    col = rng.uniform(0, 255, 3)
-    if rng.uniform() < 0.4:  # skin-like (a hand)
-        col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
-    return Occluder(
-        shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
-        color=tuple(float(v) for v in col),
-        cx=cx + smooth_track(rng, d0[0], d1[0], T, 0.0),
-        cy=cy + smooth_track(rng, d0[1], d1[1], T, 0.0),
-        radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
-        angle=smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
-    )
-
-
-def visible_box(vis: np.ndarray) -> List[float]:
-    """XYXY_ABS pixel-edge box of the True pixels of a non-empty H x W mask."""
-    rows = np.flatnonzero(vis.any(axis=1))
-    cols = np.flatnonzero(vis.any(axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
-
-
-def passes_visibility(n_visible: int, amodal: int) -> bool:
-    """The visibility rule of face boxes (module docstring)."""
-    return n_visible >= MIN_VISIBLE_PIXELS and n_visible >= MIN_VISIBLE_FRACTION * max(amodal, 1)
-
-
 class Scene:
-    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)``: a textured
-    background panned by the camera, drifting lighting (gain, directional gradient, colour
-    cast), blur, noise and a JPEG quality. Subclasses continue drawing from ``self._rng``.
+    """What a video shows around its faces, drawn from ``SeedSequence(seed_key)`` (subclasses go
+    on drawing from ``self._rng``): a panned textured background, drifting lighting, blur, noise
+    and a JPEG quality, and the helpers that size, place and move faces and occluders.
 
-    With ``photos`` (``[(name, path)]``, :mod:`.photos`), a share ``photo_share`` of the
-    videos (drawn per video) shows a crop of one of these real photos as its background
-    instead (``self.photo``: its :class:`~.photos.PhotoCrop`, else None). These draws come
-    from their own stream (the key plus ``_PHOTO_TAG``), so the rest of the video (people,
-    motion, lighting) is the one it would be with the textured background."""
+    With ``photos`` (``[(name, path)]``), a share ``photo_share`` of the videos shows a crop of a
+    real photo instead (``self.photo``, else None), drawn from its own stream (key +
+    ``_PHOTO_TAG``), so that the rest of the video is the one of the textured background."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
@@ -629,14 +494,12 @@ class Scene:
         if photos and photo_share > 0:
             from .photos import render_photo_background, sample_photo_background
 
-            prng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key)
-                                                                + [_PHOTO_TAG]))
+            prng = np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [_PHOTO_TAG]))
             if prng.uniform() < photo_share:
                 self.photo = sample_photo_background(prng, photos, bw, bh)
                 self.background = render_photo_background(self.photo, bw, bh)
         pan0, pan1 = rng.uniform(0, 2 * self.margin, 2), rng.uniform(0, 2 * self.margin, 2)
-        self.pan = smooth_track(rng, pan0, pan1, T, 0.0)
-        self.pan = np.clip(self.pan, 0, 2 * self.margin)
+        self.pan = np.clip(smooth_track(rng, pan0, pan1, T, 0.0), 0, 2 * self.margin)
 
         # lighting: gain, a directional gradient and a colour cast, all drifting
         self.gain = smooth_track(rng, rng.uniform(0.75, 1.15), rng.uniform(0.75, 1.15), T, 0.05)
@@ -648,20 +511,85 @@ class Scene:
         self.noise = float(rng.uniform(2.0, 7.0))
         self.jpeg_quality = int(rng.integers(75, 96))
 
+    def _face_heights(self, n: int) -> np.ndarray:
+        """Face-box heights (pixels) of ``n`` faces, log-uniform from ``MIN_FACE_HEIGHT`` to most of the frame."""
+        max_box = 0.92 * self.h / (1.0 if n == 1 else n ** 0.5)
+        return np.exp(self._rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
+                                        math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
+
+    def _place_face(self, hb0: float, placed: list):
+        """``(hb1, c0, c1, a0, a1)`` of a face of start height ``hb0``: end height, start and end
+        centres (kept apart from the faces in ``placed``, which it joins) and angles."""
+        rng, w, h = self._rng, self.w, self.h
+        hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05, 0.95 * h))
+        c0 = c1 = None
+        for _ in range(25):
+            c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
+            c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h], [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
+            if all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
+                   and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q) for p0, p1, q in placed):
+                break
+        placed.append((c0, c1, max(hb0, hb1)))
+        a0 = rng.uniform(-30, 30)
+        return hb1, c0, c1, a0, float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
+
+    def _motion(self, c0, c1, s0, s1, a0, a1):
+        """``(cx, cy, scale, angle)`` tracks over the frames; ``scale`` is not clipped."""
+        rng, T = self._rng, self.frames
+        cx = smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * self.w)
+        cy = smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * self.h)
+        scale = smooth_track(rng, s0, s1, T, 0.03 * s0)
+        angle = np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)), -MAX_ANGLE, MAX_ANGLE)
+        return cx, cy, scale, angle
+
+    def _add_occluders(self, tracks) -> None:
+        """0-2 blobs of radius 0.12-0.3 face-box heights (40% skin-coloured: a hand), each moving
+        across the face of one of ``tracks`` (``(cx, cy, face-box height)``)."""
+        rng, T = self._rng, self.frames
+        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
+            cx, cy, hb = tracks[int(rng.integers(len(tracks)))]
+            d0, d1 = rng.normal(0, 0.5, 2) * hb, rng.normal(0, 0.5, 2) * hb
+            col = rng.uniform(0, 255, 3)
+            if rng.uniform() < 0.4:
+                col = (np.array([85, 52, 36]) + rng.uniform() * np.array([160, 162, 152]))[::-1]
+            self.occluders.append(Occluder(
+                shape=_blob(rng) * [1.0, rng.uniform(0.35, 1.0)],
+                color=tuple(float(v) for v in col),
+                cx=cx + smooth_track(rng, d0[0], d1[0], T, 0.0),
+                cy=cy + smooth_track(rng, d0[1], d1[1], T, 0.0),
+                radius=np.full(T, rng.uniform(0.12, 0.3) * hb),
+                angle=smooth_track(rng, rng.uniform(0, 180), rng.uniform(0, 180), T, 10.0),
+            ))
+
+    def _blank_maps(self, t: int):
+        """``(image, label, owner)`` of frame ``t`` before the faces (labels 0, owners -1)."""
+        return (self.background_view(t), np.zeros((self.h, self.w), np.uint8),
+                np.full((self.h, self.w), -1, np.int16))
+
+    @staticmethod
+    def _boxes(visible, amodal):
+        """``(boxes, box_owner)`` of the faces whose visible-pixel mask (``visible[k]``, None
+        when outside the frame) passes the visibility rule against the unoccluded area."""
+        boxes, box_owner = [], []
+        for k, vis in enumerate(visible):
+            n = 0 if vis is None else int(np.count_nonzero(vis))
+            if n >= MIN_VISIBLE_PIXELS and n >= MIN_VISIBLE_FRACTION * max(amodal[k], 1):
+                rows, cols = np.flatnonzero(vis.any(axis=1)), np.flatnonzero(vis.any(axis=0))
+                boxes.append([float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)])
+                box_owner.append(k)
+        return boxes, box_owner
+
     def frame_rng(self, t: int) -> np.random.Generator:
         """The random stream of frame ``t`` (noise), independent of the other frames."""
         return np.random.default_rng(np.random.SeedSequence(list(self.seed_key) + [1000 + t]))
 
     def background_view(self, t: int) -> np.ndarray:
-        """A writable copy of the camera's view of the background at frame ``t``
-        (H x W x 3 BGR uint8)."""
+        """A writable copy of the camera's view of the background at frame ``t``."""
         ox, oy = (int(round(v)) for v in self.pan[t])
         return np.ascontiguousarray(self.background[oy:oy + self.h, ox:ox + self.w])
 
-    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray,
-                        t: int, label_id: int = 0) -> None:
-        """Paint the occluders at frame ``t`` into the image (antialiased) and as ``label_id``
-        / owner -1 into the maps (nearest)."""
+    def paint_occluders(self, image: np.ndarray, label: np.ndarray, owner: np.ndarray, t: int) -> None:
+        """Paint the occluders of frame ``t``: antialiased into the image, label 0 / owner -1 in the maps."""
         for occ in self.occluders:
             a = math.radians(float(occ.angle[t]))
             rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -671,12 +599,11 @@ class Scene:
             inner = (occ.shape * 0.6) @ rot.T * float(occ.radius[t]) + [occ.cx[t], occ.cy[t]]
             cv2.fillPoly(image, [np.round(inner * 16).astype(np.int32)],
                          _scale_color(occ.color, 1.12), cv2.LINE_AA, 4)
-            cv2.fillPoly(label, [ipts], int(label_id), cv2.LINE_8, 4)
+            cv2.fillPoly(label, [ipts], 0, cv2.LINE_8, 4)
             cv2.fillPoly(owner, [ipts], -1, cv2.LINE_8, 4)
 
     def light_blur_noise(self, img: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        """The camera's photometric steps on a float32 H x W x 3 image: lighting (gain x
-        directional gradient x colour cast), Gaussian blur, Gaussian noise; returns uint8."""
+        """Lighting (gain, directional gradient, colour cast), blur and noise on a float32 image -> uint8."""
         h, w = img.shape[:2]
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         a = float(self.light_dir[t])
@@ -689,87 +616,59 @@ class Scene:
 
 
 class SyntheticVideo(Scene):
-    """All random choices of one video, drawn from ``SeedSequence(seed_key)``; ``render(t)``
-    draws frame ``t`` (deterministic, independent of the order frames are drawn in)."""
+    """Cartoon people in a :class:`Scene`; ``render(t)`` draws frame ``t`` (in any order of frames)."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  force_glasses: bool = False, force_hat: bool = False,
                  force_open_mouth: bool = False,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):
         super().__init__(seed_key, width, height, frames, photos, photo_share)
-        rng = self._rng
-        w, h, T = self.w, self.h, self.frames
+        rng, T = self._rng, self.frames
         self.hair_kernel = self._line_kernel(rng)
         self.cloth_freq = float(rng.uniform(0.08, 0.35))
         self.cloth_dir = float(rng.uniform(0, np.pi))
         self.cloth_amp = float(rng.choice([0.0, 0.12, 0.25]))
 
         # people
-        n = int(rng.choice(np.arange(1, MAX_FACES + 1), p=[0.35, 0.3, 0.2, 0.15]))
-        max_box = 0.92 * h / (1.0 if n == 1 else n ** 0.5)
-        heights = np.exp(rng.uniform(math.log(MIN_FACE_HEIGHT * 1.05),
-                                     math.log(max(max_box, MIN_FACE_HEIGHT * 1.2)), n))
+        n = int(rng.choice(np.arange(1, MAX_FACES + 1), p=FACE_COUNT_P))
+        heights = self._face_heights(n)
         order = np.argsort(heights + rng.uniform(0, 0.25, n) * heights)  # small = far = first
         heights = heights[order]
         self.people: List[_Person] = []
         placed = []
         for i in range(n):
             style = sample_face_style(rng)
-            if i == n - 1:  # the front person carries the forced attributes
+            front = i == n - 1  # the front person carries the forced attributes
+            if front:
                 style.glasses = style.glasses or force_glasses
                 style.hat = style.hat or force_hat
             hb0 = heights[i]
-            hb1 = float(np.clip(hb0 * math.exp(rng.uniform(-0.3, 0.3)), MIN_FACE_HEIGHT * 1.05,
-                                0.95 * h))
-            s0, s1 = hb0 / FACE_BOX_UNITS, hb1 / FACE_BOX_UNITS
-            c0 = c1 = None
-            for _ in range(25):
-                c0 = np.array([rng.uniform(0.12, 0.88) * w, rng.uniform(0.2, 0.75) * h])
-                c1 = np.clip(c0 + rng.normal(0, 0.12, 2) * [w, h],
-                             [0.1 * w, 0.15 * h], [0.9 * w, 0.8 * h])
-                ok = all(np.linalg.norm(c0 - p0) > 0.45 * (hb0 + q)
-                         and np.linalg.norm(c1 - p1) > 0.45 * (hb1 + q)
-                         for p0, p1, q in placed)
-                if ok:
-                    break
-            placed.append((c0, c1, max(hb0, hb1)))
-            a0 = rng.uniform(-30, 30)
-            a1 = float(np.clip(a0 + rng.uniform(-20, 20), -34, 34))
-            talking = force_open_mouth and i == n - 1 or rng.uniform() < 0.6
+            hb1, c0, c1, a0, a1 = self._place_face(hb0, placed)
+            talking = force_open_mouth and front or rng.uniform() < 0.6
             mouth_amp = rng.uniform(0.04, 0.14) if talking else 0.0
-            mouth_phase = math.pi / 2 if (force_open_mouth and i == n - 1) else rng.uniform(0, 2 * np.pi)
+            mouth_phase = math.pi / 2 if (force_open_mouth and front) else rng.uniform(0, 2 * np.pi)
             u = np.arange(T) / max(T - 1, 1)
             mouth = mouth_amp * np.maximum(
                 0.0, np.sin(2 * np.pi * rng.uniform(0.7, 2.0) * u + mouth_phase))
             eye = np.ones(T)
             if T > 2 and rng.uniform() < 0.3:
                 eye[int(rng.integers(T))] = rng.uniform(0.15, 0.5)  # a blink
+            cx, cy, scale, angle = self._motion(c0, c1, hb0 / FACE_BOX_UNITS, hb1 / FACE_BOX_UNITS, a0, a1)
             self.people.append(_Person(
-                style=style,
-                cx=smooth_track(rng, c0[0], c1[0], T, rng.uniform(0, 0.03) * w),
-                cy=smooth_track(rng, c0[1], c1[1], T, rng.uniform(0, 0.03) * h),
-                scale=np.maximum(smooth_track(rng, s0, s1, T, 0.03 * s0),
-                                 MIN_FACE_HEIGHT / FACE_BOX_UNITS),
-                angle=np.clip(smooth_track(rng, a0, a1, T, rng.uniform(0, 5)),
-                              -MAX_ANGLE, MAX_ANGLE),
+                style=style, cx=cx, cy=cy, scale=np.maximum(scale, MIN_FACE_HEIGHT / FACE_BOX_UNITS),
+                angle=angle,
                 yaw=np.clip(smooth_track(rng, rng.uniform(-0.25, 0.25),
                                           rng.uniform(-0.25, 0.25), T, 0.03), -0.3, 0.3),
                 mouth=mouth, eye=eye,
                 gaze=smooth_track(rng, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), T, 0.1),
             ))
-
-        # occluders moving across a person's face
-        for _ in range(int(rng.choice([0, 1, 2], p=[0.45, 0.4, 0.15]))):
-            j = int(rng.integers(n))
-            p = self.people[j]
-            self.occluders.append(
-                sample_occluder(rng, p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS), T))
+        self._add_occluders([(p.cx, p.cy, float(p.scale[0] * FACE_BOX_UNITS)) for p in self.people])
 
     @staticmethod
-    def _line_kernel(rng, length=9) -> np.ndarray:
-        k = np.zeros((length, length), np.float32)
+    def _line_kernel(rng) -> np.ndarray:
+        k = np.zeros((9, 9), np.float32)
         a = rng.uniform(0, np.pi)
-        c = (length - 1) / 2
+        c = 4.0
         d = np.array([math.cos(a), math.sin(a)]) * c
         cv2.line(k, (int(round(c - d[0])), int(round(c - d[1]))),
                  (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1)
@@ -778,29 +677,20 @@ class SyntheticVideo(Scene):
     def render(self, t: int) -> FrameResult:
         """Frame ``t`` (0-based): image before JPEG, label map, owner map and face boxes."""
         rng = self.frame_rng(t)
-        cv = _Canvas(self.background_view(t))
+        image, label, owner = self._blank_maps(t)
+        scratch = np.zeros(label.shape, np.uint8)
+        poses = [person.pose(t) for person in self.people]
         amodal = []
-        poses = []
-        for k, person in enumerate(self.people):
-            pose = person.pose(t)
-            poses.append(pose)
-            cv.scratch[:] = 0
-            _FaceDrawer(cv, k, person.style, pose).draw()
-            amodal.append(int(np.count_nonzero(cv.scratch)))
-        self.paint_occluders(cv.image, cv.label, cv.owner, t)
+        for k, (person, pose) in enumerate(zip(self.people, poses)):
+            scratch[:] = 0
+            _FaceDrawer(image, label, owner, scratch, k, person.style, pose).draw()
+            amodal.append(int(np.count_nonzero(scratch)))
+        self.paint_occluders(image, label, owner, t)
 
-        # face boxes: visible pixels of each person, neck and cloth excluded
-        face_region = ~np.isin(cv.label, _BODY)
-        boxes, box_owner = [], []
-        for k in range(len(self.people)):
-            vis = (cv.owner == k) & face_region
-            if not passes_visibility(int(np.count_nonzero(vis)), amodal[k]):
-                continue
-            boxes.append(visible_box(vis))
-            box_owner.append(k)
-
-        image = self._photometric(cv.image, cv.label, t, rng)
-        return FrameResult(image, cv.label, cv.owner, boxes, box_owner, poses, amodal)
+        face_region = ~np.isin(label, _BODY)  # boxes: neck and cloth excluded
+        boxes, box_owner = self._boxes([(owner == k) & face_region for k in range(len(self.people))], amodal)
+        return FrameResult(self._photometric(image, label, t, rng), label, owner, boxes, box_owner, poses,
+                           amodal)
 
     def _photometric(self, image, label, t, rng) -> np.ndarray:
         h, w = label.shape

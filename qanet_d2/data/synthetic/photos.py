@@ -1,26 +1,9 @@
-"""Real photos without people as scene backgrounds (``photo_backgrounds`` of the generator).
-
-Real faces composited over the generator's textures teach a detector faces, but not real
-clutter: a model trained on them takes patches of real photos (a space suit, a coat, a cup)
-for faces. A share of the videos therefore shows a crop of a real photo without people as
-its background, the faces placed over it as usual, so that real clutter is learned as
-background.
-
-The photos are read at generation time from installed packages (scikit-image's
-``skimage/data/`` and matplotlib's ``mpl-data/sample_data/``); none is copied into the
-repository or a dataset. :data:`BACKGROUND_PHOTOS` is the one list of them, with each file's
-origin and licence as the packages document them (scikit-image: the docstrings of
-``skimage.data``; matplotlib: its sample-data files). Photos that show people are never used:
-:data:`PEOPLE_PHOTOS` (scikit-image's astronaut, camera and lfw_subset, matplotlib's
-grace_hopper) are the held-out real-photo checks of the real-face model.
-
-A background (:func:`sample_photo_background`, :func:`render_photo_background`): one photo,
-an axis-aligned crop of the frame's aspect ratio (30-100% of the largest such crop, at a
-random place), flipped horizontally half of the time, resized to the background's size (area
-interpolation when shrinking, bilinear when enlarging), then a linear colour jitter (gain per
-channel, contrast about the crop's mean, saturation towards the luma): each output pixel is
-``clip(round(M @ bgr + b))`` of the resized crop's pixel. Photos with an alpha channel are
-first put over a plain colour (the ``matte``).
+"""Real photos without people as scene backgrounds (``photo_backgrounds``), so that real clutter
+is learned as background. The photos are read from the installed scikit-image and matplotlib,
+never copied; :data:`BACKGROUND_PHOTOS` lists them with origin and licence. Photos of people
+(:data:`PEOPLE_PHOTOS`) are the held-out real-photo checks, never backgrounds. A background is
+an axis-aligned crop of the frame's aspect (30-100% of the largest), flipped half of the time,
+resized, with a linear colour jitter; alpha is put over a plain ``matte``.
 """
 from __future__ import annotations
 
@@ -49,8 +32,7 @@ MIN_CROP_FRACTION = 0.3  # smallest crop side, as a share of the largest crop of
 
 @dataclass(frozen=True)
 class BackgroundPhoto:
-    """A photo in an installed package: ``path`` relative to the package's data directory
-    (``skimage``: ``skimage/data``; ``matplotlib``: ``mpl-data/sample_data``)."""
+    """A photo in an installed package, ``path`` relative to its data directory (:func:`photo_path`)."""
 
     name: str
     package: str
@@ -65,87 +47,67 @@ _SK_UNSTATED = "none stated in skimage.data; distributed with scikit-image (BSD-
 
 #: The background photos: no people, no faces (a cat's face is a negative here).
 BACKGROUND_PHOTOS: Tuple[BackgroundPhoto, ...] = (
-    BackgroundPhoto("coffee", _SK, "coffee.png", "a cup of coffee, photo by Rachel Michetti",
-                    "CC0"),
-    BackgroundPhoto("chelsea", _SK, "chelsea.png", "Chelsea the cat, photo by Stefan van der Walt",
-                    "CC0"),
-    BackgroundPhoto("rocket", _SK, "rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX",
-                    "public domain"),
+    BackgroundPhoto("coffee", _SK, "coffee.png", "a cup of coffee, photo by Rachel Michetti", "CC0"),
+    BackgroundPhoto("chelsea", _SK, "chelsea.png", "Chelsea the cat, photo by Stefan van der Walt", "CC0"),
+    BackgroundPhoto("rocket", _SK, "rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX", "public domain"),
     BackgroundPhoto("motorcycle_left", _SK, "motorcycle_left.png",
-                    "Middlebury 2014 stereo benchmark (Scharstein et al.), left view",
-                    _SK_UNSTATED),
+                    "Middlebury 2014 stereo benchmark (Scharstein et al.), left view", _SK_UNSTATED),
     BackgroundPhoto("motorcycle_right", _SK, "motorcycle_right.png",
-                    "Middlebury 2014 stereo benchmark (Scharstein et al.), right view",
-                    _SK_UNSTATED),
+                    "Middlebury 2014 stereo benchmark (Scharstein et al.), right view", _SK_UNSTATED),
     BackgroundPhoto("brick", _SK, "brick.png", "CC0Textures Bricks25", "CC0"),
     BackgroundPhoto("grass", _SK, "grass.png", "CC0Textures Grass", "CC0"),
     BackgroundPhoto("gravel", _SK, "gravel.png", "CC0Textures Gravel04", "CC0"),
-    BackgroundPhoto("hubble_deep_field", _SK, "hubble_deep_field.jpg",
-                    "Hubble eXtreme Deep Field, NASA (HubbleSite)", "public domain"),
-    BackgroundPhoto("ihc", _SK, "ihc.png",
-                    "immunohistochemistry of colonic glands, CMMI", "no known copyright "
-                    "restrictions"),
-    BackgroundPhoto("retina", _SK, "retina.jpg",
-                    "fundus photograph, Mikael Häggström (Wikimedia Commons)", "CC0"),
+    BackgroundPhoto("hubble_deep_field", _SK, "hubble_deep_field.jpg", "Hubble eXtreme Deep Field, NASA (HubbleSite)",
+                    "public domain"),
+    BackgroundPhoto("ihc", _SK, "ihc.png", "immunohistochemistry of colonic glands, CMMI",
+                    "no known copyright restrictions"),
+    BackgroundPhoto("retina", _SK, "retina.jpg", "fundus photograph, Mikael Häggström (Wikimedia Commons)", "CC0"),
     BackgroundPhoto("coins", _SK, "coins.png", "Greek coins from Pompeii, Brooklyn Museum",
                     "no known copyright restrictions"),
-    BackgroundPhoto("clock", _SK, "clock_motion.png",
-                    "motion-blurred wall clock, photo by Stefan van der Walt", "public domain"),
+    BackgroundPhoto("clock", _SK, "clock_motion.png", "motion-blurred wall clock, photo by Stefan van der Walt",
+                    "public domain"),
     BackgroundPhoto("horse", _SK, "horse.png", "horse silhouette, Andreas Preuss", "CC0"),
     BackgroundPhoto("moon", _SK, "moon.png", "surface of the moon", _SK_UNSTATED),
     BackgroundPhoto("page", _SK, "page.png", "scanned page of printed text", _SK_UNSTATED),
-    BackgroundPhoto("text", _SK, "text.png", "grey-level text (Wikipedia File:Corner.png)",
-                    "public domain"),
+    BackgroundPhoto("text", _SK, "text.png", "grey-level text (Wikipedia File:Corner.png)", "public domain"),
     BackgroundPhoto("color", _SK, "color.png", "colour wheel", _SK_UNSTATED),
     BackgroundPhoto("logo", _SK, "logo.png", "scikit-image logo", _SK_UNSTATED),
     BackgroundPhoto("present", _MPL, "Minduka_Present_Blue_Pack.png",
-                    "present icon by Minduka (Wikimedia Commons), matplotlib sample data",
-                    "public domain"),
-    BackgroundPhoto("matplotlib_logo", _MPL, "logo2.png", "matplotlib logo, matplotlib sample "
-                    "data", "matplotlib licence (PSF-based)"),
+                    "present icon by Minduka (Wikimedia Commons), matplotlib sample data", "public domain"),
+    BackgroundPhoto("matplotlib_logo", _MPL, "logo2.png", "matplotlib logo, matplotlib sample data",
+                    "matplotlib licence (PSF-based)"),
 )
 
 #: Files of the same packages that show people: never backgrounds (held-out real-photo checks).
-PEOPLE_PHOTOS: Tuple[str, ...] = ("astronaut.png", "camera.png", "lfw_subset.npy",
-                                  "grace_hopper.jpg")
-
-
-def _data_dir(package: str) -> Optional[str]:
-    """The package's data directory, found without importing the package; None if it is not
-    installed."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = list(spec.submodule_search_locations)[0]
-    return os.path.join(root, "data" if package == _SK else os.path.join("mpl-data",
-                                                                          "sample_data"))
+PEOPLE_PHOTOS: Tuple[str, ...] = ("astronaut.png", "camera.png", "lfw_subset.npy", "grace_hopper.jpg")
 
 
 def photo_path(photo: BackgroundPhoto) -> Optional[str]:
-    """Absolute path of ``photo`` in its installed package, None if absent."""
-    d = _data_dir(photo.package)
-    path = None if d is None else os.path.join(d, photo.path)
-    return path if path is not None and os.path.isfile(path) else None
+    """Absolute path of ``photo`` in its installed package (found without importing it), None if
+    absent."""
+    spec = importlib.util.find_spec(photo.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data = "data" if photo.package == _SK else os.path.join("mpl-data", "sample_data")
+    path = os.path.join(list(spec.submodule_search_locations)[0], data, photo.path)
+    return path if os.path.isfile(path) else None
 
 
-def available_background_photos(names: Optional[Sequence[str]] = None
-                                ) -> List[Tuple[str, str]]:
-    """``[(name, absolute path)]`` of the background photos installed here, in
-    :data:`BACKGROUND_PHOTOS` order (``names`` selects some). Missing files are left out with
-    a warning that names them.
+def available_background_photos(names: Optional[Sequence[str]] = None) -> List[Tuple[str, str]]:
+    """``[(name, absolute path)]`` of the installed background photos (of ``names`` if given), in
+    :data:`BACKGROUND_PHOTOS` order; missing ones are left out with a warning.
 
     Raises:
-        KeyError: a name is not in :data:`BACKGROUND_PHOTOS`.
-        FileNotFoundError: none of the photos is installed.
+        KeyError / FileNotFoundError: an unknown name / none of the photos is installed.
     """
-    known = {p.name: p for p in BACKGROUND_PHOTOS}
-    if names is not None:
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise KeyError(f"unknown background photo(s) {unknown}; choose from {sorted(known)}")
-    chosen = [p for p in BACKGROUND_PHOTOS if names is None or p.name in names]
+    known = [p.name for p in BACKGROUND_PHOTOS]
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise KeyError(f"unknown background photo(s) {unknown}; choose from {sorted(known)}")
     out, missing = [], []
-    for p in chosen:
+    for p in BACKGROUND_PHOTOS:
+        if names is not None and p.name not in names:
+            continue
         path = photo_path(p)
         if path is None:
             missing.append(f"{p.package}: {p.path}")
@@ -161,39 +123,24 @@ def available_background_photos(names: Optional[Sequence[str]] = None
 
 
 @functools.lru_cache(maxsize=32)
-def read_background_photo(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def read_background_photo(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """``(bgr, alpha)``: the photo as H x W x 3 BGR uint8 (grey photos repeated into three
-    channels, 16-bit ones scaled to 8) and its alpha (H x W float32 0..1) or None. Cached per
-    process (read-only arrays)."""
+    channels) and its alpha as H x W float32 0..1 (1 without an alpha channel). Cached per process."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img.load()
-            has_alpha = img.mode in ("RGBA", "LA", "PA") or (
-                img.mode == "P" and "transparency" in img.info)
-            if img.mode.startswith("I;16") or img.mode == "I":
-                arr = np.asarray(img, np.float64)
-                arr = np.round(arr * (255.0 / max(1.0, float(arr.max())))).astype(np.uint8)
-                rgba = np.dstack([arr] * 3 + [np.full(arr.shape, 255, np.uint8)])
-            else:
-                rgba = np.asarray(img.convert("RGBA"))
+            rgba = np.asarray(img.convert("RGBA"))
     except (OSError, UnidentifiedImageError) as e:
         raise DataReadError(f"{path}: cannot read background photo: {e}") from e
-    bgr = np.ascontiguousarray(rgba[..., 2::-1])
-    alpha = rgba[..., 3].astype(np.float32) / 255.0 if has_alpha else None
-    bgr.setflags(write=False)
-    if alpha is not None:
-        alpha.setflags(write=False)
-    return bgr, alpha
+    return np.ascontiguousarray(rgba[..., 2::-1]), rgba[..., 3].astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
 class PhotoCrop:
-    """A photo background: ``name`` and ``path`` of the photo, ``box`` = ``(x0, y0, x1, y1)``
-    the crop in photo pixels (integer edges, exclusive end), ``flip`` (horizontal, after
-    cropping), ``matte`` (BGR colour under transparent pixels), ``color_matrix`` (3 x 3) and
-    ``color_offset`` (3): output BGR = ``clip(round(color_matrix @ bgr + color_offset))``."""
+    """A photo background: ``box`` = ``(x0, y0, x1, y1)`` the crop in photo pixels, ``flip``
+    (horizontal, after cropping), ``matte`` (BGR under transparent pixels), output BGR =
+    ``clip(round(color_matrix @ bgr + color_offset))``."""
 
     name: str
     path: str
@@ -240,15 +187,12 @@ def render_photo_background(crop: PhotoCrop, width: int, height: int) -> np.ndar
     """The background of ``crop`` (:class:`PhotoCrop`) as ``height x width x 3`` BGR uint8."""
     bgr, alpha = read_background_photo(crop.path)
     x0, y0, x1, y1 = crop.box
-    img = bgr[y0:y1, x0:x1].astype(np.float32)
-    if alpha is not None:
-        a = alpha[y0:y1, x0:x1, None]
-        img = img * a + np.array(crop.matte, np.float32) * (1 - a)
+    a = alpha[y0:y1, x0:x1, None]
+    img = bgr[y0:y1, x0:x1].astype(np.float32) * a + np.array(crop.matte, np.float32) * (1 - a)
     if crop.flip:
         img = img[:, ::-1]
     shrink = width < img.shape[1] or height < img.shape[0]
     img = cv2.resize(np.ascontiguousarray(img), (int(width), int(height)),
                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    out = img @ np.array(crop.color_matrix, np.float32).T + np.array(crop.color_offset,
-                                                                     np.float32)
+    out = img @ np.array(crop.color_matrix, np.float32).T + np.array(crop.color_offset, np.float32)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
