@@ -15,7 +15,7 @@ from ...structures.label_sets import LabelSet
 from ..video_format import (face_box_excluded_ids, make_frame_record, union_box_from_label_map,
                             write_face_video_json)
 
-__all__ = ["LINK_MODES", "place_file", "parallel_map", "convert_single_image",
+__all__ = ["LINK_MODES", "place_file", "write_image", "parallel_map", "convert_single_image",
            "write_split", "find_dataset_dir"]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def place_file(src: str, dst: str, mode: str = "hardlink") -> None:
         os.symlink(os.path.abspath(src), dst)
     else:
         shutil.copyfile(src, dst)
+
+
+def write_image(path: str, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """``cv2.imwrite`` into a new or existing folder; OSError naming ``path`` on failure."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not cv2.imwrite(path, image, list(params)):
+        raise OSError(f"cannot write {path}")
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = 1) -> List[R]:
@@ -74,13 +81,10 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
     """Store one annotated image as a one-frame video ``video_id`` under ``dst_root`` and
     return its JSON video entry.
 
-    The image is placed (``mode``) at ``images/<video_id>/00000<ext>``; the label map is
-    validated (single channel, image size, legal values) and placed at
-    ``labels/<video_id>/00000.png`` (re-encoded when ``label`` is given or the source is not a
-    plain 8-bit PNG). ``image_in_place``: ``image_file`` was already written at its
-    destination ``images/<video_id>/00000<ext>`` (e.g. a resized copy). The face box (one face
-    per image) is ``face_box(label)`` when given (XYXY_ABS list or None), else the box around
-    all labelled pixels except neck/cloth/necklace.
+    The image is placed (``mode``) at ``images/<video_id>/00000<ext>`` (``image_in_place``: it
+    is already there); the label map is validated and placed at ``labels/<video_id>/00000.png``
+    (re-encoded unless it is a plain 8-bit PNG file). The face box is ``face_box(label)`` when
+    given, else the box around all labelled pixels except neck/cloth/necklace.
     """
     h, w = image_size(image_file)
     ext = os.path.splitext(image_file)[1].lower() or ".jpg"
@@ -105,9 +109,7 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
         if src_is_png and _is_plain_gray8_png(label_file):
             place_file(label_file, dst_label, mode)
         else:
-            os.makedirs(os.path.dirname(dst_label), exist_ok=True)
-            if not cv2.imwrite(dst_label, label):
-                raise OSError(f"cannot write {dst_label}")
+            write_image(dst_label, label)
         if face_box is not None:
             box = face_box(label)
         else:
