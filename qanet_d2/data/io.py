@@ -1,12 +1,10 @@
 """Reading frames and label maps with errors that name the file.
 
 Images (implemented in :mod:`qanet_d2.data.inputs`, which the torch-free tools load too): one
-conversion for every path (the dataset mapper for training and evaluation, the
-predictor, the demo, the tools). :func:`read_image` decodes a file with Pillow, applies its EXIF
-orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`,
-which the predictor also applies to the arrays it is given. The result is always a 3-channel
-uint8 ``H x W x 3`` array in the requested channel order ("BGR" or "RGB"). Rules, decided by
-the dtype (or Pillow mode), never by the pixel values:
+conversion for every path. :func:`read_image` decodes a file with Pillow, applies its EXIF
+orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`
+(which the predictor applies to the arrays it is given): always ``H x W x 3`` uint8 in "BGR" or
+"RGB". Rules, decided by the dtype (or Pillow mode), never by the pixel values:
 
 * ``uint8``: as is.
 * ``bool`` (Pillow mode ``1``): False -> 0, True -> 255.
@@ -78,15 +76,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _open(path: str, what: str, error=DataReadError, not_found=FileNotFoundError) -> Image.Image:
-    return open_image(path, what, error, not_found)
-
-
 # ---------------------------------------------------------------------------- label maps
 def read_label_map(path: str) -> np.ndarray:
     """Read a label PNG as ``H x W`` uint8 class ids. Raises FileNotFoundError /
     :class:`DataReadError` naming ``path``."""
-    img = _open(path, "label map")
+    img = open_image(path, "label map", DataReadError, FileNotFoundError)
     arr = np.asarray(img)
     if img.mode in ("L", "P"):
         return np.ascontiguousarray(arr, dtype=np.uint8)
@@ -109,7 +103,7 @@ def read_instance_map(path: str) -> np.ndarray:
     """Read a face-instance PNG (face index per pixel, 0 = no face; 8- or 16-bit single
     channel) as ``H x W`` int32. Raises FileNotFoundError / :class:`DataReadError` naming
     ``path``."""
-    img = _open(path, "face-instance map")
+    img = open_image(path, "face-instance map", DataReadError, FileNotFoundError)
     if img.mode in ("L", "P") or img.mode.startswith("I;16") or img.mode == "I":
         arr = np.asarray(img).astype(np.int32)
         if arr.ndim == 2 and (arr.size == 0 or arr.min() >= 0):

@@ -312,38 +312,29 @@ def _clip(boxes, h: int, w: int) -> np.ndarray:
 
 def add_data_config(cfg) -> None:
     """The data keys: INPUT (sizes, grey frames, zoom-out), DATALOADER (ratios, sample unit), DATASETS.SYNTHETIC."""
-    # Input resizing of full images for the detector (detectron2's keys), kept small by default
-    # because faces are parsed from crops of the original image.
+    # The detector's resize of full frames (faces are parsed from crops of the original frame).
     cfg.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
     cfg.INPUT.MAX_SIZE_TRAIN = 1333
     cfg.INPUT.MIN_SIZE_TEST = 800
     cfg.INPUT.MAX_SIZE_TEST = 1333
     # Image-level horizontal flip is done on the face crops (with label swapping) instead.
     cfg.INPUT.RANDOM_FLIP = "none"
-    # Training frames are turned to grey (the same grey in the three channels, before the face
-    # crops are cut) with this probability: colour-free photos (old portraits, CCTV) then look
-    # like training data. 0 draws no random number (runs stay as they were).
+    # Training frames turned to grey (before the face crops are cut) with this probability, so
+    # that colour-free photos (old portraits, CCTV) look like training data. 0 draws no number.
     cfg.INPUT.GRAYSCALE_PROB = 0.0
-    # Zoom-out of training frames (the detector's view only; face crops are cut before): with
-    # probability PROB the frame is placed at a random position on a canvas U(1, MAX_SCALE)
-    # times its size, filled with its mean grey, before the resize. 0 = off (no random draw).
+    # Zoom-out of training frames (the detector's view only; RandomZoomOut). 0 = off (no draw).
     cfg.INPUT.ZOOM_OUT = CN()
     cfg.INPUT.ZOOM_OUT.PROB = 0.0
     cfg.INPUT.ZOOM_OUT.MAX_SCALE = 2.0
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
-    # Sampling ratio of each dataset of DATASETS.TRAIN (same order, positive numbers, normalised
-    # to sum 1): the share of training samples drawn from it, whatever its size. Empty = every
-    # sample equally likely (datasets in proportion to their size, detectron2's TrainingSampler).
+    # Sampling ratio of each dataset of DATASETS.TRAIN (same order, normalised to sum 1): its share
+    # of the training samples, whatever its size. Empty = in proportion to their size.
     cfg.DATALOADER.TRAIN_RATIOS = []
-    # Training sample: "image" (a frame with all its faces: the detector's full frame and the
-    # parser's crops of its faces; SOLVER.IMS_PER_BATCH counts frames) or "face" (one face crop,
-    # as the official QANet code trains its parser: the dataset is the list of labelled faces, an
-    # epoch visits each once and SOLVER.IMS_PER_BATCH counts crops; MODEL.QANET.TRAIN_MODE
-    # "parser" only). Either way the crops are cut in the data-loader workers from the
-    # original-resolution frame, with the same augmentation (qanet_d2/data/instance_mapper.py).
+    # Training sample: "image" (a frame with all its faces; SOLVER.IMS_PER_BATCH counts frames) or
+    # "face" (one face crop, as the official QANet code trains its parser; IMS_PER_BATCH counts
+    # crops; TRAIN_MODE "parser" only). The crops are the same either way (instance_mapper.py).
     cfg.DATALOADER.SAMPLE_UNIT = "image"
 
-    # Generated face-video datasets (face_synth_*, face_composite_*): generated on first use
-    # when missing.
+    # Generated datasets (face_synth_*, face_composite_*) are generated on first use when missing.
     cfg.DATASETS.SYNTHETIC = CN()
     cfg.DATASETS.SYNTHETIC.AUTO_GENERATE = True
