@@ -71,6 +71,7 @@ __all__ = [
     "image_size",
     "illegal_label_values",
     "check_label_values",
+    "check_map_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,3 +153,11 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str,
         raise DataReadError(
             f"{path}: label values {bad.tolist()} are outside the label set's ids "
             f"0..{num_classes - 1}{extra} and are not the ignore value {ignore_label}")
+
+
+def check_map_size(array: np.ndarray, size: Tuple[int, int], what: str, path: str, image_file: str) -> None:
+    """Raise :class:`DataReadError` naming both files when the ``what`` (e.g. "label map") at
+    ``path`` is not the ``(height, width)`` of its image."""
+    if array.shape[:2] != tuple(size):
+        raise DataReadError(f"{what} {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its "
+                            f"image {image_file} is {size[1]}x{size[0]}")

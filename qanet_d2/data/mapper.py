@@ -16,8 +16,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .training_crops import TrainingCropper
-from .io import DataReadError, check_label_values, read_image, read_instance_map, read_label_map
-from ..structures.label_sets import IGNORE_LABEL, LABEL_SETS, LabelSet, conversion_lut
+from .io import DataReadError, check_label_values, check_map_size, read_image, read_instance_map, read_label_map
+from ..structures.label_sets import LABEL_SETS, LabelSet, conversion_lut
 
 __all__ = ["FaceParsingDatasetMapper", "RandomZoomOut"]
 
@@ -76,16 +76,17 @@ class FaceParsingDatasetMapper:
     disagree with the dict or the image, label values neither class ids nor 255.
     """
 
+    min_box_size = 1.0  # pixels: boxes with a shorter side are dropped
+
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, image_format: str = "BGR",
-                 num_classes: Optional[int] = None, ignore_label: int = IGNORE_LABEL,
-                 min_box_size: float = 1.0, label_set: Optional[LabelSet] = None,
+                 num_classes: Optional[int] = None, label_set: Optional[LabelSet] = None,
                  dataset_label_sets: Optional[Dict[str, LabelSet]] = None, cropper=None,
                  grayscale_prob: float = 0.0, keep_crops: bool = True, allow_flip: bool = False):
         """
         Args:
             augmentations: detectron2 augmentations; no flips unless ``allow_flip``.
-            num_classes: label values >= this (except ``ignore_label``) raise; None: no check.
+            num_classes: label values >= this (except 255) raise; None: no check.
             label_set: the label set the model predicts (None: labels are used as they are).
             dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
                 ``"label_set"`` (registered sets are also found by name).
@@ -110,8 +111,6 @@ class FaceParsingDatasetMapper:
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.num_classes = num_classes
-        self.ignore_label = ignore_label
-        self.min_box_size = float(min_box_size)
         self.label_set = label_set
         self.dataset_label_sets = dict(dataset_label_sets or {})
         self._routes: Dict[str, tuple] = {}  # set name -> (route, its LabelSet, lut or None)
@@ -177,10 +176,7 @@ class FaceParsingDatasetMapper:
         label_file = dataset_dict.get("sem_seg_file_name")
         if label_file:
             label = read_label_map(label_file)
-            if label.shape != (h, w):
-                raise DataReadError(
-                    f"label map {label_file} is {label.shape[1]}x{label.shape[0]} (WxH) but its "
-                    f"image {file_name} is {w}x{h}")
+            check_map_size(label, (h, w), "label map", label_file, file_name)
             label = self._to_model_label_set(dataset_dict, label, label_file)
 
         boxes = self._boxes(annotations, h, w, file_name)
@@ -237,12 +233,12 @@ class FaceParsingDatasetMapper:
         name = dataset_dict.get("label_set")
         if self.label_set is None or name is None or name == self.label_set.name:
             if self.num_classes is not None:
-                check_label_values(label, self.num_classes, label_file, self.ignore_label)
+                check_label_values(label, self.num_classes, label_file)
             if self.label_set is not None:
                 dataset_dict["label_set"] = self.label_set.name
             return label
         route, ls, lut = self._route(name)
-        check_label_values(label, ls.num_classes, label_file, self.ignore_label)
+        check_label_values(label, ls.num_classes, label_file)
         if route == "convert":
             label = lut[label]
             dataset_dict["label_set"] = self.label_set.name
@@ -281,9 +277,7 @@ class FaceParsingDatasetMapper:
         if not path:
             return None, None
         instance_map = read_instance_map(path)
-        if instance_map.shape != tuple(size):
-            raise DataReadError(f"face-instance map {path} is {instance_map.shape[1]}x{instance_map.shape[0]} (WxH) "
-                                f"but its image {dataset_dict['file_name']} is {size[1]}x{size[0]}")
+        check_map_size(instance_map, size, "face-instance map", path, dataset_dict["file_name"])
         first = dataset_dict.get("face_index", 0)
         ids = [first + k + 1 for k, ann in enumerate(annotations) if not ann.get("iscrowd", 0)]
         return instance_map, np.asarray(ids, dtype=np.int64)

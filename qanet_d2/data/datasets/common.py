@@ -10,7 +10,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 import cv2
 import numpy as np
 
-from ..io import check_label_values, image_size, read_label_map
+from ..io import check_label_values, check_map_size, image_size, read_label_map
 from ...structures.label_sets import LabelSet
 from ..video_format import (face_box_excluded_ids, make_frame_record, union_box_from_label_map,
                             write_face_video_json)
@@ -100,9 +100,7 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
         if label is None:
             label = read_label_map(label_file)
         name = label_file or f"label of {image_file}"
-        if label.shape != (h, w):
-            raise ValueError(f"label map {name} is {label.shape[1]}x{label.shape[0]} (WxH) but "
-                             f"its image {image_file} is {w}x{h}")
+        check_map_size(label, (h, w), "label map", name, image_file)
         check_label_values(label, label_set.num_classes, name)
         lab_rel = f"labels/{video_id}/00000.png"
         dst_label = os.path.join(dst_root, lab_rel)

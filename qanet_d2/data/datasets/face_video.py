@@ -28,7 +28,6 @@ __all__ = [
     "get_dataset_label_set",
     "label_set_metadata",
     "datasets_root",
-    "registered_face_video_datasets",
     "set_synthetic_auto_generate",
 ]
 
@@ -74,11 +73,6 @@ def set_synthetic_auto_generate(enabled: bool) -> None:
     missing generates it (the default) or raises. Wire to
     ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
     _AUTO_GENERATE[0] = bool(enabled)
-
-
-def registered_face_video_datasets() -> List[str]:
-    """Names registered through this module."""
-    return sorted(_SPECS)
 
 
 def _as_path_fn(p: PathLike) -> Callable[[], str]:

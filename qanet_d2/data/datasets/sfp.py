@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io import DataReadError, check_label_values, image_size
+from ..io import DataReadError, check_label_values, check_map_size, image_size
 from ...structures.label_sets import LabelSet, sfp_label_set
 from ..video_format import _foreground, boxes_from_label_map, face_box_excluded_ids, make_frame_record
 from .common import parallel_map, place_file, write_image, write_split
@@ -203,9 +203,7 @@ def _convert_video(item, dst, label_set, colors, mode, min_box_area):
         lab_rel, boxes = None, None
         if lab_file is not None:
             label = _read_sfp_label(lab_file, colors)
-            if label.shape != (h, w):
-                raise DataReadError(f"label map {lab_file} is {label.shape[1]}x{label.shape[0]} "
-                                    f"(WxH) but its image {img_file} is {w}x{h}")
+            check_map_size(label, (h, w), "label map", lab_file, img_file)
             check_label_values(label, label_set.num_classes, lab_file)
             stem = os.path.splitext(os.path.basename(img_file))[0]
             lab_rel = f"labels/{video_id}/{stem}.png"
@@ -213,9 +211,7 @@ def _convert_video(item, dst, label_set, colors, mode, min_box_area):
             inst_rel, source = None, "label-map components"
             if inst_file is not None:
                 instances = read_instance_map(inst_file)
-                if instances.shape != (h, w):
-                    raise DataReadError(f"face-instance map {inst_file} is {instances.shape[1]}x{instances.shape[0]} "
-                                        f"(WxH) but its image {img_file} is {w}x{h}")
+                check_map_size(instances, (h, w), "face-instance map", inst_file, img_file)
                 boxes, instance_map = faces_from_instance_map(label, instances, excluded, min_box_area)
                 inst_rel, source = f"instances/{video_id}/{stem}.png", "instance maps"
                 write_image(os.path.join(dst, inst_rel), instance_map)
