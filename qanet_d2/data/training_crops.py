@@ -160,24 +160,6 @@ class TrainingCropper:
 
     device = torch.device("cpu")  # the data-loader workers
 
-    # ------------------------------------------------------------------ geometry
-    def preprocess(self, batched_inputs: List[Dict]) -> ImageList:
-        """The inputs' ``image`` normalised (:func:`~qanet_d2.layers.crops.normalize_image`) and
-        padded with 0 (the mean colour) into one batch."""
-        images = [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs]
-        return ImageList.from_tensors(images, 0, pad_value=0.0)
-
-    def affines(self, boxes: torch.Tensor, augmentation: CropAugmentation) -> torch.Tensor:
-        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes with an
-        ``augmentation`` (its shift, scale, rotation and flip), in the model's crop geometry."""
-        return face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, augmentation.scale,
-                                 shift=augmentation.shift, rotation=augmentation.rotation, flip=augmentation.flip)
-
-    def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
-        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
-        anti-aliased where a crop shrinks its image (training and test crops alike)."""
-        return crop_images(images, batch_idx, affines, self.crop_size, antialias=True)
-
     def crop_labels(self, label_maps: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor,
                     flip: Optional[torch.Tensor] = None, label_sets: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
         """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps padded with -1
@@ -271,7 +253,9 @@ class TrainingCropper:
             labels (in the label set of their input, left/right swapped in that set on flipped
             crops) and the ``N`` image indices.
         """
-        images = self.preprocess(batched_inputs)
+        images = ImageList.from_tensors(  # padded with 0, the mean colour
+            [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs],
+            0, pad_value=0.0)
         label_maps, instance_maps, boxes, face_ids, batch_idx = [], [], [], [], []
         for i, x in enumerate(batched_inputs):
             h, w = images.image_sizes[i]
@@ -298,8 +282,9 @@ class TrainingCropper:
             return images.tensor.new_zeros((0, 3, h, w)), empty.new_zeros((0, h, w)), empty
         boxes, face_ids, batch_idx = torch.cat(boxes), torch.cat(face_ids), torch.cat(batch_idx)
         aug = self.sample_augmentation(len(boxes), generator)
-        affines = self.affines(boxes, augmentation=aug)
-        crops = self.crop_images(images.tensor, batch_idx, affines)
+        affines = face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, aug.scale,
+                                    shift=aug.shift, rotation=aug.rotation, flip=aug.flip)
+        crops = crop_images(images.tensor, batch_idx, affines, self.crop_size, antialias=True)  # 0 outside
         labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip,
                                   label_sets=[batched_inputs[i].get("label_set") for i in batch_idx.tolist()])
         if self.other_faces == "background" and bool((face_ids > 0).any()):

@@ -108,11 +108,14 @@ def read_face_video_json(json_file: str) -> dict:
     def fail(msg):
         raise DatasetFormatError(f"{json_file}: {msg}")
 
+    def require(obj, keys, where=""):
+        for key in keys:
+            if key not in obj:
+                fail(f"{where}{': ' if where else ''}missing key '{key}'")
+
     if not isinstance(data, dict):
         fail("top level must be an object with keys 'label_set' and 'videos'")
-    for key in ("label_set", "videos"):
-        if key not in data:
-            fail(f"missing key '{key}'")
+    require(data, ("label_set", "videos"))
     if not isinstance(data["label_set"], str):
         fail("'label_set' must be a string")
     if "classes" in data and (not isinstance(data["classes"], list)
@@ -125,9 +128,7 @@ def read_face_video_json(json_file: str) -> dict:
         where = f"videos[{vi}]"
         if not isinstance(video, dict):
             fail(f"{where} must be an object")
-        for key in ("video_id", "frames"):
-            if key not in video:
-                fail(f"{where}: missing key '{key}'")
+        require(video, ("video_id", "frames"), where)
         vid = video["video_id"]
         if not isinstance(vid, str) or not vid:
             fail(f"{where}.video_id must be a non-empty string")
@@ -141,9 +142,7 @@ def read_face_video_json(json_file: str) -> dict:
             fwhere = f"{where}.frames[{fi}] (video '{vid}')"
             if not isinstance(frame, dict):
                 fail(f"{fwhere} must be an object")
-            for key in ("frame_index", "file_name", "height", "width"):
-                if key not in frame:
-                    fail(f"{fwhere}: missing key '{key}'")
+            require(frame, ("frame_index", "file_name", "height", "width"), fwhere)
             for key in ("frame_index", "height", "width"):
                 if not isinstance(frame[key], int) or isinstance(frame[key], bool) or frame[key] < 0:
                     fail(f"{fwhere}.{key} must be a non-negative integer, got {frame[key]!r}")
