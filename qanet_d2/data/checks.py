@@ -1,11 +1,9 @@
 """One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``).
 
-For every frame: the image exists and decodes, its size equals the JSON's ``height``/``width``;
-the label map (if any) exists, decodes, is single-channel, has the image's size and only legal
-values (class ids of the label set or 255); the face-instance map (if any) exists, decodes,
-has the image's size and only face indices 0..number of face boxes; face boxes are finite,
-non-degenerate and inside the image. For the dataset: the JSON loads, image ids are unique, and the flip pairs of the
-metadata agree with the label set and with its left/right class names.
+For every frame: image, label map and face-instance map decode and have the JSON's size, label
+values are class ids or 255, face indices have a box, boxes are finite, non-empty and inside the
+image. For the dataset: the JSON loads, image ids are unique, and the metadata's flip pairs agree
+with the label set and its left/right class names.
 """
 from __future__ import annotations
 

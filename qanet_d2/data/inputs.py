@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -237,27 +237,13 @@ def open_image(path: str, what: str = "image", error=ImageReadError, not_found=I
     return img
 
 
-_EXIF_ORIENTATION = 0x0112
-_EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
 def exif_transpose(img: Image.Image) -> Image.Image:
     """The image as displayed: its EXIF orientation applied (as detectron2's ``read_image``);
     a malformed EXIF block is ignored."""
     try:
-        orientation = img.getexif().get(_EXIF_ORIENTATION)
+        return ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF: detectron2 ignores it too
         return img
-    method = _EXIF_TRANSPOSE.get(orientation)
-    return img.transpose(method) if method is not None else img
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -406,7 +392,7 @@ class VideoWriter:
     no audio). ``.avi``: MJPG through OpenCV. Other extensions are refused.
     """
 
-    def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None, crf: int = 20):
+    def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None):
         self.path = path
         self.fps = float(fps)
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
@@ -417,7 +403,7 @@ class VideoWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._av = self._cv = None
         if ext in _AV_CONTAINERS and h264_available():
-            self._open_av(ext, crf)
+            self._open_av(ext)
         elif ext in _AV_CONTAINERS + (".avi",):
             import cv2
 
@@ -428,7 +414,7 @@ class VideoWriter:
         else:
             raise OSError(f"{path}: unsupported video extension {ext or '(none)'}; use .mp4, .mov, .mkv or .avi")
 
-    def _open_av(self, ext: str, crf: int) -> None:
+    def _open_av(self, ext: str) -> None:
         import av
 
         self.codec = "h264"
@@ -441,7 +427,7 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
         if encoder == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            stream.options = {"crf": "20", "preset": "veryfast"}
         self._stream = stream
         self._audio_in = self._audio_out = None
         if self.audio_from:
@@ -518,9 +504,3 @@ class VideoWriter:
             self._copy_audio()
             self._av.close()
             self._av = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -23,17 +23,6 @@ orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_u
   ``LAB``, ``HSV`` are converted to RGB by Pillow (no ICC profile). Colour files with 16 bits per
   channel are reduced to 8 bits by Pillow (the high byte, ``x >> 8``: at most 1 below
   ``round(x / 257)``).
-
-Errors: a missing image raises :class:`ImageNotFoundError`, an undecodable one
-:class:`ImageReadError`; both name the file. ``ImageReadError`` is a :class:`DataReadError`
-(ValueError) and an OSError; ``ImageNotFoundError`` is also a FileNotFoundError.
-
-Label maps: single-channel class ids, returned as ``H x W`` uint8. Palette PNGs give their
-palette *indices* (not colours); 16-bit PNGs are accepted if every value is < 256; a colour
-image is accepted only if its three channels are identical.
-
-Face-instance maps: single-channel face indices (0 = no face, k = the frame's k-th face box),
-8- or 16-bit, returned as ``H x W`` int32.
 """
 from __future__ import annotations
 
@@ -79,8 +68,9 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- label maps
 def read_label_map(path: str) -> np.ndarray:
-    """Read a label PNG as ``H x W`` uint8 class ids. Raises FileNotFoundError /
-    :class:`DataReadError` naming ``path``."""
+    """Read a label PNG as ``H x W`` uint8 class ids: palette PNGs give their indices, 16-bit ones
+    must hold values < 256, colour ones three equal channels. FileNotFoundError /
+    :class:`DataReadError` name ``path``."""
     img = open_image(path, "label map", DataReadError, FileNotFoundError)
     arr = np.asarray(img)
     if img.mode in ("L", "P"):

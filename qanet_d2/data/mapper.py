@@ -52,28 +52,20 @@ class RandomZoomOut(T.Augmentation):
 
 class FaceParsingDatasetMapper:
     """Reads a frame (:func:`qanet_d2.data.video_format.load_face_video_json` dict), its label
-    map and face boxes and resizes them together.
+    map and face boxes and resizes them together. Errors name the file.
 
     Output dict (the input's keys except ``annotations``, plus):
 
-    * ``image``: uint8 ``3 x H' x W'`` in ``image_format``, resized (ResizeShortestEdge).
-    * ``sem_seg``: int64 ``H' x W'`` (nearest resize; 255 = ignore), when the dict has
-      ``sem_seg_file_name``.
-    * ``instances``: ``gt_boxes`` (XYXY_ABS in the resized image, clipped; boxes with a side under
-      ``min_box_size`` dropped) and ``gt_classes`` (zeros).
-    * ``height``, ``width``: the ORIGINAL image size.
-    * ``original_image`` (inference, when ``image`` was resized): the original frame, from which
-      the parser cuts its test crops.
-    * ``label_set``: the label set of ``sem_seg`` when the model's is known: a dict's own
-      ``"label_set"`` is converted into the model's set where it converts
-      (:func:`~qanet_d2.data.mixed_label_sets.training_route` "convert"), else kept ("merge").
-    * with a ``cropper`` (training of the parser): ``face_crops`` (float32 ``N x 3 x h x w``,
-      normalised RGB) and ``face_crop_sem_seg`` (int64 ``N x h x w``), cut from the ORIGINAL
-      image and label map; frames without a label map get ``N = 0``.
-
-    There is no image-level flip (except in detector-only training): crops are flipped, with their
-    left/right labels swapped. Errors name the file: missing/corrupt image or label, sizes that
-    disagree with the dict or the image, label values neither class ids nor 255.
+    * ``image``: uint8 ``3 x H' x W'`` in ``image_format``, resized; ``sem_seg``: int64
+      ``H' x W'`` (nearest; 255 = ignore), when the dict has ``sem_seg_file_name``;
+      ``instances``: ``gt_boxes`` (XYXY_ABS, clipped, thin ones dropped), ``gt_classes`` (zeros).
+    * ``height``, ``width``: the ORIGINAL size; ``original_image`` (inference, when resized): the
+      original frame, from which the parser cuts its test crops.
+    * ``label_set``: the set of ``sem_seg`` when the model's is known (a dict's own
+      ``"label_set"`` is converted into the model's where it converts, else kept).
+    * with a ``cropper`` (training of the parser): ``face_crops`` (float32 ``N x 3 x h x w``) and
+      ``face_crop_sem_seg`` (int64 ``N x h x w``), cut from the ORIGINAL frame (``N = 0``
+      without a label map). Crops, not frames, are flipped (except in detector-only training).
     """
 
     min_box_size = 1.0  # pixels: boxes with a shorter side are dropped
@@ -88,8 +80,8 @@ class FaceParsingDatasetMapper:
             augmentations: detectron2 augmentations; no flips unless ``allow_flip``.
             num_classes: label values >= this (except 255) raise; None: no check.
             label_set: the label set the model predicts (None: labels are used as they are).
-            dataset_label_sets: ``{set name: LabelSet}`` of the sets dicts may state in their
-                ``"label_set"`` (registered sets are also found by name).
+            dataset_label_sets: ``{set name: LabelSet}`` of the sets a dict's ``"label_set"``
+                may name besides the registered ones.
             cropper: a :class:`~qanet_d2.data.training_crops.TrainingCropper` that cuts the
                 training face crops; None: no crops. Each sample with a cropper draws one seed
                 from NumPy's global generator (seeded per worker by detectron2 and per iteration
@@ -215,18 +207,6 @@ class FaceParsingDatasetMapper:
         code = cv2.COLOR_BGR2GRAY if self.image_format == "BGR" else cv2.COLOR_RGB2GRAY
         return cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(image), code), cv2.COLOR_GRAY2BGR)
 
-    def _route(self, name: str) -> tuple:
-        if name not in self._routes:
-            from .mixed_label_sets import training_route
-
-            ls = self.dataset_label_sets.get(name) or LABEL_SETS.get(name)
-            if ls is None:
-                raise KeyError(f"label set '{name}' of a training sample is unknown to the dataset mapper")
-            route = training_route(self.label_set, ls)
-            lut = conversion_lut(ls, self.label_set) if route == "convert" else None
-            self._routes[name] = (route, ls, lut)
-        return self._routes[name]
-
     def _to_model_label_set(self, dataset_dict: dict, label: np.ndarray, label_file: str) -> np.ndarray:
         """Check the label values against their label set and convert them into the model's set
         when their set converts into it; records the labels' set in ``dataset_dict``."""
@@ -237,7 +217,15 @@ class FaceParsingDatasetMapper:
             if self.label_set is not None:
                 dataset_dict["label_set"] = self.label_set.name
             return label
-        route, ls, lut = self._route(name)
+        if name not in self._routes:
+            from .mixed_label_sets import training_route
+
+            ls = self.dataset_label_sets.get(name) or LABEL_SETS.get(name)
+            if ls is None:
+                raise KeyError(f"label set '{name}' of a training sample is unknown to the dataset mapper")
+            route = training_route(self.label_set, ls)
+            self._routes[name] = (route, ls, conversion_lut(ls, self.label_set) if route == "convert" else None)
+        route, ls, lut = self._routes[name]
         check_label_values(label, ls.num_classes, label_file)
         if route == "convert":
             label = lut[label]

@@ -76,14 +76,10 @@ class TrainingCropper:
     ):
         """
         Args:
-            crop_size: parser input ``(height, width)``.
-            pixel_mean, pixel_std: parser normalisation, RGB.
-            input_format: channel order of the input ``image`` ("BGR" or "RGB").
-            label_set: the label set the model predicts (its flip pairs swap the labels of
-                flipped crops of that set); None: labels are not swapped.
-            label_set_flip_permutations: ``{label set name: permutation}`` of the other label
-                sets the inputs' ``"label_set"`` may name; a registered set not listed uses its
-                own flip pairs.
+            crop_size: parser input ``(height, width)``; ``pixel_mean``, ``pixel_std``: RGB.
+            label_set: the label set the model predicts (None: labels are not swapped).
+            label_set_flip_permutations: ``{label set name: permutation}`` of other sets the
+                inputs' ``"label_set"`` may name (a registered set not listed: its flip pairs).
             aug_*, outside_label, other_faces, max_faces_per_image: ``MODEL.QANET.AUG.*``,
                 ``CROP_OUTSIDE_LABEL``, ``CROP_OTHER_FACES``, ``MAX_FACES_PER_IMAGE_TRAIN``.
         """

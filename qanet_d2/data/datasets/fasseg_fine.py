@@ -62,17 +62,10 @@ def _unit(v: np.ndarray) -> Optional[np.ndarray]:
 
 def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
                        image: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Dict[str, int]]:
-    """Fine labels (``fasseg_fine`` ids) of one FASSEG label map.
-
-    Args:
-        coarse: ``H x W`` uint8 ``fasseg`` ids (255 = ignore).
-        landmarks: ``5 x 2`` float (x, y) image coordinates in YuNet's order (module doc), or None.
-        image: ``H x W x 3`` uint8 photo (any channel order) for the inner mouth's darkness; None:
-            the mouth line's band is ignored.
-    Returns:
-        ``(fine, counts)``: ``H x W`` uint8 ``fasseg_fine`` ids (255 = undecided), and pixel counts
-        ``{"<coarse class>_decided": n, "<coarse class>_ignored": n}`` for eyes, hair and mouth.
-    """
+    """``(fine, counts)`` of one ``H x W`` uint8 FASSEG label map: ``fasseg_fine`` ids (255 =
+    undecided) and pixel counts ``{"<class>_decided": n, "<class>_ignored": n}`` for eyes, hair
+    and mouth. ``landmarks``: ``5 x 2`` (module doc) or None; ``image``: the ``H x W x 3`` photo
+    (any channel order) for the inner mouth's darkness, None: the mouth line's band is ignored."""
     coarse = np.asarray(coarse)
     if coarse.ndim != 2:
         raise ValueError(f"coarse label map must be H x W, got shape {coarse.shape}")
@@ -262,18 +255,11 @@ def _detect_landmarks(detector, image_bgr: np.ndarray, bbox: Optional[Sequence[f
 
 def derive_fasseg_fine(fasseg_root: str, dst_root: str, splits: Sequence[str] = FASSEG_FINE_SPLITS,
                        detector=None, log_every: int = 50) -> Dict[str, Dict[str, int]]:
-    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and
-    ``<dst_root>/labels/<video>/<frame>.png`` for each FASSEG split prepared under
-    ``fasseg_root`` (``datasets/prepare_fasseg.py``); the photos stay where they are (the JSONs
-    point at them by relative path). Splits without a JSON are skipped.
-
-    ``detector``: a :class:`~qanet_d2.modeling.detectors.yunet.YuNetFaceDetector` (default: the
-    shipped YuNet-n on the photo at its own size, score >= 0.3).
-
-    Returns:
-        ``{split: counts}``: pixel counts decided/ignored per refined coarse class, and
-        ``images``/``no_landmarks``.
-    """
+    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and its label PNGs for each
+    FASSEG split prepared under ``fasseg_root`` (splits without a JSON are skipped; the JSONs
+    point at the photos there). ``detector``: a ``YuNetFaceDetector`` (default: the shipped
+    YuNet-n, score >= 0.3). Returns ``{split: counts}`` (:func:`derive_fine_labels`' counts,
+    ``images``, ``no_landmarks``, ``with_<fine class>``)."""
     from PIL import Image
 
     from ..io import read_label_map
