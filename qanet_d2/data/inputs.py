@@ -111,12 +111,9 @@ def _glob_root(pattern: str) -> str:
 
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
     """The files named by ``specs`` (files, folders, glob patterns; ``~`` expanded), each once.
-
-    Folders are walked recursively in sorted order (hidden entries skipped) and globs expanded
-    (``**`` included); from both, only image and video extensions are taken, the others are
-    listed in ``skipped``. A file named directly is always taken (as an image unless its
-    extension is a video's). Kinds not in ``kinds`` are skipped as well.
-    """
+    Folders are walked recursively in sorted order (hidden entries skipped), globs expanded
+    (``**`` included); from both, other than image and video extensions are ``skipped``, as are
+    kinds not in ``kinds``. A file named directly is taken as an image unless it is a video."""
     result = InputSet()
     seen = set()
 
@@ -160,10 +157,9 @@ def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffix
     """One output key per input (its relative path without extension) such that no two inputs
     share an output file.
 
-    Colliding keys (``person.jpg``, ``person.png``) keep their extension (``person_jpg``,
-    ``person_png``); what still collides is numbered (``_2``, ...). Two inputs collide when any
-    ``key + suffix`` (``suffixes``: the output file endings) of one equals one of the other's or
-    a file name in ``reserved``, compared case-insensitively (as macOS and Windows do).
+    Colliding keys (``person.jpg``, ``person.png``) keep their extension (``person_jpg``), then
+    are numbered (``_2``, ...). Two inputs collide when a ``key + suffix`` (``suffixes``: output
+    file endings) of one equals one of the other's or a name in ``reserved``, case-insensitively.
     """
     def names(key: str) -> List[str]:
         return [os.path.normcase(key + s).lower() for s in suffixes]

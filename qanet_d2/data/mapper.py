@@ -200,9 +200,7 @@ class FaceParsingDatasetMapper:
     def _maybe_grayscale(self, image: np.ndarray) -> np.ndarray:
         """``image`` turned to grey (luma of its ``image_format``, in all three channels) with
         probability ``grayscale_prob``."""
-        if self.grayscale_prob <= 0.0:
-            return image
-        if np.random.random() >= self.grayscale_prob:
+        if self.grayscale_prob <= 0.0 or np.random.random() >= self.grayscale_prob:  # 0: no draw
             return image
         code = cv2.COLOR_BGR2GRAY if self.image_format == "BGR" else cv2.COLOR_RGB2GRAY
         return cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(image), code), cv2.COLOR_GRAY2BGR)

@@ -47,7 +47,7 @@ def _label_set_or_none(dataset_name: str) -> Optional[LabelSet]:
 
 def model_label_set_source(cfg) -> str:
     """Where the model's label set comes from: ``"MODEL.QANET.LABEL_SET"``, ``"dataset '<name>'"``
-    (the first training, else test, dataset) or ``""`` when the config names none."""
+    or ``""``."""
     if cfg.MODEL.QANET.LABEL_SET.NAME or len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
         return "MODEL.QANET.LABEL_SET"
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
@@ -76,9 +76,8 @@ def model_label_set(cfg) -> Optional[LabelSet]:
 
 
 def fill_model_label_set(cfg) -> Optional[LabelSet]:
-    """Write the model's label set (:func:`model_label_set`) into ``cfg.MODEL.QANET.LABEL_SET``
-    (an unfrozen config), so that the model is built from the config alone; returns it (None,
-    and the config unchanged, when it cannot be known)."""
+    """Write the model's label set (:func:`model_label_set`) into an unfrozen config's
+    ``MODEL.QANET.LABEL_SET`` and return it (None, config unchanged, when it cannot be known)."""
     ls = model_label_set(cfg)
     if ls is not None:
         label_set_to_config(cfg, ls)

@@ -157,7 +157,8 @@ class TrainingCropper:
     device = torch.device("cpu")  # the data-loader workers
 
     def crop_labels(self, label_maps: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor,
-                    flip: Optional[torch.Tensor] = None, label_sets: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
+                    flip: Optional[torch.Tensor] = None,
+                    label_sets: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
         """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps padded with -1
         (:meth:`label_batch`); pixels outside the images get ``ignore_value`` or 0 by
         ``outside_label``. ``flip``-ped crops have their left/right classes swapped in their own
@@ -200,11 +201,10 @@ class TrainingCropper:
         Box scale ``N(0,1) * AUG.SCALE_STD + 1`` clipped to ``AUG.SCALE_RANGE``; rotation
         ``N(0,1) * AUG.ROTATION_STD`` clipped to ``+-AUG.ROTATION_MAX``, applied with probability
         ``AUG.ROTATION_PROB``; flip with probability ``AUG.FLIP_PROB``; centre shift
-        ``N(0,1) * AUG.SHIFT_STD`` clipped to ``+-2 AUG.SHIFT_STD``. With probability
-        ``AUG.OFF_FACE_PROB`` a crop is moved off its face instead: centre shifted by
+        ``N(0,1) * AUG.SHIFT_STD`` clipped to ``+-2 AUG.SHIFT_STD``; with probability
+        ``AUG.OFF_FACE_PROB`` moved off the face (a detector's false box): centre shifted by
         ``U(AUG.OFF_FACE_SHIFT)`` box sizes in a uniform direction, box scaled by
-        ``U(AUG.OFF_FACE_SCALE)``, as a detector's false box beside or around a face. The identity
-        when ``AUG.ENABLED`` is off.
+        ``U(AUG.OFF_FACE_SCALE)``. The identity when ``AUG.ENABLED`` is off.
         """
         if not self.aug_enabled:
             return CropAugmentation(torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n, 2))
@@ -244,10 +244,8 @@ class TrainingCropper:
         no face) and ``instances.gt_face_ids`` (each box's id there, 0 = unknown) let
         ``other_faces`` "background" relabel other faces' pixels.
 
-        Returns:
-            ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
-            labels (in the label set of their input, left/right swapped in that set on flipped
-            crops) and the ``N`` image indices.
+        Returns ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
+        labels (in their input's label set, flipped crops' left/right swapped), image indices.
         """
         images = ImageList.from_tensors(  # padded with 0, the mean colour
             [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs],

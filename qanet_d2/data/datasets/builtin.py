@@ -58,12 +58,8 @@ _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
 _SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg", "fasseg_fine"})
 
 
-def _root_fn(subdir):
-    return lambda: os.path.join(datasets_root(), subdir)
-
-
-def _json_fn(subdir, split):
-    return lambda: os.path.join(datasets_root(), subdir, f"{split}.json")
+def _path_fn(*parts):
+    return lambda: os.path.join(datasets_root(), *parts)
 
 
 def _generator(preset):
@@ -80,7 +76,7 @@ def register_all_face_datasets() -> None:
         preset = _GENERATED_PRESETS.get(prefix)
         for split in splits:
             register_face_video_dataset(
-                f"{prefix}_{split}", _json_fn(subdir, split), _root_fn(subdir), label_set,
+                f"{prefix}_{split}", _path_fn(subdir, f"{split}.json"), _path_fn(subdir), label_set,
                 generate=_generator(preset) if preset else None, prepare_hint=hint,
                 single_face=prefix in _SINGLE_FACE)
 

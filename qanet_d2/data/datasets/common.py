@@ -78,14 +78,10 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
                          label: Optional[np.ndarray] = None, image_in_place: bool = False,
                          face_box: Optional[Callable[[np.ndarray], Optional[List[float]]]] = None
                          ) -> dict:
-    """Store one annotated image as a one-frame video ``video_id`` under ``dst_root`` and
-    return its JSON video entry.
-
-    The image is placed (``mode``) at ``images/<video_id>/00000<ext>`` (``image_in_place``: it
-    is already there); the label map is validated and placed at ``labels/<video_id>/00000.png``
-    (re-encoded unless it is a plain 8-bit PNG file). The face box is ``face_box(label)`` when
-    given, else the box around all labelled pixels except neck/cloth/necklace.
-    """
+    """Store one annotated image as a one-frame video ``video_id`` under ``dst_root``; returns its
+    JSON video entry. The image goes to ``images/<video_id>/00000<ext>`` (``image_in_place``: it is
+    there), the checked label map to ``labels/<video_id>/00000.png``. The face box is
+    ``face_box(label)``, by default the box of all labelled pixels but neck/cloth/necklace."""
     h, w = image_size(image_file)
     ext = os.path.splitext(image_file)[1].lower() or ".jpg"
     img_rel = f"images/{video_id}/00000{ext}"

@@ -69,9 +69,8 @@ _CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
 
 
 def set_synthetic_auto_generate(enabled: bool) -> None:
-    """Whether loading a generated dataset (``face_synth_*``, ``face_composite_*``) whose JSON is
-    missing generates it (the default) or raises. Wire to
-    ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
+    """Whether loading a generated dataset whose JSON is missing generates it (the default) or
+    raises (``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``)."""
     _AUTO_GENERATE[0] = bool(enabled)
 
 
@@ -127,10 +126,8 @@ def label_set_metadata(label_set: LabelSet) -> Dict[str, list]:
 
 
 class FaceVideoMetadata(Metadata):
-    """detectron2 ``Metadata`` whose path fields (``json_file``, ``dataset_root``,
-    ``image_root``) are computed on access and, for datasets whose classes come from their own
-    files, also ``stuff_classes``, ``stuff_colors`` and ``flip_pairs``. Values stored on the
-    object (set explicitly) take precedence."""
+    """detectron2 ``Metadata`` whose path fields and, for datasets whose classes come from their
+    own files, class fields are computed on access; values set explicitly take precedence."""
 
     _LAZY_PATHS = ("json_file", "dataset_root", "image_root")
     _LAZY_CLASSES = ("stuff_classes", "stuff_colors", "flip_pairs")
@@ -218,11 +215,9 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     Args:
         json_file, dataset_root: the split JSON and the directory its paths are relative to;
             paths (resolved when the dataset is loaded) or zero-argument callables.
-        label_set: a registered set's name, a :class:`LabelSet` (registered if new), or the
-            name of an unregistered set (``"sfp"``) whose classes are read from the JSON's
-            ``"classes"``.
-        generate: ``generate(root)`` that creates the dataset when its JSON is missing
-            (:func:`set_synthetic_auto_generate`).
+        label_set: a registered set's name, a :class:`LabelSet` (registered if new), or an
+            unregistered name (``"sfp"``): the classes are then the JSON's ``"classes"``.
+        generate: ``generate(root)`` that creates the dataset when its JSON is missing.
         prepare_hint: appended to "not found" errors.
         single_face: every image shows one face: all its foreground pixels are that face's
             (the instance-level metrics' ground truth where a frame has no ``instance_file``).

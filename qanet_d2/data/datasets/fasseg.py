@@ -198,9 +198,8 @@ def _images_by_stem(folder: str) -> Dict[str, str]:
         stem, ext = os.path.splitext(entry)
         if entry.startswith(".") or ext.lower() not in _IMAGE_EXTS or not os.path.isfile(path):
             continue
-        if stem in out:  # both 1.bmp and 1.png: prefer the release's own file
-            if ext.lower() == ".png":
-                continue
+        if stem in out and ext.lower() == ".png":  # both 1.bmp and 1.png: prefer the release's own file
+            continue
         out[stem] = path
     return out
 

@@ -116,11 +116,7 @@ def find_class_list(src: str) -> str:
 
 
 def _first_dir(base: str, names: Sequence[str]) -> Optional[str]:
-    for n in names:
-        p = os.path.join(base, n)
-        if os.path.isdir(p):
-            return p
-    return None
+    return next((os.path.join(base, n) for n in names if os.path.isdir(os.path.join(base, n))), None)
 
 
 def _read_sfp_label(path: str, colors) -> np.ndarray:
