@@ -68,6 +68,36 @@ def test_from_config(tmp_path):
         FaceParsingDatasetMapper(cfg, is_train=True)
 
 
+def test_detector_only_training_sees_the_joint_frames_and_the_crops_their_own_stream(tmp_path):
+    """A detector-only mapper (TRAIN_MODE "detector") cuts no crops but draws their seed as joint
+    training does: the same frames (grey frames, resize choices) and the same NumPy stream after
+    each sample. The crops are drawn from that seed alone: equal seeds give equal crops."""
+    cfg = qanet_d2.get_qanet_cfg()
+    cfg.MODEL.QANET.NUM_CLASSES = 17
+    cfg.MODEL.QANET.INPUT_SIZE = (32, 24)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.GRAYSCALE_PROB = (40, 60, 80), 1000, 0.5
+    d = _record(tmp_path, boxes=((10, 3, 20, 15), (25, 10, 38, 28)))
+    joint = FaceParsingDatasetMapper(cfg, is_train=True)
+    cfg.MODEL.QANET.TRAIN_MODE = "detector"
+    detector = FaceParsingDatasetMapper(cfg, is_train=True)
+    sizes, crops = set(), []
+    for seed in range(6):
+        np.random.seed(seed)
+        a = joint(d)
+        after_joint = np.random.random()
+        np.random.seed(seed)
+        b = detector(d)
+        assert np.random.random() == after_joint
+        assert torch.equal(a["image"], b["image"]) and "face_crops" not in b
+        assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
+        assert a["face_crops"].shape == (2, 3, 32, 24)
+        np.random.seed(seed)
+        assert torch.equal(joint(d)["face_crops"], a["face_crops"])
+        sizes.add(a["image"].shape)
+        crops.append(a["face_crops"])
+    assert len(sizes) > 1 and not torch.equal(crops[0], crops[1])
+
+
 def test_flip_in_detector_only_training_moves_boxes_and_nothing_else(tmp_path):
     """detectron2's FCOS recipe flips frames horizontally; detector-only training may, because it
     uses the frame and its boxes only: a flipped sample is the unflipped one mirrored (image and
@@ -195,7 +225,8 @@ def test_grayscale_frames_and_their_crops(tmp_path):
     plain = _mapper(augmentations=[], grayscale_prob=0.0)(d)
     assert torch.equal(plain["image"], torch.as_tensor(colour.transpose(2, 0, 1).copy()))
     assert np.array_equal(np.random.get_state()[1], state)
-    mapper = _mapper(augmentations=[], grayscale_prob=0.3, generator=np.random.default_rng(0))
+    np.random.seed(0)
+    mapper = _mapper(augmentations=[], grayscale_prob=0.3)
     turned = [bool((m["image"][0] == m["image"][1]).all() and (m["image"][1] == m["image"][2]).all()) for m in (mapper(d) for _ in range(200))]
     assert 0.2 < np.mean(turned) < 0.4
     with pytest.raises(ValueError, match="GRAYSCALE_PROB"):

@@ -1,11 +1,9 @@
 """One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``).
 
-For every frame: the image exists and decodes, its size equals the JSON's ``height``/``width``;
-the label map (if any) exists, decodes, is single-channel, has the image's size and only legal
-values (class ids of the label set or 255); the face-instance map (if any) exists, decodes,
-has the image's size and only face indices 0..number of face boxes; face boxes are finite,
-non-degenerate and inside the image. For the dataset: the JSON loads, image ids are unique, and the flip pairs of the
-metadata agree with the label set and with its left/right class names.
+For every frame: image, label map and face-instance map decode and have the JSON's size, label
+values are class ids or 255, face indices have a box, boxes are finite, non-empty and inside the
+image. For the dataset: the JSON loads, image ids are unique, and the metadata's flip pairs agree
+with the label set and its left/right class names.
 """
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .io import image_size, illegal_label_values, read_image, read_instance_map, read_label_map
+from .io import illegal_label_values, read_image, read_instance_map, read_label_map
 from ..structures.label_sets import IGNORE_LABEL, LabelSet, derive_flip_pairs
 
 __all__ = ["Problem", "CheckReport", "check_label_set", "check_records", "check_dataset",
@@ -95,57 +93,44 @@ def _check_record(d: dict, label_set: LabelSet, dataset: str) -> List[Problem]:
     def add(file, msg):
         probs.append(Problem(dataset, file, msg))
 
-    size = None
-    try:
-        size = image_size(img_file)
-        image = read_image(img_file)  # full decode: catches truncated files
-        size = image.shape[:2]
-    except FileNotFoundError:
-        add(img_file, "image file is missing")
-    except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
-        add(img_file, f"image cannot be read: {e}")
-        size = None
+    def read(reader, path, file_what, map_what):
+        try:
+            return reader(path)
+        except FileNotFoundError:
+            add(path, f"{file_what} is missing")
+        except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
+            add(path, f"{map_what} cannot be read: {e}")
+        return None
+
+    image = read(read_image, img_file, "image file", "image")  # full decode: catches truncated files
+    size = None if image is None else image.shape[:2]
     if size is not None and tuple(size) != exp:
         add(img_file, f"image is {size[1]}x{size[0]} (WxH) but the JSON says {exp[1]}x{exp[0]}")
+    ref = tuple(size) if size is not None else exp
 
     label_file = d.get("sem_seg_file_name")
-    if label_file:
-        label = None
-        try:
-            label = read_label_map(label_file)
-        except FileNotFoundError:
-            add(label_file, "label file is missing")
-        except Exception as e:  # noqa: BLE001
-            add(label_file, f"label map cannot be read: {e}")
-        if label is not None:
-            ref = tuple(size) if size is not None else exp
-            if label.shape != ref:
-                add(label_file, f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its "
-                                f"image {img_file} is {ref[1]}x{ref[0]}")
-            bad = illegal_label_values(label, label_set.num_classes, IGNORE_LABEL)
-            if bad.size:
-                add(label_file, f"illegal label values {bad.tolist()} (label set "
-                                f"'{label_set.name}' has ids 0..{label_set.num_classes - 1}, "
-                                f"ignore = {IGNORE_LABEL})")
+    label = read(read_label_map, label_file, "label file", "label map") if label_file else None
+    if label is not None:
+        if label.shape != ref:
+            add(label_file, f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its "
+                            f"image {img_file} is {ref[1]}x{ref[0]}")
+        bad = illegal_label_values(label, label_set.num_classes, IGNORE_LABEL)
+        if bad.size:
+            add(label_file, f"illegal label values {bad.tolist()} (label set "
+                            f"'{label_set.name}' has ids 0..{label_set.num_classes - 1}, "
+                            f"ignore = {IGNORE_LABEL})")
 
     inst_file = d.get("instance_file_name")
-    if inst_file:
-        try:
-            inst = read_instance_map(inst_file)
-        except FileNotFoundError:
-            add(inst_file, "face-instance file is missing")
-        except Exception as e:  # noqa: BLE001
-            add(inst_file, f"face-instance map cannot be read: {e}")
-        else:
-            ref = tuple(size) if size is not None else exp
-            n_faces = len(d.get("annotations", []))
-            if inst.shape != ref:
-                add(inst_file, f"face-instance map is {inst.shape[1]}x{inst.shape[0]} (WxH) but its "
-                               f"image {img_file} is {ref[1]}x{ref[0]}")
-            elif inst.size and int(inst.max()) > n_faces:
-                add(inst_file, f"face index {int(inst.max())} but the frame has {n_faces} face box(es)")
+    inst = read(read_instance_map, inst_file, "face-instance file", "face-instance map") if inst_file else None
+    if inst is not None:
+        n_faces = len(d.get("annotations", []))
+        if inst.shape != ref:
+            add(inst_file, f"face-instance map is {inst.shape[1]}x{inst.shape[0]} (WxH) but its "
+                           f"image {img_file} is {ref[1]}x{ref[0]}")
+        elif inst.size and int(inst.max()) > n_faces:
+            add(inst_file, f"face index {int(inst.max())} but the frame has {n_faces} face box(es)")
 
-    h, w = (size if size is not None else exp)
+    h, w = ref
     for k, ann in enumerate(d.get("annotations", [])):
         box = np.asarray(ann.get("bbox", []), dtype=np.float64)
         where = f"face box {k} {box.tolist()}"
@@ -177,13 +162,9 @@ def check_records(records: Sequence[dict], label_set: LabelSet, dataset: str = "
             probs.append(Problem(dataset, d["file_name"], f"duplicate image_id '{iid}' (also "
                                                           f"{seen[iid]})"))
         seen[iid] = d["file_name"]
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(lambda r: _check_record(r, label_set, dataset), records))
-    else:
-        results = [_check_record(r, label_set, dataset) for r in records]
-    for r in results:
-        probs.extend(r)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for r in pool.map(lambda r: _check_record(r, label_set, dataset), records):
+            probs.extend(r)
     return probs
 
 

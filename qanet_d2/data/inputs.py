@@ -1,21 +1,10 @@
 """Inputs and outputs of the command-line tools: which files to parse, how to read them, where
 their results go.
 
-Shared by ``demo/demo.py`` (torch) and ``tools/onnx_infer.py`` (no torch), so it imports only the
-standard library, NumPy and Pillow at module level (OpenCV and PyAV where a function needs them),
-and nothing of qanet_d2: a torch-free tool loads it by path::
-
-    spec = importlib.util.spec_from_file_location("qanet_d2_inputs", "qanet_d2/data/inputs.py")
-
-* :func:`collect_inputs`: files, folders (walked recursively) and glob patterns -> image and
-  video files chosen by extension; what was skipped and what matched nothing are listed.
-* :func:`assign_output_keys`: one output name per input, never the same for two inputs of a run
-  (``person.jpg`` and ``person.png`` become ``person_jpg`` and ``person_png``).
-* :func:`read_image` (and the errors that name the file): the one image reader of the project
-  (training, evaluation, the predictor, the demo and the ONNX tool); :func:`check_parsable_size`
-  refuses images too thin to be resized for the model.
-* :class:`VideoWriter`: H.264 in MP4/MOV/MKV through PyAV (audio copied from the input), MJPG
-  for ``.avi``, OpenCV's ``mp4v`` only when PyAV cannot encode H.264.
+Shared by ``demo/demo.py`` (torch) and ``tools/onnx_infer.py`` (no torch, loads this file by
+path), so it imports only the standard library, NumPy and Pillow at module level (OpenCV and PyAV
+where a function needs them) and nothing of qanet_d2. :func:`read_image` is the one image reader
+of the project (training, evaluation, the predictor, the demo and the ONNX tool).
 """
 from __future__ import annotations
 
@@ -28,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -99,14 +88,6 @@ class InputSet:
     missing: List[str] = field(default_factory=list)  # specs that name nothing
     skipped: List[str] = field(default_factory=list)  # files of folders/globs that are neither images nor videos
 
-    @property
-    def images(self) -> List[InputFile]:
-        return [f for f in self.files if f.kind == "image"]
-
-    @property
-    def videos(self) -> List[InputFile]:
-        return [f for f in self.files if f.kind == "video"]
-
 
 def file_kind(path: str) -> Optional[str]:
     """"image" or "video" by the file's extension, else None."""
@@ -129,15 +110,10 @@ def _glob_root(pattern: str) -> str:
 
 
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
-    """The files named by ``specs`` (files, folders, glob patterns; ``~`` expanded).
-
-    Folders are walked recursively in sorted order (hidden entries skipped) and globs expanded
-    (``**`` included); from both, only files whose extension is an image's or a video's are
-    taken (:data:`IMAGE_EXTENSIONS`, :data:`VIDEO_EXTENSIONS`), the others are listed in
-    ``skipped``. A file named directly is always taken: as a video if its extension says so,
-    otherwise as an image (the reader then says if it is not one). Kinds not in ``kinds`` are
-    skipped as well. A file found twice is taken once.
-    """
+    """The files named by ``specs`` (files, folders, glob patterns; ``~`` expanded), each once.
+    Folders are walked recursively in sorted order (hidden entries skipped), globs expanded
+    (``**`` included); from both, other than image and video extensions are ``skipped``, as are
+    kinds not in ``kinds``. A file named directly is taken as an image unless it is a video."""
     result = InputSet()
     seen = set()
 
@@ -181,12 +157,9 @@ def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffix
     """One output key per input (its relative path without extension) such that no two inputs
     share an output file.
 
-    Inputs whose keys collide (``person.jpg`` and ``person.png``) keep their extension in the key
-    (``person_jpg``, ``person_png``); what still collides is numbered (``_2``, ``_3``, ...).
-    ``suffixes``: what is appended to a key to make each output file name (e.g. ``".json"``,
-    ``"_labels.png"``); two inputs collide when any ``key + suffix`` of one equals one of the
-    other, or a file name in ``reserved`` (e.g. ``labels.json``, in any folder); names are compared
-    case-insensitively, as macOS and Windows do.
+    Colliding keys (``person.jpg``, ``person.png``) keep their extension (``person_jpg``), then
+    are numbered (``_2``, ...). Two inputs collide when a ``key + suffix`` (``suffixes``: output
+    file endings) of one equals one of the other's or a name in ``reserved``, case-insensitively.
     """
     def names(key: str) -> List[str]:
         return [os.path.normcase(key + s).lower() for s in suffixes]
@@ -260,27 +233,13 @@ def open_image(path: str, what: str = "image", error=ImageReadError, not_found=I
     return img
 
 
-_EXIF_ORIENTATION = 0x0112
-_EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
 def exif_transpose(img: Image.Image) -> Image.Image:
     """The image as displayed: its EXIF orientation applied (as detectron2's ``read_image``);
     a malformed EXIF block is ignored."""
     try:
-        orientation = img.getexif().get(_EXIF_ORIENTATION)
+        return ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF: detectron2 ignores it too
         return img
-    method = _EXIF_TRANSPOSE.get(orientation)
-    return img.transpose(method) if method is not None else img
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -313,17 +272,10 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def as_uint8_image(image: np.ndarray, channel_order: str = "BGR", format: str = "BGR") -> np.ndarray:
-    """Any common image array -> ``H x W x 3`` uint8 in ``format`` ("BGR" or "RGB").
-
-    Args:
-        image: ``H x W``, ``H x W x 1`` (gray), ``H x W x 2`` (gray + alpha), ``H x W x 3``
-            (colour) or ``H x W x 4`` (colour + alpha), of any dtype of :mod:`qanet_d2.data.io`.
-        channel_order: order of the colour channels of ``image`` ("BGR" as cv2 reads it, "RGB"
-            as Pillow does).
-        format: order of the result.
-
-    Raises ValueError for other shapes, empty images and unsupported dtypes. A uint8
-    ``H x W x 3`` contiguous input in ``format`` order is returned as is (no copy).
+    """Any common image array (``H x W``, ``H x W x 1..4``: gray, gray + alpha, colour, colour +
+    alpha; dtypes of :mod:`qanet_d2.data.io`) in ``channel_order`` -> ``H x W x 3`` uint8 in
+    ``format`` ("BGR" or "RGB"); a contiguous uint8 input in ``format`` is returned as is.
+    ValueError for other shapes, empty images and unsupported dtypes.
     """
     for name, value in (("channel_order", channel_order), ("format", format)):
         if str(value).upper() not in ("BGR", "RGB"):
@@ -358,13 +310,8 @@ _ARRAY_MODES = ("1", "L", "LA", "RGB", "RGBA", "I", "F")
 
 def read_image(path: str, format: str = "BGR") -> np.ndarray:
     """Read an image file as a uint8 ``H x W x 3`` array in ``format`` ("BGR" or "RGB"), EXIF
-    orientation applied; conversions in :mod:`qanet_d2.data.io`.
-
-    Raises:
-        ImageNotFoundError: no such file.
-        ImageReadError: the file is not an image, is truncated or cannot be converted.
-        Both name ``path``.
-    """
+    orientation applied; conversions in :mod:`qanet_d2.data.io`. ImageNotFoundError /
+    ImageReadError name ``path``."""
     if format not in ("BGR", "RGB"):
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
     img = exif_transpose(open_image(path))
@@ -435,15 +382,13 @@ _COPY_AUDIO = {".mp4": ("aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"), ".
 class VideoWriter:
     """Writes BGR frames of one size to ``path``.
 
-    ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``: H.264 (yuv420p, which browsers play) through PyAV;
-    a frame of odd width or height is padded by one edge pixel (H.264 in yuv420p needs even
-    sizes). With ``audio_from``, the audio track of that file is copied into the output (or
-    re-encoded to AAC where the container cannot hold its codec). Without PyAV's H.264 encoder,
-    OpenCV's ``mp4v`` is written instead (``codec`` says which; no audio). ``.avi``: MJPG
-    through OpenCV. Other extensions are refused.
+    ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``: H.264 in yuv420p through PyAV (odd sizes padded by one
+    edge pixel), with the audio of ``audio_from`` copied (re-encoded to AAC where the container
+    cannot hold its codec); without PyAV's H.264 encoder, OpenCV's ``mp4v`` (``codec`` says which;
+    no audio). ``.avi``: MJPG through OpenCV. Other extensions are refused.
     """
 
-    def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None, crf: int = 20):
+    def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None):
         self.path = path
         self.fps = float(fps)
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
@@ -454,7 +399,7 @@ class VideoWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._av = self._cv = None
         if ext in _AV_CONTAINERS and h264_available():
-            self._open_av(ext, crf)
+            self._open_av(ext)
         elif ext in _AV_CONTAINERS + (".avi",):
             import cv2
 
@@ -465,7 +410,7 @@ class VideoWriter:
         else:
             raise OSError(f"{path}: unsupported video extension {ext or '(none)'}; use .mp4, .mov, .mkv or .avi")
 
-    def _open_av(self, ext: str, crf: int) -> None:
+    def _open_av(self, ext: str) -> None:
         import av
 
         self.codec = "h264"
@@ -478,7 +423,7 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
         if encoder == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            stream.options = {"crf": "20", "preset": "veryfast"}
         self._stream = stream
         self._audio_in = self._audio_out = None
         if self.audio_from:
@@ -555,9 +500,3 @@ class VideoWriter:
             self._copy_audio()
             self._av.close()
             self._av = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -1,11 +1,9 @@
 """Training on face instances: one sample = one face crop (``DATALOADER.SAMPLE_UNIT "face"``).
 
-As the official QANet code trains its parser: the dataset is the list of faces, not of frames
+As the official QANet code trains its parser: the dataset is the list of faces
 (:func:`face_instance_dicts`), so an epoch visits every face once and ``SOLVER.IMS_PER_BATCH``
-counts crops. Each face is cut in the data-loader workers from its ORIGINAL-resolution frame
-(no detector resize) by :class:`FaceInstanceDatasetMapper`, with the crop augmentation of
-:meth:`qanet_d2.data.training_crops.TrainingCropper.training_crops`: the geometry and the augmentation draws
-are the ones of the frame route (:class:`~qanet_d2.data.FaceParsingDatasetMapper`).
+counts crops. Each face is cut from its original-resolution frame by the frame route's mapper
+(:class:`~qanet_d2.data.FaceParsingDatasetMapper`): the same geometry and augmentation draws.
 """
 from __future__ import annotations
 
@@ -23,13 +21,10 @@ SAMPLE_UNITS = ("image", "face")
 
 
 def face_instance_dicts(dataset_dicts: List[Dict], min_box_size: float = 1.0) -> List[Dict]:
-    """One dataset dict per face: the frame's dict (shallow copy) with ``annotations`` = that
-    face's annotation alone and ``face_index`` = its position in the frame's annotations.
-
-    Frames without a label map (``sem_seg_file_name``) give no faces (a crop needs labels);
-    crowd annotations and boxes with a side under ``min_box_size`` pixels (after clipping to the
-    frame) are skipped. Faces are listed frame by frame, in annotation order.
-    """
+    """One dataset dict per face, frame by frame: the frame's dict (shallow copy) with
+    ``annotations`` = that face's alone and ``face_index`` = its position in the frame's. Frames
+    without a label map, crowd annotations and boxes with a side under ``min_box_size`` pixels
+    (clipped to the frame) give none."""
     out = []
     for d in dataset_dicts:
         if not d.get("sem_seg_file_name"):
@@ -52,25 +47,16 @@ def face_instance_dicts(dataset_dicts: List[Dict], min_box_size: float = 1.0) ->
 
 
 class FaceInstanceDatasetMapper:
-    """Face-instance dataset dict (:func:`face_instance_dicts`) -> one augmented face crop.
+    """Face-instance dataset dict (:func:`face_instance_dicts`) -> one augmented face crop, cut by
+    ``frame_mapper`` (with a ``cropper`` and no resize: crops come from the original resolution).
 
-    Reads the frame and its label map at their original resolution (with the checks and error
-    messages of :class:`FaceParsingDatasetMapper`) and cuts the dict's one face with
-    :meth:`TrainingCropper.training_crops`.
-
-    Output dict: ``file_name``, ``image_id`` (and the other keys of the input except
-    ``annotations``), ``face_index``, ``height``/``width`` (the frame's), ``face_crops``
-    (float32 ``1 x 3 x h x w``, normalised RGB) and ``face_crop_sem_seg`` (int64 ``1 x h x w``).
-    No full image travels to the model.
+    Output dict: the input's keys except ``annotations``, ``height``/``width`` (the frame's),
+    ``face_crops`` (float32 ``1 x 3 x h x w``) and ``face_crop_sem_seg`` (int64 ``1 x h x w``);
+    no full image travels to the model.
     """
 
     @configurable
     def __init__(self, *, frame_mapper: FaceParsingDatasetMapper):
-        """
-        Args:
-            frame_mapper: reads and checks the frame; must have a ``cropper`` and no resizing
-                augmentation (crops come from the original resolution).
-        """
         if frame_mapper.cropper is None:
             raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a TrainingCropper (cropper=...)")
         if len(frame_mapper.augmentations.augs):
@@ -82,8 +68,6 @@ class FaceInstanceDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg):
-        # the frame route's training mapper (label sets, grey frames, the cropper) without its
-        # resize: crops come from the original resolution
         args = FaceParsingDatasetMapper.from_config(cfg, is_train=True)
         frame_mapper = FaceParsingDatasetMapper(**{**args, "augmentations": []})
         return {"frame_mapper": frame_mapper}

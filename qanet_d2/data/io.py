@@ -1,12 +1,10 @@
 """Reading frames and label maps with errors that name the file.
 
 Images (implemented in :mod:`qanet_d2.data.inputs`, which the torch-free tools load too): one
-conversion for every path (the dataset mapper for training and evaluation, the
-predictor, the demo, the tools). :func:`read_image` decodes a file with Pillow, applies its EXIF
-orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`,
-which the predictor also applies to the arrays it is given. The result is always a 3-channel
-uint8 ``H x W x 3`` array in the requested channel order ("BGR" or "RGB"). Rules, decided by
-the dtype (or Pillow mode), never by the pixel values:
+conversion for every path. :func:`read_image` decodes a file with Pillow, applies its EXIF
+orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`
+(which the predictor applies to the arrays it is given): always ``H x W x 3`` uint8 in "BGR" or
+"RGB". Rules, decided by the dtype (or Pillow mode), never by the pixel values:
 
 * ``uint8``: as is.
 * ``bool`` (Pillow mode ``1``): False -> 0, True -> 255.
@@ -25,17 +23,6 @@ the dtype (or Pillow mode), never by the pixel values:
   ``LAB``, ``HSV`` are converted to RGB by Pillow (no ICC profile). Colour files with 16 bits per
   channel are reduced to 8 bits by Pillow (the high byte, ``x >> 8``: at most 1 below
   ``round(x / 257)``).
-
-Errors: a missing image raises :class:`ImageNotFoundError`, an undecodable one
-:class:`ImageReadError`; both name the file. ``ImageReadError`` is a :class:`DataReadError`
-(ValueError) and an OSError; ``ImageNotFoundError`` is also a FileNotFoundError.
-
-Label maps: single-channel class ids, returned as ``H x W`` uint8. Palette PNGs give their
-palette *indices* (not colours); 16-bit PNGs are accepted if every value is < 256; a colour
-image is accepted only if its three channels are identical.
-
-Face-instance maps: single-channel face indices (0 = no face, k = the frame's k-th face box),
-8- or 16-bit, returned as ``H x W`` int32.
 """
 from __future__ import annotations
 
@@ -73,20 +60,18 @@ __all__ = [
     "image_size",
     "illegal_label_values",
     "check_label_values",
+    "check_map_size",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def _open(path: str, what: str, error=DataReadError, not_found=FileNotFoundError) -> Image.Image:
-    return open_image(path, what, error, not_found)
-
-
 # ---------------------------------------------------------------------------- label maps
 def read_label_map(path: str) -> np.ndarray:
-    """Read a label PNG as ``H x W`` uint8 class ids. Raises FileNotFoundError /
-    :class:`DataReadError` naming ``path``."""
-    img = _open(path, "label map")
+    """Read a label PNG as ``H x W`` uint8 class ids: palette PNGs give their indices, 16-bit ones
+    must hold values < 256, colour ones three equal channels. FileNotFoundError /
+    :class:`DataReadError` name ``path``."""
+    img = open_image(path, "label map", DataReadError, FileNotFoundError)
     arr = np.asarray(img)
     if img.mode in ("L", "P"):
         return np.ascontiguousarray(arr, dtype=np.uint8)
@@ -109,7 +94,7 @@ def read_instance_map(path: str) -> np.ndarray:
     """Read a face-instance PNG (face index per pixel, 0 = no face; 8- or 16-bit single
     channel) as ``H x W`` int32. Raises FileNotFoundError / :class:`DataReadError` naming
     ``path``."""
-    img = _open(path, "face-instance map")
+    img = open_image(path, "face-instance map", DataReadError, FileNotFoundError)
     if img.mode in ("L", "P") or img.mode.startswith("I;16") or img.mode == "I":
         arr = np.asarray(img).astype(np.int32)
         if arr.ndim == 2 and (arr.size == 0 or arr.min() >= 0):
@@ -158,3 +143,11 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str,
         raise DataReadError(
             f"{path}: label values {bad.tolist()} are outside the label set's ids "
             f"0..{num_classes - 1}{extra} and are not the ignore value {ignore_label}")
+
+
+def check_map_size(array: np.ndarray, size: Tuple[int, int], what: str, path: str, image_file: str) -> None:
+    """Raise :class:`DataReadError` naming both files when the ``what`` (e.g. "label map") at
+    ``path`` is not the ``(height, width)`` of its image."""
+    if array.shape[:2] != tuple(size):
+        raise DataReadError(f"{what} {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its "
+                            f"image {image_file} is {size[1]}x{size[0]}")

@@ -1,22 +1,12 @@
 """One model, many label sets: which fine label set a model predicts, and how each dataset's
 labels meet it in training and in evaluation.
 
-A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (``NAME`` default ``""``: the label set
-of the first dataset of ``DATASETS.TRAIN``, or of ``DATASETS.TEST`` when there is no training
-dataset); :func:`fill_model_label_set` writes it into the config once, and the model is built
-from the config alone.
-A training dataset in another label set takes one of two routes (:func:`training_route`):
-
-* ``"convert"``: its labels are converted into the model's set in the mapper (a dataset at least
-  as fine as the model, e.g. synthetic data for a ``fasseg`` model), by
-  :func:`~qanet_d2.structures.label_sets.conversion_lut`.
-* ``"merge"``: its labels stay in its own, coarser set (e.g. ``fasseg`` data for a ``synthetic``
-  model) and the losses of its crops are computed on the model's probabilities summed into the
-  coarse classes (:func:`~qanet_d2.modeling.qanet.losses.merge_log_probs`, through
-  :func:`~qanet_d2.structures.label_sets.conversion_ids`).
-
-A test dataset in a coarser set is scored on the model's predictions converted into its classes
-(:func:`prediction_conversion`).
+A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (empty ``NAME``: the set of the first
+dataset of ``DATASETS.TRAIN``, else of ``DATASETS.TEST``), written into the config once
+(:func:`fill_model_label_set`). A training dataset in another set is either converted into it
+in the mapper (``"convert"``) or keeps its coarser labels, on which the losses merge the model's
+probabilities (``"merge"``; :func:`training_route`). A test dataset in a coarser set is scored on
+the predictions converted into its classes (:func:`prediction_conversion`).
 """
 from __future__ import annotations
 
@@ -29,7 +19,6 @@ from ..structures.label_sets import (LABEL_SETS, LabelSet, conversion_ids, conve
                                      label_set_to_config)
 
 __all__ = [
-    "TRAINING_ROUTES",
     "NoConversionError",
     "model_label_set",
     "fill_model_label_set",
@@ -39,11 +28,6 @@ __all__ = [
     "prediction_conversion_note",
     "same_label_set",
 ]
-
-# "same": the model's set; "convert": labels converted into it in the mapper; "merge": losses on
-# the model's probabilities merged into the dataset's coarser set.
-TRAINING_ROUTES = ("same", "convert", "merge")
-
 
 class NoConversionError(ValueError):
     """Two label sets have no class correspondence in the direction needed."""
@@ -63,7 +47,7 @@ def _label_set_or_none(dataset_name: str) -> Optional[LabelSet]:
 
 def model_label_set_source(cfg) -> str:
     """Where the model's label set comes from: ``"MODEL.QANET.LABEL_SET"``, ``"dataset '<name>'"``
-    (the first training, else test, dataset) or ``""`` when the config names none."""
+    or ``""``."""
     if cfg.MODEL.QANET.LABEL_SET.NAME or len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
         return "MODEL.QANET.LABEL_SET"
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
@@ -71,19 +55,10 @@ def model_label_set_source(cfg) -> str:
 
 
 def model_label_set(cfg) -> Optional[LabelSet]:
-    """The label set the model predicts (see the module doc).
-
-    ``MODEL.QANET.LABEL_SET`` gives it (its CLASSES, or a registered NAME), or NAME is the set of
-    one of the config's datasets (e.g. ``"sfp"``, whose classes come from its files), or NAME is
-    empty: the set of the first dataset.
-
-    Returns:
-        the :class:`LabelSet`, or None when it cannot be known (no dataset in the config, or a
-        dataset whose classes are read from files that are absent).
-    Raises:
-        KeyError: ``MODEL.QANET.LABEL_SET.NAME`` names no registered set and no set of the
-            config's datasets.
-    """
+    """The label set the model predicts: ``MODEL.QANET.LABEL_SET`` (its CLASSES or a registered
+    NAME), else the set of the config's dataset that NAME names (e.g. ``"sfp"``), else (empty NAME)
+    the first dataset's. None when it cannot be known (no dataset, or absent files); KeyError
+    when NAME names no known set."""
     own = label_set_from_config(cfg)
     if own is not None:
         return own
@@ -101,9 +76,8 @@ def model_label_set(cfg) -> Optional[LabelSet]:
 
 
 def fill_model_label_set(cfg) -> Optional[LabelSet]:
-    """Write the model's label set (:func:`model_label_set`) into ``cfg.MODEL.QANET.LABEL_SET``
-    (an unfrozen config), so that the model is built from the config alone; returns it (None,
-    and the config unchanged, when it cannot be known)."""
+    """Write the model's label set (:func:`model_label_set`) into an unfrozen config's
+    ``MODEL.QANET.LABEL_SET`` and return it (None, config unchanged, when it cannot be known)."""
     ls = model_label_set(cfg)
     if ls is not None:
         label_set_to_config(cfg, ls)
@@ -119,14 +93,9 @@ def _has_conversion(src: LabelSet, dst: LabelSet) -> bool:
 
 
 def training_route(model: LabelSet, data: LabelSet) -> str:
-    """How a training dataset in label set ``data`` meets a model predicting ``model``: one of
-    :data:`TRAINING_ROUTES`. Converting the labels is preferred when the dataset's set converts
-    into the model's (the dataset is at least as fine); otherwise the model's probabilities are
-    merged into the dataset's set.
-
-    Raises:
-        NoConversionError: no conversion in either direction.
-    """
+    """How a training dataset in label set ``data`` meets a model predicting ``model``: "same",
+    "convert" (labels converted into the model's set, preferred) or "merge" (the model's
+    probabilities merged into the dataset's coarser set). NoConversionError when neither converts."""
     if same_label_set(model, data):
         return "same"
     if _has_conversion(data, model):
@@ -139,12 +108,8 @@ def training_route(model: LabelSet, data: LabelSet) -> str:
 
 
 def prediction_conversion(model: LabelSet, data: LabelSet) -> Optional[np.ndarray]:
-    """``conversion_ids(model, data)`` (the ``data`` id of each class the model predicts, 255 for
-    none), or None when both are the same set.
-
-    Raises:
-        NoConversionError: the model's classes do not convert into ``data``'s.
-    """
+    """``conversion_ids(model, data)`` (the ``data`` id of each predicted class, 255 for none), or
+    None when both are the same set; NoConversionError when they do not convert."""
     if same_label_set(model, data):
         return None
     try:

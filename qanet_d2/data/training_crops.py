@@ -1,12 +1,8 @@
 """TrainingCropper: the parser's training crops, cut in the data loader from a frame at its
-original resolution: the augmentation draw (``MODEL.QANET.AUG.*``: box scale, rotation, flip,
-shift, off-face crops), the cutting (the model's crop geometry, :mod:`qanet_d2.layers.crops`, and
-its input normalisation) and the labels (``CROP_OUTSIDE_LABEL``, ``CROP_OTHER_FACES``, left/right
-classes swapped on flipped crops in the label set of each crop).
-
-The augmentation is drawn by :meth:`TrainingCropper.sample_augmentation` from torch's global
-generator, a ``torch.Generator`` or NumPy (a ``Generator``, ``RandomState`` or the ``np.random``
-module: the data-loader workers), always from the same distributions.
+original resolution: the augmentation draw (``MODEL.QANET.AUG.*``), the cutting (the model's crop
+geometry, :mod:`qanet_d2.layers.crops`, and its input normalisation) and the labels
+(``CROP_OUTSIDE_LABEL``, ``CROP_OTHER_FACES``, left/right classes swapped on flipped crops in the
+label set of each crop).
 """
 from __future__ import annotations
 
@@ -32,52 +28,23 @@ CROP_OTHER_FACES = ("background", "keep")
 
 @dataclass
 class CropAugmentation:
-    """Per-crop augmentation parameters (float32 / bool tensors of length ``N``).
-
-    ``scale``: box scale factor; ``rotation``: degrees (see :func:`boxes_to_affines`); ``flip``:
-    mirrored crop; ``shift``: ``N x 2`` centre shift as a fraction of the box width and height.
-    """
+    """Per-crop augmentation (length ``N``): ``scale`` box scale factor, ``rotation`` degrees,
+    ``flip`` mirrored crop, ``shift`` ``N x 2`` centre shift as a fraction of the box size."""
 
     scale: torch.Tensor
     rotation: torch.Tensor
     flip: torch.Tensor
     shift: torch.Tensor
 
-    def __len__(self) -> int:
-        return len(self.scale)
-
-
-class _RandomSource:
-    """Standard normal and uniform [0, 1) draws from torch's global generator, a
-    ``torch.Generator`` or a NumPy ``Generator`` / ``RandomState``, as float32 torch tensors."""
-
-    def __init__(self, generator, device):
-        self.generator = generator
-        self.device = device
-        self.numpy = generator is not None and hasattr(generator, "standard_normal")
-
-    def normal(self, *size) -> torch.Tensor:
-        if self.numpy:
-            return torch.from_numpy(np.asarray(self.generator.standard_normal(size), np.float32)).to(self.device)
-        return torch.randn(*size, generator=self.generator, device=self.device)
-
-    def uniform(self, *size) -> torch.Tensor:
-        if self.numpy:
-            return torch.from_numpy(np.asarray(self.generator.random(size), np.float32)).to(self.device)
-        return torch.rand(*size, generator=self.generator, device=self.device)
-
 
 class TrainingCropper:
     """Cuts the augmented training crops of a frame's faces (on CPU, in the data loader).
 
-    Coordinates are those of :mod:`qanet_d2.layers.crops` (continuous pixel coordinates, XYXY_ABS
-    boxes, ``N x 2 x 3`` crop -> image affines, sizes as ``(height, width)``), in the frame of the
-    frame it is given.
+    Coordinates are those of :mod:`qanet_d2.layers.crops`, in the frame it is given. The crop
+    geometry and normalisation arguments repeat FaceCropper's: data/ does not import the model;
+    both compute through :mod:`qanet_d2.layers.crops`, and a test checks they agree.
     """
 
-    # The crop geometry and normalisation arguments repeat FaceCropper's on purpose: the data
-    # loader does not import the model (data/ and modeling/ stay apart); both compute through
-    # qanet_d2.layers.crops (face_crop_affines, normalize_image), and a test checks they agree.
     @configurable
     def __init__(
         self,
@@ -109,24 +76,25 @@ class TrainingCropper:
     ):
         """
         Args:
-            crop_size: parser input ``(height, width)`` (``MODEL.QANET.INPUT_SIZE``).
-            pixel_mean, pixel_std: parser normalisation, RGB.
-            input_format: channel order of the model input ``image`` ("BGR" or "RGB").
-            label_set: the label set the model predicts (its flip pairs swap the labels of
-                flipped crops of that set); None: labels are not swapped.
-            label_set_flip_permutations: ``{label set name: permutation}`` of the other label
-                sets whose labels training crops may carry (the input's ``"label_set"``); a
-                registered set not listed uses its own flip pairs.
-            aug_*: ``MODEL.QANET.AUG.*``.
-            outside_label: ``MODEL.QANET.CROP_OUTSIDE_LABEL``.
-            other_faces: ``MODEL.QANET.CROP_OTHER_FACES``: labels of other faces' pixels in a
-                training crop ("background" or "keep"), where the input has a face-instance map.
-            max_faces_per_image: faces cropped per training image, largest first.
+            crop_size: parser input ``(height, width)``; ``pixel_mean``, ``pixel_std``: RGB.
+            label_set: the label set the model predicts (None: labels are not swapped).
+            label_set_flip_permutations: ``{label set name: permutation}`` of other sets the
+                inputs' ``"label_set"`` may name (a registered set not listed: its flip pairs).
+            aug_*, outside_label, other_faces, max_faces_per_image: ``MODEL.QANET.AUG.*``,
+                ``CROP_OUTSIDE_LABEL``, ``CROP_OTHER_FACES``, ``MAX_FACES_PER_IMAGE_TRAIN``.
         """
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"INPUT.FORMAT must be BGR or RGB; got {input_format!r}")
         if outside_label not in CROP_OUTSIDE_LABELS:
             raise ValueError(f"MODEL.QANET.CROP_OUTSIDE_LABEL must be one of {CROP_OUTSIDE_LABELS}; got {outside_label!r}")
+        if other_faces not in CROP_OTHER_FACES:
+            raise ValueError(f"MODEL.QANET.CROP_OTHER_FACES must be one of {CROP_OTHER_FACES}; got {other_faces!r}")
+        if not 0.0 <= float(aug_off_face_prob) <= 1.0:
+            raise ValueError(f"MODEL.QANET.AUG.OFF_FACE_PROB must be in [0, 1]; got {aug_off_face_prob}")
+        for key, (lo, hi), least in (("OFF_FACE_SHIFT", aug_off_face_shift, 0.0), ("OFF_FACE_SCALE", aug_off_face_scale, 1e-6)):
+            if not least <= float(lo) <= float(hi):
+                raise ValueError(f"MODEL.QANET.AUG.{key} must be a range (low, high) with {least:g} <= low <= high; "
+                                 f"got {(lo, hi)}")
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.num_classes = int(num_classes)
         self.aspect_ratio = float(aspect_ratio)
@@ -145,18 +113,10 @@ class TrainingCropper:
         self.aug_rotation_prob = float(aug_rotation_prob)
         self.aug_flip_prob = float(aug_flip_prob)
         self.aug_shift_std = float(aug_shift_std)
-        if not 0.0 <= float(aug_off_face_prob) <= 1.0:
-            raise ValueError(f"MODEL.QANET.AUG.OFF_FACE_PROB must be in [0, 1]; got {aug_off_face_prob}")
-        for key, (lo, hi), least in (("OFF_FACE_SHIFT", aug_off_face_shift, 0.0), ("OFF_FACE_SCALE", aug_off_face_scale, 1e-6)):
-            if not least <= float(lo) <= float(hi):
-                raise ValueError(f"MODEL.QANET.AUG.{key} must be a range (low, high) with {least:g} <= low <= high; "
-                                 f"got {(lo, hi)}")
         self.aug_off_face_prob = float(aug_off_face_prob)
         self.aug_off_face_shift = (float(aug_off_face_shift[0]), float(aug_off_face_shift[1]))
         self.aug_off_face_scale = (float(aug_off_face_scale[0]), float(aug_off_face_scale[1]))
         self.outside_label = outside_label
-        if other_faces not in CROP_OTHER_FACES:
-            raise ValueError(f"MODEL.QANET.CROP_OTHER_FACES must be one of {CROP_OTHER_FACES}; got {other_faces!r}")
         self.other_faces = other_faces
         self.ignore_value = int(ignore_value)
         self.max_faces_per_image = int(max_faces_per_image)
@@ -196,39 +156,13 @@ class TrainingCropper:
 
     device = torch.device("cpu")  # the data-loader workers
 
-    # ------------------------------------------------------------------ geometry
-    def preprocess(self, batched_inputs: List[Dict]) -> ImageList:
-        """The inputs' ``image`` normalised (:func:`~qanet_d2.layers.crops.normalize_image`) and
-        padded with 0 (the mean colour) into one batch."""
-        images = [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs]
-        return ImageList.from_tensors(images, 0, pad_value=0.0)
-
-    def affines(self, boxes: torch.Tensor, augmentation: CropAugmentation) -> torch.Tensor:
-        """``N x 2 x 3`` crop -> image affines of the crops of ``N x 4`` face boxes with an
-        ``augmentation`` (its shift, scale, rotation and flip), in the model's crop geometry."""
-        return face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, augmentation.scale,
-                                 shift=augmentation.shift, rotation=augmentation.rotation, flip=augmentation.flip)
-
-    def crop_images(self, images: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
-        """``N x 3 x h x w`` bilinear crops of ``B x 3 x H x W`` images (0 outside the images),
-        anti-aliased where a crop shrinks its image (training and test crops alike)."""
-        return crop_images(images, batch_idx, affines, self.crop_size, antialias=True)
-
-    def crop_labels(
-        self,
-        label_maps: torch.Tensor,
-        batch_idx: torch.Tensor,
-        affines: torch.Tensor,
-        flip: Optional[torch.Tensor] = None,
-        label_sets: Optional[Sequence[Optional[str]]] = None,
-    ) -> torch.Tensor:
-        """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps.
-
-        ``label_maps`` are padded with -1 (:meth:`label_batch`); crop pixels outside the images
-        get ``ignore_value`` or 0 by ``outside_label``. The left/right classes of ``flip``-ped
-        crops are swapped: in each crop's own label set (``label_sets``, ``N`` names; None or no
-        list: the model's set), see :meth:`label_set_flip_permutation`.
-        """
+    def crop_labels(self, label_maps: torch.Tensor, batch_idx: torch.Tensor, affines: torch.Tensor,
+                    flip: Optional[torch.Tensor] = None,
+                    label_sets: Optional[Sequence[Optional[str]]] = None) -> torch.Tensor:
+        """``N x h x w`` nearest-neighbour crops of ``B x H x W`` label maps padded with -1
+        (:meth:`label_batch`); pixels outside the images get ``ignore_value`` or 0 by
+        ``outside_label``. ``flip``-ped crops have their left/right classes swapped in their own
+        label set (``label_sets``, ``N`` names; None: the model's set)."""
         outside = self.ignore_value if self.outside_label == "ignore" else 0
         labels = crop_labels(label_maps, batch_idx, affines, self.crop_size, self.ignore_value, outside_value=outside)
         if flip is not None:
@@ -244,20 +178,16 @@ class TrainingCropper:
     def label_set_flip_permutation(self, label_set: Optional[str]) -> torch.Tensor:
         """The flip permutation of label ids of ``label_set`` (None: the model's set, identity
         without one; a set given at construction; else a registered set's flip pairs)."""
-        if label_set is None or (self.label_set is not None and label_set == self.label_set.name):
-            if self.label_set is None:
-                return torch.arange(self.num_classes, device=self.device)
-            label_set = self.label_set.name
-            if label_set not in self.label_set_flip_permutations:
-                self.label_set_flip_permutations[label_set] = torch.as_tensor(self.label_set.flip_permutation())
-        perm = self.label_set_flip_permutations.get(label_set)
-        if perm is None:
-            if label_set not in LABEL_SETS:
-                raise KeyError(f"training crops labelled in label set '{label_set}', whose flip pairs the "
+        if label_set is None and self.label_set is None:
+            return torch.arange(self.num_classes, device=self.device)
+        name = self.label_set.name if label_set is None else label_set
+        if name not in self.label_set_flip_permutations:
+            ls = self.label_set if self.label_set is not None and name == self.label_set.name else LABEL_SETS.get(name)
+            if ls is None:
+                raise KeyError(f"training crops labelled in label set '{name}', whose flip pairs the "
                                f"face cropper does not know (known: {sorted(self.label_set_flip_permutations)})")
-            perm = self.label_set_flip_permutations[label_set] = torch.as_tensor(
-                LABEL_SETS[label_set].flip_permutation(), dtype=torch.long)
-        return perm.to(self.device)
+            self.label_set_flip_permutations[name] = torch.as_tensor(ls.flip_permutation(), dtype=torch.long)
+        return self.label_set_flip_permutations[name]
 
     def label_batch(self, label_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """``H_i x W_i`` label maps -> one ``B x H x W`` long batch padded with -1 ("outside")."""
@@ -265,76 +195,61 @@ class TrainingCropper:
         return ImageList.from_tensors(maps, 0, pad_value=-1).tensor
 
     # ------------------------------------------------------------------ augmentation
-    def sample_augmentation(self, n: int, generator=None, device=None) -> CropAugmentation:
-        """Draw the augmentation of ``n`` training crops.
+    def sample_augmentation(self, n: int, generator: Optional[torch.Generator] = None) -> CropAugmentation:
+        """Draw the augmentation of ``n`` training crops from ``generator`` (None: torch's global one).
 
         Box scale ``N(0,1) * AUG.SCALE_STD + 1`` clipped to ``AUG.SCALE_RANGE``; rotation
         ``N(0,1) * AUG.ROTATION_STD`` clipped to ``+-AUG.ROTATION_MAX``, applied with probability
         ``AUG.ROTATION_PROB``; flip with probability ``AUG.FLIP_PROB``; centre shift
-        ``N(0,1) * AUG.SHIFT_STD`` (of the box size) clipped to ``+-2 AUG.SHIFT_STD``. With
-        probability ``AUG.OFF_FACE_PROB`` a crop is moved off its face instead: its centre shifted
-        by ``U(AUG.OFF_FACE_SHIFT)`` box sizes in a uniformly drawn direction and its box scaled
-        by ``U(AUG.OFF_FACE_SCALE)`` (labels as they are there: mostly background), as a
-        detector's false box beside or around a face. The identity when ``AUG.ENABLED`` is off.
-
-        Args:
-            generator: None (torch's global generator), a ``torch.Generator`` or a NumPy
-                ``Generator`` / ``RandomState`` / the ``np.random`` module (data-loader workers).
-            device: of the returned tensors (default: this module's).
+        ``N(0,1) * AUG.SHIFT_STD`` clipped to ``+-2 AUG.SHIFT_STD``; with probability
+        ``AUG.OFF_FACE_PROB`` moved off the face (a detector's false box): centre shifted by
+        ``U(AUG.OFF_FACE_SHIFT)`` box sizes in a uniform direction, box scaled by
+        ``U(AUG.OFF_FACE_SCALE)``. The identity when ``AUG.ENABLED`` is off.
         """
-        device = self.device if device is None else torch.device(device)
         if not self.aug_enabled:
-            return CropAugmentation(
-                torch.ones(n, device=device), torch.zeros(n, device=device),
-                torch.zeros(n, dtype=torch.bool, device=device), torch.zeros(n, 2, device=device),
-            )
-        rng = _RandomSource(generator, device)
+            return CropAugmentation(torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n, 2))
+
+        def normal(*size):
+            return torch.randn(*size, generator=generator)
+
+        def uniform(*size):
+            return torch.rand(*size, generator=generator)
+
         lo, hi = self.aug_scale_range
-        scale = (rng.normal(n) * self.aug_scale_std + 1.0).clamp(lo, hi)
-        rotation = (rng.normal(n) * self.aug_rotation_std).clamp(-self.aug_rotation_max, self.aug_rotation_max)
-        rotation = torch.where(rng.uniform(n) < self.aug_rotation_prob, rotation, torch.zeros_like(rotation))
-        flip = rng.uniform(n) < self.aug_flip_prob
-        shift = torch.zeros(n, 2, device=device)
+        scale = (normal(n) * self.aug_scale_std + 1.0).clamp(lo, hi)
+        rotation = (normal(n) * self.aug_rotation_std).clamp(-self.aug_rotation_max, self.aug_rotation_max)
+        rotation = torch.where(uniform(n) < self.aug_rotation_prob, rotation, torch.zeros_like(rotation))
+        flip = uniform(n) < self.aug_flip_prob
+        shift = torch.zeros(n, 2)
         if self.aug_shift_std > 0:
-            shift = (rng.normal(n, 2) * self.aug_shift_std).clamp(-2 * self.aug_shift_std, 2 * self.aug_shift_std)
+            shift = (normal(n, 2) * self.aug_shift_std).clamp(-2 * self.aug_shift_std, 2 * self.aug_shift_std)
         if self.aug_off_face_prob > 0:
-            off = rng.uniform(n) < self.aug_off_face_prob
+            off = uniform(n) < self.aug_off_face_prob
             (d_lo, d_hi), (s_lo, s_hi) = self.aug_off_face_shift, self.aug_off_face_scale
-            distance = d_lo + rng.uniform(n) * (d_hi - d_lo)
-            angle = rng.uniform(n) * (2 * math.pi)
+            distance = d_lo + uniform(n) * (d_hi - d_lo)
+            angle = uniform(n) * (2 * math.pi)
             off_shift = torch.stack([angle.cos(), angle.sin()], 1) * distance[:, None]
-            off_scale = s_lo + rng.uniform(n) * (s_hi - s_lo)
+            off_scale = s_lo + uniform(n) * (s_hi - s_lo)
             shift = torch.where(off[:, None], off_shift, shift)
             scale = torch.where(off, off_scale, scale)
         return CropAugmentation(scale, rotation, flip, shift)
 
     # ------------------------------------------------------------------ training crops
-    def skip_training_crops(self, num_faces: int, generator=None) -> None:
-        """Make the random draws of :meth:`training_crops` for one labelled image with
-        ``num_faces`` faces, without cutting the crops: a detector-only training keeps the
-        random stream of joint training, so that both see the same frames."""
-        n = min(int(num_faces), self.max_faces_per_image)
-        if n:
-            self.sample_augmentation(n, generator)
+    def training_crops(self, batched_inputs: List[Dict],
+                       generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented crops (:meth:`sample_augmentation` from ``generator``) of the ground-truth
+        faces of a batch: each image's ``instances.gt_boxes``, at most ``max_faces_per_image``,
+        largest first; images without ``sem_seg`` give no crops. An input's ``"label_set"`` names
+        the set of its labels (None: the model's); its ``face_instances`` (``H x W`` face ids, 0 =
+        no face) and ``instances.gt_face_ids`` (each box's id there, 0 = unknown) let
+        ``other_faces`` "background" relabel other faces' pixels.
 
-    def training_crops(self, batched_inputs: List[Dict], generator=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Augmented crops of the ground-truth faces of a batch.
-
-        An input's ``face_instances`` (``H x W`` face ids of its frame, 0 = no face) and its
-        ``instances.gt_face_ids`` (each box's id there, 0 = unknown) make the other faces'
-        pixels of each crop background (``other_faces`` "background").
-
-        Each image's ``instances.gt_boxes`` (at most ``max_faces_per_image``, largest first) are
-        cropped from its ``image`` with a fresh :meth:`sample_augmentation`; images without
-        ``sem_seg`` give no crops. An input's ``"label_set"`` names the set of its labels (None:
-        the model's).
-
-        Returns:
-            ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
-            labels (in the label set of their input, left/right swapped in that set on flipped
-            crops) and the ``N`` image indices.
+        Returns ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
+        labels (in their input's label set, flipped crops' left/right swapped), image indices.
         """
-        images = self.preprocess(batched_inputs)
+        images = ImageList.from_tensors(  # padded with 0, the mean colour
+            [normalize_image(x["image"], self.pixel_mean, self.pixel_std, self.input_format) for x in batched_inputs],
+            0, pad_value=0.0)
         label_maps, instance_maps, boxes, face_ids, batch_idx = [], [], [], [], []
         for i, x in enumerate(batched_inputs):
             h, w = images.image_sizes[i]
@@ -361,8 +276,9 @@ class TrainingCropper:
             return images.tensor.new_zeros((0, 3, h, w)), empty.new_zeros((0, h, w)), empty
         boxes, face_ids, batch_idx = torch.cat(boxes), torch.cat(face_ids), torch.cat(batch_idx)
         aug = self.sample_augmentation(len(boxes), generator)
-        affines = self.affines(boxes, augmentation=aug)
-        crops = self.crop_images(images.tensor, batch_idx, affines)
+        affines = face_crop_affines(boxes, self.crop_size, self.aspect_ratio, self.box_expand, aug.scale,
+                                    shift=aug.shift, rotation=aug.rotation, flip=aug.flip)
+        crops = crop_images(images.tensor, batch_idx, affines, self.crop_size, antialias=True)  # 0 outside
         labels = self.crop_labels(self.label_batch(label_maps), batch_idx, affines, flip=aug.flip,
                                   label_sets=[batched_inputs[i].get("label_set") for i in batch_idx.tolist()])
         if self.other_faces == "background" and bool((face_ids > 0).any()):
@@ -381,7 +297,7 @@ class TrainingCropper:
 
 def add_training_crops_config(cfg) -> None:
     """The training crops' keys: MODEL.QANET.AUG, CROP_OUTSIDE_LABEL, CROP_OTHER_FACES, MAX_FACES_PER_IMAGE_TRAIN."""
-    # Crop augmentation in training (on ground-truth boxes).
+    # Crop augmentation in training (on ground-truth boxes); see TrainingCropper.sample_augmentation.
     cfg.MODEL.QANET.AUG = CN()
     cfg.MODEL.QANET.AUG.ENABLED = True
     cfg.MODEL.QANET.AUG.SCALE_STD = 0.3  # box scale factor N(0,1)*std + 1 ...
@@ -390,27 +306,21 @@ def add_training_crops_config(cfg) -> None:
     cfg.MODEL.QANET.AUG.ROTATION_MAX = 80.0  # ... clipped to +-max
     cfg.MODEL.QANET.AUG.ROTATION_PROB = 0.6
     cfg.MODEL.QANET.AUG.FLIP_PROB = 0.5  # left/right labels swapped from the dataset's flip pairs
-    # Box centre jitter, N(0,1)*std times the box width/height, clipped to +-2 std. Not in the
-    # report (0 = off); it makes the parser robust to a weak detector's box errors.
+    # Box centre jitter, N(0,1)*std times the box size, clipped to +-2 std (0 = off; not in the
+    # report): robustness to a weak detector's box errors.
     cfg.MODEL.QANET.AUG.SHIFT_STD = 0.0
-    # Off-face crops: with this probability a training crop is moved off its face (centre shifted
-    # by U(OFF_FACE_SHIFT) box sizes in a random direction, box scaled by U(OFF_FACE_SCALE)), with
-    # the labels found there, mostly background: crops like a detector's false box beside or
-    # around a face (clothes, a torso). At 0.15 they did not stop the real-face parser from
-    # labelling a coat in such a box hair (MODEL_ZOO.md). 0 = off (no random draw).
+    # Off-face crops: with this probability a crop is moved off its face (centre shifted by
+    # U(OFF_FACE_SHIFT) box sizes, box scaled by U(OFF_FACE_SCALE)), labelled with what is there,
+    # mostly background. At 0.15 they did not stop the real-face parser from labelling a coat in
+    # such a box hair (MODEL_ZOO.md). 0 = off (no random draw).
     cfg.MODEL.QANET.AUG.OFF_FACE_PROB = 0.0
     cfg.MODEL.QANET.AUG.OFF_FACE_SHIFT = (0.5, 1.5)
     cfg.MODEL.QANET.AUG.OFF_FACE_SCALE = (1.0, 3.0)
-    # Label of training-crop pixels outside the image (the batch padding included): "background"
-    # (as the official QANet code: they count in the losses and in the IoU target) or "ignore"
-    # (255, the ignore label of every label set: no loss there). The crop's image pixels there are the mean colour.
+    # Label of crop pixels outside the image: "background" (as the official QANet code) or
+    # "ignore" (255: no loss there). The crop's image pixels there are the mean colour.
     cfg.MODEL.QANET.CROP_OUTSIDE_LABEL = "background"
-    # --- Other faces inside a training crop ------------------------------------------------------
-    # Labels of the pixels of OTHER faces inside a face's training crop, where the frame has a
-    # face-instance map (its dataset's instance_file): "background" (as the official QANet code:
-    # a crop's labels are its own face's) or "keep" (their part labels stay).
+    # Labels of OTHER faces' pixels in a face's crop, where the frame has a face-instance map:
+    # "background" (as the official QANet code) or "keep".
     cfg.MODEL.QANET.CROP_OTHER_FACES = "background"
-    # ------------------------------------------------------------------------------------------
-    # Faces parsed per frame in training (largest first; DATALOADER.SAMPLE_UNIT "image"); bounds
-    # memory on crowded frames.
+    # Faces parsed per frame in training (largest first; SAMPLE_UNIT "image"): bounds memory.
     cfg.MODEL.QANET.MAX_FACES_PER_IMAGE_TRAIN = 16

@@ -1,36 +1,12 @@
-"""The on-disk format shared by every face dataset of this project, and its loader.
+"""The on-disk format shared by every face dataset of this project (datasets/README.md, "The common
+format"), and its loader and writer.
 
-Layout of a dataset root ``<root>``::
-
-    <root>/images/<video_id>/<frame>.jpg|png   frames
-    <root>/labels/<video_id>/<frame>.png       uint8 label maps (class id per pixel, 255 = ignore)
-    <root>/instances/<video_id>/<frame>.png    optional face-instance maps (face index per pixel)
-    <root>/<split>.json                        one file per split
-
-``<split>.json``::
-
-    {"label_set": "synthetic",                 # key of qanet_d2.structures.label_sets
-     "classes": ["background", ...],           # optional; must equal the label set's classes
-     "videos": [{"video_id": "v0000",
-                 "frames": [{"frame_index": 0,
-                             "file_name": "images/v0000/00000.jpg",
-                             "label_file": "labels/v0000/00000.png",   # optional
-                             "instance_file": "instances/v0000/00000.png",  # optional
-                             "height": 240, "width": 320,
-                             "faces": [{"bbox": [x0, y0, x1, y1]}],     # optional
-                             "pose": -45}]}]}                           # optional
-
-Paths are relative to ``<root>``. Boxes are XYXY_ABS in float pixel coordinates where pixel
-``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``: the box of pixels with columns ``c0..c1`` and rows
-``r0..r1`` (inclusive) is ``[c0, r0, c1 + 1, r1 + 1]``. Single images are stored as videos of one
-frame. ``pose`` (optional, a number) is the head pan in degrees of the frame's face (FASSEG),
-kept so that results can be reported per pose.
-
-A face-instance map (``instance_file``, 8- or 16-bit single-channel PNG) gives each pixel the
-face it belongs to: 0 = no face, k + 1 = the face of ``faces[k]``. A face owns every pixel
-labelled for that person, neck and cloth included (a person instance of the human-parsing
-benchmarks owns all its parts), although its box leaves neck and cloth out. It is the per-face
-ground truth of the instance-level metrics (APp, PCP); single-face datasets need none.
+``<root>/images|labels|instances/<video_id>/<frame>`` and one ``<root>/<split>.json`` per split
+(``label_set``, optional ``classes``, ``videos`` of ``frames`` with ``file_name``, ``height``,
+``width`` and optional ``label_file``, ``instance_file``, ``faces`` boxes, ``pose``). Boxes are
+XYXY_ABS in pixel-edge coordinates: the box of the pixels in columns ``c0..c1`` and rows
+``r0..r1`` is ``[c0, r0, c1 + 1, r1 + 1]``. A face-instance map gives each pixel its face:
+0 = none, k + 1 = ``faces[k]`` (neck and cloth included, although the box leaves them out).
 """
 from __future__ import annotations
 
@@ -88,20 +64,10 @@ def _foreground(label_map: np.ndarray, exclude_ids: Iterable[int]) -> np.ndarray
 
 def boxes_from_label_map(label_map: np.ndarray, min_area: int = 16,
                          exclude_ids: Iterable[int] = (0, IGNORE_LABEL)) -> List[List[float]]:
-    """Face boxes from a label map: one box per 8-connected component of the foreground
-    (pixels whose id is not in ``exclude_ids``; pass :func:`face_box_excluded_ids` to leave out
-    neck and cloth, as the face boxes of this project do).
-
-    Components smaller than ``min_area`` pixels are dropped. Faces that touch or overlap merge
-    into one component, and a face cut in two by an occluder gives two boxes, so boxes given in
-    the dataset JSON (``"faces"``) are preferred whenever they exist.
-
-    Args:
-        label_map: ``H x W`` integer array.
-    Returns:
-        list of ``[x0, y0, x1, y1]`` (XYXY_ABS floats, ``x1``/``y1`` exclusive pixel edges),
-        sorted by decreasing area.
-    """
+    """Face boxes ``[x0, y0, x1, y1]`` (XYXY_ABS, by decreasing area) of an ``H x W`` label map:
+    one per 8-connected component of at least ``min_area`` pixels whose ids are not in
+    ``exclude_ids`` (:func:`face_box_excluded_ids` leaves out neck and cloth). Touching faces
+    merge and occluded ones split, so the JSON's ``"faces"`` are preferred where they exist."""
     fg = _foreground(label_map, exclude_ids).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     boxes = []
@@ -127,13 +93,8 @@ def union_box_from_label_map(label_map: np.ndarray,
 
 # ---------------------------------------------------------------------------- reading
 def read_face_video_json(json_file: str) -> dict:
-    """Parse and validate the structure of a split JSON (no file access beyond the JSON).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DatasetFormatError: invalid JSON or a missing/ill-typed key (the message names the file
-            and the path of the key, e.g. ``videos[3].frames[0].height``).
-    """
+    """Parse and validate the structure of a split JSON (no file access beyond it).
+    DatasetFormatError names the file and the key's path (``videos[3].frames[0].height``)."""
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"dataset json not found: {json_file}")
     try:
@@ -147,11 +108,14 @@ def read_face_video_json(json_file: str) -> dict:
     def fail(msg):
         raise DatasetFormatError(f"{json_file}: {msg}")
 
+    def require(obj, keys, where=""):
+        for key in keys:
+            if key not in obj:
+                fail(f"{where}{': ' if where else ''}missing key '{key}'")
+
     if not isinstance(data, dict):
         fail("top level must be an object with keys 'label_set' and 'videos'")
-    for key in ("label_set", "videos"):
-        if key not in data:
-            fail(f"missing key '{key}'")
+    require(data, ("label_set", "videos"))
     if not isinstance(data["label_set"], str):
         fail("'label_set' must be a string")
     if "classes" in data and (not isinstance(data["classes"], list)
@@ -164,9 +128,7 @@ def read_face_video_json(json_file: str) -> dict:
         where = f"videos[{vi}]"
         if not isinstance(video, dict):
             fail(f"{where} must be an object")
-        for key in ("video_id", "frames"):
-            if key not in video:
-                fail(f"{where}: missing key '{key}'")
+        require(video, ("video_id", "frames"), where)
         vid = video["video_id"]
         if not isinstance(vid, str) or not vid:
             fail(f"{where}.video_id must be a non-empty string")
@@ -180,9 +142,7 @@ def read_face_video_json(json_file: str) -> dict:
             fwhere = f"{where}.frames[{fi}] (video '{vid}')"
             if not isinstance(frame, dict):
                 fail(f"{fwhere} must be an object")
-            for key in ("frame_index", "file_name", "height", "width"):
-                if key not in frame:
-                    fail(f"{fwhere}: missing key '{key}'")
+            require(frame, ("frame_index", "file_name", "height", "width"), fwhere)
             for key in ("frame_index", "height", "width"):
                 if not isinstance(frame[key], int) or isinstance(frame[key], bool) or frame[key] < 0:
                     fail(f"{fwhere}.{key} must be a non-negative integer, got {frame[key]!r}")
@@ -229,23 +189,13 @@ def resolve_json_label_set(data: dict, json_file: str,
 def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Optional[str] = None,
                          label_set: Optional[str] = None, min_box_area: int = 16
                          ) -> List[Dict[str, Any]]:
-    """Load a split JSON into detectron2 dataset dicts, one per frame.
+    """Load a split JSON into detectron2 dataset dicts, one per frame, ordered by video then frame
+    index: ``file_name``, ``sem_seg_file_name`` and ``instance_file_name`` (absolute; where the
+    frame has them), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``), ``video_id``,
+    ``frame_index``, ``annotations`` (XYXY_ABS boxes, ``category_id`` 0) and ``pose``.
 
-    Args:
-        json_file: path of ``<split>.json``.
-        dataset_root: the directory the JSON's paths are relative to.
-        dataset_name: only used in log messages.
-        label_set: if given, the JSON's ``label_set`` must equal it.
-        min_box_area: for frames without ``"faces"`` (boxes derived from the label map with
-            :func:`boxes_from_label_map`), components smaller than this are dropped.
-
-    Returns:
-        list of dicts with ``file_name`` (absolute), ``sem_seg_file_name`` (absolute; absent if
-        the frame has no label), ``instance_file_name`` (absolute face-instance map; only for
-        frames that have one), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``),
-        ``video_id``, ``frame_index``, ``annotations`` (``bbox`` XYXY_ABS, ``bbox_mode``,
-        ``category_id`` 0) and ``pose`` when the frame has one, ordered by video then frame
-        index.
+    ``label_set``: if given, the JSON's must equal it. ``min_box_area``: for frames without
+    ``"faces"``, smaller label-map components give no box (:func:`boxes_from_label_map`).
     """
     from detectron2.structures import BoxMode
 
@@ -320,15 +270,11 @@ def make_frame_record(frame_index: int, file_name: str, height: int, width: int,
 def write_face_video_json(json_file: str, label_set, videos: Sequence[dict],
                           classes: Optional[Sequence[str]] = None, extra: Optional[dict] = None
                           ) -> str:
-    """Write a split JSON atomically (temporary file + rename).
+    """Write a split JSON atomically (temporary file + rename); returns ``json_file``.
 
-    Args:
-        label_set: a :class:`LabelSet` or a set name. ``classes`` defaults to the set's class
-            names (for a registered name or a LabelSet), so the file is self-describing.
-        videos: ``[{"video_id": str, "frames": [make_frame_record(...), ...]}, ...]``.
-        extra: additional top-level keys (e.g. provenance).
-    Returns:
-        ``json_file``.
+    ``label_set``: a :class:`LabelSet` or a set name (``classes`` defaults to a known set's);
+    ``videos``: ``[{"video_id": str, "frames": [make_frame_record(...), ...]}, ...]``; ``extra``:
+    more top-level keys.
     """
     if isinstance(label_set, str) and label_set in LABEL_SETS:
         label_set = LABEL_SETS[label_set]

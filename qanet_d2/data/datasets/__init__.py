@@ -5,7 +5,6 @@ from .face_video import (  # noqa: F401
     datasets_root,
     get_dataset_label_set,
     register_face_video_dataset,
-    registered_face_video_datasets,
     set_synthetic_auto_generate,
 )
 from .celebamask_hq import convert_celebamask_hq  # noqa: F401

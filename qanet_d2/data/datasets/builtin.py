@@ -1,33 +1,7 @@
 """Registers the project's datasets on ``import qanet_d2`` (as detectron2's builtin datasets).
 
-All live under ``$DETECTRON2_DATASETS`` (default ``./datasets``), read when a dataset is
-loaded or its path metadata is accessed:
-
-=============================  ========================  =====================================
-names                          files                     label set
-=============================  ========================  =====================================
-face_synth_{train,val}         face_synth/<split>.json   synthetic (generated if missing)
-face_synth_tiny_{train,val}    face_synth_tiny/...       synthetic, preset "tiny" (generated)
-face_composite_fasseg_{train,  face_composite_fasseg/    fasseg: real FASSEG faces in synthetic
-test}                          <split>.json              scenes, preset "composite_fasseg"
-                                                         (generated from the fasseg datasets)
-face_composite_fasseg_photos_  face_composite_fasseg_    fasseg: the same faces over real photos
-train                          photos/train.json         without people, preset
-                                                         "composite_fasseg_photos"
-sfp_{train,val,test}           sfp/<split>.json          sfp (classes read from the JSON)
-lapa_{train,val,test}          lapa/<split>.json         lapa
-celebamask_hq_{train,val,test} celebamask_hq/...         celebamask_hq
-helen_{train,val,test}         helen/<split>.json        helen
-fasseg_frontal_{train,test}    fasseg/frontal_<s>.json   fasseg
-fasseg_multipose_{train,test}  fasseg/multipose_<s>.json fasseg
-fasseg_multipose_dev_{train,   fasseg/multipose_dev_<s>  fasseg (multipose_train by person:
-  val}                                                   01-05 / 06-07, for per-pose numbers)
-fasseg_fine_<fasseg split>     fasseg_fine/<split>.json  fasseg_fine: the same photos, labels
-                                                         derived from FASSEG's and YuNet's
-                                                         landmarks (derive_fasseg_fine.py)
-=============================  ========================  =====================================
-
-See ``datasets/README.md`` for how to prepare each one.
+All live under ``$DETECTRON2_DATASETS`` (default ``./datasets``), read when a dataset is loaded
+or its path metadata is accessed; datasets/README.md lists them and how to prepare each one.
 """
 from __future__ import annotations
 
@@ -84,12 +58,8 @@ _GENERATED_PRESETS = {"face_synth": "default", "face_synth_tiny": "tiny",
 _SINGLE_FACE = frozenset({"lapa", "celebamask_hq", "helen", "fasseg", "fasseg_fine"})
 
 
-def _root_fn(subdir):
-    return lambda: os.path.join(datasets_root(), subdir)
-
-
-def _json_fn(subdir, split):
-    return lambda: os.path.join(datasets_root(), subdir, f"{split}.json")
+def _path_fn(*parts):
+    return lambda: os.path.join(datasets_root(), *parts)
 
 
 def _generator(preset):
@@ -106,7 +76,7 @@ def register_all_face_datasets() -> None:
         preset = _GENERATED_PRESETS.get(prefix)
         for split in splits:
             register_face_video_dataset(
-                f"{prefix}_{split}", _json_fn(subdir, split), _root_fn(subdir), label_set,
+                f"{prefix}_{split}", _path_fn(subdir, f"{split}.json"), _path_fn(subdir), label_set,
                 generate=_generator(preset) if preset else None, prepare_hint=hint,
                 single_face=prefix in _SINGLE_FACE)
 

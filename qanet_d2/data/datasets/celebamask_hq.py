@@ -1,24 +1,8 @@
-"""CelebAMask-HQ (Lee et al., CVPR 2020): 30,000 face images, one mask PNG per part.
+"""CelebAMask-HQ (Lee et al., CVPR 2020) -> the common format; layout, splits (CelebA's
+partition), part merging order and resolution in datasets/README.md ("CelebAMask-HQ").
 
-Expected layout (``src`` is the ``CelebAMask-HQ`` directory or its parent)::
-
-    CelebAMask-HQ/CelebA-HQ-img/<idx>.jpg                          1024x1024, idx = 0..29999
-    CelebAMask-HQ/CelebAMask-HQ-mask-anno/<k>/<idx:05d>_<part>.png   512x512, k = idx // 2000
-    CelebAMask-HQ/CelebA-HQ-to-CelebA-mapping.txt                  "idx orig_idx orig_file"
-    CelebAMask-HQ/list_eval_partition.txt    from CelebA (not part of CelebAMask-HQ: copy it
-                                             here or pass partition_file); "<orig_file> <0|1|2>"
-
-Splits: the standard CelebA partition of each image's original CelebA file, 0/1/2 ->
-train/val/test (24,183 / 2,993 / 2,824 images).
-
-Merging: the part masks (non-zero = part) are painted in the official order skin, nose,
-eye_g, l_eye, r_eye, l_brow, r_brow, l_ear, r_ear, mouth, u_lip, l_lip, hair, hat, ear_r,
-neck_l, neck, cloth (= label ids 1..18), a later part overwriting an earlier one, as the
-dataset's own ``g_mask.py`` does. Missing part files mean the part is absent.
-
-Resolution: images are resized to ``image_size`` (default 512, the masks' resolution; area
-interpolation, saved as JPEG quality 95) so that labels keep their native resolution. With
-``image_size=1024`` the original images are kept and the masks are upsampled (nearest).
+Part masks are painted in the official order (label ids 1..18), a later part overwriting an
+earlier one, as the dataset's own ``g_mask.py`` does; a missing part file means an absent part.
 """
 from __future__ import annotations
 
@@ -31,7 +15,7 @@ import cv2
 import numpy as np
 
 from ...structures.label_sets import CELEBAMASK_HQ
-from .common import convert_single_image, find_dataset_dir, parallel_map, write_split
+from .common import convert_single_image, find_dataset_dir, parallel_map, write_image, write_split
 
 __all__ = ["convert_celebamask_hq", "merge_celebamask_parts", "CELEBAMASK_PARTS"]
 
@@ -97,9 +81,7 @@ def _convert_one(idx, base, dst, image_size, mode):
                                     label=label)
     resized = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA)
     tmp = os.path.join(dst, "images", video_id, "00000.jpg")
-    os.makedirs(os.path.dirname(tmp), exist_ok=True)
-    if not cv2.imwrite(tmp, resized, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-        raise OSError(f"cannot write {tmp}")
+    write_image(tmp, resized, [cv2.IMWRITE_JPEG_QUALITY, 95])
     return convert_single_image(tmp, None, dst, video_id, CELEBAMASK_HQ, label=label,
                                 image_in_place=True)
 
@@ -107,9 +89,9 @@ def _convert_one(idx, base, dst, image_size, mode):
 def convert_celebamask_hq(src: str, dst: str, partition_file: Optional[str] = None,
                           image_size: int = 512, mode: str = "hardlink", workers: int = 1
                           ) -> Dict[str, str]:
-    """Convert CelebAMask-HQ at ``src`` into ``dst`` (see the module docstring); returns
-    ``{split: json path}``. ``mode`` applies to images kept at their original size
-    (``image_size=1024``): "hardlink" (default), "copy" or "symlink"."""
+    """Convert CelebAMask-HQ at ``src`` into ``dst``: ``{split: json path}``. Images are resized
+    to ``image_size`` (512: the masks' resolution; 1024: the originals, placed by ``mode``, and
+    the masks upsampled)."""
     base = find_dataset_dir(src, "CelebA-HQ-img", ["CelebAMask-HQ"])
     mapping = _read_mapping(os.path.join(base, "CelebA-HQ-to-CelebA-mapping.txt"))
     partition_file = partition_file or os.path.join(base, "list_eval_partition.txt")

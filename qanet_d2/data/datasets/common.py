@@ -10,12 +10,12 @@ from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 import cv2
 import numpy as np
 
-from ..io import check_label_values, image_size, read_label_map
+from ..io import check_label_values, check_map_size, image_size, read_label_map
 from ...structures.label_sets import LabelSet
 from ..video_format import (face_box_excluded_ids, make_frame_record, union_box_from_label_map,
                             write_face_video_json)
 
-__all__ = ["LINK_MODES", "place_file", "parallel_map", "convert_single_image",
+__all__ = ["LINK_MODES", "place_file", "write_image", "parallel_map", "convert_single_image",
            "write_split", "find_dataset_dir"]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,13 @@ def place_file(src: str, dst: str, mode: str = "hardlink") -> None:
         shutil.copyfile(src, dst)
 
 
+def write_image(path: str, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """``cv2.imwrite`` into a new or existing folder; OSError naming ``path`` on failure."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not cv2.imwrite(path, image, list(params)):
+        raise OSError(f"cannot write {path}")
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = 1) -> List[R]:
     """``[fn(x) for x in items]``, in processes when ``workers > 1`` (``fn`` must be a
     module-level function)."""
@@ -71,17 +78,10 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
                          label: Optional[np.ndarray] = None, image_in_place: bool = False,
                          face_box: Optional[Callable[[np.ndarray], Optional[List[float]]]] = None
                          ) -> dict:
-    """Store one annotated image as a one-frame video ``video_id`` under ``dst_root`` and
-    return its JSON video entry.
-
-    The image is placed (``mode``) at ``images/<video_id>/00000<ext>``; the label map is
-    validated (single channel, image size, legal values) and placed at
-    ``labels/<video_id>/00000.png`` (re-encoded when ``label`` is given or the source is not a
-    plain 8-bit PNG). ``image_in_place``: ``image_file`` was already written at its
-    destination ``images/<video_id>/00000<ext>`` (e.g. a resized copy). The face box (one face
-    per image) is ``face_box(label)`` when given (XYXY_ABS list or None), else the box around
-    all labelled pixels except neck/cloth/necklace.
-    """
+    """Store one annotated image as a one-frame video ``video_id`` under ``dst_root``; returns its
+    JSON video entry. The image goes to ``images/<video_id>/00000<ext>`` (``image_in_place``: it is
+    there), the checked label map to ``labels/<video_id>/00000.png``. The face box is
+    ``face_box(label)``, by default the box of all labelled pixels but neck/cloth/necklace."""
     h, w = image_size(image_file)
     ext = os.path.splitext(image_file)[1].lower() or ".jpg"
     img_rel = f"images/{video_id}/00000{ext}"
@@ -96,18 +96,14 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
         if label is None:
             label = read_label_map(label_file)
         name = label_file or f"label of {image_file}"
-        if label.shape != (h, w):
-            raise ValueError(f"label map {name} is {label.shape[1]}x{label.shape[0]} (WxH) but "
-                             f"its image {image_file} is {w}x{h}")
+        check_map_size(label, (h, w), "label map", name, image_file)
         check_label_values(label, label_set.num_classes, name)
         lab_rel = f"labels/{video_id}/00000.png"
         dst_label = os.path.join(dst_root, lab_rel)
         if src_is_png and _is_plain_gray8_png(label_file):
             place_file(label_file, dst_label, mode)
         else:
-            os.makedirs(os.path.dirname(dst_label), exist_ok=True)
-            if not cv2.imwrite(dst_label, label):
-                raise OSError(f"cannot write {dst_label}")
+            write_image(dst_label, label)
         if face_box is not None:
             box = face_box(label)
         else:

@@ -1,18 +1,10 @@
-"""Registration of face-video datasets (the on-disk format of :mod:`qanet_d2.data.video_format`)
-in detectron2's ``DatasetCatalog`` and ``MetadataCatalog``.
+"""Registration of face-video datasets (:mod:`qanet_d2.data.video_format`) in detectron2's
+``DatasetCatalog`` and ``MetadataCatalog``.
 
-Paths are resolved when they are used, not when they are registered: a dataset registered
-under ``$DETECTRON2_DATASETS`` follows the variable's value (default ``./datasets``, relative
-to the current directory) at load time, and so do its ``json_file`` / ``dataset_root``
-metadata. A dataset whose label set is read from its own files (SFP) exposes
-``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON, and raises
-:class:`DatasetNotFoundError` with instructions when the files are missing.
-
-The project reads a dataset's classes, palette and left/right pairs through one accessor,
-:func:`dataset_label_set`, whose only exception for absent files is
-:class:`DatasetNotFoundError`; detectron2 code (``Visualizer``, evaluators) reads the same
-values as the ``MetadataCatalog`` fields ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-``label_set`` and ``ignore_label``.
+Paths are resolved when used, not when registered: a dataset under ``$DETECTRON2_DATASETS``
+follows the variable's value at load time. A dataset whose label set comes from its own files
+(SFP) exposes ``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON and
+raises :class:`DatasetNotFoundError` with instructions while the files are missing.
 """
 from __future__ import annotations
 
@@ -36,7 +28,6 @@ __all__ = [
     "get_dataset_label_set",
     "label_set_metadata",
     "datasets_root",
-    "registered_face_video_datasets",
     "set_synthetic_auto_generate",
 ]
 
@@ -78,15 +69,9 @@ _CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
 
 
 def set_synthetic_auto_generate(enabled: bool) -> None:
-    """Whether loading a generated dataset (``face_synth_*``, ``face_composite_*``) whose JSON is
-    missing generates it (the default) or raises. Wire to
-    ``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``."""
+    """Whether loading a generated dataset whose JSON is missing generates it (the default) or
+    raises (``cfg.DATASETS.SYNTHETIC.AUTO_GENERATE``)."""
     _AUTO_GENERATE[0] = bool(enabled)
-
-
-def registered_face_video_datasets() -> List[str]:
-    """Names registered through this module."""
-    return sorted(_SPECS)
 
 
 def _as_path_fn(p: PathLike) -> Callable[[], str]:
@@ -141,10 +126,8 @@ def label_set_metadata(label_set: LabelSet) -> Dict[str, list]:
 
 
 class FaceVideoMetadata(Metadata):
-    """detectron2 ``Metadata`` whose path fields (``json_file``, ``dataset_root``,
-    ``image_root``) are computed on access and, for datasets whose classes come from their own
-    files, also ``stuff_classes``, ``stuff_colors`` and ``flip_pairs``. Values stored on the
-    object (set explicitly) take precedence."""
+    """detectron2 ``Metadata`` whose path fields and, for datasets whose classes come from their
+    own files, class fields are computed on access; values set explicitly take precedence."""
 
     _LAZY_PATHS = ("json_file", "dataset_root", "image_root")
     _LAZY_CLASSES = ("stuff_classes", "stuff_colors", "flip_pairs")
@@ -230,25 +213,18 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     """Register a dataset in the format of :mod:`qanet_d2.data.video_format`.
 
     Args:
-        name: dataset name (``DatasetCatalog`` / ``MetadataCatalog``).
-        json_file: the split JSON; a path (relative paths resolve against the current
-            directory when the dataset is loaded) or a zero-argument callable returning one.
-        dataset_root: the directory the JSON's paths are relative to (path or callable).
-        label_set: name of a registered label set, or a :class:`LabelSet` (registered if new),
-            or the name of a set that is NOT registered (e.g. ``"sfp"``): its classes are then
-            read from the ``"classes"`` list of the dataset's JSON, whose ``"label_set"`` must
-            carry that name.
-        generate: optional ``generate(root)`` that creates the dataset when the JSON is missing
-            (used by the synthetic datasets; see :func:`set_synthetic_auto_generate`).
-        prepare_hint: appended to "not found" errors (e.g. the conversion command).
-        single_face: every image shows one face (face crops such as LaPa): all its foreground
-            pixels belong to that face, which the instance-level metrics use as per-face ground
-            truth when a frame has no ``instance_file``.
+        json_file, dataset_root: the split JSON and the directory its paths are relative to;
+            paths (resolved when the dataset is loaded) or zero-argument callables.
+        label_set: a registered set's name, a :class:`LabelSet` (registered if new), or an
+            unregistered name (``"sfp"``): the classes are then the JSON's ``"classes"``.
+        generate: ``generate(root)`` that creates the dataset when its JSON is missing.
+        prepare_hint: appended to "not found" errors.
+        single_face: every image shows one face: all its foreground pixels are that face's
+            (the instance-level metrics' ground truth where a frame has no ``instance_file``).
 
     Metadata set: ``label_set``, ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-    ``ignore_label`` (255), ``thing_classes`` (``["face"]``), ``evaluator_type``
-    (``"face_parsing"``), ``single_face``, ``json_file``, ``image_root`` and ``dataset_root`` (absolute paths,
-    computed on access).
+    ``ignore_label``, ``thing_classes`` (``["face"]``), ``evaluator_type`` (``"face_parsing"``),
+    ``single_face`` and the absolute ``json_file``, ``image_root``, ``dataset_root``.
     """
     if isinstance(label_set, LabelSet):
         register_label_set(label_set)
@@ -267,21 +243,12 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
 
 
 def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:
-    """The label set of a registered dataset: its classes (``stuff_classes``), palette
-    (``stuff_colors``), left/right pairs (``flip_pairs``) and name (``label_set``).
+    """The label set of a registered dataset (``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
+    ``label_set`` of its metadata; values set explicitly take precedence), or None when the
+    dataset is unknown or has no ``stuff_classes``.
 
-    Values set explicitly on the dataset's metadata take precedence; for a dataset registered
-    with detectron2 only, the set is built from its metadata (palette generated when it has no
-    ``stuff_colors``, no pairs when it has no ``flip_pairs``).
-
-    Returns:
-        the :class:`LabelSet`, or None when ``dataset_name`` is empty, not in the
-        ``MetadataCatalog``, or its metadata has no ``stuff_classes``.
-
-    Raises:
-        DatasetNotFoundError: the dataset's classes are read from its own files (SFP) and those
-            are absent. This is the only exception for missing files; callers that can do
-            without the classes catch exactly this one.
+    Raises DatasetNotFoundError (the only exception for missing files) when its classes are read
+    from its own files (SFP) and those are absent.
     """
     if not dataset_name or dataset_name not in MetadataCatalog.list():
         return None

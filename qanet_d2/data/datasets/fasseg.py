@@ -1,62 +1,12 @@
-"""FASSEG (Khan, Mauro, Migliorati, Leonardi: "Multi-class semantic segmentation of faces",
-ICIP 2015, and "Head pose estimation through multiclass face segmentation", ICME 2017): real
-head-and-shoulder photos (about 350-660 x 512 pixels, one face each) with six-class colour
-label images. No licence is stated; research use, cite the papers.
+"""FASSEG (Khan, Mauro, Migliorati, Leonardi; ICIP 2015, ICME 2017; no licence stated, research
+use) -> the common format, label set ``"fasseg"``: the release layout, the splits (and the
+by-person ``multipose_dev_*`` splits), the colour snapping and the face boxes are described in
+datasets/README.md ("FASSEG").
 
-Expected release layout (``src`` is the repository root holding ``V1``/``V2``/``V3``, or its
-parent holding ``FASSEG-repository``)::
-
-    V1/Train_RGB/<n>.bmp    V1/Train_Labels/<n>.bmp     "frontal01": 20 train faces
-    V1/Test_RGB/<n>.bmp     V1/Test_Labels/<n>.bmp      50 test faces
-    V2/...                                              "frontal02": the same 70 photos with
-                                                        high-precision labels (used by default)
-    V3/Train_RGB/<pose>/<name>.bmp  V3/Train_labels/<pose>/<name>.bmp
-    V3/Test_RGB/<pose>/<name>.bmp   V3/Test_labels/<pose>/<name>.bmp
-                                    "multipose01": <pose> in -90, -75, ..., 0, ..., +75, +90
-                                    (degrees of head pan), persons 01-07 train, 08-15 test
-
-* Files may be ``.bmp`` (the release) or ``.png`` (a lossless copy of the same tree); a label
-  pairs with the image of the same stem. Folder names are matched case-insensitively
-  (``Train_Labels`` in V1/V2, ``Train_labels`` in V3). Sub-folders that are not poses (the
-  release's ``JPEG`` copies) and non-image files are ignored.
-* An image without a label (the release labels only some poses of the multipose test photos)
-  or a label without an image is left out, with a warning that counts them. A split whose
-  folders are missing or hold no labelled image is not written, with a warning; at least one
-  split must be found.
-* Labels are RGB with anti-aliased edges: :func:`snap_label_colors` maps every pixel to the
-  nearest class colour among the classes whose clean colour occurs within a few pixels.
-
-Output under ``dst`` (the common format, label set ``"fasseg"``)::
-
-    dst/{frontal_train,frontal_test,multipose_train,multipose_test}.json
-    dst/{multipose_dev_train,multipose_dev_val}.json   multipose_train split by person
-    dst/images/<split>_<stem>/00000.png     the photo (hard link of a .png, or .bmp -> .png)
-    dst/labels/<split>_<stem>/00000.png     class ids 0..5
-
-Each photo is a one-frame video ``<split>_<stem>`` (e.g. ``multipose_train_personne01149+0+45``);
-its frame record carries ``"pose"``: the head pan in degrees from the V3 folder, 0 for the
-frontal splits.
-
-The multipose train split is also written split by person (:data:`MULTIPOSE_DEV_VAL_PERSONS`):
-``multipose_dev_train`` (persons 01-05) and ``multipose_dev_val`` (persons 06-07, all 13 poses),
-so that a model can be measured per head pose on held-out people where the release's multipose
-test split is not at hand. The two reference the photos of ``multipose_train``.
-
-Face boxes (:func:`fasseg_face_box`) follow the project's face-box convention (hair top to
-chin, ears included, neck and clothes excluded) although FASSEG's skin runs down the neck to
-the image bottom:
-
-* bottom = the chin, estimated from the parts: with ``e``, ``n``, ``m`` the centroids of eyes,
-  nose and mouth, the chin's row is that of ``m + 0.6 (m - e)``; without eyes (a profile hiding
-  both), ``m + 0.95 (m - n)``; without a mouth, ``n + 3.3 (n - e)``. The factors were read off
-  FASSEG's photos: the chin lies 0.5-0.65 eye-to-mouth distances below the mouth for frontal
-  faces and profiles alike (head pan keeps vertical distances), and 0.6 makes the nose-based
-  rules agree with it on the median photo. The bottom is never above the lowest part pixel.
-* top = the highest pixel of the head (skin, hair and parts; specks below 1% of the head's
-  area are ignored), left/right = the head's extent in the rows from the top to the chin, so
-  hair and ears beside the face count, the neck and the shoulders below the chin do not.
-* A label with fewer than two of eyes, nose and mouth (no chin estimate) gets the box around
-  the whole head, with a warning.
+Face boxes (:func:`fasseg_face_box`) run from the hair top to the chin although FASSEG's skin
+runs down the neck: with ``e``, ``n``, ``m`` the centroid rows of eyes, nose and mouth, the chin
+is at ``m + 0.6 (m - e)``, else ``m + 0.95 (m - n)``, else ``n + 3.3 (n - e)`` (factors read off
+the photos), never above the lowest part pixel; left/right = the head's extent above the chin.
 """
 from __future__ import annotations
 
@@ -72,7 +22,7 @@ from PIL import Image
 
 from ..io import DataReadError
 from ...structures.label_sets import FASSEG
-from .common import convert_single_image, parallel_map, write_split
+from .common import convert_single_image, parallel_map, write_image, write_split
 
 __all__ = ["convert_fasseg", "snap_label_colors", "read_fasseg_label", "fasseg_face_box",
            "estimate_chin_row", "find_fasseg_root", "FASSEG_SPLITS", "FRONTAL_VERSIONS"]
@@ -109,21 +59,12 @@ _SKIN, _EYES, _NOSE, _MOUTH = (FASSEG.class_id(c) for c in ("skin", "eyes", "nos
 # ---------------------------------------------------------------------------- labels
 def snap_label_colors(rgb: np.ndarray, colors: Sequence[Sequence[int]] = FASSEG.palette,
                       clean_dist: float = 10.0, radius: int = 4) -> np.ndarray:
-    """Class ids of an anti-aliased colour label image.
+    """``H x W`` uint8 class ids of an anti-aliased ``H x W x 3`` uint8 RGB label image.
 
-    A pixel within ``clean_dist`` (Euclidean, RGB 0..255) of a class colour is "clean". Every
-    pixel gets the class whose colour is nearest among the classes that have a clean pixel
-    within ``radius`` pixels (a square window), or among all classes when none has. Restricting
-    the choice to the classes around an edge matters: a 50/50 blend of skin (255, 255, 0) and
-    eyes (0, 0, 255) is nearer to hair (127, 0, 0) than to either, and plain nearest-colour
-    snapping would draw a ring of hair around every eye. A consequence: a region one pixel wide
-    whose every pixel is a blend takes the class of a neighbour.
-
-    Args:
-        rgb: ``H x W x 3`` (or more channels; the first three are used) uint8 RGB image.
-        colors: one ``(R, G, B)`` per class id; ties go to the lower id.
-    Returns:
-        ``H x W`` uint8 class ids.
+    A pixel within ``clean_dist`` (RGB distance) of a class colour is "clean". Every pixel gets
+    the nearest class colour among the classes with a clean pixel within ``radius`` pixels
+    (among all when none has): plain nearest-colour snapping would turn the blend of skin and
+    eyes into a ring of hair. ``colors``: one ``(R, G, B)`` per class id; ties go to the lower id.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
@@ -257,9 +198,8 @@ def _images_by_stem(folder: str) -> Dict[str, str]:
         stem, ext = os.path.splitext(entry)
         if entry.startswith(".") or ext.lower() not in _IMAGE_EXTS or not os.path.isfile(path):
             continue
-        if stem in out:  # both 1.bmp and 1.png: prefer the release's own file
-            if ext.lower() == ".png":
-                continue
+        if stem in out and ext.lower() == ".png":  # both 1.bmp and 1.png: prefer the release's own file
+            continue
         out[stem] = path
     return out
 
@@ -306,12 +246,10 @@ def _convert_one(item, dst, split, mode):
     in_place = False
     if not image_file.lower().endswith(".png"):  # BMP -> lossless PNG
         out = os.path.join(dst, "images", video_id, "00000.png")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
         img = cv2.imread(image_file, cv2.IMREAD_COLOR)
         if img is None:
             raise DataReadError(f"{image_file}: cannot decode FASSEG image")
-        if not cv2.imwrite(out, img):
-            raise OSError(f"cannot write {out}")
+        write_image(out, img)
         image_file, in_place = out, True
     video = convert_single_image(image_file, label_file, dst, video_id, FASSEG, mode, label=label,
                                  image_in_place=in_place,
@@ -339,21 +277,11 @@ def _write_dev_splits(dst: str, videos: List[dict], source: str) -> Dict[str, st
 
 def convert_fasseg(src: str, dst: str, frontal_version: str = "V2", mode: str = "hardlink",
                    workers: int = 1) -> Dict[str, str]:
-    """Convert the FASSEG release at ``src`` into ``dst`` (see the module docstring).
-
-    Args:
-        frontal_version: "V2" (frontal02, high-precision labels; default) or "V1" (frontal01,
-            the labels of the ICIP 2015 paper) for the frontal splits.
-        mode: how ``.png`` photos get into ``dst``: "hardlink" (default; falls back to
-            copying), "copy" or "symlink". ``.bmp`` photos are re-encoded as PNG.
-    Returns:
-        ``{split: json path}`` for the splits found (subset of :data:`FASSEG_SPLITS`), and the
-        :data:`MULTIPOSE_DEV_SPLITS` when ``multipose_train`` is found.
-    Raises:
-        FileNotFoundError: no FASSEG folder at ``src``, or no split found at all.
-        ValueError: an unreadable label or image (DataReadError), or a label of another size
-            than its image.
-    """
+    """Convert the FASSEG release at ``src`` into ``dst``: ``{split: json path}`` of the splits
+    found (and the :data:`MULTIPOSE_DEV_SPLITS` with ``multipose_train``). ``frontal_version``:
+    "V2" (high-precision labels) or "V1" for the frontal splits; ``mode``: how ``.png`` photos get
+    into ``dst`` ("hardlink", "copy", "symlink"; ``.bmp`` ones are re-encoded as PNG).
+    FileNotFoundError when no split is found."""
     if frontal_version not in FRONTAL_VERSIONS:
         raise ValueError(f"frontal_version must be one of {FRONTAL_VERSIONS}, got "
                          f"{frontal_version!r}")

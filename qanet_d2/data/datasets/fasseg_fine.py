@@ -1,35 +1,17 @@
 """FASSEG in fine classes: label maps of label set ``fasseg_fine`` derived from FASSEG's six coarse
-classes and the five landmarks of a face detector (eye centres, nose tip, mouth corners).
+classes and the five landmarks of a face detector (rules in datasets/README.md, "FASSEG in fine
+classes"; the constants below set them).
 
-Each refinement stays inside the coarse class it refines; a pixel whose fine class cannot be
-decided becomes 255 (ignored by losses and metrics):
-
-* ``eyes`` -> ``l_eye`` / ``r_eye`` by landmark: the side of the bisector of the two eye landmarks
-  (``l_`` = the person's left eye = landmark ``LEFT_EYE``). A connected eye region is given to one
-  side whole when at least ``COMPONENT_SIDE_FRACTION`` of it lies on that side; otherwise its
-  pixels are split by side, and those within ``EYE_MARGIN`` of the bisector are ignored.
-* ``hair`` -> ``l_brow`` / ``r_brow``: FASSEG paints the brows in the hair colour. The brow band of
-  an eye is the region above it (along the face's up direction, mouth -> eyes) from
-  ``BROW_BAND_UP[0]`` to ``BROW_BAND_UP[1]`` and within ``BROW_BAND_HALF_WIDTH`` of the eye
-  along the eye axis, in units of the eye-to-mouth distance. A connected hair region lying at
-  least ``BROW_COMPONENT_FRACTION`` in the bands is a brow (split by side if it reaches both
-  bands); the pixels of any other hair region in a narrower core band (``BROW_CORE_*``: a fringe
-  over the brow, a brow joined to the scalp hair) are ignored; the rest stays ``hair``.
-* ``mouth`` -> ``u_lip`` / ``l_lip`` / ``mouth`` (inner mouth): the lips are split along the line
-  through the mouth corners, moved in each slice across the mouth to the darkest pixel within
-  ``SEAM_MAX_SHIFT`` of it (the seam where the lips meet; YuNet's corners often sit a little
-  below it); above the seam: upper lip, below: lower lip. Pixels within ``LIP_MARGIN`` of the seam
-  are ignored, except dark ones (luminance below ``INNER_MOUTH_DARK`` of the mouth's median,
-  connected to the seam: the opening between the lips), which become the inner mouth. Without a
-  photo the corner line itself is the seam.
-* ``background``, ``skin``, ``nose``: unchanged. Without landmarks, eyes, hair and mouth are
-  ignored.
+Each refinement stays inside the coarse class it refines; an undecided pixel becomes 255:
+``eyes`` -> ``l_eye`` / ``r_eye`` by the side of the eye landmarks' bisector (a connected region
+mostly on one side goes there whole); ``hair`` -> ``l_brow`` / ``r_brow`` for hair regions lying
+mostly in the band above an eye (other hair in a narrower core band is ignored); ``mouth`` ->
+``u_lip`` / ``l_lip`` on either side of the seam (the darkest pixels near the mouth-corner line),
+``mouth`` (inner mouth) for dark pixels connected to the seam. ``background``, ``skin`` and
+``nose`` are unchanged; without landmarks eyes, hair and mouth are ignored.
 
 Landmarks are ``5 x 2`` (x, y) image coordinates in YuNet's order: the person's right eye, left
-eye, nose tip, right mouth corner, left mouth corner (for a frontal face: image-left eye first).
-
-:func:`derive_fasseg_fine` writes the derived maps for prepared FASSEG splits
-(``datasets/derive_fasseg_fine.py``); the derived sets are registered as ``fasseg_fine_<split>``.
+eye, nose tip, right mouth corner, left mouth corner.
 """
 from __future__ import annotations
 
@@ -39,6 +21,7 @@ import os
 from collections import Counter
 from typing import Dict, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from ...structures.label_sets import FASSEG, FASSEG_FINE, IGNORE_LABEL
@@ -72,13 +55,6 @@ _C = {n: FASSEG.class_id(n) for n in FASSEG.classes}
 _F = {n: FASSEG_FINE.class_id(n) for n in FASSEG_FINE.classes}
 
 
-def _components(mask: np.ndarray):
-    import cv2
-
-    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    return n, comp
-
-
 def _unit(v: np.ndarray) -> Optional[np.ndarray]:
     n = float(np.hypot(*v))
     return v / n if n > 1e-6 else None
@@ -86,17 +62,10 @@ def _unit(v: np.ndarray) -> Optional[np.ndarray]:
 
 def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
                        image: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Dict[str, int]]:
-    """Fine labels (``fasseg_fine`` ids) of one FASSEG label map.
-
-    Args:
-        coarse: ``H x W`` uint8 ``fasseg`` ids (255 = ignore).
-        landmarks: ``5 x 2`` float (x, y) image coordinates in YuNet's order (module doc), or None.
-        image: ``H x W x 3`` uint8 photo (any channel order) for the inner mouth's darkness; None:
-            the mouth line's band is ignored.
-    Returns:
-        ``(fine, counts)``: ``H x W`` uint8 ``fasseg_fine`` ids (255 = undecided), and pixel counts
-        ``{"<coarse class>_decided": n, "<coarse class>_ignored": n}`` for eyes, hair and mouth.
-    """
+    """``(fine, counts)`` of one ``H x W`` uint8 FASSEG label map: ``fasseg_fine`` ids (255 =
+    undecided) and pixel counts ``{"<class>_decided": n, "<class>_ignored": n}`` for eyes, hair
+    and mouth. ``landmarks``: ``5 x 2`` (module doc) or None; ``image``: the ``H x W x 3`` photo
+    (any channel order) for the inner mouth's darkness, None: the mouth line's band is ignored."""
     coarse = np.asarray(coarse)
     if coarse.ndim != 2:
         raise ValueError(f"coarse label map must be H x W, got shape {coarse.shape}")
@@ -138,7 +107,7 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
     # ---- eyes: side of the bisector of the two eye landmarks (> 0: the left eye's side)
     side = ((pts - eye_mid) @ (eye_l - eye_r)) / iod  # signed distance, pixels
     margin = EYE_MARGIN * iod
-    n, comp = _components(eyes)
+    n, comp = cv2.connectedComponents(eyes.astype(np.uint8), connectivity=8)
     for k in range(1, n):
         m = comp == k
         s = side[m]
@@ -169,7 +138,7 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
                      & (np.abs(a) <= BROW_CORE_HALF_WIDTH * scale))
     in_bands = bands["l_brow"] | bands["r_brow"]
     in_cores = cores[0] | cores[1]
-    n, comp = _components(hair)
+    n, comp = cv2.connectedComponents(hair.astype(np.uint8), connectivity=8)
     for k in range(1, n):
         m = comp == k
         inside = m & in_bands
@@ -203,8 +172,6 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
         lip_margin = max(1.0, LIP_MARGIN * mouth_w)
         lum = None
         if image is not None:
-            import cv2
-
             img = np.asarray(image, dtype=np.float32)
             lum = img[..., :3].mean(axis=-1) if img.ndim == 3 else img
             lum = cv2.GaussianBlur(lum, (0, 0), 1.0)
@@ -219,7 +186,7 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
             near = mouth & (np.abs(dist) <= INNER_MOUTH_BAND * mouth_w)
             dark = near & (lum < INNER_MOUTH_DARK * med)
             if dark.any():
-                n, comp = _components(dark)
+                n, comp = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
                 at_seam = np.abs(dist) <= lip_margin
                 for k in range(1, n):
                     m = comp == k
@@ -288,18 +255,11 @@ def _detect_landmarks(detector, image_bgr: np.ndarray, bbox: Optional[Sequence[f
 
 def derive_fasseg_fine(fasseg_root: str, dst_root: str, splits: Sequence[str] = FASSEG_FINE_SPLITS,
                        detector=None, log_every: int = 50) -> Dict[str, Dict[str, int]]:
-    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and
-    ``<dst_root>/labels/<video>/<frame>.png`` for each FASSEG split prepared under
-    ``fasseg_root`` (``datasets/prepare_fasseg.py``); the photos stay where they are (the JSONs
-    point at them by relative path). Splits without a JSON are skipped.
-
-    ``detector``: a :class:`~qanet_d2.modeling.detectors.yunet.YuNetFaceDetector` (default: the
-    shipped YuNet-n on the photo at its own size, score >= 0.3).
-
-    Returns:
-        ``{split: counts}``: pixel counts decided/ignored per refined coarse class, and
-        ``images``/``no_landmarks``.
-    """
+    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and its label PNGs for each
+    FASSEG split prepared under ``fasseg_root`` (splits without a JSON are skipped; the JSONs
+    point at the photos there). ``detector``: a ``YuNetFaceDetector`` (default: the shipped
+    YuNet-n, score >= 0.3). Returns ``{split: counts}`` (:func:`derive_fine_labels`' counts,
+    ``images``, ``no_landmarks``, ``with_<fine class>``)."""
     from PIL import Image
 
     from ..io import read_label_map

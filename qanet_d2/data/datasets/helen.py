@@ -1,18 +1,6 @@
-"""Helen, relabeled version (Lin et al., "Face parsing with RoI Tanh-warping", CVPR 2019), the
-one face-parsing papers use: 2,330 images with 11-class label maps.
-
-Expected release layout (``src`` is the ``helenstar_release`` directory or its parent)::
-
-    helenstar_release/train/<name>_image.jpg   helenstar_release/train/<name>_label.png
-    helenstar_release/test/<name>_image.jpg    helenstar_release/test/<name>_label.png
-
-Label ids 0..10 in the order of label set "helen" (= "lapa"): background, skin,
-left_eyebrow, right_eyebrow, left_eye, right_eye, nose, upper_lip, inner_mouth, lower_lip,
-hair. Files named ``<name>_viz.jpg`` (colour visualisations) are ignored.
-
-Validation split: the release has none. By default ``val_fraction`` (10%) of the train
-images, picked by a seeded permutation of the sorted names, form ``val`` and are removed from
-``train``; ``val_fraction=0`` writes no val.json.
+"""Helen, relabeled (Lin et al., CVPR 2019) -> the common format (layout in datasets/README.md,
+"Helen"). The release has no validation split: ``val_fraction`` of the train images, picked by
+a seeded permutation of the sorted names, form ``val`` and leave ``train``.
 """
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""LaPa (Liu et al., AAAI 2020): 22,176 face images with 11-class label maps.
-
-Expected release layout (``src`` is the ``LaPa`` directory or its parent)::
-
-    LaPa/{train,val,test}/images/<name>.jpg
-    LaPa/{train,val,test}/labels/<name>.png      uint8 ids 0..10 (label set "lapa")
-    LaPa/{train,val,test}/landmarks/<name>.txt   106 landmarks (not used)
-
-Each image becomes a one-frame video ``<name>`` of ``<dst>/{train,val,test}.json``.
-"""
+"""LaPa (Liu et al., AAAI 2020) -> the common format (layout in datasets/README.md, "LaPa"):
+each image becomes a one-frame video ``<name>`` of ``<dst>/{train,val,test}.json``."""
 from __future__ import annotations
 
 import glob
@@ -32,17 +24,8 @@ def _convert_one(item, dst, mode):
 
 def convert_lapa(src: str, dst: str, splits: Sequence[str] = LAPA_SPLITS,
                  mode: str = "hardlink", workers: int = 1) -> Dict[str, str]:
-    """Convert the LaPa release at ``src`` into ``dst`` (see the module docstring).
-
-    Args:
-        mode: how images and label PNGs get into ``dst``: "hardlink" (default; falls back to
-            copying), "copy" or "symlink".
-    Returns:
-        ``{split: json path}``.
-    Raises:
-        FileNotFoundError: a split directory or an image's label is missing (named).
-        ValueError: a label map with illegal values or a size different from its image.
-    """
+    """Convert the LaPa release at ``src`` into ``dst``: ``{split: json path}``. FileNotFoundError
+    names a missing split directory or label."""
     base = find_dataset_dir(src, os.path.join(splits[0], "images"), ["LaPa"])
     out = {}
     for split in splits:

@@ -1,49 +1,10 @@
-"""Short-video face parsing (SFP, the CVPR 2021 PIC challenge data): 1,500 videos x 20 frames,
-PNG label images and JSON files, 18 categories including background.
+"""Short-video face parsing (SFP, the CVPR 2021 PIC challenge data) -> the common format.
 
-The release itself could not be inspected while writing this converter, so it reads a
-documented, tolerant layout (``src`` = the directory holding the split folders)::
-
-    <src>/<split>/<images>/<video_id>/<frame>.jpg|.png    split in train, val, test
-    <src>/<split>/<labels>/<video_id>/<frame>.png         absent for test
-    <src>/<class list>.json
-
-* ``<images>`` is the first existing of: images, image, imgs, frames, JPEGImages;
-  ``<labels>`` of: labels, label, masks, annotations, Annotations, parsing, SegmentationClass.
-  A label matches the frame with the same file stem.
-* Label PNGs hold class ids (8-bit gray or palette indices). RGB label PNGs are accepted
-  only if the class list gives a colour per class (then colours are mapped to ids).
-* The class list (never hard-coded here) is read from ``classes_file`` or the first of
-  ``<src>/{classes,categories,label_info,class_info,labels,meta}.json`` (then any top-level
-  ``*.json``) that holds one of: a list of names; a list of ``{"id", "name"[, "color"]}``;
-  an object with such a list under "categories", "classes", "labels", "label_names" or
-  "class_names"; ``{"0": "background", ...}``; ``{"background": 0, ...}``. Ids must be
-  contiguous; a list starting at id 1 (COCO style) gets "background" prepended as id 0.
-* Frames of a video are ordered by file name (numbers compared numerically); ``frame_index``
-  is the position in that order and the original file names are kept.
-* Per-face data, read when the release provides it, in this order:
-
-  1. face-instance maps ``<src>/<split>/<instances>/<video_id>/<frame>.png`` (``<instances>``:
-     the first existing of instances, instance, Instances, instance_masks, human_ids; one
-     positive id per face, 0 = no face, 8- or 16-bit): each face's box is the box of its
-     face-class pixels (neck and cloth excluded), faces are ordered by decreasing area and the
-     map is written with face ``k`` as id ``k + 1`` (``instance_file``): the ground truth of the
-     instance-level metrics, and of which pixels in a training crop belong to another face;
-  2. per-frame JSON files ``<labels>/<video_id>/<frame>.json`` (or under a ``json``/``jsons``
-     folder of the split) holding a list of faces under "faces", "instances", "annotations",
-     "objects" or "shapes", each with "bbox" ``[x0, y0, x1, y1]`` (XYXY, pixels; or
-     ``[x, y, w, h]`` with ``"bbox_mode": "xywh"``): the boxes as given, no instance map;
-  3. otherwise, an approximation: one box per 8-connected component of the face classes of the
-     label map (neck and cloth excluded). Faces that touch merge into one box, and hair or an
-     ear detached from its face by an occluder becomes a box of its own; no instance map is
-     written (a component map would call a person's detached hair another face), so training
-     crops keep other faces' labels and the instance-level metrics are not computed.
-
-  The split JSON's ``"face_source"`` says which of ``instance maps``, ``json`` and
-  ``label-map components`` gave the faces (frame counts).
-
-The output JSONs carry ``"label_set": "sfp"`` and the ``"classes"`` list, from which the
-registered ``sfp_*`` datasets build their label set and flip pairs (:func:`sfp_label_set`).
+The release could not be inspected while writing this converter: it reads the documented,
+tolerant layout of datasets/README.md ("SFP"): frame and label folder names, the class-list
+structures, and the per-face data (face-instance maps, else per-frame JSON boxes, else one box per
+label-map component), whose source each split JSON's ``"face_source"`` counts. The output JSONs
+carry ``"label_set": "sfp"`` and the ``"classes"`` list (:func:`sfp_label_set`).
 """
 from __future__ import annotations
 
@@ -56,10 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io import DataReadError, check_label_values, image_size
+from ..io import DataReadError, check_label_values, check_map_size, image_size
 from ...structures.label_sets import LabelSet, sfp_label_set
-from ..video_format import (boxes_from_label_map, face_box_excluded_ids, make_frame_record)
-from .common import parallel_map, place_file, write_split
+from ..video_format import _foreground, boxes_from_label_map, face_box_excluded_ids, make_frame_record
+from .common import parallel_map, place_file, write_image, write_split
 
 __all__ = ["convert_sfp", "read_class_list", "find_class_list", "faces_from_instance_map", "faces_from_json"]
 
@@ -119,7 +80,7 @@ def _from_ids(names: Dict[int, str], colors: Optional[Dict[int, tuple]]):
 
 def read_class_list(path: str) -> Tuple[List[str], Optional[List[Tuple[int, int, int]]]]:
     """Class names (index = id) and, if given, their label colours, from a JSON file in one of
-    the structures listed in the module docstring. Raises ValueError naming the file."""
+    the accepted structures. Raises ValueError naming the file."""
     try:
         with open(path, "r", encoding="utf-8") as f:
             obj = json.load(f)
@@ -136,18 +97,11 @@ def read_class_list(path: str) -> Tuple[List[str], Optional[List[Tuple[int, int,
 
 
 def find_class_list(src: str) -> str:
-    """Path of the JSON holding the class list under ``src`` (see the module docstring)."""
+    """Path of the JSON holding the class list under ``src``: the first of :data:`CLASS_FILES`,
+    then any top-level ``*.json``, that holds one."""
     tried = []
-    for stem in CLASS_FILES:
-        p = os.path.join(src, stem + ".json")
-        if os.path.isfile(p):
-            tried.append(p)
-            try:
-                read_class_list(p)
-                return p
-            except ValueError:
-                pass
-    for p in sorted(glob.glob(os.path.join(src, "*.json"))):
+    named = [os.path.join(src, stem + ".json") for stem in CLASS_FILES]
+    for p in [p for p in named if os.path.isfile(p)] + sorted(glob.glob(os.path.join(src, "*.json"))):
         if p in tried:
             continue
         tried.append(p)
@@ -162,11 +116,7 @@ def find_class_list(src: str) -> str:
 
 
 def _first_dir(base: str, names: Sequence[str]) -> Optional[str]:
-    for n in names:
-        p = os.path.join(base, n)
-        if os.path.isdir(p):
-            return p
-    return None
+    return next((os.path.join(base, n) for n in names if os.path.isdir(os.path.join(base, n))), None)
 
 
 def _read_sfp_label(path: str, colors) -> np.ndarray:
@@ -198,7 +148,7 @@ def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, 
     its face-class pixels (``excluded`` ids left out); faces with fewer than ``min_box_area``
     such pixels are dropped; faces ordered by decreasing area, face ``k`` written as ``k + 1``
     (uint16 when there are more than 255 faces, else uint8)."""
-    face_px = _face_pixels(label, excluded)
+    face_px = _foreground(label, excluded)
     faces = []
     for fid in np.unique(instances[instances > 0]).tolist():
         own = (instances == fid) & face_px
@@ -214,15 +164,9 @@ def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, 
     return [b for _, _, b in faces], out
 
 
-def _face_pixels(label: np.ndarray, excluded) -> np.ndarray:
-    lut = np.ones(256, dtype=bool)
-    lut[list(excluded)] = False
-    return lut[label.astype(np.int64).clip(0, 255)]
-
-
 def faces_from_json(path: str, height: int, width: int) -> Optional[List[List[float]]]:
-    """Face boxes (XYXY, clipped to the frame) of a per-frame JSON of the release (module
-    docstring), or None when it holds no face list. Raises ValueError naming the file."""
+    """Face boxes (XYXY, clipped to the frame) of a per-frame JSON of the release, or None when it
+    holds no face list. Raises ValueError naming the file."""
     try:
         with open(path, "r", encoding="utf-8") as f:
             obj = json.load(f)
@@ -243,8 +187,6 @@ def faces_from_json(path: str, height: int, width: int) -> Optional[List[List[fl
 
 
 def _convert_video(item, dst, label_set, colors, mode, min_box_area):
-    import cv2
-
     from ..io import read_instance_map
 
     video_id, frames = item  # frames: [(image_file, label_file or None, instance file or None, json or None)]
@@ -257,27 +199,18 @@ def _convert_video(item, dst, label_set, colors, mode, min_box_area):
         lab_rel, boxes = None, None
         if lab_file is not None:
             label = _read_sfp_label(lab_file, colors)
-            if label.shape != (h, w):
-                raise DataReadError(f"label map {lab_file} is {label.shape[1]}x{label.shape[0]} "
-                                    f"(WxH) but its image {img_file} is {w}x{h}")
+            check_map_size(label, (h, w), "label map", lab_file, img_file)
             check_label_values(label, label_set.num_classes, lab_file)
             stem = os.path.splitext(os.path.basename(img_file))[0]
             lab_rel = f"labels/{video_id}/{stem}.png"
-            out = os.path.join(dst, lab_rel)
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            if not cv2.imwrite(out, label):
-                raise OSError(f"cannot write {out}")
+            write_image(os.path.join(dst, lab_rel), label)
             inst_rel, source = None, "label-map components"
             if inst_file is not None:
                 instances = read_instance_map(inst_file)
-                if instances.shape != (h, w):
-                    raise DataReadError(f"face-instance map {inst_file} is {instances.shape[1]}x{instances.shape[0]} "
-                                        f"(WxH) but its image {img_file} is {w}x{h}")
+                check_map_size(instances, (h, w), "face-instance map", inst_file, img_file)
                 boxes, instance_map = faces_from_instance_map(label, instances, excluded, min_box_area)
                 inst_rel, source = f"instances/{video_id}/{stem}.png", "instance maps"
-                os.makedirs(os.path.dirname(os.path.join(dst, inst_rel)), exist_ok=True)
-                if not cv2.imwrite(os.path.join(dst, inst_rel), instance_map):
-                    raise OSError(f"cannot write {os.path.join(dst, inst_rel)}")
+                write_image(os.path.join(dst, inst_rel), instance_map)
             elif json_file is not None and (boxes := faces_from_json(json_file, h, w)) is not None:
                 source = "json"
             else:
@@ -291,11 +224,8 @@ def _convert_video(item, dst, label_set, colors, mode, min_box_area):
 def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "test"),
                 classes_file: Optional[str] = None, mode: str = "hardlink",
                 min_box_area: int = 16, workers: int = 1) -> Dict[str, str]:
-    """Convert SFP data in the layout of the module docstring into ``dst``.
-
-    Splits whose directory does not exist are skipped (at least one must exist); a split
-    without a labels directory (test) is written without labels. Returns ``{split: json}``.
-    """
+    """Convert SFP data into ``dst``: ``{split: json}``. Missing split directories are skipped (one
+    must exist); a split without a labels directory (test) is written without labels."""
     classes_file = classes_file or find_class_list(src)
     classes, colors = read_class_list(classes_file)
     label_set: LabelSet = sfp_label_set(classes)
