@@ -16,7 +16,6 @@ from qanet_d2.data.io import ImageNotFoundError, ImageReadError, as_uint8_image,
 from qanet_d2.predictor import FaceParsingPredictor
 from qanet_d2.predictor import ImageReadError as PredictorImageReadError
 
-from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "quick_schedules" / "qanet_fcos_synth_instant_test.yaml"
@@ -51,7 +50,6 @@ def paths():
             predictor(image)
         return seen[0].permute(1, 2, 0).numpy()  # BGR (INPUT.FORMAT)
 
-    demo = load_script("demo/demo.py", "qanet_demo_io")
     mapper = FaceParsingDatasetMapper(cfg, is_train=False)
     assert mapper.augmentations.augs == []
 
@@ -59,7 +57,9 @@ def paths():
         return mapper({"file_name": str(path), "image_id": "x"})["image"].permute(1, 2, 0).numpy()
 
     def demo_path(path):
-        return model_pixels(demo.read_image_bgr(str(path)))  # what demo/demo.py does with a file
+        from qanet_d2.data.inputs import read_image_bgr
+
+        return model_pixels(read_image_bgr(str(path)))  # demo/demo.py's reader of a file
 
     return evaluation, demo_path, model_pixels
 
