@@ -15,22 +15,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
-    "IGNORE_LABEL",
-    "LabelSet",
-    "LABEL_SETS",
-    "get_label_set",
-    "register_label_set",
-    "label_set_from_classes",
-    "sfp_label_set",
-    "derive_flip_pairs",
-    "conversion_lut",
-    "conversion_ids",
-    "convert_labels",
-    "colorize_labels",
-    "make_palette",
-    "CONVERSIONS",
-    "label_set_from_config",
-    "label_set_to_config",
+    "IGNORE_LABEL", "LabelSet", "LABEL_SETS", "get_label_set", "register_label_set", "label_set_from_classes",
+    "sfp_label_set", "derive_flip_pairs", "conversion_lut", "conversion_ids", "convert_labels", "colorize_labels",
+    "make_palette", "CONVERSIONS", "label_set_from_config", "label_set_to_config",
 ]
 
 IGNORE_LABEL = 255
@@ -108,46 +95,19 @@ class LabelSet:
 # ---------------------------------------------------------------------------- palettes
 # Colours by canonical part name (_canonical), so that a part has one colour in every label set.
 _BASE_COLORS: Dict[str, Tuple[int, int, int]] = {
-    "background": (0, 0, 0),
-    "skin": (204, 0, 0),
-    "nose": (76, 153, 0),
-    "eye_g": (204, 204, 0),
-    "l_eye": (51, 51, 255),
-    "r_eye": (204, 0, 204),
-    "l_brow": (0, 255, 255),
-    "r_brow": (255, 204, 204),
-    "l_ear": (102, 51, 0),
-    "r_ear": (255, 0, 0),
-    "mouth": (102, 204, 0),
-    "u_lip": (255, 255, 0),
-    "l_lip": (0, 0, 153),
-    "hair": (0, 0, 204),
-    "hat": (255, 51, 153),
-    "ear_r": (0, 204, 204),
-    "neck_l": (0, 51, 0),
-    "neck": (255, 153, 51),
-    "cloth": (0, 204, 0),
+    "background": (0, 0, 0), "skin": (204, 0, 0), "nose": (76, 153, 0), "eye_g": (204, 204, 0),
+    "l_eye": (51, 51, 255), "r_eye": (204, 0, 204), "l_brow": (0, 255, 255), "r_brow": (255, 204, 204),
+    "l_ear": (102, 51, 0), "r_ear": (255, 0, 0), "mouth": (102, 204, 0), "u_lip": (255, 255, 0),
+    "l_lip": (0, 0, 153), "hair": (0, 0, 204), "hat": (255, 51, 153), "ear_r": (0, 204, 204),
+    "neck_l": (0, 51, 0), "neck": (255, 153, 51), "cloth": (0, 204, 0),
 }
 
 _SYNONYMS = {
-    "face": "skin",
-    "face_skin": "skin",
-    "left_eyebrow": "l_brow",
-    "right_eyebrow": "r_brow",
-    "left_brow": "l_brow",
-    "right_brow": "r_brow",
-    "left_eye": "l_eye",
-    "right_eye": "r_eye",
-    "left_ear": "l_ear",
-    "right_ear": "r_ear",
-    "upper_lip": "u_lip",
-    "lower_lip": "l_lip",
-    "inner_mouth": "mouth",
-    "eyeglasses": "eye_g",
-    "glasses": "eye_g",
-    "earring": "ear_r",
-    "necklace": "neck_l",
-    "clothes": "cloth",
+    "face": "skin", "face_skin": "skin",
+    "left_eyebrow": "l_brow", "right_eyebrow": "r_brow", "left_brow": "l_brow", "right_brow": "r_brow",
+    "left_eye": "l_eye", "right_eye": "r_eye", "left_ear": "l_ear", "right_ear": "r_ear",
+    "upper_lip": "u_lip", "lower_lip": "l_lip", "inner_mouth": "mouth",
+    "eyeglasses": "eye_g", "glasses": "eye_g", "earring": "ear_r", "necklace": "neck_l", "clothes": "cloth",
 }
 
 
@@ -322,21 +282,10 @@ def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSe
 # unknown) and ears (undocumented whether skin or background) are ignored; hat, necklace, neck and
 # cloth lie outside the face there.
 _CELEB_TO_LAPA = {
-    "eye_g": None,
-    "l_eye": "right_eye",
-    "r_eye": "left_eye",
-    "l_brow": "right_eyebrow",
-    "r_brow": "left_eyebrow",
-    "l_ear": None,
-    "r_ear": None,
-    "mouth": "inner_mouth",
-    "u_lip": "upper_lip",
-    "l_lip": "lower_lip",
-    "hat": "background",
-    "ear_r": None,
-    "neck_l": "background",
-    "neck": "background",
-    "cloth": "background",
+    "l_eye": "right_eye", "r_eye": "left_eye", "l_brow": "right_eyebrow", "r_brow": "left_eyebrow",
+    "mouth": "inner_mouth", "u_lip": "upper_lip", "l_lip": "lower_lip",
+    "eye_g": None, "l_ear": None, "r_ear": None, "ear_r": None,
+    "hat": "background", "neck_l": "background", "neck": "background", "cloth": "background",
 }
 
 CONVERSIONS: Dict[Tuple[str, str], Dict[str, Optional[str]]] = {
@@ -359,36 +308,13 @@ CONVERSIONS: Dict[Tuple[str, str], Dict[str, Optional[str]]] = {
 # the ear's skin (V2 test image 7); a necklace (neck or clothes?) is ignored; hat and clothes are
 # background.
 _TO_FASSEG: Dict[str, Optional[str]] = {
-    "background": "background",
-    "skin": "skin",
-    "nose": "nose",
-    "eye_g": "skin",
-    "l_eye": "eyes",
-    "r_eye": "eyes",
-    "l_brow": "hair",
-    "r_brow": "hair",
-    "l_ear": "skin",
-    "r_ear": "skin",
-    "mouth": "mouth",
-    "u_lip": "mouth",
-    "l_lip": "mouth",
-    "hair": "hair",
-    "hat": "background",
-    "ear_r": "skin",
-    "neck_l": None,
-    "neck": "skin",
-    "cloth": "background",
+    "background": "background", "skin": "skin", "nose": "nose", "hair": "hair", "eye_g": "skin",
+    "l_eye": "eyes", "r_eye": "eyes", "l_brow": "hair", "r_brow": "hair", "l_ear": "skin", "r_ear": "skin",
+    "mouth": "mouth", "u_lip": "mouth", "l_lip": "mouth",
+    "hat": "background", "ear_r": "skin", "neck_l": None, "neck": "skin", "cloth": "background",
     # single-class names of coarser sets
-    "eye": "eyes",
-    "eyes": "eyes",
-    "brow": "hair",
-    "brows": "hair",
-    "eyebrow": "hair",
-    "eyebrows": "hair",
-    "lip": "mouth",
-    "lips": "mouth",
-    "ear": "skin",
-    "ears": "skin",
+    "eye": "eyes", "eyes": "eyes", "brow": "hair", "brows": "hair", "eyebrow": "hair", "eyebrows": "hair",
+    "lip": "mouth", "lips": "mouth", "ear": "skin", "ears": "skin",
 }
 
 # Destination sets reachable from any set whose class names are known part names (SFP's class
@@ -482,11 +408,9 @@ def convert_labels(label_map: np.ndarray, src, dst,
     label_map = np.asarray(label_map)
     if not np.issubdtype(label_map.dtype, np.integer):
         raise TypeError(f"label map must be an integer array, got {label_map.dtype}")
-    lut = conversion_lut(src, dst, mapping)
-    out = np.full(label_map.shape, IGNORE_LABEL, dtype=np.uint8)
-    inside = (label_map >= 0) & (label_map < 256)
-    out[inside] = lut[label_map[inside].astype(np.int64)]
-    return out
+    # lut[IGNORE_LABEL] is IGNORE_LABEL: ids outside [0, 255] read it
+    ids = np.where((label_map >= 0) & (label_map < 256), label_map, IGNORE_LABEL).astype(np.int64)
+    return conversion_lut(src, dst, mapping)[ids]
 
 
 def colorize_labels(label_map: np.ndarray, label_set, ignore_color=(255, 255, 255)) -> np.ndarray:
