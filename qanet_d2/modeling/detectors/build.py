@@ -18,8 +18,8 @@ FACE_DETECTOR_REGISTRY.__doc__ = "Face detectors of QANetFaceParser, selected by
 
 
 def register_face_detector(name: str, pretrained: bool = False):
-    """Decorator: register a builder ``fn(cfg) -> nn.Module`` under ``name`` (the value of
-    ``MODEL.QANET.DETECTOR.NAME``; fvcore's ``register`` only takes the object's own name).
+    """Decorator: register a builder ``fn(cfg) -> nn.Module`` (or a configurable class) under ``name``
+    (the value of ``MODEL.QANET.DETECTOR.NAME``; fvcore's ``register`` only takes the object's own name).
     ``pretrained``: the detector loads released weights when built and needs no checkpoint."""
 
     def deco(fn):

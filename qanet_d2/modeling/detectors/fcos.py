@@ -23,8 +23,7 @@ from ... import compat
 from .build import register_face_detector
 
 __all__ = [
-    "build_fcos_resnet_fpn_backbone", "build_basic_resnet", "build_fcos_detector", "build_fcos_face_detector",
-    "checkpointable_fcos", "group_norm",
+    "build_fcos_resnet_fpn_backbone", "build_basic_resnet", "build_fcos_detector", "checkpointable_fcos", "group_norm",
 ]
 
 
@@ -113,8 +112,9 @@ def checkpointable_fcos(fcos_class):
     return FaceFCOS
 
 
+@register_face_detector("FCOS")
 def build_fcos_detector(cfg):
-    """detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``.
+    """The report's trainable detector: detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``.
 
     Reads ``MODEL.FCOS.*``, ``MODEL.PIXEL_MEAN/STD`` (in ``INPUT.FORMAT`` order) and
     ``TEST.DETECTIONS_PER_IMAGE``. Returns the FCOS module of :func:`compat.build_fcos_class`
@@ -154,9 +154,3 @@ def build_fcos_detector(cfg):
         pixel_mean=cfg.MODEL.PIXEL_MEAN,
         pixel_std=cfg.MODEL.PIXEL_STD,
     )
-
-
-@register_face_detector("FCOS")
-def build_fcos_face_detector(cfg):
-    """The report's detector: :func:`build_fcos_detector` (trainable)."""
-    return build_fcos_detector(cfg)

@@ -28,8 +28,8 @@ from ...weights_io import load_state_strictly
 from .build import register_face_detector
 
 __all__ = [
-    "YuNet", "YuNetFaceDetector", "DPUnit", "YUNET_STRIDES", "YUNET_VARIANTS", "build_yunet_face_detector",
-    "decode_yunet", "grid_priors", "load_yunet_state_dict",
+    "YuNet", "YuNetFaceDetector", "DPUnit", "YUNET_STRIDES", "YUNET_VARIANTS", "decode_yunet", "grid_priors",
+    "load_yunet_state_dict",
 ]
 
 YUNET_STRIDES = (8, 16, 32)
@@ -110,12 +110,9 @@ class _Neck(nn.Module):
 class _Head(nn.Module):
     def __init__(self, channels: int = 64, levels: int = 3, shared_units: int = 1):
         super().__init__()
-        if shared_units:
-            self.multi_level_share_convs = nn.ModuleList(
-                nn.Sequential(*[DPUnit(channels, channels) for _ in range(shared_units)]) for _ in range(levels)
-            )
-        else:
-            self.multi_level_share_convs = None
+        self.multi_level_share_convs = nn.ModuleList(
+            nn.Sequential(*[DPUnit(channels, channels) for _ in range(shared_units)]) for _ in range(levels)
+        ) if shared_units else None
         for name, k in (("cls", 1), ("bbox", 4), ("obj", 1), ("kps", 10)):
             setattr(self, f"multi_level_{name}", nn.ModuleList(DPUnit(channels, k, bn_relu=False) for _ in range(levels)))
 
@@ -203,9 +200,10 @@ def resolve_weights_path(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
+@register_face_detector("YuNet", pretrained=True)
 class YuNetFaceDetector(nn.Module):
     """YuNet as a face detector of ``QANetFaceParser`` (the protocol of
-    :mod:`qanet_d2.modeling.detectors.build`): frozen, eval-only.
+    :mod:`qanet_d2.modeling.detectors.build`; ``MODEL.YUNET``): pretrained, frozen, eval-only.
 
     Each image is resized (antialiased) by each of ``scales``, its longer side at most
     ``max_size``, converted to BGR float 0-255, padded with zeros to multiples of 32;
@@ -335,9 +333,3 @@ class YuNetFaceDetector(nn.Module):
             size = (int(x.get("height", h)), int(x.get("width", w)))
             results.append({"instances": self.detect_image(x["image"], size)})
         return results
-
-
-@register_face_detector("YuNet", pretrained=True)
-def build_yunet_face_detector(cfg):
-    """YuNet (``MODEL.YUNET``), pretrained and frozen."""
-    return YuNetFaceDetector(cfg)
