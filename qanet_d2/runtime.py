@@ -93,11 +93,7 @@ def _resample_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]
 def _apply_taps(array: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
     shape = [1] * array.ndim
     shape[axis] = -1
-    out = None
-    for k in range(index.shape[1]):
-        term = np.take(array, index[:, k], axis=axis) * weight[:, k].reshape(shape)
-        out = term if out is None else out + term
-    return out
+    return sum(np.take(array, index[:, k], axis=axis) * weight[:, k].reshape(shape) for k in range(index.shape[1]))
 
 
 def resample_uint8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -316,11 +312,10 @@ def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Seque
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32).T
     pts = affines.astype(np.float32) @ corners  # V x 2 x 4
-    lo, hi = np.floor(pts.min(axis=2)), np.ceil(pts.max(axis=2))
-    height, width = image_size
-    x0, y0 = np.clip(lo[:, 0], 0, width).min(), np.clip(lo[:, 1], 0, height).min()
-    x1, y1 = np.clip(hi[:, 0], 0, width).max(), np.clip(hi[:, 1], 0, height).max()
-    return int(x0), int(y0), int(x1), int(y1)
+    limits = np.array([image_size[1], image_size[0]], np.float32)
+    lo = np.clip(np.floor(pts.min(axis=2)), 0, limits).min(axis=0)
+    hi = np.clip(np.ceil(pts.max(axis=2)), 0, limits).max(axis=0)
+    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
 
 
 def _bilinear_taps(g: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -452,7 +447,7 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
         "labels": labels,
         "boxes": boxes[best],
         "scores": scores[best],
-        "box_scores": np.asarray(faces["box_scores"], np.float32)[best],
+        "box_scores": box_scores[best],
         "iou_scores": np.asarray(faces["iou_scores"], np.float32)[best],
         "pixel_scores": np.asarray(pix, np.float32)[best],
     }

@@ -235,10 +235,6 @@ def crop_windows(affines: torch.Tensor, crop_size: Sequence[int], image_size: Se
     h, w = float(crop_size[0]), float(crop_size[1])
     corners = affines.new_tensor([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]]).T  # 3 x 4
     pts = affines @ corners  # N x 2 x 4
-    lo = pts.min(dim=2).values.floor()
-    hi = pts.max(dim=2).values.ceil()
-    x0 = lo[:, 0].clamp(0, image_size[1])
-    y0 = lo[:, 1].clamp(0, image_size[0])
-    x1 = hi[:, 0].clamp(0, image_size[1])
-    y1 = hi[:, 1].clamp(0, image_size[0])
-    return torch.stack([x0, y0, x1, y1], dim=1).long()
+    windows = torch.cat([pts.min(dim=2).values.floor(), pts.max(dim=2).values.ceil()], dim=1)
+    limits = windows.new_tensor([image_size[1], image_size[0]] * 2)
+    return torch.minimum(windows.clamp(min=0), limits).long()

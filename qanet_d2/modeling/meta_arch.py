@@ -294,24 +294,20 @@ class QANetFaceParser(nn.Module):
         parsers = [self.parser] if parsers is None else list(parsers)
         stage = times if times is not None else profiler_range
         scales = group_views(views)
-        boxes, box_scores, batch_idx, keypoints = [], [], [], []
-        for i, f in enumerate(faces):
+        kept = []
+        for f in faces:
             b = f.pred_boxes.tensor.to(self.device, torch.float32)
             s = f.scores.to(self.device, torch.float32) if f.has("scores") else torch.ones(len(b), device=self.device)
-            k = f.pred_keypoints.to(self.device, torch.float32) if f.has("pred_keypoints") else None
-            keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            b, s = b[keep], s[keep]
-            k = k[keep] if k is not None else None
-            if len(b) > self.max_parsed_faces:
-                top = s.argsort(descending=True)[: self.max_parsed_faces]
-                b, s = b[top], s[top]
-                k = k[top] if k is not None else None
-            boxes.append(b)
-            box_scores.append(s)
-            keypoints.append(k)
-            batch_idx.append(torch.full((len(b),), i, dtype=torch.long, device=self.device))
-        counts = [len(b) for b in boxes]
-        boxes, box_scores, batch_idx = torch.cat(boxes), torch.cat(box_scores), torch.cat(batch_idx)
+            g = Instances(f.image_size, boxes=b, box_scores=s)
+            if f.has("pred_keypoints"):
+                g.pred_keypoints = f.pred_keypoints.to(self.device, torch.float32)
+            g = g[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]
+            if len(g) > self.max_parsed_faces:
+                g = g[g.box_scores.argsort(descending=True)[: self.max_parsed_faces]]
+            kept.append(g)
+        counts = [len(g) for g in kept]
+        boxes = torch.cat([g.boxes for g in kept])
+        batch_idx = torch.cat([torch.full((c,), i, dtype=torch.long, device=self.device) for i, c in enumerate(counts)])
         n, (h, w) = len(boxes), self.cropper.crop_size
         probs = images.tensor.new_zeros((n, len(scales), self.num_classes, h, w))
         affines = images.tensor.new_zeros((n, len(scales), 2, 3))
@@ -326,16 +322,14 @@ class QANetFaceParser(nn.Module):
                     iou_sum[sl] += iou.clamp(0.0, 1.0)
         iou_scores = iou_sum / len(scales)
         results = []
-        for i, (size, parts) in enumerate(zip(images.image_sizes, torch.arange(n, device=self.device).split(counts))):
-            inst = Instances(tuple(size))
-            inst.pred_boxes = Boxes(boxes[parts])
-            inst.box_scores = box_scores[parts]
+        for size, g, parts in zip(images.image_sizes, kept, torch.arange(n, device=self.device).split(counts)):
+            inst = Instances(tuple(size), pred_boxes=Boxes(g.boxes), box_scores=g.box_scores)
             inst.iou_scores = iou_scores[parts]
-            inst.pred_classes = torch.zeros(len(parts), dtype=torch.long, device=self.device)
+            inst.pred_classes = torch.zeros(len(g), dtype=torch.long, device=self.device)
             inst.parsing_probs = probs[parts]
             inst.crop_affines = affines[parts]
-            if keypoints[i] is not None:
-                inst.pred_keypoints = keypoints[i]
+            if g.has("pred_keypoints"):
+                inst.pred_keypoints = g.pred_keypoints
             results.append(inst)
         return results
 

@@ -572,8 +572,7 @@ class FacePostProcessor:
             sem_seg = torch.zeros((self.num_classes, height, width), device=device)
             sem_seg[0] = 1.0
         order = self.order(faces)
-        if pasted is None:
-            pasted = {}
+        pasted = {} if pasted is None else pasted
         if not class_scores:
             # paste in instance order (consecutive faces share one computation), paint in paint order
             pasted.update(self.paste(faces, sorted(i for i in order if i not in pasted), maxima=maxima))
