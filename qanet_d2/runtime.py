@@ -27,22 +27,9 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "FaceParsingRuntime",
-    "ExportError",
-    "load_metadata",
-    "resize_shortest_edge",
-    "resample_uint8",
-    "resample_float",
-    "decode_fcos",
-    "nms",
-    "crop_regions",
-    "crop_affines",
-    "crop_faces",
-    "paste_face",
-    "face_scores",
-    "paint_order",
-    "postprocess",
-    "colorize",
+    "FaceParsingRuntime", "ExportError", "load_metadata", "resize_shortest_edge", "resample_uint8", "resample_float",
+    "decode_fcos", "nms", "crop_regions", "crop_affines", "crop_faces", "paste_face", "face_scores", "paint_order",
+    "postprocess", "colorize",
 ]
 
 METADATA_FILE = "metadata.json"

@@ -15,16 +15,8 @@ from torch import nn
 from .structures.label_sets import LabelSet
 
 __all__ = [
-    "LABEL_SET_BUFFER",
-    "UnsafeCheckpointError",
-    "apply_label_set_record",
-    "download_cache_path",
-    "format_keys",
-    "load_checkpoint_file",
-    "load_part_weights",
-    "load_pickle_safely",
-    "load_state_strictly",
-    "resolve_local_path",
+    "LABEL_SET_BUFFER", "UnsafeCheckpointError", "apply_label_set_record", "download_cache_path", "format_keys",
+    "load_checkpoint_file", "load_part_weights", "load_pickle_safely", "load_state_strictly", "resolve_local_path",
     "state_problems",
 ]
 

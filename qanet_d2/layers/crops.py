@@ -17,17 +17,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "face_crop_affines",
-    "normalize_image",
-    "expand_box_to_aspect",
-    "scale_boxes",
-    "boxes_to_affines",
-    "invert_affines",
-    "compose_affines",
-    "crop_images",
-    "supersampling_factors",
-    "crop_labels",
-    "crop_windows",
+    "face_crop_affines", "normalize_image", "expand_box_to_aspect", "scale_boxes", "boxes_to_affines", "invert_affines",
+    "compose_affines", "crop_images", "supersampling_factors", "crop_labels", "crop_windows",
 ]
 
 

@@ -10,17 +10,7 @@ from .qanet import QANetParser
 from .test_time_augmentation import QANetFaceParserWithTTA, build_test_time_model, tta_views_from_config
 
 __all__ = [
-    "QANetFaceParser",
-    "FaceCropper",
-    "FacePostProcessor",
-    "QANetParser",
-    "QANetFaceParserWithTTA",
-    "TimmHRNetBackbone",
-    "FACE_DETECTOR_REGISTRY",
-    "build_face_detector",
-    "build_fcos_detector",
-    "build_fcos_resnet_fpn_backbone",
-    "build_parser_backbone",
-    "build_test_time_model",
-    "tta_views_from_config",
+    "QANetFaceParser", "FaceCropper", "FacePostProcessor", "QANetParser", "QANetFaceParserWithTTA", "TimmHRNetBackbone",
+    "FACE_DETECTOR_REGISTRY", "build_face_detector", "build_fcos_detector", "build_fcos_resnet_fpn_backbone",
+    "build_parser_backbone", "build_test_time_model", "tta_views_from_config",
 ]

@@ -48,18 +48,8 @@ from detectron2.structures import Boxes, Instances
 from ..layers.crops import crop_windows, invert_affines
 
 __all__ = [
-    "FacePostProcessor",
-    "StageTimes",
-    "PastedFace",
-    "add_postprocessing_config",
-    "paint_order",
-    "face_scores",
-    "channel_max",
-    "crop_maxima",
-    "CropMaxima",
-    "pixel_scores_from_top",
-    "PAINT_ORDERS",
-    "PIXEL_SCORE_REGIONS",
+    "FacePostProcessor", "StageTimes", "PastedFace", "add_postprocessing_config", "paint_order", "face_scores",
+    "channel_max", "crop_maxima", "CropMaxima", "pixel_scores_from_top", "PAINT_ORDERS", "PIXEL_SCORE_REGIONS",
     "SCORE_EPS",
 ]
 

@@ -8,16 +8,7 @@ from .fcos import build_basic_resnet, build_fcos_detector, build_fcos_resnet_fpn
 from .yunet import YuNet, YuNetFaceDetector, decode_yunet, load_yunet_state_dict
 
 __all__ = [
-    "FACE_DETECTOR_REGISTRY",
-    "HeadBoxAdapter",
-    "YuNet",
-    "YuNetFaceDetector",
-    "build_basic_resnet",
-    "build_face_detector",
-    "build_fcos_detector",
-    "build_fcos_resnet_fpn_backbone",
-    "decode_yunet",
-    "fit_head_box_adapter",
-    "group_norm",
-    "load_yunet_state_dict",
+    "FACE_DETECTOR_REGISTRY", "HeadBoxAdapter", "YuNet", "YuNetFaceDetector", "build_basic_resnet",
+    "build_face_detector", "build_fcos_detector", "build_fcos_resnet_fpn_backbone", "decode_yunet",
+    "fit_head_box_adapter", "group_norm", "load_yunet_state_dict",
 ]

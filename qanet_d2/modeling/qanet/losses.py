@@ -11,14 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = [
-    "cross_entropy_loss",
-    "lovasz_softmax",
-    "iou_targets",
-    "iou_loss",
-    "merge_log_probs",
-    "merged_labels",
-]
+__all__ = ["cross_entropy_loss", "lovasz_softmax", "iou_targets", "iou_loss", "merge_log_probs", "merged_labels"]
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
