@@ -14,26 +14,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (config file, weights file), both relative to REPO_ROOT
 SHIPPED_MODELS: Dict[str, Tuple[str, str]] = {
     # YuNet (pretrained on WIDER FACE) + box adapter + the real-face parser
-    "real_faces": (
-        "configs/real_faces/qanet_yunet_fasseg.yaml",
-        "models/qanet_yunet_real_faces_fasseg.pth",
-    ),
+    "real_faces": ("configs/real_faces/qanet_yunet_fasseg.yaml", "models/qanet_yunet_real_faces_fasseg.pth"),
     # the same detector with a parser in fine classes (label set "fasseg_fine": left/right eyes and
     # brows, upper/lower lip, inner mouth)
-    "real_faces_fine": (
-        "configs/real_faces/qanet_yunet_fasseg_fine.yaml",
-        "models/qanet_yunet_real_faces_fine_fasseg.pth",
-    ),
+    "real_faces_fine": ("configs/real_faces/qanet_yunet_fasseg_fine.yaml",
+                        "models/qanet_yunet_real_faces_fine_fasseg.pth"),
     # real-time video: YuNet + a parser fine-tuned on 192x160 crops (>= 30 frames/s, 4 faces, 2 cores)
-    "real_faces_realtime": (
-        "configs/realtime/qanet_yunet_fasseg_realtime.yaml",
-        "models/qanet_yunet_realtime_fasseg.pth",
-    ),
+    "real_faces_realtime": ("configs/realtime/qanet_yunet_fasseg_realtime.yaml",
+                            "models/qanet_yunet_realtime_fasseg.pth"),
     # the report's route: the FCOS detector trained here with the same parser
-    "real_faces_fcos": (
-        "configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml",
-        "models/qanet_fcos_real_faces_fasseg.pth",
-    ),
+    "real_faces_fcos": ("configs/real_faces/qanet_fcos_fasseg_synth_composites.yaml",
+                        "models/qanet_fcos_real_faces_fasseg.pth"),
 }
 
 # What the demo and the predictor use when no config is given.

@@ -179,13 +179,6 @@ def format_keys(keys: List[str], limit: int = 40) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _state_of(data, filename: str) -> Dict[str, torch.Tensor]:
-    state = data.get("model", data) if isinstance(data, dict) else data
-    if not isinstance(state, dict):
-        raise RuntimeError(f"{filename}: expected a state dict (or a checkpoint with a 'model' entry); found {type(state).__name__}")
-    return state
-
-
 # The parser's flip permutation: a file without a label-set record does not set it.
 LABEL_SET_BUFFER = "flip_permutation"
 
@@ -250,7 +243,10 @@ def load_part_weights(module: nn.Module, part: str, path: str) -> str:
             f"{path}: its {part} was not trained (the checkpoint records trained_parts {list(trained)}); "
             f"loading it would replace the {part} with initial weights. Give a checkpoint whose {part} was trained."
         )
-    state = _state_of(data, path)
+    state = data.get("model", data) if isinstance(data, dict) else data
+    if not isinstance(state, dict):
+        raise RuntimeError(
+            f"{path}: expected a state dict (or a checkpoint with a 'model' entry); found {type(state).__name__}")
     prefix = part + "."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

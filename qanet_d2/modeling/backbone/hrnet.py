@@ -59,9 +59,7 @@ class TimmHRNetBackbone(Backbone):
             # freeze_at >= 1: the stem (two stride-2 convs); >= 2: also the first stage.
             frozen = ["conv1", "bn1", "conv2", "bn2"] + (["layer1"] if freeze_at >= 2 else [])
             for mod_name in frozen:
-                module = getattr(self.body, mod_name, None)
-                if module is None:
-                    continue
+                module = getattr(self.body, mod_name)
                 for p in module.parameters():
                     p.requires_grad_(False)
                 FrozenBatchNorm2d.convert_frozen_batchnorm(module)
@@ -73,12 +71,6 @@ class TimmHRNetBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         feats = self.body(x)
         return {name: feats[i] for name, i in zip(self._out_features, self._indices)}
-
-    def output_shape(self):
-        return {
-            f: ShapeSpec(channels=self._out_feature_channels[f], stride=self._out_feature_strides[f])
-            for f in self._out_features
-        }
 
 
 @BACKBONE_REGISTRY.register()
