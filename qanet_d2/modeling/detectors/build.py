@@ -64,13 +64,10 @@ def add_detector_config(cfg) -> None:
     cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
     # Weight of the detector's losses in joint training.
     cfg.MODEL.FCOS.LOSS_WEIGHT = 1.0
-    # ImageNet weights of the detector's ResNet (MODEL.BACKBONE's bottom-up network), loaded
-    # strictly when training starts, unless a checkpoint provides the detector: a detectron2
-    # model-zoo file ("detectron2://ImageNetPretrained/MSRA/R-50.pkl", R-101.pkl: Caffe2 format,
-    # BGR, mean [103.530, 116.280, 123.675], std [1, 1, 1], STRIDE_IN_1X1 True, NORM FrozenBN),
-    # a torchvision resnet*.pth (RGB, ImageNet mean/std, STRIDE_IN_1X1 False), a URL or a local
-    # path. MODEL.PIXEL_MEAN/STD and INPUT.FORMAT must match the file (checked when loading).
-    # "" = random initialisation. See docs/pretrained.md.
+    # ImageNet weights of the detector's ResNet, loaded strictly when training starts unless a
+    # checkpoint provides the detector: detectron2's MSRA R-50.pkl / R-101.pkl or a torchvision
+    # resnet*.pth (URL or path), with the matching MODEL.PIXEL_MEAN/STD, INPUT.FORMAT and
+    # STRIDE_IN_1X1 (docs/pretrained.md). "" = random initialisation.
     cfg.MODEL.FCOS.BACKBONE_WEIGHTS = ""
     # The detector sees the model input ("image") resized by this factor, while the parser
     # crops from the unscaled input: a cheap detector on small images, detailed face crops.

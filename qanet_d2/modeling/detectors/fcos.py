@@ -28,11 +28,8 @@ __all__ = [
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with at most 32 groups of at least 4 channels (32 groups for 256 channels,
-    as in FCOS; fewer for the narrow heads of small models, so that a 1x1 map still normalises).
-
-    Passed to the FCOS head as a callable, which also avoids v0.6's ``get_norm("GN", 1)`` probe.
-    """
+    """GroupNorm with at most 32 groups of at least 4 channels (32 for 256 channels, as in FCOS;
+    fewer for narrow heads). A callable for the FCOS head: it avoids v0.6's ``get_norm("GN", 1)`` probe."""
     groups = math.gcd(32, max(1, int(channels) // 4))
     return nn.GroupNorm(groups, channels)
 
@@ -77,13 +74,9 @@ def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
 
 
 def checkpointable_fcos(fcos_class):
-    """``fcos_class`` with its loss-normaliser EMA kept in a buffer and its losses computed in
-    float32 under autocast (mixed precision training).
-
-    detectron2's dense detectors keep the EMA of the number of positive anchors (the loss
-    normaliser) as a plain attribute, which checkpoints do not save: a resumed run would
-    restart it from its initial value and train differently from an uninterrupted one.
-    """
+    """``fcos_class`` with its losses in float32 under autocast and its loss-normaliser EMA in a
+    buffer: detectron2 keeps that EMA (of the positive anchors) as a plain attribute, which
+    checkpoints do not save, so a resumed run would train differently from an uninterrupted one."""
 
     class FaceFCOS(fcos_class):
         def __init__(self, **kwargs):
@@ -114,12 +107,9 @@ def checkpointable_fcos(fcos_class):
 
 @register_face_detector("FCOS")
 def build_fcos_detector(cfg):
-    """The report's trainable detector: detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``.
-
-    Reads ``MODEL.FCOS.*``, ``MODEL.PIXEL_MEAN/STD`` (in ``INPUT.FORMAT`` order) and
-    ``TEST.DETECTIONS_PER_IMAGE``. Returns the FCOS module of :func:`compat.build_fcos_class`
-    (which also trains on images without faces on detectron2 v0.6).
-    """
+    """The report's trainable detector: detectron2's FCOS (one class, "face") on ``build_backbone(cfg)``,
+    from ``MODEL.FCOS``, ``MODEL.PIXEL_MEAN/STD`` (``INPUT.FORMAT`` order) and ``TEST.DETECTIONS_PER_IMAGE``;
+    the class of :func:`compat.build_fcos_class` (it also trains on images without faces on v0.6)."""
     fcos_cfg = cfg.MODEL.FCOS
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()

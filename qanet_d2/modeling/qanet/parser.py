@@ -202,13 +202,10 @@ def add_parser_config(cfg) -> None:
     """The parser's MODEL.QANET keys: label set, classes, crops, BACKBONE, HRNET, NECK, PARSING, IOU."""
     # Number of parsing classes, background included. Must match the model's label set.
     cfg.MODEL.QANET.NUM_CLASSES = 19
-    # The (fine) label set the model predicts, recorded in the config and in every checkpoint (one
-    # of another set is refused). NAME: a registered set or a dataset's ("sfp"); "" = the set of
-    # the first dataset of DATASETS.TRAIN (else DATASETS.TEST). CLASSES, COLORS ((R, G, B) per
-    # class) and FLIP_PAIRS ((id_a, id_b)) are filled from it by train_net.py
-    # (fill_model_label_set), or written by hand for a set no dataset registers.
-    # Training sets at least as fine are converted in the mapper; a coarser set's crops are scored
-    # on the probabilities summed into its classes (qanet_d2/data/mixed_label_sets.py).
+    # The label set the model predicts (datasets/README.md), recorded in every checkpoint. NAME: a
+    # registered set or a dataset's ("sfp"); "" = the set of the first dataset of DATASETS.TRAIN
+    # (else DATASETS.TEST). CLASSES, COLORS ((R, G, B) per class) and FLIP_PAIRS ((id_a, id_b)) are
+    # filled from it by train_net.py, or written by hand for a set no dataset registers.
     cfg.MODEL.QANET.LABEL_SET = CN()
     cfg.MODEL.QANET.LABEL_SET.NAME = ""
     cfg.MODEL.QANET.LABEL_SET.CLASSES = []
