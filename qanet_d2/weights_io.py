@@ -90,8 +90,6 @@ def load_pickle_safely(filename: str):
     with open(filename, "rb") as f:
         try:
             return _ArraysOnlyUnpickler(f, filename).load()
-        except UnsafeCheckpointError:
-            raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise RuntimeError(f"{filename}: not a readable .pkl weights file ({type(e).__name__}: {e})") from e
 

@@ -103,9 +103,7 @@ def boxes_to_affines(
     u0, v0 = out_w * 0.5, out_h * 0.5
     t0 = cx - a00 * u0 - a01 * v0
     t1 = cy - a10 * u0 - a11 * v0
-    crop_to_image = torch.stack(
-        [torch.stack([a00, a01, t0], dim=1), torch.stack([a10, a11, t1], dim=1)], dim=1
-    )
+    crop_to_image = torch.stack([torch.stack([a00, a01, t0], dim=1), torch.stack([a10, a11, t1], dim=1)], dim=1)
     return crop_to_image, invert_affines(crop_to_image)
 
 

@@ -261,15 +261,11 @@ def get_label_set(name: str, classes: Optional[Sequence[str]] = None) -> LabelSe
     ls = LABEL_SETS.get(name)
     if ls is None:
         if classes is None:
-            raise KeyError(
-                f"unknown label set '{name}' and no class list to build it from; known sets: "
-                f"{sorted(LABEL_SETS)}"
-            )
+            raise KeyError(f"unknown label set '{name}' and no class list to build it from; "
+                           f"known sets: {sorted(LABEL_SETS)}")
         return label_set_from_classes(name, classes)
     if classes is not None and tuple(classes) != ls.classes:
-        raise ValueError(
-            f"classes {list(classes)} do not match label set '{name}' {list(ls.classes)}"
-        )
+        raise ValueError(f"classes {list(classes)} do not match label set '{name}' {list(ls.classes)}")
     return ls
 
 
@@ -378,10 +374,8 @@ def conversion_lut(src, dst, mapping: Optional[Mapping[str, Optional[str]]] = No
         else:
             missing = [c for c in src.classes if c not in dst.classes]
             if missing:
-                raise KeyError(
-                    f"no conversion from label set '{src.name}' to '{dst.name}': classes "
-                    f"{missing} have no counterpart; pass an explicit mapping"
-                )
+                raise KeyError(f"no conversion from label set '{src.name}' to '{dst.name}': classes "
+                               f"{missing} have no counterpart; pass an explicit mapping")
             mapping = {}
     unknown = [k for k in mapping if k not in src.classes]
     if unknown:

@@ -41,11 +41,8 @@ def adapter_features(face_boxes: torch.Tensor, landmarks: torch.Tensor) -> torch
 
 
 class HeadBoxAdapter(nn.Module):
-    """Head boxes (``N x 4`` XYXY) of face boxes and landmarks (module docstring).
-
-    Args:
-        weights: the 44 numbers of ``M`` (row-major 4 x 11).
-    """
+    """Head boxes (``N x 4`` XYXY) of face boxes and landmarks (module docstring); ``weights``: the
+    44 numbers of ``M`` (row-major 4 x 11)."""
 
     def __init__(self, weights: Sequence[float]):
         super().__init__()

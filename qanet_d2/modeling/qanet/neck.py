@@ -18,15 +18,8 @@ class _ConvNormUp(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, norm: str, upsample: bool):
         super().__init__()
-        self.conv = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=3,
-            padding=1,
-            bias=not norm,
-            norm=get_norm(norm, out_channels),
-            activation=F.relu,
-        )
+        self.conv = Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=not norm,
+                           norm=get_norm(norm, out_channels), activation=F.relu)
         weight_init.c2_msra_fill(self.conv)
         self.upsample = upsample
 
@@ -51,10 +44,8 @@ class SemanticFPNNeck(nn.Module):
             ups = int(round(torch.log2(torch.tensor(stride / base)).item()))
             if 2**ups * base != stride:
                 raise ValueError(f"neck input strides must be powers of two times the first; got {strides}")
-            blocks = []
-            in_ch = input_shape[f].channels
-            for k in range(max(1, ups)):
-                blocks.append(_ConvNormUp(in_ch if k == 0 else conv_dim, conv_dim, norm, upsample=ups > 0))
+            channels = [input_shape[f].channels] + [conv_dim] * (max(1, ups) - 1)
+            blocks = [_ConvNormUp(c, conv_dim, norm, upsample=ups > 0) for c in channels]
             self.scale_heads.append(nn.Sequential(*blocks))
         self.out_channels = conv_dim
         self.out_stride = base
