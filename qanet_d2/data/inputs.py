@@ -37,7 +37,6 @@ __all__ = [
     "read_image_bgr",
     "as_uint8_image",
     "to_bgr_uint8",
-    "exif_transpose",
     "open_image",
     "resized_size",
     "check_parsable_size",
@@ -201,11 +200,10 @@ def existing_outputs(paths: Iterable[str]) -> List[str]:
 
 def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
     """The candidate most similar to ``word`` (for "did you mean" hints), or None."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
-    if not matches:
-        matches = difflib.get_close_matches(word.upper(), [c.upper() for c in candidates], n=1, cutoff=0.5)
-        if matches:
-            return next(c for c in candidates if c.upper() == matches[0])
+    candidates = list(candidates)
+    by_upper = {c.upper(): c for c in reversed(candidates)}  # the first candidate of an upper-case name
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5) or [
+        by_upper[m] for m in difflib.get_close_matches(word.upper(), list(by_upper), n=1, cutoff=0.5)]
     return matches[0] if matches else None
 
 
@@ -231,15 +229,6 @@ def open_image(path: str, what: str = "image", error=ImageReadError, not_found=I
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise error(f"{path}: cannot decode {what}: {e}") from e
     return img
-
-
-def exif_transpose(img: Image.Image) -> Image.Image:
-    """The image as displayed: its EXIF orientation applied (as detectron2's ``read_image``);
-    a malformed EXIF block is ignored."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: detectron2 ignores it too
-        return img
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -314,7 +303,11 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
     ImageReadError name ``path``."""
     if format not in ("BGR", "RGB"):
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
-    img = exif_transpose(open_image(path))
+    img = open_image(path)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF: detectron2 ignores it too
+        pass
     mode = img.mode
     try:
         if mode in _ARRAY_MODES or mode.startswith("I;16"):
@@ -350,17 +343,16 @@ def resized_size(height: int, width: int, min_size: int, max_size: int) -> Tuple
 MIN_RESIZED_SIDE = 8
 
 
-def check_parsable_size(shape: Sequence[int], path: str, min_size: int, max_size: int,
-                        min_side: int = MIN_RESIZED_SIDE) -> None:
+def check_parsable_size(shape: Sequence[int], path: str, min_size: int, max_size: int) -> None:
     """Raise :class:`ImageTooThinError` naming ``path`` and its size when the model's resize
     (``min_size`` / ``max_size``, the config's ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``)
-    would make its shorter side less than ``min_side`` pixels."""
+    would make its shorter side less than ``MIN_RESIZED_SIDE`` pixels."""
     height, width = int(shape[0]), int(shape[1])
     h, w = resized_size(height, width, min_size, max_size)
-    if min(h, w) < min_side:
+    if min(h, w) < MIN_RESIZED_SIDE:
         raise ImageTooThinError(
             f"{path}: image of {width}x{height} pixels (width x height) is too thin to parse: resized to at most "
-            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels (at least {min_side} needed)")
+            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels (at least {MIN_RESIZED_SIDE} needed)")
 
 
 # ---------------------------------------------------------------------------- video writing

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Tuple
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
@@ -123,26 +123,20 @@ def image_size(path: str) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-def illegal_label_values(label: np.ndarray, num_classes: int,
-                         ignore_label: int = IGNORE_LABEL) -> np.ndarray:
-    """Sorted values of ``label`` (uint8) that are neither a class id (< num_classes) nor
-    ``ignore_label``."""
-    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
-    bad = np.flatnonzero(counts)
-    return bad[(bad >= num_classes) & (bad != ignore_label)]
+def illegal_label_values(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Sorted values of ``label`` (uint8) that are neither a class id (< num_classes) nor 255."""
+    bad = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
+    return bad[(bad >= num_classes) & (bad != IGNORE_LABEL)]
 
 
-def check_label_values(label: np.ndarray, num_classes: int, path: str,
-                       ignore_label: int = IGNORE_LABEL, class_names: Iterable[str] = ()) -> None:
+def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     """Raise :class:`DataReadError` naming ``path`` and the offending values if ``label``
-    holds values outside ``0..num_classes-1`` other than ``ignore_label``."""
-    bad = illegal_label_values(label, num_classes, ignore_label)
+    holds values outside ``0..num_classes-1`` other than 255."""
+    bad = illegal_label_values(label, num_classes)
     if bad.size:
-        names = list(class_names)
-        extra = f" ({names[0]}..{names[-1]})" if names else ""
         raise DataReadError(
             f"{path}: label values {bad.tolist()} are outside the label set's ids "
-            f"0..{num_classes - 1}{extra} and are not the ignore value {ignore_label}")
+            f"0..{num_classes - 1} and are not the ignore value {IGNORE_LABEL}")
 
 
 def check_map_size(array: np.ndarray, size: Tuple[int, int], what: str, path: str, image_file: str) -> None:

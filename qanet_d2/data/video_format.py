@@ -69,14 +69,10 @@ def boxes_from_label_map(label_map: np.ndarray, min_area: int = 16,
     ``exclude_ids`` (:func:`face_box_excluded_ids` leaves out neck and cloth). Touching faces
     merge and occluded ones split, so the JSON's ``"faces"`` are preferred where they exist."""
     fg = _foreground(label_map, exclude_ids).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    boxes = []
-    for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if area >= min_area:
-            boxes.append((area, [float(x), float(y), float(x + w), float(y + h)]))
-    boxes.sort(key=lambda t: -t[0])
-    return [b for _, b in boxes]
+    stats = cv2.connectedComponentsWithStats(fg, connectivity=8)[2][1:].astype(int)
+    stats = stats[stats[:, 4] >= min_area]
+    stats = stats[np.argsort(-stats[:, 4], kind="stable")]
+    return [[float(x), float(y), float(x + w), float(y + h)] for x, y, w, h, _ in stats]
 
 
 def union_box_from_label_map(label_map: np.ndarray,
