@@ -188,24 +188,6 @@ def _load(name: str):
     return load_face_video_json(json_file, root, dataset_name=name, label_set=spec.label_set)
 
 
-def _register(spec: _Spec) -> None:
-    if spec.name in _SPECS or spec.name in DatasetCatalog.list():
-        raise AssertionError(f"dataset '{spec.name}' is already registered")
-    _SPECS[spec.name] = spec
-    DatasetCatalog.register(spec.name, lambda name=spec.name: _load(name))
-    meta = FaceVideoMetadata(name=spec.name)
-    # replace a plain Metadata that someone may have created with MetadataCatalog.get(name)
-    old = MetadataCatalog.get(spec.name)
-    MetadataCatalog[spec.name] = meta
-    for k, v in old.as_dict().items():
-        if k != "name":
-            setattr(meta, k, v)
-    meta.set(label_set=spec.label_set, ignore_label=IGNORE_LABEL, thing_classes=["face"],
-             evaluator_type="face_parsing", single_face=spec.single_face)
-    if not spec.classes_from_json:
-        meta.set(**label_set_metadata(get_label_set(spec.label_set)))
-
-
 def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: PathLike,
                                 label_set: Union[str, LabelSet],
                                 generate: Optional[Callable[[str], object]] = None,
@@ -234,12 +216,24 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     else:
         raise TypeError(f"register_face_video_dataset('{name}'): label_set must be a LabelSet or "
                         f"a label set name, got {label_set!r}")
-    classes_from_json = ls_name not in LABEL_SETS
-    _register(_Spec(name=name, json_file=_as_path_fn(json_file),
-                    dataset_root=_as_path_fn(dataset_root), label_set=ls_name,
-                    classes_from_json=classes_from_json,
-                    prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate,
-                    single_face=bool(single_face)))
+    if name in _SPECS or name in DatasetCatalog.list():
+        raise AssertionError(f"dataset '{name}' is already registered")
+    _SPECS[name] = _Spec(name=name, json_file=_as_path_fn(json_file), dataset_root=_as_path_fn(dataset_root),
+                         label_set=ls_name, classes_from_json=ls_name not in LABEL_SETS,
+                         prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate,
+                         single_face=bool(single_face))
+    DatasetCatalog.register(name, lambda: _load(name))
+    meta = FaceVideoMetadata(name=name)
+    # replace a plain Metadata that someone may have created with MetadataCatalog.get(name)
+    old = MetadataCatalog.get(name)
+    MetadataCatalog[name] = meta
+    for k, v in old.as_dict().items():
+        if k != "name":
+            setattr(meta, k, v)
+    meta.set(label_set=ls_name, ignore_label=IGNORE_LABEL, thing_classes=["face"],
+             evaluator_type="face_parsing", single_face=bool(single_face))
+    if ls_name in LABEL_SETS:
+        meta.set(**label_set_metadata(get_label_set(ls_name)))
 
 
 def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:

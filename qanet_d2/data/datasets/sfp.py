@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+from collections import Counter
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -133,14 +134,11 @@ def _read_sfp_label(path: str, colors) -> np.ndarray:
         rgb = np.asarray(img.convert("RGB"))
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     lut = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colors)}
-    out = np.full(code.shape, 255, np.uint8)
     values, inverse = np.unique(code, return_inverse=True)
     unknown = [f"#{v:06x}" for v in values if int(v) not in lut]
     if unknown:
         raise DataReadError(f"{path}: colours {unknown[:10]} are not in the class list")
-    mapped = np.array([lut[int(v)] for v in values], np.uint8)
-    out[:] = mapped[inverse.reshape(code.shape)]
-    return out
+    return np.array([lut[int(v)] for v in values], np.uint8)[inverse.reshape(code.shape)]
 
 
 def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, min_box_area: int = 16):
@@ -246,13 +244,10 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
                             if f.lower().endswith(_IMAGE_EXTS)), key=_natural_key)
             frames = []
             for f in files:
-                img = os.path.join(img_root, vdir, f)
-                lab = None
-                if lab_root is not None:
-                    lab = os.path.join(lab_root, vdir, os.path.splitext(f)[0] + ".png")
-                    if not os.path.isfile(lab):
-                        raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
-                stem = os.path.splitext(f)[0]
+                img, stem = os.path.join(img_root, vdir, f), os.path.splitext(f)[0]
+                lab = None if lab_root is None else os.path.join(lab_root, vdir, stem + ".png")
+                if lab is not None and not os.path.isfile(lab):
+                    raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
                 inst = os.path.join(inst_root, vdir, stem + ".png") if inst_root and lab else None
                 js = os.path.join(json_root, vdir, stem + ".json") if json_root and lab else None
                 frames.append((img, lab, inst if inst and os.path.isfile(inst) else None,
@@ -264,10 +259,7 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
         videos = parallel_map(partial(_convert_video, dst=dst, label_set=label_set,
                                       colors=colors, mode=mode, min_box_area=min_box_area),
                               items, workers)
-        sources: Dict[str, int] = {}
-        for v in videos:
-            for source in v.pop("face_sources"):
-                sources[source] = sources.get(source, 0) + 1
+        sources = dict(Counter(source for v in videos for source in v.pop("face_sources")))
         out[split] = write_split(dst, split, label_set, videos, src, extra={"face_source": sources} if sources else None)
     if not out:
         raise FileNotFoundError(f"no split directory ({', '.join(splits)}) found in {src}")
