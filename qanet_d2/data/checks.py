@@ -1,9 +1,6 @@
-"""One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``).
-
-For every frame: image, label map and face-instance map decode and have the JSON's size, label
-values are class ids or 255, face indices have a box, boxes are finite, non-empty and inside the
-image. For the dataset: the JSON loads, image ids are unique, and the metadata's flip pairs agree
-with the label set and its left/right class names.
+"""One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``): files
+decode with the JSON's size, label values, face indices and boxes are valid, image ids are unique
+and the flip pairs agree with the label set.
 """
 from __future__ import annotations
 

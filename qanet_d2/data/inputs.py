@@ -352,7 +352,8 @@ def check_parsable_size(shape: Sequence[int], path: str, min_size: int, max_size
     if min(h, w) < MIN_RESIZED_SIDE:
         raise ImageTooThinError(
             f"{path}: image of {width}x{height} pixels (width x height) is too thin to parse: resized to at most "
-            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels (at least {MIN_RESIZED_SIDE} needed)")
+            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels "
+            f"(at least {MIN_RESIZED_SIDE} needed)")
 
 
 # ---------------------------------------------------------------------------- video writing

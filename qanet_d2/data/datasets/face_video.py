@@ -1,10 +1,6 @@
 """Registration of face-video datasets (:mod:`qanet_d2.data.video_format`) in detectron2's
-``DatasetCatalog`` and ``MetadataCatalog``.
-
-Paths are resolved when used, not when registered: a dataset under ``$DETECTRON2_DATASETS``
-follows the variable's value at load time. A dataset whose label set comes from its own files
-(SFP) exposes ``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON and
-raises :class:`DatasetNotFoundError` with instructions while the files are missing.
+``DatasetCatalog`` and ``MetadataCatalog``. Paths are resolved when used, not when registered; a
+dataset whose classes come from its own files (SFP) reads its class metadata lazily.
 """
 from __future__ import annotations
 
@@ -195,18 +191,12 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     """Register a dataset in the format of :mod:`qanet_d2.data.video_format`.
 
     Args:
-        json_file, dataset_root: the split JSON and the directory its paths are relative to;
-            paths (resolved when the dataset is loaded) or zero-argument callables.
+        json_file, dataset_root: paths (resolved when the dataset is loaded) or zero-argument callables.
         label_set: a registered set's name, a :class:`LabelSet` (registered if new), or an
             unregistered name (``"sfp"``): the classes are then the JSON's ``"classes"``.
         generate: ``generate(root)`` that creates the dataset when its JSON is missing.
         prepare_hint: appended to "not found" errors.
-        single_face: every image shows one face: all its foreground pixels are that face's
-            (the instance-level metrics' ground truth where a frame has no ``instance_file``).
-
-    Metadata set: ``label_set``, ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-    ``ignore_label``, ``thing_classes`` (``["face"]``), ``evaluator_type`` (``"face_parsing"``),
-    ``single_face`` and the absolute ``json_file``, ``image_root``, ``dataset_root``.
+        single_face: every image shows one face (all its foreground pixels are that face's).
     """
     if isinstance(label_set, LabelSet):
         register_label_set(label_set)
@@ -237,13 +227,9 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
 
 
 def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:
-    """The label set of a registered dataset (``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-    ``label_set`` of its metadata; values set explicitly take precedence), or None when the
-    dataset is unknown or has no ``stuff_classes``.
-
-    Raises DatasetNotFoundError (the only exception for missing files) when its classes are read
-    from its own files (SFP) and those are absent.
-    """
+    """The label set of a registered dataset's metadata, or None when the dataset is unknown or has
+    no ``stuff_classes``. DatasetNotFoundError when its classes are read from its own files (SFP)
+    and those are absent."""
     if not dataset_name or dataset_name not in MetadataCatalog.list():
         return None
     meta = MetadataCatalog.get(dataset_name)

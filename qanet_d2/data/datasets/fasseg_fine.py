@@ -1,14 +1,6 @@
 """FASSEG in fine classes: label maps of label set ``fasseg_fine`` derived from FASSEG's six coarse
 classes and the five landmarks of a face detector (rules in datasets/README.md, "FASSEG in fine
-classes"; the constants below set them).
-
-Each refinement stays inside the coarse class it refines; an undecided pixel becomes 255:
-``eyes`` -> ``l_eye`` / ``r_eye`` by the side of the eye landmarks' bisector (a connected region
-mostly on one side goes there whole); ``hair`` -> ``l_brow`` / ``r_brow`` for hair regions lying
-mostly in the band above an eye (other hair in a narrower core band is ignored); ``mouth`` ->
-``u_lip`` / ``l_lip`` on either side of the seam (the darkest pixels near the mouth-corner line),
-``mouth`` (inner mouth) for dark pixels connected to the seam. ``background``, ``skin`` and
-``nose`` are unchanged; without landmarks eyes, hair and mouth are ignored.
+classes"; the constants below set them). An undecided pixel becomes 255.
 
 Landmarks are ``5 x 2`` (x, y) image coordinates in YuNet's order: the person's right eye, left
 eye, nose tip, right mouth corner, left mouth corner.
@@ -250,11 +242,9 @@ def _detect_landmarks(detector, image_bgr: np.ndarray, bbox: Optional[Sequence[f
 
 def derive_fasseg_fine(fasseg_root: str, dst_root: str, splits: Sequence[str] = FASSEG_FINE_SPLITS,
                        detector=None, log_every: int = 50) -> Dict[str, Dict[str, int]]:
-    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and its label PNGs for each
-    FASSEG split prepared under ``fasseg_root`` (splits without a JSON are skipped; the JSONs
-    point at the photos there). ``detector``: a ``YuNetFaceDetector`` (default: the shipped
-    YuNet-n, score >= 0.3). Returns ``{split: counts}`` (:func:`derive_fine_labels`' counts,
-    ``images``, ``no_landmarks``, ``with_<fine class>``)."""
+    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``, pointing at the photos under
+    ``fasseg_root``) and its label PNGs for each prepared FASSEG split. ``detector``: a
+    ``YuNetFaceDetector`` (default: the shipped YuNet-n, score >= 0.3). Returns ``{split: counts}``."""
     from PIL import Image
 
     from ..io import read_label_map

@@ -1,10 +1,8 @@
 """Short-video face parsing (SFP, the CVPR 2021 PIC challenge data) -> the common format.
 
-The release could not be inspected while writing this converter: it reads the documented,
-tolerant layout of datasets/README.md ("SFP"): frame and label folder names, the class-list
-structures, and the per-face data (face-instance maps, else per-frame JSON boxes, else one box per
-label-map component), whose source each split JSON's ``"face_source"`` counts. The output JSONs
-carry ``"label_set": "sfp"`` and the ``"classes"`` list (:func:`sfp_label_set`).
+Reads the tolerant layout of datasets/README.md ("SFP"); face boxes come from face-instance maps,
+else per-frame JSON boxes, else one box per label-map component (counted in each split JSON's
+``"face_source"``). The output JSONs carry ``"label_set": "sfp"`` and the ``"classes"`` list.
 """
 from __future__ import annotations
 
@@ -142,10 +140,9 @@ def _read_sfp_label(path: str, colors) -> np.ndarray:
 
 
 def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, min_box_area: int = 16):
-    """``(boxes, instance map)`` from a release's face-instance map: per positive id, the box of
-    its face-class pixels (``excluded`` ids left out); faces with fewer than ``min_box_area``
-    such pixels are dropped; faces ordered by decreasing area, face ``k`` written as ``k + 1``
-    (uint16 when there are more than 255 faces, else uint8)."""
+    """``(boxes, instance map)`` from a release's face-instance map: per positive id the box of its
+    pixels outside ``excluded`` (at least ``min_box_area``), by decreasing area, renumbered
+    ``k + 1`` (uint16 above 255 faces, else uint8)."""
     face_px = _foreground(label, excluded)
     faces = []
     for fid in np.unique(instances[instances > 0]).tolist():
