@@ -192,12 +192,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         face_source: None for cartoon people; else registered datasets whose faces are composited
             (their label set): names for every split with videos, or ``{split: [names]}``.
         photo_backgrounds: share (0..1) of the videos over a real photo (:mod:`.photos`).
-    Returns:
-        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) of the splits written.
-    Raises:
-        ValueError: invalid parameters, a foreign directory or (without ``force``) another dataset
-            at ``root``, sources of different label sets.
-        KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
+    Returns ``{"root", "params", <split>: path of its JSON}`` (absolute paths).
     """
     root = os.path.abspath(os.path.expanduser(root))
     params = params_record(num_train_videos, num_val_videos, frames, size, seed,
