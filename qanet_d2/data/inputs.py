@@ -11,10 +11,12 @@ from __future__ import annotations
 import difflib
 import fractions
 import glob
+import itertools
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -100,12 +102,7 @@ def file_kind(path: str) -> Optional[str]:
 
 def _glob_root(pattern: str) -> str:
     """The folder part of a glob pattern before its first wildcard."""
-    parts = []
-    for part in pattern.split(os.sep):
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return os.sep.join(parts) or "."
+    return os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), pattern.split(os.sep))) or "."
 
 
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
@@ -166,19 +163,10 @@ def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffix
     reserved = {os.path.normcase(r).lower() for r in reserved}
     keys = [os.path.splitext(r)[0] for r in rels]
 
-    def clashes(keys: List[str]) -> List[int]:
-        owner: Dict[str, int] = {}
-        bad = set()
-        for i, key in enumerate(keys):
-            for name in names(key):
-                if os.path.basename(name) in reserved:
-                    bad.add(i)
-                if name in owner and owner[name] != i:
-                    bad.update((i, owner[name]))
-                owner.setdefault(name, i)
-        return sorted(bad)
-
-    for i in clashes(keys):
+    owners = Counter(name for key in keys for name in set(names(key)))
+    clashes = [i for i, key in enumerate(keys)
+               if any(owners[name] > 1 or os.path.basename(name) in reserved for name in names(key))]
+    for i in clashes:
         stem, ext = os.path.splitext(rels[i])
         if ext:
             keys[i] = f"{stem}_{ext[1:].lower()}"

@@ -65,18 +65,10 @@ def snap_label_colors(rgb: np.ndarray, colors: Sequence[Sequence[int]] = FASSEG.
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
     cols = np.asarray(colors, dtype=np.int32).reshape(-1, 3)
     planes = [rgb[:, :, c].astype(np.int32) for c in range(3)]
-    d2 = np.empty((len(cols),) + rgb.shape[:2], np.int32)  # K x H x W squared distances
-    out = np.zeros(rgb.shape[:2], np.uint8)  # nearest class
-    for k, col in enumerate(cols):
-        d2[k] = sum((p - int(v)) ** 2 for p, v in zip(planes, col))
-        if k:
-            closer = d2[k] < best
-            np.copyto(best, d2[k], where=closer)
-            out[closer] = k
-        else:
-            best = d2[0].copy()
+    d2 = np.stack([sum((p - int(v)) ** 2 for p, v in zip(planes, col)) for col in cols])  # K x H x W
+    out = d2.argmin(axis=0).astype(np.uint8)  # nearest class
     # class colours are far apart, so a clean pixel's class is its nearest colour
-    clean = best <= clean_dist * clean_dist
+    clean = d2.min(axis=0) <= clean_dist * clean_dist
     ys, xs = np.nonzero(~clean)
     if ys.size == 0:
         return out
