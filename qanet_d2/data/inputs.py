@@ -1,10 +1,8 @@
-"""Inputs and outputs of the command-line tools: which files to parse, how to read them, where
-their results go.
+"""Inputs and outputs of the command-line tools: which files to parse, how to read them (with
+:func:`read_image`, the one image reader of the project), where their results go.
 
-Shared by ``demo/demo.py`` (torch) and ``tools/onnx_infer.py`` (no torch, loads this file by
-path), so it imports only the standard library, NumPy and Pillow at module level (OpenCV and PyAV
-where a function needs them) and nothing of qanet_d2. :func:`read_image` is the one image reader
-of the project (training, evaluation, the predictor, the demo and the ONNX tool).
+``tools/onnx_infer.py`` (no torch) loads this file by path, so it imports only the standard
+library, NumPy and Pillow at module level (OpenCV and PyAV where a function needs them).
 """
 from __future__ import annotations
 
@@ -249,11 +247,9 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def as_uint8_image(image: np.ndarray, channel_order: str = "BGR", format: str = "BGR") -> np.ndarray:
-    """Any common image array (``H x W``, ``H x W x 1..4``: gray, gray + alpha, colour, colour +
-    alpha; dtypes of :mod:`qanet_d2.data.io`) in ``channel_order`` -> ``H x W x 3`` uint8 in
-    ``format`` ("BGR" or "RGB"); a contiguous uint8 input in ``format`` is returned as is.
-    ValueError for other shapes, empty images and unsupported dtypes.
-    """
+    """Any common image array (``H x W``, ``H x W x 1..4``; dtypes of :mod:`qanet_d2.data.io`) in
+    ``channel_order`` -> ``H x W x 3`` uint8 in ``format`` ("BGR" or "RGB"); a contiguous uint8
+    input in ``format`` is returned as is. ValueError for other shapes and dtypes, empty images."""
     for name, value in (("channel_order", channel_order), ("format", format)):
         if str(value).upper() not in ("BGR", "RGB"):
             raise ValueError(f"{name} must be 'BGR' or 'RGB', got {value!r}")
@@ -361,13 +357,10 @@ _COPY_AUDIO = {".mp4": ("aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"), ".
 
 
 class VideoWriter:
-    """Writes BGR frames of one size to ``path``.
-
-    ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``: H.264 in yuv420p through PyAV (odd sizes padded by one
-    edge pixel), with the audio of ``audio_from`` copied (re-encoded to AAC where the container
-    cannot hold its codec); without PyAV's H.264 encoder, OpenCV's ``mp4v`` (``codec`` says which;
-    no audio). ``.avi``: MJPG through OpenCV. Other extensions are refused.
-    """
+    """Writes BGR frames of one size to ``path``: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv`` as H.264
+    through PyAV (odd sizes padded by one edge pixel) with the audio of ``audio_from`` (re-encoded
+    to AAC where the container cannot hold its codec), else OpenCV's ``mp4v`` (``codec`` says which;
+    no audio); ``.avi`` as MJPG through OpenCV."""
 
     def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None):
         self.path = path
@@ -422,13 +415,11 @@ class VideoWriter:
             source.close()
             return
         allowed = _COPY_AUDIO[ext]
-        name = audio.codec_context.name
-        if allowed is None or name in allowed:
-            self._audio_out = self._av.add_stream_from_template(audio)
-            self._audio_transcode = False
-        else:
+        self._audio_transcode = allowed is not None and audio.codec_context.name not in allowed
+        if self._audio_transcode:
             self._audio_out = self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
-            self._audio_transcode = True
+        else:
+            self._audio_out = self._av.add_stream_from_template(audio)
         self._audio_in, self._audio_source = audio, source
 
     def write(self, frame_bgr: np.ndarray) -> None:

@@ -4,6 +4,7 @@ dataset whose classes come from its own files (SFP) reads its class metadata laz
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -60,8 +61,6 @@ class _Spec:
 
 _SPECS: Dict[str, _Spec] = {}
 _AUTO_GENERATE = [True]
-# (path, mtime) -> classes read from a dataset JSON
-_CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
 
 
 def set_synthetic_auto_generate(enabled: bool) -> None:
@@ -77,18 +76,16 @@ def _as_path_fn(p: PathLike) -> Callable[[], str]:
     return lambda: os.path.expanduser(p)
 
 
-def _read_classes(json_file: str) -> Optional[List[str]]:
-    """The ``"classes"`` list of a split JSON (cached by modification time); None if absent."""
-    key = (json_file, os.path.getmtime(json_file))
-    if key not in _CLASSES_CACHE:
-        try:
-            with open(json_file, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise DatasetFormatError(f"{json_file}: cannot read the class list: {e}") from e
-        classes = data.get("classes") if isinstance(data, dict) else None
-        _CLASSES_CACHE[key] = list(classes) if classes is not None else None
-    return _CLASSES_CACHE[key]
+@functools.lru_cache(maxsize=None)
+def _read_classes(json_file: str, mtime: float) -> Optional[List[str]]:
+    """The ``"classes"`` list of a split JSON (cached by modification time ``mtime``); None if absent."""
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetFormatError(f"{json_file}: cannot read the class list: {e}") from e
+    classes = data.get("classes") if isinstance(data, dict) else None
+    return list(classes) if classes is not None else None
 
 
 def _spec_label_set(spec: _Spec) -> LabelSet:
@@ -98,7 +95,7 @@ def _spec_label_set(spec: _Spec) -> LabelSet:
     candidates = [json_file] + [os.path.join(root, f"{s}.json") for s in ("train", "val", "test")]
     for path in candidates:
         if os.path.isfile(path):
-            classes = _read_classes(path)
+            classes = _read_classes(path, os.path.getmtime(path))
             if classes is None:
                 raise DatasetFormatError(
                     f"{path}: no 'classes' list; dataset '{spec.name}' takes its class names "
