@@ -49,13 +49,6 @@ class FaceInstanceDatasetMapper:
 
     @configurable
     def __init__(self, *, frame_mapper: FaceParsingDatasetMapper):
-        if frame_mapper.cropper is None:
-            raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a TrainingCropper (cropper=...)")
-        if len(frame_mapper.augmentations.augs):
-            raise ValueError(
-                "FaceInstanceDatasetMapper: the frame mapper must not resize or augment the frame "
-                f"(crops come from the original resolution); got {frame_mapper.augmentations.augs}"
-            )
         self.frame_mapper = frame_mapper
 
     @classmethod
@@ -65,14 +58,6 @@ class FaceInstanceDatasetMapper:
         return {"frame_mapper": frame_mapper}
 
     def __call__(self, dataset_dict: Dict) -> Dict:
-        annotations = dataset_dict.get("annotations", [])
-        if len(annotations) != 1:
-            raise ValueError(
-                f"{dataset_dict.get('file_name')}: a face-instance dict has one annotation, got {len(annotations)} "
-                "(build the dataset with face_instance_dicts)"
-            )
-        if not dataset_dict.get("sem_seg_file_name"):
-            raise ValueError(f"{dataset_dict.get('file_name')}: a face-instance dict needs its label map (sem_seg_file_name)")
         out = self.frame_mapper(dataset_dict)
         for key in ("image", "sem_seg", "instances"):
             out.pop(key, None)

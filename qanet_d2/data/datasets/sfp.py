@@ -98,12 +98,9 @@ def read_class_list(path: str) -> Tuple[List[str], Optional[List[Tuple[int, int,
 def find_class_list(src: str) -> str:
     """Path of the JSON holding the class list under ``src``: the first of :data:`CLASS_FILES`,
     then any top-level ``*.json``, that holds one."""
-    tried = []
-    named = [os.path.join(src, stem + ".json") for stem in CLASS_FILES]
-    for p in [p for p in named if os.path.isfile(p)] + sorted(glob.glob(os.path.join(src, "*.json"))):
-        if p in tried:
-            continue
-        tried.append(p)
+    named = [p for p in (os.path.join(src, stem + ".json") for stem in CLASS_FILES) if os.path.isfile(p)]
+    tried = list(dict.fromkeys(named + sorted(glob.glob(os.path.join(src, "*.json")))))
+    for p in tried:
         try:
             read_class_list(p)
             return p
