@@ -1,9 +1,6 @@
-"""One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``).
-
-For every frame: image, label map and face-instance map decode and have the JSON's size, label
-values are class ids or 255, face indices have a box, boxes are finite, non-empty and inside the
-image. For the dataset: the JSON loads, image ids are unique, and the metadata's flip pairs agree
-with the label set and its left/right class names.
+"""One-pass validation of face-parsing datasets (used by ``tools/check_dataset.py``): files
+decode with the JSON's size, label values, face indices and boxes are valid, image ids are unique
+and the flip pairs agree with the label set.
 """
 from __future__ import annotations
 
@@ -13,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
+from detectron2.structures import BoxMode
 
 from .io import illegal_label_values, read_image, read_instance_map, read_label_map
 from ..structures.label_sets import IGNORE_LABEL, LabelSet, derive_flip_pairs
@@ -114,7 +112,7 @@ def _check_record(d: dict, label_set: LabelSet, dataset: str) -> List[Problem]:
         if label.shape != ref:
             add(label_file, f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its "
                             f"image {img_file} is {ref[1]}x{ref[0]}")
-        bad = illegal_label_values(label, label_set.num_classes, IGNORE_LABEL)
+        bad = illegal_label_values(label, label_set.num_classes)
         if bad.size:
             add(label_file, f"illegal label values {bad.tolist()} (label set "
                             f"'{label_set.name}' has ids 0..{label_set.num_classes - 1}, "
@@ -137,12 +135,7 @@ def _check_record(d: dict, label_set: LabelSet, dataset: str) -> List[Problem]:
         if box.shape != (4,) or not np.isfinite(box).all():
             add(img_file, f"{where} is not 4 finite numbers")
             continue
-        from detectron2.structures import BoxMode
-
-        mode = ann.get("bbox_mode", BoxMode.XYXY_ABS)
-        if mode != BoxMode.XYXY_ABS:
-            box = np.asarray(BoxMode.convert(box.tolist(), mode, BoxMode.XYXY_ABS))
-        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = BoxMode.convert(box.tolist(), ann.get("bbox_mode", BoxMode.XYXY_ABS), BoxMode.XYXY_ABS)
         if x1 <= x0 or y1 <= y0:
             add(img_file, f"{where} is empty or inverted")
         t = BOX_TOLERANCE
@@ -168,6 +161,12 @@ def check_records(records: Sequence[dict], label_set: LabelSet, dataset: str = "
     return probs
 
 
+def _load_failed(report: CheckReport, where: str, error: Exception) -> CheckReport:
+    msg = str(error)
+    report.problems.append(Problem(report.dataset, where, msg if where in msg else f"cannot load: {msg}"))
+    return report
+
+
 def check_dataset(name: str, workers: int = 1) -> CheckReport:
     """Validate the registered dataset ``name`` in one pass; never raises for data problems."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -190,9 +189,7 @@ def check_dataset(name: str, workers: int = 1) -> CheckReport:
     try:
         records = DatasetCatalog.get(name)
     except Exception as e:  # noqa: BLE001
-        msg = str(e)
-        report.problems.append(Problem(name, where, msg if where in msg else f"cannot load: {msg}"))
-        return report
+        return _load_failed(report, where, e)
     report.num_frames = len(records)
     report.problems += check_records(records, ls, name, workers)
     return report
@@ -209,10 +206,7 @@ def check_json(json_file: str, dataset_root: Optional[str] = None, workers: int 
         ls = resolve_json_label_set(data, json_file)
         records = load_face_video_json(json_file, root)
     except Exception as e:  # noqa: BLE001
-        msg = str(e)
-        report.problems.append(Problem(json_file, json_file,
-                                       msg if json_file in msg else f"cannot load: {msg}"))
-        return report
+        return _load_failed(report, json_file, e)
     report.problems += check_label_set(ls, dataset=json_file)
     report.num_frames = len(records)
     report.problems += check_records(records, ls, json_file, workers)

@@ -1,20 +1,20 @@
-"""Inputs and outputs of the command-line tools: which files to parse, how to read them, where
-their results go.
+"""Inputs and outputs of the command-line tools: which files to parse, how to read them (with
+:func:`read_image`, the one image reader of the project), where their results go.
 
-Shared by ``demo/demo.py`` (torch) and ``tools/onnx_infer.py`` (no torch, loads this file by
-path), so it imports only the standard library, NumPy and Pillow at module level (OpenCV and PyAV
-where a function needs them) and nothing of qanet_d2. :func:`read_image` is the one image reader
-of the project (training, evaluation, the predictor, the demo and the ONNX tool).
+``tools/onnx_infer.py`` (no torch) loads this file by path, so it imports only the standard
+library, NumPy and Pillow at module level (OpenCV and PyAV where a function needs them).
 """
 from __future__ import annotations
 
 import difflib
 import fractions
 import glob
+import itertools
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,7 +37,6 @@ __all__ = [
     "read_image_bgr",
     "as_uint8_image",
     "to_bgr_uint8",
-    "exif_transpose",
     "open_image",
     "resized_size",
     "check_parsable_size",
@@ -101,12 +100,7 @@ def file_kind(path: str) -> Optional[str]:
 
 def _glob_root(pattern: str) -> str:
     """The folder part of a glob pattern before its first wildcard."""
-    parts = []
-    for part in pattern.split(os.sep):
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return os.sep.join(parts) or "."
+    return os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), pattern.split(os.sep))) or "."
 
 
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
@@ -167,19 +161,10 @@ def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffix
     reserved = {os.path.normcase(r).lower() for r in reserved}
     keys = [os.path.splitext(r)[0] for r in rels]
 
-    def clashes(keys: List[str]) -> List[int]:
-        owner: Dict[str, int] = {}
-        bad = set()
-        for i, key in enumerate(keys):
-            for name in names(key):
-                if os.path.basename(name) in reserved:
-                    bad.add(i)
-                if name in owner and owner[name] != i:
-                    bad.update((i, owner[name]))
-                owner.setdefault(name, i)
-        return sorted(bad)
-
-    for i in clashes(keys):
+    owners = Counter(name for key in keys for name in set(names(key)))
+    clashes = [i for i, key in enumerate(keys)
+               if any(owners[name] > 1 or os.path.basename(name) in reserved for name in names(key))]
+    for i in clashes:
         stem, ext = os.path.splitext(rels[i])
         if ext:
             keys[i] = f"{stem}_{ext[1:].lower()}"
@@ -201,11 +186,10 @@ def existing_outputs(paths: Iterable[str]) -> List[str]:
 
 def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
     """The candidate most similar to ``word`` (for "did you mean" hints), or None."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
-    if not matches:
-        matches = difflib.get_close_matches(word.upper(), [c.upper() for c in candidates], n=1, cutoff=0.5)
-        if matches:
-            return next(c for c in candidates if c.upper() == matches[0])
+    candidates = list(candidates)
+    by_upper = {c.upper(): c for c in reversed(candidates)}  # the first candidate of an upper-case name
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5) or [
+        by_upper[m] for m in difflib.get_close_matches(word.upper(), list(by_upper), n=1, cutoff=0.5)]
     return matches[0] if matches else None
 
 
@@ -231,15 +215,6 @@ def open_image(path: str, what: str = "image", error=ImageReadError, not_found=I
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise error(f"{path}: cannot decode {what}: {e}") from e
     return img
-
-
-def exif_transpose(img: Image.Image) -> Image.Image:
-    """The image as displayed: its EXIF orientation applied (as detectron2's ``read_image``);
-    a malformed EXIF block is ignored."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: detectron2 ignores it too
-        return img
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -272,11 +247,9 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def as_uint8_image(image: np.ndarray, channel_order: str = "BGR", format: str = "BGR") -> np.ndarray:
-    """Any common image array (``H x W``, ``H x W x 1..4``: gray, gray + alpha, colour, colour +
-    alpha; dtypes of :mod:`qanet_d2.data.io`) in ``channel_order`` -> ``H x W x 3`` uint8 in
-    ``format`` ("BGR" or "RGB"); a contiguous uint8 input in ``format`` is returned as is.
-    ValueError for other shapes, empty images and unsupported dtypes.
-    """
+    """Any common image array (``H x W``, ``H x W x 1..4``; dtypes of :mod:`qanet_d2.data.io`) in
+    ``channel_order`` -> ``H x W x 3`` uint8 in ``format`` ("BGR" or "RGB"); a contiguous uint8
+    input in ``format`` is returned as is. ValueError for other shapes and dtypes, empty images."""
     for name, value in (("channel_order", channel_order), ("format", format)):
         if str(value).upper() not in ("BGR", "RGB"):
             raise ValueError(f"{name} must be 'BGR' or 'RGB', got {value!r}")
@@ -314,7 +287,11 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
     ImageReadError name ``path``."""
     if format not in ("BGR", "RGB"):
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
-    img = exif_transpose(open_image(path))
+    img = open_image(path)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF: detectron2 ignores it too
+        pass
     mode = img.mode
     try:
         if mode in _ARRAY_MODES or mode.startswith("I;16"):
@@ -350,17 +327,17 @@ def resized_size(height: int, width: int, min_size: int, max_size: int) -> Tuple
 MIN_RESIZED_SIDE = 8
 
 
-def check_parsable_size(shape: Sequence[int], path: str, min_size: int, max_size: int,
-                        min_side: int = MIN_RESIZED_SIDE) -> None:
+def check_parsable_size(shape: Sequence[int], path: str, min_size: int, max_size: int) -> None:
     """Raise :class:`ImageTooThinError` naming ``path`` and its size when the model's resize
     (``min_size`` / ``max_size``, the config's ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``)
-    would make its shorter side less than ``min_side`` pixels."""
+    would make its shorter side less than ``MIN_RESIZED_SIDE`` pixels."""
     height, width = int(shape[0]), int(shape[1])
     h, w = resized_size(height, width, min_size, max_size)
-    if min(h, w) < min_side:
+    if min(h, w) < MIN_RESIZED_SIDE:
         raise ImageTooThinError(
             f"{path}: image of {width}x{height} pixels (width x height) is too thin to parse: resized to at most "
-            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels (at least {min_side} needed)")
+            f"{max_size} pixels a side its shorter side would be {min(h, w)} pixels "
+            f"(at least {MIN_RESIZED_SIDE} needed)")
 
 
 # ---------------------------------------------------------------------------- video writing
@@ -380,13 +357,10 @@ _COPY_AUDIO = {".mp4": ("aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"), ".
 
 
 class VideoWriter:
-    """Writes BGR frames of one size to ``path``.
-
-    ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``: H.264 in yuv420p through PyAV (odd sizes padded by one
-    edge pixel), with the audio of ``audio_from`` copied (re-encoded to AAC where the container
-    cannot hold its codec); without PyAV's H.264 encoder, OpenCV's ``mp4v`` (``codec`` says which;
-    no audio). ``.avi``: MJPG through OpenCV. Other extensions are refused.
-    """
+    """Writes BGR frames of one size to ``path``: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv`` as H.264
+    through PyAV (odd sizes padded by one edge pixel) with the audio of ``audio_from`` (re-encoded
+    to AAC where the container cannot hold its codec), else OpenCV's ``mp4v`` (``codec`` says which;
+    no audio); ``.avi`` as MJPG through OpenCV."""
 
     def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None):
         self.path = path
@@ -441,13 +415,11 @@ class VideoWriter:
             source.close()
             return
         allowed = _COPY_AUDIO[ext]
-        name = audio.codec_context.name
-        if allowed is None or name in allowed:
-            self._audio_out = self._av.add_stream_from_template(audio)
-            self._audio_transcode = False
-        else:
+        self._audio_transcode = allowed is not None and audio.codec_context.name not in allowed
+        if self._audio_transcode:
             self._audio_out = self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
-            self._audio_transcode = True
+        else:
+            self._audio_out = self._av.add_stream_from_template(audio)
         self._audio_in, self._audio_source = audio, source
 
     def write(self, frame_bgr: np.ndarray) -> None:

@@ -1,9 +1,5 @@
-"""Training on face instances: one sample = one face crop (``DATALOADER.SAMPLE_UNIT "face"``).
-
-As the official QANet code trains its parser: the dataset is the list of faces
-(:func:`face_instance_dicts`), so an epoch visits every face once and ``SOLVER.IMS_PER_BATCH``
-counts crops. Each face is cut from its original-resolution frame by the frame route's mapper
-(:class:`~qanet_d2.data.FaceParsingDatasetMapper`): the same geometry and augmentation draws.
+"""Training on face instances: one sample = one face crop (``DATALOADER.SAMPLE_UNIT "face"``), as
+the official QANet code trains its parser; each face is cut by the frame route's mapper.
 """
 from __future__ import annotations
 
@@ -48,22 +44,11 @@ def face_instance_dicts(dataset_dicts: List[Dict], min_box_size: float = 1.0) ->
 
 class FaceInstanceDatasetMapper:
     """Face-instance dataset dict (:func:`face_instance_dicts`) -> one augmented face crop, cut by
-    ``frame_mapper`` (with a ``cropper`` and no resize: crops come from the original resolution).
-
-    Output dict: the input's keys except ``annotations``, ``height``/``width`` (the frame's),
-    ``face_crops`` (float32 ``1 x 3 x h x w``) and ``face_crop_sem_seg`` (int64 ``1 x h x w``);
-    no full image travels to the model.
-    """
+    ``frame_mapper`` (with a ``cropper``, no resize): the frame mapper's output without ``image``,
+    ``sem_seg`` and ``instances``."""
 
     @configurable
     def __init__(self, *, frame_mapper: FaceParsingDatasetMapper):
-        if frame_mapper.cropper is None:
-            raise ValueError("FaceInstanceDatasetMapper needs a frame mapper with a TrainingCropper (cropper=...)")
-        if len(frame_mapper.augmentations.augs):
-            raise ValueError(
-                "FaceInstanceDatasetMapper: the frame mapper must not resize or augment the frame "
-                f"(crops come from the original resolution); got {frame_mapper.augmentations.augs}"
-            )
         self.frame_mapper = frame_mapper
 
     @classmethod
@@ -73,14 +58,6 @@ class FaceInstanceDatasetMapper:
         return {"frame_mapper": frame_mapper}
 
     def __call__(self, dataset_dict: Dict) -> Dict:
-        annotations = dataset_dict.get("annotations", [])
-        if len(annotations) != 1:
-            raise ValueError(
-                f"{dataset_dict.get('file_name')}: a face-instance dict has one annotation, got {len(annotations)} "
-                "(build the dataset with face_instance_dicts)"
-            )
-        if not dataset_dict.get("sem_seg_file_name"):
-            raise ValueError(f"{dataset_dict.get('file_name')}: a face-instance dict needs its label map (sem_seg_file_name)")
         out = self.frame_mapper(dataset_dict)
         for key in ("image", "sem_seg", "instances"):
             out.pop(key, None)

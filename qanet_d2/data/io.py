@@ -1,34 +1,27 @@
 """Reading frames and label maps with errors that name the file.
 
-Images (implemented in :mod:`qanet_d2.data.inputs`, which the torch-free tools load too): one
-conversion for every path. :func:`read_image` decodes a file with Pillow, applies its EXIF
-orientation (as detectron2's ``read_image``) and hands the pixels to :func:`as_uint8_image`
-(which the predictor applies to the arrays it is given): always ``H x W x 3`` uint8 in "BGR" or
-"RGB". Rules, decided by the dtype (or Pillow mode), never by the pixel values:
+Images (implemented in :mod:`qanet_d2.data.inputs`, which the torch-free tools load too):
+:func:`read_image` decodes a file with Pillow, applies its EXIF orientation (as detectron2's
+``read_image``) and hands the pixels to :func:`as_uint8_image` (which the predictor applies to
+the arrays it is given): always ``H x W x 3`` uint8 in "BGR" or "RGB". Rules, decided by the dtype
+(or Pillow mode), never by the pixel values:
 
-* ``uint8``: as is.
-* ``bool`` (Pillow mode ``1``): False -> 0, True -> 255.
-* ``uint16`` (16-bit grayscale PNG/TIFF, modes ``I;16*``): ``round(x / 257)`` (65535 -> 255).
-* every other integer dtype of 2 bytes or more (``int16``, ``int32`` / 32-bit mode ``I``
-  TIFFs, ``uint32``, ``int64``, ...) holds 16-bit intensities like ``uint16``: clipped to
-  0..65535, then ``round(x / 257)``. ``int8``: clipped to 0..127 (8-bit intensities).
+* ``uint8``: as is; ``bool`` (mode ``1``): False -> 0, True -> 255; ``int8``: clipped to 0..127.
+* ``uint16`` (modes ``I;16*``) and every other integer dtype of 2 bytes or more (``int32`` /
+  mode ``I``, ...): 16-bit intensities, clipped to 0..65535, then ``round(x / 257)``.
 * floating point (mode ``F``): 0..255 intensities, as detectron2's images are: rounded and
-  clipped to 0..255, NaN -> 0. An image scaled to [0, 1] therefore reads almost black (a
-  warning says so once); multiply it by 255 first. This rule cannot turn a dark 0..255 image
-  bright, which a "max <= 1 means [0, 1]" guess would.
-* channels: grayscale (``H x W``, ``H x W x 1``; modes ``L``, ``1``, ``I;16``, ``I``, ``F``)
-  is replicated to three channels; gray + alpha (``H x W x 2``, mode ``LA``) and colour + alpha
-  (``H x W x 4``, modes ``RGBA``, ``PA``, ``P`` with transparency) lose the alpha channel, without
-  compositing; palette images (``P``) give their palette colours; ``CMYK``, ``YCbCr``,
-  ``LAB``, ``HSV`` are converted to RGB by Pillow (no ICC profile). Colour files with 16 bits per
-  channel are reduced to 8 bits by Pillow (the high byte, ``x >> 8``: at most 1 below
-  ``round(x / 257)``).
+  clipped, NaN -> 0. An image scaled to [0, 1] reads almost black (a warning says so once);
+  unlike a "max <= 1 means [0, 1]" guess, this never turns a dark 0..255 image bright.
+* channels: grayscale is replicated to three channels; alpha (modes ``LA``, ``RGBA``, ``PA``,
+  ``P`` with transparency) is dropped without compositing; palette images give their colours;
+  ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` are converted to RGB by Pillow (no ICC profile); colour
+  files with 16 bits per channel are reduced to their high byte by Pillow.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Tuple
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
@@ -123,26 +116,20 @@ def image_size(path: str) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-def illegal_label_values(label: np.ndarray, num_classes: int,
-                         ignore_label: int = IGNORE_LABEL) -> np.ndarray:
-    """Sorted values of ``label`` (uint8) that are neither a class id (< num_classes) nor
-    ``ignore_label``."""
-    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
-    bad = np.flatnonzero(counts)
-    return bad[(bad >= num_classes) & (bad != ignore_label)]
+def illegal_label_values(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Sorted values of ``label`` (uint8) that are neither a class id (< num_classes) nor 255."""
+    bad = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
+    return bad[(bad >= num_classes) & (bad != IGNORE_LABEL)]
 
 
-def check_label_values(label: np.ndarray, num_classes: int, path: str,
-                       ignore_label: int = IGNORE_LABEL, class_names: Iterable[str] = ()) -> None:
+def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     """Raise :class:`DataReadError` naming ``path`` and the offending values if ``label``
-    holds values outside ``0..num_classes-1`` other than ``ignore_label``."""
-    bad = illegal_label_values(label, num_classes, ignore_label)
+    holds values outside ``0..num_classes-1`` other than 255."""
+    bad = illegal_label_values(label, num_classes)
     if bad.size:
-        names = list(class_names)
-        extra = f" ({names[0]}..{names[-1]})" if names else ""
         raise DataReadError(
             f"{path}: label values {bad.tolist()} are outside the label set's ids "
-            f"0..{num_classes - 1}{extra} and are not the ignore value {ignore_label}")
+            f"0..{num_classes - 1} and are not the ignore value {IGNORE_LABEL}")
 
 
 def check_map_size(array: np.ndarray, size: Tuple[int, int], what: str, path: str, image_file: str) -> None:

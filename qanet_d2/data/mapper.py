@@ -54,18 +54,12 @@ class FaceParsingDatasetMapper:
     """Reads a frame (:func:`qanet_d2.data.video_format.load_face_video_json` dict), its label
     map and face boxes and resizes them together. Errors name the file.
 
-    Output dict (the input's keys except ``annotations``, plus):
-
-    * ``image``: uint8 ``3 x H' x W'`` in ``image_format``, resized; ``sem_seg``: int64
-      ``H' x W'`` (nearest; 255 = ignore), when the dict has ``sem_seg_file_name``;
-      ``instances``: ``gt_boxes`` (XYXY_ABS, clipped, thin ones dropped), ``gt_classes`` (zeros).
-    * ``height``, ``width``: the ORIGINAL size; ``original_image`` (inference, when resized): the
-      original frame, from which the parser cuts its test crops.
-    * ``label_set``: the set of ``sem_seg`` when the model's is known (a dict's own
-      ``"label_set"`` is converted into the model's where it converts, else kept).
-    * with a ``cropper`` (training of the parser): ``face_crops`` (float32 ``N x 3 x h x w``) and
-      ``face_crop_sem_seg`` (int64 ``N x h x w``), cut from the ORIGINAL frame (``N = 0``
-      without a label map). Crops, not frames, are flipped (except in detector-only training).
+    Output: the input's keys except ``annotations``, plus ``image`` (uint8 ``3 x H' x W'``),
+    ``sem_seg`` (int64 ``H' x W'``, 255 = ignore, with a label map), ``instances`` (``gt_boxes``
+    XYXY_ABS, ``gt_classes`` zeros), ``height``/``width`` (the ORIGINAL size), ``original_image``
+    (inference, when resized), ``label_set`` (of ``sem_seg``, when the model's is known) and, with
+    a ``cropper``, ``face_crops`` (float32 ``N x 3 x h x w``) and ``face_crop_sem_seg`` (int64
+    ``N x h x w``) cut from the ORIGINAL frame. Crops, not frames, are flipped.
     """
 
     min_box_size = 1.0  # pixels: boxes with a shorter side are dropped
@@ -80,18 +74,13 @@ class FaceParsingDatasetMapper:
             augmentations: detectron2 augmentations; no flips unless ``allow_flip``.
             num_classes: label values >= this (except 255) raise; None: no check.
             label_set: the label set the model predicts (None: labels are used as they are).
-            dataset_label_sets: ``{set name: LabelSet}`` of the sets a dict's ``"label_set"``
-                may name besides the registered ones.
-            cropper: a :class:`~qanet_d2.data.training_crops.TrainingCropper` that cuts the
-                training face crops; None: no crops. Each sample with a cropper draws one seed
-                from NumPy's global generator (seeded per worker by detectron2 and per iteration
-                by the trainer): the crops' own torch stream.
-            grayscale_prob: ``INPUT.GRAYSCALE_PROB`` (training only).
-            keep_crops: False draws the crops' seed without cutting the crops: a detector-only
-                training (``MODEL.QANET.TRAIN_MODE "detector"``) then sees the frames of joint
-                training draw for draw, so that it trains the same detector.
-            allow_flip: accept image-level flips (detector-only training): the output then has no
-                ``sem_seg``, whose left/right parts a flip would mirror without swapping labels.
+            dataset_label_sets: ``{set name: LabelSet}`` of unregistered sets a dict's
+                ``"label_set"`` may name.
+            cropper: a :class:`~qanet_d2.data.training_crops.TrainingCropper` (None: no crops). Each
+                sample draws one seed from NumPy's global generator: the crops' own torch stream.
+            keep_crops: False draws that seed without cutting the crops, so that a detector-only
+                training sees the frames of joint training draw for draw.
+            allow_flip: accept image-level flips (detector-only training; the output has no ``sem_seg``).
         """
         for aug in augmentations:
             if isinstance(aug, T.RandomFlip) and not allow_flip:

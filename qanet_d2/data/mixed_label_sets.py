@@ -1,12 +1,6 @@
-"""One model, many label sets: which fine label set a model predicts, and how each dataset's
-labels meet it in training and in evaluation.
-
-A model predicts one label set, ``MODEL.QANET.LABEL_SET`` (empty ``NAME``: the set of the first
-dataset of ``DATASETS.TRAIN``, else of ``DATASETS.TEST``), written into the config once
-(:func:`fill_model_label_set`). A training dataset in another set is either converted into it
-in the mapper (``"convert"``) or keeps its coarser labels, on which the losses merge the model's
-probabilities (``"merge"``; :func:`training_route`). A test dataset in a coarser set is scored on
-the predictions converted into its classes (:func:`prediction_conversion`).
+"""One model, many label sets: which label set a model predicts (``MODEL.QANET.LABEL_SET``, else
+the first dataset's), and how each dataset's labels meet it in training (:func:`training_route`)
+and in evaluation (:func:`prediction_conversion`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""TrainingCropper: the parser's training crops, cut in the data loader from a frame at its
-original resolution: the augmentation draw (``MODEL.QANET.AUG.*``), the cutting (the model's crop
-geometry, :mod:`qanet_d2.layers.crops`, and its input normalisation) and the labels
-(``CROP_OUTSIDE_LABEL``, ``CROP_OTHER_FACES``, left/right classes swapped on flipped crops in the
-label set of each crop).
+"""TrainingCropper: the parser's augmented training crops and their labels, cut in the data
+loader from a frame at its original resolution (geometry: :mod:`qanet_d2.layers.crops`).
 """
 from __future__ import annotations
 
@@ -196,16 +193,8 @@ class TrainingCropper:
 
     # ------------------------------------------------------------------ augmentation
     def sample_augmentation(self, n: int, generator: Optional[torch.Generator] = None) -> CropAugmentation:
-        """Draw the augmentation of ``n`` training crops from ``generator`` (None: torch's global one).
-
-        Box scale ``N(0,1) * AUG.SCALE_STD + 1`` clipped to ``AUG.SCALE_RANGE``; rotation
-        ``N(0,1) * AUG.ROTATION_STD`` clipped to ``+-AUG.ROTATION_MAX``, applied with probability
-        ``AUG.ROTATION_PROB``; flip with probability ``AUG.FLIP_PROB``; centre shift
-        ``N(0,1) * AUG.SHIFT_STD`` clipped to ``+-2 AUG.SHIFT_STD``; with probability
-        ``AUG.OFF_FACE_PROB`` moved off the face (a detector's false box): centre shifted by
-        ``U(AUG.OFF_FACE_SHIFT)`` box sizes in a uniform direction, box scaled by
-        ``U(AUG.OFF_FACE_SCALE)``. The identity when ``AUG.ENABLED`` is off.
-        """
+        """Draw the augmentation of ``n`` training crops from ``generator`` (None: torch's global
+        one), as the ``MODEL.QANET.AUG`` keys describe; the identity when ``AUG.ENABLED`` is off."""
         if not self.aug_enabled:
             return CropAugmentation(torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.bool), torch.zeros(n, 2))
 
@@ -237,12 +226,10 @@ class TrainingCropper:
     # ------------------------------------------------------------------ training crops
     def training_crops(self, batched_inputs: List[Dict],
                        generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Augmented crops (:meth:`sample_augmentation` from ``generator``) of the ground-truth
-        faces of a batch: each image's ``instances.gt_boxes``, at most ``max_faces_per_image``,
-        largest first; images without ``sem_seg`` give no crops. An input's ``"label_set"`` names
-        the set of its labels (None: the model's); its ``face_instances`` (``H x W`` face ids, 0 =
-        no face) and ``instances.gt_face_ids`` (each box's id there, 0 = unknown) let
-        ``other_faces`` "background" relabel other faces' pixels.
+        """Augmented crops of each image's ``instances.gt_boxes`` (at most ``max_faces_per_image``,
+        largest first; none from images without ``sem_seg``). Optional input keys: ``"label_set"``
+        (of its labels; None: the model's), ``face_instances`` (``H x W`` face ids, 0 = none) and
+        ``instances.gt_face_ids`` (each box's id there, 0 = unknown) for ``other_faces``.
 
         Returns ``(crops, labels, batch_idx)``: ``N x 3 x h x w`` normalised RGB, ``N x h x w`` long
         labels (in their input's label set, flipped crops' left/right swapped), image indices.

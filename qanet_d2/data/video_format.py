@@ -69,14 +69,10 @@ def boxes_from_label_map(label_map: np.ndarray, min_area: int = 16,
     ``exclude_ids`` (:func:`face_box_excluded_ids` leaves out neck and cloth). Touching faces
     merge and occluded ones split, so the JSON's ``"faces"`` are preferred where they exist."""
     fg = _foreground(label_map, exclude_ids).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    boxes = []
-    for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if area >= min_area:
-            boxes.append((area, [float(x), float(y), float(x + w), float(y + h)]))
-    boxes.sort(key=lambda t: -t[0])
-    return [b for _, b in boxes]
+    stats = cv2.connectedComponentsWithStats(fg, connectivity=8)[2][1:].astype(int)
+    stats = stats[stats[:, 4] >= min_area]
+    stats = stats[np.argsort(-stats[:, 4], kind="stable")]
+    return [[float(x), float(y), float(x + w), float(y + h)] for x, y, w, h, _ in stats]
 
 
 def union_box_from_label_map(label_map: np.ndarray,
@@ -190,12 +186,9 @@ def load_face_video_json(json_file: str, dataset_root: str, dataset_name: Option
                          label_set: Optional[str] = None, min_box_area: int = 16
                          ) -> List[Dict[str, Any]]:
     """Load a split JSON into detectron2 dataset dicts, one per frame, ordered by video then frame
-    index: ``file_name``, ``sem_seg_file_name`` and ``instance_file_name`` (absolute; where the
-    frame has them), ``height``, ``width``, ``image_id`` (``"<video_id>/<index>"``), ``video_id``,
-    ``frame_index``, ``annotations`` (XYXY_ABS boxes, ``category_id`` 0) and ``pose``.
-
-    ``label_set``: if given, the JSON's must equal it. ``min_box_area``: for frames without
-    ``"faces"``, smaller label-map components give no box (:func:`boxes_from_label_map`).
+    index, with absolute paths, ``image_id`` ``"<video_id>/<index>"`` and ``annotations`` (XYXY_ABS
+    boxes, ``category_id`` 0). ``label_set``: if given, the JSON's must equal it. ``min_box_area``:
+    for frames without ``"faces"`` (:func:`boxes_from_label_map`).
     """
     from detectron2.structures import BoxMode
 
@@ -271,11 +264,8 @@ def write_face_video_json(json_file: str, label_set, videos: Sequence[dict],
                           classes: Optional[Sequence[str]] = None, extra: Optional[dict] = None
                           ) -> str:
     """Write a split JSON atomically (temporary file + rename); returns ``json_file``.
-
     ``label_set``: a :class:`LabelSet` or a set name (``classes`` defaults to a known set's);
-    ``videos``: ``[{"video_id": str, "frames": [make_frame_record(...), ...]}, ...]``; ``extra``:
-    more top-level keys.
-    """
+    ``videos``: ``[{"video_id": str, "frames": [make_frame_record(...), ...]}, ...]``."""
     if isinstance(label_set, str) and label_set in LABEL_SETS:
         label_set = LABEL_SETS[label_set]
     if isinstance(label_set, LabelSet):

@@ -6,6 +6,7 @@ or its path metadata is accessed; datasets/README.md lists them and how to prepa
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from .face_video import datasets_root, register_face_video_dataset
 
@@ -62,13 +63,10 @@ def _path_fn(*parts):
     return lambda: os.path.join(datasets_root(), *parts)
 
 
-def _generator(preset):
-    def generate(root):
-        from ..synthetic import generate_preset
+def _generate(preset, root):
+    from ..synthetic import generate_preset
 
-        return generate_preset(preset, root=root)
-
-    return generate
+    return generate_preset(preset, root=root)
 
 
 def register_all_face_datasets() -> None:
@@ -77,7 +75,7 @@ def register_all_face_datasets() -> None:
         for split in splits:
             register_face_video_dataset(
                 f"{prefix}_{split}", _path_fn(subdir, f"{split}.json"), _path_fn(subdir), label_set,
-                generate=_generator(preset) if preset else None, prepare_hint=hint,
+                generate=partial(_generate, preset) if preset else None, prepare_hint=hint,
                 single_face=prefix in _SINGLE_FACE)
 
 

@@ -92,7 +92,6 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
         place_file(image_file, os.path.join(dst_root, img_rel), mode)
     lab_rel, boxes = None, None
     if label_file is not None or label is not None:
-        src_is_png = label_file is not None and label_file.lower().endswith(".png")
         if label is None:
             label = read_label_map(label_file)
         name = label_file or f"label of {image_file}"
@@ -100,14 +99,11 @@ def convert_single_image(image_file: str, label_file: Optional[str], dst_root: s
         check_label_values(label, label_set.num_classes, name)
         lab_rel = f"labels/{video_id}/00000.png"
         dst_label = os.path.join(dst_root, lab_rel)
-        if src_is_png and _is_plain_gray8_png(label_file):
+        if label_file is not None and label_file.lower().endswith(".png") and _is_plain_gray8_png(label_file):
             place_file(label_file, dst_label, mode)
         else:
             write_image(dst_label, label)
-        if face_box is not None:
-            box = face_box(label)
-        else:
-            box = union_box_from_label_map(label, face_box_excluded_ids(label_set))
+        box = face_box(label) if face_box else union_box_from_label_map(label, face_box_excluded_ids(label_set))
         boxes = [box] if box is not None else []
     return {"video_id": video_id,
             "frames": [make_frame_record(0, img_rel, h, w, lab_rel, boxes)]}

@@ -1,13 +1,10 @@
 """Registration of face-video datasets (:mod:`qanet_d2.data.video_format`) in detectron2's
-``DatasetCatalog`` and ``MetadataCatalog``.
-
-Paths are resolved when used, not when registered: a dataset under ``$DETECTRON2_DATASETS``
-follows the variable's value at load time. A dataset whose label set comes from its own files
-(SFP) exposes ``stuff_classes``, ``stuff_colors`` and ``flip_pairs`` lazily from its JSON and
-raises :class:`DatasetNotFoundError` with instructions while the files are missing.
+``DatasetCatalog`` and ``MetadataCatalog``. Paths are resolved when used, not when registered; a
+dataset whose classes come from its own files (SFP) reads its class metadata lazily.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -64,8 +61,6 @@ class _Spec:
 
 _SPECS: Dict[str, _Spec] = {}
 _AUTO_GENERATE = [True]
-# (path, mtime) -> classes read from a dataset JSON
-_CLASSES_CACHE: Dict[Tuple[str, float], List[str]] = {}
 
 
 def set_synthetic_auto_generate(enabled: bool) -> None:
@@ -81,18 +76,16 @@ def _as_path_fn(p: PathLike) -> Callable[[], str]:
     return lambda: os.path.expanduser(p)
 
 
-def _read_classes(json_file: str) -> Optional[List[str]]:
-    """The ``"classes"`` list of a split JSON (cached by modification time); None if absent."""
-    key = (json_file, os.path.getmtime(json_file))
-    if key not in _CLASSES_CACHE:
-        try:
-            with open(json_file, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise DatasetFormatError(f"{json_file}: cannot read the class list: {e}") from e
-        classes = data.get("classes") if isinstance(data, dict) else None
-        _CLASSES_CACHE[key] = list(classes) if classes is not None else None
-    return _CLASSES_CACHE[key]
+@functools.lru_cache(maxsize=None)
+def _read_classes(json_file: str, mtime: float) -> Optional[List[str]]:
+    """The ``"classes"`` list of a split JSON (cached by modification time ``mtime``); None if absent."""
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetFormatError(f"{json_file}: cannot read the class list: {e}") from e
+    classes = data.get("classes") if isinstance(data, dict) else None
+    return list(classes) if classes is not None else None
 
 
 def _spec_label_set(spec: _Spec) -> LabelSet:
@@ -102,7 +95,7 @@ def _spec_label_set(spec: _Spec) -> LabelSet:
     candidates = [json_file] + [os.path.join(root, f"{s}.json") for s in ("train", "val", "test")]
     for path in candidates:
         if os.path.isfile(path):
-            classes = _read_classes(path)
+            classes = _read_classes(path, os.path.getmtime(path))
             if classes is None:
                 raise DatasetFormatError(
                     f"{path}: no 'classes' list; dataset '{spec.name}' takes its class names "
@@ -188,24 +181,6 @@ def _load(name: str):
     return load_face_video_json(json_file, root, dataset_name=name, label_set=spec.label_set)
 
 
-def _register(spec: _Spec) -> None:
-    if spec.name in _SPECS or spec.name in DatasetCatalog.list():
-        raise AssertionError(f"dataset '{spec.name}' is already registered")
-    _SPECS[spec.name] = spec
-    DatasetCatalog.register(spec.name, lambda name=spec.name: _load(name))
-    meta = FaceVideoMetadata(name=spec.name)
-    # replace a plain Metadata that someone may have created with MetadataCatalog.get(name)
-    old = MetadataCatalog.get(spec.name)
-    MetadataCatalog[spec.name] = meta
-    for k, v in old.as_dict().items():
-        if k != "name":
-            setattr(meta, k, v)
-    meta.set(label_set=spec.label_set, ignore_label=IGNORE_LABEL, thing_classes=["face"],
-             evaluator_type="face_parsing", single_face=spec.single_face)
-    if not spec.classes_from_json:
-        meta.set(**label_set_metadata(get_label_set(spec.label_set)))
-
-
 def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: PathLike,
                                 label_set: Union[str, LabelSet],
                                 generate: Optional[Callable[[str], object]] = None,
@@ -213,18 +188,12 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     """Register a dataset in the format of :mod:`qanet_d2.data.video_format`.
 
     Args:
-        json_file, dataset_root: the split JSON and the directory its paths are relative to;
-            paths (resolved when the dataset is loaded) or zero-argument callables.
+        json_file, dataset_root: paths (resolved when the dataset is loaded) or zero-argument callables.
         label_set: a registered set's name, a :class:`LabelSet` (registered if new), or an
             unregistered name (``"sfp"``): the classes are then the JSON's ``"classes"``.
         generate: ``generate(root)`` that creates the dataset when its JSON is missing.
         prepare_hint: appended to "not found" errors.
-        single_face: every image shows one face: all its foreground pixels are that face's
-            (the instance-level metrics' ground truth where a frame has no ``instance_file``).
-
-    Metadata set: ``label_set``, ``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-    ``ignore_label``, ``thing_classes`` (``["face"]``), ``evaluator_type`` (``"face_parsing"``),
-    ``single_face`` and the absolute ``json_file``, ``image_root``, ``dataset_root``.
+        single_face: every image shows one face (all its foreground pixels are that face's).
     """
     if isinstance(label_set, LabelSet):
         register_label_set(label_set)
@@ -234,22 +203,30 @@ def register_face_video_dataset(name: str, json_file: PathLike, dataset_root: Pa
     else:
         raise TypeError(f"register_face_video_dataset('{name}'): label_set must be a LabelSet or "
                         f"a label set name, got {label_set!r}")
-    classes_from_json = ls_name not in LABEL_SETS
-    _register(_Spec(name=name, json_file=_as_path_fn(json_file),
-                    dataset_root=_as_path_fn(dataset_root), label_set=ls_name,
-                    classes_from_json=classes_from_json,
-                    prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate,
-                    single_face=bool(single_face)))
+    if name in _SPECS or name in DatasetCatalog.list():
+        raise AssertionError(f"dataset '{name}' is already registered")
+    _SPECS[name] = _Spec(name=name, json_file=_as_path_fn(json_file), dataset_root=_as_path_fn(dataset_root),
+                         label_set=ls_name, classes_from_json=ls_name not in LABEL_SETS,
+                         prepare_hint=prepare_hint or "See datasets/README.md.", generate=generate,
+                         single_face=bool(single_face))
+    DatasetCatalog.register(name, lambda: _load(name))
+    meta = FaceVideoMetadata(name=name)
+    # replace a plain Metadata that someone may have created with MetadataCatalog.get(name)
+    old = MetadataCatalog.get(name)
+    MetadataCatalog[name] = meta
+    for k, v in old.as_dict().items():
+        if k != "name":
+            setattr(meta, k, v)
+    meta.set(label_set=ls_name, ignore_label=IGNORE_LABEL, thing_classes=["face"],
+             evaluator_type="face_parsing", single_face=bool(single_face))
+    if ls_name in LABEL_SETS:
+        meta.set(**label_set_metadata(get_label_set(ls_name)))
 
 
 def dataset_label_set(dataset_name: Optional[str]) -> Optional[LabelSet]:
-    """The label set of a registered dataset (``stuff_classes``, ``stuff_colors``, ``flip_pairs``,
-    ``label_set`` of its metadata; values set explicitly take precedence), or None when the
-    dataset is unknown or has no ``stuff_classes``.
-
-    Raises DatasetNotFoundError (the only exception for missing files) when its classes are read
-    from its own files (SFP) and those are absent.
-    """
+    """The label set of a registered dataset's metadata, or None when the dataset is unknown or has
+    no ``stuff_classes``. DatasetNotFoundError when its classes are read from its own files (SFP)
+    and those are absent."""
     if not dataset_name or dataset_name not in MetadataCatalog.list():
         return None
     meta = MetadataCatalog.get(dataset_name)

@@ -1,12 +1,9 @@
 """FASSEG (Khan, Mauro, Migliorati, Leonardi; ICIP 2015, ICME 2017; no licence stated, research
-use) -> the common format, label set ``"fasseg"``: the release layout, the splits (and the
-by-person ``multipose_dev_*`` splits), the colour snapping and the face boxes are described in
-datasets/README.md ("FASSEG").
+use) -> the common format, label set ``"fasseg"`` (layout, splits, colour snapping and face boxes:
+datasets/README.md, "FASSEG").
 
 Face boxes (:func:`fasseg_face_box`) run from the hair top to the chin although FASSEG's skin
-runs down the neck: with ``e``, ``n``, ``m`` the centroid rows of eyes, nose and mouth, the chin
-is at ``m + 0.6 (m - e)``, else ``m + 0.95 (m - n)``, else ``n + 3.3 (n - e)`` (factors read off
-the photos), never above the lowest part pixel; left/right = the head's extent above the chin.
+runs down the neck: the chin is extrapolated from the centroid rows of eyes, nose and mouth.
 """
 from __future__ import annotations
 
@@ -59,30 +56,19 @@ _SKIN, _EYES, _NOSE, _MOUTH = (FASSEG.class_id(c) for c in ("skin", "eyes", "nos
 # ---------------------------------------------------------------------------- labels
 def snap_label_colors(rgb: np.ndarray, colors: Sequence[Sequence[int]] = FASSEG.palette,
                       clean_dist: float = 10.0, radius: int = 4) -> np.ndarray:
-    """``H x W`` uint8 class ids of an anti-aliased ``H x W x 3`` uint8 RGB label image.
-
-    A pixel within ``clean_dist`` (RGB distance) of a class colour is "clean". Every pixel gets
-    the nearest class colour among the classes with a clean pixel within ``radius`` pixels
-    (among all when none has): plain nearest-colour snapping would turn the blend of skin and
-    eyes into a ring of hair. ``colors``: one ``(R, G, B)`` per class id; ties go to the lower id.
-    """
+    """``H x W`` uint8 class ids of an anti-aliased ``H x W x 3`` uint8 RGB label image: each pixel
+    gets the nearest class colour among the classes with a "clean" pixel (within ``clean_dist``
+    of its colour) within ``radius`` pixels, among all when none has; plain nearest-colour
+    snapping would turn the blend of skin and eyes into a ring of hair. Ties go to the lower id."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
     cols = np.asarray(colors, dtype=np.int32).reshape(-1, 3)
     planes = [rgb[:, :, c].astype(np.int32) for c in range(3)]
-    d2 = np.empty((len(cols),) + rgb.shape[:2], np.int32)  # K x H x W squared distances
-    out = np.zeros(rgb.shape[:2], np.uint8)  # nearest class
-    for k, col in enumerate(cols):
-        d2[k] = sum((p - int(v)) ** 2 for p, v in zip(planes, col))
-        if k:
-            closer = d2[k] < best
-            np.copyto(best, d2[k], where=closer)
-            out[closer] = k
-        else:
-            best = d2[0].copy()
+    d2 = np.stack([sum((p - int(v)) ** 2 for p, v in zip(planes, col)) for col in cols])  # K x H x W
+    out = d2.argmin(axis=0).astype(np.uint8)  # nearest class
     # class colours are far apart, so a clean pixel's class is its nearest colour
-    clean = best <= clean_dist * clean_dist
+    clean = d2.min(axis=0) <= clean_dist * clean_dist
     ys, xs = np.nonzero(~clean)
     if ys.size == 0:
         return out
@@ -279,9 +265,8 @@ def convert_fasseg(src: str, dst: str, frontal_version: str = "V2", mode: str = 
                    workers: int = 1) -> Dict[str, str]:
     """Convert the FASSEG release at ``src`` into ``dst``: ``{split: json path}`` of the splits
     found (and the :data:`MULTIPOSE_DEV_SPLITS` with ``multipose_train``). ``frontal_version``:
-    "V2" (high-precision labels) or "V1" for the frontal splits; ``mode``: how ``.png`` photos get
-    into ``dst`` ("hardlink", "copy", "symlink"; ``.bmp`` ones are re-encoded as PNG).
-    FileNotFoundError when no split is found."""
+    "V2" (high-precision labels) or "V1"; ``mode``: how ``.png`` photos get into ``dst`` (``.bmp``
+    ones are re-encoded as PNG). FileNotFoundError when no split is found."""
     if frontal_version not in FRONTAL_VERSIONS:
         raise ValueError(f"frontal_version must be one of {FRONTAL_VERSIONS}, got "
                          f"{frontal_version!r}")

@@ -1,14 +1,6 @@
 """FASSEG in fine classes: label maps of label set ``fasseg_fine`` derived from FASSEG's six coarse
 classes and the five landmarks of a face detector (rules in datasets/README.md, "FASSEG in fine
-classes"; the constants below set them).
-
-Each refinement stays inside the coarse class it refines; an undecided pixel becomes 255:
-``eyes`` -> ``l_eye`` / ``r_eye`` by the side of the eye landmarks' bisector (a connected region
-mostly on one side goes there whole); ``hair`` -> ``l_brow`` / ``r_brow`` for hair regions lying
-mostly in the band above an eye (other hair in a narrower core band is ignored); ``mouth`` ->
-``u_lip`` / ``l_lip`` on either side of the seam (the darkest pixels near the mouth-corner line),
-``mouth`` (inner mouth) for dark pixels connected to the seam. ``background``, ``skin`` and
-``nose`` are unchanged; without landmarks eyes, hair and mouth are ignored.
+classes"; the constants below set them). An undecided pixel becomes 255.
 
 Landmarks are ``5 x 2`` (x, y) image coordinates in YuNet's order: the person's right eye, left
 eye, nose tip, right mouth corner, left mouth corner.
@@ -53,6 +45,7 @@ FASSEG_FINE_SPLITS = ("frontal_train", "multipose_dev_train", "frontal_test", "m
 
 _C = {n: FASSEG.class_id(n) for n in FASSEG.classes}
 _F = {n: FASSEG_FINE.class_id(n) for n in FASSEG_FINE.classes}
+_REFINED = ("l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "mouth")  # the fine classes of eyes, hair, mouth
 
 
 def _unit(v: np.ndarray) -> Optional[np.ndarray]:
@@ -117,10 +110,7 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
         elif frac_l <= 1 - COMPONENT_SIDE_FRACTION:
             fine[m] = _F["r_eye"]
         else:
-            out = np.full(s.shape, IGNORE_LABEL, dtype=np.uint8)
-            out[s > margin] = _F["l_eye"]
-            out[s < -margin] = _F["r_eye"]
-            fine[m] = out
+            fine[m] = np.select([s > margin, s < -margin], [_F["l_eye"], _F["r_eye"]], IGNORE_LABEL)
 
     # ---- brows: hair in a band above each eye; the eye centre is the mean of its pixels when
     # the eye is labelled, else the landmark
@@ -152,10 +142,7 @@ def derive_fine_labels(coarse: np.ndarray, landmarks: Optional[np.ndarray],
                 fine[m] = _F["r_brow"]
             else:  # one region over both eyes: split at the bisector
                 s = side[m]
-                out = np.full(s.shape, IGNORE_LABEL, dtype=np.uint8)
-                out[s > margin] = _F["l_brow"]
-                out[s < -margin] = _F["r_brow"]
-                fine[m] = out
+                fine[m] = np.select([s > margin, s < -margin], [_F["l_brow"], _F["r_brow"]], IGNORE_LABEL)
         else:
             fine[m & in_cores] = IGNORE_LABEL
 
@@ -255,11 +242,9 @@ def _detect_landmarks(detector, image_bgr: np.ndarray, bbox: Optional[Sequence[f
 
 def derive_fasseg_fine(fasseg_root: str, dst_root: str, splits: Sequence[str] = FASSEG_FINE_SPLITS,
                        detector=None, log_every: int = 50) -> Dict[str, Dict[str, int]]:
-    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``) and its label PNGs for each
-    FASSEG split prepared under ``fasseg_root`` (splits without a JSON are skipped; the JSONs
-    point at the photos there). ``detector``: a ``YuNetFaceDetector`` (default: the shipped
-    YuNet-n, score >= 0.3). Returns ``{split: counts}`` (:func:`derive_fine_labels`' counts,
-    ``images``, ``no_landmarks``, ``with_<fine class>``)."""
+    """Write ``<dst_root>/<split>.json`` (label set ``fasseg_fine``, pointing at the photos under
+    ``fasseg_root``) and its label PNGs for each prepared FASSEG split. ``detector``: a
+    ``YuNetFaceDetector`` (default: the shipped YuNet-n, score >= 0.3). Returns ``{split: counts}``."""
     from PIL import Image
 
     from ..io import read_label_map
@@ -298,14 +283,12 @@ def derive_fasseg_fine(fasseg_root: str, dst_root: str, splits: Sequence[str] = 
                 total.update(counts)
                 total["images"] += 1
                 total["no_landmarks"] += int(lm is None)
-                for name in ("l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "mouth"):
+                for name in _REFINED:
                     total[f"with_{name}"] += int((fine == _F[name]).any())
                 label_rel = os.path.join("labels", video["video_id"], os.path.basename(frame["label_file"]))
                 os.makedirs(os.path.join(dst_root, os.path.dirname(label_rel)), exist_ok=True)
                 Image.fromarray(fine, mode="L").save(os.path.join(dst_root, label_rel))
-                rec = dict(frame)
-                rec["file_name"] = os.path.join(rel_src, frame["file_name"])
-                rec["label_file"] = label_rel
+                rec = {**frame, "file_name": os.path.join(rel_src, frame["file_name"]), "label_file": label_rel}
                 if lm is not None:
                     rec["landmarks"] = [[round(float(v), 2) for v in p] for p in lm]
                 frames.append(rec)
@@ -325,5 +308,5 @@ def _summary(c) -> str:
         d, i = c.get(f"{name}_decided", 0), c.get(f"{name}_ignored", 0)
         parts.append(f"{name} {100.0 * d / max(d + i, 1):.1f}% decided")
     parts.append("images with " + ", ".join(
-        f"{n} {c.get('with_' + n, 0)}" for n in ("l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "mouth")))
+        f"{n} {c.get('with_' + n, 0)}" for n in _REFINED))
     return "; ".join(parts)

@@ -1,10 +1,8 @@
 """Short-video face parsing (SFP, the CVPR 2021 PIC challenge data) -> the common format.
 
-The release could not be inspected while writing this converter: it reads the documented,
-tolerant layout of datasets/README.md ("SFP"): frame and label folder names, the class-list
-structures, and the per-face data (face-instance maps, else per-frame JSON boxes, else one box per
-label-map component), whose source each split JSON's ``"face_source"`` counts. The output JSONs
-carry ``"label_set": "sfp"`` and the ``"classes"`` list (:func:`sfp_label_set`).
+Reads the tolerant layout of datasets/README.md ("SFP"); face boxes come from face-instance maps,
+else per-frame JSON boxes, else one box per label-map component (counted in each split JSON's
+``"face_source"``). The output JSONs carry ``"label_set": "sfp"`` and the ``"classes"`` list.
 """
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ import glob
 import json
 import os
 import re
+from collections import Counter
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -99,12 +98,9 @@ def read_class_list(path: str) -> Tuple[List[str], Optional[List[Tuple[int, int,
 def find_class_list(src: str) -> str:
     """Path of the JSON holding the class list under ``src``: the first of :data:`CLASS_FILES`,
     then any top-level ``*.json``, that holds one."""
-    tried = []
-    named = [os.path.join(src, stem + ".json") for stem in CLASS_FILES]
-    for p in [p for p in named if os.path.isfile(p)] + sorted(glob.glob(os.path.join(src, "*.json"))):
-        if p in tried:
-            continue
-        tried.append(p)
+    named = [p for p in (os.path.join(src, stem + ".json") for stem in CLASS_FILES) if os.path.isfile(p)]
+    tried = list(dict.fromkeys(named + sorted(glob.glob(os.path.join(src, "*.json")))))
+    for p in tried:
         try:
             read_class_list(p)
             return p
@@ -133,21 +129,17 @@ def _read_sfp_label(path: str, colors) -> np.ndarray:
         rgb = np.asarray(img.convert("RGB"))
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     lut = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colors)}
-    out = np.full(code.shape, 255, np.uint8)
     values, inverse = np.unique(code, return_inverse=True)
     unknown = [f"#{v:06x}" for v in values if int(v) not in lut]
     if unknown:
         raise DataReadError(f"{path}: colours {unknown[:10]} are not in the class list")
-    mapped = np.array([lut[int(v)] for v in values], np.uint8)
-    out[:] = mapped[inverse.reshape(code.shape)]
-    return out
+    return np.array([lut[int(v)] for v in values], np.uint8)[inverse.reshape(code.shape)]
 
 
 def faces_from_instance_map(label: np.ndarray, instances: np.ndarray, excluded, min_box_area: int = 16):
-    """``(boxes, instance map)`` from a release's face-instance map: per positive id, the box of
-    its face-class pixels (``excluded`` ids left out); faces with fewer than ``min_box_area``
-    such pixels are dropped; faces ordered by decreasing area, face ``k`` written as ``k + 1``
-    (uint16 when there are more than 255 faces, else uint8)."""
+    """``(boxes, instance map)`` from a release's face-instance map: per positive id the box of its
+    pixels outside ``excluded`` (at least ``min_box_area``), by decreasing area, renumbered
+    ``k + 1`` (uint16 above 255 faces, else uint8)."""
     face_px = _foreground(label, excluded)
     faces = []
     for fid in np.unique(instances[instances > 0]).tolist():
@@ -246,13 +238,10 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
                             if f.lower().endswith(_IMAGE_EXTS)), key=_natural_key)
             frames = []
             for f in files:
-                img = os.path.join(img_root, vdir, f)
-                lab = None
-                if lab_root is not None:
-                    lab = os.path.join(lab_root, vdir, os.path.splitext(f)[0] + ".png")
-                    if not os.path.isfile(lab):
-                        raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
-                stem = os.path.splitext(f)[0]
+                img, stem = os.path.join(img_root, vdir, f), os.path.splitext(f)[0]
+                lab = None if lab_root is None else os.path.join(lab_root, vdir, stem + ".png")
+                if lab is not None and not os.path.isfile(lab):
+                    raise FileNotFoundError(f"SFP label missing for {img}: expected {lab}")
                 inst = os.path.join(inst_root, vdir, stem + ".png") if inst_root and lab else None
                 js = os.path.join(json_root, vdir, stem + ".json") if json_root and lab else None
                 frames.append((img, lab, inst if inst and os.path.isfile(inst) else None,
@@ -264,10 +253,7 @@ def convert_sfp(src: str, dst: str, splits: Sequence[str] = ("train", "val", "te
         videos = parallel_map(partial(_convert_video, dst=dst, label_set=label_set,
                                       colors=colors, mode=mode, min_box_area=min_box_area),
                               items, workers)
-        sources: Dict[str, int] = {}
-        for v in videos:
-            for source in v.pop("face_sources"):
-                sources[source] = sources.get(source, 0) + 1
+        sources = dict(Counter(source for v in videos for source in v.pop("face_sources")))
         out[split] = write_split(dst, split, label_set, videos, src, extra={"face_source": sources} if sources else None)
     if not out:
         raise FileNotFoundError(f"no split directory ({', '.join(splits)}) found in {src}")

@@ -51,13 +51,9 @@ class SourceFace:
 
 def collect_source_faces(dataset_names: Sequence[str]) -> Tuple[LabelSet, List[SourceFace]]:
     """The label set and every usable face of the registered datasets ``dataset_names``: one per
-    box of a frame with a face-instance map, else one of a frame with exactly one box (other
-    frames are skipped with a warning).
-
-    Raises:
-        KeyError / DatasetNotFoundError: a source is not registered / not prepared.
-        ValueError: the sources have different label sets, or hold no usable face.
-    """
+    box of a frame with a face-instance map, else one of a frame with exactly one box. KeyError /
+    DatasetNotFoundError: a source is not registered / not prepared; ValueError: the sources have
+    different label sets, or hold no usable face."""
     from detectron2.data import DatasetCatalog
 
     from ..datasets.face_video import DatasetNotFoundError, get_dataset_label_set

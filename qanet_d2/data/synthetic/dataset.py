@@ -9,12 +9,12 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 
 from ...structures.label_sets import SYNTHETIC
+from ..datasets.common import parallel_map, write_image
 from ..video_format import make_frame_record, write_face_video_json
 from .composite import COMPOSITE_TAG, COMPOSITE_VERSION, CompositeVideo, assign_source_faces, collect_source_faces
 from .generator import GENERATOR_VERSION, SPLIT_IDS, SPLITS, SyntheticVideo
@@ -141,8 +141,6 @@ def _render_video(args) -> dict:
         faces, label_set = composite
         vid = CompositeVideo([seed, SPLIT_IDS[split], index, COMPOSITE_TAG], w, h, frames,
                              faces, label_set, **photos)
-    for kind in ("images", "labels", "instances"):
-        os.makedirs(os.path.join(out_root, kind, video_id), exist_ok=True)
     records = []
     for t in range(frames):
         fr = vid.render(t)
@@ -151,8 +149,7 @@ def _render_video(args) -> dict:
         inst_rel = f"instances/{video_id}/{t:05d}.png"
         for rel, array, flags in ((img_rel, fr.image, [cv2.IMWRITE_JPEG_QUALITY, vid.jpeg_quality]),
                                   (lab_rel, fr.label, []), (inst_rel, fr.instance_map(), [])):
-            if not cv2.imwrite(os.path.join(out_root, rel), array, flags):
-                raise OSError(f"cannot write {os.path.join(out_root, rel)}")
+            write_image(os.path.join(out_root, rel), array, flags)
         records.append(make_frame_record(t, img_rel, h, w, lab_rel, fr.boxes, inst_rel))
     return {"video_id": video_id, "frames": records}
 
@@ -195,12 +192,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
         face_source: None for cartoon people; else registered datasets whose faces are composited
             (their label set): names for every split with videos, or ``{split: [names]}``.
         photo_backgrounds: share (0..1) of the videos over a real photo (:mod:`.photos`).
-    Returns:
-        ``{"root", "params", <split>: path of its JSON}`` (absolute paths) of the splits written.
-    Raises:
-        ValueError: invalid parameters, a foreign directory or (without ``force``) another dataset
-            at ``root``, sources of different label sets.
-        KeyError / DatasetNotFoundError: a source dataset is not registered / not prepared.
+    Returns ``{"root", "params", <split>: path of its JSON}`` (absolute paths).
     """
     root = os.path.abspath(os.path.expanduser(root))
     params = params_record(num_train_videos, num_val_videos, frames, size, seed,
@@ -252,11 +244,7 @@ def generate_synthetic_dataset(root: str, num_train_videos: int = 40, num_val_vi
                          None if composite[split] is None else (composite[split][i], label_set),
                          photos)
                         for split in splits for i in range(counts[split])]
-            if workers > 1 and len(all_jobs) > 1:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
-                    videos = list(pool.map(_render_video, all_jobs, chunksize=2))
-            else:
-                videos = [_render_video(j) for j in all_jobs]
+            videos = parallel_map(_render_video, all_jobs, workers)
             pos = 0
             for split in splits:
                 extra = None if composite[split] is None else {"face_source": params["face_source"][split]}

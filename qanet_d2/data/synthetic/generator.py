@@ -471,12 +471,10 @@ class FrameResult:
 
 class Scene:
     """What a video shows around its faces, drawn from ``SeedSequence(seed_key)`` (subclasses go
-    on drawing from ``self._rng``): a panned textured background, drifting lighting, blur, noise
-    and a JPEG quality, and the helpers that size, place and move faces and occluders.
-
-    With ``photos`` (``[(name, path)]``), a share ``photo_share`` of the videos shows a crop of a
-    real photo instead (``self.photo``, else None), drawn from its own stream (key +
-    ``_PHOTO_TAG``), so that the rest of the video is the one of the textured background."""
+    on drawing from ``self._rng``): a panned background, drifting lighting, blur, noise, a JPEG
+    quality, and the helpers that size, place and move faces and occluders. With ``photos``
+    (``[(name, path)]``), a share ``photo_share`` of the videos shows a crop of a real photo
+    (``self.photo``), drawn from its own stream so that the rest of the video stays the same."""
 
     def __init__(self, seed_key: Sequence[int], width: int, height: int, frames: int,
                  photos: Optional[Sequence[Tuple[str, str]]] = None, photo_share: float = 0.0):

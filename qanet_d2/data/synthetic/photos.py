@@ -95,11 +95,8 @@ def photo_path(photo: BackgroundPhoto) -> Optional[str]:
 
 def available_background_photos(names: Optional[Sequence[str]] = None) -> List[Tuple[str, str]]:
     """``[(name, absolute path)]`` of the installed background photos (of ``names`` if given), in
-    :data:`BACKGROUND_PHOTOS` order; missing ones are left out with a warning.
-
-    Raises:
-        KeyError / FileNotFoundError: an unknown name / none of the photos is installed.
-    """
+    :data:`BACKGROUND_PHOTOS` order; missing ones are left out with a warning. KeyError /
+    FileNotFoundError: an unknown name / none of the photos is installed."""
     known = [p.name for p in BACKGROUND_PHOTOS]
     unknown = [n for n in names or () if n not in known]
     if unknown:
