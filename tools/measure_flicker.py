@@ -53,12 +53,10 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     from qanet_d2.video import VideoPredictor, label_change_rate
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
-    videos_smoothed = [
-        VideoPredictor(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7),
-                       detect_every=s.get("detect_every", 1), track_motion=s.get("track_motion", "velocity"))
-        for s in settings
-    ]
-    evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
+    settings = [{"current_weight": 0.7, "detect_every": 1, "track_motion": "velocity", **s} for s in settings]
+    videos_smoothed = [VideoPredictor(predictor, **s) for s in settings]
+    evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th)
+                  for _ in settings]
     for e in evaluators:
         e.reset()
     flicker = defaultdict(list)
@@ -86,13 +84,12 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     rows = []
     for k, (setting, evaluator) in enumerate(zip(settings, evaluators)):
         res = evaluator.evaluate()["face_parsing"]
-        cw = setting.get("current_weight", 0.7)
-        every = setting.get("detect_every", 1)
+        cw = setting["current_weight"]
         name = "no smoothing" if setting["window"] == 1 else (
             f"window {setting['window']}, {setting['align']}-aligned, " + ("plain mean" if cw is None else f"current frame {cw:g}")
         )
-        if every > 1:
-            name += f", detector every {every} frames ({setting.get('track_motion', 'velocity')} tracks)"
+        if setting["detect_every"] > 1:
+            name += f", detector every {setting['detect_every']} frames ({setting['track_motion']} tracks)"
         rows.append({
             "setting": name,
             **setting,
