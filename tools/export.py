@@ -14,7 +14,6 @@ predictor and the ONNX runtime (:mod:`qanet_d2.runtime`) on photos.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -187,16 +186,6 @@ def export_metadata(cfg, model) -> Dict:
     }
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """Silence the exporters' progress lines and deprecation notes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
-
-
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str, input_name: str, output_names: Sequence[str],
                 dynamic_dims: Dict[int, str], exporter: str = "auto", opset: int = 18) -> str:
     """Export ``module`` (one tensor input) to ``path``; returns the exporter that made the file,
@@ -210,7 +199,9 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str, input_name:
         raise ValueError(f"--exporter must be one of {EXPORTERS}; got {exporter!r}")
 
     def run(**kwargs):
-        with torch.no_grad(), _quiet_exporter():
+        with torch.no_grad(), warnings.catch_warnings():  # the exporters' deprecation and tracer notes
+            for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
+                warnings.simplefilter("ignore", category)
             torch.onnx.export(module, (example,), path, input_names=[input_name], output_names=list(output_names),
                               opset_version=int(opset), **kwargs)
         onnx.checker.check_model(onnx.load(path))

@@ -8,13 +8,10 @@ the datasets give; then measure it.
         --test fasseg_frontal_test fasseg_multipose_dev_val face_composite_fasseg_test
 
 Each labelled face is matched to the best-scoring detection with at least ``--min-overlap`` of
-its area inside the face's head box, each detection to at most one face. Prints per dataset the
-faces found, the unmatched detections and the mean IoU with the head boxes of the raw and the
-adapted boxes; ``--output`` gets the 44 fitted numbers as a config fragment. ``--constant`` fits a
-fixed box around the face box (median offsets, no landmarks). ``--write-boxes DIR`` makes DIR a
-datasets root (the rest of ``$DETECTRON2_DATASETS`` linked) whose ``--train`` faces carry the
-detector's adapted boxes, for training a parser on them (``DETECTRON2_DATASETS=DIR python
-train_net.py ...``).
+its area inside the face's head box. Prints per dataset the faces found, the unmatched detections
+and the mean IoU of the raw and the adapted boxes with the head boxes. ``--write-boxes DIR`` makes
+DIR a datasets root (the rest of ``$DETECTRON2_DATASETS`` linked) whose ``--train`` faces carry the
+detector's adapted boxes, for training a parser on them (``DETECTRON2_DATASETS=DIR``).
 """
 import argparse
 import json

@@ -5,16 +5,14 @@
         --dataset face_synth_val --windows 1 3 5 --align box image \\
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Every frame of ``--dataset`` is parsed once; each smoothing setting
-(:class:`qanet_d2.video.TemporalSmoother`: window, alignment, ``--current-weights``) re-paints the
-frames from those outputs, video by video. Settings with ``--detect-every K`` > 1 run
-:class:`qanet_d2.video.VideoPredictor` (tracks between detections) frame by frame themselves.
-Reported per setting: flicker, the fraction of pixels whose label changes between consecutive
-frames (:func:`qanet_d2.video.label_change_rate`, mean over videos; the ground truth's own rate
-beside it), and J&F, J, F, mIoU from :class:`qanet_d2.evaluation.FaceParsingEvaluator`. Window 1
-is no smoothing.
+Every frame of ``--dataset`` is parsed once; each smoothing setting (window, alignment,
+``--current-weights``; window 1: none) re-paints the frames from those outputs. Settings with
+``--detect-every K`` > 1 run :class:`qanet_d2.video.VideoPredictor` (tracks between detections)
+themselves. Reported per setting: flicker (:func:`qanet_d2.video.label_change_rate`, mean over
+videos; the ground truth's own beside it) and J&F, J, F, mIoU.
 """
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -142,14 +140,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     weights = [None if str(v).lower() == "none" else float(v) for v in args.current_weights]
-    smoothing = []
-    for w in args.windows:
-        if w == 1:
-            smoothing.append({"window": 1, "align": "box", "current_weight": None})
-            continue
-        for a in args.align:
-            for cw in weights:
-                smoothing.append({"window": int(w), "align": a, "current_weight": cw})
+    smoothing = [{"window": int(w), "align": a, "current_weight": cw} for w in args.windows
+                 for a, cw in ([("box", None)] if w == 1 else itertools.product(args.align, weights))]
     motion = args.track_motion or cfg.VIDEO.TRACK_MOTION
     settings = [{**s, "detect_every": int(k), "track_motion": motion} for k in args.detect_every for s in smoothing]
     predictor = FaceParsingPredictor(cfg)

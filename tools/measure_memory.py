@@ -123,12 +123,13 @@ class SavedTensorMeter(torch.autograd.graph.saved_tensors_hooks):
 
 
 # ---------------------------------------------------------------------------- inputs
-def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]]:
+def training_frame_size(cfg, aspect: float = 16 / 9) -> Tuple[int, int]:
     """``(height, width)`` of the largest training frame (width/height ``aspect``) after
-    ResizeShortestEdge; None when the config does not resize frames (``INPUT.MIN_SIZE_TRAIN`` 0)."""
+    ResizeShortestEdge; for configs that do not resize frames (``INPUT.MIN_SIZE_TRAIN`` 0) an image
+    twice the crop size."""
     short = max(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN)
     if short <= 0:
-        return None
+        return tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
     long = short * aspect
     scale = min(1.0, cfg.INPUT.MAX_SIZE_TRAIN / long)
     return int(round(short * scale)), int(round(long * scale))
@@ -406,13 +407,6 @@ def markdown_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def frame_size_for(cfg, aspect: float) -> Tuple[int, int]:
-    """:func:`training_frame_size`, or for configs that do not resize frames an image twice the
-    crop size."""
-    size = training_frame_size(cfg, aspect)
-    return size if size is not None else tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
-
-
 def get_parser():
     p = argparse.ArgumentParser(description="Peak training memory per crop and per frame (fp32 and AMP) and per GPU")
     p.add_argument("--config-file", required=True, nargs="+", metavar="FILE")
@@ -459,7 +453,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         cache, rows, measurements = {}, [], {}
         for path in args.config_file:
             cfg = setup_cfg(path, args.opts)
-            frame_size = frame_size_for(cfg, args.frame_aspect)
+            frame_size = training_frame_size(cfg, args.frame_aspect)
             parts = {}
             for part in trained_parts(cfg):
                 part_points = points or DEFAULT_POINTS[part]
