@@ -204,10 +204,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
             f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, parser batch {q.INFERENCE.PARSER_BATCH}, "
             f"{len(views)} view(s) (box scale, flip): {views}"
         )
-        print()
-        print(stage_table(rows, title))
-        print()
-        print(cpu_table(rows))
+        print(f"\n{stage_table(rows, title)}\n\n{cpu_table(rows)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "results": results}, f, indent=2)

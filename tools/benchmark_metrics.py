@@ -203,16 +203,14 @@ def main(argv=None):
         inputs.append({"file_name": f"frame_{i}.jpg", "sem_seg_file_name": gt_file, "pred_file": pred_file,
                        "video_id": f"v{i // 20}", "frame_index": i % 20, "height": H, "width": W})
 
-    rows = []
-    t = timed(lambda f: score_frame(f[1], f[0], C), frames)
-    rows.append(("J/F (score_frame)", t))
-
     ev = FaceParsingEvaluator(name, distributed=False)
-    t = timed(lambda k: ev.process_label_map(inputs[k], frames[k][1]), range(len(frames)))
-    rows.append(("evaluator, label map in (GT PNG decode + J/F)", t))
-
-    t = timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))
-    rows.append(("evaluate_pngs.py (2 PNG decodes + J/F)", t))
+    rows = [
+        ("J/F (score_frame)", timed(lambda f: score_frame(f[1], f[0], C), frames)),
+        ("evaluator, label map in (GT PNG decode + J/F)",
+         timed(lambda k: ev.process_label_map(inputs[k], frames[k][1]), range(len(frames)))),
+        ("evaluate_pngs.py (2 PNG decodes + J/F)",
+         timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))),
+    ]
 
     records = [dict(r, video_id=f"v{i // 20}", frame_index=i % 20)
                for i, r in enumerate(ev._records[j % len(ev._records)] for j in range(SPLIT_FRAMES))]

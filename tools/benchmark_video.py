@@ -147,8 +147,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     )
     print(f"config: {args.config_file} {' '.join(map(str, args.opts))}")
     print(f"machine: {machine_description()}")
-    print()
-    print(video_table(rows, title))
+    print(f"\n{video_table(rows, title)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "rows": rows}, f, indent=2)

@@ -138,16 +138,15 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     predictor = FaceParsingPredictor(cfg)
     totals = np.zeros(3, int)
-    n_images = 0
+    images = variants()
     print(f"{'image':26s} {'size':>10s} {'faces':>5s} {'found':>5s} {'false':>5s}")
-    for name, image, gt in variants():
+    for name, image, gt in images:
         out = predictor(image)
         inst = out["instances"]
         painted = out["painted"]
         pred = [tuple(box) for box in out["boxes"][painted].tolist()]
         found, false = match(pred, gt)
         totals += (len(gt), found, false)
-        n_images += 1
         print(f"{name:26s} {image.shape[1]:>4d}x{image.shape[0]:<5d} {len(gt):5d} {found:5d} {false:5d}")
         if args.verbose:
             for i in range(len(inst)):
@@ -157,7 +156,7 @@ def main(argv=None):
                       f"{'painted' if painted[i] else 'not painted'}")
     faces, found, false = totals
     print(f"total: {found}/{faces} faces found ({100 * found / max(faces, 1):.1f} %), {false} false faces in "
-          f"{n_images} images ({false / n_images:.2f} per image)")
+          f"{len(images)} images ({false / len(images):.2f} per image)")
 
 
 if __name__ == "__main__":

@@ -471,8 +471,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                 measurements[path]["memory"][precision] = memory
                 rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib,
                                         args.usable_fraction))
-        print()
-        print(markdown_table(rows))
+        print("\n" + markdown_table(rows))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f,
