@@ -133,8 +133,6 @@ def benchmark_dataset(args):
     parsing_ev = FaceParsingEvaluator(args.dataset, distributed=False, absent_class=cfg.TEST.FACE_PARSING.ABSENT_CLASS,
                                       bound_th=cfg.TEST.FACE_PARSING.BOUND_TH)
     instance_ev = InstanceParsingEvaluator(args.dataset, distributed=False)
-    parsing_ev.reset()
-    instance_ev.reset()
     times = StageTimes()
     frames = faces = 0
     for inputs in QANetTrainer.build_test_loader(cfg, args.dataset):

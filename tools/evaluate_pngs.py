@@ -53,7 +53,6 @@ def main(argv=None):
         args.gt_dataset, distributed=False, output_dir=output_dir,
         absent_class=args.absent_class, bound_th=args.bound_th,
     )
-    evaluator.reset()
     start = time.perf_counter()
     for i, d in enumerate(dicts):
         video_id, _ = frame_key(d)

@@ -57,28 +57,26 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     per = {}
     for name in names:
         faces, lms, heads, widths, hits = [], [], [], [], []
-        n_gt = n_found = n_false = n_images = 0
-        for d in DatasetCatalog.get(name):
+        dicts, n_false = DatasetCatalog.get(name), 0
+        for d in dicts:
             gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])]
             inst = detect(detector, read_image_bgr(d["file_name"]))
             gt_t = torch.tensor(gt, dtype=torch.float32).view(-1, 4)
             match = match_faces(gt_t, inst.pred_boxes.tensor, inst.scores, min_overlap)
             found = [(g, m) for g, m in enumerate(match) if m >= 0]
-            n_images += 1
-            n_gt += len(gt)
-            n_found += len(found)
             n_false += len(inst) - len(found)
             widths += (gt_t[:, 2] - gt_t[:, 0]).tolist()
             hits += [m >= 0 for m in match]
             faces += [inst.pred_boxes.tensor[m] for _, m in found]
             lms += [inst.pred_keypoints[m, :, :2] for _, m in found]
             heads += [gt_t[g] for g, _ in found]
+        hits = np.array(hits, dtype=bool)
         per[name] = {
             "faces": torch.stack(faces) if faces else torch.zeros(0, 4),
             "landmarks": torch.stack(lms) if lms else torch.zeros(0, 5, 2),
             "heads": torch.stack(heads) if heads else torch.zeros(0, 4),
-            "images": n_images, "gt": n_gt, "found": n_found, "false": n_false,
-            "widths": np.array(widths), "hits": np.array(hits, dtype=bool),
+            "images": len(dicts), "gt": len(hits), "found": int(hits.sum()), "false": n_false,
+            "widths": np.array(widths), "hits": hits,
         }
     return per
 

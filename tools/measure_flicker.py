@@ -55,16 +55,12 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     videos_smoothed = [VideoPredictor(predictor, **s) for s in settings]
     evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th)
                   for _ in settings]
-    for e in evaluators:
-        e.reset()
     flicker = defaultdict(list)
     start = time.perf_counter()
-    num_frames = 0
     for video_id, frames in videos.items():
         images = [read_image(d["file_name"], "BGR") for d in frames]
         # One model run per frame serves every setting that detects on every frame.
         faces = [predictor.run_model(image) for image in images] if any(v.detect_every == 1 for v in videos_smoothed) else None
-        num_frames += len(frames)
         gt = [read_label_map(d["sem_seg_file_name"]) for d in frames if d.get("sem_seg_file_name")]
         if len(gt) == len(frames):
             flicker["gt"].append(label_change_rate(gt))
@@ -96,7 +92,7 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
         })
     if flicker["gt"]:
         rows.append({"setting": "ground truth", "window": None, "align": None, "current_weight": None, "flicker_pct": 100 * float(np.mean(flicker["gt"]))})
-    logger.info(f"{len(videos)} videos, {num_frames} frames in {time.perf_counter() - start:.0f}s")
+    logger.info(f"{len(videos)} videos, {sum(map(len, videos.values()))} frames in {time.perf_counter() - start:.0f}s")
     return rows
 
 

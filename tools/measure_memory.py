@@ -72,14 +72,12 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self._live: Dict[int, Tuple[int, weakref.ref]] = {}
+        self._live: Dict[int, int] = {}  # storage key -> bytes
         self.current = 0
         self.peak = 0
 
-    def _freed(self, key: int, _ref) -> None:
-        entry = self._live.pop(key, None)
-        if entry is not None:
-            self.current -= entry[0]
+    def _freed(self, key: int) -> None:
+        self.current -= self._live.pop(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -92,7 +90,8 @@ class LiveTensorMeter(TorchDispatchMode):
             key, nbytes = storage._cdata, storage.nbytes()
             if key in inputs or key in self._live or nbytes == 0:
                 continue
-            self._live[key] = (nbytes, weakref.ref(storage, lambda ref, key=key: self._freed(key, ref)))
+            self._live[key] = nbytes
+            weakref.finalize(storage, self._freed, key)
             self.current += nbytes
             self.peak = max(self.peak, self.current)
         return out
