@@ -79,8 +79,7 @@ def test_frame_sizes_and_synthetic_inputs(tool):
     assert tool.training_frame_size(sfp) == (750, 1333)
     assert tool.training_frame_size(sfp, aspect=4 / 3) == (800, 1067)
     lapa = _load_cfg(tool, "configs/lapa/qanet_hrnet_w48_512x384.yaml")
-    assert tool.training_frame_size(lapa) is None
-    assert tool.frame_size_for(lapa, 16 / 9) == (1024, 768)
+    assert tool.training_frame_size(lapa) == (1024, 768)  # no frame resizing: twice the crop
 
     inputs = tool.synthetic_inputs(sfp, 2, 3, (300, 400))
     assert len(inputs) == 2
@@ -119,7 +118,7 @@ def test_instant_parser_fit_predicts_a_larger_batch(tool):
     """Fitted on 1 and 2 crops, the line predicts the measured peak of 5 crops; bfloat16 autocast
     saves less per crop than float32."""
     cfg = _load_cfg(tool, PARSER_INSTANT)
-    size = tool.frame_size_for(cfg, 16 / 9)
+    size = tool.training_frame_size(cfg)
     measured = tool.measure_part(cfg, "parser", size, [(1, 1), (2, 1)], ("fp32", "amp"), log=lambda line: None)
     fp32, amp = measured["precisions"]["fp32"], measured["precisions"]["amp"]
     for m in (fp32, amp):

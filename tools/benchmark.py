@@ -4,14 +4,11 @@
     python tools/benchmark.py --config-file configs/quickstart/qanet_fcos_synth.yaml
     python tools/benchmark.py --config-file ... --faces 1 4 --repeats 1 --compare-unbatched
 
-Images: synthetic 1280 x 960 pictures with a grid of N synthetic faces. The model is built from
-the config (random weights without ``MODEL.WEIGHTS``: speed does not depend on them). The
-detector runs and is timed on every image, but the image's known N face boxes are parsed, so
-every row parses N faces; every face is painted. The stages of
+Images: synthetic pictures with a grid of N faces; the model has random weights without
+``MODEL.WEIGHTS`` (speed does not depend on them). The detector runs and is timed, but the
+image's known N boxes are parsed and every face is painted. The stages of
 :class:`qanet_d2.FaceParsingPredictor` are timed by the post-processing's ``StageTimes`` (wall
-and process CPU time), with the config's test-time views. Prints the median over ``--repeats``
-runs after the warm-up, faces per second, ms per face and the peak RSS (VmHWM, reset per row
-where the kernel allows), and the CPU time per stage in a second table (see docs/tools.md).
+and CPU time; median over ``--repeats``), with the peak RSS per row (see docs/tools.md).
 """
 import argparse
 import json
@@ -137,28 +134,24 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {device}"
 
 
-def markdown_table(rows: List[Dict], title: str = "") -> str:
-    head = "| faces/image | " + " | ".join(f"{s} ms" for s in STAGES) + " | total ms | faces/s | ms/face | parser ms/face | peak RSS MB |"
-    sep = "|" + "---|" * (len(STAGES) + 6)
-    lines = ([f"**{title}**", ""] if title else []) + [head, sep]
-    for r in rows:
-        lines.append(
-            f"| {r['faces']} | " + " | ".join(f"{r[f'{s}_ms']:.1f}" for s in STAGES)
-            + f" | {r['total_ms']:.1f} | {r['faces_per_s']:.2f} | {r['ms_per_face']:.1f} | {r['parser_ms_per_face']:.1f} | {r['peak_rss_mb']:.0f} |"
-        )
-    return "\n".join(lines)
+def markdown_table(head: List[str], rows: List[List], title: str = "") -> str:
+    """A Markdown table of ``head`` and ``rows`` (cells), under ``title`` in bold when given."""
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def stage_table(rows: List[Dict], title: str = "") -> str:
+    head = ["faces/image", *(f"{s} ms" for s in STAGES), "total ms", "faces/s", "ms/face", "parser ms/face", "peak RSS MB"]
+    return markdown_table(head, [
+        [r["faces"], *(f"{r[f'{s}_ms']:.1f}" for s in STAGES), f"{r['total_ms']:.1f}", f"{r['faces_per_s']:.2f}",
+         f"{r['ms_per_face']:.1f}", f"{r['parser_ms_per_face']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in rows], title)
 
 
 def cpu_table(rows: List[Dict]) -> str:
     """CPU time per stage, and the paste-back's (paint, face_labels) share of the wall time."""
-    head = "| faces/image | " + " | ".join(f"{s} CPU ms" for s in STAGES) + " | total CPU ms | paste-back share of wall time |"
-    lines = [head, "|" + "---|" * (len(STAGES) + 3)]
-    for r in rows:
-        lines.append(
-            f"| {r['faces']} | " + " | ".join(f"{r[f'{s}_cpu_ms']:.1f}" for s in STAGES)
-            + f" | {r['total_cpu_ms']:.1f} | {100 * r['paint_share']:.1f} % |"
-        )
-    return "\n".join(lines)
+    head = ["faces/image", *(f"{s} CPU ms" for s in STAGES), "total CPU ms", "paste-back share of wall time"]
+    return markdown_table(head, [[r["faces"], *(f"{r[f'{s}_cpu_ms']:.1f}" for s in STAGES), f"{r['total_cpu_ms']:.1f}",
+                                  f"{100 * r['paint_share']:.1f} %"] for r in rows])
 
 
 def build_argument_parser():
@@ -211,10 +204,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, List[Dict]]:
             f"crop {q.INPUT_SIZE[0]}x{q.INPUT_SIZE[1]}, parser batch {q.INFERENCE.PARSER_BATCH}, "
             f"{len(views)} view(s) (box scale, flip): {views}"
         )
-        print()
-        print(markdown_table(rows, title))
-        print()
-        print(cpu_table(rows))
+        print(f"\n{stage_table(rows, title)}\n\n{cpu_table(rows)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "results": results}, f, indent=2)

@@ -7,17 +7,15 @@ model over a dataset (``--dataset``, the instance-level metrics included).
     python tools/benchmark_metrics.py --dataset face_synth_val --config-file configs/quickstart/qanet_fcos_synth.yaml \
         MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Without ``--dataset``: ground truth of one or two blob faces with all 17 foreground classes and
-ignore pixels; predictions: the ground truth warped by a smooth displacement of a few pixels plus
-sparse wrong-class specks. Times ``score_frame``, ``FaceParsingEvaluator.process_label_map``
-(label map in; and PNGs in, as ``tools/evaluate_pngs.py``) and ``summarize`` of 2,653 frames,
-wall and CPU ms per frame, frames/s and the time of a 2,653-frame split (SFP validation) from
-CPU time, steady on a shared machine. ``--literal`` also times the textbook DAVIS F.
+Without ``--dataset``: ground truth of one or two blob faces with all foreground classes and
+ignore pixels; predictions: the ground truth smoothly warped by a few pixels, plus wrong-class
+specks. Times ``score_frame``, ``FaceParsingEvaluator.process_label_map`` (label map or PNGs in)
+and ``summarize`` of a 2,653-frame split (SFP validation), whose time is estimated from CPU time
+(steady on a shared machine). ``--literal`` also times the textbook DAVIS F.
 
 With ``--dataset``: the model of ``--config-file`` (default: the instant config, seeded random
-weights without ``MODEL.WEIGHTS``) over the dataset (batch 1), timing per frame the model (and
-its per-face labels), ``FaceParsingEvaluator.process`` and ``InstanceParsingEvaluator.process``;
-then the evaluators' results.
+weights without ``MODEL.WEIGHTS``) over the dataset, timing per frame the model and both
+evaluators' ``process``; then the evaluators' results.
 """
 import argparse
 import os
@@ -73,8 +71,8 @@ def draw_face(label, cx, cy, s, rng):
 
 def _warp(label, rng, amplitude, grid=24):
     h, w = label.shape
-    dx = cv2.resize(rng.standard_normal((h // grid, w // grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    dy = cv2.resize(rng.standard_normal((h // grid, w // grid)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    dx, dy = (cv2.resize(rng.standard_normal((h // grid, w // grid)).astype(np.float32), (w, h),
+                         interpolation=cv2.INTER_CUBIC) for _ in range(2))
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return cv2.remap(label, xs + dx * amplitude, ys + dy * amplitude, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
@@ -135,8 +133,6 @@ def benchmark_dataset(args):
     parsing_ev = FaceParsingEvaluator(args.dataset, distributed=False, absent_class=cfg.TEST.FACE_PARSING.ABSENT_CLASS,
                                       bound_th=cfg.TEST.FACE_PARSING.BOUND_TH)
     instance_ev = InstanceParsingEvaluator(args.dataset, distributed=False)
-    parsing_ev.reset()
-    instance_ev.reset()
     times = StageTimes()
     frames = faces = 0
     for inputs in QANetTrainer.build_test_loader(cfg, args.dataset):
@@ -205,16 +201,14 @@ def main(argv=None):
         inputs.append({"file_name": f"frame_{i}.jpg", "sem_seg_file_name": gt_file, "pred_file": pred_file,
                        "video_id": f"v{i // 20}", "frame_index": i % 20, "height": H, "width": W})
 
-    rows = []
-    t = timed(lambda f: score_frame(f[1], f[0], C), frames)
-    rows.append(("J/F (score_frame)", t))
-
     ev = FaceParsingEvaluator(name, distributed=False)
-    t = timed(lambda k: ev.process_label_map(inputs[k], frames[k][1]), range(len(frames)))
-    rows.append(("evaluator, label map in (GT PNG decode + J/F)", t))
-
-    t = timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))
-    rows.append(("evaluate_pngs.py (2 PNG decodes + J/F)", t))
+    rows = [
+        ("J/F (score_frame)", timed(lambda f: score_frame(f[1], f[0], C), frames)),
+        ("evaluator, label map in (GT PNG decode + J/F)",
+         timed(lambda k: ev.process_label_map(inputs[k], frames[k][1]), range(len(frames)))),
+        ("evaluate_pngs.py (2 PNG decodes + J/F)",
+         timed(lambda k: ev.process_label_map(inputs[k], read_label_map(inputs[k]["pred_file"])), range(len(frames)))),
+    ]
 
     records = [dict(r, video_id=f"v{i // 20}", frame_index=i % 20)
                for i, r in enumerate(ev._records[j % len(ev._records)] for j in range(SPLIT_FRAMES))]

@@ -5,14 +5,11 @@ stage by stage, for clips with 1 and 4 faces.
     python tools/benchmark_video.py --config-file configs/realtime/qanet_fcos_synth_realtime.yaml \\
         --opts MODEL.WEIGHTS output/realtime/model_final.pth VIDEO.DETECT_EVERY 1
 
-Clips: synthetic videos of ``--size`` whose every frame shows exactly N moving faces, run frame
-by frame through :class:`qanet_d2.video.VideoPredictor` as ``demo/demo.py`` runs it (decoding
-and drawing not timed). With ``--boxes gt`` (models without trained weights) the detector runs
-and is timed on detection frames, but the clip's known boxes are parsed, and every face is
-painted. Stages are timed by the post-processing's ``StageTimes``; "other" is the rest of the
-frame's time. Prints per clip the median and mean frames/s, the 90th-percentile frame time, the
-mean ms per stage, the median process CPU time per frame and the load average at start and end
-(wall timings compare only on an idle machine); see docs/tools.md.
+Clips: synthetic videos whose every frame shows exactly N moving faces, run frame by frame
+through :class:`qanet_d2.video.VideoPredictor` as ``demo/demo.py`` runs it (decoding and drawing
+not timed). With ``--boxes gt`` the detector runs on detection frames, but the clip's known boxes
+are parsed and every face is painted. Stages are timed by the post-processing's ``StageTimes``;
+"other" is the rest of the frame's time. See docs/tools.md.
 """
 import argparse
 import json
@@ -26,13 +23,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import qanet_d2  # noqa: E402,F401  (compat shims, registrations)
+from benchmark import machine_description, markdown_table, setup_cfg  # noqa: E402
 
 STAGES = ("resize", "detector", "crop", "parser", "rescale", "score", "smooth", "paint", "face_labels")
 
 
-def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: int = 60, seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+def synthetic_clip(num_faces: int, width: int = 640, height: int = 480, frames: int = 60,
+                   seed: int = 0) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """BGR frames of a synthetic video with exactly ``num_faces`` (1-4) faces in every frame, and
     each frame's XYXY_ABS face boxes."""
     from qanet_d2.data.synthetic import MAX_FACES, SyntheticVideo
@@ -106,20 +106,13 @@ def benchmark(cfg, faces: List[int], frames: int, width: int, height: int, gt_bo
     return rows
 
 
-def markdown_table(rows: List[Dict], title: str = "") -> str:
-    head = (
-        "| faces | frames/s (median) | frames/s (mean) | ms/frame median | p90 | "
-        + " | ".join(f"{s} ms" for s in STAGES)
-        + " | other ms | CPU ms/frame median | load avg (start/end) |"
-    )
-    lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (len(STAGES) + 8)]
-    for r in rows:
-        lines.append(
-            f"| {r['faces']} | {r['fps_median']:.1f} | {r['fps_mean']:.1f} | {r['ms_median']:.1f} | {r['ms_p90']:.1f} | "
-            + " | ".join(f"{r[f'{s}_ms']:.1f}" for s in STAGES)
-            + f" | {r['other_ms']:.1f} | {r['cpu_ms_median']:.1f} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
-        )
-    return "\n".join(lines)
+def video_table(rows: List[Dict], title: str = "") -> str:
+    head = ["faces", "frames/s (median)", "frames/s (mean)", "ms/frame median", "p90", *(f"{s} ms" for s in STAGES),
+            "other ms", "CPU ms/frame median", "load avg (start/end)"]
+    return markdown_table(head, [
+        [r["faces"], *(f"{r[k]:.1f}" for k in ("fps_median", "fps_mean", "ms_median", "ms_p90")),
+         *(f"{r[f'{s}_ms']:.1f}" for s in STAGES), f"{r['other_ms']:.1f}", f"{r['cpu_ms_median']:.1f}",
+         f"{r['load_before']:.1f} / {r['load_after']:.1f}"] for r in rows], title)
 
 
 def build_argument_parser():
@@ -139,9 +132,6 @@ def build_argument_parser():
 def main(argv: Optional[List[str]] = None) -> List[Dict]:
     from detectron2.utils.logger import setup_logger
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark import machine_description, setup_cfg
-
     args = build_argument_parser().parse_args(argv)
     setup_logger(name="qanet_d2")
     if args.threads > 0:
@@ -157,8 +147,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     )
     print(f"config: {args.config_file} {' '.join(map(str, args.opts))}")
     print(f"machine: {machine_description()}")
-    print()
-    print(markdown_table(rows, title))
+    print(f"\n{video_table(rows, title)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_description(), "config": args.config_file, "opts": list(map(str, args.opts)), "rows": rows}, f, indent=2)

@@ -58,10 +58,8 @@ def rotated(image, boxes, degrees: float):
     m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128))
     new = []
-    for x0, y0, x1, y1 in boxes:
-        pts = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ m.T
-        # the rotated head's box: the rotated box shrunk back to the head's area
-        cx, cy = pts[:, 0].mean(), pts[:, 1].mean()
+    for x0, y0, x1, y1 in boxes:  # the rotated head's box: its size at the rotated centre
+        cx, cy = m @ [(x0 + x1) / 2, (y0 + y1) / 2, 1]
         new.append((cx - (x1 - x0) / 2, cy - (y1 - y0) / 2, cx + (x1 - x0) / 2, cy + (y1 - y0) / 2))
     return out, new
 
@@ -112,16 +110,13 @@ def variants():
 def match(pred: List[Box], gt: List[Box]) -> Tuple[int, int]:
     """``(found, false)``: ground-truth boxes matched by a predicted box (each centre inside the
     other box, one-to-one) and predicted boxes matched to none."""
-    def inside(p, b):
-        return b[0] <= p[0] <= b[2] and b[1] <= p[1] <= b[3]
-
-    def centre(b):
-        return ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    def centre_inside(a, b):
+        return b[0] <= (a[0] + a[2]) / 2 <= b[2] and b[1] <= (a[1] + a[3]) / 2 <= b[3]
 
     used, found = set(), 0
     for g in gt:
         for i, p in enumerate(pred):
-            if i not in used and inside(centre(p), g) and inside(centre(g), p):
+            if i not in used and centre_inside(p, g) and centre_inside(g, p):
                 used.add(i)
                 found += 1
                 break
@@ -143,16 +138,15 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     predictor = FaceParsingPredictor(cfg)
     totals = np.zeros(3, int)
-    n_images = 0
+    images = variants()
     print(f"{'image':26s} {'size':>10s} {'faces':>5s} {'found':>5s} {'false':>5s}")
-    for name, image, gt in variants():
+    for name, image, gt in images:
         out = predictor(image)
         inst = out["instances"]
         painted = out["painted"]
         pred = [tuple(box) for box in out["boxes"][painted].tolist()]
         found, false = match(pred, gt)
         totals += (len(gt), found, false)
-        n_images += 1
         print(f"{name:26s} {image.shape[1]:>4d}x{image.shape[0]:<5d} {len(gt):5d} {found:5d} {false:5d}")
         if args.verbose:
             for i in range(len(inst)):
@@ -162,7 +156,7 @@ def main(argv=None):
                       f"{'painted' if painted[i] else 'not painted'}")
     faces, found, false = totals
     print(f"total: {found}/{faces} faces found ({100 * found / max(faces, 1):.1f} %), {false} false faces in "
-          f"{n_images} images ({false / n_images:.2f} per image)")
+          f"{len(images)} images ({false / len(images):.2f} per image)")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@
     python tools/evaluate_pngs.py --gt-dataset lapa_test --pred-dir my_method/ --absent-class one
 
 Predictions: ``<pred-dir>/<video_id>/<frame stem>.png`` (the layout of ``demo/demo.py
---save-labels DIR`` and ``TEST.FACE_PARSING.SAVE_LABELS``), uint8 or palette PNGs of class ids in
-the dataset's label set at the frames' original size, scored by ``train_net.py --eval-only``'s
-:class:`qanet_d2.evaluation.FaceParsingEvaluator`. A missing or unreadable prediction is a failed
-frame (counted and listed). Results are printed and written to
+--save-labels DIR`` and ``TEST.FACE_PARSING.SAVE_LABELS``), class ids of the dataset's label set
+at the frames' original size, scored by :class:`qanet_d2.evaluation.FaceParsingEvaluator`; a
+missing or unreadable prediction is a failed frame. Results go to
 ``<output-dir>/face_parsing_results.json``.
 """
 import argparse
@@ -54,7 +53,6 @@ def main(argv=None):
         args.gt_dataset, distributed=False, output_dir=output_dir,
         absent_class=args.absent_class, bound_th=args.bound_th,
     )
-    evaluator.reset()
     start = time.perf_counter()
     for i, d in enumerate(dicts):
         video_id, _ = frame_key(d)

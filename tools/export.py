@@ -9,12 +9,11 @@ the graphs) into ``--output``; their inputs and outputs are described in ``docs/
 graph is made by ``torch.onnx.export(..., dynamo=True)`` (needs ``onnxscript``) or, where that is
 missing or fails, by TorchScript tracing (``--exporter`` chooses), and checked against eager
 PyTorch in ONNX Runtime (fails above ``--tolerance``). ``--check-image`` then compares the torch
-predictor and the ONNX runtime (:mod:`qanet_d2.runtime`) on photos, agreement and speed.
+predictor and the ONNX runtime (:mod:`qanet_d2.runtime`) on photos.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -187,26 +186,8 @@ def export_metadata(cfg, model) -> Dict:
     }
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """Silence the exporters' progress lines and deprecation notes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
-
-
-def export_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    path: str,
-    input_name: str,
-    output_names: Sequence[str],
-    dynamic_dims: Dict[int, str],
-    exporter: str = "auto",
-    opset: int = 18,
-) -> str:
+def export_onnx(module: nn.Module, example: torch.Tensor, path: str, input_name: str, output_names: Sequence[str],
+                dynamic_dims: Dict[int, str], exporter: str = "auto", opset: int = 18) -> str:
     """Export ``module`` (one tensor input) to ``path``; returns the exporter that made the file,
     "dynamo" or "torchscript" ("auto": dynamo, falling back to tracing).
 
@@ -216,33 +197,30 @@ def export_onnx(
 
     if exporter not in EXPORTERS:
         raise ValueError(f"--exporter must be one of {EXPORTERS}; got {exporter!r}")
+
+    def run(**kwargs):
+        with torch.no_grad(), warnings.catch_warnings():  # the exporters' deprecation and tracer notes
+            for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
+                warnings.simplefilter("ignore", category)
+            torch.onnx.export(module, (example,), path, input_names=[input_name], output_names=list(output_names),
+                              opset_version=int(opset), **kwargs)
+        onnx.checker.check_model(onnx.load(path))
+
     tried = []
-    if exporter in ("auto", "dynamo"):
-        if importlib.util.find_spec("onnxscript") is None:
+    if exporter != "torchscript" and importlib.util.find_spec("onnxscript") is None:
+        if exporter == "dynamo":
+            raise RuntimeError("the dynamo ONNX exporter needs the onnxscript package (pip install onnxscript)")
+        tried.append("dynamo: onnxscript is not installed")
+    elif exporter != "torchscript":
+        dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic_dims.items()}
+        try:
+            run(dynamo=True, dynamic_shapes=(dims,), verbose=False, optimize=True)
+            return "dynamo"
+        except Exception as e:  # noqa: BLE001  (any failure of the preferred path falls back)
             if exporter == "dynamo":
-                raise RuntimeError("the dynamo ONNX exporter needs the onnxscript package (pip install onnxscript)")
-            tried.append("dynamo: onnxscript is not installed")
-        else:
-            dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic_dims.items()}
-            try:
-                with torch.no_grad(), _quiet_exporter():
-                    torch.onnx.export(
-                        module, (example,), path, dynamo=True, input_names=[input_name], output_names=list(output_names),
-                        dynamic_shapes=(dims,), opset_version=int(opset), verbose=False, optimize=True,
-                    )
-                onnx.checker.check_model(onnx.load(path))
-                return "dynamo"
-            except Exception as e:  # noqa: BLE001  (any failure of the preferred path falls back)
-                if exporter == "dynamo":
-                    raise
-                tried.append(f"dynamo: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    axes = {input_name: dict(dynamic_dims)}
-    with torch.no_grad(), _quiet_exporter():
-        torch.onnx.export(
-            module, (example,), path, dynamo=False, input_names=[input_name], output_names=list(output_names),
-            dynamic_axes=axes, opset_version=int(opset),
-        )
-    onnx.checker.check_model(onnx.load(path))
+                raise
+            tried.append(f"dynamo: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    run(dynamo=False, dynamic_axes={input_name: dict(dynamic_dims)})
     if tried:
         logger.info(f"{os.path.basename(path)}: TorchScript-tracing exporter ({'; '.join(tried)})")
     return "torchscript"

@@ -8,13 +8,10 @@ the datasets give; then measure it.
         --test fasseg_frontal_test fasseg_multipose_dev_val face_composite_fasseg_test
 
 Each labelled face is matched to the best-scoring detection with at least ``--min-overlap`` of
-its area inside the face's head box, each detection to at most one face. Prints per dataset the
-faces found, the unmatched detections and the mean IoU with the head boxes of the raw and the
-adapted boxes; ``--output`` gets the 44 fitted numbers as a config fragment. ``--constant`` fits a
-fixed box around the face box (median offsets, no landmarks). ``--write-boxes DIR`` makes DIR a
-datasets root (the rest of ``$DETECTRON2_DATASETS`` linked) whose ``--train`` faces carry the
-detector's adapted boxes, for training a parser on them (``DETECTRON2_DATASETS=DIR python
-train_net.py ...``).
+its area inside the face's head box. Prints per dataset the faces found, the unmatched detections
+and the mean IoU of the raw and the adapted boxes with the head boxes. ``--write-boxes DIR`` makes
+DIR a datasets root (the rest of ``$DETECTRON2_DATASETS`` linked) whose ``--train`` faces carry the
+detector's adapted boxes, for training a parser on them (``DETECTRON2_DATASETS=DIR``).
 """
 import argparse
 import json
@@ -39,15 +36,11 @@ from qanet_d2.modeling.detectors.box_adapter import NUM_ADAPTER_FEATURES  # noqa
 def match_faces(gt: torch.Tensor, det: torch.Tensor, scores: torch.Tensor, min_overlap: float) -> List[int]:
     """For each ground-truth head box the index of its detection (-1: none): the best-scoring
     detection with at least ``min_overlap`` of its area inside the box; each detection once."""
-    if len(gt) == 0 or len(det) == 0:
-        return [-1] * len(gt)
     ioa = pairwise_ioa(Boxes(gt), Boxes(det))  # G x D: intersection over the detection's area
-    taken, out = set(), []
+    order = torch.argsort(scores, descending=True).tolist()
+    out = []
     for g in range(len(gt)):
-        cand = [d for d in torch.argsort(scores, descending=True).tolist() if ioa[g, d] >= min_overlap and d not in taken]
-        out.append(cand[0] if cand else -1)
-        if cand:
-            taken.add(cand[0])
+        out.append(next((d for d in order if ioa[g, d] >= min_overlap and d not in out), -1))
     return out
 
 
@@ -64,29 +57,26 @@ def collect(detector, names: List[str], min_overlap: float) -> Dict[str, Dict]:
     per = {}
     for name in names:
         faces, lms, heads, widths, hits = [], [], [], [], []
-        n_gt = n_found = n_false = n_images = 0
-        for d in DatasetCatalog.get(name):
+        dicts, n_false = DatasetCatalog.get(name), 0
+        for d in dicts:
             gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d.get("annotations", [])]
             inst = detect(detector, read_image_bgr(d["file_name"]))
             gt_t = torch.tensor(gt, dtype=torch.float32).view(-1, 4)
             match = match_faces(gt_t, inst.pred_boxes.tensor, inst.scores, min_overlap)
-            n_images += 1
-            n_gt += len(gt)
-            n_found += sum(m >= 0 for m in match)
-            n_false += len(inst) - sum(m >= 0 for m in match)
-            for g, m in enumerate(match):
-                widths.append(float(gt_t[g, 2] - gt_t[g, 0]))
-                hits.append(m >= 0)
-                if m >= 0:
-                    faces.append(inst.pred_boxes.tensor[m])
-                    lms.append(inst.pred_keypoints[m, :, :2])
-                    heads.append(gt_t[g])
+            found = [(g, m) for g, m in enumerate(match) if m >= 0]
+            n_false += len(inst) - len(found)
+            widths += (gt_t[:, 2] - gt_t[:, 0]).tolist()
+            hits += [m >= 0 for m in match]
+            faces += [inst.pred_boxes.tensor[m] for _, m in found]
+            lms += [inst.pred_keypoints[m, :, :2] for _, m in found]
+            heads += [gt_t[g] for g, _ in found]
+        hits = np.array(hits, dtype=bool)
         per[name] = {
             "faces": torch.stack(faces) if faces else torch.zeros(0, 4),
             "landmarks": torch.stack(lms) if lms else torch.zeros(0, 5, 2),
             "heads": torch.stack(heads) if heads else torch.zeros(0, 4),
-            "images": n_images, "gt": n_gt, "found": n_found, "false": n_false,
-            "widths": np.array(widths), "hits": np.array(hits, dtype=bool),
+            "images": len(dicts), "gt": len(hits), "found": int(hits.sum()), "false": n_false,
+            "widths": np.array(widths), "hits": hits,
         }
     return per
 
@@ -143,9 +133,7 @@ def found_by_width(widths: np.ndarray, hits: np.ndarray, edges=(0, 24, 32, 48, 9
 
 
 def mean_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    if len(a) == 0:
-        return float("nan")
-    return float(pairwise_iou(Boxes(a), Boxes(b)).diagonal().mean())
+    return float(pairwise_iou(Boxes(a), Boxes(b)).diagonal().mean()) if len(a) else float("nan")
 
 
 def main(argv=None):

@@ -5,16 +5,14 @@
         --dataset face_synth_val --windows 1 3 5 --align box image \\
         --opts MODEL.WEIGHTS output/quickstart/model_final.pth
 
-Every frame of ``--dataset`` is parsed once; each smoothing setting
-(:class:`qanet_d2.video.TemporalSmoother`: window, alignment, ``--current-weights``) re-paints the
-frames from those outputs, video by video. Settings with ``--detect-every K`` > 1 run
-:class:`qanet_d2.video.VideoPredictor` (tracks between detections) frame by frame themselves.
-Reported per setting: flicker, the fraction of pixels whose label changes between consecutive
-frames (:func:`qanet_d2.video.label_change_rate`, mean over videos; the ground truth's own rate
-beside it), and J&F, J, F, mIoU from :class:`qanet_d2.evaluation.FaceParsingEvaluator`. Window 1
-is no smoothing.
+Every frame of ``--dataset`` is parsed once; each smoothing setting (window, alignment,
+``--current-weights``; window 1: none) re-paints the frames from those outputs. Settings with
+``--detect-every K`` > 1 run :class:`qanet_d2.video.VideoPredictor` (tracks between detections)
+themselves. Reported per setting: flicker (:func:`qanet_d2.video.label_change_rate`, mean over
+videos; the ground truth's own beside it) and J&F, J, F, mIoU.
 """
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -53,22 +51,16 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     from qanet_d2.video import VideoPredictor, label_change_rate
 
     videos = group_videos(DatasetCatalog.get(dataset_name), max_videos)
-    videos_smoothed = [
-        VideoPredictor(predictor, window=s["window"], align=s["align"], current_weight=s.get("current_weight", 0.7),
-                       detect_every=s.get("detect_every", 1), track_motion=s.get("track_motion", "velocity"))
-        for s in settings
-    ]
-    evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th) for _ in settings]
-    for e in evaluators:
-        e.reset()
+    settings = [{"current_weight": 0.7, "detect_every": 1, "track_motion": "velocity", **s} for s in settings]
+    videos_smoothed = [VideoPredictor(predictor, **s) for s in settings]
+    evaluators = [FaceParsingEvaluator(dataset_name, distributed=False, absent_class=absent_class, bound_th=bound_th)
+                  for _ in settings]
     flicker = defaultdict(list)
     start = time.perf_counter()
-    num_frames = 0
     for video_id, frames in videos.items():
         images = [read_image(d["file_name"], "BGR") for d in frames]
         # One model run per frame serves every setting that detects on every frame.
         faces = [predictor.run_model(image) for image in images] if any(v.detect_every == 1 for v in videos_smoothed) else None
-        num_frames += len(frames)
         gt = [read_label_map(d["sem_seg_file_name"]) for d in frames if d.get("sem_seg_file_name")]
         if len(gt) == len(frames):
             flicker["gt"].append(label_change_rate(gt))
@@ -86,13 +78,12 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
     rows = []
     for k, (setting, evaluator) in enumerate(zip(settings, evaluators)):
         res = evaluator.evaluate()["face_parsing"]
-        cw = setting.get("current_weight", 0.7)
-        every = setting.get("detect_every", 1)
+        cw = setting["current_weight"]
         name = "no smoothing" if setting["window"] == 1 else (
             f"window {setting['window']}, {setting['align']}-aligned, " + ("plain mean" if cw is None else f"current frame {cw:g}")
         )
-        if every > 1:
-            name += f", detector every {every} frames ({setting.get('track_motion', 'velocity')} tracks)"
+        if setting["detect_every"] > 1:
+            name += f", detector every {setting['detect_every']} frames ({setting['track_motion']} tracks)"
         rows.append({
             "setting": name,
             **setting,
@@ -101,7 +92,7 @@ def measure(predictor, dataset_name: str, settings: List[Dict], max_videos: Opti
         })
     if flicker["gt"]:
         rows.append({"setting": "ground truth", "window": None, "align": None, "current_weight": None, "flicker_pct": 100 * float(np.mean(flicker["gt"]))})
-    logger.info(f"{len(videos)} videos, {num_frames} frames in {time.perf_counter() - start:.0f}s")
+    logger.info(f"{len(videos)} videos, {sum(map(len, videos.values()))} frames in {time.perf_counter() - start:.0f}s")
     return rows
 
 
@@ -145,14 +136,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     weights = [None if str(v).lower() == "none" else float(v) for v in args.current_weights]
-    smoothing = []
-    for w in args.windows:
-        if w == 1:
-            smoothing.append({"window": 1, "align": "box", "current_weight": None})
-            continue
-        for a in args.align:
-            for cw in weights:
-                smoothing.append({"window": int(w), "align": a, "current_weight": cw})
+    smoothing = [{"window": int(w), "align": a, "current_weight": cw} for w in args.windows
+                 for a, cw in ([("box", None)] if w == 1 else itertools.product(args.align, weights))]
     motion = args.track_motion or cfg.VIDEO.TRACK_MOTION
     settings = [{**s, "detect_every": int(k), "track_motion": motion} for k in args.detect_every for s in smoothing]
     predictor = FaceParsingPredictor(cfg)

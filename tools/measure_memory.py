@@ -5,28 +5,22 @@ and the per-GPU peak it predicts at the config's per-GPU batch.
     python tools/measure_memory.py --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
     python tools/measure_memory.py --config-file ... --faces-per-frame 2 --opts SOLVER.IMS_PER_BATCH 64
 
-Training steps (forward, backward, optimizer step, as ``QANetSimpleTrainer`` runs them) run on
-synthetic inputs at a few batch sizes for each trained part separately, and the memory of
-forward and backward, linear in the batch, is fitted: the parser on 1-3 crops at
-``MODEL.QANET.INPUT_SIZE``, the detector on 1-2 frames at the training size (``--frame-aspect``
-frame, short side ``max(INPUT.MIN_SIZE_TRAIN)``, capped by ``INPUT.MAX_SIZE_TRAIN``); ``--points
-F:K`` replaces these (F frames of K faces). The fixed cost is the weights and optimizer state plus,
-per trained part, the fit at batch 0 beyond them (for joint training the parts' terms add up, a
-slight overestimate). Configs whose part is the same network at the same sizes share one
-measurement. The optimizer step's own peak is kept apart; the per-GPU peak is the larger one.
+Training steps (as ``QANetSimpleTrainer`` runs them) run on synthetic inputs for each trained
+part at a few batch sizes, and forward plus backward memory, linear in the batch, is fitted: the
+parser on 1-3 crops, the detector on 1-2 frames of the largest training size (``--frame-aspect``;
+``--points F:K``: F frames of K faces instead). The fixed cost is the weights and optimizer state
+plus each part's fit at batch 0 beyond them (for joint training a slight overestimate). Configs
+whose part is the same network at the same sizes share one measurement. The optimizer step's own
+peak is kept apart; the per-GPU peak is the larger one.
 
 Measured: on CUDA, ``torch.cuda.max_memory_allocated``; on CPU, what a GPU would hold: the bytes
-of every tensor storage alive at any moment of the step, followed op by op
-(:class:`LiveTensorMeter`), plus the storages that exist before it. Not contained: workspaces a
-kernel allocates and frees inside one op (cuDNN's, tens to a few hundred MiB) and the CUDA
-context. The optimizer runs its multi-tensor ("foreach") update, CUDA's default. Also the bytes
-saved for backward (parameters excluded). AMP is float16 autocast on CUDA, bfloat16 on CPU (the
-same 2 bytes per saved activation).
-
-The prediction at ``SOLVER.IMS_PER_BATCH / SOLVER.REFERENCE_WORLD_SIZE`` frames adds, on several
-GPUs, DistributedDataParallel's gradient buckets (a float32 copy of the trainable parameters), and
-is compared with ``--gpu-memory-gib`` times ``--usable-fraction`` (the CUDA context, cuDNN
-workspaces and the allocator's fragmentation take the rest).
+of every tensor storage alive during the step, followed op by op (:class:`LiveTensorMeter`),
+plus the storages from before it. Not contained: workspaces a kernel frees inside one op (cuDNN's,
+tens to a few hundred MiB) and the CUDA context. The optimizer runs its multi-tensor ("foreach")
+update, CUDA's default. AMP is float16 autocast on CUDA, bfloat16 on CPU (the same 2 bytes per
+saved activation). On several GPUs the prediction adds DistributedDataParallel's gradient buckets
+(a float32 copy of the trainable parameters); it is compared with ``--gpu-memory-gib`` times
+``--usable-fraction`` (the CUDA context, cuDNN workspaces and fragmentation take the rest).
 """
 import argparse
 import json
@@ -36,7 +30,7 @@ import sys
 import time
 import warnings
 import weakref
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -78,14 +72,12 @@ class LiveTensorMeter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self._live: Dict[int, Tuple[int, weakref.ref]] = {}
+        self._live: Dict[int, int] = {}  # storage key -> bytes
         self.current = 0
         self.peak = 0
 
-    def _freed(self, key: int, _ref) -> None:
-        entry = self._live.pop(key, None)
-        if entry is not None:
-            self.current -= entry[0]
+    def _freed(self, key: int) -> None:
+        self.current -= self._live.pop(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -98,20 +90,21 @@ class LiveTensorMeter(TorchDispatchMode):
             key, nbytes = storage._cdata, storage.nbytes()
             if key in inputs or key in self._live or nbytes == 0:
                 continue
-            self._live[key] = (nbytes, weakref.ref(storage, lambda ref, key=key: self._freed(key, ref)))
+            self._live[key] = nbytes
+            weakref.finalize(storage, self._freed, key)
             self.current += nbytes
             self.peak = max(self.peak, self.current)
         return out
 
 
-class SavedTensorMeter:
+class SavedTensorMeter(torch.autograd.graph.saved_tensors_hooks):
     """Bytes of the distinct storages autograd saves for backward inside ``with meter:``,
     storages in ``exclude`` (e.g. the parameters') not counted."""
 
     def __init__(self, exclude: Sequence[torch.Tensor] = ()):
         self._exclude = {_storage_key(t) for t in exclude}
         self._seen: Dict[int, int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        super().__init__(self._pack, lambda t: t)
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         key = _storage_key(t)
@@ -124,20 +117,18 @@ class SavedTensorMeter:
         return sum(self._seen.values())
 
     def __enter__(self):
-        self._hooks.__enter__()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc):
-        return self._hooks.__exit__(*exc)
 
 
 # ---------------------------------------------------------------------------- inputs
-def training_frame_size(cfg, aspect: float = 16 / 9) -> Optional[Tuple[int, int]]:
+def training_frame_size(cfg, aspect: float = 16 / 9) -> Tuple[int, int]:
     """``(height, width)`` of the largest training frame (width/height ``aspect``) after
-    ResizeShortestEdge; None when the config does not resize frames (``INPUT.MIN_SIZE_TRAIN`` 0)."""
+    ResizeShortestEdge; for configs that do not resize frames (``INPUT.MIN_SIZE_TRAIN`` 0) an image
+    twice the crop size."""
     short = max(int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN)
     if short <= 0:
-        return None
+        return tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
     long = short * aspect
     scale = min(1.0, cfg.INPUT.MAX_SIZE_TRAIN / long)
     return int(round(short * scale)), int(round(long * scale))
@@ -224,10 +215,9 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        live = nullcontext()
     else:
         before = storage_bytes(fixed_tensors(model, optimizer))
-        live = LiveTensorMeter()
+    live = nullcontext() if cuda else LiveTensorMeter()
     autocast = nullcontext()
     if amp:
         device_type, dtype, _ = autocast_settings(device)
@@ -239,18 +229,15 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
             peak = torch.cuda.max_memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         else:
-            peak = before + meter.peak
-            meter.peak = meter.current
+            peak = before + live.peak
+            live.peak = live.current
         return int(peak)
 
-    with EventStorage(), ExitStack() as stack:
-        meter = stack.enter_context(live)
-        stack.enter_context(saved)
+    with EventStorage(), live, saved:
         with autocast:
             losses = model(inputs)
-        total = sum(losses.values())
-        total.backward()
-        del losses, total
+        sum(losses.values()).backward()
+        del losses
         peak = peak_and_reset()
         optimizer.step()
         optimizer_peak = peak_and_reset()
@@ -259,9 +246,8 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
 
 
 # ---------------------------------------------------------------------------- fit
-def default_points(part: str) -> List[Tuple[int, int]]:
-    """(frames, faces per frame) measured for a part."""
-    return {"parser": [(1, 1), (2, 1), (3, 1)], "detector": [(1, 1), (2, 1)]}[part]
+# (frames, faces per frame) measured per part
+DEFAULT_POINTS = {"parser": [(1, 1), (2, 1), (3, 1)], "detector": [(1, 1), (2, 1)]}
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Dict[str, float]:
@@ -307,7 +293,7 @@ def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "a
     precision: the steps, the fits of peak and saved bytes against crops (parser) or frames
     (detector), ``extra`` (the fitted peak at batch 0 beyond weights and optimizer state) and
     ``optimizer_extra`` (the same for the optimizer step)."""
-    points = list(points or default_points(part))
+    points = list(points or DEFAULT_POINTS[part])
     c = part_config(cfg, part)
     torch.manual_seed(seed)
     model, optimizer = build_training(c)
@@ -420,13 +406,6 @@ def markdown_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def frame_size_for(cfg, aspect: float) -> Tuple[int, int]:
-    """:func:`training_frame_size`, or for configs that do not resize frames an image twice the
-    crop size."""
-    size = training_frame_size(cfg, aspect)
-    return size if size is not None else tuple(2 * int(s) for s in cfg.MODEL.QANET.INPUT_SIZE)
-
-
 def get_parser():
     p = argparse.ArgumentParser(description="Peak training memory per crop and per frame (fp32 and AMP) and per GPU")
     p.add_argument("--config-file", required=True, nargs="+", metavar="FILE")
@@ -473,10 +452,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
         cache, rows, measurements = {}, [], {}
         for path in args.config_file:
             cfg = setup_cfg(path, args.opts)
-            frame_size = frame_size_for(cfg, args.frame_aspect)
+            frame_size = training_frame_size(cfg, args.frame_aspect)
             parts = {}
             for part in trained_parts(cfg):
-                part_points = points or default_points(part)
+                part_points = points or DEFAULT_POINTS[part]
                 key = part_key(cfg, part, frame_size, part_points, args.precision)
                 if key not in cache:
                     print(f"{path}: measuring the {part} (frame {frame_size[0]}x{frame_size[1]}, crop "
@@ -491,8 +470,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict]:
                 measurements[path]["memory"][precision] = memory
                 rows.append(summary_row(path, cfg, memory, precision, args.faces_per_frame, args.gpu_memory_gib,
                                         args.usable_fraction))
-        print()
-        print(markdown_table(rows))
+        print("\n" + markdown_table(rows))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": device, "torch": torch.__version__, "measurements": measurements, "rows": rows}, f,

@@ -3,11 +3,10 @@
 
     python tools/onnx_infer.py --export exported/ --input photo.jpg albums/ "shots/*.png" --output parsed/
 
-Inputs are taken, read and named as ``demo/demo.py`` does (``qanet_d2/data/inputs.py``); an
-input that cannot be read or parsed is reported and skipped (exit status 1). Writes per image
-``<name>_labels.png`` (palette PNG of the class ids of ``metadata.json``; legend ``labels.json``
-per folder) and ``<name>_overlay.png``, and prints each face's box and scores; existing files are
-replaced only with ``--overwrite``. Uses only NumPy, Pillow, OpenCV and ONNX Runtime.
+Inputs are taken, read and named as ``demo/demo.py`` does (``qanet_d2/data/inputs.py``). Writes
+per image ``<name>_labels.png`` (palette PNG of class ids; legend ``labels.json`` per folder) and
+``<name>_overlay.png``, and prints each face's box and scores. Uses only NumPy, Pillow, OpenCV and
+ONNX Runtime.
 """
 from __future__ import annotations
 

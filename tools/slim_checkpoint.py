@@ -4,12 +4,10 @@ scheduler or iteration), optionally in half precision.
 
     python tools/slim_checkpoint.py output/real_faces/model_final.pth models/real_faces.pth --half
 
-The output loads like any checkpoint (``MODEL.WEIGHTS models/real_faces.pth``): detectron2's
-checkpointer copies half-precision tensors into the float32 model. It keeps the
-``"trained_parts"`` record, so a model assembled from parts (``MODEL.QANET.DETECTOR_WEIGHTS`` /
-``PARSER_WEIGHTS``) still knows which parts it trained. ``--half`` converts floating-point
-tensors except BatchNorm running statistics, which keep float32 (their variances can fall below
-half precision's smallest normal number). Prints both sizes and the largest weight change.
+The output loads like any checkpoint (detectron2's checkpointer copies half-precision tensors
+into the float32 model) and keeps the ``"trained_parts"`` and ``"label_set"`` records. ``--half``
+keeps BatchNorm running statistics in float32 (their variances can fall below half precision's
+smallest normal number).
 """
 import argparse
 import os
