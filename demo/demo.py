@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 _DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_DEMO_DIR)
@@ -231,47 +231,39 @@ class OutputPlan:
     def __init__(self, args, key: str, rel: str, kind: str, folder: bool):
         from qanet_d2.data.inputs import OVERLAY_EXTENSIONS
 
-        self.kind = kind
         ext = os.path.splitext(rel)[1].lower()
-        if kind == "video":
-            overlay_ext = ".mp4" if folder or not args.output else os.path.splitext(args.output)[1]
-        else:
-            overlay_ext = ext if ext in OVERLAY_EXTENSIONS else ".png"
+        overlay_ext = ".mp4" if kind == "video" else ext if ext in OVERLAY_EXTENSIONS else ".png"
         if args.output and not folder:  # one input written to the file named by --output
-            self.overlay = args.output
-            base = os.path.splitext(args.output)[0]
+            self.overlay, base = args.output, os.path.splitext(args.output)[0]
+        elif args.output:
+            self.overlay, base = os.path.join(args.output, key + overlay_ext), os.path.join(args.output, key)
         else:
-            self.overlay = os.path.join(args.output, key + overlay_ext) if args.output else None
-            base = os.path.join(args.output, key) if args.output else None
-        self.labels = self.json = None
+            self.overlay = base = None
+        png = "" if kind == "video" else ".png"  # video label PNGs: a folder of frames
+        self.labels = self.json = self.legend = None
         if args.save_labels is not None:
-            if args.save_labels:
-                self.labels = os.path.join(args.save_labels, key + ("" if kind == "video" else ".png"))
-            else:
-                self.labels = base + ("_labels" if kind == "video" else "_labels.png")
+            self.labels = os.path.join(args.save_labels, key + png) if args.save_labels else base + "_labels" + png
+            # the labels.json of the folder holding the label PNGs
+            self.legend = os.path.join(self.labels if kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
         if args.save_json is not None:
             self.json = os.path.join(args.save_json, key + ".json") if args.save_json else base + ".json"
 
-    def files(self) -> List[str]:
-        return [p for p in (self.overlay, self.labels, self.json) if p]
 
-    def legend(self) -> Optional[str]:
-        """The ``labels.json`` of the folder holding this input's label PNGs."""
-        if self.labels is None:
-            return None
-        return os.path.join(self.labels if self.kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
-
-
-def plan_outputs(args, files) -> Tuple[List[OutputPlan], List[str]]:
-    """Output plans of ``files`` and the paths among them that exist already."""
+def plan_outputs(args, files) -> Optional[List[OutputPlan]]:
+    """Output plans of ``files``; None, reported, when some of their paths exist already and
+    ``--overwrite`` is not given."""
     from qanet_d2.data.inputs import assign_output_keys, existing_outputs
 
     several = len(files) > 1 or any(os.path.isdir(s) or "*" in s or "?" in s for s in (args.input or []))
     folder = bool(args.output) and output_is_folder(args.output, several)
     keys = assign_output_keys([f.rel for f in files], reserved=[LEGEND_FILE], suffixes=_OUTPUT_SUFFIXES)
     plans = [OutputPlan(args, key, f.rel, f.kind, folder) for key, f in zip(keys, files)]
-    paths = [p for plan in plans for p in plan.files()] + sorted({plan.legend() for plan in plans if plan.legend()})
-    return plans, existing_outputs(paths)
+    paths = [p for plan in plans for p in (plan.overlay, plan.labels, plan.json) if p]
+    existing = existing_outputs(paths + sorted({plan.legend for plan in plans if plan.legend}))
+    if existing and not args.overwrite:
+        refuse_existing(existing)
+        return None
+    return plans
 
 
 def write_image(path: str, image_bgr) -> None:
@@ -383,9 +375,8 @@ def run_images(demo, args, logger) -> int:
         report_error(f"no image or video files in {' '.join(map(str, args.input))}"
                      + (f" ({len(skipped)} other files skipped)" if skipped else ""))
         return failures + 1
-    plans, existing = plan_outputs(args, inputs.files)
-    if existing and not args.overwrite:
-        refuse_existing(existing)
+    plans = plan_outputs(args, inputs.files)
+    if plans is None:
         return failures + 1
     if args.output and output_is_folder(args.output, len(plans) > 1):
         os.makedirs(args.output, exist_ok=True)
@@ -398,28 +389,23 @@ def run_images(demo, args, logger) -> int:
         try:
             image = read_image_bgr(path)
             check_parsable_size(image.shape, path, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        except DataReadError as e:
-            report_error(str(e))
-            failures += 1
-            continue
-        if args.sequence and os.path.dirname(file.rel) != current_folder:
-            current_folder = os.path.dirname(file.rel)
-            demo.video.reset()
-        start = time.perf_counter()
-        try:
+            if args.sequence and os.path.dirname(file.rel) != current_folder:
+                current_folder = os.path.dirname(file.rel)
+                demo.video.reset()
+            start = time.perf_counter()
             result, overlay = demo.run_on_image(image, sequence=args.sequence)
             if plan.labels:
                 write_label_png(plan.labels, result["labels"], demo.colors)
-                if plan.legend() not in legends:
-                    write_json(plan.legend(), {"classes": demo.legend})
-                    legends.add(plan.legend())
+                if plan.legend not in legends:
+                    write_json(plan.legend, {"classes": demo.legend})
+                    legends.add(plan.legend)
             if plan.json:
                 faces = faces_record(result, demo, args.json_class_masks)
                 write_json(plan.json, {**json_header(demo, path, image.shape[:2]), "faces": faces})
             if plan.overlay:
                 write_image(plan.overlay, overlay)
-        except (OSError, RuntimeError, ValueError, cv2.error) as e:
-            report_error(f"{path}: failed ({type(e).__name__}: {e})")
+        except (OSError, RuntimeError, ValueError, cv2.error) as e:  # DataReadError: a ValueError naming the file
+            report_error(str(e) if isinstance(e, DataReadError) else f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
         logger.info(f"{path}: {int(result['painted'].sum())} faces in {time.perf_counter() - start:.2f}s")
@@ -454,7 +440,7 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer, frames, records = None, 0, []
     if plan.labels:
-        write_json(plan.legend(), {"classes": demo.legend})
+        write_json(plan.legend, {"classes": demo.legend})
     try:
         if plan.overlay:
             writer = VideoWriter(plan.overlay, fps, (width, height), audio_from=path)
@@ -500,11 +486,8 @@ def run_video(demo, args, logger) -> int:
     if not os.path.isfile(path):
         report_error(f"{path}: no such video file")
         return 1
-    plans, existing = plan_outputs(args, [InputFile(path, os.path.basename(path), "video")])
-    if existing and not args.overwrite:
-        refuse_existing(existing)
-        return 1
-    return run_one_video(demo, args, logger, path, plans[0])
+    plans = plan_outputs(args, [InputFile(path, os.path.basename(path), "video")])
+    return 1 if plans is None else run_one_video(demo, args, logger, path, plans[0])
 
 
 def run_webcam(demo, args, logger) -> int:

@@ -1,9 +1,5 @@
 """A Python predictor for face parsing (detectron2's ``DefaultPredictor``, for faces; usage in
-``docs/tools.md``).
-
-Images go through the model as in evaluation (resized by ``INPUT.MIN_SIZE_TEST`` /
-``MAX_SIZE_TEST``), with all outputs in the original image's frame. The label map is painted face
-window by face window, so only the class scores, when asked for, take ``C x H x W`` floats.
+``docs/tools.md``): images resized as in evaluation, all outputs in the original image's frame.
 """
 from __future__ import annotations
 
@@ -67,11 +63,10 @@ class FaceParsingPredictor:
         self.input_format = cfg.INPUT.FORMAT
         names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
         self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
-        n = int(cfg.MODEL.QANET.NUM_CLASSES)
-        self.label_set = self.model.label_set
-        classes = self.label_set.classes if self.label_set is not None else None
-        self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
-        self.num_classes = n
+        self.num_classes = n = int(cfg.MODEL.QANET.NUM_CLASSES)
+        self.label_set = ls = self.model.label_set
+        classes = ls.classes if ls is not None and len(ls.classes) == n else [f"class_{i}" for i in range(n)]
+        self.class_names = list(classes)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None) -> Dict:
         """Parse one image.

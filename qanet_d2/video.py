@@ -1,17 +1,15 @@
 """Video face parsing with temporal smoothing, and the flicker measure.
 
 :class:`TemporalSmoother` reduces the flicker of frame-by-frame parsing without changing the model:
-faces are associated with the previous frames' tracks by box IoU (Hungarian assignment); a face's
-crop probabilities become a weighted mean over its track's last ``window`` frames (the current
-frame weighs ``current_weight``, the older frames share the rest), averaged in crop coordinates
-(``align="box"``) or after warping older crops into the current crop through the image
+faces continue the previous frames' tracks by box IoU (Hungarian assignment); a face's crop
+probabilities become a weighted mean over its track's last ``window`` frames (the current frame
+weighs ``current_weight``, the older ones share the rest; a plain mean blurs moving faces), in crop
+coordinates (``align="box"``) or with the older crops warped into the current one through the image
 (``align="image"``); its scores become the track's score sum over the window divided by the
-window's frames since the track started (a missed frame counts 0, so a new face keeps its own
-score). A plain mean blurs moving faces and lowers J&F (numbers in ``docs/tools.md``).
+window's frames since the track started (a missed frame counts 0, a new face keeps its own score).
 
-:class:`VideoPredictor` runs predictor + smoother frame by frame; the smoother is the model
-post-processor's hook between scoring and painting (:meth:`VideoPredictor.smooth`).
-:func:`label_change_rate` is the flicker measure (``tools/measure_flicker.py``).
+:class:`VideoPredictor` runs predictor + smoother frame by frame; :func:`label_change_rate` is the
+flicker measure (``tools/measure_flicker.py``).
 """
 from __future__ import annotations
 
@@ -135,8 +133,7 @@ class TemporalSmoother:
         single_score = scores.dim() == 1
         scores = scores[:, None] if single_score else scores.reshape(n, scores.shape[-1])  # N x K, N may be 0
         # Tracks with an observation still inside the window can be continued.
-        for tid in [t for t, tr in self._tracks.items() if frame - tr.last_frame >= self.window]:
-            del self._tracks[tid]
+        self._tracks = {t: tr for t, tr in self._tracks.items() if frame - tr.last_frame < self.window}
         live = list(self._tracks.values())
         prev_boxes = torch.stack([t.box for t in live]) if live else boxes.new_zeros((0, 4))
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
@@ -163,34 +160,30 @@ class TemporalSmoother:
             out_scores = out_scores[:, 0]
         return {"probs": out_probs, "scores": out_scores, "track_ids": track_ids, "track_lengths": lengths}
 
-    def _weights(self, count: int) -> List[float]:
-        if count == 1:
-            return [1.0]
-        if self.current_weight is None:
-            return [1.0 / count] * count
-        older = (1.0 - self.current_weight) / (count - 1)
-        return [older] * (count - 1) + [self.current_weight]
-
     def _average(self, history: Sequence[_Observation], affine: torch.Tensor) -> torch.Tensor:
         """Weighted mean of a track's ``V x C x h x w`` probabilities in the current crops' frame."""
-        current = history[-1].probs
-        if len(history) == 1:
+        *older, last = history
+        current = last.probs
+        if not older:
             return current
-        weights = self._weights(len(history))
+        if self.current_weight is None:
+            weight = older_weight = 1.0 / len(history)
+        else:
+            weight, older_weight = self.current_weight, (1.0 - self.current_weight) / len(older)
         if self.align == "box":
-            return sum(w * o.probs for w, o in zip(weights, history))
+            return sum(older_weight * o.probs for o in older) + weight * current
         # "image": sample every older crop at the points of the current crop. The affine
         # current crop -> older crop is inverse(older crop -> image) o (current crop -> image).
         # Points outside an older crop take the current frame's value.
         views, c, h, w = current.shape
-        total = current * weights[-1]
-        for weight, obs in zip(weights[:-1], list(history)[:-1]):
+        total = current * weight
+        for obs in older:
             cur_to_old = compose_affines(invert_affines(obs.affine), affine)
             # A ones channel tells which points fall inside the older crop.
             source = torch.cat([obs.probs, torch.ones((views, 1, h, w))], dim=1)
             warped = crop_images(source, torch.arange(views), cur_to_old, (h, w))
             inside = (warped[:, -1:] > 0.999).to(warped.dtype)
-            total += weight * (warped[:, :-1] * inside + current * (1.0 - inside))
+            total += older_weight * (warped[:, :-1] * inside + current * (1.0 - inside))
         return total
 
 
@@ -198,33 +191,29 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
     """Flicker: the mean over consecutive frame pairs of the fraction of pixels whose label changes
     (pixels with ``ignore_label`` in either frame are not counted); 0.0 for fewer than two frames."""
     rates, prev = [], None
-    for labels in label_maps:
-        labels = np.asarray(labels)
+    for labels in map(np.asarray, label_maps):
         if prev is not None:
             if prev.shape != labels.shape:
                 raise ValueError(f"label maps of one video differ in size: {prev.shape} vs {labels.shape}")
             valid = np.ones(labels.shape, bool)
             if ignore_label is not None:
                 valid = (prev != ignore_label) & (labels != ignore_label)
-            count = int(valid.sum())
-            if count:
-                rates.append(float(((prev != labels) & valid).sum()) / count)
+            if valid.any():
+                rates.append(float(((prev != labels) & valid).sum()) / int(valid.sum()))
         prev = labels
     return float(np.mean(rates)) if rates else 0.0
 
 
 class VideoPredictor:
     """Parses the frames of one video in order, with temporal smoothing and, optionally, the face
-    detector on every ``detect_every``-th frame only.
+    detector on frames 0, k, 2k, ... only (``detect_every`` k, counted from :meth:`reset`).
 
     ``VideoPredictor(predictor, window=5)`` or ``VideoPredictor(cfg, predictor)`` (the ``VIDEO``
     keys); ``video(frame_bgr)`` returns the predictor's result dict painted from the smoothed
-    faces (``instances.scores`` / ``box_scores`` smoothed, ``instances.track_ids`` added).
-
-    Frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector. On the frames in between,
-    each track detected on the last detection frame is parsed in its predicted box with its last
-    detected box score (``track_motion`` "velocity": the last detected box moved by the per-frame
-    change between the last two detections; "still": the last detected box).
+    faces (``instances.scores`` / ``box_scores`` smoothed, ``instances.track_ids`` added). Between
+    detection frames each track detected last is parsed in its predicted box with its last box
+    score (``track_motion`` "velocity": the last box moved by the per-frame change between the
+    last two detections; "still": the last box).
     """
 
     @configurable
@@ -256,9 +245,8 @@ class VideoPredictor:
         """Start a new video: forget the tracks; the next frame is frame 0 (a detection frame)."""
         self.smoother.reset()
         self._frame = -1
-        # track id -> its last two detections [(frame, box XYXY_ABS)] and last detected box score
-        self._detections: Dict[int, List[Tuple[int, torch.Tensor]]] = {}
-        self._box_scores: Dict[int, float] = {}
+        # track id -> its last two detections [(frame, box XYXY_ABS, box score)]
+        self._detections: Dict[int, List[Tuple[int, torch.Tensor, float]]] = {}
 
     def is_detection_frame(self, frame: int) -> bool:
         return frame % self.detect_every == 0
@@ -266,18 +254,17 @@ class VideoPredictor:
     def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``, clipped to
         ``image_size`` (height, width), and their last detected box scores (``N``)."""
-        ids = sorted(self._detections)
-        boxes = []
-        for tid in ids:
-            dets = self._detections[tid]
-            last_frame, box = dets[-1]
-            if self.track_motion == "velocity" and len(dets) == 2:
-                first_frame, first_box = dets[0]
+        boxes, scores = [], []
+        for tid in sorted(self._detections):
+            *first, (last_frame, box, score) = self._detections[tid]
+            if self.track_motion == "velocity" and first:
+                first_frame, first_box, _ = first[0]
                 box = box + (box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
             boxes.append(box)
+            scores.append(score)
         boxes = Boxes(torch.stack(boxes) if boxes else torch.zeros((0, 4)))
         boxes.clip(image_size)
-        return boxes.tensor, torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
+        return boxes.tensor, torch.tensor(scores, dtype=torch.float32)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
         """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
@@ -310,10 +297,7 @@ class VideoPredictor:
         out.track_ids = smoothed["track_ids"].to(faces.scores.device)
         if self.is_detection_frame(self._frame):
             boxes = faces.pred_boxes.tensor.detach().float().cpu()
-            box_scores = faces.box_scores.detach().float().cpu()
-            detections, last_scores = {}, {}
-            for i, tid in enumerate(smoothed["track_ids"].tolist()):
-                detections[tid] = (self._detections.get(tid, []) + [(self._frame, boxes[i])])[-2:]
-                last_scores[tid] = float(box_scores[i])
-            self._detections, self._box_scores = detections, last_scores
+            detections = [(self._frame, box, float(score)) for box, score in zip(boxes, faces.box_scores)]
+            self._detections = {tid: (self._detections.get(tid, []) + [d])[-2:]
+                                for tid, d in zip(smoothed["track_ids"].tolist(), detections)}
         return out
