@@ -18,6 +18,7 @@ from qanet_d2.data import set_synthetic_auto_generate
 from qanet_d2.data.mixed_label_sets import fill_model_label_set, prediction_conversion_note
 from qanet_d2.engine import QANetCheckpointer, QANetTrainer, format_summary_line, launch, validate_config
 
+
 class Trainer(QANetTrainer):
     """Override the builders here to customise training; see qanet_d2.engine.trainer."""
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env python
 """Parse the faces in photos, folders, videos and the webcam (detectron2's demo, for faces).
 
-Without ``--config-file`` the model shipped in the repository is used. The outputs (overlays,
-``--save-labels`` palette PNGs with a ``labels.json`` legend per folder, ``--save-json`` face
-records) and their names are described in ``docs/tools.md`` and ``--help``. A file that cannot be
-read or parsed is reported with its name and skipped; the demo then exits with status 1.
+Without ``--config-file`` the shipped model is used; outputs and options in ``docs/tools.md`` and
+``--help``. A file that cannot be read or parsed is reported with its name and skipped (exit status 1).
 """
 import argparse
 import importlib.util
@@ -102,23 +100,21 @@ def build_argument_parser():
                    help="file or folder for the overlays (a folder when there are several inputs); "
                    "a video file for --video-input. Without it, results are shown in a window.")
     p.add_argument("--save-labels", nargs="?", const="", metavar="DIR",
-                   help="also write each image's label map as a palette PNG (pixel value = class id, colours = the "
-                   "model's) and a legend labels.json per folder: next to the overlays as <name>_labels.png, or as "
-                   "DIR/<name>.png (video frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)")
+                   help="also write each image's label map as a palette PNG (pixel value = class id) and a legend "
+                   "labels.json per folder: next to the overlays as <name>_labels.png, or as DIR/<name>.png (video "
+                   "frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)")
     p.add_argument("--save-json", nargs="?", const="", metavar="DIR",
-                   help="also write <name>.json per image (next to the overlays, or in DIR): the painted faces with "
-                   "box, box score, quality score, landmarks when the detector gives them, and mask in COCO RLE; "
-                   "the class names")
+                   help="also write <name>.json per image (next to the overlays, or in DIR): the class names and the "
+                   "painted faces with box, scores, landmarks when the detector gives them, and mask in COCO RLE")
     p.add_argument("--json-class-masks", action="store_true",
                    help="with --save-json: also each face's mask of every class it has (COCO RLE)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--random-weights", action="store_true",
                    help="run a config without weights (an untrained model: for testing the pipeline only)")
     p.add_argument("--confidence-threshold", type=float,
-                   help="minimum score for a face to be painted, boxed and saved: the score that boxes are labelled "
-                   "with, the quality score when the config's MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the "
-                   "shipped model's; sets QUALITY_SCORE_THRESH), else the detector's box score (sets "
-                   "BOX_SCORE_THRESH). Default: the config's")
+                   help="minimum score for a face to be painted, boxed and saved: the quality score when the config's "
+                   "MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the shipped model's; sets QUALITY_SCORE_THRESH), "
+                   "else the detector's box score (sets BOX_SCORE_THRESH). Default: the config's")
     p.add_argument("--temporal-window", type=int,
                    help="frames over which each tracked face's probabilities and score are smoothed for "
                    "--video-input, --webcam and --sequence (1 = no smoothing; default: the config's "
@@ -165,11 +161,10 @@ def _config_error(cfg, where: str, e: Exception) -> UsageError:
 
     message = str(e.args[0]) if e.args else str(e)
     match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
-    if isinstance(e, (KeyError, AssertionError)) and match:
-        key = match.group(1)
-        hint = closest(key, _config_keys(cfg))
-        return UsageError(f"{where}: unknown config key {key}" + (f"; did you mean {hint}?" if hint else ""))
-    return UsageError(f"{where}: {message}")
+    if not match:
+        return UsageError(f"{where}: {message}")
+    hint = closest(match.group(1), _config_keys(cfg))
+    return UsageError(f"{where}: unknown config key {match.group(1)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
 def setup_cfg(args):
@@ -312,22 +307,19 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
         code = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         return {"size": [int(s) for s in code["size"]], "counts": code["counts"].decode("ascii")}
 
-    def floats(values) -> List[float]:
-        return [round(float(v), 4) for v in values]
+    def r4(value) -> float:
+        return round(float(value), 4)
 
     keypoints = inst.pred_keypoints.cpu().numpy() if inst.has("pred_keypoints") else None
     faces = []
     for i in sorted(order):  # instances are sorted best first
         mask = owner == i
-        face = {"box": floats(inst.pred_boxes.tensor[i].tolist()), "box_score": round(float(inst.box_scores[i]), 4),
-                "quality_score": round(float(inst.scores[i]), 4)}
-        for key in ("iou_scores", "pixel_scores"):
-            if inst.has(key):
-                face[key[:-1]] = round(float(getattr(inst, key)[i]), 4)
+        face = {"box": [r4(v) for v in inst.pred_boxes.tensor[i]], "box_score": r4(inst.box_scores[i]),
+                "quality_score": r4(inst.scores[i])}
+        face.update({key[:-1]: r4(getattr(inst, key)[i]) for key in ("iou_scores", "pixel_scores") if inst.has(key)})
         if keypoints is not None:
-            face["landmarks"] = [floats(point) for point in keypoints[i]]
-        face["area"] = int(mask.sum())
-        face["mask"] = rle(mask)
+            face["landmarks"] = [[r4(v) for v in point] for point in keypoints[i]]
+        face.update(area=int(mask.sum()), mask=rle(mask))
         if class_masks:
             face["class_masks"] = {demo.predictor.class_names[c]: rle(mask & (labels == c))
                                    for c in np.unique(labels[mask]).tolist() if c != 0}

@@ -62,6 +62,7 @@ def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold
 @dataclass
 class _Observation:
     frame: int
+    box: torch.Tensor  # 4, XYXY_ABS
     probs: torch.Tensor  # V x C x h x w
     affine: torch.Tensor  # V x 2 x 3 crop -> image
     score: torch.Tensor  # K scores
@@ -70,10 +71,8 @@ class _Observation:
 @dataclass
 class _Track:
     track_id: int
-    box: torch.Tensor
-    last_frame: int
     first_frame: int
-    history: Deque[_Observation] = field(default_factory=deque)
+    history: Deque[_Observation] = field(default_factory=deque)  # never empty: the last one is kept
 
 
 class TemporalSmoother:
@@ -133,9 +132,9 @@ class TemporalSmoother:
         single_score = scores.dim() == 1
         scores = scores[:, None] if single_score else scores.reshape(n, scores.shape[-1])  # N x K, N may be 0
         # Tracks with an observation still inside the window can be continued.
-        self._tracks = {t: tr for t, tr in self._tracks.items() if frame - tr.last_frame < self.window}
+        self._tracks = {t: tr for t, tr in self._tracks.items() if frame - tr.history[-1].frame < self.window}
         live = list(self._tracks.values())
-        prev_boxes = torch.stack([t.box for t in live]) if live else boxes.new_zeros((0, 4))
+        prev_boxes = torch.stack([t.history[-1].box for t in live]) if live else boxes.new_zeros((0, 4))
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
 
         out_probs = torch.empty_like(probs)
@@ -144,11 +143,10 @@ class TemporalSmoother:
         for i in range(n):
             track = matches.get(i)
             if track is None:
-                track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame, first_frame=frame)
-                self._tracks[track.track_id] = track
-            track.box, track.last_frame = boxes[i], frame
-            track.history.append(_Observation(frame, probs[i], affines[i], scores[i]))
-            while track.history and frame - track.history[0].frame >= self.window:
+                tid = next(self._ids)
+                track = self._tracks[tid] = _Track(tid, first_frame=frame)
+            track.history.append(_Observation(frame, boxes[i], probs[i], affines[i], scores[i]))
+            while frame - track.history[0].frame >= self.window:
                 track.history.popleft()
             out_probs[i] = self._average(track.history, affines[i])
             frames_in_window = min(self.window, frame - track.first_frame + 1)  # a new track is not held back
