@@ -78,18 +78,15 @@ def build_argument_parser():
     config, weights = model_zoo.shipped_model()
     classes = shipped_model_classes()
     class_text = ", ".join(f"{i} {n}" for i, n in enumerate(classes)) if classes else "those of its config's label set"
-    p = argparse.ArgumentParser(
-        description=textwrap.fill(
-            "Parse every face in photos and videos into parts. Without --config-file it runs the shipped model "
-            f"'{model_zoo.DEFAULT_MODEL}' ({os.path.relpath(config, _REPO)} with {os.path.relpath(weights, _REPO)}); "
-            f"its classes (label id, name): {class_text}."
-        ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    description = textwrap.fill(
+        "Parse every face in photos and videos into parts. Without --config-file it runs the shipped model "
+        f"'{model_zoo.DEFAULT_MODEL}' ({os.path.relpath(config, _REPO)} with {os.path.relpath(weights, _REPO)}); "
+        f"its classes (label id, name): {class_text}.")
+    p = argparse.ArgumentParser(description=description, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", metavar="FILE",
-                   help="model config; default: the shipped model's, with its weights (give MODEL.WEIGHTS in --opts "
-                   "with other configs)")
+                   help="model config; default: the shipped model's, with its weights (other configs: "
+                   "MODEL.WEIGHTS in --opts)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--webcam", action="store_true", help="take inputs from webcam")
     source.add_argument("--video-input", help="path to video file")
@@ -116,12 +113,10 @@ def build_argument_parser():
                    "MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the shipped model's; sets QUALITY_SCORE_THRESH), "
                    "else the detector's box score (sets BOX_SCORE_THRESH). Default: the config's")
     p.add_argument("--temporal-window", type=int,
-                   help="frames over which each tracked face's probabilities and score are smoothed for "
-                   "--video-input, --webcam and --sequence (1 = no smoothing; default: the config's "
-                   "VIDEO.TEMPORAL_WINDOW, 5)")
+                   help="frames over which each tracked face is smoothed for --video-input, --webcam and --sequence "
+                   "(1 = no smoothing; default: the config's VIDEO.TEMPORAL_WINDOW, 5)")
     p.add_argument("--sequence", action="store_true",
-                   help="treat the images of each folder (sorted by name) as consecutive frames of one video "
-                   "and smooth them over time")
+                   help="the images of each folder (sorted by name) are consecutive frames of one video: smooth them")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
     p.add_argument("--overlay", choices=("visualizer", "opencv"), default="visualizer",
                    help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) "
@@ -414,7 +409,6 @@ def run_images(demo, args, logger) -> int:
 def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     """Parse one video file; 1 when it cannot be opened or ends before its announced frame count."""
     import cv2
-    import numpy as np
     import tqdm
 
     from qanet_d2.data.inputs import VideoWriter
@@ -426,7 +420,7 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS)
-    if not fps or not np.isfinite(fps) or fps <= 0:
+    if not 0 < fps < float("inf"):  # also NaN
         logger.info(f"{path}: no frame rate in the file, writing 25 fps")
         fps = 25.0
     announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -545,7 +539,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         failures = run(demo, args, logger)
     except cv2.error as e:
         message = str(e).lower()
-        if not args.output and ("imshow" in message or "highgui" in message or "gui" in message):
+        if not args.output and ("imshow" in message or "gui" in message):
             print("ERROR cannot open a window (OpenCV without GUI support): pass --output", file=sys.stderr)
             return EXIT_USAGE
         raise

@@ -13,17 +13,7 @@ from qanet_d2.structures.label_sets import make_palette
 from qanet_d2.predictor import FaceParsingPredictor, metadata_field
 from qanet_d2.video import VideoPredictor
 
-__all__ = ["VisualizationDemo", "overlay_metadata"]
-
-
-def overlay_metadata(predictor: FaceParsingPredictor) -> Metadata:
-    """Metadata with ``stuff_classes`` / ``stuff_colors`` for ``draw_sem_seg``: the model's label
-    set's (else the dataset's) when they fit this number of classes, else generated ones."""
-    meta, classes, ls = predictor.metadata, list(predictor.class_names), predictor.label_set
-    colors = ls.palette if ls is not None else metadata_field(meta, "stuff_colors")
-    if colors is None or len(colors) != len(classes):
-        colors = make_palette(classes)
-    return Metadata(name=f"{meta.name}_overlay", stuff_classes=classes, stuff_colors=[list(map(int, c)) for c in colors])
+__all__ = ["VisualizationDemo"]
 
 
 class VisualizationDemo:
@@ -38,18 +28,23 @@ class VisualizationDemo:
     def __init__(self, cfg, predictor: FaceParsingPredictor, alpha: float = 0.6, temporal_window: Optional[int] = None,
                  max_overlay_size: int = 4096, overlay: str = "visualizer"):
         self.predictor = predictor
-        self.metadata = overlay_metadata(predictor)
+        # Class colours: the model's label set's (else the dataset's) when they fit its classes, else generated.
+        meta, classes, ls = predictor.metadata, list(predictor.class_names), predictor.label_set
+        colors = ls.palette if ls is not None else metadata_field(meta, "stuff_colors")
+        if colors is None or len(colors) != len(classes):
+            colors = make_palette(classes)
+        self.colors = [list(map(int, c)) for c in colors]  # RGB per class id
+        self.metadata = Metadata(name=f"{meta.name}_overlay", stuff_classes=classes, stuff_colors=self.colors)
         post = predictor.postprocessor
         self.score_name = post.paint_order  # "box" or "quality"
         threshold = post.quality_score_thresh if self.score_name == "quality" else post.box_score_thresh
         self.confidence_threshold = float(threshold)
-        self.colors = self.metadata.stuff_colors
-        self.legend = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(self.metadata.stuff_classes, self.colors))]
+        self.legend = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(classes, self.colors))]
         self.alpha = float(alpha)
         self.max_overlay_size = int(max_overlay_size)
         self.overlay = overlay
         # BGR colour of each class id, for the OpenCV overlay.
-        self._palette_bgr = np.asarray(self.metadata.stuff_colors, np.float32)[:, ::-1].copy()
+        self._palette_bgr = np.asarray(self.colors, np.float32)[:, ::-1].copy()
         # Videos and sequences: the config's VIDEO keys, with the window given here if any.
         window = {} if temporal_window is None else {"window": max(1, int(temporal_window))}
         self.video = VideoPredictor(cfg, predictor, **window)
@@ -97,8 +92,8 @@ class VisualizationDemo:
         for box, score in zip(result["boxes"][keep], self.face_scores(result)[keep]):
             x0, y0, x1, y1 = (int(round(float(v))) for v in box)
             cv2.rectangle(image, (x0, y0), (x1, y1), (25, 230, 25), 1)
-            cv2.putText(image, f"face {score:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (25, 230, 25), 1,
-                        cv2.LINE_AA)
+            cv2.putText(image, f"face {score:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (25, 230, 25), 1, cv2.LINE_AA)
         return image
 
     def run_on_image(self, image_bgr: np.ndarray, sequence: bool = False) -> Tuple[Dict, np.ndarray]:

@@ -1,15 +1,12 @@
-"""Video face parsing with temporal smoothing, and the flicker measure.
+"""Video face parsing (:class:`VideoPredictor`) with temporal smoothing (:class:`TemporalSmoother`),
+and the flicker measure (:func:`label_change_rate`, ``tools/measure_flicker.py``).
 
-:class:`TemporalSmoother` reduces the flicker of frame-by-frame parsing without changing the model:
-faces continue the previous frames' tracks by box IoU (Hungarian assignment); a face's crop
-probabilities become a weighted mean over its track's last ``window`` frames (the current frame
-weighs ``current_weight``, the older ones share the rest; a plain mean blurs moving faces), in crop
-coordinates (``align="box"``) or with the older crops warped into the current one through the image
-(``align="image"``); its scores become the track's score sum over the window divided by the
-window's frames since the track started (a missed frame counts 0, a new face keeps its own score).
-
-:class:`VideoPredictor` runs predictor + smoother frame by frame; :func:`label_change_rate` is the
-flicker measure (``tools/measure_flicker.py``).
+The smoother follows faces by box IoU (Hungarian assignment). A face's crop probabilities become a
+weighted mean over its track's last ``window`` frames (the current frame weighs ``current_weight``,
+the older ones share the rest; a plain mean blurs moving faces), in crop coordinates (``align="box"``)
+or with the older crops warped into the current one (``align="image"``); its scores become the
+track's score sum over the window divided by the window's frames since the track started (a missed
+frame counts 0, a new face keeps its own score).
 """
 from __future__ import annotations
 
