@@ -67,8 +67,7 @@ class VisualizationDemo:
             labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
             boxes = boxes * scale
         visualizer = Visualizer(image_bgr[:, :, ::-1], self.metadata)
-        labels = labels.copy()
-        labels[labels == 0] = 255  # draw_sem_seg skips ids outside stuff_classes: leave background as is
+        labels = np.where(labels == 0, 255, labels)  # draw_sem_seg skips ids outside stuff_classes: background
         vis = visualizer.draw_sem_seg(labels, alpha=self.alpha)
         keep = result["painted"]
         if keep.any():

@@ -26,8 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class FaceParsingPredictor:
-    """Builds the model of ``cfg`` (:func:`qanet_d2.get_qanet_cfg`), loads its weights and parses
-    BGR images.
+    """Builds the model of ``cfg`` (:func:`qanet_d2.get_qanet_cfg`), loads its weights, parses BGR images.
 
     Attributes:
         model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
@@ -61,8 +60,7 @@ class FaceParsingPredictor:
         self.postprocessor = self.model.postprocessor
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
-        names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-        self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
+        self.metadata = MetadataCatalog.get([*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN, "__unused__"][0])
         self.num_classes = n = int(cfg.MODEL.QANET.NUM_CLASSES)
         self.label_set = ls = self.model.label_set
         classes = ls.classes if ls is not None and len(ls.classes) == n else [f"class_{i}" for i in range(n)]
@@ -104,10 +102,9 @@ class FaceParsingPredictor:
 
     def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None, box_scores: Optional[np.ndarray] = None,
                   times: Optional[StageTimes] = None) -> Instances:
-        """The parsed faces of one image in its original frame, not yet scored or painted
-        (:meth:`postprocess` does the rest), so that one model run can serve several
-        post-processings. ``boxes`` replace the detector's; ``box_scores`` (default 1) enter
-        the quality scores as a detector's would."""
+        """The parsed faces of one image in its original frame, not yet scored or painted (:meth:`postprocess`
+        does the rest: one model run can serve several post-processings). ``boxes`` replace the
+        detector's; ``box_scores`` (default 1) enter the quality scores as a detector's would."""
         return self._parse([image], None if boxes is None else [boxes], None if box_scores is None else [box_scores], times)[0]
 
     def postprocess(self, faces: Instances, return_scores: bool = False, smooth=None,

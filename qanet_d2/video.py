@@ -246,7 +246,7 @@ class VideoPredictor:
     def is_detection_frame(self, frame: int) -> bool:
         return frame % self.detect_every == 0
 
-    def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
         """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``, clipped to
         ``image_size`` (height, width), and their last detected box scores (``N``)."""
         boxes, scores = [], []
@@ -259,18 +259,16 @@ class VideoPredictor:
             scores.append(score)
         boxes = Boxes(torch.stack(boxes) if boxes else torch.zeros((0, 4)))
         boxes.clip(image_size)
-        return boxes.tensor, torch.tensor(scores, dtype=torch.float32)
+        return boxes.tensor.numpy(), np.asarray(scores, np.float32)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
         """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
         detection frame instead of the detector's (box score 1); ``times``: a
         :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages."""
-        frame = self._frame + 1
-        if self.is_detection_frame(frame):
-            faces = self.predictor.run_model(image, boxes=boxes, times=times)
-        else:
-            track_boxes, box_scores = self.track_boxes(frame, image.shape[:2])
-            faces = self.predictor.run_model(image, boxes=track_boxes.numpy(), box_scores=box_scores.numpy(), times=times)
+        frame, box_scores = self._frame + 1, None
+        if not self.is_detection_frame(frame):
+            boxes, box_scores = self.track_boxes(frame, image.shape[:2])
+        faces = self.predictor.run_model(image, boxes=boxes, box_scores=box_scores, times=times)
         return self.process(faces, return_scores=return_scores, times=times)
 
     def process(self, faces: Instances, return_scores: bool = False, times=None) -> dict:
