@@ -23,8 +23,7 @@ def _load_light(relative_path: str, name: str):
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
@@ -233,7 +232,6 @@ class OutputPlan:
         self.labels = self.json = self.legend = None
         if args.save_labels is not None:
             self.labels = os.path.join(args.save_labels, key + png) if args.save_labels else base + "_labels" + png
-            # the labels.json of the folder holding the label PNGs
             self.legend = os.path.join(self.labels if kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
         if args.save_json is not None:
             self.json = os.path.join(args.save_json, key + ".json") if args.save_json else base + ".json"
@@ -417,8 +415,7 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     if not os.path.isfile(path) or not video.isOpened():
         report_error(f"{path}: cannot open the video")
         return 1
-    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS)
     if not 0 < fps < float("inf"):  # also NaN
         logger.info(f"{path}: no frame rate in the file, writing 25 fps")

@@ -17,13 +17,11 @@ __all__ = ["VisualizationDemo"]
 
 
 class VisualizationDemo:
-    """Runs a :class:`~qanet_d2.FaceParsingPredictor` and draws its results: the parts of every
-    painted face in the model's colours, and its box labelled with :attr:`score_name` ("box" or
-    "quality", the config's ``PAINT_ORDER``), the score that the config's threshold
-    :attr:`confidence_threshold` applies to.
+    """Runs a :class:`~qanet_d2.FaceParsingPredictor` and draws each painted face's parts in the
+    model's colours and its box labelled with :attr:`score_name` ("box" or "quality", the config's
+    ``PAINT_ORDER``), the score that the config's threshold :attr:`confidence_threshold` applies to.
     ``overlay``: "visualizer" (detectron2's ``Visualizer``, class names) or "opencv" (colour blend
-    and boxes only, fast enough for real-time video).
-    """
+    and boxes only, fast enough for real-time video)."""
 
     def __init__(self, cfg, predictor: FaceParsingPredictor, alpha: float = 0.6, temporal_window: Optional[int] = None,
                  max_overlay_size: int = 4096, overlay: str = "visualizer"):

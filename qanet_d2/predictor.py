@@ -50,11 +50,9 @@ class FaceParsingPredictor:
 
             self.cfg.defrost()
             fill_model_label_set(self.cfg)  # as training set the config up: from its datasets
-        self.model = build_model(self.cfg)
-        self.model.eval()
+        self.model = build_model(self.cfg).eval()
         load_model_weights(self.cfg, self.model)  # warns about parts left random
-        self.test_model = build_test_time_model(self.cfg, self.model)
-        self.test_model.eval()
+        self.test_model = build_test_time_model(self.cfg, self.model).eval()
         if self.cfg.TEST.FUSE_CONV_BN:
             fuse_conv_bn(self.test_model)  # inference only: batch norms folded into their convs
         self.postprocessor = self.model.postprocessor

@@ -118,8 +118,7 @@ class TemporalSmoother:
             dict with ``probs`` and ``scores`` (smoothed, shaped as the inputs), ``track_ids``
             (``N`` long) and ``track_lengths`` (``N`` long, frames of the window with the track).
         """
-        self._frame += 1
-        frame = self._frame
+        self._frame = frame = self._frame + 1
         n = int(boxes.shape[0])
         single_view = probs.dim() == 4
         boxes, probs, affines = (t.detach().float().cpu() for t in (boxes, probs, affines))
@@ -134,8 +133,7 @@ class TemporalSmoother:
         prev_boxes = torch.stack([t.history[-1].box for t in live]) if live else boxes.new_zeros((0, 4))
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
 
-        out_probs = torch.empty_like(probs)
-        out_scores = torch.empty_like(scores)
+        out_probs, out_scores = torch.empty_like(probs), torch.empty_like(scores)
         track_ids, lengths = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
         for i in range(n):
             track = matches.get(i)
@@ -203,22 +201,19 @@ class VideoPredictor:
     """Parses the frames of one video in order, with temporal smoothing and, optionally, the face
     detector on frames 0, k, 2k, ... only (``detect_every`` k, counted from :meth:`reset`).
 
-    ``VideoPredictor(predictor, window=5)`` or ``VideoPredictor(cfg, predictor)`` (the ``VIDEO``
-    keys); ``video(frame_bgr)`` returns the predictor's result dict painted from the smoothed
-    faces (``instances.scores`` / ``box_scores`` smoothed, ``instances.track_ids`` added). Between
-    detection frames each track detected last is parsed in its predicted box with its last box
-    score (``track_motion`` "velocity": the last box moved by the per-frame change between the
-    last two detections; "still": the last box).
+    ``VideoPredictor(predictor, window=5)`` (``window``, ``iou_threshold``, ``align``,
+    ``current_weight``: see :class:`TemporalSmoother`) or ``VideoPredictor(cfg, predictor)`` (the
+    ``VIDEO`` keys), ``predictor`` a :class:`qanet_d2.FaceParsingPredictor`. ``video(frame_bgr)``
+    returns the predictor's result dict painted from the smoothed faces (``instances.scores`` /
+    ``box_scores`` smoothed, ``instances.track_ids`` added). Between detection frames each track
+    detected last is parsed in its predicted box with its last box score (``track_motion``
+    "velocity": the last box moved by the per-frame change between the last two detections;
+    "still": the last box).
     """
 
     @configurable
     def __init__(self, predictor, *, window: int = 5, iou_threshold: float = 0.3, align: str = "image",
                  current_weight: Optional[float] = 0.7, detect_every: int = 1, track_motion: str = "velocity"):
-        """
-        Args:
-            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
-            window, iou_threshold, align, current_weight: see :class:`TemporalSmoother`.
-        """
         if int(detect_every) < 1:
             raise ValueError(f"VIDEO.DETECT_EVERY must be >= 1, got {detect_every}")
         if track_motion not in TRACK_MOTIONS:
