@@ -1,11 +1,6 @@
 #!/usr/bin/env python
-"""Train and evaluate QANet face parsing (FCOS face detector + QANet parser) with detectron2.
-
-    python train_net.py --num-gpus 8 --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
-    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-    python train_net.py --config-file ... --resume
-
-Without CUDA, ``--num-gpus N`` runs N CPU processes over gloo.
+"""Train and evaluate QANet face parsing (FCOS face detector + QANet parser) with detectron2
+(commands in README.md). Without CUDA, ``--num-gpus N`` runs N CPU processes over gloo.
 """
 import time
 

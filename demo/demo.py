@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 _DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_DEMO_DIR)
@@ -102,11 +102,9 @@ def build_argument_parser():
     p.add_argument("--save-json", nargs="?", const="", metavar="DIR",
                    help="also write <name>.json per image (next to the overlays, or in DIR): the class names and the "
                    "painted faces with box, scores, landmarks when the detector gives them, and mask in COCO RLE")
-    p.add_argument("--json-class-masks", action="store_true",
-                   help="with --save-json: also each face's mask of every class it has (COCO RLE)")
+    p.add_argument("--json-class-masks", action="store_true", help="with --save-json: each face's mask per class too")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    p.add_argument("--random-weights", action="store_true",
-                   help="run a config without weights (an untrained model: for testing the pipeline only)")
+    p.add_argument("--random-weights", action="store_true", help="run a config without weights (for pipeline tests)")
     p.add_argument("--confidence-threshold", type=float,
                    help="minimum score for a face to be painted, boxed and saved: the quality score when the config's "
                    "MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the shipped model's; sets QUALITY_SCORE_THRESH), "
@@ -140,11 +138,9 @@ def report_error(message: str) -> None:
     tqdm.tqdm.write(f"ERROR {message}", file=sys.stderr)
 
 
-def _config_keys(cfg, prefix: str = "") -> List[str]:
-    keys = []
+def _config_keys(cfg, prefix: str = "") -> Iterator[str]:
     for k, v in cfg.items():
-        keys += _config_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return keys
+        yield from _config_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
 
 
 def _config_error(cfg, where: str, e: Exception) -> UsageError:
@@ -157,7 +153,7 @@ def _config_error(cfg, where: str, e: Exception) -> UsageError:
     match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
     if not match:
         return UsageError(f"{where}: {message}")
-    hint = closest(match.group(1), _config_keys(cfg))
+    hint = closest(match.group(1), list(_config_keys(cfg)))
     return UsageError(f"{where}: unknown config key {match.group(1)}" + (f"; did you mean {hint}?" if hint else ""))
 
 

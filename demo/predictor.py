@@ -94,9 +94,8 @@ class VisualizationDemo:
         return image
 
     def run_on_image(self, image_bgr: np.ndarray, sequence: bool = False) -> Tuple[Dict, np.ndarray]:
-        """The predictor's result for one BGR image and its BGR overlay; ``sequence``: the image
-        is the next frame of the current sequence (temporal smoothing; ``video.reset()`` starts
-        a new one)."""
+        """The predictor's result for one BGR image and its BGR overlay; ``sequence``: the image is the
+        next frame of the current sequence (smoothed; ``video.reset()`` starts a new one)."""
         result = self.video(image_bgr) if sequence else self.predictor(image_bgr)
         draw = self.draw_opencv if self.overlay == "opencv" else self.draw
         return result, draw(image_bgr, result)
@@ -104,8 +103,7 @@ class VisualizationDemo:
     def run_on_video(self, video: cv2.VideoCapture) -> Iterator[Tuple[Dict, np.ndarray]]:
         """``(result, overlay_bgr)`` per frame of an opened video, in order."""
         self.video.reset()
-        while video.isOpened():
-            ok, frame = video.read()
-            if not ok:
-                break
+        ok, frame = video.read()
+        while ok:
             yield self.run_on_image(frame, sequence=True)
+            ok, frame = video.read()
