@@ -1,17 +1,15 @@
 #!/usr/bin/env python
 """Parse the faces in photos, folders, videos and the webcam (detectron2's demo, for faces).
 
-Without ``--config-file`` the model shipped in the repository is used. The outputs (overlays,
-``--save-labels`` palette PNGs with a ``labels.json`` legend per folder, ``--save-json`` face
-records) and their names are described in ``docs/tools.md`` and ``--help``. A file that cannot be
-read or parsed is reported with its name and skipped; the demo then exits with status 1.
+Without ``--config-file`` the shipped model is used; outputs and options in ``docs/tools.md`` and
+``--help``. A file that cannot be read or parsed is reported with its name and skipped (exit status 1).
 """
 import argparse
 import importlib.util
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence
 
 _DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_DEMO_DIR)
@@ -25,8 +23,7 @@ def _load_light(relative_path: str, name: str):
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
@@ -80,18 +77,15 @@ def build_argument_parser():
     config, weights = model_zoo.shipped_model()
     classes = shipped_model_classes()
     class_text = ", ".join(f"{i} {n}" for i, n in enumerate(classes)) if classes else "those of its config's label set"
-    p = argparse.ArgumentParser(
-        description=textwrap.fill(
-            "Parse every face in photos and videos into parts. Without --config-file it runs the shipped model "
-            f"'{model_zoo.DEFAULT_MODEL}' ({os.path.relpath(config, _REPO)} with {os.path.relpath(weights, _REPO)}); "
-            f"its classes (label id, name): {class_text}."
-        ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    description = textwrap.fill(
+        "Parse every face in photos and videos into parts. Without --config-file it runs the shipped model "
+        f"'{model_zoo.DEFAULT_MODEL}' ({os.path.relpath(config, _REPO)} with {os.path.relpath(weights, _REPO)}); "
+        f"its classes (label id, name): {class_text}.")
+    p = argparse.ArgumentParser(description=description, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", metavar="FILE",
-                   help="model config; default: the shipped model's, with its weights (give MODEL.WEIGHTS in --opts "
-                   "with other configs)")
+                   help="model config; default: the shipped model's, with its weights (other configs: "
+                   "MODEL.WEIGHTS in --opts)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--webcam", action="store_true", help="take inputs from webcam")
     source.add_argument("--video-input", help="path to video file")
@@ -102,30 +96,24 @@ def build_argument_parser():
                    help="file or folder for the overlays (a folder when there are several inputs); "
                    "a video file for --video-input. Without it, results are shown in a window.")
     p.add_argument("--save-labels", nargs="?", const="", metavar="DIR",
-                   help="also write each image's label map as a palette PNG (pixel value = class id, colours = the "
-                   "model's) and a legend labels.json per folder: next to the overlays as <name>_labels.png, or as "
-                   "DIR/<name>.png (video frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)")
+                   help="also write each image's label map as a palette PNG (pixel value = class id) and a legend "
+                   "labels.json per folder: next to the overlays as <name>_labels.png, or as DIR/<name>.png (video "
+                   "frames: DIR/<name>/<frame:05d>.png, the layout of tools/evaluate_pngs.py)")
     p.add_argument("--save-json", nargs="?", const="", metavar="DIR",
-                   help="also write <name>.json per image (next to the overlays, or in DIR): the painted faces with "
-                   "box, box score, quality score, landmarks when the detector gives them, and mask in COCO RLE; "
-                   "the class names")
-    p.add_argument("--json-class-masks", action="store_true",
-                   help="with --save-json: also each face's mask of every class it has (COCO RLE)")
+                   help="also write <name>.json per image (next to the overlays, or in DIR): the class names and the "
+                   "painted faces with box, scores, landmarks when the detector gives them, and mask in COCO RLE")
+    p.add_argument("--json-class-masks", action="store_true", help="with --save-json: each face's mask per class too")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    p.add_argument("--random-weights", action="store_true",
-                   help="run a config without weights (an untrained model: for testing the pipeline only)")
+    p.add_argument("--random-weights", action="store_true", help="run a config without weights (for pipeline tests)")
     p.add_argument("--confidence-threshold", type=float,
-                   help="minimum score for a face to be painted, boxed and saved: the score that boxes are labelled "
-                   "with, the quality score when the config's MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the "
-                   "shipped model's; sets QUALITY_SCORE_THRESH), else the detector's box score (sets "
-                   "BOX_SCORE_THRESH). Default: the config's")
+                   help="minimum score for a face to be painted, boxed and saved: the quality score when the config's "
+                   "MODEL.QANET.INFERENCE.PAINT_ORDER is 'quality' (the shipped model's; sets QUALITY_SCORE_THRESH), "
+                   "else the detector's box score (sets BOX_SCORE_THRESH). Default: the config's")
     p.add_argument("--temporal-window", type=int,
-                   help="frames over which each tracked face's probabilities and score are smoothed for "
-                   "--video-input, --webcam and --sequence (1 = no smoothing; default: the config's "
-                   "VIDEO.TEMPORAL_WINDOW, 5)")
+                   help="frames over which each tracked face is smoothed for --video-input, --webcam and --sequence "
+                   "(1 = no smoothing; default: the config's VIDEO.TEMPORAL_WINDOW, 5)")
     p.add_argument("--sequence", action="store_true",
-                   help="treat the images of each folder (sorted by name) as consecutive frames of one video "
-                   "and smooth them over time")
+                   help="the images of each folder (sorted by name) are consecutive frames of one video: smooth them")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the part colours")
     p.add_argument("--overlay", choices=("visualizer", "opencv"), default="visualizer",
                    help="drawing of the overlay: detectron2's Visualizer (class names; a few hundred ms per frame) "
@@ -150,11 +138,9 @@ def report_error(message: str) -> None:
     tqdm.tqdm.write(f"ERROR {message}", file=sys.stderr)
 
 
-def _config_keys(cfg, prefix: str = "") -> List[str]:
-    keys = []
+def _config_keys(cfg, prefix: str = "") -> Iterator[str]:
     for k, v in cfg.items():
-        keys += _config_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return keys
+        yield from _config_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
 
 
 def _config_error(cfg, where: str, e: Exception) -> UsageError:
@@ -165,11 +151,10 @@ def _config_error(cfg, where: str, e: Exception) -> UsageError:
 
     message = str(e.args[0]) if e.args else str(e)
     match = re.search(r"Non-existent (?:config )?key:\s*(\S+)", message)
-    if isinstance(e, (KeyError, AssertionError)) and match:
-        key = match.group(1)
-        hint = closest(key, _config_keys(cfg))
-        return UsageError(f"{where}: unknown config key {key}" + (f"; did you mean {hint}?" if hint else ""))
-    return UsageError(f"{where}: {message}")
+    if not match:
+        return UsageError(f"{where}: {message}")
+    hint = closest(match.group(1), list(_config_keys(cfg)))
+    return UsageError(f"{where}: unknown config key {match.group(1)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
 def setup_cfg(args):
@@ -231,47 +216,38 @@ class OutputPlan:
     def __init__(self, args, key: str, rel: str, kind: str, folder: bool):
         from qanet_d2.data.inputs import OVERLAY_EXTENSIONS
 
-        self.kind = kind
         ext = os.path.splitext(rel)[1].lower()
-        if kind == "video":
-            overlay_ext = ".mp4" if folder or not args.output else os.path.splitext(args.output)[1]
-        else:
-            overlay_ext = ext if ext in OVERLAY_EXTENSIONS else ".png"
+        overlay_ext = ".mp4" if kind == "video" else ext if ext in OVERLAY_EXTENSIONS else ".png"
         if args.output and not folder:  # one input written to the file named by --output
-            self.overlay = args.output
-            base = os.path.splitext(args.output)[0]
+            self.overlay, base = args.output, os.path.splitext(args.output)[0]
+        elif args.output:
+            self.overlay, base = os.path.join(args.output, key + overlay_ext), os.path.join(args.output, key)
         else:
-            self.overlay = os.path.join(args.output, key + overlay_ext) if args.output else None
-            base = os.path.join(args.output, key) if args.output else None
-        self.labels = self.json = None
+            self.overlay = base = None
+        png = "" if kind == "video" else ".png"  # video label PNGs: a folder of frames
+        self.labels = self.json = self.legend = None
         if args.save_labels is not None:
-            if args.save_labels:
-                self.labels = os.path.join(args.save_labels, key + ("" if kind == "video" else ".png"))
-            else:
-                self.labels = base + ("_labels" if kind == "video" else "_labels.png")
+            self.labels = os.path.join(args.save_labels, key + png) if args.save_labels else base + "_labels" + png
+            self.legend = os.path.join(self.labels if kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
         if args.save_json is not None:
             self.json = os.path.join(args.save_json, key + ".json") if args.save_json else base + ".json"
 
-    def files(self) -> List[str]:
-        return [p for p in (self.overlay, self.labels, self.json) if p]
 
-    def legend(self) -> Optional[str]:
-        """The ``labels.json`` of the folder holding this input's label PNGs."""
-        if self.labels is None:
-            return None
-        return os.path.join(self.labels if self.kind == "video" else os.path.dirname(self.labels), LEGEND_FILE)
-
-
-def plan_outputs(args, files) -> Tuple[List[OutputPlan], List[str]]:
-    """Output plans of ``files`` and the paths among them that exist already."""
+def plan_outputs(args, files) -> Optional[List[OutputPlan]]:
+    """Output plans of ``files``; None, reported, when some of their paths exist already and
+    ``--overwrite`` is not given."""
     from qanet_d2.data.inputs import assign_output_keys, existing_outputs
 
     several = len(files) > 1 or any(os.path.isdir(s) or "*" in s or "?" in s for s in (args.input or []))
     folder = bool(args.output) and output_is_folder(args.output, several)
     keys = assign_output_keys([f.rel for f in files], reserved=[LEGEND_FILE], suffixes=_OUTPUT_SUFFIXES)
     plans = [OutputPlan(args, key, f.rel, f.kind, folder) for key, f in zip(keys, files)]
-    paths = [p for plan in plans for p in plan.files()] + sorted({plan.legend() for plan in plans if plan.legend()})
-    return plans, existing_outputs(paths)
+    paths = [p for plan in plans for p in (plan.overlay, plan.labels, plan.json) if p]
+    existing = existing_outputs(paths + sorted({plan.legend for plan in plans if plan.legend}))
+    if existing and not args.overwrite:
+        refuse_existing(existing)
+        return None
+    return plans
 
 
 def write_image(path: str, image_bgr) -> None:
@@ -320,22 +296,19 @@ def faces_record(result: Dict, demo, class_masks: bool) -> List[Dict]:
         code = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         return {"size": [int(s) for s in code["size"]], "counts": code["counts"].decode("ascii")}
 
-    def floats(values) -> List[float]:
-        return [round(float(v), 4) for v in values]
+    def r4(value) -> float:
+        return round(float(value), 4)
 
     keypoints = inst.pred_keypoints.cpu().numpy() if inst.has("pred_keypoints") else None
     faces = []
     for i in sorted(order):  # instances are sorted best first
         mask = owner == i
-        face = {"box": floats(inst.pred_boxes.tensor[i].tolist()), "box_score": round(float(inst.box_scores[i]), 4),
-                "quality_score": round(float(inst.scores[i]), 4)}
-        for key in ("iou_scores", "pixel_scores"):
-            if inst.has(key):
-                face[key[:-1]] = round(float(getattr(inst, key)[i]), 4)
+        face = {"box": [r4(v) for v in inst.pred_boxes.tensor[i]], "box_score": r4(inst.box_scores[i]),
+                "quality_score": r4(inst.scores[i])}
+        face.update({key[:-1]: r4(getattr(inst, key)[i]) for key in ("iou_scores", "pixel_scores") if inst.has(key)})
         if keypoints is not None:
-            face["landmarks"] = [floats(point) for point in keypoints[i]]
-        face["area"] = int(mask.sum())
-        face["mask"] = rle(mask)
+            face["landmarks"] = [[r4(v) for v in point] for point in keypoints[i]]
+        face.update(area=int(mask.sum()), mask=rle(mask))
         if class_masks:
             face["class_masks"] = {demo.predictor.class_names[c]: rle(mask & (labels == c))
                                    for c in np.unique(labels[mask]).tolist() if c != 0}
@@ -383,9 +356,8 @@ def run_images(demo, args, logger) -> int:
         report_error(f"no image or video files in {' '.join(map(str, args.input))}"
                      + (f" ({len(skipped)} other files skipped)" if skipped else ""))
         return failures + 1
-    plans, existing = plan_outputs(args, inputs.files)
-    if existing and not args.overwrite:
-        refuse_existing(existing)
+    plans = plan_outputs(args, inputs.files)
+    if plans is None:
         return failures + 1
     if args.output and output_is_folder(args.output, len(plans) > 1):
         os.makedirs(args.output, exist_ok=True)
@@ -398,28 +370,23 @@ def run_images(demo, args, logger) -> int:
         try:
             image = read_image_bgr(path)
             check_parsable_size(image.shape, path, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        except DataReadError as e:
-            report_error(str(e))
-            failures += 1
-            continue
-        if args.sequence and os.path.dirname(file.rel) != current_folder:
-            current_folder = os.path.dirname(file.rel)
-            demo.video.reset()
-        start = time.perf_counter()
-        try:
+            if args.sequence and os.path.dirname(file.rel) != current_folder:
+                current_folder = os.path.dirname(file.rel)
+                demo.video.reset()
+            start = time.perf_counter()
             result, overlay = demo.run_on_image(image, sequence=args.sequence)
             if plan.labels:
                 write_label_png(plan.labels, result["labels"], demo.colors)
-                if plan.legend() not in legends:
-                    write_json(plan.legend(), {"classes": demo.legend})
-                    legends.add(plan.legend())
+                if plan.legend not in legends:
+                    write_json(plan.legend, {"classes": demo.legend})
+                    legends.add(plan.legend)
             if plan.json:
                 faces = faces_record(result, demo, args.json_class_masks)
                 write_json(plan.json, {**json_header(demo, path, image.shape[:2]), "faces": faces})
             if plan.overlay:
                 write_image(plan.overlay, overlay)
-        except (OSError, RuntimeError, ValueError, cv2.error) as e:
-            report_error(f"{path}: failed ({type(e).__name__}: {e})")
+        except (OSError, RuntimeError, ValueError, cv2.error) as e:  # DataReadError: a ValueError naming the file
+            report_error(str(e) if isinstance(e, DataReadError) else f"{path}: failed ({type(e).__name__}: {e})")
             failures += 1
             continue
         logger.info(f"{path}: {int(result['painted'].sum())} faces in {time.perf_counter() - start:.2f}s")
@@ -436,7 +403,6 @@ def run_images(demo, args, logger) -> int:
 def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     """Parse one video file; 1 when it cannot be opened or ends before its announced frame count."""
     import cv2
-    import numpy as np
     import tqdm
 
     from qanet_d2.data.inputs import VideoWriter
@@ -445,16 +411,15 @@ def run_one_video(demo, args, logger, path: str, plan: OutputPlan) -> int:
     if not os.path.isfile(path) or not video.isOpened():
         report_error(f"{path}: cannot open the video")
         return 1
-    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
-    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS)
-    if not fps or not np.isfinite(fps) or fps <= 0:
+    if not 0 < fps < float("inf"):  # also NaN
         logger.info(f"{path}: no frame rate in the file, writing 25 fps")
         fps = 25.0
     announced = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer, frames, records = None, 0, []
     if plan.labels:
-        write_json(plan.legend(), {"classes": demo.legend})
+        write_json(plan.legend, {"classes": demo.legend})
     try:
         if plan.overlay:
             writer = VideoWriter(plan.overlay, fps, (width, height), audio_from=path)
@@ -500,11 +465,8 @@ def run_video(demo, args, logger) -> int:
     if not os.path.isfile(path):
         report_error(f"{path}: no such video file")
         return 1
-    plans, existing = plan_outputs(args, [InputFile(path, os.path.basename(path), "video")])
-    if existing and not args.overwrite:
-        refuse_existing(existing)
-        return 1
-    return run_one_video(demo, args, logger, path, plans[0])
+    plans = plan_outputs(args, [InputFile(path, os.path.basename(path), "video")])
+    return 1 if plans is None else run_one_video(demo, args, logger, path, plans[0])
 
 
 def run_webcam(demo, args, logger) -> int:
@@ -570,7 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         failures = run(demo, args, logger)
     except cv2.error as e:
         message = str(e).lower()
-        if not args.output and ("imshow" in message or "highgui" in message or "gui" in message):
+        if not args.output and ("imshow" in message or "gui" in message):
             print("ERROR cannot open a window (OpenCV without GUI support): pass --output", file=sys.stderr)
             return EXIT_USAGE
         raise

@@ -1,9 +1,5 @@
 """A Python predictor for face parsing (detectron2's ``DefaultPredictor``, for faces; usage in
-``docs/tools.md``).
-
-Images go through the model as in evaluation (resized by ``INPUT.MIN_SIZE_TEST`` /
-``MAX_SIZE_TEST``), with all outputs in the original image's frame. The label map is painted face
-window by face window, so only the class scores, when asked for, take ``C x H x W`` floats.
+``docs/tools.md``): images resized as in evaluation, all outputs in the original image's frame.
 """
 from __future__ import annotations
 
@@ -30,8 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class FaceParsingPredictor:
-    """Builds the model of ``cfg`` (:func:`qanet_d2.get_qanet_cfg`), loads its weights and parses
-    BGR images.
+    """Builds the model of ``cfg`` (:func:`qanet_d2.get_qanet_cfg`), loads its weights, parses BGR images.
 
     Attributes:
         model: the eval-mode :class:`~qanet_d2.modeling.meta_arch.QANetFaceParser`.
@@ -55,23 +50,19 @@ class FaceParsingPredictor:
 
             self.cfg.defrost()
             fill_model_label_set(self.cfg)  # as training set the config up: from its datasets
-        self.model = build_model(self.cfg)
-        self.model.eval()
+        self.model = build_model(self.cfg).eval()
         load_model_weights(self.cfg, self.model)  # warns about parts left random
-        self.test_model = build_test_time_model(self.cfg, self.model)
-        self.test_model.eval()
+        self.test_model = build_test_time_model(self.cfg, self.model).eval()
         if self.cfg.TEST.FUSE_CONV_BN:
             fuse_conv_bn(self.test_model)  # inference only: batch norms folded into their convs
         self.postprocessor = self.model.postprocessor
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
-        names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-        self.metadata = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__unused__")
-        n = int(cfg.MODEL.QANET.NUM_CLASSES)
-        self.label_set = self.model.label_set
-        classes = self.label_set.classes if self.label_set is not None else None
-        self.class_names = list(classes) if classes is not None and len(classes) == n else [f"class_{i}" for i in range(n)]
-        self.num_classes = n
+        self.metadata = MetadataCatalog.get([*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN, "__unused__"][0])
+        self.num_classes = n = int(cfg.MODEL.QANET.NUM_CLASSES)
+        self.label_set = ls = self.model.label_set
+        classes = ls.classes if ls is not None and len(ls.classes) == n else [f"class_{i}" for i in range(n)]
+        self.class_names = list(classes)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None) -> Dict:
         """Parse one image.
@@ -109,10 +100,9 @@ class FaceParsingPredictor:
 
     def run_model(self, image: np.ndarray, boxes: Optional[np.ndarray] = None, box_scores: Optional[np.ndarray] = None,
                   times: Optional[StageTimes] = None) -> Instances:
-        """The parsed faces of one image in its original frame, not yet scored or painted
-        (:meth:`postprocess` does the rest), so that one model run can serve several
-        post-processings. ``boxes`` replace the detector's; ``box_scores`` (default 1) enter
-        the quality scores as a detector's would."""
+        """The parsed faces of one image in its original frame, not yet scored or painted (:meth:`postprocess`
+        does the rest: one model run can serve several post-processings). ``boxes`` replace the
+        detector's; ``box_scores`` (default 1) enter the quality scores as a detector's would."""
         return self._parse([image], None if boxes is None else [boxes], None if box_scores is None else [box_scores], times)[0]
 
     def postprocess(self, faces: Instances, return_scores: bool = False, smooth=None,

@@ -1,17 +1,12 @@
-"""Video face parsing with temporal smoothing, and the flicker measure.
+"""Video face parsing (:class:`VideoPredictor`) with temporal smoothing (:class:`TemporalSmoother`),
+and the flicker measure (:func:`label_change_rate`, ``tools/measure_flicker.py``).
 
-:class:`TemporalSmoother` reduces the flicker of frame-by-frame parsing without changing the model:
-faces are associated with the previous frames' tracks by box IoU (Hungarian assignment); a face's
-crop probabilities become a weighted mean over its track's last ``window`` frames (the current
-frame weighs ``current_weight``, the older frames share the rest), averaged in crop coordinates
-(``align="box"``) or after warping older crops into the current crop through the image
-(``align="image"``); its scores become the track's score sum over the window divided by the
-window's frames since the track started (a missed frame counts 0, so a new face keeps its own
-score). A plain mean blurs moving faces and lowers J&F (numbers in ``docs/tools.md``).
-
-:class:`VideoPredictor` runs predictor + smoother frame by frame; the smoother is the model
-post-processor's hook between scoring and painting (:meth:`VideoPredictor.smooth`).
-:func:`label_change_rate` is the flicker measure (``tools/measure_flicker.py``).
+The smoother follows faces by box IoU (Hungarian assignment). A face's crop probabilities become a
+weighted mean over its track's last ``window`` frames (the current frame weighs ``current_weight``,
+the older ones share the rest; a plain mean blurs moving faces), in crop coordinates (``align="box"``)
+or with the older crops warped into the current one (``align="image"``); its scores become the
+track's score sum over the window divided by the window's frames since the track started (a missed
+frame counts 0, a new face keeps its own score).
 """
 from __future__ import annotations
 
@@ -64,6 +59,7 @@ def associate_boxes(prev_boxes: torch.Tensor, boxes: torch.Tensor, iou_threshold
 @dataclass
 class _Observation:
     frame: int
+    box: torch.Tensor  # 4, XYXY_ABS
     probs: torch.Tensor  # V x C x h x w
     affine: torch.Tensor  # V x 2 x 3 crop -> image
     score: torch.Tensor  # K scores
@@ -72,10 +68,8 @@ class _Observation:
 @dataclass
 class _Track:
     track_id: int
-    box: torch.Tensor
-    last_frame: int
     first_frame: int
-    history: Deque[_Observation] = field(default_factory=deque)
+    history: Deque[_Observation] = field(default_factory=deque)  # never empty: the last one is kept
 
 
 class TemporalSmoother:
@@ -124,8 +118,7 @@ class TemporalSmoother:
             dict with ``probs`` and ``scores`` (smoothed, shaped as the inputs), ``track_ids``
             (``N`` long) and ``track_lengths`` (``N`` long, frames of the window with the track).
         """
-        self._frame += 1
-        frame = self._frame
+        self._frame = frame = self._frame + 1
         n = int(boxes.shape[0])
         single_view = probs.dim() == 4
         boxes, probs, affines = (t.detach().float().cpu() for t in (boxes, probs, affines))
@@ -135,23 +128,20 @@ class TemporalSmoother:
         single_score = scores.dim() == 1
         scores = scores[:, None] if single_score else scores.reshape(n, scores.shape[-1])  # N x K, N may be 0
         # Tracks with an observation still inside the window can be continued.
-        for tid in [t for t, tr in self._tracks.items() if frame - tr.last_frame >= self.window]:
-            del self._tracks[tid]
+        self._tracks = {t: tr for t, tr in self._tracks.items() if frame - tr.history[-1].frame < self.window}
         live = list(self._tracks.values())
-        prev_boxes = torch.stack([t.box for t in live]) if live else boxes.new_zeros((0, 4))
+        prev_boxes = torch.stack([t.history[-1].box for t in live]) if live else boxes.new_zeros((0, 4))
         matches = dict((f, live[t]) for t, f in associate_boxes(prev_boxes, boxes, self.iou_threshold))
 
-        out_probs = torch.empty_like(probs)
-        out_scores = torch.empty_like(scores)
+        out_probs, out_scores = torch.empty_like(probs), torch.empty_like(scores)
         track_ids, lengths = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
         for i in range(n):
             track = matches.get(i)
             if track is None:
-                track = _Track(track_id=next(self._ids), box=boxes[i], last_frame=frame, first_frame=frame)
-                self._tracks[track.track_id] = track
-            track.box, track.last_frame = boxes[i], frame
-            track.history.append(_Observation(frame, probs[i], affines[i], scores[i]))
-            while track.history and frame - track.history[0].frame >= self.window:
+                tid = next(self._ids)
+                track = self._tracks[tid] = _Track(tid, first_frame=frame)
+            track.history.append(_Observation(frame, boxes[i], probs[i], affines[i], scores[i]))
+            while frame - track.history[0].frame >= self.window:
                 track.history.popleft()
             out_probs[i] = self._average(track.history, affines[i])
             frames_in_window = min(self.window, frame - track.first_frame + 1)  # a new track is not held back
@@ -163,34 +153,30 @@ class TemporalSmoother:
             out_scores = out_scores[:, 0]
         return {"probs": out_probs, "scores": out_scores, "track_ids": track_ids, "track_lengths": lengths}
 
-    def _weights(self, count: int) -> List[float]:
-        if count == 1:
-            return [1.0]
-        if self.current_weight is None:
-            return [1.0 / count] * count
-        older = (1.0 - self.current_weight) / (count - 1)
-        return [older] * (count - 1) + [self.current_weight]
-
     def _average(self, history: Sequence[_Observation], affine: torch.Tensor) -> torch.Tensor:
         """Weighted mean of a track's ``V x C x h x w`` probabilities in the current crops' frame."""
-        current = history[-1].probs
-        if len(history) == 1:
+        *older, last = history
+        current = last.probs
+        if not older:
             return current
-        weights = self._weights(len(history))
+        if self.current_weight is None:
+            weight = older_weight = 1.0 / len(history)
+        else:
+            weight, older_weight = self.current_weight, (1.0 - self.current_weight) / len(older)
         if self.align == "box":
-            return sum(w * o.probs for w, o in zip(weights, history))
+            return sum(older_weight * o.probs for o in older) + weight * current
         # "image": sample every older crop at the points of the current crop. The affine
         # current crop -> older crop is inverse(older crop -> image) o (current crop -> image).
         # Points outside an older crop take the current frame's value.
         views, c, h, w = current.shape
-        total = current * weights[-1]
-        for weight, obs in zip(weights[:-1], list(history)[:-1]):
+        total = current * weight
+        for obs in older:
             cur_to_old = compose_affines(invert_affines(obs.affine), affine)
             # A ones channel tells which points fall inside the older crop.
             source = torch.cat([obs.probs, torch.ones((views, 1, h, w))], dim=1)
             warped = crop_images(source, torch.arange(views), cur_to_old, (h, w))
             inside = (warped[:, -1:] > 0.999).to(warped.dtype)
-            total += weight * (warped[:, :-1] * inside + current * (1.0 - inside))
+            total += older_weight * (warped[:, :-1] * inside + current * (1.0 - inside))
         return total
 
 
@@ -198,43 +184,36 @@ def label_change_rate(label_maps: Iterable[np.ndarray], ignore_label: Optional[i
     """Flicker: the mean over consecutive frame pairs of the fraction of pixels whose label changes
     (pixels with ``ignore_label`` in either frame are not counted); 0.0 for fewer than two frames."""
     rates, prev = [], None
-    for labels in label_maps:
-        labels = np.asarray(labels)
+    for labels in map(np.asarray, label_maps):
         if prev is not None:
             if prev.shape != labels.shape:
                 raise ValueError(f"label maps of one video differ in size: {prev.shape} vs {labels.shape}")
             valid = np.ones(labels.shape, bool)
             if ignore_label is not None:
                 valid = (prev != ignore_label) & (labels != ignore_label)
-            count = int(valid.sum())
-            if count:
-                rates.append(float(((prev != labels) & valid).sum()) / count)
+            if valid.any():
+                rates.append(float(((prev != labels) & valid).sum()) / int(valid.sum()))
         prev = labels
     return float(np.mean(rates)) if rates else 0.0
 
 
 class VideoPredictor:
     """Parses the frames of one video in order, with temporal smoothing and, optionally, the face
-    detector on every ``detect_every``-th frame only.
+    detector on frames 0, k, 2k, ... only (``detect_every`` k, counted from :meth:`reset`).
 
-    ``VideoPredictor(predictor, window=5)`` or ``VideoPredictor(cfg, predictor)`` (the ``VIDEO``
-    keys); ``video(frame_bgr)`` returns the predictor's result dict painted from the smoothed
-    faces (``instances.scores`` / ``box_scores`` smoothed, ``instances.track_ids`` added).
-
-    Frames 0, k, 2k, ... (counted from :meth:`reset`) run the detector. On the frames in between,
-    each track detected on the last detection frame is parsed in its predicted box with its last
-    detected box score (``track_motion`` "velocity": the last detected box moved by the per-frame
-    change between the last two detections; "still": the last detected box).
+    ``VideoPredictor(predictor, window=5)`` (``window``, ``iou_threshold``, ``align``,
+    ``current_weight``: see :class:`TemporalSmoother`) or ``VideoPredictor(cfg, predictor)`` (the
+    ``VIDEO`` keys), ``predictor`` a :class:`qanet_d2.FaceParsingPredictor`. ``video(frame_bgr)``
+    returns the predictor's result dict painted from the smoothed faces (``instances.scores`` /
+    ``box_scores`` smoothed, ``instances.track_ids`` added). Between detection frames each track
+    detected last is parsed in its predicted box with its last box score (``track_motion``
+    "velocity": the last box moved by the per-frame change between the last two detections;
+    "still": the last box).
     """
 
     @configurable
     def __init__(self, predictor, *, window: int = 5, iou_threshold: float = 0.3, align: str = "image",
                  current_weight: Optional[float] = 0.7, detect_every: int = 1, track_motion: str = "velocity"):
-        """
-        Args:
-            predictor: a :class:`qanet_d2.FaceParsingPredictor` (``run_model`` / ``postprocess``).
-            window, iou_threshold, align, current_weight: see :class:`TemporalSmoother`.
-        """
         if int(detect_every) < 1:
             raise ValueError(f"VIDEO.DETECT_EVERY must be >= 1, got {detect_every}")
         if track_motion not in TRACK_MOTIONS:
@@ -256,39 +235,35 @@ class VideoPredictor:
         """Start a new video: forget the tracks; the next frame is frame 0 (a detection frame)."""
         self.smoother.reset()
         self._frame = -1
-        # track id -> its last two detections [(frame, box XYXY_ABS)] and last detected box score
-        self._detections: Dict[int, List[Tuple[int, torch.Tensor]]] = {}
-        self._box_scores: Dict[int, float] = {}
+        # track id -> its last two detections [(frame, box XYXY_ABS, box score)]
+        self._detections: Dict[int, List[Tuple[int, torch.Tensor, float]]] = {}
 
     def is_detection_frame(self, frame: int) -> bool:
         return frame % self.detect_every == 0
 
-    def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def track_boxes(self, frame: int, image_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
         """The followed tracks' predicted ``N x 4`` XYXY_ABS boxes on frame ``frame``, clipped to
         ``image_size`` (height, width), and their last detected box scores (``N``)."""
-        ids = sorted(self._detections)
-        boxes = []
-        for tid in ids:
-            dets = self._detections[tid]
-            last_frame, box = dets[-1]
-            if self.track_motion == "velocity" and len(dets) == 2:
-                first_frame, first_box = dets[0]
+        boxes, scores = [], []
+        for tid in sorted(self._detections):
+            *first, (last_frame, box, score) = self._detections[tid]
+            if self.track_motion == "velocity" and first:
+                first_frame, first_box, _ = first[0]
                 box = box + (box - first_box) * ((frame - last_frame) / (last_frame - first_frame))
             boxes.append(box)
+            scores.append(score)
         boxes = Boxes(torch.stack(boxes) if boxes else torch.zeros((0, 4)))
         boxes.clip(image_size)
-        return boxes.tensor, torch.tensor([self._box_scores[t] for t in ids], dtype=torch.float32)
+        return boxes.tensor.numpy(), np.asarray(scores, np.float32)
 
     def __call__(self, image: np.ndarray, return_scores: bool = False, boxes: Optional[np.ndarray] = None, times=None) -> dict:
         """The next frame's result. ``boxes``: the frame's ``N x 4`` XYXY_ABS face boxes to use on a
         detection frame instead of the detector's (box score 1); ``times``: a
         :class:`~qanet_d2.modeling.postprocessing.StageTimes` that records the stages."""
-        frame = self._frame + 1
-        if self.is_detection_frame(frame):
-            faces = self.predictor.run_model(image, boxes=boxes, times=times)
-        else:
-            track_boxes, box_scores = self.track_boxes(frame, image.shape[:2])
-            faces = self.predictor.run_model(image, boxes=track_boxes.numpy(), box_scores=box_scores.numpy(), times=times)
+        frame, box_scores = self._frame + 1, None
+        if not self.is_detection_frame(frame):
+            boxes, box_scores = self.track_boxes(frame, image.shape[:2])
+        faces = self.predictor.run_model(image, boxes=boxes, box_scores=box_scores, times=times)
         return self.process(faces, return_scores=return_scores, times=times)
 
     def process(self, faces: Instances, return_scores: bool = False, times=None) -> dict:
@@ -310,10 +285,7 @@ class VideoPredictor:
         out.track_ids = smoothed["track_ids"].to(faces.scores.device)
         if self.is_detection_frame(self._frame):
             boxes = faces.pred_boxes.tensor.detach().float().cpu()
-            box_scores = faces.box_scores.detach().float().cpu()
-            detections, last_scores = {}, {}
-            for i, tid in enumerate(smoothed["track_ids"].tolist()):
-                detections[tid] = (self._detections.get(tid, []) + [(self._frame, boxes[i])])[-2:]
-                last_scores[tid] = float(box_scores[i])
-            self._detections, self._box_scores = detections, last_scores
+            detections = [(self._frame, box, float(score)) for box, score in zip(boxes, faces.box_scores)]
+            self._detections = {tid: (self._detections.get(tid, []) + [d])[-2:]
+                                for tid, d in zip(smoothed["track_ids"].tolist(), detections)}
         return out

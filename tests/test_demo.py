@@ -250,11 +250,15 @@ def test_opencv_overlay_blends_the_palette_and_keeps_background(demo_module):
     cfg = get_qanet_cfg()
     cfg.merge_from_file(str(INSTANT))
     cfg.MODEL.DEVICE = "cpu"
-    demo = VisualizationDemo(cfg, FaceParsingPredictor(cfg), alpha=0.5, overlay="opencv", draw_boxes=False)
+    from detectron2.structures import Instances
+
+    demo = VisualizationDemo(cfg, FaceParsingPredictor(cfg), alpha=0.5, overlay="opencv")
     image = np.full((4, 6, 3), (10, 20, 30), np.uint8)  # BGR
     labels = np.zeros((4, 6), np.uint8)
     labels[1, 2] = 3
-    drawn = demo.draw_opencv(image, {"labels": labels, "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32)})
+    no_faces = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "painted": np.zeros(0, bool),
+                "instances": Instances((4, 6), box_scores=torch.zeros(0))}
+    drawn = demo.draw_opencv(image, {"labels": labels, **no_faces})
     r, g, b = demo.metadata.stuff_colors[3]
     assert tuple(drawn[1, 2]) == tuple(np.uint8(np.float32(0.5) * np.float32(v) + np.float32(0.5) * np.float32(c)) for v, c in ((10, b), (20, g), (30, r)))
     assert tuple(drawn[0, 0]) == (10, 20, 30)
