@@ -38,18 +38,6 @@ from .world_size import scale_config_to_world_size
 logger = logging.getLogger(__name__)
 
 
-def with_model_label_set(cfg):
-    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), for trainers
-    built from configs that train_net.py did not set up."""
-    if len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
-        return cfg
-    cfg = cfg.clone()
-    cfg.defrost()
-    fill_model_label_set(cfg)
-    cfg.freeze()
-    return cfg
-
-
 class ResumableTrainingSampler(TrainingSampler):
     """detectron2's TrainingSampler (same stream for the same seed) starting ``start_index``
     samples into the global stream (all processes together), so a resumed run continues it."""
@@ -174,17 +162,16 @@ class QANetSimpleTrainer(SimpleTrainer):
         losses = sum(loss_dict.values())
 
         self.optimizer.zero_grad()
-        if self.grad_scaler is not None:
-            # Gradients of the scaled loss; step() unscales them first (so gradient clipping
-            # sees true values) and skips the update when they overflowed.
-            self.grad_scaler.scale(losses).backward()
-            self._write_metrics(loss_dict, data_time)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            losses.backward()
-            self._write_metrics(loss_dict, data_time)
+        scaler = self.grad_scaler
+        (losses if scaler is None else scaler.scale(losses)).backward()
+        self._write_metrics(loss_dict, data_time)
+        if scaler is None:
             self.optimizer.step()
+        else:
+            # step() unscales the gradients first (so gradient clipping sees true values) and
+            # skips the update when they overflowed.
+            scaler.step(self.optimizer)
+            scaler.update()
 
     def state_dict(self):
         ret = super().state_dict()
@@ -210,7 +197,11 @@ class QANetTrainer(DefaultTrainer):
             setup_logger()
         validate_config(cfg, for_training=True)
         logger.info(f"Training route: {training_route(cfg)}")
-        cfg = with_model_label_set(cfg)
+        if not len(cfg.MODEL.QANET.LABEL_SET.CLASSES):  # a config that train_net.py did not set up
+            cfg = cfg.clone()
+            cfg.defrost()
+            fill_model_label_set(cfg)
+            cfg.freeze()
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)

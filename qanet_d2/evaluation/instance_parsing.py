@@ -32,6 +32,7 @@ import math
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 __all__ = [
@@ -102,16 +103,9 @@ def face_part_ious(
     gt_idx = np.where(valid, gt_labels, 0).astype(np.int64)
 
     face_ids = np.unique(gt_instances[gt_instances > 0])
-    gt_faces = []  # bounding boxes (x0, y0, x1, y1)
-    num_parts = np.zeros(len(face_ids), np.int64)
-    for g, fid in enumerate(face_ids):
-        mask = gt_instances == fid
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-        gt_faces.append(box)
-        parts = np.unique(gt_idx[mask & valid])
-        num_parts[g] = int(np.count_nonzero(parts > 0))
+    masks = [gt_instances == fid for fid in face_ids]
+    gt_faces = [(x, y, x + w, y + h) for x, y, w, h in (cv2.boundingRect(m.astype(np.uint8)) for m in masks)]
+    num_parts = np.array([np.count_nonzero(np.unique(gt_idx[m & valid]) > 0) for m in masks], np.int64)
 
     ious = np.full((len(windows), len(face_ids), C), np.nan)
     for p, (win, lab) in enumerate(zip(windows, labels)):
@@ -121,18 +115,13 @@ def face_part_ious(
             raise ValueError(f"face {p}: labels of shape {lab.shape} do not match its window {list(win)}")
         if lab.size and (lab.min() < 0 or lab.max() >= C):
             raise ValueError(f"face {p}: label values must be 0..{C - 1}, found {lab.min()}..{lab.max()}")
-        (cx0, cy0, cx1, cy1), lab = _clipped(win, lab, H, W)
-        for g, fid in enumerate(face_ids):
-            bx0, by0, bx1, by1 = gt_faces[g]
+        box, lab = _clipped(win, lab, H, W)
+        for g, (mask, face_box) in enumerate(zip(masks, gt_faces)):
             # The region where either map can be foreground; outside it both are background.
-            if cx1 > cx0:
-                rx0, ry0, rx1, ry1 = min(cx0, bx0), min(cy0, by0), max(cx1, bx1), max(cy1, by1)
-            else:
-                rx0, ry0, rx1, ry1 = bx0, by0, bx1, by1
+            rx0, ry0, rx1, ry1 = region = _union(box, face_box)
             region_valid = valid[ry0:ry1, rx0:rx1]
-            gt_reg = np.where(gt_instances[ry0:ry1, rx0:rx1] == fid, gt_idx[ry0:ry1, rx0:rx1], 0)
-            pred_reg = np.zeros_like(gt_reg)
-            pred_reg[cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = lab
+            gt_reg = np.where(mask[ry0:ry1, rx0:rx1], gt_idx[ry0:ry1, rx0:rx1], 0)
+            pred_reg = _paste(lab, box, region)
             hist = np.bincount(gt_reg[region_valid] * C + pred_reg[region_valid], minlength=C * C).reshape(C, C)
             hist[0, 0] += total_valid - int(np.count_nonzero(region_valid))
             ious[p, g] = _class_ious(hist)
@@ -148,11 +137,30 @@ def _class_ious(hist: np.ndarray) -> np.ndarray:
 
 
 def _clipped(window, labels, height, width):
+    """The window clipped to the image ((0, 0, 0, 0) when nothing is left) and its labels there."""
     x0, y0, x1, y1 = (int(v) for v in window)
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if cx1 <= cx0 or cy1 <= cy0:
         return (0, 0, 0, 0), np.zeros((0, 0), np.int64)
     return (cx0, cy0, cx1, cy1), np.asarray(labels)[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0].astype(np.int64)
+
+
+def _union(*boxes):
+    """The smallest box holding every non-empty box; (0, 0, 0, 0) when there is none."""
+    boxes = [b for b in boxes if b[2] > b[0]]
+    if not boxes:
+        return 0, 0, 0, 0
+    x0, y0, x1, y1 = zip(*boxes)
+    return min(x0), min(y0), max(x1), max(y1)
+
+
+def _paste(labels, box, region):
+    """(region height, width) int64 map: ``labels`` on ``box``, 0 elsewhere."""
+    rx0, ry0, rx1, ry1 = region
+    out = np.zeros((ry1 - ry0, rx1 - rx0), np.int64)
+    if labels.size:
+        out[box[1] - ry0 : box[3] - ry0, box[0] - rx0 : box[2] - rx0] = labels
+    return out
 
 
 def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[int], num_classes: int) -> np.ndarray:
@@ -166,21 +174,9 @@ def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[i
     P = len(faces)
     out = np.eye(P)
     for a in range(P):
-        (ax0, ay0, ax1, ay1), la = clipped[a]
         for b in range(a + 1, P):
-            (bx0, by0, bx1, by1), lb = clipped[b]
-            boxes = [w for w, lab in ((clipped[a][0], la), (clipped[b][0], lb)) if lab.size]
-            if boxes:
-                rx0, ry0 = min(w[0] for w in boxes), min(w[1] for w in boxes)
-                rx1, ry1 = max(w[2] for w in boxes), max(w[3] for w in boxes)
-            else:
-                rx0 = ry0 = rx1 = ry1 = 0
-            ma = np.zeros((ry1 - ry0, rx1 - rx0), np.int64)
-            mb = np.zeros_like(ma)
-            if la.size:
-                ma[ay0 - ry0 : ay1 - ry0, ax0 - rx0 : ax1 - rx0] = la
-            if lb.size:
-                mb[by0 - ry0 : by1 - ry0, bx0 - rx0 : bx1 - rx0] = lb
+            region = _union(clipped[a][0], clipped[b][0])
+            ma, mb = (_paste(lab, box, region) for box, lab in (clipped[a], clipped[b]))
             hist = np.bincount((ma * C + mb).ravel(), minlength=C * C).reshape(C, C)
             hist[0, 0] += H * W - ma.size  # both background outside the region
             iou = _class_ious(hist)
