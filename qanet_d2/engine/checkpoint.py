@@ -3,18 +3,14 @@ part of the model with random weights.
 
 :class:`QANetCheckpointer` is detectron2's DetectionCheckpointer with these changes:
 
-* ``save`` writes a temporary file and renames it into place (atomic on POSIX), as does
-  ``last_checkpoint``; the file holds only tensors and plain values (:func:`to_weights_only_safe`),
-  ``"trained_parts"`` (which of ``detector`` / ``parser`` hold trained weights) and
-  ``"label_set"`` (the model's label set).
-* Loading reads files without running code (:func:`~qanet_d2.weights_io.load_checkpoint_file`);
-  a checkpoint lacking weights of the parts it loads, or of another label set than the model's,
-  fails naming them. A model built without a label set takes the checkpoint's.
+* ``save`` writes a temporary file and renames it into place, as does ``last_checkpoint``; the
+  file holds only plain values (:func:`to_weights_only_safe`), ``"trained_parts"`` (which of
+  ``detector`` / ``parser`` hold trained weights) and ``"label_set"``.
+* Loading runs no code; a checkpoint lacking weights of the parts it loads, or of another label
+  set than the model's, fails naming them. A model built without a label set takes the checkpoint's.
 * ``MODEL.WEIGHTS`` loads only the parts the checkpoint records as trained (all without a
   record); ``resume`` loads the whole state, as detectron2 does.
-* With ``cfg``, a run that is not resumed is assembled from ``MODEL.WEIGHTS``, then
-  ``MODEL.QANET.DETECTOR_WEIGHTS`` / ``PARSER_WEIGHTS``, then (``imagenet_init``) the ImageNet
-  weights of the backbones no checkpoint provided, one log line per part.
+* With ``cfg``, a run that is not resumed is assembled (:meth:`QANetCheckpointer.assemble`).
 """
 import glob
 import logging
@@ -31,13 +27,7 @@ from ..compat import to_weights_only_safe
 from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, load_checkpoint_file, load_part_weights,
                           state_problems)
 
-__all__ = [
-    "MODEL_PARTS",
-    "QANetCheckpointer",
-    "load_model_part",
-    "load_model_weights",
-    "model_parts",
-]
+__all__ = ["MODEL_PARTS", "QANetCheckpointer", "load_model_part", "load_model_weights", "model_parts"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +118,7 @@ class QANetCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
+        data = {"model": self.model.state_dict(), **{k: obj.state_dict() for k, obj in self.checkpointables.items()}}
         data.update(kwargs)
         if model_parts(self.model):
             data["trained_parts"] = self.trained_parts()

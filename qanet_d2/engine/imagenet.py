@@ -285,7 +285,8 @@ def load_imagenet_weights(cfg, model: nn.Module, part: str) -> Optional[str]:
     backbone = getattr(model, part).backbone
     rest = "; the rest of the " + part + " is randomly initialised"
     if part == "parser" and q.BACKBONE.NAME == "build_timm_hrnet_backbone":
-        _refuse_mismatch(parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights"), source, "timm's ImageNet HRNet")
+        problems = parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights")
+        _refuse_mismatch(problems, source, "timm's ImageNet HRNet")
         return load_hrnet_imagenet_weights(backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone" + rest
     weights = read_resnet_imagenet_weights(source)
     if part == "detector":

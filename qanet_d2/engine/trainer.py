@@ -1,12 +1,6 @@
 """The trainer used by ``train_net.py``: detectron2's DefaultTrainer with this project's loaders,
-evaluators, optimizer and checkpointer, plus what an interrupted or multi-process CPU run needs.
-
-Deviations from ``DefaultTrainer``, each for the reason given where it is made: face loaders
-(one face per sample with ``DATALOADER.SAMPLE_UNIT "face"``, datasets drawn at
-``DATALOADER.TRAIN_RATIOS``, a sampler that resumes mid-stream), ``SOLVER.OPTIMIZER``,
-:class:`~qanet_d2.engine.checkpoint.QANetCheckpointer`, per-iteration reseeding, a per-term
-finiteness check, AMP on CPU too, the optimizer in the checkpoint, CPU-safe DDP, world-size
-rescaling with ``SOLVER.LR_SCALING`` and schedules in epochs.
+evaluators, optimizer and checkpointer, plus what an interrupted or multi-process CPU run needs
+(each deviation is explained where it is made).
 """
 import contextlib
 import itertools

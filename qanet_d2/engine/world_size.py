@@ -31,10 +31,9 @@ LR_SCALING_RULES = ("auto", "linear", "sqrt")
 
 
 def lr_scaling_rule(cfg) -> str:
-    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING``, ``"auto"`` resolved by ``SOLVER.OPTIMIZER``."""
+    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING`` (checked by validate_config), ``"auto"``
+    resolved by ``SOLVER.OPTIMIZER``."""
     rule = cfg.SOLVER.LR_SCALING
-    if rule not in LR_SCALING_RULES:
-        raise ValueError(f"SOLVER.LR_SCALING = {rule!r}: expected one of {', '.join(LR_SCALING_RULES)}")
     if rule == "auto":
         return "sqrt" if cfg.SOLVER.OPTIMIZER.upper() in ("ADAM", "ADAMW") else "linear"
     return rule
@@ -47,8 +46,6 @@ def scale_config_to_world_size(cfg, world_size: int):
     reference = int(cfg.SOLVER.REFERENCE_WORLD_SIZE)
     if reference == 0 or reference == world_size:
         return cfg
-    if world_size <= 0:
-        raise ValueError(f"world size must be positive, got {world_size}")
     ratio = world_size / reference
     lr_factor = ratio if lr_scaling_rule(cfg) == "linear" else math.sqrt(ratio)
 

@@ -28,13 +28,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = [
-    "seg_to_boundary",
-    "label_boundaries",
-    "boundary_f_measure",
-    "boundary_radius",
-    "davis_disk",
-]
+__all__ = ["seg_to_boundary", "label_boundaries", "boundary_f_measure", "boundary_radius", "davis_disk"]
 
 Points = Tuple[np.ndarray, np.ndarray]  # (ys, xs) integer pixel coordinates
 

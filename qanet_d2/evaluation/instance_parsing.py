@@ -35,17 +35,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-__all__ = [
-    "PART_IOU_THRESHOLDS",
-    "PredictedFace",
-    "face_part_ious",
-    "match_faces",
-    "parsing_nms",
-    "pairwise_parsing_ious",
-    "voc_ap",
-    "InstanceParsingAccumulator",
-    "single_face_instances",
-]
+__all__ = ["PART_IOU_THRESHOLDS", "PredictedFace", "face_part_ious", "match_faces", "parsing_nms",
+           "pairwise_parsing_ious", "voc_ap", "InstanceParsingAccumulator", "single_face_instances"]
 
 PART_IOU_THRESHOLDS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
