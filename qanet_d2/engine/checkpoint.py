@@ -24,6 +24,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from torch import nn
 
 from ..compat import to_weights_only_safe
+from .imagenet import load_imagenet_weights
 from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, load_checkpoint_file, load_part_weights,
                           state_problems)
 
@@ -236,15 +237,11 @@ class QANetCheckpointer(DetectionCheckpointer):
                 self.part_sources[p] = f"{f} (MODEL.QANET.{p.upper()}_WEIGHTS)"
                 self.loaded_trained_parts.add(p)
         for p in sorted(set(parts) - set(self.part_sources)):
-            source = None
             built_with = getattr(parts[p], "weights_source", "")
             if built_with:  # a pretrained part (YuNet) that loaded its released weights when built
                 self.part_sources[p] = f"{built_with} (loaded when the model was built)"
                 continue
-            if self.imagenet_init:
-                from .imagenet import load_imagenet_weights
-
-                source = load_imagenet_weights(cfg, self.model, p)
+            source = load_imagenet_weights(cfg, self.model, p) if self.imagenet_init else None
             self.part_sources[p] = source or "random initialisation"
             if source is None:
                 (logger.info if self.imagenet_init else logger.warning)(

@@ -20,6 +20,7 @@ from detectron2.utils import comm
 import torch
 
 from ..compat import compiled_extension_available
+from .face_parsing_evaluator import gather_shards
 
 __all__ = ["FaceDetectionEvaluator"]
 
@@ -86,16 +87,13 @@ class FaceDetectionEvaluator(COCOEvaluator):
         super().process(inputs, outputs)
 
     def evaluate(self, img_ids=None):
-        counts = self._face_counts
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(counts, dst=0)
-            counts = [sum(c[0] for c in gathered), sum(c[1] for c in gathered)]
+        gathered = gather_shards(self._face_counts, self._distributed)
         results = super().evaluate(img_ids)
         if results is None or not comm.is_main_process():
             return results
         results = copy.deepcopy(results)
-        results.setdefault("bbox", {}).update(num_gt_faces=counts[0], missed_faces=counts[1])
+        results.setdefault("bbox", {}).update(num_gt_faces=sum(c[0] for c in gathered),
+                                              missed_faces=sum(c[1] for c in gathered))
         return results
 
 

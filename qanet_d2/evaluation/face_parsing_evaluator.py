@@ -347,6 +347,15 @@ def _json_safe(obj):
     return obj
 
 
+def write_json(output_dir: str, name: str, obj) -> str:
+    """Write ``obj`` as strict JSON (:func:`_json_safe`) to ``<output_dir>/<name>``; returns the path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, name)
+    with open(path, "w") as f:
+        json.dump(_json_safe(obj), f, indent=1)
+    return path
+
+
 def format_results_tables(results: dict, details: dict) -> str:
     """Readable tables: the headline numbers, then one row per class."""
     from tabulate import tabulate
@@ -568,9 +577,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
             logger.warning("%s: %d frame(s) could not be scored, e.g. %s: %s", self._dataset_name, len(failed),
                            failed[0]["file_name"], failed[0]["problem"])
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            path = os.path.join(self._output_dir, RESULTS_FILE)
-            with open(path, "w") as f:
-                json.dump(_json_safe(details), f, indent=1)
+            path = write_json(self._output_dir, RESULTS_FILE, details)
             logger.info("Per-class, per-video and per-frame numbers: %s", path)
         return OrderedDict(face_parsing=results)

@@ -286,38 +286,29 @@ class InstanceParsingAccumulator:
             for j, i in enumerate(keep.tolist()):
                 self.records[name].append((float(scores[i]), str(image_key), i, tp[j], pcp[j]))
 
-    def state(self) -> dict:
-        """What :meth:`merge` needs (for gathering across processes)."""
-        return {"records": self.records, "num_gt": self.num_gt, "num_pred": self.num_pred,
-                "num_images": self.num_images}
-
-    def merge(self, state: dict):
+    def merge(self, other: "InstanceParsingAccumulator"):
+        """Add the faces of another accumulator (another process's)."""
         for name in self.rankings:
-            self.records[name].extend(state["records"][name])
-        self.num_gt += state["num_gt"]
-        self.num_pred += state["num_pred"]
-        self.num_images += state["num_images"]
+            self.records[name].extend(other.records[name])
+        self.num_gt += other.num_gt
+        self.num_pred += other.num_pred
+        self.num_images += other.num_images
 
     def compute(self, ranking: str) -> Dict[str, object]:
         """``{"AP": {threshold: AP}, "PCP": {threshold: PCP}, "APvol": ...}`` for one ranking, as
         fractions (NaN without ground-truth faces)."""
+        if self.num_gt == 0:
+            return {"AP": dict.fromkeys(self.thresholds, math.nan), "PCP": dict.fromkeys(self.thresholds, math.nan),
+                    "APvol": math.nan}
         T = len(self.thresholds)
         rows = sorted(self.records[ranking], key=lambda r: (-r[0], r[1], r[2]))
         tp = np.array([r[3] for r in rows], bool).reshape(-1, T)
         pcp = np.array([r[4] for r in rows], np.float64).reshape(-1, T)
-        ap, pcp_t = {}, {}
-        for k, t in enumerate(self.thresholds):
-            if self.num_gt == 0:
-                ap[t] = pcp_t[t] = math.nan
-                continue
-            ctp = np.cumsum(tp[:, k])
-            cfp = np.cumsum(~tp[:, k])
-            recall = ctp / float(self.num_gt)
-            precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-            ap[t] = voc_ap(recall, precision)
-            pcp_t[t] = float(pcp[:, k].sum() / self.num_gt)
-        values = [v for v in ap.values() if v == v]
-        return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(values)) if values else math.nan}
+        ctp = np.cumsum(tp, axis=0)
+        precision = ctp / np.arange(1, len(rows) + 1)[:, None]
+        ap = {t: voc_ap(ctp[:, k] / float(self.num_gt), precision[:, k]) for k, t in enumerate(self.thresholds)}
+        pcp_t = {t: float(pcp[:, k].sum() / self.num_gt) for k, t in enumerate(self.thresholds)}
+        return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(list(ap.values())))}
 
     def summarize(self) -> Tuple["OrderedDict[str, float]", dict]:
         """Results (percentages): ``APp50``, ``APvol``, ``PCP50`` by the quality score, the same
@@ -325,11 +316,9 @@ class InstanceParsingAccumulator:
         ranking, AP and PCP at every threshold (fractions)."""
         results: "OrderedDict[str, float]" = OrderedDict()
         details = {}
-        names = list(self.rankings)
-        computed = {name: self.compute(name) for name in names}
-        for i, name in enumerate(names):
+        computed = {name: self.compute(name) for name in self.rankings}
+        for i, (name, c) in enumerate(computed.items()):
             suffix = "" if i == 0 else f"-{name}"
-            c = computed[name]
             results[f"APp50{suffix}"] = 100.0 * c["AP"].get(0.5, math.nan)
             results[f"APvol{suffix}"] = 100.0 * c["APvol"]
             results[f"PCP50{suffix}"] = 100.0 * c["PCP"].get(0.5, math.nan)
@@ -339,10 +328,7 @@ class InstanceParsingAccumulator:
                 "APp": {_threshold_name(t): v for t, v in c["AP"].items()},
                 "PCP": {_threshold_name(t): v for t, v in c["PCP"].items()},
             }
-        first = computed[names[0]]
-        for t, v in first["AP"].items():
+        for t, v in computed["score"]["AP"].items():
             results[f"APp{_threshold_name(t)}"] = 100.0 * v
-        results["num_frames"] = self.num_images
-        results["num_gt_faces"] = self.num_gt
-        results["num_pred_faces"] = self.num_pred
+        results.update(num_frames=self.num_images, num_gt_faces=self.num_gt, num_pred_faces=self.num_pred)
         return results, details
