@@ -181,16 +181,14 @@ class QANetCheckpointer(DetectionCheckpointer):
             own = _unwrap(self.model).state_dict()
             if key in own and (record is None or key not in state):
                 state[key] = own[key].clone()
-        if skipped:
-            checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
+        checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
         if not heuristic:  # every weight of the parts it loads must come from the file, with its shape
             own = {k: v for k, v in _unwrap(self.model).state_dict().items() if _part_of(k, skipped) is None}
             problems = state_problems(own, {k: v for k, v in checkpoint["model"].items() if k in own})
             if problems:
                 raise RuntimeError(f"{self._loading_path}: the checkpoint does not fill the model: " + "; ".join(problems))
         incompatible = super()._load_model(checkpoint)
-        if skipped:
-            incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _part_of(k, skipped) is None]
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _part_of(k, skipped) is None]
         path = self._loading_path
         for p in sorted(selected):
             self.part_sources[p] = path
@@ -209,7 +207,8 @@ class QANetCheckpointer(DetectionCheckpointer):
             if not os.path.isfile(path):
                 # A torn/missing file named by last_checkpoint: the newest complete checkpoint.
                 logger.warning("last_checkpoint names %s, which does not exist", path)
-                path = self._newest_checkpoint_file() or ""
+                files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth"))  # "*" skips unfinished ".tmp-"
+                path = max(files, key=os.path.getmtime) if files else ""
             self._whole_state = True
             try:
                 return self.load(path)
@@ -251,11 +250,6 @@ class QANetCheckpointer(DetectionCheckpointer):
         for p in sorted(self.part_sources):
             logger.info(f"Model weights: {p} <- {self.part_sources[p]}")
         return extra
-
-    def _newest_checkpoint_file(self):
-        # glob's "*" skips the hidden ".tmp-" files of unfinished saves
-        files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if self.save_dir else []
-        return max(files, key=os.path.getmtime) if files else None
 
 
 def load_model_weights(cfg, model: nn.Module) -> Dict[str, str]:

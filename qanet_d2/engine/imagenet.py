@@ -1,8 +1,5 @@
-"""ImageNet initialisation of the detector's and the parser's backbones, loaded strictly.
-
-Applied by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` when training starts, to the
-parts no checkpoint provides (as detectron2 loads ImageNet weights through its checkpointer).
-Sources:
+"""ImageNet initialisation of the backbones of the parts no checkpoint provides, loaded strictly
+when training starts (by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer`). Sources:
 
 * ``MODEL.FCOS.BACKBONE_WEIGHTS``: the detector's ResNet, from detectron2 model-zoo files
   (Caffe2 names renamed by detectron2's conversion; BatchNorm fused, so ``NORM FrozenBN``),

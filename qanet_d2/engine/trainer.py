@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -21,12 +21,15 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..data.instance_mapper import FaceInstanceDatasetMapper, face_instance_dicts
+from ..data.mapper import FaceParsingDatasetMapper
+from ..data.mixed_label_sets import dataset_label_sets, fill_model_label_set
+from ..evaluation import build_face_parsing_evaluators
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
 from .route import training_route
 from .validation import OPTIMIZERS, validate_config
-from ..data.mixed_label_sets import fill_model_label_set
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
@@ -125,10 +128,8 @@ class QANetSimpleTrainer(SimpleTrainer):
             self.autocast_device, self.autocast_dtype, scaled = autocast_settings(device)
             if scaled:
                 self.grad_scaler = torch.amp.GradScaler(device.type)
-            logger.info(
-                f"Mixed precision: {str(self.autocast_dtype).replace('torch.', '')} autocast on {device.type}"
-                + (", GradScaler" if scaled else ", no loss scaling")
-            )
+            logger.info(f"Mixed precision: {str(self.autocast_dtype).replace('torch.', '')} autocast on {device.type}, "
+                        + ("GradScaler" if scaled else "no loss scaling"))
 
     def run_step(self):
         assert self.model.training, "[QANetSimpleTrainer] model was changed to eval mode!"
@@ -291,11 +292,6 @@ class QANetTrainer(DefaultTrainer):
     def training_samples(cls, cfg) -> "TrainingSamples":
         """The dataset dicts of ``DATASETS.TRAIN``, each with its label set, one per frame or (with
         ``DATALOADER.SAMPLE_UNIT "face"``) one per face."""
-        from detectron2.data import get_detection_dataset_dicts
-
-        from ..data.instance_mapper import face_instance_dicts
-        from ..data.mixed_label_sets import dataset_label_sets
-
         names = list(cfg.DATASETS.TRAIN)
         label_sets = dataset_label_sets(names)
         face_unit = cfg.DATALOADER.SAMPLE_UNIT == "face"
@@ -322,18 +318,12 @@ class QANetTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0,
                            samples: Optional["TrainingSamples"] = None):
         """detectron2's train loader on :meth:`training_samples` (``samples``: already counted)."""
-        from ..data.instance_mapper import FaceInstanceDatasetMapper
-        from ..data.mapper import FaceParsingDatasetMapper
-
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
         if samples is None:
             samples = cls.training_samples(cfg)
         names, parts, dataset = samples.names, samples.parts, samples.dataset
-        if samples.unit == "faces":
-            mapper = FaceInstanceDatasetMapper(cfg)
-        else:
-            mapper = FaceParsingDatasetMapper(cfg, is_train=True)
+        mapper = FaceInstanceDatasetMapper(cfg) if samples.unit == "faces" else FaceParsingDatasetMapper(cfg, is_train=True)
         start_index = start_iter * cfg.SOLVER.IMS_PER_BATCH
         if cfg.DATALOADER.TRAIN_RATIOS:
             sampler = WeightedTrainingSampler([len(p) for p in parts], cfg.DATALOADER.TRAIN_RATIOS, seed=seed, start_index=start_index)
@@ -346,14 +336,10 @@ class QANetTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        from ..data.mapper import FaceParsingDatasetMapper
-
         return build_detection_test_loader(cfg, dataset_name, mapper=FaceParsingDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_face_parsing_evaluators
-
         return build_face_parsing_evaluators(cfg, dataset_name, output_folder)
 
     # ---------------------------------------------------------------- evaluation
@@ -420,10 +406,8 @@ def add_solver_config(cfg) -> None:
     # LR rule when the number of processes differs from SOLVER.REFERENCE_WORLD_SIZE
     # (qanet_d2/engine/world_size.py): "linear" (SGD), "sqrt" (Adam), or "auto" (by SOLVER.OPTIMIZER).
     cfg.SOLVER.LR_SCALING = "auto"
-    # SOLVER.EPOCHS > 0: the schedule in epochs of the run's training samples (frames, or faces with
-    # DATALOADER.SAMPLE_UNIT "face"); MAX_ITER, STEPS and WARMUP_ITERS are computed from EPOCHS,
-    # STEPS_EPOCHS and WARMUP_EPOCHS at start-up, CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their
-    # *_EPOCHS keys where > 0 (qanet_d2/engine/epochs.py). 0 = iterations as written.
+    # SOLVER.EPOCHS > 0: the schedule in epochs of the training samples (frames, or faces); the
+    # iteration keys are computed from the *_EPOCHS keys at start-up (qanet_d2/engine/epochs.py).
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.STEPS_EPOCHS = ()
     cfg.SOLVER.WARMUP_EPOCHS = 0.0

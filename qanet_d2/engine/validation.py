@@ -3,11 +3,14 @@ its key, value and what is expected, in one :class:`ConfigError`."""
 import os
 from typing import List
 
+from detectron2.data import DatasetCatalog
+
 from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, model_label_set, model_label_set_source,
                                      prediction_conversion, training_route)
 from ..data.instance_mapper import SAMPLE_UNITS
 from ..data.training_crops import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.detectors.build import detector_is_pretrained
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
@@ -41,8 +44,6 @@ _CHOICES = {
 
 
 def _registered_problems(names, role: str) -> List[str]:
-    from detectron2.data import DatasetCatalog
-
     problems = []
     registered = set(DatasetCatalog.list())
     for name in names:
@@ -57,8 +58,6 @@ def _label_set_problems(cfg, for_training: bool) -> List[str]:
     """The model's label set against NUM_CLASSES, the training datasets (same set, labels
     convertible into it, or a coarser set its probabilities merge into) and the test datasets
     (same set, or predictions convertible into theirs)."""
-    from detectron2.data import DatasetCatalog
-
     registered = set(DatasetCatalog.list())
     train = [n for n in cfg.DATASETS.TRAIN if n in registered] if for_training else []
     test = [n for n in cfg.DATASETS.TEST if n in registered]
@@ -148,8 +147,6 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         lo, hi = q.AUG.SCALE_RANGE
         if not 0 < lo <= 1 <= hi:
             problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
-        from ..modeling.detectors.build import detector_is_pretrained
-
         if (q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS)
                 and not detector_is_pretrained(q.DETECTOR.NAME)):
             problems.append(

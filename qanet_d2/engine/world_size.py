@@ -1,11 +1,10 @@
 """Rescaling a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to the number in use.
 
-As detectron2's ``DefaultTrainer.auto_scale_workers``: the per-process batch is kept, and the
-total batch, the learning rate and every length in iterations follow (so a run lasts the same
-epochs), over the keys of :data:`WORLD_SIZE_SCALED_KEYS`. The LR rule is ``SOLVER.LR_SCALING``:
-detectron2's linear rule is derived for SGD; for Adam the square root of the batch ratio keeps
-training equivalent (Malladi et al., NeurIPS 2022), so ``"auto"`` uses it for ADAM/ADAMW. That
-analysis also moves Adam's betas; they are kept, the square-root LR being the larger effect.
+As detectron2's ``DefaultTrainer.auto_scale_workers``: the per-process batch is kept; the total
+batch, the learning rate and every length in iterations (:data:`WORLD_SIZE_SCALED_KEYS`) follow.
+The LR rule is ``SOLVER.LR_SCALING``: linear is derived for SGD; for Adam the square root of the
+batch ratio keeps training equivalent (Malladi et al., NeurIPS 2022; its change of Adam's betas,
+the smaller effect, is not applied), so ``"auto"`` uses it for ADAM/ADAMW.
 """
 import logging
 import math

@@ -183,11 +183,9 @@ def parsing_nms(scores: Sequence[float], ious: np.ndarray, nms_thresh: float = 0
     ``score_thresh`` <= 0 keeps every score; ``nms_thresh`` <= 0 turns the NMS off."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     candidates = [int(i) for i in np.argsort(-scores, kind="stable") if score_thresh <= 0 or scores[i] >= score_thresh]
-    if nms_thresh <= 0:
-        return np.array(sorted(candidates), dtype=np.int64)
     kept: List[int] = []
     for i in candidates:
-        if all(ious[i, k] < nms_thresh for k in kept):
+        if nms_thresh <= 0 or all(ious[i, k] < nms_thresh for k in kept):
             kept.append(i)
     return np.array(sorted(kept), dtype=np.int64)
 

@@ -50,7 +50,12 @@ class InstanceParsingEvaluator(DatasetEvaluator):
     """APp at part-IoU thresholds 0.1 ... 0.9, APvol and PCP (percentages, task key
     ``instance_parsing``), faces ranked by the quality score (``APp50``, ...) and by the
     detector's box score alone (``APp50-box``, ...). Any number of processes gives the
-    single-process numbers."""
+    single-process numbers.
+
+    ``output_dir``: where ``instance_parsing_results.json`` is written (None: nowhere);
+    ``prediction_label_set`` as in :class:`~qanet_d2.evaluation.FaceParsingEvaluator`;
+    ``nms_thresh``, ``score_thresh``: the parsing NMS and score filter before matching (0: off).
+    """
 
     def __init__(
         self,
@@ -62,9 +67,6 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         nms_thresh: float = 0.6,
         score_thresh: float = 0.01,
     ):
-        """``output_dir``: where ``instance_parsing_results.json`` is written (None: nowhere);
-        ``prediction_label_set`` as in :class:`~qanet_d2.evaluation.FaceParsingEvaluator`;
-        ``nms_thresh``, ``score_thresh``: the parsing NMS and score filter before matching (0: off)."""
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
         self._num_classes = len(meta.stuff_classes)
