@@ -184,20 +184,16 @@ def _import_scripted_modules_quietly() -> bool:
     return True
 
 
-_CUDA_HOME_NOTICE = "No CUDA runtime is found"
-
-
-class _DropCudaHomeNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_CUDA_HOME_NOTICE)
+def _not_cuda_home_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
 
 
 def _quiet_cuda_home_notice() -> bool:
     """Drop torch's CUDA_HOME notice from its logger; True if the filter was added here."""
     log = logging.getLogger("torch.utils.cpp_extension")
-    if any(isinstance(f, _DropCudaHomeNotice) for f in log.filters):
+    if _not_cuda_home_notice in log.filters:
         return False
-    log.addFilter(_DropCudaHomeNotice())
+    log.addFilter(_not_cuda_home_notice)
     return True
 
 
@@ -244,10 +240,9 @@ def to_weights_only_safe(obj):
             return value.item()
         if isinstance(value, numbers.Number):
             return float(value) if not isinstance(value, numbers.Integral) else int(value)
-        if isinstance(value, collections.OrderedDict):
-            return collections.OrderedDict((k, convert(v, f"{path}.{k}")) for k, v in value.items())
-        if isinstance(value, dict):
-            return {k: convert(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, dict):  # an OrderedDict stays one
+            items = ((k, convert(v, f"{path}.{k}")) for k, v in value.items())
+            return collections.OrderedDict(items) if isinstance(value, collections.OrderedDict) else dict(items)
         if isinstance(value, (list, tuple)):
             converted = [convert(v, f"{path}[{i}]") for i, v in enumerate(value)]
             return converted if isinstance(value, list) else tuple(converted)

@@ -170,8 +170,7 @@ def _timm_hub_state_dict(name: str):
             f"pretrained=True).state_dict(), '{name}.pth')\"  and set MODEL.QANET.HRNET.PRETRAINED_PATH to the "
             f"copied file; or set MODEL.QANET.HRNET.PRETRAINED False for random initialisation ({_HOW_TO_GET})."
         ) from e
-    pretrained_cfg = getattr(model, "pretrained_cfg", {}) or {}
-    hub_id = pretrained_cfg.get("hf_hub_id") or name
+    hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id") or name
     return model.state_dict(), f"timm hub {hub_id}"
 
 

@@ -39,8 +39,8 @@ class ResumableTrainingSampler(TrainingSampler):
     """detectron2's TrainingSampler (same stream for the same seed) starting ``start_index``
     samples into the global stream (all processes together), so a resumed run continues it."""
 
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0):
-        super().__init__(size, shuffle=shuffle, seed=seed)
+    def __init__(self, size: int, seed: Optional[int] = None, start_index: int = 0):
+        super().__init__(size, seed=seed)
         self._start_index = int(start_index)
 
     def __iter__(self):
@@ -220,10 +220,8 @@ class QANetTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
 
-    @staticmethod
-    def auto_scale_workers(cfg, num_workers: int):
-        """Not DefaultTrainer's: that one lacks the square-root LR rule Adam needs (see world_size.py)."""
-        return scale_config_to_world_size(cfg, num_workers)
+    # Not DefaultTrainer's: that one lacks the square-root LR rule Adam needs (see world_size.py).
+    auto_scale_workers = staticmethod(scale_config_to_world_size)
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
@@ -323,7 +321,8 @@ class QANetTrainer(DefaultTrainer):
         if samples is None:
             samples = cls.training_samples(cfg)
         names, parts, dataset = samples.names, samples.parts, samples.dataset
-        mapper = FaceInstanceDatasetMapper(cfg) if samples.unit == "faces" else FaceParsingDatasetMapper(cfg, is_train=True)
+        faces = samples.unit == "faces"
+        mapper = FaceInstanceDatasetMapper(cfg) if faces else FaceParsingDatasetMapper(cfg, is_train=True)
         start_index = start_iter * cfg.SOLVER.IMS_PER_BATCH
         if cfg.DATALOADER.TRAIN_RATIOS:
             sampler = WeightedTrainingSampler([len(p) for p in parts], cfg.DATALOADER.TRAIN_RATIOS, seed=seed, start_index=start_index)

@@ -105,10 +105,9 @@ def score_frame(
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in [1, 255], got {num_classes}")
     pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
-    if gt_labels.ndim != 2 or pred_labels.ndim != 2:
-        raise ValueError(f"label maps must be 2-D, got prediction {pred_labels.shape}, ground truth {gt_labels.shape}")
-    if pred_labels.shape != gt_labels.shape:
-        raise ValueError(f"prediction size {pred_labels.shape} != ground-truth size {gt_labels.shape}")
+    if gt_labels.ndim != 2 or pred_labels.shape != gt_labels.shape:
+        raise ValueError(f"label maps must be 2-D and of the same size: prediction size {pred_labels.shape}, "
+                         f"ground-truth size {gt_labels.shape}")
     C = num_classes
     void_id = C  # in both index maps: C = "no class" (void in the ground truth, invalid in the prediction)
 
@@ -482,7 +481,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._save_labels = save_labels
         if save_labels and not output_dir:
             raise ValueError("save_labels needs an output_dir")
-        # conversion_note: "predictions converted from <set> to <set>", or None
         self._conversion, self.conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self.reset()
 

@@ -195,8 +195,7 @@ def _mean_ious(ious: np.ndarray) -> np.ndarray:
     finite = ~np.isnan(ious)
     count = finite.sum(axis=-1)
     total = np.where(finite, ious, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+    return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
 
 
 def match_faces(
