@@ -3,24 +3,17 @@ and without its C++ extension.
 
 Everything that deviates from detectron2's behaviour lives here. ``apply()`` applies each shim
 once, before the detectron2 modules that need it are imported, and only where it is needed: with
-a complete upstream detectron2 every item is a no-op.
+a complete upstream detectron2 every item is a no-op. Items:
 
-Items:
-  * ``detectron2._C`` placeholder, if no compiled extension exists: importing works, calling an
-    op raises NotImplementedError naming it.
+  * ``detectron2._C`` placeholder, if no compiled extension exists: calling an op raises.
   * ``PIL.Image.LINEAR``: removed in Pillow 10, a default argument in detectron2.
-  * FCOS head GroupNorm probe: v0.6's RetinaNetHead builds ``get_norm(norm, 1)``, which fails
-    for GroupNorm(32, 1).
-  * FCOS on an image without faces: v0.6's anchor matching fails on zero boxes;
-    :class:`FCOSWithEmptyImages` labels all anchors of such an image background.
+  * FCOS head GroupNorm probe: v0.6's RetinaNetHead builds ``get_norm(norm, 1)``.
+  * FCOS on an image without faces: v0.6's anchor matching fails on zero boxes.
   * :func:`to_weights_only_safe`: checkpoints that ``torch.load(weights_only=True)`` can read.
-  * ``torch.jit.script`` deprecation: the two modules that script at import (fvcore's focal
-    losses, detectron2's box transforms) are imported with that FutureWarning filtered.
-  * torch's CUDA_HOME notice ("No CUDA runtime is found", logged by ``collect_env`` on a machine
-    with a CUDA toolkit and no GPU; about building extensions, which this project never does) is
-    filtered from its logger.
-  * ``torch.meshgrid`` indexing: v0.6's anchor grid calls it without ``indexing`` (a warning
-    every step); replaced by the same computation with ``indexing="ij"``.
+  * ``torch.jit.script`` deprecation warning of the modules that script at import.
+  * torch's CUDA_HOME notice ("No CUDA runtime is found", about building extensions, which this
+    project never does).
+  * ``torch.meshgrid`` indexing: v0.6's anchor grid omits ``indexing`` (a warning every step).
 """
 from __future__ import annotations
 
@@ -65,7 +58,8 @@ class _MissingExtension(types.ModuleType):
         return _unavailable
 
 
-def _compiled_extension_available() -> bool:
+def compiled_extension_available() -> bool:
+    """Whether detectron2's compiled extension exists (not the placeholder)."""
     if "detectron2._C" in sys.modules:
         return not getattr(sys.modules["detectron2._C"], "__qanet_placeholder__", False)
     try:
@@ -75,7 +69,7 @@ def _compiled_extension_available() -> bool:
 
 
 def _install_c_placeholder() -> bool:
-    if _compiled_extension_available():
+    if compiled_extension_available():
         return False
     import detectron2
 
@@ -137,12 +131,10 @@ def _fcos_handles_empty_images() -> bool:
 
 
 def build_fcos_class():
-    """detectron2's FCOS, or a subclass that also trains on images without faces where needed."""
+    """detectron2's FCOS, or FCOSWithEmptyImages where that fails on images without faces."""
     from detectron2.modeling.meta_arch.fcos import FCOS
 
-    if _fcos_handles_empty_images():
-        return FCOS
-    return FCOSWithEmptyImages
+    return FCOSWithEmptyImages or FCOS
 
 
 def _define_fcos_with_empty_images():
@@ -192,20 +184,16 @@ def _import_scripted_modules_quietly() -> bool:
     return True
 
 
-_CUDA_HOME_NOTICE = "No CUDA runtime is found"
-
-
-class _DropCudaHomeNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_CUDA_HOME_NOTICE)
+def _not_cuda_home_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
 
 
 def _quiet_cuda_home_notice() -> bool:
     """Drop torch's CUDA_HOME notice from its logger; True if the filter was added here."""
     log = logging.getLogger("torch.utils.cpp_extension")
-    if any(isinstance(f, _DropCudaHomeNotice) for f in log.filters):
+    if _not_cuda_home_notice in log.filters:
         return False
-    log.addFilter(_DropCudaHomeNotice())
+    log.addFilter(_not_cuda_home_notice)
     return True
 
 
@@ -252,10 +240,9 @@ def to_weights_only_safe(obj):
             return value.item()
         if isinstance(value, numbers.Number):
             return float(value) if not isinstance(value, numbers.Integral) else int(value)
-        if isinstance(value, collections.OrderedDict):
-            return collections.OrderedDict((k, convert(v, f"{path}.{k}")) for k, v in value.items())
-        if isinstance(value, dict):
-            return {k: convert(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, dict):  # an OrderedDict stays one
+            items = ((k, convert(v, f"{path}.{k}")) for k, v in value.items())
+            return collections.OrderedDict(items) if isinstance(value, collections.OrderedDict) else dict(items)
         if isinstance(value, (list, tuple)):
             converted = [convert(v, f"{path}[{i}]") for i, v in enumerate(value)]
             return converted if isinstance(value, list) else tuple(converted)
@@ -264,7 +251,7 @@ def to_weights_only_safe(obj):
     return convert(obj, "checkpoint")
 
 
-FCOSWithEmptyImages = None  # defined by apply() once detectron2 is importable
+FCOSWithEmptyImages = None  # defined by apply() where needed
 
 
 def apply() -> None:
@@ -282,8 +269,8 @@ def apply() -> None:
         ("FCOS head GroupNorm probe", _fix_fcos_head_norm_probe),
     ]
     APPLIED_ITEMS.extend(name for name, shim in shims if shim())
-    FCOSWithEmptyImages = _define_fcos_with_empty_images()
     if not _fcos_handles_empty_images():
+        FCOSWithEmptyImages = _define_fcos_with_empty_images()
         APPLIED_ITEMS.append("FCOS on images without faces")
     if APPLIED_ITEMS:
         logger.debug("qanet_d2.compat applied: %s", ", ".join(APPLIED_ITEMS))

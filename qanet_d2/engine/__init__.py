@@ -6,18 +6,6 @@ from .launch import launch
 from .trainer import QANetTrainer, ResumableTrainingSampler, format_summary_line
 from .validation import ConfigError, validate_config
 
-__all__ = [
-    "ConfigError",
-    "ImageNetWeightsError",
-    "QANetCheckpointer",
-    "QANetTrainer",
-    "ResumableTrainingSampler",
-    "UnsafeCheckpointError",
-    "format_summary_line",
-    "launch",
-    "load_checkpoint_file",
-    "load_imagenet_weights",
-    "load_model_part",
-    "load_model_weights",
-    "validate_config",
-]
+__all__ = ["ConfigError", "ImageNetWeightsError", "QANetCheckpointer", "QANetTrainer", "ResumableTrainingSampler",
+           "UnsafeCheckpointError", "format_summary_line", "launch", "load_checkpoint_file", "load_imagenet_weights",
+           "load_model_part", "load_model_weights", "validate_config"]

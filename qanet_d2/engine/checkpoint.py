@@ -3,18 +3,14 @@ part of the model with random weights.
 
 :class:`QANetCheckpointer` is detectron2's DetectionCheckpointer with these changes:
 
-* ``save`` writes a temporary file and renames it into place (atomic on POSIX), as does
-  ``last_checkpoint``; the file holds only tensors and plain values (:func:`to_weights_only_safe`),
-  ``"trained_parts"`` (which of ``detector`` / ``parser`` hold trained weights) and
-  ``"label_set"`` (the model's label set).
-* Loading reads files without running code (:func:`~qanet_d2.weights_io.load_checkpoint_file`);
-  a checkpoint lacking weights of the parts it loads, or of another label set than the model's,
-  fails naming them. A model built without a label set takes the checkpoint's.
+* ``save`` writes a temporary file and renames it into place, as does ``last_checkpoint``; the
+  file holds only plain values (:func:`to_weights_only_safe`), ``"trained_parts"`` (which of
+  ``detector`` / ``parser`` hold trained weights) and ``"label_set"``.
+* Loading runs no code; a checkpoint lacking weights of the parts it loads, or of another label
+  set than the model's, fails naming them. A model built without a label set takes the checkpoint's.
 * ``MODEL.WEIGHTS`` loads only the parts the checkpoint records as trained (all without a
   record); ``resume`` loads the whole state, as detectron2 does.
-* With ``cfg``, a run that is not resumed is assembled from ``MODEL.WEIGHTS``, then
-  ``MODEL.QANET.DETECTOR_WEIGHTS`` / ``PARSER_WEIGHTS``, then (``imagenet_init``) the ImageNet
-  weights of the backbones no checkpoint provided, one log line per part.
+* With ``cfg``, a run that is not resumed is assembled (:meth:`QANetCheckpointer.assemble`).
 """
 import glob
 import logging
@@ -28,16 +24,11 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from torch import nn
 
 from ..compat import to_weights_only_safe
+from .imagenet import load_imagenet_weights
 from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, load_checkpoint_file, load_part_weights,
                           state_problems)
 
-__all__ = [
-    "MODEL_PARTS",
-    "QANetCheckpointer",
-    "load_model_part",
-    "load_model_weights",
-    "model_parts",
-]
+__all__ = ["MODEL_PARTS", "QANetCheckpointer", "load_model_part", "load_model_weights", "model_parts"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +119,7 @@ class QANetCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
+        data = {"model": self.model.state_dict(), **{k: obj.state_dict() for k, obj in self.checkpointables.items()}}
         data.update(kwargs)
         if model_parts(self.model):
             data["trained_parts"] = self.trained_parts()
@@ -192,16 +181,14 @@ class QANetCheckpointer(DetectionCheckpointer):
             own = _unwrap(self.model).state_dict()
             if key in own and (record is None or key not in state):
                 state[key] = own[key].clone()
-        if skipped:
-            checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
+        checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
         if not heuristic:  # every weight of the parts it loads must come from the file, with its shape
             own = {k: v for k, v in _unwrap(self.model).state_dict().items() if _part_of(k, skipped) is None}
             problems = state_problems(own, {k: v for k, v in checkpoint["model"].items() if k in own})
             if problems:
                 raise RuntimeError(f"{self._loading_path}: the checkpoint does not fill the model: " + "; ".join(problems))
         incompatible = super()._load_model(checkpoint)
-        if skipped:
-            incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _part_of(k, skipped) is None]
+        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if _part_of(k, skipped) is None]
         path = self._loading_path
         for p in sorted(selected):
             self.part_sources[p] = path
@@ -220,7 +207,8 @@ class QANetCheckpointer(DetectionCheckpointer):
             if not os.path.isfile(path):
                 # A torn/missing file named by last_checkpoint: the newest complete checkpoint.
                 logger.warning("last_checkpoint names %s, which does not exist", path)
-                path = self._newest_checkpoint_file() or ""
+                files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth"))  # "*" skips unfinished ".tmp-"
+                path = max(files, key=os.path.getmtime) if files else ""
             self._whole_state = True
             try:
                 return self.load(path)
@@ -248,15 +236,11 @@ class QANetCheckpointer(DetectionCheckpointer):
                 self.part_sources[p] = f"{f} (MODEL.QANET.{p.upper()}_WEIGHTS)"
                 self.loaded_trained_parts.add(p)
         for p in sorted(set(parts) - set(self.part_sources)):
-            source = None
             built_with = getattr(parts[p], "weights_source", "")
             if built_with:  # a pretrained part (YuNet) that loaded its released weights when built
                 self.part_sources[p] = f"{built_with} (loaded when the model was built)"
                 continue
-            if self.imagenet_init:
-                from .imagenet import load_imagenet_weights
-
-                source = load_imagenet_weights(cfg, self.model, p)
+            source = load_imagenet_weights(cfg, self.model, p) if self.imagenet_init else None
             self.part_sources[p] = source or "random initialisation"
             if source is None:
                 (logger.info if self.imagenet_init else logger.warning)(
@@ -266,11 +250,6 @@ class QANetCheckpointer(DetectionCheckpointer):
         for p in sorted(self.part_sources):
             logger.info(f"Model weights: {p} <- {self.part_sources[p]}")
         return extra
-
-    def _newest_checkpoint_file(self):
-        # glob's "*" skips the hidden ".tmp-" files of unfinished saves
-        files = glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if self.save_dir else []
-        return max(files, key=os.path.getmtime) if files else None
 
 
 def load_model_weights(cfg, model: nn.Module) -> Dict[str, str]:

@@ -64,15 +64,9 @@ def schedule_in_iterations(cfg, num_samples: int, sample_unit: str = "frames"):
     """A copy of ``cfg`` with its iteration keys (:data:`EPOCH_KEYS`) computed from its epoch keys
     for ``num_samples`` samples (``sample_unit``: for the log), rounded (MAX_ITER and the periods
     at least 1); ``cfg`` itself without ``SOLVER.EPOCHS``."""
-    if not uses_epochs(cfg):
+    if not uses_epochs(cfg):  # the keys were checked by validate_config
         return cfg
-    problems = epoch_problems(cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
-    num_samples, batch = int(num_samples), int(cfg.SOLVER.IMS_PER_BATCH)
-    if num_samples <= 0 or batch <= 0:
-        raise ValueError(f"an epoch needs samples and a batch: {num_samples} samples, batch {batch}")
-    per_epoch = num_samples / batch
+    per_epoch = num_samples / cfg.SOLVER.IMS_PER_BATCH
     frozen = cfg.is_frozen()
     cfg = cfg.clone()
     cfg.defrost()

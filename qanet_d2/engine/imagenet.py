@@ -1,8 +1,5 @@
-"""ImageNet initialisation of the detector's and the parser's backbones, loaded strictly.
-
-Applied by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer` when training starts, to the
-parts no checkpoint provides (as detectron2 loads ImageNet weights through its checkpointer).
-Sources:
+"""ImageNet initialisation of the backbones of the parts no checkpoint provides, loaded strictly
+when training starts (by :class:`~qanet_d2.engine.checkpoint.QANetCheckpointer`). Sources:
 
 * ``MODEL.FCOS.BACKBONE_WEIGHTS``: the detector's ResNet, from detectron2 model-zoo files
   (Caffe2 names renamed by detectron2's conversion; BatchNorm fused, so ``NORM FrozenBN``),
@@ -19,27 +16,17 @@ placement) does not match the config is refused with the keys to set.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from ..weights_io import format_keys, load_checkpoint_file, load_state_strictly
 
-__all__ = [
-    "HRNET_HEAD_PREFIXES",
-    "ImageNetWeightsError",
-    "RESNET_HEAD_KEYS",
-    "ResNetWeights",
-    "imagenet_sources",
-    "load_hrnet_imagenet_weights",
-    "load_imagenet_weights",
-    "load_resnet_imagenet_weights",
-    "read_resnet_imagenet_weights",
-    "resnet_state_from_caffe2",
-    "resnet_state_from_torchvision",
-]
+__all__ = ["HRNET_HEAD_PREFIXES", "ImageNetWeightsError", "RESNET_HEAD_KEYS", "ResNetWeights", "imagenet_sources",
+           "load_hrnet_imagenet_weights", "load_imagenet_weights", "read_resnet_imagenet_weights",
+           "resnet_state_from_caffe2", "resnet_state_from_torchvision"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +88,6 @@ class ResNetWeights:
     state: Dict[str, torch.Tensor]
     fmt: str
     author: str = ""
-    unused: List[str] = field(default_factory=list)
 
     @property
     def input_convention(self) -> str:
@@ -120,20 +106,20 @@ def read_resnet_imagenet_weights(path: str) -> ResNetWeights:
         raise ImageNetWeightsError(f"{path}: expected a dict of weights; found {type(data).__name__}")
     if "model" in data and "__author__" in data:  # detectron2 model-zoo format
         author = str(data["__author__"])
-        state = {k: torch.as_tensor(v) for k, v in data["model"].items()}
         if author == "Caffe2":
             return ResNetWeights(resnet_state_from_caffe2(data["model"]), "caffe2", author)
-        return ResNetWeights(state, "detectron2", author)
+        return ResNetWeights({k: torch.as_tensor(v) for k, v in data["model"].items()}, "detectron2", author)
     if "blobs" in data and isinstance(data["blobs"], dict):  # Detectron1 detection models
         data = data["blobs"]
     data = _unwrap_state_dict(data, path)
     keys = set(data)
     if "conv1_w" in keys or any(k.startswith("res2_0_branch") for k in keys):
         return ResNetWeights(resnet_state_from_caffe2(data), "caffe2", "Caffe2")
+    tensors = {k: torch.as_tensor(v) for k, v in data.items()}
     if "layer1.0.conv1.weight" in keys:
-        return ResNetWeights(resnet_state_from_torchvision({k: torch.as_tensor(v) for k, v in data.items()}), "torchvision", "torchvision")
+        return ResNetWeights(resnet_state_from_torchvision(tensors), "torchvision", "torchvision")
     if "stem.conv1.weight" in keys:
-        return ResNetWeights({k: torch.as_tensor(v) for k, v in data.items()}, "detectron2")
+        return ResNetWeights(tensors, "detectron2")
     raise ImageNetWeightsError(
         f"{path}: not a ResNet ImageNet file in a known format (Caffe2 blobs such as 'conv1_w', "
         f"torchvision keys such as 'layer1.0.conv1.weight', or detectron2 keys such as 'stem.conv1.weight'); "
@@ -163,25 +149,11 @@ def _fill_fused_batchnorm(resnet: nn.Module, weights: ResNetWeights, path: str) 
         state[prefix + "running_var"] = torch.ones_like(module.running_var)
 
 
-def load_resnet_imagenet_weights(
-    resnet: nn.Module, path: str, what: str = "ResNet", problems_for: Optional[Callable[[ResNetWeights], List[str]]] = None
-) -> ResNetWeights:
-    """Load the ImageNet ResNet file ``path`` into the detectron2 ResNet ``resnet``, strictly.
-    ``problems_for`` lists config problems with the file's input convention; any refuses the file.
-    Returns what was read."""
-    weights = read_resnet_imagenet_weights(path)
-    if problems_for is not None:
-        problems = problems_for(weights)
-        if problems:
-            raise ImageNetWeightsError(
-                f"{path}: the config does not match the input convention of these ImageNet weights for the {what}:\n  - "
-                + "\n  - ".join(problems)
-            )
-    _fill_fused_batchnorm(resnet, weights, path)
-    head = RESNET_HEAD_KEYS.get(weights.fmt, ())
-    weights.unused = load_state_strictly(resnet, weights.state, path, unused_prefixes=head, what="ImageNet weights",
-                                         target=f"the {what}", error=ImageNetWeightsError)
-    return weights
+def _refuse_mismatch(problems: List[str], source: str, what: str) -> None:
+    """ImageNetWeightsError listing the config ``problems`` with the input convention of ``what``."""
+    if problems:
+        raise ImageNetWeightsError(f"{source}: the config does not match the input convention of {what}:\n  - "
+                                   + "\n  - ".join(problems))
 
 
 # ---------------------------------------------------------------------- HRNet
@@ -198,8 +170,7 @@ def _timm_hub_state_dict(name: str):
             f"pretrained=True).state_dict(), '{name}.pth')\"  and set MODEL.QANET.HRNET.PRETRAINED_PATH to the "
             f"copied file; or set MODEL.QANET.HRNET.PRETRAINED False for random initialisation ({_HOW_TO_GET})."
         ) from e
-    pretrained_cfg = getattr(model, "pretrained_cfg", {}) or {}
-    hub_id = pretrained_cfg.get("hf_hub_id") or name
+    hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id") or name
     return model.state_dict(), f"timm hub {hub_id}"
 
 
@@ -232,9 +203,14 @@ def load_hrnet_imagenet_weights(backbone: nn.Module, path: str = "") -> str:
 
 
 # ---------------------------------------------------------------------- config
-def _close(values, reference, tol: float = 1e-2) -> bool:
-    values = [float(v) for v in values]
-    return len(values) == len(reference) and all(abs(a - b) <= tol for a, b in zip(values, reference))
+def _normalisation_problems(key: str, node, mean, std, whose: str, order: str) -> List[str]:
+    """``node.PIXEL_MEAN/STD`` (config prefix ``key``) against the file's ``mean``/``std`` (within 0.01)."""
+    close = [len(v) == len(r) and all(abs(float(a) - b) <= 1e-2 for a, b in zip(v, r))
+             for v, r in ((node.PIXEL_MEAN, mean), (node.PIXEL_STD, std))]
+    if all(close):
+        return []
+    return [f"{key}PIXEL_MEAN {list(node.PIXEL_MEAN)} / PIXEL_STD {list(node.PIXEL_STD)}: {whose} mean {list(mean)} "
+            f"and std {list(std)} ({order}, 0..255)"]
 
 
 def detector_input_problems(cfg, weights_path: str, convention: str) -> List[str]:
@@ -245,22 +221,16 @@ def detector_input_problems(cfg, weights_path: str, convention: str) -> List[str
     if convention == "rgb-imagenet":
         if cfg.INPUT.FORMAT != "RGB":
             problems.append(f"INPUT.FORMAT is {cfg.INPUT.FORMAT!r}; torchvision's ResNets take RGB: set RGB")
-        if not _close(m.PIXEL_MEAN, IMAGENET_RGB_MEAN) or not _close(m.PIXEL_STD, IMAGENET_RGB_STD):
-            problems.append(
-                f"MODEL.PIXEL_MEAN {list(m.PIXEL_MEAN)} / PIXEL_STD {list(m.PIXEL_STD)}: torchvision's ResNets were "
-                f"trained with mean {list(IMAGENET_RGB_MEAN)} and std {list(IMAGENET_RGB_STD)} (RGB, 0..255)"
-            )
+        problems += _normalisation_problems("MODEL.", m, IMAGENET_RGB_MEAN, IMAGENET_RGB_STD,
+                                            "torchvision's ResNets were trained with", "RGB")
         if bottleneck and m.RESNETS.STRIDE_IN_1X1:
             problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is True; torchvision's ResNets stride in the 3x3 conv: set False")
     elif convention == "bgr-caffe2":
         if cfg.INPUT.FORMAT != "BGR":
             problems.append(f"INPUT.FORMAT is {cfg.INPUT.FORMAT!r}; Caffe2 model-zoo ResNets take BGR: set BGR")
         if "/MSRA/" in weights_path:
-            if not _close(m.PIXEL_MEAN, MSRA_BGR_MEAN) or not _close(m.PIXEL_STD, MSRA_BGR_STD):
-                problems.append(
-                    f"MODEL.PIXEL_MEAN {list(m.PIXEL_MEAN)} / PIXEL_STD {list(m.PIXEL_STD)}: the MSRA ResNets were "
-                    f"trained with mean {list(MSRA_BGR_MEAN)} and std {list(MSRA_BGR_STD)} (BGR, 0..255)"
-                )
+            problems += _normalisation_problems("MODEL.", m, MSRA_BGR_MEAN, MSRA_BGR_STD,
+                                                "the MSRA ResNets were trained with", "BGR")
             if bottleneck and not m.RESNETS.STRIDE_IN_1X1:
                 problems.append("MODEL.RESNETS.STRIDE_IN_1X1 is False; the MSRA ResNets stride in the 1x1 conv: set True")
     return problems
@@ -278,11 +248,8 @@ def parser_input_problems(cfg, convention: str, what: str) -> List[str]:
             "ResNet weights for the parser"
         )
     if convention == "rgb-imagenet":
-        if not _close(q.PIXEL_MEAN, IMAGENET_RGB_MEAN) or not _close(q.PIXEL_STD, IMAGENET_RGB_STD):
-            problems.append(
-                f"MODEL.QANET.PIXEL_MEAN {list(q.PIXEL_MEAN)} / PIXEL_STD {list(q.PIXEL_STD)}: ImageNet weights "
-                f"expect mean {list(IMAGENET_RGB_MEAN)} and std {list(IMAGENET_RGB_STD)} (RGB, 0..255)"
-            )
+        problems += _normalisation_problems("MODEL.QANET.", q, IMAGENET_RGB_MEAN, IMAGENET_RGB_STD,
+                                            "ImageNet weights expect", "RGB")
         if q.BACKBONE.NAME == "build_qanet_resnet_backbone" and int(q.BACKBONE.RESNET_DEPTH) >= 50 and q.BACKBONE.STRIDE_IN_1X1:
             problems.append("MODEL.QANET.BACKBONE.STRIDE_IN_1X1 is True; torchvision's ResNets stride in the 3x3 conv: set False")
     return problems
@@ -315,17 +282,20 @@ def load_imagenet_weights(cfg, model: nn.Module, part: str) -> Optional[str]:
     rest = "; the rest of the " + part + " is randomly initialised"
     if part == "parser" and q.BACKBONE.NAME == "build_timm_hrnet_backbone":
         problems = parser_input_problems(cfg, "rgb-imagenet", "the HRNet weights")
-        if problems:
-            raise ImageNetWeightsError(f"{source}: the config does not match timm's ImageNet HRNet:\n  - " + "\n  - ".join(problems))
+        _refuse_mismatch(problems, source, "timm's ImageNet HRNet")
         return load_hrnet_imagenet_weights(backbone, q.HRNET.PRETRAINED_PATH) + " in parser.backbone" + rest
+    weights = read_resnet_imagenet_weights(source)
     if part == "detector":
         resnet = getattr(backbone, "bottom_up", backbone)
         target = "detector.backbone.bottom_up" if resnet is not backbone else "detector.backbone"
         what = f"detector ResNet-{cfg.MODEL.RESNETS.DEPTH} ({target})"
-        problems_for = lambda w: detector_input_problems(cfg, source, w.input_convention)  # noqa: E731
+        problems = detector_input_problems(cfg, source, weights.input_convention)
     else:
         resnet, target, what = backbone, "parser.backbone", f"parser ResNet-{q.BACKBONE.RESNET_DEPTH} (parser.backbone)"
-        problems_for = lambda w: parser_input_problems(  # noqa: E731
-            cfg, w.input_convention or "rgb-imagenet", "MODEL.QANET.BACKBONE.RESNET_WEIGHTS")
-    weights = load_resnet_imagenet_weights(resnet, source, what=what, problems_for=problems_for)
+        problems = parser_input_problems(cfg, weights.input_convention or "rgb-imagenet",
+                                         "MODEL.QANET.BACKBONE.RESNET_WEIGHTS")
+    _refuse_mismatch(problems, source, f"these ImageNet weights for the {what}")
+    _fill_fused_batchnorm(resnet, weights, source)
+    load_state_strictly(resnet, weights.state, source, unused_prefixes=RESNET_HEAD_KEYS.get(weights.fmt, ()),
+                        what="ImageNet weights", target=f"the {what}", error=ImageNetWeightsError)
     return f"ImageNet {source} ({weights.author or weights.fmt} format) in {target}" + rest

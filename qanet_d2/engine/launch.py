@@ -4,18 +4,15 @@ detectron2's local process group set up the same way.
 """
 import gc
 import logging
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
+from detectron2.engine.launch import DEFAULT_TIMEOUT, _find_free_port
 from detectron2.utils import comm
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):

@@ -1,12 +1,6 @@
 """The trainer used by ``train_net.py``: detectron2's DefaultTrainer with this project's loaders,
-evaluators, optimizer and checkpointer, plus what an interrupted or multi-process CPU run needs.
-
-Deviations from ``DefaultTrainer``, each for the reason given where it is made: face loaders
-(one face per sample with ``DATALOADER.SAMPLE_UNIT "face"``, datasets drawn at
-``DATALOADER.TRAIN_RATIOS``, a sampler that resumes mid-stream), ``SOLVER.OPTIMIZER``,
-:class:`~qanet_d2.engine.checkpoint.QANetCheckpointer`, per-iteration reseeding, a per-term
-finiteness check, AMP on CPU too, the optimizer in the checkpoint, CPU-safe DDP, world-size
-rescaling with ``SOLVER.LR_SCALING`` and schedules in epochs.
+evaluators, optimizer and checkpointer, plus what an interrupted or multi-process CPU run needs
+(each deviation is explained where it is made).
 """
 import contextlib
 import itertools
@@ -19,7 +13,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -27,35 +21,26 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..data.instance_mapper import FaceInstanceDatasetMapper, face_instance_dicts
+from ..data.mapper import FaceParsingDatasetMapper
+from ..data.mixed_label_sets import dataset_label_sets, fill_model_label_set
+from ..evaluation import build_face_parsing_evaluators
 from ..modeling import build_test_time_model
 from .checkpoint import QANetCheckpointer
 from .epochs import schedule_in_iterations
 from .route import training_route
 from .validation import OPTIMIZERS, validate_config
-from ..data.mixed_label_sets import fill_model_label_set
 from .world_size import scale_config_to_world_size
 
 logger = logging.getLogger(__name__)
-
-
-def with_model_label_set(cfg):
-    """``cfg`` with the model's label set written in (:func:`fill_model_label_set`), for trainers
-    built from configs that train_net.py did not set up."""
-    if len(cfg.MODEL.QANET.LABEL_SET.CLASSES):
-        return cfg
-    cfg = cfg.clone()
-    cfg.defrost()
-    fill_model_label_set(cfg)
-    cfg.freeze()
-    return cfg
 
 
 class ResumableTrainingSampler(TrainingSampler):
     """detectron2's TrainingSampler (same stream for the same seed) starting ``start_index``
     samples into the global stream (all processes together), so a resumed run continues it."""
 
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0):
-        super().__init__(size, shuffle=shuffle, seed=seed)
+    def __init__(self, size: int, seed: Optional[int] = None, start_index: int = 0):
+        super().__init__(size, seed=seed)
         self._start_index = int(start_index)
 
     def __iter__(self):
@@ -143,10 +128,8 @@ class QANetSimpleTrainer(SimpleTrainer):
             self.autocast_device, self.autocast_dtype, scaled = autocast_settings(device)
             if scaled:
                 self.grad_scaler = torch.amp.GradScaler(device.type)
-            logger.info(
-                f"Mixed precision: {str(self.autocast_dtype).replace('torch.', '')} autocast on {device.type}"
-                + (", GradScaler" if scaled else ", no loss scaling")
-            )
+            logger.info(f"Mixed precision: {str(self.autocast_dtype).replace('torch.', '')} autocast on {device.type}, "
+                        + ("GradScaler" if scaled else "no loss scaling"))
 
     def run_step(self):
         assert self.model.training, "[QANetSimpleTrainer] model was changed to eval mode!"
@@ -174,17 +157,16 @@ class QANetSimpleTrainer(SimpleTrainer):
         losses = sum(loss_dict.values())
 
         self.optimizer.zero_grad()
-        if self.grad_scaler is not None:
-            # Gradients of the scaled loss; step() unscales them first (so gradient clipping
-            # sees true values) and skips the update when they overflowed.
-            self.grad_scaler.scale(losses).backward()
-            self._write_metrics(loss_dict, data_time)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            losses.backward()
-            self._write_metrics(loss_dict, data_time)
+        scaler = self.grad_scaler
+        (losses if scaler is None else scaler.scale(losses)).backward()
+        self._write_metrics(loss_dict, data_time)
+        if scaler is None:
             self.optimizer.step()
+        else:
+            # step() unscales the gradients first (so gradient clipping sees true values) and
+            # skips the update when they overflowed.
+            scaler.step(self.optimizer)
+            scaler.update()
 
     def state_dict(self):
         ret = super().state_dict()
@@ -210,7 +192,11 @@ class QANetTrainer(DefaultTrainer):
             setup_logger()
         validate_config(cfg, for_training=True)
         logger.info(f"Training route: {training_route(cfg)}")
-        cfg = with_model_label_set(cfg)
+        if not len(cfg.MODEL.QANET.LABEL_SET.CLASSES):  # a config that train_net.py did not set up
+            cfg = cfg.clone()
+            cfg.defrost()
+            fill_model_label_set(cfg)
+            cfg.freeze()
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         self._train_samples = self.training_samples(cfg)
         cfg = schedule_in_iterations(cfg, len(self._train_samples.dataset), self._train_samples.unit)
@@ -234,10 +220,8 @@ class QANetTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
 
-    @staticmethod
-    def auto_scale_workers(cfg, num_workers: int):
-        """Not DefaultTrainer's: that one lacks the square-root LR rule Adam needs (see world_size.py)."""
-        return scale_config_to_world_size(cfg, num_workers)
+    # Not DefaultTrainer's: that one lacks the square-root LR rule Adam needs (see world_size.py).
+    auto_scale_workers = staticmethod(scale_config_to_world_size)
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
@@ -306,11 +290,6 @@ class QANetTrainer(DefaultTrainer):
     def training_samples(cls, cfg) -> "TrainingSamples":
         """The dataset dicts of ``DATASETS.TRAIN``, each with its label set, one per frame or (with
         ``DATALOADER.SAMPLE_UNIT "face"``) one per face."""
-        from detectron2.data import get_detection_dataset_dicts
-
-        from ..data.instance_mapper import face_instance_dicts
-        from ..data.mixed_label_sets import dataset_label_sets
-
         names = list(cfg.DATASETS.TRAIN)
         label_sets = dataset_label_sets(names)
         face_unit = cfg.DATALOADER.SAMPLE_UNIT == "face"
@@ -337,18 +316,13 @@ class QANetTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg, seed: Optional[int] = None, start_iter: int = 0,
                            samples: Optional["TrainingSamples"] = None):
         """detectron2's train loader on :meth:`training_samples` (``samples``: already counted)."""
-        from ..data.instance_mapper import FaceInstanceDatasetMapper
-        from ..data.mapper import FaceParsingDatasetMapper
-
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r}: only TrainingSampler is supported")
         if samples is None:
             samples = cls.training_samples(cfg)
         names, parts, dataset = samples.names, samples.parts, samples.dataset
-        if samples.unit == "faces":
-            mapper = FaceInstanceDatasetMapper(cfg)
-        else:
-            mapper = FaceParsingDatasetMapper(cfg, is_train=True)
+        faces = samples.unit == "faces"
+        mapper = FaceInstanceDatasetMapper(cfg) if faces else FaceParsingDatasetMapper(cfg, is_train=True)
         start_index = start_iter * cfg.SOLVER.IMS_PER_BATCH
         if cfg.DATALOADER.TRAIN_RATIOS:
             sampler = WeightedTrainingSampler([len(p) for p in parts], cfg.DATALOADER.TRAIN_RATIOS, seed=seed, start_index=start_index)
@@ -361,14 +335,10 @@ class QANetTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        from ..data.mapper import FaceParsingDatasetMapper
-
         return build_detection_test_loader(cfg, dataset_name, mapper=FaceParsingDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_face_parsing_evaluators
-
         return build_face_parsing_evaluators(cfg, dataset_name, output_folder)
 
     # ---------------------------------------------------------------- evaluation
@@ -435,10 +405,8 @@ def add_solver_config(cfg) -> None:
     # LR rule when the number of processes differs from SOLVER.REFERENCE_WORLD_SIZE
     # (qanet_d2/engine/world_size.py): "linear" (SGD), "sqrt" (Adam), or "auto" (by SOLVER.OPTIMIZER).
     cfg.SOLVER.LR_SCALING = "auto"
-    # SOLVER.EPOCHS > 0: the schedule in epochs of the run's training samples (frames, or faces with
-    # DATALOADER.SAMPLE_UNIT "face"); MAX_ITER, STEPS and WARMUP_ITERS are computed from EPOCHS,
-    # STEPS_EPOCHS and WARMUP_EPOCHS at start-up, CHECKPOINT_PERIOD and TEST.EVAL_PERIOD from their
-    # *_EPOCHS keys where > 0 (qanet_d2/engine/epochs.py). 0 = iterations as written.
+    # SOLVER.EPOCHS > 0: the schedule in epochs of the training samples (frames, or faces); the
+    # iteration keys are computed from the *_EPOCHS keys at start-up (qanet_d2/engine/epochs.py).
     cfg.SOLVER.EPOCHS = 0
     cfg.SOLVER.STEPS_EPOCHS = ()
     cfg.SOLVER.WARMUP_EPOCHS = 0.0

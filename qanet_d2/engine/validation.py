@@ -3,11 +3,14 @@ its key, value and what is expected, in one :class:`ConfigError`."""
 import os
 from typing import List
 
+from detectron2.data import DatasetCatalog
+
 from ..data.mixed_label_sets import (NoConversionError, dataset_label_sets, model_label_set, model_label_set_source,
                                      prediction_conversion, training_route)
 from ..data.instance_mapper import SAMPLE_UNITS
 from ..data.training_crops import CROP_OTHER_FACES, CROP_OUTSIDE_LABELS
 from ..evaluation.face_parsing_evaluator import ABSENT_CLASS_MODES
+from ..modeling.detectors.build import detector_is_pretrained
 from ..modeling.meta_arch import TEST_BOXES, TRAIN_MODES
 from ..modeling.postprocessing import PAINT_ORDERS, PIXEL_SCORE_REGIONS
 from ..modeling.qanet import parser as qanet_parser
@@ -41,8 +44,6 @@ _CHOICES = {
 
 
 def _registered_problems(names, role: str) -> List[str]:
-    from detectron2.data import DatasetCatalog
-
     problems = []
     registered = set(DatasetCatalog.list())
     for name in names:
@@ -57,8 +58,6 @@ def _label_set_problems(cfg, for_training: bool) -> List[str]:
     """The model's label set against NUM_CLASSES, the training datasets (same set, labels
     convertible into it, or a coarser set its probabilities merge into) and the test datasets
     (same set, or predictions convertible into theirs)."""
-    from detectron2.data import DatasetCatalog
-
     registered = set(DatasetCatalog.list())
     train = [n for n in cfg.DATASETS.TRAIN if n in registered] if for_training else []
     test = [n for n in cfg.DATASETS.TEST if n in registered]
@@ -127,36 +126,26 @@ def validate_config(cfg, *, for_training: bool = True, check_datasets: bool = Tr
         height, width = (int(v) for v in q.INPUT_SIZE)
         div = qanet_parser.INPUT_SIZE_DIVISIBILITY
         if height <= 0 or width <= 0 or height % div or width % div:
-            problems.append(
-                f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
-                f"multiples of {div} (the parser backbone's stride)"
-            )
+            problems.append(f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} (height, width): both must be positive "
+                            f"multiples of {div} (the parser backbone's stride)")
         elif abs(width / height - q.ASPECT_RATIO) > 1.0 / min(height, width) + 1e-6:
-            problems.append(
-                f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} has width/height {width / height:.4f}, "
-                f"but MODEL.QANET.ASPECT_RATIO = {q.ASPECT_RATIO}: crops would be distorted"
-            )
+            problems.append(f"MODEL.QANET.INPUT_SIZE = {tuple(q.INPUT_SIZE)} has width/height {width / height:.4f}, "
+                            f"but MODEL.QANET.ASPECT_RATIO = {q.ASPECT_RATIO}: crops would be distorted")
         if q.NUM_CLASSES < 2:
             problems.append(f"MODEL.QANET.NUM_CLASSES = {q.NUM_CLASSES}: need background and at least one part")
         if len(q.INFERENCE.SCORE_WEIGHTS) != 3 or any(w < 0 for w in q.INFERENCE.SCORE_WEIGHTS) or sum(q.INFERENCE.SCORE_WEIGHTS) <= 0:
-            problems.append(
-                f"MODEL.QANET.INFERENCE.SCORE_WEIGHTS = {tuple(q.INFERENCE.SCORE_WEIGHTS)}: expected three "
-                "non-negative weights (box, iou, pixel) with a positive sum"
-            )
+            problems.append(f"MODEL.QANET.INFERENCE.SCORE_WEIGHTS = {tuple(q.INFERENCE.SCORE_WEIGHTS)}: expected three "
+                            "non-negative weights (box, iou, pixel) with a positive sum")
         if q.BOX_EXPAND <= 0:
             problems.append(f"MODEL.QANET.BOX_EXPAND = {q.BOX_EXPAND}: must be positive")
         lo, hi = q.AUG.SCALE_RANGE
         if not 0 < lo <= 1 <= hi:
             problems.append(f"MODEL.QANET.AUG.SCALE_RANGE = {tuple(q.AUG.SCALE_RANGE)}: expected 0 < low <= 1 <= high")
-        from ..modeling.detectors.build import detector_is_pretrained
-
         if (q.TRAIN_MODE == "parser" and for_training and q.TEST_BOXES == "detector" and not (cfg.MODEL.WEIGHTS or q.DETECTOR_WEIGHTS)
                 and not detector_is_pretrained(q.DETECTOR.NAME)):
-            problems.append(
-                "MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
-                "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
-                "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights"
-            )
+            problems.append("MODEL.QANET.TRAIN_MODE = 'parser' trains no detector, but MODEL.QANET.TEST_BOXES = "
+                            "'detector' and neither MODEL.WEIGHTS nor MODEL.QANET.DETECTOR_WEIGHTS is set: evaluation "
+                            "would use an untrained detector; set MODEL.QANET.TEST_BOXES gt or give detector weights")
         if cfg.DATALOADER.SAMPLE_UNIT == "face" and for_training and q.TRAIN_MODE != "parser":
             problems.append(
                 f"DATALOADER.SAMPLE_UNIT = 'face' trains on face crops alone, but MODEL.QANET.TRAIN_MODE = "

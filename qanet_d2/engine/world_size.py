@@ -1,11 +1,10 @@
 """Rescaling a config written for ``SOLVER.REFERENCE_WORLD_SIZE`` processes to the number in use.
 
-As detectron2's ``DefaultTrainer.auto_scale_workers``: the per-process batch is kept, and the
-total batch, the learning rate and every length in iterations follow (so a run lasts the same
-epochs), over the keys of :data:`WORLD_SIZE_SCALED_KEYS`. The LR rule is ``SOLVER.LR_SCALING``:
-detectron2's linear rule is derived for SGD; for Adam the square root of the batch ratio keeps
-training equivalent (Malladi et al., NeurIPS 2022), so ``"auto"`` uses it for ADAM/ADAMW. That
-analysis also moves Adam's betas; they are kept, the square-root LR being the larger effect.
+As detectron2's ``DefaultTrainer.auto_scale_workers``: the per-process batch is kept; the total
+batch, the learning rate and every length in iterations (:data:`WORLD_SIZE_SCALED_KEYS`) follow.
+The LR rule is ``SOLVER.LR_SCALING``: linear is derived for SGD; for Adam the square root of the
+batch ratio keeps training equivalent (Malladi et al., NeurIPS 2022; its change of Adam's betas,
+the smaller effect, is not applied), so ``"auto"`` uses it for ADAM/ADAMW.
 """
 import logging
 import math
@@ -31,10 +30,9 @@ LR_SCALING_RULES = ("auto", "linear", "sqrt")
 
 
 def lr_scaling_rule(cfg) -> str:
-    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING``, ``"auto"`` resolved by ``SOLVER.OPTIMIZER``."""
+    """``"linear"`` or ``"sqrt"``: ``SOLVER.LR_SCALING`` (checked by validate_config), ``"auto"``
+    resolved by ``SOLVER.OPTIMIZER``."""
     rule = cfg.SOLVER.LR_SCALING
-    if rule not in LR_SCALING_RULES:
-        raise ValueError(f"SOLVER.LR_SCALING = {rule!r}: expected one of {', '.join(LR_SCALING_RULES)}")
     if rule == "auto":
         return "sqrt" if cfg.SOLVER.OPTIMIZER.upper() in ("ADAM", "ADAMW") else "linear"
     return rule
@@ -47,8 +45,6 @@ def scale_config_to_world_size(cfg, world_size: int):
     reference = int(cfg.SOLVER.REFERENCE_WORLD_SIZE)
     if reference == 0 or reference == world_size:
         return cfg
-    if world_size <= 0:
-        raise ValueError(f"world size must be positive, got {world_size}")
     ratio = world_size / reference
     lr_factor = ratio if lr_scaling_rule(cfg) == "linear" else math.sqrt(ratio)
 

@@ -24,16 +24,9 @@ def build_face_parsing_evaluators(cfg, dataset_name: str, output_dir: Optional[s
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     fp = cfg.TEST.FACE_PARSING
     model_set = model_label_set(cfg)
-    evaluators = [
-        FaceParsingEvaluator(
-            dataset_name,
-            output_dir=output_dir,
-            absent_class=fp.ABSENT_CLASS,
-            bound_th=fp.BOUND_TH,
-            save_labels=fp.SAVE_LABELS,
-            prediction_label_set=model_set,
-        )
-    ]
+    evaluators = [FaceParsingEvaluator(dataset_name, output_dir=output_dir, absent_class=fp.ABSENT_CLASS,
+                                       bound_th=fp.BOUND_TH, save_labels=fp.SAVE_LABELS,
+                                       prediction_label_set=model_set)]
     if cfg.TEST.INSTANCE_PARSING:
         evaluators.append(InstanceParsingEvaluator(
             dataset_name, output_dir=output_dir, prediction_label_set=model_set,

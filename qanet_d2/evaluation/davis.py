@@ -28,13 +28,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = [
-    "seg_to_boundary",
-    "label_boundaries",
-    "boundary_f_measure",
-    "boundary_radius",
-    "davis_disk",
-]
+__all__ = ["seg_to_boundary", "label_boundaries", "boundary_f_measure", "boundary_radius", "davis_disk"]
 
 Points = Tuple[np.ndarray, np.ndarray]  # (ys, xs) integer pixel coordinates
 
@@ -100,11 +94,9 @@ def _count_within(points: Points, targets: Points, radius: float) -> int:
         return _count_within_integer_radius(points, targets, int(radius))
     # Fractional pixel radius: DAVIS's even-sized kernel is not symmetric; dilate literally,
     # on the bounding box of both sets (cv2.dilate treats outside pixels as absent).
-    y0 = min(points[0].min(), targets[0].min())
-    x0 = min(points[1].min(), targets[1].min())
-    y1 = max(points[0].max(), targets[0].max()) + 1
-    x1 = max(points[1].max(), targets[1].max()) + 1
-    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    ys, xs = np.concatenate((points[0], targets[0])), np.concatenate((points[1], targets[1]))
+    y0, x0 = ys.min(), xs.min()
+    canvas = np.zeros((ys.max() - y0 + 1, xs.max() - x0 + 1), np.uint8)
     canvas[targets[0] - y0, targets[1] - x0] = 1
     dilated = cv2.dilate(canvas, davis_disk(radius))
     return int(np.count_nonzero(dilated[points[0] - y0, points[1] - x0]))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 
 import numpy as np
 
@@ -20,16 +19,10 @@ from detectron2.structures import BoxMode, pairwise_iou, Boxes
 from detectron2.utils import comm
 import torch
 
-__all__ = ["FaceDetectionEvaluator", "fast_coco_eval_available"]
+from ..compat import compiled_extension_available
+from .face_parsing_evaluator import gather_shards
 
-
-def fast_coco_eval_available() -> bool:
-    """Whether detectron2's compiled COCOeval exists (not qanet_d2.compat's placeholder)."""
-    try:
-        from detectron2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return not getattr(sys.modules.get("detectron2._C"), "__qanet_placeholder__", False)
+__all__ = ["FaceDetectionEvaluator"]
 
 
 def _register_face_box_view(dataset_name: str, output_dir: str) -> str:
@@ -54,10 +47,7 @@ def _register_face_box_view(dataset_name: str, output_dir: str) -> str:
     return view
 
 
-MISSED_IOU = 0.5
-
-
-def count_missed_faces(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou: float = MISSED_IOU) -> int:
+def count_missed_faces(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou: float = 0.5) -> int:
     """Ground-truth faces (G x 4 XYXY_ABS) that no output face (P x 4) overlaps with IoU >= ``iou``."""
     if len(gt_boxes) == 0:
         return 0
@@ -72,17 +62,15 @@ class FaceDetectionEvaluator(COCOEvaluator):
     """Box AP (percent, under ``"bbox"``) of ``outputs[i]["instances"]`` against the dataset's face
     boxes, plus ``num_gt_faces`` and ``missed_faces`` (:func:`count_missed_faces` at IoU 0.5)."""
 
-    def __init__(self, dataset_name: str, output_dir: str, *, distributed: bool = True, use_fast_impl=None):
+    def __init__(self, dataset_name: str, output_dir: str, *, distributed: bool = True):
         if not output_dir:
             raise ValueError("FaceDetectionEvaluator needs an output_dir for the COCO-format ground truth")
-        self._image_ids = {str(d["image_id"]): i for i, d in enumerate(DatasetCatalog.get(dataset_name))}
+        dicts = DatasetCatalog.get(dataset_name)
+        self._image_ids = {str(d["image_id"]): i for i, d in enumerate(dicts)}
         view = _register_face_box_view(dataset_name, output_dir)
-        if use_fast_impl is None:
-            use_fast_impl = fast_coco_eval_available()
         super().__init__(view, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
-                         use_fast_impl=use_fast_impl)
-        self._gt_boxes = {str(d["image_id"]): _xyxy_boxes(d.get("annotations", []))
-                          for d in DatasetCatalog.get(dataset_name)}
+                         use_fast_impl=compiled_extension_available())
+        self._gt_boxes = {str(d["image_id"]): _xyxy_boxes(d.get("annotations", [])) for d in dicts}
         self._face_counts = [0, 0]  # ground-truth faces, missed
 
     def reset(self):
@@ -99,16 +87,13 @@ class FaceDetectionEvaluator(COCOEvaluator):
         super().process(inputs, outputs)
 
     def evaluate(self, img_ids=None):
-        counts = self._face_counts
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(counts, dst=0)
-            counts = [sum(c[0] for c in gathered), sum(c[1] for c in gathered)]
+        gathered = gather_shards(self._face_counts, self._distributed)
         results = super().evaluate(img_ids)
         if results is None or not comm.is_main_process():
             return results
         results = copy.deepcopy(results)
-        results.setdefault("bbox", {}).update(num_gt_faces=counts[0], missed_faces=counts[1])
+        results.setdefault("bbox", {}).update(num_gt_faces=sum(c[0] for c in gathered),
+                                              missed_faces=sum(c[1] for c in gathered))
         return results
 
 

@@ -1,10 +1,7 @@
 """Face parsing evaluation: DAVIS J/F per (video, class) object, and confusion-matrix mIoU / F1.
 
-:func:`score_frame` scores one frame, :func:`summarize` aggregates the frames, and
-:class:`FaceParsingEvaluator` wraps both as a detectron2 ``DatasetEvaluator`` (also driven by
-``tools/evaluate_pngs.py`` with label maps read from disk), so both paths give the same numbers.
-
-Protocol (also stated in the results JSON):
+:func:`score_frame` scores one frame, :func:`summarize` aggregates the frames;
+:class:`FaceParsingEvaluator` (also driven by ``tools/evaluate_pngs.py``) wraps both. Protocol:
 
 * Each (video, foreground class) occurring outside void pixels in the ground truth or prediction
   of at least one frame is one object. Per frame, J and F of ``pred == c`` vs ``gt == c``;
@@ -16,8 +13,6 @@ Protocol (also stated in the results JSON):
 * Confusion matrix over all frames (void excluded; a predicted value outside the label set is
   wrong): mIoU over classes with support (background included, as SemSegEvaluator), fg_mIoU and
   mean_F1 over foreground classes (the LaPa / CelebAMask-HQ convention), pixel accuracy.
-
-Numbers in the results dict are percentages.
 """
 from __future__ import annotations
 
@@ -42,18 +37,8 @@ from detectron2.utils.logger import create_small_table
 from ..data.io import read_label_map
 from .davis import boundary_f_measure, boundary_radius, label_boundaries
 
-__all__ = [
-    "FaceParsingEvaluator",
-    "FrameScores",
-    "score_frame",
-    "summarize",
-    "label_png_path",
-    "frame_key",
-    "RESULTS_FILE",
-    "ABSENT_CLASS_MODES",
-    "convert_label_map",
-    "prediction_converter",
-]
+__all__ = ["FaceParsingEvaluator", "FrameScores", "score_frame", "summarize", "label_png_path", "frame_key",
+           "RESULTS_FILE", "ABSENT_CLASS_MODES", "convert_label_map", "prediction_converter"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +105,9 @@ def score_frame(
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in [1, 255], got {num_classes}")
     pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
-    if gt_labels.ndim != 2 or pred_labels.ndim != 2:
-        raise ValueError(f"label maps must be 2-D, got prediction {pred_labels.shape}, ground truth {gt_labels.shape}")
-    if pred_labels.shape != gt_labels.shape:
-        raise ValueError(f"prediction size {pred_labels.shape} != ground-truth size {gt_labels.shape}")
+    if gt_labels.ndim != 2 or pred_labels.shape != gt_labels.shape:
+        raise ValueError(f"label maps must be 2-D and of the same size: prediction size {pred_labels.shape}, "
+                         f"ground-truth size {gt_labels.shape}")
     C = num_classes
     void_id = C  # in both index maps: C = "no class" (void in the ground truth, invalid in the prediction)
 
@@ -203,19 +187,15 @@ def _confusion_metrics(confusion: np.ndarray) -> Tuple[np.ndarray, np.ndarray, f
 def _per_pose(records: Sequence[dict], class_names: Sequence[str]) -> "OrderedDict[str, dict]":
     """Confusion-matrix metrics per head pose, for records that carry ``pose`` and ``confusion``
     (FASSEG's multipose frames), ordered by pose."""
-    by_pose: Dict[float, np.ndarray] = {}
-    counts: Dict[float, int] = defaultdict(int)
+    by_pose: Dict[float, list] = defaultdict(list)
     for r in records:
-        if r.get("pose") is None or r.get("confusion") is None:
-            continue
-        pose = float(r["pose"])
-        by_pose[pose] = by_pose.get(pose, 0) + np.asarray(r["confusion"], np.int64)
-        counts[pose] += 1
+        if r.get("pose") is not None and r.get("confusion") is not None:
+            by_pose[float(r["pose"])].append(np.asarray(r["confusion"], np.int64))
     out: "OrderedDict[str, dict]" = OrderedDict()
     for pose in sorted(by_pose):
-        iou, f1, _ = _confusion_metrics(by_pose[pose])
+        iou, f1, _ = _confusion_metrics(sum(by_pose[pose]))
         out[f"{pose:g}"] = {
-            "num_frames": counts[pose], "mIoU": _pct(_nanmean(iou)), "mean_F1": _pct(_nanmean(f1[1:])),
+            "num_frames": len(by_pose[pose]), "mIoU": _pct(_nanmean(iou)), "mean_F1": _pct(_nanmean(f1[1:])),
             "F1": {class_names[c]: _pct(f1[c]) for c in range(1, len(class_names))},
         }
     return out
@@ -248,7 +228,8 @@ def summarize(
     for r in records:
         by_video[str(r["video_id"])].append(r)
 
-    objects = []  # (video_id, class, J stats, F stats, num_frames, means per convention)
+    obj_classes, obj_stats, obj_means = [], [], []  # per object: class, (J, F) x (mean, recall, decay), means
+    multi_frame = []  # whether the object's video has more than one frame (decay is defined)
     per_video, per_frame = OrderedDict(), []
     for video_id in sorted(by_video):
         frames = sorted(by_video[video_id], key=lambda r: (int(r["frame_index"]), str(r["file_name"])))
@@ -267,15 +248,18 @@ def summarize(
             if not present[:, c].any():
                 continue
             absent = ~present[:, c]
-            means = {}  # J and F means of this object under each absent-class convention
+            means = []  # (J, F) means of this object under each absent-class convention
             for mode in ABSENT_CLASS_MODES:
                 jm, fm = J[:, c].copy(), F[:, c].copy()
                 jm[absent] = fm[absent] = math.nan if mode == "skip" else 1.0
-                means[mode] = (_nanmean(jm), _nanmean(fm))
+                means.append((_nanmean(jm), _nanmean(fm)))
                 if mode == absent_class:
                     jv, fv = jm, fm
             js, fs = _db_statistics(jv), _db_statistics(fv)
-            objects.append((video_id, c, js, fs, len(frames), means))
+            obj_classes.append(c)
+            obj_stats.append((js, fs))
+            obj_means.append(means)
+            multi_frame.append(len(frames) > 1)
             video_objects[class_names[c]] = {
                 "J": js[0], "F": fs[0], "J_recall": js[1], "F_recall": fs[1],
                 "J_decay": js[2] if len(frames) > 1 else None, "F_decay": fs[2] if len(frames) > 1 else None,
@@ -286,36 +270,34 @@ def summarize(
         per_video[video_id] = {
             "J&F": (vj + vf) / 2, "J": vj, "F": vf, "num_frames": len(frames), "objects": video_objects,
         }
-
-    def obj_stat(which: int, k: int, only_sequences: bool = False, cls: Optional[int] = None) -> float:
-        vals = [o[2 + which][k] for o in objects
-                if (not only_sequences or o[4] > 1) and (cls is None or o[1] == cls)]
-        return _nanmean(vals)
-
+    stats = np.array(obj_stats, np.float64).reshape(-1, 2, 3)  # object, J / F, mean / recall / decay
+    means = np.array(obj_means, np.float64).reshape(-1, len(ABSENT_CLASS_MODES), 2)  # object, mode, J / F
+    obj_classes, multi_frame = np.array(obj_classes, np.int64), np.array(multi_frame, bool)
     results: "OrderedDict[str, float]" = OrderedDict()
 
-    def put_jf(suffix: str, jm: float, fm: float):
+    def put_jf(suffix: str, jf: np.ndarray):  # jf: (objects, 2) J and F values
+        jm, fm = _nanmean(jf[:, 0]), _nanmean(jf[:, 1])
         results[f"J&F{suffix}"], results[f"J{suffix}"], results[f"F{suffix}"] = _pct((jm + fm) / 2), _pct(jm), _pct(fm)
 
-    put_jf("", obj_stat(0, 0), obj_stat(1, 0))
-    for mode in ABSENT_CLASS_MODES:  # both conventions from the same per-frame scores
-        put_jf(f"({mode})", _nanmean([o[5][mode][0] for o in objects]), _nanmean([o[5][mode][1] for o in objects]))
-    results.update(J_recall=_pct(obj_stat(0, 1)), F_recall=_pct(obj_stat(1, 1)))
-    if any(o[4] > 1 for o in objects):
-        results.update(J_decay=_pct(obj_stat(0, 2, only_sequences=True)),
-                       F_decay=_pct(obj_stat(1, 2, only_sequences=True)))
+    put_jf("", stats[:, :, 0])
+    for m, mode in enumerate(ABSENT_CLASS_MODES):  # both conventions from the same per-frame scores
+        put_jf(f"({mode})", means[:, m])
+    results.update(J_recall=_pct(_nanmean(stats[:, 0, 1])), F_recall=_pct(_nanmean(stats[:, 1, 1])))
+    if multi_frame.any():
+        results.update(J_decay=_pct(_nanmean(stats[multi_frame, 0, 2])),
+                       F_decay=_pct(_nanmean(stats[multi_frame, 1, 2])))
     iou, f1, pacc = _confusion_metrics(confusion)  # over the whole dataset
     results.update(mIoU=_pct(_nanmean(iou)), fg_mIoU=_pct(_nanmean(iou[1:])), mean_F1=_pct(_nanmean(f1[1:])),
                    pACC=_pct(pacc))
-    results.update(num_frames=len(records), num_videos=len(by_video), num_objects=len(objects),
+    results.update(num_frames=len(records), num_videos=len(by_video), num_objects=len(obj_classes),
                    num_failed_frames=len(failed_frames))
 
     per_class = []
     for c, name in enumerate(class_names):
         entry = {"id": c, "name": name, "IoU": _pct(iou[c]), "F1": _pct(f1[c])}
         if c > 0:
-            entry.update(J=_pct(obj_stat(0, 0, cls=c)), F=_pct(obj_stat(1, 0, cls=c)),
-                         num_objects=sum(1 for o in objects if o[1] == c))
+            entry.update(J=_pct(_nanmean(stats[obj_classes == c, 0, 0])),
+                         F=_pct(_nanmean(stats[obj_classes == c, 1, 0])), num_objects=int(np.sum(obj_classes == c)))
         per_class.append(entry)
     results.update((f"{k}-{e['name']}", e[k]) for e in per_class[1:] for k in ("J", "F"))
     results.update((f"IoU-{e['name']}", e["IoU"]) for e in per_class)
@@ -362,6 +344,15 @@ def _json_safe(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def write_json(output_dir: str, name: str, obj) -> str:
+    """Write ``obj`` as strict JSON (:func:`_json_safe`) to ``<output_dir>/<name>``; returns the path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, name)
+    with open(path, "w") as f:
+        json.dump(_json_safe(obj), f, indent=1)
+    return path
 
 
 def format_results_tables(results: dict, details: dict) -> str:
@@ -453,12 +444,16 @@ def convert_label_map(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- evaluator
 class FaceParsingEvaluator(DatasetEvaluator):
-    """J/F (DAVIS), mIoU and F1 of the model's painted label maps ``outputs[i]["labels"]``.
+    """J/F (DAVIS), mIoU and F1 (percentages) of the model's painted label maps ``outputs[i]["labels"]``.
 
     Inputs need ``sem_seg_file_name``, ``file_name``, ``video_id`` and ``frame_index`` (an input
-    without ``video_id`` is its own one-frame video). ``evaluate`` gathers the per-frame records,
-    so any number of processes gives the single-process numbers. A frame that cannot be scored is
-    logged, counted (``num_failed_frames``) and listed in the JSON.
+    without ``video_id`` is its own one-frame video). Any number of processes gives the
+    single-process numbers. A frame that cannot be scored is logged, counted and listed.
+
+    ``prediction_label_set``: the model's :class:`~qanet_d2.structures.label_sets.LabelSet` when it
+    may differ from the dataset's (predictions converted, 255 for a class without counterpart).
+    ``output_dir``: where ``face_parsing_results.json`` is written (None: nowhere); ``save_labels``
+    also writes each predicted label map to ``<output_dir>/labels/<video_id>/<frame stem>.png``.
     """
 
     def __init__(
@@ -472,16 +467,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
         save_labels: bool = False,
         prediction_label_set=None,
     ):
-        """
-        Args:
-            prediction_label_set: the :class:`~qanet_d2.structures.label_sets.LabelSet` the model
-                predicts when it may differ from the dataset's: predictions are converted into the
-                dataset's classes (255 for a class without counterpart). None: the dataset's set.
-            output_dir: where ``face_parsing_results.json`` (and ``labels/`` with ``save_labels``)
-                is written; None writes nothing.
-            save_labels: write each predicted label map to
-                ``<output_dir>/labels/<video_id>/<frame stem>.png`` (uint8 class ids).
-        """
         if absent_class not in ABSENT_CLASS_MODES:
             raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
         meta = MetadataCatalog.get(dataset_name)
@@ -496,7 +481,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
         self._save_labels = save_labels
         if save_labels and not output_dir:
             raise ValueError("save_labels needs an output_dir")
-        # conversion_note: "predictions converted from <set> to <set>", or None
         self._conversion, self.conversion_note = prediction_converter(dataset_name, prediction_label_set)
         self.reset()
 
@@ -591,9 +575,6 @@ class FaceParsingEvaluator(DatasetEvaluator):
             logger.warning("%s: %d frame(s) could not be scored, e.g. %s: %s", self._dataset_name, len(failed),
                            failed[0]["file_name"], failed[0]["problem"])
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            path = os.path.join(self._output_dir, RESULTS_FILE)
-            with open(path, "w") as f:
-                json.dump(_json_safe(details), f, indent=1)
+            path = write_json(self._output_dir, RESULTS_FILE, details)
             logger.info("Per-class, per-video and per-frame numbers: %s", path)
         return OrderedDict(face_parsing=results)

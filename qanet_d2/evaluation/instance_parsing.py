@@ -32,19 +32,11 @@ import math
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
-__all__ = [
-    "PART_IOU_THRESHOLDS",
-    "PredictedFace",
-    "face_part_ious",
-    "match_faces",
-    "parsing_nms",
-    "pairwise_parsing_ious",
-    "voc_ap",
-    "InstanceParsingAccumulator",
-    "single_face_instances",
-]
+__all__ = ["PART_IOU_THRESHOLDS", "PredictedFace", "face_part_ious", "match_faces", "parsing_nms",
+           "pairwise_parsing_ious", "voc_ap", "InstanceParsingAccumulator", "single_face_instances"]
 
 PART_IOU_THRESHOLDS: Tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -102,16 +94,9 @@ def face_part_ious(
     gt_idx = np.where(valid, gt_labels, 0).astype(np.int64)
 
     face_ids = np.unique(gt_instances[gt_instances > 0])
-    gt_faces = []  # bounding boxes (x0, y0, x1, y1)
-    num_parts = np.zeros(len(face_ids), np.int64)
-    for g, fid in enumerate(face_ids):
-        mask = gt_instances == fid
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-        gt_faces.append(box)
-        parts = np.unique(gt_idx[mask & valid])
-        num_parts[g] = int(np.count_nonzero(parts > 0))
+    masks = [gt_instances == fid for fid in face_ids]
+    gt_faces = [(x, y, x + w, y + h) for x, y, w, h in (cv2.boundingRect(m.astype(np.uint8)) for m in masks)]
+    num_parts = np.array([np.count_nonzero(np.unique(gt_idx[m & valid]) > 0) for m in masks], np.int64)
 
     ious = np.full((len(windows), len(face_ids), C), np.nan)
     for p, (win, lab) in enumerate(zip(windows, labels)):
@@ -121,18 +106,13 @@ def face_part_ious(
             raise ValueError(f"face {p}: labels of shape {lab.shape} do not match its window {list(win)}")
         if lab.size and (lab.min() < 0 or lab.max() >= C):
             raise ValueError(f"face {p}: label values must be 0..{C - 1}, found {lab.min()}..{lab.max()}")
-        (cx0, cy0, cx1, cy1), lab = _clipped(win, lab, H, W)
-        for g, fid in enumerate(face_ids):
-            bx0, by0, bx1, by1 = gt_faces[g]
+        box, lab = _clipped(win, lab, H, W)
+        for g, (mask, face_box) in enumerate(zip(masks, gt_faces)):
             # The region where either map can be foreground; outside it both are background.
-            if cx1 > cx0:
-                rx0, ry0, rx1, ry1 = min(cx0, bx0), min(cy0, by0), max(cx1, bx1), max(cy1, by1)
-            else:
-                rx0, ry0, rx1, ry1 = bx0, by0, bx1, by1
+            rx0, ry0, rx1, ry1 = region = _union(box, face_box)
             region_valid = valid[ry0:ry1, rx0:rx1]
-            gt_reg = np.where(gt_instances[ry0:ry1, rx0:rx1] == fid, gt_idx[ry0:ry1, rx0:rx1], 0)
-            pred_reg = np.zeros_like(gt_reg)
-            pred_reg[cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0] = lab
+            gt_reg = np.where(mask[ry0:ry1, rx0:rx1], gt_idx[ry0:ry1, rx0:rx1], 0)
+            pred_reg = _paste(lab, box, region)
             hist = np.bincount(gt_reg[region_valid] * C + pred_reg[region_valid], minlength=C * C).reshape(C, C)
             hist[0, 0] += total_valid - int(np.count_nonzero(region_valid))
             ious[p, g] = _class_ious(hist)
@@ -148,11 +128,30 @@ def _class_ious(hist: np.ndarray) -> np.ndarray:
 
 
 def _clipped(window, labels, height, width):
+    """The window clipped to the image ((0, 0, 0, 0) when nothing is left) and its labels there."""
     x0, y0, x1, y1 = (int(v) for v in window)
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if cx1 <= cx0 or cy1 <= cy0:
         return (0, 0, 0, 0), np.zeros((0, 0), np.int64)
     return (cx0, cy0, cx1, cy1), np.asarray(labels)[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0].astype(np.int64)
+
+
+def _union(*boxes):
+    """The smallest box holding every non-empty box; (0, 0, 0, 0) when there is none."""
+    boxes = [b for b in boxes if b[2] > b[0]]
+    if not boxes:
+        return 0, 0, 0, 0
+    x0, y0, x1, y1 = zip(*boxes)
+    return min(x0), min(y0), max(x1), max(y1)
+
+
+def _paste(labels, box, region):
+    """(region height, width) int64 map: ``labels`` on ``box``, 0 elsewhere."""
+    rx0, ry0, rx1, ry1 = region
+    out = np.zeros((ry1 - ry0, rx1 - rx0), np.int64)
+    if labels.size:
+        out[box[1] - ry0 : box[3] - ry0, box[0] - rx0 : box[2] - rx0] = labels
+    return out
 
 
 def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[int], num_classes: int) -> np.ndarray:
@@ -166,21 +165,9 @@ def pairwise_parsing_ious(faces: Sequence[PredictedFace], image_size: Sequence[i
     P = len(faces)
     out = np.eye(P)
     for a in range(P):
-        (ax0, ay0, ax1, ay1), la = clipped[a]
         for b in range(a + 1, P):
-            (bx0, by0, bx1, by1), lb = clipped[b]
-            boxes = [w for w, lab in ((clipped[a][0], la), (clipped[b][0], lb)) if lab.size]
-            if boxes:
-                rx0, ry0 = min(w[0] for w in boxes), min(w[1] for w in boxes)
-                rx1, ry1 = max(w[2] for w in boxes), max(w[3] for w in boxes)
-            else:
-                rx0 = ry0 = rx1 = ry1 = 0
-            ma = np.zeros((ry1 - ry0, rx1 - rx0), np.int64)
-            mb = np.zeros_like(ma)
-            if la.size:
-                ma[ay0 - ry0 : ay1 - ry0, ax0 - rx0 : ax1 - rx0] = la
-            if lb.size:
-                mb[by0 - ry0 : by1 - ry0, bx0 - rx0 : bx1 - rx0] = lb
+            region = _union(clipped[a][0], clipped[b][0])
+            ma, mb = (_paste(lab, box, region) for box, lab in (clipped[a], clipped[b]))
             hist = np.bincount((ma * C + mb).ravel(), minlength=C * C).reshape(C, C)
             hist[0, 0] += H * W - ma.size  # both background outside the region
             iou = _class_ious(hist)
@@ -196,11 +183,9 @@ def parsing_nms(scores: Sequence[float], ious: np.ndarray, nms_thresh: float = 0
     ``score_thresh`` <= 0 keeps every score; ``nms_thresh`` <= 0 turns the NMS off."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     candidates = [int(i) for i in np.argsort(-scores, kind="stable") if score_thresh <= 0 or scores[i] >= score_thresh]
-    if nms_thresh <= 0:
-        return np.array(sorted(candidates), dtype=np.int64)
     kept: List[int] = []
     for i in candidates:
-        if all(ious[i, k] < nms_thresh for k in kept):
+        if nms_thresh <= 0 or all(ious[i, k] < nms_thresh for k in kept):
             kept.append(i)
     return np.array(sorted(kept), dtype=np.int64)
 
@@ -210,8 +195,7 @@ def _mean_ious(ious: np.ndarray) -> np.ndarray:
     finite = ~np.isnan(ious)
     count = finite.sum(axis=-1)
     total = np.where(finite, ious, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+    return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
 
 
 def match_faces(
@@ -299,38 +283,29 @@ class InstanceParsingAccumulator:
             for j, i in enumerate(keep.tolist()):
                 self.records[name].append((float(scores[i]), str(image_key), i, tp[j], pcp[j]))
 
-    def state(self) -> dict:
-        """What :meth:`merge` needs (for gathering across processes)."""
-        return {"records": self.records, "num_gt": self.num_gt, "num_pred": self.num_pred,
-                "num_images": self.num_images}
-
-    def merge(self, state: dict):
+    def merge(self, other: "InstanceParsingAccumulator"):
+        """Add the faces of another accumulator (another process's)."""
         for name in self.rankings:
-            self.records[name].extend(state["records"][name])
-        self.num_gt += state["num_gt"]
-        self.num_pred += state["num_pred"]
-        self.num_images += state["num_images"]
+            self.records[name].extend(other.records[name])
+        self.num_gt += other.num_gt
+        self.num_pred += other.num_pred
+        self.num_images += other.num_images
 
     def compute(self, ranking: str) -> Dict[str, object]:
         """``{"AP": {threshold: AP}, "PCP": {threshold: PCP}, "APvol": ...}`` for one ranking, as
         fractions (NaN without ground-truth faces)."""
+        if self.num_gt == 0:
+            return {"AP": dict.fromkeys(self.thresholds, math.nan), "PCP": dict.fromkeys(self.thresholds, math.nan),
+                    "APvol": math.nan}
         T = len(self.thresholds)
         rows = sorted(self.records[ranking], key=lambda r: (-r[0], r[1], r[2]))
         tp = np.array([r[3] for r in rows], bool).reshape(-1, T)
         pcp = np.array([r[4] for r in rows], np.float64).reshape(-1, T)
-        ap, pcp_t = {}, {}
-        for k, t in enumerate(self.thresholds):
-            if self.num_gt == 0:
-                ap[t] = pcp_t[t] = math.nan
-                continue
-            ctp = np.cumsum(tp[:, k])
-            cfp = np.cumsum(~tp[:, k])
-            recall = ctp / float(self.num_gt)
-            precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-            ap[t] = voc_ap(recall, precision)
-            pcp_t[t] = float(pcp[:, k].sum() / self.num_gt)
-        values = [v for v in ap.values() if v == v]
-        return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(values)) if values else math.nan}
+        ctp = np.cumsum(tp, axis=0)
+        precision = ctp / np.arange(1, len(rows) + 1)[:, None]
+        ap = {t: voc_ap(ctp[:, k] / float(self.num_gt), precision[:, k]) for k, t in enumerate(self.thresholds)}
+        pcp_t = {t: float(pcp[:, k].sum() / self.num_gt) for k, t in enumerate(self.thresholds)}
+        return {"AP": ap, "PCP": pcp_t, "APvol": float(np.mean(list(ap.values())))}
 
     def summarize(self) -> Tuple["OrderedDict[str, float]", dict]:
         """Results (percentages): ``APp50``, ``APvol``, ``PCP50`` by the quality score, the same
@@ -338,11 +313,9 @@ class InstanceParsingAccumulator:
         ranking, AP and PCP at every threshold (fractions)."""
         results: "OrderedDict[str, float]" = OrderedDict()
         details = {}
-        names = list(self.rankings)
-        computed = {name: self.compute(name) for name in names}
-        for i, name in enumerate(names):
+        computed = {name: self.compute(name) for name in self.rankings}
+        for i, (name, c) in enumerate(computed.items()):
             suffix = "" if i == 0 else f"-{name}"
-            c = computed[name]
             results[f"APp50{suffix}"] = 100.0 * c["AP"].get(0.5, math.nan)
             results[f"APvol{suffix}"] = 100.0 * c["APvol"]
             results[f"PCP50{suffix}"] = 100.0 * c["PCP"].get(0.5, math.nan)
@@ -352,10 +325,7 @@ class InstanceParsingAccumulator:
                 "APp": {_threshold_name(t): v for t, v in c["AP"].items()},
                 "PCP": {_threshold_name(t): v for t, v in c["PCP"].items()},
             }
-        first = computed[names[0]]
-        for t, v in first["AP"].items():
+        for t, v in computed["score"]["AP"].items():
             results[f"APp{_threshold_name(t)}"] = 100.0 * v
-        results["num_frames"] = self.num_images
-        results["num_gt_faces"] = self.num_gt
-        results["num_pred_faces"] = self.num_pred
+        results.update(num_frames=self.num_images, num_gt_faces=self.num_gt, num_pred_faces=self.num_pred)
         return results, details

@@ -8,9 +8,7 @@ foreground pixel is face 1; other frames are not evaluated here.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import os
 from collections import OrderedDict
 from typing import List, Optional
 
@@ -20,7 +18,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 
 from ..data.io import read_instance_map, read_label_map
-from .face_parsing_evaluator import _json_safe, convert_label_map, frame_key, gather_shards, prediction_converter
+from .face_parsing_evaluator import convert_label_map, frame_key, gather_shards, prediction_converter, write_json
 from .instance_parsing import InstanceParsingAccumulator, PredictedFace, single_face_instances
 
 __all__ = ["InstanceParsingEvaluator", "faces_from_output", "INSTANCE_RESULTS_FILE"]
@@ -52,7 +50,12 @@ class InstanceParsingEvaluator(DatasetEvaluator):
     """APp at part-IoU thresholds 0.1 ... 0.9, APvol and PCP (percentages, task key
     ``instance_parsing``), faces ranked by the quality score (``APp50``, ...) and by the
     detector's box score alone (``APp50-box``, ...). Any number of processes gives the
-    single-process numbers."""
+    single-process numbers.
+
+    ``output_dir``: where ``instance_parsing_results.json`` is written (None: nowhere);
+    ``prediction_label_set`` as in :class:`~qanet_d2.evaluation.FaceParsingEvaluator`;
+    ``nms_thresh``, ``score_thresh``: the parsing NMS and score filter before matching (0: off).
+    """
 
     def __init__(
         self,
@@ -64,9 +67,6 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         nms_thresh: float = 0.6,
         score_thresh: float = 0.01,
     ):
-        """``output_dir``: where ``instance_parsing_results.json`` is written (None: nowhere);
-        ``prediction_label_set`` as in :class:`~qanet_d2.evaluation.FaceParsingEvaluator`;
-        ``nms_thresh``, ``score_thresh``: the parsing NMS and score filter before matching (0: off)."""
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
         self._num_classes = len(meta.stuff_classes)
@@ -128,12 +128,12 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                 self._failed.append({"file_name": str(inp.get("file_name", "")), "problem": problem})
 
     def evaluate(self):
-        gathered = gather_shards((self._acc.state(), self._without_gt, self._failed), self._distributed)
+        gathered = gather_shards((self._acc, self._without_gt, self._failed), self._distributed)
         if gathered is None:
             return {}
         acc = InstanceParsingAccumulator(self._num_classes, self._ignore_label)
-        for state, _, _ in gathered:
-            acc.merge(state)
+        for shard, _, _ in gathered:
+            acc.merge(shard)
         without_gt = sum(g[1] for g in gathered)
         failed = list(itertools.chain(*[g[2] for g in gathered]))
 
@@ -151,9 +151,7 @@ class InstanceParsingEvaluator(DatasetEvaluator):
         results["num_failed_frames"] = len(failed)
         logger.info("Instance-level parsing of %s:\n%s", self._dataset_name, format_instance_table(details))
         if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            path = os.path.join(self._output_dir, INSTANCE_RESULTS_FILE)
-            payload = {
+            write_json(self._output_dir, INSTANCE_RESULTS_FILE, {
                 "dataset": self._dataset_name,
                 "protocol": {
                     "definition": "Parsing R-CNN eval_seg_ap / QANet ParsingEvaluator.computeAPp (see "
@@ -168,9 +166,7 @@ class InstanceParsingEvaluator(DatasetEvaluator):
                 "rankings": details,
                 "frames_without_face_ground_truth": without_gt,
                 "failed_frames": failed,
-            }
-            with open(path, "w") as f:
-                json.dump(_json_safe(payload), f, indent=1)
+            })
         return OrderedDict(instance_parsing=results)
 
 
