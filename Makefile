@@ -7,7 +7,7 @@ QUICKSTART_CFG ?= configs/quickstart/qanet_fcos_synth.yaml
 QUICKSTART_OUT ?= output/quickstart
 PYTEST_ARGS ?=
 
-.PHONY: setup quickstart test clean-venv
+.PHONY: setup quickstart test real_faces_fine clean-venv
 
 setup: $(STAMP)
 
@@ -27,6 +27,22 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The fine-class real-face model from the shipped six-class one (README "Fine classes"), about
+# 17 minutes on 2 CPU cores; needs FASSEG prepared (datasets/prepare_fasseg.py --src DIR).
+FINE_OUT ?= output/real_faces
+real_faces_fine: setup
+	$(PY) datasets/prepare_synthetic.py --preset quickstart
+	$(PY) datasets/prepare_synthetic.py --preset composite_fasseg
+	$(PY) datasets/prepare_synthetic.py --preset composite_fasseg_photos
+	test -f $${DETECTRON2_DATASETS:-datasets}/fasseg_fine/frontal_train.json || $(PY) datasets/derive_fasseg_fine.py
+	$(PY) train_net.py --config-file configs/real_faces/qanet_yunet_fasseg_tuned.yaml OUTPUT_DIR $(FINE_OUT)/qanet_yunet_tuned
+	$(PY) tools/init_fine_classifier.py $(FINE_OUT)/qanet_yunet_tuned/model_final.pth \
+	    $(FINE_OUT)/qanet_yunet_fine_init.pth --coarse fasseg --fine fasseg_fine
+	$(PY) train_net.py --config-file configs/real_faces/qanet_yunet_fasseg_fine.yaml \
+	    MODEL.WEIGHTS $(FINE_OUT)/qanet_yunet_fine_init.pth OUTPUT_DIR $(FINE_OUT)/qanet_yunet_fine
+	$(PY) tools/slim_checkpoint.py $(FINE_OUT)/qanet_yunet_fine/model_final.pth \
+	    $(FINE_OUT)/qanet_yunet_fine/model_slim.pth --half --parts parser
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,7 +28,7 @@ SHIPPED_MODELS: Dict[str, Tuple[str, str]] = {
 }
 
 # What the demo and the predictor use when no config is given.
-DEFAULT_MODEL = "real_faces"
+DEFAULT_MODEL = "real_faces_fine"
 
 
 def shipped_model(name: str = DEFAULT_MODEL) -> Tuple[str, str]:

@@ -185,18 +185,3 @@ def test_init_fine_classifier_splits_the_shipped_coarse_parser():
     assert flip.tolist() == [0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10]
     with pytest.raises(ValueError, match="has 11 classes"):
         tool.split_checkpoint(out, "fasseg", "fasseg_fine")
-
-
-def test_shift_class_bias_moves_only_the_named_classes():
-    import torch
-
-    tool = _load_tool("shift_class_bias")
-    bias = torch.arange(11, dtype=torch.float32)
-    ck = {"model": {tool.BIAS: bias.clone(), "x": torch.ones(2)}, "trained_parts": ["parser"], "label_set": {"name": "fasseg_fine"}}
-    out = tool.shift_bias(ck, "fasseg_fine", {"l_brow": 1.5, "r_brow": 1.5})
-    assert out["label_set"] == ck["label_set"] and out["trained_parts"] == ["parser"]
-    expected = bias.clone()
-    expected[[F["l_brow"], F["r_brow"]]] += 1.5
-    assert torch.equal(out["model"][tool.BIAS], expected) and torch.equal(ck["model"][tool.BIAS], bias)
-    with pytest.raises(ValueError, match="no class"):
-        tool.shift_bias(ck, "fasseg_fine", {"brows": 1.0})

@@ -51,8 +51,8 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_default_model_is_the_pretrained_detector():
-    assert DEFAULT_MODEL == "real_faces" and "yunet" in shipped_model()[0]
+def test_default_model_is_the_pretrained_detector_in_fine_classes():
+    assert DEFAULT_MODEL == "real_faces_fine" and "yunet" in shipped_model()[0]
 
 
 @pytest.mark.parametrize("name,parts", [("real_faces", ["parser"]), ("real_faces_realtime", ["parser"]),
