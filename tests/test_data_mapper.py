@@ -95,7 +95,8 @@ def test_detector_only_training_sees_the_joint_frames_and_the_crops_their_own_st
         assert torch.equal(joint(d)["face_crops"], a["face_crops"])
         sizes.add(a["image"].shape)
         crops.append(a["face_crops"])
-    assert len(sizes) > 1 and not torch.equal(crops[0], crops[1])
+    # each sample's crops have their own draw (a grey frame alone would give two kinds)
+    assert len(sizes) > 1 and len({c.numpy().tobytes() for c in crops}) == len(crops)
 
 
 def test_flip_in_detector_only_training_moves_boxes_and_nothing_else(tmp_path):
