@@ -146,6 +146,24 @@ def test_tracks_follow_faces_and_expire():
     assert out["track_lengths"].tolist() == [2, 1]
 
 
+def test_a_track_lasts_exactly_its_window_and_follows_the_latest_box():
+    """A face missing for ``window - 1`` frames comes back as a new track (its last observation
+    left the window); a face moving steadily keeps its track although its oldest box in the window
+    no longer overlaps (association uses each track's latest box)."""
+    box = torch.tensor([[10.0, 10.0, 20.0, 30.0]])
+    none = torch.zeros((0, 4))
+    smoother = TemporalSmoother(window=3)
+    first = smoother(box, _probs(0), _affines(box))["track_ids"].tolist()
+    smoother(none, _probs(0, 0), _affines(none))
+    smoother(none, _probs(0, 0), _affines(none))
+    assert smoother(box, _probs(0), _affines(box))["track_ids"].tolist() != first
+    # 3 px a frame on a 10 px wide box: IoU 0.54 with the last frame, 0.25 with the one before
+    smoother = TemporalSmoother(window=5)
+    ids = [smoother(b, _probs(i), _affines(b))["track_ids"].item()
+           for i, b in enumerate(box + torch.tensor([3.0 * k, 0.0, 3.0 * k, 0.0]) for k in range(5))]
+    assert ids == [ids[0]] * 5
+
+
 def test_image_alignment_undoes_box_jitter():
     """A still face seen through jittering boxes: averaging after warping into the current crop
     (align="image") reproduces the current crop; averaging in crop coordinates blurs it."""
