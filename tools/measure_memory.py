@@ -1,9 +1,6 @@
 #!/usr/bin/env python
 """Peak training memory of a config's model per face crop and per frame, in float32 and with AMP,
-and the per-GPU peak it predicts at the config's per-GPU batch.
-
-    python tools/measure_memory.py --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
-    python tools/measure_memory.py --config-file ... --faces-per-frame 2 --opts SOLVER.IMS_PER_BATCH 64
+and the per-GPU peak it predicts at the config's per-GPU batch (commands and results: docs/tools.md).
 
 Training steps (as ``QANetSimpleTrainer`` runs them) run on synthetic inputs for each trained
 part at a few batch sizes, and forward plus backward memory, linear in the batch, is fitted: the
@@ -57,11 +54,7 @@ def _storage_key(t: torch.Tensor) -> int:
 
 def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors``."""
-    seen = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            seen[_storage_key(t)] = t.untyped_storage().nbytes()
-    return sum(seen.values())
+    return sum({_storage_key(t): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
 class LiveTensorMeter(TorchDispatchMode):
@@ -193,10 +186,8 @@ def build_training(cfg):
 
 def fixed_tensors(model, optimizer) -> List[torch.Tensor]:
     """Parameters, buffers and optimizer state: what exists before a step."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    for state in optimizer.state.values():
-        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return tensors
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return list(model.parameters()) + list(model.buffers()) + state
 
 
 def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, int]:
@@ -218,10 +209,7 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
     else:
         before = storage_bytes(fixed_tensors(model, optimizer))
     live = nullcontext() if cuda else LiveTensorMeter()
-    autocast = nullcontext()
-    if amp:
-        device_type, dtype, _ = autocast_settings(device)
-        autocast = torch.autocast(device_type, dtype=dtype)
+    autocast = torch.autocast(*autocast_settings(device)[:2]) if amp else nullcontext()  # (device type, dtype)
 
     def peak_and_reset() -> int:
         if cuda:
