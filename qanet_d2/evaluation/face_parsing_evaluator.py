@@ -121,10 +121,8 @@ def score_frame(
     full = _histogram(key, (C + 1) ** 2).reshape(C + 1, C + 1)
     confusion = full[:C].astype(np.int64)
     num_void = int(full[C].sum())
-    invalid_gt = 0
-    if num_void:
-        num_ignored = int(np.count_nonzero(gt_labels == ignore_label)) if ignore_label is not None else 0
-        invalid_gt = num_void - num_ignored
+    num_ignored = int(np.count_nonzero(gt_labels == ignore_label)) if num_void and ignore_label is not None else 0
+    invalid_gt = num_void - num_ignored
 
     iou = _confusion_metrics(confusion)[0]
     present = ~np.isnan(iou)
@@ -339,10 +337,8 @@ def _json_safe(obj):
         return [_json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     return obj
 
 
@@ -418,14 +414,13 @@ def prediction_converter(dataset_name: str, prediction_label_set) -> Tuple[Optio
     from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
     from ..data.mixed_label_sets import NoConversionError, prediction_conversion
 
-    try:
-        data = None if prediction_label_set is None else dataset_label_set(dataset_name)
-    except DatasetNotFoundError:
-        data = None
-    if data is None:
+    if prediction_label_set is None:
         return None, None
     try:
-        ids = prediction_conversion(prediction_label_set, data)
+        data = dataset_label_set(dataset_name)
+        ids = None if data is None else prediction_conversion(prediction_label_set, data)
+    except DatasetNotFoundError:
+        return None, None
     except NoConversionError as e:
         raise ValueError(f"evaluation of {dataset_name}: {e}") from None
     if ids is None:
@@ -553,10 +548,9 @@ class FaceParsingEvaluator(DatasetEvaluator):
         gathered = gather_shards(state, self._distributed)
         if gathered is None:
             return {}
-        records = list(itertools.chain(*[g[0] for g in gathered]))
-        confusion = sum(g[1] for g in gathered)
-        failed = list(itertools.chain(*[g[2] for g in gathered]))
-        invalid_gt = sum(g[3] for g in gathered)
+        records, confusions, failed, invalid = zip(*gathered)
+        records, failed = list(itertools.chain(*records)), list(itertools.chain(*failed))
+        confusion, invalid_gt = sum(confusions), sum(invalid)
         if invalid_gt:
             logger.warning(
                 "%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
