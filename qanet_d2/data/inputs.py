@@ -122,13 +122,9 @@ def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video
 
 # ---------------------------------------------------------------------------- output names
 def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffixes: Sequence[str] = ("",)) -> List[str]:
-    """One output key per input (its relative path without extension) such that no two inputs
-    share an output file.
-
-    Colliding keys (``person.jpg``, ``person.png``) keep their extension (``person_jpg``), then
-    are numbered (``_2``, ...). Two inputs collide when a ``key + suffix`` (``suffixes``: output
-    file endings) of one equals one of the other's or a name in ``reserved``, case-insensitively.
-    """
+    """One output key per input (its relative path without extension) such that no two inputs share
+    an output file ``key + suffix`` (``suffixes``: output file endings) nor write a ``reserved`` name,
+    case-insensitively: colliding keys keep their extension (``person_jpg``), then are numbered (``_2``)."""
     def names(key: str) -> set:
         return {os.path.normcase(key + s).lower() for s in suffixes}
 
