@@ -139,20 +139,16 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
     g = torch.Generator().manual_seed(seed)
     height, width = frame_size
     num_classes = cfg.MODEL.QANET.NUM_CLASSES
+    cell = width / faces_per_frame
+    box_w = min(height / 2, cell) * 0.8
+    boxes = [[(k + 0.5) * cell - box_w / 2, height / 4, (k + 0.5) * cell + box_w / 2, height * 3 / 4]
+             for k in range(faces_per_frame)]
+    rows = torch.linspace(height / 4, height * 3 / 4, num_classes).round().long()  # bands of classes 1..C-1
     out = []
     for _ in range(frames):
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
         labels = torch.zeros((height, width), dtype=torch.int64)
-        cell = width / faces_per_frame
-        box_h = height / 2
-        box_w = min(box_h * 0.8, cell * 0.8)
-        boxes = []
-        for k in range(faces_per_frame):
-            cx, cy = (k + 0.5) * cell, height / 2
-            x0, y0, x1, y1 = cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2
-            boxes.append([x0, y0, x1, y1])
-            # horizontal bands of classes 1..C-1 over the face
-            rows = torch.linspace(y0, y1, num_classes).round().long()
+        for x0, _, x1, _ in boxes:
             for c in range(1, num_classes):
                 labels[rows[c - 1] : rows[c], int(x0) : int(x1)] = c
         inst = Instances((height, width))
