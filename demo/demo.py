@@ -46,17 +46,13 @@ EXAMPLES = """examples:
 
 
 # ---------------------------------------------------------------------------- arguments
-def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
-    """A value of a yacs config file, following ``_BASE_`` (YAML only; no torch)."""
-    import yaml
+def _config_value(config_file: str, keys: Sequence[str]):
+    """A value of a yacs config file, following ``_BASE_`` (fvcore's YAML loader; no torch)."""
+    from fvcore.common.config import CfgNode
 
-    with open(config_file) as f:
-        data = yaml.safe_load(f) or {}
-    node = data
+    node = CfgNode.load_yaml_with_base(config_file)
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
-    if node is None and "_BASE_" in data and depth < 10:
-        return _config_value(os.path.join(os.path.dirname(config_file), data["_BASE_"]), keys, depth + 1)
     return node
 
 
