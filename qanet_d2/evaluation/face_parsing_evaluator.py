@@ -238,8 +238,7 @@ def summarize(
                 "J": {class_names[c]: float(r["j"][c]) for c in shown},
                 "F": {class_names[c]: float(r["f"][c]) for c in shown},
             })
-        J = np.stack([np.asarray(r["j"], np.float64) for r in frames])
-        F = np.stack([np.asarray(r["f"], np.float64) for r in frames])
+        J, F = (np.array([r[k] for r in frames], np.float64) for k in "jf")
         present = np.stack([np.asarray(r["present"], bool) for r in frames])
         video_objects = OrderedDict()
         for c in range(1, C):
@@ -265,9 +264,8 @@ def summarize(
             }
         vj = _nanmean([o["J"] for o in video_objects.values()])
         vf = _nanmean([o["F"] for o in video_objects.values()])
-        per_video[video_id] = {
-            "J&F": (vj + vf) / 2, "J": vj, "F": vf, "num_frames": len(frames), "objects": video_objects,
-        }
+        per_video[video_id] = {"J&F": (vj + vf) / 2, "J": vj, "F": vf, "num_frames": len(frames),
+                               "objects": video_objects}
     stats = np.array(obj_stats, np.float64).reshape(-1, 2, 3)  # object, J / F, mean / recall / decay
     means = np.array(obj_means, np.float64).reshape(-1, len(ABSENT_CLASS_MODES), 2)  # object, mode, J / F
     obj_classes, multi_frame = np.array(obj_classes, np.int64), np.array(multi_frame, bool)
@@ -355,9 +353,8 @@ def format_results_tables(results: dict, details: dict) -> str:
     """Readable tables: the headline numbers, then one row per class."""
     from tabulate import tabulate
 
-    head_keys = [k for k in ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay", "mIoU",
-                             "fg_mIoU", "mean_F1", "pACC") if k in results]
-    head = create_small_table({k: results[k] for k in head_keys})
+    head = create_small_table({k: results[k] for k in ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay",
+                                                       "mIoU", "fg_mIoU", "mean_F1", "pACC") if k in results})
     both = [k for m in ABSENT_CLASS_MODES for k in (f"J&F({m})", f"J({m})", f"F({m})") if k in results]
     if both:
         head += "\n" + create_small_table({k: results[k] for k in both})
