@@ -6,6 +6,7 @@ library, NumPy and Pillow at module level (OpenCV and PyAV where a function need
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fractions
 import glob
@@ -21,8 +22,8 @@ from PIL import Image, ImageOps
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "OVERLAY_EXTENSIONS", "DataReadError", "ImageReadError",
            "ImageNotFoundError", "ImageTooThinError", "InputFile", "InputSet", "collect_inputs", "assign_output_keys",
-           "existing_outputs", "closest", "read_image", "read_image_bgr", "as_uint8_image", "to_bgr_uint8", "open_image",
-           "resized_size", "check_parsable_size", "VideoWriter", "h264_available"]
+           "existing_outputs", "closest", "read_image", "read_image_bgr", "as_uint8_image", "to_bgr_uint8",
+           "open_image", "resized_size", "check_parsable_size", "VideoWriter", "h264_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,6 @@ def file_kind(path: str) -> Optional[str]:
     return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
 
 
-def _glob_root(pattern: str) -> str:
-    """The folder part of a glob pattern before its first wildcard."""
-    return os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), pattern.split(os.sep))) or "."
-
-
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
     """The files named by ``specs`` (files, folders, glob patterns; ``~`` expanded), each once.
     Folders are walked recursively in sorted order (hidden entries skipped), globs expanded
@@ -112,7 +108,8 @@ def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video
             matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
             if not matches:
                 result.missing.append(spec)
-            root = _glob_root(spec)
+            # relative paths from the folders before the first wildcard
+            root = os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), spec.split(os.sep))) or "."
             for path in matches:
                 add(path, root, False)
         else:
@@ -258,10 +255,8 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
     if format not in ("BGR", "RGB"):
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
     img = open_image(path)
-    try:
+    with contextlib.suppress(Exception):  # malformed EXIF: detectron2 ignores it too
         img = ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: detectron2 ignores it too
-        pass
     mode = img.mode
     try:
         if mode in _ARRAY_MODES or mode.startswith("I;16"):
