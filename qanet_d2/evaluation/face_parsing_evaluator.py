@@ -531,12 +531,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
 
     def record_failure(self, input_dict: dict, problem: str):
         """Count a frame that cannot be scored; it is logged now and listed in the results."""
-        entry = {
-            "file_name": str(input_dict.get("file_name", "")),
-            "sem_seg_file_name": str(input_dict.get("sem_seg_file_name", "")),
-            "video_id": str(input_dict.get("video_id", "")),
-            "problem": problem,
-        }
+        entry = {k: str(input_dict.get(k, "")) for k in ("file_name", "sem_seg_file_name", "video_id")}
+        entry["problem"] = problem
         logger.warning("Face parsing evaluation: frame %s not scored: %s", entry["file_name"], problem)
         self._failed.append(entry)
 
