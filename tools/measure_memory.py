@@ -316,9 +316,8 @@ def config_state(cfg) -> Dict[str, float]:
 def config_memory(state: Dict[str, float], parts: Dict[str, Dict], precision: str) -> Dict[str, float]:
     """Bytes per crop, per frame and fixed (weights and optimizer state + each trained part's
     ``extra``: an upper bound when both parts train) in ``precision``; ``optimizer_step`` likewise."""
-    out = {"state": state["state"], "trainable": state["trainable"], "per_crop": 0.0, "per_frame": 0.0,
-           "saved_per_crop": 0.0, "saved_per_frame": 0.0, "fixed": state["state"],
-           "optimizer_step": state["state"], "fit_residual": 0.0}
+    out = {**state, "per_crop": 0.0, "per_frame": 0.0, "saved_per_crop": 0.0, "saved_per_frame": 0.0,
+           "fixed": state["state"], "optimizer_step": state["state"], "fit_residual": 0.0}
     for part, measured in parts.items():
         m = measured["precisions"][precision]
         unit = "crop" if part == "parser" else "frame"
