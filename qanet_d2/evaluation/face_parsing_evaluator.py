@@ -240,22 +240,18 @@ def summarize(
             })
         J, F = (np.array([r[k] for r in frames], np.float64) for k in "jf")
         present = np.stack([np.asarray(r["present"], bool) for r in frames])
+        # per convention: J and F with the frames where a class is absent NaN (skip) or 1 (one)
+        filled = {m: [np.where(present, X, math.nan if m == "skip" else 1.0) for X in (J, F)]
+                  for m in ABSENT_CLASS_MODES}
         video_objects = OrderedDict()
         for c in range(1, C):
             if not present[:, c].any():
                 continue
-            absent = ~present[:, c]
-            means = []  # (J, F) means of this object under each absent-class convention
-            for mode in ABSENT_CLASS_MODES:
-                jm, fm = J[:, c].copy(), F[:, c].copy()
-                jm[absent] = fm[absent] = math.nan if mode == "skip" else 1.0
-                means.append((_nanmean(jm), _nanmean(fm)))
-                if mode == absent_class:
-                    jv, fv = jm, fm
+            jv, fv = (X[:, c] for X in filled[absent_class])
             js, fs = _db_statistics(jv), _db_statistics(fv)
             obj_classes.append(c)
             obj_stats.append((js, fs))
-            obj_means.append(means)
+            obj_means.append([[_nanmean(X[:, c]) for X in filled[mode]] for mode in ABSENT_CLASS_MODES])
             multi_frame.append(len(frames) > 1)
             video_objects[class_names[c]] = {
                 "J": js[0], "F": fs[0], "J_recall": js[1], "F_recall": fs[1],
