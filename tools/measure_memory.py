@@ -301,7 +301,6 @@ def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "a
             "steps": steps, "peak": peak, "saved": saved, "extra": peak["intercept"] - state_bytes,
             "optimizer_extra": max(s["optimizer_peak"] for s in steps) - state_bytes,
         }
-    del model, optimizer
     return out
 
 
