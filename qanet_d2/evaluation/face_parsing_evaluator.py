@@ -509,17 +509,14 @@ class FaceParsingEvaluator(DatasetEvaluator):
             return None
         try:
             gt = read_label_map(gt_file)
-            scores = score_frame(pred_labels, gt, self._num_classes, self._ignore_label,
-                                 "skip", self._bound_th)
+            scores = score_frame(pred_labels, gt, self._num_classes, self._ignore_label, "skip", self._bound_th)
         except (OSError, ValueError) as e:
             self.record_failure(input_dict, f"{type(e).__name__}: {e}")
             return None
         self._confusion += scores.confusion
         self._invalid_gt_pixels += scores.invalid_gt_pixels
-        record = {
-            "video_id": video_id, "frame_index": frame_index, "file_name": file_name,
-            "j": scores.j, "f": scores.f, "present": scores.present,
-        }
+        record = {"video_id": video_id, "frame_index": frame_index, "file_name": file_name,
+                  "j": scores.j, "f": scores.f, "present": scores.present}
         if input_dict.get("pose") is not None:  # per-pose numbers (FASSEG multipose)
             record.update(pose=input_dict["pose"], confusion=scores.confusion)
         self._records.append(record)
@@ -541,10 +538,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
         records, failed = list(itertools.chain(*records)), list(itertools.chain(*failed))
         confusion, invalid_gt = sum(confusions), sum(invalid)
         if invalid_gt:
-            logger.warning(
-                "%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
-                "they were treated as ignored.", self._dataset_name, invalid_gt, self._num_classes,
-            )
+            logger.warning("%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
+                           "they were treated as ignored.", self._dataset_name, invalid_gt, self._num_classes)
         if not records:
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
