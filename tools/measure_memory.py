@@ -13,11 +13,7 @@ peak is kept apart; the per-GPU peak is the larger one.
 Measured: on CUDA, ``torch.cuda.max_memory_allocated``; on CPU, what a GPU would hold: the bytes
 of every tensor storage alive during the step, followed op by op (:class:`LiveTensorMeter`),
 plus the storages from before it. Not contained: workspaces a kernel frees inside one op (cuDNN's,
-tens to a few hundred MiB) and the CUDA context. The optimizer runs its multi-tensor ("foreach")
-update, CUDA's default. AMP is float16 autocast on CUDA, bfloat16 on CPU (the same 2 bytes per
-saved activation). On several GPUs the prediction adds DistributedDataParallel's gradient buckets
-(a float32 copy of the trainable parameters); it is compared with ``--gpu-memory-gib`` times
-``--usable-fraction`` (the CUDA context, cuDNN workspaces and fragmentation take the rest).
+tens to a few hundred MiB) and the CUDA context. AMP, DDP's buckets and the GPU budget: docs/tools.md.
 """
 import argparse
 import json
@@ -164,7 +160,7 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
 # ---------------------------------------------------------------------------- one step
 def build_training(cfg):
     """The model and optimizer as ``QANetTrainer`` builds them, the optimizer's state allocated
-    (one step on zero gradients) and its multi-tensor update selected."""
+    (one step on zero gradients) and its multi-tensor ("foreach") update, CUDA's default, selected."""
     from qanet_d2.engine import QANetTrainer
 
     model = QANetTrainer.build_model(cfg)
@@ -195,7 +191,6 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
     from qanet_d2.engine.trainer import autocast_settings
 
     device = next(model.parameters()).device
-    optimizer.zero_grad(set_to_none=True)
     saved = SavedTensorMeter(exclude=list(model.parameters()) + list(model.buffers()))
     cuda = device.type == "cuda"
     if cuda:
