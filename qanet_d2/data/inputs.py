@@ -373,10 +373,8 @@ class VideoWriter:
             return
         allowed = _COPY_AUDIO[ext]
         self._audio_transcode = allowed is not None and audio.codec_context.name not in allowed
-        if self._audio_transcode:
-            self._audio_out = self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
-        else:
-            self._audio_out = self._av.add_stream_from_template(audio)
+        self._audio_out = (self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
+                           if self._audio_transcode else self._av.add_stream_from_template(audio))
         self._audio_in, self._audio_source = audio, source
 
     def write(self, frame_bgr: np.ndarray) -> None:
