@@ -201,8 +201,7 @@ _OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".mp4", "_labels.png", "_labels", "
 
 
 def output_is_folder(output: str, several: bool) -> bool:
-    """``--output`` names a folder when there are several inputs, when it is an existing
-    folder or ends with a separator, or when it has no file extension."""
+    """Whether ``--output`` names a folder: several inputs, an existing folder, a trailing separator, no extension."""
     return several or os.path.isdir(output) or output.endswith(os.sep) or not os.path.splitext(output)[1]
 
 
