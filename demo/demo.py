@@ -46,17 +46,13 @@ EXAMPLES = """examples:
 
 
 # ---------------------------------------------------------------------------- arguments
-def _config_value(config_file: str, keys: Sequence[str], depth: int = 0):
-    """A value of a yacs config file, following ``_BASE_`` (YAML only; no torch)."""
-    import yaml
+def _config_value(config_file: str, keys: Sequence[str]):
+    """A value of a yacs config file, following ``_BASE_`` (fvcore's YAML loader; no torch)."""
+    from fvcore.common.config import CfgNode
 
-    with open(config_file) as f:
-        data = yaml.safe_load(f) or {}
-    node = data
+    node = CfgNode.load_yaml_with_base(config_file)
     for key in keys:
         node = node.get(key) if isinstance(node, dict) else None
-    if node is None and "_BASE_" in data and depth < 10:
-        return _config_value(os.path.join(os.path.dirname(config_file), data["_BASE_"]), keys, depth + 1)
     return node
 
 
@@ -205,8 +201,7 @@ _OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".mp4", "_labels.png", "_labels", "
 
 
 def output_is_folder(output: str, several: bool) -> bool:
-    """``--output`` names a folder when there are several inputs, when it is an existing
-    folder or ends with a separator, or when it has no file extension."""
+    """Whether ``--output`` names a folder: several inputs, an existing folder, a trailing separator, no extension."""
     return several or os.path.isdir(output) or output.endswith(os.sep) or not os.path.splitext(output)[1]
 
 

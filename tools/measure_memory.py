@@ -1,9 +1,6 @@
 #!/usr/bin/env python
 """Peak training memory of a config's model per face crop and per frame, in float32 and with AMP,
-and the per-GPU peak it predicts at the config's per-GPU batch.
-
-    python tools/measure_memory.py --config-file configs/sfp/qanet_hrnet_w48_fcos_r50_512x384.yaml
-    python tools/measure_memory.py --config-file ... --faces-per-frame 2 --opts SOLVER.IMS_PER_BATCH 64
+and the per-GPU peak it predicts at the config's per-GPU batch (commands and results: docs/tools.md).
 
 Training steps (as ``QANetSimpleTrainer`` runs them) run on synthetic inputs for each trained
 part at a few batch sizes, and forward plus backward memory, linear in the batch, is fitted: the
@@ -16,11 +13,7 @@ peak is kept apart; the per-GPU peak is the larger one.
 Measured: on CUDA, ``torch.cuda.max_memory_allocated``; on CPU, what a GPU would hold: the bytes
 of every tensor storage alive during the step, followed op by op (:class:`LiveTensorMeter`),
 plus the storages from before it. Not contained: workspaces a kernel frees inside one op (cuDNN's,
-tens to a few hundred MiB) and the CUDA context. The optimizer runs its multi-tensor ("foreach")
-update, CUDA's default. AMP is float16 autocast on CUDA, bfloat16 on CPU (the same 2 bytes per
-saved activation). On several GPUs the prediction adds DistributedDataParallel's gradient buckets
-(a float32 copy of the trainable parameters); it is compared with ``--gpu-memory-gib`` times
-``--usable-fraction`` (the CUDA context, cuDNN workspaces and fragmentation take the rest).
+tens to a few hundred MiB) and the CUDA context. AMP, DDP's buckets and the GPU budget: docs/tools.md.
 """
 import argparse
 import json
@@ -57,11 +50,7 @@ def _storage_key(t: torch.Tensor) -> int:
 
 def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors``."""
-    seen = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            seen[_storage_key(t)] = t.untyped_storage().nbytes()
-    return sum(seen.values())
+    return sum({_storage_key(t): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
 class LiveTensorMeter(TorchDispatchMode):
@@ -146,20 +135,16 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
     g = torch.Generator().manual_seed(seed)
     height, width = frame_size
     num_classes = cfg.MODEL.QANET.NUM_CLASSES
+    cell = width / faces_per_frame
+    box_w = min(height / 2, cell) * 0.8
+    boxes = [[(k + 0.5) * cell - box_w / 2, height / 4, (k + 0.5) * cell + box_w / 2, height * 3 / 4]
+             for k in range(faces_per_frame)]
+    rows = torch.linspace(height / 4, height * 3 / 4, num_classes).round().long()  # bands of classes 1..C-1
     out = []
     for _ in range(frames):
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
         labels = torch.zeros((height, width), dtype=torch.int64)
-        cell = width / faces_per_frame
-        box_h = height / 2
-        box_w = min(box_h * 0.8, cell * 0.8)
-        boxes = []
-        for k in range(faces_per_frame):
-            cx, cy = (k + 0.5) * cell, height / 2
-            x0, y0, x1, y1 = cx - box_w / 2, cy - box_h / 2, cx + box_w / 2, cy + box_h / 2
-            boxes.append([x0, y0, x1, y1])
-            # horizontal bands of classes 1..C-1 over the face
-            rows = torch.linspace(y0, y1, num_classes).round().long()
+        for x0, _, x1, _ in boxes:
             for c in range(1, num_classes):
                 labels[rows[c - 1] : rows[c], int(x0) : int(x1)] = c
         inst = Instances((height, width))
@@ -175,7 +160,7 @@ def synthetic_inputs(cfg, frames: int, faces_per_frame: int, frame_size: Tuple[i
 # ---------------------------------------------------------------------------- one step
 def build_training(cfg):
     """The model and optimizer as ``QANetTrainer`` builds them, the optimizer's state allocated
-    (one step on zero gradients) and its multi-tensor update selected."""
+    (one step on zero gradients) and its multi-tensor ("foreach") update, CUDA's default, selected."""
     from qanet_d2.engine import QANetTrainer
 
     model = QANetTrainer.build_model(cfg)
@@ -193,10 +178,8 @@ def build_training(cfg):
 
 def fixed_tensors(model, optimizer) -> List[torch.Tensor]:
     """Parameters, buffers and optimizer state: what exists before a step."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    for state in optimizer.state.values():
-        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return tensors
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return list(model.parameters()) + list(model.buffers()) + state
 
 
 def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, int]:
@@ -208,7 +191,6 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
     from qanet_d2.engine.trainer import autocast_settings
 
     device = next(model.parameters()).device
-    optimizer.zero_grad(set_to_none=True)
     saved = SavedTensorMeter(exclude=list(model.parameters()) + list(model.buffers()))
     cuda = device.type == "cuda"
     if cuda:
@@ -218,10 +200,7 @@ def measure_step(model, optimizer, inputs: List[Dict], amp: bool) -> Dict[str, i
     else:
         before = storage_bytes(fixed_tensors(model, optimizer))
     live = nullcontext() if cuda else LiveTensorMeter()
-    autocast = nullcontext()
-    if amp:
-        device_type, dtype, _ = autocast_settings(device)
-        autocast = torch.autocast(device_type, dtype=dtype)
+    autocast = torch.autocast(*autocast_settings(device)[:2]) if amp else nullcontext()  # (device type, dtype)
 
     def peak_and_reset() -> int:
         if cuda:
@@ -317,7 +296,6 @@ def measure_part(cfg, part: str, frame_size, points=None, precisions=("fp32", "a
             "steps": steps, "peak": peak, "saved": saved, "extra": peak["intercept"] - state_bytes,
             "optimizer_extra": max(s["optimizer_peak"] for s in steps) - state_bytes,
         }
-    del model, optimizer
     return out
 
 
@@ -332,9 +310,8 @@ def config_state(cfg) -> Dict[str, float]:
 def config_memory(state: Dict[str, float], parts: Dict[str, Dict], precision: str) -> Dict[str, float]:
     """Bytes per crop, per frame and fixed (weights and optimizer state + each trained part's
     ``extra``: an upper bound when both parts train) in ``precision``; ``optimizer_step`` likewise."""
-    out = {"state": state["state"], "trainable": state["trainable"], "per_crop": 0.0, "per_frame": 0.0,
-           "saved_per_crop": 0.0, "saved_per_frame": 0.0, "fixed": state["state"],
-           "optimizer_step": state["state"], "fit_residual": 0.0}
+    out = {**state, "per_crop": 0.0, "per_frame": 0.0, "saved_per_crop": 0.0, "saved_per_frame": 0.0,
+           "fixed": state["state"], "optimizer_step": state["state"], "fit_residual": 0.0}
     for part, measured in parts.items():
         m = measured["precisions"][precision]
         unit = "crop" if part == "parser" else "frame"

@@ -6,6 +6,7 @@ library, NumPy and Pillow at module level (OpenCV and PyAV where a function need
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fractions
 import glob
@@ -19,30 +20,10 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "OVERLAY_EXTENSIONS",
-    "DataReadError",
-    "ImageReadError",
-    "ImageNotFoundError",
-    "ImageTooThinError",
-    "InputFile",
-    "InputSet",
-    "collect_inputs",
-    "assign_output_keys",
-    "existing_outputs",
-    "closest",
-    "read_image",
-    "read_image_bgr",
-    "as_uint8_image",
-    "to_bgr_uint8",
-    "open_image",
-    "resized_size",
-    "check_parsable_size",
-    "VideoWriter",
-    "h264_available",
-]
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "OVERLAY_EXTENSIONS", "DataReadError", "ImageReadError",
+           "ImageNotFoundError", "ImageTooThinError", "InputFile", "InputSet", "collect_inputs", "assign_output_keys",
+           "existing_outputs", "closest", "read_image", "read_image_bgr", "as_uint8_image", "to_bgr_uint8",
+           "open_image", "resized_size", "check_parsable_size", "VideoWriter", "h264_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +72,7 @@ class InputSet:
 def file_kind(path: str) -> Optional[str]:
     """"image" or "video" by the file's extension, else None."""
     ext = os.path.splitext(path)[1].lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return None
-
-
-def _glob_root(pattern: str) -> str:
-    """The folder part of a glob pattern before its first wildcard."""
-    return os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), pattern.split(os.sep))) or "."
+    return "image" if ext in IMAGE_EXTENSIONS else "video" if ext in VIDEO_EXTENSIONS else None
 
 
 def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video")) -> InputSet:
@@ -116,10 +88,8 @@ def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video
         if key in seen:
             return
         seen.add(key)
-        kind = file_kind(path)
-        if direct and kind is None:
-            kind = "image"
-        if kind is None or kind not in kinds:
+        kind = file_kind(path) or ("image" if direct else None)
+        if kind not in kinds:
             result.skipped.append(path)
             return
         result.files.append(InputFile(path, os.path.relpath(path, root), kind))
@@ -138,7 +108,8 @@ def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video
             matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
             if not matches:
                 result.missing.append(spec)
-            root = _glob_root(spec)
+            # relative paths from the folders before the first wildcard
+            root = os.sep.join(itertools.takewhile(lambda part: not glob.has_magic(part), spec.split(os.sep))) or "."
             for path in matches:
                 add(path, root, False)
         else:
@@ -148,34 +119,30 @@ def collect_inputs(specs: Sequence[str], kinds: Sequence[str] = ("image", "video
 
 # ---------------------------------------------------------------------------- output names
 def assign_output_keys(rels: Sequence[str], reserved: Iterable[str] = (), suffixes: Sequence[str] = ("",)) -> List[str]:
-    """One output key per input (its relative path without extension) such that no two inputs
-    share an output file.
+    """One output key per input (its relative path without extension) such that no two inputs share
+    an output file ``key + suffix`` (``suffixes``: output file endings) nor write a ``reserved`` name,
+    case-insensitively: colliding keys keep their extension (``person_jpg``), then are numbered (``_2``)."""
+    def names(key: str) -> set:
+        return {os.path.normcase(key + s).lower() for s in suffixes}
 
-    Colliding keys (``person.jpg``, ``person.png``) keep their extension (``person_jpg``), then
-    are numbered (``_2``, ...). Two inputs collide when a ``key + suffix`` (``suffixes``: output
-    file endings) of one equals one of the other's or a name in ``reserved``, case-insensitively.
-    """
-    def names(key: str) -> List[str]:
-        return [os.path.normcase(key + s).lower() for s in suffixes]
+    def reserved_clash(key: str) -> bool:
+        return any(os.path.basename(name) in reserved for name in names(key))
 
     reserved = {os.path.normcase(r).lower() for r in reserved}
     keys = [os.path.splitext(r)[0] for r in rels]
-
-    owners = Counter(name for key in keys for name in set(names(key)))
-    clashes = [i for i, key in enumerate(keys)
-               if any(owners[name] > 1 or os.path.basename(name) in reserved for name in names(key))]
-    for i in clashes:
-        stem, ext = os.path.splitext(rels[i])
-        if ext:
-            keys[i] = f"{stem}_{ext[1:].lower()}"
+    owners = Counter(name for key in keys for name in names(key))
+    for i, (key, rel) in enumerate(zip(keys, rels)):
+        ext = os.path.splitext(rel)[1]
+        if ext and (reserved_clash(key) or any(owners[name] > 1 for name in names(key))):
+            keys[i] = f"{key}_{ext[1:].lower()}"
     taken = set()
     for i, key in enumerate(keys):  # what still collides: numbered, first come first served
         n = 2
-        while set(names(key)) & taken or any(os.path.basename(name) in reserved for name in names(key)):
+        while names(key) & taken or reserved_clash(key):
             key = f"{keys[i]}_{n}"
             n += 1
         keys[i] = key
-        taken.update(names(key))
+        taken |= names(key)
     return keys
 
 
@@ -288,10 +255,8 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
     if format not in ("BGR", "RGB"):
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
     img = open_image(path)
-    try:
+    with contextlib.suppress(Exception):  # malformed EXIF: detectron2 ignores it too
         img = ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: detectron2 ignores it too
-        pass
     mode = img.mode
     try:
         if mode in _ARRAY_MODES or mode.startswith("I;16"):
@@ -364,50 +329,42 @@ class VideoWriter:
 
     def __init__(self, path: str, fps: float, size_wh: Tuple[int, int], audio_from: Optional[str] = None):
         self.path = path
-        self.fps = float(fps)
         self.size_wh = (int(size_wh[0]), int(size_wh[1]))
-        self.audio_from = audio_from
         self.frames = 0
         self.audio_copied = False
+        self._av = self._cv = self._audio_in = None
         ext = os.path.splitext(path)[1].lower()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._av = self._cv = None
         if ext in _AV_CONTAINERS and h264_available():
-            self._open_av(ext)
+            self._open_av(ext, float(fps), audio_from)
         elif ext in _AV_CONTAINERS + (".avi",):
             import cv2
 
             self.codec = "MJPG" if ext == ".avi" else "mp4v"
-            self._cv = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*self.codec), self.fps, self.size_wh, True)
+            self._cv = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*self.codec), float(fps), self.size_wh, True)
             if not self._cv.isOpened():
                 raise OSError(f"{path}: cannot open a video writer (codec {self.codec})")
         else:
             raise OSError(f"{path}: unsupported video extension {ext or '(none)'}; use .mp4, .mov, .mkv or .avi")
 
-    def _open_av(self, ext: str) -> None:
+    def _open_av(self, ext: str, fps: float, audio_from: Optional[str]) -> None:
         import av
 
         self.codec = "h264"
         self._av = av.open(self.path, mode="w")
-        rate = fractions.Fraction(self.fps).limit_denominator(1001)
+        rate = fractions.Fraction(fps).limit_denominator(1001)
         encoder = "libx264" if "libx264" in av.codecs_available else "h264"
-        stream = self._av.add_stream(encoder, rate=rate)
+        stream = self._stream = self._av.add_stream(encoder, rate=rate)
         width, height = self.size_wh
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
         if encoder == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast"}
-        self._stream = stream
-        self._audio_in = self._audio_out = None
-        if self.audio_from:
-            self._add_audio(ext)
-
-    def _add_audio(self, ext: str) -> None:
-        import av
-
+        if not audio_from:
+            return
         try:
-            source = av.open(self.audio_from)
+            source = av.open(audio_from)
         except (av.error.FFmpegError, OSError):
             return
         audio = next(iter(source.streams.audio), None)
@@ -416,10 +373,8 @@ class VideoWriter:
             return
         allowed = _COPY_AUDIO[ext]
         self._audio_transcode = allowed is not None and audio.codec_context.name not in allowed
-        if self._audio_transcode:
-            self._audio_out = self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
-        else:
-            self._audio_out = self._av.add_stream_from_template(audio)
+        self._audio_out = (self._av.add_stream("aac", rate=audio.codec_context.sample_rate or 44100)
+                           if self._audio_transcode else self._av.add_stream_from_template(audio))
         self._audio_in, self._audio_source = audio, source
 
     def write(self, frame_bgr: np.ndarray) -> None:
@@ -436,28 +391,22 @@ class VideoWriter:
                 frame_bgr = np.pad(frame_bgr, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr), format="bgr24")
             frame.pts = self.frames
-            for packet in self._stream.encode(frame):
-                self._av.mux(packet)
+            self._av.mux(self._stream.encode(frame))
         self.frames += 1
 
     def _copy_audio(self) -> None:
-        if self._audio_in is None:
-            return
         source, audio = self._audio_source, self._audio_in
         try:
             if not self._audio_transcode:
                 for packet in source.demux(audio):
-                    if packet.dts is None:
-                        continue
-                    packet.stream = self._audio_out
-                    self._av.mux(packet)
+                    if packet.dts is not None:
+                        packet.stream = self._audio_out
+                        self._av.mux(packet)
             else:
                 for frame in source.decode(audio):
                     frame.pts = None
-                    for packet in self._audio_out.encode(frame):
-                        self._av.mux(packet)
-                for packet in self._audio_out.encode():
-                    self._av.mux(packet)
+                    self._av.mux(self._audio_out.encode(frame))
+                self._av.mux(self._audio_out.encode())
             self.audio_copied = True
         finally:
             source.close()
@@ -467,8 +416,8 @@ class VideoWriter:
             self._cv.release()
             self._cv = None
         elif self._av is not None:
-            for packet in self._stream.encode():
-                self._av.mux(packet)
-            self._copy_audio()
+            self._av.mux(self._stream.encode())
+            if self._audio_in is not None:
+                self._copy_audio()
             self._av.close()
             self._av = None

@@ -121,10 +121,8 @@ def score_frame(
     full = _histogram(key, (C + 1) ** 2).reshape(C + 1, C + 1)
     confusion = full[:C].astype(np.int64)
     num_void = int(full[C].sum())
-    invalid_gt = 0
-    if num_void:
-        num_ignored = int(np.count_nonzero(gt_labels == ignore_label)) if ignore_label is not None else 0
-        invalid_gt = num_void - num_ignored
+    num_ignored = int(np.count_nonzero(gt_labels == ignore_label)) if num_void and ignore_label is not None else 0
+    invalid_gt = num_void - num_ignored
 
     iou = _confusion_metrics(confusion)[0]
     present = ~np.isnan(iou)
@@ -240,25 +238,20 @@ def summarize(
                 "J": {class_names[c]: float(r["j"][c]) for c in shown},
                 "F": {class_names[c]: float(r["f"][c]) for c in shown},
             })
-        J = np.stack([np.asarray(r["j"], np.float64) for r in frames])
-        F = np.stack([np.asarray(r["f"], np.float64) for r in frames])
+        J, F = (np.array([r[k] for r in frames], np.float64) for k in "jf")
         present = np.stack([np.asarray(r["present"], bool) for r in frames])
+        # per convention: J and F with the frames where a class is absent NaN (skip) or 1 (one)
+        filled = {m: [np.where(present, X, math.nan if m == "skip" else 1.0) for X in (J, F)]
+                  for m in ABSENT_CLASS_MODES}
         video_objects = OrderedDict()
         for c in range(1, C):
             if not present[:, c].any():
                 continue
-            absent = ~present[:, c]
-            means = []  # (J, F) means of this object under each absent-class convention
-            for mode in ABSENT_CLASS_MODES:
-                jm, fm = J[:, c].copy(), F[:, c].copy()
-                jm[absent] = fm[absent] = math.nan if mode == "skip" else 1.0
-                means.append((_nanmean(jm), _nanmean(fm)))
-                if mode == absent_class:
-                    jv, fv = jm, fm
+            jv, fv = (X[:, c] for X in filled[absent_class])
             js, fs = _db_statistics(jv), _db_statistics(fv)
             obj_classes.append(c)
             obj_stats.append((js, fs))
-            obj_means.append(means)
+            obj_means.append([[_nanmean(X[:, c]) for X in filled[mode]] for mode in ABSENT_CLASS_MODES])
             multi_frame.append(len(frames) > 1)
             video_objects[class_names[c]] = {
                 "J": js[0], "F": fs[0], "J_recall": js[1], "F_recall": fs[1],
@@ -267,9 +260,8 @@ def summarize(
             }
         vj = _nanmean([o["J"] for o in video_objects.values()])
         vf = _nanmean([o["F"] for o in video_objects.values()])
-        per_video[video_id] = {
-            "J&F": (vj + vf) / 2, "J": vj, "F": vf, "num_frames": len(frames), "objects": video_objects,
-        }
+        per_video[video_id] = {"J&F": (vj + vf) / 2, "J": vj, "F": vf, "num_frames": len(frames),
+                               "objects": video_objects}
     stats = np.array(obj_stats, np.float64).reshape(-1, 2, 3)  # object, J / F, mean / recall / decay
     means = np.array(obj_means, np.float64).reshape(-1, len(ABSENT_CLASS_MODES), 2)  # object, mode, J / F
     obj_classes, multi_frame = np.array(obj_classes, np.int64), np.array(multi_frame, bool)
@@ -339,10 +331,8 @@ def _json_safe(obj):
         return [_json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     return obj
 
 
@@ -359,9 +349,8 @@ def format_results_tables(results: dict, details: dict) -> str:
     """Readable tables: the headline numbers, then one row per class."""
     from tabulate import tabulate
 
-    head_keys = [k for k in ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay", "mIoU",
-                             "fg_mIoU", "mean_F1", "pACC") if k in results]
-    head = create_small_table({k: results[k] for k in head_keys})
+    head = create_small_table({k: results[k] for k in ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay",
+                                                       "mIoU", "fg_mIoU", "mean_F1", "pACC") if k in results})
     both = [k for m in ABSENT_CLASS_MODES for k in (f"J&F({m})", f"J({m})", f"F({m})") if k in results]
     if both:
         head += "\n" + create_small_table({k: results[k] for k in both})
@@ -418,14 +407,13 @@ def prediction_converter(dataset_name: str, prediction_label_set) -> Tuple[Optio
     from ..data.datasets.face_video import DatasetNotFoundError, dataset_label_set
     from ..data.mixed_label_sets import NoConversionError, prediction_conversion
 
-    try:
-        data = None if prediction_label_set is None else dataset_label_set(dataset_name)
-    except DatasetNotFoundError:
-        data = None
-    if data is None:
+    if prediction_label_set is None:
         return None, None
     try:
-        ids = prediction_conversion(prediction_label_set, data)
+        data = dataset_label_set(dataset_name)
+        ids = None if data is None else prediction_conversion(prediction_label_set, data)
+    except DatasetNotFoundError:
+        return None, None
     except NoConversionError as e:
         raise ValueError(f"evaluation of {dataset_name}: {e}") from None
     if ids is None:
@@ -521,17 +509,14 @@ class FaceParsingEvaluator(DatasetEvaluator):
             return None
         try:
             gt = read_label_map(gt_file)
-            scores = score_frame(pred_labels, gt, self._num_classes, self._ignore_label,
-                                 "skip", self._bound_th)
+            scores = score_frame(pred_labels, gt, self._num_classes, self._ignore_label, "skip", self._bound_th)
         except (OSError, ValueError) as e:
             self.record_failure(input_dict, f"{type(e).__name__}: {e}")
             return None
         self._confusion += scores.confusion
         self._invalid_gt_pixels += scores.invalid_gt_pixels
-        record = {
-            "video_id": video_id, "frame_index": frame_index, "file_name": file_name,
-            "j": scores.j, "f": scores.f, "present": scores.present,
-        }
+        record = {"video_id": video_id, "frame_index": frame_index, "file_name": file_name,
+                  "j": scores.j, "f": scores.f, "present": scores.present}
         if input_dict.get("pose") is not None:  # per-pose numbers (FASSEG multipose)
             record.update(pose=input_dict["pose"], confusion=scores.confusion)
         self._records.append(record)
@@ -539,12 +524,8 @@ class FaceParsingEvaluator(DatasetEvaluator):
 
     def record_failure(self, input_dict: dict, problem: str):
         """Count a frame that cannot be scored; it is logged now and listed in the results."""
-        entry = {
-            "file_name": str(input_dict.get("file_name", "")),
-            "sem_seg_file_name": str(input_dict.get("sem_seg_file_name", "")),
-            "video_id": str(input_dict.get("video_id", "")),
-            "problem": problem,
-        }
+        entry = {k: str(input_dict.get(k, "")) for k in ("file_name", "sem_seg_file_name", "video_id")}
+        entry["problem"] = problem
         logger.warning("Face parsing evaluation: frame %s not scored: %s", entry["file_name"], problem)
         self._failed.append(entry)
 
@@ -553,15 +534,12 @@ class FaceParsingEvaluator(DatasetEvaluator):
         gathered = gather_shards(state, self._distributed)
         if gathered is None:
             return {}
-        records = list(itertools.chain(*[g[0] for g in gathered]))
-        confusion = sum(g[1] for g in gathered)
-        failed = list(itertools.chain(*[g[2] for g in gathered]))
-        invalid_gt = sum(g[3] for g in gathered)
+        records, confusions, failed, invalid = zip(*gathered)
+        records, failed = list(itertools.chain(*records)), list(itertools.chain(*failed))
+        confusion, invalid_gt = sum(confusions), sum(invalid)
         if invalid_gt:
-            logger.warning(
-                "%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
-                "they were treated as ignored.", self._dataset_name, invalid_gt, self._num_classes,
-            )
+            logger.warning("%s: %d ground-truth pixels have values outside the %d classes and the ignore label; "
+                           "they were treated as ignored.", self._dataset_name, invalid_gt, self._num_classes)
         if not records:
             logger.warning("%s: no frame could be scored (%d failed).", self._dataset_name, len(failed))
         results, details = summarize(records, confusion, self._class_names, self._absent_class, failed)
