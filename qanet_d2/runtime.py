@@ -254,15 +254,6 @@ def crop_affines(regions: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
     return a
 
 
-def _opencv_affine(affine: np.ndarray) -> np.ndarray:
-    """A continuous-coordinate affine (pixel centres at +0.5) as OpenCV's (centres at integers):
-    ``M (j, i, 1) = A (j + 0.5, i + 0.5, 1) - 0.5``."""
-    a = np.asarray(affine, np.float64)
-    out = a.copy()
-    out[:, 2] = a[:, :2] @ np.array([0.5, 0.5]) + a[:, 2] - 0.5
-    return out
-
-
 MAX_SUPERSAMPLING = 4  # as qanet_d2/layers/crops.py
 
 
@@ -277,8 +268,11 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
         k = int(min(max(math.ceil(span - 1e-6), 1), MAX_SUPERSAMPLING))
         sub = a.copy()
         sub[:, :2] /= k
+        sub = sub.astype(np.float32).astype(np.float64)
+        # OpenCV puts pixel centres at integers, not at +0.5: M (j, i, 1) = A (j + 0.5, i + 0.5, 1) - 0.5
+        sub[:, 2] = sub[:, :2] @ np.array([0.5, 0.5]) + sub[:, 2] - 0.5
         crop = cv2.warpAffine(
-            image, _opencv_affine(sub.astype(np.float32)), (w * k, h * k), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            image, sub, (w * k, h * k), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
         ).reshape(h * k, w * k, -1)
         if k > 1:
@@ -288,12 +282,6 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
 
 
 # ---------------------------------------------------------------------------- post-processing
-def _invert(affine: np.ndarray) -> np.ndarray:
-    """Inverse of a ``2 x 3`` float32 affine, rounded to float32 as ``invert_affines``, as float64."""
-    m = np.vstack([affine.astype(np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m)[:2].astype(np.float32).astype(np.float64)
-
-
 def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
     """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``FacePostProcessor.windows``)."""
     h, w = float(crop_size[0]), float(crop_size[1])
@@ -324,8 +312,10 @@ def paste_face(probs: np.ndarray, affines: np.ndarray, image_size: Sequence[int]
     total = np.zeros((num_classes, wh, ww), np.float32)
     count = np.zeros((wh, ww), np.float32)
     gx, gy = np.meshgrid(np.arange(x0, x0 + ww, dtype=np.float64) + 0.5, np.arange(y0, y0 + wh, dtype=np.float64) + 0.5)
-    for v in range(num_views):
-        a = _invert(affines[v])
+    full = np.zeros((num_views, 3, 3))
+    full[:, :2], full[:, 2, 2] = affines, 1.0
+    inverse = np.linalg.inv(full)[:, :2].astype(np.float32).astype(np.float64)  # rounded to float32 as invert_affines
+    for v, a in enumerate(inverse):
         gu = ((a[0, 0] * gx + a[0, 1] * gy + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
         gv = ((a[1, 0] * gx + a[1, 1] * gy + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
         inside = (np.abs(gu) <= 1) & (np.abs(gv) <= 1)
@@ -358,12 +348,6 @@ def paint_order(paint_scores: np.ndarray, other_scores: np.ndarray, keep: np.nda
     return [int(i) for i in order if keep[i]]
 
 
-def _pixel_scores_from_top(top: np.ndarray, thresh: float) -> np.ndarray:
-    top = top.reshape(len(top), -1)
-    keep = (top >= thresh).astype(np.float32)
-    return (top * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
-
-
 def _pasted_pixel_score(window, top: np.ndarray, inside: np.ndarray, box, thresh: float) -> np.float32:
     """Pixel score over the pasted crop region, with ``box`` only at pixel centres inside it."""
     if box is not None:
@@ -384,24 +368,19 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
     uint8 in ``output_size``) and, best first, ``boxes``, ``scores``, ``box_scores``, ``iou_scores``,
     ``pixel_scores``."""
     height, width = int(output_size[0]), int(output_size[1])
-    in_h, in_w = input_size
-    boxes, affines = faces["boxes"].astype(np.float32).copy(), faces["affines"].astype(np.float32).copy()
-    probs = faces["probs"]
-    sx, sy = width / in_w, height / in_h
+    boxes, affines, probs = faces["boxes"].astype(np.float32), faces["affines"].astype(np.float32), faces["probs"]
+    sx, sy = width / input_size[1], height / input_size[0]
     if (sx, sy) != (1.0, 1.0):  # FacePostProcessor.rescale
-        boxes[:, 0::2] *= np.float32(sx)
-        boxes[:, 1::2] *= np.float32(sy)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-        affines[..., 0, :] *= np.float32(sx)
-        affines[..., 1, :] *= np.float32(sy)
-    n = len(boxes)
+        scale = np.float32([sx, sy])
+        boxes = np.clip(boxes * np.tile(scale, 2), 0, np.float32([width, height, width, height]))
+        affines *= scale[:, None]
+    n, views, _, h, w = probs.shape
     thresh = pp["pixel_score_thresh"]
     pasted = {}
-    if pp["pixel_score_region"] == "crop":
-        top = probs.max(axis=2) if n else np.zeros((0, 1, 1, 1), np.float32)  # N x V x h x w
-        views = probs.shape[1] if n else 1
-        pix = sum(_pixel_scores_from_top(top[:, v], thresh) for v in range(views)) / views if n else np.zeros(0, np.float32)
+    if pp["pixel_score_region"] == "crop":  # per view over its crop, then averaged over views
+        top = probs.max(axis=2).reshape(n, views, h * w)
+        keep = (top >= thresh).astype(np.float32)
+        pix = ((top * keep).sum(axis=2) / np.maximum(keep.sum(axis=2), 1.0)).mean(axis=1)
     elif pp["pixel_score_region"] in ("image", "pasted"):
         pix = np.zeros(n, np.float32)
         for i in range(n):
@@ -462,21 +441,13 @@ class FaceParsingRuntime:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3
-        self.parser = ort.InferenceSession(os.path.join(export_dir, self.meta["parser"]["file"]), options, providers=list(providers))
-        self.detector = None
-        if self.meta.get("detector"):
-            self.detector = ort.InferenceSession(os.path.join(export_dir, self.meta["detector"]["file"]), options, providers=list(providers))
+        sessions = {part: ort.InferenceSession(os.path.join(export_dir, self.meta[part]["file"]), options, providers=list(providers))
+                    for part in ("parser", "detector") if self.meta.get(part)}
+        self.parser, self.detector = sessions["parser"], sessions.get("detector")
         self.classes = list(self.meta["classes"])
         self.colors = [list(c) for c in self.meta["colors"]]
 
     # ------------------------------------------------------------------ steps
-    def model_input(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The model-input frame: resized (``ResizeShortestEdge``), channels in ``input.format``."""
-        image = _to_bgr(image_bgr)
-        if self.meta["input"]["format"] == "RGB":
-            image = np.ascontiguousarray(image[:, :, ::-1])
-        return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
-
     def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Face boxes (model-input frame, clipped, non-empty; head boxes with a box adapter) and
         scores of a model-input image; YuNet runs on ``original`` (larger, unresized) when given."""
@@ -551,11 +522,9 @@ class FaceParsingRuntime:
             boxes, box_scores = boxes[best], box_scores[best]
         rgb = image if self.meta["input"]["format"] == "RGB" else image[:, :, ::-1]
         normalised = ((rgb.astype(np.float32) - np.asarray(p["pixel_mean"], np.float32)) / np.asarray(p["pixel_std"], np.float32))
-        scales: Dict[float, List[bool]] = {}
+        scales: Dict[float, Dict[bool, None]] = {}  # the flips of each box scale, as an ordered set
         for s, f in p["views"]:  # group_views: the flips of one box scale share a crop
-            flips = scales.setdefault(float(s), [])
-            if bool(f) not in flips:
-                flips.append(bool(f))
+            scales.setdefault(float(s), {})[bool(f)] = None
         n, (h, w) = len(boxes), p["crop_size"]
         num_classes = self.meta["postprocessing"]["num_classes"]
         perm = np.asarray(p["flip_permutation"])
@@ -579,10 +548,10 @@ class FaceParsingRuntime:
     def __call__(self, image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         image = _to_bgr(image_bgr)
         height, width = image.shape[:2]
-        model_image = self.model_input(image)
-        mh, mw = model_image.shape[:2]
-        # the faces are cropped from the original image (as QANetFaceParser.inference does)
+        # the model-input format; the faces are cropped from this original image (as QANetFaceParser.inference does)
         original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+        model_image = resize_shortest_edge(original, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
+        mh, mw = model_image.shape[:2]
         if boxes is None:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
