@@ -279,9 +279,7 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
         fi = f.cpu().numpy()
         x = origin[fi, 0] + px.cpu().numpy() + 0.5
         y = origin[fi, 1] + py.cpu().numpy() + 0.5
-        counts = np.bincount(fi, minlength=num_items)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        pos = torch.from_numpy(np.arange(len(fi)) - starts[fi]).to(device)
+        pos = torch.from_numpy(np.arange(len(fi)) - np.searchsorted(fi, fi)).to(device)  # index among its item's points
         total, count = 0.0, 0.0
         for v in range(num_views):
             a = inverse[fi, v]  # K x 2 x 3
@@ -289,15 +287,14 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
             gv = ((a[:, 1, 0] * x + a[:, 1, 1] * y + a[:, 1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
             inside = torch.from_numpy((np.abs(gu) <= 1) & (np.abs(gv) <= 1)).to(device, torch.float32)
             # one grid_sample for all items: each item's points, padded to the longest list
-            grid = torch.zeros((num_items, 1, int(counts.max()), 2), device=device)
+            grid = torch.zeros((num_items, 1, int(pos.max()) + 1, 2), device=device)
             grid[f, 0, pos] = torch.from_numpy(np.stack([gu, gv], axis=1)).to(device)
             sampled = F.grid_sample(probs[:, v], grid, mode="bilinear", padding_mode="border", align_corners=False)
             sampled = sampled[f, :, 0, pos] * inside[:, None]  # K x C
             total, count = total + sampled, count + inside
         avg = total / count.clamp(min=1.0)[:, None]
         exact_top, lab = avg.max(dim=1)
-        lab = torch.where(exact_top < 1.0 / num_classes, torch.zeros_like(lab), lab)
-        lab = torch.where(count > 0, lab, torch.full_like(lab, _OUTSIDE))
+        lab = lab.masked_fill(exact_top < 1.0 / num_classes, 0).masked_fill(count == 0, _OUTSIDE)
         codes[f, py, px] = lab.to(torch.uint8)
         if with_top:
             top[f, py, px] = exact_top
@@ -435,13 +432,10 @@ class FacePostProcessor:
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
         """Each face's integer window ``(x0, y0, x1, y1)`` covering its views' crops, clipped to the
         image (possibly empty)."""
-        n, v = faces.crop_affines.shape[:2]
-        if n == 0:
-            return {}
-        affines = faces.crop_affines.reshape(n * v, 2, 3).float()
-        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).reshape(n, v, 4)
+        affines = faces.crop_affines.flatten(0, 1).float()
+        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).unflatten(0, faces.crop_affines.shape[:2])
         lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
-        return dict(enumerate(tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()))
+        return dict(enumerate(map(tuple, torch.cat([lo, hi], dim=1).tolist())))
 
     def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima=None) -> Dict[int, PastedFace]:
         """The faces ``indices`` pasted into their windows (``maxima``: :func:`crop_maxima`, if
