@@ -441,9 +441,10 @@ class FaceParsingRuntime:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3
-        sessions = {part: ort.InferenceSession(os.path.join(export_dir, self.meta[part]["file"]), options, providers=list(providers))
-                    for part in ("parser", "detector") if self.meta.get(part)}
-        self.parser, self.detector = sessions["parser"], sessions.get("detector")
+        self.parser = ort.InferenceSession(os.path.join(export_dir, self.meta["parser"]["file"]), options, providers=list(providers))
+        self.detector = None
+        if self.meta.get("detector"):
+            self.detector = ort.InferenceSession(os.path.join(export_dir, self.meta["detector"]["file"]), options, providers=list(providers))
         self.classes = list(self.meta["classes"])
         self.colors = [list(c) for c in self.meta["colors"]]
 
@@ -548,9 +549,10 @@ class FaceParsingRuntime:
     def __call__(self, image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         image = _to_bgr(image_bgr)
         height, width = image.shape[:2]
+        inp = self.meta["input"]
         # the model-input format; the faces are cropped from this original image (as QANetFaceParser.inference does)
-        original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
-        model_image = resize_shortest_edge(original, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
+        original = image if inp["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+        model_image = resize_shortest_edge(original, inp["min_size_test"], inp["max_size_test"])
         mh, mw = model_image.shape[:2]
         if boxes is None:
             if self.detector is None:

@@ -214,7 +214,8 @@ def _chunks(items: List[_Item], max_pixels: int, max_items: int):
         yield chunk
 
 
-def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool, maxima):
+def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool,
+                 maxima):
     """Paste a run of items at once, from their faces' ``F x V x C x h x w`` ``probs`` (one row per
     item), ``F x V x 2 x 3`` float64 image -> crop affines ``inverse`` and :func:`crop_maxima`.
 
@@ -241,6 +242,7 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
         cells = cells_from_labels(maxima[1])  # F x V x (h+1) x (w+1)
     top = None
     if with_top:
+        top_maps = maxima[0]  # F x V x h x w
         top = torch.zeros((num_items, hmax, wmax), device=device)
         top_count = torch.zeros((num_items, hmax, wmax), device=device)
     codes = torch.full((num_items, hmax, wmax), _OUTSIDE, dtype=torch.uint8, device=device)
@@ -261,7 +263,7 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
             view_codes.masked_fill_(~inside, _OUTSIDE)
             if with_top:
                 grid = torch.stack(torch.broadcast_tensors(torch.from_numpy(gu)[:, None, :], torch.from_numpy(gv)[:, :, None]), dim=-1)
-                sampled = F.grid_sample(maxima[0][:, v : v + 1], grid.to(device), mode="bilinear", padding_mode="border", align_corners=False)
+                sampled = F.grid_sample(top_maps[:, v : v + 1], grid.to(device), mode="bilinear", padding_mode="border", align_corners=False)
                 top += sampled[:, 0] * inside
                 top_count += inside
         # a pixel covered by views that disagree is computed the exact way
@@ -312,8 +314,8 @@ def _paste(probs: torch.Tensor, affines: torch.Tensor, items: List[_Item], tile:
         return
     num_classes = probs.shape[2]
     faces = sorted({it.face for it in items})
-    inverse = invert_affines(affines[faces].reshape(-1, 2, 3).float()).double().reshape(len(faces), -1, 2, 3).cpu().numpy()
-    inverse = dict(zip(faces, inverse))
+    inverse = invert_affines(affines[faces].flatten(0, 1).float()).double().unflatten(0, (len(faces), -1))
+    inverse = dict(zip(faces, inverse.cpu().numpy()))
     for chunk in _chunks(items, tile * tile, 32):
         rows = [it.face for it in chunk]
         consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
@@ -432,12 +434,13 @@ class FacePostProcessor:
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
         """Each face's integer window ``(x0, y0, x1, y1)`` covering its views' crops, clipped to the
         image (possibly empty)."""
-        affines = faces.crop_affines.flatten(0, 1).float()
-        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).unflatten(0, faces.crop_affines.shape[:2])
+        wins = crop_windows(faces.crop_affines.flatten(0, 1).float(), faces.parsing_probs.shape[-2:], faces.image_size)
+        wins = wins.unflatten(0, faces.crop_affines.shape[:2])
         lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
         return dict(enumerate(map(tuple, torch.cat([lo, hi], dim=1).tolist())))
 
-    def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima=None) -> Dict[int, PastedFace]:
+    def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False,
+              maxima=None) -> Dict[int, PastedFace]:
         """The faces ``indices`` pasted into their windows (``maxima``: :func:`crop_maxima`, if
         already computed)."""
         windows, device = self.windows(faces), faces.parsing_probs.device
@@ -449,7 +452,8 @@ class FacePostProcessor:
                                 torch.zeros(size, dtype=torch.bool, device=device),
                                 torch.zeros(size, device=device) if with_top else None)
         items = _items(windows, indices, self.paste_tile)
-        for item, labels, inside, top, _ in _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile, with_top, maxima=maxima):
+        for item, labels, inside, top, _ in _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile,
+                                                   with_top, maxima=maxima):
             face = out[item.face]
             x0, y0 = face.window[:2]
             tx0, ty0, tx1, ty1 = item.window
