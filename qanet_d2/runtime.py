@@ -153,7 +153,7 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict) -> Tuple[np.ndarray, 
     """``(boxes, scores, classes)`` of one image after NMS, in the detector's input frame, from its
     raw outputs ``cls_<level>``, ``box_<level>``, ``ctr_<level>`` (detectron2's FCOS inference:
     score ``sqrt(sigmoid(cls) * sigmoid(ctr))``, box ``point -+ relu(ltrb) * stride``)."""
-    all_boxes, all_scores, all_classes = [], [], []
+    found = []
     for level, stride in zip(det["levels"], det["strides"]):
         cls = outputs[f"cls_{level}"][0]  # K x H x W
         box = outputs[f"box_{level}"][0]
@@ -171,12 +171,9 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict) -> Tuple[np.ndarray, 
         deltas = np.maximum(box.reshape(4, -1)[:, anchor].T, 0).astype(np.float32)
         if det["box_normalized_by_stride"]:
             deltas = deltas * np.float32(stride)
-        all_boxes.append(np.stack([cx - deltas[:, 0], cy - deltas[:, 1], cx + deltas[:, 2], cy + deltas[:, 3]], axis=1))
-        all_scores.append(scores[cand])
-        all_classes.append(classes)
-    boxes = np.concatenate(all_boxes).astype(np.float32)
-    scores = np.concatenate(all_scores).astype(np.float32)
-    classes = np.concatenate(all_classes).astype(np.int64)
+        boxes = np.stack([cx - deltas[:, 0], cy - deltas[:, 1], cx + deltas[:, 2], cy + deltas[:, 3]], axis=1)
+        found.append((boxes, scores[cand], classes))
+    boxes, scores, classes = (np.concatenate(parts) for parts in zip(*found))  # float32, float32, int64
     keep = []
     for c in np.unique(classes):  # class-wise NMS, merged by score
         idx = np.nonzero(classes == c)[0]
@@ -190,7 +187,7 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
     """YuNet's faces of one padded ``height`` x ``width`` input (``qanet_d2.modeling.detectors.yunet``):
     ``(boxes N x 4, landmarks N x 5 x 2, scores N)`` of the cells scoring at least
     ``score_thresh`` (at most ``topk_candidates``), before NMS, in the padded input's frame."""
-    boxes, kps, scores = [], [], []
+    found = []
     for s in det["strides"]:
         gh, gw = height // s, width // s
         ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij")
@@ -199,10 +196,9 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
         b = outputs[f"bbox_{s}"][0].astype(np.float32)
         centre = prior + b[:, :2] * np.float32(s)
         size = np.exp(b[:, 2:]) * np.float32(s)
-        boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1))
-        kps.append(prior[:, None, :] + outputs[f"kps_{s}"][0].astype(np.float32).reshape(-1, 5, 2) * np.float32(s))
-        scores.append(score)
-    boxes, kps, scores = np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
+        kps = prior[:, None, :] + outputs[f"kps_{s}"][0].astype(np.float32).reshape(-1, 5, 2) * np.float32(s)
+        found.append((np.concatenate([centre - size / 2, centre + size / 2], 1), kps, score))
+    boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found))
     keep = np.nonzero(scores >= det["score_thresh"])[0]
     keep = keep[np.argsort(-scores[keep], kind="stable")][: det["topk_candidates"]]
     return boxes[keep], kps[keep], scores[keep]
@@ -211,8 +207,6 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
 def head_boxes(face_boxes: np.ndarray, landmarks: np.ndarray, weights: Sequence[Sequence[float]]) -> np.ndarray:
     """The box adapter (``qanet_d2.modeling.detectors.box_adapter.HeadBoxAdapter``): head boxes of
     ``N x 4`` face boxes and their ``N x 5 x 2`` landmarks, with the ``4 x 11`` weights."""
-    if len(face_boxes) == 0:
-        return np.zeros((0, 4), np.float32)
     centre = (face_boxes[:, :2] + face_boxes[:, 2:]) / 2
     size = np.maximum(face_boxes[:, 2:] - face_boxes[:, :2], 1e-6)
     uv = (landmarks[..., :2] - centre[:, None]) / size[:, None]
@@ -404,10 +398,7 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
         if i not in pasted:
             pasted[i] = paste_face(probs[i], affines[i], (height, width))
         (x0, y0, x1, y1), face_labels, _, _ = pasted[i]
-        if x1 <= x0 or y1 <= y0:
-            continue
-        region = labels[y0:y1, x0:x1]
-        region[face_labels != 0] = face_labels[face_labels != 0]
+        labels[y0:y1, x0:x1][face_labels != 0] = face_labels[face_labels != 0]
     best = np.argsort(-scores, kind="stable")
     return {
         "labels": labels,
@@ -459,13 +450,8 @@ class FaceParsingRuntime:
             return boxes, scores
         det = self.meta["detector"]
         h, w = image.shape[:2]
-        scale = det["input_scale"]
-        if scale == 1.0:
-            x, nh, nw = image.astype(np.float32), h, w
-        else:
-            nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-            x = resample_float(image, nh, nw)
-        x = (x - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
+        nh, nw = max(1, int(round(h * det["input_scale"]))), max(1, int(round(w * det["input_scale"])))
+        x = (resample_float(image, nh, nw) - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
         outputs, _ = self._run_detector(x, det["size_divisibility"])
         boxes, scores, _ = decode_fcos(outputs, det)
         # detector_postprocess: to the model-input frame, clipped, empty boxes dropped
@@ -480,23 +466,17 @@ class FaceParsingRuntime:
         h, w = image.shape[:2]
         oh, ow = int(out_size[0]), int(out_size[1])
         bgr = image if self.meta["input"]["format"] == "BGR" else image[:, :, ::-1]
-        long_side = max(h, w)
-        sizes: List[Tuple[int, int]] = []
+        sizes = {}  # an ordered set: each size runs once
         for f in det["scales"]:
-            s = f if not det["max_size"] else min(f, det["max_size"] / long_side)
-            size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
-            if size not in sizes:
-                sizes.append(size)
-        all_boxes, all_kps, all_scores = [], [], []
+            s = f if not det["max_size"] else min(f, det["max_size"] / max(h, w))
+            sizes[(max(1, int(round(h * s))), max(1, int(round(w * s))))] = None
+        found = []
         for sh, sw in sizes:
-            x = bgr.astype(np.float32) if (sh, sw) == (h, w) else resample_float(bgr, sh, sw)
-            outputs, (ph, pw) = self._run_detector(x, 32)
+            outputs, (ph, pw) = self._run_detector(resample_float(bgr, sh, sw), 32)
             boxes, kps, scores = decode_yunet(outputs, det, ph, pw)
             fx, fy = np.float32(ow / sw), np.float32(oh / sh)
-            all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
-            all_kps.append(kps * np.array([fx, fy], np.float32))
-            all_scores.append(scores)
-        boxes, kps, scores = np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores)
+            found.append((boxes * np.array([fx, fy, fx, fy], np.float32), kps * np.array([fx, fy], np.float32), scores))
+        boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found))
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, ow)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, oh)
         keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
