@@ -387,12 +387,10 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
     box_scores = np.asarray(faces["box_scores"], np.float32)
     keep = (scores >= np.float32(pp["quality_score_thresh"])) & (box_scores >= np.float32(pp["box_score_thresh"]))
-    if pp["paint_order"] == "quality":
-        order = paint_order(scores, box_scores, keep)
-    elif pp["paint_order"] == "box":
-        order = paint_order(box_scores, scores, keep)
-    else:
+    if pp["paint_order"] not in ("quality", "box"):
         raise ExportError(f"postprocessing.paint_order {pp['paint_order']!r} is not 'quality' or 'box'")
+    key, tie = (scores, box_scores) if pp["paint_order"] == "quality" else (box_scores, scores)
+    order = paint_order(key, tie, keep)
     labels = np.zeros((height, width), np.uint8)
     for i in order:
         if i not in pasted:
