@@ -449,12 +449,12 @@ class FaceParsingRuntime:
         det = self.meta["detector"]
         h, w = image.shape[:2]
         nh, nw = max(1, int(round(h * det["input_scale"]))), max(1, int(round(w * det["input_scale"])))
-        x = (resample_float(image, nh, nw) - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
+        x = resample_float(image, nh, nw)
+        x = (x - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
         outputs, _ = self._run_detector(x, det["size_divisibility"])
         boxes, scores, _ = decode_fcos(outputs, det)
         # detector_postprocess: to the model-input frame, clipped, empty boxes dropped
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2] * np.float32(w / nw), 0, w)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2] * np.float32(h / nh), 0, h)
+        boxes = np.clip(boxes * np.float32([w / nw, h / nh] * 2), 0, np.float32([w, h] * 2))
         keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
         return boxes[keep], scores[keep]
 
@@ -475,8 +475,7 @@ class FaceParsingRuntime:
             fx, fy = np.float32(ow / sw), np.float32(oh / sh)
             found.append((boxes * np.array([fx, fy, fx, fy], np.float32), kps * np.array([fx, fy], np.float32), scores))
         boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found))
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, ow)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, oh)
+        boxes = np.clip(boxes, 0, np.float32([ow, oh] * 2))
         keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
         return boxes[keep], kps[keep], scores[keep]
 
@@ -536,8 +535,7 @@ class FaceParsingRuntime:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
             face_boxes, box_scores = self.detect(model_image, original if height * width > mh * mw else None)
-            face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
-            face_boxes[:, 1::2] *= np.float32(height / mh)
+            face_boxes *= np.float32([width / mw, height / mh] * 2)  # to the original frame
         else:
             face_boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
             box_scores = np.ones(len(face_boxes), np.float32)

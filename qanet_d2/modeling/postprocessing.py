@@ -503,8 +503,9 @@ class FacePostProcessor:
     def order(self, faces: Instances) -> List[int]:
         """Indices of the faces to paint (both thresholds), in ``PAINT_ORDER``."""
         keep = (faces.scores >= self.quality_score_thresh) & (faces.box_scores >= self.box_score_thresh)
-        key, tie = (faces.scores, faces.box_scores) if self.paint_order == "quality" else (faces.box_scores, faces.scores)
-        return paint_order(key, tie, keep)
+        if self.paint_order == "quality":
+            return paint_order(faces.scores, faces.box_scores, keep)
+        return paint_order(faces.box_scores, faces.scores, keep)
 
     def paint(self, faces: Instances, class_scores: bool = False, pasted: Optional[Dict[int, PastedFace]] = None,
               maxima=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
