@@ -153,7 +153,7 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict) -> Tuple[np.ndarray, 
     """``(boxes, scores, classes)`` of one image after NMS, in the detector's input frame, from its
     raw outputs ``cls_<level>``, ``box_<level>``, ``ctr_<level>`` (detectron2's FCOS inference:
     score ``sqrt(sigmoid(cls) * sigmoid(ctr))``, box ``point -+ relu(ltrb) * stride``)."""
-    all_boxes, all_scores, all_classes = [], [], []
+    found = []
     for level, stride in zip(det["levels"], det["strides"]):
         cls = outputs[f"cls_{level}"][0]  # K x H x W
         box = outputs[f"box_{level}"][0]
@@ -171,12 +171,9 @@ def decode_fcos(outputs: Dict[str, np.ndarray], det: Dict) -> Tuple[np.ndarray, 
         deltas = np.maximum(box.reshape(4, -1)[:, anchor].T, 0).astype(np.float32)
         if det["box_normalized_by_stride"]:
             deltas = deltas * np.float32(stride)
-        all_boxes.append(np.stack([cx - deltas[:, 0], cy - deltas[:, 1], cx + deltas[:, 2], cy + deltas[:, 3]], axis=1))
-        all_scores.append(scores[cand])
-        all_classes.append(classes)
-    boxes = np.concatenate(all_boxes).astype(np.float32)
-    scores = np.concatenate(all_scores).astype(np.float32)
-    classes = np.concatenate(all_classes).astype(np.int64)
+        boxes = np.stack([cx - deltas[:, 0], cy - deltas[:, 1], cx + deltas[:, 2], cy + deltas[:, 3]], axis=1)
+        found.append((boxes, scores[cand], classes))
+    boxes, scores, classes = (np.concatenate(parts) for parts in zip(*found))  # float32, float32, int64
     keep = []
     for c in np.unique(classes):  # class-wise NMS, merged by score
         idx = np.nonzero(classes == c)[0]
@@ -190,7 +187,7 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
     """YuNet's faces of one padded ``height`` x ``width`` input (``qanet_d2.modeling.detectors.yunet``):
     ``(boxes N x 4, landmarks N x 5 x 2, scores N)`` of the cells scoring at least
     ``score_thresh`` (at most ``topk_candidates``), before NMS, in the padded input's frame."""
-    boxes, kps, scores = [], [], []
+    found = []
     for s in det["strides"]:
         gh, gw = height // s, width // s
         ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32), np.arange(gw, dtype=np.float32), indexing="ij")
@@ -199,10 +196,9 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
         b = outputs[f"bbox_{s}"][0].astype(np.float32)
         centre = prior + b[:, :2] * np.float32(s)
         size = np.exp(b[:, 2:]) * np.float32(s)
-        boxes.append(np.concatenate([centre - size / 2, centre + size / 2], 1))
-        kps.append(prior[:, None, :] + outputs[f"kps_{s}"][0].astype(np.float32).reshape(-1, 5, 2) * np.float32(s))
-        scores.append(score)
-    boxes, kps, scores = np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
+        kps = prior[:, None, :] + outputs[f"kps_{s}"][0].astype(np.float32).reshape(-1, 5, 2) * np.float32(s)
+        found.append((np.concatenate([centre - size / 2, centre + size / 2], 1), kps, score))
+    boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found))
     keep = np.nonzero(scores >= det["score_thresh"])[0]
     keep = keep[np.argsort(-scores[keep], kind="stable")][: det["topk_candidates"]]
     return boxes[keep], kps[keep], scores[keep]
@@ -211,8 +207,6 @@ def decode_yunet(outputs: Dict[str, np.ndarray], det: Dict, height: int, width: 
 def head_boxes(face_boxes: np.ndarray, landmarks: np.ndarray, weights: Sequence[Sequence[float]]) -> np.ndarray:
     """The box adapter (``qanet_d2.modeling.detectors.box_adapter.HeadBoxAdapter``): head boxes of
     ``N x 4`` face boxes and their ``N x 5 x 2`` landmarks, with the ``4 x 11`` weights."""
-    if len(face_boxes) == 0:
-        return np.zeros((0, 4), np.float32)
     centre = (face_boxes[:, :2] + face_boxes[:, 2:]) / 2
     size = np.maximum(face_boxes[:, 2:] - face_boxes[:, :2], 1e-6)
     uv = (landmarks[..., :2] - centre[:, None]) / size[:, None]
@@ -254,15 +248,6 @@ def crop_affines(regions: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
     return a
 
 
-def _opencv_affine(affine: np.ndarray) -> np.ndarray:
-    """A continuous-coordinate affine (pixel centres at +0.5) as OpenCV's (centres at integers):
-    ``M (j, i, 1) = A (j + 0.5, i + 0.5, 1) - 0.5``."""
-    a = np.asarray(affine, np.float64)
-    out = a.copy()
-    out[:, 2] = a[:, :2] @ np.array([0.5, 0.5]) + a[:, 2] - 0.5
-    return out
-
-
 MAX_SUPERSAMPLING = 4  # as qanet_d2/layers/crops.py
 
 
@@ -277,8 +262,11 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
         k = int(min(max(math.ceil(span - 1e-6), 1), MAX_SUPERSAMPLING))
         sub = a.copy()
         sub[:, :2] /= k
+        sub = sub.astype(np.float32).astype(np.float64)
+        # OpenCV puts pixel centres at integers, not at +0.5: M (j, i, 1) = A (j + 0.5, i + 0.5, 1) - 0.5
+        sub[:, 2] = sub[:, :2] @ np.array([0.5, 0.5]) + sub[:, 2] - 0.5
         crop = cv2.warpAffine(
-            image, _opencv_affine(sub.astype(np.float32)), (w * k, h * k), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            image, sub, (w * k, h * k), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
         ).reshape(h * k, w * k, -1)
         if k > 1:
@@ -288,12 +276,6 @@ def crop_faces(image: np.ndarray, affines: np.ndarray, crop_size: Sequence[int])
 
 
 # ---------------------------------------------------------------------------- post-processing
-def _invert(affine: np.ndarray) -> np.ndarray:
-    """Inverse of a ``2 x 3`` float32 affine, rounded to float32 as ``invert_affines``, as float64."""
-    m = np.vstack([affine.astype(np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m)[:2].astype(np.float32).astype(np.float64)
-
-
 def face_window(affines: np.ndarray, crop_size: Sequence[int], image_size: Sequence[int]) -> Tuple[int, int, int, int]:
     """Window ``(x0, y0, x1, y1)`` of one face's ``V x 2 x 3`` views, clipped (``FacePostProcessor.windows``)."""
     h, w = float(crop_size[0]), float(crop_size[1])
@@ -324,8 +306,10 @@ def paste_face(probs: np.ndarray, affines: np.ndarray, image_size: Sequence[int]
     total = np.zeros((num_classes, wh, ww), np.float32)
     count = np.zeros((wh, ww), np.float32)
     gx, gy = np.meshgrid(np.arange(x0, x0 + ww, dtype=np.float64) + 0.5, np.arange(y0, y0 + wh, dtype=np.float64) + 0.5)
-    for v in range(num_views):
-        a = _invert(affines[v])
+    full = np.zeros((num_views, 3, 3))
+    full[:, :2], full[:, 2, 2] = affines, 1.0
+    inverse = np.linalg.inv(full)[:, :2].astype(np.float32).astype(np.float64)  # rounded to float32 as invert_affines
+    for v, a in enumerate(inverse):
         gu = ((a[0, 0] * gx + a[0, 1] * gy + a[0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
         gv = ((a[1, 0] * gx + a[1, 1] * gy + a[1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
         inside = (np.abs(gu) <= 1) & (np.abs(gv) <= 1)
@@ -358,12 +342,6 @@ def paint_order(paint_scores: np.ndarray, other_scores: np.ndarray, keep: np.nda
     return [int(i) for i in order if keep[i]]
 
 
-def _pixel_scores_from_top(top: np.ndarray, thresh: float) -> np.ndarray:
-    top = top.reshape(len(top), -1)
-    keep = (top >= thresh).astype(np.float32)
-    return (top * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
-
-
 def _pasted_pixel_score(window, top: np.ndarray, inside: np.ndarray, box, thresh: float) -> np.float32:
     """Pixel score over the pasted crop region, with ``box`` only at pixel centres inside it."""
     if box is not None:
@@ -384,24 +362,19 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
     uint8 in ``output_size``) and, best first, ``boxes``, ``scores``, ``box_scores``, ``iou_scores``,
     ``pixel_scores``."""
     height, width = int(output_size[0]), int(output_size[1])
-    in_h, in_w = input_size
-    boxes, affines = faces["boxes"].astype(np.float32).copy(), faces["affines"].astype(np.float32).copy()
-    probs = faces["probs"]
-    sx, sy = width / in_w, height / in_h
+    boxes, affines, probs = faces["boxes"].astype(np.float32), faces["affines"].astype(np.float32), faces["probs"]
+    sx, sy = width / input_size[1], height / input_size[0]
     if (sx, sy) != (1.0, 1.0):  # FacePostProcessor.rescale
-        boxes[:, 0::2] *= np.float32(sx)
-        boxes[:, 1::2] *= np.float32(sy)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-        affines[..., 0, :] *= np.float32(sx)
-        affines[..., 1, :] *= np.float32(sy)
-    n = len(boxes)
+        scale = np.float32([sx, sy])
+        boxes = np.clip(boxes * np.tile(scale, 2), 0, np.float32([width, height, width, height]))
+        affines *= scale[:, None]
+    n, views, _, h, w = probs.shape
     thresh = pp["pixel_score_thresh"]
     pasted = {}
-    if pp["pixel_score_region"] == "crop":
-        top = probs.max(axis=2) if n else np.zeros((0, 1, 1, 1), np.float32)  # N x V x h x w
-        views = probs.shape[1] if n else 1
-        pix = sum(_pixel_scores_from_top(top[:, v], thresh) for v in range(views)) / views if n else np.zeros(0, np.float32)
+    if pp["pixel_score_region"] == "crop":  # per view over its crop, then averaged over views
+        top = probs.max(axis=2).reshape(n, views, h * w)
+        keep = (top >= thresh).astype(np.float32)
+        pix = ((top * keep).sum(axis=2) / np.maximum(keep.sum(axis=2), 1.0)).mean(axis=1)
     elif pp["pixel_score_region"] in ("image", "pasted"):
         pix = np.zeros(n, np.float32)
         for i in range(n):
@@ -414,21 +387,16 @@ def postprocess(faces: Dict[str, np.ndarray], input_size: Sequence[int], output_
     scores = face_scores(faces["box_scores"], faces["iou_scores"], pix, pp["score_weights"], pp["score_eps"])
     box_scores = np.asarray(faces["box_scores"], np.float32)
     keep = (scores >= np.float32(pp["quality_score_thresh"])) & (box_scores >= np.float32(pp["box_score_thresh"]))
-    if pp["paint_order"] == "quality":
-        order = paint_order(scores, box_scores, keep)
-    elif pp["paint_order"] == "box":
-        order = paint_order(box_scores, scores, keep)
-    else:
+    if pp["paint_order"] not in ("quality", "box"):
         raise ExportError(f"postprocessing.paint_order {pp['paint_order']!r} is not 'quality' or 'box'")
+    key, tie = (scores, box_scores) if pp["paint_order"] == "quality" else (box_scores, scores)
+    order = paint_order(key, tie, keep)
     labels = np.zeros((height, width), np.uint8)
     for i in order:
         if i not in pasted:
             pasted[i] = paste_face(probs[i], affines[i], (height, width))
         (x0, y0, x1, y1), face_labels, _, _ = pasted[i]
-        if x1 <= x0 or y1 <= y0:
-            continue
-        region = labels[y0:y1, x0:x1]
-        region[face_labels != 0] = face_labels[face_labels != 0]
+        labels[y0:y1, x0:x1][face_labels != 0] = face_labels[face_labels != 0]
     best = np.argsort(-scores, kind="stable")
     return {
         "labels": labels,
@@ -470,13 +438,6 @@ class FaceParsingRuntime:
         self.colors = [list(c) for c in self.meta["colors"]]
 
     # ------------------------------------------------------------------ steps
-    def model_input(self, image_bgr: np.ndarray) -> np.ndarray:
-        """The model-input frame: resized (``ResizeShortestEdge``), channels in ``input.format``."""
-        image = _to_bgr(image_bgr)
-        if self.meta["input"]["format"] == "RGB":
-            image = np.ascontiguousarray(image[:, :, ::-1])
-        return resize_shortest_edge(image, self.meta["input"]["min_size_test"], self.meta["input"]["max_size_test"])
-
     def detect(self, image: np.ndarray, original: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Face boxes (model-input frame, clipped, non-empty; head boxes with a box adapter) and
         scores of a model-input image; YuNet runs on ``original`` (larger, unresized) when given."""
@@ -487,18 +448,13 @@ class FaceParsingRuntime:
             return boxes, scores
         det = self.meta["detector"]
         h, w = image.shape[:2]
-        scale = det["input_scale"]
-        if scale == 1.0:
-            x, nh, nw = image.astype(np.float32), h, w
-        else:
-            nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-            x = resample_float(image, nh, nw)
+        nh, nw = max(1, int(round(h * det["input_scale"]))), max(1, int(round(w * det["input_scale"])))
+        x = resample_float(image, nh, nw)
         x = (x - np.asarray(det["pixel_mean"], np.float32)) / np.asarray(det["pixel_std"], np.float32)
         outputs, _ = self._run_detector(x, det["size_divisibility"])
         boxes, scores, _ = decode_fcos(outputs, det)
         # detector_postprocess: to the model-input frame, clipped, empty boxes dropped
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2] * np.float32(w / nw), 0, w)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2] * np.float32(h / nh), 0, h)
+        boxes = np.clip(boxes * np.float32([w / nw, h / nh] * 2), 0, np.float32([w, h] * 2))
         keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
         return boxes[keep], scores[keep]
 
@@ -508,25 +464,18 @@ class FaceParsingRuntime:
         h, w = image.shape[:2]
         oh, ow = int(out_size[0]), int(out_size[1])
         bgr = image if self.meta["input"]["format"] == "BGR" else image[:, :, ::-1]
-        long_side = max(h, w)
-        sizes: List[Tuple[int, int]] = []
+        sizes = {}  # an ordered set: each size runs once
         for f in det["scales"]:
-            s = f if not det["max_size"] else min(f, det["max_size"] / long_side)
-            size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
-            if size not in sizes:
-                sizes.append(size)
-        all_boxes, all_kps, all_scores = [], [], []
+            s = f if not det["max_size"] else min(f, det["max_size"] / max(h, w))
+            sizes[(max(1, int(round(h * s))), max(1, int(round(w * s))))] = None
+        found = []
         for sh, sw in sizes:
-            x = bgr.astype(np.float32) if (sh, sw) == (h, w) else resample_float(bgr, sh, sw)
-            outputs, (ph, pw) = self._run_detector(x, 32)
+            outputs, (ph, pw) = self._run_detector(resample_float(bgr, sh, sw), 32)
             boxes, kps, scores = decode_yunet(outputs, det, ph, pw)
             fx, fy = np.float32(ow / sw), np.float32(oh / sh)
-            all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
-            all_kps.append(kps * np.array([fx, fy], np.float32))
-            all_scores.append(scores)
-        boxes, kps, scores = np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, ow)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, oh)
+            found.append((boxes * np.array([fx, fy, fx, fy], np.float32), kps * np.array([fx, fy], np.float32), scores))
+        boxes, kps, scores = (np.concatenate(parts) for parts in zip(*found))
+        boxes = np.clip(boxes, 0, np.float32([ow, oh] * 2))
         keep = nms(boxes, scores, det["nms_thresh"])[: det["max_detections_per_image"]]
         return boxes[keep], kps[keep], scores[keep]
 
@@ -551,11 +500,9 @@ class FaceParsingRuntime:
             boxes, box_scores = boxes[best], box_scores[best]
         rgb = image if self.meta["input"]["format"] == "RGB" else image[:, :, ::-1]
         normalised = ((rgb.astype(np.float32) - np.asarray(p["pixel_mean"], np.float32)) / np.asarray(p["pixel_std"], np.float32))
-        scales: Dict[float, List[bool]] = {}
+        scales: Dict[float, Dict[bool, None]] = {}  # the flips of each box scale, as an ordered set
         for s, f in p["views"]:  # group_views: the flips of one box scale share a crop
-            flips = scales.setdefault(float(s), [])
-            if bool(f) not in flips:
-                flips.append(bool(f))
+            scales.setdefault(float(s), {})[bool(f)] = None
         n, (h, w) = len(boxes), p["crop_size"]
         num_classes = self.meta["postprocessing"]["num_classes"]
         perm = np.asarray(p["flip_permutation"])
@@ -579,16 +526,16 @@ class FaceParsingRuntime:
     def __call__(self, image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         image = _to_bgr(image_bgr)
         height, width = image.shape[:2]
-        model_image = self.model_input(image)
+        inp = self.meta["input"]
+        # the model-input format; the faces are cropped from this original image (as QANetFaceParser.inference does)
+        original = image if inp["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+        model_image = resize_shortest_edge(original, inp["min_size_test"], inp["max_size_test"])
         mh, mw = model_image.shape[:2]
-        # the faces are cropped from the original image (as QANetFaceParser.inference does)
-        original = image if self.meta["input"]["format"] == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
         if boxes is None:
             if self.detector is None:
                 raise ExportError("this export has no detector: pass the face boxes")
             face_boxes, box_scores = self.detect(model_image, original if height * width > mh * mw else None)
-            face_boxes[:, 0::2] *= np.float32(width / mw)  # to the original frame
-            face_boxes[:, 1::2] *= np.float32(height / mh)
+            face_boxes *= np.float32([width / mw, height / mh] * 2)  # to the original frame
         else:
             face_boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
             box_scores = np.ones(len(face_boxes), np.float32)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,8 +49,7 @@ from ..layers.crops import crop_windows, invert_affines
 
 __all__ = [
     "FacePostProcessor", "StageTimes", "PastedFace", "add_postprocessing_config", "paint_order", "face_scores",
-    "channel_max", "crop_maxima", "CropMaxima", "pixel_scores_from_top", "PAINT_ORDERS", "PIXEL_SCORE_REGIONS",
-    "SCORE_EPS",
+    "channel_max", "pixel_scores_from_top", "PAINT_ORDERS", "PIXEL_SCORE_REGIONS", "SCORE_EPS",
 ]
 
 PAINT_ORDERS = ("quality", "box")
@@ -65,23 +64,17 @@ _MIXED = 255  # the interpolation must be computed
 
 # ---------------------------------------------------------------------------- scoring
 def pixel_scores_from_top(top: torch.Tensor, thresh: float = 0.2) -> torch.Tensor:
-    """Pixel scores of ``N`` faces from their ``N x h x w`` max probabilities: the mean of those
-    >= ``thresh`` (0 for none)."""
-    top = top.flatten(1)
+    """Pixel scores from ``... x h x w`` max probabilities: the mean of those >= ``thresh`` (0 for
+    none)."""
+    top = top.flatten(-2)
     keep = (top >= thresh).to(top.dtype)
-    return (top * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+    return (top * keep).sum(dim=-1) / keep.sum(dim=-1).clamp(min=1)
 
 
-class CropMaxima(NamedTuple):
-    """Per crop pixel, ``N x V x h x w``: the max probability ``top`` and its class ``labels`` (uint8)."""
-
-    top: torch.Tensor
-    labels: torch.Tensor
-
-
-def crop_maxima(probs: torch.Tensor) -> CropMaxima:
-    """:class:`CropMaxima` of ``N x V x C x h x w`` probabilities (shared by scoring and painting)."""
-    return CropMaxima(*channel_max(probs, dim=2, label_dtype=torch.uint8))
+def crop_maxima(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Max probability and its uint8 class per crop pixel of ``N x V x C x h x w`` probabilities
+    (``N x V x h x w`` each; shared by scoring and painting)."""
+    return channel_max(probs, dim=2, label_dtype=torch.uint8)
 
 
 def face_scores(box_scores, iou_scores, pix_scores, weights: Sequence[float] = (1.0, 0.5, 3.0)) -> torch.Tensor:
@@ -221,9 +214,10 @@ def _chunks(items: List[_Item], max_pixels: int, max_items: int):
         yield chunk
 
 
-def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool, maxima: CropMaxima):
+def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], with_top: bool, with_probs: bool,
+                 maxima):
     """Paste a run of items at once, from their faces' ``F x V x C x h x w`` ``probs`` (one row per
-    item), ``F x V x 2 x 3`` float64 image -> crop affines ``inverse`` and :class:`CropMaxima`.
+    item), ``F x V x 2 x 3`` float64 image -> crop affines ``inverse`` and :func:`crop_maxima`.
 
     Returns ``(codes, top, point_probs)``: ``F x Hmax x Wmax`` uint8 labels (``_OUTSIDE`` where no
     view covers a pixel or beyond the item), the max of the view-averaged probabilities
@@ -245,13 +239,13 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
     # items whose pixels are all computed the exact way: rotated views, or probabilities asked for
     exact_items = ~axis_aligned.all(axis=1) | with_probs
     if not with_probs:
-        cells = cells_from_labels(maxima.labels)  # F x V x (h+1) x (w+1)
+        cells = cells_from_labels(maxima[1])  # F x V x (h+1) x (w+1)
     top = None
     if with_top:
-        top_maps = maxima.top  # F x V x h x w
+        top_maps = maxima[0]  # F x V x h x w
         top = torch.zeros((num_items, hmax, wmax), device=device)
         top_count = torch.zeros((num_items, hmax, wmax), device=device)
-    codes = None
+    codes = torch.full((num_items, hmax, wmax), _OUTSIDE, dtype=torch.uint8, device=device)
     for v in range(num_views):
         a = inverse[:, v]
         # separable crop coordinates of the pixel centres (exact for axis-aligned views)
@@ -272,11 +266,9 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
                 sampled = F.grid_sample(top_maps[:, v : v + 1], grid.to(device), mode="bilinear", padding_mode="border", align_corners=False)
                 top += sampled[:, 0] * inside
                 top_count += inside
-        if v == 0:
-            codes = view_codes
-        else:  # a pixel covered by views that disagree is computed the exact way
-            agree = (view_codes == codes) | (view_codes == _OUTSIDE)
-            codes = torch.where(codes == _OUTSIDE, view_codes, torch.where(agree, codes, torch.full_like(codes, _MIXED)))
+        # a pixel covered by views that disagree is computed the exact way
+        agree = (view_codes == codes) | (view_codes == _OUTSIDE)
+        codes = torch.where(codes == _OUTSIDE, view_codes, torch.where(agree, codes, torch.full_like(codes, _MIXED)))
     if exact_items.any():
         everywhere = (valid_y[:, :, None] & valid_x[:, None, :]) & exact_items[:, None, None]
         codes = codes.masked_fill(torch.from_numpy(everywhere).to(device), _MIXED)
@@ -289,26 +281,22 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
         fi = f.cpu().numpy()
         x = origin[fi, 0] + px.cpu().numpy() + 0.5
         y = origin[fi, 1] + py.cpu().numpy() + 0.5
-        counts = np.bincount(fi, minlength=num_items)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        pos = torch.from_numpy(np.arange(len(fi)) - starts[fi]).to(device)
-        total, count = None, None
+        pos = torch.from_numpy(np.arange(len(fi)) - np.searchsorted(fi, fi)).to(device)  # index among its item's points
+        total, count = 0.0, 0.0
         for v in range(num_views):
             a = inverse[fi, v]  # K x 2 x 3
             gu = ((a[:, 0, 0] * x + a[:, 0, 1] * y + a[:, 0, 2]) * (2.0 / w) - 1.0).astype(np.float32)
             gv = ((a[:, 1, 0] * x + a[:, 1, 1] * y + a[:, 1, 2]) * (2.0 / h) - 1.0).astype(np.float32)
             inside = torch.from_numpy((np.abs(gu) <= 1) & (np.abs(gv) <= 1)).to(device, torch.float32)
             # one grid_sample for all items: each item's points, padded to the longest list
-            grid = torch.zeros((num_items, 1, int(counts.max()), 2), device=device)
+            grid = torch.zeros((num_items, 1, int(pos.max()) + 1, 2), device=device)
             grid[f, 0, pos] = torch.from_numpy(np.stack([gu, gv], axis=1)).to(device)
             sampled = F.grid_sample(probs[:, v], grid, mode="bilinear", padding_mode="border", align_corners=False)
             sampled = sampled[f, :, 0, pos] * inside[:, None]  # K x C
-            total = sampled if total is None else total + sampled
-            count = inside if count is None else count + inside
+            total, count = total + sampled, count + inside
         avg = total / count.clamp(min=1.0)[:, None]
         exact_top, lab = avg.max(dim=1)
-        lab = torch.where(exact_top < 1.0 / num_classes, torch.zeros_like(lab), lab)
-        lab = torch.where(count > 0, lab, torch.full_like(lab, _OUTSIDE))
+        lab = lab.masked_fill(exact_top < 1.0 / num_classes, 0).masked_fill(count == 0, _OUTSIDE)
         codes[f, py, px] = lab.to(torch.uint8)
         if with_top:
             top[f, py, px] = exact_top
@@ -317,15 +305,8 @@ def _paste_chunk(probs: torch.Tensor, inverse: np.ndarray, items: List[_Item], w
     return codes, top, point_probs
 
 
-def _paste(
-    probs: torch.Tensor,
-    affines: torch.Tensor,
-    items: List[_Item],
-    tile: int,
-    with_top: bool = False,
-    with_probs: bool = False,
-    maxima: Optional[CropMaxima] = None,
-):
+def _paste(probs: torch.Tensor, affines: torch.Tensor, items: List[_Item], tile: int, with_top: bool = False,
+           with_probs: bool = False, maxima=None):
     """Paste ``items`` a chunk of at most ``tile * tile`` pixels at a time and yield, in order,
     ``(item, labels, inside, top, item_probs)`` of each item's window (``top`` with ``with_top``,
     the ``C x h x w`` averaged ``item_probs`` with ``with_probs``)."""
@@ -333,13 +314,14 @@ def _paste(
         return
     num_classes = probs.shape[2]
     faces = sorted({it.face for it in items})
-    inverse = {i: inv for i, inv in zip(faces, invert_affines(affines[faces].reshape(-1, 2, 3).float()).double().reshape(len(faces), -1, 2, 3).cpu().numpy())}
+    inverse = invert_affines(affines[faces].flatten(0, 1).float()).double().unflatten(0, (len(faces), -1))
+    inverse = dict(zip(faces, inverse.cpu().numpy()))
     for chunk in _chunks(items, tile * tile, 32):
         rows = [it.face for it in chunk]
         consecutive = rows == list(range(rows[0], rows[0] + len(rows)))
         select = slice(rows[0], rows[0] + len(rows)) if consecutive else rows  # a view when possible
         chunk_probs = probs[select].float()
-        chunk_maxima = crop_maxima(chunk_probs) if maxima is None else CropMaxima(maxima.top[select], maxima.labels[select])
+        chunk_maxima = crop_maxima(chunk_probs) if maxima is None else tuple(m[select] for m in maxima)
         codes, top, point_probs = _paste_chunk(chunk_probs, np.stack([inverse[i] for i in rows]), chunk, with_top, with_probs, chunk_maxima)
         start = 0
         for k, item in enumerate(chunk):
@@ -352,28 +334,6 @@ def _paste(
                 item_probs = point_probs[start : start + h * w].T.reshape(num_classes, h, w)
                 start += h * w
             yield item, item_codes.masked_fill(~inside, 0), inside, None if top is None else top[k, :h, :w], item_probs
-
-
-def _assemble(probs, affines, windows, faces, tile, with_top, maxima=None) -> Dict[int, PastedFace]:
-    """:class:`PastedFace` of each face in ``faces``, from its tiles."""
-    out: Dict[int, PastedFace] = {}
-    device = probs.device
-    for i in faces:
-        x0, y0, x1, y1 = windows[i]
-        h, w = max(0, y1 - y0), max(0, x1 - x0)
-        out[i] = PastedFace(
-            windows[i], torch.zeros((h, w), dtype=torch.uint8, device=device), torch.zeros((h, w), dtype=torch.bool, device=device),
-            torch.zeros((h, w), device=device) if with_top else None,
-        )
-    for item, labels, inside, top, _ in _paste(probs, affines, _items(windows, faces, tile), tile, with_top, maxima=maxima):
-        face = out[item.face]
-        x0, y0 = face.window[:2]
-        tx0, ty0, tx1, ty1 = item.window
-        sl = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
-        face.labels[sl], face.inside[sl] = labels, inside
-        if with_top:
-            face.top[sl] = top * inside
-    return out
 
 
 # ---------------------------------------------------------------------------- the post-processor
@@ -465,59 +425,61 @@ class FacePostProcessor:
         boxes.scale(sx, sy)
         boxes.clip((height, width))
         out.pred_boxes = boxes
-        affines = faces.crop_affines.clone()
-        affines[..., 0, :] *= sx
-        affines[..., 1, :] *= sy
-        out.crop_affines = affines
+        out.crop_affines = faces.crop_affines * faces.crop_affines.new_tensor([[sx], [sy]])
         if faces.has("pred_keypoints"):
-            kp = faces.pred_keypoints.clone()
-            kp[..., 0] *= sx
-            kp[..., 1] *= sy
-            out.pred_keypoints = kp
+            out.pred_keypoints = faces.pred_keypoints.clone()
+            out.pred_keypoints[..., :2] *= out.pred_keypoints.new_tensor([sx, sy])
         return out
 
     def windows(self, faces: Instances) -> Dict[int, Tuple[int, int, int, int]]:
         """Each face's integer window ``(x0, y0, x1, y1)`` covering its views' crops, clipped to the
         image (possibly empty)."""
-        n, v = faces.crop_affines.shape[:2]
-        if n == 0:
-            return {}
-        affines = faces.crop_affines.reshape(n * v, 2, 3).float()
-        wins = crop_windows(affines, faces.parsing_probs.shape[-2:], faces.image_size).reshape(n, v, 4)
+        wins = crop_windows(faces.crop_affines.flatten(0, 1).float(), faces.parsing_probs.shape[-2:], faces.image_size)
+        wins = wins.unflatten(0, faces.crop_affines.shape[:2])
         lo, hi = wins[:, :, :2].min(dim=1).values, wins[:, :, 2:].max(dim=1).values
-        return dict(enumerate(tuple(int(c) for c in row) for row in torch.cat([lo, hi], dim=1).tolist()))
+        return dict(enumerate(map(tuple, torch.cat([lo, hi], dim=1).tolist())))
 
-    def paste(
-        self, faces: Instances, indices: Sequence[int], with_top: bool = False, maxima: Optional[CropMaxima] = None
-    ) -> Dict[int, PastedFace]:
-        """The faces ``indices`` pasted into their windows (``maxima``: if already computed)."""
-        return _assemble(
-            faces.parsing_probs, faces.crop_affines, self.windows(faces), list(indices), self.paste_tile, with_top, maxima
-        )
+    def paste(self, faces: Instances, indices: Sequence[int], with_top: bool = False,
+              maxima=None) -> Dict[int, PastedFace]:
+        """The faces ``indices`` pasted into their windows (``maxima``: :func:`crop_maxima`, if
+        already computed)."""
+        windows, device = self.windows(faces), faces.parsing_probs.device
+        out = {}
+        for i in indices:
+            x0, y0, x1, y1 = windows[i]
+            size = (y1 - y0, x1 - x0)
+            out[i] = PastedFace(windows[i], torch.zeros(size, dtype=torch.uint8, device=device),
+                                torch.zeros(size, dtype=torch.bool, device=device),
+                                torch.zeros(size, device=device) if with_top else None)
+        items = _items(windows, indices, self.paste_tile)
+        for item, labels, inside, top, _ in _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile,
+                                                   with_top, maxima=maxima):
+            face = out[item.face]
+            x0, y0 = face.window[:2]
+            tx0, ty0, tx1, ty1 = item.window
+            sl = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
+            face.labels[sl], face.inside[sl] = labels, inside
+            if with_top:
+                face.top[sl] = top * inside
+        return out
 
-    def score(
-        self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima: Optional[CropMaxima] = None
-    ) -> Instances:
+    def score(self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima=None) -> Instances:
         """Set ``pixel_scores`` and the quality ``scores`` of ``faces`` (in place; also returned).
 
         Regions "image" and "pasted" paste the faces (in the output frame); a ``pasted`` dict keeps
         those pastes for :meth:`paint` (faces already in it with their ``top`` are reused).
         """
         n = len(faces)
-        probs = faces.parsing_probs
-        if n and maxima is None:
-            maxima = crop_maxima(probs)
         if self.pixel_score_region == "crop":
-            views = probs.shape[1] if n else 1
-            pix = sum(pixel_scores_from_top(maxima.top[:, v], self.pixel_score_thresh) for v in range(views)) / views if n else probs.new_zeros(0)
+            top = (crop_maxima(faces.parsing_probs) if maxima is None else maxima)[0]
+            pix = pixel_scores_from_top(top, self.pixel_score_thresh).mean(dim=1)  # views averaged
         else:
-            known = {i: face for i, face in (pasted or {}).items() if i < n and face.top is not None}
-            faces_pasted = {**known, **self.paste(faces, [i for i in range(n) if i not in known], with_top=True, maxima=maxima)}
-            if pasted is not None:
-                pasted.update(faces_pasted)
+            pasted = {} if pasted is None else pasted
+            missing = [i for i in range(n) if i not in pasted or pasted[i].top is None]
+            pasted.update(self.paste(faces, missing, with_top=True, maxima=maxima))
             boxes = faces.pred_boxes.tensor if self.pixel_score_region == "image" else [None] * n
-            values = [self._pasted_pixel_score(faces_pasted[i], boxes[i]) for i in range(n)]
-            pix = torch.stack(values) if values else probs.new_zeros(0)
+            values = [self._pasted_pixel_score(pasted[i], boxes[i]) for i in range(n)]
+            pix = torch.stack(values) if n else faces.box_scores.new_zeros(0)
         faces.pixel_scores = pix.to(faces.box_scores.device)
         faces.scores = face_scores(faces.box_scores, faces.iou_scores, faces.pixel_scores, self.score_weights)
         return faces
@@ -545,44 +507,33 @@ class FacePostProcessor:
             return paint_order(faces.scores, faces.box_scores, keep)
         return paint_order(faces.box_scores, faces.scores, keep)
 
-    def paint(
-        self,
-        faces: Instances,
-        class_scores: bool = False,
-        pasted: Optional[Dict[int, PastedFace]] = None,
-        maxima: Optional[CropMaxima] = None,
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def paint(self, faces: Instances, class_scores: bool = False, pasted: Optional[Dict[int, PastedFace]] = None,
+              maxima=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The ``H x W`` uint8 label map of scored ``faces`` and, with ``class_scores``, the
         ``C x H x W`` class scores (else None). ``pasted``: faces already pasted, added to."""
         height, width = faces.image_size
         device = faces.parsing_probs.device
         labels = torch.zeros((height, width), dtype=torch.uint8, device=device)
         sem_seg = None
+        order = self.order(faces)
         if class_scores:
             sem_seg = torch.zeros((self.num_classes, height, width), device=device)
             sem_seg[0] = 1.0
-        order = self.order(faces)
-        pasted = {} if pasted is None else pasted
-        if not class_scores:
-            # paste in instance order (consecutive faces share one computation), paint in paint order
-            pasted.update(self.paste(faces, sorted(i for i in order if i not in pasted), maxima=maxima))
-            pieces = ((pasted[i].window, pasted[i].labels, None) for i in order)
-        else:
             items = _items(self.windows(faces), order, self.paste_tile)
             pieces = ((item.window, item_labels, item_probs) for item, item_labels, _, _, item_probs in
-                      _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile, with_probs=class_scores))
+                      _paste(faces.parsing_probs, faces.crop_affines, items, self.paste_tile, with_probs=True))
+        else:  # paste in instance order (consecutive faces share one computation), paint in paint order
+            pasted = {} if pasted is None else pasted
+            pasted.update(self.paste(faces, sorted(i for i in order if i not in pasted), maxima=maxima))
+            pieces = ((pasted[i].window, pasted[i].labels, None) for i in order)
         for (x0, y0, x1, y1), face_labels, face_probs in pieces:
-            if x1 <= x0 or y1 <= y0:
-                continue
             fg = face_labels != 0
             labels[y0:y1, x0:x1] = torch.where(fg, face_labels, labels[y0:y1, x0:x1])
             if class_scores:
                 sem_seg[:, y0:y1, x0:x1] = torch.where(fg[None], face_probs, sem_seg[:, y0:y1, x0:x1])
         return labels, sem_seg
 
-    def face_labels(
-        self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima: Optional[CropMaxima] = None
-    ) -> List[Dict]:
+    def face_labels(self, faces: Instances, pasted: Optional[Dict[int, PastedFace]] = None, maxima=None) -> List[Dict]:
         """Each face's ``window`` ``[x0, y0, x1, y1)`` and window-sized uint8 ``labels`` (0 outside
         its crops), in instance order; faces in ``pasted`` are not pasted again."""
         pasted = dict(pasted or {})
@@ -612,7 +563,7 @@ class FacePostProcessor:
             faces = self.rescale(faces, faces.image_size if output_size is None else output_size)
         pasted: Dict[int, PastedFace] = {}
         with stage("score"):
-            maxima = crop_maxima(faces.parsing_probs) if len(faces) else None  # shared by scoring and painting
+            maxima = crop_maxima(faces.parsing_probs)  # shared by scoring and painting
             faces = self.score(faces, pasted, maxima)
         if smooth is not None:
             with stage("smooth"):
