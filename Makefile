@@ -28,8 +28,9 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-# The fine-class real-face model from the shipped six-class one (README "Fine classes"), about
-# 17 minutes on 2 CPU cores; needs FASSEG prepared (datasets/prepare_fasseg.py --src DIR).
+# The fine-class real-face model from the shipped six-class one (README "Fine classes"): 7.5 min on
+# 2 idle CPU cores, ~10 min more the first time (fine labels); FASSEG prepared first
+# (datasets/prepare_fasseg.py --src DIR).
 FINE_OUT ?= output/real_faces
 real_faces_fine: setup
 	$(PY) datasets/prepare_synthetic.py --preset quickstart
