@@ -165,7 +165,7 @@ def load_checkpoint_file(filename: str):
         raise RuntimeError(f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 
-def _bookkeeping(key: str) -> bool:
+def is_bookkeeping(key: str) -> bool:
     # BatchNorm's batch counter is not a weight; files and modules differ in having it.
     return key.endswith("num_batches_tracked")
 
@@ -202,8 +202,8 @@ def state_problems(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
                    unused_prefixes: Sequence[str] = ()) -> List[str]:
     """One line per problem keeping ``state`` from filling ``own`` exactly: missing keys,
     unexpected keys (but ``unused_prefixes``), shapes that differ; empty when it fits."""
-    own = {k: v for k, v in own.items() if not _bookkeeping(k)}
-    unexpected = [k for k in state if k not in own and not _bookkeeping(k) and not k.startswith(tuple(unused_prefixes))]
+    own = {k: v for k, v in own.items() if not is_bookkeeping(k)}
+    unexpected = [k for k in state if k not in own and not is_bookkeeping(k) and not k.startswith(tuple(unused_prefixes))]
     missing = [k for k in own if k not in state]
     wrong_shape = [f"{k} {tuple(torch.as_tensor(state[k]).shape)} vs {tuple(own[k].shape)}"
                    for k in own if k in state and torch.as_tensor(state[k]).shape != own[k].shape]
@@ -227,7 +227,7 @@ def load_state_strictly(module: nn.Module, state: Dict[str, torch.Tensor], sourc
     if problems:
         raise error(f"{source}: the {what} do not match {target}: " + "; ".join(problems))
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items() if k in own}, strict=False)
-    return [k for k in state if k not in own and not _bookkeeping(k)]
+    return [k for k in state if k not in own and not is_bookkeeping(k)]
 
 
 def load_part_weights(module: nn.Module, part: str, path: str) -> str:
@@ -248,7 +248,7 @@ def load_part_weights(module: nn.Module, part: str, path: str) -> str:
     prefix = part + "."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    state = {k: torch.as_tensor(v) for k, v in state.items() if not _bookkeeping(k)}
+    state = {k: torch.as_tensor(v) for k, v in state.items() if not is_bookkeeping(k)}
     own = module.state_dict()
     if part == "parser":
         record = data.get("label_set") if isinstance(data, dict) else None

@@ -407,6 +407,25 @@ def _save(model, folder, name="model_final", **kwargs):
     return folder / f"{name}.pth"
 
 
+def test_batch_counters_of_layers_frozen_here_are_not_reported_unused(tmp_path, caplog):
+    """A checkpoint of a model whose BatchNorm trained (it has num_batches_tracked) loads into one
+    where that layer is frozen without an unused-keys warning; a real unused weight still warns."""
+    path = _save(_tiny_model(seed=1), tmp_path / "run")
+    ck = torch.load(path, weights_only=True)
+    counter = "parser.backbone.body.frozen_layer.num_batches_tracked"
+    ck["model"][counter] = torch.tensor(7)
+    torch.save(ck, path)
+    with caplog.at_level(logging.WARNING):
+        QANetCheckpointer(_tiny_model(seed=2)).load(str(path))
+    assert "not used by the model" not in caplog.text
+    ck["model"]["parser.backbone.body.frozen_layer.weight"] = torch.ones(1)
+    torch.save(ck, path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        QANetCheckpointer(_tiny_model(seed=2)).load(str(path))
+    assert "not used by the model" in caplog.text and "frozen_layer.weight" in caplog.text
+
+
 def test_stage1_checkpoint_as_model_weights_leaves_the_parser_untouched(tmp_path, caplog):
     stage1 = _tiny_model("MODEL.QANET.TRAIN_MODE", "detector", seed=1)
     path = _save(stage1, tmp_path / "stage1")

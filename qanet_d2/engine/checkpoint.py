@@ -25,8 +25,8 @@ from torch import nn
 
 from ..compat import to_weights_only_safe
 from .imagenet import load_imagenet_weights
-from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, load_checkpoint_file, load_part_weights,
-                          state_problems)
+from ..weights_io import (LABEL_SET_BUFFER, apply_label_set_record, is_bookkeeping, load_checkpoint_file,
+                          load_part_weights, state_problems)
 
 __all__ = ["MODEL_PARTS", "QANetCheckpointer", "load_model_part", "load_model_weights", "model_parts"]
 
@@ -181,9 +181,12 @@ class QANetCheckpointer(DetectionCheckpointer):
             own = _unwrap(self.model).state_dict()
             if key in own and (record is None or key not in state):
                 state[key] = own[key].clone()
-        checkpoint["model"] = {k: v for k, v in state.items() if _part_of(k, skipped) is None}
+        own = {k: v for k, v in _unwrap(self.model).state_dict().items() if _part_of(k, skipped) is None}
+        # BatchNorm's batch counters of layers frozen in this model (FrozenBatchNorm2d has none)
+        # are not weights: dropped, not reported as unused keys
+        checkpoint["model"] = {k: v for k, v in state.items()
+                               if _part_of(k, skipped) is None and (k in own or not is_bookkeeping(k))}
         if not heuristic:  # every weight of the parts it loads must come from the file, with its shape
-            own = {k: v for k, v in _unwrap(self.model).state_dict().items() if _part_of(k, skipped) is None}
             problems = state_problems(own, {k: v for k, v in checkpoint["model"].items() if k in own})
             if problems:
                 raise RuntimeError(f"{self._loading_path}: the checkpoint does not fill the model: " + "; ".join(problems))
