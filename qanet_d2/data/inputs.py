@@ -256,7 +256,7 @@ def read_image(path: str, format: str = "BGR") -> np.ndarray:
         raise ValueError(f"unsupported image format {format!r} (use 'BGR' or 'RGB')")
     img = open_image(path)
     with contextlib.suppress(Exception):  # malformed EXIF: detectron2 ignores it too
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy of the (usual) upright image
     mode = img.mode
     try:
         if mode in _ARRAY_MODES or mode.startswith("I;16"):
